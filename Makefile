@@ -1,0 +1,64 @@
+# Shoal. `make demo` runs a three-node cluster on loopback; `make test` runs
+# the tests. Both install what they need first (fixtures/setup.sh).
+
+GO        ?= go
+BIN       := bin
+PKGS      := ./...
+# The concurrent packages run under the race detector in `make test`.
+TESTFLAGS ?= -race -timeout 28m
+BENCHOUT  := bench-results
+
+.PHONY: all build setup test test-short bench bench-dlm bench-volume bench-iscsi bench-failover lint demo demo-stop clean fuzz
+
+all: build
+
+setup:
+	@./fixtures/setup.sh
+
+build:
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+test: setup build
+	$(GO) vet $(PKGS)
+	$(GO) test $(TESTFLAGS) $(PKGS)
+
+test-short:
+	$(GO) test -short -timeout 10m $(PKGS)
+
+# Short fuzz runs of every decoder (30 s each by default).
+FUZZTIME ?= 30s
+fuzz:
+	@./tools/fuzz.sh $(FUZZTIME)
+
+bench: bench-dlm bench-volume bench-iscsi bench-failover
+	@cat $(BENCHOUT)/*.txt
+
+bench-dlm: setup build
+	@mkdir -p $(BENCHOUT)
+	$(GO) run ./tools/benchdlm -out $(BENCHOUT)/dlm.txt
+
+bench-volume: setup
+	@mkdir -p $(BENCHOUT)
+	$(GO) run ./tools/benchvolume -out $(BENCHOUT)/volume.txt
+
+bench-iscsi: setup build
+	@mkdir -p $(BENCHOUT)
+	$(GO) run ./tools/benchiscsi -out $(BENCHOUT)/iscsi.txt
+
+bench-failover: setup build
+	@mkdir -p $(BENCHOUT)
+	$(GO) run ./tools/benchfailover -out $(BENCHOUT)/failover.txt
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@latest $(PKGS)
+
+demo: setup build
+	@./fixtures/demo.sh start
+
+demo-stop:
+	@./fixtures/demo.sh stop
+
+clean:
+	rm -rf $(BIN) $(BENCHOUT) demo-data
