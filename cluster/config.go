@@ -1,0 +1,500 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/gohcl"
+	"github.com/hashicorp/hcl/v2/hclparse"
+)
+
+// Timing profiles. Fast suits a cluster on one machine (tests, the demo);
+// production suits nodes on a real network.
+const (
+	ProfileFast       = "fast"
+	ProfileProduction = "production"
+)
+
+// Etcd modes.
+const (
+	EtcdEmbedded = "embedded"
+	EtcdExternal = "external"
+)
+
+// Config is a node's configuration. It is read from one HCL file (see
+// fixtures/demo for samples) and flags override single fields. Durations
+// are written as Go durations ("250ms", "3s").
+type Config struct {
+	// NodeName names this node in the cluster; letters, digits, '-', '_'
+	// and '.', at most 63 characters. Required.
+	NodeName string `hcl:"node_name,optional"`
+	// ClusterName names the cluster. Nodes with different cluster names
+	// never join each other, and a data directory remembers its cluster.
+	// Default "shoal".
+	ClusterName string `hcl:"cluster_name,optional"`
+	// DataDir holds the embedded etcd member, the node identity file and
+	// generated certificates. Required.
+	DataDir string `hcl:"data_dir,optional"`
+	// Profile picks timing defaults: "fast" or "production". Fields set
+	// explicitly win over the profile. Default "production".
+	Profile string `hcl:"profile,optional"`
+	// LogLevel is trace, debug, info, warn or error. Default "info".
+	LogLevel string `hcl:"log_level,optional"`
+	// LogJSON writes log lines as JSON. Default false.
+	LogJSON bool `hcl:"log_json,optional"`
+
+	Etcd  EtcdConfig  `hcl:"etcd,block"`
+	TLS   TLSConfig   `hcl:"tls,block"`
+	Lease LeaseConfig `hcl:"lease,block"`
+	Admin AdminConfig `hcl:"admin,block"`
+
+	// Logger receives the node's log lines; built from LogLevel and
+	// LogJSON when nil. Not read from the file.
+	Logger hclog.Logger `hcl:"-"`
+}
+
+// EtcdConfig says whether the node embeds an etcd member or uses an
+// external etcd cluster, and how.
+type EtcdConfig struct {
+	// Mode is "embedded" (default) or "external".
+	Mode string `hcl:"mode,optional"`
+	// ClientAddr is host:port where the embedded member serves clients.
+	// Default 127.0.0.1:2379.
+	ClientAddr string `hcl:"client_addr,optional"`
+	// PeerAddr is host:port where the embedded member talks to its peers.
+	// Default 127.0.0.1:2380.
+	PeerAddr string `hcl:"peer_addr,optional"`
+	// InitialCluster lists the bootstrap members as name=https://host:port
+	// (peer addresses), comma separated. Empty means a one-member cluster
+	// of this node alone.
+	InitialCluster string `hcl:"initial_cluster,optional"`
+	// Join is a comma-separated list of client URLs of a running cluster.
+	// When set and the data directory is new, the node adds itself as a
+	// member (member add) instead of bootstrapping.
+	Join string `hcl:"join,optional"`
+	// Endpoints are the client URLs of an external etcd cluster (mode
+	// external).
+	Endpoints []string `hcl:"endpoints,optional"`
+	// HeartbeatInterval is the embedded member's raft heartbeat. Default
+	// 50ms (fast) or 100ms (production).
+	HeartbeatInterval string `hcl:"heartbeat_interval,optional"`
+	// ElectionTimeout is the embedded member's raft election timeout.
+	// Default 500ms (fast) or 1s (production). At least 5x the heartbeat.
+	ElectionTimeout string `hcl:"election_timeout,optional"`
+	// StartTimeout bounds how long the node waits for its member to join a
+	// quorum before giving up. Default 20s (fast) or 60s (production).
+	StartTimeout string `hcl:"start_timeout,optional"`
+	// RequestTimeout bounds one etcd request. Default 2s (fast) or 5s
+	// (production).
+	RequestTimeout string `hcl:"request_timeout,optional"`
+
+	heartbeat, election, start, request time.Duration
+}
+
+// TLSConfig names the certificate files for peer and client traffic. Every
+// connection is mutual TLS: the same node certificate serves and
+// authenticates, and must carry both server and client usage.
+type TLSConfig struct {
+	// CAFile is the PEM CA that signs every node and client certificate.
+	CAFile string `hcl:"ca_file,optional"`
+	// CertFile and KeyFile are this node's certificate and key.
+	CertFile string `hcl:"cert_file,optional"`
+	KeyFile  string `hcl:"key_file,optional"`
+	// AutoDir, when the three files above are empty, is a directory with a
+	// local CA (ca.pem, ca-key.pem) from which the node issues itself a
+	// certificate on first start, creating the CA if missing. Meant for
+	// the demo and tests.
+	AutoDir string `hcl:"auto_dir,optional"`
+}
+
+// LeaseConfig sets the heartbeat: the etcd lease that carries the node's
+// liveness and owns its locks.
+type LeaseConfig struct {
+	// TTL is the lease time-to-live. Survivors see a dead node as down
+	// within TTL plus about half a second. Default 2s (fast) or 10s
+	// (production).
+	TTL string `hcl:"ttl,optional"`
+	// KeepAliveInterval is how often the lease is renewed. Default 250ms
+	// (fast) or 1s (production).
+	KeepAliveInterval string `hcl:"keepalive_interval,optional"`
+	// KeepAliveTimeout bounds one renewal attempt before it is retried
+	// (possibly on another member). Default 500ms (fast) or 1s.
+	KeepAliveTimeout string `hcl:"keepalive_timeout,optional"`
+	// SelfFenceMargin: the node stops trusting its lease this long before
+	// the TTL after its last confirmed renewal runs out, so it has
+	// stopped using its locks before any other node can see the lease as
+	// expired. Default 250ms (fast) or 1s (production).
+	SelfFenceMargin string `hcl:"self_fence_margin,optional"`
+
+	ttl, keepAlive, keepAliveTimeout, margin time.Duration
+}
+
+// AdminConfig is the node's admin HTTP listener (/healthz, /readyz,
+// /metrics, /api/...).
+type AdminConfig struct {
+	// Addr is host:port. Default 127.0.0.1:7080. Empty string after
+	// defaults is refused; use "off" to disable.
+	Addr string `hcl:"addr,optional"`
+}
+
+// profileDefaults holds the timing of one profile.
+type profileDefaults struct {
+	heartbeat, election, start, request      time.Duration
+	ttl, keepAlive, keepAliveTimeout, margin time.Duration
+}
+
+var profiles = map[string]profileDefaults{
+	ProfileFast: {
+		heartbeat: 50 * time.Millisecond, election: 500 * time.Millisecond,
+		start: 20 * time.Second, request: 2 * time.Second,
+		ttl: 2 * time.Second, keepAlive: 250 * time.Millisecond,
+		keepAliveTimeout: 500 * time.Millisecond, margin: 250 * time.Millisecond,
+	},
+	ProfileProduction: {
+		heartbeat: 100 * time.Millisecond, election: time.Second,
+		start: 60 * time.Second, request: 5 * time.Second,
+		ttl: 10 * time.Second, keepAlive: time.Second,
+		keepAliveTimeout: time.Second, margin: time.Second,
+	},
+}
+
+// DefaultConfig returns the configuration of a single node with nothing
+// configured: a one-member embedded cluster on 127.0.0.1 with the
+// production timing. NodeName and DataDir still need values.
+func DefaultConfig() Config {
+	return Config{
+		ClusterName: "shoal",
+		Profile:     ProfileProduction,
+		LogLevel:    "info",
+		Etcd: EtcdConfig{
+			Mode:       EtcdEmbedded,
+			ClientAddr: "127.0.0.1:2379",
+			PeerAddr:   "127.0.0.1:2380",
+		},
+		Admin: AdminConfig{Addr: "127.0.0.1:7080"},
+	}
+}
+
+// LoadFile reads an HCL configuration file over DefaultConfig. Unknown
+// fields and blocks are errors that name the file, line and field.
+func LoadFile(path string) (Config, error) {
+	cfg := DefaultConfig()
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return cfg, fmt.Errorf("config: %w", err)
+	}
+	file, diags := hclparse.NewParser().ParseHCL(src, path)
+	if diags.HasErrors() {
+		return cfg, fmt.Errorf("config: %s", diagString(diags))
+	}
+	if diags := gohcl.DecodeBody(file.Body, nil, &cfg); diags.HasErrors() {
+		return cfg, fmt.Errorf("config: %s", diagString(diags))
+	}
+	return cfg, nil
+}
+
+func diagString(diags hcl.Diagnostics) string {
+	var parts []string
+	for _, d := range diags {
+		s := d.Summary
+		if d.Detail != "" {
+			s += ": " + d.Detail
+		}
+		if d.Subject != nil {
+			s = d.Subject.String() + ": " + s
+		}
+		parts = append(parts, s)
+	}
+	return strings.Join(parts, "; ")
+}
+
+var nodeNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+
+// FieldError is a configuration error that names the field at fault.
+type FieldError struct {
+	Field string
+	Msg   string
+}
+
+func (e *FieldError) Error() string { return "config: " + e.Field + ": " + e.Msg }
+
+// ErrInvalidConfig is wrapped by every error Validate returns.
+var ErrInvalidConfig = errors.New("invalid configuration")
+
+func fieldErr(field, format string, args ...any) error {
+	return fmt.Errorf("%w: %w", ErrInvalidConfig, &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)})
+}
+
+// Validate fills profile defaults into empty timing fields and checks every
+// field, alone and against the others. The error names the field.
+func (c *Config) Validate() error {
+	if c.ClusterName == "" {
+		c.ClusterName = "shoal"
+	}
+	if !nodeNameRE.MatchString(c.ClusterName) {
+		return fieldErr("cluster_name", "%q: use letters, digits, '.', '_' and '-' (at most 63)", c.ClusterName)
+	}
+	if c.NodeName == "" {
+		return fieldErr("node_name", "required")
+	}
+	if !nodeNameRE.MatchString(c.NodeName) {
+		return fieldErr("node_name", "%q: use letters, digits, '.', '_' and '-' (at most 63)", c.NodeName)
+	}
+	if c.DataDir == "" {
+		return fieldErr("data_dir", "required")
+	}
+	if c.Profile == "" {
+		c.Profile = ProfileProduction
+	}
+	p, ok := profiles[c.Profile]
+	if !ok {
+		return fieldErr("profile", "%q: want %q or %q", c.Profile, ProfileFast, ProfileProduction)
+	}
+	if _, err := hclogLevel(c.LogLevel); err != nil {
+		return fieldErr("log_level", "%v", err)
+	}
+	var err error
+	durs := []struct {
+		field string
+		val   string
+		def   time.Duration
+		out   *time.Duration
+	}{
+		{"etcd.heartbeat_interval", c.Etcd.HeartbeatInterval, p.heartbeat, &c.Etcd.heartbeat},
+		{"etcd.election_timeout", c.Etcd.ElectionTimeout, p.election, &c.Etcd.election},
+		{"etcd.start_timeout", c.Etcd.StartTimeout, p.start, &c.Etcd.start},
+		{"etcd.request_timeout", c.Etcd.RequestTimeout, p.request, &c.Etcd.request},
+		{"lease.ttl", c.Lease.TTL, p.ttl, &c.Lease.ttl},
+		{"lease.keepalive_interval", c.Lease.KeepAliveInterval, p.keepAlive, &c.Lease.keepAlive},
+		{"lease.keepalive_timeout", c.Lease.KeepAliveTimeout, p.keepAliveTimeout, &c.Lease.keepAliveTimeout},
+		{"lease.self_fence_margin", c.Lease.SelfFenceMargin, p.margin, &c.Lease.margin},
+	}
+	for _, d := range durs {
+		*d.out = d.def
+		if d.val == "" {
+			continue
+		}
+		if *d.out, err = time.ParseDuration(d.val); err != nil {
+			return fieldErr(d.field, "%q is not a duration (write it like 250ms or 3s)", d.val)
+		}
+		if *d.out <= 0 {
+			return fieldErr(d.field, "must be positive, got %s", d.val)
+		}
+	}
+	if c.Lease.ttl%time.Second != 0 {
+		return fieldErr("lease.ttl", "%s: etcd leases have whole-second TTLs", c.Lease.ttl)
+	}
+	if c.Lease.ttl <= 3*c.Lease.keepAlive {
+		return fieldErr("lease.ttl", "%s must exceed 3x lease.keepalive_interval (%s)", c.Lease.ttl, c.Lease.keepAlive)
+	}
+	if c.Lease.margin >= c.Lease.ttl/2 {
+		return fieldErr("lease.self_fence_margin", "%s must be less than half of lease.ttl (%s)", c.Lease.margin, c.Lease.ttl)
+	}
+
+	switch c.Etcd.Mode {
+	case "", EtcdEmbedded:
+		c.Etcd.Mode = EtcdEmbedded
+		if err := c.validateEmbedded(); err != nil {
+			return err
+		}
+	case EtcdExternal:
+		if len(c.Etcd.Endpoints) == 0 {
+			return fieldErr("etcd.endpoints", "required in external mode")
+		}
+		for _, ep := range c.Etcd.Endpoints {
+			if err := checkURL(ep); err != nil {
+				return fieldErr("etcd.endpoints", "%v", err)
+			}
+		}
+		if c.Etcd.InitialCluster != "" || c.Etcd.Join != "" {
+			return fieldErr("etcd.mode", "external mode runs no member: initial_cluster and join do not apply")
+		}
+	default:
+		return fieldErr("etcd.mode", "%q: want %q or %q", c.Etcd.Mode, EtcdEmbedded, EtcdExternal)
+	}
+
+	// The lease must survive losing the etcd leader: followers notice after
+	// one election timeout and a new leader may need up to another before
+	// it serves renewals; one renewal attempt may time out on the way.
+	ride := c.Lease.keepAlive + c.Lease.keepAliveTimeout + 2*c.Etcd.election + c.Lease.margin
+	if c.Lease.ttl < ride {
+		return fieldErr("lease.ttl", "%s cannot ride out an etcd leader change: with keepalive %s, keepalive timeout %s, election timeout %s and self-fence margin %s it must be at least %s",
+			c.Lease.ttl, c.Lease.keepAlive, c.Lease.keepAliveTimeout, c.Etcd.election, c.Lease.margin, ride.Round(time.Millisecond))
+	}
+	// etcd raises a TTL below its minimum (1.5 election timeouts) silently;
+	// refuse it instead so the configured TTL is the one in force.
+	if minTTL := 3 * c.Etcd.election / 2; c.Lease.ttl < minTTL {
+		return fieldErr("lease.ttl", "%s is below etcd's minimum lease TTL of 1.5x election timeout (%s)", c.Lease.ttl, minTTL)
+	}
+
+	if err := c.validateTLS(); err != nil {
+		return err
+	}
+	if c.Admin.Addr != "off" {
+		if _, _, err := net.SplitHostPort(c.Admin.Addr); err != nil {
+			return fieldErr("admin.addr", "%q: want host:port or \"off\"", c.Admin.Addr)
+		}
+	}
+	return nil
+}
+
+func (c *Config) validateEmbedded() error {
+	if c.Etcd.heartbeat < 10*time.Millisecond {
+		return fieldErr("etcd.heartbeat_interval", "%s is too short (at least 10ms)", c.Etcd.heartbeat)
+	}
+	if c.Etcd.election < 5*c.Etcd.heartbeat {
+		return fieldErr("etcd.election_timeout", "%s must be at least 5x etcd.heartbeat_interval (%s)", c.Etcd.election, c.Etcd.heartbeat)
+	}
+	if c.Etcd.election > 50*time.Second {
+		return fieldErr("etcd.election_timeout", "%s exceeds etcd's maximum of 50s", c.Etcd.election)
+	}
+	for _, f := range []struct{ name, val string }{{"etcd.client_addr", c.Etcd.ClientAddr}, {"etcd.peer_addr", c.Etcd.PeerAddr}} {
+		host, port, err := net.SplitHostPort(f.val)
+		if err != nil || host == "" || port == "" {
+			return fieldErr(f.name, "%q: want host:port", f.val)
+		}
+	}
+	if c.Etcd.ClientAddr == c.Etcd.PeerAddr {
+		return fieldErr("etcd.peer_addr", "same as etcd.client_addr (%s)", c.Etcd.PeerAddr)
+	}
+	if len(c.Etcd.Endpoints) > 0 {
+		return fieldErr("etcd.endpoints", "only for external mode")
+	}
+	if c.Etcd.InitialCluster != "" && c.Etcd.Join != "" {
+		return fieldErr("etcd.join", "give either initial_cluster (bootstrap) or join (add to a running cluster), not both")
+	}
+	if c.Etcd.InitialCluster != "" {
+		members, err := ParseInitialCluster(c.Etcd.InitialCluster)
+		if err != nil {
+			return fieldErr("etcd.initial_cluster", "%v", err)
+		}
+		self, ok := members[c.NodeName]
+		if !ok {
+			return fieldErr("etcd.initial_cluster", "does not list this node %q", c.NodeName)
+		}
+		if u, _ := url.Parse(self); u.Host != c.Etcd.PeerAddr {
+			return fieldErr("etcd.initial_cluster", "lists %s for %q but etcd.peer_addr is %s", u.Host, c.NodeName, c.Etcd.PeerAddr)
+		}
+	}
+	if c.Etcd.Join != "" {
+		for _, ep := range strings.Split(c.Etcd.Join, ",") {
+			if err := checkURL(strings.TrimSpace(ep)); err != nil {
+				return fieldErr("etcd.join", "%v", err)
+			}
+		}
+	}
+	return nil
+}
+
+func (c *Config) validateTLS() error {
+	t := &c.TLS
+	files := t.CAFile != "" || t.CertFile != "" || t.KeyFile != ""
+	switch {
+	case files && t.AutoDir != "":
+		return fieldErr("tls.auto_dir", "give either the certificate files or auto_dir, not both")
+	case files:
+		for _, f := range []struct{ name, path string }{{"tls.ca_file", t.CAFile}, {"tls.cert_file", t.CertFile}, {"tls.key_file", t.KeyFile}} {
+			if f.path == "" {
+				return fieldErr(f.name, "required when any certificate file is given")
+			}
+			if _, err := os.Stat(f.path); err != nil {
+				return fieldErr(f.name, "%v", err)
+			}
+		}
+	case t.AutoDir == "":
+		t.AutoDir = filepath.Join(c.DataDir, "pki")
+	}
+	return nil
+}
+
+func checkURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("%q: %v", s, err)
+	}
+	if u.Scheme != "https" || u.Host == "" {
+		return fmt.Errorf("%q: want https://host:port (all traffic is TLS)", s)
+	}
+	return nil
+}
+
+// ParseInitialCluster parses "name=https://host:port,..." into a map of
+// member name to peer URL.
+func ParseInitialCluster(s string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		name, u, ok := strings.Cut(part, "=")
+		if !ok || name == "" {
+			return nil, fmt.Errorf("%q: want name=https://host:port", part)
+		}
+		if err := checkURL(u); err != nil {
+			return nil, err
+		}
+		if _, dup := out[name]; dup {
+			return nil, fmt.Errorf("member %q listed twice", name)
+		}
+		out[name] = u
+	}
+	return out, nil
+}
+
+func hclogLevel(s string) (hclog.Level, error) {
+	if s == "" {
+		return hclog.Info, nil
+	}
+	l := hclog.LevelFromString(s)
+	if l == hclog.NoLevel {
+		return l, fmt.Errorf("%q: want trace, debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+// Timing accessors, valid after Validate.
+
+// LeaseTTL is the lease time-to-live.
+func (c *Config) LeaseTTL() time.Duration { return c.Lease.ttl }
+
+// KeepAliveInterval is the lease renewal period.
+func (c *Config) KeepAliveInterval() time.Duration { return c.Lease.keepAlive }
+
+// KeepAliveTimeout bounds one renewal attempt.
+func (c *Config) KeepAliveTimeout() time.Duration { return c.Lease.keepAliveTimeout }
+
+// SelfFenceMargin is how early the node stops trusting its lease.
+func (c *Config) SelfFenceMargin() time.Duration { return c.Lease.margin }
+
+// HeartbeatInterval is the embedded member's raft heartbeat.
+func (c *Config) HeartbeatInterval() time.Duration { return c.Etcd.heartbeat }
+
+// ElectionTimeout is the embedded member's raft election timeout.
+func (c *Config) ElectionTimeout() time.Duration { return c.Etcd.election }
+
+// StartTimeout bounds waiting for the member to join a quorum.
+func (c *Config) StartTimeout() time.Duration { return c.Etcd.start }
+
+// RequestTimeout bounds one etcd request.
+func (c *Config) RequestTimeout() time.Duration { return c.Etcd.request }
+
+// Prefix is the root of this cluster's keys in etcd.
+func (c *Config) Prefix() string { return "/shoal/" + c.ClusterName }
+
+// NewLogger builds the logger from LogLevel and LogJSON.
+func (c *Config) NewLogger(out *os.File) hclog.Logger {
+	lvl, _ := hclogLevel(c.LogLevel)
+	return hclog.New(&hclog.LoggerOptions{
+		Name:       "shoald",
+		Level:      lvl,
+		JSONFormat: c.LogJSON,
+		Output:     out,
+	}).With("node", c.NodeName)
+}

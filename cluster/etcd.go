@@ -1,0 +1,197 @@
+package cluster
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"go.etcd.io/etcd/client/pkg/v3/transport"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+)
+
+// ErrNoQuorum: the embedded member could not join a quorum in time (peers
+// unreachable, or too few of them up). Retriable once peers are up.
+var ErrNoQuorum = errors.New("etcd member could not reach a quorum")
+
+// etcdMember is the embedded etcd member, when the node runs one.
+type etcdMember struct {
+	e     *embed.Etcd
+	dir   string
+	quiet *atomic.Bool
+}
+
+// startEmbedded starts this node's etcd member and waits for it to serve.
+// A member whose data directory is new bootstraps from InitialCluster, or
+// adds itself to the running cluster at Join.
+func startEmbedded(ctx context.Context, cfg *Config, certs CertFiles, dd *dataDir, log hclog.Logger) (*etcdMember, error) {
+	dir := filepath.Join(cfg.DataDir, "etcd")
+	fresh := true
+	if _, err := os.Stat(filepath.Join(dir, "member")); err == nil {
+		fresh = false
+	}
+	ec := embed.NewConfig()
+	ec.Name = cfg.NodeName
+	ec.Dir = dir
+	ec.TickMs = uint(cfg.HeartbeatInterval() / time.Millisecond)
+	ec.ElectionMs = uint(cfg.ElectionTimeout() / time.Millisecond)
+	ec.InitialClusterToken = cfg.ClusterName
+	peerURL := url.URL{Scheme: "https", Host: cfg.Etcd.PeerAddr}
+	clientURL := url.URL{Scheme: "https", Host: cfg.Etcd.ClientAddr}
+	ec.ListenPeerUrls = []url.URL{peerURL}
+	ec.AdvertisePeerUrls = []url.URL{peerURL}
+	ec.ListenClientUrls = []url.URL{clientURL}
+	ec.AdvertiseClientUrls = []url.URL{clientURL}
+	tlsInfo := transport.TLSInfo{
+		CertFile:       certs.Cert,
+		KeyFile:        certs.Key,
+		TrustedCAFile:  certs.CA,
+		ClientCertAuth: true,
+	}
+	ec.ClientTLSInfo = tlsInfo
+	ec.PeerTLSInfo = tlsInfo
+	quiet := new(atomic.Bool)
+	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.New(newHclogCore(log.Named("etcd"), hclog.Warn, quiet)))
+	ec.AutoCompactionMode = "periodic"
+	ec.AutoCompactionRetention = "5m"
+
+	switch {
+	case !fresh:
+		// The member's own data decides; the initial cluster is ignored.
+		ec.ClusterState = embed.ClusterStateFlagExisting
+		ec.InitialCluster = fmt.Sprintf("%s=%s", cfg.NodeName, peerURL.String())
+	case cfg.Etcd.Join != "":
+		initial, err := addSelfAsMember(ctx, cfg, certs, peerURL.String(), log)
+		if err != nil {
+			return nil, err
+		}
+		ec.ClusterState = embed.ClusterStateFlagExisting
+		ec.InitialCluster = initial
+	case cfg.Etcd.InitialCluster != "":
+		ec.ClusterState = embed.ClusterStateFlagNew
+		ec.InitialCluster = cfg.Etcd.InitialCluster
+	default:
+		ec.ClusterState = embed.ClusterStateFlagNew
+		ec.InitialCluster = fmt.Sprintf("%s=%s", cfg.NodeName, peerURL.String())
+	}
+	if fresh {
+		dd.track(dir)
+	}
+	// Ports in use are the commonest start failure: say which.
+	for _, a := range []string{cfg.Etcd.ClientAddr, cfg.Etcd.PeerAddr} {
+		l, err := net.Listen("tcp", a)
+		if err != nil {
+			return nil, fmt.Errorf("etcd: cannot listen on %s: %w", a, err)
+		}
+		l.Close()
+	}
+	e, err := embed.StartEtcd(ec)
+	if err != nil {
+		return nil, fmt.Errorf("etcd: start member: %w", err)
+	}
+	t := time.NewTimer(cfg.StartTimeout())
+	defer t.Stop()
+	select {
+	case <-e.Server.ReadyNotify():
+	case err := <-e.Err():
+		e.Close()
+		return nil, fmt.Errorf("etcd: member failed: %w", err)
+	case <-t.C:
+		e.Server.Stop()
+		e.Close()
+		return nil, fmt.Errorf("%w within %s (initial cluster %s): are the other members started and reachable?", ErrNoQuorum, cfg.StartTimeout(), ec.InitialCluster)
+	case <-ctx.Done():
+		e.Server.Stop()
+		e.Close()
+		return nil, ctx.Err()
+	}
+	log.Info("etcd member ready", "client", clientURL.String(), "peer", peerURL.String(), "id", fmt.Sprintf("%x", uint64(e.Server.MemberID())), "state", ec.ClusterState)
+	return &etcdMember{e: e, dir: dir, quiet: quiet}, nil
+}
+
+// addSelfAsMember asks the running cluster at cfg.Etcd.Join to add this
+// node, and returns the initial-cluster string for the new member.
+func addSelfAsMember(ctx context.Context, cfg *Config, certs CertFiles, peerURL string, log hclog.Logger) (string, error) {
+	tlsCfg, err := ClientTLS(certs)
+	if err != nil {
+		return "", err
+	}
+	var eps []string
+	for _, ep := range strings.Split(cfg.Etcd.Join, ",") {
+		eps = append(eps, strings.TrimSpace(ep))
+	}
+	cli, err := newClient(eps, tlsCfg, cfg.RequestTimeout())
+	if err != nil {
+		return "", err
+	}
+	defer cli.Close()
+	rctx, cancel := context.WithTimeout(ctx, cfg.StartTimeout())
+	defer cancel()
+	list, err := cli.MemberList(rctx)
+	if err != nil {
+		return "", fmt.Errorf("join %s: %w", cfg.Etcd.Join, err)
+	}
+	for _, m := range list.Members {
+		if m.Name == cfg.NodeName || containsString(m.PeerURLs, peerURL) {
+			return "", fmt.Errorf("join: the cluster already has a member named %q or at %s; remove it first (shoald leave)", cfg.NodeName, peerURL)
+		}
+	}
+	resp, err := cli.MemberAdd(rctx, []string{peerURL})
+	if err != nil {
+		return "", fmt.Errorf("join: member add: %w", err)
+	}
+	var parts []string
+	for _, m := range resp.Members {
+		name := m.Name
+		if m.ID == resp.Member.ID {
+			name = cfg.NodeName
+		}
+		for _, u := range m.PeerURLs {
+			parts = append(parts, name+"="+u)
+		}
+	}
+	sort.Strings(parts)
+	log.Info("added as etcd member", "id", fmt.Sprintf("%x", resp.Member.ID), "cluster", strings.Join(parts, ","))
+	return strings.Join(parts, ","), nil
+}
+
+func containsString(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// newClient connects an etcd client with mutual TLS.
+func newClient(endpoints []string, tlsCfg *tls.Config, timeout time.Duration) (*clientv3.Client, error) {
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:            endpoints,
+		TLS:                  tlsCfg,
+		DialTimeout:          timeout,
+		DialKeepAliveTime:    2 * time.Second,
+		DialKeepAliveTimeout: timeout,
+		Logger:               zap.NewNop(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("etcd client %v: %w", endpoints, err)
+	}
+	return cli, nil
+}
+
+func (m *etcdMember) close() {
+	m.quiet.Store(true)
+	m.e.Close()
+}

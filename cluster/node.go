@@ -1,0 +1,365 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/shoal-ha/shoal/internal/clock"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Node is a running shoald: its etcd member (or external etcd client), its
+// registered incarnation, the member view and the coordinator campaign.
+type Node struct {
+	cfg    Config
+	log    hclog.Logger
+	clk    clock.Clock
+	dir    *dataDir
+	certs  CertFiles
+	member *etcdMember
+	cli    *clientv3.Client
+
+	watcher *Watcher
+	events  *eventRing
+	metrics *metrics
+
+	// OnDeath, when set before Run, is called by the coordinator for each
+	// recorded death (see DeathHandler).
+	OnDeath DeathHandler
+	// OnSession, when set before Run, is called with every new incarnation
+	// the node registers (the first and each one after a lost lease).
+	OnSession func(*Session)
+
+	mu          sync.Mutex
+	sess        *Session
+	coord       *Coordinator
+	leaseLosses int
+	leaving     chan struct{}
+	leaveOnce   sync.Once
+}
+
+// Start opens the data directory, sets up TLS, starts or connects to etcd
+// and waits until etcd serves. A start that fails removes what it created.
+// cfg must have passed Validate.
+func Start(ctx context.Context, cfg Config) (*Node, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = cfg.NewLogger(os.Stderr)
+	}
+	dir, err := openDataDir(cfg.DataDir, cfg.ClusterName, cfg.NodeName)
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: cfg, log: log, clk: clock.Real(), dir: dir, events: newEventRing(64), leaving: make(chan struct{})}
+	ok := false
+	defer func() {
+		if !ok {
+			n.closeAll()
+			dir.undo()
+		}
+	}()
+	if n.certs, err = n.setupTLS(); err != nil {
+		return nil, err
+	}
+	tlsCfg, err := ClientTLS(n.certs)
+	if err != nil {
+		return nil, err
+	}
+	var endpoints []string
+	if cfg.Etcd.Mode == EtcdEmbedded {
+		if n.member, err = startEmbedded(ctx, &n.cfg, n.certs, dir, log); err != nil {
+			return nil, err
+		}
+		endpoints = []string{"https://" + cfg.Etcd.ClientAddr}
+	} else {
+		endpoints = cfg.Etcd.Endpoints
+	}
+	if n.cli, err = newClient(endpoints, tlsCfg, cfg.RequestTimeout()); err != nil {
+		return nil, err
+	}
+	if cfg.Etcd.Mode == EtcdExternal {
+		rctx, cancel := context.WithTimeout(ctx, cfg.StartTimeout())
+		_, err := n.cli.Get(rctx, cfg.Prefix()+"/probe")
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("external etcd %v: %w", endpoints, err)
+		}
+	} else {
+		n.addPeerEndpoints(ctx)
+	}
+	n.watcher = NewWatcher(n.cli, cfg.Prefix(), log.Named("members"))
+	n.watcher.Subscribe(n.events.add)
+	n.coord = NewCoordinator(n.cli, cfg.Prefix(), func(ctx context.Context, dead MemberInfo) error {
+		if n.OnDeath != nil {
+			return n.OnDeath(ctx, dead)
+		}
+		return nil
+	}, n.clk, log.Named("coordinator"))
+	n.watcher.Subscribe(n.coord.Observe)
+	n.metrics = newMetrics(n)
+	ok = true
+	dir.commit()
+	return n, nil
+}
+
+// addPeerEndpoints lets the client reach the other members too, so losing
+// the local member's connection to the leader does not stall renewals.
+func (n *Node) addPeerEndpoints(ctx context.Context) {
+	rctx, cancel := context.WithTimeout(ctx, n.cfg.RequestTimeout())
+	defer cancel()
+	resp, err := n.cli.MemberList(rctx)
+	if err != nil {
+		n.log.Warn("member list failed", "error", err)
+		return
+	}
+	eps := []string{"https://" + n.cfg.Etcd.ClientAddr}
+	for _, m := range resp.Members {
+		for _, u := range m.ClientURLs {
+			if u != eps[0] {
+				eps = append(eps, u)
+			}
+		}
+	}
+	n.cli.SetEndpoints(eps...)
+}
+
+func (n *Node) setupTLS() (CertFiles, error) {
+	t := n.cfg.TLS
+	if t.AutoDir == "" {
+		return CertFiles{CA: t.CAFile, Cert: t.CertFile, Key: t.KeyFile}, nil
+	}
+	if _, err := os.Stat(t.AutoDir); errors.Is(err, os.ErrNotExist) {
+		n.dir.track(t.AutoDir)
+	}
+	if err := EnsureLocalCA(t.AutoDir); err != nil {
+		return CertFiles{}, err
+	}
+	hosts := []string{"localhost", "127.0.0.1"}
+	for _, a := range []string{n.cfg.Etcd.ClientAddr, n.cfg.Etcd.PeerAddr, n.cfg.Admin.Addr} {
+		if h, _, err := net.SplitHostPort(a); err == nil {
+			hosts = append(hosts, h)
+		}
+	}
+	certDir := filepath.Join(n.cfg.DataDir, "certs")
+	if _, err := os.Stat(certDir); errors.Is(err, os.ErrNotExist) {
+		n.dir.track(certDir)
+	}
+	return IssueCert(t.AutoDir, certDir, n.cfg.NodeName, hosts)
+}
+
+// Client is the node's etcd client.
+func (n *Node) Client() *clientv3.Client { return n.cli }
+
+// Config is the node's validated configuration.
+func (n *Node) Config() Config { return n.cfg }
+
+// Certs are the node's TLS files.
+func (n *Node) Certs() CertFiles { return n.certs }
+
+// Logger is the node's logger.
+func (n *Node) Logger() hclog.Logger { return n.log }
+
+// Watcher is the node's member view.
+func (n *Node) Watcher() *Watcher { return n.watcher }
+
+// Session is the current incarnation, or nil between incarnations.
+func (n *Node) Session() *Session {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.sess
+}
+
+// Ready reports whether the node is a registered member with a lease it
+// may trust.
+func (n *Node) Ready() bool {
+	s := n.Session()
+	return s != nil && s.Valid()
+}
+
+// Leave asks Run to leave the cluster for good: resign, revoke the lease,
+// remove the etcd member and its data. Refused for the last member.
+func (n *Node) Leave() { n.leaveOnce.Do(func() { close(n.leaving) }) }
+
+// Run registers the node, follows the members, campaigns for coordinator
+// and registers again as a new incarnation whenever the lease is lost,
+// until ctx ends (clean stop) or Leave is called.
+func (n *Node) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); n.watcher.Run(ctx) }()
+	defer wg.Wait()
+
+	var memberErr <-chan error
+	if n.member != nil {
+		memberErr = n.member.e.Err()
+	}
+	leave := false
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		sess, err := n.register(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			n.log.Warn("registration failed; retrying", "error", err, "in", backoff)
+			select {
+			case <-ctx.Done():
+			case <-time.After(backoff):
+			}
+			if backoff < 2*time.Second {
+				backoff *= 2
+			}
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		n.mu.Lock()
+		n.sess = sess
+		coord := n.coord
+		n.mu.Unlock()
+		if n.OnSession != nil {
+			n.OnSession(sess)
+		}
+		cctx, ccancel := context.WithCancel(ctx)
+		cdone := make(chan struct{})
+		go func() {
+			defer close(cdone)
+			if err := coord.Run(cctx, sess); err != nil {
+				n.log.Warn("coordinator campaign ended", "error", err)
+			}
+		}()
+		select {
+		case <-sess.Lost():
+			ccancel()
+			<-cdone
+			n.mu.Lock()
+			n.leaseLosses++
+			n.sess = nil
+			n.mu.Unlock()
+			n.metrics.leaseLosses.Inc()
+			n.log.Warn("registering again as a new incarnation", "old_incarnation", sess.Incarnation(), "why", sess.Err())
+			continue
+		case <-n.leaving:
+			leave = true
+		case err := <-memberErr:
+			n.log.Error("etcd member stopped", "error", err)
+		case <-ctx.Done():
+		}
+		ccancel()
+		<-cdone
+		cctx2, c2 := context.WithTimeout(context.Background(), n.cfg.RequestTimeout())
+		if err := sess.Close(cctx2, true); err != nil {
+			n.log.Warn("revoking lease on shutdown failed", "error", err)
+		}
+		c2()
+		n.mu.Lock()
+		n.sess = nil
+		n.mu.Unlock()
+		break
+	}
+	cancel()
+	if leave {
+		return n.removeMember()
+	}
+	return nil
+}
+
+func (n *Node) register(ctx context.Context) (*Session, error) {
+	info := MemberInfo{Name: n.cfg.NodeName, Kind: KindNode}
+	if n.cfg.Etcd.Mode == EtcdEmbedded {
+		info.ClientURL = "https://" + n.cfg.Etcd.ClientAddr
+		info.PeerURL = "https://" + n.cfg.Etcd.PeerAddr
+	}
+	if n.cfg.Admin.Addr != "off" {
+		info.AdminURL = (&url.URL{Scheme: "http", Host: n.cfg.Admin.Addr}).String()
+	}
+	rctx, cancel := context.WithTimeout(ctx, n.cfg.RequestTimeout())
+	defer cancel()
+	return Register(rctx, SessionConfig{
+		Client: n.cli, Prefix: n.cfg.Prefix(), Info: info,
+		TTL: n.cfg.LeaseTTL(), KeepAliveInterval: n.cfg.KeepAliveInterval(),
+		KeepAliveTimeout: n.cfg.KeepAliveTimeout(), SelfFenceMargin: n.cfg.SelfFenceMargin(),
+		// The data directory's lock proves an older shoald of this
+		// directory is dead, so its lease may be revoked at once.
+		TakeOver: true,
+		Clock:    n.clk, Logger: n.log.Named("lease"),
+	})
+}
+
+// ErrLastMember: the only member of a cluster cannot leave it.
+var ErrLastMember = errors.New("cannot leave: this is the cluster's only etcd member")
+
+// removeMember removes this node's etcd member through the others and
+// deletes its member data, so the node can later join afresh.
+func (n *Node) removeMember() error {
+	if n.member == nil {
+		n.log.Info("left the cluster (external etcd: no member to remove)")
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.StartTimeout())
+	defer cancel()
+	id := uint64(n.member.e.Server.MemberID())
+	resp, err := n.cli.MemberList(ctx)
+	if err != nil {
+		return fmt.Errorf("leave: %w", err)
+	}
+	if len(resp.Members) <= 1 {
+		return ErrLastMember
+	}
+	var others []string
+	for _, m := range resp.Members {
+		if m.ID != id {
+			others = append(others, m.ClientURLs...)
+		}
+	}
+	n.cli.SetEndpoints(others...)
+	if _, err := n.cli.MemberRemove(ctx, id); err != nil {
+		return fmt.Errorf("leave: member remove: %w", err)
+	}
+	n.log.Info("removed etcd member; left the cluster", "id", fmt.Sprintf("%x", id))
+	n.member.close()
+	n.member = nil
+	if err := os.RemoveAll(filepath.Join(n.cfg.DataDir, "etcd")); err != nil {
+		return fmt.Errorf("leave: remove member data: %w", err)
+	}
+	return nil
+}
+
+// Close stops the client and the etcd member and unlocks the data
+// directory. Call after Run has returned.
+func (n *Node) Close() {
+	n.closeAll()
+	n.dir.close()
+}
+
+func (n *Node) closeAll() {
+	if n.cli != nil {
+		n.cli.Close()
+		n.cli = nil
+	}
+	if n.member != nil {
+		n.member.close()
+		n.member = nil
+	}
+}
+
+// LeaseLosses counts the incarnations this process lost.
+func (n *Node) LeaseLosses() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.leaseLosses
+}
+
+// IsCoordinator reports whether this node holds the coordinator role.
+func (n *Node) IsCoordinator() bool {
+	return n.coord.Leading()
+}

@@ -1,0 +1,105 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Status is the cluster as one node sees it (shoald status, /api/status).
+type Status struct {
+	Node        string         `json:"node"`
+	Cluster     string         `json:"cluster"`
+	Incarnation string         `json:"incarnation,omitempty"`
+	Ready       bool           `json:"ready"`
+	TrustLeft   float64        `json:"trust_left_seconds"`
+	LeaseLosses int            `json:"lease_losses"`
+	Coordinator string         `json:"coordinator"`
+	IsCoord     bool           `json:"is_coordinator"`
+	EtcdMode    string         `json:"etcd_mode"`
+	EtcdLeader  string         `json:"etcd_leader"`
+	EtcdMembers []EtcdMember   `json:"etcd_members"`
+	Members     []MemberStatus `json:"members"`
+	Events      []TimedEvent   `json:"recent_events"`
+	Errors      []string       `json:"errors,omitempty"`
+}
+
+// MemberStatus is one live member.
+type MemberStatus struct {
+	MemberInfo
+	TTLLeft float64 `json:"lease_ttl_left_seconds"`
+}
+
+// EtcdMember is one etcd cluster member.
+type EtcdMember struct {
+	Name       string   `json:"name"`
+	ID         string   `json:"id"`
+	ClientURLs []string `json:"client_urls"`
+	PeerURLs   []string `json:"peer_urls"`
+	Leader     bool     `json:"leader"`
+	Learner    bool     `json:"learner,omitempty"`
+}
+
+// Status gathers the node's view of the cluster.
+func (n *Node) Status(ctx context.Context) Status {
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.RequestTimeout())
+	defer cancel()
+	st := Status{Node: n.cfg.NodeName, Cluster: n.cfg.ClusterName, LeaseLosses: n.LeaseLosses(), EtcdMode: n.cfg.Etcd.Mode, IsCoord: n.IsCoordinator()}
+	if s := n.Session(); s != nil {
+		st.Incarnation = s.Incarnation()
+		st.Ready = s.Valid()
+		st.TrustLeft = s.TrustLeft().Seconds()
+	}
+	if name, err := CoordinatorName(ctx, n.cli, n.cfg.Prefix()); err != nil {
+		st.Errors = append(st.Errors, "coordinator: "+err.Error())
+	} else {
+		st.Coordinator = name
+	}
+	if ml, err := n.cli.MemberList(ctx); err != nil {
+		st.Errors = append(st.Errors, "etcd members: "+err.Error())
+	} else {
+		var leader uint64
+		for _, m := range ml.Members {
+			for _, ep := range m.ClientURLs {
+				if sr, err := n.cli.Status(ctx, ep); err == nil {
+					leader = sr.Leader
+					break
+				}
+			}
+			if leader != 0 {
+				break
+			}
+		}
+		for _, m := range ml.Members {
+			em := EtcdMember{Name: m.Name, ID: fmt.Sprintf("%x", m.ID), ClientURLs: m.ClientURLs, PeerURLs: m.PeerURLs, Leader: m.ID == leader, Learner: m.IsLearner}
+			if em.Leader {
+				st.EtcdLeader = m.Name
+			}
+			st.EtcdMembers = append(st.EtcdMembers, em)
+		}
+		sort.Slice(st.EtcdMembers, func(i, j int) bool { return st.EtcdMembers[i].Name < st.EtcdMembers[j].Name })
+	}
+	members := n.watcher.Members()
+	st.Members = make([]MemberStatus, len(members))
+	var wg sync.WaitGroup
+	for i, m := range members {
+		st.Members[i] = MemberStatus{MemberInfo: m, TTLLeft: -1}
+		wg.Add(1)
+		go func(i int, lease int64) {
+			defer wg.Done()
+			if r, err := n.cli.TimeToLive(ctx, clientv3.LeaseID(lease)); err == nil {
+				st.Members[i].TTLLeft = float64(r.TTL)
+			}
+		}(i, m.Lease)
+	}
+	wg.Wait()
+	st.Events = n.events.snapshot()
+	return st
+}
+
+// Age is a helper for printing how long ago t was.
+func Age(t time.Time) time.Duration { return time.Since(t).Round(time.Second) }

@@ -1,0 +1,71 @@
+package cluster
+
+import (
+	"sync/atomic"
+
+	"github.com/hashicorp/go-hclog"
+	"go.uber.org/zap/zapcore"
+)
+
+// hclogCore hands the embedded etcd member's zap log entries to hclog, so
+// the node has one log stream with one format.
+type hclogCore struct {
+	log    hclog.Logger
+	min    hclog.Level
+	quiet  *atomic.Bool
+	fields []any
+}
+
+// newHclogCore forwards entries at min and above; once quiet is set (the
+// member is being stopped on purpose) the shutdown noise is dropped.
+func newHclogCore(log hclog.Logger, min hclog.Level, quiet *atomic.Bool) zapcore.Core {
+	return &hclogCore{log: log, min: min, quiet: quiet}
+}
+
+func (c *hclogCore) Enabled(l zapcore.Level) bool {
+	return zapToHclog(l) >= c.min && !c.quiet.Load()
+}
+
+func (c *hclogCore) With(fields []zapcore.Field) zapcore.Core {
+	return &hclogCore{log: c.log, min: c.min, quiet: c.quiet, fields: append(append([]any(nil), c.fields...), encodeFields(fields)...)}
+}
+
+func (c *hclogCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	if c.Enabled(e.Level) {
+		return ce.AddCore(e, c)
+	}
+	return ce
+}
+
+func (c *hclogCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
+	args := append(append([]any(nil), c.fields...), encodeFields(fields)...)
+	c.log.Log(zapToHclog(e.Level), e.Message, args...)
+	return nil
+}
+
+func (c *hclogCore) Sync() error { return nil }
+
+func encodeFields(fields []zapcore.Field) []any {
+	enc := zapcore.NewMapObjectEncoder()
+	for _, f := range fields {
+		f.AddTo(enc)
+	}
+	out := make([]any, 0, 2*len(enc.Fields))
+	for k, v := range enc.Fields {
+		out = append(out, k, v)
+	}
+	return out
+}
+
+func zapToHclog(l zapcore.Level) hclog.Level {
+	switch {
+	case l < zapcore.InfoLevel:
+		return hclog.Debug
+	case l == zapcore.InfoLevel:
+		return hclog.Info
+	case l == zapcore.WarnLevel:
+		return hclog.Warn
+	default:
+		return hclog.Error
+	}
+}

@@ -1,0 +1,153 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/shoal-ha/shoal/cluster"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+)
+
+// nodeFlags are the flags that override fields of the configuration file.
+type nodeFlags struct {
+	config string
+	cfg    cluster.Config
+}
+
+func addNodeFlags(fs *pflag.FlagSet, f *nodeFlags) {
+	c := &f.cfg
+	fs.StringVarP(&f.config, "config", "c", "", "HCL configuration file")
+	fs.StringVar(&c.NodeName, "name", "", "node name (node_name)")
+	fs.StringVar(&c.ClusterName, "cluster", "", "cluster name (cluster_name)")
+	fs.StringVar(&c.DataDir, "data-dir", "", "data directory (data_dir)")
+	fs.StringVar(&c.Profile, "profile", "", "timing profile: fast or production (profile)")
+	fs.StringVar(&c.LogLevel, "log-level", "", "trace, debug, info, warn or error (log_level)")
+	fs.BoolVar(&c.LogJSON, "log-json", false, "log as JSON (log_json)")
+	fs.StringVar(&c.Etcd.Mode, "etcd-mode", "", "embedded or external (etcd.mode)")
+	fs.StringVar(&c.Etcd.ClientAddr, "client-addr", "", "embedded member's client host:port (etcd.client_addr)")
+	fs.StringVar(&c.Etcd.PeerAddr, "peer-addr", "", "embedded member's peer host:port (etcd.peer_addr)")
+	fs.StringVar(&c.Etcd.InitialCluster, "initial-cluster", "", "bootstrap members name=https://host:port,... (etcd.initial_cluster)")
+	fs.StringVar(&c.Etcd.Join, "join", "", "client URLs of a running cluster to join (etcd.join)")
+	fs.StringSliceVar(&c.Etcd.Endpoints, "endpoints", nil, "external etcd client URLs (etcd.endpoints)")
+	fs.StringVar(&c.Etcd.HeartbeatInterval, "heartbeat-interval", "", "raft heartbeat (etcd.heartbeat_interval)")
+	fs.StringVar(&c.Etcd.ElectionTimeout, "election-timeout", "", "raft election timeout (etcd.election_timeout)")
+	fs.StringVar(&c.TLS.CAFile, "ca-file", "", "CA certificate (tls.ca_file)")
+	fs.StringVar(&c.TLS.CertFile, "cert-file", "", "node certificate (tls.cert_file)")
+	fs.StringVar(&c.TLS.KeyFile, "key-file", "", "node key (tls.key_file)")
+	fs.StringVar(&c.TLS.AutoDir, "tls-auto-dir", "", "local CA directory for generated certificates (tls.auto_dir)")
+	fs.StringVar(&c.Lease.TTL, "lease-ttl", "", "lease TTL (lease.ttl)")
+	fs.StringVar(&c.Lease.KeepAliveInterval, "keepalive-interval", "", "lease renewal period (lease.keepalive_interval)")
+	fs.StringVar(&c.Lease.SelfFenceMargin, "self-fence-margin", "", "self-fence margin (lease.self_fence_margin)")
+	fs.StringVar(&c.Admin.Addr, "admin-addr", "", "admin HTTP host:port or off (admin.addr)")
+}
+
+// load reads the file (if any) over the defaults and applies the flags
+// that were set on the command line, then validates.
+func (f *nodeFlags) load(fs *pflag.FlagSet) (cluster.Config, error) {
+	cfg := cluster.DefaultConfig()
+	if f.config != "" {
+		var err error
+		if cfg, err = cluster.LoadFile(f.config); err != nil {
+			return cfg, &exitError{code: 2, err: err}
+		}
+	}
+	set := func(name string, dst *string, v string) {
+		if fs.Changed(name) {
+			*dst = v
+		}
+	}
+	c := &f.cfg
+	set("name", &cfg.NodeName, c.NodeName)
+	set("cluster", &cfg.ClusterName, c.ClusterName)
+	set("data-dir", &cfg.DataDir, c.DataDir)
+	set("profile", &cfg.Profile, c.Profile)
+	set("log-level", &cfg.LogLevel, c.LogLevel)
+	if fs.Changed("log-json") {
+		cfg.LogJSON = c.LogJSON
+	}
+	set("etcd-mode", &cfg.Etcd.Mode, c.Etcd.Mode)
+	set("client-addr", &cfg.Etcd.ClientAddr, c.Etcd.ClientAddr)
+	set("peer-addr", &cfg.Etcd.PeerAddr, c.Etcd.PeerAddr)
+	set("initial-cluster", &cfg.Etcd.InitialCluster, c.Etcd.InitialCluster)
+	set("join", &cfg.Etcd.Join, c.Etcd.Join)
+	if fs.Changed("endpoints") {
+		cfg.Etcd.Endpoints = c.Etcd.Endpoints
+	}
+	set("heartbeat-interval", &cfg.Etcd.HeartbeatInterval, c.Etcd.HeartbeatInterval)
+	set("election-timeout", &cfg.Etcd.ElectionTimeout, c.Etcd.ElectionTimeout)
+	set("ca-file", &cfg.TLS.CAFile, c.TLS.CAFile)
+	set("cert-file", &cfg.TLS.CertFile, c.TLS.CertFile)
+	set("key-file", &cfg.TLS.KeyFile, c.TLS.KeyFile)
+	set("tls-auto-dir", &cfg.TLS.AutoDir, c.TLS.AutoDir)
+	set("lease-ttl", &cfg.Lease.TTL, c.Lease.TTL)
+	set("keepalive-interval", &cfg.Lease.KeepAliveInterval, c.Lease.KeepAliveInterval)
+	set("self-fence-margin", &cfg.Lease.SelfFenceMargin, c.Lease.SelfFenceMargin)
+	set("admin-addr", &cfg.Admin.Addr, c.Admin.Addr)
+	if err := cfg.Validate(); err != nil {
+		return cfg, &exitError{code: 2, err: err}
+	}
+	return cfg, nil
+}
+
+func newRunCmd() *cobra.Command {
+	f := &nodeFlags{}
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run the node (the default command)",
+		Args:  cobra.NoArgs,
+	}
+	addNodeFlags(cmd.Flags(), f)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		cfg, err := f.load(cmd.Flags())
+		if err != nil {
+			return err
+		}
+		return runNode(cfg)
+	}
+	return cmd
+}
+
+func runNode(cfg cluster.Config) error {
+	log := cfg.NewLogger(os.Stderr)
+	cfg.Logger = log
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	n, err := cluster.Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer n.Close()
+	var admin *cluster.AdminServer
+	if cfg.Admin.Addr != "off" {
+		if admin, err = cluster.NewAdminServer(n); err != nil {
+			return fmt.Errorf("admin listener: %w", err)
+		}
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	adminDone := make(chan error, 1)
+	if admin != nil {
+		go func() { adminDone <- admin.Serve(runCtx) }()
+		log.Info("admin listening", "addr", "http://"+admin.Addr())
+	}
+	err = n.Run(runCtx)
+	cancel()
+	if admin != nil {
+		if aerr := <-adminDone; aerr != nil && err == nil {
+			err = fmt.Errorf("admin listener: %w", aerr)
+		}
+	}
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	if err == nil {
+		log.Info("stopped")
+	}
+	return err
+}

@@ -1,0 +1,162 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/shoal-ha/shoal/cluster"
+	"github.com/spf13/cobra"
+)
+
+// adminTarget finds the admin URL of the node to ask: --admin wins, then
+// the admin address of --config, then the default.
+type adminTarget struct {
+	admin  string
+	config string
+}
+
+func (a *adminTarget) flags(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&a.admin, "admin", "", "admin URL of the node to ask (default http://127.0.0.1:7080)")
+	cmd.Flags().StringVarP(&a.config, "config", "c", "", "node configuration file to take the admin address from")
+}
+
+func (a *adminTarget) url() (string, error) {
+	if a.admin != "" {
+		if !strings.Contains(a.admin, "://") {
+			return "http://" + a.admin, nil
+		}
+		return a.admin, nil
+	}
+	addr := cluster.DefaultConfig().Admin.Addr
+	if a.config != "" {
+		cfg, err := cluster.LoadFile(a.config)
+		if err != nil {
+			return "", err
+		}
+		addr = cfg.Admin.Addr
+	}
+	if addr == "off" {
+		return "", fmt.Errorf("the node's admin listener is off")
+	}
+	return "http://" + addr, nil
+}
+
+var httpClient = &http.Client{Timeout: 10 * time.Second}
+
+func newStatusCmd() *cobra.Command {
+	var t adminTarget
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show the cluster as a node sees it",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			base, err := t.url()
+			if err != nil {
+				return err
+			}
+			resp, err := httpClient.Get(base + "/api/status")
+			if err != nil {
+				return fmt.Errorf("cannot reach the node at %s: %w", base, err)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("%s: %s: %s", base, resp.Status, strings.TrimSpace(string(body)))
+			}
+			if asJSON {
+				os.Stdout.Write(body)
+				return nil
+			}
+			var st cluster.Status
+			if err := json.Unmarshal(body, &st); err != nil {
+				return fmt.Errorf("%s: bad status document: %w", base, err)
+			}
+			printStatus(os.Stdout, st)
+			return nil
+		},
+	}
+	t.flags(cmd)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func printStatus(w io.Writer, st cluster.Status) {
+	ready := "ready"
+	if !st.Ready {
+		ready = "NOT READY"
+	}
+	fmt.Fprintf(w, "cluster %s, seen from %s (incarnation %s): %s, lease trusted for %.1fs, lease losses %d\n",
+		st.Cluster, st.Node, dash(st.Incarnation), ready, st.TrustLeft, st.LeaseLosses)
+	fmt.Fprintf(w, "coordinator: %s   etcd (%s) leader: %s\n\n", dash(st.Coordinator), st.EtcdMode, dash(st.EtcdLeader))
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "MEMBER\tKIND\tINCARNATION\tTTL LEFT\tCLIENT\tADMIN\tUP FOR\tROLE")
+	for _, m := range st.Members {
+		var roles []string
+		if m.Name == st.Coordinator {
+			roles = append(roles, "coordinator")
+		}
+		if m.Name == st.EtcdLeader {
+			roles = append(roles, "etcd-leader")
+		}
+		ttl := "?"
+		if m.TTLLeft >= 0 {
+			ttl = fmt.Sprintf("%.0fs", m.TTLLeft)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.Kind, m.Incarnation, ttl, dash(m.ClientURL), dash(m.AdminURL), cluster.Age(m.Started), dash(strings.Join(roles, ",")))
+	}
+	tw.Flush()
+	if len(st.EtcdMembers) > 0 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "ETCD MEMBER\tID\tPEER\tCLIENT\tLEADER")
+		for _, m := range st.EtcdMembers {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\n", dash(m.Name), m.ID, strings.Join(m.PeerURLs, ","), strings.Join(m.ClientURLs, ","), m.Leader)
+		}
+		tw.Flush()
+	}
+	for _, e := range st.Errors {
+		fmt.Fprintln(w, "error:", e)
+	}
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func newLeaveCmd() *cobra.Command {
+	var t adminTarget
+	cmd := &cobra.Command{
+		Use:   "leave",
+		Short: "Make a running node leave the cluster for good (removes its etcd member)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			base, err := t.url()
+			if err != nil {
+				return err
+			}
+			resp, err := httpClient.Post(base+"/api/leave", "application/json", nil)
+			if err != nil {
+				return fmt.Errorf("cannot reach the node at %s: %w", base, err)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != http.StatusAccepted {
+				return fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(body)))
+			}
+			fmt.Println("leaving: the node resigns, revokes its lease, removes its etcd member and exits")
+			return nil
+		},
+	}
+	t.flags(cmd)
+	return cmd
+}
