@@ -1,0 +1,184 @@
+package mirror
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/shoal-ha/shoal/blockdev"
+)
+
+// SlotBitmap is what the legs say about one slot's dirty regions.
+type SlotBitmap struct {
+	Dirty *Bitmap
+	// Damaged lists "leg L block B: error" for bitmap blocks that failed
+	// to decode; the regions they cover are counted dirty.
+	Damaged []string
+}
+
+// readSlotBitmap merges slot's bitmap from every in-sync leg: a region is
+// dirty when any leg has its bit set or a damaged block covers it.
+func (v *Volume) readSlotBitmap(ctx context.Context, w *view, slot int) (SlotBitmap, error) {
+	out := SlotBitmap{Dirty: NewBitmap(v.geo.Regions)}
+	buf := make([]byte, BitmapBlockSize)
+	read := 0
+	for _, i := range w.inSync {
+		legOK := true
+		for b := int64(0); b < v.geo.BitmapBlocksPerSlot; b++ {
+			if err := w.devs[i].ReadAt(ctx, buf, v.geo.BitmapBlockOffset(slot, b)); err != nil {
+				if ctx.Err() != nil {
+					return out, ctx.Err()
+				}
+				legOK = false
+				out.Damaged = append(out.Damaged, fmt.Sprintf("leg %d block %d: %v", i, b, err))
+				MarkBlockRange(out.Dirty, b)
+				continue
+			}
+			bb, err := DecodeBitmapBlock(buf, v.vol, slot, b)
+			if err != nil {
+				out.Damaged = append(out.Damaged, fmt.Sprintf("leg %d block %d: %v", i, b, err))
+				MarkBlockRange(out.Dirty, b)
+				continue
+			}
+			bb.MergeInto(out.Dirty)
+		}
+		if legOK {
+			read++
+		}
+	}
+	if read == 0 && len(w.inSync) > 0 && len(out.Damaged) > 0 && errors.Is(ctx.Err(), context.Canceled) {
+		return out, ctx.Err()
+	}
+	return out, nil
+}
+
+// refreshForeign rebuilds the set of regions marked in other slots'
+// bitmaps; reads of those regions all go to the primary leg, so every node
+// returns the same bytes until they are resynced.
+func (v *Volume) refreshForeign(ctx context.Context) error {
+	w := v.view.Load()
+	all := NewBitmap(v.geo.Regions)
+	for s := 0; s < v.geo.Slots; s++ {
+		if s == v.cfg.Slot {
+			continue
+		}
+		sbm, err := v.readSlotBitmap(ctx, w, s)
+		if err != nil {
+			return err
+		}
+		all.Merge(sbm.Dirty)
+	}
+	v.foreign.Store(all)
+	return nil
+}
+
+// writeBitmapBlocks writes this slot's blocks from the disk image to every
+// writable leg and flushes them.
+func (v *Volume) writeBitmapBlocks(ctx context.Context, slot int, image *Bitmap, blocks []int64, flush bool) error {
+	if len(blocks) == 0 {
+		return nil
+	}
+	w := v.view.Load()
+	enc := make([][]byte, len(blocks))
+	for k, b := range blocks {
+		enc[k] = EncodeBitmapBlock(v.vol, slot, b, image)
+	}
+	errs := parallel(w.writable, func(i int) error {
+		for k, b := range blocks {
+			if err := w.devs[i].WriteAt(ctx, enc[k], v.geo.BitmapBlockOffset(slot, b)); err != nil {
+				return err
+			}
+		}
+		if flush {
+			return w.devs[i].Flush(ctx)
+		}
+		return nil
+	})
+	return v.settle(ctx, w, w.writable, errs, "write bitmap")
+}
+
+// markDirty makes sure regions [r0, r1] are marked on disk before data is
+// written to them.
+func (v *Volume) markDirty(ctx context.Context, r0, r1 int64) error {
+	v.stateMu.Lock()
+	need := v.in.begin(r0, r1, v.now())
+	v.stateMu.Unlock()
+	if !need {
+		return nil
+	}
+	v.bmWriteMu.Lock()
+	defer v.bmWriteMu.Unlock()
+	v.stateMu.Lock()
+	regions, blocks := v.in.toMark(r0, r1)
+	image := v.in.disk.Clone()
+	v.stateMu.Unlock()
+	if err := v.writeBitmapBlocks(ctx, v.cfg.Slot, image, blocks, true); err != nil {
+		v.stateMu.Lock()
+		v.in.unmark(regions)
+		v.stateMu.Unlock()
+		return err
+	}
+	v.stateMu.Lock()
+	v.in.marked(regions)
+	v.stateMu.Unlock()
+	return nil
+}
+
+func (v *Volume) endWrite(r0, r1 int64) {
+	v.stateMu.Lock()
+	v.in.end(r0, r1, v.now())
+	v.stateMu.Unlock()
+}
+
+// clean clears the marks of idle regions once their data is durable on
+// every leg. It does nothing while any leg is not in sync: the marks are
+// then the record of what that leg is missing. force clears every idle
+// mark regardless of ClearDelay (used by Close).
+func (v *Volume) clean(ctx context.Context, force bool) error {
+	if v.cfg.Slot == NoSlot {
+		return nil
+	}
+	v.bmWriteMu.Lock()
+	defer v.bmWriteMu.Unlock()
+	w := v.view.Load()
+	if !w.allInSync() {
+		return nil
+	}
+	v.stateMu.Lock()
+	cands := v.in.cleanable(v.now(), v.cfg.ClearDelay, force)
+	v.stateMu.Unlock()
+	if len(cands) == 0 {
+		return nil
+	}
+	errs := parallel(w.writable, func(i int) error { return w.devs[i].Flush(ctx) })
+	if err := v.settle(ctx, w, w.writable, errs, "flush before clearing bitmap"); err != nil {
+		return err
+	}
+	if w2 := v.view.Load(); w2 != w && !w2.allInSync() {
+		return nil
+	}
+	v.stateMu.Lock()
+	blocks := v.in.clear(cands)
+	image := v.in.disk.Clone()
+	v.stateMu.Unlock()
+	return v.writeBitmapBlocks(ctx, v.cfg.Slot, image, blocks, force)
+}
+
+// clearSlot writes an empty bitmap for slot (after its regions were
+// resynced on every leg).
+func (v *Volume) clearSlot(ctx context.Context, slot int) error {
+	blocks := make([]int64, v.geo.BitmapBlocksPerSlot)
+	for i := range blocks {
+		blocks[i] = int64(i)
+	}
+	return v.writeBitmapBlocks(ctx, slot, NewBitmap(v.geo.Regions), blocks, true)
+}
+
+// DirtyRegions reports how many regions this slot has marked.
+func (v *Volume) DirtyRegions() int64 {
+	v.stateMu.Lock()
+	defer v.stateMu.Unlock()
+	return v.in.disk.Count()
+}
+
+var _ blockdev.Device = (*Volume)(nil)

@@ -1,0 +1,136 @@
+package mirror
+
+import "time"
+
+// intent is the deterministic core of this node's write-intent bitmap: which
+// regions are marked on disk, which have writes in flight, and which may be
+// cleared. It does no I/O and takes no locks; the volume drives it under
+// stateMu and performs the bitmap writes it asks for.
+type intent struct {
+	disk     *Bitmap // regions marked (or being marked) on disk
+	durable  *Bitmap // regions whose mark is known to be on disk
+	inflight map[int64]int
+	seq      map[int64]uint64
+	last     map[int64]time.Time
+}
+
+func newIntent(regions int64) *intent {
+	return &intent{
+		disk: NewBitmap(regions), durable: NewBitmap(regions),
+		inflight: map[int64]int{}, seq: map[int64]uint64{}, last: map[int64]time.Time{},
+	}
+}
+
+// begin records a write to regions [r0, r1] and reports whether any of them
+// still needs its mark written to disk before the data may go.
+func (in *intent) begin(r0, r1 int64, now time.Time) (needMark bool) {
+	for r := r0; r <= r1; r++ {
+		in.inflight[r]++
+		in.seq[r]++
+		in.last[r] = now
+		if !in.durable.Test(r) {
+			needMark = true
+		}
+	}
+	return needMark
+}
+
+// toMark returns the regions of [r0, r1] whose mark is not yet durable and
+// records them as marked in the disk image, and the bitmap blocks to write.
+func (in *intent) toMark(r0, r1 int64) (regions []int64, blocks []int64) {
+	for r := r0; r <= r1; r++ {
+		if !in.durable.Test(r) {
+			in.disk.Set(r)
+			regions = append(regions, r)
+			blocks = appendBlock(blocks, r/RegionsPerBitmapBlock)
+		}
+	}
+	return regions, blocks
+}
+
+// marked records that the marks of regions are on disk.
+func (in *intent) marked(regions []int64) {
+	for _, r := range regions {
+		in.durable.Set(r)
+	}
+}
+
+// unmark undoes toMark after the bitmap write failed everywhere.
+func (in *intent) unmark(regions []int64) {
+	for _, r := range regions {
+		if !in.durable.Test(r) {
+			in.disk.Clear(r)
+		}
+	}
+}
+
+// end records that a write to [r0, r1] finished (successfully or not).
+func (in *intent) end(r0, r1 int64, now time.Time) {
+	for r := r0; r <= r1; r++ {
+		if in.inflight[r]--; in.inflight[r] <= 0 {
+			delete(in.inflight, r)
+		}
+		in.last[r] = now
+	}
+}
+
+// candidate is a region that may be cleared if nothing touches it before
+// the data is flushed.
+type candidate struct {
+	region int64
+	seq    uint64
+}
+
+// cleanable lists durable marks with no write in flight whose last write is
+// at least delay old (all of them when force is set).
+func (in *intent) cleanable(now time.Time, delay time.Duration, force bool) []candidate {
+	var out []candidate
+	for _, r := range in.durable.Regions() {
+		if in.inflight[r] > 0 {
+			continue
+		}
+		if !force && now.Sub(in.last[r]) < delay {
+			continue
+		}
+		out = append(out, candidate{r, in.seq[r]})
+	}
+	return out
+}
+
+// clear unmarks the candidates that stayed idle and unchanged, returning
+// the bitmap blocks to rewrite.
+func (in *intent) clear(cands []candidate) (blocks []int64) {
+	for _, c := range cands {
+		if in.inflight[c.region] > 0 || in.seq[c.region] != c.seq {
+			continue
+		}
+		in.disk.Clear(c.region)
+		in.durable.Clear(c.region)
+		delete(in.seq, c.region)
+		delete(in.last, c.region)
+		blocks = appendBlock(blocks, c.region/RegionsPerBitmapBlock)
+	}
+	return blocks
+}
+
+// adopt takes regions found marked on disk (left after recovery that could
+// not clear them) as durable marks.
+func (in *intent) adopt(bm *Bitmap, now time.Time) {
+	for _, r := range bm.Regions() {
+		in.disk.Set(r)
+		in.durable.Set(r)
+		in.last[r] = now
+	}
+}
+
+func appendBlock(blocks []int64, b int64) []int64 {
+	if n := len(blocks); n > 0 && blocks[n-1] == b {
+		return blocks
+	}
+	for _, x := range blocks {
+		if x == b {
+			return blocks
+		}
+	}
+	return append(blocks, b)
+}

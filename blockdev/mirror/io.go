@@ -1,0 +1,198 @@
+package mirror
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/shoal-ha/shoal/blockdev"
+)
+
+// lockRegions takes the region lock over regions [r0, r1].
+func (v *Volume) lockRegions(ctx context.Context, r0, r1 int64, exclusive bool) (func(), error) {
+	return v.locker.LockRegion(ctx, v.lockNS, r0*v.geo.RegionSize, (r1-r0+1)*v.geo.RegionSize, exclusive)
+}
+
+// ReadAt reads from one in-sync leg, balancing requests over them. Regions
+// still marked in another slot's bitmap are read from the primary (first
+// in-sync) leg, which is also the source of their resync, so every node
+// sees the same bytes. A leg that fails the read is skipped, and the range
+// is repaired on it from the leg that served it.
+func (v *Volume) ReadAt(ctx context.Context, p []byte, off int64) error {
+	if err := v.enter(); err != nil {
+		return err
+	}
+	defer v.ioWG.Done()
+	if err := blockdev.CheckRange(v, len(p), off); err != nil {
+		return err
+	}
+	w := v.view.Load()
+	n := len(w.inSync)
+	if n == 0 {
+		return fmt.Errorf("%w: read at %d", ErrNoInSyncLeg, off)
+	}
+	r0, r1 := v.geo.RegionOf(off), v.geo.RegionOf(off+int64(len(p))-1)
+	start := 0
+	if n > 1 && !v.suspect(r0, r1) {
+		start = int(v.rr.Add(1) % uint64(n))
+	}
+	var bad []int
+	var lastErr error
+	for k := 0; k < n; k++ {
+		i := w.inSync[(start+k)%n]
+		err := w.devs[i].ReadAt(ctx, p, v.geo.DataOffset+off)
+		if err == nil {
+			if len(bad) > 0 {
+				v.repairRead(ctx, w, i, bad, off, len(p))
+			}
+			return nil
+		}
+		if !isLegFault(err) {
+			return err
+		}
+		v.log.Warn("read failed, trying another leg", "leg", i, "offset", off, "error", err)
+		bad = append(bad, i)
+		lastErr = err
+	}
+	return fmt.Errorf("%w: read at %d: every leg failed: %v", ErrNoInSyncLeg, off, lastErr)
+}
+
+func (v *Volume) suspect(r0, r1 int64) bool {
+	f := v.foreign.Load()
+	if f == nil {
+		return true
+	}
+	for r := r0; r <= r1; r++ {
+		if f.Test(r) {
+			return true
+		}
+	}
+	return false
+}
+
+// repairRead rewrites [off, off+n) on the legs in bad with the contents of
+// leg good, under the region lock so no write slips in between; a leg that
+// cannot take the repair is failed.
+func (v *Volume) repairRead(ctx context.Context, w *view, good int, bad []int, off int64, n int) {
+	r0, r1 := v.geo.RegionOf(off), v.geo.RegionOf(off+int64(n)-1)
+	unlock, err := v.lockRegions(ctx, r0, r1, true)
+	if err != nil {
+		return
+	}
+	defer unlock()
+	buf := make([]byte, n)
+	if err := w.devs[good].ReadAt(ctx, buf, v.geo.DataOffset+off); err != nil {
+		return
+	}
+	for _, i := range bad {
+		err := w.devs[i].WriteAt(ctx, buf, v.geo.DataOffset+off)
+		if err == nil {
+			v.log.Info("repaired unreadable range from another leg", "leg", i, "from_leg", good, "offset", off, "length", n)
+			continue
+		}
+		if isLegFault(err) {
+			if ferr := v.failLeg(ctx, w.table.Legs[i].UUID, err); ferr != nil {
+				v.log.Error("cannot record leg failure", "leg", i, "error", ferr)
+			}
+		}
+	}
+}
+
+// WriteAt writes p to every in-sync and resyncing leg in parallel, after
+// marking the regions in this slot's bitmap on disk. It returns nil when at
+// least one in-sync leg has the data; legs that failed are marked failed
+// cluster-wide. An error other than ctx's means the range's contents are
+// unknown (blockdev.ErrWriteOutcomeUnknown semantics): never report such a
+// write as safe to retry blindly.
+func (v *Volume) WriteAt(ctx context.Context, p []byte, off int64) error {
+	if err := v.enter(); err != nil {
+		return err
+	}
+	defer v.ioWG.Done()
+	if v.cfg.Slot == NoSlot {
+		return ErrNoSlot
+	}
+	if err := blockdev.CheckRange(v, len(p), off); err != nil {
+		return err
+	}
+	r0, r1 := v.geo.RegionOf(off), v.geo.RegionOf(off+int64(len(p))-1)
+	unlock, err := v.lockRegions(ctx, r0, r1, true)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	defer v.endWrite(r0, r1)
+	if err := v.markDirty(ctx, r0, r1); err != nil {
+		return err
+	}
+	w := v.view.Load()
+	if len(w.inSync) == 0 {
+		return fmt.Errorf("%w: write at %d", ErrNoInSyncLeg, off)
+	}
+	csums, err := v.updatedChecksums(ctx, w, p, off, r0, r1)
+	if err != nil {
+		return err
+	}
+	errs := parallel(w.writable, func(i int) error {
+		if err := w.devs[i].WriteAt(ctx, p, v.geo.DataOffset+off); err != nil {
+			return err
+		}
+		for k, c := range csums {
+			if err := w.devs[i].WriteAt(ctx, c, v.geo.ChecksumOffsetOf(r0+int64(k))); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return v.settle(ctx, w, w.writable, errs, fmt.Sprintf("write at %d", off))
+}
+
+// updatedChecksums returns the checksum areas of regions [r0, r1] after
+// writing p at off: read from an in-sync leg where the write covers a
+// region only partly, then patched.
+func (v *Volume) updatedChecksums(ctx context.Context, w *view, p []byte, off, r0, r1 int64) ([][]byte, error) {
+	bs := int64(v.geo.BlockSize)
+	out := make([][]byte, r1-r0+1)
+	for r := r0; r <= r1; r++ {
+		rs, re := r*v.geo.RegionSize, (r+1)*v.geo.RegionSize
+		ws, we := max(rs, off), min(re, off+int64(len(p)))
+		area := make([]byte, v.geo.ChecksumPerRegion)
+		if ws > rs || we < re {
+			if err := v.readChecksums(ctx, w, r, area); err != nil {
+				return nil, err
+			}
+		}
+		for b := ws; b < we; b += bs {
+			putCsum(area, (b-rs)/bs, blockCsum(p[b-off:b-off+bs]))
+		}
+		out[r-r0] = area
+	}
+	return out, nil
+}
+
+func (v *Volume) readChecksums(ctx context.Context, w *view, r int64, area []byte) error {
+	var last error
+	for _, i := range w.inSync {
+		err := w.devs[i].ReadAt(ctx, area, v.geo.ChecksumOffsetOf(r))
+		if err == nil {
+			return nil
+		}
+		if !isLegFault(err) {
+			return err
+		}
+		last = err
+	}
+	return fmt.Errorf("%w: read checksums of region %d: %v", ErrNoInSyncLeg, r, last)
+}
+
+// Flush makes every completed write durable on every live leg.
+func (v *Volume) Flush(ctx context.Context) error {
+	if err := v.enter(); err != nil {
+		return err
+	}
+	defer v.ioWG.Done()
+	w := v.view.Load()
+	errs := parallel(w.writable, func(i int) error { return w.devs[i].Flush(ctx) })
+	return v.settle(ctx, w, w.writable, errs, "flush")
+}
+
+

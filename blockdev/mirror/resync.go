@@ -1,0 +1,305 @@
+package mirror
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// pacer limits copying to ResyncRate bytes per second on the volume's
+// clock.
+type pacer struct {
+	v     *Volume
+	start time.Time
+	bytes int64
+}
+
+func (v *Volume) newPacer() *pacer { return &pacer{v: v, start: v.now()} }
+
+func (p *pacer) add(ctx context.Context, n int64) error {
+	p.bytes += n
+	rate := p.v.cfg.ResyncRate
+	if rate <= 0 {
+		return ctx.Err()
+	}
+	due := p.start.Add(time.Duration(float64(p.bytes) / float64(rate) * float64(time.Second)))
+	if wait := due.Sub(p.v.now()); wait > 0 {
+		select {
+		case <-p.v.clk.After(wait):
+		case <-ctx.Done():
+		}
+	}
+	return ctx.Err()
+}
+
+func (v *Volume) report(p Progress) {
+	v.progress.Store(&p)
+	if v.cfg.Progress != nil {
+		v.cfg.Progress(p)
+	}
+}
+
+// copyRegion makes region r identical on every leg in targets, copying from
+// the first in-sync leg that reads it, and rewrites the region's checksums
+// on the source and the targets from the copied data. It holds the region
+// lock exclusively meanwhile.
+func (v *Volume) copyRegion(ctx context.Context, r int64, targets func(w *view) []int, buf []byte) (int, error) {
+	unlock, err := v.lockRegions(ctx, r, r, true)
+	if err != nil {
+		return 0, err
+	}
+	defer unlock()
+	w := v.view.Load()
+	src := -1
+	for _, i := range w.inSync {
+		err := w.devs[i].ReadAt(ctx, buf, v.geo.DataOffset+r*v.geo.RegionSize)
+		if err == nil {
+			src = i
+			break
+		}
+		if !isLegFault(err) {
+			return 0, err
+		}
+		v.log.Warn("resync source read failed, trying another leg", "leg", i, "region", r, "error", err)
+	}
+	if src < 0 {
+		return 0, fmt.Errorf("%w: region %d unreadable on every in-sync leg", ErrNoInSyncLeg, r)
+	}
+	cs := regionChecksums(v.geo, buf)
+	dst := []int{}
+	for _, i := range targets(w) {
+		if i != src {
+			dst = append(dst, i)
+		}
+	}
+	all := append([]int{src}, dst...)
+	errs := parallel(all, func(i int) error {
+		if i != src {
+			if err := w.devs[i].WriteAt(ctx, buf, v.geo.DataOffset+r*v.geo.RegionSize); err != nil {
+				return err
+			}
+		}
+		return w.devs[i].WriteAt(ctx, cs, v.geo.ChecksumOffsetOf(r))
+	})
+	return len(dst), v.settle(ctx, w, all, errs, fmt.Sprintf("resync region %d", r))
+}
+
+// RecoverReport says what Recover did.
+type RecoverReport struct {
+	Slot     int      `json:"slot"`
+	Regions  int64    `json:"regions"`  // regions resynced
+	Cleared  bool     `json:"cleared"`  // the slot's bitmap was cleared
+	Damaged  []string `json:"damaged"`  // bitmap blocks that failed to decode
+	Duration string   `json:"duration"` // wall time on the volume's clock
+}
+
+// Recover merges slot's write-intent bitmap from the legs and resyncs every
+// region it marks, copying from the primary leg to all others under the
+// region locks. Call it for a node that crashed (after it was fenced) or
+// for a slot whose node is known to be gone; Open calls it for its own
+// slot. The slot's bitmap is cleared only when every leg is in sync;
+// otherwise the marks stay as the record of what the missing legs lack.
+// Interrupted recovery is safe to run again.
+func (v *Volume) Recover(ctx context.Context, slot int) (RecoverReport, error) {
+	rep := RecoverReport{Slot: slot}
+	if slot < 0 || slot >= v.geo.Slots {
+		return rep, fmt.Errorf("mirror: recover: slot %d out of range (volume has %d)", slot, v.geo.Slots)
+	}
+	start := v.now()
+	w := v.view.Load()
+	sbm, err := v.readSlotBitmap(ctx, w, slot)
+	if err != nil {
+		return rep, err
+	}
+	rep.Damaged = sbm.Damaged
+	regions := sbm.Dirty.Regions()
+	if len(regions) > 0 {
+		v.log.Info("recovering slot", "recover_slot", slot, "regions", len(regions))
+		// Everyone must read these regions from the primary until done.
+		if f := v.foreign.Load(); f != nil && slot != v.cfg.Slot {
+			nf := f.Clone()
+			nf.Merge(sbm.Dirty)
+			v.foreign.Store(nf)
+		}
+	}
+	buf := make([]byte, v.geo.RegionSize)
+	pace := v.newPacer()
+	for k, r := range regions {
+		if _, err := v.copyRegion(ctx, r, func(w *view) []int { return w.writable }, buf); err != nil {
+			return rep, fmt.Errorf("mirror: recover slot %d region %d: %w", slot, r, err)
+		}
+		rep.Regions++
+		v.report(Progress{Op: "recover", Done: int64(k + 1), Total: int64(len(regions)), Copied: int64(k+1) * v.geo.RegionSize})
+		if err := pace.add(ctx, v.geo.RegionSize); err != nil {
+			return rep, err
+		}
+	}
+	w = v.view.Load()
+	if len(regions) > 0 || len(sbm.Damaged) > 0 {
+		if w.allInSync() {
+			if err := v.clearSlot(ctx, slot); err != nil {
+				return rep, err
+			}
+			rep.Cleared = true
+		} else if slot == v.cfg.Slot {
+			v.stateMu.Lock()
+			v.in.adopt(sbm.Dirty, v.now())
+			v.stateMu.Unlock()
+		}
+	} else {
+		rep.Cleared = true
+	}
+	if err := v.refreshForeign(ctx); err != nil {
+		return rep, err
+	}
+	rep.Duration = v.now().Sub(start).String()
+	if rep.Regions > 0 {
+		v.log.Info("slot recovered", "recover_slot", slot, "regions", rep.Regions, "cleared", rep.Cleared)
+	}
+	return rep, nil
+}
+
+// ResyncReport says what Resync did per leg.
+type ResyncReport struct {
+	Legs []LegResync `json:"legs"`
+}
+
+// LegResync is one leg's resync.
+type LegResync struct {
+	Leg     int       `json:"leg"`
+	UUID    uuid.UUID `json:"uuid"`
+	Full    bool      `json:"full"`
+	Regions int64     `json:"regions"` // regions copied
+	From    int64     `json:"resumed_from"`
+}
+
+// Resync brings every resyncing leg in sync: a new leg gets every region, a
+// returning leg only the regions marked in any slot's bitmap (the writes it
+// missed). It first waits SettleTime so every node writes to the leg, then
+// copies under region locks at ResyncRate, checkpointing a cursor in the
+// leg table so an interrupted resync resumes where it stopped.
+func (v *Volume) Resync(ctx context.Context) (ResyncReport, error) {
+	var rep ResyncReport
+	w := v.view.Load()
+	var todo []uuid.UUID
+	for _, l := range w.table.Legs {
+		if l.State == LegResyncing {
+			todo = append(todo, l.UUID)
+		}
+	}
+	if len(todo) == 0 {
+		return rep, nil
+	}
+	select {
+	case <-v.clk.After(v.cfg.SettleTime):
+	case <-ctx.Done():
+		return rep, ctx.Err()
+	}
+	for _, id := range todo {
+		lr, err := v.resyncLeg(ctx, id)
+		rep.Legs = append(rep.Legs, lr)
+		if err != nil {
+			return rep, err
+		}
+	}
+	return rep, nil
+}
+
+func (v *Volume) resyncLeg(ctx context.Context, id uuid.UUID) (LegResync, error) {
+	w := v.view.Load()
+	li := w.table.Find(id)
+	lr := LegResync{Leg: li, UUID: id}
+	if li < 0 || w.table.Legs[li].State != LegResyncing {
+		return lr, nil
+	}
+	if w.devs[li] == nil {
+		return lr, fmt.Errorf("mirror: resync leg %d: device not available", li)
+	}
+	info := w.table.Legs[li]
+	lr.Full, lr.From = info.Full, info.Cursor
+	var regions []int64
+	if info.Full {
+		for r := info.Cursor; r < v.geo.Regions; r++ {
+			regions = append(regions, r)
+		}
+	} else {
+		all := NewBitmap(v.geo.Regions)
+		for s := 0; s < v.geo.Slots; s++ {
+			sbm, err := v.readSlotBitmap(ctx, w, s)
+			if err != nil {
+				return lr, err
+			}
+			all.Merge(sbm.Dirty)
+		}
+		for _, r := range all.Regions() {
+			if r >= info.Cursor {
+				regions = append(regions, r)
+			}
+		}
+	}
+	v.log.Info("resyncing leg", "leg", li, "leg_uuid", id, "full", info.Full, "regions", len(regions), "from", info.Cursor)
+	buf := make([]byte, v.geo.RegionSize)
+	pace := v.newPacer()
+	lastCheckpoint := v.now()
+	target := func(w *view) []int {
+		if j := w.table.Find(id); j >= 0 && w.table.Legs[j].State == LegResyncing && w.devs[j] != nil {
+			return []int{j}
+		}
+		return nil
+	}
+	for k, r := range regions {
+		if len(target(v.view.Load())) == 0 {
+			return lr, fmt.Errorf("mirror: resync leg %d: leg left the resyncing state", li)
+		}
+		if _, err := v.copyRegion(ctx, r, target, buf); err != nil {
+			v.checkpoint(context.Background(), id, r)
+			return lr, fmt.Errorf("mirror: resync leg %d region %d: %w", li, r, err)
+		}
+		lr.Regions++
+		v.report(Progress{Op: "resync", Leg: fmt.Sprint(li), Done: int64(k + 1), Total: int64(len(regions)), Copied: int64(k+1) * v.geo.RegionSize})
+		if err := pace.add(ctx, v.geo.RegionSize); err != nil {
+			v.checkpoint(context.Background(), id, r+1)
+			return lr, err
+		}
+		if v.now().Sub(lastCheckpoint) >= time.Second {
+			v.checkpoint(ctx, id, r+1)
+			lastCheckpoint = v.now()
+		}
+	}
+	err := v.updateTable(ctx, func(t *LegTable) error {
+		j := t.Find(id)
+		if j < 0 || t.Legs[j].State != LegResyncing {
+			return fmt.Errorf("mirror: resync leg %d: leg left the resyncing state", li)
+		}
+		t.Legs[j].State, t.Legs[j].Full, t.Legs[j].Cursor = LegInSync, false, 0
+		return nil
+	})
+	if err == nil {
+		v.log.Info("leg in sync", "leg", li, "leg_uuid", id, "regions", lr.Regions)
+	}
+	return lr, err
+}
+
+// checkpoint records how far a resync got, so a later run resumes there.
+func (v *Volume) checkpoint(ctx context.Context, id uuid.UUID, next int64) {
+	err := v.updateTable(ctx, func(t *LegTable) error {
+		if j := t.Find(id); j >= 0 && t.Legs[j].State == LegResyncing && next > t.Legs[j].Cursor {
+			t.Legs[j].Cursor = next
+		}
+		return nil
+	})
+	if err != nil {
+		v.log.Warn("resync checkpoint not recorded", "error", err)
+	}
+}
+
+// CurrentProgress is the last progress report of a long operation, if any.
+func (v *Volume) CurrentProgress() (Progress, bool) {
+	p := v.progress.Load()
+	if p == nil {
+		return Progress{}, false
+	}
+	return *p, true
+}

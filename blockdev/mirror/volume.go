@@ -1,0 +1,545 @@
+package mirror
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/shoal-ha/shoal/blockdev"
+	"github.com/shoal-ha/shoal/internal/clock"
+)
+
+// Volume is a RAID-1 mirror over N legs, shared by every node. It is a
+// blockdev.Device: byte 0 of the volume is the start of each leg's data
+// area. Safe for concurrent use.
+type Volume struct {
+	cfg     Config
+	log     hclog.Logger
+	clk     clock.Clock
+	geo     Geometry
+	vol     uuid.UUID
+	lockNS  string // region-lock namespace: the volume UUID
+	cluster string
+	store   LegStateStore
+	locker  RegionLocker
+
+	tabMu sync.Mutex // serialises leg-table changes
+	view  atomic.Pointer[view]
+	owned map[uuid.UUID]blockdev.Device // legs opened by the volume itself
+	given []blockdev.Device
+
+	stateMu   sync.Mutex // guards in
+	in        *intent
+	bmWriteMu sync.Mutex // serialises writes of this slot's bitmap blocks
+	foreign   atomic.Pointer[Bitmap]
+
+	rr       atomic.Uint64
+	progress atomic.Pointer[Progress]
+
+	closed atomic.Bool
+	stop   chan struct{}
+	bgDone chan struct{}
+	ioWG   sync.WaitGroup
+}
+
+// view is an immutable snapshot of the leg table and the devices; I/O takes
+// one and never locks.
+type view struct {
+	table    LegTable
+	devs     []blockdev.Device // per table leg; nil when not available
+	inSync   []int             // table indexes of in-sync legs with a device
+	writable []int             // in-sync and resyncing legs with a device
+}
+
+func newView(t LegTable, devOf func(uuid.UUID) blockdev.Device) *view {
+	v := &view{table: t, devs: make([]blockdev.Device, len(t.Legs))}
+	for i, l := range t.Legs {
+		if l.State == LegFailed {
+			continue
+		}
+		d := devOf(l.UUID)
+		v.devs[i] = d
+		if d == nil {
+			continue
+		}
+		v.writable = append(v.writable, i)
+		if l.State == LegInSync {
+			v.inSync = append(v.inSync, i)
+		}
+	}
+	return v
+}
+
+func (w *view) allInSync() bool {
+	return len(w.inSync) == len(w.table.Legs)
+}
+
+// Open attaches to a formatted volume. It reads every given leg's
+// superblock, refuses legs of another volume and stale legs, reconciles the
+// leg table with the store, recovers this slot's own dirty regions (left by
+// a crash of the previous holder of the slot) and starts background work.
+func Open(ctx context.Context, cfg Config) (*Volume, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real()
+	}
+	if cfg.Locker == nil {
+		cfg.Locker = NewLocalLocker()
+	}
+	if cfg.Store == nil {
+		cfg.Store = NewMemStateStore()
+	}
+	if cfg.OpenLeg == nil {
+		cfg.OpenLeg = func(ctx context.Context, addr string) (blockdev.Device, error) {
+			return blockdev.Open(ctx, addr, blockdev.OpenOptions{Logger: cfg.Logger})
+		}
+	}
+	sbs := make([]Superblock, len(cfg.Legs))
+	for i, d := range cfg.Legs {
+		sb, err := readSuperblock(ctx, d)
+		if err != nil {
+			return nil, fmt.Errorf("mirror: leg %d: %w", i, err)
+		}
+		sbs[i] = sb
+	}
+	ref := sbs[0]
+	newest := ref.Table
+	bySelf := map[uuid.UUID]blockdev.Device{}
+	for i, sb := range sbs {
+		if sb.Volume != ref.Volume {
+			return nil, fmt.Errorf("%w: leg %d belongs to volume %s (cluster %q), leg 0 to volume %s (cluster %q)", ErrForeignLeg, i, sb.Volume, sb.ClusterID, ref.Volume, ref.ClusterID)
+		}
+		if sb.Geometry != ref.Geometry {
+			return nil, fmt.Errorf("%w: leg %d's geometry differs from leg 0's", ErrBadSuperblock, i)
+		}
+		if bySelf[sb.Self] != nil {
+			return nil, fmt.Errorf("mirror: leg %d is the same leg (%s) as another given leg", i, sb.Self)
+		}
+		bySelf[sb.Self] = cfg.Legs[i]
+		if sb.Table.Generation > newest.Generation {
+			newest = sb.Table
+		}
+	}
+	if cfg.Slot >= ref.Geometry.Slots {
+		return nil, fmt.Errorf("mirror: slot %d out of range: volume has %d node slots", cfg.Slot, ref.Geometry.Slots)
+	}
+	stored, ok, err := cfg.Store.Load(ctx, ref.Volume)
+	if err != nil {
+		return nil, fmt.Errorf("mirror: load leg table: %w", err)
+	}
+	table := newest
+	switch {
+	case ok && stored.Generation >= newest.Generation:
+		table = stored
+	default:
+		var prev uint64
+		if ok {
+			prev = stored.Generation
+		}
+		if err := cfg.Store.CompareAndSwap(ctx, ref.Volume, prev, newest); err != nil {
+			return nil, fmt.Errorf("mirror: publish leg table: %w", err)
+		}
+	}
+	v := &Volume{
+		cfg: cfg, log: cfg.Logger.With("volume", ref.Volume.String(), "slot", cfg.Slot), clk: cfg.Clock,
+		geo: ref.Geometry, vol: ref.Volume, lockNS: ref.Volume.String(), cluster: ref.ClusterID,
+		store: cfg.Store, locker: cfg.Locker, owned: map[uuid.UUID]blockdev.Device{}, given: cfg.Legs,
+		in: newIntent(ref.Geometry.Regions), stop: make(chan struct{}), bgDone: make(chan struct{}),
+	}
+	for i, sb := range sbs {
+		if table.Find(sb.Self) < 0 {
+			return nil, fmt.Errorf("%w: leg %d (%s) was removed from volume %s (generation %d, table generation %d)", ErrStaleLeg, i, sb.Self, sb.Volume, sb.Table.Generation, table.Generation)
+		}
+		if l := table.Legs[table.Find(sb.Self)]; l.State == LegFailed && sb.Table.Generation < table.Generation {
+			v.log.Warn("stale leg will not serve data until resynced", "leg", i, "leg_uuid", sb.Self, "leg_generation", sb.Table.Generation, "generation", table.Generation)
+		}
+	}
+	var missing []int
+	for i, l := range table.Legs {
+		if l.State != LegFailed && bySelf[l.UUID] == nil {
+			missing = append(missing, i)
+		}
+	}
+	if len(missing) > 0 {
+		if !cfg.AllowMissingLegs {
+			var names []string
+			for _, i := range missing {
+				names = append(names, fmt.Sprintf("%d (%s %s)", i, table.Legs[i].UUID, table.Legs[i].Addr))
+			}
+			return nil, fmt.Errorf("%w: table generation %d lists legs %v as %s but they were not given", ErrMissingLeg, table.Generation, names, "live")
+		}
+	}
+	v.view.Store(newView(table, func(id uuid.UUID) blockdev.Device { return bySelf[id] }))
+	if len(v.view.Load().inSync) == 0 && len(missing) == 0 {
+		return nil, fmt.Errorf("%w: no given leg is in sync at generation %d", ErrStaleLeg, table.Generation)
+	}
+	for _, i := range missing {
+		id := table.Legs[i].UUID
+		v.log.Warn("leg not given, failing it", "leg", i, "leg_uuid", id)
+		if err := v.updateTable(ctx, func(t *LegTable) error {
+			if j := t.Find(id); j >= 0 && t.Legs[j].State != LegFailed {
+				if t.Legs[j].State == LegInSync && t.InSync() == 1 {
+					return fmt.Errorf("%w: leg %d (%s) is missing", ErrLastInSyncLeg, j, id)
+				}
+				t.Legs[j].State = LegFailed
+			}
+			return nil
+		}); err != nil {
+			return nil, err
+		}
+	}
+	// Bring superblocks of live legs up to the table (a torn update, or
+	// a table changed in the store while this leg's superblock lagged).
+	w := v.view.Load()
+	for _, i := range w.writable {
+		sb := sbs[indexOfDev(cfg.Legs, w.devs[i])]
+		if sb.Table.Generation != w.table.Generation {
+			if err := writeSuperblock(ctx, w.devs[i], v.superblock(w.table, w.table.Legs[i].UUID)); err != nil {
+				return nil, fmt.Errorf("mirror: refresh superblock of leg %d: %w", i, err)
+			}
+		}
+	}
+	if err := v.refreshForeign(ctx); err != nil {
+		return nil, err
+	}
+	if cfg.Slot != NoSlot {
+		if _, err := v.Recover(ctx, cfg.Slot); err != nil {
+			return nil, fmt.Errorf("mirror: recover own slot %d: %w", cfg.Slot, err)
+		}
+	}
+	go v.background()
+	return v, nil
+}
+
+func indexOfDev(ds []blockdev.Device, d blockdev.Device) int {
+	for i, x := range ds {
+		if x == d {
+			return i
+		}
+	}
+	return -1
+}
+
+func readSuperblock(ctx context.Context, d blockdev.Device) (Superblock, error) {
+	if d.Size() < SuperblockSize || SuperblockSize%d.BlockSize() != 0 {
+		return Superblock{}, fmt.Errorf("%w: device of %d bytes with block size %d cannot hold a superblock", ErrBadSuperblock, d.Size(), d.BlockSize())
+	}
+	b := make([]byte, SuperblockSize)
+	if err := d.ReadAt(ctx, b, 0); err != nil {
+		return Superblock{}, fmt.Errorf("read superblock: %w", err)
+	}
+	sb, err := DecodeSuperblock(b)
+	if err != nil {
+		return sb, err
+	}
+	if d.Size() < sb.Geometry.LegSize() {
+		return sb, fmt.Errorf("%w: leg has %d bytes, the volume needs %d", ErrBadGeometry, d.Size(), sb.Geometry.LegSize())
+	}
+	return sb, nil
+}
+
+// ReadSuperblock reads and checks the superblock of one leg.
+func ReadSuperblock(ctx context.Context, d blockdev.Device) (Superblock, error) {
+	return readSuperblock(ctx, d)
+}
+
+func (v *Volume) superblock(t LegTable, self uuid.UUID) Superblock {
+	return Superblock{Version: SuperblockVersion, Volume: v.vol, Self: self, ClusterID: v.cluster, Geometry: v.geo, Table: t}
+}
+
+// UUID is the volume's identity.
+func (v *Volume) UUID() uuid.UUID { return v.vol }
+
+// Geometry is the volume's on-disk layout.
+func (v *Volume) Geometry() Geometry { return v.geo }
+
+// Size is the volume's size in bytes.
+func (v *Volume) Size() int64 { return v.geo.VolumeSize() }
+
+// BlockSize is the volume's block size.
+func (v *Volume) BlockSize() int { return v.geo.BlockSize }
+
+// Table is the current leg table.
+func (v *Volume) Table() LegTable { return v.view.Load().table.Clone() }
+
+// updateTable applies fn to a copy of the leg table, bumps the generation,
+// stores it with compare-and-swap (reloading on conflict) and writes the
+// superblocks of the live legs.
+func (v *Volume) updateTable(ctx context.Context, fn func(t *LegTable) error) error {
+	return v.updateTableWith(ctx, nil, fn)
+}
+
+func (v *Volume) updateTableWith(ctx context.Context, extra map[uuid.UUID]blockdev.Device, fn func(t *LegTable) error) error {
+	v.tabMu.Lock()
+	defer v.tabMu.Unlock()
+	for attempt := 0; attempt < 8; attempt++ {
+		cur := v.view.Load()
+		next := cur.table.Clone()
+		if err := fn(&next); err != nil {
+			return err
+		}
+		next.Generation = cur.table.Generation + 1
+		if err := next.Validate(); err != nil {
+			return err
+		}
+		err := v.store.CompareAndSwap(ctx, v.vol, cur.table.Generation, next)
+		if errors.Is(err, ErrConflict) {
+			t, ok, lerr := v.store.Load(ctx, v.vol)
+			if lerr != nil {
+				return lerr
+			}
+			if ok && t.Generation > cur.table.Generation {
+				v.adoptLocked(ctx, t, nil)
+			}
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("mirror: store leg table: %w", err)
+		}
+		v.adoptLocked(ctx, next, extra)
+		w := v.view.Load()
+		for _, i := range w.writable {
+			if err := writeSuperblock(ctx, w.devs[i], v.superblock(next, next.Legs[i].UUID)); err != nil {
+				v.log.Warn("superblock write failed", "leg", i, "error", err)
+			}
+		}
+		v.log.Info("leg table changed", "generation", next.Generation, "legs", describe(next))
+		return nil
+	}
+	return fmt.Errorf("%w: gave up after 8 attempts", ErrConflict)
+}
+
+func describe(t LegTable) string {
+	s := ""
+	for i, l := range t.Legs {
+		if i > 0 {
+			s += " "
+		}
+		s += fmt.Sprintf("%d:%s", i, l.State)
+	}
+	return s
+}
+
+// adoptLocked installs table t, finding devices among the given legs, the
+// legs the volume opened itself, extra, or by opening the leg's address.
+// Called with tabMu held.
+func (v *Volume) adoptLocked(ctx context.Context, t LegTable, extra map[uuid.UUID]blockdev.Device) {
+	old := v.view.Load()
+	devOf := func(id uuid.UUID) blockdev.Device {
+		if i := old.table.Find(id); i >= 0 && old.devs[i] != nil {
+			return old.devs[i]
+		}
+		if d := extra[id]; d != nil {
+			v.owned[id] = d
+			return d
+		}
+		if d := v.owned[id]; d != nil {
+			return d
+		}
+		for _, d := range v.given {
+			if sb, err := readSuperblock(ctx, d); err == nil && sb.Self == id {
+				return d
+			}
+		}
+		i := t.Find(id)
+		if t.Legs[i].Addr == "" {
+			return nil
+		}
+		d, err := v.cfg.OpenLeg(ctx, t.Legs[i].Addr)
+		if err != nil {
+			v.log.Error("cannot open leg named in the leg table", "addr", t.Legs[i].Addr, "error", err)
+			return nil
+		}
+		v.owned[id] = d
+		return d
+	}
+	v.view.Store(newView(t, devOf))
+}
+
+// refreshTable adopts a newer leg table from the store.
+func (v *Volume) refreshTable(ctx context.Context) error {
+	t, ok, err := v.store.Load(ctx, v.vol)
+	if err != nil || !ok {
+		return err
+	}
+	if t.Generation <= v.view.Load().table.Generation {
+		return nil
+	}
+	v.tabMu.Lock()
+	defer v.tabMu.Unlock()
+	if t.Generation > v.view.Load().table.Generation {
+		v.adoptLocked(ctx, t, nil)
+		v.log.Info("adopted leg table", "generation", t.Generation, "legs", describe(t))
+	}
+	return nil
+}
+
+// Refresh re-reads the leg table and the other slots' bitmaps now instead
+// of waiting for the next RefreshInterval.
+func (v *Volume) Refresh(ctx context.Context) error {
+	if err := v.refreshTable(ctx); err != nil {
+		return err
+	}
+	return v.refreshForeign(ctx)
+}
+
+func (v *Volume) background() {
+	defer close(v.bgDone)
+	t := v.clk.NewTicker(v.cfg.RefreshInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-v.stop:
+			return
+		case <-t.C():
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() {
+			select {
+			case <-v.stop:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		if err := v.Refresh(ctx); err != nil && ctx.Err() == nil {
+			v.log.Warn("refresh failed", "error", err)
+		}
+		if err := v.clean(ctx, false); err != nil && ctx.Err() == nil {
+			v.log.Warn("bitmap clearing failed", "error", err)
+		}
+		cancel()
+	}
+}
+
+// Close flushes, clears this slot's bitmap when every leg is in sync, and
+// closes the legs.
+func (v *Volume) Close() error {
+	if v.closed.Swap(true) {
+		return nil
+	}
+	close(v.stop)
+	<-v.bgDone
+	v.ioWG.Wait()
+	ctx := context.Background()
+	var err error
+	if v.cfg.Slot != NoSlot {
+		err = v.clean(ctx, true)
+	}
+	w := v.view.Load()
+	for _, i := range w.writable {
+		if ferr := w.devs[i].Flush(ctx); ferr != nil && err == nil {
+			err = ferr
+		}
+	}
+	for _, d := range v.given {
+		d.Close()
+	}
+	for _, d := range v.owned {
+		d.Close()
+	}
+	return err
+}
+
+func (v *Volume) enter() error {
+	v.ioWG.Add(1)
+	if v.closed.Load() {
+		v.ioWG.Done()
+		return ErrClosed
+	}
+	return nil
+}
+
+func (v *Volume) now() time.Time { return v.clk.Now() }
+
+// isLegFault says whether err means the leg itself is broken (fail it), as
+// opposed to cancellation, fencing, or misuse.
+func isLegFault(err error) bool {
+	return errors.Is(err, blockdev.ErrIO) || errors.Is(err, blockdev.ErrWriteOutcomeUnknown) || errors.Is(err, blockdev.ErrClosed)
+}
+
+// failLeg marks a leg failed cluster-wide after an I/O error. The last
+// in-sync leg is never failed: the error goes to the caller instead.
+func (v *Volume) failLeg(ctx context.Context, id uuid.UUID, cause error) error {
+	if ctx.Err() != nil {
+		ctx = context.Background()
+	}
+	return v.updateTable(ctx, func(t *LegTable) error {
+		i := t.Find(id)
+		if i < 0 || t.Legs[i].State == LegFailed {
+			return nil
+		}
+		if t.Legs[i].State == LegInSync && t.InSync() == 1 {
+			return fmt.Errorf("%w: leg %d failed: %v", ErrNoInSyncLeg, i, cause)
+		}
+		v.log.Error("leg failed", "leg", i, "leg_uuid", id, "error", cause)
+		t.Legs[i].State = LegFailed
+		t.Legs[i].Cursor = 0
+		return nil
+	})
+}
+
+// parallel runs fn for every leg index in idx at once and returns the errors
+// in the same order.
+func parallel(idx []int, fn func(i int) error) []error {
+	errs := make([]error, len(idx))
+	if len(idx) == 1 {
+		errs[0] = fn(idx[0])
+		return errs
+	}
+	var wg sync.WaitGroup
+	for k, i := range idx {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[k] = fn(i)
+		}()
+	}
+	wg.Wait()
+	return errs
+}
+
+// settle handles the per-leg outcome of an operation on w's legs idx:
+// legs with a fault are failed; it returns an error unless at least one
+// in-sync leg succeeded.
+func (v *Volume) settle(ctx context.Context, w *view, idx []int, errs []error, what string) error {
+	okInSync := 0
+	var firstErr error
+	for k, i := range idx {
+		err := errs[k]
+		if err == nil {
+			if w.table.Legs[i].State == LegInSync {
+				okInSync++
+			}
+			continue
+		}
+		if firstErr == nil {
+			firstErr = err
+		}
+		if isLegFault(err) {
+			if ferr := v.failLeg(ctx, w.table.Legs[i].UUID, err); ferr != nil && !errors.Is(ferr, ErrNoInSyncLeg) {
+				v.log.Error("cannot record leg failure", "leg", i, "error", ferr)
+			}
+		}
+	}
+	if okInSync > 0 {
+		return nil
+	}
+	if firstErr == nil {
+		return fmt.Errorf("%w: %s", ErrNoInSyncLeg, what)
+	}
+	if isLegFault(firstErr) {
+		return fmt.Errorf("%w: %s: %v", ErrNoInSyncLeg, what, firstErr)
+	}
+	return fmt.Errorf("mirror: %s: %w", what, firstErr)
+}
