@@ -1,0 +1,188 @@
+package mirror
+
+import (
+	"bytes"
+	"context"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/shoal-ha/shoal/blockdev"
+	"github.com/shoal-ha/shoal/internal/testlog"
+)
+
+const (
+	testBS     = 512
+	testRegion = 16 << 10
+	testLeg    = 3 << 20
+)
+
+// rig is a shared volume in memory: the legs (shared disks), one store and
+// one lock table (the cluster), and nodes opening it through their own
+// fault-injectable paths.
+type rig struct {
+	t      testing.TB
+	legs   []*blockdev.Mem
+	store  *MemStateStore
+	locker *LocalLocker
+}
+
+func newRig(t testing.TB, nlegs, slots int) *rig {
+	t.Helper()
+	r := &rig{t: t, store: NewMemStateStore(), locker: NewLocalLocker()}
+	var devs []blockdev.Device
+	for i := 0; i < nlegs; i++ {
+		m, err := blockdev.NewMem(testLeg, testBS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.legs = append(r.legs, m)
+		devs = append(devs, m)
+	}
+	if _, err := Format(context.Background(), devs, FormatOptions{RegionSize: testRegion, Slots: slots, ClusterID: "test", DataIsZero: true}); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// node is one node's view: its own paths to every leg.
+type node struct {
+	vol   *Volume
+	paths []*blockdev.Faulty
+}
+
+func (r *rig) open(slot int) *node {
+	r.t.Helper()
+	n, err := r.tryOpen(slot, nil)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return n
+}
+
+func (r *rig) tryOpen(slot int, tweak func(*Config)) (*node, error) {
+	n := &node{}
+	cfg := FastConfig(slot)
+	for _, m := range r.legs {
+		p := blockdev.NewFaulty(m)
+		n.paths = append(n.paths, p)
+		cfg.Legs = append(cfg.Legs, p)
+	}
+	cfg.Store, cfg.Locker = r.store, r.locker
+	cfg.Logger = testlog.New(r.t, "mirror")
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	v, err := Open(context.Background(), cfg)
+	if err != nil {
+		return nil, err
+	}
+	n.vol = v
+	return n, nil
+}
+
+// verifyClean opens a tool view and runs Verify, failing on any problem.
+func (r *rig) verifyClean() VerifyReport {
+	r.t.Helper()
+	n := r.open(NoSlot)
+	defer n.vol.Close()
+	rep, err := n.vol.Verify(context.Background())
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	for _, p := range rep.Problems {
+		r.t.Errorf("verify: %s", p)
+	}
+	return rep
+}
+
+// legsIdentical compares the data areas of the in-sync legs byte for byte.
+func (r *rig) legsIdentical(g Geometry, legs ...int) {
+	r.t.Helper()
+	first := r.legs[legs[0]].Peek(g.DataOffset, g.VolumeSize())
+	for _, i := range legs[1:] {
+		if !bytes.Equal(first, r.legs[i].Peek(g.DataOffset, g.VolumeSize())) {
+			r.t.Fatalf("leg %d differs from leg %d", i, legs[0])
+		}
+	}
+}
+
+func randBlock(rng *rand.Rand, n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(rng.Uint32())
+	}
+	return b
+}
+
+func seedFor(t testing.TB) uint64 {
+	s := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", s)
+	return s
+}
+
+// writer writes random blocks under application locks and remembers the
+// last acknowledged contents of every block it wrote.
+type model struct {
+	mu    sync.Mutex
+	acked map[int64][]byte   // block offset -> acknowledged data
+	maybe map[int64][][]byte // writes that failed or were cut off: may or may not be there
+}
+
+func newModel() *model { return &model{acked: map[int64][]byte{}, maybe: map[int64][][]byte{}} }
+
+func (m *model) ack(off int64, data []byte, blocks int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for b := 0; b < blocks; b++ {
+		o := off + int64(b*testBS)
+		m.acked[o] = data[b*testBS : (b+1)*testBS]
+		delete(m.maybe, o)
+	}
+}
+
+func (m *model) unknown(off int64, data []byte, blocks int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for b := 0; b < blocks; b++ {
+		o := off + int64(b*testBS)
+		m.maybe[o] = append(m.maybe[o], data[b*testBS:(b+1)*testBS])
+	}
+}
+
+// check reads every modelled block through v.
+func (m *model) check(t testing.TB, v *Volume) {
+	t.Helper()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	buf := make([]byte, testBS)
+	offs := map[int64]bool{}
+	for o := range m.acked {
+		offs[o] = true
+	}
+	for o := range m.maybe {
+		offs[o] = true
+	}
+	for o := range offs {
+		if err := v.ReadAt(context.Background(), buf, o); err != nil {
+			t.Fatalf("read %d: %v", o, err)
+		}
+		want, ok := m.acked[o]
+		if !ok {
+			want = make([]byte, testBS)
+		}
+		if bytes.Equal(buf, want) {
+			continue
+		}
+		found := false
+		for _, alt := range m.maybe[o] {
+			if bytes.Equal(buf, alt) {
+				found = true
+			}
+		}
+		if !found {
+			t.Fatalf("block at %d lost its acknowledged write", o)
+		}
+	}
+}
