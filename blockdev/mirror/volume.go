@@ -509,12 +509,14 @@ func parallel(idx []int, fn func(i int) error) []error {
 	return errs
 }
 
-// settle handles the per-leg outcome of an operation on w's legs idx:
-// legs with a fault are failed; it returns an error unless at least one
-// in-sync leg succeeded.
+// settle handles the per-leg outcome of an operation on w's legs idx. A
+// leg with a fault is failed cluster-wide; the operation succeeds only if
+// at least one in-sync leg succeeded and every leg that did not is
+// recorded as failed. Otherwise a write is not acknowledged: a leg that
+// may lack it would still be read from (or be the resync source).
 func (v *Volume) settle(ctx context.Context, w *view, idx []int, errs []error, what string) error {
 	okInSync := 0
-	var firstErr error
+	var result error
 	for k, i := range idx {
 		err := errs[k]
 		if err == nil {
@@ -523,23 +525,28 @@ func (v *Volume) settle(ctx context.Context, w *view, idx []int, errs []error, w
 			}
 			continue
 		}
-		if firstErr == nil {
-			firstErr = err
+		if !isLegFault(err) {
+			if result == nil {
+				result = fmt.Errorf("mirror: %s: leg %d: %w", what, i, err)
+			}
+			continue
 		}
-		if isLegFault(err) {
-			if ferr := v.failLeg(ctx, w.table.Legs[i].UUID, err); ferr != nil && !errors.Is(ferr, ErrNoInSyncLeg) {
-				v.log.Error("cannot record leg failure", "leg", i, "error", ferr)
+		if ferr := v.failLeg(ctx, w.table.Legs[i].UUID, err); ferr != nil {
+			v.log.Error("cannot record leg failure", "leg", i, "error", ferr)
+			if result == nil {
+				if errors.Is(ferr, ErrNoInSyncLeg) {
+					result = ferr
+				} else {
+					result = fmt.Errorf("%w: %s: leg %d failed (%v) and the failure could not be recorded: %v", ErrNoInSyncLeg, what, i, err, ferr)
+				}
 			}
 		}
 	}
-	if okInSync > 0 {
-		return nil
+	if result != nil {
+		return result
 	}
-	if firstErr == nil {
+	if okInSync == 0 {
 		return fmt.Errorf("%w: %s", ErrNoInSyncLeg, what)
 	}
-	if isLegFault(firstErr) {
-		return fmt.Errorf("%w: %s: %v", ErrNoInSyncLeg, what, firstErr)
-	}
-	return fmt.Errorf("mirror: %s: %w", what, firstErr)
+	return nil
 }
