@@ -1,0 +1,338 @@
+package dlm
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/shoal-ha/shoal/internal/etcdtest"
+	"github.com/shoal-ha/shoal/internal/testlog"
+)
+
+const testPrefix = "/shoal-test"
+
+type testNode struct {
+	m     *LeaseMember
+	n     *Node
+	calls *atomic.Int64 // unary etcd requests made through the DLM's client
+}
+
+// startTestNode joins a node named name through member i of c, with a
+// client of its own whose requests are counted.
+func startTestNode(t *testing.T, c *etcdtest.Cluster, i int, name string) *testNode {
+	t.Helper()
+	calls := &atomic.Int64{}
+	count := grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		calls.Add(1)
+		return invoker(ctx, method, req, reply, cc, opts...)
+	})
+	cli, err := c.NewClientTo([]string{c.Endpoints[i]}, count)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mcli, err := c.NewClientTo([]string{c.Endpoints[i]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	m, err := JoinAsClient(ctx, LeaseMemberConfig{Client: mcli, Prefix: testPrefix, Name: name, TTL: 2 * time.Second, Margin: 300 * time.Millisecond, Logger: testlog.New(t, name)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.Client, cfg.Member, cfg.Prefix, cfg.Logger = cli, m, testPrefix, testlog.New(t, name)
+	n, err := Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = n.Close(ctx)
+		_ = m.Leave(ctx)
+		cli.Close()
+		mcli.Close()
+	})
+	return &testNode{m: m, n: n, calls: calls}
+}
+
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	end := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(end) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func checkAll(t *testing.T, nodes ...*testNode) {
+	t.Helper()
+	// Every replica converges to the same table and passes Check.
+	eventually(t, 10*time.Second, "replicas to agree", func() bool {
+		rev := nodes[0].n.Revision()
+		for _, x := range nodes[1:] {
+			if x.n.Revision() != rev {
+				return false
+			}
+		}
+		return true
+	})
+	want := formatLocks(nodes[0].n.Locks())
+	for _, x := range nodes {
+		if err := x.n.Check(); err != nil {
+			t.Errorf("%s: Check: %v", x.m.Name(), err)
+		}
+		if got := formatLocks(x.n.Locks()); got != want {
+			t.Errorf("%s sees\n%s\nbut %s sees\n%s", x.m.Name(), got, nodes[0].m.Name(), want)
+		}
+	}
+}
+
+func TestCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a three-member etcd cluster")
+	}
+	c := etcdtest.NewCluster(t, 3)
+	a := startTestNode(t, c, 0, "a")
+	b := startTestNode(t, c, 1, "b")
+	coord := startTestNode(t, c, 2, "coord")
+	var tokens []Token // grants of "foo" in order; must strictly increase
+	foo := Named("foo")
+
+	t.Run("CachedReacquireMakesNoEtcdRequest", func(t *testing.T) {
+		l, err := a.n.Acquire(ctxT(t, 10*time.Second), foo, EX)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tokens = append(tokens, l.Token())
+		if err := l.SetLVB([]byte("from-a")); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Release(); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 5*time.Second, "a's request write to finish", func() bool {
+			a.n.mu.Lock()
+			defer a.n.mu.Unlock()
+			return !a.n.locks["foo"].busy
+		})
+		before := a.calls.Load()
+		for range 2000 {
+			l, err := a.n.Acquire(context.Background(), foo, PR)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := l.Use(); err != nil {
+				t.Fatal(err)
+			}
+			if err := l.Release(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if d := a.calls.Load() - before; d != 0 {
+			t.Fatalf("cached re-acquire made %d etcd requests", d)
+		}
+		checkAll(t, a, b, coord)
+	})
+
+	t.Run("HandoffByBlockingCallback", func(t *testing.T) {
+		la, err := a.n.Acquire(ctxT(t, 5*time.Second), foo, EX)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make(chan *Lock, 1)
+		errc := make(chan error, 1)
+		go func() {
+			l, err := b.n.Acquire(ctxT(t, 20*time.Second), foo, PR)
+			errc <- err
+			got <- l
+		}()
+		// b waits while a's local user holds the lock, and a got a callback.
+		eventually(t, 5*time.Second, "blocking callback to a", func() bool {
+			for _, l := range a.n.Locks() {
+				if l.Owner == a.n.Owner() && l.Blocking {
+					return true
+				}
+			}
+			return false
+		})
+		select {
+		case <-got:
+			t.Fatal("b granted while a's user holds EX")
+		default:
+		}
+		// A new local user on a must not jump ahead of b.
+		if _, err := a.n.Acquire(ctxT(t, 5*time.Second), foo, CR, Try()); !errors.Is(err, ErrWouldBlock) {
+			t.Fatalf("local try while blocking: %v, want ErrWouldBlock", err)
+		}
+		if err := la.Release(); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+		lb := <-got
+		if lb.Token() <= tokens[len(tokens)-1] {
+			t.Fatalf("token %s not above %s", lb.Token(), tokens[len(tokens)-1])
+		}
+		tokens = append(tokens, lb.Token())
+		if v, ok := lb.LVB(); !ok || string(v[:6]) != "from-a" {
+			t.Fatalf("b reads value block %q valid=%v, want from-a", v, ok)
+		}
+		lb.Release()
+		checkAll(t, a, b, coord)
+	})
+
+	t.Run("TryAndCancelLeaveNothing", func(t *testing.T) {
+		lb, err := b.n.Acquire(ctxT(t, 5*time.Second), foo, EX)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tokens = append(tokens, lb.Token())
+		if _, err := a.n.Acquire(ctxT(t, 5*time.Second), foo, PR, Try()); !errors.Is(err, ErrWouldBlock) {
+			t.Fatalf("try: %v, want ErrWouldBlock", err)
+		}
+		short, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		if _, err := a.n.Acquire(short, foo, PR); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("timed-out acquire: %v", err)
+		}
+		eventually(t, 5*time.Second, "a's cancelled request to vanish", func() bool {
+			for _, l := range coord.n.Locks() {
+				if l.Owner == a.n.Owner() {
+					return false
+				}
+			}
+			return true
+		})
+		lb.Release()
+		checkAll(t, a, b, coord)
+	})
+
+	t.Run("RegionsConflictOnlyWhereTheyOverlap", func(t *testing.T) {
+		r1, err := a.n.Acquire(ctxT(t, 5*time.Second), Region("vol", 0, 4096), EX)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r2, err := b.n.Acquire(ctxT(t, 5*time.Second), Region("vol", 4096, 8192), EX)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.n.Acquire(ctxT(t, 5*time.Second), Region("vol", 4000, 4100), PR, Try()); !errors.Is(err, ErrWouldBlock) {
+			t.Fatalf("overlapping try: %v", err)
+		}
+		r1.Release()
+		r2.Release()
+		checkAll(t, a, b, coord)
+	})
+
+	t.Run("DeadHolderGatedToCoordinator", func(t *testing.T) {
+		la, err := a.n.Acquire(ctxT(t, 10*time.Second), foo, EX)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tokens = append(tokens, la.Token())
+		if err := la.SetLVB([]byte("never-written")); err != nil {
+			t.Fatal(err)
+		}
+		waitB := make(chan *Lock, 1)
+		go func() {
+			l, err := b.n.Acquire(ctxT(t, 30*time.Second), foo, EX)
+			if err != nil {
+				t.Error(err)
+			}
+			waitB <- l
+		}()
+		eventually(t, 5*time.Second, "b to queue", func() bool {
+			for _, l := range coord.n.Locks() {
+				if l.Owner == b.n.Owner() && !l.Held {
+					return true
+				}
+			}
+			return false
+		})
+		// a stops renewing its lease, as a paused or dead node would.
+		a.m.Stop()
+		select {
+		case <-a.n.Lost():
+		case <-time.After(5 * time.Second):
+			t.Fatal("a did not fence itself")
+		}
+		if err := la.Use(); !errors.Is(err, ErrLeaseLost) {
+			t.Fatalf("Use after deadline: %v", err)
+		}
+		audit := a.n.Audit()
+		if !audit.LastUse.Before(audit.DeadlineAtLastUse) {
+			t.Fatalf("last use %v not before its deadline %v", audit.LastUse, audit.DeadlineAtLastUse)
+		}
+		// a fenced itself before the cluster let its lease go.
+		if err := coord.n.WaitDead(ctxT(t, 10*time.Second), a.n.Owner()); err != nil {
+			t.Fatal(err)
+		}
+		if !audit.FencedAt.Before(time.Now()) {
+			t.Fatal("fence time in the future")
+		}
+		// Unrelated resources keep working during the recovery.
+		start := time.Now()
+		lz, err := b.n.Acquire(ctxT(t, 5*time.Second), Named("unrelated"), EX)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lz.Release()
+		t.Logf("unrelated grant during recovery took %v", time.Since(start))
+		// Only the coordinator gets the orphaned lock.
+		lr, err := coord.n.Acquire(ctxT(t, 5*time.Second), foo, EX, Recovery())
+		if err != nil {
+			t.Fatalf("recovery acquire: %v\n%s", err, formatLocks(coord.n.Locks()))
+		}
+		if lr.Token() <= tokens[len(tokens)-1] {
+			t.Fatalf("recovery token %s not above %s", lr.Token(), tokens[len(tokens)-1])
+		}
+		tokens = append(tokens, lr.Token())
+		if _, ok := lr.LVB(); ok {
+			t.Fatal("value block valid after its EX holder died")
+		}
+		select {
+		case <-waitB:
+			t.Fatal("b granted before recovery released the orphan")
+		default:
+		}
+		if err := coord.n.ReleaseDead(ctxT(t, 5*time.Second), a.n.Owner()); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-waitB:
+			t.Fatal("b granted while the coordinator holds the recovery lock")
+		case <-time.After(100 * time.Millisecond):
+		}
+		lr.Release()
+		var lb *Lock
+		select {
+		case lb = <-waitB:
+		case <-time.After(10 * time.Second):
+			t.Fatal("b not granted after recovery")
+		}
+		if lb == nil {
+			t.FailNow()
+		}
+		if lb.Token() <= tokens[len(tokens)-1] {
+			t.Fatalf("token %s not above %s", lb.Token(), tokens[len(tokens)-1])
+		}
+		lb.Release()
+		checkAll(t, b, coord)
+	})
+}

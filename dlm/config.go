@@ -1,0 +1,86 @@
+package dlm
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/shoal-ha/shoal/internal/clock"
+)
+
+// Config configures a Node.
+type Config struct {
+	// Client talks to the etcd cluster. Required.
+	Client *clientv3.Client
+	// Member is the node incarnation that owns the locks. Required.
+	Member Member
+	// Prefix is the cluster's etcd key prefix, without a trailing slash
+	// (for example "/shoal"). Member keys live under Prefix/members/ and
+	// the DLM's keys under Prefix/dlm/.
+	Prefix string
+	// Clock measures the self-fence deadline. Defaults to the wall clock.
+	Clock clock.Clock
+	// Logger receives the node's log lines. Defaults to a null logger.
+	Logger hclog.Logger
+	// CacheLocks keeps a lock at node level after its local users release
+	// it, until another node needs it (lock caching). Default true.
+	CacheLocks bool
+	// MaxCached is how many idle cached locks a node keeps; beyond it the
+	// oldest idle ones are released. Zero means no limit.
+	MaxCached int
+	// DeadlockGrace is how long a wait-for cycle must persist before a
+	// waiter that asked for deadlock errors gets ErrDeadlock. It leaves
+	// blocking callbacks time to break cycles through cached locks.
+	DeadlockGrace time.Duration
+	// StartTimeout bounds how long Start may take to catch up with the
+	// cluster's lock table.
+	StartTimeout time.Duration
+}
+
+// DefaultConfig returns a Config with defaults filled in; the caller sets
+// Client, Member and Prefix.
+func DefaultConfig() Config {
+	return Config{
+		Prefix:        "/shoal",
+		Clock:         clock.Real(),
+		Logger:        hclog.NewNullLogger(),
+		CacheLocks:    true,
+		MaxCached:     4096,
+		DeadlockGrace: 2 * time.Second,
+		StartTimeout:  30 * time.Second,
+	}
+}
+
+// Validate says which field is wrong, if any.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Client == nil {
+		errs = append(errs, errors.New("dlm: Config.Client is nil"))
+	}
+	if c.Member == nil {
+		errs = append(errs, errors.New("dlm: Config.Member is nil"))
+	}
+	if c.Prefix == "" || !strings.HasPrefix(c.Prefix, "/") || strings.HasSuffix(c.Prefix, "/") {
+		errs = append(errs, fmt.Errorf("dlm: Config.Prefix %q must start with / and not end with /", c.Prefix))
+	}
+	if c.Clock == nil {
+		errs = append(errs, errors.New("dlm: Config.Clock is nil"))
+	}
+	if c.Logger == nil {
+		errs = append(errs, errors.New("dlm: Config.Logger is nil"))
+	}
+	if c.MaxCached < 0 {
+		errs = append(errs, fmt.Errorf("dlm: Config.MaxCached %d is negative", c.MaxCached))
+	}
+	if c.DeadlockGrace <= 0 {
+		errs = append(errs, fmt.Errorf("dlm: Config.DeadlockGrace %v must be positive", c.DeadlockGrace))
+	}
+	if c.StartTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("dlm: Config.StartTimeout %v must be positive", c.StartTimeout))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,182 @@
+package dlm
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/shoal-ha/shoal/internal/clock"
+)
+
+// LeaseMemberConfig configures a LeaseMember.
+type LeaseMemberConfig struct {
+	Client *clientv3.Client
+	// Prefix is the cluster key prefix (as in Config.Prefix).
+	Prefix string
+	// Name is the member's node name.
+	Name string
+	// TTL is the lease time-to-live, in whole seconds (etcd's unit).
+	TTL time.Duration
+	// Margin is subtracted from the lease expiry to get the self-fence
+	// deadline, to absorb clock-rate differences between nodes.
+	Margin time.Duration
+	// Clock measures the deadline. Defaults to the wall clock.
+	Clock clock.Clock
+	// Logger defaults to a null logger.
+	Logger hclog.Logger
+}
+
+// Validate says which field is wrong, if any.
+func (c LeaseMemberConfig) Validate() error {
+	switch {
+	case c.Client == nil:
+		return errors.New("dlm: LeaseMemberConfig.Client is nil")
+	case c.Name == "":
+		return errors.New("dlm: LeaseMemberConfig.Name is empty")
+	case checkName("member name", c.Name) != nil:
+		return checkName("LeaseMemberConfig.Name", c.Name)
+	case c.TTL < time.Second || c.TTL%time.Second != 0:
+		return fmt.Errorf("dlm: LeaseMemberConfig.TTL %v must be a whole number of seconds, at least 1s", c.TTL)
+	case c.Margin < 0 || c.Margin >= c.TTL/2:
+		return fmt.Errorf("dlm: LeaseMemberConfig.Margin %v must be in [0, TTL/2)", c.Margin)
+	}
+	return nil
+}
+
+// LeaseMember is a minimal Member: a lease kept alive by its own loop and
+// a member key attached to it. Tools such as lockctl and tests use it; the
+// node daemon provides its own Member.
+type LeaseMember struct {
+	cfg      LeaseMemberConfig
+	key      string
+	inc      string
+	lease    clientv3.LeaseID
+	deadline atomic.Int64 // unix nanoseconds on cfg.Clock
+	lost     chan struct{}
+	lostOnce sync.Once
+	cancel   context.CancelFunc
+	done     chan struct{}
+}
+
+// JoinAsClient registers a new incarnation named cfg.Name: it grants a
+// lease, writes the member key and keeps the lease alive until Leave or
+// until a keep-alive fails past the deadline.
+func JoinAsClient(ctx context.Context, cfg LeaseMemberConfig) (*LeaseMember, error) {
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = "/shoal"
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return nil, err
+	}
+	m := &LeaseMember{cfg: cfg, key: keyspace{cfg.Prefix}.members() + cfg.Name, inc: hex.EncodeToString(b[:]),
+		lost: make(chan struct{}), done: make(chan struct{})}
+	sent := cfg.Clock.Now()
+	g, err := cfg.Client.Grant(ctx, int64(cfg.TTL/time.Second))
+	if err != nil {
+		return nil, fmt.Errorf("dlm: granting lease: %w", err)
+	}
+	m.lease = g.ID
+	m.deadline.Store(sent.Add(time.Duration(g.TTL)*time.Second - cfg.Margin).UnixNano())
+	rec := MemberRecord{Name: cfg.Name, Incarnation: m.inc, Lease: int64(g.ID)}
+	if _, err := cfg.Client.Put(ctx, m.key, mustJSON(rec), clientv3.WithLease(g.ID)); err != nil {
+		return nil, fmt.Errorf("dlm: writing member key: %w", err)
+	}
+	lctx, cancel := context.WithCancel(context.Background())
+	m.cancel = cancel
+	go m.keepAlive(lctx)
+	return m, nil
+}
+
+func (m *LeaseMember) keepAlive(ctx context.Context) {
+	defer close(m.done)
+	clk := m.cfg.Clock
+	t := clk.NewTicker(m.cfg.TTL / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C():
+		}
+		sent := clk.Now()
+		cctx, cancel := context.WithTimeout(ctx, m.cfg.TTL/2)
+		resp, err := m.cfg.Client.KeepAliveOnce(cctx, m.lease)
+		cancel()
+		switch {
+		case err == nil && resp.TTL > 0:
+			// The server renews from when it processes the request, which is
+			// after sent: the lease cannot expire before sent+TTL.
+			m.deadline.Store(sent.Add(time.Duration(resp.TTL)*time.Second - m.cfg.Margin).UnixNano())
+		case errors.Is(err, context.Canceled) && ctx.Err() != nil:
+			return
+		default:
+			if err == nil {
+				err = errors.New("lease expired")
+			}
+			m.cfg.Logger.Warn("lease keep-alive failed", "member", m.cfg.Name, "error", err)
+			if errors.Is(err, rpctypes.ErrLeaseNotFound) || !clk.Now().Before(m.Deadline()) {
+				m.markLost()
+				return
+			}
+		}
+	}
+}
+
+func (m *LeaseMember) markLost() { m.lostOnce.Do(func() { close(m.lost) }) }
+
+// Name implements Member.
+func (m *LeaseMember) Name() string { return m.cfg.Name }
+
+// Incarnation implements Member.
+func (m *LeaseMember) Incarnation() string { return m.inc }
+
+// LeaseID implements Member.
+func (m *LeaseMember) LeaseID() clientv3.LeaseID { return m.lease }
+
+// MemberKey implements Member.
+func (m *LeaseMember) MemberKey() string { return m.key }
+
+// Deadline implements Member.
+func (m *LeaseMember) Deadline() time.Time { return time.Unix(0, m.deadline.Load()) }
+
+// Lost implements Member.
+func (m *LeaseMember) Lost() <-chan struct{} { return m.lost }
+
+// Owner is the incarnation as the lock table names it.
+func (m *LeaseMember) Owner() Owner { return Owner{Node: m.cfg.Name, Incarnation: m.inc} }
+
+// Leave stops the keep-alives and revokes the lease, which deletes the
+// member key. Close the Node first so that its requests are withdrawn and
+// nothing is left for recovery.
+func (m *LeaseMember) Leave(ctx context.Context) error {
+	m.cancel()
+	<-m.done
+	m.markLost()
+	_, err := m.cfg.Client.Revoke(ctx, m.lease)
+	return err
+}
+
+// Stop stops the keep-alives without revoking the lease, as a crash would.
+func (m *LeaseMember) Stop() {
+	m.cancel()
+	<-m.done
+}

@@ -1,0 +1,529 @@
+package dlm
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Option changes how Acquire asks for a lock.
+type Option func(*waiter, *nodeLock)
+
+// Try makes Acquire fail at once with ErrWouldBlock instead of waiting.
+// Nothing is left queued.
+func Try() Option { return func(w *waiter, _ *nodeLock) { w.try = true } }
+
+// FailOnDeadlock makes Acquire fail with ErrDeadlock when its request sits
+// in a wait-for cycle for longer than Config.DeadlockGrace.
+func FailOnDeadlock() Option { return func(w *waiter, _ *nodeLock) { w.failOn = true } }
+
+// Recovery asks for a recovery lock: it is granted over locks orphaned by
+// dead nodes (and only such requests are). Only the recovery coordinator
+// may use it. Recovery locks are never cached.
+func Recovery() Option { return func(_ *waiter, nl *nodeLock) { nl.recovery = true } }
+
+// Lock is one local user's hold on a lock. It is not safe for concurrent
+// use by several goroutines.
+type Lock struct {
+	n        *Node
+	nl       *nodeLock
+	mode     Mode
+	token    Token
+	lvb      []byte
+	lvbValid bool
+	released bool
+}
+
+// Resource is the locked resource.
+func (l *Lock) Resource() Resource { return l.nl.res }
+
+// Mode is the mode held.
+func (l *Lock) Mode() Mode { return l.mode }
+
+// Token is the fencing token of the grant this hold rides on. It strictly
+// increases across grants of overlapping resources.
+func (l *Lock) Token() Token { return l.token }
+
+// LVB returns the lock value block as of the grant and whether it is
+// valid (it is not after a PW or EX holder died without writing it back).
+func (l *Lock) LVB() ([]byte, bool) { return append([]byte(nil), l.lvb...), l.lvbValid }
+
+// Lost is closed when the node stops using its locks.
+func (l *Lock) Lost() <-chan struct{} { return l.n.lost }
+
+// SetLVB sets the value block; it is written to etcd when the node gives
+// the lock up or down-converts it. Only PW and EX holders may write it.
+func (l *Lock) SetLVB(b []byte) error {
+	if l.mode != PW && l.mode != EX {
+		return fmt.Errorf("%w: value block written under %s (needs PW or EX)", ErrBadMode, l.mode)
+	}
+	if len(b) > LVBSize {
+		return fmt.Errorf("dlm: value block of %d bytes, max %d", len(b), LVBSize)
+	}
+	n := l.n
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if l.released {
+		return ErrNotOwner
+	}
+	if err := n.alive(); err != nil {
+		return err
+	}
+	v := make([]byte, LVBSize)
+	copy(v, b)
+	l.lvb, l.lvbValid = v, true
+	l.nl.lvb, l.nl.lvbValid, l.nl.lvbDirty = v, true, true
+	return nil
+}
+
+// Use checks, right before the caller touches what the lock protects,
+// that the node may still use its locks: its lease is held and the
+// self-fence deadline (on the node's own clock) has not passed. It
+// returns ErrLeaseLost otherwise. Every successful Use is recorded in the
+// node's Audit.
+func (l *Lock) Use() error {
+	n := l.n
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if l.released {
+		return ErrNotOwner
+	}
+	if err := n.alive(); err != nil {
+		n.audit.Refused++
+		return err
+	}
+	n.audit.Uses++
+	n.audit.LastUse = n.cfg.Clock.Now()
+	n.audit.DeadlineAtLastUse = n.cfg.Member.Deadline()
+	return nil
+}
+
+// Release gives up this hold. The node keeps the lock cached unless
+// another node needs it (or caching is off).
+func (l *Lock) Release() error {
+	n := l.n
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if l.released {
+		return ErrNotOwner
+	}
+	l.released = true
+	nl := l.nl
+	delete(nl.users, l)
+	if len(nl.users) == 0 {
+		nl.idleSince = n.cfg.Clock.Now()
+	}
+	n.drive(nl)
+	n.evict()
+	return nil
+}
+
+// Convert changes the mode of this hold, waiting (within ctx) when the
+// new mode needs the cluster. The hold keeps its old mode meanwhile.
+func (l *Lock) Convert(ctx context.Context, mode Mode, opts ...Option) error {
+	if !mode.Valid() {
+		return fmt.Errorf("%w: %d", ErrBadMode, mode)
+	}
+	n := l.n
+	n.mu.Lock()
+	if l.released {
+		n.mu.Unlock()
+		return ErrNotOwner
+	}
+	nl := l.nl
+	w := &waiter{mode: mode, conv: l, ch: make(chan *Lock, 1)}
+	for _, o := range opts {
+		o(w, &nodeLock{})
+	}
+	// Conversions go ahead of local newcomers.
+	i := 0
+	for i < len(nl.waiters) && nl.waiters[i].conv != nil {
+		i++
+	}
+	nl.waiters = append(nl.waiters[:i], append([]*waiter{w}, nl.waiters[i:]...)...)
+	n.drive(nl)
+	n.mu.Unlock()
+	_, err := n.await(ctx, nl, w)
+	return err
+}
+
+// Acquire takes a lock on res in mode, waiting until it is granted or ctx
+// ends. When the node already holds the lock in a covering mode (lock
+// caching) no etcd request is made.
+func (n *Node) Acquire(ctx context.Context, res Resource, mode Mode, opts ...Option) (*Lock, error) {
+	if err := res.Validate(); err != nil {
+		return nil, err
+	}
+	if !mode.Valid() {
+		return nil, fmt.Errorf("%w: %d", ErrBadMode, mode)
+	}
+	w := &waiter{mode: mode, ch: make(chan *Lock, 1)}
+	probe := &nodeLock{}
+	for _, o := range opts {
+		o(w, probe)
+	}
+	name := res.String()
+	if probe.recovery {
+		name = "recovery:" + name
+	}
+	n.mu.Lock()
+	if err := n.alive(); err != nil {
+		n.mu.Unlock()
+		return nil, err
+	}
+	nl := n.locks[name]
+	if nl == nil {
+		nl = &nodeLock{name: name, res: res, recovery: probe.recovery, users: map[*Lock]Mode{}}
+		n.locks[name] = nl
+	}
+	// Fast path: a cached grant that covers the mode.
+	if len(nl.waiters) == 0 && n.admissible(nl, w) {
+		l := n.grantLocal(nl, w)
+		n.mu.Unlock()
+		return l, nil
+	}
+	if w.try && (len(nl.waiters) > 0 || nl.blocked || (nl.held && Covers(nl.granted, mode)) || nl.busy) {
+		n.mu.Unlock()
+		return nil, ErrWouldBlock
+	}
+	nl.waiters = append(nl.waiters, w)
+	n.drive(nl)
+	n.mu.Unlock()
+	return n.await(ctx, nl, w)
+}
+
+func (n *Node) await(ctx context.Context, nl *nodeLock, w *waiter) (*Lock, error) {
+	var tick <-chan time.Time
+	if w.failOn {
+		t := time.NewTicker(n.cfg.DeadlockGrace / 4)
+		defer t.Stop()
+		tick = t.C
+	}
+wait:
+	for {
+		select {
+		case l := <-w.ch:
+			return l, w.err
+		case <-tick:
+			if n.checkDeadlock(nl, w) {
+				return nil, fmt.Errorf("%w: %s waits in a cycle for longer than %v", ErrDeadlock, nl.res, n.cfg.DeadlockGrace)
+			}
+		case <-ctx.Done():
+			break wait
+		}
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if w.done {
+		l := <-w.ch
+		if w.err != nil {
+			return nil, w.err
+		}
+		if l != nil && w.conv == nil {
+			// Granted just as the caller gave up: hand it back.
+			l.released = true
+			delete(nl.users, l)
+			n.drive(nl)
+		}
+		return nil, ctx.Err()
+	}
+	n.removeWaiter(nl, w)
+	n.drive(nl)
+	return nil, ctx.Err()
+}
+
+func (n *Node) removeWaiter(nl *nodeLock, w *waiter) {
+	for i, x := range nl.waiters {
+		if x == w {
+			nl.waiters = append(nl.waiters[:i], nl.waiters[i+1:]...)
+			return
+		}
+	}
+}
+
+func (n *Node) finish(w *waiter, l *Lock, err error) {
+	if w.done {
+		return
+	}
+	w.done, w.err = true, err
+	w.ch <- l
+}
+
+// admissible reports whether local waiter w can be let in now.
+func (n *Node) admissible(nl *nodeLock, w *waiter) bool {
+	if !nl.held || (nl.blocked && w.conv == nil) || !Covers(nl.granted, w.mode) {
+		return false
+	}
+	for u, m := range nl.users {
+		if u != w.conv && !Compatible(w.mode, m) {
+			return false
+		}
+	}
+	return true
+}
+
+// admissibleBlocked is admissible for the waiters a fresh grant was asked
+// for: they get in even though a blocking callback came with the grant
+// (else the node would hand the lock on without ever using it).
+func (n *Node) admissibleBlocked(nl *nodeLock, w *waiter) bool {
+	b := nl.blocked
+	nl.blocked = false
+	ok := n.admissible(nl, w)
+	nl.blocked = b
+	return ok
+}
+
+func (n *Node) grantLocal(nl *nodeLock, w *waiter) *Lock {
+	if w.conv != nil {
+		l := w.conv
+		l.mode = w.mode
+		nl.users[l] = w.mode
+		l.token = nl.token
+		n.finish(w, l, nil)
+		return l
+	}
+	l := &Lock{n: n, nl: nl, mode: w.mode, token: nl.token, lvb: nl.lvb, lvbValid: nl.lvbValid}
+	nl.users[l] = w.mode
+	n.finish(w, l, nil)
+	return l
+}
+
+// localNeed is the weakest mode that serves every local holder.
+func localNeed(nl *nodeLock) (Mode, bool) {
+	need, any := NL, false
+	for _, m := range nl.users {
+		need, any = Sup(need, m), true
+	}
+	return need, any
+}
+
+// drive moves a node lock forward, under mu: it lets local waiters in,
+// answers blocking callbacks once local users allow, and asks the cluster
+// for what local waiters need. At most one etcd write per lock is in
+// flight.
+func (n *Node) drive(nl *nodeLock) {
+	if n.fenced != nil {
+		for _, w := range nl.waiters {
+			n.finish(w, nil, n.fenced)
+		}
+		nl.waiters = nil
+		return
+	}
+	if nl.refused {
+		nl.refused = false
+		if len(nl.waiters) > 0 && nl.waiters[0].try {
+			n.finish(nl.waiters[0], nil, ErrWouldBlock)
+			nl.waiters = nl.waiters[1:]
+		}
+	}
+	fresh := nl.fresh
+	nl.fresh = false
+	for len(nl.waiters) > 0 && (n.admissible(nl, nl.waiters[0]) || fresh && n.admissibleBlocked(nl, nl.waiters[0])) {
+		w := nl.waiters[0]
+		nl.waiters = nl.waiters[1:]
+		n.grantLocal(nl, w)
+	}
+	if len(nl.waiters) > 0 && nl.waiters[0].try && nl.held && Covers(nl.granted, nl.waiters[0].mode) {
+		// A try that only local holders stand in the way of.
+		n.finish(nl.waiters[0], nil, ErrWouldBlock)
+		nl.waiters = nl.waiters[1:]
+	}
+	if nl.busy {
+		return
+	}
+	need, used := localNeed(nl)
+	var head *waiter
+	if len(nl.waiters) > 0 {
+		head = nl.waiters[0]
+	}
+	switch {
+	case nl.key != "" && nl.held && nl.want == nl.granted && head != nil && head.conv != nil && !Covers(nl.granted, head.mode):
+		// A local holder converts up: conversions go ahead of the
+		// waiters this node blocks, as in the cluster's queue.
+		n.startConvert(nl, Sup(nl.granted, head.mode), head.try)
+	case nl.key != "" && !nl.held && len(nl.waiters) == 0:
+		// Nobody wants it any more (cancelled or refused): withdraw.
+		n.startRelease(nl)
+	case nl.key != "" && nl.held && nl.blocked && nl.want == nl.granted:
+		// Blocking callback: give way once local holders allow.
+		if !used {
+			n.startRelease(nl)
+		} else if Compatible(need, nl.blockMode) && need != nl.granted {
+			n.startConvert(nl, need, false)
+		}
+	case nl.key != "" && nl.held && nl.want != nl.granted && (len(nl.waiters) == 0 || Covers(nl.granted, nl.waiters[0].mode)):
+		// A pending conversion nobody waits for any more: take it back.
+		n.startConvert(nl, nl.granted, false)
+	case len(nl.waiters) > 0:
+		w := nl.waiters[0]
+		switch {
+		case nl.key == "":
+			n.startCreate(nl, w.mode, w.try)
+		case nl.held && nl.want == nl.granted && !Covers(nl.granted, w.mode):
+			n.startConvert(nl, Sup(nl.granted, w.mode), w.try)
+		case !nl.held && !Covers(nl.want, w.mode):
+			n.startConvert(nl, Sup(nl.want, w.mode), false)
+		}
+	case nl.key != "" && nl.held && !used && (!n.cfg.CacheLocks || nl.recovery):
+		n.startRelease(nl)
+	case nl.key == "" && !used && len(nl.waiters) == 0:
+		delete(n.locks, nl.name)
+	}
+}
+
+// evict releases the oldest idle cached locks beyond Config.MaxCached.
+func (n *Node) evict() {
+	if n.cfg.MaxCached == 0 || len(n.locks) <= n.cfg.MaxCached {
+		return
+	}
+	var oldest *nodeLock
+	for _, nl := range n.locks {
+		if nl.key != "" && nl.held && !nl.busy && len(nl.users) == 0 && len(nl.waiters) == 0 &&
+			(oldest == nil || nl.idleSince.Before(oldest.idleSince)) {
+			oldest = nl
+		}
+	}
+	if oldest != nil {
+		n.startRelease(oldest)
+	}
+}
+
+func (n *Node) guard() clientv3.Cmp {
+	m := n.cfg.Member
+	return clientv3.Compare(clientv3.LeaseValue(m.MemberKey()), "=", int64(m.LeaseID()))
+}
+
+func (n *Node) startCreate(nl *nodeLock, mode Mode, try bool) {
+	key := n.keys.req(n.me, n.seq)
+	n.seq++
+	nl.key, nl.want, nl.held, nl.blocked, nl.busy = key, mode, false, false, true
+	n.byKey[key] = nl
+	val := mustJSON(requestValue{Resource: nl.res, Mode: mode, Recovery: nl.recovery, NoQueue: try})
+	n.write(nl, []clientv3.Op{clientv3.OpPut(key, val)}, nil, func(rev int64) { nl.createRev = rev })
+}
+
+func (n *Node) startConvert(nl *nodeLock, mode Mode, try bool) {
+	key := nl.key
+	var ops []clientv3.Op
+	if nl.lvbDirty && (nl.granted == PW || nl.granted == EX) && !Covers(mode, PW) {
+		ops = append(ops, clientv3.OpPut(n.keys.lvb(nl.res), mustJSON(lvbValue{Value: nl.lvb, Valid: true})))
+		nl.lvbDirty = false
+	}
+	ops = append(ops, clientv3.OpPut(key, mustJSON(requestValue{Resource: nl.res, Mode: mode, Recovery: nl.recovery, NoQueue: try})))
+	nl.want, nl.busy = mode, true
+	cmp := clientv3.Compare(clientv3.CreateRevision(key), "=", nl.createRev)
+	n.write(nl, ops, &cmp, nil)
+}
+
+func (n *Node) startRelease(nl *nodeLock) {
+	key := nl.key
+	var ops []clientv3.Op
+	if nl.held && nl.lvbDirty && (nl.granted == PW || nl.granted == EX) {
+		ops = append(ops, clientv3.OpPut(n.keys.lvb(nl.res), mustJSON(lvbValue{Value: nl.lvb, Valid: true})))
+	}
+	ops = append(ops, clientv3.OpDelete(key))
+	nl.busy = true
+	n.write(nl, ops, nil, func(int64) {
+		delete(n.byKey, key)
+		if nl.key == key {
+			nl.key, nl.held, nl.blocked, nl.lvbDirty, nl.createRev = "", false, false, false, 0
+		}
+	})
+}
+
+// write runs a guarded transaction for nl in the background and drives
+// nl again when it is done. Transport errors are retried (every write is
+// idempotent) until the self-fence deadline; a failed guard means the
+// lease is gone and fences the node.
+func (n *Node) write(nl *nodeLock, ops []clientv3.Op, keyCmp *clientv3.Cmp, onDone func(rev int64)) {
+	guard := n.guard()
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		var txn clientv3.Op
+		if keyCmp != nil {
+			txn = clientv3.OpTxn([]clientv3.Cmp{*keyCmp}, ops, nil)
+			ops = []clientv3.Op{txn}
+		}
+		var err error
+		var resp *clientv3.TxnResponse
+		for attempt := 0; attempt < 1000; attempt++ {
+			ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
+			resp, err = n.cfg.Client.Txn(ctx).If(guard).Then(ops...).Commit()
+			cancel()
+			n.etcdWrites.Add(1)
+			if err == nil || n.ctx.Err() != nil {
+				break
+			}
+			n.mu.Lock()
+			dead := n.alive() != nil
+			n.mu.Unlock()
+			if dead {
+				break
+			}
+			n.log.Warn("lock request write failed; retrying", "resource", nl.res, "error", err)
+			time.Sleep(time.Duration(min(attempt+1, 20)) * 10 * time.Millisecond)
+		}
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		nl.busy = false
+		switch {
+		case err != nil:
+			if n.ctx.Err() == nil {
+				n.fence(fmt.Errorf("%w: lock request write failed: %v", ErrLeaseLost, err))
+			}
+		case !resp.Succeeded:
+			n.fence(fmt.Errorf("%w: member key %s no longer carries lease %x", ErrLeaseLost, n.cfg.Member.MemberKey(), n.cfg.Member.LeaseID()))
+		case keyCmp != nil && !resp.Responses[0].GetResponseTxn().Succeeded:
+			// The request was removed behind our back (force-release).
+			n.log.Warn("lock request vanished; dropping the cached lock", "resource", nl.res)
+			delete(n.byKey, nl.key)
+			nl.key, nl.held, nl.blocked, nl.createRev = "", false, false, 0
+			for u := range nl.users {
+				u.released = true
+			}
+			clear(nl.users)
+		default:
+			if onDone != nil {
+				onDone(resp.Header.Revision)
+			}
+		}
+		n.drive(nl)
+	}()
+}
+
+// checkDeadlock reports (and withdraws w) when w's request has been in a
+// wait-for cycle for longer than the grace period.
+func (n *Node) checkDeadlock(nl *nodeLock, w *waiter) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if w.done {
+		return false
+	}
+	inCycle := false
+	for _, c := range n.rep.Table.Cycles() {
+		for _, o := range c {
+			if o == n.me {
+				inCycle = true
+			}
+		}
+	}
+	now := time.Now()
+	if !inCycle {
+		w.cycle = time.Time{}
+		return false
+	}
+	if w.cycle.IsZero() {
+		w.cycle = now
+		return false
+	}
+	if now.Sub(w.cycle) < n.cfg.DeadlockGrace {
+		return false
+	}
+	n.removeWaiter(nl, w)
+	w.done = true
+	n.drive(nl)
+	return true
+}

@@ -1,0 +1,437 @@
+package dlm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Node is one incarnation's participant in the lock manager: it keeps a
+// replica of the cluster's lock table from a single long-lived watch,
+// writes its own requests to etcd, caches the locks it was granted and
+// hands them to local users. It is the thin shell around Table and
+// Replica; all of its methods are safe for concurrent use.
+type Node struct {
+	cfg  Config
+	keys keyspace
+	log  hclog.Logger
+	me   Owner
+
+	mu       sync.Mutex
+	rep      *Replica
+	rev      int64 // last revision the replica has seen
+	revCond  *sync.Cond
+	locks    map[string]*nodeLock // by lock name
+	byKey    map[string]*nodeLock // by request key
+	seq      uint64
+	fenced   error
+	fencedAt time.Time
+	lost     chan struct{}
+	audit    Audit
+	watchers []chan Decision
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	etcdWrites atomic.Uint64
+}
+
+// nodeLock is the node-level lock on one resource, shared by local users.
+type nodeLock struct {
+	name     string
+	res      Resource
+	recovery bool
+
+	key       string // current request key; "" if none
+	createRev int64
+	busy      bool // a write is in flight
+	held      bool
+	granted   Mode
+	want      Mode // mode asked of the cluster
+	token     Token
+	lvb       []byte
+	lvbValid  bool
+	lvbDirty  bool // a local holder wrote lvb; written back on release or down-conversion
+	refused   bool
+	fresh     bool // just granted: the waiters that asked get in even if a callback came with the grant
+	blocked   bool
+	blockMode Mode
+	idleSince time.Time
+
+	users   map[*Lock]Mode
+	waiters []*waiter
+}
+
+type waiter struct {
+	mode   Mode
+	try    bool
+	conv   *Lock // set when an existing holder converts
+	ch     chan *Lock
+	err    error
+	done   bool
+	failOn bool // fail with ErrDeadlock on a persistent cycle
+	cycle  time.Time
+}
+
+// Audit is a node's record of lock use, for proving that no lock was used
+// after the self-fence deadline.
+type Audit struct {
+	// Uses counts successful Lock.Use calls.
+	Uses uint64
+	// LastUse is the local time of the last successful Use, and
+	// DeadlineAtLastUse the self-fence deadline it was checked against.
+	LastUse           time.Time
+	DeadlineAtLastUse time.Time
+	// Refused counts Use calls refused because the node was fenced.
+	Refused uint64
+	// FencedAt is when the node stopped using its locks (zero if not).
+	FencedAt time.Time
+	// Deadline is the member's self-fence deadline when the audit was read.
+	Deadline time.Time
+}
+
+// Start joins the lock manager: it catches the replica up with the
+// cluster and starts the watch and the self-fence monitor.
+func Start(ctx context.Context, cfg Config) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	n := &Node{
+		cfg:   cfg,
+		keys:  keyspace{cfg.Prefix},
+		log:   cfg.Logger.Named("dlm"),
+		me:    Owner{Node: cfg.Member.Name(), Incarnation: cfg.Member.Incarnation()},
+		rep:   NewReplica(cfg.Prefix),
+		locks: map[string]*nodeLock{},
+		byKey: map[string]*nodeLock{},
+		lost:  make(chan struct{}),
+	}
+	n.revCond = sync.NewCond(&n.mu)
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	from, target, err := loadReplica(ctx, cfg.Client, n.rep)
+	if err != nil {
+		n.cancel()
+		return nil, err
+	}
+	n.rev = from - 1
+	wch := cfg.Client.Watch(clientv3.WithRequireLeader(n.ctx), n.keys.root(), clientv3.WithPrefix(), clientv3.WithRev(from), clientv3.WithProgressNotify())
+	n.wg.Add(2)
+	go n.watchLoop(wch)
+	go n.monitor()
+	if err := n.waitRev(ctx, target); err != nil {
+		n.cancel()
+		n.wg.Wait()
+		return nil, fmt.Errorf("dlm: catching up with the lock table: %w", err)
+	}
+	n.log.Info("joined lock manager", "node", n.me.Node, "incarnation", n.me.Incarnation, "revision", target)
+	return n, nil
+}
+
+// Owner returns the incarnation this node acts for.
+func (n *Node) Owner() Owner { return n.me }
+
+// EtcdWrites counts the etcd transactions the node issued.
+func (n *Node) EtcdWrites() uint64 { return n.etcdWrites.Load() }
+
+// waitRev blocks until the replica has seen revision rev.
+func (n *Node) waitRev(ctx context.Context, rev int64) error {
+	stop := context.AfterFunc(ctx, func() {
+		n.mu.Lock()
+		n.revCond.Broadcast()
+		n.mu.Unlock()
+	})
+	defer stop()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	go func() {
+		// Progress requests make the server tell us it has sent
+		// everything up to its revision, even when nothing changes.
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-n.ctx.Done():
+				return
+			case <-tick.C:
+				n.mu.Lock()
+				ok := n.rev >= rev
+				n.mu.Unlock()
+				if ok {
+					return
+				}
+				_ = n.cfg.Client.RequestProgress(clientv3.WithRequireLeader(ctx))
+			}
+		}
+	}()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for n.rev < rev {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if n.fenced != nil {
+			return n.fenced
+		}
+		n.revCond.Wait()
+	}
+	return nil
+}
+
+func (n *Node) watchLoop(wch clientv3.WatchChan) {
+	defer n.wg.Done()
+	for resp := range wch {
+		if err := resp.Err(); err != nil {
+			n.mu.Lock()
+			n.fence(fmt.Errorf("%w: watch of the lock table failed: %v", ErrLeaseLost, err))
+			n.mu.Unlock()
+			return
+		}
+		n.mu.Lock()
+		dirty := map[*nodeLock]bool{}
+		for _, ev := range resp.Events {
+			ds, err := n.rep.Apply(ev)
+			if err != nil {
+				n.log.Warn("ignoring lock table event", "key", string(ev.Kv.Key), "error", err)
+			}
+			n.route(ds, dirty)
+			if ev.Kv.ModRevision > n.rev {
+				n.rev = ev.Kv.ModRevision
+			}
+		}
+		if resp.IsProgressNotify() && resp.Header.Revision > n.rev {
+			n.rev = resp.Header.Revision
+		}
+		for nl := range dirty {
+			n.drive(nl)
+		}
+		n.revCond.Broadcast()
+		n.mu.Unlock()
+	}
+	n.mu.Lock()
+	if n.ctx.Err() == nil {
+		n.fence(fmt.Errorf("%w: watch of the lock table closed", ErrLeaseLost))
+	}
+	n.revCond.Broadcast()
+	n.mu.Unlock()
+}
+
+// route applies the table's decisions about this node's own requests.
+func (n *Node) route(ds []Decision, dirty map[*nodeLock]bool) {
+	for _, d := range ds {
+		for _, c := range n.watchers {
+			select {
+			case c <- d:
+			default: // a slow watcher misses events rather than stall the node
+			}
+		}
+		if d.Owner != n.me {
+			continue
+		}
+		nl := n.byKey[d.ID]
+		switch d.Kind {
+		case Dropped, Orphaned:
+			n.fence(fmt.Errorf("%w: the cluster considers %s dead", ErrLeaseLost, n.me))
+			continue
+		}
+		if nl == nil {
+			continue
+		}
+		dirty[nl] = true
+		switch d.Kind {
+		case Granted:
+			nl.held, nl.granted, nl.token = true, d.Mode, d.Token
+			nl.blocked, nl.fresh = false, true
+			if !nl.lvbDirty {
+				nl.lvb, nl.lvbValid = d.LVB, d.LVBValid
+			}
+			n.log.Trace("granted", "resource", nl.res, "mode", d.Mode, "token", d.Token)
+		case Blocking:
+			nl.blocked, nl.blockMode = true, d.Mode
+			n.log.Trace("blocking callback", "resource", nl.res, "held", nl.granted, "wanted", d.Mode)
+		case Refused:
+			nl.refused = true
+			nl.want = nl.granted
+		}
+	}
+}
+
+func (n *Node) monitor() {
+	defer n.wg.Done()
+	m, clk := n.cfg.Member, n.cfg.Clock
+	for {
+		d := m.Deadline()
+		now := clk.Now()
+		if !now.Before(d) {
+			n.mu.Lock()
+			n.fence(fmt.Errorf("%w: self-fence deadline %s passed", ErrLeaseLost, d.Format(time.RFC3339Nano)))
+			n.mu.Unlock()
+			return
+		}
+		t := clk.NewTimer(d.Sub(now))
+		select {
+		case <-t.C():
+		case <-m.Lost():
+			t.Stop()
+			n.mu.Lock()
+			n.fence(fmt.Errorf("%w: membership reported the lease lost", ErrLeaseLost))
+			n.mu.Unlock()
+			return
+		case <-n.ctx.Done():
+			t.Stop()
+			return
+		}
+	}
+}
+
+// alive checks, under mu, that the node may still hand out and use locks.
+func (n *Node) alive() error {
+	if n.fenced != nil {
+		return n.fenced
+	}
+	select {
+	case <-n.cfg.Member.Lost():
+		n.fence(fmt.Errorf("%w: membership reported the lease lost", ErrLeaseLost))
+		return n.fenced
+	default:
+	}
+	if d := n.cfg.Member.Deadline(); !n.cfg.Clock.Now().Before(d) {
+		n.fence(fmt.Errorf("%w: self-fence deadline %s passed", ErrLeaseLost, d.Format(time.RFC3339Nano)))
+		return n.fenced
+	}
+	return nil
+}
+
+// fence stops all use of this node's locks, under mu.
+func (n *Node) fence(err error) {
+	if n.fenced != nil {
+		return
+	}
+	n.fenced = err
+	n.fencedAt = n.cfg.Clock.Now()
+	n.audit.FencedAt = n.fencedAt
+	close(n.lost)
+	for _, nl := range n.locks {
+		for _, w := range nl.waiters {
+			n.finish(w, nil, err)
+		}
+		nl.waiters = nil
+	}
+	if !errors.Is(err, ErrClosed) {
+		n.log.Error("node fenced: no lock may be used any more", "error", err)
+	}
+}
+
+// Lost is closed when the node stops using its locks (fenced or closed).
+func (n *Node) Lost() <-chan struct{} { return n.lost }
+
+// Err returns why the node was fenced, or nil.
+func (n *Node) Err() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.fenced
+}
+
+// Audit returns the node's record of lock use.
+func (n *Node) Audit() Audit {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	a := n.audit
+	a.Deadline = n.cfg.Member.Deadline()
+	return a
+}
+
+// Close withdraws every request of this node from the cluster (a clean
+// leave: nothing is left for recovery), fails waiters with ErrClosed and
+// stops the node. Holders' Lost channels are closed.
+func (n *Node) Close(ctx context.Context) error {
+	n.mu.Lock()
+	wasFenced := n.fenced
+	n.fence(ErrClosed)
+	n.mu.Unlock()
+	var err error
+	if wasFenced == nil {
+		m := n.cfg.Member
+		resp, terr := n.cfg.Client.Txn(ctx).
+			If(clientv3.Compare(clientv3.LeaseValue(m.MemberKey()), "=", int64(m.LeaseID()))).
+			Then(clientv3.OpDelete(n.keys.ownerReqs(n.me), clientv3.WithPrefix())).Commit()
+		n.etcdWrites.Add(1)
+		switch {
+		case terr != nil:
+			err = fmt.Errorf("dlm: withdrawing requests: %w", terr)
+		case !resp.Succeeded:
+			err = fmt.Errorf("dlm: withdrawing requests: %w", ErrLeaseLost)
+		}
+	}
+	n.cancel()
+	n.wg.Wait()
+	return err
+}
+
+// Locks lists the cluster's lock table as this node sees it.
+func (n *Node) Locks() []LockInfo {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.rep.Table.Locks()
+}
+
+// WaitFor returns the cluster's wait-for graph as this node sees it.
+func (n *Node) WaitFor() []WaitEdge {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.rep.Table.WaitFor()
+}
+
+// Check runs the lock table's consistency check on this node's replica.
+func (n *Node) Check() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.rep.Table.Check()
+}
+
+// Revision is the last etcd revision the node's replica has seen.
+func (n *Node) Revision() int64 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.rev
+}
+
+// Watch streams every decision of the lock table (grants, conversions,
+// blocking callbacks, refusals, deaths) until ctx ends. A consumer that
+// falls behind by more than buf decisions misses some.
+func (n *Node) Watch(ctx context.Context, buf int) <-chan Decision {
+	c := make(chan Decision, buf)
+	n.mu.Lock()
+	n.watchers = append(n.watchers, c)
+	n.mu.Unlock()
+	context.AfterFunc(ctx, func() {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		for i, w := range n.watchers {
+			if w == c {
+				n.watchers = append(n.watchers[:i], n.watchers[i+1:]...)
+				close(c)
+				return
+			}
+		}
+	})
+	return c
+}
+
+// sortedLocks returns the node locks in name order (for deterministic
+// iteration).
+func (n *Node) sortedLocks() []*nodeLock {
+	l := make([]*nodeLock, 0, len(n.locks))
+	for _, nl := range n.locks {
+		l = append(l, nl)
+	}
+	sort.Slice(l, func(i, j int) bool { return l[i].name < l[j].name })
+	return l
+}

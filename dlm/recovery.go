@@ -1,0 +1,99 @@
+package dlm
+
+import (
+	"context"
+	"fmt"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// DeadOwners lists the dead incarnations whose locks are still held for
+// recovery (orphans), as this node's replica sees them.
+func (n *Node) DeadOwners() []Owner {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var out []Owner
+	for _, o := range n.rep.Table.DeadOwners() {
+		if !n.rep.Table.Forget(o) {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// Orphans lists the locks a dead incarnation still holds.
+func (n *Node) Orphans(o Owner) []LockInfo {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var out []LockInfo
+	for _, l := range n.rep.Table.Locks() {
+		if l.Owner == o {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// WaitDead waits until this node's replica records o as dead (its member
+// key vanished or was taken by a new incarnation).
+func (n *Node) WaitDead(ctx context.Context, o Owner) error {
+	stop := context.AfterFunc(ctx, func() {
+		n.mu.Lock()
+		n.revCond.Broadcast()
+		n.mu.Unlock()
+	})
+	defer stop()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for !n.rep.Table.Dead(o) {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if n.fenced != nil {
+			return n.fenced
+		}
+		n.revCond.Wait()
+	}
+	return nil
+}
+
+// ReleaseDead is called by the recovery coordinator once fencing and
+// journal replay of dead incarnation o are done: it deletes o's remaining
+// requests (its orphaned locks), so that waiters are granted, and records
+// the release in etcd. The value blocks o invalidated are written back as
+// invalid. It fails if o is not dead in this node's replica. Retrying is
+// safe.
+func (n *Node) ReleaseDead(ctx context.Context, o Owner) error {
+	n.mu.Lock()
+	if err := n.alive(); err != nil {
+		n.mu.Unlock()
+		return err
+	}
+	if !n.rep.Table.Dead(o) {
+		n.mu.Unlock()
+		return fmt.Errorf("dlm: %s is not dead; only a dead incarnation's locks can be released", o)
+	}
+	ops := []clientv3.Op{clientv3.OpDelete(n.keys.ownerReqs(o), clientv3.WithPrefix())}
+	var released []string
+	for _, l := range n.rep.Table.Locks() {
+		if l.Owner != o {
+			continue
+		}
+		released = append(released, l.Resource.String())
+		if _, valid := n.rep.Table.LVB(l.Resource); !valid {
+			ops = append(ops, clientv3.OpPut(n.keys.lvb(l.Resource), mustJSON(lvbValue{Valid: false})))
+		}
+	}
+	ops = append(ops, clientv3.OpPut(n.keys.recovered(o), mustJSON(recoveredValue{By: n.me.String(), Released: released})))
+	n.mu.Unlock()
+	resp, err := n.cfg.Client.Txn(ctx).If(n.guard()).Then(ops...).Commit()
+	n.etcdWrites.Add(1)
+	if err != nil {
+		return fmt.Errorf("dlm: releasing locks of %s: %w", o, err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("dlm: releasing locks of %s: %w", o, ErrLeaseLost)
+	}
+	n.log.Info("released locks of dead incarnation", "owner", o, "locks", len(released))
+	return n.waitRev(ctx, resp.Header.Revision)
+}
