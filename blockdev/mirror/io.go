@@ -194,5 +194,3 @@ func (v *Volume) Flush(ctx context.Context) error {
 	errs := parallel(w.writable, func(i int) error { return w.devs[i].Flush(ctx) })
 	return v.settle(ctx, w, w.writable, errs, "flush")
 }
-
-
