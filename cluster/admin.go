@@ -34,6 +34,7 @@ func NewAdminServer(n *Node) (*AdminServer, error) {
 	a.mux.HandleFunc("GET /readyz", a.readyz)
 	a.mux.Handle("GET /metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
 	a.mux.HandleFunc("GET /api/status", a.status)
+	a.mux.HandleFunc("GET /api/members", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, n.Members()) })
 	a.mux.HandleFunc("POST /api/leave", a.leave)
 	a.srv = &http.Server{Handler: a.mux, ReadHeaderTimeout: 5 * time.Second}
 	return a, nil

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"time"
@@ -52,14 +53,29 @@ type Config struct {
 	// LogJSON writes log lines as JSON. Default false.
 	LogJSON bool `hcl:"log_json,optional"`
 
-	Etcd  EtcdConfig  `hcl:"etcd,block"`
-	TLS   TLSConfig   `hcl:"tls,block"`
-	Lease LeaseConfig `hcl:"lease,block"`
-	Admin AdminConfig `hcl:"admin,block"`
+	Etcd  EtcdConfig
+	TLS   TLSConfig
+	Lease LeaseConfig
+	Admin AdminConfig
 
 	// Logger receives the node's log lines; built from LogLevel and
 	// LogJSON when nil. Not read from the file.
-	Logger hclog.Logger `hcl:"-"`
+	Logger hclog.Logger
+}
+
+// fileConfig is the shape of the configuration file: every block is
+// optional, and what a block sets is laid over the defaults.
+type fileConfig struct {
+	NodeName    string       `hcl:"node_name,optional"`
+	ClusterName string       `hcl:"cluster_name,optional"`
+	DataDir     string       `hcl:"data_dir,optional"`
+	Profile     string       `hcl:"profile,optional"`
+	LogLevel    string       `hcl:"log_level,optional"`
+	LogJSON     bool         `hcl:"log_json,optional"`
+	Etcd        *EtcdConfig  `hcl:"etcd,block"`
+	TLS         *TLSConfig   `hcl:"tls,block"`
+	Lease       *LeaseConfig `hcl:"lease,block"`
+	Admin       *AdminConfig `hcl:"admin,block"`
 }
 
 // EtcdConfig says whether the node embeds an etcd member or uses an
@@ -196,10 +212,47 @@ func LoadFile(path string) (Config, error) {
 	if diags.HasErrors() {
 		return cfg, fmt.Errorf("config: %s", diagString(diags))
 	}
-	if diags := gohcl.DecodeBody(file.Body, nil, &cfg); diags.HasErrors() {
+	var fc fileConfig
+	if diags := gohcl.DecodeBody(file.Body, nil, &fc); diags.HasErrors() {
 		return cfg, fmt.Errorf("config: %s", diagString(diags))
 	}
+	overlay(&cfg.NodeName, fc.NodeName)
+	overlay(&cfg.ClusterName, fc.ClusterName)
+	overlay(&cfg.DataDir, fc.DataDir)
+	overlay(&cfg.Profile, fc.Profile)
+	overlay(&cfg.LogLevel, fc.LogLevel)
+	cfg.LogJSON = cfg.LogJSON || fc.LogJSON
+	if fc.Etcd != nil {
+		overlayStruct(&cfg.Etcd, fc.Etcd)
+	}
+	if fc.TLS != nil {
+		overlayStruct(&cfg.TLS, fc.TLS)
+	}
+	if fc.Lease != nil {
+		overlayStruct(&cfg.Lease, fc.Lease)
+	}
+	if fc.Admin != nil {
+		overlayStruct(&cfg.Admin, fc.Admin)
+	}
 	return cfg, nil
+}
+
+func overlay(dst *string, v string) {
+	if v != "" {
+		*dst = v
+	}
+}
+
+// overlayStruct copies the exported fields of src that are set (non-zero)
+// over dst; both point to the same struct type.
+func overlayStruct(dst, src any) {
+	d, s := reflect.ValueOf(dst).Elem(), reflect.ValueOf(src).Elem()
+	for i := 0; i < d.NumField(); i++ {
+		if !d.Type().Field(i).IsExported() || s.Field(i).IsZero() {
+			continue
+		}
+		d.Field(i).Set(s.Field(i))
+	}
 }
 
 func diagString(diags hcl.Diagnostics) string {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
@@ -147,9 +148,24 @@ func addSelfAsMember(ctx context.Context, cfg *Config, certs CertFiles, peerURL 
 			return "", fmt.Errorf("join: the cluster already has a member named %q or at %s; remove it first (shoald leave)", cfg.NodeName, peerURL)
 		}
 	}
-	resp, err := cli.MemberAdd(rctx, []string{peerURL})
-	if err != nil {
-		return "", fmt.Errorf("join: member add: %w", err)
+	// etcd refuses to add a voting member until every current member has
+	// been connected to the leader for a while (a young cluster answers
+	// "unhealthy cluster"): retry that until the start timeout.
+	var resp *clientv3.MemberAddResponse
+	for {
+		resp, err = cli.MemberAdd(rctx, []string{peerURL})
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, rpctypes.ErrUnhealthy) || rctx.Err() != nil {
+			return "", fmt.Errorf("join: member add: %w", err)
+		}
+		log.Info("cluster not ready to add a member yet; retrying", "error", err)
+		select {
+		case <-rctx.Done():
+			return "", fmt.Errorf("join: member add: %w", err)
+		case <-time.After(500 * time.Millisecond):
+		}
 	}
 	var parts []string
 	for _, m := range resp.Members {
@@ -178,11 +194,13 @@ func containsString(list []string, s string) bool {
 // newClient connects an etcd client with mutual TLS.
 func newClient(endpoints []string, tlsCfg *tls.Config, timeout time.Duration) (*clientv3.Client, error) {
 	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:            endpoints,
-		TLS:                  tlsCfg,
-		DialTimeout:          timeout,
-		DialKeepAliveTime:    2 * time.Second,
-		DialKeepAliveTimeout: timeout,
+		Endpoints:   endpoints,
+		TLS:         tlsCfg,
+		DialTimeout: timeout,
+		// A peer that stops answering without closing the connection (a
+		// paused process) is given up on after about two seconds.
+		DialKeepAliveTime:    time.Second,
+		DialKeepAliveTimeout: time.Second,
 		Logger:               zap.NewNop(),
 	})
 	if err != nil {

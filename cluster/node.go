@@ -78,6 +78,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		if n.member, err = startEmbedded(ctx, &n.cfg, n.certs, dir, log); err != nil {
 			return nil, err
 		}
+		// Only the local member: it lives and dies with this node, and a
+		// paused or partitioned peer can never hold up this node's
+		// watches or renewals (the member forwards to the leader).
 		endpoints = []string{"https://" + cfg.Etcd.ClientAddr}
 	} else {
 		endpoints = cfg.Etcd.Endpoints
@@ -92,8 +95,6 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		if err != nil {
 			return nil, fmt.Errorf("external etcd %v: %w", endpoints, err)
 		}
-	} else {
-		n.addPeerEndpoints(ctx)
 	}
 	n.watcher = NewWatcher(n.cli, cfg.Prefix(), log.Named("members"))
 	n.watcher.Subscribe(n.events.add)
@@ -108,27 +109,6 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	ok = true
 	dir.commit()
 	return n, nil
-}
-
-// addPeerEndpoints lets the client reach the other members too, so losing
-// the local member's connection to the leader does not stall renewals.
-func (n *Node) addPeerEndpoints(ctx context.Context) {
-	rctx, cancel := context.WithTimeout(ctx, n.cfg.RequestTimeout())
-	defer cancel()
-	resp, err := n.cli.MemberList(rctx)
-	if err != nil {
-		n.log.Warn("member list failed", "error", err)
-		return
-	}
-	eps := []string{"https://" + n.cfg.Etcd.ClientAddr}
-	for _, m := range resp.Members {
-		for _, u := range m.ClientURLs {
-			if u != eps[0] {
-				eps = append(eps, u)
-			}
-		}
-	}
-	n.cli.SetEndpoints(eps...)
 }
 
 func (n *Node) setupTLS() (CertFiles, error) {

@@ -79,6 +79,9 @@ type Session struct {
 	key       string
 	createRev int64
 
+	// renew renews the lease once and returns the TTL granted, in seconds.
+	renew func(ctx context.Context, id clientv3.LeaseID) (int64, error)
+
 	mu       sync.Mutex
 	deadline leaseDeadline
 	lostErr  error
@@ -121,6 +124,13 @@ func Register(ctx context.Context, cfg SessionConfig) (*Session, error) {
 		lost:     make(chan struct{}),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
+	}
+	s.renew = func(ctx context.Context, id clientv3.LeaseID) (int64, error) {
+		resp, err := cfg.Client.KeepAliveOnce(ctx, id)
+		if err != nil {
+			return 0, err
+		}
+		return resp.TTL, nil
 	}
 	info := cfg.Info
 	info.Incarnation = NewIncarnation()
@@ -212,14 +222,14 @@ func (s *Session) renewOnce() error {
 	sent := s.clk.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.KeepAliveTimeout)
 	defer cancel()
-	resp, err := s.cfg.Client.KeepAliveOnce(ctx, s.LeaseID())
+	ttl, err := s.renew(ctx, s.LeaseID())
 	if err != nil {
 		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
 			return fmt.Errorf("%w: etcd no longer knows lease %x", ErrLeaseLost, s.info.Lease)
 		}
 		return err
 	}
-	if resp.TTL <= 0 {
+	if ttl <= 0 {
 		return fmt.Errorf("%w: lease %x expired", ErrLeaseLost, s.info.Lease)
 	}
 	s.mu.Lock()
@@ -227,7 +237,7 @@ func (s *Session) renewOnce() error {
 		s.mu.Unlock()
 		return fmt.Errorf("%w: renewal confirmed after the self-fence deadline", ErrLeaseLost)
 	}
-	s.deadline.renewed(sent, time.Duration(resp.TTL)*time.Second)
+	s.deadline.renewed(sent, time.Duration(ttl)*time.Second)
 	s.mu.Unlock()
 	return nil
 }

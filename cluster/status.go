@@ -62,16 +62,28 @@ func (n *Node) Status(ctx context.Context) Status {
 	if ml, err := n.cli.MemberList(ctx); err != nil {
 		st.Errors = append(st.Errors, "etcd members: "+err.Error())
 	} else {
-		var leader uint64
+		// Ask every member at once, briefly: a dead member must not hold
+		// up the answer.
+		leaders := make(chan uint64, len(ml.Members))
 		for _, m := range ml.Members {
-			for _, ep := range m.ClientURLs {
-				if sr, err := n.cli.Status(ctx, ep); err == nil {
-					leader = sr.Leader
-					break
+			go func(urls []string) {
+				var id uint64
+				for _, ep := range urls {
+					sctx, scancel := context.WithTimeout(ctx, 500*time.Millisecond)
+					sr, err := n.cli.Status(sctx, ep)
+					scancel()
+					if err == nil {
+						id = sr.Leader
+						break
+					}
 				}
-			}
-			if leader != 0 {
-				break
+				leaders <- id
+			}(m.ClientURLs)
+		}
+		var leader uint64
+		for range ml.Members {
+			if id := <-leaders; id != 0 && leader == 0 {
+				leader = id
 			}
 		}
 		for _, m := range ml.Members {
@@ -91,7 +103,9 @@ func (n *Node) Status(ctx context.Context) Status {
 		wg.Add(1)
 		go func(i int, lease int64) {
 			defer wg.Done()
-			if r, err := n.cli.TimeToLive(ctx, clientv3.LeaseID(lease)); err == nil {
+			tctx, tcancel := context.WithTimeout(ctx, 500*time.Millisecond)
+			defer tcancel()
+			if r, err := n.cli.TimeToLive(tctx, clientv3.LeaseID(lease)); err == nil {
 				st.Members[i].TTLLeft = float64(r.TTL)
 			}
 		}(i, m.Lease)
@@ -99,6 +113,27 @@ func (n *Node) Status(ctx context.Context) Status {
 	wg.Wait()
 	st.Events = n.events.snapshot()
 	return st
+}
+
+// MembersView is the member view alone, answered from memory with no etcd
+// request (/api/members): what the node believes right now.
+type MembersView struct {
+	Node        string       `json:"node"`
+	Incarnation string       `json:"incarnation,omitempty"`
+	Ready       bool         `json:"ready"`
+	LeaseLosses int          `json:"lease_losses"`
+	Coordinator bool         `json:"is_coordinator"`
+	Members     []MemberInfo `json:"members"`
+	Events      []TimedEvent `json:"recent_events"`
+}
+
+// Members returns the member view without asking etcd.
+func (n *Node) Members() MembersView {
+	v := MembersView{Node: n.cfg.NodeName, LeaseLosses: n.LeaseLosses(), Coordinator: n.IsCoordinator(), Members: n.watcher.Members(), Events: n.events.snapshot()}
+	if s := n.Session(); s != nil {
+		v.Incarnation, v.Ready = s.Incarnation(), s.Valid()
+	}
+	return v
 }
 
 // Age is a helper for printing how long ago t was.

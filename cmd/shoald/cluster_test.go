@@ -1,0 +1,354 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoal-ha/shoal/cluster"
+	"github.com/shoal-ha/shoal/internal/nodetest"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	nodetest.Cleanup()
+	os.Exit(code)
+}
+
+// fastTTL is the lease TTL of the fast profile the test clusters run.
+const fastTTL = 2 * time.Second
+
+func skipShort(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real shoald processes")
+	}
+}
+
+// seesWithout reports whether every given node is up and no longer lists
+// name among its live members.
+func seesWithout(name string, nodes ...*nodetest.Node) func() bool {
+	return func() bool {
+		for _, nd := range nodes {
+			m, err := nd.Members()
+			if err != nil {
+				return false
+			}
+			if _, ok := m[name]; ok {
+				return false
+			}
+		}
+		return true
+	}
+}
+
+func TestKilledNodeIsSeenDownAndRejoins(t *testing.T) {
+	skipShort(t)
+	c := nodetest.NewCluster(t, 3, nodetest.Options{})
+	n1, n2, n3 := c.Nodes[0], c.Nodes[1], c.Nodes[2]
+	before, err := n1.Members()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n3.Kill()
+	took := c.WaitFor(fastTTL+3*time.Second, "survivors to see node3 down", seesWithout("node3", n1, n2))
+	t.Logf("SIGKILLed node3 seen down by both survivors after %s (lease TTL %s)", took.Round(time.Millisecond), fastTTL)
+	if took > fastTTL+time.Second {
+		t.Errorf("node3 seen down after %s, want within TTL + 1s = %s", took, fastTTL+time.Second)
+	}
+
+	n3.Start()
+	c.WaitMembers(30*time.Second, 3, n1, n2, n3)
+	after, _ := n1.Members()
+	if after["node3"] == before["node3"] {
+		t.Errorf("restarted node3 kept incarnation %s; want a new one", after["node3"])
+	}
+	if after["node1"] != before["node1"] || after["node2"] != before["node2"] {
+		t.Errorf("survivors changed incarnation: before %v after %v", before, after)
+	}
+}
+
+func TestPausedNodeRegistersAsNewIncarnation(t *testing.T) {
+	skipShort(t)
+	c := nodetest.NewCluster(t, 3, nodetest.Options{})
+	n1, n2, n3 := c.Nodes[0], c.Nodes[1], c.Nodes[2]
+	before, _ := n1.Members()
+	n2.Pause()
+	paused := true
+	defer func() {
+		if paused {
+			n2.Cont()
+		}
+	}()
+	took := c.WaitFor(fastTTL+3*time.Second, "survivors to see paused node2 down", seesWithout("node2", n1, n3))
+	t.Logf("SIGSTOPped node2 seen down after %s", took.Round(time.Millisecond))
+	if took > fastTTL+time.Second {
+		t.Errorf("node2 seen down after %s, want within TTL + 1s", took)
+	}
+	n2.Cont()
+	paused = false
+	c.WaitFor(20*time.Second, "node2 back as a new incarnation", func() bool {
+		st, err := n2.Status()
+		return err == nil && st.Ready && st.LeaseLosses >= 1 && st.Incarnation != before["node2"]
+	})
+	c.WaitMembers(20*time.Second, 3, n1, n2, n3)
+	after, _ := n1.Members()
+	if after["node2"] == before["node2"] {
+		t.Fatalf("node1 still sees node2's old incarnation %s", before["node2"])
+	}
+	// The woken node must have given up its old incarnation before it
+	// registered the new one.
+	log := n2.Log()
+	lost := strings.Index(log, "lease lost: no longer acting as a member")
+	reg := strings.LastIndex(log, "registered: node=node2 incarnation="+after["node2"])
+	if lost < 0 || reg < 0 || lost > reg {
+		t.Errorf("node2's log does not show the lost lease before the new registration (lost at %d, registered at %d)", lost, reg)
+	}
+}
+
+func TestCoordinatorMovesWhenItsNodeDies(t *testing.T) {
+	skipShort(t)
+	c := nodetest.NewCluster(t, 3, nodetest.Options{})
+	var coord *nodetest.Node
+	c.WaitFor(10*time.Second, "a coordinator", func() bool {
+		for _, nd := range c.Nodes {
+			if st, err := nd.View(); err == nil && st.Coordinator {
+				coord = nd
+				return true
+			}
+		}
+		return false
+	})
+	before, _ := coord.Members()
+	var survivors []*nodetest.Node
+	for _, nd := range c.Nodes {
+		if nd != coord {
+			survivors = append(survivors, nd)
+		}
+	}
+	coord.Kill()
+	var next *nodetest.Node
+	took := c.WaitFor(fastTTL+3*time.Second, "a survivor to take the coordinator role", func() bool {
+		for _, nd := range survivors {
+			if st, err := nd.View(); err == nil && st.Coordinator {
+				next = nd
+				return true
+			}
+		}
+		return false
+	})
+	t.Logf("coordinator %s killed; %s took over after %s", coord.Name, next.Name, took.Round(time.Millisecond))
+	if took > fastTTL+time.Second {
+		t.Errorf("coordinator role moved after %s, want within TTL + 1s", took)
+	}
+	// The new coordinator records the old one's death in etcd.
+	cli := testClient(t, c, survivors[0])
+	key := cluster.DeathsPrefix("/shoal/shoal") + coord.Name + "/" + before[coord.Name]
+	c.WaitFor(5*time.Second, "death record "+key, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		resp, err := cli.Get(ctx, key)
+		return err == nil && len(resp.Kvs) == 1 && strings.Contains(string(resp.Kvs[0].Value), `"recorded_by":"`+next.Name+`"`)
+	})
+}
+
+func TestLeaderLossKeepsOtherLeases(t *testing.T) {
+	skipShort(t)
+	c := nodetest.NewCluster(t, 3, nodetest.Options{})
+	for round := 0; round < 2; round++ {
+		var leader *nodetest.Node
+		c.WaitFor(10*time.Second, "an etcd leader", func() bool {
+			st, err := c.Running()[0].Status()
+			if err != nil || st.EtcdLeader == "" {
+				return false
+			}
+			leader = c.Node(st.EtcdLeader)
+			return true
+		})
+		var others []*nodetest.Node
+		incs := map[string]string{}
+		losses := map[string]int{}
+		for _, nd := range c.Running() {
+			if nd == leader {
+				continue
+			}
+			others = append(others, nd)
+			st, err := nd.Status()
+			if err != nil {
+				t.Fatal(err)
+			}
+			incs[nd.Name], losses[nd.Name] = st.Incarnation, st.LeaseLosses
+		}
+		leader.Kill()
+		killed := time.Now()
+		newLeader := ""
+		// Watch the survivors for three lease TTLs: no lost lease, no new
+		// incarnation, and a new etcd leader.
+		for time.Since(killed) < 3*fastTTL {
+			for _, nd := range others {
+				st, err := nd.Status()
+				if err != nil {
+					continue // the admin API may be slow while etcd elects
+				}
+				if st.LeaseLosses != losses[nd.Name] || (st.Incarnation != "" && st.Incarnation != incs[nd.Name]) {
+					t.Fatalf("round %d: %s lost its lease when etcd leader %s died (incarnation %s -> %s, losses %d -> %d)",
+						round, nd.Name, leader.Name, incs[nd.Name], st.Incarnation, losses[nd.Name], st.LeaseLosses)
+				}
+				if st.EtcdLeader != "" && st.EtcdLeader != leader.Name && newLeader == "" {
+					newLeader = st.EtcdLeader
+					t.Logf("round %d: etcd leader %s killed; %s leads after %s", round, leader.Name, newLeader, time.Since(killed).Round(time.Millisecond))
+				}
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if newLeader == "" {
+			t.Fatalf("round %d: no new etcd leader after %s", round, 3*fastTTL)
+		}
+		leader.Start()
+		c.WaitMembers(30*time.Second, 3, c.Nodes...)
+	}
+}
+
+func TestFourthNodeJoinsAndLeaves(t *testing.T) {
+	skipShort(t)
+	c := nodetest.NewCluster(t, 3, nodetest.Options{})
+	n4 := c.AddNode("node4")
+	n4.Start()
+	c.WaitMembers(30*time.Second, 4, c.Nodes...)
+	cli := testClient(t, c, c.Nodes[0])
+	if n := etcdMembers(t, cli); n != 4 {
+		t.Fatalf("etcd has %d members after join, want 4", n)
+	}
+	out, err := runShoald(t, "leave", "--admin", n4.AdminAddr)
+	if err != nil {
+		t.Fatalf("shoald leave: %v\n%s", err, out)
+	}
+	if err := n4.Wait(20 * time.Second); err != nil {
+		t.Fatalf("node4 did not exit cleanly after leave: %v\n%s", err, n4.Log())
+	}
+	c.WaitMembers(10*time.Second, 3, c.Nodes[:3]...)
+	c.WaitFor(10*time.Second, "etcd to have 3 members", func() bool { return etcdMembers(t, cli) == 3 })
+	if !strings.Contains(n4.Log(), "left the cluster") {
+		t.Errorf("node4's log does not say it left")
+	}
+	if _, err := os.Stat(filepath.Join(n4.DataDir, "etcd")); !os.IsNotExist(err) {
+		t.Errorf("node4 kept its removed member's data: %v", err)
+	}
+	// The last member of a cluster refuses to leave.
+	solo := nodetest.NewCluster(t, 1, nodetest.Options{})
+	out, err = runShoald(t, "leave", "--admin", solo.Nodes[0].AdminAddr)
+	if err == nil || !strings.Contains(out, "only etcd member") {
+		t.Fatalf("leave of the only member: err %v, output %q", err, out)
+	}
+}
+
+func TestTLSRefusesClientWithoutCertificate(t *testing.T) {
+	skipShort(t)
+	c := nodetest.NewCluster(t, 1, nodetest.Options{})
+	ep := "https://" + c.Nodes[0].ClientAddr
+	// Trusts the CA but presents no certificate.
+	noCert, err := cluster.ClientTLS(cluster.CertFiles{CA: filepath.Join(c.PKI, "ca.pem")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{ep}, TLS: noCert, DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
+	if err == nil {
+		defer cli.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		if _, err = cli.Get(ctx, "/shoal/"); err == nil {
+			t.Fatal("a client without a certificate was served")
+		}
+	}
+	t.Logf("client without certificate refused: %v", err)
+	// A certificate from another CA is refused too.
+	other := t.TempDir()
+	if err := cluster.EnsureLocalCA(other); err != nil {
+		t.Fatal(err)
+	}
+	files, err := cluster.IssueCert(other, other, "intruder", []string{"127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	files.CA = filepath.Join(c.PKI, "ca.pem")
+	foreign, err := cluster.ClientTLS(files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli2, err := clientv3.New(clientv3.Config{Endpoints: []string{ep}, TLS: foreign, DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
+	if err == nil {
+		defer cli2.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		if _, err = cli2.Get(ctx, "/shoal/"); err == nil {
+			t.Fatal("a client with a foreign certificate was served")
+		}
+	}
+	// And the node's own certificate works, so the refusals are real.
+	ok := testClient(t, c, c.Nodes[0])
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if _, err := ok.Get(ctx, "/shoal/"); err != nil {
+		t.Fatalf("client with a valid certificate refused: %v", err)
+	}
+}
+
+// testClient returns an etcd client with a certificate from the cluster's
+// CA, talking to nd.
+func testClient(t *testing.T, c *nodetest.Cluster, nd *nodetest.Node) *clientv3.Client {
+	t.Helper()
+	dir := t.TempDir()
+	files, err := cluster.IssueCert(c.PKI, dir, "test-client", []string{"127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsCfg, err := cluster.ClientTLS(files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"https://" + nd.ClientAddr}, TLS: tlsCfg, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
+func etcdMembers(t *testing.T, cli *clientv3.Client) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	resp, err := cli.MemberList(ctx)
+	if err != nil {
+		return -1
+	}
+	return len(resp.Members)
+}
+
+func TestExternalEtcdMode(t *testing.T) {
+	skipShort(t)
+	ext := nodetest.StartExternalEtcd(t)
+	c := nodetest.NewCluster(t, 3, nodetest.Options{External: ext})
+	n1, n2, n3 := c.Nodes[0], c.Nodes[1], c.Nodes[2]
+	st, err := n1.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.EtcdMode != "external" || len(st.EtcdMembers) != 1 || st.EtcdMembers[0].Name != "ext" {
+		t.Fatalf("node1 is not using the external etcd: mode %s, members %+v", st.EtcdMode, st.EtcdMembers)
+	}
+	if _, err := os.Stat(filepath.Join(n1.DataDir, "etcd")); !os.IsNotExist(err) {
+		t.Errorf("an external-mode node made an etcd member directory: %v", err)
+	}
+	n3.Kill()
+	took := c.WaitFor(fastTTL+3*time.Second, "survivors to see node3 down", seesWithout("node3", n1, n2))
+	t.Logf("external etcd: SIGKILLed node3 seen down after %s", took.Round(time.Millisecond))
+	if took > fastTTL+time.Second {
+		t.Errorf("node3 seen down after %s, want within TTL + 1s", took)
+	}
+	n3.Start()
+	c.WaitMembers(20*time.Second, 3, n1, n2, n3)
+}

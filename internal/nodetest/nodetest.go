@@ -1,0 +1,472 @@
+// Package nodetest runs real shoald processes for multi-node tests:
+// NewCluster(t, 3) builds shoald once, starts three nodes on loopback with
+// the fast timing profile and waits until every node sees every other.
+// Kill, Pause, Cont, Stop and Start act on one node by PID; Status asks a
+// node's admin API. Every wait polls with a deadline.
+package nodetest
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/shoal-ha/shoal/cluster"
+)
+
+var (
+	buildOnce sync.Once
+	buildDir  string
+	buildErr  error
+)
+
+// Binary builds the named command of this module (e.g. "shoald") once per
+// test process and returns its path.
+func Binary(t testing.TB, name string) string {
+	t.Helper()
+	return BinaryOf(t, name, "github.com/shoal-ha/shoal/cmd/"+name)
+}
+
+// BinaryOf builds the main package pkg as name once per test process.
+func BinaryOf(t testing.TB, name, pkg string) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		buildDir, buildErr = os.MkdirTemp("", "shoal-bin-")
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	out := filepath.Join(buildDir, name)
+	binMu.Lock()
+	defer binMu.Unlock()
+	if _, err := os.Stat(out); err == nil {
+		return out
+	}
+	cmd := exec.Command("go", "build", "-o", out, pkg)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build %s: %v\n%s", name, err, b)
+	}
+	return out
+}
+
+var binMu sync.Mutex
+
+// Cleanup removes the built binaries; call it from TestMain after m.Run.
+func Cleanup() {
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+}
+
+// FreePort returns a loopback host:port that was free a moment ago.
+func FreePort(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// Node is one shoald process of a test cluster.
+type Node struct {
+	Name       string
+	DataDir    string
+	ClientAddr string
+	PeerAddr   string
+	AdminAddr  string
+	// Args are extra command-line arguments for every start.
+	Args []string
+
+	c       *Cluster
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	exitErr error
+	logPath string
+}
+
+// Cluster is a set of shoald processes sharing a local CA.
+type Cluster struct {
+	t     testing.TB
+	Bin   string
+	Dir   string
+	PKI   string
+	Nodes []*Node
+	// ExtraArgs are added to every node's command line.
+	ExtraArgs []string
+	external  *ExternalEtcd
+}
+
+// Options shape a test cluster.
+type Options struct {
+	// ExtraArgs are added to every node's command line.
+	ExtraArgs []string
+	// NoStart only prepares the nodes.
+	NoStart bool
+	// External makes the nodes clients of this etcd instead of embedding
+	// members.
+	External *ExternalEtcd
+}
+
+// NewCluster prepares n nodes that bootstrap one etcd cluster, starts them
+// and waits until each sees all n members. Everything is stopped and
+// removed at the end of the test.
+func NewCluster(t testing.TB, n int, opts Options) *Cluster {
+	t.Helper()
+	c := &Cluster{t: t, Bin: Binary(t, "shoald"), Dir: t.TempDir(), ExtraArgs: opts.ExtraArgs, external: opts.External}
+	c.PKI = filepath.Join(c.Dir, "pki")
+	var initial []string
+	for i := 1; i <= n; i++ {
+		nd := c.newNode(fmt.Sprintf("node%d", i))
+		initial = append(initial, nd.Name+"=https://"+nd.PeerAddr)
+	}
+	for _, nd := range c.Nodes {
+		if c.external != nil {
+			certs, err := cluster.IssueCert(c.external.PKI, filepath.Join(c.Dir, "certs"), nd.Name, []string{"127.0.0.1"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			nd.Args = append(nd.Args, c.external.NodeArgs(certs)...)
+			continue
+		}
+		nd.Args = append(nd.Args, "--initial-cluster", strings.Join(initial, ","))
+	}
+	t.Cleanup(c.stopAll)
+	if !opts.NoStart {
+		for _, nd := range c.Nodes {
+			nd.Start()
+		}
+		c.WaitMembers(30*time.Second, n, c.Nodes...)
+	}
+	return c
+}
+
+func (c *Cluster) newNode(name string) *Node {
+	nd := &Node{
+		Name:       name,
+		DataDir:    filepath.Join(c.Dir, name),
+		ClientAddr: FreePort(c.t),
+		PeerAddr:   FreePort(c.t),
+		AdminAddr:  FreePort(c.t),
+		c:          c,
+		logPath:    filepath.Join(c.Dir, name+".log"),
+	}
+	c.Nodes = append(c.Nodes, nd)
+	return nd
+}
+
+// AddNode prepares (but does not start) a further node that joins the
+// running cluster through the first node's client address.
+func (c *Cluster) AddNode(name string) *Node {
+	nd := c.newNode(name)
+	var eps []string
+	for _, o := range c.Nodes[:len(c.Nodes)-1] {
+		if o.Running() {
+			eps = append(eps, "https://"+o.ClientAddr)
+		}
+	}
+	nd.Args = append(nd.Args, "--join", strings.Join(eps, ","))
+	return nd
+}
+
+// Node returns the node called name.
+func (c *Cluster) Node(name string) *Node {
+	for _, nd := range c.Nodes {
+		if nd.Name == name {
+			return nd
+		}
+	}
+	c.t.Fatalf("no node %q", name)
+	return nil
+}
+
+// CommandArgs are the arguments a start of nd uses.
+func (nd *Node) CommandArgs() []string {
+	args := []string{"--name", nd.Name, "--data-dir", nd.DataDir, "--profile", "fast", "--admin-addr", nd.AdminAddr, "--log-level", "debug"}
+	if nd.c.external == nil {
+		args = append(args, "--client-addr", nd.ClientAddr, "--peer-addr", nd.PeerAddr, "--tls-auto-dir", nd.c.PKI)
+	}
+	args = append(args, nd.c.ExtraArgs...)
+	return append(args, nd.Args...)
+}
+
+// Start starts the node's process; its output goes to a log file that is
+// copied into the test log if the test fails.
+func (nd *Node) Start() {
+	nd.c.t.Helper()
+	nd.mu.Lock()
+	defer nd.mu.Unlock()
+	if nd.cmd != nil {
+		nd.c.t.Fatalf("%s already running", nd.Name)
+	}
+	logf, err := os.OpenFile(nd.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		nd.c.t.Fatal(err)
+	}
+	fmt.Fprintf(logf, "=== start %s %s\n", time.Now().Format(time.RFC3339Nano), strings.Join(nd.CommandArgs(), " "))
+	cmd := exec.Command(nd.c.Bin, nd.CommandArgs()...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// The node dies with the test process even if the test is killed.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		nd.c.t.Fatalf("start %s: %v", nd.Name, err)
+	}
+	nd.cmd = cmd
+	exited := make(chan struct{})
+	nd.exited = exited
+	go func() {
+		err := cmd.Wait()
+		logf.Close()
+		nd.mu.Lock()
+		nd.exitErr = err
+		nd.mu.Unlock()
+		close(exited)
+	}()
+}
+
+// PID is the running process's id, or 0.
+func (nd *Node) PID() int {
+	nd.mu.Lock()
+	defer nd.mu.Unlock()
+	if nd.cmd == nil {
+		return 0
+	}
+	return nd.cmd.Process.Pid
+}
+
+// Running reports whether the node's process has been started and not
+// yet reaped.
+func (nd *Node) Running() bool {
+	nd.mu.Lock()
+	defer nd.mu.Unlock()
+	if nd.cmd == nil {
+		return false
+	}
+	select {
+	case <-nd.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+func (nd *Node) signal(sig syscall.Signal) {
+	nd.c.t.Helper()
+	nd.mu.Lock()
+	cmd := nd.cmd
+	nd.mu.Unlock()
+	if cmd == nil {
+		nd.c.t.Fatalf("%s is not running", nd.Name)
+	}
+	if err := cmd.Process.Signal(sig); err != nil {
+		nd.c.t.Fatalf("signal %s: %v", nd.Name, err)
+	}
+}
+
+// Kill sends SIGKILL and reaps the process.
+func (nd *Node) Kill() {
+	nd.c.t.Helper()
+	nd.signal(syscall.SIGKILL)
+	nd.wait(10 * time.Second)
+}
+
+// Pause sends SIGSTOP.
+func (nd *Node) Pause() { nd.c.t.Helper(); nd.signal(syscall.SIGSTOP) }
+
+// Cont sends SIGCONT.
+func (nd *Node) Cont() { nd.c.t.Helper(); nd.signal(syscall.SIGCONT) }
+
+// Stop sends SIGTERM and waits for a clean exit; it returns the exit error.
+func (nd *Node) Stop() error {
+	nd.c.t.Helper()
+	nd.signal(syscall.SIGTERM)
+	return nd.wait(20 * time.Second)
+}
+
+// Wait waits for the process to exit by itself and returns its exit error.
+func (nd *Node) Wait(timeout time.Duration) error {
+	nd.c.t.Helper()
+	return nd.wait(timeout)
+}
+
+func (nd *Node) wait(timeout time.Duration) error {
+	nd.mu.Lock()
+	exited := nd.exited
+	nd.mu.Unlock()
+	if exited == nil {
+		return nil
+	}
+	select {
+	case <-exited:
+	case <-time.After(timeout):
+		nd.mu.Lock()
+		cmd := nd.cmd
+		nd.mu.Unlock()
+		cmd.Process.Signal(syscall.SIGCONT)
+		cmd.Process.Kill()
+		<-exited
+		nd.c.t.Errorf("%s did not exit within %s; killed", nd.Name, timeout)
+	}
+	nd.mu.Lock()
+	defer nd.mu.Unlock()
+	nd.cmd = nil
+	return nd.exitErr
+}
+
+// Log returns what the node printed so far.
+func (nd *Node) Log() string {
+	b, _ := os.ReadFile(nd.logPath)
+	return string(b)
+}
+
+// Status asks the node's admin API for its view of the cluster.
+func (nd *Node) Status() (cluster.Status, error) {
+	var st cluster.Status
+	client := &http.Client{Timeout: 3 * time.Second}
+	resp, err := client.Get("http://" + nd.AdminAddr + "/api/status")
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return st, fmt.Errorf("%s: status %s", nd.Name, resp.Status)
+	}
+	return st, json.NewDecoder(resp.Body).Decode(&st)
+}
+
+// Ready asks the node's /readyz.
+func (nd *Node) Ready() bool {
+	client := &http.Client{Timeout: time.Second}
+	resp, err := client.Get("http://" + nd.AdminAddr + "/readyz")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// View asks the node for its in-memory member view (no etcd request).
+func (nd *Node) View() (cluster.MembersView, error) {
+	var v cluster.MembersView
+	client := &http.Client{Timeout: 2 * time.Second}
+	resp, err := client.Get("http://" + nd.AdminAddr + "/api/members")
+	if err != nil {
+		return v, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return v, fmt.Errorf("%s: members %s", nd.Name, resp.Status)
+	}
+	return v, json.NewDecoder(resp.Body).Decode(&v)
+}
+
+// Members returns the names of the live members nd sees, by incarnation.
+func (nd *Node) Members() (map[string]string, error) {
+	st, err := nd.View()
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, m := range st.Members {
+		out[m.Name] = m.Incarnation
+	}
+	return out, nil
+}
+
+// WaitFor polls cond every 20ms until it holds or timeout passes, and
+// returns how long it took. On timeout the test fails with what.
+func (c *Cluster) WaitFor(timeout time.Duration, what string, cond func() bool) time.Duration {
+	c.t.Helper()
+	start := time.Now()
+	deadline := start.Add(timeout)
+	for {
+		if cond() {
+			return time.Since(start)
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// WaitMembers waits until every given node is ready and sees exactly n
+// live members.
+func (c *Cluster) WaitMembers(timeout time.Duration, n int, nodes ...*Node) {
+	c.t.Helper()
+	c.WaitFor(timeout, fmt.Sprintf("%d members seen by every node", n), func() bool {
+		for _, nd := range nodes {
+			if !nd.Ready() {
+				return false
+			}
+			m, err := nd.Members()
+			if err != nil || len(m) != n {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// Running lists the nodes whose processes run.
+func (c *Cluster) Running() []*Node {
+	var out []*Node
+	for _, nd := range c.Nodes {
+		if nd.Running() {
+			out = append(out, nd)
+		}
+	}
+	return out
+}
+
+func (c *Cluster) stopAll() {
+	for _, nd := range c.Nodes {
+		nd.mu.Lock()
+		cmd := nd.cmd
+		nd.mu.Unlock()
+		if cmd == nil {
+			continue
+		}
+		cmd.Process.Signal(syscall.SIGCONT)
+		cmd.Process.Signal(syscall.SIGTERM)
+	}
+	for _, nd := range c.Nodes {
+		nd.mu.Lock()
+		exited := nd.exited
+		cmd := nd.cmd
+		nd.mu.Unlock()
+		if cmd == nil {
+			continue
+		}
+		select {
+		case <-exited:
+		case <-time.After(15 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+		}
+	}
+	if c.t.Failed() {
+		for _, nd := range c.Nodes {
+			c.t.Logf("---- log of %s ----\n%s", nd.Name, tail(nd.Log(), 120))
+		}
+	}
+}
+
+func tail(s string, lines int) string {
+	parts := strings.Split(s, "\n")
+	if len(parts) > lines {
+		parts = parts[len(parts)-lines:]
+	}
+	return strings.Join(parts, "\n")
+}
