@@ -100,6 +100,19 @@ func NewIncarnation() string {
 	return hex.EncodeToString(b[:])
 }
 
+func newSession(cfg SessionConfig) *Session {
+	return &Session{
+		cfg:      cfg,
+		clk:      cfg.Clock,
+		log:      cfg.Logger,
+		key:      MembersPrefix(cfg.Prefix) + cfg.Info.Name,
+		deadline: leaseDeadline{margin: cfg.SelfFenceMargin},
+		lost:     make(chan struct{}),
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
+	}
+}
+
 // Register grants a lease, writes the member key attached to it and starts
 // keeping the lease alive.
 func Register(ctx context.Context, cfg SessionConfig) (*Session, error) {
@@ -115,16 +128,7 @@ func Register(ctx context.Context, cfg SessionConfig) (*Session, error) {
 	if cfg.TTL < time.Second || cfg.KeepAliveInterval <= 0 || cfg.KeepAliveTimeout <= 0 || cfg.SelfFenceMargin < 0 {
 		return nil, fmt.Errorf("session: bad timing (ttl %s, keepalive %s/%s, margin %s)", cfg.TTL, cfg.KeepAliveInterval, cfg.KeepAliveTimeout, cfg.SelfFenceMargin)
 	}
-	s := &Session{
-		cfg:      cfg,
-		clk:      cfg.Clock,
-		log:      cfg.Logger,
-		key:      MembersPrefix(cfg.Prefix) + cfg.Info.Name,
-		deadline: leaseDeadline{margin: cfg.SelfFenceMargin},
-		lost:     make(chan struct{}),
-		stop:     make(chan struct{}),
-		done:     make(chan struct{}),
-	}
+	s := newSession(cfg)
 	s.renew = func(ctx context.Context, id clientv3.LeaseID) (int64, error) {
 		resp, err := cfg.Client.KeepAliveOnce(ctx, id)
 		if err != nil {

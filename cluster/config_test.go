@@ -1,0 +1,131 @@
+package cluster
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func validBase() Config {
+	c := DefaultConfig()
+	c.NodeName, c.DataDir = "n1", "/nonexistent/shoal-test"
+	return c
+}
+
+func TestValidateFillsProfileTiming(t *testing.T) {
+	c := validBase()
+	c.Profile = ProfileFast
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.LeaseTTL() != 2*time.Second || c.KeepAliveInterval() != 250*time.Millisecond || c.ElectionTimeout() != 500*time.Millisecond {
+		t.Fatalf("fast profile: ttl %s keepalive %s election %s", c.LeaseTTL(), c.KeepAliveInterval(), c.ElectionTimeout())
+	}
+	p := validBase()
+	if err := p.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if p.LeaseTTL() != 10*time.Second || p.Profile != ProfileProduction {
+		t.Fatalf("default profile: %s ttl %s", p.Profile, p.LeaseTTL())
+	}
+	if p.TLS.AutoDir != filepath.Join(p.DataDir, "pki") {
+		t.Fatalf("auto TLS dir %q", p.TLS.AutoDir)
+	}
+}
+
+func TestValidateNamesTheWrongField(t *testing.T) {
+	cases := []struct {
+		field string
+		mod   func(*Config)
+	}{
+		{"node_name", func(c *Config) { c.NodeName = "" }},
+		{"node_name", func(c *Config) { c.NodeName = "bad name" }},
+		{"data_dir", func(c *Config) { c.DataDir = "" }},
+		{"profile", func(c *Config) { c.Profile = "turbo" }},
+		{"log_level", func(c *Config) { c.LogLevel = "loud" }},
+		{"lease.ttl", func(c *Config) { c.Lease.TTL = "1500ms" }},
+		{"lease.ttl", func(c *Config) { c.Lease.TTL = "3s"; c.Lease.KeepAliveInterval = "1s" }},
+		{"lease.ttl", func(c *Config) { c.Profile = ProfileFast; c.Lease.TTL = "1s"; c.Lease.KeepAliveInterval = "100ms" }},
+		{"lease.self_fence_margin", func(c *Config) { c.Lease.SelfFenceMargin = "5s" }},
+		{"lease.keepalive_interval", func(c *Config) { c.Lease.KeepAliveInterval = "-1s" }},
+		{"etcd.election_timeout", func(c *Config) { c.Etcd.HeartbeatInterval = "200ms"; c.Etcd.ElectionTimeout = "500ms" }},
+		{"etcd.heartbeat_interval", func(c *Config) { c.Etcd.HeartbeatInterval = "1ms" }},
+		{"etcd.mode", func(c *Config) { c.Etcd.Mode = "sideways" }},
+		{"etcd.endpoints", func(c *Config) { c.Etcd.Mode = EtcdExternal }},
+		{"etcd.endpoints", func(c *Config) { c.Etcd.Mode = EtcdExternal; c.Etcd.Endpoints = []string{"http://127.0.0.1:2379"} }},
+		{"etcd.mode", func(c *Config) {
+			c.Etcd.Mode = EtcdExternal
+			c.Etcd.Endpoints = []string{"https://127.0.0.1:2379"}
+			c.Etcd.InitialCluster = "n1=https://127.0.0.1:2380"
+		}},
+		{"etcd.peer_addr", func(c *Config) { c.Etcd.PeerAddr = c.Etcd.ClientAddr }},
+		{"etcd.client_addr", func(c *Config) { c.Etcd.ClientAddr = "nowhere" }},
+		{"etcd.initial_cluster", func(c *Config) { c.Etcd.InitialCluster = "n2=https://127.0.0.1:2380" }},
+		{"etcd.initial_cluster", func(c *Config) { c.Etcd.InitialCluster = "n1=https://127.0.0.1:9999" }},
+		{"etcd.initial_cluster", func(c *Config) { c.Etcd.InitialCluster = "n1" }},
+		{"etcd.join", func(c *Config) {
+			c.Etcd.InitialCluster = "n1=https://127.0.0.1:2380"
+			c.Etcd.Join = "https://127.0.0.1:2379"
+		}},
+		{"tls.auto_dir", func(c *Config) { c.TLS.CAFile = "x"; c.TLS.AutoDir = "y" }},
+		{"tls.cert_file", func(c *Config) { c.TLS.CAFile = os.Args[0] }},
+		{"admin.addr", func(c *Config) { c.Admin.Addr = "7080" }},
+	}
+	for _, tc := range cases {
+		c := validBase()
+		tc.mod(&c)
+		err := c.Validate()
+		var fe *FieldError
+		if !errors.As(err, &fe) || !errors.Is(err, ErrInvalidConfig) {
+			t.Errorf("%s: want a field error, got %v", tc.field, err)
+			continue
+		}
+		if fe.Field != tc.field {
+			t.Errorf("want field %s, got %s (%v)", tc.field, fe.Field, err)
+		}
+	}
+}
+
+func TestLoadFileOverlaysBlocksOnDefaults(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "n.hcl")
+	os.WriteFile(p, []byte(`
+node_name = "n2"
+data_dir  = "/var/lib/shoal/n2"
+profile   = "fast"
+etcd {
+  initial_cluster = "n1=https://127.0.0.1:2380,n2=https://127.0.0.2:2380"
+  peer_addr       = "127.0.0.2:2380"
+}
+lease {
+  ttl = "3s"
+}
+`), 0o644)
+	c, err := LoadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Etcd.ClientAddr != "127.0.0.1:2379" || c.Admin.Addr != "127.0.0.1:7080" {
+		t.Fatalf("defaults lost: client %q admin %q", c.Etcd.ClientAddr, c.Admin.Addr)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.LeaseTTL() != 3*time.Second || c.KeepAliveInterval() != 250*time.Millisecond {
+		t.Fatalf("ttl %s keepalive %s", c.LeaseTTL(), c.KeepAliveInterval())
+	}
+	os.WriteFile(p, []byte("node_name = \"n2\"\nlease { ttl = [3] }\n"), 0o644)
+	if _, err := LoadFile(p); err == nil || !strings.Contains(err.Error(), "n.hcl:2") {
+		t.Fatalf("wrong type not reported with its line: %v", err)
+	}
+	os.WriteFile(p, []byte("node_name = \"n2\"\ndata_dir = \"/x\"\nlease { ttl = 3 }\n"), 0o644)
+	c, err = LoadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), `lease.ttl: "3" is not a duration`) {
+		t.Fatalf("unitless TTL accepted: %v", err)
+	}
+}
