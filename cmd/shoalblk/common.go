@@ -1,0 +1,240 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/term"
+
+	"github.com/shoal-ha/shoal/blockdev"
+	"github.com/shoal-ha/shoal/blockdev/mirror"
+	"github.com/shoal-ha/shoal/blockdev/mirror/etcdstate"
+	"github.com/shoal-ha/shoal/blockdev/mirror/fcntllock"
+)
+
+// volumeFlags are the flags of every command that opens a volume.
+type volumeFlags struct {
+	etcd       string
+	etcdPrefix string
+	lockDir    string
+	jsonOut    bool
+	verbose    bool
+	rate       string
+	allowMiss  bool
+}
+
+func (f *volumeFlags) register(c *cobra.Command, withJSON bool) {
+	c.Flags().StringVar(&f.etcd, "etcd", "", "comma-separated etcd endpoints holding the cluster-wide leg table (default: superblocks only)")
+	c.Flags().StringVar(&f.etcdPrefix, "etcd-prefix", "/shoal", "etcd key prefix")
+	c.Flags().StringVar(&f.lockDir, "lock-dir", "", "directory of region lock files shared with processes on this host (default: no cross-process locking)")
+	c.Flags().BoolVarP(&f.verbose, "verbose", "v", false, "log what the volume does to stderr")
+	c.Flags().BoolVar(&f.allowMiss, "allow-missing", false, "mark legs that the leg table counts live but that were not given as failed, cluster-wide")
+	if withJSON {
+		c.Flags().BoolVar(&f.jsonOut, "json", false, "print JSON")
+	}
+}
+
+func (f *volumeFlags) logger() hclog.Logger {
+	level := hclog.Warn
+	if f.verbose {
+		level = hclog.Info
+	}
+	return hclog.New(&hclog.LoggerOptions{Name: "shoalblk", Level: level, Output: os.Stderr})
+}
+
+// signalContext is cancelled by SIGINT or SIGTERM; long operations stop at
+// a safe point and can be run again to resume.
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+// openLegs opens every address; missing files are an error.
+func openLegs(ctx context.Context, addrs []string, log hclog.Logger) ([]blockdev.Device, error) {
+	var devs []blockdev.Device
+	for _, a := range addrs {
+		d, err := blockdev.Open(ctx, a, blockdev.OpenOptions{Logger: log})
+		if err != nil {
+			for _, x := range devs {
+				x.Close()
+			}
+			return nil, err
+		}
+		devs = append(devs, d)
+	}
+	return devs, nil
+}
+
+// openVolume opens the volume over addrs as a tool (no node slot) unless
+// slot is given.
+func (f *volumeFlags) openVolume(ctx context.Context, addrs []string, slot int, allowMissing bool, progress func(mirror.Progress)) (*mirror.Volume, func(), error) {
+	if len(addrs) == 0 {
+		return nil, nil, fmt.Errorf("no legs given")
+	}
+	log := f.logger()
+	devs, err := openLegs(ctx, addrs, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg := mirror.DefaultConfig(slot)
+	cfg.Legs, cfg.Logger, cfg.AllowMissingLegs, cfg.Progress = devs, log, allowMissing || f.allowMiss, progress
+	if f.rate != "" {
+		r, err := parseSize(f.rate)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--rate: %w", err)
+		}
+		cfg.ResyncRate = r
+	}
+	cleanup := func() {}
+	if f.etcd != "" {
+		cli, err := clientv3.New(clientv3.Config{Endpoints: strings.Split(f.etcd, ","), DialTimeout: 5 * time.Second})
+		if err != nil {
+			return nil, nil, fmt.Errorf("etcd: %w", err)
+		}
+		cfg.Store = etcdstate.New(cli, f.etcdPrefix)
+		cleanup = func() { cli.Close() }
+	}
+	if f.lockDir != "" {
+		cfg.Locker = fcntllock.New(f.lockDir)
+	}
+	v, err := mirror.Open(ctx, cfg)
+	if err != nil {
+		for _, d := range devs {
+			d.Close()
+		}
+		cleanup()
+		return nil, nil, err
+	}
+	return v, func() {
+		if err := v.Close(); err != nil {
+			fmt.Fprintln(os.Stderr, "shoalblk: close:", err)
+		}
+		cleanup()
+	}, nil
+}
+
+// findLeg resolves --leg: a table index or a leg address.
+func findLeg(t mirror.LegTable, spec string) (int, error) {
+	if i, err := strconv.Atoi(spec); err == nil {
+		if i < 0 || i >= len(t.Legs) {
+			return -1, fmt.Errorf("leg %d out of range: the volume has %d legs", i, len(t.Legs))
+		}
+		return i, nil
+	}
+	for i, l := range t.Legs {
+		if l.Addr == spec || l.UUID.String() == spec {
+			return i, nil
+		}
+	}
+	return -1, fmt.Errorf("no leg %q in the volume (give an index, address or UUID)", spec)
+}
+
+// parseSize reads "1073741824", "512K", "1M", "10G", "1T".
+func parseSize(s string) (int64, error) {
+	s = strings.TrimSpace(strings.ToUpper(s))
+	s = strings.TrimSuffix(strings.TrimSuffix(s, "B"), "I")
+	mult := int64(1)
+	if n := len(s); n > 0 {
+		switch s[n-1] {
+		case 'K':
+			mult = 1 << 10
+		case 'M':
+			mult = 1 << 20
+		case 'G':
+			mult = 1 << 30
+		case 'T':
+			mult = 1 << 40
+		}
+		if mult > 1 {
+			s = s[:n-1]
+		}
+	}
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || v < 0 {
+		return 0, fmt.Errorf("bad size %q", s)
+	}
+	if v > (1<<62)/mult {
+		return 0, fmt.Errorf("size %q too large", s)
+	}
+	return v * mult, nil
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// progress shows mirror progress as a bar on a terminal and as plain lines
+// (at most one per second, plus the last) otherwise.
+type progress struct {
+	mu    sync.Mutex
+	tty   bool
+	bar   *progressbar.ProgressBar
+	op    string
+	last  time.Time
+	quiet bool
+}
+
+func newProgress(quiet bool) *progress {
+	return &progress{tty: term.IsTerminal(int(os.Stderr.Fd())), quiet: quiet}
+}
+
+func (p *progress) update(pr mirror.Progress) {
+	if p.quiet {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	label := pr.Op
+	if pr.Leg != "" {
+		label += " leg " + pr.Leg
+	}
+	if p.tty {
+		if p.bar == nil || p.op != label {
+			if p.bar != nil {
+				p.bar.Finish()
+				fmt.Fprintln(os.Stderr)
+			}
+			p.bar = progressbar.NewOptions64(pr.Total, progressbar.OptionSetWriter(os.Stderr), progressbar.OptionSetDescription(label),
+				progressbar.OptionShowCount(), progressbar.OptionSetItsString("regions"), progressbar.OptionShowIts(), progressbar.OptionThrottle(100*time.Millisecond))
+			p.op = label
+		}
+		p.bar.Set64(pr.Done)
+		return
+	}
+	now := time.Now()
+	if pr.Done < pr.Total && now.Sub(p.last) < time.Second {
+		return
+	}
+	p.last = now
+	pct := 100.0
+	if pr.Total > 0 {
+		pct = float64(pr.Done) * 100 / float64(pr.Total)
+	}
+	fmt.Fprintf(os.Stderr, "%s: %d/%d (%.1f%%)\n", label, pr.Done, pr.Total, pct)
+}
+
+func (p *progress) done() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.bar != nil {
+		p.bar.Finish()
+		fmt.Fprintln(os.Stderr)
+		p.bar = nil
+	}
+}
+
+func fcntlLocker(dir string) mirror.RegionLocker { return fcntllock.New(dir) }

@@ -1,0 +1,139 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/shoal-ha/shoal/blockdev"
+	"github.com/shoal-ha/shoal/blockdev/mirror"
+)
+
+func init() {
+	var (
+		vf       volumeFlags
+		newLeg   string
+		size     string
+		force    bool
+		noResync bool
+	)
+	add := &cobra.Command{
+		Use:   "add-leg --leg NEW [flags] LEG...",
+		Short: "Add a leg to the volume online and copy everything to it",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := signalContext()
+			defer cancel()
+			if newLeg == "" {
+				return fmt.Errorf("--leg NEW is required")
+			}
+			for _, a := range args {
+				if a == newLeg {
+					return fmt.Errorf("%s is already given as an existing leg", a)
+				}
+			}
+			p := newProgress(vf.jsonOut)
+			defer p.done()
+			v, closeVol, err := vf.openVolume(ctx, args, mirror.NoSlot, false, p.update)
+			if err != nil {
+				return err
+			}
+			defer closeVol()
+			opts := blockdev.OpenOptions{Logger: vf.logger()}
+			if !strings.Contains(newLeg, "://") {
+				if _, err := os.Stat(newLeg); errors.Is(err, fs.ErrNotExist) {
+					if size == "" {
+						opts.CreateSize = v.Geometry().LegSize()
+					} else if opts.CreateSize, err = parseSize(size); err != nil {
+						return fmt.Errorf("--size: %w", err)
+					}
+					opts.CreateSize = (opts.CreateSize + blockdev.FileBlockSize - 1) / blockdev.FileBlockSize * blockdev.FileBlockSize
+					opts.Create = true
+				}
+			}
+			d, err := blockdev.Open(ctx, newLeg, opts)
+			if err != nil {
+				return err
+			}
+			i, err := v.AddLeg(ctx, d, newLeg, force)
+			if err != nil {
+				d.Close()
+				return err
+			}
+			fmt.Fprintf(os.Stderr, "added leg %d (%s); copying\n", i, newLeg)
+			if noResync {
+				return nil
+			}
+			rep, err := v.Resync(ctx)
+			p.done()
+			if err != nil {
+				return fmt.Errorf("leg added but not yet in sync; run resync to finish: %w", err)
+			}
+			if vf.jsonOut {
+				return printJSON(os.Stdout, rep)
+			}
+			fmt.Printf("leg %d in sync\n", i)
+			return nil
+		},
+	}
+	vf.register(add, true)
+	add.Flags().StringVar(&newLeg, "leg", "", "the new leg (created at the volume's leg size if it is a missing file)")
+	add.Flags().StringVar(&size, "size", "", "size of the new leg file if it must be created")
+	add.Flags().BoolVar(&force, "force", false, "overwrite a leg that holds data or another volume")
+	add.Flags().BoolVar(&noResync, "no-resync", false, "only add the leg; copy later with resync")
+	add.Flags().StringVar(&vf.rate, "rate", "", "limit copying to this many bytes per second")
+	rootCmd.AddCommand(add)
+
+	for _, op := range []struct{ name, short string }{
+		{"fail-leg", "Mark a leg failed for the whole cluster"},
+		{"remove-leg", "Remove a leg from the volume"},
+	} {
+		var (
+			vf  volumeFlags
+			leg string
+		)
+		c := &cobra.Command{
+			Use:   op.name + " --leg INDEX|ADDR [flags] LEG...",
+			Short: op.short,
+			Long:  op.short + ". The last in-sync leg is refused. A leg that is gone can be left out of the LEGs with --allow-missing.",
+			Args:  cobra.MinimumNArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				ctx, cancel := signalContext()
+				defer cancel()
+				if leg == "" {
+					return fmt.Errorf("--leg is required")
+				}
+				v, closeVol, err := vf.openVolume(ctx, args, mirror.NoSlot, false, nil)
+				if err != nil {
+					return err
+				}
+				defer closeVol()
+				i, err := findLeg(v.Table(), leg)
+				if err != nil {
+					return err
+				}
+				if op.name == "fail-leg" {
+					err = v.FailLeg(ctx, i)
+				} else {
+					err = v.RemoveLeg(ctx, i)
+				}
+				if err != nil {
+					return err
+				}
+				t := v.Table()
+				if vf.jsonOut {
+					return printJSON(os.Stdout, t)
+				}
+				fmt.Printf("%s: done; leg table generation %d\n", op.name, t.Generation)
+				return nil
+			},
+		}
+		vf.register(c, true)
+		c.Flags().StringVar(&leg, "leg", "", "leg to act on: table index, address or UUID")
+		rootCmd.AddCommand(c)
+	}
+}

@@ -1,0 +1,121 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/shoal-ha/shoal/blockdev"
+	"github.com/shoal-ha/shoal/blockdev/mirror"
+)
+
+func init() {
+	var (
+		vf      volumeFlags
+		recover []int
+		allDead bool
+	)
+	c := &cobra.Command{
+		Use:   "resync [flags] LEG...",
+		Short: "Bring returning and new legs in sync; recover crashed slots",
+		Long: `Every failed leg given on the command line is brought back: it gets all
+writes from now on and the regions it missed (marked in the write-intent
+bitmaps) are copied to it. Legs added with add-leg are fully copied. With
+--recover-slot N (repeatable) or --all-slots, the dirty regions of those node
+slots are resynced first; only do that for slots whose node is down.
+Interrupt at any time (Ctrl-C): run the command again to resume.`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := signalContext()
+			defer cancel()
+			p := newProgress(vf.jsonOut)
+			defer p.done()
+			v, closeVol, err := vf.openVolume(ctx, args, mirror.NoSlot, false, p.update)
+			if err != nil {
+				return err
+			}
+			defer closeVol()
+			out := map[string]any{}
+			slots := recover
+			if allDead {
+				slots = nil
+				for s := 0; s < v.Geometry().Slots; s++ {
+					slots = append(slots, s)
+				}
+			}
+			var recs []mirror.RecoverReport
+			for _, s := range slots {
+				rep, err := v.Recover(ctx, s)
+				recs = append(recs, rep)
+				if err != nil {
+					return fmt.Errorf("recover slot %d: %w", s, err)
+				}
+				if !vf.jsonOut && rep.Regions > 0 {
+					p.done()
+					fmt.Printf("slot %d: resynced %d regions (bitmap cleared: %v)\n", s, rep.Regions, rep.Cleared)
+				}
+			}
+			out["recovered"] = recs
+			if err := returnGivenLegs(ctx, v, args, vf); err != nil {
+				return err
+			}
+			rep, err := v.Resync(ctx)
+			p.done()
+			out["resync"] = rep
+			if err != nil {
+				if ctx.Err() != nil {
+					return fmt.Errorf("interrupted; run resync again to resume: %w", err)
+				}
+				return err
+			}
+			if vf.jsonOut {
+				return printJSON(os.Stdout, out)
+			}
+			for _, l := range rep.Legs {
+				kind := "missed writes"
+				if l.Full {
+					kind = "full copy"
+				}
+				fmt.Printf("leg %d in sync: %s, %d regions copied (resumed at region %d)\n", l.Leg, kind, l.Regions, l.From)
+			}
+			if len(rep.Legs) == 0 {
+				fmt.Println("no leg needed a resync")
+			}
+			return nil
+		},
+	}
+	vf.register(c, true)
+	c.Flags().StringVar(&vf.rate, "rate", "", "limit copying to this many bytes per second (e.g. 100M)")
+	c.Flags().IntSliceVar(&recover, "recover-slot", nil, "resync the dirty regions of this node slot first (node must be down)")
+	c.Flags().BoolVar(&allDead, "all-slots", false, "recover every node slot first (the whole cluster must be down)")
+	rootCmd.AddCommand(c)
+}
+
+// returnGivenLegs marks every failed leg whose device was given as
+// returning (resyncing).
+func returnGivenLegs(ctx context.Context, v *mirror.Volume, addrs []string, vf volumeFlags) error {
+	t := v.Table()
+	for _, a := range addrs {
+		d, err := blockdev.Open(ctx, a, blockdev.OpenOptions{Logger: vf.logger()})
+		if err != nil {
+			return err
+		}
+		sb, err := mirror.ReadSuperblock(ctx, d)
+		if err != nil {
+			d.Close()
+			return fmt.Errorf("%s: %w", a, err)
+		}
+		i := t.Find(sb.Self)
+		if i < 0 || t.Legs[i].State != mirror.LegFailed {
+			d.Close()
+			continue
+		}
+		if err := v.ReturnLeg(ctx, i, d); err != nil {
+			d.Close()
+			return fmt.Errorf("return leg %d (%s): %w", i, a, err)
+		}
+	}
+	return nil
+}

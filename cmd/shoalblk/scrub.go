@@ -1,0 +1,65 @@
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/shoal-ha/shoal/blockdev/mirror"
+)
+
+func init() {
+	var (
+		vf     volumeFlags
+		repair bool
+		from   int64
+	)
+	c := &cobra.Command{
+		Use:   "scrub [--repair] LEG...",
+		Short: "Compare legs block by block, decide by checksum, optionally repair",
+		Long: `Compare the in-sync legs region by region. Where copies differ, the copy
+matching its stored checksum wins. Without --repair nothing is written.
+Interrupted scrubs resume with --from REGION (printed on interruption).`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := signalContext()
+			defer cancel()
+			p := newProgress(vf.jsonOut)
+			defer p.done()
+			v, closeVol, err := vf.openVolume(ctx, args, mirror.NoSlot, false, p.update)
+			if err != nil {
+				return err
+			}
+			defer closeVol()
+			rep, err := v.Scrub(ctx, mirror.ScrubOptions{Repair: repair, From: from})
+			p.done()
+			if err != nil {
+				if ctx.Err() != nil {
+					return fmt.Errorf("interrupted; resume with --from %d: %w", from+rep.Regions, err)
+				}
+				return err
+			}
+			if vf.jsonOut {
+				return printJSON(os.Stdout, rep)
+			}
+			for _, r := range rep.Repairs {
+				verb := "found"
+				if r.Repaired {
+					verb = "repaired"
+				}
+				fmt.Printf("%s: leg %d region %d offset %d: bad %s (right copy: leg %d, decided by %s)\n", verb, r.Leg, r.Region, r.Offset, r.Kind, r.FromLeg, r.Decided)
+			}
+			fmt.Printf("scrubbed %d regions (%d blocks): %d bad copies\n", rep.Regions, rep.Blocks, len(rep.Repairs))
+			if len(rep.Repairs) > 0 && !repair {
+				return fmt.Errorf("%d bad copies found; run with --repair to fix them", len(rep.Repairs))
+			}
+			return nil
+		},
+	}
+	vf.register(c, true)
+	c.Flags().BoolVar(&repair, "repair", false, "rewrite wrong copies")
+	c.Flags().Int64Var(&from, "from", 0, "first region to scrub (to resume)")
+	c.Flags().StringVar(&vf.rate, "rate", "", "limit reading to this many bytes per second")
+	rootCmd.AddCommand(c)
+}
