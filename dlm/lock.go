@@ -114,6 +114,11 @@ func (l *Lock) Release() error {
 	delete(nl.users, l)
 	if len(nl.users) == 0 {
 		nl.idleSince = n.cfg.Clock.Now()
+		if !n.cfg.CacheLocks || nl.recovery {
+			// Not cached: the grant is spent even if a write is still in
+			// flight; the release follows as soon as it is done.
+			nl.draining = true
+		}
 	}
 	n.drive(nl)
 	n.evict()
@@ -253,7 +258,7 @@ func (n *Node) finish(w *waiter, l *Lock, err error) {
 
 // admissible reports whether local waiter w can be let in now.
 func (n *Node) admissible(nl *nodeLock, w *waiter) bool {
-	if !nl.held || (nl.blocked && w.conv == nil) || !Covers(nl.granted, w.mode) {
+	if !nl.held || nl.releasing || nl.draining || (nl.blocked && w.conv == nil) || !Covers(nl.granted, w.mode) {
 		return false
 	}
 	for u, m := range nl.users {
@@ -356,6 +361,8 @@ func (n *Node) drive(nl *nodeLock) {
 	case nl.key != "" && nl.held && nl.want != nl.granted && (len(nl.waiters) == 0 || Covers(nl.granted, nl.waiters[0].mode)):
 		// A pending conversion nobody waits for any more: take it back.
 		n.startConvert(nl, nl.granted, false)
+	case nl.key != "" && nl.held && !used && (nl.draining || len(nl.waiters) == 0 && (!n.cfg.CacheLocks || nl.recovery)):
+		n.startRelease(nl)
 	case len(nl.waiters) > 0:
 		w := nl.waiters[0]
 		switch {
@@ -366,8 +373,6 @@ func (n *Node) drive(nl *nodeLock) {
 		case !nl.held && !Covers(nl.want, w.mode):
 			n.startConvert(nl, Sup(nl.want, w.mode), false)
 		}
-	case nl.key != "" && nl.held && !used && (!n.cfg.CacheLocks || nl.recovery):
-		n.startRelease(nl)
 	case nl.key == "" && !used && len(nl.waiters) == 0:
 		delete(n.locks, nl.name)
 	}
@@ -424,11 +429,12 @@ func (n *Node) startRelease(nl *nodeLock) {
 		ops = append(ops, clientv3.OpPut(n.keys.lvb(nl.res), mustJSON(lvbValue{Value: nl.lvb, Valid: true})))
 	}
 	ops = append(ops, clientv3.OpDelete(key))
-	nl.busy = true
+	nl.busy, nl.releasing = true, true
 	n.write(nl, ops, nil, func(int64) {
+		nl.releasing = false
 		delete(n.byKey, key)
 		if nl.key == key {
-			nl.key, nl.held, nl.blocked, nl.lvbDirty, nl.createRev = "", false, false, false, 0
+			nl.key, nl.held, nl.blocked, nl.lvbDirty, nl.createRev, nl.draining = "", false, false, false, 0, false
 		}
 	})
 }
@@ -469,6 +475,9 @@ func (n *Node) write(nl *nodeLock, ops []clientv3.Op, keyCmp *clientv3.Cmp, onDo
 		n.mu.Lock()
 		defer n.mu.Unlock()
 		nl.busy = false
+		if err != nil || !resp.Succeeded {
+			nl.releasing = false
+		}
 		switch {
 		case err != nil:
 			if n.ctx.Err() == nil {

@@ -53,6 +53,8 @@ type nodeLock struct {
 	key       string // current request key; "" if none
 	createRev int64
 	busy      bool // a write is in flight
+	releasing bool // the request is being deleted: hand nothing out
+	draining  bool // an uncached grant was used up: release it, hand nothing out
 	held      bool
 	granted   Mode
 	want      Mode // mode asked of the cluster
