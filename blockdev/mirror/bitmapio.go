@@ -99,7 +99,7 @@ func (v *Volume) writeBitmapBlocks(ctx context.Context, slot int, image *Bitmap,
 
 // markDirty makes sure regions [r0, r1] are marked on disk before data is
 // written to them.
-func (v *Volume) markDirty(ctx context.Context, r0, r1 int64) error {
+func (v *Volume) markDirty(ctx context.Context, r0, r1, ahead int64) error {
 	v.stateMu.Lock()
 	need := v.in.begin(r0, r1, v.now())
 	v.stateMu.Unlock()
@@ -109,7 +109,7 @@ func (v *Volume) markDirty(ctx context.Context, r0, r1 int64) error {
 	v.bmWriteMu.Lock()
 	defer v.bmWriteMu.Unlock()
 	v.stateMu.Lock()
-	regions, blocks := v.in.toMark(r0, r1)
+	regions, blocks := v.in.toMark(r0, r1, ahead, v.now())
 	image := v.in.disk.Clone()
 	v.stateMu.Unlock()
 	if err := v.writeBitmapBlocks(ctx, v.cfg.Slot, image, blocks, true); err != nil {

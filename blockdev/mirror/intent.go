@@ -37,9 +37,15 @@ func (in *intent) begin(r0, r1 int64, now time.Time) (needMark bool) {
 
 // toMark returns the regions of [r0, r1] whose mark is not yet durable and
 // records them as marked in the disk image, and the bitmap blocks to write.
-func (in *intent) toMark(r0, r1 int64) (regions []int64, blocks []int64) {
-	for r := r0; r <= r1; r++ {
+// Regions up to ahead past r1 are marked too (a sequential writer will get
+// there next), and count as just written so they are not cleared at once.
+func (in *intent) toMark(r0, r1, ahead int64, now time.Time) (regions []int64, blocks []int64) {
+	end := min(r1+ahead, in.disk.Len()-1)
+	for r := r0; r <= end; r++ {
 		if !in.durable.Test(r) {
+			if r > r1 {
+				in.last[r] = now
+			}
 			in.disk.Set(r)
 			regions = append(regions, r)
 			blocks = appendBlock(blocks, r/RegionsPerBitmapBlock)

@@ -7,6 +7,9 @@ import (
 	"github.com/shoal-ha/shoal/blockdev"
 )
 
+// markAhead is how many regions past a sequential write are marked with it.
+const markAhead = 7
+
 // lockRegions takes the region lock over regions [r0, r1].
 func (v *Volume) lockRegions(ctx context.Context, r0, r1 int64, exclusive bool) (func(), error) {
 	return v.locker.LockRegion(ctx, v.lockNS, r0*v.geo.RegionSize, (r1-r0+1)*v.geo.RegionSize, exclusive)
@@ -121,7 +124,13 @@ func (v *Volume) WriteAt(ctx context.Context, p []byte, off int64) error {
 	}
 	defer unlock()
 	defer v.endWrite(r0, r1)
-	if err := v.markDirty(ctx, r0, r1); err != nil {
+	// A write that starts where the previous one ended is probably part
+	// of a stream: mark a few regions ahead to save bitmap flushes.
+	var ahead int64
+	if v.lastEnd.Swap(off+int64(len(p))) == off {
+		ahead = markAhead
+	}
+	if err := v.markDirty(ctx, r0, r1, ahead); err != nil {
 		return err
 	}
 	w := v.view.Load()
@@ -133,15 +142,23 @@ func (v *Volume) WriteAt(ctx context.Context, p []byte, off int64) error {
 		return err
 	}
 	errs := parallel(w.writable, func(i int) error {
-		if err := w.devs[i].WriteAt(ctx, p, v.geo.DataOffset+off); err != nil {
-			return err
-		}
-		for k, c := range csums {
-			if err := w.devs[i].WriteAt(ctx, c, v.geo.ChecksumOffsetOf(r0+int64(k))); err != nil {
-				return err
+		// Data and checksums go out together; the region's mark
+		// covers any order in which they land.
+		csErr := make(chan error, 1)
+		go func() {
+			for k, c := range csums {
+				if err := w.devs[i].WriteAt(ctx, c, v.geo.ChecksumOffsetOf(r0+int64(k))); err != nil {
+					csErr <- err
+					return
+				}
 			}
+			csErr <- nil
+		}()
+		err := w.devs[i].WriteAt(ctx, p, v.geo.DataOffset+off)
+		if cerr := <-csErr; err == nil {
+			err = cerr
 		}
-		return nil
+		return err
 	})
 	return v.settle(ctx, w, w.writable, errs, fmt.Sprintf("write at %d", off))
 }

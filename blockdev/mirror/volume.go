@@ -40,6 +40,7 @@ type Volume struct {
 	foreign   atomic.Pointer[Bitmap]
 
 	rr       atomic.Uint64
+	lastEnd  atomic.Int64 // end of the last write, to spot streams
 	progress atomic.Pointer[Progress]
 
 	closed atomic.Bool
