@@ -112,11 +112,11 @@ func (r *rig) openMortal(t testing.TB, slot int, budget int64) (*mortalNode, err
 // Afterwards every leg holds the same data and every acknowledged write is
 // there.
 func TestCrashRandomized(t *testing.T) {
-	rounds := 6
+	rounds := 16
 	if testing.Short() {
 		rounds = 2
 	}
-	deadline := time.Now().Add(25 * time.Second)
+	deadline := time.Now().Add(20 * time.Second)
 	for round := 0; round < rounds && time.Now().Before(deadline); round++ {
 		seed := seedFor(t) + uint64(round)
 		t.Run(fmt.Sprint("seed=", seed), func(t *testing.T) { crashRound(t, seed) })

@@ -3,6 +3,7 @@ package mirror
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"sync"
 	"testing"
@@ -46,6 +47,30 @@ func newRig(t testing.TB, nlegs, slots int) *rig {
 	return r
 }
 
+// extra holds legs added during a test, by address.
+var extraMu sync.Mutex
+var extraLegs = map[string]*blockdev.Mem{}
+
+func (r *rig) addLeg(addr string) *blockdev.Mem {
+	m, err := blockdev.NewMem(testLeg, testBS)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	extraMu.Lock()
+	extraLegs[addr] = m
+	extraMu.Unlock()
+	return m
+}
+
+func (r *rig) openByAddr(ctx context.Context, addr string) (blockdev.Device, error) {
+	extraMu.Lock()
+	defer extraMu.Unlock()
+	if m := extraLegs[addr]; m != nil {
+		return blockdev.NewFaulty(m), nil
+	}
+	return nil, fmt.Errorf("no leg at %q", addr)
+}
+
 // node is one node's view: its own paths to every leg.
 type node struct {
 	vol   *Volume
@@ -71,6 +96,7 @@ func (r *rig) tryOpen(slot int, tweak func(*Config)) (*node, error) {
 	}
 	cfg.Store, cfg.Locker = r.store, r.locker
 	cfg.Logger = testlog.New(r.t, "mirror")
+	cfg.OpenLeg = r.openByAddr
 	if tweak != nil {
 		tweak(&cfg)
 	}

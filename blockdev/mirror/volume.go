@@ -168,9 +168,16 @@ func Open(ctx context.Context, cfg Config) (*Volume, error) {
 	}
 	var missing []int
 	for i, l := range table.Legs {
-		if l.State != LegFailed && bySelf[l.UUID] == nil {
-			missing = append(missing, i)
+		if l.State == LegFailed || bySelf[l.UUID] != nil {
+			continue
 		}
+		// A live leg that was not given is opened by its address.
+		if d := v.openRecorded(ctx, l); d != nil {
+			bySelf[l.UUID] = d
+			v.owned[l.UUID] = d
+			continue
+		}
+		missing = append(missing, i)
 	}
 	if len(missing) > 0 {
 		if !cfg.AllowMissingLegs {
@@ -204,7 +211,12 @@ func Open(ctx context.Context, cfg Config) (*Volume, error) {
 	// a table changed in the store while this leg's superblock lagged).
 	w := v.view.Load()
 	for _, i := range w.writable {
-		sb := sbs[indexOfDev(cfg.Legs, w.devs[i])]
+		var sb Superblock
+		if k := indexOfDev(cfg.Legs, w.devs[i]); k >= 0 {
+			sb = sbs[k]
+		} else if sb, err = readSuperblock(ctx, w.devs[i]); err != nil {
+			return nil, fmt.Errorf("mirror: leg %d: %w", i, err)
+		}
 		if sb.Table.Generation != w.table.Generation {
 			if err := writeSuperblock(ctx, w.devs[i], v.superblock(w.table, w.table.Legs[i].UUID)); err != nil {
 				return nil, fmt.Errorf("mirror: refresh superblock of leg %d: %w", i, err)
@@ -221,6 +233,26 @@ func Open(ctx context.Context, cfg Config) (*Volume, error) {
 	}
 	go v.background()
 	return v, nil
+}
+
+// openRecorded opens a leg by the address in the leg table and checks that
+// it is that leg; nil if that fails.
+func (v *Volume) openRecorded(ctx context.Context, l LegInfo) blockdev.Device {
+	if l.Addr == "" {
+		return nil
+	}
+	d, err := v.cfg.OpenLeg(ctx, l.Addr)
+	if err != nil {
+		v.log.Warn("cannot open leg by its recorded address", "addr", l.Addr, "error", err)
+		return nil
+	}
+	sb, err := readSuperblock(ctx, d)
+	if err != nil || sb.Volume != v.vol || sb.Self != l.UUID {
+		v.log.Warn("device at recorded address is not the leg", "addr", l.Addr, "error", err)
+		d.Close()
+		return nil
+	}
+	return d
 }
 
 func indexOfDev(ds []blockdev.Device, d blockdev.Device) int {
