@@ -1,0 +1,47 @@
+// Package mirror is Shoal's shared volume: a RAID-1 mirror over N legs
+// (blockdev.Device values: files, block devices, iSCSI LUNs) that every node
+// reads and writes at the same time.
+//
+// Each leg holds, in order: a superblock (volume and leg identity, cluster
+// ID, geometry, the leg table and its generation, CRC), one write-intent
+// bitmap per node slot, a CRC-32C per data block grouped by region, and the
+// data.
+//
+// Writes take the region lock (RegionLocker; the daemon passes the lock
+// manager's region locks), mark the regions in the writer's slot bitmap on
+// disk, then go to every in-sync and resyncing leg in parallel with their
+// checksums. Marks are cleared lazily once the data is flushed and every
+// leg is in sync. Reads are balanced over the in-sync legs; regions marked
+// in another slot's bitmap are read from the primary leg, the source of
+// their resync, so every node sees the same bytes. A leg that fails is
+// marked failed cluster-wide through the LegStateStore (etcd in
+// production, see etcdstate) and in the superblocks, and the volume serves
+// degraded; its missed writes stay marked until a resync copies them.
+//
+// The decisions are plain code a test can drive: the intent type (which
+// marks to write and clear), decideBlock (which copy a scrub keeps) and
+// the leg-table transitions. Goroutines, clocks and disks sit around them.
+//
+// Usage:
+//
+//	legs := []blockdev.Device{leg0, leg1}
+//	if _, err := mirror.Format(ctx, legs, mirror.FormatOptions{RegionSize: 1 << 20, Slots: 8, ClusterID: "web"}); err != nil {
+//		return err
+//	}
+//	cfg := mirror.DefaultConfig(mySlot)
+//	cfg.Legs, cfg.Logger = legs, logger
+//	cfg.Store = etcdstate.New(etcdClient, "/shoal") // cluster-wide leg states
+//	cfg.Locker = regionLocks                        // the lock manager's region locks
+//	vol, err := mirror.Open(ctx, cfg)               // recovers this slot's own dirty regions
+//	if err != nil {
+//		return err
+//	}
+//	defer vol.Close()
+//	err = vol.WriteAt(ctx, block, 0)
+//
+//	// After node 3 crashed and was fenced, the recovery coordinator:
+//	rep, err := vol.Recover(ctx, 3)
+//
+//	// Operators and tests check the invariants:
+//	vr, err := vol.Verify(ctx) // vr.Problems lists leg, region and offset
+package mirror
