@@ -1,0 +1,766 @@
+package iscsi
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/shoal-ha/shoal/blockdev/iscsi/internal/pdu"
+	"github.com/shoal-ha/shoal/blockdev/iscsi/internal/scsi"
+	"github.com/shoal-ha/shoal/internal/clock"
+)
+
+// DialFunc opens a TCP connection to a portal.
+type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
+
+// errConnLost is the cause given to tasks whose connection died.
+var errConnLost = errors.New("iscsi: connection lost")
+
+// conn is one TCP connection to a target: login, then full-feature phase
+// with a reader goroutine that dispatches target PDUs to waiting tasks.
+type conn struct {
+	cfg    *Config
+	log    hclog.Logger
+	clk    clock.Clock
+	nc     net.Conn
+	br     *bufio.Reader
+	params Params
+	dg     pdu.Digests
+	isid   [6]byte
+	tsih   uint16
+
+	wmu     sync.Mutex // serialises PDU writes
+	hdrBuf  [pdu.BHSLen + 4]byte
+	tailBuf [8]byte
+
+	mu       sync.Mutex
+	win      window
+	winCh    chan struct{} // closed and replaced when the window may open
+	tasks    map[uint32]*task
+	nextITT  uint32
+	inflight int
+	lastRecv time.Time
+	pingITT  uint32
+	pingAt   time.Time
+	err      error
+	dead     chan struct{}
+
+	// onAsync receives asynchronous events (called from the reader).
+	onAsync func(ev *pdu.AsyncMessage, sense []byte)
+
+	wg sync.WaitGroup
+}
+
+// task is one command waiting for the target.
+type task struct {
+	itt   uint32
+	op    byte // CDB opcode, or 0xff for non-SCSI tasks
+	lun   uint64
+	cmdSN uint32
+
+	mu   sync.Mutex // held by the reader while filling buf
+	gone bool       // the waiter left; the reader must not touch buf
+	buf  []byte     // Data-In destination
+	got  int
+
+	r2t  chan *pdu.R2T
+	done chan struct{}
+
+	// Set before done is closed.
+	status   byte
+	response byte
+	sense    []byte
+	residual uint32
+	under    bool
+	err      error
+	tmfResp  byte
+}
+
+const nonSCSI = 0xff
+
+func newConn(cfg *Config, nc net.Conn, isid [6]byte) *conn {
+	return &conn{
+		cfg: cfg, log: cfg.logger(), clk: cfg.clock(), nc: nc,
+		br:    bufio.NewReaderSize(nc, 256<<10),
+		isid:  isid,
+		winCh: make(chan struct{}),
+		tasks: map[uint32]*task{},
+		dead:  make(chan struct{}),
+	}
+}
+
+// dial opens a TCP connection to the configured portal.
+func dial(ctx context.Context, cfg *Config) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
+	defer cancel()
+	d := cfg.Dial
+	if d == nil {
+		var nd net.Dialer
+		d = nd.DialContext
+	}
+	nc, err := d(ctx, "tcp", cfg.Portal)
+	if err != nil {
+		return nil, err
+	}
+	if tc, ok := nc.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+	}
+	return nc, nil
+}
+
+// writePDU sends one PDU; the caller holds wmu.
+func (c *conn) writePDU(h *pdu.BHS, data []byte) error {
+	bufs := net.Buffers(pdu.Frame(h, data, c.dg, &c.hdrBuf, &c.tailBuf))
+	_, err := bufs.WriteTo(c.nc)
+	return err
+}
+
+// ---- login (synchronous, before the reader starts) ----
+
+func (c *conn) login(ctx context.Context, discovery bool) error {
+	deadline := c.clk.Now().Add(c.cfg.LoginTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	_ = c.nc.SetDeadline(deadline)
+	defer c.nc.SetDeadline(time.Time{})
+	stop := context.AfterFunc(ctx, func() { _ = c.nc.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+
+	m := newLoginMachine(c.cfg, discovery)
+	st := m.first()
+	const initialCmdSN = 1
+	var expStatSN uint32
+	for round := 0; ; round++ {
+		if round > 32 {
+			return fmt.Errorf("%w: login did not finish in 32 rounds", ErrProtocol)
+		}
+		req := pdu.LoginRequest{Transit: st.transit, CSG: st.csg, NSG: st.nsg, ISID: c.isid,
+			ITT: 0, CmdSN: initialCmdSN, ExpStatSN: expStatSN}
+		if !st.transit {
+			req.NSG = 0
+		}
+		var h pdu.BHS
+		req.Encode(&h)
+		if err := c.writePDU(&h, pdu.EncodeText(st.kvs)); err != nil {
+			return c.loginIOErr(ctx, err)
+		}
+		rh, err := pdu.ReadHeader(c.br, pdu.Digests{}, 64<<10)
+		if err != nil {
+			return c.loginIOErr(ctx, err)
+		}
+		p, err := pdu.ParseTarget(&rh)
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrProtocol, err)
+		}
+		rsp, ok := p.(*pdu.LoginResponse)
+		if !ok {
+			return fmt.Errorf("%w: got %v during login", ErrProtocol, rh.Opcode())
+		}
+		data := make([]byte, rh.DataLen())
+		if err := pdu.ReadData(c.br, data, pdu.Digests{}); err != nil {
+			return c.loginIOErr(ctx, err)
+		}
+		if rsp.StatusClass == 0 {
+			expStatSN = rsp.StatSN + 1
+		}
+		next, done, err := m.next(rsp, data)
+		if err != nil {
+			return err
+		}
+		if done {
+			c.params = m.neg.p
+			c.dg = pdu.Digests{Header: c.params.HeaderDigest, Data: c.params.DataDigest}
+			c.tsih = rsp.TSIH
+			c.win = window{cmdSN: initialCmdSN, expStatSN: expStatSN}
+			c.win.expCmdSN, c.win.maxCmdSN = rsp.ExpCmdSN, rsp.MaxCmdSN
+			c.lastRecv = c.clk.Now()
+			return nil
+		}
+		st = next
+	}
+}
+
+func (c *conn) loginIOErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("%w: target closed the connection during login", ErrLoginFailed)
+	}
+	return fmt.Errorf("iscsi: login I/O: %w", err)
+}
+
+// ---- full-feature phase ----
+
+// start launches the reader and, if configured, the keepalive.
+func (c *conn) start() {
+	c.wg.Add(1)
+	go c.readLoop()
+	if c.cfg.NopInterval > 0 {
+		c.wg.Add(1)
+		go c.keepalive()
+	}
+}
+
+// fail marks the connection dead with cause err and closes the socket.
+func (c *conn) fail(err error) {
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.err = err
+	close(c.dead)
+	c.mu.Unlock()
+	_ = c.nc.Close()
+}
+
+// close drops the connection and waits for its goroutines.
+func (c *conn) close(err error) {
+	c.fail(err)
+	c.wg.Wait()
+}
+
+func (c *conn) deadErr() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// seq applies the sequence numbers of a target PDU.
+func (c *conn) seq(s pdu.SeqNums) {
+	c.mu.Lock()
+	if s.HasStatSN {
+		c.win.status(s.StatSN)
+	}
+	if c.win.update(s.ExpCmdSN, s.MaxCmdSN) {
+		close(c.winCh)
+		c.winCh = make(chan struct{})
+	}
+	c.lastRecv = c.clk.Now()
+	c.mu.Unlock()
+}
+
+func (c *conn) lookup(itt uint32) *task {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.tasks[itt]
+}
+
+// finish ends t with the fields already set, once.
+func (c *conn) finish(t *task) {
+	c.mu.Lock()
+	if c.tasks[t.itt] == t {
+		delete(c.tasks, t.itt)
+		if t.op != nonSCSI {
+			c.inflight--
+			close(c.winCh)
+			c.winCh = make(chan struct{})
+		}
+	} else {
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	close(t.done)
+}
+
+func (c *conn) readLoop() {
+	defer c.wg.Done()
+	err := c.readPDUs()
+	c.fail(err)
+	c.log.Debug("connection reader stopped", "error", err)
+}
+
+func (c *conn) readPDUs() error {
+	maxData := c.params.MaxRecvDataSegment
+	if maxData < 64<<10 {
+		// Text and sense segments may be larger than a tiny data limit.
+		maxData = 64 << 10
+	}
+	for {
+		h, err := pdu.ReadHeader(c.br, c.dg, maxData)
+		if err != nil {
+			return fmt.Errorf("%w: %w", errConnLost, err)
+		}
+		p, err := pdu.ParseTarget(&h)
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrProtocol, err)
+		}
+		c.seq(p.Seq())
+		n := h.DataLen()
+		switch p := p.(type) {
+		case *pdu.DataIn:
+			if err := c.dataIn(p, n); err != nil {
+				return err
+			}
+		case *pdu.SCSIResponse:
+			data := make([]byte, n)
+			if err := pdu.ReadData(c.br, data, c.dg); err != nil {
+				return fmt.Errorf("%w: %w", errConnLost, err)
+			}
+			if t := c.lookup(p.ITT); t != nil {
+				t.response, t.status, t.residual, t.under = p.Response, p.Status, p.Residual, p.Underflow
+				if p.Response != 0 {
+					t.err = fmt.Errorf("%w: iSCSI response 0x%02x (target failure)", ErrTaskAborted, p.Response)
+				}
+				if len(data) >= 2 {
+					sl := int(data[0])<<8 | int(data[1])
+					if sl > len(data)-2 {
+						return fmt.Errorf("%w: sense length %d in a %d-byte segment", ErrProtocol, sl, len(data))
+					}
+					t.sense = data[2 : 2+sl]
+				}
+				c.finish(t)
+			}
+		case *pdu.R2T:
+			if err := pdu.Discard(c.br, n, c.dg); err != nil {
+				return fmt.Errorf("%w: %w", errConnLost, err)
+			}
+			t := c.lookup(p.ITT)
+			if t == nil {
+				continue
+			}
+			select {
+			case t.r2t <- p:
+			default:
+				return fmt.Errorf("%w: more outstanding R2Ts than negotiated", ErrProtocol)
+			}
+		case *pdu.NOPIn:
+			if err := pdu.Discard(c.br, n, c.dg); err != nil {
+				return fmt.Errorf("%w: %w", errConnLost, err)
+			}
+			if p.ITT != pdu.ReservedTag {
+				c.mu.Lock()
+				if p.ITT == c.pingITT {
+					c.pingITT = 0
+				}
+				c.mu.Unlock()
+			}
+			if p.TTT != pdu.ReservedTag {
+				c.wg.Add(1)
+				go c.nopReply(p.TTT, p.LUN)
+			}
+		case *pdu.TaskMgmtResponse:
+			if err := pdu.Discard(c.br, n, c.dg); err != nil {
+				return fmt.Errorf("%w: %w", errConnLost, err)
+			}
+			if t := c.lookup(p.ITT); t != nil {
+				t.tmfResp = p.Response
+				c.finish(t)
+			}
+		case *pdu.LogoutResponse:
+			if err := pdu.Discard(c.br, n, c.dg); err != nil {
+				return fmt.Errorf("%w: %w", errConnLost, err)
+			}
+			if t := c.lookup(p.ITT); t != nil {
+				t.response = p.Response
+				c.finish(t)
+			}
+		case *pdu.AsyncMessage:
+			data := make([]byte, n)
+			if err := pdu.ReadData(c.br, data, c.dg); err != nil {
+				return fmt.Errorf("%w: %w", errConnLost, err)
+			}
+			var sense []byte
+			if len(data) >= 2 {
+				sl := int(data[0])<<8 | int(data[1])
+				if sl <= len(data)-2 {
+					sense = data[2 : 2+sl]
+				}
+			}
+			c.log.Info("asynchronous message", "event", p.Event, "param1", p.Param1, "param2", p.Param2)
+			if c.onAsync != nil {
+				c.onAsync(p, sense)
+			}
+			if p.Event == pdu.AsyncDropConnection || p.Event == pdu.AsyncDropAllConns {
+				return fmt.Errorf("%w: target announced it drops the connection", errConnLost)
+			}
+		case *pdu.Reject:
+			data := make([]byte, n)
+			if err := pdu.ReadData(c.br, data, c.dg); err != nil {
+				return fmt.Errorf("%w: %w", errConnLost, err)
+			}
+			itt, ok := pdu.RejectedITT(data)
+			c.log.Warn("target rejected a PDU", "reason", p.Reason, "itt", itt)
+			if ok {
+				if t := c.lookup(itt); t != nil {
+					t.err = fmt.Errorf("%w: reason 0x%02x", ErrRejected, p.Reason)
+					c.finish(t)
+				}
+			}
+		default:
+			return fmt.Errorf("%w: unexpected %v in full-feature phase", ErrProtocol, h.Opcode())
+		}
+	}
+}
+
+func (c *conn) dataIn(p *pdu.DataIn, n int) error {
+	t := c.lookup(p.ITT)
+	if t != nil {
+		t.mu.Lock()
+		if t.gone {
+			t.mu.Unlock()
+			t = nil
+		}
+	}
+	if t == nil {
+		// A task this initiator stopped waiting for: drop its data.
+		if err := pdu.Discard(c.br, n, c.dg); err != nil {
+			return fmt.Errorf("%w: %w", errConnLost, err)
+		}
+		return nil
+	}
+	off := int64(p.BufferOffset)
+	if off+int64(n) > int64(len(t.buf)) {
+		t.mu.Unlock()
+		return fmt.Errorf("%w: Data-In of %d bytes at offset %d beyond the %d-byte buffer", ErrProtocol, n, off, len(t.buf))
+	}
+	err := pdu.ReadData(c.br, t.buf[off:off+int64(n)], c.dg)
+	t.got += n
+	t.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("%w: %w", errConnLost, err)
+	}
+	if p.StatusPresent {
+		t.status, t.residual, t.under = p.Status, p.Residual, p.Underflow
+		c.finish(t)
+	}
+	return nil
+}
+
+func (c *conn) nopReply(ttt uint32, lun uint64) {
+	defer c.wg.Done()
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.mu.Lock()
+	n := pdu.NOPOut{Immediate: true, LUN: lun, ITT: pdu.ReservedTag, TTT: ttt, CmdSN: c.win.cmdSN, ExpStatSN: c.win.expStatSN}
+	c.mu.Unlock()
+	var h pdu.BHS
+	n.Encode(&h)
+	if err := c.writePDU(&h, nil); err != nil {
+		c.fail(fmt.Errorf("%w: %w", errConnLost, err))
+	}
+}
+
+// keepalive pings an idle connection and declares it dead when the ping
+// goes unanswered.
+func (c *conn) keepalive() {
+	defer c.wg.Done()
+	tk := c.clk.NewTicker(c.cfg.NopInterval / 2)
+	defer tk.Stop()
+	for {
+		select {
+		case <-c.dead:
+			return
+		case <-tk.C():
+		}
+		now := c.clk.Now()
+		c.mu.Lock()
+		if c.pingITT != 0 && now.Sub(c.pingAt) >= c.cfg.NopTimeout {
+			c.mu.Unlock()
+			c.log.Warn("keepalive unanswered, dropping connection", "timeout", c.cfg.NopTimeout)
+			c.fail(fmt.Errorf("%w: no answer to NOP-Out within %v", errConnLost, c.cfg.NopTimeout))
+			return
+		}
+		idle := c.pingITT == 0 && now.Sub(c.lastRecv) >= c.cfg.NopInterval
+		var itt uint32
+		if idle {
+			itt = c.allocITT()
+			c.pingITT, c.pingAt = itt, now
+		}
+		c.mu.Unlock()
+		if idle {
+			c.wmu.Lock()
+			c.mu.Lock()
+			n := pdu.NOPOut{Immediate: true, ITT: itt, TTT: pdu.ReservedTag, CmdSN: c.win.cmdSN, ExpStatSN: c.win.expStatSN}
+			c.mu.Unlock()
+			var h pdu.BHS
+			n.Encode(&h)
+			err := c.writePDU(&h, nil)
+			c.wmu.Unlock()
+			if err != nil {
+				c.fail(fmt.Errorf("%w: %w", errConnLost, err))
+				return
+			}
+		}
+	}
+}
+
+// allocITT returns a free task tag; the caller holds mu.
+func (c *conn) allocITT() uint32 {
+	for {
+		c.nextITT++
+		if c.nextITT == pdu.ReservedTag || c.nextITT == 0 {
+			c.nextITT = 1
+		}
+		if _, used := c.tasks[c.nextITT]; !used && c.nextITT != c.pingITT {
+			return c.nextITT
+		}
+	}
+}
+
+// cmd is one SCSI command to run.
+type cmd struct {
+	cdb   scsi.CDB
+	lun   uint64
+	read  []byte // Data-In destination; its length is the expected length
+	write []byte // Data-Out source
+}
+
+// sendState says how far a command got before its connection died.
+type sendState int
+
+const (
+	notSent sendState = iota
+	maybeSent
+)
+
+// execError is an error from exec with how far the command got.
+type execError struct {
+	state sendState
+	err   error
+}
+
+func (e *execError) Error() string { return e.err.Error() }
+func (e *execError) Unwrap() error { return e.err }
+
+// exec runs a SCSI command on this connection and returns its task once
+// the target answered. On failure it tells whether the command may have
+// reached the target.
+func (c *conn) exec(ctx context.Context, cm *cmd) (*task, error) {
+	t := &task{op: cm.cdb[0], lun: cm.lun, buf: cm.read, r2t: make(chan *pdu.R2T, 4), done: make(chan struct{})}
+	p := c.params
+	// Wait for room in the command window and the queue.
+	c.wmu.Lock()
+	for {
+		c.mu.Lock()
+		if c.err != nil {
+			err := c.err
+			c.mu.Unlock()
+			c.wmu.Unlock()
+			return nil, &execError{notSent, err}
+		}
+		if c.win.open() && c.inflight < c.cfg.QueueDepth {
+			break
+		}
+		ch := c.winCh
+		c.mu.Unlock()
+		c.wmu.Unlock()
+		select {
+		case <-ch:
+		case <-c.dead:
+		case <-ctx.Done():
+			return nil, &execError{notSent, ctx.Err()}
+		}
+		c.wmu.Lock()
+	}
+	t.itt = c.allocITT()
+	t.cmdSN = c.win.take()
+	c.tasks[t.itt] = t
+	c.inflight++
+	expStatSN := c.win.expStatSN
+	c.mu.Unlock()
+
+	total := len(cm.write)
+	imm, unsolEnd := 0, 0
+	if total > 0 {
+		if p.ImmediateData {
+			imm = min(total, p.FirstBurstLength, p.MaxXmitDataSegment)
+		}
+		unsolEnd = imm
+		if !p.InitialR2T {
+			unsolEnd = min(total, p.FirstBurstLength)
+		}
+	}
+	sc := pdu.SCSICommand{Final: unsolEnd == imm, Read: cm.read != nil, Write: total > 0, Attr: pdu.AttrSimple,
+		LUN: scsi.EncodeLUN(cm.lun), ITT: t.itt, CmdSN: t.cmdSN, ExpStatSN: expStatSN, CDB: cm.cdb}
+	if total > 0 {
+		sc.ExpectedLen = uint32(total)
+	} else {
+		sc.ExpectedLen = uint32(len(cm.read))
+	}
+	var h pdu.BHS
+	sc.Encode(&h)
+	err := c.writePDU(&h, cm.write[:imm])
+	if err == nil && unsolEnd > imm {
+		err = c.sendDataLocked(t, cm.write, imm, unsolEnd-imm, pdu.ReservedTag)
+	}
+	c.wmu.Unlock()
+	if err != nil {
+		c.fail(fmt.Errorf("%w: %w", errConnLost, err))
+	}
+	return c.wait(ctx, t, cm)
+}
+
+// sendDataLocked sends write[off:off+n] as Data-Out PDUs of at most the
+// target's segment size; the caller holds wmu.
+func (c *conn) sendDataLocked(t *task, write []byte, off, n int, ttt uint32) error {
+	seg := c.params.MaxXmitDataSegment
+	var dataSN uint32
+	for end := off + n; off < end; dataSN++ {
+		l := min(seg, end-off)
+		c.mu.Lock()
+		exp := c.win.expStatSN
+		c.mu.Unlock()
+		d := pdu.DataOut{Final: off+l == end, LUN: scsi.EncodeLUN(t.lun), ITT: t.itt, TTT: ttt,
+			ExpStatSN: exp, DataSN: dataSN, BufferOffset: uint32(off)}
+		var h pdu.BHS
+		d.Encode(&h)
+		if err := c.writePDU(&h, write[off:off+l]); err != nil {
+			return err
+		}
+		off += l
+	}
+	return nil
+}
+
+// wait serves R2Ts for t until the target answers, the connection dies or
+// ctx ends (then the task is aborted).
+func (c *conn) wait(ctx context.Context, t *task, cm *cmd) (*task, error) {
+	timer := c.clk.NewTimer(c.cfg.CommandTimeout)
+	defer timer.Stop()
+	for {
+		select {
+		case <-t.done:
+			return t, t.err
+		case r := <-t.r2t:
+			off, n := int(r.BufferOffset), int(r.DesiredLength)
+			if n == 0 || off < 0 || off+n > len(cm.write) || n > c.params.MaxBurstLength {
+				c.fail(fmt.Errorf("%w: R2T for %d bytes at %d of a %d-byte write", ErrProtocol, n, off, len(cm.write)))
+				continue
+			}
+			c.wmu.Lock()
+			err := c.sendDataLocked(t, cm.write, off, n, r.TTT)
+			c.wmu.Unlock()
+			if err != nil {
+				c.fail(fmt.Errorf("%w: %w", errConnLost, err))
+			}
+		case <-c.dead:
+			select {
+			case <-t.done:
+				return t, t.err
+			default:
+			}
+			c.forget(t)
+			return nil, &execError{maybeSent, c.deadErr()}
+		case <-ctx.Done():
+			return nil, &execError{maybeSent, c.abort(t, ctx.Err())}
+		case <-timer.C():
+			return nil, &execError{maybeSent, c.abort(t, fmt.Errorf("iscsi: command 0x%02x timed out after %v", t.op, c.cfg.CommandTimeout))}
+		}
+	}
+}
+
+// forget removes t so the reader no longer writes into its buffer.
+func (c *conn) forget(t *task) {
+	c.mu.Lock()
+	if c.tasks[t.itt] == t {
+		delete(c.tasks, t.itt)
+		if t.op != nonSCSI {
+			c.inflight--
+		}
+	}
+	c.mu.Unlock()
+	t.mu.Lock()
+	t.gone = true
+	t.mu.Unlock()
+}
+
+// abort asks the target to abort t; when the target does not confirm in
+// time the connection is dropped, which ends the task as well.
+func (c *conn) abort(t *task, cause error) error {
+	c.log.Warn("aborting task", "itt", t.itt, "op", t.op, "cause", cause)
+	_, err := c.taskMgmt(pdu.TMFAbortTask, t.lun, t.itt, t.cmdSN)
+	if err != nil {
+		c.fail(fmt.Errorf("%w: abort of task 0x%x failed: %w", errConnLost, t.itt, err))
+	}
+	c.forget(t)
+	return fmt.Errorf("%w: %w", ErrTaskAborted, cause)
+}
+
+// taskMgmt sends a task management request and waits AbortTimeout for the
+// answer.
+func (c *conn) taskMgmt(fn byte, lun uint64, ref, refCmdSN uint32) (byte, error) {
+	t := &task{op: nonSCSI, done: make(chan struct{})}
+	c.wmu.Lock()
+	c.mu.Lock()
+	if c.err != nil {
+		err := c.err
+		c.mu.Unlock()
+		c.wmu.Unlock()
+		return 0, err
+	}
+	t.itt = c.allocITT()
+	c.tasks[t.itt] = t
+	req := pdu.TaskMgmtRequest{Function: fn, LUN: scsi.EncodeLUN(lun), ITT: t.itt, RefTag: ref,
+		CmdSN: c.win.cmdSN, ExpStatSN: c.win.expStatSN, RefCmdSN: refCmdSN}
+	if fn != pdu.TMFAbortTask {
+		req.RefTag = pdu.ReservedTag
+	}
+	c.mu.Unlock()
+	var h pdu.BHS
+	req.Encode(&h)
+	err := c.writePDU(&h, nil)
+	c.wmu.Unlock()
+	if err != nil {
+		c.forget(t)
+		return 0, err
+	}
+	timer := c.clk.NewTimer(c.cfg.AbortTimeout)
+	defer timer.Stop()
+	select {
+	case <-t.done:
+		return t.tmfResp, nil
+	case <-c.dead:
+		c.forget(t)
+		return 0, c.deadErr()
+	case <-timer.C():
+		c.forget(t)
+		return 0, fmt.Errorf("iscsi: no task management response within %v", c.cfg.AbortTimeout)
+	}
+}
+
+// logout closes the session politely; errors are only logged by callers.
+func (c *conn) logout() error {
+	t := &task{op: nonSCSI, done: make(chan struct{})}
+	c.wmu.Lock()
+	c.mu.Lock()
+	if c.err != nil {
+		err := c.err
+		c.mu.Unlock()
+		c.wmu.Unlock()
+		return err
+	}
+	t.itt = c.allocITT()
+	c.tasks[t.itt] = t
+	req := pdu.LogoutRequest{Reason: pdu.LogoutSession, ITT: t.itt, CmdSN: c.win.cmdSN, ExpStatSN: c.win.expStatSN}
+	c.mu.Unlock()
+	var h pdu.BHS
+	req.Encode(&h)
+	err := c.writePDU(&h, nil)
+	c.wmu.Unlock()
+	if err != nil {
+		return err
+	}
+	timer := c.clk.NewTimer(c.cfg.AbortTimeout)
+	defer timer.Stop()
+	select {
+	case <-t.done:
+		if t.response != 0 {
+			return fmt.Errorf("iscsi: logout response 0x%02x", t.response)
+		}
+		return nil
+	case <-c.dead:
+		return c.deadErr()
+	case <-timer.C():
+		return fmt.Errorf("iscsi: no logout response within %v", c.cfg.AbortTimeout)
+	}
+}
