@@ -29,6 +29,17 @@ func run(t *testing.T, bin string, args ...string) (string, error) {
 	return string(out), err
 }
 
+// runStdout runs shoalblk and returns its standard output only.
+func runStdout(t *testing.T, bin string, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	t.Logf("shoalblk %s\n%s%s", strings.Join(args, " "), out, stderr.String())
+	return string(out), err
+}
+
 // TestMultiProcess: three processes, each a node slot, write private and
 // shared ranges of one volume over file legs under cross-process region
 // locks; one is killed mid-run and its slot recovered. Then shoalblk check
@@ -101,7 +112,7 @@ func TestMultiProcess(t *testing.T) {
 	if _, err := run(t, bin, append([]string{"stress-verify", "--from", "0", "--to", fmt.Sprint(3*per + 200)}, legs...)...); err != nil {
 		t.Fatal(err)
 	}
-	out, err := run(t, bin, append([]string{"status", "--json"}, legs...)...)
+	out, err := runStdout(t, bin, append([]string{"status", "--json"}, legs...)...)
 	if err != nil || !strings.Contains(out, `"dirty_regions": {}`) {
 		t.Fatalf("dirty regions left after every slot closed or was recovered: %v", err)
 	}
