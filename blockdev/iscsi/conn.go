@@ -45,6 +45,9 @@ type conn struct {
 	tasks    map[uint32]*task
 	nextITT  uint32
 	inflight int
+	// peak is the most SCSI commands that were in flight at once.
+	peak     int
+	commands uint64
 	lastRecv time.Time
 	pingITT  uint32
 	pingAt   time.Time
@@ -566,6 +569,10 @@ func (c *conn) exec(ctx context.Context, cm *cmd) (*task, error) {
 	t.cmdSN = c.win.take()
 	c.tasks[t.itt] = t
 	c.inflight++
+	c.commands++
+	if c.inflight > c.peak {
+		c.peak = c.inflight
+	}
 	expStatSN := c.win.expStatSN
 	c.mu.Unlock()
 

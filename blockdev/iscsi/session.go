@@ -114,6 +114,31 @@ func (s *Session) Params() Params {
 	return s.conn.params
 }
 
+// Stats are counters of a session.
+type Stats struct {
+	// Logins counts successful logins, the first included.
+	Logins int
+	// Commands counts SCSI commands sent on the current connection.
+	Commands uint64
+	// PeakInFlight is the most commands in flight at once on the
+	// current connection.
+	PeakInFlight int
+}
+
+// Stats returns the session's counters.
+func (s *Session) Stats() Stats {
+	s.mu.Lock()
+	c := s.conn
+	st := Stats{Logins: s.logins}
+	s.mu.Unlock()
+	if c != nil {
+		c.mu.Lock()
+		st.Commands, st.PeakInFlight = c.commands, c.peak
+		c.mu.Unlock()
+	}
+	return st
+}
+
 // Logins counts successful logins, the first included.
 func (s *Session) Logins() int {
 	s.mu.Lock()
