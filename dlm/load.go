@@ -47,14 +47,14 @@ func loadReplica(ctx context.Context, cli *clientv3.Client, rep *Replica) (from,
 
 // LoadTable builds a read-only replica of the lock table at the current
 // revision, for listings. It replays the DLM's history when locks exist.
-func LoadTable(ctx context.Context, cli *clientv3.Client, prefix string) (*Replica, error) {
+func LoadTable(ctx context.Context, cli *clientv3.Client, prefix string) (*Replica, int64, error) {
 	rep := NewReplica(prefix)
 	from, target, err := loadReplica(ctx, cli, rep)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if from > target {
-		return rep, nil
+		return rep, target, nil
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -62,19 +62,19 @@ func LoadTable(ctx context.Context, cli *clientv3.Client, prefix string) (*Repli
 	seen := from - 1
 	for seen < target {
 		if err := cli.RequestProgress(wctx); err != nil {
-			return nil, fmt.Errorf("dlm: replaying the lock table: %w", err)
+			return nil, 0, fmt.Errorf("dlm: replaying the lock table: %w", err)
 		}
 		select {
 		case resp, ok := <-wch:
 			if !ok {
-				return nil, fmt.Errorf("dlm: replaying the lock table: watch closed")
+				return nil, 0, fmt.Errorf("dlm: replaying the lock table: watch closed")
 			}
 			if err := resp.Err(); err != nil {
-				return nil, fmt.Errorf("dlm: replaying the lock table: %w", err)
+				return nil, 0, fmt.Errorf("dlm: replaying the lock table: %w", err)
 			}
 			for _, ev := range resp.Events {
 				if ev.Kv.ModRevision > target {
-					return rep, nil
+					return rep, target, nil
 				}
 				_, _ = rep.Apply(ev)
 				seen = ev.Kv.ModRevision
@@ -84,8 +84,8 @@ func LoadTable(ctx context.Context, cli *clientv3.Client, prefix string) (*Repli
 			}
 		case <-time.After(100 * time.Millisecond):
 		case <-ctx.Done():
-			return nil, fmt.Errorf("dlm: replaying the lock table: %w", ctx.Err())
+			return nil, 0, fmt.Errorf("dlm: replaying the lock table: %w", ctx.Err())
 		}
 	}
-	return rep, nil
+	return rep, target, nil
 }

@@ -1,0 +1,74 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoal-ha/shoal/dlm"
+	"github.com/shoal-ha/shoal/internal/etcdtest"
+)
+
+func lockctl(t *testing.T, eps []string, args ...string) (string, error) {
+	t.Helper()
+	var out bytes.Buffer
+	root := newRoot(&out, strings.NewReader(""))
+	root.SetArgs(append([]string{"--endpoints", strings.Join(eps, ","), "--prefix", "/lc"}, args...))
+	err := root.Execute()
+	return out.String(), err
+}
+
+func TestLockctl(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts an etcd member")
+	}
+	c := etcdtest.NewCluster(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	m, err := dlm.JoinAsClient(ctx, dlm.LeaseMemberConfig{Client: c.Client(0), Prefix: "/lc", Name: "n1", TTL: 2 * time.Second, Margin: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := dlm.DefaultConfig()
+	cfg.Client, cfg.Member, cfg.Prefix = c.Client(0), m, "/lc"
+	n, err := dlm.Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close(ctx)
+	if _, err := n.Acquire(ctx, dlm.Region("vol", 0, 100), dlm.EX); err != nil {
+		t.Fatal(err)
+	}
+	out, err := lockctl(t, c.Endpoints, "ls")
+	if err != nil || !strings.Contains(out, "vol@0-100") || !strings.Contains(out, "held") {
+		t.Fatalf("ls: %v\n%s", err, out)
+	}
+	out, err = lockctl(t, c.Endpoints, "ls", "--json", "--volume", "vol", "--range", "50-60")
+	var locks []dlm.LockInfo
+	if err != nil || json.Unmarshal([]byte(out), &locks) != nil || len(locks) != 1 || locks[0].Granted != dlm.EX {
+		t.Fatalf("ls --json: %v\n%s", err, out)
+	}
+	out, err = lockctl(t, c.Endpoints, "ls", "--json", "--volume", "vol", "--range", "100-200")
+	if err != nil || strings.TrimSpace(out) != "[]" {
+		t.Fatalf("ls outside the range: %v\n%s", err, out)
+	}
+	if out, err = lockctl(t, c.Endpoints, "show", "vol@10-20"); err != nil || !strings.Contains(out, "EX") {
+		t.Fatalf("show: %v\n%s", err, out)
+	}
+	if out, err = lockctl(t, c.Endpoints, "graph"); err != nil || !strings.Contains(out, "no waiters") {
+		t.Fatalf("graph: %v\n%s", err, out)
+	}
+	for _, bad := range [][]string{{"show", "vol@9-3"}, {"acquire", "foo", "XX"}, {"ls", "--range", "1-2"}, {"ls", "--volume", "v", "--range", "5"}, {"force-release", "/lc/dlm/req/none/x/1", "--yes"}} {
+		if _, err := lockctl(t, c.Endpoints, bad...); err == nil {
+			t.Errorf("lockctl %v succeeded", bad)
+		}
+	}
+	// A lock whose owner is alive cannot be forced away.
+	id := n.Locks()[0].ID
+	if _, err := lockctl(t, c.Endpoints, "force-release", id, "--yes"); err == nil || !strings.Contains(err.Error(), "live member") {
+		t.Fatalf("force-release of a live owner's lock: %v", err)
+	}
+}
