@@ -46,29 +46,61 @@ func seesWithout(name string, nodes ...*nodetest.Node) func() bool {
 	}
 }
 
+// etcdLeader returns the node whose member leads etcd, as nd sees it.
+func etcdLeader(t *testing.T, c *nodetest.Cluster, nd *nodetest.Node) *nodetest.Node {
+	t.Helper()
+	var leader *nodetest.Node
+	c.WaitFor(10*time.Second, "an etcd leader", func() bool {
+		st, err := nd.Status()
+		if err != nil || st.EtcdLeader == "" {
+			return false
+		}
+		leader = c.Node(st.EtcdLeader)
+		return true
+	})
+	return leader
+}
+
+// TestKilledNodeIsSeenDownAndRejoins kills a node that does not host the
+// etcd leader: its lease simply runs out. (Killing the leader's host is
+// TestLeaderLossKeepsOtherLeases: etcd then extends every lease by one
+// election timeout when the new leader takes over.)
 func TestKilledNodeIsSeenDownAndRejoins(t *testing.T) {
 	skipShort(t)
 	c := nodetest.NewCluster(t, 3, nodetest.Options{})
-	n1, n2, n3 := c.Nodes[0], c.Nodes[1], c.Nodes[2]
-	before, err := n1.Members()
+	leader := etcdLeader(t, c, c.Nodes[0])
+	var victim *nodetest.Node
+	var survivors []*nodetest.Node
+	for _, nd := range c.Nodes {
+		if nd != leader && victim == nil {
+			victim = nd
+		} else {
+			survivors = append(survivors, nd)
+		}
+	}
+	before, err := survivors[0].Members()
 	if err != nil {
 		t.Fatal(err)
 	}
-	n3.Kill()
-	took := c.WaitFor(fastTTL+3*time.Second, "survivors to see node3 down", seesWithout("node3", n1, n2))
-	t.Logf("SIGKILLed node3 seen down by both survivors after %s (lease TTL %s)", took.Round(time.Millisecond), fastTTL)
+	victim.Kill()
+	took := c.WaitFor(fastTTL+3*time.Second, "survivors to see "+victim.Name+" down", seesWithout(victim.Name, survivors...))
+	t.Logf("SIGKILLed %s seen down by both survivors after %s (lease TTL %s)", victim.Name, took.Round(time.Millisecond), fastTTL)
 	if took > fastTTL+time.Second {
-		t.Errorf("node3 seen down after %s, want within TTL + 1s = %s", took, fastTTL+time.Second)
+		t.Errorf("%s seen down after %s, want within TTL + 1s = %s", victim.Name, took, fastTTL+time.Second)
 	}
+	n1, n2, n3 := c.Nodes[0], c.Nodes[1], c.Nodes[2]
+	n3 = victim
 
 	n3.Start()
 	c.WaitMembers(30*time.Second, 3, n1, n2, n3)
-	after, _ := n1.Members()
-	if after["node3"] == before["node3"] {
-		t.Errorf("restarted node3 kept incarnation %s; want a new one", after["node3"])
-	}
-	if after["node1"] != before["node1"] || after["node2"] != before["node2"] {
-		t.Errorf("survivors changed incarnation: before %v after %v", before, after)
+	after, _ := survivors[0].Members()
+	for _, nd := range c.Nodes {
+		if nd == victim && after[nd.Name] == before[nd.Name] {
+			t.Errorf("restarted %s kept incarnation %s; want a new one", nd.Name, after[nd.Name])
+		}
+		if nd != victim && after[nd.Name] != before[nd.Name] {
+			t.Errorf("survivor %s changed incarnation: before %v after %v", nd.Name, before, after)
+		}
 	}
 }
 
@@ -160,15 +192,7 @@ func TestLeaderLossKeepsOtherLeases(t *testing.T) {
 	skipShort(t)
 	c := nodetest.NewCluster(t, 3, nodetest.Options{})
 	for round := 0; round < 2; round++ {
-		var leader *nodetest.Node
-		c.WaitFor(10*time.Second, "an etcd leader", func() bool {
-			st, err := c.Running()[0].Status()
-			if err != nil || st.EtcdLeader == "" {
-				return false
-			}
-			leader = c.Node(st.EtcdLeader)
-			return true
-		})
+		leader := etcdLeader(t, c, c.Running()[0])
 		var others []*nodetest.Node
 		incs := map[string]string{}
 		losses := map[string]int{}
@@ -186,9 +210,13 @@ func TestLeaderLossKeepsOtherLeases(t *testing.T) {
 		leader.Kill()
 		killed := time.Now()
 		newLeader := ""
+		var seenDown time.Duration
 		// Watch the survivors for three lease TTLs: no lost lease, no new
-		// incarnation, and a new etcd leader.
+		// incarnation, a new etcd leader, and the old leader's node down.
 		for time.Since(killed) < 3*fastTTL {
+			if seenDown == 0 && seesWithout(leader.Name, others...)() {
+				seenDown = time.Since(killed)
+			}
 			for _, nd := range others {
 				st, err := nd.Status()
 				if err != nil {
@@ -207,6 +235,12 @@ func TestLeaderLossKeepsOtherLeases(t *testing.T) {
 		}
 		if newLeader == "" {
 			t.Fatalf("round %d: no new etcd leader after %s", round, 3*fastTTL)
+		}
+		// The new leader extends every lease by one election timeout
+		// (500ms) when it takes over, on top of the election itself.
+		t.Logf("round %d: the old leader's node %s seen down after %s", round, leader.Name, seenDown.Round(time.Millisecond))
+		if seenDown == 0 || seenDown > fastTTL+2500*time.Millisecond {
+			t.Errorf("round %d: %s seen down after %s, want within TTL + election + extension + 1s = %s", round, leader.Name, seenDown, fastTTL+2500*time.Millisecond)
 		}
 		leader.Start()
 		c.WaitMembers(30*time.Second, 3, c.Nodes...)
