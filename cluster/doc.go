@@ -1,0 +1,28 @@
+// Package cluster is the node's place in the cluster: its etcd member (or
+// its client of an external etcd), its lease and self-fence deadline, the
+// live member view with node-up/down events, the recovery coordinator
+// election and the admin HTTP API. The node daemon (cmd/shoald) is a thin
+// shell around it.
+//
+// Keys, under Config.Prefix() ("/shoal/<cluster>"):
+//
+//	members/<name>                 MemberInfo of the live incarnation, attached to its lease
+//	coordinator/<lease>            the recovery coordinator election (etcd concurrency.Election)
+//	deaths/<name>/<incarnation>    DeathRecord written by the coordinator
+//
+// Running a node:
+//
+//	cfg, err := cluster.LoadFile("node1.hcl") // or cluster.DefaultConfig()
+//	if err != nil { ... }
+//	if err := cfg.Validate(); err != nil { ... } // names the wrong field
+//	n, err := cluster.Start(ctx, cfg)           // data dir, TLS, etcd member
+//	if err != nil { ... }
+//	defer n.Close()
+//	n.OnDeath = func(ctx context.Context, dead cluster.MemberInfo) error {
+//		return nil // recovery steps run here while this node coordinates
+//	}
+//	err = n.Run(ctx) // registers, keeps the lease, re-registers after a loss
+//
+// A tool that holds locks without running a node registers an incarnation
+// of kind "client" with Register and uses the Session as its dlm.Member.
+package cluster
