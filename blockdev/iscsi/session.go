@@ -324,9 +324,41 @@ func (s *Session) restore(ctx context.Context, c *conn) error {
 			return err
 		}
 		if e := s.statusErr(t); e != nil {
-			s.log.Warn("could not take the reservation again after login", "error", e)
+			return s.takeOverReservation(ctx, c, key, typ, e)
 		}
 	}
+	return nil
+}
+
+// takeOverReservation handles a reservation that the previous login's
+// I_T nexus still holds with this session's own key (tgtd keeps it after
+// the connection drops): a PREEMPT naming our own key moves it to the new
+// nexus and removes the stale registration. A reservation held with any
+// other key is left alone: someone else owns the LUN now.
+func (s *Session) takeOverReservation(ctx context.Context, c *conn, key uint64, typ blockdev.ReservationType, cause error) error {
+	buf := make([]byte, 64)
+	t, err := c.exec(ctx, &cmd{cdb: scsi.PRIn(scsi.PRInReadReservation, uint16(len(buf))), lun: s.cfg.LUN, read: buf})
+	if err != nil {
+		return err
+	}
+	rd, perr := scsi.ParseReadReservation(buf)
+	if e := s.statusErr(t); e != nil || perr != nil || !rd.Held || rd.Key != key {
+		s.log.Warn("could not take the reservation again after login", "error", cause, "holder", fmt.Sprintf("%#x", rd.Key))
+		s.mu.Lock()
+		s.prReserved = false
+		s.mu.Unlock()
+		return nil
+	}
+	cdb, param := scsi.PROut(scsi.PROutPreempt, byte(typ), key, key)
+	t, err = c.exec(ctx, &cmd{cdb: cdb, lun: s.cfg.LUN, write: param})
+	if err != nil {
+		return err
+	}
+	if e := s.statusErr(t); e != nil {
+		s.log.Warn("could not move the reservation from the previous login", "error", e)
+		return nil
+	}
+	s.log.Info("moved the reservation from the previous login to this one", "key", fmt.Sprintf("%#x", key))
 	return nil
 }
 
