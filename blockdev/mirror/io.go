@@ -36,13 +36,19 @@ func (v *Volume) ReadAt(ctx context.Context, p []byte, off int64) error {
 	r0, r1 := v.geo.RegionOf(off), v.geo.RegionOf(off+int64(len(p))-1)
 	start := 0
 	if n > 1 && !v.suspect(r0, r1) {
-		start = int(v.rr.Add(1) % uint64(n))
+		start = v.pickReadLeg(w, off)
 	}
+	v.lastReadEnd.Store(off + int64(len(p)))
 	var bad []int
 	var lastErr error
 	for k := 0; k < n; k++ {
 		i := w.inSync[(start+k)%n]
+		v.readsInFlight[i%MaxLegs].Add(1)
 		err := w.devs[i].ReadAt(ctx, p, v.geo.DataOffset+off)
+		v.readsInFlight[i%MaxLegs].Add(-1)
+		if err == nil {
+			v.lastReadLeg.Store(int64(i))
+		}
 		if err == nil {
 			if len(bad) > 0 {
 				v.repairRead(ctx, w, i, bad, off, len(p))
@@ -57,6 +63,32 @@ func (v *Volume) ReadAt(ctx context.Context, p []byte, off int64) error {
 		lastErr = err
 	}
 	return fmt.Errorf("%w: read at %d: every leg failed: %v", ErrNoInSyncLeg, off, lastErr)
+}
+
+// pickReadLeg chooses where a read goes, as an index into w.inSync: a read
+// continuing the previous one stays on that leg (a stream keeps one disk
+// busy with sequential work), others go to the leg with the fewest reads
+// in flight, taking turns on ties.
+func (v *Volume) pickReadLeg(w *view, off int64) int {
+	n := len(w.inSync)
+	if off == v.lastReadEnd.Load() {
+		last := int(v.lastReadLeg.Load())
+		for k, i := range w.inSync {
+			if i == last {
+				return k
+			}
+		}
+	}
+	turn := int(v.rr.Add(1) % uint64(n))
+	best, bestLoad := turn, int64(-1)
+	for j := 0; j < n; j++ {
+		k := (turn + j) % n
+		load := v.readsInFlight[w.inSync[k]%MaxLegs].Load()
+		if bestLoad < 0 || load < bestLoad {
+			best, bestLoad = k, load
+		}
+	}
+	return best
 }
 
 func (v *Volume) suspect(r0, r1 int64) bool {

@@ -39,9 +39,14 @@ type Volume struct {
 	bmWriteMu sync.Mutex // serialises writes of this slot's bitmap blocks
 	foreign   atomic.Pointer[Bitmap]
 
-	rr       atomic.Uint64
-	lastEnd  atomic.Int64 // end of the last write, to spot streams
-	progress atomic.Pointer[Progress]
+	rr      atomic.Uint64
+	lastEnd atomic.Int64 // end of the last write, to spot streams
+	// Read balancing: where the last read ended and which leg served it,
+	// and reads in flight per leg (by table index).
+	lastReadEnd   atomic.Int64
+	lastReadLeg   atomic.Int64
+	readsInFlight [MaxLegs]atomic.Int64
+	progress      atomic.Pointer[Progress]
 
 	closed atomic.Bool
 	stop   chan struct{}

@@ -28,14 +28,15 @@ func main() {
 	var (
 		out       = flag.String("out", "", "also write the table to this file")
 		dir       = flag.String("dir", "", "directory for the leg files (default: a new temporary directory)")
+		dir2      = flag.String("dir2", "", "put the mirror's second leg here instead (another device, to see legs that do not share a disk)")
 		sizeMB    = flag.Int64("size-mb", 512, "volume size in MiB (each leg is a little larger)")
-		regionMB  = flag.Int64("region-kb", 4096, "mirror region size in KiB")
+		regionKB  = flag.Int64("region-kb", 4096, "mirror region size in KiB")
 		randSecs  = flag.Duration("rand-time", 3*time.Second, "duration of each random test")
 		seqPasses = flag.Int("seq-passes", 1, "passes over the volume per sequential test")
 		keepFiles = flag.Bool("keep", false, "keep the leg files")
 	)
 	flag.Parse()
-	if err := run(*out, *dir, *sizeMB<<20, *regionMB<<10, *randSecs, *seqPasses, *keepFiles); err != nil {
+	if err := run(*out, *dir, *dir2, *sizeMB<<20, *regionKB<<10, *randSecs, *seqPasses, *keepFiles); err != nil {
 		fmt.Fprintln(os.Stderr, "benchvolume:", err)
 		os.Exit(1)
 	}
@@ -47,7 +48,7 @@ type result struct {
 	raw, mirr float64
 }
 
-func run(out, dir string, size, region int64, randTime time.Duration, passes int, keep bool) error {
+func run(out, dir, dir2 string, size, region int64, randTime time.Duration, passes int, keep bool) error {
 	ctx := context.Background()
 	if dir == "" {
 		d, err := os.MkdirTemp("", "benchvolume-")
@@ -59,6 +60,12 @@ func run(out, dir string, size, region int64, randTime time.Duration, passes int
 	if !keep {
 		defer os.RemoveAll(dir)
 	}
+	var cleanups []func()
+	defer func() {
+		for _, f := range cleanups {
+			f()
+		}
+	}()
 	log := hclog.New(&hclog.LoggerOptions{Name: "benchvolume", Level: hclog.Warn, Output: os.Stderr})
 	g, err := mirror.NewGeometry(region, blockdev.FileBlockSize, 8, size/region)
 	if err != nil {
@@ -66,7 +73,14 @@ func run(out, dir string, size, region int64, randTime time.Duration, passes int
 	}
 	legSize := g.LegSize()
 	open := func(name string) (*blockdev.File, error) {
-		return blockdev.OpenFile(filepath.Join(dir, name), blockdev.OpenOptions{Create: true, CreateSize: legSize, Logger: log})
+		where := dir
+		if name == "leg1.img" && dir2 != "" {
+			where = dir2
+			if !keep {
+				cleanups = append(cleanups, func() { os.Remove(filepath.Join(dir2, name)) })
+			}
+		}
+		return blockdev.OpenFile(filepath.Join(where, name), blockdev.OpenOptions{Create: true, CreateSize: legSize, Logger: log})
 	}
 	raw, err := open("raw.img")
 	if err != nil {
