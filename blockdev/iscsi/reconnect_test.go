@@ -1,0 +1,188 @@
+package iscsi_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/shoal-ha/shoal/blockdev"
+	"github.com/shoal-ha/shoal/fixtures/tgtrig"
+)
+
+// cutter hands out connections and can drop the newest one, as a network
+// fault would.
+type cutter struct {
+	mu   sync.Mutex
+	last net.Conn
+}
+
+func (c *cutter) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, network, addr)
+	if err == nil {
+		c.mu.Lock()
+		c.last = nc
+		c.mu.Unlock()
+	}
+	return nc, err
+}
+
+func (c *cutter) cut() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.last != nil {
+		_ = c.last.Close()
+	}
+}
+
+// block is what a 512-byte block of the model may hold: after a write
+// whose outcome is unknown, either the old or the new contents.
+type block struct {
+	maybe [][]byte
+}
+
+// TestCutMidIO drops the TCP connection repeatedly while writers and
+// readers are busy. Every write reported done must be on the LUN; a write
+// reported as unknown may have landed or not; nothing else may fail.
+func TestCutMidIO(t *testing.T) {
+	rig := tgtrig.StartT(t, tgtrig.Config{})
+	tgt := rig.MustAddTarget(t, testIQN+":cut")
+	const size = 16 << 20
+	tgt.MustAddLUN(t, 1, size)
+	cfg := testConfig(t, tgt, 1)
+	cut := &cutter{}
+	cfg.Dial = cut.dial
+	cfg.ReconnectAttempts = 20
+	cfg.ReconnectDelay = 20 * time.Millisecond
+	cfg.MaxTransfer = 128 << 10
+	d := openDevice(t, cfg)
+	ctx := testCtx(t)
+
+	const workers = 8
+	const region = size / workers
+	models := make([][]block, workers)
+	for w := range models {
+		models[w] = make([]block, region/512)
+		for i := range models[w] {
+			models[w][i].maybe = [][]byte{make([]byte, 512)}
+		}
+	}
+	var unknown, done, readsOK int
+	var statMu sync.Mutex
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 99))
+			base := int64(w) * region
+			for i := 0; i < 400; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				blocks := 1 + rng.IntN(512)
+				first := rng.IntN(region/512 - blocks)
+				off := base + int64(first)*512
+				if rng.IntN(3) == 0 {
+					got := make([]byte, blocks*512)
+					if err := d.ReadAt(ctx, got, off); err != nil {
+						errs <- fmt.Errorf("read at %d: %w", off, err)
+						return
+					}
+					if err := check(models[w][first:first+blocks], got); err != nil {
+						errs <- fmt.Errorf("read at %d: %w", off, err)
+						return
+					}
+					statMu.Lock()
+					readsOK++
+					statMu.Unlock()
+					continue
+				}
+				buf := make([]byte, blocks*512)
+				for j := range buf {
+					buf[j] = byte(rng.Uint32())
+				}
+				err := d.WriteAt(ctx, buf, off)
+				switch {
+				case err == nil:
+					for b := 0; b < blocks; b++ {
+						models[w][first+b].maybe = [][]byte{buf[b*512 : (b+1)*512]}
+					}
+					statMu.Lock()
+					done++
+					statMu.Unlock()
+				case errors.Is(err, blockdev.ErrWriteOutcomeUnknown):
+					for b := 0; b < blocks; b++ {
+						m := &models[w][first+b]
+						m.maybe = append(m.maybe, buf[b*512:(b+1)*512])
+					}
+					statMu.Lock()
+					unknown++
+					statMu.Unlock()
+				default:
+					errs <- fmt.Errorf("write at %d: %w", off, err)
+					return
+				}
+			}
+		}(w)
+	}
+	// Cut ten times, at random moments, then let the workers finish.
+	rng := rand.New(rand.NewPCG(5, 5))
+	for i := 0; i < 10; i++ {
+		time.Sleep(time.Duration(30+rng.IntN(120)) * time.Millisecond)
+		cut.cut()
+	}
+	wg.Wait()
+	close(stop)
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if t.Failed() {
+		return
+	}
+	// Final check of every region.
+	for w := 0; w < workers; w++ {
+		got := make([]byte, region)
+		if err := d.ReadAt(ctx, got, int64(w)*region); err != nil {
+			t.Fatal(err)
+		}
+		if err := check(models[w], got); err != nil {
+			t.Fatalf("region %d: %v", w, err)
+		}
+	}
+	st := d.Session().Stats()
+	t.Logf("writes done %d, outcome unknown %d, reads checked %d, logins %d", done, unknown, readsOK, st.Logins)
+	if st.Logins < 5 {
+		t.Fatalf("only %d logins: the cuts did not hit", st.Logins)
+	}
+}
+
+func check(model []block, got []byte) error {
+	for i := range model {
+		b := got[i*512 : (i+1)*512]
+		ok := false
+		for _, m := range model[i].maybe {
+			if bytes.Equal(m, b) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return fmt.Errorf("block %d holds data no write put there (%d candidates)", i, len(model[i].maybe))
+		}
+		// What was read is now known.
+		model[i].maybe = [][]byte{append([]byte(nil), b...)}
+	}
+	return nil
+}
