@@ -2,7 +2,6 @@ package mirror
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/shoal-ha/shoal/blockdev"
@@ -21,15 +20,12 @@ type SlotBitmap struct {
 func (v *Volume) readSlotBitmap(ctx context.Context, w *view, slot int) (SlotBitmap, error) {
 	out := SlotBitmap{Dirty: NewBitmap(v.geo.Regions)}
 	buf := make([]byte, BitmapBlockSize)
-	read := 0
 	for _, i := range w.inSync {
-		legOK := true
 		for b := int64(0); b < v.geo.BitmapBlocksPerSlot; b++ {
 			if err := w.devs[i].ReadAt(ctx, buf, v.geo.BitmapBlockOffset(slot, b)); err != nil {
 				if ctx.Err() != nil {
 					return out, ctx.Err()
 				}
-				legOK = false
 				out.Damaged = append(out.Damaged, fmt.Sprintf("leg %d block %d: %v", i, b, err))
 				MarkBlockRange(out.Dirty, b)
 				continue
@@ -42,12 +38,6 @@ func (v *Volume) readSlotBitmap(ctx context.Context, w *view, slot int) (SlotBit
 			}
 			bb.MergeInto(out.Dirty)
 		}
-		if legOK {
-			read++
-		}
-	}
-	if read == 0 && len(w.inSync) > 0 && len(out.Damaged) > 0 && errors.Is(ctx.Err(), context.Canceled) {
-		return out, ctx.Err()
 	}
 	return out, nil
 }

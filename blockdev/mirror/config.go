@@ -18,7 +18,8 @@ const NoSlot = -1
 // Config says how to open a volume.
 type Config struct {
 	// Legs are the opened leg devices, in any order; each is matched to
-	// the leg table by the leg UUID in its superblock.
+	// the leg table by the leg UUID in its superblock. The volume owns
+	// them from Open on and closes them in Close.
 	Legs []blockdev.Device
 	// Slot is this node's slot (0 to the slot count chosen at format) or
 	// NoSlot. Two live nodes must never share a slot.

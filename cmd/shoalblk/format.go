@@ -7,7 +7,6 @@ import (
 	"os"
 	"strings"
 
-	"github.com/google/uuid"
 	"github.com/spf13/cobra"
 
 	"github.com/shoal-ha/shoal/blockdev"
@@ -108,6 +107,5 @@ data is refused unless --force is given; then its data area is zeroed.`,
 	c.Flags().IntVar(&slots, "slots", 8, "node slots (one write-intent bitmap each)")
 	c.Flags().StringVar(&clusterID, "cluster-id", "shoal", "cluster identity recorded in the superblock")
 	c.Flags().BoolVar(&force, "force", false, "overwrite legs that hold data or another volume")
-	_ = uuid.Nil
 	rootCmd.AddCommand(c)
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -196,5 +195,4 @@ func init() {
 	verify.Flags().IntVar(&slot2, "slot", 0, "slot whose record is checked")
 	verify.Flags().StringVar(&record2, "record", "", "record file written by stress --record")
 	rootCmd.AddCommand(verify)
-	_ = context.Background
 }
