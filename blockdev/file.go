@@ -14,6 +14,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// openDirect opens with O_DIRECT; tests replace it to play a file system
+// that refuses the flag.
+var openDirect = func(path string, flag int) (*os.File, error) {
+	return os.OpenFile(path, flag|unix.O_DIRECT, 0)
+}
+
 // FileBlockSize is the block size a file backend reports for regular files.
 // 4096 satisfies O_DIRECT alignment on every common Linux file system.
 const FileBlockSize = 4096
@@ -83,7 +89,7 @@ func OpenFile(path string, opts OpenOptions) (*File, error) {
 		flag = os.O_RDONLY
 	}
 	direct := true
-	f, err := os.OpenFile(path, flag|unix.O_DIRECT, 0)
+	f, err := openDirect(path, flag)
 	if err != nil && errors.Is(err, unix.EINVAL) {
 		direct = false
 		f, err = os.OpenFile(path, flag, 0)

@@ -71,6 +71,14 @@ func (r *rig) openByAddr(ctx context.Context, addr string) (blockdev.Device, err
 	return nil, fmt.Errorf("no leg at %q", addr)
 }
 
+func (r *rig) asDevices() []blockdev.Device {
+	var ds []blockdev.Device
+	for _, m := range r.legs {
+		ds = append(ds, m)
+	}
+	return ds
+}
+
 // node is one node's view: its own paths to every leg.
 type node struct {
 	vol   *Volume
