@@ -2,11 +2,14 @@ package iscsi_test
 
 import (
 	"bytes"
+	"errors"
 	"math/rand/v2"
 	"os"
 	"testing"
 
+	"github.com/shoal-ha/shoal/blockdev"
 	"github.com/shoal-ha/shoal/fixtures/tgtrig"
+	"github.com/shoal-ha/shoal/internal/testlog"
 )
 
 func TestReadWriteMatchesBackingFile(t *testing.T) {
@@ -46,5 +49,40 @@ func TestReadWriteMatchesBackingFile(t *testing.T) {
 	}
 	if !bytes.Equal(file[:off], make([]byte, off)) {
 		t.Fatal("bytes before the write changed")
+	}
+}
+
+// TestOpenByAddress opens the LUN through blockdev.Open, as the mirror
+// opens its legs.
+func TestOpenByAddress(t *testing.T) {
+	rig := tgtrig.StartT(t, tgtrig.Config{})
+	tgt := rig.MustAddTarget(t, testIQN+":addr")
+	tgt.MustAddLUN(t, 1, 4<<20)
+	ctx := testCtx(t)
+	dev, err := blockdev.Open(ctx, tgt.URL(1), blockdev.OpenOptions{Logger: testlog.New(t, "iscsi")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	if _, ok := dev.(blockdev.Reservations); !ok {
+		t.Fatal("iSCSI device lacks the reservations ability")
+	}
+	if dev.Size() != 4<<20 {
+		t.Fatalf("size %d", dev.Size())
+	}
+	if err := dev.WriteAt(ctx, make([]byte, 100), 0); !errors.Is(err, blockdev.ErrUnaligned) {
+		t.Fatalf("unaligned write: %v", err)
+	}
+	if err := dev.ReadAt(ctx, make([]byte, 512), 4<<20); !errors.Is(err, blockdev.ErrOutOfRange) {
+		t.Fatalf("read past the end: %v", err)
+	}
+	if _, err := blockdev.Open(ctx, "iscsi://"+rig.Portal+"/"+tgt.Name+"/0", blockdev.OpenOptions{}); !errors.Is(err, blockdev.ErrNotSupported) {
+		t.Fatalf("opening the controller LUN as a disk: %v", err)
+	}
+	if err := dev.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	if err := dev.ReadAt(ctx, make([]byte, 512), 0); !errors.Is(err, blockdev.ErrClosed) {
+		t.Fatalf("read after close: %v", err)
 	}
 }
