@@ -133,6 +133,11 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		n.wg.Wait()
 		return nil, fmt.Errorf("dlm: catching up with the lock table: %w", err)
 	}
+	if err := n.Err(); err != nil {
+		n.cancel()
+		n.wg.Wait()
+		return nil, fmt.Errorf("dlm: fenced while joining: %w", err)
+	}
 	n.log.Info("joined lock manager", "node", n.me.Node, "incarnation", n.me.Incarnation, "revision", target)
 	return n, nil
 }
