@@ -1,0 +1,122 @@
+package iscsi_test
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/shoal-ha/shoal/blockdev"
+	"github.com/shoal-ha/shoal/fixtures/netns"
+	"github.com/shoal-ha/shoal/fixtures/tgtrig"
+)
+
+// TestLinkCutInNamespaces runs the target in one namespace and the
+// initiator's connection from another, cuts the initiator's link for two
+// seconds mid-I/O and heals it. The keepalive notices the dead link, the
+// session logs in again after the heal, and no write is reported wrongly.
+func TestLinkCutInNamespaces(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipping the link-cut test in -short mode")
+	}
+	net := netns.NewT(t, netns.Config{})
+	tgtHost := net.MustAddHost(t, "target")
+	node := net.MustAddHost(t, "node1")
+	rig := tgtrig.StartT(t, tgtrig.Config{Address: tgtHost.Addr.String(), Port: 3260, Wrap: tgtHost.Wrap()})
+	tgt := rig.MustAddTarget(t, testIQN+":netns")
+	const size = 8 << 20
+	tgt.MustAddLUN(t, 1, size)
+
+	cfg := testConfig(t, tgt, 1)
+	cfg.Dial = node.Dial
+	cfg.NopInterval, cfg.NopTimeout = 300*time.Millisecond, 800*time.Millisecond
+	cfg.CommandTimeout, cfg.AbortTimeout = 3*time.Second, time.Second
+	cfg.DialTimeout = time.Second
+	cfg.ReconnectAttempts, cfg.ReconnectDelay, cfg.ReconnectMaxDelay = 40, 100*time.Millisecond, 500*time.Millisecond
+	d := openDevice(t, cfg)
+	ctx := testCtx(t)
+
+	const workers = 4
+	const region = size / workers
+	models := make([][]block, workers)
+	for w := range models {
+		models[w] = make([]block, region/512)
+		for i := range models[w] {
+			models[w][i].maybe = [][]byte{make([]byte, 512)}
+		}
+	}
+	var mu sync.Mutex
+	var done, unknown int
+	stopAt := time.Now().Add(6 * time.Second)
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 3))
+			for i := 0; i < 5000 && time.Now().Before(stopAt); i++ {
+				blocks := 1 + rng.IntN(256)
+				first := rng.IntN(region/512 - blocks)
+				off := int64(w)*region + int64(first)*512
+				buf := make([]byte, blocks*512)
+				for j := range buf {
+					buf[j] = byte(rng.Uint32())
+				}
+				err := d.WriteAt(ctx, buf, off)
+				switch {
+				case err == nil:
+					for b := 0; b < blocks; b++ {
+						models[w][first+b].maybe = [][]byte{buf[b*512 : (b+1)*512]}
+					}
+					mu.Lock()
+					done++
+					mu.Unlock()
+				case errors.Is(err, blockdev.ErrWriteOutcomeUnknown):
+					for b := 0; b < blocks; b++ {
+						m := &models[w][first+b]
+						m.maybe = append(m.maybe, buf[b*512:(b+1)*512])
+					}
+					mu.Lock()
+					unknown++
+					mu.Unlock()
+				default:
+					errs <- fmt.Errorf("write at %d: %w", off, err)
+					return
+				}
+			}
+		}(w)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if err := net.Cut("node1"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second)
+	if err := net.Heal("node1"); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if t.Failed() {
+		return
+	}
+	for w := 0; w < workers; w++ {
+		got := make([]byte, region)
+		if err := d.ReadAt(ctx, got, int64(w)*region); err != nil {
+			t.Fatal(err)
+		}
+		if err := check(models[w], got); err != nil {
+			t.Fatalf("region %d: %v", w, err)
+		}
+	}
+	st := d.Session().Stats()
+	t.Logf("writes done %d, outcome unknown %d, logins %d", done, unknown, st.Logins)
+	if st.Logins < 2 {
+		t.Fatal("the cut did not force a new login")
+	}
+}
