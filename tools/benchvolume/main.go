@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -31,24 +32,57 @@ func main() {
 		dir2      = flag.String("dir2", "", "put the mirror's second leg here instead (another device, to see legs that do not share a disk)")
 		sizeMB    = flag.Int64("size-mb", 512, "volume size in MiB (each leg is a little larger)")
 		regionKB  = flag.Int64("region-kb", 4096, "mirror region size in KiB")
-		randSecs  = flag.Duration("rand-time", 3*time.Second, "duration of each random test")
+		randSecs  = flag.Duration("rand-time", 2*time.Second, "duration of each random test")
 		seqPasses = flag.Int("seq-passes", 1, "passes over the volume per sequential test")
 		keepFiles = flag.Bool("keep", false, "keep the leg files")
+		runs      = flag.Int("runs", 3, "runs of each test; the median is reported")
 	)
 	flag.Parse()
-	if err := run(*out, *dir, *dir2, *sizeMB<<20, *regionKB<<10, *randSecs, *seqPasses, *keepFiles); err != nil {
+	if err := run(*out, *dir, *dir2, *sizeMB<<20, *regionKB<<10, *randSecs, *seqPasses, *runs, *keepFiles); err != nil {
 		fmt.Fprintln(os.Stderr, "benchvolume:", err)
 		os.Exit(1)
 	}
 }
 
 type result struct {
-	name      string
-	unit      string
-	raw, mirr float64
+	name            string
+	unit            string
+	raw, mirr, pair float64 // pair: two raw files written in parallel (writes only)
 }
 
-func run(out, dir, dir2 string, size, region int64, randTime time.Duration, passes int, keep bool) error {
+// rawPair writes every block to two raw files at once with no mirror
+// logic: the floor cost of keeping two copies on this storage.
+type rawPair struct{ a, b blockdev.Device }
+
+func (p rawPair) ReadAt(ctx context.Context, b []byte, off int64) error {
+	return p.a.ReadAt(ctx, b, off)
+}
+
+func (p rawPair) WriteAt(ctx context.Context, b []byte, off int64) error {
+	errb := make(chan error, 1)
+	go func() { errb <- p.b.WriteAt(ctx, b, off) }()
+	err := p.a.WriteAt(ctx, b, off)
+	if e := <-errb; err == nil {
+		err = e
+	}
+	return err
+}
+
+func (p rawPair) Flush(ctx context.Context) error {
+	if err := p.a.Flush(ctx); err != nil {
+		return err
+	}
+	return p.b.Flush(ctx)
+}
+
+func (p rawPair) Size() int64    { return p.a.Size() }
+func (p rawPair) BlockSize() int { return p.a.BlockSize() }
+func (p rawPair) Close() error   { return nil }
+
+func run(out, dir, dir2 string, size, region int64, randTime time.Duration, passes, runs int, keep bool) error {
+	if runs < 1 {
+		return fmt.Errorf("-runs must be at least 1")
+	}
 	ctx := context.Background()
 	if dir == "" {
 		d, err := os.MkdirTemp("", "benchvolume-")
@@ -87,6 +121,12 @@ func run(out, dir, dir2 string, size, region int64, randTime time.Duration, pass
 		return err
 	}
 	defer raw.Close()
+	raw2, err := open("raw2.img")
+	if err != nil {
+		return err
+	}
+	defer raw2.Close()
+	pair := rawPair{raw, raw2}
 	l0, err := open("leg0.img")
 	if err != nil {
 		return err
@@ -108,17 +148,30 @@ func run(out, dir, dir2 string, size, region int64, randTime time.Duration, pass
 	// The raw leg is used over the same span as the volume's data.
 	span := vol.Size()
 	var res []result
+	// Each test runs raw, mirror (and raw pair for writes) in turn, runs
+	// times, and keeps the median of each: the storage is shared and noisy.
 	add := func(name, unit string, f func(d blockdev.Device) (float64, error)) error {
 		fmt.Fprintf(os.Stderr, "%s ...\n", name)
-		r, err := f(raw)
-		if err != nil {
-			return fmt.Errorf("%s raw: %w", name, err)
+		var rs, ms, ps []float64
+		for i := 0; i < runs; i++ {
+			r, err := f(raw)
+			if err != nil {
+				return fmt.Errorf("%s raw: %w", name, err)
+			}
+			m, err := f(vol)
+			if err != nil {
+				return fmt.Errorf("%s mirror: %w", name, err)
+			}
+			rs, ms = append(rs, r), append(ms, m)
+			if strings.Contains(name, "write") {
+				pr, err := f(pair)
+				if err != nil {
+					return fmt.Errorf("%s raw pair: %w", name, err)
+				}
+				ps = append(ps, pr)
+			}
 		}
-		m, err := f(vol)
-		if err != nil {
-			return fmt.Errorf("%s mirror: %w", name, err)
-		}
-		res = append(res, result{name, unit, r, m})
+		res = append(res, result{name, unit, median(rs), median(ms), median(ps)})
 		return nil
 	}
 	for _, qd := range []int{1, 32} {
@@ -147,11 +200,17 @@ func run(out, dir, dir2 string, size, region int64, randTime time.Duration, pass
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "Volume I/O: 2-leg mirror vs one raw leg (same kind of file, O_DIRECT=%v)\n", raw.Direct())
-	fmt.Fprintf(&b, "volume %d MiB, region %d KiB, %s, GOMAXPROCS %d, %s\n", span>>20, region>>10, time.Now().UTC().Format(time.RFC3339), runtime.GOMAXPROCS(0), dir)
-	fmt.Fprintf(&b, "%-22s %12s %12s %8s\n", "test", "raw leg", "mirror", "ratio")
+	fmt.Fprintf(&b, "volume %d MiB, region %d KiB, median of %d runs, %s, GOMAXPROCS %d, %s\n", span>>20, region>>10, runs, time.Now().UTC().Format(time.RFC3339), runtime.GOMAXPROCS(0), dir)
+	fmt.Fprintf(&b, "%-22s %10s %10s %7s %12s %9s\n", "test", "raw leg", "mirror", "ratio", "2 raw files", "vs 2 raw")
 	for _, r := range res {
-		fmt.Fprintf(&b, "%-22s %12.1f %12.1f %7.2fx  %s\n", r.name, r.raw, r.mirr, r.mirr/r.raw, r.unit)
+		pair, vsPair := "-", "-"
+		if r.pair > 0 {
+			pair, vsPair = fmt.Sprintf("%.1f", r.pair), fmt.Sprintf("%.2fx", r.mirr/r.pair)
+		}
+		fmt.Fprintf(&b, "%-22s %10.1f %10.1f %6.2fx %12s %9s  %s\n", r.name, r.raw, r.mirr, r.mirr/r.raw, pair, vsPair, r.unit)
 	}
+	fmt.Fprintf(&b, "ratio = mirror / raw leg. \"2 raw files\" writes each request to two raw files at once with no\n"+
+		"mirror logic: what keeping two copies costs on this storage when both legs share one device.\n")
 	var w io.Writer = os.Stdout
 	fmt.Fprint(w, b.String())
 	if out != "" {
@@ -161,6 +220,15 @@ func run(out, dir, dir2 string, size, region int64, randTime time.Duration, pass
 		return os.WriteFile(out, []byte(b.String()), 0o644)
 	}
 	return nil
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	return s[len(s)/2]
 }
 
 // seq moves span bytes in 1 MiB requests, qd at a time, and flushes at the
