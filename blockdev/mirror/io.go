@@ -24,7 +24,7 @@ func (v *Volume) ReadAt(ctx context.Context, p []byte, off int64) error {
 	if err := v.enter(); err != nil {
 		return err
 	}
-	defer v.ioWG.Done()
+	defer v.exit()
 	if err := blockdev.CheckRange(v, len(p), off); err != nil {
 		return err
 	}
@@ -142,7 +142,7 @@ func (v *Volume) WriteAt(ctx context.Context, p []byte, off int64) error {
 	if err := v.enter(); err != nil {
 		return err
 	}
-	defer v.ioWG.Done()
+	defer v.exit()
 	if v.cfg.Slot == NoSlot {
 		return ErrNoSlot
 	}
@@ -238,7 +238,7 @@ func (v *Volume) Flush(ctx context.Context) error {
 	if err := v.enter(); err != nil {
 		return err
 	}
-	defer v.ioWG.Done()
+	defer v.exit()
 	w := v.view.Load()
 	errs := parallel(w.writable, func(i int) error { return w.devs[i].Flush(ctx) })
 	return v.settle(ctx, w, w.writable, errs, "flush")

@@ -107,6 +107,10 @@ func (v *Volume) Recover(ctx context.Context, slot int) (RecoverReport, error) {
 	if slot < 0 || slot >= v.geo.Slots {
 		return rep, fmt.Errorf("mirror: recover: slot %d out of range (volume has %d)", slot, v.geo.Slots)
 	}
+	if slot == v.cfg.Slot && v.opened.Load() {
+		// Its marks cover this node's own writes in flight.
+		return rep, fmt.Errorf("mirror: recover: slot %d is this volume's own live slot", slot)
+	}
 	start := v.now()
 	w := v.view.Load()
 	sbm, err := v.readSlotBitmap(ctx, w, slot)

@@ -49,9 +49,10 @@ type Volume struct {
 	progress      atomic.Pointer[Progress]
 
 	closed atomic.Bool
+	opened atomic.Bool // Open finished: the own slot is live
 	stop   chan struct{}
 	bgDone chan struct{}
-	ioWG   sync.WaitGroup
+	ioMu   sync.RWMutex // held shared by every I/O call, exclusively by Close
 }
 
 // view is an immutable snapshot of the leg table and the devices; I/O takes
@@ -236,6 +237,7 @@ func Open(ctx context.Context, cfg Config) (*Volume, error) {
 			return nil, fmt.Errorf("mirror: recover own slot %d: %w", cfg.Slot, err)
 		}
 	}
+	v.opened.Store(true)
 	go v.background()
 	return v, nil
 }
@@ -468,7 +470,8 @@ func (v *Volume) Close() error {
 	}
 	close(v.stop)
 	<-v.bgDone
-	v.ioWG.Wait()
+	v.ioMu.Lock() // waits for I/O in flight; later calls see closed
+	defer v.ioMu.Unlock()
 	ctx := context.Background()
 	var err error
 	if v.cfg.Slot != NoSlot {
@@ -489,14 +492,17 @@ func (v *Volume) Close() error {
 	return err
 }
 
+// enter admits an I/O call; exit must follow unless it returns an error.
 func (v *Volume) enter() error {
-	v.ioWG.Add(1)
+	v.ioMu.RLock()
 	if v.closed.Load() {
-		v.ioWG.Done()
+		v.ioMu.RUnlock()
 		return ErrClosed
 	}
 	return nil
 }
+
+func (v *Volume) exit() { v.ioMu.RUnlock() }
 
 func (v *Volume) now() time.Time { return v.clk.Now() }
 
