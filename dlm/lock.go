@@ -147,6 +147,8 @@ func (l *Lock) Convert(ctx context.Context, mode Mode, opts ...Option) error {
 	for i < len(nl.waiters) && nl.waiters[i].conv != nil {
 		i++
 	}
+	n.waiterSeq++
+	w.seq = n.waiterSeq
 	nl.waiters = append(nl.waiters[:i], append([]*waiter{w}, nl.waiters[i:]...)...)
 	n.drive(nl)
 	n.mu.Unlock()
@@ -193,6 +195,8 @@ func (n *Node) Acquire(ctx context.Context, res Resource, mode Mode, opts ...Opt
 		n.mu.Unlock()
 		return nil, ErrWouldBlock
 	}
+	n.waiterSeq++
+	w.seq = n.waiterSeq
 	nl.waiters = append(nl.waiters, w)
 	n.drive(nl)
 	n.mu.Unlock()
@@ -258,7 +262,7 @@ func (n *Node) finish(w *waiter, l *Lock, err error) {
 
 // admissible reports whether local waiter w can be let in now.
 func (n *Node) admissible(nl *nodeLock, w *waiter) bool {
-	if !nl.held || nl.releasing || nl.draining || (nl.blocked && w.conv == nil) || !Covers(nl.granted, w.mode) {
+	if !nl.held || nl.releasing || nl.draining || (nl.blocked && w.conv == nil && !n.before(nl, w)) || !Covers(nl.granted, w.mode) {
 		return false
 	}
 	for u, m := range nl.users {
@@ -267,6 +271,13 @@ func (n *Node) admissible(nl *nodeLock, w *waiter) bool {
 		}
 	}
 	return true
+}
+
+// before reports whether w queued locally before nl's blocking callback
+// came: the grant was asked for it, so it gets in before the lock is
+// handed on (FIFO across nodes).
+func (n *Node) before(nl *nodeLock, w *waiter) bool {
+	return w.seq != 0 && w.seq <= nl.blockedAt
 }
 
 // admissibleBlocked is admissible for the waiters a fresh grant was asked
@@ -352,7 +363,12 @@ func (n *Node) drive(nl *nodeLock) {
 		// Nobody wants it any more (cancelled or refused): withdraw.
 		n.startRelease(nl)
 	case nl.key != "" && nl.held && nl.blocked && nl.want == nl.granted:
-		// Blocking callback: give way once local holders allow.
+		// Blocking callback: give way once local holders allow, but first
+		// serve the local waiters that queued before it and that the grant
+		// covers (they wait only for other local holders).
+		if head != nil && n.before(nl, head) && Covers(nl.granted, head.mode) {
+			break
+		}
 		if !used {
 			n.startRelease(nl)
 		} else if Compatible(need, nl.blockMode) && need != nl.granted {

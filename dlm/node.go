@@ -30,8 +30,9 @@ type Node struct {
 	revCond  *sync.Cond
 	locks    map[string]*nodeLock // by lock name
 	byKey    map[string]*nodeLock // by request key
-	seq      uint64
-	fenced   error
+	seq       uint64
+	waiterSeq uint64
+	fenced    error
 	fencedAt time.Time
 	lost     chan struct{}
 	audit    Audit
@@ -66,6 +67,7 @@ type nodeLock struct {
 	fresh     bool // just granted: the waiters that asked get in even if a callback came with the grant
 	blocked   bool
 	blockMode Mode
+	blockedAt uint64 // local waiters queued before this still get the grant
 	idleSince time.Time
 
 	users   map[*Lock]Mode
@@ -73,6 +75,7 @@ type nodeLock struct {
 }
 
 type waiter struct {
+	seq    uint64 // local arrival order
 	mode   Mode
 	try    bool
 	conv   *Lock // set when an existing holder converts
@@ -261,6 +264,9 @@ func (n *Node) route(ds []Decision, dirty map[*nodeLock]bool) {
 			}
 			n.log.Trace("granted", "resource", nl.res, "mode", d.Mode, "token", d.Token)
 		case Blocking:
+			if !nl.blocked {
+				nl.blockedAt = n.waiterSeq
+			}
 			nl.blocked, nl.blockMode = true, d.Mode
 			n.log.Trace("blocking callback", "resource", nl.res, "held", nl.granted, "wanted", d.Mode)
 		case Refused:
