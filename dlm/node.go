@@ -24,19 +24,19 @@ type Node struct {
 	log  hclog.Logger
 	me   Owner
 
-	mu       sync.Mutex
-	rep      *Replica
-	rev      int64 // last revision the replica has seen
-	revCond  *sync.Cond
-	locks    map[string]*nodeLock // by lock name
-	byKey    map[string]*nodeLock // by request key
+	mu        sync.Mutex
+	rep       *Replica
+	rev       int64 // last revision the replica has seen
+	revCond   *sync.Cond
+	locks     map[string]*nodeLock // by lock name
+	byKey     map[string]*nodeLock // by request key
 	seq       uint64
 	waiterSeq uint64
 	fenced    error
-	fencedAt time.Time
-	lost     chan struct{}
-	audit    Audit
-	watchers []chan Decision
+	fencedAt  time.Time
+	lost      chan struct{}
+	audit     Audit
+	watchers  []chan Decision
 
 	ctx    context.Context
 	cancel context.CancelFunc
