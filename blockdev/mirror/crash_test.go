@@ -3,6 +3,7 @@ package mirror
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -111,12 +112,19 @@ func (r *rig) openMortal(t testing.TB, slot int, budget int64) (*mortalNode, err
 // recovers the dead slot while writes go on, and the slot is reopened.
 // Afterwards every leg holds the same data and every acknowledged write is
 // there.
+// soak runs the randomized crash test for longer: go test -run
+// CrashRandomized ./blockdev/mirror -mirror.soak=10m
+var soak = flag.Duration("mirror.soak", 0, "run TestCrashRandomized for this long instead of a few rounds")
+
 func TestCrashRandomized(t *testing.T) {
 	rounds := 16
 	if testing.Short() {
 		rounds = 2
 	}
 	deadline := time.Now().Add(20 * time.Second)
+	if *soak > 0 {
+		rounds, deadline = 1<<30, time.Now().Add(*soak)
+	}
 	for round := 0; round < rounds && time.Now().Before(deadline); round++ {
 		seed := seedFor(t) + uint64(round)
 		t.Run(fmt.Sprint("seed=", seed), func(t *testing.T) { crashRound(t, seed) })

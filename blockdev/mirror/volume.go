@@ -310,6 +310,17 @@ func (v *Volume) Size() int64 { return v.geo.VolumeSize() }
 // BlockSize is the volume's block size.
 func (v *Volume) BlockSize() int { return v.geo.BlockSize }
 
+// LegDevices returns the devices of the legs that are not failed, by leg
+// index; fencing uses them for persistent reservations on every leg.
+func (v *Volume) LegDevices() map[int]blockdev.Device {
+	w := v.view.Load()
+	out := map[int]blockdev.Device{}
+	for _, i := range w.writable {
+		out[i] = w.devs[i]
+	}
+	return out
+}
+
 // Table is the current leg table.
 func (v *Volume) Table() LegTable { return v.view.Load().table.Clone() }
 
