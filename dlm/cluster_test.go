@@ -23,7 +23,7 @@ type testNode struct {
 
 // startTestNode joins a node named name through member i of c, with a
 // client of its own whose requests are counted.
-func startTestNode(t *testing.T, c *etcdtest.Cluster, i int, name string) *testNode {
+func startTestNode(t testing.TB, c *etcdtest.Cluster, i int, name string) *testNode {
 	t.Helper()
 	calls := &atomic.Int64{}
 	count := grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {

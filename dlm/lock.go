@@ -113,7 +113,8 @@ func (l *Lock) Release() error {
 	nl := l.nl
 	delete(nl.users, l)
 	if len(nl.users) == 0 {
-		nl.idleSince = n.cfg.Clock.Now()
+		n.idleTick++
+		nl.idleSince = n.idleTick
 		if !n.cfg.CacheLocks || nl.recovery {
 			// Not cached: the grant is spent even if a write is still in
 			// flight; the release follows as soon as it is done.
@@ -166,13 +167,22 @@ func (n *Node) Acquire(ctx context.Context, res Resource, mode Mode, opts ...Opt
 	if !mode.Valid() {
 		return nil, fmt.Errorf("%w: %d", ErrBadMode, mode)
 	}
-	w := &waiter{mode: mode, ch: make(chan *Lock, 1)}
-	probe := &nodeLock{}
-	for _, o := range opts {
-		o(w, probe)
+	// The fast path below allocates nothing but the Lock: options are
+	// applied to a separate waiter only when there are any.
+	fw := waiter{mode: mode}
+	var w *waiter
+	recovery := false
+	if len(opts) > 0 {
+		w = &waiter{mode: mode}
+		var probe nodeLock
+		for _, o := range opts {
+			o(w, &probe)
+		}
+		recovery = probe.recovery
+		fw.try = w.try
 	}
 	name := res.String()
-	if probe.recovery {
+	if recovery {
 		name = "recovery:" + name
 	}
 	n.mu.Lock()
@@ -182,14 +192,17 @@ func (n *Node) Acquire(ctx context.Context, res Resource, mode Mode, opts ...Opt
 	}
 	nl := n.locks[name]
 	if nl == nil {
-		nl = &nodeLock{name: name, res: res, recovery: probe.recovery, users: map[*Lock]Mode{}}
+		nl = &nodeLock{name: name, res: res, recovery: recovery, users: map[*Lock]Mode{}}
 		n.locks[name] = nl
 	}
 	// Fast path: a cached grant that covers the mode.
-	if len(nl.waiters) == 0 && n.admissible(nl, w) {
-		l := n.grantLocal(nl, w)
+	if len(nl.waiters) == 0 && n.admissible(nl, &fw) {
+		l := n.grantLocal(nl, &fw)
 		n.mu.Unlock()
 		return l, nil
+	}
+	if w == nil {
+		w = &waiter{mode: mode}
 	}
 	if w.try && (len(nl.waiters) > 0 || nl.blocked || (nl.held && Covers(nl.granted, mode)) || nl.busy) {
 		n.mu.Unlock()
@@ -197,6 +210,7 @@ func (n *Node) Acquire(ctx context.Context, res Resource, mode Mode, opts ...Opt
 	}
 	n.waiterSeq++
 	w.seq = n.waiterSeq
+	w.ch = make(chan *Lock, 1)
 	nl.waiters = append(nl.waiters, w)
 	n.drive(nl)
 	n.mu.Unlock()
@@ -257,7 +271,9 @@ func (n *Node) finish(w *waiter, l *Lock, err error) {
 		return
 	}
 	w.done, w.err = true, err
-	w.ch <- l
+	if w.ch != nil { // nil on the fast path, where nobody waits
+		w.ch <- l
+	}
 }
 
 // admissible reports whether local waiter w can be let in now.
@@ -402,7 +418,7 @@ func (n *Node) evict() {
 	var oldest *nodeLock
 	for _, nl := range n.locks {
 		if nl.key != "" && nl.held && !nl.busy && len(nl.users) == 0 && len(nl.waiters) == 0 &&
-			(oldest == nil || nl.idleSince.Before(oldest.idleSince)) {
+			(oldest == nil || nl.idleSince < oldest.idleSince) {
 			oldest = nl
 		}
 	}

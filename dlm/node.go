@@ -32,6 +32,7 @@ type Node struct {
 	byKey     map[string]*nodeLock // by request key
 	seq       uint64
 	waiterSeq uint64
+	idleTick  uint64
 	fenced    error
 	fencedAt  time.Time
 	lost      chan struct{}
@@ -68,7 +69,7 @@ type nodeLock struct {
 	blocked   bool
 	blockMode Mode
 	blockedAt uint64 // local waiters queued before this still get the grant
-	idleSince time.Time
+	idleSince uint64 // Node.idleTick when the last local user left
 
 	users   map[*Lock]Mode
 	waiters []*waiter
