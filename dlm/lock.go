@@ -220,9 +220,9 @@ func (n *Node) Acquire(ctx context.Context, res Resource, mode Mode, opts ...Opt
 func (n *Node) await(ctx context.Context, nl *nodeLock, w *waiter) (*Lock, error) {
 	var tick <-chan time.Time
 	if w.failOn {
-		t := time.NewTicker(n.cfg.DeadlockGrace / 4)
+		t := n.cfg.Clock.NewTicker(n.cfg.DeadlockGrace / 4)
 		defer t.Stop()
-		tick = t.C
+		tick = t.C()
 	}
 wait:
 	for {
@@ -551,7 +551,7 @@ func (n *Node) checkDeadlock(nl *nodeLock, w *waiter) bool {
 			}
 		}
 	}
-	now := time.Now()
+	now := n.cfg.Clock.Now()
 	if !inCycle {
 		w.cycle = time.Time{}
 		return false

@@ -1,0 +1,131 @@
+package dlm
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/shoal-ha/shoal/internal/etcdtest"
+)
+
+func TestConvertAndDeadlock(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a three-member etcd cluster")
+	}
+	c := etcdtest.NewCluster(t, 3)
+	a := startTestNode(t, c, 0, "a")
+	b := startTestNode(t, c, 1, "b")
+	for _, x := range []*testNode{a, b} {
+		x.n.mu.Lock()
+		x.n.cfg.DeadlockGrace = 500 * time.Millisecond
+		x.n.mu.Unlock()
+	}
+
+	t.Run("UpAndDownConversion", func(t *testing.T) {
+		la, err := a.n.Acquire(ctxT(t, 5*time.Second), Named("conv"), PR)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lb, err := b.n.Acquire(ctxT(t, 5*time.Second), Named("conv"), PR)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// a's up-conversion waits for b's reader and keeps PR meanwhile.
+		done := make(chan error, 1)
+		go func() { done <- la.Convert(ctxT(t, 10*time.Second), EX) }()
+		eventually(t, 5*time.Second, "a's conversion to queue", func() bool {
+			for _, l := range b.n.Locks() {
+				if l.Owner == a.n.Owner() && l.Held && l.Want == EX && l.Granted == PR {
+					return true
+				}
+			}
+			return false
+		})
+		if la.Mode() != PR {
+			t.Fatalf("mode during conversion %s", la.Mode())
+		}
+		before := la.Token()
+		if err := lb.Release(); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if la.Mode() != EX || la.Token() <= before {
+			t.Fatalf("after conversion: mode %s token %s (was %s)", la.Mode(), la.Token(), before)
+		}
+		if err := la.SetLVB([]byte("v2")); err != nil {
+			t.Fatal(err)
+		}
+		// Down-conversion is local and immediate.
+		if err := la.Convert(ctxT(t, 5*time.Second), CR); err != nil {
+			t.Fatal(err)
+		}
+		if err := la.SetLVB([]byte("x")); !errors.Is(err, ErrBadMode) {
+			t.Fatalf("value block under CR: %v", err)
+		}
+		la.Release()
+		lb2, err := b.n.Acquire(ctxT(t, 5*time.Second), Named("conv"), PW)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v, ok := lb2.LVB(); !ok || string(v[:2]) != "v2" {
+			t.Fatalf("b reads %q valid=%v", v, ok)
+		}
+		lb2.Release()
+		if err := lb2.Release(); !errors.Is(err, ErrNotOwner) {
+			t.Fatalf("double release: %v", err)
+		}
+		checkAll(t, a, b)
+	})
+
+	t.Run("DeadlockReported", func(t *testing.T) {
+		lx, err := a.n.Acquire(ctxT(t, 5*time.Second), Named("x"), EX)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ly, err := b.n.Acquire(ctxT(t, 5*time.Second), Named("y"), EX)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// a waits for y (asking for deadlock errors); b waits for x.
+		aerr := make(chan error, 1)
+		go func() {
+			_, err := a.n.Acquire(ctxT(t, 20*time.Second), Named("y"), EX, FailOnDeadlock())
+			aerr <- err
+		}()
+		bctx, bcancel := context.WithCancel(context.Background())
+		defer bcancel()
+		berr := make(chan error, 1)
+		go func() {
+			l, err := b.n.Acquire(bctx, Named("x"), EX)
+			if err == nil {
+				l.Release()
+			}
+			berr <- err
+		}()
+		eventually(t, 5*time.Second, "a cycle in the wait-for graph", func() bool { return len(OwnerCycles(a.n.WaitFor())) > 0 })
+		select {
+		case err := <-aerr:
+			if !errors.Is(err, ErrDeadlock) {
+				t.Fatalf("a: %v, want ErrDeadlock", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("deadlock not reported")
+		}
+		// a breaks the cycle by giving up x; b proceeds.
+		lx.Release()
+		select {
+		case err := <-berr:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("b still waits after a gave up")
+		}
+		ly.Release()
+		eventually(t, 5*time.Second, "the graph to clear", func() bool { return len(a.n.WaitFor()) == 0 })
+		checkAll(t, a, b)
+	})
+}
