@@ -1,0 +1,206 @@
+package recovery
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/shoal-ha/shoal/fencing"
+	"github.com/shoal-ha/shoal/internal/clock"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+)
+
+// CoordinatorConfig configures a Coordinator.
+type CoordinatorConfig struct {
+	// Client reaches the cluster's etcd. Required.
+	Client *clientv3.Client
+	// Session carries this node's leadership: when its lease is lost, the
+	// coordinator is deposed. Normally the node's own membership session.
+	// Required.
+	Session *concurrency.Session
+	// Prefix is the cluster's etcd key prefix, for example "/shoal".
+	Prefix string
+	// Engine configures the recovery engine; its Store is set by the
+	// coordinator and must be left nil.
+	Engine Config
+	// Rescan is how often the elected coordinator re-reads the records,
+	// besides watching them. Default 2s.
+	Rescan time.Duration
+}
+
+// Validate says which field is wrong.
+func (c CoordinatorConfig) Validate() error {
+	switch {
+	case c.Client == nil:
+		return fmt.Errorf("recovery: CoordinatorConfig.Client is nil")
+	case c.Session == nil:
+		return fmt.Errorf("recovery: CoordinatorConfig.Session is nil")
+	case c.Engine.Store != nil:
+		return fmt.Errorf("recovery: CoordinatorConfig.Engine.Store must be nil; the coordinator uses etcd")
+	case c.Rescan < 0:
+		return fmt.Errorf("recovery: CoordinatorConfig.Rescan %v is negative", c.Rescan)
+	}
+	eng := c.Engine
+	eng.Store = &EtcdStore{}
+	if err := eng.Validate(); err != nil {
+		return fmt.Errorf("recovery: CoordinatorConfig.Engine: %w", err)
+	}
+	return nil
+}
+
+// Coordinator is the etcd shell around Engine. Every node runs one: it
+// campaigns for the coordinator election and, while elected, runs every
+// unfinished recovery recorded in etcd, several at once, picking up new
+// requests through a watch. Any node may Request a recovery.
+type Coordinator struct {
+	cfg     CoordinatorConfig
+	store   *EtcdStore
+	clk     clock.Clock
+	log     hclog.Logger
+	leading atomic.Bool
+}
+
+// NewCoordinator checks cfg and returns a coordinator.
+func NewCoordinator(cfg CoordinatorConfig) (*Coordinator, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Rescan == 0 {
+		cfg.Rescan = 2 * time.Second
+	}
+	cfg.Prefix = strings.TrimRight(cfg.Prefix, "/")
+	c := &Coordinator{cfg: cfg, store: NewEtcdStore(cfg.Client, cfg.Prefix), clk: cfg.Engine.Clock, log: cfg.Engine.Logger}
+	if c.clk == nil {
+		c.clk = clock.Real()
+	}
+	if c.log == nil {
+		c.log = hclog.NewNullLogger()
+	}
+	return c, nil
+}
+
+// Request asks for victim's recovery. It only writes the request into
+// etcd, so any node may call it (and several may, harmlessly) when the
+// failure detector or the membership says victim died; the elected
+// coordinator carries it out. created is false if it was already asked for.
+func (c *Coordinator) Request(ctx context.Context, victim fencing.NodeRef) (created bool, err error) {
+	created, err = c.store.Request(ctx, NewRecord(victim, c.cfg.Engine.Name, c.clk.Now()))
+	if err == nil && created {
+		c.log.Info("recovery requested", "victim", victim.String())
+	}
+	return created, err
+}
+
+// Leading reports whether this coordinator is the elected one.
+func (c *Coordinator) Leading() bool { return c.leading.Load() }
+
+// Run campaigns until elected, then runs recoveries until ctx ends or the
+// session is lost. It returns ErrDeposed when the session ended, and
+// ctx's error otherwise. Recoveries in progress stop where they are; the
+// next coordinator resumes them.
+func (c *Coordinator) Run(ctx context.Context) error {
+	el := concurrency.NewElection(c.cfg.Session, ElectionPrefix(c.cfg.Prefix))
+	if err := el.Campaign(ctx, c.cfg.Engine.Name); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if c.cfg.Session.Ctx().Err() != nil {
+			return fmt.Errorf("%w: session ended while campaigning: %w", ErrDeposed, err)
+		}
+		return fmt.Errorf("recovery: campaigning: %w", err)
+	}
+	c.store.Lead(el.Key(), el.Rev())
+	defer c.store.Unlead()
+	c.log.Info("elected recovery coordinator", "name", c.cfg.Engine.Name, "key", el.Key())
+
+	leadCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(c.cfg.Session.Ctx(), cancel)
+	defer stop()
+
+	eng := c.cfg.Engine
+	eng.Store = c.store
+	e, err := NewEngine(eng)
+	if err != nil {
+		return err
+	}
+	c.leading.Store(true)
+	defer c.leading.Store(false)
+	defer e.Wait()
+
+	err = c.lead(leadCtx, e)
+	cancel()
+	e.Wait()
+	if c.cfg.Session.Ctx().Err() != nil {
+		c.log.Warn("session lost, no longer coordinator")
+		return fmt.Errorf("%w: session lost", ErrDeposed)
+	}
+	if ctx.Err() != nil {
+		// Step down so another node takes over without waiting for
+		// this session's lease to expire.
+		rctx, rcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if rerr := el.Resign(rctx); rerr != nil {
+			c.log.Warn("resigning coordinator election", "error", rerr)
+		}
+		rcancel()
+		return ctx.Err()
+	}
+	return err
+}
+
+// lead starts every unfinished recovery and keeps watching for new ones.
+func (c *Coordinator) lead(ctx context.Context, e *Engine) error {
+	ticker := c.clk.NewTicker(c.cfg.Rescan)
+	defer ticker.Stop()
+	for ctx.Err() == nil {
+		recs, rev, err := list(ctx, c.cfg.Client, c.cfg.Prefix)
+		if err != nil {
+			c.log.Warn("listing recoveries", "error", err)
+		}
+		for _, r := range recs {
+			if !r.Done() {
+				e.Start(ctx, r.Victim)
+			}
+		}
+		if err != nil {
+			select {
+			case <-ticker.C():
+			case <-ctx.Done():
+			}
+			continue
+		}
+		// Watch from just after the listing until something changes,
+		// then list again: nothing requested in between is missed.
+		wctx, wcancel := context.WithCancel(ctx)
+		wch := c.cfg.Client.Watch(clientv3.WithRequireLeader(wctx), c.cfg.Prefix+"/recovery/", clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+		changed := false
+		for !changed && ctx.Err() == nil {
+			select {
+			case resp, ok := <-wch:
+				if !ok || resp.Err() != nil {
+					changed = true // rescan; the watch is re-created
+					break
+				}
+				for _, ev := range resp.Events {
+					if ev.Type == clientv3.EventTypePut && ev.IsCreate() {
+						changed = true
+					}
+				}
+			case <-ticker.C():
+				changed = true
+			case <-ctx.Done():
+			}
+		}
+		wcancel()
+	}
+	return ctx.Err()
+}
+
+// Status returns every recovery record, finished or not.
+func (c *Coordinator) Status(ctx context.Context) ([]Record, error) {
+	return c.store.List(ctx)
+}

@@ -1,0 +1,181 @@
+package recovery
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/shoal-ha/shoal/fencing"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Keys under the cluster prefix.
+func recordKey(prefix string, v fencing.NodeRef) string {
+	return prefix + "/recovery/" + v.Name + "/" + v.Incarnation
+}
+func fenceKey(prefix string, v fencing.NodeRef) string {
+	return prefix + "/fence/" + v.Name + "/" + v.Incarnation
+}
+
+// ElectionPrefix is the etcd election prefix of the recovery coordinator.
+func ElectionPrefix(prefix string) string { return prefix + "/coordinator" }
+
+// EtcdStore keeps recovery records in etcd. Its writes are guarded by the
+// coordinator's election key (set with Lead): once another coordinator is
+// elected, they fail with ErrDeposed.
+type EtcdStore struct {
+	cli    *clientv3.Client
+	prefix string
+
+	mu        sync.Mutex
+	leaderKey string
+	leaderRev int64
+}
+
+// NewEtcdStore returns a store under prefix (for example "/shoal").
+func NewEtcdStore(cli *clientv3.Client, prefix string) *EtcdStore {
+	return &EtcdStore{cli: cli, prefix: strings.TrimRight(prefix, "/")}
+}
+
+// Lead makes Save require that the election key still has the creation
+// revision it had when this coordinator won: concurrency.Election's Key()
+// and Rev().
+func (s *EtcdStore) Lead(key string, rev int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.leaderKey, s.leaderRev = key, rev
+}
+
+// Unlead makes every later Save fail with ErrDeposed.
+func (s *EtcdStore) Unlead() { s.Lead("", 0) }
+
+// Request creates the record unless one exists.
+func (s *EtcdStore) Request(ctx context.Context, rec Record) (bool, error) {
+	if err := ValidateVictim(rec.Victim); err != nil {
+		return false, err
+	}
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return false, err
+	}
+	k := recordKey(s.prefix, rec.Victim)
+	resp, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
+		Then(clientv3.OpPut(k, string(b))).
+		Commit()
+	if err != nil {
+		return false, fmt.Errorf("recovery: requesting %s: %w", rec.Victim, err)
+	}
+	return resp.Succeeded, nil
+}
+
+// Load reads victim's record.
+func (s *EtcdStore) Load(ctx context.Context, victim fencing.NodeRef) (Record, bool, error) {
+	resp, err := s.cli.Get(ctx, recordKey(s.prefix, victim))
+	if err != nil {
+		return Record{}, false, fmt.Errorf("recovery: loading %s: %w", victim, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return Record{}, false, nil
+	}
+	var rec Record
+	if err := json.Unmarshal(resp.Kvs[0].Value, &rec); err != nil {
+		return Record{}, false, fmt.Errorf("recovery: record of %s: %w", victim, err)
+	}
+	return rec, true, nil
+}
+
+// Save writes rec (and fence) in one transaction guarded by leadership.
+func (s *EtcdStore) Save(ctx context.Context, rec Record, fence *FenceRecord) error {
+	s.mu.Lock()
+	key, rev := s.leaderKey, s.leaderRev
+	s.mu.Unlock()
+	if key == "" {
+		return fmt.Errorf("%w: not elected", ErrDeposed)
+	}
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	ops := []clientv3.Op{clientv3.OpPut(recordKey(s.prefix, rec.Victim), string(b))}
+	if fence != nil {
+		fb, err := json.Marshal(fence)
+		if err != nil {
+			return err
+		}
+		ops = append(ops, clientv3.OpPut(fenceKey(s.prefix, rec.Victim), string(fb)))
+	}
+	resp, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", rev)).
+		Then(ops...).
+		Commit()
+	if err != nil {
+		return fmt.Errorf("recovery: saving %s: %w", rec.Victim, err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("%w: election key %s is gone or was re-created", ErrDeposed, key)
+	}
+	return nil
+}
+
+// RevokeLease revokes the lease; one already gone is fine.
+func (s *EtcdStore) RevokeLease(ctx context.Context, id int64) error {
+	_, err := s.cli.Revoke(ctx, clientv3.LeaseID(id))
+	if err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		return fmt.Errorf("recovery: revoking lease %x: %w", id, err)
+	}
+	return nil
+}
+
+// List returns every record.
+func (s *EtcdStore) List(ctx context.Context) ([]Record, error) {
+	recs, _, err := list(ctx, s.cli, s.prefix)
+	return recs, err
+}
+
+// List returns every recovery record under prefix, sorted by victim: the
+// data behind `shoald status` and `lockctl ls`. Use InProgress to keep
+// the unfinished ones.
+func List(ctx context.Context, cli *clientv3.Client, prefix string) ([]Record, error) {
+	recs, _, err := list(ctx, cli, strings.TrimRight(prefix, "/"))
+	return recs, err
+}
+
+func list(ctx context.Context, cli *clientv3.Client, prefix string) ([]Record, int64, error) {
+	resp, err := cli.Get(ctx, prefix+"/recovery/", clientv3.WithPrefix())
+	if err != nil {
+		return nil, 0, fmt.Errorf("recovery: listing: %w", err)
+	}
+	recs := make([]Record, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		var rec Record
+		if err := json.Unmarshal(kv.Value, &rec); err != nil {
+			return nil, 0, fmt.Errorf("recovery: record %s: %w", kv.Key, err)
+		}
+		recs = append(recs, rec)
+	}
+	sort.Slice(recs, func(i, j int) bool { return recs[i].Victim.String() < recs[j].Victim.String() })
+	return recs, resp.Header.Revision, nil
+}
+
+// Fenced reports the fence record of victim, if it was fenced: a node
+// that starts can check that its previous incarnation's fence is recorded.
+func Fenced(ctx context.Context, cli *clientv3.Client, prefix string, victim fencing.NodeRef) (FenceRecord, bool, error) {
+	resp, err := cli.Get(ctx, fenceKey(strings.TrimRight(prefix, "/"), victim))
+	if err != nil {
+		return FenceRecord{}, false, err
+	}
+	if len(resp.Kvs) == 0 {
+		return FenceRecord{}, false, nil
+	}
+	var f FenceRecord
+	if err := json.Unmarshal(resp.Kvs[0].Value, &f); err != nil {
+		return FenceRecord{}, false, err
+	}
+	return f, true, nil
+}

@@ -1,0 +1,38 @@
+package recovery
+
+import (
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+)
+
+// InProgress keeps the records of unfinished recoveries.
+func InProgress(recs []Record) []Record {
+	var out []Record
+	for _, r := range recs {
+		if !r.Done() {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// WriteTable writes recs as the table `shoald status` and `lockctl ls`
+// print: which node, which step, since when, how many failed attempts
+// and the last error.
+func WriteTable(w io.Writer, recs []Record, now time.Time) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tINCARNATION\tSTEP\tSINCE\tATTEMPTS\tCOORDINATOR\tLAST ERROR")
+	for _, r := range recs {
+		step := r.Next().String()
+		if r.Done() {
+			step = "done"
+		}
+		since := now.Sub(r.StepSince).Truncate(time.Millisecond)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s (%s)\t%d\t%s\t%s\n",
+			r.Victim.Name, r.Victim.Incarnation, step, r.StepSince.UTC().Format(time.RFC3339), since,
+			r.Attempts, r.Coordinator, r.LastError)
+	}
+	return tw.Flush()
+}
