@@ -34,7 +34,7 @@ func NewAdminServer(n *Node) (*AdminServer, error) {
 	a.mux.HandleFunc("GET /readyz", a.readyz)
 	a.mux.Handle("GET /metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
 	a.mux.HandleFunc("GET /api/status", a.status)
-	a.mux.HandleFunc("GET /api/members", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, n.Members()) })
+	a.mux.HandleFunc("GET /api/members", func(w http.ResponseWriter, r *http.Request) { WriteJSON(w, http.StatusOK, n.Members()) })
 	a.mux.HandleFunc("POST /api/leave", a.leave)
 	a.srv = &http.Server{Handler: a.mux, ReadHeaderTimeout: 5 * time.Second}
 	return a, nil
@@ -77,26 +77,27 @@ func (a *AdminServer) readyz(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *AdminServer) status(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, a.n.Status(r.Context()))
+	WriteJSON(w, http.StatusOK, a.n.Status(r.Context()))
 }
 
 func (a *AdminServer) leave(w http.ResponseWriter, r *http.Request) {
 	if a.n.member != nil {
 		ml, err := a.n.cli.MemberList(r.Context())
 		if err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
+			WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
 			return
 		}
 		if len(ml.Members) <= 1 {
-			writeJSON(w, http.StatusConflict, map[string]string{"error": ErrLastMember.Error()})
+			WriteJSON(w, http.StatusConflict, map[string]string{"error": ErrLastMember.Error()})
 			return
 		}
 	}
 	a.n.Leave()
-	writeJSON(w, http.StatusAccepted, map[string]string{"result": "leaving"})
+	WriteJSON(w, http.StatusAccepted, map[string]string{"result": "leaving"})
 }
 
-func writeJSON(w http.ResponseWriter, code int, v any) {
+// WriteJSON writes v as indented JSON with the status code.
+func WriteJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	enc := json.NewEncoder(w)

@@ -515,31 +515,31 @@ func hclogLevel(s string) (hclog.Level, error) {
 // Timing accessors, valid after Validate.
 
 // LeaseTTL is the lease time-to-live.
-func (c *Config) LeaseTTL() time.Duration { return c.Lease.ttl }
+func (c Config) LeaseTTL() time.Duration { return c.Lease.ttl }
 
 // KeepAliveInterval is the lease renewal period.
-func (c *Config) KeepAliveInterval() time.Duration { return c.Lease.keepAlive }
+func (c Config) KeepAliveInterval() time.Duration { return c.Lease.keepAlive }
 
 // KeepAliveTimeout bounds one renewal attempt.
-func (c *Config) KeepAliveTimeout() time.Duration { return c.Lease.keepAliveTimeout }
+func (c Config) KeepAliveTimeout() time.Duration { return c.Lease.keepAliveTimeout }
 
 // SelfFenceMargin is how early the node stops trusting its lease.
-func (c *Config) SelfFenceMargin() time.Duration { return c.Lease.margin }
+func (c Config) SelfFenceMargin() time.Duration { return c.Lease.margin }
 
 // HeartbeatInterval is the embedded member's raft heartbeat.
-func (c *Config) HeartbeatInterval() time.Duration { return c.Etcd.heartbeat }
+func (c Config) HeartbeatInterval() time.Duration { return c.Etcd.heartbeat }
 
 // ElectionTimeout is the embedded member's raft election timeout.
-func (c *Config) ElectionTimeout() time.Duration { return c.Etcd.election }
+func (c Config) ElectionTimeout() time.Duration { return c.Etcd.election }
 
 // StartTimeout bounds waiting for the member to join a quorum.
-func (c *Config) StartTimeout() time.Duration { return c.Etcd.start }
+func (c Config) StartTimeout() time.Duration { return c.Etcd.start }
 
 // RequestTimeout bounds one etcd request.
-func (c *Config) RequestTimeout() time.Duration { return c.Etcd.request }
+func (c Config) RequestTimeout() time.Duration { return c.Etcd.request }
 
 // Prefix is the root of this cluster's keys in etcd.
-func (c *Config) Prefix() string { return "/shoal/" + c.ClusterName }
+func (c Config) Prefix() string { return "/shoal/" + c.ClusterName }
 
 // NewLogger builds the logger from LogLevel and LogJSON.
 func (c *Config) NewLogger(out *os.File) hclog.Logger {

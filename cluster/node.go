@@ -37,6 +37,11 @@ type Node struct {
 	// OnSession, when set before Run, is called with every new incarnation
 	// the node registers (the first and each one after a lost lease).
 	OnSession func(*Session)
+	// OnSessionEnd, when set before Run, is called when an incarnation
+	// ends: after its lease was lost (clean false), or before a clean
+	// shutdown revokes it (clean true), so the parts built on it can let go
+	// of what they hold while the lease still stands.
+	OnSessionEnd func(s *Session, clean bool)
 
 	mu          sync.Mutex
 	sess        *Session
@@ -221,6 +226,9 @@ func (n *Node) Run(ctx context.Context) error {
 		case <-sess.Lost():
 			ccancel()
 			<-cdone
+			if n.OnSessionEnd != nil {
+				n.OnSessionEnd(sess, false)
+			}
 			n.mu.Lock()
 			n.leaseLosses++
 			n.sess = nil
@@ -236,6 +244,9 @@ func (n *Node) Run(ctx context.Context) error {
 		}
 		ccancel()
 		<-cdone
+		if n.OnSessionEnd != nil {
+			n.OnSessionEnd(sess, true)
+		}
 		cctx2, c2 := context.WithTimeout(context.Background(), n.cfg.RequestTimeout())
 		if err := sess.Close(cctx2, true); err != nil {
 			n.log.Warn("revoking lease on shutdown failed", "error", err)

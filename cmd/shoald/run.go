@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -123,11 +124,15 @@ func runNode(cfg cluster.Config) error {
 		return err
 	}
 	defer n.Close()
+	locks := newLockService(n)
+	locks.attach()
+	n.OnDeath = locks.releaseDead
 	var admin *cluster.AdminServer
 	if cfg.Admin.Addr != "off" {
 		if admin, err = cluster.NewAdminServer(n); err != nil {
 			return fmt.Errorf("admin listener: %w", err)
 		}
+		admin.Handle("GET /api/locks", http.HandlerFunc(locks.handleLocks))
 	}
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()

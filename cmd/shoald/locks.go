@@ -1,0 +1,139 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/shoal-ha/shoal/cluster"
+	"github.com/shoal-ha/shoal/dlm"
+)
+
+// lockService runs the node's lock manager participant: one dlm.Node per
+// incarnation, started when the incarnation registers and closed when it
+// ends. While this node is the recovery coordinator it releases the locks
+// of dead incarnations through the DLM's recovery gating.
+type lockService struct {
+	n   *cluster.Node
+	log hclog.Logger
+
+	mu   sync.Mutex
+	node *dlm.Node
+	// ready is closed when node is set; replaced when it is cleared.
+	ready chan struct{}
+}
+
+func newLockService(n *cluster.Node) *lockService {
+	return &lockService{n: n, log: n.Logger().Named("locks"), ready: make(chan struct{})}
+}
+
+// attach wires the service into the node's incarnation hooks.
+func (l *lockService) attach() {
+	l.n.OnSession = l.start
+	l.n.OnSessionEnd = l.stop
+}
+
+func (l *lockService) start(s *cluster.Session) {
+	cfg := dlm.DefaultConfig()
+	cfg.Client = l.n.Client()
+	cfg.Member = s
+	cfg.Prefix = l.n.Config().Prefix()
+	cfg.Logger = l.log
+	ctx, cancel := context.WithTimeout(context.Background(), l.n.Config().StartTimeout())
+	defer cancel()
+	d, err := dlm.Start(ctx, cfg)
+	if err != nil {
+		// Without its lock manager the node must not serve: a lost lease
+		// makes Run register again, and the next incarnation retries.
+		l.log.Error("lock manager did not start; this incarnation holds no locks", "error", err)
+		return
+	}
+	l.mu.Lock()
+	l.node = d
+	close(l.ready)
+	l.mu.Unlock()
+}
+
+func (l *lockService) stop(s *cluster.Session, clean bool) {
+	l.mu.Lock()
+	d := l.node
+	l.node = nil
+	l.ready = make(chan struct{})
+	l.mu.Unlock()
+	if d == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), l.n.Config().RequestTimeout())
+	defer cancel()
+	if err := d.Close(ctx); err != nil && clean {
+		l.log.Warn("withdrawing lock requests on shutdown failed", "error", err)
+	}
+}
+
+// current waits (bounded by ctx) for the lock manager of the current
+// incarnation.
+func (l *lockService) current(ctx context.Context) (*dlm.Node, error) {
+	for {
+		l.mu.Lock()
+		d, ready := l.node, l.ready
+		l.mu.Unlock()
+		if d != nil {
+			return d, nil
+		}
+		select {
+		case <-ready:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("lock manager not running: %w", ctx.Err())
+		}
+	}
+}
+
+// releaseDead is the recovery step that hands a dead incarnation's locks
+// on: once the lock table sees the owner dead, its orphaned locks are
+// released and the waiters granted. It is idempotent.
+func (l *lockService) releaseDead(ctx context.Context, dead cluster.MemberInfo) error {
+	d, err := l.current(ctx)
+	if err != nil {
+		return err
+	}
+	o := dlm.Owner{Node: dead.Name, Incarnation: dead.Incarnation}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := d.WaitDead(wctx, o); err != nil {
+		return fmt.Errorf("waiting for the lock table to see %s dead: %w", o, err)
+	}
+	orphans := d.Orphans(o)
+	if err := d.ReleaseDead(ctx, o); err != nil {
+		return err
+	}
+	if len(orphans) > 0 {
+		l.log.Info("released locks of dead incarnation", "owner", o.String(), "locks", len(orphans))
+	}
+	return nil
+}
+
+// handleLocks serves /api/locks: the lock table as this node sees it.
+func (l *lockService) handleLocks(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	d, err := l.current(ctx)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	resp := struct {
+		Owner    dlm.Owner      `json:"owner"`
+		Revision int64          `json:"revision"`
+		Locks    []dlm.LockInfo `json:"locks"`
+		Dead     []dlm.Owner    `json:"dead_owners"`
+		Waits    []dlm.WaitEdge `json:"wait_for"`
+		Check    string         `json:"check"`
+	}{Owner: d.Owner(), Revision: d.Revision(), Locks: d.Locks(), Dead: d.DeadOwners(), Waits: d.WaitFor(), Check: "ok"}
+	if err := d.Check(); err != nil {
+		resp.Check = err.Error()
+	}
+	cluster.WriteJSON(w, http.StatusOK, resp)
+}
