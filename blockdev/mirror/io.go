@@ -149,6 +149,14 @@ func (v *Volume) WriteAt(ctx context.Context, p []byte, off int64) error {
 	if err := blockdev.CheckRange(v, len(p), off); err != nil {
 		return err
 	}
+	if err := v.writeLocked(ctx, p, off); err != nil {
+		return err
+	}
+	// Outside the region lock: only the acknowledgement waits.
+	return v.awaitFailureSeen(ctx, v.view.Load())
+}
+
+func (v *Volume) writeLocked(ctx context.Context, p []byte, off int64) error {
 	r0, r1 := v.geo.RegionOf(off), v.geo.RegionOf(off+int64(len(p))-1)
 	unlock, err := v.lockRegions(ctx, r0, r1, true)
 	if err != nil {

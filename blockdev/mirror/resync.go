@@ -74,9 +74,21 @@ func (v *Volume) copyRegion(ctx context.Context, r int64, targets func(w *view) 
 			dst = append(dst, i)
 		}
 	}
+	// The checksums go to every in-sync leg as well: they hold the same
+	// data, and a writer that briefly read checksums from a leg it did
+	// not yet know had failed may have left stale entries there.
+	isDst := map[int]bool{}
+	for _, i := range dst {
+		isDst[i] = true
+	}
 	all := append([]int{src}, dst...)
+	for _, i := range w.inSync {
+		if i != src && !isDst[i] {
+			all = append(all, i)
+		}
+	}
 	errs := parallel(all, func(i int) error {
-		if i != src {
+		if isDst[i] {
 			if err := w.devs[i].WriteAt(ctx, buf, v.geo.DataOffset+r*v.geo.RegionSize); err != nil {
 				return err
 			}

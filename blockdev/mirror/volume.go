@@ -48,6 +48,9 @@ type Volume struct {
 	readsInFlight [MaxLegs]atomic.Int64
 	progress      atomic.Pointer[Progress]
 
+	failMu   sync.Mutex
+	failSeen map[uuid.UUID]time.Time // when this node first saw a leg failed
+
 	closed atomic.Bool
 	opened atomic.Bool // Open finished: the own slot is live
 	stop   chan struct{}
@@ -415,7 +418,67 @@ func (v *Volume) adoptLocked(ctx context.Context, t LegTable, extra map[uuid.UUI
 		v.owned[id] = d
 		return d
 	}
-	v.view.Store(newView(t, devOf))
+	nv := newView(t, devOf)
+	v.noteFailures(old, nv)
+	v.view.Store(nv)
+}
+
+// noteFailures records when this node first saw each leg failed.
+func (v *Volume) noteFailures(old, nv *view) {
+	v.failMu.Lock()
+	defer v.failMu.Unlock()
+	if v.failSeen == nil {
+		v.failSeen = map[uuid.UUID]time.Time{}
+	}
+	for _, l := range nv.table.Legs {
+		if l.State != LegFailed {
+			delete(v.failSeen, l.UUID)
+			continue
+		}
+		if _, ok := v.failSeen[l.UUID]; ok {
+			continue
+		}
+		if old != nil {
+			if i := old.table.Find(l.UUID); i >= 0 && old.table.Legs[i].State == LegFailed {
+				// Failed before this volume opened or adopted:
+				// everyone has had time to see it.
+				v.failSeen[l.UUID] = time.Time{}
+				continue
+			}
+		}
+		v.failSeen[l.UUID] = v.now()
+	}
+}
+
+// awaitFailureSeen delays the acknowledgement of a write that skipped a
+// leg failed less than SettleTime ago, until every node has had time to
+// see the failure: until then a node with the old view may still read
+// that leg, and must not be able to read stale data for a write that is
+// already acknowledged.
+func (v *Volume) awaitFailureSeen(ctx context.Context, w *view) error {
+	var latest time.Time
+	v.failMu.Lock()
+	for _, l := range w.table.Legs {
+		if l.State == LegFailed {
+			if t := v.failSeen[l.UUID]; t.After(latest) {
+				latest = t
+			}
+		}
+	}
+	v.failMu.Unlock()
+	if latest.IsZero() {
+		return nil
+	}
+	wait := latest.Add(v.cfg.SettleTime).Sub(v.now())
+	if wait <= 0 {
+		return nil
+	}
+	select {
+	case <-v.clk.After(wait):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // refreshTable adopts a newer leg table from the store.
