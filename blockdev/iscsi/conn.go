@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -35,7 +36,13 @@ type conn struct {
 	isid   [6]byte
 	tsih   uint16
 
-	wmu     sync.Mutex // serialises PDU writes
+	// Writers take wmu through lockW/unlockW. Small PDUs are gathered in
+	// wbuf and the last writer in line flushes them with one system call,
+	// so many commands in flight cost few writes.
+	wmu     sync.Mutex
+	wwait   atomic.Int32
+	wbuf    []byte
+	werr    error
 	hdrBuf  [pdu.BHSLen + 4]byte
 	tailBuf [8]byte
 
@@ -83,6 +90,11 @@ type task struct {
 	under    bool
 	err      error
 	tmfResp  byte
+
+	// deadline is when the watchdog aborts the task; aborting is set
+	// (under conn.mu) once it does.
+	deadline time.Time
+	aborting bool
 }
 
 const nonSCSI = 0xff
@@ -117,11 +129,72 @@ func dial(ctx context.Context, cfg *Config) (net.Conn, error) {
 	return nc, nil
 }
 
-// writePDU sends one PDU; the caller holds wmu.
+// writePDU sends one PDU at once; the caller holds wmu (or is alone, as
+// during login).
 func (c *conn) writePDU(h *pdu.BHS, data []byte) error {
 	bufs := net.Buffers(pdu.Frame(h, data, c.dg, &c.hdrBuf, &c.tailBuf))
 	_, err := bufs.WriteTo(c.nc)
 	return err
+}
+
+// gatherMax is the largest data segment copied into the gather buffer;
+// larger ones are written directly.
+const gatherMax = 16 << 10
+
+// lockW takes the write side, announcing that a writer is in line.
+func (c *conn) lockW() {
+	c.wwait.Add(1)
+	c.wmu.Lock()
+}
+
+// unlockW releases the write side; the last writer in line flushes what
+// was gathered. A write error fails the connection and is returned.
+func (c *conn) unlockW() error {
+	err := c.werr
+	if c.wwait.Add(-1) == 0 && err == nil && len(c.wbuf) > 0 {
+		err = c.flushLocked()
+	}
+	c.wmu.Unlock()
+	if err != nil {
+		c.fail(fmt.Errorf("%w: %w", errConnLost, err))
+	}
+	return err
+}
+
+func (c *conn) flushLocked() error {
+	_, err := c.nc.Write(c.wbuf)
+	c.wbuf = c.wbuf[:0]
+	if err != nil {
+		c.werr = err
+	}
+	return err
+}
+
+// queuePDU gathers a PDU for the next flush, or writes it at once when its
+// data segment is large; the caller holds the write side via lockW.
+func (c *conn) queuePDU(h *pdu.BHS, data []byte) error {
+	if c.werr != nil {
+		return c.werr
+	}
+	if len(data) > gatherMax {
+		if len(c.wbuf) > 0 {
+			if err := c.flushLocked(); err != nil {
+				return err
+			}
+		}
+		if err := c.writePDU(h, data); err != nil {
+			c.werr = err
+			return err
+		}
+		return nil
+	}
+	for _, p := range pdu.Frame(h, data, c.dg, &c.hdrBuf, &c.tailBuf) {
+		c.wbuf = append(c.wbuf, p...)
+	}
+	if len(c.wbuf) >= 256<<10 {
+		return c.flushLocked()
+	}
+	return nil
 }
 
 // ---- login (synchronous, before the reader starts) ----
@@ -206,10 +279,8 @@ func (c *conn) loginIOErr(ctx context.Context, err error) error {
 func (c *conn) start() {
 	c.wg.Add(1)
 	go c.readLoop()
-	if c.cfg.NopInterval > 0 {
-		c.wg.Add(1)
-		go c.keepalive()
-	}
+	c.wg.Add(1)
+	go c.keepalive()
 }
 
 // fail marks the connection dead with cause err and closes the socket.
@@ -441,23 +512,26 @@ func (c *conn) dataIn(p *pdu.DataIn, n int) error {
 
 func (c *conn) nopReply(ttt uint32, lun uint64) {
 	defer c.wg.Done()
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
+	c.lockW()
 	c.mu.Lock()
 	n := pdu.NOPOut{Immediate: true, LUN: lun, ITT: pdu.ReservedTag, TTT: ttt, CmdSN: c.win.cmdSN, ExpStatSN: c.win.expStatSN}
 	c.mu.Unlock()
 	var h pdu.BHS
 	n.Encode(&h)
-	if err := c.writePDU(&h, nil); err != nil {
-		c.fail(fmt.Errorf("%w: %w", errConnLost, err))
-	}
+	_ = c.queuePDU(&h, nil)
+	_ = c.unlockW()
 }
 
 // keepalive pings an idle connection and declares it dead when the ping
-// goes unanswered.
+// goes unanswered, and aborts commands that outlived CommandTimeout. One
+// ticker per connection does both, so commands carry no timer each.
 func (c *conn) keepalive() {
 	defer c.wg.Done()
-	tk := c.clk.NewTicker(c.cfg.NopInterval / 2)
+	tick := c.cfg.CommandTimeout / 4
+	if c.cfg.NopInterval > 0 {
+		tick = min(tick, c.cfg.NopInterval/2)
+	}
+	tk := c.clk.NewTicker(max(tick, time.Millisecond))
 	defer tk.Stop()
 	for {
 		select {
@@ -466,6 +540,10 @@ func (c *conn) keepalive() {
 		case <-tk.C():
 		}
 		now := c.clk.Now()
+		c.expire(now)
+		if c.cfg.NopInterval <= 0 {
+			continue
+		}
 		c.mu.Lock()
 		if c.pingITT != 0 && now.Sub(c.pingAt) >= c.cfg.NopTimeout {
 			c.mu.Unlock()
@@ -481,19 +559,56 @@ func (c *conn) keepalive() {
 		}
 		c.mu.Unlock()
 		if idle {
-			c.wmu.Lock()
+			c.lockW()
 			c.mu.Lock()
 			n := pdu.NOPOut{Immediate: true, ITT: itt, TTT: pdu.ReservedTag, CmdSN: c.win.cmdSN, ExpStatSN: c.win.expStatSN}
 			c.mu.Unlock()
 			var h pdu.BHS
 			n.Encode(&h)
-			err := c.writePDU(&h, nil)
-			c.wmu.Unlock()
-			if err != nil {
-				c.fail(fmt.Errorf("%w: %w", errConnLost, err))
+			_ = c.queuePDU(&h, nil)
+			if c.unlockW() != nil {
 				return
 			}
 		}
+	}
+}
+
+// expire aborts SCSI tasks whose deadline passed. The abort runs in its
+// own goroutine; when the target confirms it, the task ends with
+// ErrTaskAborted, otherwise the connection is dropped.
+func (c *conn) expire(now time.Time) {
+	var late []*task
+	c.mu.Lock()
+	for _, t := range c.tasks {
+		if t.op != nonSCSI && !t.aborting && now.After(t.deadline) {
+			t.aborting = true
+			late = append(late, t)
+		}
+	}
+	c.mu.Unlock()
+	for _, t := range late {
+		c.wg.Add(1)
+		go func(t *task) {
+			defer c.wg.Done()
+			cause := fmt.Errorf("iscsi: command 0x%02x timed out after %v", t.op, c.cfg.CommandTimeout)
+			c.log.Warn("aborting task", "itt", t.itt, "op", t.op, "cause", cause)
+			if _, err := c.taskMgmt(pdu.TMFAbortTask, t.lun, t.itt, t.cmdSN); err != nil {
+				c.fail(fmt.Errorf("%w: abort of task 0x%x failed: %w", errConnLost, t.itt, err))
+				return
+			}
+			// The target answers an aborted task with nothing more; end
+			// it here unless its answer raced the abort.
+			t.mu.Lock()
+			t.gone = true
+			t.mu.Unlock()
+			c.mu.Lock()
+			live := c.tasks[t.itt] == t
+			c.mu.Unlock()
+			if live {
+				t.err = fmt.Errorf("%w: %w", ErrTaskAborted, cause)
+				c.finish(t)
+			}
+		}(t)
 	}
 }
 
@@ -539,16 +654,19 @@ func (e *execError) Unwrap() error { return e.err }
 // the target answered. On failure it tells whether the command may have
 // reached the target.
 func (c *conn) exec(ctx context.Context, cm *cmd) (*task, error) {
-	t := &task{op: cm.cdb[0], lun: cm.lun, buf: cm.read, r2t: make(chan *pdu.R2T, 4), done: make(chan struct{})}
+	t := &task{op: cm.cdb[0], lun: cm.lun, buf: cm.read, done: make(chan struct{})}
+	if len(cm.write) > 0 {
+		t.r2t = make(chan *pdu.R2T, 4)
+	}
 	p := c.params
 	// Wait for room in the command window and the queue.
-	c.wmu.Lock()
+	c.lockW()
 	for {
 		c.mu.Lock()
 		if c.err != nil {
 			err := c.err
 			c.mu.Unlock()
-			c.wmu.Unlock()
+			_ = c.unlockW()
 			return nil, &execError{notSent, err}
 		}
 		if c.win.open() && c.inflight < c.cfg.QueueDepth {
@@ -556,17 +674,18 @@ func (c *conn) exec(ctx context.Context, cm *cmd) (*task, error) {
 		}
 		ch := c.winCh
 		c.mu.Unlock()
-		c.wmu.Unlock()
+		_ = c.unlockW()
 		select {
 		case <-ch:
 		case <-c.dead:
 		case <-ctx.Done():
 			return nil, &execError{notSent, ctx.Err()}
 		}
-		c.wmu.Lock()
+		c.lockW()
 	}
 	t.itt = c.allocITT()
 	t.cmdSN = c.win.take()
+	t.deadline = c.clk.Now().Add(c.cfg.CommandTimeout)
 	c.tasks[t.itt] = t
 	c.inflight++
 	c.commands++
@@ -596,19 +715,18 @@ func (c *conn) exec(ctx context.Context, cm *cmd) (*task, error) {
 	}
 	var h pdu.BHS
 	sc.Encode(&h)
-	err := c.writePDU(&h, cm.write[:imm])
+	err := c.queuePDU(&h, cm.write[:imm])
 	if err == nil && unsolEnd > imm {
-		err = c.sendDataLocked(t, cm.write, imm, unsolEnd-imm, pdu.ReservedTag)
+		_ = c.sendDataLocked(t, cm.write, imm, unsolEnd-imm, pdu.ReservedTag)
 	}
-	c.wmu.Unlock()
-	if err != nil {
-		c.fail(fmt.Errorf("%w: %w", errConnLost, err))
-	}
+	// A write error fails the connection; wait then reports the command
+	// as maybe sent.
+	_ = c.unlockW()
 	return c.wait(ctx, t, cm)
 }
 
 // sendDataLocked sends write[off:off+n] as Data-Out PDUs of at most the
-// target's segment size; the caller holds wmu.
+// target's segment size; the caller holds the write side.
 func (c *conn) sendDataLocked(t *task, write []byte, off, n int, ttt uint32) error {
 	seg := c.params.MaxXmitDataSegment
 	var dataSN uint32
@@ -621,7 +739,7 @@ func (c *conn) sendDataLocked(t *task, write []byte, off, n int, ttt uint32) err
 			ExpStatSN: exp, DataSN: dataSN, BufferOffset: uint32(off)}
 		var h pdu.BHS
 		d.Encode(&h)
-		if err := c.writePDU(&h, write[off:off+l]); err != nil {
+		if err := c.queuePDU(&h, write[off:off+l]); err != nil {
 			return err
 		}
 		off += l
@@ -632,8 +750,6 @@ func (c *conn) sendDataLocked(t *task, write []byte, off, n int, ttt uint32) err
 // wait serves R2Ts for t until the target answers, the connection dies or
 // ctx ends (then the task is aborted).
 func (c *conn) wait(ctx context.Context, t *task, cm *cmd) (*task, error) {
-	timer := c.clk.NewTimer(c.cfg.CommandTimeout)
-	defer timer.Stop()
 	for {
 		select {
 		case <-t.done:
@@ -644,12 +760,9 @@ func (c *conn) wait(ctx context.Context, t *task, cm *cmd) (*task, error) {
 				c.fail(fmt.Errorf("%w: R2T for %d bytes at %d of a %d-byte write", ErrProtocol, n, off, len(cm.write)))
 				continue
 			}
-			c.wmu.Lock()
-			err := c.sendDataLocked(t, cm.write, off, n, r.TTT)
-			c.wmu.Unlock()
-			if err != nil {
-				c.fail(fmt.Errorf("%w: %w", errConnLost, err))
-			}
+			c.lockW()
+			_ = c.sendDataLocked(t, cm.write, off, n, r.TTT)
+			_ = c.unlockW()
 		case <-c.dead:
 			select {
 			case <-t.done:
@@ -660,8 +773,6 @@ func (c *conn) wait(ctx context.Context, t *task, cm *cmd) (*task, error) {
 			return nil, &execError{maybeSent, c.deadErr()}
 		case <-ctx.Done():
 			return nil, &execError{maybeSent, c.abort(t, ctx.Err())}
-		case <-timer.C():
-			return nil, &execError{maybeSent, c.abort(t, fmt.Errorf("iscsi: command 0x%02x timed out after %v", t.op, c.cfg.CommandTimeout))}
 		}
 	}
 }
@@ -697,12 +808,12 @@ func (c *conn) abort(t *task, cause error) error {
 // answer.
 func (c *conn) taskMgmt(fn byte, lun uint64, ref, refCmdSN uint32) (byte, error) {
 	t := &task{op: nonSCSI, done: make(chan struct{})}
-	c.wmu.Lock()
+	c.lockW()
 	c.mu.Lock()
 	if c.err != nil {
 		err := c.err
 		c.mu.Unlock()
-		c.wmu.Unlock()
+		_ = c.unlockW()
 		return 0, err
 	}
 	t.itt = c.allocITT()
@@ -715,9 +826,8 @@ func (c *conn) taskMgmt(fn byte, lun uint64, ref, refCmdSN uint32) (byte, error)
 	c.mu.Unlock()
 	var h pdu.BHS
 	req.Encode(&h)
-	err := c.writePDU(&h, nil)
-	c.wmu.Unlock()
-	if err != nil {
+	_ = c.queuePDU(&h, nil)
+	if err := c.unlockW(); err != nil {
 		c.forget(t)
 		return 0, err
 	}
@@ -738,12 +848,12 @@ func (c *conn) taskMgmt(fn byte, lun uint64, ref, refCmdSN uint32) (byte, error)
 // logout closes the session politely; errors are only logged by callers.
 func (c *conn) logout() error {
 	t := &task{op: nonSCSI, done: make(chan struct{})}
-	c.wmu.Lock()
+	c.lockW()
 	c.mu.Lock()
 	if c.err != nil {
 		err := c.err
 		c.mu.Unlock()
-		c.wmu.Unlock()
+		_ = c.unlockW()
 		return err
 	}
 	t.itt = c.allocITT()
@@ -752,9 +862,8 @@ func (c *conn) logout() error {
 	c.mu.Unlock()
 	var h pdu.BHS
 	req.Encode(&h)
-	err := c.writePDU(&h, nil)
-	c.wmu.Unlock()
-	if err != nil {
+	_ = c.queuePDU(&h, nil)
+	if err := c.unlockW(); err != nil {
 		return err
 	}
 	timer := c.clk.NewTimer(c.cfg.AbortTimeout)

@@ -430,10 +430,14 @@ func (s *Session) run(ctx context.Context, cm *cmd, kind safety) (Result, error)
 		if err != nil {
 			var ee *execError
 			if !errors.As(err, &ee) {
-				// The target rejected it or failed the task: not executed
-				// for a Reject, unknown for a failed response.
+				// The target rejected it (not executed), failed it or it
+				// was aborted after a timeout (outcome unknown).
 				if kind == mutating && !errors.Is(err, ErrRejected) {
 					return Result{}, outcomeUnknown(cm.cdb[0], err)
+				}
+				if kind == idempotent && errors.Is(err, ErrTaskAborted) && connRetries < max(1, s.cfg.ReconnectAttempts) {
+					connRetries++
+					continue
 				}
 				return Result{}, err
 			}

@@ -20,6 +20,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -59,7 +60,19 @@ func main() {
 	dur := flag.Duration("duration", 5*time.Second, "run time of each measurement")
 	lunMiB := flag.Int("lun-mib", 512, "LUN size in MiB")
 	verbose := flag.Bool("v", false, "log the rig and the initiator")
+	only := flag.String("only", "", "run only the rows whose name contains this text")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the Shoal runs to this file")
 	flag.Parse()
+	onlyRows = *only
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "benchiscsi:", err)
+			os.Exit(1)
+		}
+		defer f.Close()
+		profile = f
+	}
 	if err := run(*out, *dur, int64(*lunMiB)<<20, *verbose); err != nil {
 		fmt.Fprintln(os.Stderr, "benchiscsi:", err)
 		os.Exit(1)
@@ -123,6 +136,9 @@ func run(out string, dur time.Duration, lunSize int64, verbose bool) error {
 	tw := tabwriter.NewWriter(&buf, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "workload\tShoal IOPS\tShoal MB/s\tlibiscsi IOPS\tlibiscsi MB/s\tShoal/libiscsi\t")
 	for _, r := range rows {
+		if onlyRows != "" && !strings.Contains(r.name, onlyRows) {
+			continue
+		}
 		fmt.Fprintf(os.Stderr, "running %s ...\n", r.name)
 		s := shoal(ctx, dev, r, dur)
 		var l result
@@ -220,8 +236,15 @@ func shoal(ctx context.Context, dev *iscsi.Device, r row, dur time.Duration) res
 			}
 		}(w)
 	}
+	if profile != nil {
+		_ = pprof.StartCPUProfile(profile)
+	}
 	start := time.Now()
 	wg.Wait()
+	if profile != nil {
+		pprof.StopCPUProfile()
+		profile = nil // one profile: the first row that runs
+	}
 	el := time.Since(start).Seconds()
 	if e := firstErr.Load(); e != nil {
 		return result{err: e.(error)}
@@ -229,6 +252,12 @@ func shoal(ctx context.Context, dev *iscsi.Device, r row, dur time.Duration) res
 	iops := float64(ops.Load()) / el
 	return result{iops: iops, mbps: iops * float64(r.block) / 1e6}
 }
+
+// onlyRows filters the rows by name.
+var onlyRows string
+
+// profile, when set, receives a CPU profile of the Shoal runs.
+var profile *os.File
 
 var avgRe = regexp.MustCompile(`iops average (\d+) \((\d+) MB/s\)`)
 
