@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 
+	"github.com/shoal-ha/shoal/blockdev/iscsi/internal/pdu"
 	"github.com/shoal-ha/shoal/blockdev/iscsi/internal/scsi"
 )
 
@@ -140,4 +141,22 @@ func (s *Session) Read(ctx context.Context, lun, lba uint64, blocks uint32, p []
 func (s *Session) Write(ctx context.Context, lun, lba uint64, blocks uint32, p []byte) error {
 	_, err := s.run(ctx, &cmd{cdb: scsi.Write(lba, blocks, false, false), lun: lun, write: p}, mutating)
 	return err
+}
+
+// LUNReset asks the target to reset lun (LOGICAL UNIT RESET task
+// management): every task on it is aborted, for every initiator. The next
+// command meets a unit attention, which run retries.
+func (s *Session) LUNReset(ctx context.Context, lun uint64) error {
+	c, err := s.connection(ctx)
+	if err != nil {
+		return err
+	}
+	resp, err := c.taskMgmt(pdu.TMFLogicalUnitReset, lun, pdu.ReservedTag, 0)
+	if err != nil {
+		return err
+	}
+	if resp != pdu.TMFComplete {
+		return fmt.Errorf("%w: LOGICAL UNIT RESET answered 0x%02x", ErrRejected, resp)
+	}
+	return nil
 }

@@ -659,6 +659,9 @@ func (c *conn) exec(ctx context.Context, cm *cmd) (*task, error) {
 		t.r2t = make(chan *pdu.R2T, 4)
 	}
 	p := c.params
+	if err := ctx.Err(); err != nil {
+		return nil, &execError{notSent, err}
+	}
 	// Wait for room in the command window and the queue.
 	c.lockW()
 	for {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/shoal-ha/shoal/blockdev"
+	"github.com/shoal-ha/shoal/blockdev/iscsi"
 	"github.com/shoal-ha/shoal/fixtures/netns"
 	"github.com/shoal-ha/shoal/fixtures/tgtrig"
 )
@@ -21,6 +22,23 @@ func TestLinkCutInNamespaces(t *testing.T) {
 	if testing.Short() {
 		t.Skip("skipping the link-cut test in -short mode")
 	}
+	t.Run("keepalive", func(t *testing.T) {
+		linkCut(t, func(cfg *iscsi.Config) {
+			cfg.NopInterval, cfg.NopTimeout = 300*time.Millisecond, 800*time.Millisecond
+			cfg.CommandTimeout = 3 * time.Second
+		})
+	})
+	// Without keepalive, the command timeout finds the dead link: the
+	// abort goes unanswered and the connection is dropped.
+	t.Run("command timeout", func(t *testing.T) {
+		linkCut(t, func(cfg *iscsi.Config) {
+			cfg.NopInterval = 0
+			cfg.CommandTimeout = time.Second
+		})
+	})
+}
+
+func linkCut(t *testing.T, tune func(*iscsi.Config)) {
 	net := netns.NewT(t, netns.Config{})
 	tgtHost := net.MustAddHost(t, "target")
 	node := net.MustAddHost(t, "node1")
@@ -31,8 +49,8 @@ func TestLinkCutInNamespaces(t *testing.T) {
 
 	cfg := testConfig(t, tgt, 1)
 	cfg.Dial = node.Dial
-	cfg.NopInterval, cfg.NopTimeout = 300*time.Millisecond, 800*time.Millisecond
-	cfg.CommandTimeout, cfg.AbortTimeout = 3*time.Second, time.Second
+	cfg.AbortTimeout = time.Second
+	tune(&cfg)
 	cfg.DialTimeout = time.Second
 	cfg.ReconnectAttempts, cfg.ReconnectDelay, cfg.ReconnectMaxDelay = 40, 100*time.Millisecond, 500*time.Millisecond
 	d := openDevice(t, cfg)
