@@ -114,10 +114,40 @@ func (v *Volume) markDirty(ctx context.Context, r0, r1, ahead int64) error {
 	return nil
 }
 
-func (v *Volume) endWrite(r0, r1 int64) {
+func (v *Volume) endWrite(r0, r1 int64, degraded bool) {
 	v.stateMu.Lock()
-	v.in.end(r0, r1, v.now())
+	v.in.end(r0, r1, v.now(), degraded)
 	v.stateMu.Unlock()
+}
+
+// heal copies every idle degraded region from the primary to all legs
+// (data and checksums) once every leg is in sync, so their marks can be
+// cleared. Writes done while a leg was out, or by a node whose view of the
+// legs lagged, cannot leave the legs or checksums disagreeing.
+func (v *Volume) heal(ctx context.Context) error {
+	if !v.view.Load().allInSync() {
+		return nil
+	}
+	v.stateMu.Lock()
+	cands := v.in.toHeal()
+	v.stateMu.Unlock()
+	if len(cands) == 0 {
+		return nil
+	}
+	buf := make([]byte, v.geo.RegionSize)
+	for _, c := range cands {
+		if !v.view.Load().allInSync() {
+			return nil
+		}
+		if _, err := v.copyRegion(ctx, c.region, func(w *view) []int { return w.writable }, buf); err != nil {
+			return err
+		}
+		v.stateMu.Lock()
+		v.in.healed(c)
+		v.stateMu.Unlock()
+	}
+	v.log.Info("regions written while degraded resynced", "regions", len(cands))
+	return nil
 }
 
 // clean clears the marks of idle regions once their data is durable on
@@ -127,6 +157,11 @@ func (v *Volume) endWrite(r0, r1 int64) {
 func (v *Volume) clean(ctx context.Context, force bool) error {
 	if v.cfg.Slot == NoSlot {
 		return nil
+	}
+	// Healing takes region locks, so it runs before bmWriteMu is held
+	// (writers take bmWriteMu while holding region locks).
+	if err := v.heal(ctx); err != nil {
+		return err
 	}
 	v.bmWriteMu.Lock()
 	defer v.bmWriteMu.Unlock()

@@ -7,8 +7,12 @@ import "time"
 // cleared. It does no I/O and takes no locks; the volume drives it under
 // stateMu and performs the bitmap writes it asks for.
 type intent struct {
-	disk     *Bitmap // regions marked (or being marked) on disk
-	durable  *Bitmap // regions whose mark is known to be on disk
+	disk    *Bitmap // regions marked (or being marked) on disk
+	durable *Bitmap // regions whose mark is known to be on disk
+	// degraded regions were written while some leg was not in sync (or
+	// with a view that may have been stale); before their marks are
+	// cleared they are copied once more from the primary to every leg.
+	degraded *Bitmap
 	inflight map[int64]int
 	seq      map[int64]uint64
 	last     map[int64]time.Time
@@ -16,7 +20,7 @@ type intent struct {
 
 func newIntent(regions int64) *intent {
 	return &intent{
-		disk: NewBitmap(regions), durable: NewBitmap(regions),
+		disk: NewBitmap(regions), durable: NewBitmap(regions), degraded: NewBitmap(regions),
 		inflight: map[int64]int{}, seq: map[int64]uint64{}, last: map[int64]time.Time{},
 	}
 }
@@ -70,9 +74,13 @@ func (in *intent) unmark(regions []int64) {
 	}
 }
 
-// end records that a write to [r0, r1] finished (successfully or not).
-func (in *intent) end(r0, r1 int64, now time.Time) {
+// end records that a write to [r0, r1] finished (successfully or not);
+// degraded says it did not go to every leg of the table.
+func (in *intent) end(r0, r1 int64, now time.Time, degraded bool) {
 	for r := r0; r <= r1; r++ {
+		if degraded {
+			in.degraded.Set(r)
+		}
 		if in.inflight[r]--; in.inflight[r] <= 0 {
 			delete(in.inflight, r)
 		}
@@ -92,7 +100,7 @@ type candidate struct {
 func (in *intent) cleanable(now time.Time, delay time.Duration, force bool) []candidate {
 	var out []candidate
 	for _, r := range in.durable.Regions() {
-		if in.inflight[r] > 0 {
+		if in.inflight[r] > 0 || in.degraded.Test(r) {
 			continue
 		}
 		if !force && now.Sub(in.last[r]) < delay {
@@ -119,12 +127,32 @@ func (in *intent) clear(cands []candidate) (blocks []int64) {
 	return blocks
 }
 
+// toHeal lists idle degraded regions with their sequence numbers.
+func (in *intent) toHeal() []candidate {
+	var out []candidate
+	for _, r := range in.degraded.Regions() {
+		if in.inflight[r] == 0 {
+			out = append(out, candidate{r, in.seq[r]})
+		}
+	}
+	return out
+}
+
+// healed drops the degraded flag of c's region unless it was written
+// again meanwhile.
+func (in *intent) healed(c candidate) {
+	if in.inflight[c.region] == 0 && in.seq[c.region] == c.seq {
+		in.degraded.Clear(c.region)
+	}
+}
+
 // adopt takes regions found marked on disk (left after recovery that could
 // not clear them) as durable marks.
 func (in *intent) adopt(bm *Bitmap, now time.Time) {
 	for _, r := range bm.Regions() {
 		in.disk.Set(r)
 		in.durable.Set(r)
+		in.degraded.Set(r)
 		in.last[r] = now
 	}
 }

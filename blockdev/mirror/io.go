@@ -163,7 +163,8 @@ func (v *Volume) writeLocked(ctx context.Context, p []byte, off int64) error {
 		return err
 	}
 	defer unlock()
-	defer v.endWrite(r0, r1)
+	degraded := true // until the write is known to have reached every leg
+	defer func() { v.endWrite(r0, r1, degraded) }()
 	// A write that starts where the previous one ended is probably part
 	// of a stream: mark a few regions ahead to save bitmap flushes.
 	var ahead int64
@@ -200,7 +201,9 @@ func (v *Volume) writeLocked(ctx context.Context, p []byte, off int64) error {
 		}
 		return err
 	})
-	return v.settle(ctx, w, w.writable, errs, fmt.Sprintf("write at %d", off))
+	err = v.settle(ctx, w, w.writable, errs, fmt.Sprintf("write at %d", off))
+	degraded = err != nil || !w.allInSync()
+	return err
 }
 
 // updatedChecksums returns the checksum areas of regions [r0, r1] after
