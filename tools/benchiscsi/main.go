@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime/pprof"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -60,6 +61,7 @@ func main() {
 	dur := flag.Duration("duration", 5*time.Second, "run time of each measurement")
 	lunMiB := flag.Int("lun-mib", 512, "LUN size in MiB")
 	verbose := flag.Bool("v", false, "log the rig and the initiator")
+	flag.IntVar(&runs, "runs", 3, "runs of each initiator per row (the median is printed)")
 	only := flag.String("only", "", "run only the rows whose name contains this text")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the Shoal runs to this file")
 	flag.Parse()
@@ -131,7 +133,7 @@ func run(out string, dur time.Duration, lunSize int64, verbose bool) error {
 	defer dev.Close()
 
 	var buf bytes.Buffer
-	fmt.Fprintf(&buf, "iSCSI initiator: Shoal vs libiscsi iscsi-perf, same tgtd LUN (%d MiB, %v per row)\n", lunSize>>20, dur)
+	fmt.Fprintf(&buf, "iSCSI initiator: Shoal vs libiscsi iscsi-perf, same tgtd LUN (%d MiB; median of %d alternating runs of %v)\n", lunSize>>20, runs, dur)
 	fmt.Fprintf(&buf, "target: %s\n\n", url)
 	tw := tabwriter.NewWriter(&buf, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "workload\tShoal IOPS\tShoal MB/s\tlibiscsi IOPS\tlibiscsi MB/s\tShoal/libiscsi\t")
@@ -140,12 +142,19 @@ func run(out string, dur time.Duration, lunSize int64, verbose bool) error {
 			continue
 		}
 		fmt.Fprintf(os.Stderr, "running %s ...\n", r.name)
-		s := shoal(ctx, dev, r, dur)
-		var l result
-		if r.write {
-			l.err = fmt.Errorf("n/a")
-		} else {
-			l = libiscsi(url, r, dur)
+		// The machine may be shared: alternate the two initiators and
+		// keep each one's median run.
+		var ss, ls []result
+		for i := 0; i < runs; i++ {
+			ss = append(ss, shoal(ctx, dev, r, dur))
+			if !r.write {
+				ls = append(ls, libiscsi(url, r, dur))
+			}
+		}
+		s := median(ss)
+		l := result{err: fmt.Errorf("n/a")}
+		if !r.write {
+			l = median(ls)
 		}
 		ratio := "n/a"
 		if s.err == nil && l.err == nil && l.iops > 0 {
@@ -251,6 +260,22 @@ func shoal(ctx context.Context, dev *iscsi.Device, r row, dur time.Duration) res
 	}
 	iops := float64(ops.Load()) / el
 	return result{iops: iops, mbps: iops * float64(r.block) / 1e6}
+}
+
+// runs is how often each initiator runs each row.
+var runs int
+
+// median returns the run with the median IOPS, or the first error.
+func median(rs []result) result {
+	var ok []result
+	for _, r := range rs {
+		if r.err != nil {
+			return r
+		}
+		ok = append(ok, r)
+	}
+	sort.Slice(ok, func(i, j int) bool { return ok[i].iops < ok[j].iops })
+	return ok[len(ok)/2]
 }
 
 // onlyRows filters the rows by name.
