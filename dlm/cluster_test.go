@@ -171,6 +171,11 @@ func TestCluster(t *testing.T) {
 			return false
 		})
 		select {
+		case <-la.Blocking():
+		case <-time.After(5 * time.Second):
+			t.Fatal("a's holder was not told that b waits")
+		}
+		select {
 		case <-got:
 			t.Fatal("b granted while a's user holds EX")
 		default:

@@ -53,6 +53,25 @@ func (l *Lock) LVB() ([]byte, bool) { return append([]byte(nil), l.lvb...), l.lv
 // Lost is closed when the node stops using its locks.
 func (l *Lock) Lost() <-chan struct{} { return l.n.lost }
 
+// Blocking returns a channel that is closed when another node queues a
+// request that conflicts with the node's grant this hold rides on (the
+// blocking callback): the holder should finish and release soon.
+func (l *Lock) Blocking() <-chan struct{} {
+	n := l.n
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	nl := l.nl
+	if l.released || nl.blocked || !nl.held || n.fenced != nil {
+		c := make(chan struct{})
+		close(c)
+		return c
+	}
+	if nl.blockCh == nil {
+		nl.blockCh = make(chan struct{})
+	}
+	return nl.blockCh
+}
+
 // SetLVB sets the value block; it is written to etcd when the node gives
 // the lock up or down-converts it. Only PW and EX holders may write it.
 func (l *Lock) SetLVB(b []byte) error {
@@ -278,7 +297,7 @@ func (n *Node) finish(w *waiter, l *Lock, err error) {
 
 // admissible reports whether local waiter w can be let in now.
 func (n *Node) admissible(nl *nodeLock, w *waiter) bool {
-	if !nl.held || nl.releasing || nl.draining || (nl.blocked && w.conv == nil && !n.before(nl, w)) || !Covers(nl.granted, w.mode) {
+	if !nl.held || nl.draining || (nl.blocked && w.conv == nil && !n.before(nl, w)) || !Covers(nl.granted, w.mode) {
 		return false
 	}
 	for u, m := range nl.users {
@@ -435,10 +454,14 @@ func (n *Node) guard() clientv3.Cmp {
 func (n *Node) startCreate(nl *nodeLock, mode Mode, try bool) {
 	key := n.keys.req(n.me, n.seq)
 	n.seq++
-	nl.key, nl.want, nl.held, nl.blocked, nl.busy = key, mode, false, false, true
+	nl.key, nl.want, nl.held, nl.blocked = key, mode, false, false
 	n.byKey[key] = nl
 	val := mustJSON(requestValue{Resource: nl.res, Mode: mode, Recovery: nl.recovery, NoQueue: try})
-	n.write(nl, []clientv3.Op{clientv3.OpPut(key, val)}, nil, func(rev int64) { nl.createRev = rev })
+	n.write(nl, []clientv3.Op{clientv3.OpPut(key, val)}, nil, func(rev int64) {
+		if nl.key == key {
+			nl.createRev = rev
+		}
+	}, true)
 }
 
 func (n *Node) startConvert(nl *nodeLock, mode Mode, try bool) {
@@ -449,9 +472,9 @@ func (n *Node) startConvert(nl *nodeLock, mode Mode, try bool) {
 		nl.lvbDirty = false
 	}
 	ops = append(ops, clientv3.OpPut(key, mustJSON(requestValue{Resource: nl.res, Mode: mode, Recovery: nl.recovery, NoQueue: try})))
-	nl.want, nl.busy = mode, true
+	nl.want = mode
 	cmp := clientv3.Compare(clientv3.CreateRevision(key), "=", nl.createRev)
-	n.write(nl, ops, &cmp, nil)
+	n.write(nl, ops, &cmp, nil, true)
 }
 
 func (n *Node) startRelease(nl *nodeLock) {
@@ -461,22 +484,22 @@ func (n *Node) startRelease(nl *nodeLock) {
 		ops = append(ops, clientv3.OpPut(n.keys.lvb(nl.res), mustJSON(lvbValue{Value: nl.lvb, Valid: true})))
 	}
 	ops = append(ops, clientv3.OpDelete(key))
-	nl.busy, nl.releasing = true, true
-	n.write(nl, ops, nil, func(int64) {
-		nl.releasing = false
-		delete(n.byKey, key)
-		if nl.key == key {
-			nl.key, nl.held, nl.blocked, nl.lvbDirty, nl.createRev, nl.draining = "", false, false, false, 0, false
-		}
-	})
+	// Detach the request at once: its grant is gone for local users, and
+	// a new request may be queued while the delete is in flight (it waits
+	// behind the old one in the cluster's queue, like anyone else's).
+	nl.key, nl.held, nl.blocked, nl.lvbDirty, nl.createRev, nl.draining = "", false, false, false, 0, false
+	n.write(nl, ops, nil, func(int64) { delete(n.byKey, key) }, false)
 }
 
 // write runs a guarded transaction for nl in the background and drives
-// nl again when it is done. Transport errors are retried (every write is
+// nl again when it is done. A tracked write marks nl busy meanwhile. Transport errors are retried (every write is
 // idempotent) until the self-fence deadline; a failed guard means the
 // lease is gone and fences the node.
-func (n *Node) write(nl *nodeLock, ops []clientv3.Op, keyCmp *clientv3.Cmp, onDone func(rev int64)) {
+func (n *Node) write(nl *nodeLock, ops []clientv3.Op, keyCmp *clientv3.Cmp, onDone func(rev int64), track bool) {
 	guard := n.guard()
+	if track {
+		nl.busy = true
+	}
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
@@ -506,9 +529,8 @@ func (n *Node) write(nl *nodeLock, ops []clientv3.Op, keyCmp *clientv3.Cmp, onDo
 		}
 		n.mu.Lock()
 		defer n.mu.Unlock()
-		nl.busy = false
-		if err != nil || !resp.Succeeded {
-			nl.releasing = false
+		if track {
+			nl.busy = false
 		}
 		switch {
 		case err != nil:
@@ -526,6 +548,10 @@ func (n *Node) write(nl *nodeLock, ops []clientv3.Op, keyCmp *clientv3.Cmp, onDo
 				u.released = true
 			}
 			clear(nl.users)
+			if nl.blockCh != nil {
+				close(nl.blockCh)
+				nl.blockCh = nil
+			}
 		default:
 			if onDone != nil {
 				onDone(resp.Header.Revision)

@@ -55,7 +55,6 @@ type nodeLock struct {
 	key       string // current request key; "" if none
 	createRev int64
 	busy      bool // a write is in flight
-	releasing bool // the request is being deleted: hand nothing out
 	draining  bool // an uncached grant was used up: release it, hand nothing out
 	held      bool
 	granted   Mode
@@ -68,8 +67,9 @@ type nodeLock struct {
 	fresh     bool // just granted: the waiters that asked get in even if a callback came with the grant
 	blocked   bool
 	blockMode Mode
-	blockedAt uint64 // local waiters queued before this still get the grant
-	idleSince uint64 // Node.idleTick when the last local user left
+	blockedAt uint64        // local waiters queued before this still get the grant
+	blockCh   chan struct{} // closed by the next blocking callback (Lock.Blocking)
+	idleSince uint64        // Node.idleTick when the last local user left
 
 	users   map[*Lock]Mode
 	waiters []*waiter
@@ -252,8 +252,8 @@ func (n *Node) route(ds []Decision, dirty map[*nodeLock]bool) {
 			n.fence(fmt.Errorf("%w: the cluster considers %s dead", ErrLeaseLost, n.me))
 			continue
 		}
-		if nl == nil {
-			continue
+		if nl == nil || d.ID != nl.key {
+			continue // a request being released
 		}
 		dirty[nl] = true
 		switch d.Kind {
@@ -269,6 +269,10 @@ func (n *Node) route(ds []Decision, dirty map[*nodeLock]bool) {
 				nl.blockedAt = n.waiterSeq
 			}
 			nl.blocked, nl.blockMode = true, d.Mode
+			if nl.blockCh != nil {
+				close(nl.blockCh)
+				nl.blockCh = nil
+			}
 			n.log.Trace("blocking callback", "resource", nl.res, "held", nl.granted, "wanted", d.Mode)
 		case Refused:
 			nl.refused = true
@@ -333,6 +337,10 @@ func (n *Node) fence(err error) {
 	n.audit.FencedAt = n.fencedAt
 	close(n.lost)
 	for _, nl := range n.locks {
+		if nl.blockCh != nil {
+			close(nl.blockCh)
+			nl.blockCh = nil
+		}
 		for _, w := range nl.waiters {
 			n.finish(w, nil, err)
 		}
