@@ -279,6 +279,9 @@ func runWatch(ctx context.Context, o *options, out io.Writer) error {
 	}
 	enc := json.NewEncoder(out)
 	wch := cli.Watch(ctx, o.prefix+"/", clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+	if !o.json {
+		fmt.Fprintf(out, "# watching the lock table after revision %d (%d requests)\n", rev, len(rep.Table.Locks()))
+	}
 	for resp := range wch {
 		if err := resp.Err(); err != nil {
 			return err

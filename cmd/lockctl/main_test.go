@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -71,4 +72,62 @@ func TestLockctl(t *testing.T) {
 	if _, err := lockctl(t, c.Endpoints, "force-release", id, "--yes"); err == nil || !strings.Contains(err.Error(), "live member") {
 		t.Fatalf("force-release of a live owner's lock: %v", err)
 	}
+}
+
+func TestLockctlAcquireAndWatch(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts an etcd member")
+	}
+	c := etcdtest.NewCluster(t, 1)
+	eps := strings.Join(c.Endpoints, ",")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var wout syncBuffer
+	watch := newRoot(&wout, strings.NewReader(""))
+	watch.SetArgs([]string{"--endpoints", eps, "--prefix", "/lc", "watch"})
+	wctx, wcancel := context.WithCancel(ctx)
+	wdone := make(chan error, 1)
+	go func() { wdone <- watch.ExecuteContext(wctx) }()
+	for start := time.Now(); !strings.Contains(wout.String(), "# watching"); {
+		if time.Since(start) > 10*time.Second {
+			t.Fatal("watch did not start")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	var out bytes.Buffer
+	acq := newRoot(&out, strings.NewReader("convert PR\nrelease\n"))
+	acq.SetArgs([]string{"--endpoints", eps, "--prefix", "/lc", "acquire", "foo", "EX", "--name", "tester"})
+	if err := acq.ExecuteContext(ctx); err != nil {
+		t.Fatalf("acquire: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "granted foo EX") || !strings.Contains(out.String(), "converted to PR") {
+		t.Fatalf("acquire output:\n%s", out.String())
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(wout.String(), "release /lc/dlm/req/tester/") {
+		if time.Now().After(deadline) {
+			t.Fatalf("watch output:\n%s", wout.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	wcancel()
+	<-wdone
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
