@@ -36,6 +36,24 @@ func LegsOf(names []string, devs []blockdev.Device) []Leg {
 	return legs
 }
 
+// LegsByIndex returns the devices of devs (leg index -> device, as the
+// mirror's LegDevices gives them) that have the persistent-reservation
+// ability, ordered by index and named "leg<index>".
+func LegsByIndex(devs map[int]blockdev.Device) []Leg {
+	idx := make([]int, 0, len(devs))
+	for i := range devs {
+		idx = append(idx, i)
+	}
+	slices.Sort(idx)
+	var legs []Leg
+	for _, i := range idx {
+		if r, ok := devs[i].(blockdev.Reservations); ok {
+			legs = append(legs, Leg{Name: fmt.Sprintf("leg%d", i), Dev: r})
+		}
+	}
+	return legs
+}
+
 // ReservationConfig configures a ReservationFencer.
 type ReservationConfig struct {
 	// Self is this node's incarnation; Self.Key is the key it registers.

@@ -264,3 +264,15 @@ func TestKeyForIsPerIncarnation(t *testing.T) {
 		t.Fatal("ambiguous key derivation")
 	}
 }
+
+func TestLegsByIndex(t *testing.T) {
+	a := fencetest.NewTarget(fencetest.Options{}).Initiator("n")
+	b := fencetest.NewTarget(fencetest.Options{}).Initiator("n")
+	legs := fencing.LegsByIndex(map[int]blockdev.Device{2: b, 0: a, 1: plainDevice{a}})
+	if len(legs) != 2 || legs[0].Name != "leg0" || legs[1].Name != "leg2" || legs[0].Dev != a || legs[1].Dev != b {
+		t.Fatalf("legs %+v", legs)
+	}
+}
+
+// plainDevice hides the reservation ability of a device.
+type plainDevice struct{ blockdev.Device }
