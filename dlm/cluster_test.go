@@ -341,3 +341,37 @@ func TestCluster(t *testing.T) {
 		checkAll(t, b, coord)
 	})
 }
+
+// TestWaitDeadOfAnIncarnationSeenOnlyDead covers a coordinator that joined
+// after an incarnation died holding nothing: it counts as dead at once.
+func TestWaitDeadOfAnIncarnationSeenOnlyDead(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts an etcd member")
+	}
+	c := etcdtest.NewCluster(t, 1)
+	a := startTestNode(t, c, 0, "a")
+	gone := a.n.Owner()
+	ctx := ctxT(t, 10*time.Second)
+	if err := a.n.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.m.Leave(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b := startTestNode(t, c, 0, "b")
+	if err := b.n.WaitDead(ctx, gone); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.n.ReleaseDead(ctx, gone); err != nil {
+		t.Fatal(err)
+	}
+	// A live incarnation is not dead.
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	if err := b.n.WaitDead(short, b.n.Owner()); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("WaitDead of a live incarnation: %v", err)
+	}
+	if err := b.n.ReleaseDead(ctx, b.n.Owner()); err == nil {
+		t.Fatal("ReleaseDead of a live incarnation succeeded")
+	}
+}

@@ -35,8 +35,18 @@ func (n *Node) Orphans(o Owner) []LockInfo {
 }
 
 // WaitDead waits until this node's replica records o as dead (its member
-// key vanished or was taken by a new incarnation).
+// key vanished or was taken by a new incarnation). An incarnation that
+// this replica never saw alive and that holds nothing in the table (it
+// died before this node joined, or never locked anything) counts as dead
+// once the replica has caught up with etcd's current revision.
 func (n *Node) WaitDead(ctx context.Context, o Owner) error {
+	resp, err := n.cfg.Client.Get(ctx, n.keys.members()+o.Node)
+	if err != nil {
+		return fmt.Errorf("dlm: waiting for %s to be dead: %w", o, err)
+	}
+	if err := n.waitRev(ctx, resp.Header.Revision); err != nil {
+		return err
+	}
 	stop := context.AfterFunc(ctx, func() {
 		n.mu.Lock()
 		n.revCond.Broadcast()
@@ -45,7 +55,7 @@ func (n *Node) WaitDead(ctx context.Context, o Owner) error {
 	defer stop()
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	for !n.rep.Table.Dead(o) {
+	for !n.deadLocked(o) {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -55,6 +65,23 @@ func (n *Node) WaitDead(ctx context.Context, o Owner) error {
 		n.revCond.Wait()
 	}
 	return nil
+}
+
+// deadLocked reports, under mu, whether o is dead as far as the lock
+// table is concerned.
+func (n *Node) deadLocked(o Owner) bool {
+	if n.rep.Table.Dead(o) {
+		return true
+	}
+	if n.rep.Alive(o) {
+		return false
+	}
+	for _, l := range n.rep.Table.Locks() {
+		if l.Owner == o {
+			return false
+		}
+	}
+	return true
 }
 
 // ReleaseDead is called by the recovery coordinator once fencing and
@@ -69,7 +96,7 @@ func (n *Node) ReleaseDead(ctx context.Context, o Owner) error {
 		n.mu.Unlock()
 		return err
 	}
-	if !n.rep.Table.Dead(o) {
+	if !n.deadLocked(o) {
 		n.mu.Unlock()
 		return fmt.Errorf("dlm: %s is not dead; only a dead incarnation's locks can be released", o)
 	}
