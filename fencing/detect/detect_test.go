@@ -1,0 +1,205 @@
+package detect_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/shoal-ha/shoal/fencing/detect"
+	"github.com/shoal-ha/shoal/internal/clock"
+	"github.com/shoal-ha/shoal/internal/testlog"
+)
+
+var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func TestDetectorSuspectsSilentPeerOnce(t *testing.T) {
+	clk := clock.NewFake(epoch)
+	d, err := detect.NewDetector(detect.Config{Interval: 100 * time.Millisecond, Timeout: 500 * time.Millisecond, Clock: clk, Logger: testlog.New(t, "det")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := detect.Peer{Name: "a", Incarnation: "1"}, detect.Peer{Name: "b", Incarnation: "1"}
+	d.Watch(a)
+	d.Watch(b)
+	// Both beat for 2 s; a then goes silent.
+	for i := 0; i < 20; i++ {
+		clk.Advance(100 * time.Millisecond)
+		d.Heard(a)
+		d.Heard(b)
+		if s := d.Check(); len(s) != 0 {
+			t.Fatalf("suspected %v while beating", s)
+		}
+	}
+	// Heartbeats from another incarnation of a do not keep it alive.
+	var got []detect.Suspicion
+	for i := 0; i < 10; i++ {
+		clk.Advance(100 * time.Millisecond)
+		d.Heard(b)
+		d.Heard(detect.Peer{Name: "a", Incarnation: "0"})
+		s := d.Check()
+		if i < 5 && len(s) != 0 {
+			t.Fatalf("suspected after %d ms of silence: %v", (i+1)*100, s)
+		}
+		got = append(got, s...)
+	}
+	if len(got) != 1 || got[0].Peer != a || got[0].Silent <= 500*time.Millisecond || got[0].Silent > 600*time.Millisecond {
+		t.Fatalf("suspicions %+v, want a once just after 500ms", got)
+	}
+	// Sticky: a late heartbeat of the suspected incarnation does not clear it.
+	if d.Heard(a) || !d.Suspected("a") {
+		t.Fatal("suspected incarnation revived by a late heartbeat")
+	}
+	// A new incarnation (rejoined after fencing) is watched afresh.
+	d.Watch(detect.Peer{Name: "a", Incarnation: "2"})
+	if d.Suspected("a") {
+		t.Fatal("new incarnation inherited the suspicion")
+	}
+	d.Forget("b")
+	clk.Advance(time.Second)
+	if s := d.Check(); len(s) != 1 || s[0].Peer.Incarnation != "2" {
+		t.Fatalf("after forgetting b and silence of a/2: %v", s)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	if err := (detect.Config{Interval: 100 * time.Millisecond, Timeout: 200 * time.Millisecond}).Validate(); err == nil {
+		t.Fatal("timeout below 3 intervals accepted")
+	}
+	if err := detect.DefaultConfig().Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestHeartbeatRoundTrip(t *testing.T) {
+	h := detect.Heartbeat{From: detect.Peer{Name: "node1", Incarnation: "abc"}, Seq: 42}
+	b, err := h.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var g detect.Heartbeat
+	if err := g.UnmarshalBinary(b); err != nil || g != h {
+		t.Fatalf("round trip %+v %v", g, err)
+	}
+	for _, bad := range [][]byte{nil, []byte("SHB1"), append([]byte("XHB1"), b[4:]...), b[:len(b)-1], append(b, 0)} {
+		if err := g.UnmarshalBinary(bad); !errors.Is(err, detect.ErrBadHeartbeat) {
+			t.Fatalf("%q decoded: %v", bad, err)
+		}
+	}
+}
+
+func FuzzHeartbeat(f *testing.F) {
+	b, _ := detect.Heartbeat{From: detect.Peer{Name: "n", Incarnation: "i"}, Seq: 1}.MarshalBinary()
+	f.Add(b)
+	f.Add([]byte("SHB1\x00\x00"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var h detect.Heartbeat
+		if err := h.UnmarshalBinary(data); err != nil {
+			return
+		}
+		again, err := h.MarshalBinary()
+		if err != nil {
+			t.Fatalf("decoded %+v does not encode: %v", h, err)
+		}
+		if !bytes.Equal(again, data) {
+			t.Fatalf("not canonical: %q -> %+v -> %q", data, h, again)
+		}
+	})
+}
+
+// TestUDPDetectsStoppedPeer runs three detectors on loopback; when one
+// stops, the other two suspect it, and only it.
+func TestUDPDetectsStoppedPeer(t *testing.T) {
+	names := []string{"n1", "n2", "n3"}
+	var mu sync.Mutex
+	eps := map[string]detect.Endpoint{}
+	suspicions := map[string][]detect.Suspicion{}
+	var dets []*detect.UDP
+	for _, n := range names {
+		cfg := detect.UDPConfig{
+			Self:     detect.Peer{Name: n, Incarnation: "1"},
+			Listen:   "127.0.0.1:0",
+			Detector: detect.Config{Interval: 20 * time.Millisecond, Timeout: 400 * time.Millisecond, Logger: testlog.New(t, n)},
+			Peers: func() map[string]detect.Endpoint {
+				mu.Lock()
+				defer mu.Unlock()
+				out := map[string]detect.Endpoint{}
+				for k, v := range eps {
+					out[k] = v
+				}
+				return out
+			},
+			OnSuspect: func(s detect.Suspicion) {
+				mu.Lock()
+				defer mu.Unlock()
+				suspicions[n] = append(suspicions[n], s)
+			},
+		}
+		u, err := detect.NewUDP(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dets = append(dets, u)
+		eps[n] = detect.Endpoint{Incarnation: "1", Addr: u.Addr()}
+	}
+	ctxs := make([]context.CancelFunc, len(dets))
+	var wg sync.WaitGroup
+	for i, u := range dets {
+		ctx, cancel := context.WithCancel(context.Background())
+		ctxs[i] = cancel
+		wg.Go(func() { u.Run(ctx) })
+	}
+	defer func() {
+		for _, c := range ctxs {
+			c()
+		}
+		wg.Wait()
+	}()
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	waitFor("everyone heard everyone", func() bool {
+		for i, u := range dets {
+			for j, n := range names {
+				if i != j && u.Detector().HeardCount(n) < 3 {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	// Garbage on the heartbeat port is dropped, not trusted.
+	c, err := net.Dial("udp", dets[0].Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Write([]byte("SHB1garbage"))
+	c.Close()
+	waitFor("garbage counted", func() bool { return dets[0].Malformed() == 1 })
+
+	stopped := time.Now()
+	ctxs[2]()
+	waitFor("n3 suspected by n1 and n2", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(suspicions["n1"]) > 0 && len(suspicions["n2"]) > 0
+	})
+	t.Logf("n3 suspected %v after it stopped", time.Since(stopped))
+	mu.Lock()
+	defer mu.Unlock()
+	for _, n := range []string{"n1", "n2"} {
+		if len(suspicions[n]) != 1 || suspicions[n][0].Peer.Name != "n3" {
+			t.Fatalf("%s suspected %+v, want only n3", n, suspicions[n])
+		}
+	}
+}
