@@ -64,8 +64,9 @@ type Config struct {
 	// declared dead. Zero NopInterval disables keepalive.
 	NopInterval, NopTimeout time.Duration
 	// ReconnectAttempts bounds logins tried after a dropped connection
-	// before commands fail with ErrNotConnected; ReconnectDelay is the
-	// wait before the first retry, doubled up to ReconnectMaxDelay.
+	// before commands fail with ErrNotConnected (0 still tries once), and
+	// how often an idempotent command is re-sent; ReconnectDelay is the
+	// wait before the second attempt, doubled up to ReconnectMaxDelay.
 	ReconnectAttempts                 int
 	ReconnectDelay, ReconnectMaxDelay time.Duration
 	// UnitAttentionRetries bounds how often a command that met a unit

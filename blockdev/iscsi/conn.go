@@ -786,7 +786,10 @@ func (c *conn) forget(t *task) {
 	if c.tasks[t.itt] == t {
 		delete(c.tasks, t.itt)
 		if t.op != nonSCSI {
+			// A queue slot opened: wake commands waiting for one.
 			c.inflight--
+			close(c.winCh)
+			c.winCh = make(chan struct{})
 		}
 	}
 	c.mu.Unlock()

@@ -12,6 +12,7 @@ import (
 
 	"github.com/shoal-ha/shoal/blockdev"
 	"github.com/shoal-ha/shoal/blockdev/iscsi/internal/pdu"
+	"github.com/shoal-ha/shoal/internal/clock"
 	"github.com/shoal-ha/shoal/internal/testlog"
 )
 
@@ -276,5 +277,61 @@ func TestFakeTargetPingAndAsyncLogout(t *testing.T) {
 	}
 	if n := ft.logins.Load(); n != 2 {
 		t.Fatalf("%d logins, want 2", n)
+	}
+}
+
+// TestKeepaliveOnFakeClock drives the keepalive with a fake clock against
+// a target that never answers pings: one ping goes out once the line is
+// idle for NopInterval, and the connection is dropped once the ping is
+// NopTimeout old.
+func TestKeepaliveOnFakeClock(t *testing.T) {
+	ft := newFakeTarget(t, good)
+	fake := clock.NewFake(time.Unix(1_800_000_000, 0))
+	s := ft.dial(t, func(c *Config) {
+		c.Clock = fake
+		c.NopInterval, c.NopTimeout = 2*time.Second, 3*time.Second
+		c.CommandTimeout = 60 * time.Second
+		c.ReconnectAttempts = 0
+	})
+	s.mu.Lock()
+	c := s.conn
+	s.mu.Unlock()
+	waitUntil := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	// The ticker exists once the keepalive goroutine started.
+	waitUntil("keepalive ticker", func() bool { return fake.Pending() > 0 })
+	fake.Advance(time.Second)
+	select {
+	case h := <-ft.seen:
+		t.Fatalf("ping after 1s of a 2s interval: %v", h.Opcode())
+	case <-time.After(50 * time.Millisecond):
+	}
+	fake.Advance(time.Second)
+	select {
+	case h := <-ft.seen:
+		if h.Opcode() != pdu.OpNOPOut || h.ITT() == pdu.ReservedTag {
+			t.Fatalf("expected a ping, got %v", h.Opcode())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no ping after the idle interval")
+	}
+	if c.deadErr() != nil {
+		t.Fatal("connection dropped before the ping timed out")
+	}
+	for i := 0; i < 4 && c.deadErr() == nil; i++ {
+		fake.Advance(time.Second)
+		time.Sleep(20 * time.Millisecond)
+	}
+	waitUntil("connection dropped", func() bool { return c.deadErr() != nil })
+	if err := c.deadErr(); !errors.Is(err, errConnLost) {
+		t.Fatalf("dropped with %v", err)
 	}
 }

@@ -11,11 +11,8 @@ type KV struct {
 	Key, Value string
 }
 
-// Limits from RFC 7143 section 6.1.
-const (
-	maxKeyLen   = 63
-	maxValueLen = 8192 + 2 // large binary values are hex-encoded "0x..."
-)
+// maxKeyLen is the longest key RFC 7143 section 6.1 allows.
+const maxKeyLen = 63
 
 // ParseText splits a text data segment into key=value pairs. Every pair is
 // NUL-terminated; a trailing fragment without NUL (a value continued in the
