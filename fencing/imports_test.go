@@ -1,0 +1,37 @@
+package fencing_test
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestImports keeps the dependency direction: fencing uses the block
+// device contracts and etcd, never the lock manager, the daemon, the
+// store or the web tier (the daemon passes their work in as hooks).
+func TestImports(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "-test", "./...").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	const mod = "github.com/shoal-ha/shoal/"
+	allowed := []string{mod + "fencing", mod + "blockdev", mod + "internal/clock", mod + "internal/testlog", mod + "internal/etcdtest"}
+	for _, p := range strings.Fields(string(out)) {
+		if !strings.HasPrefix(p, mod) {
+			continue
+		}
+		ok := false
+		for _, a := range allowed {
+			if p == a || p == a+"_test" || strings.HasPrefix(p, a+" ") || strings.HasPrefix(p, a+".") || strings.HasPrefix(p, a+"/") {
+				ok = true
+			}
+		}
+		// blockdev's backends (mirror, iscsi) are not needed either.
+		if strings.HasPrefix(p, mod+"blockdev/") {
+			ok = false
+		}
+		if !ok {
+			t.Errorf("fencing depends on %s", p)
+		}
+	}
+}
