@@ -3,6 +3,7 @@ package mirror
 import (
 	"context"
 	"fmt"
+	"sync"
 
 	"github.com/shoal-ha/shoal/blockdev"
 )
@@ -114,6 +115,16 @@ func (v *Volume) repairRead(ctx context.Context, w *view, good int, bad []int, o
 		return
 	}
 	defer unlock()
+	// Repair only from a leg the current table still counts in sync.
+	if err := v.refreshTable(ctx); err != nil {
+		return
+	}
+	if cur := v.view.Load(); cur != w {
+		j := cur.table.Find(w.table.Legs[good].UUID)
+		if j < 0 || cur.table.Legs[j].State != LegInSync || cur.devs[j] == nil {
+			return
+		}
+	}
 	buf := make([]byte, n)
 	if err := w.devs[good].ReadAt(ctx, buf, v.geo.DataOffset+off); err != nil {
 		return
@@ -178,29 +189,47 @@ func (v *Volume) writeLocked(ctx context.Context, p []byte, off int64) error {
 	if len(w.inSync) == 0 {
 		return fmt.Errorf("%w: write at %d", ErrNoInSyncLeg, off)
 	}
-	csums, err := v.updatedChecksums(ctx, w, p, off, r0, r1)
-	if err != nil {
-		return err
-	}
-	errs := parallel(w.writable, func(i int) error {
-		// Data and checksums go out together; the region's mark
-		// covers any order in which they land.
-		csErr := make(chan error, 1)
+	// The data goes out at once; the checksum areas are read and
+	// patched meanwhile and follow. The region's mark covers any order in
+	// which data and checksums land.
+	n := len(w.writable)
+	dataErrs, csErrs := make([]error, n), make([]error, n)
+	var wg sync.WaitGroup
+	for k, i := range w.writable {
+		wg.Add(1)
 		go func() {
-			for k, c := range csums {
-				if err := w.devs[i].WriteAt(ctx, c, v.geo.ChecksumOffsetOf(r0+int64(k))); err != nil {
-					csErr <- err
-					return
-				}
-			}
-			csErr <- nil
+			defer wg.Done()
+			dataErrs[k] = w.devs[i].WriteAt(ctx, p, v.geo.DataOffset+off)
 		}()
-		err := w.devs[i].WriteAt(ctx, p, v.geo.DataOffset+off)
-		if cerr := <-csErr; err == nil {
-			err = cerr
+	}
+	csums, cerr := v.updatedChecksums(ctx, w, p, off, r0, r1)
+	if cerr == nil {
+		for k, i := range w.writable {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for j, c := range csums {
+					if err := w.devs[i].WriteAt(ctx, c, v.geo.ChecksumOffsetOf(r0+int64(j))); err != nil {
+						csErrs[k] = err
+						return
+					}
+				}
+			}()
 		}
-		return err
-	})
+	}
+	wg.Wait()
+	if cerr != nil {
+		// The data may be on the legs with stale checksums: the
+		// region stays marked and degraded, so it is healed later.
+		return cerr
+	}
+	errs := make([]error, n)
+	for k := range errs {
+		errs[k] = dataErrs[k]
+		if errs[k] == nil {
+			errs[k] = csErrs[k]
+		}
+	}
 	err = v.settle(ctx, w, w.writable, errs, fmt.Sprintf("write at %d", off))
 	degraded = err != nil || !w.allInSync()
 	return err

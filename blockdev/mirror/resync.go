@@ -51,6 +51,12 @@ func (v *Volume) copyRegion(ctx context.Context, r int64, targets func(w *view) 
 		return 0, err
 	}
 	defer unlock()
+	// Copy only with the current leg table: a node that has not yet
+	// seen a leg fail would copy that leg's stale data over the others.
+	// Under the region lock no write can slip in between.
+	if err := v.refreshTable(ctx); err != nil {
+		return 0, fmt.Errorf("mirror: refresh leg table before copying region %d: %w", r, err)
+	}
 	w := v.view.Load()
 	src := -1
 	for _, i := range w.inSync {

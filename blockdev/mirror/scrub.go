@@ -71,6 +71,11 @@ func (v *Volume) scrubRegion(ctx context.Context, r int64, repair bool, data, cs
 		return err
 	}
 	defer unlock()
+	if repair {
+		if err := v.refreshTable(ctx); err != nil {
+			return fmt.Errorf("mirror: refresh leg table before repairing region %d: %w", r, err)
+		}
+	}
 	w := v.view.Load()
 	legs := w.inSync
 	if len(legs) > len(data) {
