@@ -2,6 +2,7 @@ package recovery
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync/atomic"
@@ -24,6 +25,10 @@ type CoordinatorConfig struct {
 	Session *concurrency.Session
 	// Prefix is the cluster's etcd key prefix, for example "/shoal".
 	Prefix string
+	// Self is this node's incarnation. A recovery requested for it means
+	// the others think it dead: the coordinator then steps down and Run
+	// returns ErrSelfSuspected instead of fencing itself. Required.
+	Self fencing.NodeRef
 	// Engine configures the recovery engine; its Store is set by the
 	// coordinator and must be left nil.
 	Engine Config
@@ -39,6 +44,8 @@ func (c CoordinatorConfig) Validate() error {
 		return fmt.Errorf("recovery: CoordinatorConfig.Client is nil")
 	case c.Session == nil:
 		return fmt.Errorf("recovery: CoordinatorConfig.Session is nil")
+	case c.Self.Name == "" || c.Self.Incarnation == "":
+		return fmt.Errorf("recovery: CoordinatorConfig.Self must name this node's incarnation")
 	case c.Engine.Store != nil:
 		return fmt.Errorf("recovery: CoordinatorConfig.Engine.Store must be nil; the coordinator uses etcd")
 	case c.Rescan < 0:
@@ -99,10 +106,16 @@ func (c *Coordinator) Request(ctx context.Context, victim fencing.NodeRef) (crea
 func (c *Coordinator) Leading() bool { return c.leading.Load() }
 
 // Run campaigns until elected, then runs recoveries until ctx ends or the
-// session is lost. It returns ErrDeposed when the session ended, and
+// session is lost. It returns ErrDeposed when the session ended,
+// ErrSelfSuspected when a recovery of this incarnation was requested, and
 // ctx's error otherwise. Recoveries in progress stop where they are; the
 // next coordinator resumes them.
 func (c *Coordinator) Run(ctx context.Context) error {
+	if rec, ok, err := c.store.Load(ctx, c.cfg.Self); err != nil {
+		return err
+	} else if ok && !rec.Done() {
+		return fmt.Errorf("%w: requested by %s", ErrSelfSuspected, rec.RequestedBy)
+	}
 	el := concurrency.NewElection(c.cfg.Session, ElectionPrefix(c.cfg.Prefix))
 	if err := el.Campaign(ctx, c.cfg.Engine.Name); err != nil {
 		if ctx.Err() != nil {
@@ -139,7 +152,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		c.log.Warn("session lost, no longer coordinator")
 		return fmt.Errorf("%w: session lost", ErrDeposed)
 	}
-	if ctx.Err() != nil {
+	if ctx.Err() != nil || errors.Is(err, ErrSelfSuspected) {
 		// Step down so another node takes over without waiting for
 		// this session's lease to expire.
 		rctx, rcancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -147,6 +160,8 @@ func (c *Coordinator) Run(ctx context.Context) error {
 			c.log.Warn("resigning coordinator election", "error", rerr)
 		}
 		rcancel()
+	}
+	if ctx.Err() != nil {
 		return ctx.Err()
 	}
 	return err
@@ -162,9 +177,14 @@ func (c *Coordinator) lead(ctx context.Context, e *Engine) error {
 			c.log.Warn("listing recoveries", "error", err)
 		}
 		for _, r := range recs {
-			if !r.Done() {
-				e.Start(ctx, r.Victim)
+			if r.Done() {
+				continue
 			}
+			if r.Victim.Name == c.cfg.Self.Name && r.Victim.Incarnation == c.cfg.Self.Incarnation {
+				c.log.Error("a recovery of this incarnation was requested, stepping down", "requested_by", r.RequestedBy)
+				return fmt.Errorf("%w: requested by %s", ErrSelfSuspected, r.RequestedBy)
+			}
+			e.Start(ctx, r.Victim)
 		}
 		if err != nil {
 			select {

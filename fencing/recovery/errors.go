@@ -13,6 +13,11 @@ var (
 	// it. A caller bug; never retry.
 	ErrOutOfOrder = errors.New("recovery: step out of order")
 
+	// ErrSelfSuspected: a recovery of this very incarnation was requested:
+	// the other nodes consider it dead and will fence it. Not retriable:
+	// the node must stop all volume I/O and rejoin as a new incarnation.
+	ErrSelfSuspected = errors.New("recovery: this incarnation is being recovered")
+
 	// ErrSelfFenced: the coordinator found that it was itself fenced
 	// while fencing the victim. Not retriable on this incarnation: the
 	// node must stop I/O and rejoin.

@@ -245,7 +245,10 @@ func newCoordinator(t *testing.T, cli *clientv3.Client, sess *concurrency.Sessio
 	cfg.Hooks = h
 	cfg.Backoff = fencing.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond, Multiplier: 2}
 	cfg.Logger = testlog.New(t, name)
-	c, err := recovery.NewCoordinator(recovery.CoordinatorConfig{Client: cli, Session: sess, Prefix: prefix, Engine: cfg, Rescan: 200 * time.Millisecond})
+	c, err := recovery.NewCoordinator(recovery.CoordinatorConfig{
+		Client: cli, Session: sess, Prefix: prefix, Engine: cfg, Rescan: 200 * time.Millisecond,
+		Self: fencing.NodeRef{Name: name, Incarnation: "self"},
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -452,7 +455,10 @@ func TestCoordinatorFenceAgentFailsOrHangs(t *testing.T) {
 	cfg.Backoff = fencing.Backoff{Initial: 20 * time.Millisecond, Max: 100 * time.Millisecond, Multiplier: 2}
 	cfg.Logger = testlog.New(t, "n0")
 	cfg.OnFenceAttempt = func(a fencing.Attempt) { attempts.Add(1) }
-	c, err := recovery.NewCoordinator(recovery.CoordinatorConfig{Client: cli, Session: session(t, cli), Prefix: prefix, Engine: cfg})
+	c, err := recovery.NewCoordinator(recovery.CoordinatorConfig{
+		Client: cli, Session: session(t, cli), Prefix: prefix, Engine: cfg,
+		Self: fencing.NodeRef{Name: "n0", Incarnation: "self"},
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -521,4 +527,50 @@ func TestLeaseOnlyRecoveryWaitsForExpiry(t *testing.T) {
 		t.Fatalf("fenced %v after the grant, before TTL plus margin", fenced.Sub(granted))
 	}
 	t.Logf("lease-only fence finished %v after the victim's last renewal", fenced.Sub(granted))
+}
+
+// TestCoordinatorStepsDownWhenItIsTheVictim: when the others ask for the
+// coordinator's own recovery it does not fence itself: it steps down and
+// reports ErrSelfSuspected, and the next coordinator fences it.
+func TestCoordinatorStepsDownWhenItIsTheVictim(t *testing.T) {
+	ctx := context.Background()
+	cli, prefix := etcdClient(t)
+	hooks := newStepHooks()
+	var fenced sync.Map
+	fencer := fencing.FencerFunc(func(_ context.Context, v fencing.NodeRef) error {
+		fenced.Store(v.String(), true)
+		return nil
+	})
+	a := newCoordinator(t, cli, session(t, cli), prefix, "a", fencer, hooks)
+	_, resA := runCoordinator(t, a)
+	waitFor(t, "a elected", a.Leading)
+	b := newCoordinator(t, cli, session(t, cli), prefix, "b", fencer, hooks)
+	runCoordinator(t, b)
+	self := fencing.NodeRef{Name: "a", Incarnation: "self", Key: 7}
+	if _, err := b.Request(ctx, self); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-resA:
+		if !errors.Is(err, recovery.ErrSelfSuspected) {
+			t.Fatalf("a ended with %v, want ErrSelfSuspected", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("a did not step down")
+	}
+	waitFor(t, "b recovers a", func() bool { return loadRecord(t, cli, prefix, self).Done() })
+	if got := history(loadRecord(t, cli, prefix, self)); !strings.HasPrefix(got, "fence=b ") {
+		t.Fatalf("history %q, want b to fence a", got)
+	}
+	// An incarnation with a pending recovery does not even campaign.
+	_, prefix2 := etcdClient(t)
+	c := newCoordinator(t, cli, session(t, cli), prefix2, "c", fencer, hooks)
+	if _, err := c.Request(ctx, fencing.NodeRef{Name: "c", Incarnation: "self", Key: 9}); err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := c.Run(rctx); !errors.Is(err, recovery.ErrSelfSuspected) {
+		t.Fatalf("suspected incarnation's Run = %v, want ErrSelfSuspected", err)
+	}
 }
