@@ -25,6 +25,11 @@ type testNode struct {
 // client of its own whose requests are counted.
 func startTestNode(t testing.TB, c *etcdtest.Cluster, i int, name string) *testNode {
 	t.Helper()
+	return startTestNodeWith(t, c, i, name, nil)
+}
+
+func startTestNodeWith(t testing.TB, c *etcdtest.Cluster, i int, name string, tune func(*Config)) *testNode {
+	t.Helper()
 	calls := &atomic.Int64{}
 	count := grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		calls.Add(1)
@@ -46,6 +51,9 @@ func startTestNode(t testing.TB, c *etcdtest.Cluster, i int, name string) *testN
 	}
 	cfg := DefaultConfig()
 	cfg.Client, cfg.Member, cfg.Prefix, cfg.Logger = cli, m, testPrefix, testlog.New(t, name)
+	if tune != nil {
+		tune(&cfg)
+	}
 	n, err := Start(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -374,4 +382,65 @@ func TestWaitDeadOfAnIncarnationSeenOnlyDead(t *testing.T) {
 	if err := b.n.ReleaseDead(ctx, b.n.Owner()); err == nil {
 		t.Fatal("ReleaseDead of a live incarnation succeeded")
 	}
+}
+
+// TestJoinAfterCompaction: a node joining after etcd compacted the DLM's
+// history starts from a checkpoint and agrees with the others.
+func TestJoinAfterCompaction(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a three-member etcd cluster")
+	}
+	c := etcdtest.NewCluster(t, 3)
+	fast := func(cfg *Config) { cfg.CheckpointInterval = 200 * time.Millisecond }
+	a := startTestNodeWith(t, c, 0, "a", fast)
+	b := startTestNodeWith(t, c, 1, "b", fast)
+	ctx := ctxT(t, 20*time.Second)
+	la, err := a.n.Acquire(ctx, Named("x"), EX)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer la.Release()
+	waitB := make(chan error, 1)
+	go func() {
+		l, err := b.n.Acquire(ctx, Named("x"), PR)
+		if err == nil {
+			l.Release()
+		}
+		waitB <- err
+	}()
+	lb, err := b.n.Acquire(ctx, Region("vol", 0, 10), PW)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lb.Release()
+	// Wait for a checkpoint that covers all of the above, then compact.
+	var cpRev int64
+	eventually(t, 10*time.Second, "a checkpoint", func() bool {
+		resp, err := c.Client(0).Get(ctx, testPrefix+"/dlm/checkpoint")
+		if err != nil || len(resp.Kvs) == 0 {
+			return false
+		}
+		r, err := RestoreReplica(testPrefix, resp.Kvs[0].Value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cpRev = r.Table.Revision()
+		return len(r.Table.Locks()) >= 3
+	})
+	if _, err := c.Client(0).Compact(ctx, cpRev); err != nil {
+		t.Fatal(err)
+	}
+	x := startTestNodeWith(t, c, 2, "x", fast)
+	checkAll(t, a, b, x)
+	la.Release()
+	if err := <-waitB; err != nil {
+		t.Fatal(err)
+	}
+	// The newcomer takes part in the queue like anyone else.
+	lx, err := x.n.Acquire(ctx, Named("x"), EX)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lx.Release()
+	checkAll(t, a, b, x)
 }

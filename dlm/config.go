@@ -36,6 +36,11 @@ type Config struct {
 	// waiter that asked for deadlock errors gets ErrDeadlock. It leaves
 	// blocking callbacks time to break cycles through cached locks.
 	DeadlockGrace time.Duration
+	// CheckpointInterval is how often (about) some node writes a
+	// checkpoint of the lock table to etcd, so that joining nodes do not
+	// need history that compaction may have removed. It must be well below
+	// the cluster's compaction retention.
+	CheckpointInterval time.Duration
 	// StartTimeout bounds how long Start may take to catch up with the
 	// cluster's lock table.
 	StartTimeout time.Duration
@@ -52,6 +57,8 @@ func DefaultConfig() Config {
 		MaxCached:     4096,
 		DeadlockGrace: 2 * time.Second,
 		StartTimeout:  30 * time.Second,
+
+		CheckpointInterval: 30 * time.Second,
 	}
 }
 
@@ -78,6 +85,9 @@ func (c Config) Validate() error {
 	}
 	if c.DeadlockGrace <= 0 {
 		errs = append(errs, fmt.Errorf("dlm: Config.DeadlockGrace %v must be positive", c.DeadlockGrace))
+	}
+	if c.CheckpointInterval <= 0 {
+		errs = append(errs, fmt.Errorf("dlm: Config.CheckpointInterval %v must be positive", c.CheckpointInterval))
 	}
 	if c.StartTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("dlm: Config.StartTimeout %v must be positive", c.StartTimeout))

@@ -13,6 +13,7 @@ import (
 //	P/dlm/lvb/RESOURCE                lock value block, written by PW/EX holders
 //	P/dlm/recovered/NODE/INC          record of a dead incarnation's locks released by recovery
 //	P/dlm/forced/NODE/INC/SEQ         record of a force-released request
+//	P/dlm/checkpoint                  a replica's exact state at a revision (see checkpoint.go)
 type keyspace struct{ prefix string }
 
 func (k keyspace) root() string                   { return k.prefix + "/" }
@@ -21,6 +22,7 @@ func (k keyspace) reqs() string                   { return k.prefix + "/dlm/req/
 func (k keyspace) ownerReqs(o Owner) string       { return k.reqs() + o.Node + "/" + o.Incarnation + "/" }
 func (k keyspace) req(o Owner, seq uint64) string { return fmt.Sprintf("%s%016x", k.ownerReqs(o), seq) }
 func (k keyspace) lvbs() string                   { return k.prefix + "/dlm/lvb/" }
+func (k keyspace) checkpoint() string             { return k.prefix + "/dlm/checkpoint" }
 func (k keyspace) lvb(r Resource) string          { return k.lvbs() + r.String() }
 func (k keyspace) recovered(o Owner) string {
 	return k.prefix + "/dlm/recovered/" + o.Node + "/" + o.Incarnation

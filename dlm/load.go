@@ -11,27 +11,38 @@ import (
 )
 
 // loadReplica prepares a replica to follow the cluster. It returns the
-// revision its watch must start from and the revision it must reach
-// before it is caught up.
+// replica, the revision its watch must start from and the revision it must
+// reach before it is caught up.
 //
 // Grants are decided by the order of events, not stored, so a replica
-// normally replays the DLM's history. When no request exists at all the
-// table's state is fully described by the member and value-block keys
-// (recovery writes invalid value blocks back to etcd), and the replica
-// starts from a snapshot instead, with a watch at the current revision.
-func loadReplica(ctx context.Context, cli *clientv3.Client, rep *Replica) (from, target int64, err error) {
+// starts from the newest checkpoint and replays the events after it (or
+// the whole history when there is no checkpoint yet). When no request
+// exists at all the table's state is fully described by the member and
+// value-block keys (recovery writes invalid value blocks back to etcd),
+// and the replica starts from them instead, with a watch at the current
+// revision.
+func loadReplica(ctx context.Context, cli *clientv3.Client, prefix string) (rep *Replica, from, target int64, err error) {
+	rep = NewReplica(prefix)
 	k := rep.keys
 	resp, err := cli.Txn(ctx).Then(
 		clientv3.OpGet(k.reqs(), clientv3.WithPrefix(), clientv3.WithCountOnly()),
 		clientv3.OpGet(k.members(), clientv3.WithPrefix()),
 		clientv3.OpGet(k.lvbs(), clientv3.WithPrefix()),
+		clientv3.OpGet(k.checkpoint()),
 	).Commit()
 	if err != nil {
-		return 0, 0, fmt.Errorf("dlm: reading the lock table: %w", err)
+		return nil, 0, 0, fmt.Errorf("dlm: reading the lock table: %w", err)
 	}
 	target = resp.Header.Revision
 	if resp.Responses[0].GetResponseRange().Count > 0 {
-		return 1, target, nil
+		if cp := resp.Responses[3].GetResponseRange().Kvs; len(cp) == 1 {
+			r, err := RestoreReplica(prefix, cp[0].Value)
+			if err != nil {
+				return nil, 0, 0, err
+			}
+			return r, r.Table.Revision() + 1, target, nil
+		}
+		return rep, 1, target, nil
 	}
 	var kvs []*mvccpb.KeyValue
 	kvs = append(kvs, resp.Responses[1].GetResponseRange().Kvs...)
@@ -39,17 +50,16 @@ func loadReplica(ctx context.Context, cli *clientv3.Client, rep *Replica) (from,
 	sort.SliceStable(kvs, func(i, j int) bool { return kvs[i].ModRevision < kvs[j].ModRevision })
 	for _, kv := range kvs {
 		if _, err := rep.Apply(&mvccpb.Event{Type: mvccpb.PUT, Kv: kv}); err != nil {
-			return 0, 0, err
+			return nil, 0, 0, err
 		}
 	}
-	return target + 1, target, nil
+	return rep, target + 1, target, nil
 }
 
 // LoadTable builds a read-only replica of the lock table at the current
 // revision, for listings. It replays the DLM's history when locks exist.
 func LoadTable(ctx context.Context, cli *clientv3.Client, prefix string) (*Replica, int64, error) {
-	rep := NewReplica(prefix)
-	from, target, err := loadReplica(ctx, cli, rep)
+	rep, from, target, err := loadReplica(ctx, cli, prefix)
 	if err != nil {
 		return nil, 0, err
 	}

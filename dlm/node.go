@@ -44,6 +44,10 @@ type Node struct {
 	wg     sync.WaitGroup
 
 	etcdWrites atomic.Uint64
+
+	cpModRev  int64     // mod revision of the newest checkpoint seen
+	cpSeen    time.Time // when it was seen (or the node started)
+	cpWriting bool
 }
 
 // nodeLock is the node-level lock on one resource, shared by local users.
@@ -122,16 +126,19 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n.revCond = sync.NewCond(&n.mu)
 	n.ctx, n.cancel = context.WithCancel(context.Background())
-	from, target, err := loadReplica(ctx, cfg.Client, n.rep)
+	rep, from, target, err := loadReplica(ctx, cfg.Client, cfg.Prefix)
 	if err != nil {
 		n.cancel()
 		return nil, err
 	}
+	n.rep = rep
+	n.cpSeen = cfg.Clock.Now()
 	n.rev = from - 1
 	wch := cfg.Client.Watch(clientv3.WithRequireLeader(n.ctx), n.keys.root(), clientv3.WithPrefix(), clientv3.WithRev(from), clientv3.WithProgressNotify())
-	n.wg.Add(2)
+	n.wg.Add(3)
 	go n.watchLoop(wch)
 	go n.monitor()
+	go n.checkpointLoop()
 	if err := n.waitRev(ctx, target); err != nil {
 		n.cancel()
 		n.wg.Wait()
@@ -200,6 +207,9 @@ func (n *Node) watchLoop(wch clientv3.WatchChan) {
 	defer n.wg.Done()
 	for resp := range wch {
 		if err := resp.Err(); err != nil {
+			if resp.CompactRevision != 0 {
+				err = fmt.Errorf("%v (the lock table's history before revision %d was compacted and no newer checkpoint was found)", err, resp.CompactRevision)
+			}
 			n.mu.Lock()
 			n.fence(fmt.Errorf("%w: watch of the lock table failed: %v", ErrLeaseLost, err))
 			n.mu.Unlock()
@@ -216,7 +226,11 @@ func (n *Node) watchLoop(wch clientv3.WatchChan) {
 			if ev.Kv.ModRevision > n.rev {
 				n.rev = ev.Kv.ModRevision
 			}
+			if string(ev.Kv.Key) == n.keys.checkpoint() {
+				n.cpModRev, n.cpSeen = ev.Kv.ModRevision, n.cfg.Clock.Now()
+			}
 		}
+		n.maybeCheckpoint()
 		if resp.IsProgressNotify() && resp.Header.Revision > n.rev {
 			n.rev = resp.Header.Revision
 		}
@@ -333,6 +347,7 @@ func (n *Node) fence(err error) {
 		return
 	}
 	n.fenced = err
+	n.revCond.Broadcast() // waiters on the replica's progress give up
 	n.fencedAt = n.cfg.Clock.Now()
 	n.audit.FencedAt = n.fencedAt
 	close(n.lost)
@@ -456,4 +471,71 @@ func (n *Node) sortedLocks() []*nodeLock {
 	}
 	sort.Slice(l, func(i, j int) bool { return l[i].name < l[j].name })
 	return l
+}
+
+// maybeCheckpoint writes a checkpoint of the replica, under mu, when none
+// was seen for Config.CheckpointInterval (plus a per-node offset, so that
+// nodes rarely race; the write is conditional on the checkpoint seen, so
+// only one of racing writers wins).
+func (n *Node) maybeCheckpoint() {
+	if n.cpWriting || n.fenced != nil || len(n.rep.Table.reqs) == 0 {
+		return
+	}
+	iv := n.cfg.CheckpointInterval
+	var h uint32
+	for _, c := range n.me.String() {
+		h = h*31 + uint32(c)
+	}
+	wait := iv + time.Duration(h%1000)*iv/2000
+	if n.cfg.Clock.Since(n.cpSeen) < wait {
+		return
+	}
+	data, err := n.rep.Checkpoint(n.rev)
+	if err != nil {
+		n.log.Warn("cannot checkpoint the lock table", "error", err)
+		return
+	}
+	n.cpWriting = true
+	seen, key, rev := n.cpModRev, n.keys.checkpoint(), n.rev
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
+		defer cancel()
+		resp, err := n.cfg.Client.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", seen)).
+			Then(clientv3.OpPut(key, string(data))).Commit()
+		n.etcdWrites.Add(1)
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		n.cpWriting = false
+		switch {
+		case err != nil:
+			n.log.Warn("writing a lock table checkpoint failed", "error", err)
+			n.cpSeen = n.cfg.Clock.Now() // try again one interval later
+		case resp.Succeeded:
+			n.log.Debug("wrote lock table checkpoint", "revision", rev, "bytes", len(data))
+		}
+	}()
+}
+
+// checkpointLoop keeps checkpoints coming when the lock table is idle:
+// progress requests move the replica's revision forward even without DLM
+// events, so a checkpoint stays newer than what compaction removes.
+func (n *Node) checkpointLoop() {
+	defer n.wg.Done()
+	t := n.cfg.Clock.NewTicker(n.cfg.CheckpointInterval / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-t.C():
+		}
+		ctx, cancel := context.WithTimeout(n.ctx, n.cfg.CheckpointInterval/4)
+		_ = n.cfg.Client.RequestProgress(clientv3.WithRequireLeader(ctx))
+		cancel()
+		n.mu.Lock()
+		n.maybeCheckpoint()
+		n.mu.Unlock()
+	}
 }
