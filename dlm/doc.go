@@ -50,7 +50,9 @@
 //	rl.Release()
 //	node.ReleaseDead(ctx, dead)
 //
-// Limits: a node that joins while requests exist replays the DLM's etcd
-// history from revision 1, so the history must not be compacted while
-// locks are held (a checkpoint of the table would lift this).
+// Grants follow from the order of events and are not stored, so a node
+// that joins restores the newest checkpoint (an exact copy of a replica,
+// written by some node every Config.CheckpointInterval) and replays only
+// the events after it; the cluster's compaction retention must exceed the
+// checkpoint interval comfortably.
 package dlm
