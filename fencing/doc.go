@@ -21,7 +21,9 @@
 // them (reservations on the legs that have them plus the lease for the
 // legs that do not). Retrying adds back-off and a status hook; Metrics
 // exports attempts to Prometheus. SelfFence stops a node's volume I/O at
-// its self-fence deadline and can pet a watchdog device.
+// its self-fence deadline and can pet a watchdog device; Guard is the gate
+// in front of the volume that refuses I/O past the deadline (a paused node
+// that wakes up late writes nothing) and fails what is in flight on Stop.
 //
 // The recovery order that runs the fence and what follows it lives in
 // package fencing/recovery; the peer failure detector in fencing/detect;
@@ -42,9 +44,11 @@
 //		fencing.Method{Name: "ipmi", Fencer: agent})
 //	err = chain.Fence(ctx, victim) // nil: victim can no longer write
 //
+//	guard := fencing.NewGuard(member.Deadline, nil)
+//	leg = guard.Wrap(leg) // every leg the volume writes through
 //	sf, err := fencing.NewSelfFence(fencing.SelfFenceConfig{
 //		Deadline: member.Deadline, Lost: member.Lost(),
-//		StopIO:   volume.StopAll, Watchdog: "/dev/watchdog",
+//		StopIO:   guard.Stop, Watchdog: "/dev/watchdog",
 //	})
 //	go sf.Run(ctx)
 package fencing
