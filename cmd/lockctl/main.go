@@ -1,4 +1,6 @@
 // Command lockctl inspects and exercises Shoal's distributed lock manager.
+// It reaches etcd through --endpoints and the TLS flags, or takes them and
+// the cluster prefix from a node's configuration file with --config.
 //
 //	lockctl ls [--node N] [--resource-prefix P] [--volume V --range A-B] [--json]
 //	lockctl show RESOURCE [--json]
@@ -27,10 +29,12 @@ import (
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/shoal-ha/shoal/cluster"
 	"github.com/shoal-ha/shoal/dlm"
 )
 
 type options struct {
+	config               string
 	endpoints            []string
 	cacert, cert, key    string
 	prefix               string
@@ -54,11 +58,13 @@ func newRoot(out io.Writer, in io.Reader) *cobra.Command {
 	o := &options{}
 	root := &cobra.Command{Use: "lockctl", Short: "Inspect and exercise Shoal's distributed lock manager", SilenceUsage: true, SilenceErrors: true}
 	pf := root.PersistentFlags()
+	pf.StringVar(&o.config, "config", "", "node configuration file (HCL) to take the etcd endpoints, TLS files and cluster prefix from; flags given explicitly win")
 	pf.StringSliceVar(&o.endpoints, "endpoints", []string{"127.0.0.1:2379"}, "etcd endpoints")
 	pf.StringVar(&o.cacert, "cacert", "", "CA certificate file for etcd TLS")
 	pf.StringVar(&o.cert, "cert", "", "client certificate file for etcd TLS")
 	pf.StringVar(&o.key, "key", "", "client key file for etcd TLS")
-	pf.StringVar(&o.prefix, "prefix", "/shoal", "cluster key prefix")
+	pf.StringVar(&o.prefix, "prefix", cluster.DefaultConfig().Prefix(), "cluster key prefix")
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error { return o.applyConfig(cmd) }
 	pf.BoolVar(&o.json, "json", false, "print JSON instead of a table")
 	pf.DurationVar(&o.timeout, "timeout", 10*time.Second, "timeout for reading the lock table")
 
@@ -86,7 +92,50 @@ func newRoot(out io.Writer, in io.Reader) *cobra.Command {
 	return root
 }
 
+// applyConfig fills the connection settings from a node's configuration
+// file, unless the matching flags were given.
+func (o *options) applyConfig(cmd *cobra.Command) error {
+	if o.config == "" {
+		return nil
+	}
+	cfg, err := cluster.LoadFile(o.config)
+	if err != nil {
+		return err
+	}
+	set := func(name string) bool { return cmd.Flags().Changed(name) }
+	if !set("prefix") {
+		o.prefix = cfg.Prefix()
+	}
+	if !set("endpoints") {
+		if cfg.Etcd.Mode == cluster.EtcdExternal {
+			o.endpoints = cfg.Etcd.Endpoints
+		} else {
+			o.endpoints = []string{"https://" + cfg.Etcd.ClientAddr}
+		}
+	}
+	if !set("cacert") && !set("cert") && !set("key") {
+		o.cacert, o.cert, o.key = cfg.TLS.CAFile, cfg.TLS.CertFile, cfg.TLS.KeyFile
+		if o.cacert == "" && cfg.TLS.AutoDir != "" {
+			// The node issues itself certificates from a local CA; issue
+			// one for lockctl from the same CA.
+			dir, err := os.MkdirTemp("", "lockctl-tls-")
+			if err != nil {
+				return err
+			}
+			files, err := cluster.IssueCert(cfg.TLS.AutoDir, dir, "lockctl", []string{"127.0.0.1", "localhost"})
+			if err != nil {
+				return fmt.Errorf("issuing a lockctl certificate from %s: %w", cfg.TLS.AutoDir, err)
+			}
+			o.cacert, o.cert, o.key = files.CA, files.Cert, files.Key
+		}
+	}
+	return nil
+}
+
 func (o *options) client() (*clientv3.Client, error) {
+	if len(o.endpoints) == 0 {
+		return nil, errors.New("no etcd endpoints (use --endpoints or --config)")
+	}
 	cfg := clientv3.Config{Endpoints: o.endpoints, DialTimeout: 5 * time.Second}
 	if o.cacert != "" || o.cert != "" || o.key != "" {
 		info := transport.TLSInfo{TrustedCAFile: o.cacert, CertFile: o.cert, KeyFile: o.key}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -130,4 +131,44 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+func TestLockctlReadsNodeConfig(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts an etcd member")
+	}
+	c := etcdtest.NewCluster(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// A lock taken under the prefix of cluster "lc2".
+	m, err := dlm.JoinAsClient(ctx, dlm.LeaseMemberConfig{Client: c.Client(0), Prefix: "/shoal/lc2", Name: "n1", TTL: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := dlm.DefaultConfig()
+	cfg.Client, cfg.Member, cfg.Prefix = c.Client(0), m, "/shoal/lc2"
+	n, err := dlm.Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close(ctx)
+	if _, err := n.Acquire(ctx, dlm.Named("cfg-lock"), dlm.PW); err != nil {
+		t.Fatal(err)
+	}
+	path := t.TempDir() + "/node.hcl"
+	hcl := "node_name = \"n1\"\ncluster_name = \"lc2\"\netcd {\n  mode = \"external\"\n  endpoints = [\"" + c.Endpoints[0] + "\"]\n}\n"
+	if err := os.WriteFile(path, []byte(hcl), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	root := newRoot(&out, strings.NewReader(""))
+	root.SetArgs([]string{"--config", path, "ls"})
+	if err := root.Execute(); err != nil || !strings.Contains(out.String(), "cfg-lock") {
+		t.Fatalf("ls --config: %v\n%s", err, out.String())
+	}
+	root = newRoot(&out, strings.NewReader(""))
+	root.SetArgs([]string{"--config", t.TempDir() + "/missing.hcl", "ls"})
+	if err := root.Execute(); err == nil {
+		t.Fatal("missing config file accepted")
+	}
 }
