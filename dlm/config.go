@@ -19,7 +19,7 @@ type Config struct {
 	// Member is the node incarnation that owns the locks. Required.
 	Member Member
 	// Prefix is the cluster's etcd key prefix, without a trailing slash
-	// (for example "/shoal"). Member keys live under Prefix/members/ and
+	// (the daemon uses "/shoal/CLUSTER"). Member keys live under Prefix/members/ and
 	// the DLM's keys under Prefix/dlm/.
 	Prefix string
 	// Clock measures the self-fence deadline. Defaults to the wall clock.
@@ -50,7 +50,7 @@ type Config struct {
 // Client, Member and Prefix.
 func DefaultConfig() Config {
 	return Config{
-		Prefix:        "/shoal",
+		Prefix:        "/shoal/shoal",
 		Clock:         clock.Real(),
 		Logger:        hclog.NewNullLogger(),
 		CacheLocks:    true,

@@ -20,7 +20,8 @@ import (
 // LeaseMemberConfig configures a LeaseMember.
 type LeaseMemberConfig struct {
 	Client *clientv3.Client
-	// Prefix is the cluster key prefix (as in Config.Prefix).
+	// Prefix is the cluster key prefix (as in Config.Prefix); default
+	// "/shoal/shoal", the daemon's default cluster.
 	Prefix string
 	// Name is the member's node name.
 	Name string
@@ -78,7 +79,7 @@ func JoinAsClient(ctx context.Context, cfg LeaseMemberConfig) (*LeaseMember, err
 		cfg.Logger = hclog.NewNullLogger()
 	}
 	if cfg.Prefix == "" {
-		cfg.Prefix = "/shoal"
+		cfg.Prefix = "/shoal/shoal"
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
