@@ -27,8 +27,9 @@ type Config struct {
 	// Locker coordinates regions between nodes. Nil: a private
 	// LocalLocker, which is only right when one process uses the volume.
 	Locker RegionLocker
-	// Store is the cluster-wide leg table. Nil: a private MemStateStore,
-	// so the superblocks are the only copy.
+	// Store is the cluster-wide leg table. Nil: the superblocks are the
+	// only copy; every volume re-reads them from the legs (processes that
+	// share the legs and the Locker then agree without etcd).
 	Store LegStateStore
 	// OpenLeg opens a leg that another node added, by its address. Nil
 	// means blockdev.Open.

@@ -6,6 +6,8 @@ import (
 	"sync"
 
 	"github.com/google/uuid"
+
+	"github.com/shoal-ha/shoal/blockdev"
 )
 
 // LegStateStore keeps the cluster-wide copy of a volume's leg table, so a
@@ -21,8 +23,7 @@ type LegStateStore interface {
 }
 
 // MemStateStore is a LegStateStore in memory, shared by the volumes of one
-// process. A volume given no store uses a private one, which makes the
-// superblocks the only copy of the table.
+// process.
 type MemStateStore struct {
 	mu     sync.Mutex
 	tables map[uuid.UUID]LegTable
@@ -49,4 +50,78 @@ func (s *MemStateStore) CompareAndSwap(ctx context.Context, volume uuid.UUID, pr
 	}
 	s.tables[volume] = next.Clone()
 	return nil
+}
+
+// tableLocker is a store whose compare-and-swap only holds together with
+// the superblock writes that follow it, under a lock.
+type tableLocker interface {
+	lockTable(ctx context.Context) (unlock func(), err error)
+}
+
+// superblockStore keeps the leg table in the legs' superblocks only; a
+// volume given no Store uses it. Load reads every reachable leg and takes
+// the newest generation; a compare-and-swap and the superblock writes that
+// follow it hold a region lock in a namespace of their own, so processes
+// sharing the legs (and a RegionLocker) change the table one at a time.
+type superblockStore struct{ v *Volume }
+
+func (s *superblockStore) devices() []blockdev.Device {
+	seen := map[blockdev.Device]bool{}
+	var out []blockdev.Device
+	add := func(d blockdev.Device) {
+		if d != nil && !seen[d] {
+			seen[d] = true
+			out = append(out, d)
+		}
+	}
+	if w := s.v.view.Load(); w != nil {
+		for _, d := range w.devs {
+			add(d)
+		}
+	}
+	for _, d := range s.v.given {
+		add(d)
+	}
+	return out
+}
+
+// Load implements LegStateStore.
+func (s *superblockStore) Load(ctx context.Context, volume uuid.UUID) (LegTable, bool, error) {
+	var best LegTable
+	found := false
+	var lastErr error
+	for _, d := range s.devices() {
+		sb, err := readSuperblock(ctx, d)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		if sb.Volume != volume {
+			continue
+		}
+		if !found || sb.Table.Generation > best.Generation {
+			best, found = sb.Table, true
+		}
+	}
+	if !found && lastErr != nil {
+		return best, false, fmt.Errorf("mirror: no readable superblock: %w", lastErr)
+	}
+	return best.Clone(), found, nil
+}
+
+// CompareAndSwap implements LegStateStore; the volume writes the
+// superblocks itself right after.
+func (s *superblockStore) CompareAndSwap(ctx context.Context, volume uuid.UUID, prev uint64, next LegTable) error {
+	cur, ok, err := s.Load(ctx, volume)
+	if err != nil {
+		return err
+	}
+	if ok && cur.Generation != prev {
+		return fmt.Errorf("%w: superblocks at generation %d, expected %d", ErrConflict, cur.Generation, prev)
+	}
+	return nil
+}
+
+func (s *superblockStore) lockTable(ctx context.Context) (func(), error) {
+	return s.v.locker.LockRegion(ctx, s.v.lockNS+"-table", 0, 1, true)
 }

@@ -107,9 +107,6 @@ func Open(ctx context.Context, cfg Config) (*Volume, error) {
 	if cfg.Locker == nil {
 		cfg.Locker = NewLocalLocker()
 	}
-	if cfg.Store == nil {
-		cfg.Store = NewMemStateStore()
-	}
 	if cfg.OpenLeg == nil {
 		cfg.OpenLeg = func(ctx context.Context, addr string) (blockdev.Device, error) {
 			return blockdev.Open(ctx, addr, blockdev.OpenOptions{Logger: cfg.Logger})
@@ -144,21 +141,23 @@ func Open(ctx context.Context, cfg Config) (*Volume, error) {
 	if cfg.Slot >= ref.Geometry.Slots {
 		return nil, fmt.Errorf("mirror: slot %d out of range: volume has %d node slots", cfg.Slot, ref.Geometry.Slots)
 	}
-	stored, ok, err := cfg.Store.Load(ctx, ref.Volume)
-	if err != nil {
-		return nil, fmt.Errorf("mirror: load leg table: %w", err)
-	}
 	table := newest
-	switch {
-	case ok && stored.Generation >= newest.Generation:
-		table = stored
-	default:
-		var prev uint64
-		if ok {
-			prev = stored.Generation
+	if cfg.Store != nil {
+		stored, ok, err := cfg.Store.Load(ctx, ref.Volume)
+		if err != nil {
+			return nil, fmt.Errorf("mirror: load leg table: %w", err)
 		}
-		if err := cfg.Store.CompareAndSwap(ctx, ref.Volume, prev, newest); err != nil {
-			return nil, fmt.Errorf("mirror: publish leg table: %w", err)
+		switch {
+		case ok && stored.Generation >= newest.Generation:
+			table = stored
+		default:
+			var prev uint64
+			if ok {
+				prev = stored.Generation
+			}
+			if err := cfg.Store.CompareAndSwap(ctx, ref.Volume, prev, newest); err != nil {
+				return nil, fmt.Errorf("mirror: publish leg table: %w", err)
+			}
 		}
 	}
 	v := &Volume{
@@ -166,6 +165,9 @@ func Open(ctx context.Context, cfg Config) (*Volume, error) {
 		geo: ref.Geometry, vol: ref.Volume, lockNS: ref.Volume.String(), cluster: ref.ClusterID,
 		store: cfg.Store, locker: cfg.Locker, owned: map[uuid.UUID]blockdev.Device{}, given: cfg.Legs,
 		in: newIntent(ref.Geometry.Regions), stop: make(chan struct{}), bgDone: make(chan struct{}),
+	}
+	if v.store == nil {
+		v.store = &superblockStore{v: v}
 	}
 	for i, sb := range sbs {
 		if table.Find(sb.Self) < 0 {
@@ -221,6 +223,7 @@ func Open(ctx context.Context, cfg Config) (*Volume, error) {
 	w := v.view.Load()
 	for _, i := range w.writable {
 		var sb Superblock
+		var err error
 		if k := indexOfDev(cfg.Legs, w.devs[i]); k >= 0 {
 			sb = sbs[k]
 		} else if sb, err = readSuperblock(ctx, w.devs[i]); err != nil {
@@ -337,6 +340,13 @@ func (v *Volume) updateTable(ctx context.Context, fn func(t *LegTable) error) er
 func (v *Volume) updateTableWith(ctx context.Context, extra map[uuid.UUID]blockdev.Device, fn func(t *LegTable) error) error {
 	v.tabMu.Lock()
 	defer v.tabMu.Unlock()
+	if tl, ok := v.store.(tableLocker); ok {
+		unlock, err := tl.lockTable(ctx)
+		if err != nil {
+			return fmt.Errorf("mirror: lock leg table: %w", err)
+		}
+		defer unlock()
+	}
 	for attempt := 0; attempt < 8; attempt++ {
 		cur := v.view.Load()
 		next := cur.table.Clone()
