@@ -8,9 +8,16 @@ import (
 
 // TestImports keeps the dependency direction: fencing uses the block
 // device contracts and etcd, never the lock manager, the daemon, the
-// store or the web tier (the daemon passes their work in as hooks).
+// store or the web tier (the daemon passes their work in as hooks). Only
+// the tests in tgtdtest reach the iSCSI initiator and the target rig.
 func TestImports(t *testing.T) {
-	out, err := exec.Command("go", "list", "-deps", "-test", "./...").CombinedOutput()
+	checkDeps(t, "go", "list", "-deps", "./...")
+	checkDeps(t, "go", "list", "-deps", "-test", ".", "./recovery", "./detect", "./fencetest")
+}
+
+func checkDeps(t *testing.T, cmd ...string) {
+	t.Helper()
+	out, err := exec.Command(cmd[0], cmd[1:]...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("go list: %v\n%s", err, out)
 	}
