@@ -72,7 +72,8 @@ func (t *Table) Lock(id string) (LockInfo, bool) {
 	return e.info(), true
 }
 
-// DeadOwners lists the owners recorded as dead.
+// DeadOwners lists the owners recorded as dead. The table remembers
+// them so that a late write of a dead incarnation is dropped.
 func (t *Table) DeadOwners() []Owner {
 	var out []Owner
 	for o := range t.dead {

@@ -12,9 +12,13 @@ import (
 func (n *Node) DeadOwners() []Owner {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	holding := map[Owner]bool{}
+	for _, e := range n.rep.Table.reqs {
+		holding[e.Owner] = true
+	}
 	var out []Owner
 	for _, o := range n.rep.Table.DeadOwners() {
-		if !n.rep.Table.Forget(o) {
+		if holding[o] {
 			out = append(out, o)
 		}
 	}

@@ -286,18 +286,6 @@ func (t *Table) MemberDown(rev int64, o Owner) ([]Decision, error) {
 	return out, nil
 }
 
-// Forget drops the record that owner o died, once nothing of it is left.
-// It reports whether the owner was forgotten.
-func (t *Table) Forget(o Owner) bool {
-	for _, e := range t.reqs {
-		if e.Owner == o {
-			return false
-		}
-	}
-	delete(t.dead, o)
-	return true
-}
-
 // Dead reports whether o is recorded as dead.
 func (t *Table) Dead(o Owner) bool { return t.dead[o] }
 
