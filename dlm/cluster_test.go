@@ -154,6 +154,9 @@ func TestCluster(t *testing.T) {
 		if d := a.calls.Load() - before; d != 0 {
 			t.Fatalf("cached re-acquire made %d etcd requests", d)
 		}
+		if st := a.n.Stats(); st.CachedGrants < 2000 || st.ClusterGrants < 1 || st.EtcdWrites < 1 {
+			t.Fatalf("stats after cached re-acquires: %+v", st)
+		}
 		checkAll(t, a, b, coord)
 	})
 

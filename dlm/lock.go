@@ -216,6 +216,7 @@ func (n *Node) Acquire(ctx context.Context, res Resource, mode Mode, opts ...Opt
 	}
 	// Fast path: a cached grant that covers the mode.
 	if len(nl.waiters) == 0 && n.admissible(nl, &fw) {
+		n.stats.CachedGrants++
 		l := n.grantLocal(nl, &fw)
 		n.mu.Unlock()
 		return l, nil
@@ -327,6 +328,7 @@ func (n *Node) admissibleBlocked(nl *nodeLock, w *waiter) bool {
 }
 
 func (n *Node) grantLocal(nl *nodeLock, w *waiter) *Lock {
+	n.stats.LocalGrants++
 	if w.conv != nil {
 		l := w.conv
 		l.mode = w.mode

@@ -44,6 +44,7 @@ type Node struct {
 	wg     sync.WaitGroup
 
 	etcdWrites atomic.Uint64
+	stats      Stats // counters other than etcdWrites, under mu
 
 	cpModRev  int64     // mod revision of the newest checkpoint seen
 	cpSeen    time.Time // when it was seen (or the node started)
@@ -159,6 +160,32 @@ func (n *Node) Owner() Owner { return n.me }
 // EtcdWrites counts the etcd transactions the node issued.
 func (n *Node) EtcdWrites() uint64 { return n.etcdWrites.Load() }
 
+// Stats are a node's counters, for metrics.
+type Stats struct {
+	// LocalGrants counts holds handed to local users, and CachedGrants
+	// those of them served from a cached grant without waiting.
+	LocalGrants, CachedGrants uint64
+	// ClusterGrants counts grants (and conversions) of this node's
+	// requests by the lock table.
+	ClusterGrants uint64
+	// BlockingCallbacks counts blocking callbacks received.
+	BlockingCallbacks uint64
+	// EtcdWrites counts etcd transactions.
+	EtcdWrites uint64
+	// CachedLocks is the number of node-level locks currently kept.
+	CachedLocks int
+}
+
+// Stats returns the node's counters.
+func (n *Node) Stats() Stats {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	s := n.stats
+	s.EtcdWrites = n.etcdWrites.Load()
+	s.CachedLocks = len(n.locks)
+	return s
+}
+
 // waitRev blocks until the replica has seen revision rev.
 func (n *Node) waitRev(ctx context.Context, rev int64) error {
 	stop := context.AfterFunc(ctx, func() {
@@ -272,6 +299,7 @@ func (n *Node) route(ds []Decision, dirty map[*nodeLock]bool) {
 		dirty[nl] = true
 		switch d.Kind {
 		case Granted:
+			n.stats.ClusterGrants++
 			nl.held, nl.granted, nl.token = true, d.Mode, d.Token
 			nl.blocked, nl.fresh = false, true
 			if !nl.lvbDirty {
@@ -279,6 +307,7 @@ func (n *Node) route(ds []Decision, dirty map[*nodeLock]bool) {
 			}
 			n.log.Trace("granted", "resource", nl.res, "mode", d.Mode, "token", d.Token)
 		case Blocking:
+			n.stats.BlockingCallbacks++
 			if !nl.blocked {
 				nl.blockedAt = n.waiterSeq
 			}
