@@ -36,15 +36,19 @@ type conn struct {
 	isid   [6]byte
 	tsih   uint16
 
-	// Writers take wmu through lockW/unlockW. Small PDUs are gathered in
-	// wbuf and the last writer in line flushes them with one system call,
-	// so many commands in flight cost few writes.
-	wmu     sync.Mutex
-	wwait   atomic.Int32
-	wbuf    []byte
-	werr    error
-	hdrBuf  [pdu.BHSLen + 4]byte
-	tailBuf [8]byte
+	// The write side; see writer.go.
+	wmu        sync.Mutex // guards the fields down to werr
+	pending    net.Buffers
+	arena      [2][]byte
+	cur        int
+	segOpen    bool
+	segStart   int
+	writing    bool
+	werr       error
+	hdrBuf     [pdu.BHSLen + 4]byte
+	tailBuf    [8]byte
+	readerIdle atomic.Bool
+	flushCh    chan struct{}
 
 	mu       sync.Mutex
 	win      window
@@ -100,14 +104,17 @@ type task struct {
 const nonSCSI = 0xff
 
 func newConn(cfg *Config, nc net.Conn, isid [6]byte) *conn {
-	return &conn{
+	c := &conn{
 		cfg: cfg, log: cfg.logger(), clk: cfg.clock(), nc: nc,
-		br:    bufio.NewReaderSize(nc, 256<<10),
 		isid:  isid,
 		winCh: make(chan struct{}),
 		tasks: map[uint32]*task{},
 		dead:  make(chan struct{}),
 	}
+	c.br = bufio.NewReaderSize(idleHook{c}, 256<<10)
+	c.readerIdle.Store(true)
+	c.flushCh = make(chan struct{}, 1)
+	return c
 }
 
 // dial opens a TCP connection to the configured portal.
@@ -127,74 +134,6 @@ func dial(ctx context.Context, cfg *Config) (net.Conn, error) {
 		_ = tc.SetNoDelay(true)
 	}
 	return nc, nil
-}
-
-// writePDU sends one PDU at once; the caller holds wmu (or is alone, as
-// during login).
-func (c *conn) writePDU(h *pdu.BHS, data []byte) error {
-	bufs := net.Buffers(pdu.Frame(h, data, c.dg, &c.hdrBuf, &c.tailBuf))
-	_, err := bufs.WriteTo(c.nc)
-	return err
-}
-
-// gatherMax is the largest data segment copied into the gather buffer;
-// larger ones are written directly.
-const gatherMax = 16 << 10
-
-// lockW takes the write side, announcing that a writer is in line.
-func (c *conn) lockW() {
-	c.wwait.Add(1)
-	c.wmu.Lock()
-}
-
-// unlockW releases the write side; the last writer in line flushes what
-// was gathered. A write error fails the connection and is returned.
-func (c *conn) unlockW() error {
-	err := c.werr
-	if c.wwait.Add(-1) == 0 && err == nil && len(c.wbuf) > 0 {
-		err = c.flushLocked()
-	}
-	c.wmu.Unlock()
-	if err != nil {
-		c.fail(fmt.Errorf("%w: %w", errConnLost, err))
-	}
-	return err
-}
-
-func (c *conn) flushLocked() error {
-	_, err := c.nc.Write(c.wbuf)
-	c.wbuf = c.wbuf[:0]
-	if err != nil {
-		c.werr = err
-	}
-	return err
-}
-
-// queuePDU gathers a PDU for the next flush, or writes it at once when its
-// data segment is large; the caller holds the write side via lockW.
-func (c *conn) queuePDU(h *pdu.BHS, data []byte) error {
-	if c.werr != nil {
-		return c.werr
-	}
-	if len(data) > gatherMax {
-		if len(c.wbuf) > 0 {
-			if err := c.flushLocked(); err != nil {
-				return err
-			}
-		}
-		if err := c.writePDU(h, data); err != nil {
-			c.werr = err
-			return err
-		}
-		return nil
-	}
-	for _, p := range pdu.Frame(h, data, c.dg, &c.hdrBuf, &c.tailBuf) {
-		c.wbuf = append(c.wbuf, p...)
-	}
-	if len(c.wbuf) >= 256<<10 {
-		return c.flushLocked()
-	}
-	return nil
 }
 
 // ---- login (synchronous, before the reader starts) ----
@@ -277,8 +216,10 @@ func (c *conn) loginIOErr(ctx context.Context, err error) error {
 
 // start launches the reader and, if configured, the keepalive.
 func (c *conn) start() {
-	c.wg.Add(1)
+	c.readerIdle.Store(true)
+	c.wg.Add(2)
 	go c.readLoop()
+	go c.flusher()
 	c.wg.Add(1)
 	go c.keepalive()
 }

@@ -2,6 +2,7 @@ package iscsi_test
 
 import (
 	"bytes"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"sync"
@@ -107,13 +108,17 @@ func TestTransfers(t *testing.T) {
 func TestManyInFlight(t *testing.T) {
 	rig := tgtrig.StartT(t, tgtrig.Config{})
 	tgt := rig.MustAddTarget(t, testIQN+":depth")
-	const size = 16 << 20
+	// Every worker owns its offsets: workers*per chunks fit in the LUN.
+	const size = 64 << 20
 	img := tgt.MustAddLUN(t, 1, size)
 	cfg := testConfig(t, tgt, 1)
 	cfg.QueueDepth = 64
 	d := openDevice(t, cfg)
 	ctx := testCtx(t)
 	const workers, per, chunk = 48, 20, 64 << 10
+	if workers*per*chunk > size {
+		t.Fatal("workers would share offsets")
+	}
 	var wg sync.WaitGroup
 	errs := make(chan error, workers)
 	for w := 0; w < workers; w++ {
@@ -123,7 +128,7 @@ func TestManyInFlight(t *testing.T) {
 			buf := make([]byte, chunk)
 			got := make([]byte, chunk)
 			for i := 0; i < per; i++ {
-				off := int64((w*per+i)%(size/chunk)) * chunk
+				off := int64(w*per+i) * chunk
 				for j := range buf {
 					buf[j] = byte(w + i + j)
 				}
@@ -136,7 +141,11 @@ func TestManyInFlight(t *testing.T) {
 					return
 				}
 				if !bytes.Equal(got, buf) {
-					errs <- os.ErrInvalid
+					i := 0
+					for got[i] == buf[i] {
+						i++
+					}
+					errs <- fmt.Errorf("worker %d: read back differs from byte %d of %d at offset %d", w, i, len(buf), off)
 					return
 				}
 			}
