@@ -22,6 +22,7 @@
 //
 //	coord, err := recovery.NewCoordinator(recovery.CoordinatorConfig{
 //		Client: cli, Session: session, Prefix: "/shoal",
+//		Self:   self, // this incarnation's fencing.NodeRef
 //		Engine: recovery.Config{
 //			Name:    self.String(),
 //			Fencer:  chain,      // fencing.Chain of reservation / agent / lease fencers
@@ -30,7 +31,11 @@
 //			Logger:  log,
 //		},
 //	})
-//	go coord.Run(ctx) // campaigns; recovers while elected
+//	go func() {
+//		// Campaigns; recovers while elected. ErrSelfSuspected: the others
+//		// are recovering this incarnation: stop I/O and rejoin as a new one.
+//		err := coord.Run(ctx)
+//	}()
 //	// on any node, when the failure detector or the lease says a peer died:
 //	coord.Request(ctx, victim)
 //	// for `shoald status` and `lockctl ls`:
