@@ -62,7 +62,7 @@ func TestMultiProcess(t *testing.T) {
 	shared := fmt.Sprintf("%d,%d", 3*per, 3*per+200)
 	var procs []*exec.Cmd
 	for slot := 0; slot < 3; slot++ {
-		args := []string{"stress", "--slot", fmt.Sprint(slot), "--lock-dir", locks, "--ops", "150",
+		args := []string{"stress", "--slot", fmt.Sprint(slot), "--lock-dir", locks, "--ops", "2000",
 			"--seed", fmt.Sprint(seed + int64(slot)), "--private", fmt.Sprintf("%d,%d", slot*per, (slot+1)*per),
 			"--shared", shared, "--record", filepath.Join(dir, fmt.Sprintf("rec%d.json", slot))}
 		if slot == 2 {
@@ -74,6 +74,12 @@ func TestMultiProcess(t *testing.T) {
 			t.Fatal(err)
 		}
 		procs = append(procs, cmd)
+	}
+	// Midway, an operator fails leg 1 while the writers run; they learn
+	// it from the superblocks and go on degraded.
+	time.Sleep(300 * time.Millisecond)
+	if _, err := run(t, bin, append([]string{"fail-leg", "--leg", "1", "--lock-dir", locks}, legs...)...); err != nil {
+		t.Fatal(err)
 	}
 	done := make(chan error, 2)
 	for _, p := range procs[:2] {
@@ -97,8 +103,16 @@ func TestMultiProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	procs[2].Wait()
-	if _, err := run(t, bin, append([]string{"resync", "--recover-slot", "2", "--lock-dir", locks}, legs...)...); err != nil {
+	// Every writer is down now: recover all slots (the killed one's
+	// torn writes, and the marks the others kept while leg 1 was out),
+	// and bring leg 1 back: only the regions written while it was out
+	// are copied.
+	out, err := run(t, bin, append([]string{"resync", "--all-slots", "--lock-dir", locks}, legs...)...)
+	if err != nil {
 		t.Fatal(err)
+	}
+	if !strings.Contains(out, "leg 1 in sync: missed writes") {
+		t.Fatalf("leg 1 was not resynced from its missed writes")
 	}
 	if _, err := run(t, bin, append([]string{"check"}, legs...)...); err != nil {
 		t.Fatalf("check after the run: %v", err)
@@ -112,7 +126,7 @@ func TestMultiProcess(t *testing.T) {
 	if _, err := run(t, bin, append([]string{"stress-verify", "--from", "0", "--to", fmt.Sprint(3*per + 200)}, legs...)...); err != nil {
 		t.Fatal(err)
 	}
-	out, err := runStdout(t, bin, append([]string{"status", "--json"}, legs...)...)
+	out, err = runStdout(t, bin, append([]string{"status", "--json"}, legs...)...)
 	if err != nil || !strings.Contains(out, `"dirty_regions": {}`) {
 		t.Fatalf("dirty regions left after every slot closed or was recovered: %v", err)
 	}

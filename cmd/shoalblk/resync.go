@@ -70,6 +70,20 @@ Interrupt at any time (Ctrl-C): run the command again to resume.`,
 				}
 				return err
 			}
+			// Slots recovered while a leg was out kept their marks (the
+			// record of what that leg missed); with every leg in sync
+			// now, a second pass can clear them.
+			for k, rr := range recs {
+				if rr.Cleared || v.Table().InSync() != len(v.Table().Legs) {
+					continue
+				}
+				again, err := v.Recover(ctx, rr.Slot)
+				if err != nil {
+					return fmt.Errorf("recover slot %d: %w", rr.Slot, err)
+				}
+				recs[k] = again
+			}
+			out["recovered"] = recs
 			if vf.jsonOut {
 				return printJSON(os.Stdout, out)
 			}
