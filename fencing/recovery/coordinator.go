@@ -107,8 +107,9 @@ func (c *Coordinator) Leading() bool { return c.leading.Load() }
 
 // Run campaigns until elected, then runs recoveries until ctx ends or the
 // session is lost. It returns ErrDeposed when the session ended,
-// ErrSelfSuspected when a recovery of this incarnation was requested, and
-// ctx's error otherwise. Recoveries in progress stop where they are; the
+// ErrSelfSuspected when a recovery of this incarnation was requested,
+// ErrSelfFenced when fencing a victim showed this node's own key gone,
+// and ctx's error otherwise. Recoveries in progress stop where they are; the
 // next coordinator resumes them.
 func (c *Coordinator) Run(ctx context.Context) error {
 	if rec, ok, err := c.store.Load(ctx, c.cfg.Self); err != nil {
@@ -152,7 +153,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		c.log.Warn("session lost, no longer coordinator")
 		return fmt.Errorf("%w: session lost", ErrDeposed)
 	}
-	if ctx.Err() != nil || errors.Is(err, ErrSelfSuspected) {
+	if ctx.Err() != nil || errors.Is(err, ErrSelfSuspected) || errors.Is(err, ErrSelfFenced) {
 		// Step down so another node takes over without waiting for
 		// this session's lease to expire.
 		rctx, rcancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -189,6 +190,8 @@ func (c *Coordinator) lead(ctx context.Context, e *Engine) error {
 		if err != nil {
 			select {
 			case <-ticker.C():
+			case <-e.SelfFenced():
+				return ErrSelfFenced
 			case <-ctx.Done():
 			}
 			continue
@@ -212,6 +215,10 @@ func (c *Coordinator) lead(ctx context.Context, e *Engine) error {
 				}
 			case <-ticker.C():
 				changed = true
+			case <-e.SelfFenced():
+				wcancel()
+				c.log.Error("this node is fenced, stepping down as coordinator")
+				return ErrSelfFenced
 			case <-ctx.Done():
 			}
 		}

@@ -70,9 +70,11 @@ type Engine struct {
 	clk clock.Clock
 	log hclog.Logger
 
-	mu      sync.Mutex
-	running map[string]*run
-	wg      sync.WaitGroup
+	mu         sync.Mutex
+	running    map[string]*run
+	wg         sync.WaitGroup
+	selfFenced chan struct{}
+	fencedOnce sync.Once
 }
 
 type run struct {
@@ -86,7 +88,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	e := &Engine{cfg: cfg, clk: cfg.Clock, log: cfg.Logger, running: map[string]*run{}}
+	e := &Engine{cfg: cfg, clk: cfg.Clock, log: cfg.Logger, running: map[string]*run{}, selfFenced: make(chan struct{})}
 	if e.clk == nil {
 		e.clk = clock.Real()
 	}
@@ -120,6 +122,10 @@ func (e *Engine) Start(ctx context.Context, victim fencing.NodeRef) <-chan struc
 	})
 	return r.done
 }
+
+// SelfFenced is closed once a run found this coordinator fenced itself
+// (ErrSelfFenced): it must stop coordinating and its node must rejoin.
+func (e *Engine) SelfFenced() <-chan struct{} { return e.selfFenced }
 
 // Wait blocks until every recovery started with Start has ended.
 func (e *Engine) Wait() { e.wg.Wait() }
@@ -207,6 +213,7 @@ func (e *Engine) Run(ctx context.Context, victim fencing.NodeRef) (Record, error
 		rec = next
 		if step == StepFence && !fencing.Retriable(err) {
 			log.Error("coordinator cannot fence: it is fenced itself", "error", err)
+			e.fencedOnce.Do(func() { close(e.selfFenced) })
 			return rec, fmt.Errorf("%w: %w", ErrSelfFenced, err)
 		}
 		wait := e.cfg.Backoff.Delay(rec.Attempts)

@@ -574,3 +574,36 @@ func TestCoordinatorStepsDownWhenItIsTheVictim(t *testing.T) {
 		t.Fatalf("suspected incarnation's Run = %v, want ErrSelfSuspected", err)
 	}
 }
+
+// TestCoordinatorStepsDownWhenFenced: a coordinator that finds its own
+// key gone while fencing stops coordinating, and another one fences.
+func TestCoordinatorStepsDownWhenFenced(t *testing.T) {
+	ctx := context.Background()
+	cli, prefix := etcdClient(t)
+	hooks := newStepHooks()
+	fencedSelf := fencing.FencerFunc(func(context.Context, fencing.NodeRef) error {
+		return fmt.Errorf("leg0: %w", fencing.ErrFenced)
+	})
+	works := fencing.FencerFunc(func(context.Context, fencing.NodeRef) error { return nil })
+	a := newCoordinator(t, cli, session(t, cli), prefix, "a", fencedSelf, hooks)
+	_, resA := runCoordinator(t, a)
+	waitFor(t, "a elected", a.Leading)
+	b := newCoordinator(t, cli, session(t, cli), prefix, "b", works, hooks)
+	runCoordinator(t, b)
+	victim := fencing.NodeRef{Name: "n1", Incarnation: "1", Key: 5}
+	if _, err := b.Request(ctx, victim); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-resA:
+		if !errors.Is(err, recovery.ErrSelfFenced) {
+			t.Fatalf("a ended with %v, want ErrSelfFenced", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("a did not step down")
+	}
+	waitFor(t, "b recovers n1", func() bool { return loadRecord(t, cli, prefix, victim).Done() })
+	if got := history(loadRecord(t, cli, prefix, victim)); !strings.HasPrefix(got, "fence=b ") {
+		t.Fatalf("history %q", got)
+	}
+}
