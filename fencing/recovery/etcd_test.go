@@ -390,7 +390,7 @@ func TestCoordinatorReservationFencing(t *testing.T) {
 		return nil
 	}
 	c := newCoordinator(t, cli, session(t, cli), prefix, "n0", survivor.fencer, hooks)
-	runCoordinator(t, c)
+	stopC, resC := runCoordinator(t, c)
 	for _, v := range []*member{v1, v2} {
 		if _, err := c.Request(ctx, v.ref); err != nil {
 			t.Fatal(err)
@@ -415,6 +415,28 @@ func TestCoordinatorReservationFencing(t *testing.T) {
 	recs, err := recovery.List(ctx, cli, prefix)
 	if err != nil || len(recs) != 2 || len(recovery.InProgress(recs)) != 0 {
 		t.Fatalf("list: %d records, %d in progress, err %v", len(recs), len(recovery.InProgress(recs)), err)
+	}
+	// An unfinished request survives pruning; the finished ones go.
+	stopC()
+	if err := <-resC; !errors.Is(err, context.Canceled) {
+		t.Fatalf("coordinator ended with %v", err)
+	}
+	pending := fencing.NodeRef{Name: "n9", Incarnation: "1", Key: 99}
+	if _, err := recovery.NewEtcdStore(cli, prefix).Request(ctx, recovery.NewRecord(pending, "t", time.Now())); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := recovery.Prune(ctx, cli, prefix, time.Now().Add(-time.Hour)); err != nil || n != 0 {
+		t.Fatalf("prune of recent records: %d, %v", n, err)
+	}
+	if n, err := recovery.Prune(ctx, cli, prefix, time.Now().Add(time.Second)); err != nil || n != 2 {
+		t.Fatalf("prune: %d, %v", n, err)
+	}
+	recs, err = recovery.List(ctx, cli, prefix)
+	if err != nil || len(recs) != 1 || recs[0].Victim.Name != "n9" {
+		t.Fatalf("after prune: %+v %v", recs, err)
+	}
+	if _, ok, _ := recovery.Fenced(ctx, cli, prefix, v1.ref); ok {
+		t.Fatal("fence record of a pruned recovery left behind")
 	}
 }
 

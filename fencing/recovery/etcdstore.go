@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/shoal-ha/shoal/fencing"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -178,4 +179,36 @@ func Fenced(ctx context.Context, cli *clientv3.Client, prefix string, victim fen
 		return FenceRecord{}, false, err
 	}
 	return f, true, nil
+}
+
+// Prune deletes the records of recoveries that finished before cutoff,
+// with their fence records, and reports how many it deleted. Unfinished
+// recoveries are never touched. Any node or tool may prune, elected or
+// not: a finished record never changes, and each deletion is guarded on
+// the record being the one that was read.
+func Prune(ctx context.Context, cli *clientv3.Client, prefix string, cutoff time.Time) (int, error) {
+	prefix = strings.TrimRight(prefix, "/")
+	resp, err := cli.Get(ctx, prefix+"/recovery/", clientv3.WithPrefix())
+	if err != nil {
+		return 0, fmt.Errorf("recovery: pruning: %w", err)
+	}
+	n := 0
+	for _, kv := range resp.Kvs {
+		var rec Record
+		if err := json.Unmarshal(kv.Value, &rec); err != nil || !rec.Done() || !rec.Updated.Before(cutoff) {
+			continue
+		}
+		k := string(kv.Key)
+		tr, err := cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision(k), "=", kv.ModRevision)).
+			Then(clientv3.OpDelete(k), clientv3.OpDelete(fenceKey(prefix, rec.Victim))).
+			Commit()
+		if err != nil {
+			return n, fmt.Errorf("recovery: pruning %s: %w", rec.Victim, err)
+		}
+		if tr.Succeeded {
+			n++
+		}
+	}
+	return n, nil
 }
