@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -489,17 +488,6 @@ func (n *Node) Watch(ctx context.Context, buf int) <-chan Decision {
 		}
 	})
 	return c
-}
-
-// sortedLocks returns the node locks in name order (for deterministic
-// iteration).
-func (n *Node) sortedLocks() []*nodeLock {
-	l := make([]*nodeLock, 0, len(n.locks))
-	for _, nl := range n.locks {
-		l = append(l, nl)
-	}
-	sort.Slice(l, func(i, j int) bool { return l[i].name < l[j].name })
-	return l
 }
 
 // maybeCheckpoint writes a checkpoint of the replica, under mu, when none

@@ -128,3 +128,39 @@ func (n *Node) ReleaseDead(ctx context.Context, o Owner) error {
 	n.log.Info("released locks of dead incarnation", "owner", o, "locks", len(released))
 	return n.waitRev(ctx, resp.Header.Revision)
 }
+
+// ForceRelease removes request id (a key under Prefix/dlm/req/) whose
+// owner is no longer a live member, and records who did it under
+// Prefix/dlm/forced/. It is the operator's tool for a lock left behind
+// when recovery cannot run; it refuses requests of live members. The
+// record is JSON of the released lock plus by.
+func ForceRelease(ctx context.Context, cli *clientv3.Client, prefix, id, by string) (LockInfo, error) {
+	rep, _, err := LoadTable(ctx, cli, prefix)
+	if err != nil {
+		return LockInfo{}, err
+	}
+	l, ok := rep.Table.Lock(id)
+	if !ok {
+		return LockInfo{}, fmt.Errorf("dlm: no request %q", id)
+	}
+	if rep.Alive(l.Owner) {
+		return l, fmt.Errorf("dlm: owner %s of %s is a live member; only requests of owners that are gone can be force-released", l.Owner, id)
+	}
+	// An incarnation never comes back, and the request was written while
+	// its owner was live (writes are guarded), so an owner that is not
+	// alive in a replica holding the request is dead for good.
+	k := keyspace{prefix}
+	rec := mustJSON(struct {
+		By   string   `json:"by"`
+		Lock LockInfo `json:"lock"`
+	}{by, l})
+	resp, err := cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(id), ">", 0)).
+		Then(clientv3.OpDelete(id), clientv3.OpPut(k.forced(id), rec)).Commit()
+	if err != nil {
+		return l, err
+	}
+	if !resp.Succeeded {
+		return l, fmt.Errorf("dlm: request %s vanished meanwhile", id)
+	}
+	return l, nil
+}

@@ -47,11 +47,10 @@ type testNodeProc struct {
 	out   *bufio.Writer
 	outMu sync.Mutex
 
-	mu    sync.Mutex
-	m     *LeaseMember
-	n     *Node
-	held  map[string]*Lock
-	clean chan struct{}
+	mu   sync.Mutex
+	m    *LeaseMember
+	n    *Node
+	held map[string]*Lock
 }
 
 func testNodeMain(specJSON string) int {

@@ -455,6 +455,9 @@ func runAcquire(ctx context.Context, o *options, out io.Writer, in io.Reader, re
 }
 
 func runForce(ctx context.Context, o *options, out io.Writer, in io.Reader, id string) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
 	rep, cli, err := o.load(ctx)
 	if err != nil {
 		return err
@@ -474,20 +477,10 @@ func runForce(ctx context.Context, o *options, out io.Writer, in io.Reader, id s
 			return errors.New("not confirmed")
 		}
 	}
-	if ctx == nil {
-		ctx = context.Background()
-	}
 	host, _ := os.Hostname()
-	rec, _ := json.Marshal(map[string]any{"by": fmt.Sprintf("lockctl@%s", host), "at": time.Now().UTC(), "lock": l})
-	forced := o.prefix + "/dlm/forced/" + strings.TrimPrefix(id, o.prefix+"/dlm/req/")
-	resp, err := cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(id), ">", 0)).
-		Then(clientv3.OpDelete(id), clientv3.OpPut(forced, string(rec))).Commit()
-	if err != nil {
+	if _, err := dlm.ForceRelease(ctx, cli, o.prefix, id, fmt.Sprintf("lockctl@%s at %s", host, time.Now().UTC().Format(time.RFC3339))); err != nil {
 		return err
 	}
-	if !resp.Succeeded {
-		return fmt.Errorf("request %s vanished meanwhile", id)
-	}
-	fmt.Fprintf(out, "released %s; recorded at %s\n", id, forced)
+	fmt.Fprintf(out, "released %s; recorded under %s/dlm/forced/\n", id, o.prefix)
 	return nil
 }

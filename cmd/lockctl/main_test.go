@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/shoal-ha/shoal/dlm"
 	"github.com/shoal-ha/shoal/internal/etcdtest"
 )
@@ -72,6 +74,24 @@ func TestLockctl(t *testing.T) {
 	id := n.Locks()[0].ID
 	if _, err := lockctl(t, c.Endpoints, "force-release", id, "--yes"); err == nil || !strings.Contains(err.Error(), "live member") {
 		t.Fatalf("force-release of a live owner's lock: %v", err)
+	}
+	// Once the owner is gone it can, with a record left in etcd.
+	m.Stop()
+	if _, err := c.Client(0).Revoke(ctx, m.LeaseID()); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := lockctl(t, c.Endpoints, "force-release", id); err == nil || !strings.Contains(out, "type yes") {
+		t.Fatalf("force-release without confirmation: %v\n%s", err, out)
+	}
+	if out, err := lockctl(t, c.Endpoints, "force-release", id, "--yes"); err != nil {
+		t.Fatalf("force-release of a dead owner's lock: %v\n%s", err, out)
+	}
+	if out, err := lockctl(t, c.Endpoints, "ls"); err != nil || strings.Contains(out, "vol@0-100") {
+		t.Fatalf("ls after force-release: %v\n%s", err, out)
+	}
+	resp, err := c.Client(0).Get(ctx, "/lc/dlm/forced/", clientv3.WithPrefix())
+	if err != nil || len(resp.Kvs) != 1 || !strings.Contains(string(resp.Kvs[0].Value), "lockctl@") {
+		t.Fatalf("force-release record: %v %v", resp, err)
 	}
 }
 
