@@ -316,6 +316,20 @@ func (t *Table) LVB(res Resource) ([]byte, bool) {
 	return v, l.valid
 }
 
+// Known reports whether the table knows res: a request on an overlapping
+// resource exists, or a value block of res was written.
+func (t *Table) Known(res Resource) bool {
+	if _, ok := t.lvbs[res.String()]; ok {
+		return true
+	}
+	for _, e := range t.spaces[res.space()] {
+		if e.Resource.Overlaps(res) {
+			return true
+		}
+	}
+	return false
+}
+
 func (t *Table) lvb(res Resource) *lvbState {
 	l, ok := t.lvbs[res.String()]
 	if !ok {

@@ -258,12 +258,15 @@ func runShow(ctx context.Context, o *options, out io.Writer, arg string) error {
 			locks = append(locks, l)
 		}
 	}
+	if !rep.Table.Known(res) {
+		return fmt.Errorf("unknown resource %s: nobody holds or waits for it and no value block was written (lockctl ls lists what is locked)", res)
+	}
 	lvb, valid := rep.Table.LVB(res)
 	if o.json {
 		return json.NewEncoder(out).Encode(map[string]any{"resource": res, "locks": locks, "lvb": lvb, "lvb_valid": valid})
 	}
 	if len(locks) == 0 {
-		fmt.Fprintf(out, "%s: no holders or waiters (unknown or idle resource)\n", res)
+		fmt.Fprintf(out, "%s: no holders or waiters\n", res)
 	} else if err := printLocks(out, false, locks, rep.Table.Revision()); err != nil {
 		return err
 	}

@@ -65,7 +65,7 @@ func TestLockctl(t *testing.T) {
 	if out, err = lockctl(t, c.Endpoints, "graph"); err != nil || !strings.Contains(out, "no waiters") {
 		t.Fatalf("graph: %v\n%s", err, out)
 	}
-	for _, bad := range [][]string{{"show", "vol@9-3"}, {"acquire", "foo", "XX"}, {"ls", "--range", "1-2"}, {"ls", "--volume", "v", "--range", "5"}, {"force-release", "/lc/dlm/req/none/x/1", "--yes"}} {
+	for _, bad := range [][]string{{"show", "vol@9-3"}, {"show", "never-locked"}, {"acquire", "foo", "XX"}, {"ls", "--range", "1-2"}, {"ls", "--volume", "v", "--range", "5"}, {"force-release", "/lc/dlm/req/none/x/1", "--yes"}} {
 		if _, err := lockctl(t, c.Endpoints, bad...); err == nil {
 			t.Errorf("lockctl %v succeeded", bad)
 		}
