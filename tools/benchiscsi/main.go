@@ -58,10 +58,10 @@ type result struct {
 
 func main() {
 	out := flag.String("out", "", "also write the table to this file")
-	dur := flag.Duration("duration", 5*time.Second, "run time of each measurement")
+	dur := flag.Duration("duration", 3*time.Second, "run time of each measurement")
 	lunMiB := flag.Int("lun-mib", 512, "LUN size in MiB")
 	verbose := flag.Bool("v", false, "log the rig and the initiator")
-	flag.IntVar(&runs, "runs", 3, "runs of each initiator per row (the median is printed)")
+	flag.IntVar(&runs, "runs", 5, "runs of each initiator per row (the median is printed)")
 	only := flag.String("only", "", "run only the rows whose name contains this text")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the Shoal runs to this file")
 	flag.Parse()
