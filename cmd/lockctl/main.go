@@ -28,6 +28,7 @@ import (
 	"github.com/spf13/cobra"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/shoal-ha/shoal/cluster"
 	"github.com/shoal-ha/shoal/dlm"
@@ -136,7 +137,7 @@ func (o *options) client() (*clientv3.Client, error) {
 	if len(o.endpoints) == 0 {
 		return nil, errors.New("no etcd endpoints (use --endpoints or --config)")
 	}
-	cfg := clientv3.Config{Endpoints: o.endpoints, DialTimeout: 5 * time.Second}
+	cfg := clientv3.Config{Endpoints: o.endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()}
 	if o.cacert != "" || o.cert != "" || o.key != "" {
 		info := transport.TLSInfo{TrustedCAFile: o.cacert, CertFile: o.cert, KeyFile: o.key}
 		tc, err := info.ClientConfig()
@@ -161,7 +162,7 @@ func (o *options) load(ctx context.Context) (*dlm.Replica, *clientv3.Client, err
 	rep, _, err := dlm.LoadTable(ctx, cli, o.prefix)
 	if err != nil {
 		cli.Close()
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("%w (etcd endpoints %s, prefix %s)", err, strings.Join(o.endpoints, ","), o.prefix)
 	}
 	return rep, cli, nil
 }
