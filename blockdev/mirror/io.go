@@ -169,7 +169,10 @@ func (v *Volume) WriteAt(ctx context.Context, p []byte, off int64) error {
 
 func (v *Volume) writeLocked(ctx context.Context, p []byte, off int64) error {
 	r0, r1 := v.geo.RegionOf(off), v.geo.RegionOf(off+int64(len(p))-1)
-	unlock, err := v.lockRegions(ctx, r0, r1, true)
+	// The written range is locked exclusively: overlapping writes are
+	// serialised (so every leg ends with the same last write), copies of
+	// the region (which lock it whole) wait, disjoint writes go on.
+	unlock, err := v.locker.LockRegion(ctx, v.lockNS, off, int64(len(p)), true)
 	if err != nil {
 		return err
 	}
@@ -202,21 +205,7 @@ func (v *Volume) writeLocked(ctx context.Context, p []byte, off int64) error {
 			dataErrs[k] = w.devs[i].WriteAt(ctx, p, v.geo.DataOffset+off)
 		}()
 	}
-	csums, cerr := v.updatedChecksums(ctx, w, p, off, r0, r1)
-	if cerr == nil {
-		for k, i := range w.writable {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for j, c := range csums {
-					if err := w.devs[i].WriteAt(ctx, c, v.geo.ChecksumOffsetOf(r0+int64(j))); err != nil {
-						csErrs[k] = err
-						return
-					}
-				}
-			}()
-		}
-	}
+	cerr := v.writeChecksums(ctx, w, p, off, r0, r1, csErrs)
 	wg.Wait()
 	if cerr != nil {
 		// The data may be on the legs with stale checksums: the
@@ -233,6 +222,37 @@ func (v *Volume) writeLocked(ctx context.Context, p []byte, off int64) error {
 	err = v.settle(ctx, w, w.writable, errs, fmt.Sprintf("write at %d", off))
 	degraded = err != nil || !w.allInSync()
 	return err
+}
+
+// writeChecksums patches the checksum areas of regions [r0, r1] for a
+// write of p at off and writes them to every writable leg (errors per leg
+// into errs). Writers of disjoint ranges of a region share its checksum
+// area, so the read-patch-write holds the region's checksum lock.
+func (v *Volume) writeChecksums(ctx context.Context, w *view, p []byte, off, r0, r1 int64, errs []error) error {
+	unlock, err := v.locker.LockRegion(ctx, v.lockNS+"-csum", r0*v.geo.RegionSize, (r1-r0+1)*v.geo.RegionSize, true)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	csums, err := v.updatedChecksums(ctx, w, p, off, r0, r1)
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	for k, i := range w.writable {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j, c := range csums {
+				if err := w.devs[i].WriteAt(ctx, c, v.geo.ChecksumOffsetOf(r0+int64(j))); err != nil {
+					errs[k] = err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return nil
 }
 
 // updatedChecksums returns the checksum areas of regions [r0, r1] after
