@@ -7,10 +7,12 @@
 // bitmap per node slot, a CRC-32C per data block grouped by region, and the
 // data.
 //
-// Writes take the region lock (RegionLocker; the daemon passes the lock
-// manager's region locks), mark the regions in the writer's slot bitmap on
-// disk, then go to every in-sync and resyncing leg in parallel with their
-// checksums. Marks are cleared lazily once the data is flushed and every
+// Writes lock the byte range they write (RegionLocker; the daemon passes
+// the lock manager's region locks), mark its regions in the writer's slot
+// bitmap on disk, then go to every in-sync and resyncing leg in parallel;
+// the regions' checksum areas are patched under a per-region checksum
+// lock. Resync, recovery and scrub lock whole regions, and re-read the leg
+// table under that lock before copying. Marks are cleared lazily once the data is flushed and every
 // leg is in sync. Reads are balanced over the in-sync legs; regions marked
 // in another slot's bitmap are read from the primary leg, the source of
 // their resync, so every node sees the same bytes. A leg that fails is
