@@ -53,10 +53,11 @@ type Config struct {
 	// LogJSON writes log lines as JSON. Default false.
 	LogJSON bool `hcl:"log_json,optional"`
 
-	Etcd  EtcdConfig
-	TLS   TLSConfig
-	Lease LeaseConfig
-	Admin AdminConfig
+	Etcd   EtcdConfig
+	TLS    TLSConfig
+	Lease  LeaseConfig
+	Admin  AdminConfig
+	Volume VolumeConfig
 
 	// Logger receives the node's log lines; built from LogLevel and
 	// LogJSON when nil. Not read from the file.
@@ -66,16 +67,17 @@ type Config struct {
 // fileConfig is the shape of the configuration file: every block is
 // optional, and what a block sets is laid over the defaults.
 type fileConfig struct {
-	NodeName    string       `hcl:"node_name,optional"`
-	ClusterName string       `hcl:"cluster_name,optional"`
-	DataDir     string       `hcl:"data_dir,optional"`
-	Profile     string       `hcl:"profile,optional"`
-	LogLevel    string       `hcl:"log_level,optional"`
-	LogJSON     bool         `hcl:"log_json,optional"`
-	Etcd        *EtcdConfig  `hcl:"etcd,block"`
-	TLS         *TLSConfig   `hcl:"tls,block"`
-	Lease       *LeaseConfig `hcl:"lease,block"`
-	Admin       *AdminConfig `hcl:"admin,block"`
+	NodeName    string        `hcl:"node_name,optional"`
+	ClusterName string        `hcl:"cluster_name,optional"`
+	DataDir     string        `hcl:"data_dir,optional"`
+	Profile     string        `hcl:"profile,optional"`
+	LogLevel    string        `hcl:"log_level,optional"`
+	LogJSON     bool          `hcl:"log_json,optional"`
+	Etcd        *EtcdConfig   `hcl:"etcd,block"`
+	TLS         *TLSConfig    `hcl:"tls,block"`
+	Lease       *LeaseConfig  `hcl:"lease,block"`
+	Admin       *AdminConfig  `hcl:"admin,block"`
+	Volume      *VolumeConfig `hcl:"volume,block"`
 }
 
 // EtcdConfig says whether the node embeds an etcd member or uses an
@@ -162,6 +164,99 @@ type AdminConfig struct {
 	Addr string `hcl:"addr,optional"`
 }
 
+// VolumeConfig is the shared volume the node uses: a mirror formatted with
+// shoalblk format over the same legs on every node.
+type VolumeConfig struct {
+	// Name is the volume's name in region locks and the leg table.
+	// Default "vol0".
+	Name string `hcl:"name,optional"`
+	// Legs are the mirror's legs: file or block-device paths, or
+	// iscsi://host[:port]/iqn/lun URLs. Empty: the node runs no volume.
+	Legs []string `hcl:"legs,optional"`
+	// Slot is this node's write-intent bitmap slot, from 0 to the slot
+	// count chosen at format minus one; unique per node. Required with legs.
+	Slot *int `hcl:"slot,optional"`
+	// Fencing is how a dead node is cut off from the legs: "auto"
+	// (default: persistent reservations on the legs that have them, and
+	// waiting out the lease for the legs that have not), "reservations",
+	// "lease" or "agent".
+	Fencing string `hcl:"fencing,optional"`
+	// FenceAgent is the fence agent command for fencing = "agent" (options
+	// go to its stdin in the fence-agents convention).
+	FenceAgent string `hcl:"fence_agent,optional"`
+	// FenceAgentTimeout bounds one run of the fence agent. Default 30s.
+	FenceAgentTimeout string `hcl:"fence_agent_timeout,optional"`
+	// Watchdog is a watchdog device to pet while the lease holds (for
+	// example /dev/watchdog). Empty: none.
+	Watchdog string `hcl:"watchdog,optional"`
+
+	agentTimeout time.Duration
+}
+
+// Fencing methods.
+const (
+	FenceAuto         = "auto"
+	FenceReservations = "reservations"
+	FenceLease        = "lease"
+	FenceAgent        = "agent"
+)
+
+// FenceAgentTimeout bounds one run of the fence agent (after Validate).
+func (v VolumeConfig) AgentTimeout() time.Duration { return v.agentTimeout }
+
+func (c *Config) validateVolume() error {
+	v := &c.Volume
+	if v.Name == "" {
+		v.Name = "vol0"
+	}
+	if !nodeNameRE.MatchString(v.Name) {
+		return fieldErr("volume.name", "%q: use letters, digits, '.', '_' and '-'", v.Name)
+	}
+	if v.Fencing == "" {
+		v.Fencing = FenceAuto
+	}
+	switch v.Fencing {
+	case FenceAuto, FenceReservations, FenceLease:
+	case FenceAgent:
+		if v.FenceAgent == "" {
+			return fieldErr("volume.fence_agent", "required with fencing = %q", FenceAgent)
+		}
+	default:
+		return fieldErr("volume.fencing", "%q: want auto, reservations, lease or agent", v.Fencing)
+	}
+	v.agentTimeout = 30 * time.Second
+	if v.FenceAgentTimeout != "" {
+		d, err := time.ParseDuration(v.FenceAgentTimeout)
+		if err != nil || d <= 0 {
+			return fieldErr("volume.fence_agent_timeout", "%q is not a positive duration", v.FenceAgentTimeout)
+		}
+		v.agentTimeout = d
+	}
+	if len(v.Legs) == 0 {
+		if v.Slot != nil {
+			return fieldErr("volume.slot", "given without volume.legs")
+		}
+		return nil
+	}
+	seen := map[string]bool{}
+	for _, l := range v.Legs {
+		if l == "" {
+			return fieldErr("volume.legs", "an empty leg address")
+		}
+		if seen[l] {
+			return fieldErr("volume.legs", "%q listed twice", l)
+		}
+		seen[l] = true
+	}
+	if v.Slot == nil {
+		return fieldErr("volume.slot", "required with volume.legs (unique per node)")
+	}
+	if *v.Slot < 0 {
+		return fieldErr("volume.slot", "%d: slots count from 0", *v.Slot)
+	}
+	return nil
+}
+
 // profileDefaults holds the timing of one profile.
 type profileDefaults struct {
 	heartbeat, election, start, request      time.Duration
@@ -233,6 +328,9 @@ func LoadFile(path string) (Config, error) {
 	}
 	if fc.Admin != nil {
 		overlayStruct(&cfg.Admin, fc.Admin)
+	}
+	if fc.Volume != nil {
+		overlayStruct(&cfg.Volume, fc.Volume)
 	}
 	return cfg, nil
 }
@@ -390,6 +488,9 @@ func (c *Config) Validate() error {
 	}
 
 	if err := c.validateTLS(); err != nil {
+		return err
+	}
+	if err := c.validateVolume(); err != nil {
 		return err
 	}
 	if c.Admin.Addr != "off" {

@@ -8,7 +8,7 @@
 //
 //	members/<name>                 MemberInfo of the live incarnation, attached to its lease
 //	coordinator/<lease>            the recovery coordinator election (etcd concurrency.Election)
-//	deaths/<name>/<incarnation>    DeathRecord written by the coordinator
+//	nodes/<name>                   NodeRecord: what outlives an incarnation (its bitmap slot)
 //
 // Running a node:
 //
@@ -18,9 +18,8 @@
 //	n, err := cluster.Start(ctx, cfg)           // data dir, TLS, etcd member
 //	if err != nil { ... }
 //	defer n.Close()
-//	n.OnDeath = func(ctx context.Context, dead cluster.MemberInfo) error {
-//		return nil // recovery steps run here while this node coordinates
-//	}
+//	n.Role = role // the recovery coordinator this node campaigns for
+//	n.Watcher().Subscribe(func(ev cluster.Event) { ... }) // node up/down
 //	err = n.Run(ctx) // registers, keeps the lease, re-registers after a loss
 //
 // A tool that holds locks without running a node registers an incarnation

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -31,9 +32,9 @@ type Node struct {
 	events  *eventRing
 	metrics *metrics
 
-	// OnDeath, when set before Run, is called by the coordinator for each
-	// recorded death (see DeathHandler).
-	OnDeath DeathHandler
+	// Role, when set before Run, is the recovery coordinator role the
+	// node campaigns for with each incarnation.
+	Role CoordinatorRole
 	// OnSession, when set before Run, is called with every new incarnation
 	// the node registers (the first and each one after a lost lease).
 	OnSession func(*Session)
@@ -45,7 +46,6 @@ type Node struct {
 
 	mu          sync.Mutex
 	sess        *Session
-	coord       *Coordinator
 	leaseLosses int
 	leaving     chan struct{}
 	leaveOnce   sync.Once
@@ -103,13 +103,6 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n.watcher = NewWatcher(n.cli, cfg.Prefix(), log.Named("members"))
 	n.watcher.Subscribe(n.events.add)
-	n.coord = NewCoordinator(n.cli, cfg.Prefix(), func(ctx context.Context, dead MemberInfo) error {
-		if n.OnDeath != nil {
-			return n.OnDeath(ctx, dead)
-		}
-		return nil
-	}, n.clk, log.Named("coordinator"))
-	n.watcher.Subscribe(n.coord.Observe)
 	n.metrics = newMetrics(n)
 	ok = true
 	dir.commit()
@@ -209,7 +202,6 @@ func (n *Node) Run(ctx context.Context) error {
 		backoff = 100 * time.Millisecond
 		n.mu.Lock()
 		n.sess = sess
-		coord := n.coord
 		n.mu.Unlock()
 		if n.OnSession != nil {
 			n.OnSession(sess)
@@ -218,7 +210,10 @@ func (n *Node) Run(ctx context.Context) error {
 		cdone := make(chan struct{})
 		go func() {
 			defer close(cdone)
-			if err := coord.Run(cctx, sess); err != nil {
+			if n.Role == nil {
+				return
+			}
+			if err := n.Role.Run(cctx, sess); err != nil && cctx.Err() == nil {
 				n.log.Warn("coordinator campaign ended", "error", err)
 			}
 		}()
@@ -352,5 +347,32 @@ func (n *Node) LeaseLosses() int {
 
 // IsCoordinator reports whether this node holds the coordinator role.
 func (n *Node) IsCoordinator() bool {
-	return n.coord.Leading()
+	return n.Role != nil && n.Role.Leading() && n.Ready()
+}
+
+// CoordinatorRole is the recovery coordinator: every node campaigns for it
+// with each incarnation, and the elected one recovers dead nodes.
+type CoordinatorRole interface {
+	// Run campaigns on behalf of sess and, while elected, coordinates,
+	// until ctx ends or the session is lost.
+	Run(ctx context.Context, sess *Session) error
+	// Leading reports whether this node holds the role now.
+	Leading() bool
+}
+
+// CoordinatorPrefix is the election prefix of the recovery coordinator.
+func CoordinatorPrefix(prefix string) string { return prefix + "/coordinator" }
+
+// CoordinatorName returns the node name of the current coordinator, or ""
+// when there is none. The election value is "name" or "name/incarnation".
+func CoordinatorName(ctx context.Context, cli *clientv3.Client, prefix string) (string, error) {
+	resp, err := cli.Get(ctx, CoordinatorPrefix(prefix)+"/", clientv3.WithFirstCreate()...)
+	if err != nil {
+		return "", err
+	}
+	if len(resp.Kvs) == 0 {
+		return "", nil
+	}
+	name, _, _ := strings.Cut(string(resp.Kvs[0].Value), "/")
+	return name, nil
 }

@@ -44,6 +44,9 @@ type MemberInfo struct {
 	PeerURL     string    `json:"peer_url,omitempty"`
 	AdminURL    string    `json:"admin_url,omitempty"`
 	Started     time.Time `json:"started"`
+	// Slot is the member's write-intent bitmap slot on the volume, if it
+	// writes the volume.
+	Slot *int `json:"slot,omitempty"`
 	// Leaving is set by a clean shutdown just before the lease is revoked,
 	// so watchers tell a departure from a death.
 	Leaving bool `json:"leaving,omitempty"`
@@ -286,6 +289,18 @@ func (s *Session) Close(ctx context.Context, leave bool) error {
 	}
 	s.markLost(fmt.Errorf("%w: %w", ErrLeaseLost, errSessionClosed))
 	return err
+}
+
+// Abandon gives the incarnation up at once, as if its lease were lost:
+// renewals stop, Lost is closed, and the node registers again as a new
+// incarnation. For when the cluster is known to be recovering this one.
+func (s *Session) Abandon(why error) {
+	select {
+	case <-s.stop:
+	default:
+		close(s.stop)
+	}
+	s.markLost(fmt.Errorf("%w: abandoned: %w", ErrLeaseLost, why))
 }
 
 // Name is the member's name.

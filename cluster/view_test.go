@@ -100,26 +100,3 @@ func TestViewMatchesListing(t *testing.T) {
 		}
 	}
 }
-
-func TestDeathLedger(t *testing.T) {
-	l := newDeathLedger(2)
-	l.observe(Event{Kind: NodeUp, Member: mi("a", "1"), Revision: 1})
-	l.observe(Event{Kind: NodeLeft, Member: mi("b", "1"), Revision: 2})
-	if len(l.due()) != 0 {
-		t.Fatal("ups and clean departures need no recovery")
-	}
-	l.observe(Event{Kind: NodeDown, Member: mi("c", "1"), Revision: 5})
-	l.observe(Event{Kind: NodeDown, Member: mi("a", "1"), Revision: 3})
-	due := l.due()
-	if len(due) != 2 || due[0].Member.Name != "a" || due[1].Member.Name != "c" {
-		t.Fatalf("due not oldest first: %s", kinds(due))
-	}
-	l.observe(Event{Kind: NodeDown, Member: mi("d", "1"), Revision: 7})
-	if due := l.due(); len(due) != 2 || due[0].Member.Name != "c" {
-		t.Fatalf("bound not kept by dropping the oldest: %s", kinds(due))
-	}
-	l.done(mi("c", "1"))
-	if due := l.due(); len(due) != 1 || due[0].Member.Name != "d" {
-		t.Fatalf("done not forgotten: %s", kinds(due))
-	}
-}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/shoal-ha/shoal/cluster"
+	"github.com/shoal-ha/shoal/fencing/recovery"
 	"github.com/shoal-ha/shoal/internal/nodetest"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -162,6 +164,13 @@ func TestCoordinatorMovesWhenItsNodeDies(t *testing.T) {
 			survivors = append(survivors, nd)
 		}
 	}
+	// Keep this about the coordinator: if its node also hosts the etcd
+	// leader, hand etcd leadership to another member first (losing the
+	// leader's host is TestLeaderLossKeepsOtherLeases).
+	if leader := etcdLeader(t, c, survivors[0]); leader == coord {
+		moveLeader(t, testClient(t, c, survivors[0]), survivors[0].Name)
+		c.WaitFor(10*time.Second, "etcd leadership to move", func() bool { return etcdLeader(t, c, survivors[0]) != coord })
+	}
 	coord.Kill()
 	var next *nodetest.Node
 	took := c.WaitFor(fastTTL+3*time.Second, "a survivor to take the coordinator role", func() bool {
@@ -177,14 +186,19 @@ func TestCoordinatorMovesWhenItsNodeDies(t *testing.T) {
 	if took > fastTTL+time.Second {
 		t.Errorf("coordinator role moved after %s, want within TTL + 1s", took)
 	}
-	// The new coordinator records the old one's death in etcd.
+	// The new coordinator recovers the old one: its recovery record in
+	// etcd goes through every step to done.
 	cli := testClient(t, c, survivors[0])
-	key := cluster.DeathsPrefix("/shoal/shoal") + coord.Name + "/" + before[coord.Name]
-	c.WaitFor(5*time.Second, "death record "+key, func() bool {
+	key := "/shoal/shoal/recovery/" + coord.Name + "/" + before[coord.Name]
+	c.WaitFor(10*time.Second, "recovery of "+coord.Name+" recorded done", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		resp, err := cli.Get(ctx, key)
-		return err == nil && len(resp.Kvs) == 1 && strings.Contains(string(resp.Kvs[0].Value), `"recorded_by":"`+next.Name+`"`)
+		if err != nil || len(resp.Kvs) != 1 {
+			return false
+		}
+		var rec recovery.Record
+		return json.Unmarshal(resp.Kvs[0].Value, &rec) == nil && rec.Done()
 	})
 }
 
@@ -350,6 +364,35 @@ func testClient(t *testing.T, c *nodetest.Cluster, nd *nodetest.Node) *clientv3.
 	}
 	t.Cleanup(func() { cli.Close() })
 	return cli
+}
+
+// moveLeader hands etcd leadership to the member called name.
+func moveLeader(t *testing.T, cli *clientv3.Client, name string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ml, err := cli.MemberList(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ml.Members {
+		if m.Name != name {
+			continue
+		}
+		// MoveLeader must be sent to the current leader.
+		for _, other := range ml.Members {
+			st, err := cli.Status(ctx, other.ClientURLs[0])
+			if err != nil || st.Leader != st.Header.MemberId {
+				continue
+			}
+			cli.SetEndpoints(other.ClientURLs...)
+			if _, err := cli.MoveLeader(ctx, m.ID); err != nil {
+				t.Fatalf("move etcd leader to %s: %v", name, err)
+			}
+			return
+		}
+	}
+	t.Fatalf("cannot move etcd leadership to %s", name)
 }
 
 func etcdMembers(t *testing.T, cli *clientv3.Client) int {

@@ -30,13 +30,8 @@ func newLockService(n *cluster.Node) *lockService {
 	return &lockService{n: n, log: n.Logger().Named("locks"), ready: make(chan struct{})}
 }
 
-// attach wires the service into the node's incarnation hooks.
-func (l *lockService) attach() {
-	l.n.OnSession = l.start
-	l.n.OnSessionEnd = l.stop
-}
-
-func (l *lockService) start(s *cluster.Session) {
+// start joins the lock manager as incarnation s; nil when it could not.
+func (l *lockService) start(s *cluster.Session) *dlm.Node {
 	cfg := dlm.DefaultConfig()
 	cfg.Client = l.n.Client()
 	cfg.Member = s
@@ -49,12 +44,13 @@ func (l *lockService) start(s *cluster.Session) {
 		// Without its lock manager the node must not serve: a lost lease
 		// makes Run register again, and the next incarnation retries.
 		l.log.Error("lock manager did not start; this incarnation holds no locks", "error", err)
-		return
+		return nil
 	}
 	l.mu.Lock()
 	l.node = d
 	close(l.ready)
 	l.mu.Unlock()
+	return d
 }
 
 func (l *lockService) stop(s *cluster.Session, clean bool) {

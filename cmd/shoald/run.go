@@ -10,6 +10,8 @@ import (
 	"syscall"
 
 	"github.com/shoal-ha/shoal/cluster"
+	"github.com/shoal-ha/shoal/fencing"
+	"github.com/shoal-ha/shoal/fencing/recovery"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 )
@@ -18,6 +20,7 @@ import (
 type nodeFlags struct {
 	config string
 	cfg    cluster.Config
+	slot   int
 }
 
 func addNodeFlags(fs *pflag.FlagSet, f *nodeFlags) {
@@ -45,6 +48,11 @@ func addNodeFlags(fs *pflag.FlagSet, f *nodeFlags) {
 	fs.StringVar(&c.Lease.KeepAliveInterval, "keepalive-interval", "", "lease renewal period (lease.keepalive_interval)")
 	fs.StringVar(&c.Lease.SelfFenceMargin, "self-fence-margin", "", "self-fence margin (lease.self_fence_margin)")
 	fs.StringVar(&c.Admin.Addr, "admin-addr", "", "admin HTTP host:port or off (admin.addr)")
+	fs.StringVar(&c.Volume.Name, "volume-name", "", "volume name (volume.name)")
+	fs.StringSliceVar(&c.Volume.Legs, "volume-legs", nil, "volume legs: paths or iscsi:// URLs (volume.legs)")
+	fs.IntVar(&f.slot, "volume-slot", 0, "this node's bitmap slot (volume.slot)")
+	fs.StringVar(&c.Volume.Fencing, "fencing", "", "auto, reservations, lease or agent (volume.fencing)")
+	fs.StringVar(&c.Volume.FenceAgent, "fence-agent", "", "fence agent command (volume.fence_agent)")
 }
 
 // load reads the file (if any) over the defaults and applies the flags
@@ -89,6 +97,16 @@ func (f *nodeFlags) load(fs *pflag.FlagSet) (cluster.Config, error) {
 	set("keepalive-interval", &cfg.Lease.KeepAliveInterval, c.Lease.KeepAliveInterval)
 	set("self-fence-margin", &cfg.Lease.SelfFenceMargin, c.Lease.SelfFenceMargin)
 	set("admin-addr", &cfg.Admin.Addr, c.Admin.Addr)
+	set("volume-name", &cfg.Volume.Name, c.Volume.Name)
+	if fs.Changed("volume-legs") {
+		cfg.Volume.Legs = c.Volume.Legs
+	}
+	if fs.Changed("volume-slot") {
+		slot := f.slot
+		cfg.Volume.Slot = &slot
+	}
+	set("fencing", &cfg.Volume.Fencing, c.Volume.Fencing)
+	set("fence-agent", &cfg.Volume.FenceAgent, c.Volume.FenceAgent)
 	if err := cfg.Validate(); err != nil {
 		return cfg, &exitError{code: 2, err: err}
 	}
@@ -125,14 +143,41 @@ func runNode(cfg cluster.Config) error {
 	}
 	defer n.Close()
 	locks := newLockService(n)
-	locks.attach()
-	n.OnDeath = locks.releaseDead
+	vols := newVolumeService(n)
+	role := newRecoveryRole(n, vols, locks)
+	n.Role = role
+	n.Watcher().Subscribe(role.observe)
+	// Each incarnation joins the lock manager, then opens the volume under
+	// its locks; when it ends, the volume goes first.
+	n.OnSession = func(s *cluster.Session) {
+		d := locks.start(s)
+		if d == nil {
+			s.Abandon(errors.New("lock manager did not start"))
+			return
+		}
+		if err := vols.start(s, d); err != nil {
+			log.Error("volume did not open; abandoning this incarnation", "error", err)
+			s.Abandon(err)
+		}
+	}
+	n.OnSessionEnd = func(s *cluster.Session, clean bool) {
+		vols.stop(clean)
+		locks.stop(s, clean)
+	}
 	var admin *cluster.AdminServer
 	if cfg.Admin.Addr != "off" {
 		if admin, err = cluster.NewAdminServer(n); err != nil {
 			return fmt.Errorf("admin listener: %w", err)
 		}
+		if role.metrics, err = recovery.NewMetrics(admin.Registry()); err != nil {
+			return err
+		}
+		if role.fenceMetrics, err = fencing.NewMetrics(admin.Registry()); err != nil {
+			return err
+		}
 		admin.Handle("GET /api/locks", http.HandlerFunc(locks.handleLocks))
+		admin.Handle("GET /api/recoveries", http.HandlerFunc(role.handleRecoveries))
+		vols.routes(admin)
 	}
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -1,0 +1,214 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/shoal-ha/shoal/cluster"
+	"github.com/shoal-ha/shoal/fencing"
+	"github.com/shoal-ha/shoal/fencing/recovery"
+	"go.etcd.io/etcd/client/v3/concurrency"
+)
+
+// recoveryRole is the node's recovery coordinator role. Every incarnation
+// campaigns for it; the elected one runs the recovery order (fence, record
+// the fence and revoke the lease, replay the journal, resync the dead
+// node's bitmap, release its locks) for every dead incarnation recorded in
+// etcd, resuming where a previous coordinator stopped. Every node asks for
+// a recovery when its member view sees an incarnation die.
+type recoveryRole struct {
+	n     *cluster.Node
+	vols  *volumeService
+	locks *lockService
+	log   hclog.Logger
+	// metrics, when set, count recoveries and fence attempts.
+	metrics      *recovery.Metrics
+	fenceMetrics *fencing.Metrics
+
+	mu    sync.Mutex
+	coord *recovery.Coordinator
+}
+
+func newRecoveryRole(n *cluster.Node, vols *volumeService, locks *lockService) *recoveryRole {
+	return &recoveryRole{n: n, vols: vols, locks: locks, log: n.Logger().Named("recovery")}
+}
+
+// Leading reports whether this node coordinates recovery now.
+func (r *recoveryRole) Leading() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.coord != nil && r.coord.Leading()
+}
+
+// Run campaigns for sess and coordinates while elected.
+func (r *recoveryRole) Run(ctx context.Context, sess *cluster.Session) error {
+	cs, err := concurrency.NewSession(r.n.Client(), concurrency.WithLease(sess.LeaseID()), concurrency.WithContext(ctx))
+	if err != nil {
+		return fmt.Errorf("recovery: %w", err)
+	}
+	// The election shares the node's lease: Close would revoke it, so the
+	// session is only orphaned here; the node's own session owns the lease.
+	defer cs.Orphan()
+	self := fencing.NewNodeRef(sess.Name(), sess.Incarnation(), int64(sess.LeaseID()))
+	engine := recovery.DefaultConfig()
+	engine.Name = self.String()
+	engine.Fencer = &volumeFencer{r: r}
+	engine.Hooks = recovery.HookFuncs{Replay: r.replay, Resync: r.resync, Release: r.release}
+	engine.Logger = r.log
+	if r.metrics != nil {
+		engine.OnProgress = r.metrics.Observe
+	}
+	if r.fenceMetrics != nil {
+		engine.OnFenceAttempt = r.fenceMetrics.Observe
+	}
+	c, err := recovery.NewCoordinator(recovery.CoordinatorConfig{
+		Client: r.n.Client(), Session: cs, Prefix: r.n.Config().Prefix(), Self: self, Engine: engine,
+	})
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.coord = c
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		r.coord = nil
+		r.mu.Unlock()
+	}()
+	err = c.Run(ctx)
+	if errors.Is(err, recovery.ErrSelfSuspected) {
+		// The others think this incarnation dead and will fence it: stop
+		// acting as it and come back as a new one.
+		r.log.Error("this incarnation is being recovered by the cluster; abandoning it", "error", err)
+		sess.Abandon(err)
+	}
+	return err
+}
+
+// observe asks for the recovery of every incarnation that died. Every node
+// asks; the request is written once.
+func (r *recoveryRole) observe(ev cluster.Event) {
+	if ev.Kind != cluster.NodeDown {
+		return
+	}
+	victim := fencing.NewNodeRef(ev.Member.Name, ev.Member.Incarnation, ev.Member.Lease)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		store := recovery.NewEtcdStore(r.n.Client(), r.n.Config().Prefix())
+		by := r.n.Config().NodeName
+		if s := r.n.Session(); s != nil {
+			by += "/" + s.Incarnation()
+		}
+		created, err := store.Request(ctx, recovery.NewRecord(victim, by, time.Now().UTC()))
+		switch {
+		case err != nil:
+			r.log.Warn("requesting recovery failed", "victim", victim.String(), "error", err)
+		case created:
+			r.log.Info("recovery requested", "victim", victim.String())
+		}
+	}()
+}
+
+// replay is the journal replay step. The volume carries no journal area
+// yet (the store that writes journals is not part of this daemon), so
+// there is nothing to redo; the step is recorded so the order stays whole.
+func (r *recoveryRole) replay(ctx context.Context, victim fencing.NodeRef) error {
+	r.log.Info("no journal on this volume: nothing to replay", "victim", victim.String())
+	return nil
+}
+
+// resync merges the victim's write-intent bitmap and resyncs its regions.
+func (r *recoveryRole) resync(ctx context.Context, victim fencing.NodeRef) error {
+	if !r.vols.enabled() {
+		return nil
+	}
+	slot, ok, err := r.vols.victimSlot(ctx, victim)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		r.log.Info("victim never opened the volume: no bitmap to merge", "victim", victim.String())
+		return nil
+	}
+	vi, err := r.vols.current()
+	if err != nil {
+		return err
+	}
+	rep, err := vi.vol.Recover(ctx, slot)
+	if err != nil {
+		return fmt.Errorf("resync of slot %d: %w", slot, err)
+	}
+	r.log.Info("merged bitmap and resynced", "victim", victim.String(), "slot", slot, "report", fmt.Sprintf("%+v", rep))
+	return nil
+}
+
+// release hands the victim's locks on through the lock manager's recovery
+// gating.
+func (r *recoveryRole) release(ctx context.Context, victim fencing.NodeRef) error {
+	return r.locks.releaseDead(ctx, cluster.MemberInfo{Name: victim.Name, Incarnation: victim.Incarnation})
+}
+
+// volumeFencer fences with what the volume offers at the moment of the
+// fence: persistent reservations on the legs that have them (through this
+// node's registered connections), the lease for the legs that have not,
+// or the configured fence agent.
+type volumeFencer struct{ r *recoveryRole }
+
+func (f *volumeFencer) Fence(ctx context.Context, victim fencing.NodeRef) error {
+	r := f.r
+	cfg := r.n.Config()
+	lease, err := fencing.NewLeaseFencer(fencing.LeaseConfig{
+		Leases: fencing.EtcdLeases{Client: r.n.Client()}, Margin: cfg.SelfFenceMargin(), Logger: r.log.Named("lease-fence"),
+	})
+	if err != nil {
+		return err
+	}
+	v := cfg.Volume
+	switch {
+	case v.Fencing == cluster.FenceAgent:
+		agentCfg := fencing.DefaultAgentConfig(v.FenceAgent)
+		agentCfg.Timeout = v.AgentTimeout()
+		agentCfg.Logger = r.log.Named("fence-agent")
+		agent, err := fencing.NewAgentFencer(agentCfg)
+		if err != nil {
+			return err
+		}
+		return agent.Fence(ctx, victim)
+	case !r.vols.enabled() || v.Fencing == cluster.FenceLease:
+		return lease.Fence(ctx, victim)
+	}
+	vi, err := r.vols.current()
+	if err != nil {
+		return err
+	}
+	if vi.pr == nil {
+		return lease.Fence(ctx, victim)
+	}
+	methods := []fencing.Method{{Name: "reservations", Fencer: vi.pr}}
+	if len(fencing.LegsOf(vi.names, vi.raw)) < len(vi.raw) {
+		// Some legs have no reservations: the victim is only cut off from
+		// those once its lease is gone.
+		methods = append(methods, fencing.Method{Name: "lease", Fencer: lease})
+	}
+	all, err := fencing.NewAll(r.log, methods...)
+	if err != nil {
+		return err
+	}
+	return all.Fence(ctx, victim)
+}
+
+// handleRecoveries serves /api/recoveries: every recovery record.
+func (r *recoveryRole) handleRecoveries(w http.ResponseWriter, req *http.Request) {
+	recs, err := recovery.List(req.Context(), r.n.Client(), r.n.Config().Prefix())
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	cluster.WriteJSON(w, http.StatusOK, recs)
+}

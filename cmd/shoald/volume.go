@@ -1,0 +1,206 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/shoal-ha/shoal/blockdev"
+	_ "github.com/shoal-ha/shoal/blockdev/iscsi" // iscsi:// legs
+	"github.com/shoal-ha/shoal/blockdev/mirror"
+	"github.com/shoal-ha/shoal/blockdev/mirror/etcdstate"
+	"github.com/shoal-ha/shoal/cluster"
+	"github.com/shoal-ha/shoal/dlm"
+	"github.com/shoal-ha/shoal/fencing"
+)
+
+// volumeService opens the shared volume for each incarnation: it registers
+// the incarnation's reservation key on every leg that has reservations,
+// puts a self-fence guard in front of every leg, and opens the mirror with
+// the lock manager's region locks. When the incarnation ends the guard
+// stops all I/O at once and the volume is closed.
+type volumeService struct {
+	n   *cluster.Node
+	cfg cluster.VolumeConfig
+	log hclog.Logger
+
+	mu  sync.Mutex
+	cur *volumeIncarnation
+}
+
+// volumeIncarnation is the volume as one incarnation uses it.
+type volumeIncarnation struct {
+	vol    *mirror.Volume
+	guard  *fencing.Guard
+	pr     *fencing.ReservationFencer // nil when no leg has reservations
+	raw    []blockdev.Device          // this node's connections to the legs
+	names  []string
+	cancel context.CancelFunc
+}
+
+func newVolumeService(n *cluster.Node) *volumeService {
+	return &volumeService{n: n, cfg: n.Config().Volume, log: n.Logger().Named("volume")}
+}
+
+func (v *volumeService) enabled() bool { return len(v.cfg.Legs) > 0 }
+
+// slotKey records which bitmap slot an incarnation writes with; it outlives
+// the incarnation so that whichever node coordinates its recovery can merge
+// that slot's bitmap.
+func slotKey(prefix, name, incarnation string) string {
+	return prefix + "/slots/" + name + "/" + incarnation
+}
+
+// start opens the volume for sess, whose locks d hands out.
+func (v *volumeService) start(sess *cluster.Session, d *dlm.Node) error {
+	if !v.enabled() {
+		return nil
+	}
+	cfg := v.n.Config()
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.StartTimeout())
+	defer cancel()
+	vi := &volumeIncarnation{guard: fencing.NewGuard(sess.Deadline, nil), names: v.cfg.Legs}
+	fail := func(err error) error {
+		for _, dev := range vi.raw {
+			dev.Close()
+		}
+		return err
+	}
+	for _, addr := range v.cfg.Legs {
+		dev, err := blockdev.Open(ctx, addr, blockdev.OpenOptions{Logger: v.log.Named("leg")})
+		if err != nil {
+			return fail(fmt.Errorf("volume leg %s: %w", addr, err))
+		}
+		vi.raw = append(vi.raw, dev)
+	}
+	if _, err := v.n.Client().Put(ctx, slotKey(cfg.Prefix(), sess.Name(), sess.Incarnation()), fmt.Sprint(*v.cfg.Slot)); err != nil {
+		return fail(fmt.Errorf("recording bitmap slot: %w", err))
+	}
+	// Register this incarnation's key before the first write, so the
+	// reservation lets its writes through and a fence can cut them off.
+	if legs := fencing.LegsOf(vi.names, vi.raw); len(legs) > 0 && v.cfg.Fencing != cluster.FenceLease {
+		pr, err := fencing.NewReservationFencer(fencing.ReservationConfig{
+			Self:   fencing.NewNodeRef(sess.Name(), sess.Incarnation(), int64(sess.LeaseID())),
+			Legs:   func() []fencing.Leg { return fencing.LegsOf(vi.names, vi.raw) },
+			Logger: v.log.Named("reservations"),
+		})
+		if err != nil {
+			return fail(err)
+		}
+		if err := pr.Join(ctx); err != nil {
+			return fail(fmt.Errorf("registering reservation key: %w", err))
+		}
+		vi.pr = pr
+	} else if v.cfg.Fencing == cluster.FenceReservations {
+		return fail(errors.New("volume.fencing is \"reservations\" but no leg supports persistent reservations"))
+	}
+	legs := make([]blockdev.Device, len(vi.raw))
+	for i, dev := range vi.raw {
+		legs[i] = vi.guard.Wrap(dev)
+	}
+	mcfg := mirror.DefaultConfig(*v.cfg.Slot)
+	if cfg.Profile == cluster.ProfileFast {
+		mcfg = mirror.FastConfig(*v.cfg.Slot)
+	}
+	mcfg.Legs = legs
+	mcfg.Locker = dlmRegions{d}
+	mcfg.Store = etcdstate.New(v.n.Client(), cfg.Prefix())
+	mcfg.Logger = v.log
+	mcfg.OpenLeg = func(ctx context.Context, addr string) (blockdev.Device, error) {
+		dev, err := blockdev.Open(ctx, addr, blockdev.OpenOptions{Logger: v.log.Named("leg")})
+		if err != nil {
+			return nil, err
+		}
+		return vi.guard.Wrap(dev), nil
+	}
+	vol, err := mirror.Open(ctx, mcfg)
+	if err != nil {
+		return fail(fmt.Errorf("opening volume %s: %w", v.cfg.Name, err))
+	}
+	vi.vol = vol
+	sf, err := fencing.NewSelfFence(fencing.SelfFenceConfig{
+		Deadline: sess.Deadline, Lost: sess.Lost(), StopIO: vi.guard.Stop,
+		Watchdog: v.cfg.Watchdog, Logger: v.log.Named("self-fence"),
+	})
+	if err != nil {
+		vol.Close()
+		return err
+	}
+	sctx, scancel := context.WithCancel(context.Background())
+	vi.cancel = scancel
+	go sf.Run(sctx)
+	v.mu.Lock()
+	v.cur = vi
+	v.mu.Unlock()
+	v.log.Info("volume open", "legs", len(legs), "slot", *v.cfg.Slot, "reservations", vi.pr != nil, "size", vol.Size())
+	return nil
+}
+
+// stop ends the incarnation's use of the volume: I/O is stopped at once
+// (a lost lease) or after in-flight writes (a clean stop).
+func (v *volumeService) stop(clean bool) {
+	v.mu.Lock()
+	vi := v.cur
+	v.cur = nil
+	v.mu.Unlock()
+	if vi == nil {
+		return
+	}
+	if !clean {
+		vi.guard.Stop("lease lost")
+	}
+	vi.cancel()
+	if err := vi.vol.Close(); err != nil {
+		v.log.Warn("closing volume", "error", err)
+	}
+	if clean {
+		vi.guard.Stop("shutdown")
+	}
+}
+
+// current returns the open volume, or an error saying why there is none.
+func (v *volumeService) current() (*volumeIncarnation, error) {
+	if !v.enabled() {
+		return nil, errors.New("this node has no volume configured")
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.cur == nil {
+		return nil, errors.New("volume not open: no registered incarnation")
+	}
+	return v.cur, nil
+}
+
+// victimSlot reads the bitmap slot a dead incarnation wrote with.
+func (v *volumeService) victimSlot(ctx context.Context, victim fencing.NodeRef) (int, bool, error) {
+	resp, err := v.n.Client().Get(ctx, slotKey(v.n.Config().Prefix(), victim.Name, victim.Incarnation))
+	if err != nil {
+		return 0, false, err
+	}
+	if len(resp.Kvs) == 0 {
+		return 0, false, nil
+	}
+	var slot int
+	if err := json.Unmarshal(resp.Kvs[0].Value, &slot); err != nil {
+		return 0, false, fmt.Errorf("slot record of %s: %w", victim, err)
+	}
+	return slot, true, nil
+}
+
+// dlmRegions gives the mirror its region locks from the lock manager.
+type dlmRegions struct{ d *dlm.Node }
+
+func (r dlmRegions) LockRegion(ctx context.Context, volume string, off, length int64, exclusive bool) (func(), error) {
+	mode := dlm.PR
+	if exclusive {
+		mode = dlm.EX
+	}
+	l, err := r.d.Acquire(ctx, dlm.Region(volume, uint64(off), uint64(off+length)), mode)
+	if err != nil {
+		return nil, err
+	}
+	return func() { l.Release() }, nil
+}

@@ -1,0 +1,125 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/shoal-ha/shoal/cluster"
+)
+
+// Admin routes of the volume: its status, and reads and writes for
+// operators and tests (a write goes through the mirror, under the region
+// locks of the lock manager, behind the self-fence guard).
+func (v *volumeService) routes(a *cluster.AdminServer) {
+	a.Handle("GET /api/volume", http.HandlerFunc(v.handleStatus))
+	a.Handle("GET /api/volume/read", http.HandlerFunc(v.handleRead))
+	a.Handle("POST /api/volume/write", http.HandlerFunc(v.handleWrite))
+}
+
+func (v *volumeService) handleStatus(w http.ResponseWriter, r *http.Request) {
+	vi, err := v.current()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	st, err := vi.vol.Status(r.Context())
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	cluster.WriteJSON(w, http.StatusOK, st)
+}
+
+// maxIO bounds one read or write through the admin API.
+const maxIO = 16 << 20
+
+func (v *volumeService) handleRead(w http.ResponseWriter, r *http.Request) {
+	vi, err := v.current()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	off, err1 := strconv.ParseInt(r.URL.Query().Get("offset"), 10, 64)
+	n, err2 := strconv.ParseInt(r.URL.Query().Get("length"), 10, 64)
+	if err1 != nil || err2 != nil || off < 0 || n <= 0 || n > maxIO {
+		http.Error(w, fmt.Sprintf("want offset >= 0 and 0 < length <= %d, in bytes", maxIO), http.StatusBadRequest)
+		return
+	}
+	buf := make([]byte, n)
+	if err := vi.vol.ReadAt(r.Context(), buf, off); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Write(buf)
+}
+
+// writeRequest asks for Repeat writes of Length bytes of Pattern at
+// Offset, IntervalMS apart (a writer that keeps writing, for fault tests).
+type writeRequest struct {
+	Offset     int64 `json:"offset"`
+	Length     int64 `json:"length"`
+	Pattern    byte  `json:"pattern"`
+	Repeat     int   `json:"repeat"`
+	IntervalMS int   `json:"interval_ms"`
+}
+
+type writeResult struct {
+	Done  int    `json:"done"`
+	Error string `json:"error,omitempty"`
+	// Acked lists the completion times (unix nanoseconds) of the writes
+	// the volume acknowledged.
+	Acked []int64 `json:"acked"`
+}
+
+func (v *volumeService) handleWrite(w http.ResponseWriter, r *http.Request) {
+	var req writeRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&req); err != nil {
+		http.Error(w, "bad request body: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	if req.Repeat == 0 {
+		req.Repeat = 1
+	}
+	if req.Offset < 0 || req.Length <= 0 || req.Length > maxIO || req.Repeat < 0 || req.Repeat > 100000 || req.IntervalMS < 0 || req.IntervalMS > 60000 {
+		http.Error(w, fmt.Sprintf("want offset >= 0, 0 < length <= %d, 0 < repeat <= 100000, 0 <= interval_ms <= 60000", maxIO), http.StatusBadRequest)
+		return
+	}
+	vi, err := v.current()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	buf := bytes.Repeat([]byte{req.Pattern}, int(req.Length))
+	var res writeResult
+	ctx := r.Context()
+	for i := 0; i < req.Repeat; i++ {
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := vi.vol.WriteAt(wctx, buf, req.Offset)
+		cancel()
+		if err != nil {
+			res.Error = err.Error()
+			break
+		}
+		res.Done++
+		res.Acked = append(res.Acked, time.Now().UnixNano())
+		if req.IntervalMS > 0 && i+1 < req.Repeat {
+			select {
+			case <-ctx.Done():
+				res.Error = ctx.Err().Error()
+				i = req.Repeat
+			case <-time.After(time.Duration(req.IntervalMS) * time.Millisecond):
+			}
+		}
+	}
+	code := http.StatusOK
+	if res.Error != "" {
+		code = http.StatusConflict
+	}
+	cluster.WriteJSON(w, code, res)
+}
