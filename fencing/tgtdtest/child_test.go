@@ -15,7 +15,9 @@ import (
 	"github.com/shoal-ha/shoal/blockdev"
 	"github.com/shoal-ha/shoal/blockdev/iscsi"
 	"github.com/shoal-ha/shoal/fencing"
+	"github.com/shoal-ha/shoal/fencing/recovery"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
 )
 
 // The child process's settings, passed in its environment.
@@ -28,6 +30,9 @@ const (
 	envTTL    = "SHOAL_FENCE_TTL"  // lease TTL in seconds
 	envMargin = "SHOAL_FENCE_MARGIN"
 	envPause  = "SHOAL_FENCE_PAUSE_AT" // write number after which the child stops itself
+	envPrefix = "SHOAL_FENCE_PREFIX"   // etcd key prefix of a coordinator child
+	envLog    = "SHOAL_FENCE_EFFECTS"  // file a coordinator child appends its effects to
+	envHold   = "SHOAL_FENCE_HOLD"     // step at which a coordinator child blocks
 )
 
 func TestMain(m *testing.M) {
@@ -36,6 +41,8 @@ func TestMain(m *testing.M) {
 		os.Exit(childPR())
 	case "lease":
 		os.Exit(childLease())
+	case "coord":
+		os.Exit(childCoordinator())
 	}
 	os.Exit(m.Run())
 }
@@ -196,4 +203,84 @@ func processState(pid int) string {
 		return ""
 	}
 	return s[i+2 : i+3]
+}
+
+// effectHooks append each step's effect to a file shared by every
+// coordinator, so a test sees which effects happened, in order, across
+// processes. The step named hold blocks instead, until the process dies.
+type effectHooks struct {
+	path string
+	hold string
+	who  string
+}
+
+func (h effectHooks) effect(ctx context.Context, step string, v fencing.NodeRef) error {
+	if step == h.hold {
+		fmt.Println("holding", step)
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	f, err := os.OpenFile(h.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if _, err := fmt.Fprintf(f, "%s %s %s\n", step, v.Name, h.who); err != nil {
+		return err
+	}
+	return f.Sync()
+}
+
+func (h effectHooks) Fence(ctx context.Context, v fencing.NodeRef) error {
+	return h.effect(ctx, "fence", v)
+}
+func (h effectHooks) ReplayJournal(ctx context.Context, v fencing.NodeRef) error {
+	return h.effect(ctx, "replay-journal", v)
+}
+func (h effectHooks) ResyncBitmap(ctx context.Context, v fencing.NodeRef) error {
+	return h.effect(ctx, "resync", v)
+}
+func (h effectHooks) ReleaseLocks(ctx context.Context, v fencing.NodeRef) error {
+	return h.effect(ctx, "release-locks", v)
+}
+
+// childCoordinator runs a recovery coordinator whose hooks log their
+// effects to a file and block at one step.
+func childCoordinator() int {
+	ctx, cancel := context.WithTimeout(context.Background(), childMaxTime)
+	defer cancel()
+	name := os.Getenv(envName)
+	cli, err := clientv3.New(clientv3.Config{Endpoints: strings.Split(os.Getenv(envEtcd), ","), DialTimeout: 5 * time.Second})
+	if err != nil {
+		fmt.Println("error", err)
+		return 2
+	}
+	defer cli.Close()
+	ttl, _ := strconv.Atoi(os.Getenv(envTTL))
+	sess, err := concurrency.NewSession(cli, concurrency.WithTTL(ttl))
+	if err != nil {
+		fmt.Println("error", err)
+		return 2
+	}
+	hooks := effectHooks{path: os.Getenv(envLog), hold: os.Getenv(envHold), who: name}
+	cfg := recovery.DefaultConfig()
+	cfg.Name = name
+	cfg.Fencer = hooks
+	cfg.Hooks = hooks
+	coord, err := recovery.NewCoordinator(recovery.CoordinatorConfig{
+		Client: cli, Session: sess, Prefix: os.Getenv(envPrefix), Self: fencing.NodeRef{Name: name, Incarnation: "1"}, Engine: cfg,
+	})
+	if err != nil {
+		fmt.Println("error", err)
+		return 2
+	}
+	go func() {
+		for ctx.Err() == nil && !coord.Leading() {
+			time.Sleep(5 * time.Millisecond)
+		}
+		fmt.Println("elected")
+	}()
+	err = coord.Run(ctx)
+	fmt.Println("ended", err)
+	return 0
 }

@@ -344,3 +344,101 @@ func TestPausedWriterProcessLeaseOnly(t *testing.T) {
 		}
 	}
 }
+
+// TestCoordinatorProcessKilledBetweenSteps: the coordinator process is
+// SIGKILLed after replaying the journal, in the middle of the resync;
+// once its session lease expires another node is elected, resumes at the
+// resync, and no finished step's effect happens twice.
+func TestCoordinatorProcessKilledBetweenSteps(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	cluster, err := etcdtest.Start(filepath.Join(dir, "etcd"), 1, etcdtest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cluster.Close)
+	cli := cluster.NewClient(t)
+	effects := filepath.Join(dir, "effects")
+	const prefix = "/shoal"
+	const ttl = 2
+
+	lease, err := cli.Grant(ctx, 60)
+	if err != nil {
+		t.Fatal(err)
+	}
+	victim := fencing.NewNodeRef("n9", "1", int64(lease.ID))
+	a := startChild(t, envChild, "coord", envName, "a", envEtcd, strings.Join(cluster.Endpoints, ","),
+		envPrefix, prefix, envLog, effects, envHold, "resync", envTTL, strconv.Itoa(ttl))
+	a.waitLine("elected")
+
+	// b: this process, waiting in the election.
+	sess, err := concurrency.NewSession(cli, concurrency.WithTTL(ttl))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	hooks := effectHooks{path: effects, who: "b"}
+	cfg := recovery.DefaultConfig()
+	cfg.Name = "b"
+	cfg.Fencer = hooks
+	cfg.Hooks = hooks
+	cfg.Logger = testlog.New(t, "b")
+	b, err := recovery.NewCoordinator(recovery.CoordinatorConfig{
+		Client: cli, Session: sess, Prefix: prefix, Self: fencing.NodeRef{Name: "b", Incarnation: "1"}, Engine: cfg,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- b.Run(runCtx) }()
+	defer func() { stop(); <-done }()
+
+	if _, err := b.Request(ctx, victim); err != nil {
+		t.Fatal(err)
+	}
+	a.waitLine("holding resync")
+	if b.Leading() {
+		t.Fatal("b elected while a leads")
+	}
+	if err := syscall.Kill(a.pid(), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	store := recovery.NewEtcdStore(cli, prefix)
+	var rec recovery.Record
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		r, ok, err := store.Load(ctx, victim)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok && r.Done() {
+			rec = r
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("recovery not finished: %+v", r)
+		}
+	}
+	t.Logf("recovery finished %v after the coordinator was killed (session TTL %ds)", time.Since(killed), ttl)
+	var hist []string
+	for _, h := range rec.History {
+		hist = append(hist, h.Step.String()+"="+h.Coordinator)
+	}
+	if want := "fence=a record-fence=a replay-journal=a resync=b release-locks=b done=b"; strings.Join(hist, " ") != want {
+		t.Fatalf("history %q, want %q", strings.Join(hist, " "), want)
+	}
+	b2, err := os.ReadFile(effects)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Split(strings.TrimSpace(string(b2)), "\n")
+	want := []string{"fence n9 a", "replay-journal n9 a", "resync n9 b", "release-locks n9 b"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("effects:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if r, err := cli.TimeToLive(ctx, lease.ID); err != nil || r.TTL > 0 {
+		t.Fatalf("victim lease not revoked: ttl %d, %v", r.TTL, err)
+	}
+}
