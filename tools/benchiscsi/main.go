@@ -53,7 +53,10 @@ var rows = []row{
 type result struct {
 	iops float64
 	mbps float64
-	err  error
+	// cpu is the initiator's CPU time (user+system) per operation, a
+	// figure a busy machine disturbs less than IOPS.
+	cpu time.Duration
+	err error
 }
 
 func main() {
@@ -136,7 +139,7 @@ func run(out string, dur time.Duration, lunSize int64, verbose bool) error {
 	fmt.Fprintf(&buf, "iSCSI initiator: Shoal vs libiscsi iscsi-perf, same tgtd LUN (%d MiB; median of %d alternating runs of %v)\n", lunSize>>20, runs, dur)
 	fmt.Fprintf(&buf, "target: %s\n\n", url)
 	tw := tabwriter.NewWriter(&buf, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "workload\tShoal IOPS\tShoal MB/s\tlibiscsi IOPS\tlibiscsi MB/s\tShoal/libiscsi\t")
+	fmt.Fprintln(tw, "workload\tShoal IOPS\tShoal MB/s\tShoal CPU/op\tlibiscsi IOPS\tlibiscsi MB/s\tlibiscsi CPU/op\tShoal/libiscsi\t")
 	for _, r := range rows {
 		if onlyRows != "" && !strings.Contains(r.name, onlyRows) {
 			continue
@@ -160,12 +163,13 @@ func run(out string, dur time.Duration, lunSize int64, verbose bool) error {
 		if s.err == nil && l.err == nil && l.iops > 0 {
 			ratio = fmt.Sprintf("%.2f", s.iops/l.iops)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t\n", r.name, num(s.iops, s.err), num(s.mbps, s.err),
-			num(l.iops, l.err), num(l.mbps, l.err), ratio)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.name, num(s.iops, s.err), num(s.mbps, s.err), cpuPerOp(s),
+			num(l.iops, l.err), num(l.mbps, l.err), cpuPerOp(l), ratio)
 	}
 	tw.Flush()
 	fmt.Fprintln(&buf, "\nlibiscsi has no write benchmark in libiscsi-bin and Debian's fio lacks the libiscsi engine,")
 	fmt.Fprintln(&buf, "so the write row has no peer. Target: Shoal at least 0.90 of libiscsi on every read row.")
+	fmt.Fprintln(&buf, "CPU/op is the initiator process's user+system time per operation (libiscsi's includes its login).")
 	os.Stdout.Write(buf.Bytes())
 	if out != "" {
 		if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
@@ -174,6 +178,13 @@ func run(out string, dur time.Duration, lunSize int64, verbose bool) error {
 		return os.WriteFile(out, buf.Bytes(), 0o644)
 	}
 	return nil
+}
+
+func cpuPerOp(r result) string {
+	if r.err != nil || r.cpu == 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.1fµs", float64(r.cpu)/float64(time.Microsecond))
 }
 
 func num(v float64, err error) string {
@@ -248,8 +259,10 @@ func shoal(ctx context.Context, dev *iscsi.Device, r row, dur time.Duration) res
 	if profile != nil {
 		_ = pprof.StartCPUProfile(profile)
 	}
+	ru0 := cpuTime()
 	start := time.Now()
 	wg.Wait()
+	cpu := cpuTime() - ru0
 	if profile != nil {
 		pprof.StopCPUProfile()
 		profile = nil // one profile: the first row that runs
@@ -259,7 +272,18 @@ func shoal(ctx context.Context, dev *iscsi.Device, r row, dur time.Duration) res
 		return result{err: e.(error)}
 	}
 	iops := float64(ops.Load()) / el
-	return result{iops: iops, mbps: iops * float64(r.block) / 1e6}
+	res := result{iops: iops, mbps: iops * float64(r.block) / 1e6}
+	if n := ops.Load(); n > 0 {
+		res.cpu = cpu / time.Duration(n)
+	}
+	return res
+}
+
+// cpuTime is this process's CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // runs is how often each initiator runs each row.
@@ -304,6 +328,7 @@ func libiscsi(url string, r row, dur time.Duration) result {
 	if err := cmd.Start(); err != nil {
 		return result{err: err}
 	}
+	start := time.Now()
 	var last []string
 	var mu sync.Mutex
 	done := make(chan struct{})
@@ -335,5 +360,10 @@ func libiscsi(url string, r row, dur time.Duration) result {
 		return result{err: fmt.Errorf("no figures from iscsi-perf %s", strings.Join(args, " "))}
 	}
 	iops, _ := strconv.ParseFloat(last[1], 64)
-	return result{iops: iops, mbps: iops * float64(r.block) / 1e6}
+	res := result{iops: iops, mbps: iops * float64(r.block) / 1e6}
+	if ps := cmd.ProcessState; ps != nil && iops > 0 {
+		ops := iops * time.Since(start).Seconds()
+		res.cpu = time.Duration(float64(ps.UserTime()+ps.SystemTime()) / ops)
+	}
+	return res
 }
