@@ -140,7 +140,7 @@ func (r *recoveryRole) resync(ctx context.Context, victim fencing.NodeRef) error
 	if err != nil {
 		return err
 	}
-	rep, err := vi.vol.Recover(ctx, slot)
+	rep, err := vi.vol.Recover(forRecovery(ctx), slot)
 	if err != nil {
 		return fmt.Errorf("resync of slot %d: %w", slot, err)
 	}

@@ -193,12 +193,25 @@ func (v *volumeService) victimSlot(ctx context.Context, victim fencing.NodeRef) 
 // dlmRegions gives the mirror its region locks from the lock manager.
 type dlmRegions struct{ d *dlm.Node }
 
+type recoveryKey struct{}
+
+// forRecovery marks ctx as the recovery coordinator's: region locks taken
+// under it are recovery locks, granted over the locks the dead node left
+// behind (which stay gated until the recovery releases them).
+func forRecovery(ctx context.Context) context.Context {
+	return context.WithValue(ctx, recoveryKey{}, true)
+}
+
 func (r dlmRegions) LockRegion(ctx context.Context, volume string, off, length int64, exclusive bool) (func(), error) {
 	mode := dlm.PR
 	if exclusive {
 		mode = dlm.EX
 	}
-	l, err := r.d.Acquire(ctx, dlm.Region(volume, uint64(off), uint64(off+length)), mode)
+	var opts []dlm.Option
+	if ctx.Value(recoveryKey{}) != nil {
+		opts = append(opts, dlm.Recovery())
+	}
+	l, err := r.d.Acquire(ctx, dlm.Region(volume, uint64(off), uint64(off+length)), mode, opts...)
 	if err != nil {
 		return nil, err
 	}

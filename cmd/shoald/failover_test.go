@@ -1,0 +1,408 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	osexec "os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoal-ha/shoal/blockdev"
+	_ "github.com/shoal-ha/shoal/blockdev/iscsi"
+	"github.com/shoal-ha/shoal/fencing"
+	"github.com/shoal-ha/shoal/fencing/recovery"
+	"github.com/shoal-ha/shoal/fixtures/tgtrig"
+	"github.com/shoal-ha/shoal/internal/nodetest"
+)
+
+// volumeCluster is three shoald nodes sharing one mirrored volume.
+type volumeCluster struct {
+	*nodetest.Cluster
+	legs []string
+}
+
+// iscsiLegs starts a tgtd with two targets of one 64 MiB LUN each and
+// returns their URLs: two legs that support persistent reservations.
+func iscsiLegs(t *testing.T) []string {
+	t.Helper()
+	if err := tgtrig.Available(); err != nil {
+		t.Fatalf("tgtd is needed (make test installs it): %v", err)
+	}
+	rig := tgtrig.StartT(t, tgtrig.Config{Dir: t.TempDir()})
+	var urls []string
+	for i := 0; i < 2; i++ {
+		tgt := rig.MustAddTarget(t, fmt.Sprintf("iqn.2026-11.io.shoal.test:leg%d", i))
+		tgt.MustAddLUN(t, 1, 64<<20)
+		urls = append(urls, tgt.URL(1))
+	}
+	return urls
+}
+
+// fileLegs makes two 64 MiB leg files: no reservations, lease-only fencing.
+func fileLegs(t *testing.T) []string {
+	dir := t.TempDir()
+	return []string{filepath.Join(dir, "leg0.img"), filepath.Join(dir, "leg1.img")}
+}
+
+func newVolumeCluster(t *testing.T, legs []string, extra ...string) *volumeCluster {
+	t.Helper()
+	args := []string{"format", "--slots", "4", "--region-size", "1M"}
+	if !strings.HasPrefix(legs[0], "iscsi://") {
+		args = append(args, "--size", "64M")
+	}
+	out, err := runBin(t, "shoalblk", append(args, legs...)...)
+	if err != nil {
+		t.Fatalf("shoalblk format: %v\n%s", err, out)
+	}
+	c := nodetest.NewCluster(t, 3, nodetest.Options{NoStart: true, ExtraArgs: extra})
+	for i, nd := range c.Nodes {
+		nd.Args = append(nd.Args, "--volume-legs", strings.Join(legs, ","), "--volume-slot", strconv.Itoa(i))
+		nd.Start()
+	}
+	c.WaitMembers(60*time.Second, 3, c.Nodes...)
+	return &volumeCluster{Cluster: c, legs: legs}
+}
+
+func runBin(t *testing.T, bin string, args ...string) (string, error) {
+	t.Helper()
+	cmd := osexec.Command(nodetest.Binary(t, bin), args...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// write asks nd to write length bytes of pattern at off, repeat times.
+func write(nd *nodetest.Node, off, length int64, pattern byte, repeat, intervalMS int) (writeResult, error) {
+	body, _ := json.Marshal(writeRequest{Offset: off, Length: length, Pattern: pattern, Repeat: repeat, IntervalMS: intervalMS})
+	client := &http.Client{Timeout: 90 * time.Second}
+	resp, err := client.Post("http://"+nd.AdminAddr+"/api/volume/write", "application/json", bytes.NewReader(body))
+	var res writeResult
+	if err != nil {
+		return res, err
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if err := json.Unmarshal(raw, &res); err != nil {
+		return res, fmt.Errorf("%s: %s", resp.Status, raw)
+	}
+	return res, nil
+}
+
+func read(nd *nodetest.Node, off, length int64) ([]byte, error) {
+	client := &http.Client{Timeout: 10 * time.Second}
+	resp, err := client.Get(fmt.Sprintf("http://%s/api/volume/read?offset=%d&length=%d", nd.AdminAddr, off, length))
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s: %s", resp.Status, raw)
+	}
+	return raw, nil
+}
+
+func recoveryOf(t *testing.T, nd *nodetest.Node, name, incarnation string) (recovery.Record, bool) {
+	client := &http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Get("http://" + nd.AdminAddr + "/api/recoveries")
+	if err != nil {
+		return recovery.Record{}, false
+	}
+	defer resp.Body.Close()
+	var recs []recovery.Record
+	if json.NewDecoder(resp.Body).Decode(&recs) != nil {
+		return recovery.Record{}, false
+	}
+	for _, r := range recs {
+		if r.Victim.Name == name && r.Victim.Incarnation == incarnation {
+			return r, true
+		}
+	}
+	return recovery.Record{}, false
+}
+
+// pick returns a node that is neither the recovery coordinator nor the
+// etcd leader's host, and another node that is not the coordinator.
+func (vc *volumeCluster) pick(t *testing.T) (victim, waiter *nodetest.Node) {
+	t.Helper()
+	leader := etcdLeader(t, vc.Cluster, vc.Nodes[0])
+	var coord *nodetest.Node
+	vc.WaitFor(10*time.Second, "a coordinator", func() bool {
+		for _, nd := range vc.Nodes {
+			if v, err := nd.View(); err == nil && v.Coordinator {
+				coord = nd
+				return true
+			}
+		}
+		return false
+	})
+	for _, nd := range vc.Nodes {
+		if nd != coord && nd != leader && victim == nil {
+			victim = nd
+		}
+	}
+	for _, nd := range vc.Nodes {
+		if nd != victim && nd != coord {
+			waiter = nd
+		}
+	}
+	if waiter == nil { // the coordinator hosts the leader: any other node waits
+		for _, nd := range vc.Nodes {
+			if nd != victim {
+				waiter = nd
+			}
+		}
+	}
+	return victim, waiter
+}
+
+func checkStepsInOrder(t *testing.T, rec recovery.Record) {
+	t.Helper()
+	var got []string
+	for _, h := range rec.History {
+		got = append(got, h.Step.String())
+	}
+	var want []string
+	for _, s := range recovery.Steps() {
+		want = append(want, s.String())
+	}
+	if strings.Join(got, ",") != strings.Join(want[:len(got)], ",") || !rec.Done() {
+		t.Fatalf("recovery steps %v, want all of %v in order", got, want)
+	}
+	t.Logf("recovery of %s: %s", rec.Victim, strings.Join(got, " -> "))
+}
+
+// keysOn reads the registered reservation keys of an iSCSI leg through a
+// connection of the test's own.
+func keysOn(t *testing.T, url string) []uint64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	dev, err := blockdev.Open(ctx, url, blockdev.OpenOptions{})
+	if err != nil {
+		t.Fatalf("open %s: %v", url, err)
+	}
+	defer dev.Close()
+	keys, _, err := dev.(blockdev.Reservations).ReadKeys(ctx)
+	if err != nil {
+		t.Fatalf("read keys of %s: %v", url, err)
+	}
+	return keys
+}
+
+func TestKilledLockHolderIsFencedAndRecoveredInOrder(t *testing.T) {
+	skipShort(t)
+	vc := newVolumeCluster(t, iscsiLegs(t))
+	victim, waiter := vc.pick(t)
+	inc, _ := victim.Members()
+	victimInc := inc[victim.Name]
+	key := fencing.KeyFor(victim.Name, victimInc)
+	for _, url := range vc.legs {
+		if !containsKey(keysOn(t, url), key) {
+			t.Fatalf("%s's key %x is not registered on %s", victim.Name, key, url)
+		}
+	}
+	const off, length = 4 << 20, 1 << 20
+	if res, err := write(victim, off, length, 0xAA, 1, 0); err != nil || res.Done != 1 {
+		t.Fatalf("victim's write: %+v %v", res, err)
+	}
+	// The victim keeps its EX region lock cached after the write.
+	victim.Kill()
+	killed := time.Now()
+	res, err := write(waiter, off, length, 0xBB, 1, 0)
+	if err != nil || res.Done != 1 {
+		t.Fatalf("waiter's write after the kill: %+v %v", res, err)
+	}
+	granted := time.Unix(0, res.Acked[0])
+	t.Logf("SIGKILL of %s (holding an EX region lock) to %s's write under that lock: %s", victim.Name, waiter.Name, granted.Sub(killed).Round(time.Millisecond))
+	rec, ok := recoveryOf(t, waiter, victim.Name, victimInc)
+	if !ok {
+		t.Fatal("no recovery record for the victim")
+	}
+	checkStepsInOrder(t, rec)
+	released := rec.History[len(rec.History)-2] // release-locks
+	if released.Step.String() != "release-locks" || granted.Before(released.Finished.Add(-50*time.Millisecond)) {
+		t.Fatalf("waiter granted at %s, before the locks were released (%s at %s)", granted, released.Step, released.Finished)
+	}
+	for _, url := range vc.legs {
+		if containsKey(keysOn(t, url), key) {
+			t.Fatalf("%s's key %x is still registered on %s after the fence", victim.Name, key, url)
+		}
+	}
+	data, err := read(waiter, off, length)
+	if err != nil || !bytes.Equal(data, bytes.Repeat([]byte{0xBB}, length)) {
+		t.Fatalf("region does not hold the waiter's data (err %v)", err)
+	}
+}
+
+func containsKey(keys []uint64, k uint64) bool {
+	for _, x := range keys {
+		if x == k {
+			return true
+		}
+	}
+	return false
+}
+
+// pausedWriter is the case fencing exists for: a node paused in the
+// middle of writing under an EX lock wakes up after the cluster recovered
+// it and another node wrote the same region. None of its late writes may
+// reach the volume.
+func pausedWriter(t *testing.T, vc *volumeCluster) {
+	victim, waiter := vc.pick(t)
+	inc, _ := victim.Members()
+	victimInc := inc[victim.Name]
+	const off, length = 8 << 20, 256 << 10
+	type outcome struct {
+		res writeResult
+		err error
+	}
+	victimDone := make(chan outcome, 1)
+	go func() {
+		res, err := write(victim, off, length, 0xAA, 5000, 2)
+		victimDone <- outcome{res, err}
+	}()
+	// Let it write a while, then stop it in the middle of its loop.
+	vc.WaitFor(10*time.Second, "the victim's first writes", func() bool {
+		d, err := read(waiter, off, 1)
+		return err == nil && d[0] == 0xAA
+	})
+	victim.Pause()
+	paused := time.Now()
+	resumed := false
+	defer func() {
+		if !resumed {
+			victim.Cont()
+		}
+	}()
+	res, err := write(waiter, off, length, 0xBB, 3, 0)
+	if err != nil || res.Done != 3 {
+		t.Fatalf("waiter's writes: %+v %v", res, err)
+	}
+	t.Logf("%s paused mid-write; %s wrote the region %s later", victim.Name, waiter.Name, time.Since(paused).Round(time.Millisecond))
+	rec, ok := recoveryOf(t, waiter, victim.Name, victimInc)
+	if !ok {
+		t.Fatal("no recovery record for the paused victim")
+	}
+	checkStepsInOrder(t, rec)
+	victim.Cont()
+	resumed = true
+	woke := time.Now()
+	var vo outcome
+	select {
+	case vo = <-victimDone:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the woken victim's write loop did not end")
+	}
+	if vo.err != nil {
+		t.Fatalf("victim's write request: %v", vo.err)
+	}
+	for _, at := range vo.res.Acked {
+		if time.Unix(0, at).After(woke) {
+			t.Fatalf("the woken victim had a write acknowledged at %s, after it woke at %s", time.Unix(0, at), woke)
+		}
+	}
+	if vo.res.Error == "" {
+		t.Fatalf("the woken victim's writes did not fail: %+v", vo.res)
+	}
+	t.Logf("the woken victim stopped after %d acknowledged writes: %s", vo.res.Done, vo.res.Error)
+	// It comes back as a new incarnation.
+	vc.WaitFor(30*time.Second, victim.Name+" back as a new incarnation", func() bool {
+		m, err := waiter.Members()
+		return err == nil && m[victim.Name] != "" && m[victim.Name] != victimInc
+	})
+	for _, nd := range vc.Nodes {
+		data, err := read(nd, off, length)
+		if err != nil {
+			// The woken node may still be opening its volume.
+			vc.WaitFor(30*time.Second, nd.Name+" to read the volume", func() bool {
+				data, err = read(nd, off, length)
+				return err == nil
+			})
+		}
+		if !bytes.Equal(data, bytes.Repeat([]byte{0xBB}, length)) {
+			t.Fatalf("%s reads data that is not the waiter's: a late write reached the volume", nd.Name)
+		}
+	}
+	// Stop the nodes and check the legs agree block by block.
+	for _, nd := range vc.Nodes {
+		if err := nd.Stop(); err != nil {
+			t.Errorf("%s did not stop cleanly: %v", nd.Name, err)
+		}
+	}
+	if out, err := runBin(t, "shoalblk", append([]string{"check"}, vc.legs...)...); err != nil {
+		t.Fatalf("shoalblk check after the paused writer: %v\n%s", err, out)
+	}
+}
+
+func TestPausedWriterIsFencedByReservations(t *testing.T) {
+	skipShort(t)
+	pausedWriter(t, newVolumeCluster(t, iscsiLegs(t)))
+}
+
+func TestPausedWriterFindsItsDeadlinePassedOnFileLegs(t *testing.T) {
+	skipShort(t)
+	pausedWriter(t, newVolumeCluster(t, fileLegs(t)))
+}
+
+func TestFailingFenceAgentHoldsTheLocks(t *testing.T) {
+	skipShort(t)
+	dir := t.TempDir()
+	allow := filepath.Join(dir, "allow")
+	calls := filepath.Join(dir, "calls")
+	agent := filepath.Join(dir, "fence_test")
+	// A fence agent in the fence-agents convention that fails until the
+	// test allows it.
+	script := fmt.Sprintf("#!/bin/sh\ncat >> %q\necho call >> %q\n[ -e %q ] && exit 0\necho 'power switch unreachable' >&2\nexit 1\n", calls, calls, allow)
+	if err := os.WriteFile(agent, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	vc := newVolumeCluster(t, fileLegs(t), "--fencing", "agent", "--fence-agent", agent)
+	victim, waiter := vc.pick(t)
+	inc, _ := victim.Members()
+	victimInc := inc[victim.Name]
+	const off, length = 12 << 20, 64 << 10
+	if res, err := write(victim, off, length, 0xAA, 1, 0); err != nil || res.Done != 1 {
+		t.Fatalf("victim's write: %+v %v", res, err)
+	}
+	victim.Kill()
+	done := make(chan writeResult, 1)
+	go func() {
+		res, _ := write(waiter, off, length, 0xBB, 1, 0)
+		done <- res
+	}()
+	// The agent keeps failing: the recovery retries and reports, and the
+	// waiter is not granted.
+	vc.WaitFor(30*time.Second, "failed fence attempts reported", func() bool {
+		rec, ok := recoveryOf(t, waiter, victim.Name, victimInc)
+		return ok && rec.Attempts >= 2 && strings.Contains(rec.LastError, "exit") && rec.Finished == recovery.StepNone
+	})
+	select {
+	case res := <-done:
+		t.Fatalf("the waiter was granted while the fence kept failing: %+v", res)
+	default:
+	}
+	b, _ := os.ReadFile(calls)
+	if !strings.Contains(string(b), "action=off") || !strings.Contains(string(b), victim.Name) {
+		t.Fatalf("the agent was not called with the fence-agents options:\n%s", b)
+	}
+	// Once the agent succeeds, recovery goes on and the waiter is granted.
+	os.WriteFile(allow, nil, 0o644)
+	select {
+	case res := <-done:
+		if res.Done != 1 {
+			t.Fatalf("waiter's write after the fence: %+v", res)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("the waiter was not granted after the fence agent succeeded")
+	}
+	rec, _ := recoveryOf(t, waiter, victim.Name, victimInc)
+	checkStepsInOrder(t, rec)
+}
