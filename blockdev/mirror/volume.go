@@ -142,22 +142,27 @@ func Open(ctx context.Context, cfg Config) (*Volume, error) {
 		return nil, fmt.Errorf("mirror: slot %d out of range: volume has %d node slots", cfg.Slot, ref.Geometry.Slots)
 	}
 	table := newest
-	if cfg.Store != nil {
+	// Several nodes may open the volume at once and race to publish the
+	// superblocks' table: the loser reloads and takes the winner's.
+	for attempt := 0; cfg.Store != nil; attempt++ {
 		stored, ok, err := cfg.Store.Load(ctx, ref.Volume)
 		if err != nil {
 			return nil, fmt.Errorf("mirror: load leg table: %w", err)
 		}
-		switch {
-		case ok && stored.Generation >= newest.Generation:
+		if ok && stored.Generation >= newest.Generation {
 			table = stored
-		default:
-			var prev uint64
-			if ok {
-				prev = stored.Generation
-			}
-			if err := cfg.Store.CompareAndSwap(ctx, ref.Volume, prev, newest); err != nil {
-				return nil, fmt.Errorf("mirror: publish leg table: %w", err)
-			}
+			break
+		}
+		var prev uint64
+		if ok {
+			prev = stored.Generation
+		}
+		err = cfg.Store.CompareAndSwap(ctx, ref.Volume, prev, newest)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, ErrConflict) || attempt >= 10 {
+			return nil, fmt.Errorf("mirror: publish leg table: %w", err)
 		}
 	}
 	v := &Volume{

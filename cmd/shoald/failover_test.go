@@ -271,7 +271,7 @@ func pausedWriter(t *testing.T, vc *volumeCluster) {
 	}()
 	// Let it write a while, then stop it in the middle of its loop.
 	vc.WaitFor(10*time.Second, "the victim's first writes", func() bool {
-		d, err := read(waiter, off, 1)
+		d, err := read(waiter, off, 4096)
 		return err == nil && d[0] == 0xAA
 	})
 	victim.Pause()
