@@ -189,8 +189,26 @@ type VolumeConfig struct {
 	// Watchdog is a watchdog device to pet while the lease holds (for
 	// example /dev/watchdog). Empty: none.
 	Watchdog string `hcl:"watchdog,optional"`
+	// DetectTimeout: when every leg is fenced by persistent reservations,
+	// nodes also send each other UDP heartbeats, and a node silent this
+	// long is recovered at once, before its lease expires (the fence makes
+	// that safe; a node suspected wrongly is fenced and rejoins). "off"
+	// disables it. Default 400ms (fast) or 2s (production).
+	DetectTimeout string `hcl:"detect_timeout,optional"`
+	// DetectInterval is the heartbeat period; at most a third of
+	// DetectTimeout. Default 50ms (fast) or 250ms (production).
+	DetectInterval string `hcl:"detect_interval,optional"`
+	// HeartbeatAddr is the UDP host:port the detector listens on. Default:
+	// the admin address's host, any free port.
+	HeartbeatAddr string `hcl:"heartbeat_addr,optional"`
 
-	agentTimeout time.Duration
+	agentTimeout                  time.Duration
+	detectTimeout, detectInterval time.Duration
+}
+
+// Detect returns the failure detector's timing; zero timeout means off.
+func (v VolumeConfig) Detect() (interval, timeout time.Duration) {
+	return v.detectInterval, v.detectTimeout
 }
 
 // Fencing methods.
@@ -231,6 +249,35 @@ func (c *Config) validateVolume() error {
 			return fieldErr("volume.fence_agent_timeout", "%q is not a positive duration", v.FenceAgentTimeout)
 		}
 		v.agentTimeout = d
+	}
+	fast := c.Profile == ProfileFast
+	v.detectInterval, v.detectTimeout = 250*time.Millisecond, 2*time.Second
+	if fast {
+		v.detectInterval, v.detectTimeout = 50*time.Millisecond, 400*time.Millisecond
+	}
+	if v.DetectTimeout == "off" {
+		v.detectTimeout = 0
+	} else if v.DetectTimeout != "" {
+		d, err := time.ParseDuration(v.DetectTimeout)
+		if err != nil || d <= 0 {
+			return fieldErr("volume.detect_timeout", "%q is not a positive duration or \"off\"", v.DetectTimeout)
+		}
+		v.detectTimeout = d
+	}
+	if v.DetectInterval != "" {
+		d, err := time.ParseDuration(v.DetectInterval)
+		if err != nil || d <= 0 {
+			return fieldErr("volume.detect_interval", "%q is not a positive duration", v.DetectInterval)
+		}
+		v.detectInterval = d
+	}
+	if v.detectTimeout > 0 && v.detectTimeout < 3*v.detectInterval {
+		return fieldErr("volume.detect_timeout", "%s must be at least 3x volume.detect_interval (%s)", v.detectTimeout, v.detectInterval)
+	}
+	if v.HeartbeatAddr != "" {
+		if _, _, err := net.SplitHostPort(v.HeartbeatAddr); err != nil {
+			return fieldErr("volume.heartbeat_addr", "%q: want host:port", v.HeartbeatAddr)
+		}
 	}
 	if len(v.Legs) == 0 {
 		if v.Slot != nil {

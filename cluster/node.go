@@ -35,6 +35,9 @@ type Node struct {
 	// Role, when set before Run, is the recovery coordinator role the
 	// node campaigns for with each incarnation.
 	Role CoordinatorRole
+	// DescribeMember, when set before Run, adds to the member record each
+	// incarnation registers (addresses of the parts the daemon runs).
+	DescribeMember func(*MemberInfo)
 	// OnSession, when set before Run, is called with every new incarnation
 	// the node registers (the first and each one after a lost lease).
 	OnSession func(*Session)
@@ -267,6 +270,9 @@ func (n *Node) register(ctx context.Context) (*Session, error) {
 	}
 	if n.cfg.Admin.Addr != "off" {
 		info.AdminURL = (&url.URL{Scheme: "http", Host: n.cfg.Admin.Addr}).String()
+	}
+	if n.DescribeMember != nil {
+		n.DescribeMember(&info)
 	}
 	rctx, cancel := context.WithTimeout(ctx, n.cfg.RequestTimeout())
 	defer cancel()

@@ -47,6 +47,9 @@ type MemberInfo struct {
 	// Slot is the member's write-intent bitmap slot on the volume, if it
 	// writes the volume.
 	Slot *int `json:"slot,omitempty"`
+	// HeartbeatAddr is the UDP host:port of the member's direct failure
+	// detector, if it runs one.
+	HeartbeatAddr string `json:"heartbeat_addr,omitempty"`
 	// Leaving is set by a clean shutdown just before the lease is revoked,
 	// so watchers tell a departure from a death.
 	Leaving bool `json:"leaving,omitempty"`

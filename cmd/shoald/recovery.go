@@ -96,7 +96,12 @@ func (r *recoveryRole) observe(ev cluster.Event) {
 	if ev.Kind != cluster.NodeDown {
 		return
 	}
-	victim := fencing.NewNodeRef(ev.Member.Name, ev.Member.Incarnation, ev.Member.Lease)
+	r.request(fencing.NewNodeRef(ev.Member.Name, ev.Member.Incarnation, ev.Member.Lease))
+}
+
+// request writes a recovery request for victim (once; later requests for
+// the same incarnation change nothing).
+func (r *recoveryRole) request(victim fencing.NodeRef) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()

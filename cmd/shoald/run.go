@@ -147,6 +147,13 @@ func runNode(cfg cluster.Config) error {
 	role := newRecoveryRole(n, vols, locks)
 	n.Role = role
 	n.Watcher().Subscribe(role.observe)
+	det, err := newDetectService(n, role)
+	if err != nil {
+		return err
+	}
+	if det != nil {
+		n.DescribeMember = det.describe
+	}
 	// Each incarnation joins the lock manager, then opens the volume under
 	// its locks; when it ends, the volume goes first.
 	n.OnSession = func(s *cluster.Session) {
@@ -158,9 +165,18 @@ func runNode(cfg cluster.Config) error {
 		if err := vols.start(s, d); err != nil {
 			log.Error("volume did not open; abandoning this incarnation", "error", err)
 			s.Abandon(err)
+			return
+		}
+		if det != nil {
+			if err := det.start(s); err != nil {
+				log.Error("failure detector did not start", "error", err)
+			}
 		}
 	}
 	n.OnSessionEnd = func(s *cluster.Session, clean bool) {
+		if det != nil {
+			det.stop()
+		}
 		vols.stop(clean)
 		locks.stop(s, clean)
 	}
