@@ -134,7 +134,10 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	n.rep = rep
 	n.cpSeen = cfg.Clock.Now()
 	n.rev = from - 1
-	wch := cfg.Client.Watch(clientv3.WithRequireLeader(n.ctx), n.keys.root(), clientv3.WithPrefix(), clientv3.WithRev(from), clientv3.WithProgressNotify())
+	// No WithRequireLeader: a leader election must not end the watch (the
+	// node would fence itself); a member cut off from the quorum leaves the
+	// watch silent, and the lease deadline fences the node in time.
+	wch := cfg.Client.Watch(n.ctx, n.keys.root(), clientv3.WithPrefix(), clientv3.WithRev(from), clientv3.WithProgressNotify())
 	n.wg.Add(3)
 	go n.watchLoop(wch)
 	go n.monitor()
@@ -211,7 +214,7 @@ func (n *Node) waitRev(ctx context.Context, rev int64) error {
 				if ok {
 					return
 				}
-				_ = n.cfg.Client.RequestProgress(clientv3.WithRequireLeader(ctx))
+				n.requestProgress()
 			}
 		}
 	}()
@@ -548,11 +551,18 @@ func (n *Node) checkpointLoop() {
 			return
 		case <-t.C():
 		}
-		ctx, cancel := context.WithTimeout(n.ctx, n.cfg.CheckpointInterval/4)
-		_ = n.cfg.Client.RequestProgress(clientv3.WithRequireLeader(ctx))
-		cancel()
+		n.requestProgress()
 		n.mu.Lock()
 		n.maybeCheckpoint()
 		n.mu.Unlock()
 	}
+}
+
+// requestProgress asks the server to report the watch's revision. The
+// context must carry the same (no) metadata as the watch's: the client
+// picks the gRPC stream by it, and another stream would get the answer.
+func (n *Node) requestProgress() {
+	ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
+	defer cancel()
+	_ = n.cfg.Client.RequestProgress(ctx)
 }
