@@ -91,6 +91,10 @@ var (
 	// (connection dropped). The range may hold old or new data; the write
 	// is neither done nor safe to blindly report as failed.
 	ErrWriteOutcomeUnknown = errors.New("blockdev: write outcome unknown")
+	// ErrFenced: this node may no longer do I/O to the device (it fenced
+	// itself, or was fenced). Not a fault of the device: a mirror must not
+	// fail the leg for it. Never retry on this incarnation.
+	ErrFenced = errors.New("blockdev: I/O refused: this node is fenced")
 	// ErrNotSupported: the device lacks the optional ability asked for.
 	ErrNotSupported = errors.New("blockdev: not supported by device")
 )

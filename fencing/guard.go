@@ -2,7 +2,6 @@ package fencing
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -15,7 +14,9 @@ import (
 // stopped its volume I/O, so the I/O was refused (or, if it was in
 // flight, cut short: a write may or may not have reached the disk). Not
 // retriable: the node must rejoin as a new incarnation.
-var ErrSelfFenced = errors.New("fencing: this incarnation fenced itself")
+// It matches blockdev.ErrFenced, so the mirror does not take the refusal
+// for a failed leg.
+var ErrSelfFenced = fmt.Errorf("fencing: this incarnation fenced itself: %w", blockdev.ErrFenced)
 
 // Guard is the gate in front of one incarnation's volume I/O. Every read
 // and write checks the self-fence deadline on the node's own clock before
@@ -84,7 +85,9 @@ func (g *Guard) do(ctx context.Context, op func(context.Context) error) error {
 	defer stop()
 	err := op(ctx)
 	if err != nil && g.ctx.Err() != nil {
-		return fmt.Errorf("%w: cut short: %w", ErrSelfFenced, err)
+		// The device's own error (a closed connection, say) is only
+		// reported, not wrapped: the leg did nothing wrong.
+		return fmt.Errorf("%w: cut short: %v", ErrSelfFenced, err)
 	}
 	return err
 }

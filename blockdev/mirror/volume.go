@@ -598,6 +598,11 @@ func (v *Volume) now() time.Time { return v.clk.Now() }
 // isLegFault says whether err means the leg itself is broken (fail it), as
 // opposed to cancellation, fencing, or misuse.
 func isLegFault(err error) bool {
+	// A fenced node's refused I/O says nothing about the leg: the leg is
+	// doing its job. Failing it would let a dead node degrade the volume.
+	if errors.Is(err, blockdev.ErrFenced) || errors.Is(err, blockdev.ErrReservationConflict) {
+		return false
+	}
 	return errors.Is(err, blockdev.ErrIO) || errors.Is(err, blockdev.ErrWriteOutcomeUnknown) || errors.Is(err, blockdev.ErrClosed)
 }
 

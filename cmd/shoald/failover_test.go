@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/shoal-ha/shoal/blockdev"
+	"github.com/shoal-ha/shoal/blockdev/mirror"
 	_ "github.com/shoal-ha/shoal/blockdev/iscsi"
 	"github.com/shoal-ha/shoal/fencing"
 	"github.com/shoal-ha/shoal/fencing/recovery"
@@ -107,6 +108,21 @@ func read(nd *nodetest.Node, off, length int64) ([]byte, error) {
 		return nil, fmt.Errorf("%s: %s", resp.Status, raw)
 	}
 	return raw, nil
+}
+
+func volumeStatus(t *testing.T, nd *nodetest.Node) mirror.Status {
+	t.Helper()
+	client := &http.Client{Timeout: 10 * time.Second}
+	resp, err := client.Get("http://" + nd.AdminAddr + "/api/volume")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st mirror.Status
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatalf("volume status of %s: %v", nd.Name, err)
+	}
+	return st
 }
 
 func recoveryOf(t *testing.T, nd *nodetest.Node, name, incarnation string) (recovery.Record, bool) {
@@ -329,6 +345,13 @@ func pausedWriter(t *testing.T, vc *volumeCluster) {
 		}
 		if !bytes.Equal(data, bytes.Repeat([]byte{0xBB}, length)) {
 			t.Fatalf("%s reads data that is not the waiter's: a late write reached the volume", nd.Name)
+		}
+	}
+	// The fenced node's refused writes must not have failed a leg.
+	st := volumeStatus(t, waiter)
+	for _, l := range st.Legs {
+		if l.State != mirror.LegInSync {
+			t.Fatalf("leg %d is %s after the fenced node woke: a fenced node degraded the volume", l.Index, l.State)
 		}
 	}
 	// Stop the nodes and check the legs agree block by block.
