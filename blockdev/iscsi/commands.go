@@ -121,13 +121,13 @@ func (s *Session) ReportLUNs(ctx context.Context) ([]uint64, error) {
 
 // SynchronizeCache makes lun's completed writes durable.
 func (s *Session) SynchronizeCache(ctx context.Context, lun uint64) error {
-	_, err := s.run(ctx, &cmd{cdb: scsi.SyncCache(false), lun: lun}, idempotent)
+	_, err := s.run(ctx, &cmd{cdb: scsi.SyncCache(s.cfg.CDB16), lun: lun}, idempotent)
 	return err
 }
 
 // Read reads len(p) bytes of whole blocks from lba of lun.
 func (s *Session) Read(ctx context.Context, lun, lba uint64, blocks uint32, p []byte) error {
-	r, err := s.run(ctx, &cmd{cdb: scsi.Read(lba, blocks, false), lun: lun, read: p}, idempotent)
+	r, err := s.run(ctx, &cmd{cdb: scsi.Read(lba, blocks, s.cfg.CDB16), lun: lun, read: p}, idempotent)
 	if err != nil {
 		return err
 	}
@@ -139,7 +139,7 @@ func (s *Session) Read(ctx context.Context, lun, lba uint64, blocks uint32, p []
 
 // Write writes p (whole blocks) at lba of lun.
 func (s *Session) Write(ctx context.Context, lun, lba uint64, blocks uint32, p []byte) error {
-	_, err := s.run(ctx, &cmd{cdb: scsi.Write(lba, blocks, false, false), lun: lun, write: p}, mutating)
+	_, err := s.run(ctx, &cmd{cdb: scsi.Write(lba, blocks, false, s.cfg.CDB16), lun: lun, write: p}, mutating)
 	return err
 }
 

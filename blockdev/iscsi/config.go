@@ -46,6 +46,11 @@ type Config struct {
 	// data the target allows.
 	InitialR2T, ImmediateData bool
 
+	// CDB16 makes READ, WRITE and SYNCHRONIZE CACHE always use their
+	// 16-byte forms; without it the 10-byte forms are used wherever they
+	// can address the range (below 2^32 blocks, up to 65535 per command).
+	CDB16 bool
+
 	// QueueDepth bounds this initiator's commands in flight on the
 	// connection (the target's MaxCmdSN window bounds it further).
 	QueueDepth int

@@ -21,9 +21,11 @@ func TestTransfers(t *testing.T) {
 		name   string
 		params map[string]string // target-side settings
 		digest bool
+		cdb16  bool
 		check  func(t *testing.T, p iscsi.Params)
 	}{
 		{name: "defaults"},
+		{name: "16-byte CDBs", cdb16: true},
 		{name: "digests", digest: true, params: map[string]string{"HeaderDigest": "CRC32C", "DataDigest": "CRC32C"}, check: func(t *testing.T, p iscsi.Params) {
 			if !p.HeaderDigest || !p.DataDigest {
 				t.Fatalf("digests not in force: %+v", p)
@@ -57,6 +59,7 @@ func TestTransfers(t *testing.T) {
 			img := tgt.MustAddLUN(t, 1, size)
 			cfg := testConfig(t, tgt, 1)
 			cfg.HeaderDigest, cfg.DataDigest = tc.digest, tc.digest
+			cfg.CDB16 = tc.cdb16
 			cfg.MaxTransfer = 512 << 10
 			d := openDevice(t, cfg)
 			if tc.check != nil {
