@@ -1,0 +1,11 @@
+// Package benchfailover measures failover: the time from SIGKILL of a node
+// that holds an EX region lock to the moment a survivor's write under that
+// lock is acknowledged, over real shoald processes, with persistent
+// reservation fencing on tgtd legs (direct failure detection) and in
+// lease-only mode on file legs; and, as the peer measured in the same run,
+// the takeover time of etcd's own concurrency.Mutex with the same session
+// TTL when its holder process is SIGKILLed.
+//
+//	make bench-failover        # or:
+//	go test ./tools/benchfailover -run '^$' -bench . -benchtime 1x -args -runs 20 -out bench-results/failover.txt
+package benchfailover

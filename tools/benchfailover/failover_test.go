@@ -1,0 +1,323 @@
+package benchfailover
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"text/tabwriter"
+	"time"
+
+	"github.com/shoal-ha/shoal/cluster"
+	"github.com/shoal-ha/shoal/fixtures/tgtrig"
+	"github.com/shoal-ha/shoal/internal/nodetest"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+	"go.uber.org/zap"
+)
+
+var (
+	runs    = flag.Int("runs", 20, "failovers measured per mode")
+	outFile = flag.String("out", "", "also write the table to this file")
+)
+
+const fastTTL = 2 * time.Second
+
+// The etcd Mutex holder runs as a child process of the test binary.
+const envMutexChild = "SHOAL_BENCH_MUTEX_CHILD"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(envMutexChild) != "" {
+		os.Exit(mutexChild())
+	}
+	code := m.Run()
+	nodetest.Cleanup()
+	os.Exit(code)
+}
+
+type result struct {
+	name    string
+	samples []time.Duration
+	note    string
+}
+
+func (r result) quantile(q float64) time.Duration {
+	s := append([]time.Duration(nil), r.samples...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	if len(s) == 0 {
+		return 0
+	}
+	i := int(q*float64(len(s))+0.5) - 1
+	if i < 0 {
+		i = 0
+	}
+	if i >= len(s) {
+		i = len(s) - 1
+	}
+	return s[i]
+}
+
+func BenchmarkFailover(b *testing.B) {
+	var results []result
+	pr := measureShoal(b, "shoal, reservation fencing + direct detection (tgtd legs)", iscsiLegs(b))
+	results = append(results, pr)
+	lease := measureShoal(b, "shoal, lease-only fencing (file legs)", fileLegs(b))
+	results = append(results, lease)
+	mutex := measureMutex(b)
+	results = append(results, mutex)
+	var out bytes.Buffer
+	fmt.Fprintf(&out, "Failover: SIGKILL of a lock holder -> the waiter's grant (lease TTL %s, %d runs each, %s)\n\n", fastTTL, *runs, time.Now().UTC().Format(time.RFC3339))
+	tw := tabwriter.NewWriter(&out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "MODE\tRUNS\tMEDIAN\tP99\tMIN\tMAX\tetcd MUTEX MEDIAN / MEDIAN")
+	for _, r := range results {
+		ratio := float64(mutex.quantile(0.5)) / float64(r.quantile(0.5))
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%.2fx\n", r.name, len(r.samples),
+			ms(r.quantile(0.5)), ms(r.quantile(0.99)), ms(r.quantile(0)), ms(r.quantile(1)), ratio)
+	}
+	tw.Flush()
+	fmt.Fprintln(&out, "\nTargets: reservation fencing median <= 500ms and p99 <= 1s; lease-only median <= TTL + 500ms.")
+	fmt.Fprintf(&out, "Met: reservations median %v, p99 %v; lease-only median %v\n",
+		pr.quantile(0.5) <= 500*time.Millisecond, pr.quantile(0.99) <= time.Second, lease.quantile(0.5) <= fastTTL+500*time.Millisecond)
+	os.Stdout.Write(out.Bytes())
+	if *outFile != "" {
+		if err := os.WriteFile(*outFile, out.Bytes(), 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%dms", d.Milliseconds()) }
+
+func iscsiLegs(b *testing.B) []string {
+	if err := tgtrig.Available(); err != nil {
+		b.Fatalf("tgtd is needed (make bench-failover installs it): %v", err)
+	}
+	rig := tgtrig.StartT(b, tgtrig.Config{Dir: b.TempDir()})
+	var urls []string
+	for i := 0; i < 2; i++ {
+		tgt := rig.MustAddTarget(b, fmt.Sprintf("iqn.2026-11.io.shoal.bench:leg%d", i))
+		tgt.MustAddLUN(b, 1, 64<<20)
+		urls = append(urls, tgt.URL(1))
+	}
+	return urls
+}
+
+func fileLegs(b *testing.B) []string {
+	dir := b.TempDir()
+	return []string{filepath.Join(dir, "leg0.img"), filepath.Join(dir, "leg1.img")}
+}
+
+// measureShoal runs *runs failovers on a fresh three-node cluster over legs.
+func measureShoal(b *testing.B, name string, legs []string) result {
+	args := []string{"format", "--slots", "4", "--region-size", "1M"}
+	if !strings.HasPrefix(legs[0], "iscsi://") {
+		args = append(args, "--size", "64M")
+	}
+	if out, err := exec.Command(nodetest.Binary(b, "shoalblk"), append(args, legs...)...).CombinedOutput(); err != nil {
+		b.Fatalf("shoalblk format: %v\n%s", err, out)
+	}
+	c := nodetest.NewCluster(b, 3, nodetest.Options{NoStart: true})
+	for i, nd := range c.Nodes {
+		nd.Args = append(nd.Args, "--volume-legs", strings.Join(legs, ","), "--volume-slot", strconv.Itoa(i), "--log-level", "info")
+		nd.Start()
+	}
+	c.WaitMembers(60*time.Second, 3, c.Nodes...)
+	res := result{name: name}
+	for run := 0; run < *runs; run++ {
+		victim, waiter := pick(b, c, run)
+		off := int64(run%16) << 20
+		if _, err := write(victim, off, 64<<10, byte(run)); err != nil {
+			b.Fatalf("run %d: victim's write: %v", run, err)
+		}
+		victim.Kill()
+		killed := time.Now()
+		ack, err := write(waiter, off, 64<<10, byte(run)+1)
+		if err != nil {
+			b.Fatalf("run %d: waiter's write: %v", run, err)
+		}
+		res.samples = append(res.samples, ack.Sub(killed))
+		victim.Start()
+		c.WaitMembers(60*time.Second, 3, c.Nodes...)
+		waitVolume(b, c, victim)
+	}
+	return res
+}
+
+// pick chooses a victim that hosts neither the etcd leader nor the
+// recovery coordinator (their loss is a different measurement), rotating
+// over the others, and a waiter.
+func pick(b *testing.B, c *nodetest.Cluster, run int) (victim, waiter *nodetest.Node) {
+	st, err := c.Nodes[0].Status()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var cands []*nodetest.Node
+	for _, nd := range c.Nodes {
+		if nd.Name != st.EtcdLeader && nd.Name != st.Coordinator {
+			cands = append(cands, nd)
+		}
+	}
+	if len(cands) == 0 {
+		for _, nd := range c.Nodes {
+			if nd.Name != st.Coordinator {
+				cands = append(cands, nd)
+			}
+		}
+	}
+	victim = cands[run%len(cands)]
+	for _, nd := range c.Nodes {
+		if nd != victim {
+			waiter = nd
+			break
+		}
+	}
+	return victim, waiter
+}
+
+func waitVolume(b *testing.B, c *nodetest.Cluster, nd *nodetest.Node) {
+	c.WaitFor(60*time.Second, nd.Name+"'s volume to open", func() bool {
+		resp, err := http.Get("http://" + nd.AdminAddr + "/api/volume")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+}
+
+// write asks nd to write once and returns when the volume acknowledged it.
+func write(nd *nodetest.Node, off, length int64, pattern byte) (time.Time, error) {
+	body, _ := json.Marshal(map[string]any{"offset": off, "length": length, "pattern": pattern, "repeat": 1})
+	client := &http.Client{Timeout: 60 * time.Second}
+	resp, err := client.Post("http://"+nd.AdminAddr+"/api/volume/write", "application/json", bytes.NewReader(body))
+	if err != nil {
+		return time.Time{}, err
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var res struct {
+		Done  int     `json:"done"`
+		Error string  `json:"error"`
+		Acked []int64 `json:"acked"`
+	}
+	if err := json.Unmarshal(raw, &res); err != nil || res.Done != 1 {
+		return time.Time{}, fmt.Errorf("%s: %s", resp.Status, raw)
+	}
+	return time.Unix(0, res.Acked[0]), nil
+}
+
+// measureMutex measures etcd's concurrency.Mutex takeover on a cluster of
+// the same three shoald nodes: a child process holds the mutex with a
+// session of the same TTL and is SIGKILLed; the waiter's Lock returns when
+// the session's lease expires.
+func measureMutex(b *testing.B) result {
+	c := nodetest.NewCluster(b, 3, nodetest.Options{ExtraArgs: []string{"--log-level", "info"}})
+	files, err := cluster.IssueCert(c.PKI, b.TempDir(), "bench", []string{"127.0.0.1"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var eps []string
+	for _, nd := range c.Nodes {
+		eps = append(eps, "https://"+nd.ClientAddr)
+	}
+	cli := client(b, eps, files)
+	res := result{name: fmt.Sprintf("etcd concurrency.Mutex (session TTL %s)", fastTTL)}
+	for run := 0; run < *runs; run++ {
+		key := fmt.Sprintf("/bench/mutex/%d", run)
+		child := exec.Command(os.Args[0])
+		child.Env = append(os.Environ(), envMutexChild+"=1", "MUTEX_KEY="+key, "MUTEX_EPS="+strings.Join(eps, ","),
+			"MUTEX_CA="+files.CA, "MUTEX_CERT="+files.Cert, "MUTEX_KEYFILE="+files.Key)
+		child.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		stdout, _ := child.StdoutPipe()
+		if err := child.Start(); err != nil {
+			b.Fatal(err)
+		}
+		line := make([]byte, 7)
+		if _, err := io.ReadFull(stdout, line); err != nil || string(line) != "locked\n" {
+			child.Process.Kill()
+			child.Wait()
+			b.Fatalf("mutex holder did not lock: %q %v", line, err)
+		}
+		sess, err := concurrency.NewSession(cli, concurrency.WithTTL(int(fastTTL/time.Second)))
+		if err != nil {
+			b.Fatal(err)
+		}
+		mu := concurrency.NewMutex(sess, key)
+		got := make(chan time.Time, 1)
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := mu.Lock(ctx); err == nil {
+				got <- time.Now()
+			}
+			close(got)
+		}()
+		time.Sleep(200 * time.Millisecond) // the waiter is queued
+		child.Process.Kill()
+		killed := time.Now()
+		child.Wait()
+		at, ok := <-got
+		if !ok {
+			b.Fatalf("run %d: the etcd Mutex waiter never got the lock", run)
+		}
+		res.samples = append(res.samples, at.Sub(killed))
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		mu.Unlock(ctx)
+		cancel()
+		sess.Close()
+	}
+	return res
+}
+
+func client(b *testing.B, eps []string, files cluster.CertFiles) *clientv3.Client {
+	tlsCfg, err := cluster.ClientTLS(files)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: eps, TLS: tlsCfg, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cli.Close() })
+	return cli
+}
+
+// mutexChild locks the mutex, says so, and holds it until it is killed
+// (at most a minute).
+func mutexChild() int {
+	tlsCfg, err := cluster.ClientTLS(cluster.CertFiles{CA: os.Getenv("MUTEX_CA"), Cert: os.Getenv("MUTEX_CERT"), Key: os.Getenv("MUTEX_KEYFILE")})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: strings.Split(os.Getenv("MUTEX_EPS"), ","), TLS: tlsCfg, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	sess, err := concurrency.NewSession(cli, concurrency.WithTTL(int(fastTTL/time.Second)))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := concurrency.NewMutex(sess, os.Getenv("MUTEX_KEY")).Lock(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Print("locked\n")
+	time.Sleep(time.Minute)
+	return 0
+}
