@@ -179,6 +179,19 @@ func (vc *volumeCluster) pick(t *testing.T) (victim, waiter *nodetest.Node) {
 	return victim, waiter
 }
 
+// recoveryDone waits until the recovery of name/incarnation is recorded
+// done (its last record may land just after the waiter was granted).
+func recoveryDone(t *testing.T, vc *volumeCluster, nd *nodetest.Node, name, incarnation string) recovery.Record {
+	t.Helper()
+	var rec recovery.Record
+	vc.WaitFor(20*time.Second, "the recovery of "+name+" recorded done", func() bool {
+		r, ok := recoveryOf(t, nd, name, incarnation)
+		rec = r
+		return ok && r.Done()
+	})
+	return rec
+}
+
 func checkStepsInOrder(t *testing.T, rec recovery.Record) {
 	t.Helper()
 	var got []string
@@ -238,10 +251,7 @@ func TestKilledLockHolderIsFencedAndRecoveredInOrder(t *testing.T) {
 	}
 	granted := time.Unix(0, res.Acked[0])
 	t.Logf("SIGKILL of %s (holding an EX region lock) to %s's write under that lock: %s", victim.Name, waiter.Name, granted.Sub(killed).Round(time.Millisecond))
-	rec, ok := recoveryOf(t, waiter, victim.Name, victimInc)
-	if !ok {
-		t.Fatal("no recovery record for the victim")
-	}
+	rec := recoveryDone(t, vc, waiter, victim.Name, victimInc)
 	checkStepsInOrder(t, rec)
 	released := rec.History[len(rec.History)-2] // release-locks
 	if released.Step.String() != "release-locks" || granted.Before(released.Finished.Add(-50*time.Millisecond)) {
@@ -303,10 +313,7 @@ func pausedWriter(t *testing.T, vc *volumeCluster) {
 		t.Fatalf("waiter's writes: %+v %v", res, err)
 	}
 	t.Logf("%s paused mid-write; %s wrote the region %s later", victim.Name, waiter.Name, time.Since(paused).Round(time.Millisecond))
-	rec, ok := recoveryOf(t, waiter, victim.Name, victimInc)
-	if !ok {
-		t.Fatal("no recovery record for the paused victim")
-	}
+	rec := recoveryDone(t, vc, waiter, victim.Name, victimInc)
 	checkStepsInOrder(t, rec)
 	victim.Cont()
 	resumed = true
@@ -412,6 +419,12 @@ func TestFailingFenceAgentHoldsTheLocks(t *testing.T) {
 		t.Fatalf("the waiter was granted while the fence kept failing: %+v", res)
 	default:
 	}
+	// shoald status reports the stuck recovery: which node, which step.
+	out, err := runShoald(t, "status", "--admin", waiter.AdminAddr)
+	if err != nil || !strings.Contains(out, "RECOVERIES IN PROGRESS") || !strings.Contains(out, victim.Name) {
+		t.Fatalf("shoald status does not show the recovery in progress (%v):\n%s", err, out)
+	}
+	t.Logf("shoald status while the fence agent fails:\n%s", out[strings.Index(out, "RECOVERIES"):])
 	b, _ := os.ReadFile(calls)
 	if !strings.Contains(string(b), "action=off") || !strings.Contains(string(b), victim.Name) {
 		t.Fatalf("the agent was not called with the fence-agents options:\n%s", b)
@@ -426,6 +439,5 @@ func TestFailingFenceAgentHoldsTheLocks(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		t.Fatal("the waiter was not granted after the fence agent succeeded")
 	}
-	rec, _ := recoveryOf(t, waiter, victim.Name, victimInc)
-	checkStepsInOrder(t, rec)
+	checkStepsInOrder(t, recoveryDone(t, vc, waiter, victim.Name, victimInc))
 }

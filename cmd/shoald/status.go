@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/shoal-ha/shoal/cluster"
+	"github.com/shoal-ha/shoal/fencing/recovery"
 	"github.com/spf13/cobra"
 )
 
@@ -70,21 +71,55 @@ func newStatusCmd() *cobra.Command {
 			if resp.StatusCode != http.StatusOK {
 				return fmt.Errorf("%s: %s: %s", base, resp.Status, strings.TrimSpace(string(body)))
 			}
+			recs, rerr := fetchRecoveries(base)
 			if asJSON {
-				os.Stdout.Write(body)
-				return nil
+				var doc map[string]any
+				if err := json.Unmarshal(body, &doc); err != nil {
+					return fmt.Errorf("%s: bad status document: %w", base, err)
+				}
+				doc["recoveries"] = recs
+				enc := json.NewEncoder(os.Stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(doc)
 			}
 			var st cluster.Status
 			if err := json.Unmarshal(body, &st); err != nil {
 				return fmt.Errorf("%s: bad status document: %w", base, err)
 			}
 			printStatus(os.Stdout, st)
+			fmt.Println()
+			switch {
+			case rerr != nil:
+				fmt.Println("recoveries: unavailable:", rerr)
+			case len(recovery.InProgress(recs)) == 0:
+				fmt.Printf("recoveries: none in progress (%d finished)\n", len(recs))
+			default:
+				fmt.Println("RECOVERIES IN PROGRESS")
+				if err := recovery.WriteTable(os.Stdout, recovery.InProgress(recs), time.Now()); err != nil {
+					return err
+				}
+			}
 			return nil
 		},
 	}
 	t.flags(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// fetchRecoveries asks the node for every recovery record.
+func fetchRecoveries(base string) ([]recovery.Record, error) {
+	resp, err := httpClient.Get(base + "/api/recoveries")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		return nil, fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(b)))
+	}
+	var recs []recovery.Record
+	return recs, json.NewDecoder(resp.Body).Decode(&recs)
 }
 
 func printStatus(w io.Writer, st cluster.Status) {
