@@ -59,6 +59,14 @@ func TestDetectorSuspectsSilentPeerOnce(t *testing.T) {
 		t.Fatal("new incarnation inherited the suspicion")
 	}
 	d.Forget("b")
+	// A peer never heard from is not suspected: it may not run its
+	// detector yet, and its lease covers it.
+	clk.Advance(time.Second)
+	if s := d.Check(); len(s) != 0 {
+		t.Fatalf("a/2, never heard, suspected: %v", s)
+	}
+	// Once heard, its silence counts.
+	d.Heard(detect.Peer{Name: "a", Incarnation: "2"})
 	clk.Advance(time.Second)
 	if s := d.Check(); len(s) != 1 || s[0].Peer.Incarnation != "2" {
 		t.Fatalf("after forgetting b and silence of a/2: %v", s)

@@ -151,13 +151,19 @@ func (d *Detector) HeardCount(name string) int {
 }
 
 // Check returns the peers newly suspected since the last Check: those
-// silent for longer than Timeout. Each suspicion is reported once.
+// silent for longer than Timeout after they were heard at least once. A
+// peer never heard from is not suspected: a node that just registered may
+// not run its detector yet (it starts once its volume is open), and its
+// lease covers it meanwhile. Each suspicion is reported once.
 func (d *Detector) Check() []Suspicion {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	now := d.clk.Now()
 	var out []Suspicion
 	for n, st := range d.peers {
+		if st.heard == 0 {
+			continue
+		}
 		silent := now.Sub(st.lastHeard)
 		if !st.suspected && silent > d.cfg.Timeout {
 			st.suspected = true

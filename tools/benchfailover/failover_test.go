@@ -135,6 +135,9 @@ func measureShoal(b *testing.B, name string, legs []string) result {
 	c.WaitMembers(60*time.Second, 3, c.Nodes...)
 	res := result{name: name}
 	for run := 0; run < *runs; run++ {
+		for _, nd := range c.Nodes {
+			waitVolume(b, c, nd)
+		}
 		victim, waiter := pick(b, c, run)
 		off := int64(run%16) << 20
 		if _, err := write(victim, off, 64<<10, byte(run)); err != nil {
@@ -149,7 +152,6 @@ func measureShoal(b *testing.B, name string, legs []string) result {
 		res.samples = append(res.samples, ack.Sub(killed))
 		victim.Start()
 		c.WaitMembers(60*time.Second, 3, c.Nodes...)
-		waitVolume(b, c, victim)
 	}
 	return res
 }
