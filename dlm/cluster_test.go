@@ -19,6 +19,7 @@ type testNode struct {
 	m     *LeaseMember
 	n     *Node
 	calls *atomic.Int64 // unary etcd requests made through the DLM's client
+	delay *atomic.Int64 // nanoseconds each request through it is held back
 }
 
 // startTestNode joins a node named name through member i of c, with a
@@ -30,9 +31,12 @@ func startTestNode(t testing.TB, c *etcdtest.Cluster, i int, name string) *testN
 
 func startTestNodeWith(t testing.TB, c *etcdtest.Cluster, i int, name string, tune func(*Config)) *testNode {
 	t.Helper()
-	calls := &atomic.Int64{}
+	calls, delay := &atomic.Int64{}, &atomic.Int64{}
 	count := grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		calls.Add(1)
+		if d := delay.Load(); d > 0 {
+			time.Sleep(time.Duration(d))
+		}
 		return invoker(ctx, method, req, reply, cc, opts...)
 	})
 	cli, err := c.NewClientTo([]string{c.Endpoints[i]}, count)
@@ -66,7 +70,7 @@ func startTestNodeWith(t testing.TB, c *etcdtest.Cluster, i int, name string, tu
 		cli.Close()
 		mcli.Close()
 	})
-	return &testNode{m: m, n: n, calls: calls}
+	return &testNode{m: m, n: n, calls: calls, delay: delay}
 }
 
 func ctxT(t *testing.T, d time.Duration) context.Context {

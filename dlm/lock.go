@@ -433,7 +433,7 @@ func (n *Node) drive(nl *nodeLock) {
 
 // evict releases the oldest idle cached locks beyond Config.MaxCached.
 func (n *Node) evict() {
-	if n.cfg.MaxCached == 0 || len(n.locks) <= n.cfg.MaxCached {
+	if n.fenced != nil || n.cfg.MaxCached == 0 || len(n.locks) <= n.cfg.MaxCached {
 		return
 	}
 	var oldest *nodeLock
@@ -503,8 +503,10 @@ func (n *Node) write(nl *nodeLock, ops []clientv3.Op, keyCmp *clientv3.Cmp, onDo
 		nl.busy = true
 	}
 	n.wg.Add(1)
+	n.writes.Add(1)
 	go func() {
 		defer n.wg.Done()
+		defer n.writes.Done()
 		var txn clientv3.Op
 		if keyCmp != nil {
 			txn = clientv3.OpTxn([]clientv3.Cmp{*keyCmp}, ops, nil)

@@ -41,6 +41,7 @@ type Node struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	writes sync.WaitGroup // request writes in flight
 
 	etcdWrites atomic.Uint64
 	stats      Stats // counters other than etcdWrites, under mu
@@ -424,6 +425,9 @@ func (n *Node) Close(ctx context.Context) error {
 	wasFenced := n.fenced
 	n.fence(ErrClosed)
 	n.mu.Unlock()
+	// No new write starts once fenced; let those in flight land first, so
+	// that none recreates a request after the withdrawal below.
+	n.writes.Wait()
 	var err error
 	if wasFenced == nil {
 		m := n.cfg.Member

@@ -1,10 +1,13 @@
 package dlm
 
 import (
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/shoal-ha/shoal/internal/etcdtest"
 )
@@ -58,4 +61,62 @@ func TestPingPongExclusion(t *testing.T) {
 	// The uncached node wrote a request and a release for each round.
 	eventually(t, 5*time.Second, "uncached releases", func() bool { return nodes[2].n.EtcdWrites() >= 2*rounds })
 	checkAll(t, nodes...)
+}
+
+// TestEvictionAndCleanClose: idle cached locks beyond MaxCached are given
+// back, and a closed node leaves no request behind, even with writes in
+// flight when it closes.
+func TestEvictionAndCleanClose(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts an etcd member")
+	}
+	c := etcdtest.NewCluster(t, 1)
+	a := startTestNodeWith(t, c, 0, "a", func(cfg *Config) { cfg.MaxCached = 4 })
+	ctx := ctxT(t, 20*time.Second)
+	for i := range 12 {
+		l, err := a.n.Acquire(ctx, Named(fmt.Sprintf("e%d", i)), PR)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.Release()
+	}
+	eventually(t, 10*time.Second, "eviction down to MaxCached", func() bool {
+		n := 0
+		for _, l := range a.n.Locks() {
+			if l.Owner == a.n.Owner() {
+				n++
+			}
+		}
+		return n <= 5
+	})
+	// Close while request writes are in flight (held back on their way).
+	a.delay.Store(int64(300 * time.Millisecond))
+	for i := range 8 {
+		go func() {
+			l, err := a.n.Acquire(ctx, Named(fmt.Sprintf("c%d", i)), EX)
+			if err == nil {
+				l.Release()
+			}
+		}()
+	}
+	eventually(t, 5*time.Second, "a request write in flight", func() bool {
+		a.n.mu.Lock()
+		defer a.n.mu.Unlock()
+		for _, nl := range a.n.locks {
+			if nl.busy {
+				return true
+			}
+		}
+		return false
+	})
+	if err := a.n.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.Client(0).Get(ctx, testPrefix+"/dlm/req/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Count != 0 {
+		t.Fatalf("%d requests left behind by a closed node", resp.Count)
+	}
 }
