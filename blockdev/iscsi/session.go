@@ -456,12 +456,18 @@ func (s *Session) run(ctx context.Context, cm *cmd, kind safety) (Result, error)
 		}
 		serr := s.statusErr(t)
 		if serr == nil {
-			n := len(cm.read)
-			if cm.read != nil && t.residual > 0 && t.under {
-				n -= int(t.residual)
-				if n < 0 {
-					n = 0
+			if len(cm.write) > 0 && t.under && t.residual > 0 {
+				// The target took fewer bytes than the command carried.
+				err := fmt.Errorf("%w: target reports %d of %d bytes not transferred", ErrProtocol, t.residual, len(cm.write))
+				if kind == mutating {
+					return Result{}, outcomeUnknown(cm.cdb[0], err)
 				}
+				return Result{}, err
+			}
+			// What arrived, less any residual the target reported.
+			n := min(t.got, len(cm.read))
+			if t.under && int(t.residual) <= len(cm.read) {
+				n = min(n, len(cm.read)-int(t.residual))
 			}
 			return Result{N: n}, nil
 		}
