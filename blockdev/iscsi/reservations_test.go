@@ -147,6 +147,25 @@ func TestPersistentReservations(t *testing.T) {
 	if err := b.WriteAt(ctx, buf, 0); err != nil {
 		t.Fatalf("write after clear: %v", err)
 	}
+
+	// Plain REGISTER checks the old key: a wrong one is a conflict, the
+	// right one replaces it, and key 0 unregisters.
+	s := b.Session()
+	if err := s.RegisterKey(ctx, 1, 0, keyB); err != nil {
+		t.Fatalf("REGISTER from unregistered: %v", err)
+	}
+	err = s.RegisterKey(ctx, 1, 0xdead, keyB+1)
 	var se *iscsi.SCSIError
-	_ = se
+	if !errors.As(err, &se) || !errors.Is(err, blockdev.ErrReservationConflict) {
+		t.Fatalf("REGISTER with a wrong old key: %v, want reservation conflict", err)
+	}
+	if err := s.RegisterKey(ctx, 1, keyB, keyB+1); err != nil {
+		t.Fatalf("REGISTER replacing the key: %v", err)
+	}
+	if err := b.Unregister(ctx, keyB+1); err != nil {
+		t.Fatalf("unregister: %v", err)
+	}
+	if keys, _, err := a.ReadKeys(ctx); err != nil || len(keys) != 0 {
+		t.Fatalf("after unregister: keys %x %v", keys, err)
+	}
 }
