@@ -32,6 +32,7 @@ import (
 
 	"github.com/shoal-ha/shoal/cluster"
 	"github.com/shoal-ha/shoal/dlm"
+	"github.com/shoal-ha/shoal/fencing/recovery"
 )
 
 type options struct {
@@ -89,7 +90,9 @@ func newRoot(out io.Writer, in io.Reader) *cobra.Command {
 	force := &cobra.Command{Use: "force-release REQUEST-ID", Short: "Remove a request whose owner is gone, leaving a record in etcd", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, a []string) error { return runForce(cmd.Context(), o, out, in, a[0]) }}
 	force.Flags().BoolVar(&o.yes, "yes", false, "do not ask for confirmation")
-	root.AddCommand(ls, show, graph, watch, acq, force)
+	recs := &cobra.Command{Use: "recoveries", Short: "List recoveries of dead nodes: node, step, since when, attempts, last error", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runRecoveries(cmd.Context(), o, out, true) }}
+	root.AddCommand(ls, show, graph, watch, acq, force, recs)
 	return root
 }
 
@@ -205,7 +208,45 @@ func runLs(ctx context.Context, o *options, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return printLocks(out, o.json, locks, rep.Table.Revision())
+	if err := printLocks(out, o.json, locks, rep.Table.Revision()); err != nil || o.json {
+		return err
+	}
+	// A dead node's locks stay orphaned until its recovery releases them:
+	// say which recoveries are under way (lockctl recoveries has them all).
+	return runRecoveries(ctx, o, out, false)
+}
+
+// runRecoveries lists the recovery records: all of them (with --json, or
+// when all is set), or only those in progress after a lock listing.
+func runRecoveries(ctx context.Context, o *options, out io.Writer, all bool) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	cli, err := o.client()
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	rctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	recs, err := recovery.List(rctx, cli, o.prefix)
+	if err != nil {
+		return fmt.Errorf("reading recoveries: %w", err)
+	}
+	if o.json && all {
+		if recs == nil {
+			recs = []recovery.Record{}
+		}
+		return json.NewEncoder(out).Encode(recs)
+	}
+	if !all {
+		recs = recovery.InProgress(recs)
+		if len(recs) == 0 {
+			return nil
+		}
+		fmt.Fprintln(out, "\nRECOVERIES IN PROGRESS")
+	}
+	return recovery.WriteTable(out, recs, time.Now())
 }
 
 func printLocks(out io.Writer, asJSON bool, locks []dlm.LockInfo, rev int64) error {

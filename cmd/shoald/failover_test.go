@@ -16,8 +16,9 @@ import (
 	"time"
 
 	"github.com/shoal-ha/shoal/blockdev"
-	"github.com/shoal-ha/shoal/blockdev/mirror"
+	"github.com/shoal-ha/shoal/cluster"
 	_ "github.com/shoal-ha/shoal/blockdev/iscsi"
+	"github.com/shoal-ha/shoal/blockdev/mirror"
 	"github.com/shoal-ha/shoal/fencing"
 	"github.com/shoal-ha/shoal/fencing/recovery"
 	"github.com/shoal-ha/shoal/fixtures/tgtrig"
@@ -425,6 +426,16 @@ func TestFailingFenceAgentHoldsTheLocks(t *testing.T) {
 		t.Fatalf("shoald status does not show the recovery in progress (%v):\n%s", err, out)
 	}
 	t.Logf("shoald status while the fence agent fails:\n%s", out[strings.Index(out, "RECOVERIES"):])
+	// lockctl ls shows the dead node's locks still held (orphaned), and the
+	// recovery that holds them.
+	certs, err := cluster.IssueCert(vc.PKI, t.TempDir(), "lockctl", []string{"127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err = runBin(t, "lockctl", "ls", "--endpoints", "https://"+waiter.ClientAddr, "--cacert", certs.CA, "--cert", certs.Cert, "--key", certs.Key, "--prefix", "/shoal/shoal")
+	if err != nil || !strings.Contains(out, "RECOVERIES IN PROGRESS") || !strings.Contains(out, "orphan") || !strings.Contains(out, victim.Name+"/"+victimInc) {
+		t.Fatalf("lockctl ls does not show the held orphan locks and the recovery (%v):\n%s", err, out)
+	}
 	b, _ := os.ReadFile(calls)
 	if !strings.Contains(string(b), "action=off") || !strings.Contains(string(b), victim.Name) {
 		t.Fatalf("the agent was not called with the fence-agents options:\n%s", b)
