@@ -104,6 +104,39 @@ func TestKilledNodeIsSeenDownAndRejoins(t *testing.T) {
 			t.Errorf("survivor %s changed incarnation: before %v after %v", nd.Name, before, after)
 		}
 	}
+
+	// A clean stop (SIGTERM) is a departure, not a death: the others see
+	// the node leave, ask for no recovery, and etcd stays healthy.
+	leaving := victim
+	if err := leaving.Stop(); err != nil {
+		t.Fatalf("SIGTERM: %s did not exit cleanly: %v", leaving.Name, err)
+	}
+	c.WaitFor(5*time.Second, "the others to see "+leaving.Name+" leave", seesWithout(leaving.Name, survivors...))
+	v, err := survivors[0].View()
+	if err != nil {
+		t.Fatal(err)
+	}
+	left := false
+	for _, ev := range v.Events {
+		if ev.Member.Name == leaving.Name && ev.Member.Incarnation == after[leaving.Name] {
+			if ev.Kind == cluster.NodeDown {
+				t.Fatalf("a clean stop of %s was seen as a death", leaving.Name)
+			}
+			left = left || ev.Kind == cluster.NodeLeft
+		}
+	}
+	if !left {
+		t.Fatalf("no 'left' event for %s: %+v", leaving.Name, v.Events)
+	}
+	cli := testClient(t, c, survivors[0])
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if resp, err := cli.Get(ctx, "/shoal/shoal/recovery/"+leaving.Name+"/"+after[leaving.Name]); err != nil || len(resp.Kvs) != 0 {
+		t.Fatalf("a recovery was requested for a node that left cleanly (%v)", err)
+	}
+	if _, err := cli.Put(ctx, "/shoal/test/after-leave", "ok"); err != nil {
+		t.Fatalf("etcd not healthy after a clean stop: %v", err)
+	}
 }
 
 func TestPausedNodeRegistersAsNewIncarnation(t *testing.T) {
