@@ -23,6 +23,12 @@ type OpenOptions struct {
 	// ReadOnly opens the device without write access where the backend
 	// can express that.
 	ReadOnly bool
+	// MayRegainAccess, when set, is asked before a backend restores this
+	// node's write access by itself after a reconnect (an iSCSI initiator
+	// re-registering its reservation key after a re-login). An error
+	// vetoes it: a node that was fenced while disconnected must not undo
+	// the fence. Nil means the backend decides alone.
+	MayRegainAccess func() error
 }
 
 // Opener opens a device from an address whose scheme it was registered for.

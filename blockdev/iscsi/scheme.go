@@ -37,5 +37,8 @@ func openAddr(ctx context.Context, addr string, opts blockdev.OpenOptions) (bloc
 	}
 	cfg, _ := ConfigFromURL(addr)
 	cfg.Logger = opts.Logger
+	if may := opts.MayRegainAccess; may != nil {
+		cfg.Reregister = func(uint64) error { return may() }
+	}
 	return Open(ctx, cfg)
 }

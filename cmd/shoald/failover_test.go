@@ -16,9 +16,9 @@ import (
 	"time"
 
 	"github.com/shoal-ha/shoal/blockdev"
-	"github.com/shoal-ha/shoal/cluster"
 	_ "github.com/shoal-ha/shoal/blockdev/iscsi"
 	"github.com/shoal-ha/shoal/blockdev/mirror"
+	"github.com/shoal-ha/shoal/cluster"
 	"github.com/shoal-ha/shoal/fencing"
 	"github.com/shoal-ha/shoal/fencing/recovery"
 	"github.com/shoal-ha/shoal/fixtures/tgtrig"

@@ -63,6 +63,11 @@ func (v *volumeService) start(sess *cluster.Session, d *dlm.Node) error {
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.StartTimeout())
 	defer cancel()
 	vi := &volumeIncarnation{guard: fencing.NewGuard(sess.Deadline, nil), names: v.cfg.Legs}
+	// A leg that reconnects may restore this incarnation's reservation
+	// only while the incarnation may still write: after its deadline (or a
+	// stop) the cluster may have fenced it, and re-registering would undo
+	// that fence.
+	opts := blockdev.OpenOptions{Logger: v.log.Named("leg"), MayRegainAccess: vi.guard.Check}
 	fail := func(err error) error {
 		for _, dev := range vi.raw {
 			dev.Close()
@@ -70,7 +75,7 @@ func (v *volumeService) start(sess *cluster.Session, d *dlm.Node) error {
 		return err
 	}
 	for _, addr := range v.cfg.Legs {
-		dev, err := blockdev.Open(ctx, addr, blockdev.OpenOptions{Logger: v.log.Named("leg")})
+		dev, err := blockdev.Open(ctx, addr, opts)
 		if err != nil {
 			return fail(fmt.Errorf("volume leg %s: %w", addr, err))
 		}
@@ -110,7 +115,7 @@ func (v *volumeService) start(sess *cluster.Session, d *dlm.Node) error {
 	mcfg.Store = etcdstate.New(v.n.Client(), cfg.Prefix())
 	mcfg.Logger = v.log
 	mcfg.OpenLeg = func(ctx context.Context, addr string) (blockdev.Device, error) {
-		dev, err := blockdev.Open(ctx, addr, blockdev.OpenOptions{Logger: v.log.Named("leg")})
+		dev, err := blockdev.Open(ctx, addr, opts)
 		if err != nil {
 			return nil, err
 		}
