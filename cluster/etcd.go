@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/shoal-ha/shoal/internal/zaphclog"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -63,7 +64,7 @@ func startEmbedded(ctx context.Context, cfg *Config, certs CertFiles, dd *dataDi
 	ec.ClientTLSInfo = tlsInfo
 	ec.PeerTLSInfo = tlsInfo
 	quiet := new(atomic.Bool)
-	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.New(newHclogCore(log.Named("etcd"), hclog.Warn, quiet)))
+	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.New(zaphclog.NewCore(log.Named("etcd"), hclog.Warn, quiet)))
 	ec.AutoCompactionMode = "periodic"
 	ec.AutoCompactionRetention = "5m"
 

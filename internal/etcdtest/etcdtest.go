@@ -13,6 +13,9 @@ package etcdtest
 import (
 	"errors"
 	"fmt"
+	"github.com/hashicorp/go-hclog"
+	"github.com/shoal-ha/shoal/internal/zaphclog"
+	"go.uber.org/zap"
 	"net"
 	"net/url"
 	"os"
@@ -32,6 +35,9 @@ type Options struct {
 	HeartbeatMs, ElectionMs uint
 	// LogLevel of the embedded servers (default "error").
 	LogLevel string
+	// Logger receives the servers' log lines at LogLevel and above; nil
+	// discards them.
+	Logger hclog.Logger
 }
 
 // Cluster is a running set of embedded etcd members.
@@ -114,8 +120,11 @@ func Start(dir string, n int, o Options) (*Cluster, error) {
 		cfg.InitialClusterToken = "etcdtest"
 		cfg.ClusterState = embed.ClusterStateFlagNew
 		cfg.TickMs, cfg.ElectionMs = o.HeartbeatMs, o.ElectionMs
-		cfg.LogLevel = o.LogLevel
-		cfg.LogOutputs = []string{"stderr"}
+		log := o.Logger
+		if log == nil {
+			log = hclog.NewNullLogger()
+		}
+		cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.New(zaphclog.NewCore(log.Named(cfg.Name), hclog.LevelFromString(o.LogLevel), nil)))
 		cfg.ListenMetricsUrls = nil
 		cfgs[i] = cfg
 	}

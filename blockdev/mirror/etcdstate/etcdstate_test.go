@@ -4,54 +4,21 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"net/url"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/server/v3/embed"
 
 	"github.com/shoal-ha/shoal/blockdev"
 	"github.com/shoal-ha/shoal/blockdev/mirror"
 	"github.com/shoal-ha/shoal/blockdev/mirror/etcdstate"
+	"github.com/shoal-ha/shoal/internal/etcdtest"
 	"github.com/shoal-ha/shoal/internal/testlog"
 )
 
-func freePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
+// startEtcd starts a one-member embedded etcd for the test.
 func startEtcd(t *testing.T) *clientv3.Client {
-	cfg := embed.NewConfig()
-	cfg.Dir = t.TempDir()
-	cfg.LogLevel = "error"
-	cu, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", freePort(t)))
-	pu, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", freePort(t)))
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
-	cfg.InitialCluster = cfg.Name + "=" + pu.String()
-	e, err := embed.StartEtcd(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Close)
-	select {
-	case <-e.Server.ReadyNotify():
-	case <-time.After(30 * time.Second):
-		t.Fatal("etcd did not start")
-	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{cu.Host}, DialTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	return cli
+	return etcdtest.NewCluster(t, 1).Client(0)
 }
 
 // TestLegFailureVisibleClusterWide: two nodes share a volume through etcd;

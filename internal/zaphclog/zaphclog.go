@@ -1,4 +1,7 @@
-package cluster
+// Package zaphclog hands the log entries of components that log through
+// zap (the embedded etcd member) to an hclog.Logger, so a process has one
+// log stream with one format.
+package zaphclog
 
 import (
 	"sync/atomic"
@@ -7,8 +10,7 @@ import (
 	"go.uber.org/zap/zapcore"
 )
 
-// hclogCore hands the embedded etcd member's zap log entries to hclog, so
-// the node has one log stream with one format.
+// hclogCore is a zapcore.Core writing to hclog.
 type hclogCore struct {
 	log    hclog.Logger
 	min    hclog.Level
@@ -16,9 +18,13 @@ type hclogCore struct {
 	fields []any
 }
 
-// newHclogCore forwards entries at min and above; once quiet is set (the
-// member is being stopped on purpose) the shutdown noise is dropped.
-func newHclogCore(log hclog.Logger, min hclog.Level, quiet *atomic.Bool) zapcore.Core {
+// NewCore forwards entries at min and above to log; once quiet is set
+// (the component is being stopped on purpose) the shutdown noise is
+// dropped. quiet may be nil.
+func NewCore(log hclog.Logger, min hclog.Level, quiet *atomic.Bool) zapcore.Core {
+	if quiet == nil {
+		quiet = new(atomic.Bool)
+	}
 	return &hclogCore{log: log, min: min, quiet: quiet}
 }
 
