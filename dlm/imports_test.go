@@ -14,7 +14,7 @@ func TestImports(t *testing.T) {
 		t.Fatalf("go list: %v\n%s", err, out)
 	}
 	const mod = "github.com/shoal-ha/shoal/"
-	allowed := []string{mod + "dlm", mod + "internal/clock", mod + "internal/testlog", mod + "internal/etcdtest"}
+	allowed := []string{mod + "dlm", mod + "internal/clock", mod + "internal/testlog", mod + "internal/etcdtest", mod + "internal/zaphclog"}
 	for _, p := range strings.Fields(string(out)) {
 		if !strings.HasPrefix(p, mod) {
 			continue

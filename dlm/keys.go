@@ -52,6 +52,11 @@ type MemberRecord struct {
 	Incarnation string   `json:"incarnation"`
 	Lease       int64    `json:"lease"`
 	Addresses   []string `json:"addresses,omitempty"`
+	// Kind is "node" for a daemon, "client" for a tool holding locks.
+	Kind string `json:"kind,omitempty"`
+	// Leaving marks a clean departure, written just before the lease is
+	// revoked, so the cluster does not take it for a death.
+	Leaving bool `json:"leaving,omitempty"`
 }
 
 // requestValue is the JSON value of a request key.

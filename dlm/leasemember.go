@@ -97,7 +97,7 @@ func JoinAsClient(ctx context.Context, cfg LeaseMemberConfig) (*LeaseMember, err
 	}
 	m.lease = g.ID
 	m.deadline.Store(sent.Add(time.Duration(g.TTL)*time.Second - cfg.Margin).UnixNano())
-	rec := MemberRecord{Name: cfg.Name, Incarnation: m.inc, Lease: int64(g.ID)}
+	rec := MemberRecord{Name: cfg.Name, Incarnation: m.inc, Lease: int64(g.ID), Kind: "client"}
 	if _, err := cfg.Client.Put(ctx, m.key, mustJSON(rec), clientv3.WithLease(g.ID)); err != nil {
 		return nil, fmt.Errorf("dlm: writing member key: %w", err)
 	}
@@ -172,6 +172,15 @@ func (m *LeaseMember) Leave(ctx context.Context) error {
 	m.cancel()
 	<-m.done
 	m.markLost()
+	// Say it is a departure before the key goes, so no recovery is asked
+	// for; only while the key is still this incarnation's.
+	rec := MemberRecord{Name: m.cfg.Name, Incarnation: m.inc, Lease: int64(m.lease), Kind: "client", Leaving: true}
+	if _, err := m.cfg.Client.Txn(ctx).
+		If(clientv3.Compare(clientv3.LeaseValue(m.key), "=", m.lease)).
+		Then(clientv3.OpPut(m.key, mustJSON(rec), clientv3.WithLease(m.lease))).
+		Commit(); err != nil {
+		return fmt.Errorf("dlm: marking the member key leaving: %w", err)
+	}
 	_, err := m.cfg.Client.Revoke(ctx, m.lease)
 	return err
 }

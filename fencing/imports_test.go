@@ -22,7 +22,7 @@ func checkDeps(t *testing.T, cmd ...string) {
 		t.Fatalf("go list: %v\n%s", err, out)
 	}
 	const mod = "github.com/shoal-ha/shoal/"
-	allowed := []string{mod + "fencing", mod + "blockdev", mod + "internal/clock", mod + "internal/testlog", mod + "internal/etcdtest"}
+	allowed := []string{mod + "fencing", mod + "blockdev", mod + "internal/clock", mod + "internal/testlog", mod + "internal/etcdtest", mod + "internal/zaphclog"}
 	for _, p := range strings.Fields(string(out)) {
 		if !strings.HasPrefix(p, mod) {
 			continue
