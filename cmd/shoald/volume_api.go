@@ -73,8 +73,9 @@ type writeResult struct {
 	Done  int    `json:"done"`
 	Error string `json:"error,omitempty"`
 	// Acked lists the completion times (unix nanoseconds) of the writes
-	// the volume acknowledged.
-	Acked []int64 `json:"acked"`
+	// the volume acknowledged, and Started when each of them was issued.
+	Acked   []int64 `json:"acked"`
+	Started []int64 `json:"started"`
 }
 
 func (v *volumeService) handleWrite(w http.ResponseWriter, r *http.Request) {
@@ -100,6 +101,7 @@ func (v *volumeService) handleWrite(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	for i := 0; i < req.Repeat; i++ {
 		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		started := time.Now().UnixNano()
 		err := vi.vol.WriteAt(wctx, buf, req.Offset)
 		cancel()
 		if err != nil {
@@ -108,6 +110,7 @@ func (v *volumeService) handleWrite(w http.ResponseWriter, r *http.Request) {
 		}
 		res.Done++
 		res.Acked = append(res.Acked, time.Now().UnixNano())
+		res.Started = append(res.Started, started)
 		if req.IntervalMS > 0 && i+1 < req.Repeat {
 			select {
 			case <-ctx.Done():
