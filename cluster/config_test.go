@@ -129,3 +129,17 @@ lease {
 		t.Fatalf("unitless TTL accepted: %v", err)
 	}
 }
+
+// The documented sample configuration must stay valid.
+func TestSampleConfigIsValid(t *testing.T) {
+	c, err := LoadFile("../fixtures/config/node.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Volume.Legs) != 2 || c.Volume.Slot == nil || *c.Volume.Slot != 0 || c.Etcd.InitialCluster == "" {
+		t.Fatalf("sample not read whole: %+v", c.Volume)
+	}
+}
