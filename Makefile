@@ -5,7 +5,7 @@ GO        ?= go
 BIN       := bin
 PKGS      := ./...
 # The concurrent packages run under the race detector in `make test`.
-TESTFLAGS ?= -race -timeout 28m
+TESTFLAGS ?= -race -count=1 -timeout 28m
 BENCHOUT  := bench-results
 # Failovers measured per mode by bench-failover.
 FAILOVER_RUNS ?= 20
@@ -25,7 +25,7 @@ test: setup build
 	$(GO) test $(TESTFLAGS) $(PKGS)
 
 test-short:
-	$(GO) test -short -timeout 10m $(PKGS)
+	$(GO) test -short -count=1 -timeout 10m $(PKGS)
 
 # Short fuzz runs of every decoder (30 s each by default).
 FUZZTIME ?= 30s
