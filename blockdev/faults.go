@@ -13,16 +13,15 @@ import (
 // value injects nothing. All methods are safe for concurrent use; tests
 // change faults while I/O runs.
 type Faults struct {
-	mu         sync.Mutex
-	readErr    []span
-	writeErr   []span
-	offline    bool
-	failAfter  int64 // ops left before every op fails; <0 means never
-	armed      bool
-	latency    time.Duration
-	clk        clock.Clock
-	ops        int64
-	onFailHook func()
+	mu        sync.Mutex
+	readErr   []span
+	writeErr  []span
+	offline   bool
+	failAfter int64 // ops left before every op fails; <0 means never
+	armed     bool
+	latency   time.Duration
+	clk       clock.Clock
+	ops       int64
 }
 
 type span struct{ off, end int64 }

@@ -90,11 +90,8 @@ func TestKilledNodeIsSeenDownAndRejoins(t *testing.T) {
 	if took > fastTTL+time.Second {
 		t.Errorf("%s seen down after %s, want within TTL + 1s = %s", victim.Name, took, fastTTL+time.Second)
 	}
-	n1, n2, n3 := c.Nodes[0], c.Nodes[1], c.Nodes[2]
-	n3 = victim
-
-	n3.Start()
-	c.WaitMembers(30*time.Second, 3, n1, n2, n3)
+	victim.Start()
+	c.WaitMembers(30*time.Second, 3, c.Nodes...)
 	after, _ := survivors[0].Members()
 	for _, nd := range c.Nodes {
 		if nd == victim && after[nd.Name] == before[nd.Name] {

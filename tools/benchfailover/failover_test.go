@@ -49,7 +49,6 @@ func TestMain(m *testing.M) {
 type result struct {
 	name    string
 	samples []time.Duration
-	note    string
 }
 
 func (r result) quantile(q float64) time.Duration {

@@ -32,13 +32,13 @@ func main() {
 		dir2      = flag.String("dir2", "", "put the mirror's second leg here instead (another device, to see legs that do not share a disk)")
 		sizeMB    = flag.Int64("size-mb", 512, "volume size in MiB (each leg is a little larger)")
 		regionKB  = flag.Int64("region-kb", 4096, "mirror region size in KiB")
-		randSecs  = flag.Duration("rand-time", 2*time.Second, "duration of each random test")
+		randTime  = flag.Duration("rand-time", 2*time.Second, "duration of each random test")
 		seqPasses = flag.Int("seq-passes", 1, "passes over the volume per sequential test")
 		keepFiles = flag.Bool("keep", false, "keep the leg files")
 		runs      = flag.Int("runs", 3, "runs of each test; the median is reported")
 	)
 	flag.Parse()
-	if err := run(*out, *dir, *dir2, *sizeMB<<20, *regionKB<<10, *randSecs, *seqPasses, *runs, *keepFiles); err != nil {
+	if err := run(*out, *dir, *dir2, *sizeMB<<20, *regionKB<<10, *randTime, *seqPasses, *runs, *keepFiles); err != nil {
 		fmt.Fprintln(os.Stderr, "benchvolume:", err)
 		os.Exit(1)
 	}
