@@ -136,10 +136,22 @@ func TestKilledNodeIsSeenDownAndRejoins(t *testing.T) {
 	}
 }
 
+// TestPausedNodeRegistersAsNewIncarnation pauses a node that does not host
+// the etcd leader (a paused leader's host is the leader-change case).
 func TestPausedNodeRegistersAsNewIncarnation(t *testing.T) {
 	skipShort(t)
 	c := nodetest.NewCluster(t, 3, nodetest.Options{})
-	n1, n2, n3 := c.Nodes[0], c.Nodes[1], c.Nodes[2]
+	leader := etcdLeader(t, c, c.Nodes[0])
+	var n2 *nodetest.Node
+	var others []*nodetest.Node
+	for _, nd := range c.Nodes {
+		if nd != leader && n2 == nil {
+			n2 = nd
+		} else {
+			others = append(others, nd)
+		}
+	}
+	n1, n3 := others[0], others[1]
 	before, _ := n1.Members()
 	n2.Pause()
 	paused := true
@@ -148,29 +160,29 @@ func TestPausedNodeRegistersAsNewIncarnation(t *testing.T) {
 			n2.Cont()
 		}
 	}()
-	took := c.WaitFor(fastTTL+3*time.Second, "survivors to see paused node2 down", seesWithout("node2", n1, n3))
-	t.Logf("SIGSTOPped node2 seen down after %s", took.Round(time.Millisecond))
+	took := c.WaitFor(fastTTL+3*time.Second, "survivors to see paused "+n2.Name+" down", seesWithout(n2.Name, n1, n3))
+	t.Logf("SIGSTOPped %s seen down after %s", n2.Name, took.Round(time.Millisecond))
 	if took > fastTTL+time.Second {
-		t.Errorf("node2 seen down after %s, want within TTL + 1s", took)
+		t.Errorf("%s seen down after %s, want within TTL + 1s", n2.Name, took)
 	}
 	n2.Cont()
 	paused = false
-	c.WaitFor(20*time.Second, "node2 back as a new incarnation", func() bool {
+	c.WaitFor(20*time.Second, n2.Name+" back as a new incarnation", func() bool {
 		st, err := n2.Status()
-		return err == nil && st.Ready && st.LeaseLosses >= 1 && st.Incarnation != before["node2"]
+		return err == nil && st.Ready && st.LeaseLosses >= 1 && st.Incarnation != before[n2.Name]
 	})
 	c.WaitMembers(20*time.Second, 3, n1, n2, n3)
 	after, _ := n1.Members()
-	if after["node2"] == before["node2"] {
-		t.Fatalf("node1 still sees node2's old incarnation %s", before["node2"])
+	if after[n2.Name] == before[n2.Name] {
+		t.Fatalf("%s still sees %s's old incarnation %s", n1.Name, n2.Name, before[n2.Name])
 	}
 	// The woken node must have given up its old incarnation before it
 	// registered the new one.
 	log := n2.Log()
 	lost := strings.Index(log, "lease lost: no longer acting as a member")
-	reg := strings.LastIndex(log, "registered: node=node2 incarnation="+after["node2"])
+	reg := strings.LastIndex(log, "registered: node="+n2.Name+" incarnation="+after[n2.Name])
 	if lost < 0 || reg < 0 || lost > reg {
-		t.Errorf("node2's log does not show the lost lease before the new registration (lost at %d, registered at %d)", lost, reg)
+		t.Errorf("%s's log does not show the lost lease before the new registration (lost at %d, registered at %d)", n2.Name, lost, reg)
 	}
 }
 
