@@ -10,7 +10,6 @@ import (
 	"os"
 	osexec "os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -21,7 +20,6 @@ import (
 	"github.com/shoal-ha/shoal/cluster"
 	"github.com/shoal-ha/shoal/fencing"
 	"github.com/shoal-ha/shoal/fencing/recovery"
-	"github.com/shoal-ha/shoal/fixtures/tgtrig"
 	"github.com/shoal-ha/shoal/internal/nodetest"
 )
 
@@ -31,45 +29,9 @@ type volumeCluster struct {
 	legs []string
 }
 
-// iscsiLegs starts a tgtd with two targets of one 64 MiB LUN each and
-// returns their URLs: two legs that support persistent reservations.
-func iscsiLegs(t *testing.T) []string {
-	t.Helper()
-	if err := tgtrig.Available(); err != nil {
-		t.Fatalf("tgtd is needed (make test installs it): %v", err)
-	}
-	rig := tgtrig.StartT(t, tgtrig.Config{Dir: t.TempDir()})
-	var urls []string
-	for i := 0; i < 2; i++ {
-		tgt := rig.MustAddTarget(t, fmt.Sprintf("iqn.2026-11.io.shoal.test:leg%d", i))
-		tgt.MustAddLUN(t, 1, 64<<20)
-		urls = append(urls, tgt.URL(1))
-	}
-	return urls
-}
-
-// fileLegs makes two 64 MiB leg files: no reservations, lease-only fencing.
-func fileLegs(t *testing.T) []string {
-	dir := t.TempDir()
-	return []string{filepath.Join(dir, "leg0.img"), filepath.Join(dir, "leg1.img")}
-}
-
 func newVolumeCluster(t *testing.T, legs []string, extra ...string) *volumeCluster {
 	t.Helper()
-	args := []string{"format", "--slots", "4", "--region-size", "1M"}
-	if !strings.HasPrefix(legs[0], "iscsi://") {
-		args = append(args, "--size", "64M")
-	}
-	out, err := runBin(t, "shoalblk", append(args, legs...)...)
-	if err != nil {
-		t.Fatalf("shoalblk format: %v\n%s", err, out)
-	}
-	c := nodetest.NewCluster(t, 3, nodetest.Options{NoStart: true, ExtraArgs: extra})
-	for i, nd := range c.Nodes {
-		nd.Args = append(nd.Args, "--volume-legs", strings.Join(legs, ","), "--volume-slot", strconv.Itoa(i))
-		nd.Start()
-	}
-	c.WaitMembers(60*time.Second, 3, c.Nodes...)
+	c := nodetest.NewVolumeCluster(t, legs, nodetest.Options{ExtraArgs: extra})
 	return &volumeCluster{Cluster: c, legs: legs}
 }
 
@@ -229,7 +191,7 @@ func keysOn(t *testing.T, url string) []uint64 {
 
 func TestKilledLockHolderIsFencedAndRecoveredInOrder(t *testing.T) {
 	skipShort(t)
-	vc := newVolumeCluster(t, iscsiLegs(t))
+	vc := newVolumeCluster(t, nodetest.ISCSILegs(t))
 	victim, waiter := vc.pick(t)
 	inc, _ := victim.Members()
 	victimInc := inc[victim.Name]
@@ -380,12 +342,12 @@ func pausedWriter(t *testing.T, vc *volumeCluster) {
 
 func TestPausedWriterIsFencedByReservations(t *testing.T) {
 	skipShort(t)
-	pausedWriter(t, newVolumeCluster(t, iscsiLegs(t)))
+	pausedWriter(t, newVolumeCluster(t, nodetest.ISCSILegs(t)))
 }
 
 func TestPausedWriterFindsItsDeadlinePassedOnFileLegs(t *testing.T) {
 	skipShort(t)
-	pausedWriter(t, newVolumeCluster(t, fileLegs(t)))
+	pausedWriter(t, newVolumeCluster(t, nodetest.FileLegs(t)))
 }
 
 func TestFailingFenceAgentHoldsTheLocks(t *testing.T) {
@@ -400,7 +362,7 @@ func TestFailingFenceAgentHoldsTheLocks(t *testing.T) {
 	if err := os.WriteFile(agent, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	vc := newVolumeCluster(t, fileLegs(t), "--fencing", "agent", "--fence-agent", agent)
+	vc := newVolumeCluster(t, nodetest.FileLegs(t), "--fencing", "agent", "--fence-agent", agent)
 	victim, waiter := vc.pick(t)
 	inc, _ := victim.Members()
 	victimInc := inc[victim.Name]

@@ -10,9 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -20,7 +18,6 @@ import (
 	"time"
 
 	"github.com/shoal-ha/shoal/cluster"
-	"github.com/shoal-ha/shoal/fixtures/tgtrig"
 	"github.com/shoal-ha/shoal/internal/nodetest"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
@@ -69,9 +66,9 @@ func (r result) quantile(q float64) time.Duration {
 
 func BenchmarkFailover(b *testing.B) {
 	var results []result
-	pr := measureShoal(b, "shoal, reservation fencing + direct detection (tgtd legs)", iscsiLegs(b))
+	pr := measureShoal(b, "shoal, reservation fencing + direct detection (tgtd legs)", nodetest.ISCSILegs(b))
 	results = append(results, pr)
-	lease := measureShoal(b, "shoal, lease-only fencing (file legs)", fileLegs(b))
+	lease := measureShoal(b, "shoal, lease-only fencing (file legs)", nodetest.FileLegs(b))
 	results = append(results, lease)
 	mutex := measureMutex(b)
 	results = append(results, mutex)
@@ -98,40 +95,9 @@ func BenchmarkFailover(b *testing.B) {
 
 func ms(d time.Duration) string { return fmt.Sprintf("%dms", d.Milliseconds()) }
 
-func iscsiLegs(b *testing.B) []string {
-	if err := tgtrig.Available(); err != nil {
-		b.Fatalf("tgtd is needed (make bench-failover installs it): %v", err)
-	}
-	rig := tgtrig.StartT(b, tgtrig.Config{Dir: b.TempDir()})
-	var urls []string
-	for i := 0; i < 2; i++ {
-		tgt := rig.MustAddTarget(b, fmt.Sprintf("iqn.2026-11.io.shoal.bench:leg%d", i))
-		tgt.MustAddLUN(b, 1, 64<<20)
-		urls = append(urls, tgt.URL(1))
-	}
-	return urls
-}
-
-func fileLegs(b *testing.B) []string {
-	dir := b.TempDir()
-	return []string{filepath.Join(dir, "leg0.img"), filepath.Join(dir, "leg1.img")}
-}
-
 // measureShoal runs *runs failovers on a fresh three-node cluster over legs.
 func measureShoal(b *testing.B, name string, legs []string) result {
-	args := []string{"format", "--slots", "4", "--region-size", "1M"}
-	if !strings.HasPrefix(legs[0], "iscsi://") {
-		args = append(args, "--size", "64M")
-	}
-	if out, err := exec.Command(nodetest.Binary(b, "shoalblk"), append(args, legs...)...).CombinedOutput(); err != nil {
-		b.Fatalf("shoalblk format: %v\n%s", err, out)
-	}
-	c := nodetest.NewCluster(b, 3, nodetest.Options{NoStart: true})
-	for i, nd := range c.Nodes {
-		nd.Args = append(nd.Args, "--volume-legs", strings.Join(legs, ","), "--volume-slot", strconv.Itoa(i), "--log-level", "info")
-		nd.Start()
-	}
-	c.WaitMembers(60*time.Second, 3, c.Nodes...)
+	c := nodetest.NewVolumeCluster(b, legs, nodetest.Options{ExtraArgs: []string{"--log-level", "info"}})
 	res := result{name: name}
 	for run := 0; run < *runs; run++ {
 		for _, nd := range c.Nodes {
