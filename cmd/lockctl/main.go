@@ -199,6 +199,10 @@ func (o *options) filter(locks []dlm.LockInfo) ([]dlm.LockInfo, error) {
 }
 
 func runLs(ctx context.Context, o *options, out io.Writer) error {
+	// Bad filters are refused before anything is read.
+	if _, err := o.filter(nil); err != nil {
+		return err
+	}
 	rep, cli, err := o.load(ctx)
 	if err != nil {
 		return err
