@@ -192,3 +192,26 @@ func TestLockctlReadsNodeConfig(t *testing.T) {
 		t.Fatal("missing config file accepted")
 	}
 }
+
+// Bad filters are refused at once, with no etcd to talk to.
+func TestLockctlRefusesBadFiltersBeforeConnecting(t *testing.T) {
+	nowhere := []string{"127.0.0.1:1"}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"ls", "--volume", "v", "--range", "9-3"}, "bad --range"},
+		{[]string{"ls", "--range", "1-3"}, "--range needs --volume"},
+		{[]string{"show", "v@10-5"}, "end must exceed start"},
+		{[]string{"acquire", "r", "XX"}, "bad lock mode"},
+	} {
+		start := time.Now()
+		_, err := lockctl(t, nowhere, tc.args...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: %v, want an error saying %q", tc.args, err, tc.want)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("%v: took %s: the bad input was not refused before connecting", tc.args, d)
+		}
+	}
+}
