@@ -75,6 +75,20 @@ func (in *Initiator) Close() error { return nil }
 
 // Register is REGISTER AND IGNORE EXISTING KEY; key 0 unregisters.
 func (in *Initiator) Register(ctx context.Context, key uint64) error {
+	return in.pr(ctx, func(t *Target) error {
+		if key == 0 {
+			in.unregisterLocked()
+			return nil
+		}
+		t.regs[in.id] = key
+		t.generation++
+		return nil
+	})
+}
+
+// pr runs one persistent-reservation command on the target: refused when
+// ctx is done or the target fails PR commands, serialised with the rest.
+func (in *Initiator) pr(ctx context.Context, cmd func(t *Target) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -84,31 +98,27 @@ func (in *Initiator) Register(ctx context.Context, key uint64) error {
 	if err := t.prCommand(); err != nil {
 		return err
 	}
-	if key == 0 {
-		in.unregisterLocked()
-		return nil
+	return cmd(t)
+}
+
+// registeredLocked answers a reservation conflict unless this nexus is
+// registered with key.
+func (in *Initiator) registeredLocked(key uint64) error {
+	if have, ok := in.t.regs[in.id]; !ok || have != key {
+		return blockdev.ErrReservationConflict
 	}
-	t.regs[in.id] = key
-	t.generation++
 	return nil
 }
 
 // Unregister removes this nexus's registration made with key.
 func (in *Initiator) Unregister(ctx context.Context, key uint64) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	t := in.t
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if err := t.prCommand(); err != nil {
-		return err
-	}
-	if have, ok := t.regs[in.id]; !ok || have != key {
-		return blockdev.ErrReservationConflict
-	}
-	in.unregisterLocked()
-	return nil
+	return in.pr(ctx, func(*Target) error {
+		if err := in.registeredLocked(key); err != nil {
+			return err
+		}
+		in.unregisterLocked()
+		return nil
+	})
 }
 
 func (in *Initiator) unregisterLocked() {
@@ -142,53 +152,39 @@ func (t *Target) dropHolderLocked(id int) {
 
 // Reserve takes a reservation of type typ with key.
 func (in *Initiator) Reserve(ctx context.Context, key uint64, typ blockdev.ReservationType) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	t := in.t
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if err := t.prCommand(); err != nil {
-		return err
-	}
-	if err := validType(typ); err != nil {
-		return err
-	}
-	if have, ok := t.regs[in.id]; !ok || have != key {
-		return blockdev.ErrReservationConflict
-	}
-	if t.res != nil {
-		if t.res.holder == in.id && t.res.typ == typ {
-			return nil
+	return in.pr(ctx, func(t *Target) error {
+		if err := validType(typ); err != nil {
+			return err
 		}
-		return blockdev.ErrReservationConflict
-	}
-	t.res = &reservation{holder: in.id, key: key, typ: typ}
-	return nil
+		if err := in.registeredLocked(key); err != nil {
+			return err
+		}
+		if t.res != nil {
+			if t.res.holder == in.id && t.res.typ == typ {
+				return nil
+			}
+			return blockdev.ErrReservationConflict
+		}
+		t.res = &reservation{holder: in.id, key: key, typ: typ}
+		return nil
+	})
 }
 
 // Release gives up the reservation if this nexus holds it.
 func (in *Initiator) Release(ctx context.Context, key uint64, typ blockdev.ReservationType) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	t := in.t
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if err := t.prCommand(); err != nil {
-		return err
-	}
-	if have, ok := t.regs[in.id]; !ok || have != key {
-		return blockdev.ErrReservationConflict
-	}
-	if t.res == nil || t.res.holder != in.id {
+	return in.pr(ctx, func(t *Target) error {
+		if err := in.registeredLocked(key); err != nil {
+			return err
+		}
+		if t.res == nil || t.res.holder != in.id {
+			return nil
+		}
+		if t.res.typ != typ {
+			return fmt.Errorf("fencetest: illegal request: release of type %d, reservation is type %d", typ, t.res.typ)
+		}
+		t.res = nil
 		return nil
-	}
-	if t.res.typ != typ {
-		return fmt.Errorf("fencetest: illegal request: release of type %d, reservation is type %d", typ, t.res.typ)
-	}
-	t.res = nil
-	return nil
+	})
 }
 
 // Preempt removes every registration made with victim. When victim holds
@@ -196,90 +192,66 @@ func (in *Initiator) Release(ctx context.Context, key uint64, typ blockdev.Reser
 // With no registration of victim the target answers a reservation
 // conflict, as SPC-4 says.
 func (in *Initiator) Preempt(ctx context.Context, key, victim uint64, typ blockdev.ReservationType, abort bool) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	t := in.t
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if err := t.prCommand(); err != nil {
-		return err
-	}
-	if abort && t.opts.NoPreemptAndAbort {
-		return blockdev.ErrNotSupported
-	}
-	if err := validType(typ); err != nil {
-		return err
-	}
-	if have, ok := t.regs[in.id]; !ok || have != key {
-		return blockdev.ErrReservationConflict
-	}
-	if victim == 0 {
-		return fmt.Errorf("fencetest: illegal request: preempt of key 0")
-	}
-	var removed []int
-	for id, k := range t.regs {
-		if k == victim && id != in.id {
-			removed = append(removed, id)
+	return in.pr(ctx, func(t *Target) error {
+		if abort && t.opts.NoPreemptAndAbort {
+			return blockdev.ErrNotSupported
 		}
-	}
-	if len(removed) == 0 {
-		return blockdev.ErrReservationConflict
-	}
-	for _, id := range removed {
-		delete(t.regs, id)
-	}
-	t.generation++
-	if t.res != nil && t.res.key == victim {
-		t.res = &reservation{holder: in.id, key: key, typ: typ}
-	}
-	return nil
+		if err := validType(typ); err != nil {
+			return err
+		}
+		if err := in.registeredLocked(key); err != nil {
+			return err
+		}
+		if victim == 0 {
+			return fmt.Errorf("fencetest: illegal request: preempt of key 0")
+		}
+		var removed []int
+		for id, k := range t.regs {
+			if k == victim && id != in.id {
+				removed = append(removed, id)
+			}
+		}
+		if len(removed) == 0 {
+			return blockdev.ErrReservationConflict
+		}
+		for _, id := range removed {
+			delete(t.regs, id)
+		}
+		t.generation++
+		if t.res != nil && t.res.key == victim {
+			t.res = &reservation{holder: in.id, key: key, typ: typ}
+		}
+		return nil
+	})
 }
 
 // Clear removes every registration and the reservation.
 func (in *Initiator) Clear(ctx context.Context, key uint64) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	t := in.t
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if err := t.prCommand(); err != nil {
-		return err
-	}
-	if have, ok := t.regs[in.id]; !ok || have != key {
-		return blockdev.ErrReservationConflict
-	}
-	t.regs = map[int]uint64{}
-	t.res = nil
-	t.generation++
-	return nil
+	return in.pr(ctx, func(t *Target) error {
+		if err := in.registeredLocked(key); err != nil {
+			return err
+		}
+		t.regs = map[int]uint64{}
+		t.res = nil
+		t.generation++
+		return nil
+	})
 }
 
 // ReadKeys lists the registered keys and the generation.
-func (in *Initiator) ReadKeys(ctx context.Context) ([]uint64, uint32, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, 0, err
-	}
-	t := in.t
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if err := t.prCommand(); err != nil {
-		return nil, 0, err
-	}
-	return t.keysLocked(), t.generation, nil
+func (in *Initiator) ReadKeys(ctx context.Context) (keys []uint64, gen uint32, err error) {
+	err = in.pr(ctx, func(t *Target) error {
+		keys, gen = t.keysLocked(), t.generation
+		return nil
+	})
+	return keys, gen, err
 }
 
 // ReadReservation reports the reservation.
-func (in *Initiator) ReadReservation(ctx context.Context) (blockdev.Reservation, error) {
-	if err := ctx.Err(); err != nil {
-		return blockdev.Reservation{}, err
-	}
-	t := in.t
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if err := t.prCommand(); err != nil {
-		return blockdev.Reservation{}, err
-	}
-	return t.reservationLocked(), nil
+func (in *Initiator) ReadReservation(ctx context.Context) (res blockdev.Reservation, err error) {
+	err = in.pr(ctx, func(t *Target) error {
+		res = t.reservationLocked()
+		return nil
+	})
+	return res, err
 }
