@@ -9,12 +9,15 @@ import (
 	"github.com/shoal-ha/shoal/blockdev/mirror"
 )
 
-// BenchmarkMirrorSeqWrite profiles the mirror's sequential write path on file legs:
-// go test -bench MirrorSeqWrite -cpuprofile cpu.out ./tools/benchvolume
-func BenchmarkMirrorSeqWrite(b *testing.B) {
+// benchVolume formats and opens a two-leg mirror of 256 MiB on file legs,
+// closed at the end of the benchmark.
+func benchVolume(b *testing.B) *mirror.Volume {
 	ctx := context.Background()
 	dir := b.TempDir()
-	g, _ := mirror.NewGeometry(4<<20, 4096, 8, 64)
+	g, err := mirror.NewGeometry(4<<20, 4096, 8, 64)
+	if err != nil {
+		b.Fatal(err)
+	}
 	var devs []blockdev.Device
 	for i := 0; i < 2; i++ {
 		d, err := blockdev.OpenFile(filepath.Join(dir, string(rune('a'+i))), blockdev.OpenOptions{Create: true, CreateSize: g.LegSize()})
@@ -23,14 +26,24 @@ func BenchmarkMirrorSeqWrite(b *testing.B) {
 		}
 		devs = append(devs, d)
 	}
-	mirror.Format(ctx, devs, mirror.FormatOptions{RegionSize: 4 << 20, Slots: 8, DataIsZero: true})
+	if _, err := mirror.Format(ctx, devs, mirror.FormatOptions{RegionSize: 4 << 20, Slots: 8, DataIsZero: true}); err != nil {
+		b.Fatal(err)
+	}
 	cfg := mirror.DefaultConfig(0)
 	cfg.Legs = devs
 	v, err := mirror.Open(ctx, cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer v.Close()
+	b.Cleanup(func() { v.Close() })
+	return v
+}
+
+// BenchmarkMirrorSeqWrite profiles the mirror's sequential write path on file legs:
+// go test -bench MirrorSeqWrite -cpuprofile cpu.out ./tools/benchvolume
+func BenchmarkMirrorSeqWrite(b *testing.B) {
+	ctx := context.Background()
+	v := benchVolume(b)
 	buf := make([]byte, 1<<20)
 	b.SetBytes(1 << 20)
 	for i := 0; i < b.N; i++ {
@@ -44,24 +57,8 @@ func BenchmarkMirrorSeqWrite(b *testing.B) {
 // BenchmarkMirrorRandRead profiles the mirror's 4 KiB read path.
 func BenchmarkMirrorRandRead(b *testing.B) {
 	ctx := context.Background()
-	dir := b.TempDir()
-	g, _ := mirror.NewGeometry(4<<20, 4096, 8, 64)
-	var devs []blockdev.Device
-	for i := 0; i < 2; i++ {
-		d, err := blockdev.OpenFile(filepath.Join(dir, string(rune('a'+i))), blockdev.OpenOptions{Create: true, CreateSize: g.LegSize()})
-		if err != nil {
-			b.Fatal(err)
-		}
-		devs = append(devs, d)
-	}
-	mirror.Format(ctx, devs, mirror.FormatOptions{RegionSize: 4 << 20, Slots: 8, DataIsZero: true})
-	cfg := mirror.DefaultConfig(0)
-	cfg.Legs = devs
-	v, err := mirror.Open(ctx, cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer v.Close()
+	v := benchVolume(b)
+	raw := v.LegDevices()[0]
 	buf := make([]byte, 4096)
 	b.Run("mirror", func(b *testing.B) {
 		for i := 0; i < b.N; i++ {
@@ -72,7 +69,7 @@ func BenchmarkMirrorRandRead(b *testing.B) {
 	})
 	b.Run("raw", func(b *testing.B) {
 		for i := 0; i < b.N; i++ {
-			if err := devs[0].ReadAt(ctx, buf, int64(i*7919%65536)*4096); err != nil {
+			if err := raw.ReadAt(ctx, buf, int64(i*7919%65536)*4096); err != nil {
 				b.Fatal(err)
 			}
 		}
