@@ -185,7 +185,13 @@ func (n *Node) Run(ctx context.Context) error {
 		memberErr = n.member.e.Err()
 	}
 	leave := false
+	var runErr error
 	backoff := 100 * time.Millisecond
+	// An incarnation that ends soon after it began (its volume would not
+	// open, say) is followed by the next one only after a growing pause,
+	// so a lasting fault cannot spin registrations.
+	const shortLived = 5 * time.Second
+	lostBackoff := 200 * time.Millisecond
 	for ctx.Err() == nil {
 		sess, err := n.register(ctx)
 		if err != nil {
@@ -203,6 +209,7 @@ func (n *Node) Run(ctx context.Context) error {
 			continue
 		}
 		backoff = 100 * time.Millisecond
+		registeredAt := time.Now()
 		n.mu.Lock()
 		n.sess = sess
 		n.mu.Unlock()
@@ -232,12 +239,26 @@ func (n *Node) Run(ctx context.Context) error {
 			n.sess = nil
 			n.mu.Unlock()
 			n.metrics.leaseLosses.Inc()
-			n.log.Warn("registering again as a new incarnation", "old_incarnation", sess.Incarnation(), "why", sess.Err())
+			wait := time.Duration(0)
+			if time.Since(registeredAt) < shortLived {
+				wait = lostBackoff
+				if lostBackoff < shortLived {
+					lostBackoff *= 2
+				}
+			} else {
+				lostBackoff = 200 * time.Millisecond
+			}
+			n.log.Warn("registering again as a new incarnation", "old_incarnation", sess.Incarnation(), "why", sess.Err(), "in", wait)
+			select {
+			case <-ctx.Done():
+			case <-time.After(wait):
+			}
 			continue
 		case <-n.leaving:
 			leave = true
 		case err := <-memberErr:
 			n.log.Error("etcd member stopped", "error", err)
+			runErr = fmt.Errorf("etcd member stopped: %w", err)
 		case <-ctx.Done():
 		}
 		ccancel()
@@ -259,7 +280,7 @@ func (n *Node) Run(ctx context.Context) error {
 	if leave {
 		return n.removeMember()
 	}
-	return nil
+	return runErr
 }
 
 func (n *Node) register(ctx context.Context) (*Session, error) {

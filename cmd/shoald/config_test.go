@@ -100,6 +100,7 @@ etcd {
 		{name: "bad duration", args: []string{"--name", "n1", "--data-dir", filepath.Join(base, "d-dur"), "--lease-ttl", "three"}, dataDir: filepath.Join(base, "d-dur"), code: 2, want: `lease.ttl: "three" is not a duration`},
 		{name: "missing name", args: []string{"--data-dir", filepath.Join(base, "d-noname")}, dataDir: filepath.Join(base, "d-noname"), code: 2, want: "node_name: required"},
 		{name: "data dir of another cluster", args: append([]string{"--name", "n1", "--data-dir", foreign, "--profile", "fast"}, ports()...), dataDir: foreign, code: 1, want: `belongs to cluster "other" (node "n1"), not to cluster "shoal"`},
+		{name: "missing volume leg", args: append([]string{"--name", "n1", "--data-dir", filepath.Join(base, "d-leg"), "--profile", "fast", "--volume-legs", filepath.Join(base, "no-such-leg.img"), "--volume-slot", "0"}, ports()...), dataDir: filepath.Join(base, "d-leg"), code: 1, want: "volume.legs: cannot open"},
 		{name: "unreachable peers", args: []string{"--config", unreachable, "--data-dir", filepath.Join(base, "d-unreach"), "--client-addr", nodetest.FreePort(t), "--admin-addr", nodetest.FreePort(t)}, dataDir: filepath.Join(base, "d-unreach"), code: 1, want: "could not reach a quorum within 3s", slow: true},
 	}
 	for _, tc := range cases {

@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/shoal-ha/shoal/blockdev"
 	"github.com/shoal-ha/shoal/cluster"
 	"github.com/shoal-ha/shoal/fencing"
 	"github.com/shoal-ha/shoal/fencing/recovery"
@@ -137,6 +138,11 @@ func runNode(cfg cluster.Config) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
+	// A leg that cannot be opened at all is a configuration error: say
+	// so before anything is created, rather than retrying incarnations.
+	if err := checkLegs(ctx, cfg); err != nil {
+		return err
+	}
 	n, err := cluster.Start(ctx, cfg)
 	if err != nil {
 		return err
@@ -216,4 +222,18 @@ func runNode(cfg cluster.Config) error {
 		log.Info("stopped")
 	}
 	return err
+}
+
+// checkLegs opens and closes every configured leg once.
+func checkLegs(ctx context.Context, cfg cluster.Config) error {
+	for _, addr := range cfg.Volume.Legs {
+		octx, cancel := context.WithTimeout(ctx, cfg.StartTimeout())
+		dev, err := blockdev.Open(octx, addr, blockdev.OpenOptions{Logger: cfg.Logger.Named("leg")})
+		cancel()
+		if err != nil {
+			return fmt.Errorf("volume.legs: cannot open %s: %w", addr, err)
+		}
+		dev.Close()
+	}
+	return nil
 }
