@@ -30,6 +30,7 @@ type conn struct {
 	log    hclog.Logger
 	clk    clock.Clock
 	nc     net.Conn
+	sio    *sockIO
 	br     *bufio.Reader
 	params Params
 	dg     pdu.Digests
@@ -37,8 +38,12 @@ type conn struct {
 	tsih   uint16
 
 	// The write side; see writer.go.
-	wmu        sync.Mutex // guards the fields down to werr
-	pending    net.Buffers
+	wmu     sync.Mutex // guards the fields down to werr
+	pending net.Buffers
+	rest    net.Buffers // what the reader could not write at once
+	// woke is set when the reader ended a task since it last ran out of
+	// input; only the reader touches it.
+	woke       bool
 	arena      [2][]byte
 	cur        int
 	segOpen    bool
@@ -105,7 +110,7 @@ const nonSCSI = 0xff
 
 func newConn(cfg *Config, nc net.Conn, isid [6]byte) *conn {
 	c := &conn{
-		cfg: cfg, log: cfg.logger(), clk: cfg.clock(), nc: nc,
+		cfg: cfg, log: cfg.logger(), clk: cfg.clock(), nc: nc, sio: newSockIO(nc),
 		isid:  isid,
 		winCh: make(chan struct{}),
 		tasks: map[uint32]*task{},
@@ -334,6 +339,7 @@ func (c *conn) readPDUs() error {
 					t.sense = data[2 : 2+sl]
 				}
 				c.finish(t)
+				c.woke = true
 			}
 		case *pdu.R2T:
 			if err := pdu.Discard(c.br, n, c.dg); err != nil {
@@ -447,6 +453,7 @@ func (c *conn) dataIn(p *pdu.DataIn, n int) error {
 	if p.StatusPresent {
 		t.status, t.residual, t.under = p.Status, p.Residual, p.Underflow
 		c.finish(t)
+		c.woke = true
 	}
 	return nil
 }

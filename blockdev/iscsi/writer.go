@@ -3,6 +3,7 @@ package iscsi
 import (
 	"fmt"
 	"net"
+	"runtime"
 
 	"github.com/shoal-ha/shoal/blockdev/iscsi/internal/pdu"
 )
@@ -15,8 +16,10 @@ import (
 //     an arena; large data segments are referenced.
 //   - While the reader goroutine is busy handing out completions, the
 //     commands their callers send next are only queued; when the reader
-//     runs out of input and is about to block, it asks the flusher
-//     goroutine to write them all at once.
+//     runs out of input and is about to block, it writes them all at
+//     once, as far as the socket takes them without waiting, and leaves
+//     any rest to the flusher goroutine (the reader must never wait for
+//     room in the socket: the target may be waiting for it to read).
 //   - When the reader is idle (blocked on the socket) a writer flushes by
 //     itself, so a lone command goes out at once.
 //   - One flush runs at a time (writing); whoever flushes keeps writing
@@ -30,9 +33,7 @@ const gatherMax = 16 << 10
 // writePDU sends one PDU at once, bypassing the queue; only for login and
 // discovery, before the connection has a reader.
 func (c *conn) writePDU(h *pdu.BHS, data []byte) error {
-	bufs := net.Buffers(pdu.Frame(h, data, c.dg, &c.hdrBuf, &c.tailBuf))
-	_, err := bufs.WriteTo(c.nc)
-	return err
+	return c.sio.WriteBuffers(pdu.Frame(h, data, c.dg, &c.hdrBuf, &c.tailBuf))
 }
 
 // lockW takes the write side.
@@ -98,14 +99,11 @@ func (c *conn) unlockW() error {
 // the writing flag.
 func (c *conn) flush(b net.Buffers) error {
 	for {
-		_, err := b.WriteTo(c.nc)
+		err := c.sio.WriteBuffers(b)
 		c.wmu.Lock()
 		if err != nil {
-			c.werr = err
-			c.writing = false
-			c.pending = nil
+			c.writeFailedLocked(err)
 			c.wmu.Unlock()
-			c.fail(fmt.Errorf("%w: %w", errConnLost, err))
 			return err
 		}
 		if len(c.pending) == 0 {
@@ -128,14 +126,58 @@ func (c *conn) flusher() {
 		case <-c.flushCh:
 		}
 		c.wmu.Lock()
-		if len(c.pending) == 0 || c.writing || c.werr != nil {
-			c.wmu.Unlock()
-			continue
+		var b net.Buffers
+		switch {
+		case c.werr != nil:
+		case c.rest != nil:
+			// The reader's flush stopped for room in the socket; it left
+			// the writing flag set for this one to finish.
+			b, c.rest = c.rest, nil
+		case len(c.pending) > 0 && !c.writing:
+			b = c.takeLocked()
 		}
+		c.wmu.Unlock()
+		if b != nil {
+			_ = c.flush(b)
+		}
+	}
+}
+
+// writeFailedLocked fails the connection after a socket write error; the
+// caller holds the write side.
+func (c *conn) writeFailedLocked(err error) {
+	c.werr = err
+	c.writing = false
+	c.pending = nil
+	c.rest = nil
+	c.fail(fmt.Errorf("%w: %w", errConnLost, err))
+}
+
+// flushNoWait writes the queue as far as the socket takes it without
+// waiting and leaves the rest, with the writing flag, to the flusher.
+func (c *conn) flushNoWait() error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	for len(c.pending) > 0 && !c.writing && c.werr == nil {
 		b := c.takeLocked()
 		c.wmu.Unlock()
-		_ = c.flush(b)
+		rest, err := c.sio.TryWriteBuffers(b)
+		c.wmu.Lock()
+		if err != nil {
+			c.writeFailedLocked(err)
+			return err
+		}
+		if rest != nil {
+			c.rest = rest
+			select {
+			case c.flushCh <- struct{}{}:
+			default:
+			}
+			return nil
+		}
+		c.writing = false
 	}
+	return nil
 }
 
 // idleHook sits between the reader's buffer and the socket: every time
@@ -144,17 +186,17 @@ type idleHook struct{ c *conn }
 
 func (h idleHook) Read(p []byte) (int, error) {
 	c := h.c
-	c.readerIdle.Store(true)
-	c.wmu.Lock()
-	kick := len(c.pending) > 0 && !c.writing
-	c.wmu.Unlock()
-	if kick {
-		select {
-		case c.flushCh <- struct{}{}:
-		default:
-		}
+	if c.woke {
+		// Let the callers just woken send their next commands, so that
+		// they go out together below rather than one write each.
+		c.woke = false
+		runtime.Gosched()
 	}
-	n, err := c.nc.Read(p)
+	c.readerIdle.Store(true)
+	if err := c.flushNoWait(); err != nil {
+		return 0, err
+	}
+	n, err := c.sio.Read(p)
 	c.readerIdle.Store(false)
 	return n, err
 }
