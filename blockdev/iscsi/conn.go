@@ -41,9 +41,9 @@ type conn struct {
 	wmu     sync.Mutex // guards the fields down to werr
 	pending net.Buffers
 	rest    net.Buffers // what the reader could not write at once
-	// woke is set when the reader ended a task since it last ran out of
+	// ready are the tasks the reader ended since it last ran out of
 	// input; only the reader touches it.
-	woke       bool
+	ready      []*task
 	arena      [2][]byte
 	cur        int
 	segOpen    bool
@@ -58,6 +58,7 @@ type conn struct {
 	mu       sync.Mutex
 	win      window
 	winCh    chan struct{} // closed and replaced when the window may open
+	winWait  int           // commands waiting on winCh
 	tasks    map[uint32]*task
 	nextITT  uint32
 	inflight int
@@ -261,8 +262,7 @@ func (c *conn) seq(s pdu.SeqNums) {
 		c.win.status(s.StatSN)
 	}
 	if c.win.update(s.ExpCmdSN, s.MaxCmdSN) {
-		close(c.winCh)
-		c.winCh = make(chan struct{})
+		c.wakeWindowLocked()
 	}
 	c.lastRecv = c.clk.Now()
 	c.mu.Unlock()
@@ -274,27 +274,61 @@ func (c *conn) lookup(itt uint32) *task {
 	return c.tasks[itt]
 }
 
+// wakeWindowLocked wakes the commands waiting for room in the window or
+// the queue; the caller holds mu.
+func (c *conn) wakeWindowLocked() {
+	if c.winWait > 0 {
+		close(c.winCh)
+		c.winCh = make(chan struct{})
+	}
+}
+
 // finish ends t with the fields already set, once.
 func (c *conn) finish(t *task) {
+	if c.retire(t) {
+		close(t.done)
+	}
+}
+
+// finishLater is finish for the reader: it wakes t's caller only when it
+// runs out of input (deliver), so that the callers of one batch of
+// answers wake together.
+func (c *conn) finishLater(t *task) {
+	if c.retire(t) {
+		c.ready = append(c.ready, t)
+	}
+}
+
+// deliver wakes the callers of the tasks the reader ended.
+func (c *conn) deliver() {
+	for i, t := range c.ready {
+		close(t.done)
+		c.ready[i] = nil
+	}
+	c.ready = c.ready[:0]
+}
+
+// retire removes t from the tasks and reports whether it was there.
+func (c *conn) retire(t *task) bool {
 	c.mu.Lock()
 	if c.tasks[t.itt] == t {
 		delete(c.tasks, t.itt)
 		if t.op != nonSCSI {
 			c.inflight--
-			close(c.winCh)
-			c.winCh = make(chan struct{})
+			c.wakeWindowLocked()
 		}
 	} else {
 		c.mu.Unlock()
-		return
+		return false
 	}
 	c.mu.Unlock()
-	close(t.done)
+	return true
 }
 
 func (c *conn) readLoop() {
 	defer c.wg.Done()
 	err := c.readPDUs()
+	c.deliver()
 	c.fail(err)
 	c.log.Debug("connection reader stopped", "error", err)
 }
@@ -338,8 +372,7 @@ func (c *conn) readPDUs() error {
 					}
 					t.sense = data[2 : 2+sl]
 				}
-				c.finish(t)
-				c.woke = true
+				c.finishLater(t)
 			}
 		case *pdu.R2T:
 			if err := pdu.Discard(c.br, n, c.dg); err != nil {
@@ -452,8 +485,7 @@ func (c *conn) dataIn(p *pdu.DataIn, n int) error {
 	}
 	if p.StatusPresent {
 		t.status, t.residual, t.under = p.Status, p.Residual, p.Underflow
-		c.finish(t)
-		c.woke = true
+		c.finishLater(t)
 	}
 	return nil
 }
@@ -624,13 +656,21 @@ func (c *conn) exec(ctx context.Context, cm *cmd) (*task, error) {
 			break
 		}
 		ch := c.winCh
+		c.winWait++
 		c.mu.Unlock()
 		_ = c.unlockW()
+		var err error
 		select {
 		case <-ch:
 		case <-c.dead:
 		case <-ctx.Done():
-			return nil, &execError{notSent, ctx.Err()}
+			err = ctx.Err()
+		}
+		c.mu.Lock()
+		c.winWait--
+		c.mu.Unlock()
+		if err != nil {
+			return nil, &execError{notSent, err}
 		}
 		c.lockW()
 	}
@@ -736,8 +776,7 @@ func (c *conn) forget(t *task) {
 		if t.op != nonSCSI {
 			// A queue slot opened: wake commands waiting for one.
 			c.inflight--
-			close(c.winCh)
-			c.winCh = make(chan struct{})
+			c.wakeWindowLocked()
 		}
 	}
 	c.mu.Unlock()

@@ -107,15 +107,38 @@ func TestTransfers(t *testing.T) {
 	}
 }
 
-// TestManyInFlight keeps more than 32 commands outstanding at once.
+// TestManyInFlight keeps more than 32 commands outstanding at once, and
+// with a queue shorter than the callers, keeps them waiting for a slot
+// without losing any.
 func TestManyInFlight(t *testing.T) {
 	rig := tgtrig.StartT(t, tgtrig.Config{})
 	tgt := rig.MustAddTarget(t, testIQN+":depth")
 	// Every worker owns its offsets: workers*per chunks fit in the LUN.
 	const size = 64 << 20
 	img := tgt.MustAddLUN(t, 1, size)
+	t.Run("deep", func(t *testing.T) {
+		st := manyInFlight(t, tgt, 64)
+		if st.PeakInFlight < 32 {
+			t.Fatalf("peak of %d commands in flight, want at least 32", st.PeakInFlight)
+		}
+	})
+	t.Run("short queue", func(t *testing.T) {
+		st := manyInFlight(t, tgt, 8)
+		if st.PeakInFlight != 8 {
+			t.Fatalf("peak of %d commands in flight with a queue of 8", st.PeakInFlight)
+		}
+	})
+	if _, err := os.Stat(img); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// manyInFlight has 48 callers write and read back their own chunks
+// through a session with the given queue depth.
+func manyInFlight(t *testing.T, tgt *tgtrig.Target, depth int) iscsi.Stats {
+	const size = 64 << 20
 	cfg := testConfig(t, tgt, 1)
-	cfg.QueueDepth = 64
+	cfg.QueueDepth = depth
 	d := openDevice(t, cfg)
 	ctx := testCtx(t)
 	const workers, per, chunk = 48, 20, 64 << 10
@@ -160,11 +183,6 @@ func TestManyInFlight(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := d.Session().Stats()
-	if st.PeakInFlight < 32 {
-		t.Fatalf("peak of %d commands in flight, want at least 32", st.PeakInFlight)
-	}
 	t.Logf("%d commands, peak %d in flight", st.Commands, st.PeakInFlight)
-	if _, err := os.Stat(img); err != nil {
-		t.Fatal(err)
-	}
+	return st
 }

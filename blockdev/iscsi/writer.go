@@ -186,10 +186,11 @@ type idleHook struct{ c *conn }
 
 func (h idleHook) Read(p []byte) (int, error) {
 	c := h.c
-	if c.woke {
-		// Let the callers just woken send their next commands, so that
-		// they go out together below rather than one write each.
-		c.woke = false
+	if len(c.ready) > 0 {
+		// Wake the callers of the answers read, and let them send their
+		// next commands, so that these go out together below rather than
+		// one write each.
+		c.deliver()
 		runtime.Gosched()
 	}
 	c.readerIdle.Store(true)
