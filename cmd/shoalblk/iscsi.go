@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -56,7 +58,7 @@ func init() {
 	var lsOpts iscsiOpts
 	ls := &cobra.Command{
 		Use:   "ls URL",
-		Short: "List the targets of a portal (or one target) with their LUNs and sizes",
+		Short: "List the targets of a portal (or one target, or one LUN) with their LUNs and sizes",
 		Example: "  shoalblk iscsi ls iscsi://127.0.0.1:3260\n" +
 			"  shoalblk iscsi ls --json iscsi://user%secret@10.0.0.5/iqn.2026-01.io.shoal:disk1",
 		Args: cobra.ExactArgs(1),
@@ -109,6 +111,7 @@ func iscsiLs(ctx context.Context, w io.Writer, url string, o *iscsiOpts) error {
 	if err != nil {
 		return err
 	}
+	a, _ := iscsi.ParseURL(url)
 	var targets []iscsi.TargetInfo
 	if cfg.Target != "" {
 		targets = []iscsi.TargetInfo{{Name: cfg.Target}}
@@ -134,6 +137,15 @@ func iscsiLs(ctx context.Context, w io.Writer, url string, o *iscsiOpts) error {
 			rep.Error = err.Error()
 		}
 		sort.Slice(luns, func(i, j int) bool { return luns[i] < luns[j] })
+		// An address that names a LUN lists that LUN only.
+		if a.HasLUN && err == nil {
+			if slices.Contains(luns, a.LUN) {
+				luns = []uint64{a.LUN}
+			} else {
+				rep.Error = fmt.Sprintf("LUN %d not found (the target has LUNs %v)", a.LUN, luns)
+				luns = nil
+			}
+		}
 		for _, l := range luns {
 			lr := iscsiLUNReport{LUN: l}
 			inq, err := s.Inquiry(ctx, l)
@@ -155,7 +167,28 @@ func iscsiLs(ctx context.Context, w io.Writer, url string, o *iscsiOpts) error {
 		_ = s.Close()
 		reports = append(reports, rep)
 	}
-	if o.json {
+	// What could not be read is in the listing and also fails the
+	// command, so that scripts and operators cannot take it for a
+	// healthy target.
+	var problems []error
+	for _, r := range reports {
+		if r.Error != "" {
+			problems = append(problems, fmt.Errorf("target %s: %s", r.Target, r.Error))
+		}
+		for _, l := range r.LUNs {
+			if l.Error != "" {
+				problems = append(problems, fmt.Errorf("target %s LUN %d: %s", r.Target, l.LUN, l.Error))
+			}
+		}
+	}
+	if err := iscsiLsPrint(w, reports, o.json); err != nil {
+		return err
+	}
+	return errors.Join(problems...)
+}
+
+func iscsiLsPrint(w io.Writer, reports []iscsiTargetReport, asJSON bool) error {
+	if asJSON {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		return enc.Encode(reports)
@@ -218,11 +251,11 @@ func iscsiPR(ctx context.Context, w io.Writer, url string, o *iscsiOpts) error {
 	defer s.Close()
 	keys, gen, err := s.ReadKeys(ctx, cfg.LUN)
 	if err != nil {
-		return fmt.Errorf("READ KEYS: %w", err)
+		return fmt.Errorf("READ KEYS of LUN %d at %s: %w", cfg.LUN, cfg.Target, err)
 	}
 	res, err := s.ReadReservation(ctx, cfg.LUN)
 	if err != nil {
-		return fmt.Errorf("READ RESERVATION: %w", err)
+		return fmt.Errorf("READ RESERVATION of LUN %d at %s: %w", cfg.LUN, cfg.Target, err)
 	}
 	rep := iscsiPRReport{Target: cfg.Target, LUN: cfg.LUN, Generation: gen, Keys: []string{}, Reserved: res.Held}
 	for _, k := range keys {
