@@ -456,6 +456,11 @@ func (c *conn) readPDUs() error {
 	}
 }
 
+// directMin is the smallest Data-In segment read straight from the socket
+// into the caller's buffer; smaller ones come through the read buffer,
+// which takes several in one system call.
+const directMin = 32 << 10
+
 func (c *conn) dataIn(p *pdu.DataIn, n int) error {
 	t := c.lookup(p.ITT)
 	if t != nil {
@@ -477,7 +482,12 @@ func (c *conn) dataIn(p *pdu.DataIn, n int) error {
 		t.mu.Unlock()
 		return fmt.Errorf("%w: Data-In of %d bytes at offset %d beyond the %d-byte buffer", ErrProtocol, n, off, len(t.buf))
 	}
-	err := pdu.ReadData(c.br, t.buf[off:off+int64(n)], c.dg)
+	var err error
+	if n >= directMin {
+		err = pdu.ReadDataFrom(c.br, idleHook{c}, t.buf[off:off+int64(n)], c.dg)
+	} else {
+		err = pdu.ReadData(c.br, t.buf[off:off+int64(n)], c.dg)
+	}
 	t.got += n
 	t.mu.Unlock()
 	if err != nil {

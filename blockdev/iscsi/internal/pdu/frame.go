@@ -1,6 +1,7 @@
 package pdu
 
 import (
+	"bufio"
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
@@ -64,6 +65,29 @@ func ReadData(r io.Reader, dst []byte, dg Digests) error {
 	if _, err := io.ReadFull(r, dst); err != nil {
 		return noEOF(err)
 	}
+	return readTail(r, dst, dg)
+}
+
+// ReadDataFrom is ReadData for a large segment: it takes what br holds
+// and reads the rest straight from src, the reader under br, so that the
+// bytes are copied once, not through br's buffer.
+func ReadDataFrom(br *bufio.Reader, src io.Reader, dst []byte, dg Digests) error {
+	if len(dst) == 0 {
+		return nil
+	}
+	k := min(br.Buffered(), len(dst))
+	if _, err := io.ReadFull(br, dst[:k]); err != nil {
+		return noEOF(err)
+	}
+	if _, err := io.ReadFull(src, dst[k:]); err != nil {
+		return noEOF(err)
+	}
+	return readTail(br, dst, dg)
+}
+
+// readTail reads the padding and digest after the data segment dst and
+// checks the digest.
+func readTail(r io.Reader, dst []byte, dg Digests) error {
 	var tail [8]byte
 	pad := Pad(len(dst))
 	n := pad

@@ -1,6 +1,7 @@
 package pdu
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"io"
@@ -46,6 +47,66 @@ func TestFrameRoundTrip(t *testing.T) {
 				t.Fatalf("data differs or %d bytes left", r.Len())
 			}
 		}
+	}
+}
+
+// TestReadDataFrom reads a stream of PDUs whose large segments bypass the
+// buffer, with the buffer holding none, part or all of a segment, and
+// checks every segment, the PDUs after it and a corrupt digest.
+func TestReadDataFrom(t *testing.T) {
+	for _, dg := range []Digests{{}, {Header: true, Data: true}} {
+		var wire bytes.Buffer
+		var segs [][]byte
+		for i, n := range []int{70001, 3, 65536, 0, 131071, 8} {
+			var h BHS
+			h[0] = byte(OpDataIn)
+			h.PutU32(16, uint32(i))
+			d := make([]byte, n)
+			for j := range d {
+				d[j] = byte(i*31 + j)
+			}
+			segs = append(segs, d)
+			wire.Write(targetFrame(h, d, dg))
+		}
+		for _, size := range []int{16, 4096, 100 << 10, 1 << 20} {
+			src := bytes.NewReader(wire.Bytes())
+			br := bufio.NewReaderSize(src, size)
+			for i, want := range segs {
+				h, err := ReadHeader(br, dg, 1<<20)
+				if err != nil || h.ITT() != uint32(i) {
+					t.Fatalf("%+v buffer %d: header %d: %v", dg, size, i, err)
+				}
+				got := make([]byte, h.DataLen())
+				if err := ReadDataFrom(br, src, got, dg); err != nil || !bytes.Equal(got, want) {
+					t.Fatalf("%+v buffer %d: segment %d differs (%v)", dg, size, i, err)
+				}
+			}
+			if _, err := br.ReadByte(); err != io.EOF {
+				t.Fatalf("%+v buffer %d: stream not consumed exactly", dg, size)
+			}
+		}
+	}
+	// A flipped bit in a directly read segment fails the digest.
+	var h BHS
+	h[0] = byte(OpDataIn)
+	wire := targetFrame(h, bytes.Repeat([]byte{7}, 50000), Digests{Data: true})
+	wire[BHSLen+40000] ^= 1
+	src := bytes.NewReader(wire)
+	br := bufio.NewReaderSize(src, 16)
+	if _, err := ReadHeader(br, Digests{Data: true}, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := ReadDataFrom(br, src, make([]byte, 50000), Digests{Data: true}); !errors.Is(err, ErrDigest) {
+		t.Fatalf("corrupt segment: %v", err)
+	}
+	// A stream cut inside the segment is an unexpected EOF.
+	src = bytes.NewReader(wire[:BHSLen+30000])
+	br = bufio.NewReaderSize(src, 16)
+	if _, err := ReadHeader(br, Digests{Data: true}, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := ReadDataFrom(br, src, make([]byte, 50000), Digests{Data: true}); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("cut segment: %v", err)
 	}
 }
 
