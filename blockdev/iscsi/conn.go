@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -211,6 +212,12 @@ func (c *conn) login(ctx context.Context, discovery bool) error {
 func (c *conn) loginIOErr(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		// The socket deadline is the earlier of the login timeout and
+		// the caller's deadline, and may fire just before the latter.
+		return fmt.Errorf("%w: no answer from the target within the login time (%v, or the caller's deadline if sooner)",
+			context.DeadlineExceeded, c.cfg.LoginTimeout)
 	}
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 		return fmt.Errorf("%w: target closed the connection during login", ErrLoginFailed)
