@@ -53,4 +53,12 @@
 // The protocol core (PDU and sense decoders, login and negotiation state,
 // the command window) is deterministic and has no sockets; the connection
 // layer around it owns the goroutines.
+//
+// How a connection moves bytes: one reader goroutine reads the target's
+// PDUs and hands each answer to the waiting caller, large Data-In segments
+// straight into the caller's buffer; the callers it woke in one batch
+// queue their next commands, and these leave in one writev when the
+// reader runs out of input. On TCP the reads and writes are raw
+// non-blocking system calls and only the waiting goes through the Go
+// poller (see sockio.go for why).
 package iscsi

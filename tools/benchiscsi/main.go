@@ -209,15 +209,13 @@ func run(out string, dur time.Duration, lunSize int64, layouts []string, verbose
 			fmt.Fprintf(&buf, "\nCPUs shared: initiators and tgtd all on %s\n", cpuList(self))
 		}
 		lowest := table(ctx, &buf, dev, url, dur)
-		if l == "separate" {
-			fmt.Fprintf(&buf, "Target: Shoal at least %.2f of the faster libiscsi program on every row: %s (lowest %.2f).\n",
-				target, map[bool]string{true: "met", false: "NOT met"}[lowest >= target], lowest)
-		} else {
-			fmt.Fprintf(&buf, "Lowest ratio %.2f; here the initiators take CPU from tgtd, and Go's second thread costs Shoal more than libiscsi's single one.\n", lowest)
-		}
+		fmt.Fprintf(&buf, "Target: Shoal at least %.2f of the faster libiscsi program on every row: %s (lowest %.2f).\n",
+			target, map[bool]string{true: "met", false: "NOT met"}[lowest >= target], lowest)
 	}
 	fmt.Fprintln(&buf, "\niscsi-perf only reads; qemu-img bench only runs sequentially. CPU/op is each initiator process's")
-	fmt.Fprintln(&buf, "user+system time per operation (the peers' includes their start and login).")
+	fmt.Fprintln(&buf, "user+system time per operation (the peers' includes their start and login). With shared CPUs the")
+	fmt.Fprintln(&buf, "initiators take CPU from tgtd and the figures vary more from run to run with where the scheduler")
+	fmt.Fprintln(&buf, "puts the processes; separate CPUs stand for an initiator and a target on different machines.")
 	os.Stdout.Write(buf.Bytes())
 	if out != "" {
 		if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
