@@ -1,14 +1,11 @@
 package iscsi_test
 
 import (
-	"errors"
-	"fmt"
 	"math/rand/v2"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/shoal-ha/shoal/blockdev"
 	"github.com/shoal-ha/shoal/blockdev/iscsi"
 	"github.com/shoal-ha/shoal/fixtures/netns"
 	"github.com/shoal-ha/shoal/fixtures/tgtrig"
@@ -60,15 +57,7 @@ func linkCut(t *testing.T, mustRelogin bool, tune func(*iscsi.Config)) {
 
 	const workers = 4
 	const region = size / workers
-	models := make([][]block, workers)
-	for w := range models {
-		models[w] = make([]block, region/512)
-		for i := range models[w] {
-			models[w][i].maybe = [][]byte{make([]byte, 512)}
-		}
-	}
-	var mu sync.Mutex
-	var done, unknown int
+	m := newLUNModel(workers, region)
 	stopAt := time.Now().Add(6 * time.Second)
 	var wg sync.WaitGroup
 	errs := make(chan error, workers)
@@ -81,29 +70,8 @@ func linkCut(t *testing.T, mustRelogin bool, tune func(*iscsi.Config)) {
 				blocks := 1 + rng.IntN(256)
 				first := rng.IntN(region/512 - blocks)
 				off := int64(w)*region + int64(first)*512
-				buf := make([]byte, blocks*512)
-				for j := range buf {
-					buf[j] = byte(rng.Uint32())
-				}
-				err := d.WriteAt(ctx, buf, off)
-				switch {
-				case err == nil:
-					for b := 0; b < blocks; b++ {
-						models[w][first+b].maybe = [][]byte{buf[b*512 : (b+1)*512]}
-					}
-					mu.Lock()
-					done++
-					mu.Unlock()
-				case errors.Is(err, blockdev.ErrWriteOutcomeUnknown):
-					for b := 0; b < blocks; b++ {
-						m := &models[w][first+b]
-						m.maybe = append(m.maybe, buf[b*512:(b+1)*512])
-					}
-					mu.Lock()
-					unknown++
-					mu.Unlock()
-				default:
-					errs <- fmt.Errorf("write at %d: %w", off, err)
+				if err := m.write(ctx, d, rng, w, first, blocks, off); err != nil {
+					errs <- err
 					return
 				}
 			}
@@ -130,16 +98,16 @@ func linkCut(t *testing.T, mustRelogin bool, tune func(*iscsi.Config)) {
 		if err := d.ReadAt(ctx, got, int64(w)*region); err != nil {
 			t.Fatal(err)
 		}
-		if err := check(models[w], got); err != nil {
+		if err := check(m.regions[w], got); err != nil {
 			t.Fatalf("region %d: %v", w, err)
 		}
 	}
 	st := d.Session().Stats()
-	t.Logf("writes done %d, outcome unknown %d, logins %d", done, unknown, st.Logins)
+	t.Logf("writes done %d, outcome unknown %d, logins %d", m.done, m.unknown, st.Logins)
 	if mustRelogin && st.Logins < 2 {
 		t.Fatal("the cut did not force a new login")
 	}
-	if st.Logins < 2 && unknown == 0 {
+	if st.Logins < 2 && m.unknown == 0 {
 		t.Fatal("the cut went unnoticed: no new login and no aborted write")
 	}
 }

@@ -66,14 +66,8 @@ func TestCutMidIO(t *testing.T) {
 
 	const workers = 8
 	const region = size / workers
-	models := make([][]block, workers)
-	for w := range models {
-		models[w] = make([]block, region/512)
-		for i := range models[w] {
-			models[w][i].maybe = [][]byte{make([]byte, 512)}
-		}
-	}
-	var unknown, done, readsOK int
+	m := newLUNModel(workers, region)
+	var readsOK int
 	var statMu sync.Mutex
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -99,7 +93,7 @@ func TestCutMidIO(t *testing.T) {
 						errs <- fmt.Errorf("read at %d: %w", off, err)
 						return
 					}
-					if err := check(models[w][first:first+blocks], got); err != nil {
+					if err := check(m.regions[w][first:first+blocks], got); err != nil {
 						errs <- fmt.Errorf("read at %d: %w", off, err)
 						return
 					}
@@ -108,29 +102,8 @@ func TestCutMidIO(t *testing.T) {
 					statMu.Unlock()
 					continue
 				}
-				buf := make([]byte, blocks*512)
-				for j := range buf {
-					buf[j] = byte(rng.Uint32())
-				}
-				err := d.WriteAt(ctx, buf, off)
-				switch {
-				case err == nil:
-					for b := 0; b < blocks; b++ {
-						models[w][first+b].maybe = [][]byte{buf[b*512 : (b+1)*512]}
-					}
-					statMu.Lock()
-					done++
-					statMu.Unlock()
-				case errors.Is(err, blockdev.ErrWriteOutcomeUnknown):
-					for b := 0; b < blocks; b++ {
-						m := &models[w][first+b]
-						m.maybe = append(m.maybe, buf[b*512:(b+1)*512])
-					}
-					statMu.Lock()
-					unknown++
-					statMu.Unlock()
-				default:
-					errs <- fmt.Errorf("write at %d: %w", off, err)
+				if err := m.write(ctx, d, rng, w, first, blocks, off); err != nil {
+					errs <- err
 					return
 				}
 			}
@@ -157,15 +130,67 @@ func TestCutMidIO(t *testing.T) {
 		if err := d.ReadAt(ctx, got, int64(w)*region); err != nil {
 			t.Fatal(err)
 		}
-		if err := check(models[w], got); err != nil {
+		if err := check(m.regions[w], got); err != nil {
 			t.Fatalf("region %d: %v", w, err)
 		}
 	}
 	st := d.Session().Stats()
-	t.Logf("writes done %d, outcome unknown %d, reads checked %d, logins %d", done, unknown, readsOK, st.Logins)
+	t.Logf("writes done %d, outcome unknown %d, reads checked %d, logins %d", m.done, m.unknown, readsOK, st.Logins)
 	if st.Logins < 5 {
 		t.Fatalf("only %d logins: the cuts did not hit", st.Logins)
 	}
+}
+
+// lunModel is what each worker's region of a LUN may hold, and how many
+// writes were done or ended with an unknown outcome.
+type lunModel struct {
+	regions [][]block
+
+	mu            sync.Mutex
+	done, unknown int
+}
+
+// newLUNModel models workers regions of region bytes, all zero.
+func newLUNModel(workers, region int) *lunModel {
+	m := &lunModel{regions: make([][]block, workers)}
+	for w := range m.regions {
+		m.regions[w] = make([]block, region/512)
+		for i := range m.regions[w] {
+			m.regions[w][i].maybe = [][]byte{make([]byte, 512)}
+		}
+	}
+	return m
+}
+
+// write writes random data to blocks blocks of worker w's region from
+// block first (at off on d) and records what the blocks may now hold. An
+// error other than an unknown outcome is returned.
+func (m *lunModel) write(ctx context.Context, d blockdev.Device, rng *rand.Rand, w, first, blocks int, off int64) error {
+	buf := make([]byte, blocks*512)
+	for j := range buf {
+		buf[j] = byte(rng.Uint32())
+	}
+	err := d.WriteAt(ctx, buf, off)
+	switch {
+	case err == nil:
+		for b := 0; b < blocks; b++ {
+			m.regions[w][first+b].maybe = [][]byte{buf[b*512 : (b+1)*512]}
+		}
+		m.mu.Lock()
+		m.done++
+		m.mu.Unlock()
+	case errors.Is(err, blockdev.ErrWriteOutcomeUnknown):
+		for b := 0; b < blocks; b++ {
+			blk := &m.regions[w][first+b]
+			blk.maybe = append(blk.maybe, buf[b*512:(b+1)*512])
+		}
+		m.mu.Lock()
+		m.unknown++
+		m.mu.Unlock()
+	default:
+		return fmt.Errorf("write at %d: %w", off, err)
+	}
+	return nil
 }
 
 func check(model []block, got []byte) error {
