@@ -71,6 +71,9 @@ type conn struct {
 	pingAt   time.Time
 	err      error
 	dead     chan struct{}
+	// readerDone is closed when the reader has stopped and delivered
+	// every answer it read.
+	readerDone chan struct{}
 
 	// onAsync receives asynchronous events (called from the reader).
 	onAsync func(ev *pdu.AsyncMessage, sense []byte)
@@ -117,6 +120,8 @@ func newConn(cfg *Config, nc net.Conn, isid [6]byte) *conn {
 		winCh: make(chan struct{}),
 		tasks: map[uint32]*task{},
 		dead:  make(chan struct{}),
+
+		readerDone: make(chan struct{}),
 	}
 	c.br = bufio.NewReaderSize(idleHook{c}, 256<<10)
 	c.readerIdle.Store(true)
@@ -336,6 +341,7 @@ func (c *conn) readLoop() {
 	defer c.wg.Done()
 	err := c.readPDUs()
 	c.deliver()
+	close(c.readerDone)
 	c.fail(err)
 	c.log.Debug("connection reader stopped", "error", err)
 }
@@ -772,15 +778,42 @@ func (c *conn) wait(ctx context.Context, t *task, cm *cmd) (*task, error) {
 			_ = c.sendDataLocked(t, cm.write, off, n, r.TTT)
 			_ = c.unlockW()
 		case <-c.dead:
-			select {
-			case <-t.done:
+			if c.answered(t) {
 				return t, t.err
-			default:
 			}
 			c.forget(t)
 			return nil, &execError{maybeSent, c.deadErr()}
 		case <-ctx.Done():
+			if c.answered(t) {
+				return t, t.err
+			}
 			return nil, &execError{maybeSent, c.abort(t, ctx.Err())}
+		}
+	}
+}
+
+// answered reports whether the target's answer to t is in. The reader
+// takes an answered task out of the tasks at once but wakes its caller
+// only when it runs out of input or stops, so a caller that sees the
+// connection die or its context end may find its answer read and not
+// yet handed over; it then waits for the reader to hand it over.
+func (c *conn) answered(t *task) bool {
+	c.mu.Lock()
+	waiting := c.tasks[t.itt] == t
+	c.mu.Unlock()
+	if waiting {
+		return false
+	}
+	select {
+	case <-t.done:
+		return true
+	case <-c.readerDone:
+		// The reader delivers everything it read before it stops.
+		select {
+		case <-t.done:
+			return true
+		default:
+			return false
 		}
 	}
 }

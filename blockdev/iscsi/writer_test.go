@@ -2,6 +2,8 @@ package iscsi
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"net"
 	"sync"
 	"testing"
@@ -99,5 +101,54 @@ func TestWriterGathersInOrder(t *testing.T) {
 		if err := pdu.ReadData(r, got, c.dg); err != nil || !bytes.Equal(got, datas[i]) || h.ITT() != uint32(i) {
 			t.Fatalf("PDU %d differs (%v)", i, err)
 		}
+	}
+}
+
+// TestAnswerReadBeforeTheEndIsKept checks that a caller whose answer the
+// reader has read, but not yet handed over, gets that answer even when
+// the connection dies or the caller's context ends meanwhile, instead of
+// an outcome-unknown error for a command that completed.
+func TestAnswerReadBeforeTheEndIsKept(t *testing.T) {
+	for _, end := range []string{"connection dies", "context ends"} {
+		t.Run(end, func(t *testing.T) {
+			cfg := DefaultConfig()
+			c := newConn(&cfg, &recorder{}, [6]byte{})
+			tk := &task{itt: 7, op: 0x2a, done: make(chan struct{})}
+			c.tasks[tk.itt] = tk
+			c.inflight = 1
+			// The reader read GOOD status for the write.
+			c.finishLater(tk)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			if end == "connection dies" {
+				c.fail(errConnLost)
+			} else {
+				cancel()
+			}
+			res := make(chan error, 1)
+			go func() {
+				got, err := c.wait(ctx, tk, &cmd{})
+				if err == nil && got != tk {
+					err = errors.New("another task came back")
+				}
+				res <- err
+			}()
+			select {
+			case err := <-res:
+				t.Fatalf("wait returned before the reader handed the answer over: %v", err)
+			case <-time.After(50 * time.Millisecond):
+			}
+			// The reader runs out of input (or stops) and hands it over.
+			c.deliver()
+			close(c.readerDone)
+			select {
+			case err := <-res:
+				if err != nil {
+					t.Fatalf("answered write reported as %v", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("wait did not return")
+			}
+		})
 	}
 }
