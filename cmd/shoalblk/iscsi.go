@@ -34,6 +34,23 @@ func (o *iscsiOpts) register(c *cobra.Command) {
 	c.Flags().BoolVarP(&o.verbose, "verbose", "v", false, "log the iSCSI conversation to stderr")
 }
 
+// begin parses url into a configuration and bounds ctx by --timeout.
+func (o *iscsiOpts) begin(ctx context.Context, url string) (context.Context, context.CancelFunc, iscsi.Config, iscsi.Address, error) {
+	a, err := iscsi.ParseURL(url)
+	if err != nil {
+		return nil, nil, iscsi.Config{}, a, err
+	}
+	cfg, err := o.config(url)
+	if err != nil {
+		return nil, nil, cfg, a, err
+	}
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	return ctx, cancel, cfg, a, nil
+}
+
 func (o *iscsiOpts) config(url string) (iscsi.Config, error) {
 	cfg, err := iscsi.ConfigFromURL(url)
 	if err != nil {
@@ -102,16 +119,11 @@ type iscsiTargetReport struct {
 }
 
 func iscsiLs(ctx context.Context, w io.Writer, url string, o *iscsiOpts) error {
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	ctx, cancel := context.WithTimeout(ctx, o.timeout)
-	defer cancel()
-	cfg, err := o.config(url)
+	ctx, cancel, cfg, a, err := o.begin(ctx, url)
 	if err != nil {
 		return err
 	}
-	a, _ := iscsi.ParseURL(url)
+	defer cancel()
 	var targets []iscsi.TargetInfo
 	if cfg.Target != "" {
 		targets = []iscsi.TargetInfo{{Name: cfg.Target}}
@@ -231,16 +243,11 @@ type iscsiPRReport struct {
 }
 
 func iscsiPR(ctx context.Context, w io.Writer, url string, o *iscsiOpts) error {
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	ctx, cancel := context.WithTimeout(ctx, o.timeout)
-	defer cancel()
-	cfg, err := o.config(url)
+	ctx, cancel, cfg, a, err := o.begin(ctx, url)
 	if err != nil {
 		return err
 	}
-	a, _ := iscsi.ParseURL(url)
+	defer cancel()
 	if cfg.Target == "" || !a.HasLUN {
 		return fmt.Errorf("%s names no target and LUN (iscsi://host[:port]/target-iqn/lun)", a)
 	}

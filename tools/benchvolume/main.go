@@ -174,28 +174,23 @@ func run(out, dir, dir2 string, size, region int64, randTime time.Duration, pass
 		res = append(res, result{name, unit, median(rs), median(ms), median(ps)})
 		return nil
 	}
+	rw := map[bool]string{true: "write", false: "read"}
 	for _, qd := range []int{1, 32} {
-		if err := add(fmt.Sprintf("seq write 1MiB qd%d", qd), "MiB/s", func(d blockdev.Device) (float64, error) {
-			return seq(ctx, d, span, qd, passes, true)
-		}); err != nil {
-			return err
-		}
-		if err := add(fmt.Sprintf("seq read 1MiB qd%d", qd), "MiB/s", func(d blockdev.Device) (float64, error) {
-			return seq(ctx, d, span, qd, passes, false)
-		}); err != nil {
-			return err
+		for _, write := range []bool{true, false} {
+			if err := add(fmt.Sprintf("seq %s 1MiB qd%d", rw[write], qd), "MiB/s", func(d blockdev.Device) (float64, error) {
+				return seq(ctx, d, span, qd, passes, write)
+			}); err != nil {
+				return err
+			}
 		}
 	}
 	for _, qd := range []int{1, 32} {
-		if err := add(fmt.Sprintf("rand write 4KiB qd%d", qd), "IOPS", func(d blockdev.Device) (float64, error) {
-			return random(ctx, d, span, qd, randTime, true)
-		}); err != nil {
-			return err
-		}
-		if err := add(fmt.Sprintf("rand read 4KiB qd%d", qd), "IOPS", func(d blockdev.Device) (float64, error) {
-			return random(ctx, d, span, qd, randTime, false)
-		}); err != nil {
-			return err
+		for _, write := range []bool{true, false} {
+			if err := add(fmt.Sprintf("rand %s 4KiB qd%d", rw[write], qd), "IOPS", func(d blockdev.Device) (float64, error) {
+				return random(ctx, d, span, qd, randTime, write)
+			}); err != nil {
+				return err
+			}
 		}
 	}
 	var b strings.Builder
