@@ -19,6 +19,7 @@ import (
 	"github.com/shoal-ha/shoal/blockdev"
 	"github.com/shoal-ha/shoal/fencing"
 	"github.com/shoal-ha/shoal/fencing/recovery"
+	"github.com/shoal-ha/shoal/fixtures/tgtrig"
 	"github.com/shoal-ha/shoal/internal/etcdtest"
 	"github.com/shoal-ha/shoal/internal/testlog"
 	"go.etcd.io/etcd/client/v3/concurrency"
@@ -140,13 +141,10 @@ func (c *child) writesAfter(marker string) []string {
 	return out
 }
 
-// TestPausedWriterProcessOnTgtd: a node process is SIGSTOPped at an
-// arbitrary point of its write loop on two tgtd legs, fenced, and the
-// region is written by the survivor; after SIGCONT every one of its
-// writes is refused by the targets and the legs keep the survivor's data.
-func TestPausedWriterProcessOnTgtd(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
+// survivorAndVictim starts two tgtd legs, opens and registers the
+// survivor node n0 on them, and starts victim as a child process that
+// registers and writes on the same legs.
+func survivorAndVictim(ctx context.Context, t *testing.T, victim fencing.NodeRef) ([]*tgtrig.Target, *node, *child) {
 	legs := startLegs(t, 2)
 	survivor := openNode(t, legs, fencing.NewNodeRef("n0", "1", 0))
 	if err := survivor.fencer.Join(ctx); err != nil {
@@ -156,8 +154,19 @@ func TestPausedWriterProcessOnTgtd(t *testing.T) {
 	for _, l := range legs {
 		urls = append(urls, l.URL(1))
 	}
-	victim := fencing.NewNodeRef("n1", "1", 0)
 	c := startChild(t, envChild, "pr", envLegs, strings.Join(urls, ","), envName, victim.Name, envInc, victim.Incarnation)
+	return legs, survivor, c
+}
+
+// TestPausedWriterProcessOnTgtd: a node process is SIGSTOPped at an
+// arbitrary point of its write loop on two tgtd legs, fenced, and the
+// region is written by the survivor; after SIGCONT every one of its
+// writes is refused by the targets and the legs keep the survivor's data.
+func TestPausedWriterProcessOnTgtd(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	victim := fencing.NewNodeRef("n1", "1", 0)
+	legs, survivor, c := survivorAndVictim(ctx, t, victim)
 	c.waitLine("ready")
 	c.waitLine("write 3 ok")
 
@@ -196,17 +205,8 @@ func TestPausedWriterProcessOnTgtd(t *testing.T) {
 func TestKilledNodeIsFencedOnTgtd(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	legs := startLegs(t, 2)
-	survivor := openNode(t, legs, fencing.NewNodeRef("n0", "1", 0))
-	if err := survivor.fencer.Join(ctx); err != nil {
-		t.Fatal(err)
-	}
-	var urls []string
-	for _, l := range legs {
-		urls = append(urls, l.URL(1))
-	}
 	victim := fencing.NewNodeRef("n2", "7", 0)
-	c := startChild(t, envChild, "pr", envLegs, strings.Join(urls, ","), envName, victim.Name, envInc, victim.Incarnation)
+	_, survivor, c := survivorAndVictim(ctx, t, victim)
 	c.waitLine("write 1 ok")
 	if err := syscall.Kill(c.pid(), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
