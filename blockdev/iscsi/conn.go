@@ -363,34 +363,32 @@ func (c *conn) readPDUs() error {
 		}
 		c.seq(p.Seq())
 		n := h.DataLen()
-		switch p := p.(type) {
-		case *pdu.DataIn:
-			if err := c.dataIn(p, n); err != nil {
+		if d, ok := p.(*pdu.DataIn); ok {
+			if err := c.dataIn(d, n); err != nil {
 				return err
 			}
+			continue
+		}
+		// Other PDUs carry at most maxData bytes: read the segment whole.
+		data := make([]byte, n)
+		if err := pdu.ReadData(c.br, data, c.dg); err != nil {
+			return fmt.Errorf("%w: %w", errConnLost, err)
+		}
+		switch p := p.(type) {
 		case *pdu.SCSIResponse:
-			data := make([]byte, n)
-			if err := pdu.ReadData(c.br, data, c.dg); err != nil {
-				return fmt.Errorf("%w: %w", errConnLost, err)
-			}
 			if t := c.lookup(p.ITT); t != nil {
 				t.response, t.status, t.residual, t.under = p.Response, p.Status, p.Residual, p.Underflow
 				if p.Response != 0 {
 					t.err = fmt.Errorf("%w: iSCSI response 0x%02x (target failure)", ErrTaskAborted, p.Response)
 				}
-				if len(data) >= 2 {
-					sl := int(data[0])<<8 | int(data[1])
-					if sl > len(data)-2 {
-						return fmt.Errorf("%w: sense length %d in a %d-byte segment", ErrProtocol, sl, len(data))
-					}
-					t.sense = data[2 : 2+sl]
+				sense, ok := senseData(data)
+				if !ok {
+					return fmt.Errorf("%w: sense length beyond its %d-byte segment", ErrProtocol, len(data))
 				}
+				t.sense = sense
 				c.finishLater(t)
 			}
 		case *pdu.R2T:
-			if err := pdu.Discard(c.br, n, c.dg); err != nil {
-				return fmt.Errorf("%w: %w", errConnLost, err)
-			}
 			t := c.lookup(p.ITT)
 			if t == nil {
 				continue
@@ -401,9 +399,6 @@ func (c *conn) readPDUs() error {
 				return fmt.Errorf("%w: more outstanding R2Ts than negotiated", ErrProtocol)
 			}
 		case *pdu.NOPIn:
-			if err := pdu.Discard(c.br, n, c.dg); err != nil {
-				return fmt.Errorf("%w: %w", errConnLost, err)
-			}
 			if p.ITT != pdu.ReservedTag {
 				c.mu.Lock()
 				if p.ITT == c.pingITT {
@@ -416,33 +411,17 @@ func (c *conn) readPDUs() error {
 				go c.nopReply(p.TTT, p.LUN)
 			}
 		case *pdu.TaskMgmtResponse:
-			if err := pdu.Discard(c.br, n, c.dg); err != nil {
-				return fmt.Errorf("%w: %w", errConnLost, err)
-			}
 			if t := c.lookup(p.ITT); t != nil {
 				t.tmfResp = p.Response
 				c.finish(t)
 			}
 		case *pdu.LogoutResponse:
-			if err := pdu.Discard(c.br, n, c.dg); err != nil {
-				return fmt.Errorf("%w: %w", errConnLost, err)
-			}
 			if t := c.lookup(p.ITT); t != nil {
 				t.response = p.Response
 				c.finish(t)
 			}
 		case *pdu.AsyncMessage:
-			data := make([]byte, n)
-			if err := pdu.ReadData(c.br, data, c.dg); err != nil {
-				return fmt.Errorf("%w: %w", errConnLost, err)
-			}
-			var sense []byte
-			if len(data) >= 2 {
-				sl := int(data[0])<<8 | int(data[1])
-				if sl <= len(data)-2 {
-					sense = data[2 : 2+sl]
-				}
-			}
+			sense, _ := senseData(data)
 			c.log.Info("asynchronous message", "event", p.Event, "param1", p.Param1, "param2", p.Param2)
 			if c.onAsync != nil {
 				c.onAsync(p, sense)
@@ -451,10 +430,6 @@ func (c *conn) readPDUs() error {
 				return fmt.Errorf("%w: target announced it drops the connection", errConnLost)
 			}
 		case *pdu.Reject:
-			data := make([]byte, n)
-			if err := pdu.ReadData(c.br, data, c.dg); err != nil {
-				return fmt.Errorf("%w: %w", errConnLost, err)
-			}
 			itt, ok := pdu.RejectedITT(data)
 			c.log.Warn("target rejected a PDU", "reason", p.Reason, "itt", itt)
 			if ok {
@@ -467,6 +442,20 @@ func (c *conn) readPDUs() error {
 			return fmt.Errorf("%w: unexpected %v in full-feature phase", ErrProtocol, h.Opcode())
 		}
 	}
+}
+
+// senseData returns the sense data of a data segment that starts with
+// its two-byte length (none when the segment is shorter); ok is false when
+// that length runs past the segment.
+func senseData(data []byte) (sense []byte, ok bool) {
+	if len(data) < 2 {
+		return nil, true
+	}
+	sl := int(data[0])<<8 | int(data[1])
+	if sl > len(data)-2 {
+		return nil, false
+	}
+	return data[2 : 2+sl], true
 }
 
 // directMin is the smallest Data-In segment read straight from the socket

@@ -1,6 +1,7 @@
 package iscsi
 
 import (
+	"bytes"
 	"errors"
 	"strings"
 	"testing"
@@ -265,3 +266,23 @@ func TestSchemeRegistered(t *testing.T) {
 }
 
 func kv(k, v string) pdu.KV { return pdu.KV{Key: k, Value: v} }
+
+func TestSenseData(t *testing.T) {
+	for _, tc := range []struct {
+		seg   []byte
+		sense []byte
+		ok    bool
+	}{
+		{nil, nil, true},
+		{[]byte{0}, nil, true},
+		{[]byte{0, 0}, []byte{}, true},
+		{[]byte{0, 3, 0x70, 0, 6, 9}, []byte{0x70, 0, 6}, true},
+		{[]byte{0, 5, 0x70, 0}, nil, false},
+		{[]byte{0xff, 0xff}, nil, false},
+	} {
+		sense, ok := senseData(tc.seg)
+		if ok != tc.ok || !bytes.Equal(sense, tc.sense) {
+			t.Errorf("senseData(%x) = %x, %v; want %x, %v", tc.seg, sense, ok, tc.sense, tc.ok)
+		}
+	}
+}
