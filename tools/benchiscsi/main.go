@@ -125,6 +125,12 @@ func run(out string, dur time.Duration, lunSize int64, layouts []string, verbose
 	if runs < 1 {
 		return fmt.Errorf("-runs must be at least 1")
 	}
+	if dur < 100*time.Millisecond {
+		return fmt.Errorf("-duration %v is too short (at least 100ms)", dur)
+	}
+	if !slices.ContainsFunc(rows, func(r row) bool { return strings.Contains(r.name, onlyRows) }) {
+		return fmt.Errorf("-only %q matches no row", onlyRows)
+	}
 	ctx := context.Background()
 	if err := tgtrig.Install(ctx); err != nil {
 		return err
