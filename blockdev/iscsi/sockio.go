@@ -18,10 +18,27 @@ import (
 // the kernel preempts has its processor taken away and given to another
 // thread, which costs two thread wake-ups per command. For connections
 // that are not sockets (test wrappers) it falls back to the net.Conn.
+//
+// One goroutine at a time reads (the connection's reader) and one at a
+// time writes (whoever holds the writing flag); the state of each call
+// lives here so that the callbacks handed to the poller are made once,
+// not allocated per call.
 type sockIO struct {
-	nc  net.Conn
-	rc  syscall.RawConn // nil: use nc
-	iov []syscall.Iovec
+	nc net.Conn
+	rc syscall.RawConn // nil: use nc
+
+	// Read side.
+	rbuf   []byte
+	rn     int
+	rerrno syscall.Errno
+	readFn func(fd uintptr) bool
+
+	// Write side.
+	iov     []syscall.Iovec
+	wwait   bool
+	wn      int
+	werrno  syscall.Errno
+	writeFn func(fd uintptr) bool
 }
 
 func newSockIO(nc net.Conn) *sockIO {
@@ -31,7 +48,38 @@ func newSockIO(nc net.Conn) *sockIO {
 			s.rc = rc
 		}
 	}
+	s.readFn, s.writeFn = s.readRaw, s.writevRaw
 	return s
+}
+
+// readRaw is the poller's callback for Read: false asks it to wait for
+// input and call again.
+func (s *sockIO) readRaw(fd uintptr) bool {
+	for {
+		r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&s.rbuf[0])), uintptr(len(s.rbuf)))
+		if e == syscall.EINTR {
+			continue
+		}
+		s.rn, s.rerrno = int(r), e
+		return e != syscall.EAGAIN
+	}
+}
+
+// writevRaw is the poller's callback for writev: false asks it to wait
+// for room and call again (only when wwait is set).
+func (s *sockIO) writevRaw(fd uintptr) bool {
+	for {
+		r, _, e := syscall.RawSyscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&s.iov[0])), uintptr(len(s.iov)))
+		if e == syscall.EINTR {
+			continue
+		}
+		if e == syscall.EAGAIN {
+			s.wn, s.werrno = 0, 0
+			return !s.wwait
+		}
+		s.wn, s.werrno = int(r), e
+		return true
+	}
 }
 
 // maxIOV is the most buffers one writev takes (IOV_MAX on Linux).
@@ -42,18 +90,10 @@ func (s *sockIO) Read(p []byte) (int, error) {
 	if s.rc == nil || len(p) == 0 {
 		return s.nc.Read(p)
 	}
-	var n int
-	var errno syscall.Errno
-	err := s.rc.Read(func(fd uintptr) bool {
-		for {
-			r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-			if e == syscall.EINTR {
-				continue
-			}
-			n, errno = int(r), e
-			return e != syscall.EAGAIN
-		}
-	})
+	s.rbuf = p
+	err := s.rc.Read(s.readFn)
+	s.rbuf = nil
+	n, errno := s.rn, s.rerrno
 	switch {
 	case err != nil:
 		return 0, err
@@ -116,21 +156,9 @@ func (s *sockIO) writev(bufs net.Buffers, wait bool) (net.Buffers, int, error) {
 	if len(s.iov) == 0 {
 		return nil, 0, nil
 	}
-	var n int
-	var errno syscall.Errno
-	err := s.rc.Write(func(fd uintptr) bool {
-		for {
-			r, _, e := syscall.RawSyscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&s.iov[0])), uintptr(len(s.iov)))
-			if e == syscall.EINTR {
-				continue
-			}
-			if e == syscall.EAGAIN {
-				return !wait
-			}
-			n, errno = int(r), e
-			return true
-		}
-	})
+	s.wwait = wait
+	err := s.rc.Write(s.writeFn)
+	n, errno := s.wn, s.werrno
 	if err != nil {
 		return bufs, 0, err
 	}
