@@ -17,16 +17,26 @@ func (v *Volume) FailLeg(ctx context.Context, i int) error {
 		return err
 	}
 	return v.updateTable(ctx, func(t *LegTable) error {
-		j := t.Find(id)
-		if j < 0 {
-			return fmt.Errorf("%w: %d", ErrNoSuchLeg, i)
-		}
-		if t.Legs[j].State == LegInSync && t.InSync() == 1 {
-			return fmt.Errorf("%w: leg %d is the only in-sync leg", ErrLastInSyncLeg, j)
+		j, err := t.spare(id, i)
+		if err != nil {
+			return err
 		}
 		t.Legs[j].State, t.Legs[j].Cursor = LegFailed, 0
 		return nil
 	})
+}
+
+// spare returns the index in t of the leg with id (leg i of the volume)
+// when the volume can do without it: it is not the last in-sync leg.
+func (t *LegTable) spare(id uuid.UUID, i int) (int, error) {
+	j := t.Find(id)
+	if j < 0 {
+		return 0, fmt.Errorf("%w: %d", ErrNoSuchLeg, i)
+	}
+	if t.Legs[j].State == LegInSync && t.InSync() == 1 {
+		return 0, fmt.Errorf("%w: leg %d is the only in-sync leg", ErrLastInSyncLeg, j)
+	}
+	return j, nil
 }
 
 // RemoveLeg drops leg i from the volume. The last in-sync leg is refused.
@@ -36,12 +46,9 @@ func (v *Volume) RemoveLeg(ctx context.Context, i int) error {
 		return err
 	}
 	return v.updateTable(ctx, func(t *LegTable) error {
-		j := t.Find(id)
-		if j < 0 {
-			return fmt.Errorf("%w: %d", ErrNoSuchLeg, i)
-		}
-		if t.Legs[j].State == LegInSync && t.InSync() == 1 {
-			return fmt.Errorf("%w: leg %d is the only in-sync leg", ErrLastInSyncLeg, j)
+		j, err := t.spare(id, i)
+		if err != nil {
+			return err
 		}
 		t.Legs = append(t.Legs[:j], t.Legs[j+1:]...)
 		return nil
