@@ -136,6 +136,21 @@ func (o *options) applyConfig(cmd *cobra.Command) error {
 	return nil
 }
 
+// interruptible connects for a command that runs until Ctrl-C or
+// SIGTERM: the returned context ends on either, and done closes the
+// client and stops listening for the signals.
+func (o *options) interruptible(ctx context.Context) (context.Context, *clientv3.Client, func(), error) {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	cli, err := o.client()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	return ctx, cli, func() { stop(); _ = cli.Close() }, nil
+}
+
 func (o *options) client() (*clientv3.Client, error) {
 	if len(o.endpoints) == 0 {
 		return nil, errors.New("no etcd endpoints (use --endpoints or --config)")
@@ -359,16 +374,11 @@ func runGraph(ctx context.Context, o *options, out io.Writer) error {
 }
 
 func runWatch(ctx context.Context, o *options, out io.Writer) error {
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	cli, err := o.client()
+	ctx, cli, done, err := o.interruptible(ctx)
 	if err != nil {
 		return err
 	}
-	defer cli.Close()
+	defer done()
 	lctx, cancel := context.WithTimeout(ctx, o.timeout)
 	rep, rev, err := dlm.LoadTable(lctx, cli, o.prefix)
 	cancel()
@@ -421,16 +431,11 @@ func runAcquire(ctx context.Context, o *options, out io.Writer, in io.Reader, re
 	if err != nil {
 		return err
 	}
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	cli, err := o.client()
+	ctx, cli, done, err := o.interruptible(ctx)
 	if err != nil {
 		return err
 	}
-	defer cli.Close()
+	defer done()
 	name := o.name
 	if name == "" {
 		host, _ := os.Hostname()
