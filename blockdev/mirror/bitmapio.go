@@ -68,6 +68,9 @@ func (v *Volume) writeBitmapBlocks(ctx context.Context, slot int, image *Bitmap,
 	if len(blocks) == 0 {
 		return nil
 	}
+	if v.cfg.ReadOnly {
+		return ErrReadOnly
+	}
 	w := v.view.Load()
 	enc := make([][]byte, len(blocks))
 	for k, b := range blocks {

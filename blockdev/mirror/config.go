@@ -35,8 +35,15 @@ type Config struct {
 	// means blockdev.Open.
 	OpenLeg func(ctx context.Context, addr string) (blockdev.Device, error)
 	// AllowMissingLegs lets Open proceed when a leg the table counts as
-	// in sync was not given; such legs are marked failed cluster-wide.
+	// in sync was not given; such legs are marked failed cluster-wide
+	// (with ReadOnly they are only left out and reported in Notes).
 	AllowMissingLegs bool
+	// ReadOnly opens the volume to look at it (inspect, status, check):
+	// nothing is ever written to a leg or to the leg state store, by Open,
+	// by any call, or by Close. Legs opened by their recorded addresses
+	// are opened read-only (by the default OpenLeg). Calls that would
+	// write return ErrReadOnly. Requires Slot == NoSlot.
+	ReadOnly bool
 	// Logger receives the volume's log lines. Nil: no logging.
 	Logger hclog.Logger
 	// Clock paces background work and resync. Nil: the wall clock.
@@ -103,6 +110,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("mirror: config: ClearDelay must not be negative")
 	case c.SettleTime < 2*c.RefreshInterval:
 		return fmt.Errorf("mirror: config: SettleTime %v must be at least 2 x RefreshInterval (%v) so every node sees a leg change before a resync copies", c.SettleTime, c.RefreshInterval)
+	case c.ReadOnly && c.Slot != NoSlot:
+		return fmt.Errorf("mirror: config: ReadOnly needs Slot = NoSlot, got Slot %d", c.Slot)
 	case c.ResyncRate < 0:
 		return fmt.Errorf("mirror: config: ResyncRate must not be negative")
 	}

@@ -37,6 +37,10 @@ var (
 	ErrBadGeometry = errors.New("mirror: bad geometry")
 	// ErrNoSuchLeg: the named leg is not in the volume's leg table.
 	ErrNoSuchLeg = errors.New("mirror: no such leg")
+	// ErrReadOnly: the volume was opened read-only (Config.ReadOnly) and
+	// refuses anything that would write to a leg or the leg state store.
+	// Not retriable on this handle; open it writable to change it.
+	ErrReadOnly = errors.New("mirror: volume opened read-only")
 	// ErrClosed: the volume was closed.
 	ErrClosed = errors.New("mirror: volume closed")
 )

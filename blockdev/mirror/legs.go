@@ -95,6 +95,9 @@ func (v *Volume) ReturnLeg(ctx context.Context, i int, dev blockdev.Device) erro
 // open it. A device holding a superblock of any volume is refused unless
 // force is set.
 func (v *Volume) AddLeg(ctx context.Context, dev blockdev.Device, addr string, force bool) (int, error) {
+	if v.cfg.ReadOnly {
+		return -1, ErrReadOnly
+	}
 	if len(v.view.Load().table.Legs) >= MaxLegs {
 		return -1, fmt.Errorf("%w: volume already has %d legs", ErrBadGeometry, MaxLegs)
 	}

@@ -46,6 +46,9 @@ func (v *Volume) report(p Progress) {
 // on the source and the targets from the copied data. It holds the region
 // lock exclusively meanwhile.
 func (v *Volume) copyRegion(ctx context.Context, r int64, targets func(w *view) []int, buf []byte) (int, error) {
+	if v.cfg.ReadOnly {
+		return 0, ErrReadOnly
+	}
 	unlock, err := v.lockRegions(ctx, r, r, true)
 	if err != nil {
 		return 0, err
@@ -122,6 +125,9 @@ type RecoverReport struct {
 // Interrupted recovery is safe to run again.
 func (v *Volume) Recover(ctx context.Context, slot int) (RecoverReport, error) {
 	rep := RecoverReport{Slot: slot}
+	if v.cfg.ReadOnly {
+		return rep, ErrReadOnly
+	}
 	if slot < 0 || slot >= v.geo.Slots {
 		return rep, fmt.Errorf("mirror: recover: slot %d out of range (volume has %d)", slot, v.geo.Slots)
 	}
@@ -204,6 +210,9 @@ type LegResync struct {
 // leg table so an interrupted resync resumes where it stopped.
 func (v *Volume) Resync(ctx context.Context) (ResyncReport, error) {
 	var rep ResyncReport
+	if v.cfg.ReadOnly {
+		return rep, ErrReadOnly
+	}
 	w := v.view.Load()
 	var todo []uuid.UUID
 	for _, l := range w.table.Legs {

@@ -40,6 +40,9 @@ type ScrubOptions struct {
 // it rewrites the wrong data and checksums.
 func (v *Volume) Scrub(ctx context.Context, opts ScrubOptions) (ScrubReport, error) {
 	var rep ScrubReport
+	if opts.Repair && v.cfg.ReadOnly {
+		return rep, ErrReadOnly
+	}
 	w := v.view.Load()
 	n := len(w.inSync)
 	if n == 0 {

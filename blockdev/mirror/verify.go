@@ -40,7 +40,7 @@ func (r VerifyReport) Clean() bool { return len(r.Problems) == 0 }
 // scenario; shoalblk check runs it for operators.
 func (v *Volume) Verify(ctx context.Context) (VerifyReport, error) {
 	w := v.view.Load()
-	rep := VerifyReport{Generation: w.table.Generation, Legs: w.table.Clone().Legs, Dirty: map[int]int64{}}
+	rep := VerifyReport{Generation: w.table.Generation, Legs: w.table.Clone().Legs, Dirty: map[int]int64{}, Notes: v.Notes()}
 	for i, l := range w.table.Legs {
 		d := w.devs[i]
 		if d == nil {
@@ -145,6 +145,8 @@ type Status struct {
 	Legs       []LegStatus   `json:"legs"`
 	Dirty      map[int]int64 `json:"dirty_regions"`
 	Progress   *Progress     `json:"progress,omitempty"`
+	// Notes: stale leg tables and legs left out (see Volume.Notes).
+	Notes []string `json:"notes,omitempty"`
 }
 
 // LegStatus is one leg in Status.
@@ -161,7 +163,7 @@ type LegStatus struct {
 // Status reports legs, states, dirty regions per slot and resync progress.
 func (v *Volume) Status(ctx context.Context) (Status, error) {
 	w := v.view.Load()
-	st := Status{Volume: v.vol.String(), ClusterID: v.cluster, Size: v.Size(), RegionSize: v.geo.RegionSize, Slots: v.geo.Slots, Generation: w.table.Generation, Dirty: map[int]int64{}}
+	st := Status{Volume: v.vol.String(), ClusterID: v.cluster, Size: v.Size(), RegionSize: v.geo.RegionSize, Slots: v.geo.Slots, Generation: w.table.Generation, Dirty: map[int]int64{}, Notes: v.Notes()}
 	for i, l := range w.table.Legs {
 		st.Legs = append(st.Legs, LegStatus{Index: i, UUID: l.UUID.String(), Addr: l.Addr, State: l.State, Full: l.Full, Cursor: l.Cursor, Online: w.devs[i] != nil})
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,6 +48,8 @@ type Volume struct {
 	lastReadLeg   atomic.Int64
 	readsInFlight [MaxLegs]atomic.Int64
 	progress      atomic.Pointer[Progress]
+
+	notes []string // what Open found; see Notes
 
 	failMu   sync.Mutex
 	failSeen map[uuid.UUID]time.Time // when this node first saw a leg failed
@@ -94,6 +97,17 @@ func (w *view) allInSync() bool {
 // superblock, refuses legs of another volume and stale legs, reconciles the
 // leg table with the store, recovers this slot's own dirty regions (left by
 // a crash of the previous holder of the slot) and starts background work.
+//
+// The leg table never goes back: Open follows the legs each table names
+// (opening them by their recorded addresses) until no reachable leg holds
+// a newer table, so the order of the given legs and which of them comes
+// first do not matter. A leg holding an older table is stale: it is listed
+// in Notes and its table is never published; a given leg the newest table
+// no longer lists is refused with ErrStaleLeg.
+//
+// With Config.ReadOnly, Open and every later call write nothing to any leg
+// or store: missing legs stay missing (not failed), lagging superblocks are
+// reported, not refreshed.
 func Open(ctx context.Context, cfg Config) (*Volume, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -109,7 +123,7 @@ func Open(ctx context.Context, cfg Config) (*Volume, error) {
 	}
 	if cfg.OpenLeg == nil {
 		cfg.OpenLeg = func(ctx context.Context, addr string) (blockdev.Device, error) {
-			return blockdev.Open(ctx, addr, blockdev.OpenOptions{Logger: cfg.Logger})
+			return blockdev.Open(ctx, addr, blockdev.OpenOptions{Logger: cfg.Logger, ReadOnly: cfg.ReadOnly})
 		}
 	}
 	sbs := make([]Superblock, len(cfg.Legs))
@@ -121,7 +135,6 @@ func Open(ctx context.Context, cfg Config) (*Volume, error) {
 		sbs[i] = sb
 	}
 	ref := sbs[0]
-	newest := ref.Table
 	bySelf := map[uuid.UUID]blockdev.Device{}
 	for i, sb := range sbs {
 		if sb.Volume != ref.Volume {
@@ -134,16 +147,31 @@ func Open(ctx context.Context, cfg Config) (*Volume, error) {
 			return nil, fmt.Errorf("mirror: leg %d is the same leg (%s) as another given leg", i, sb.Self)
 		}
 		bySelf[sb.Self] = cfg.Legs[i]
-		if sb.Table.Generation > newest.Generation {
-			newest = sb.Table
-		}
 	}
 	if cfg.Slot >= ref.Geometry.Slots {
 		return nil, fmt.Errorf("mirror: slot %d out of range: volume has %d node slots", cfg.Slot, ref.Geometry.Slots)
 	}
+	v := &Volume{
+		cfg: cfg, log: cfg.Logger.With("volume", ref.Volume.String(), "slot", cfg.Slot), clk: cfg.Clock,
+		geo: ref.Geometry, vol: ref.Volume, lockNS: ref.Volume.String(), cluster: ref.ClusterID,
+		store: cfg.Store, locker: cfg.Locker, owned: map[uuid.UUID]blockdev.Device{}, given: cfg.Legs,
+		in: newIntent(ref.Geometry.Regions), stop: make(chan struct{}), bgDone: make(chan struct{}),
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			for _, d := range v.owned {
+				d.Close()
+			}
+		}
+	}()
+	found := newTableSearch(sbs, bySelf)
+	found.follow(ctx, v, found.newest)
+	newest := found.newest
 	table := newest
 	// Several nodes may open the volume at once and race to publish the
-	// superblocks' table: the loser reloads and takes the winner's.
+	// superblocks' table: the loser reloads and takes the winner's. A
+	// read-only volume takes the newer of the two and publishes nothing.
 	for attempt := 0; cfg.Store != nil; attempt++ {
 		stored, ok, err := cfg.Store.Load(ctx, ref.Volume)
 		if err != nil {
@@ -151,6 +179,12 @@ func Open(ctx context.Context, cfg Config) (*Volume, error) {
 		}
 		if ok && stored.Generation >= newest.Generation {
 			table = stored
+			break
+		}
+		if cfg.ReadOnly {
+			if ok {
+				v.notes = append(v.notes, fmt.Sprintf("the leg state store holds leg table generation %d, older than generation %d on the legs", stored.Generation, newest.Generation))
+			}
 			break
 		}
 		var prev uint64
@@ -165,22 +199,35 @@ func Open(ctx context.Context, cfg Config) (*Volume, error) {
 			return nil, fmt.Errorf("mirror: publish leg table: %w", err)
 		}
 	}
-	v := &Volume{
-		cfg: cfg, log: cfg.Logger.With("volume", ref.Volume.String(), "slot", cfg.Slot), clk: cfg.Clock,
-		geo: ref.Geometry, vol: ref.Volume, lockNS: ref.Volume.String(), cluster: ref.ClusterID,
-		store: cfg.Store, locker: cfg.Locker, owned: map[uuid.UUID]blockdev.Device{}, given: cfg.Legs,
-		in: newIntent(ref.Geometry.Regions), stop: make(chan struct{}), bgDone: make(chan struct{}),
+	if table.Generation > newest.Generation {
+		// The store's table may name legs the superblocks did not.
+		found.follow(ctx, v, table)
 	}
 	if v.store == nil {
 		v.store = &superblockStore{v: v}
 	}
 	for i, sb := range sbs {
 		if table.Find(sb.Self) < 0 {
-			return nil, fmt.Errorf("%w: leg %d (%s) was removed from volume %s (generation %d, table generation %d)", ErrStaleLeg, i, sb.Self, sb.Volume, sb.Table.Generation, table.Generation)
+			addr := ""
+			if j := sb.Table.Find(sb.Self); j >= 0 {
+				addr = " " + sb.Table.Legs[j].Addr
+			}
+			return nil, fmt.Errorf("%w: given leg %d (%s%s) was removed from volume %s: it holds leg table generation %d, the newest table (generation %d, found on %s) does not list it; nothing was changed", ErrStaleLeg, i, sb.Self, addr, sb.Volume, sb.Table.Generation, table.Generation, found.where(table))
 		}
 		if l := table.Legs[table.Find(sb.Self)]; l.State == LegFailed && sb.Table.Generation < table.Generation {
-			v.log.Warn("stale leg will not serve data until resynced", "leg", i, "leg_uuid", sb.Self, "leg_generation", sb.Table.Generation, "generation", table.Generation)
+			v.log.Info("stale leg will not serve data until resynced", "leg", i, "leg_uuid", sb.Self, "leg_generation", sb.Table.Generation, "generation", table.Generation)
 		}
+	}
+	v.notes = append(v.notes, found.stale(table)...)
+	// Legs the search opened are used when the table counts them live,
+	// closed otherwise.
+	for id, d := range v.owned {
+		if j := table.Find(id); j < 0 || table.Legs[j].State == LegFailed {
+			d.Close()
+			delete(v.owned, id)
+			continue
+		}
+		bySelf[id] = d
 	}
 	var missing []int
 	for i, l := range table.Legs {
@@ -188,25 +235,37 @@ func Open(ctx context.Context, cfg Config) (*Volume, error) {
 			continue
 		}
 		// A live leg that was not given is opened by its address.
-		if d := v.openRecorded(ctx, l); d != nil {
-			bySelf[l.UUID] = d
-			v.owned[l.UUID] = d
-			continue
+		if !found.tried[l.UUID] {
+			if d := v.openRecorded(ctx, l); d != nil {
+				bySelf[l.UUID] = d
+				v.owned[l.UUID] = d
+				continue
+			}
 		}
 		missing = append(missing, i)
 	}
-	if len(missing) > 0 {
-		if !cfg.AllowMissingLegs {
-			var names []string
-			for _, i := range missing {
-				names = append(names, fmt.Sprintf("%d (%s %s)", i, table.Legs[i].UUID, table.Legs[i].Addr))
-			}
-			return nil, fmt.Errorf("%w: table generation %d lists legs %v as %s but they were not given", ErrMissingLeg, table.Generation, names, "live")
+	if len(missing) > 0 && !cfg.AllowMissingLegs {
+		var names []string
+		for _, i := range missing {
+			names = append(names, fmt.Sprintf("%d (%s %s)", i, table.Legs[i].UUID, table.Legs[i].Addr))
 		}
+		return nil, fmt.Errorf("%w: table generation %d lists legs %v as %s but they were not given", ErrMissingLeg, table.Generation, names, "live")
 	}
 	v.view.Store(newView(table, func(id uuid.UUID) blockdev.Device { return bySelf[id] }))
 	if len(v.view.Load().inSync) == 0 && len(missing) == 0 {
 		return nil, fmt.Errorf("%w: no given leg is in sync at generation %d", ErrStaleLeg, table.Generation)
+	}
+	if cfg.ReadOnly {
+		for _, i := range missing {
+			v.notes = append(v.notes, fmt.Sprintf("leg %d (%s %s) is %s in the table but was not given nor found at its address; it was not checked and not changed", i, table.Legs[i].UUID, table.Legs[i].Addr, table.Legs[i].State))
+		}
+		if err := v.refreshForeign(ctx); err != nil {
+			return nil, err
+		}
+		ok = true
+		v.opened.Store(true)
+		close(v.bgDone)
+		return v, nil
 	}
 	for _, i := range missing {
 		id := table.Legs[i].UUID
@@ -227,12 +286,15 @@ func Open(ctx context.Context, cfg Config) (*Volume, error) {
 	// a table changed in the store while this leg's superblock lagged).
 	w := v.view.Load()
 	for _, i := range w.writable {
-		var sb Superblock
-		var err error
-		if k := indexOfDev(cfg.Legs, w.devs[i]); k >= 0 {
-			sb = sbs[k]
-		} else if sb, err = readSuperblock(ctx, w.devs[i]); err != nil {
-			return nil, fmt.Errorf("mirror: leg %d: %w", i, err)
+		sb, ok := found.sbs[w.table.Legs[i].UUID]
+		if !ok {
+			var err error
+			if sb, err = readSuperblock(ctx, w.devs[i]); err != nil {
+				return nil, fmt.Errorf("mirror: leg %d: %w", i, err)
+			}
+		}
+		if sb.Table.Generation < w.table.Generation {
+			v.log.Info("superblock lags the leg table; rewriting it", "leg", i, "leg_generation", sb.Table.Generation, "generation", w.table.Generation)
 		}
 		if sb.Table.Generation != w.table.Generation {
 			if err := writeSuperblock(ctx, w.devs[i], v.superblock(w.table, w.table.Legs[i].UUID)); err != nil {
@@ -248,10 +310,105 @@ func Open(ctx context.Context, cfg Config) (*Volume, error) {
 			return nil, fmt.Errorf("mirror: recover own slot %d: %w", cfg.Slot, err)
 		}
 	}
+	ok = true
 	v.opened.Store(true)
 	go v.background()
 	return v, nil
 }
+
+// tableSearch collects the superblocks Open can reach: the given legs and
+// the legs the tables name, opened by their recorded addresses.
+type tableSearch struct {
+	sbs    map[uuid.UUID]Superblock // by leg UUID
+	given  map[uuid.UUID]bool
+	tried  map[uuid.UUID]bool // opened (or tried) by recorded address
+	newest LegTable
+	from   uuid.UUID // leg holding newest
+}
+
+func newTableSearch(sbs []Superblock, bySelf map[uuid.UUID]blockdev.Device) *tableSearch {
+	s := &tableSearch{sbs: map[uuid.UUID]Superblock{}, given: map[uuid.UUID]bool{}, tried: map[uuid.UUID]bool{}}
+	for _, sb := range sbs {
+		s.add(sb)
+		s.given[sb.Self] = true
+	}
+	return s
+}
+
+func (s *tableSearch) add(sb Superblock) bool {
+	s.sbs[sb.Self] = sb
+	if len(s.newest.Legs) == 0 || sb.Table.Generation > s.newest.Generation {
+		s.newest, s.from = sb.Table, sb.Self
+		return true
+	}
+	return false
+}
+
+// follow opens the live legs of t that were neither given nor opened yet,
+// and of every newer table found on them, until no newer table turns up.
+// Bounded: each leg is tried once and a volume has at most MaxLegs legs
+// per table.
+func (s *tableSearch) follow(ctx context.Context, v *Volume, t LegTable) {
+	for {
+		newer := false
+		for _, l := range t.Legs {
+			if l.State == LegFailed || s.given[l.UUID] || s.tried[l.UUID] {
+				continue
+			}
+			s.tried[l.UUID] = true
+			d := v.openRecorded(ctx, l)
+			if d == nil {
+				continue
+			}
+			v.owned[l.UUID] = d
+			sb, err := readSuperblock(ctx, d)
+			if err != nil {
+				continue
+			}
+			if s.add(sb) {
+				newer = true
+			}
+		}
+		if !newer {
+			return
+		}
+		t = s.newest
+	}
+}
+
+// where names the leg holding table t, for messages.
+func (s *tableSearch) where(t LegTable) string {
+	if t.Generation != s.newest.Generation {
+		return "the leg state store"
+	}
+	if j := t.Find(s.from); j >= 0 {
+		return fmt.Sprintf("leg %d (%s %s)", j, s.from, t.Legs[j].Addr)
+	}
+	return "leg " + s.from.String()
+}
+
+// stale lists the legs that hold a table older than t.
+func (s *tableSearch) stale(t LegTable) []string {
+	var out []string
+	for id, sb := range s.sbs {
+		if sb.Table.Generation >= t.Generation {
+			continue
+		}
+		name := id.String()
+		if j := t.Find(id); j >= 0 {
+			name = fmt.Sprintf("leg %d (%s %s, %s)", j, id, t.Legs[j].Addr, t.Legs[j].State)
+		} else if j := sb.Table.Find(id); j >= 0 {
+			name = fmt.Sprintf("removed leg %s (%s)", id, sb.Table.Legs[j].Addr)
+		}
+		out = append(out, fmt.Sprintf("%s holds stale leg table generation %d; the table is at generation %d", name, sb.Table.Generation, t.Generation))
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Notes are what Open found that an operator should know: legs holding a
+// stale leg table, and (read-only) legs missing or a store that lags.
+func (v *Volume) Notes() []string { return append([]string(nil), v.notes...) }
 
 // openRecorded opens a leg by the address in the leg table and checks that
 // it is that leg; nil if that fails.
@@ -343,6 +500,9 @@ func (v *Volume) updateTable(ctx context.Context, fn func(t *LegTable) error) er
 }
 
 func (v *Volume) updateTableWith(ctx context.Context, extra map[uuid.UUID]blockdev.Device, fn func(t *LegTable) error) error {
+	if v.cfg.ReadOnly {
+		return ErrReadOnly
+	}
 	v.tabMu.Lock()
 	defer v.tabMu.Unlock()
 	if tl, ok := v.store.(tableLocker); ok {
@@ -567,6 +727,9 @@ func (v *Volume) Close() error {
 		err = v.clean(ctx, true)
 	}
 	w := v.view.Load()
+	if v.cfg.ReadOnly {
+		w = &view{}
+	}
 	for _, i := range w.writable {
 		if ferr := w.devs[i].Flush(ctx); ferr != nil && err == nil {
 			err = ferr

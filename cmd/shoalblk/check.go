@@ -10,13 +10,15 @@ import (
 )
 
 func init() {
-	var vf volumeFlags
+	vf := volumeFlags{readOnly: true}
 	c := &cobra.Command{
 		Use:   "check LEG...",
 		Short: "Verify the volume read-only; non-zero exit on any inconsistency",
 		Long: `Check superblocks, bitmaps, that every in-sync leg holds the same data and
 that every block matches its checksum. Each problem is printed with its leg,
-region and offset; the exit status is 1 if there is any.`,
+region and offset; the exit status is 1 if there is any. Every leg is opened
+read-only and nothing is written (scrub --repair and resync are the
+commands that repair).`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := signalContext()

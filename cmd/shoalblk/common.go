@@ -34,6 +34,9 @@ type volumeFlags struct {
 	verbose    bool
 	rate       string
 	allowMiss  bool
+	// readOnly commands (status, check) open every leg read-only and
+	// never write to a leg or to etcd.
+	readOnly bool
 }
 
 func (f *volumeFlags) register(c *cobra.Command, withJSON bool) {
@@ -41,14 +44,20 @@ func (f *volumeFlags) register(c *cobra.Command, withJSON bool) {
 	c.Flags().StringVar(&f.etcdPrefix, "etcd-prefix", "/shoal", "etcd key prefix")
 	c.Flags().StringVar(&f.lockDir, "lock-dir", "", "directory of region lock files shared with processes on this host (default: no cross-process locking)")
 	c.Flags().BoolVarP(&f.verbose, "verbose", "v", false, "log what the volume does to stderr")
-	c.Flags().BoolVar(&f.allowMiss, "allow-missing", false, "mark legs that the leg table counts live but that were not given as failed, cluster-wide")
+	if f.readOnly {
+		c.Flags().BoolVar(&f.allowMiss, "allow-missing", false, "go on without legs that the leg table counts live but that were not given nor found at their addresses (they are reported, not changed)")
+	} else {
+		c.Flags().BoolVar(&f.allowMiss, "allow-missing", false, "mark legs that the leg table counts live but that were not given nor found at their addresses as failed, cluster-wide")
+	}
 	if withJSON {
 		c.Flags().BoolVar(&f.jsonOut, "json", false, "print JSON")
 	}
 }
 
+// logger logs to stderr only with -v: what an operator needs is in the
+// command's output and its error.
 func (f *volumeFlags) logger() hclog.Logger {
-	level := hclog.Warn
+	level := hclog.Off
 	if f.verbose {
 		level = hclog.Info
 	}
@@ -62,10 +71,10 @@ func signalContext() (context.Context, context.CancelFunc) {
 }
 
 // openLegs opens every address; missing files are an error.
-func openLegs(ctx context.Context, addrs []string, log hclog.Logger) ([]blockdev.Device, error) {
+func openLegs(ctx context.Context, addrs []string, log hclog.Logger, readOnly bool) ([]blockdev.Device, error) {
 	var devs []blockdev.Device
 	for _, a := range addrs {
-		d, err := blockdev.Open(ctx, a, blockdev.OpenOptions{Logger: log})
+		d, err := blockdev.Open(ctx, a, blockdev.OpenOptions{Logger: log, ReadOnly: readOnly})
 		if err != nil {
 			for _, x := range devs {
 				x.Close()
@@ -84,12 +93,13 @@ func (f *volumeFlags) openVolume(ctx context.Context, addrs []string, slot int, 
 		return nil, nil, fmt.Errorf("no legs given")
 	}
 	log := f.logger()
-	devs, err := openLegs(ctx, addrs, log)
+	devs, err := openLegs(ctx, addrs, log, f.readOnly)
 	if err != nil {
 		return nil, nil, err
 	}
 	cfg := mirror.DefaultConfig(slot)
 	cfg.Legs, cfg.Logger, cfg.AllowMissingLegs, cfg.Progress = devs, log, allowMissing || f.allowMiss, progress
+	cfg.ReadOnly = f.readOnly
 	if f.rate != "" {
 		r, err := parseSize(f.rate)
 		if err != nil {

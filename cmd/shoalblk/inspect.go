@@ -22,6 +22,9 @@ type legReport struct {
 	Geometry   *mirror.Geometry `json:"geometry,omitempty"`
 	Legs       []mirror.LegInfo `json:"legs,omitempty"`
 	Bitmaps    []slotReport     `json:"bitmaps,omitempty"`
+	// Stale says that another given leg of the same volume holds a newer
+	// leg table: this leg's table is old and not the volume's.
+	Stale string `json:"stale,omitempty"`
 }
 
 type slotReport struct {
@@ -55,6 +58,7 @@ func init() {
 				}
 				reps = append(reps, rep)
 			}
+			markStale(reps)
 			if vf.jsonOut {
 				if err := printJSON(os.Stdout, reps); err != nil {
 					return err
@@ -106,6 +110,28 @@ func inspectLeg(ctx context.Context, d blockdev.Device, rep *legReport) error {
 	return nil
 }
 
+// markStale notes, on every leg whose table is older than the newest table
+// of the same volume among the given legs, where the newer one is.
+func markStale(reps []legReport) {
+	newest := map[string]int{} // volume -> index of the leg with its newest table
+	for i, r := range reps {
+		if r.Error != "" {
+			continue
+		}
+		if j, ok := newest[r.Volume]; !ok || r.Generation > reps[j].Generation {
+			newest[r.Volume] = i
+		}
+	}
+	for i, r := range reps {
+		if r.Error != "" {
+			continue
+		}
+		if j := newest[r.Volume]; reps[j].Generation > r.Generation {
+			reps[i].Stale = fmt.Sprintf("stale: leg table generation %d, %s holds generation %d", r.Generation, reps[j].Addr, reps[j].Generation)
+		}
+	}
+}
+
 func printLegReport(r legReport) {
 	fmt.Printf("leg %s\n", r.Addr)
 	if r.Error != "" {
@@ -114,6 +140,9 @@ func printLegReport(r legReport) {
 	}
 	g := r.Geometry
 	fmt.Printf("  volume %s  cluster %q  generation %d\n  this leg %s\n", r.Volume, r.ClusterID, r.Generation, r.Self)
+	if r.Stale != "" {
+		fmt.Printf("  %s\n", r.Stale)
+	}
 	fmt.Printf("  size %d bytes  regions %d x %d bytes  block %d  slots %d  data at %d\n", g.VolumeSize(), g.Regions, g.RegionSize, g.BlockSize, g.Slots, g.DataOffset)
 	fmt.Printf("  legs:\n")
 	for i, l := range r.Legs {

@@ -11,11 +11,15 @@ import (
 )
 
 func init() {
-	var vf volumeFlags
+	vf := volumeFlags{readOnly: true}
 	c := &cobra.Command{
 		Use:   "status LEG...",
-		Short: "Show legs, their states, dirty regions and resync progress",
-		Args:  cobra.MinimumNArgs(1),
+		Short: "Show legs, their states, dirty regions and resync progress (read-only)",
+		Long: `Show the volume's leg table, each leg's state, dirty regions per node slot
+and resync progress. Every leg is opened read-only and nothing is written:
+a leg holding an older leg table is reported as stale, a missing leg (with
+--allow-missing) as not attached.`,
+		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := signalContext()
 			defer cancel()
@@ -30,6 +34,9 @@ func init() {
 			}
 			if vf.jsonOut {
 				return printJSON(os.Stdout, st)
+			}
+			for _, n := range st.Notes {
+				fmt.Println("note:", n)
 			}
 			fmt.Printf("volume %s  cluster %q  generation %d\n", st.Volume, st.ClusterID, st.Generation)
 			fmt.Printf("size %d bytes, %d-byte regions, %d node slots\n", st.Size, st.RegionSize, st.Slots)
