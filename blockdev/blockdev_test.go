@@ -5,13 +5,13 @@ import (
 	"context"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/shoal-ha/shoal/blockdev"
 	"github.com/shoal-ha/shoal/internal/testlog"
+	"github.com/shoal-ha/shoal/internal/testutil"
 )
 
 func TestFileRoundTrip(t *testing.T) {
@@ -182,33 +182,14 @@ func TestFaults(t *testing.T) {
 }
 
 // TestImportDirection: blockdev and its subpackages never depend on the
-// lock manager, the daemon, the store or the web tier.
+// lock manager, the daemon, the store or the web tier. Non-test
+// dependencies only: test rigs (fixtures) may be used by tests, the code
+// itself stays independent.
 func TestImportDirection(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs go list")
-	}
-	// Non-test dependencies only: test rigs (fixtures) may be used by
-	// tests, the code itself stays independent.
-	out, err := exec.Command("go", "list", "-deps", "github.com/shoal-ha/shoal/blockdev/...").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go list: %v\n%s", err, out)
-	}
-	allowed := []string{"github.com/shoal-ha/shoal/blockdev", "github.com/shoal-ha/shoal/internal/"}
-	for _, p := range strings.Fields(string(out)) {
-		if !strings.HasPrefix(p, "github.com/shoal-ha/shoal/") {
-			continue
-		}
-		p = strings.TrimSuffix(strings.Fields(strings.ReplaceAll(p, "[", " "))[0], ".test")
-		ok := false
-		for _, a := range allowed {
-			if strings.HasPrefix(p, a) {
-				ok = true
-			}
-		}
-		if !ok {
-			t.Errorf("blockdev depends on %s", p)
-		}
-	}
+	testutil.CheckDeps(t, testutil.Deps{
+		Packages: []string{"blockdev/..."},
+		Allow:    []string{"blockdev/...", "internal/..."},
+	})
 }
 
 func TestMain(m *testing.M) { os.Exit(m.Run()) }

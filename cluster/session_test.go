@@ -52,10 +52,10 @@ func newLeaseRig(t *testing.T) *leaseRig {
 		<-r.s.done
 	})
 	// The loop has made its ticker and guard timer.
-	for deadline := time.Now().Add(2 * time.Second); r.clk.Pending() < 2; {
-		if time.Now().After(deadline) {
-			t.Fatal("keep-alive loop did not start")
-		}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := r.clk.BlockUntilContext(ctx, 2); err != nil {
+		t.Fatalf("keep-alive loop did not start: %v", err)
 	}
 	return r
 }

@@ -11,6 +11,8 @@ import (
 
 	"github.com/shoal-ha/shoal/internal/etcdtest"
 	"github.com/shoal-ha/shoal/internal/testlog"
+
+	"github.com/shoal-ha/shoal/internal/testutil"
 )
 
 const testPrefix = "/shoal-test"
@@ -79,22 +81,10 @@ func ctxT(t *testing.T, d time.Duration) context.Context {
 	return ctx
 }
 
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	end := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(end) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func checkAll(t *testing.T, nodes ...*testNode) {
 	t.Helper()
 	// Every replica converges to the same table and passes Check.
-	eventually(t, 10*time.Second, "replicas to agree", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "replicas to agree", func() bool {
 		rev := nodes[0].n.Revision()
 		for _, x := range nodes[1:] {
 			if x.n.Revision() != rev {
@@ -137,7 +127,7 @@ func TestCluster(t *testing.T) {
 		if err := l.Release(); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 5*time.Second, "a's request write to finish", func() bool {
+		testutil.WaitFor(t, 5*time.Second, "a's request write to finish", func() bool {
 			a.n.mu.Lock()
 			defer a.n.mu.Unlock()
 			return !a.n.locks["foo"].busy
@@ -177,7 +167,7 @@ func TestCluster(t *testing.T) {
 			got <- l
 		}()
 		// b waits while a's local user holds the lock, and a got a callback.
-		eventually(t, 5*time.Second, "blocking callback to a", func() bool {
+		testutil.WaitFor(t, 5*time.Second, "blocking callback to a", func() bool {
 			for _, l := range a.n.Locks() {
 				if l.Owner == a.n.Owner() && l.Blocking {
 					return true
@@ -231,7 +221,7 @@ func TestCluster(t *testing.T) {
 		if _, err := a.n.Acquire(short, foo, PR); !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("timed-out acquire: %v", err)
 		}
-		eventually(t, 5*time.Second, "a's cancelled request to vanish", func() bool {
+		testutil.WaitFor(t, 5*time.Second, "a's cancelled request to vanish", func() bool {
 			for _, l := range coord.n.Locks() {
 				if l.Owner == a.n.Owner() {
 					return false
@@ -277,7 +267,7 @@ func TestCluster(t *testing.T) {
 			}
 			waitB <- l
 		}()
-		eventually(t, 5*time.Second, "b to queue", func() bool {
+		testutil.WaitFor(t, 5*time.Second, "b to queue", func() bool {
 			for _, l := range coord.n.Locks() {
 				if l.Owner == b.n.Owner() && !l.Held {
 					return true
@@ -422,7 +412,7 @@ func TestJoinAfterCompaction(t *testing.T) {
 	lb.Release()
 	// Wait for a checkpoint that covers all of the above, then compact.
 	var cpRev int64
-	eventually(t, 10*time.Second, "a checkpoint", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "a checkpoint", func() bool {
 		resp, err := c.Client(0).Get(ctx, testPrefix+"/dlm/checkpoint")
 		if err != nil || len(resp.Kvs) == 0 {
 			return false

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/shoal-ha/shoal/internal/etcdtest"
+
+	"github.com/shoal-ha/shoal/internal/testutil"
 )
 
 func TestConvertAndDeadlock(t *testing.T) {
@@ -34,7 +36,7 @@ func TestConvertAndDeadlock(t *testing.T) {
 		// a's up-conversion waits for b's reader and keeps PR meanwhile.
 		done := make(chan error, 1)
 		go func() { done <- la.Convert(ctxT(t, 10*time.Second), EX) }()
-		eventually(t, 5*time.Second, "a's conversion to queue", func() bool {
+		testutil.WaitFor(t, 5*time.Second, "a's conversion to queue", func() bool {
 			for _, l := range b.n.Locks() {
 				if l.Owner == a.n.Owner() && l.Held && l.Want == EX && l.Granted == PR {
 					return true
@@ -105,7 +107,7 @@ func TestConvertAndDeadlock(t *testing.T) {
 			}
 			berr <- err
 		}()
-		eventually(t, 5*time.Second, "a cycle in the wait-for graph", func() bool { return len(OwnerCycles(a.n.WaitFor())) > 0 })
+		testutil.WaitFor(t, 5*time.Second, "a cycle in the wait-for graph", func() bool { return len(OwnerCycles(a.n.WaitFor())) > 0 })
 		select {
 		case err := <-aerr:
 			if !errors.Is(err, ErrDeadlock) {
@@ -125,7 +127,7 @@ func TestConvertAndDeadlock(t *testing.T) {
 			t.Fatal("b still waits after a gave up")
 		}
 		ly.Release()
-		eventually(t, 5*time.Second, "the graph to clear", func() bool { return len(a.n.WaitFor()) == 0 })
+		testutil.WaitFor(t, 5*time.Second, "the graph to clear", func() bool { return len(a.n.WaitFor()) == 0 })
 		checkAll(t, a, b)
 	})
 }

@@ -10,6 +10,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/shoal-ha/shoal/internal/etcdtest"
+
+	"github.com/shoal-ha/shoal/internal/testutil"
 )
 
 // TestPingPongExclusion has two nodes take turns on one EX lock (and a
@@ -59,7 +61,7 @@ func TestPingPongExclusion(t *testing.T) {
 	}
 	wg.Wait()
 	// The uncached node wrote a request and a release for each round.
-	eventually(t, 5*time.Second, "uncached releases", func() bool { return nodes[2].n.EtcdWrites() >= 2*rounds })
+	testutil.WaitFor(t, 5*time.Second, "uncached releases", func() bool { return nodes[2].n.EtcdWrites() >= 2*rounds })
 	checkAll(t, nodes...)
 }
 
@@ -80,7 +82,7 @@ func TestEvictionAndCleanClose(t *testing.T) {
 		}
 		l.Release()
 	}
-	eventually(t, 10*time.Second, "eviction down to MaxCached", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "eviction down to MaxCached", func() bool {
 		n := 0
 		for _, l := range a.n.Locks() {
 			if l.Owner == a.n.Owner() {
@@ -99,7 +101,7 @@ func TestEvictionAndCleanClose(t *testing.T) {
 			}
 		}()
 	}
-	eventually(t, 5*time.Second, "a request write in flight", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "a request write in flight", func() bool {
 		a.n.mu.Lock()
 		defer a.n.mu.Unlock()
 		for _, nl := range a.n.locks {

@@ -3,6 +3,7 @@ package fencing_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/shoal-ha/shoal/fencing"
 	"github.com/shoal-ha/shoal/internal/testlog"
+	"github.com/shoal-ha/shoal/internal/testutil"
 )
 
 func writeScript(t *testing.T, name, body string) string {
@@ -89,13 +91,7 @@ func TestAgentHangingIsKilledWithItsChildren(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for processAlive(pid) {
-		if time.Now().After(deadline) {
-			t.Fatalf("agent's child %d survived the timeout", pid)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.WaitFor(t, 10*time.Second, fmt.Sprintf("the agent's child %d to end after the timeout", pid), func() bool { return !processAlive(pid) })
 }
 
 // processAlive reports whether pid exists and is not a zombie.

@@ -12,17 +12,17 @@ import (
 	"github.com/shoal-ha/shoal/fencing"
 	"github.com/shoal-ha/shoal/internal/clock"
 	"github.com/shoal-ha/shoal/internal/testlog"
+
+	"github.com/shoal-ha/shoal/internal/testutil"
 )
 
 // waitPending waits until n timers or tickers wait on clk.
 func waitPending(t *testing.T, clk *clock.Fake, n int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for clk.Pending() < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d timers pending, want %d", clk.Pending(), n)
-		}
-		time.Sleep(time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := clk.BlockUntilContext(ctx, n); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -132,7 +132,7 @@ func TestSelfFenceWatchdog(t *testing.T) {
 	waitPending(t, clk, 2) // deadline timer and pet ticker
 	for i := 0; i < 4; i++ {
 		clk.Advance(time.Second)
-		waitFor(t, func() bool { return sf.Pets() >= i+2 })
+		testutil.WaitFor(t, 10*time.Second, "the watchdog to be petted", func() bool { return sf.Pets() >= i+2 })
 	}
 	clk.Advance(2 * time.Second) // past the deadline
 	waitClosed(t, sf.Fenced(), "self-fence")
@@ -155,7 +155,7 @@ func TestSelfFenceWatchdog(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done2 := make(chan error, 1)
 	go func() { done2 <- sf2.Run(ctx) }()
-	waitFor(t, func() bool { return sf2.Pets() >= 1 })
+	testutil.WaitFor(t, 10*time.Second, "the watchdog to be petted", func() bool { return sf2.Pets() >= 1 })
 	cancel()
 	<-done2
 	if b, _ := os.ReadFile(dev); !bytes.HasSuffix(b, []byte("V")) {
@@ -170,15 +170,4 @@ func TestSelfFenceWatchdog(t *testing.T) {
 	waitPending(t, clk, 1)
 	clk.Advance(time.Millisecond)
 	waitClosed(t, sf3.Fenced(), "self-fence without watchdog")
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not reached")
-		}
-		time.Sleep(time.Millisecond)
-	}
 }

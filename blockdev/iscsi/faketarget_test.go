@@ -14,6 +14,7 @@ import (
 	"github.com/shoal-ha/shoal/blockdev/iscsi/internal/pdu"
 	"github.com/shoal-ha/shoal/internal/clock"
 	"github.com/shoal-ha/shoal/internal/testlog"
+	"github.com/shoal-ha/shoal/internal/testutil"
 )
 
 // fakeTarget is a scripted iSCSI target on loopback for the cases a real
@@ -296,18 +297,12 @@ func TestKeepaliveOnFakeClock(t *testing.T) {
 	s.mu.Lock()
 	c := s.conn
 	s.mu.Unlock()
-	waitUntil := func(what string, cond func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s", what)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
 	// The ticker exists once the keepalive goroutine started.
-	waitUntil("keepalive ticker", func() bool { return fake.Pending() > 0 })
+	bctx, bcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer bcancel()
+	if err := fake.BlockUntilContext(bctx, 1); err != nil {
+		t.Fatalf("keepalive ticker: %v", err)
+	}
 	fake.Advance(time.Second)
 	select {
 	case h := <-ft.seen:
@@ -330,7 +325,7 @@ func TestKeepaliveOnFakeClock(t *testing.T) {
 		fake.Advance(time.Second)
 		time.Sleep(20 * time.Millisecond)
 	}
-	waitUntil("connection dropped", func() bool { return c.deadErr() != nil })
+	testutil.WaitFor(t, 5*time.Second, "the connection to drop", func() bool { return c.deadErr() != nil })
 	if err := c.deadErr(); !errors.Is(err, errConnLost) {
 		t.Fatalf("dropped with %v", err)
 	}

@@ -203,18 +203,19 @@ func TestResyncRateLimited(t *testing.T) {
 		t.Fatal(err)
 	}
 	res := make(chan error, 1)
-	var finished atomic.Bool
+	finished, finish := context.WithCancel(context.Background())
+	defer finish()
 	go func() {
 		_, err := v.Resync(ctx)
-		finished.Store(true)
+		finish()
 		res <- err
 	}()
 	// The volume's refresh ticker is always pending; a second waiter is
-	// the resync sleeping on the clock.
+	// the resync sleeping on the clock (unless it has finished).
 	waitSleeper := func() {
-		for i := 0; i < 5000 && fake.Pending() < 2 && !finished.Load(); i++ {
-			time.Sleep(time.Millisecond)
-		}
+		bctx, cancel := context.WithTimeout(finished, 5*time.Second)
+		defer cancel()
+		_ = fake.BlockUntilContext(bctx, 2)
 	}
 	waitSleeper()
 	fake.Advance(cfg.SettleTime)

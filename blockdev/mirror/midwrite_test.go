@@ -37,7 +37,6 @@ func TestLegFailsMidWrite(t *testing.T) {
 			t.Fatalf("budget %d: marks cleared while a leg is failed", budget)
 		}
 		n.vol.Close()
-		r.verifyClean()
 	}
 }
 

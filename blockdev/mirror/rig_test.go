@@ -27,11 +27,28 @@ type rig struct {
 	legs   []*blockdev.Mem
 	store  *MemStateStore
 	locker *LocalLocker
+	// noVerify says why the volume is left in a state Verify reports
+	// (empty: it is verified when the test ends).
+	noVerify string
 }
 
+// newRig formats a volume and arranges for Verify to run over it when the
+// test ends (as bbolt runs Check after every test): every problem Verify
+// finds fails the test, unless the test already failed or said why its
+// volume is left unclean (skipVerify).
 func newRig(t testing.TB, nlegs, slots int) *rig {
 	t.Helper()
 	r := &rig{t: t, store: NewMemStateStore(), locker: NewLocalLocker()}
+	t.Cleanup(func() {
+		if t.Failed() || t.Skipped() {
+			return
+		}
+		if r.noVerify != "" {
+			t.Logf("volume not verified at the end: %s", r.noVerify)
+			return
+		}
+		r.verifyAtEnd()
+	})
 	var devs []blockdev.Device
 	for i := 0; i < nlegs; i++ {
 		m, err := blockdev.NewMem(testLeg, testBS)
@@ -116,6 +133,10 @@ func (r *rig) tryOpen(slot int, tweak func(*Config)) (*node, error) {
 	return n, nil
 }
 
+// skipVerify leaves the volume unverified when the test ends, for the
+// reason given.
+func (r *rig) skipVerify(why string) { r.noVerify = why }
+
 // verifyClean opens a tool view and runs Verify, failing on any problem.
 func (r *rig) verifyClean() VerifyReport {
 	r.t.Helper()
@@ -129,6 +150,66 @@ func (r *rig) verifyClean() VerifyReport {
 		r.t.Errorf("verify: %s", p)
 	}
 	return rep
+}
+
+// verifyAtEnd runs Verify over copies of the legs (a test may have closed
+// the legs themselves by closing a volume opened on them), keeping every
+// write that reached them, and leaving out the legs the newest leg table
+// no longer lists (removed by the test).
+func (r *rig) verifyAtEnd() {
+	r.t.Helper()
+	ctx := context.Background()
+	all := blockdev.CrashOptions{KeepProbability: 1}
+	var clones []blockdev.Device
+	var sbs []Superblock
+	var table LegTable
+	for _, m := range r.legs {
+		c := m.CrashClone(all)
+		sb, err := ReadSuperblock(ctx, c)
+		if err != nil {
+			r.t.Errorf("verify at the end of the test: %v", err)
+			return
+		}
+		clones, sbs = append(clones, c), append(sbs, sb)
+		if sb.Table.Generation > table.Generation {
+			table = sb.Table
+		}
+	}
+	if stored, ok, err := r.store.Load(ctx, sbs[0].Volume); err == nil && ok && stored.Generation >= table.Generation {
+		table = stored
+	}
+	cfg := FastConfig(NoSlot)
+	for i, c := range clones {
+		for _, l := range table.Legs {
+			if l.UUID == sbs[i].Self {
+				cfg.Legs = append(cfg.Legs, c)
+			}
+		}
+	}
+	cfg.Store, cfg.Locker = r.store, r.locker
+	cfg.Logger = testlog.New(r.t, "verify")
+	cfg.OpenLeg = func(ctx context.Context, addr string) (blockdev.Device, error) {
+		extraMu.Lock()
+		defer extraMu.Unlock()
+		if m := extraLegs[addr]; m != nil {
+			return m.CrashClone(all), nil
+		}
+		return nil, fmt.Errorf("no leg at %q", addr)
+	}
+	v, err := Open(context.Background(), cfg)
+	if err != nil {
+		r.t.Errorf("verify at the end of the test: %v", err)
+		return
+	}
+	defer v.Close()
+	rep, err := v.Verify(context.Background())
+	if err != nil {
+		r.t.Errorf("verify at the end of the test: %v", err)
+		return
+	}
+	for _, p := range rep.Problems {
+		r.t.Errorf("verify at the end of the test: %s", p)
+	}
 }
 
 // legsIdentical compares the data areas of the in-sync legs byte for byte.

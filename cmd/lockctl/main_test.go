@@ -14,6 +14,7 @@ import (
 
 	"github.com/shoal-ha/shoal/dlm"
 	"github.com/shoal-ha/shoal/internal/etcdtest"
+	"github.com/shoal-ha/shoal/internal/testutil"
 )
 
 func lockctl(t *testing.T, eps []string, args ...string) (string, error) {
@@ -125,13 +126,9 @@ func TestLockctlAcquireAndWatch(t *testing.T) {
 	if !strings.Contains(out.String(), "granted foo EX") || !strings.Contains(out.String(), "converted to PR") {
 		t.Fatalf("acquire output:\n%s", out.String())
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(wout.String(), "release /lc/dlm/req/tester/") {
-		if time.Now().After(deadline) {
-			t.Fatalf("watch output:\n%s", wout.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.WaitFor(t, 10*time.Second, "the release in the watch output", func() bool {
+		return strings.Contains(wout.String(), "release /lc/dlm/req/tester/")
+	})
 	wcancel()
 	<-wdone
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/shoal-ha/shoal/fencing/detect"
 	"github.com/shoal-ha/shoal/internal/clock"
 	"github.com/shoal-ha/shoal/internal/testlog"
+	"github.com/shoal-ha/shoal/internal/testutil"
 )
 
 var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -168,13 +169,7 @@ func TestUDPDetectsStoppedPeer(t *testing.T) {
 	}()
 	waitFor := func(what string, cond func() bool) {
 		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s", what)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+		testutil.WaitFor(t, 20*time.Second, what, cond)
 	}
 	waitFor("everyone heard everyone", func() bool {
 		for i, u := range dets {

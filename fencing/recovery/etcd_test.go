@@ -21,6 +21,8 @@ import (
 	"github.com/shoal-ha/shoal/internal/testlog"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
+
+	"github.com/shoal-ha/shoal/internal/testutil"
 )
 
 var (
@@ -64,18 +66,6 @@ func session(t *testing.T, cli *clientv3.Client) *concurrency.Session {
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
-}
-
-// waitFor polls cond until it holds or 20 s pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func loadRecord(t *testing.T, cli *clientv3.Client, prefix string, v fencing.NodeRef) recovery.Record {
@@ -288,7 +278,7 @@ func TestCoordinatorKilledBetweenStepsIsResumed(t *testing.T) {
 	sa, sb := session(t, cli), session(t, cli)
 	a := newCoordinator(t, cli, sa, prefix, "a", fencer, hooks)
 	_, resA := runCoordinator(t, a)
-	waitFor(t, "a elected", a.Leading)
+	testutil.WaitFor(t, 20*time.Second, "a elected", a.Leading)
 	b := newCoordinator(t, cli, sb, prefix, "b", fencer, hooks)
 	runCoordinator(t, b)
 
@@ -318,7 +308,7 @@ func TestCoordinatorKilledBetweenStepsIsResumed(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("a did not stop")
 	}
-	waitFor(t, "recovery done", func() bool { return loadRecord(t, cli, prefix, victim).Done() })
+	testutil.WaitFor(t, 20*time.Second, "recovery done", func() bool { return loadRecord(t, cli, prefix, victim).Done() })
 	rec := loadRecord(t, cli, prefix, victim)
 	want := "fence=a record-fence=a replay-journal=a resync=b release-locks=b done=b"
 	if got := history(rec); got != want {
@@ -397,7 +387,7 @@ func TestCoordinatorReservationFencing(t *testing.T) {
 		}
 	}
 	for _, v := range []*member{v1, v2} {
-		waitFor(t, "recovery of "+v.ref.Name, func() bool { return loadRecord(t, cli, prefix, v.ref).Done() })
+		testutil.WaitFor(t, 20*time.Second, "recovery of "+v.ref.Name, func() bool { return loadRecord(t, cli, prefix, v.ref).Done() })
 		if got := hooks.of(v.ref.Name); !slices.Equal(got, []string{"replay-journal", "resync", "release-locks"}) {
 			t.Fatalf("%s effects %v", v.ref.Name, got)
 		}
@@ -488,12 +478,12 @@ func TestCoordinatorFenceAgentFailsOrHangs(t *testing.T) {
 	if _, err := c.Request(ctx, victim); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "failing agent retried", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "failing agent retried", func() bool {
 		rec := loadRecord(t, cli, prefix, victim)
 		return rec.Attempts >= 3 && strings.Contains(rec.LastError, "exit code 1")
 	})
 	writeAgent("sleep 60\n")
-	waitFor(t, "hanging agent reported", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "hanging agent reported", func() bool {
 		return strings.Contains(loadRecord(t, cli, prefix, victim).LastError, "timed out")
 	})
 	rec := loadRecord(t, cli, prefix, victim)
@@ -509,7 +499,7 @@ func TestCoordinatorFenceAgentFailsOrHangs(t *testing.T) {
 	}
 	t.Logf("status while the agent hangs:\n%s", buf.String())
 	writeAgent("echo Success: Powered OFF\nexit 0\n")
-	waitFor(t, "recovery done", func() bool { return loadRecord(t, cli, prefix, victim).Done() })
+	testutil.WaitFor(t, 20*time.Second, "recovery done", func() bool { return loadRecord(t, cli, prefix, victim).Done() })
 	if got := hooks.of("n1"); !slices.Equal(got, []string{"replay-journal", "resync", "release-locks"}) {
 		t.Fatalf("effects %v", got)
 	}
@@ -539,7 +529,7 @@ func TestLeaseOnlyRecoveryWaitsForExpiry(t *testing.T) {
 	if _, err := c.Request(ctx, victim); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "recovery done", func() bool { return loadRecord(t, cli, prefix, victim).Done() })
+	testutil.WaitFor(t, 20*time.Second, "recovery done", func() bool { return loadRecord(t, cli, prefix, victim).Done() })
 	rec := loadRecord(t, cli, prefix, victim)
 	fenced := rec.History[0].Finished
 	if rec.History[0].Step != recovery.StepFence {
@@ -565,7 +555,7 @@ func TestCoordinatorStepsDownWhenItIsTheVictim(t *testing.T) {
 	})
 	a := newCoordinator(t, cli, session(t, cli), prefix, "a", fencer, hooks)
 	_, resA := runCoordinator(t, a)
-	waitFor(t, "a elected", a.Leading)
+	testutil.WaitFor(t, 20*time.Second, "a elected", a.Leading)
 	b := newCoordinator(t, cli, session(t, cli), prefix, "b", fencer, hooks)
 	runCoordinator(t, b)
 	self := fencing.NodeRef{Name: "a", Incarnation: "self", Key: 7}
@@ -580,7 +570,7 @@ func TestCoordinatorStepsDownWhenItIsTheVictim(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("a did not step down")
 	}
-	waitFor(t, "b recovers a", func() bool { return loadRecord(t, cli, prefix, self).Done() })
+	testutil.WaitFor(t, 20*time.Second, "b recovers a", func() bool { return loadRecord(t, cli, prefix, self).Done() })
 	if got := history(loadRecord(t, cli, prefix, self)); !strings.HasPrefix(got, "fence=b ") {
 		t.Fatalf("history %q, want b to fence a", got)
 	}
@@ -609,7 +599,7 @@ func TestCoordinatorStepsDownWhenFenced(t *testing.T) {
 	works := fencing.FencerFunc(func(context.Context, fencing.NodeRef) error { return nil })
 	a := newCoordinator(t, cli, session(t, cli), prefix, "a", fencedSelf, hooks)
 	_, resA := runCoordinator(t, a)
-	waitFor(t, "a elected", a.Leading)
+	testutil.WaitFor(t, 20*time.Second, "a elected", a.Leading)
 	b := newCoordinator(t, cli, session(t, cli), prefix, "b", works, hooks)
 	runCoordinator(t, b)
 	victim := fencing.NodeRef{Name: "n1", Incarnation: "1", Key: 5}
@@ -624,7 +614,7 @@ func TestCoordinatorStepsDownWhenFenced(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("a did not step down")
 	}
-	waitFor(t, "b recovers n1", func() bool { return loadRecord(t, cli, prefix, victim).Done() })
+	testutil.WaitFor(t, 20*time.Second, "b recovers n1", func() bool { return loadRecord(t, cli, prefix, victim).Done() })
 	if got := history(loadRecord(t, cli, prefix, victim)); !strings.HasPrefix(got, "fence=b ") {
 		t.Fatalf("history %q", got)
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/shoal-ha/shoal/fixtures/tgtrig"
 	"github.com/shoal-ha/shoal/internal/etcdtest"
 	"github.com/shoal-ha/shoal/internal/testlog"
+	"github.com/shoal-ha/shoal/internal/testutil"
 	"go.etcd.io/etcd/client/v3/concurrency"
 )
 
@@ -102,13 +103,7 @@ func (c *child) pid() int { return c.cmd.Process.Pid }
 
 func (c *child) waitStopped() {
 	c.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for processState(c.pid()) != "T" {
-		if time.Now().After(deadline) {
-			c.t.Fatalf("child %d not stopped (state %q)", c.pid(), processState(c.pid()))
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testutil.WaitFor(c.t, 10*time.Second, fmt.Sprintf("child %d to stop", c.pid()), func() bool { return processState(c.pid()) == "T" })
 }
 
 func (c *child) waitExit() {
@@ -304,18 +299,16 @@ func TestPausedWriterProcessLeaseOnly(t *testing.T) {
 	if _, err := coord.Request(ctx, victim); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	testutil.WaitForNil(t, 60*time.Second, "the recovery to finish", func() error {
 		rec, ok, err := recovery.NewEtcdStore(cli, "/shoal").Load(ctx, victim)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ok && rec.Done() {
-			break
+		if !ok || !rec.Done() {
+			return fmt.Errorf("recovery not done: %+v", rec)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("recovery not done: %+v", rec)
-		}
-	}
+		return nil
+	})
 	if took := time.Since(paused); took < ttl*time.Second {
 		t.Fatalf("lease-only recovery done %v after the pause, before the lease could expire", took)
 	} else {
@@ -408,19 +401,17 @@ func TestCoordinatorProcessKilledBetweenSteps(t *testing.T) {
 	killed := time.Now()
 	store := recovery.NewEtcdStore(cli, prefix)
 	var rec recovery.Record
-	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	testutil.WaitForNil(t, 60*time.Second, "the recovery to finish", func() error {
 		r, ok, err := store.Load(ctx, victim)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ok && r.Done() {
-			rec = r
-			break
+		if !ok || !r.Done() {
+			return fmt.Errorf("recovery not finished: %+v", r)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("recovery not finished: %+v", r)
-		}
-	}
+		rec = r
+		return nil
+	})
 	t.Logf("recovery finished %v after the coordinator was killed (session TTL %ds)", time.Since(killed), ttl)
 	var hist []string
 	for _, h := range rec.History {

@@ -18,6 +18,7 @@ import (
 	"github.com/shoal-ha/shoal/fixtures/tgtrig"
 	"github.com/shoal-ha/shoal/internal/etcdtest"
 	"github.com/shoal-ha/shoal/internal/testlog"
+	"github.com/shoal-ha/shoal/internal/testutil"
 	"go.etcd.io/etcd/client/v3/concurrency"
 )
 
@@ -232,20 +233,17 @@ func TestRecoveryOrderOnTgtdAndEtcd(t *testing.T) {
 		t.Fatal(err)
 	}
 	var rec recovery.Record
-	for deadline := time.Now().Add(60 * time.Second); ; {
+	testutil.WaitForNil(t, 60*time.Second, "the recovery to finish", func() error {
 		recs, err := recovery.List(ctx, cli, "/shoal")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(recs) == 1 && recs[0].Done() {
-			rec = recs[0]
-			break
+		if len(recs) != 1 || !recs[0].Done() {
+			return fmt.Errorf("recovery not done: %+v", recs)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("recovery not done: %+v", recs)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		rec = recs[0]
+		return nil
+	})
 	t.Logf("request to recovery done: %v", time.Since(start))
 	var order []string
 	for _, h := range rec.History {

@@ -1,6 +1,8 @@
 package clock
 
 import (
+	"context"
+	"fmt"
 	"sort"
 	"sync"
 	"time"
@@ -12,6 +14,7 @@ type Fake struct {
 	mu      sync.Mutex
 	now     time.Time
 	waiters []*fakeWaiter
+	added   chan struct{} // closed and replaced whenever a timer or ticker starts waiting
 }
 
 type fakeWaiter struct {
@@ -22,7 +25,45 @@ type fakeWaiter struct {
 }
 
 // NewFake returns a fake clock set to start.
-func NewFake(start time.Time) *Fake { return &Fake{now: start} }
+func NewFake(start time.Time) *Fake { return &Fake{now: start, added: make(chan struct{})} }
+
+// wake tells BlockUntil callers, under mu, that a waiter was added.
+func (f *Fake) wake() {
+	if f.added == nil {
+		f.added = make(chan struct{})
+		return
+	}
+	close(f.added)
+	f.added = make(chan struct{})
+}
+
+// BlockUntil blocks until at least n timers and tickers wait on the clock
+// (the code under test has reached the point where it waits for time to
+// pass), so a test can Advance without polling Pending. It does not return
+// if that never happens: tests use BlockUntilContext with a deadline.
+func (f *Fake) BlockUntil(n int) { _ = f.BlockUntilContext(context.Background(), n) }
+
+// BlockUntilContext is BlockUntil bounded by ctx; it returns ctx's error
+// (with the number of waiters seen) when ctx ends first.
+func (f *Fake) BlockUntilContext(ctx context.Context, n int) error {
+	for {
+		f.mu.Lock()
+		pending := f.pendingLocked()
+		if f.added == nil {
+			f.added = make(chan struct{})
+		}
+		added := f.added
+		f.mu.Unlock()
+		if pending >= n {
+			return nil
+		}
+		select {
+		case <-added:
+		case <-ctx.Done():
+			return fmt.Errorf("clock: %d timers and tickers waiting, want %d: %w", pending, n, ctx.Err())
+		}
+	}
+}
 
 // Now returns the fake time.
 func (f *Fake) Now() time.Time {
@@ -43,6 +84,7 @@ func (f *Fake) NewTimer(d time.Duration) Timer {
 	defer f.mu.Unlock()
 	w := &fakeWaiter{at: f.now.Add(d), ch: make(chan time.Time, 1), active: true}
 	f.waiters = append(f.waiters, w)
+	f.wake()
 	return &fakeTimer{f: f, w: w}
 }
 
@@ -56,6 +98,7 @@ func (f *Fake) NewTicker(d time.Duration) Ticker {
 	defer f.mu.Unlock()
 	w := &fakeWaiter{at: f.now.Add(d), period: d, ch: make(chan time.Time, 1), active: true}
 	f.waiters = append(f.waiters, w)
+	f.wake()
 	return &fakeTicker{f: f, w: w}
 }
 
@@ -96,6 +139,10 @@ func (f *Fake) Advance(d time.Duration) {
 func (f *Fake) Pending() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	return f.pendingLocked()
+}
+
+func (f *Fake) pendingLocked() int {
 	n := 0
 	for _, w := range f.waiters {
 		if w.active {
@@ -136,6 +183,7 @@ func (t *fakeTimer) Reset(d time.Duration) bool {
 	was := t.w.active
 	t.w.at = t.f.now.Add(d)
 	t.w.active = true
+	t.f.wake()
 	for _, w := range t.f.waiters {
 		if w == t.w {
 			return was

@@ -14,6 +14,7 @@ import (
 	"github.com/shoal-ha/shoal/blockdev/mirror/etcdstate"
 	"github.com/shoal-ha/shoal/internal/etcdtest"
 	"github.com/shoal-ha/shoal/internal/testlog"
+	"github.com/shoal-ha/shoal/internal/testutil"
 )
 
 // startEtcd starts a one-member embedded etcd for the test.
@@ -63,13 +64,7 @@ func TestLegFailureVisibleClusterWide(t *testing.T) {
 	if err != nil || !ok || tab.Legs[1].State != mirror.LegFailed {
 		t.Fatalf("etcd table %+v ok=%v err=%v", tab, ok, err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for b.Table().Legs[1].State != mirror.LegFailed {
-		if time.Now().After(deadline) {
-			t.Fatal("node b never saw the failure")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.WaitFor(t, 10*time.Second, "node b to see the failure", func() bool { return b.Table().Legs[1].State == mirror.LegFailed })
 	if err := store.CompareAndSwap(ctx, sb.Volume, 1, tab); !errors.Is(err, mirror.ErrConflict) {
 		t.Fatalf("stale compare-and-swap: %v", err)
 	}
