@@ -293,7 +293,7 @@ func (n *Node) Open(name string) (fs.File, error) {
 		}
 		rest := fname[len(prefix):]
 		if i := strings.IndexByte(rest, '/'); i >= 0 {
-			children[rest[:i]] = fs.FileInfoToDirEntry(info{name: rest[:i], dir: true, mod: f.mod})
+			children[rest[:i]] = fs.FileInfoToDirEntry(info{name: rest[:i], dir: true})
 		} else {
 			children[rest] = fs.FileInfoToDirEntry(info{name: rest, size: int64(len(f.data)), mod: f.mod, sys: FileStat{f.ino, f.gen}})
 		}

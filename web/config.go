@@ -1,0 +1,153 @@
+package web
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/shoal-ha/shoal/internal/clock"
+	"github.com/shoal-ha/shoal/web/session"
+)
+
+// Access log formats (the NCSA common and combined formats, as Apache httpd
+// and nginx write them).
+const (
+	LogCommon   = "common"
+	LogCombined = "combined"
+)
+
+// Config configures a node's web tier.
+type Config struct {
+	// Addr is the host:port the node serves HTTP on. Default
+	// 127.0.0.1:8080.
+	Addr string
+	// TLSCertFile and TLSKeyFile, both set, turn on TLS (and with it
+	// HTTP/2, negotiated by ALPN). PEM files.
+	TLSCertFile string
+	TLSKeyFile  string
+	// ContentRoot is the directory of the store served as the site. The
+	// sessions' directories (Layout) must lie outside it. Default "site".
+	ContentRoot string
+	// Layout places sessions and idempotency keys in the store. Default
+	// session.DefaultLayout().
+	Layout session.Layout
+	// BodyLimit bounds a request body in bytes; a larger one is answered
+	// 413 and nothing is stored. Default 64 KiB.
+	BodyLimit int64
+	// MaxSessionBytes bounds a session's encoded size in bytes (413 for an
+	// operation that would exceed it). Default 1 MiB.
+	MaxSessionBytes int
+	// KeyRetention is how long an idempotency key's stored answer is kept
+	// after the request finished; then it is collected and the key may be
+	// used anew (draft-ietf-httpapi-idempotency-key-header-07 section 2.3).
+	// Default 24h.
+	KeyRetention time.Duration
+	// CollectInterval is how often finished keys older than KeyRetention
+	// are collected. Default 10m.
+	CollectInterval time.Duration
+	// RecoveryWait bounds how long a retry of a dead node's request waits
+	// for the node's recovery before it is answered 503 with Retry-After.
+	// Default 2s.
+	RecoveryWait time.Duration
+	// RequestTimeout bounds the store work of one request. Default 10s.
+	RequestTimeout time.Duration
+	// AccessLog is "" (none), or the file the access log is appended to;
+	// "-" is standard output.
+	AccessLog string
+	// AccessLogFormat is LogCommon or LogCombined. Default LogCombined.
+	AccessLogFormat string
+	// ShutdownTimeout bounds Close: requests still running then are cut.
+	// Default 5s.
+	ShutdownTimeout time.Duration
+
+	// Logger receives the tier's log lines. Default a null logger.
+	Logger hclog.Logger
+	// Clock is the time source. Default the wall clock.
+	Clock clock.Clock
+	// Failpoint, when set, is called at each Point of a mutating request's
+	// path; tests make it kill the node there.
+	Failpoint func(Point)
+}
+
+// DefaultConfig returns the defaults described on Config.
+func DefaultConfig() Config {
+	return Config{
+		Addr:            "127.0.0.1:8080",
+		ContentRoot:     "site",
+		Layout:          session.DefaultLayout(),
+		BodyLimit:       64 << 10,
+		MaxSessionBytes: 1 << 20,
+		KeyRetention:    24 * time.Hour,
+		CollectInterval: 10 * time.Minute,
+		RecoveryWait:    2 * time.Second,
+		RequestTimeout:  10 * time.Second,
+		AccessLogFormat: LogCombined,
+		ShutdownTimeout: 5 * time.Second,
+	}
+}
+
+// ErrConfig reports an invalid configuration field.
+var ErrConfig = errors.New("web: invalid config")
+
+// Validate checks the fields, alone and against each other, and names the
+// first wrong one.
+func (c Config) Validate() error {
+	bad := func(field, why string) error { return fmt.Errorf("%w: %s %s", ErrConfig, field, why) }
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		return bad("Addr", "must be host:port: "+err.Error())
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		return bad("TLSCertFile", "and TLSKeyFile must be set together")
+	}
+	if c.ContentRoot == "" {
+		return bad("ContentRoot", "must name a directory of the store (\".\" is the whole store and would expose the sessions)")
+	}
+	for _, d := range []struct{ name, dir string }{{"Layout.Sessions", c.Layout.Sessions}, {"Layout.Keys", c.Layout.Keys}} {
+		if d.dir == "" {
+			return bad(d.name, "must be set")
+		}
+		if within(d.dir, c.ContentRoot) {
+			return bad(d.name, "lies inside ContentRoot "+c.ContentRoot+": sessions would be served as content")
+		}
+	}
+	if c.Layout.Sessions == c.Layout.Keys {
+		return bad("Layout.Keys", "must differ from Layout.Sessions")
+	}
+	if c.BodyLimit < 256 {
+		return bad("BodyLimit", "must be at least 256 bytes")
+	}
+	if c.MaxSessionBytes < 256 {
+		return bad("MaxSessionBytes", "must be at least 256 bytes")
+	}
+	if c.KeyRetention < time.Minute {
+		return bad("KeyRetention", "must be at least 1m (clients retry within it)")
+	}
+	if c.CollectInterval <= 0 || c.CollectInterval > c.KeyRetention {
+		return bad("CollectInterval", "must be positive and at most KeyRetention")
+	}
+	if c.RecoveryWait < 0 || c.RecoveryWait >= c.RequestTimeout {
+		return bad("RecoveryWait", "must be at least 0 and less than RequestTimeout")
+	}
+	if c.RequestTimeout <= 0 {
+		return bad("RequestTimeout", "must be positive")
+	}
+	if c.AccessLogFormat != LogCommon && c.AccessLogFormat != LogCombined {
+		return bad("AccessLogFormat", `must be "common" or "combined"`)
+	}
+	if c.ShutdownTimeout <= 0 {
+		return bad("ShutdownTimeout", "must be positive")
+	}
+	return nil
+}
+
+// within reports whether dir is root or lies below it (slash paths relative
+// to the store's root).
+func within(dir, root string) bool {
+	if root == "." {
+		return true
+	}
+	return dir == root || len(dir) > len(root) && dir[:len(root)] == root && dir[len(root)] == '/'
+}

@@ -1,0 +1,183 @@
+package web
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// Server is a node's web tier: the site from the store's ContentRoot, the
+// sessions API, the optional access log and the key collector.
+type Server struct {
+	cfg     Config
+	api     *API
+	handler http.Handler
+	srv     *http.Server
+	alog    *AccessLog
+	alogF   io.Closer
+	log     hclog.Logger
+
+	mu      sync.Mutex
+	ln      net.Listener
+	stop    chan struct{}
+	done    chan struct{}
+	served  chan struct{}
+	started bool
+}
+
+// NewServer checks cfg and builds the tier over st. It serves nothing until
+// Start or Serve.
+func NewServer(cfg Config, st Store, mem Membership) (*Server, error) {
+	api, err := NewAPI(cfg, st, mem)
+	if err != nil {
+		return nil, err
+	}
+	cfg = api.cfg
+	content, err := fs.Sub(st, cfg.ContentRoot)
+	if err != nil {
+		return nil, fmt.Errorf("%w: ContentRoot: %v", ErrConfig, err)
+	}
+	s := &Server{cfg: cfg, api: api, log: cfg.Logger.Named("web"), stop: make(chan struct{}), done: make(chan struct{}), served: make(chan struct{})}
+	ch := ContentHandler(content)
+	var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/api" || strings.HasPrefix(r.URL.Path, "/api/") {
+			if _, ok := treePath(r.URL.Path); !ok || strings.Contains(r.URL.Path, "//") {
+				writeProblem(w, http.StatusBadRequest, "Malformed path", "the path has empty, . or .. segments")
+				return
+			}
+			api.ServeHTTP(w, r)
+			return
+		}
+		ch.ServeHTTP(w, r)
+	})
+	if cfg.AccessLog != "" {
+		var w io.Writer = os.Stdout
+		if cfg.AccessLog != "-" {
+			f, err := os.OpenFile(cfg.AccessLog, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+			if err != nil {
+				return nil, fmt.Errorf("%w: AccessLog: %v", ErrConfig, err)
+			}
+			w, s.alogF = f, f
+		}
+		s.alog = NewAccessLog(w, cfg.AccessLogFormat, cfg.Clock)
+		h = s.alog.Wrap(h)
+	}
+	s.handler = h
+	s.srv = &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          s.log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
+	}
+	return s, nil
+}
+
+// Handler is the tier's whole HTTP handler.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// API is the sessions API (for the recovery handler and the collector).
+func (s *Server) API() *API { return s.api }
+
+// Start listens on Config.Addr and serves in the background; it returns
+// the address listened on.
+func (s *Server) Start() (net.Addr, error) {
+	ln, err := net.Listen("tcp", s.cfg.Addr)
+	if err != nil {
+		return nil, err
+	}
+	go s.Serve(ln)
+	return ln.Addr(), nil
+}
+
+// Serve serves on ln until Close: TLS with HTTP/2 when TLSCertFile is set,
+// plain HTTP/1.1 otherwise. It returns nil after Close.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.started {
+		s.mu.Unlock()
+		return errors.New("web: Serve called twice")
+	}
+	s.started = true
+	s.ln = ln
+	s.mu.Unlock()
+	go s.collect()
+	defer close(s.served)
+	var err error
+	if s.cfg.TLSCertFile != "" {
+		s.srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		err = s.srv.ServeTLS(ln, s.cfg.TLSCertFile, s.cfg.TLSKeyFile)
+	} else {
+		err = s.srv.Serve(ln)
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+func (s *Server) collect() {
+	defer close(s.done)
+	t := s.cfg.Clock.NewTicker(s.cfg.CollectInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C():
+			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
+			n, err := s.api.Collect(ctx)
+			cancel()
+			if err != nil {
+				s.log.Warn("collecting idempotency keys failed", "error", err)
+			} else if n > 0 {
+				s.log.Debug("collected idempotency keys", "count", n)
+			}
+		}
+	}
+}
+
+// Close stops serving: it waits up to ShutdownTimeout for requests in
+// flight, then cuts the connections. It returns within ShutdownTimeout plus
+// the collector's current transaction (at most RequestTimeout).
+func (s *Server) Close() error {
+	s.mu.Lock()
+	started := s.started
+	s.started = true // a later Serve refuses
+	s.mu.Unlock()
+	select {
+	case <-s.stop:
+		return nil
+	default:
+	}
+	close(s.stop)
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	err := s.srv.Shutdown(ctx)
+	if err != nil {
+		s.srv.Close()
+	}
+	if started {
+		<-s.done
+	}
+	if s.alog != nil {
+		s.alog.Flush()
+	}
+	if s.alogF != nil {
+		s.alogF.Close()
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return nil
+	}
+	return err
+}
