@@ -220,11 +220,8 @@ func (n *Node) Run(ctx context.Context) error {
 		cdone := make(chan struct{})
 		go func() {
 			defer close(cdone)
-			if n.Role == nil {
-				return
-			}
-			if err := n.Role.Run(cctx, sess); err != nil && cctx.Err() == nil {
-				n.log.Warn("coordinator campaign ended", "error", err)
+			if n.Role != nil {
+				campaignWhileValid(cctx, n.Role, sess, sess.Lost(), n.clk, n.log)
 			}
 		}()
 		select {
@@ -381,10 +378,49 @@ func (n *Node) IsCoordinator() bool {
 // with each incarnation, and the elected one recovers dead nodes.
 type CoordinatorRole interface {
 	// Run campaigns on behalf of sess and, while elected, coordinates,
-	// until ctx ends or the session is lost.
+	// until ctx ends or the session is lost. The node calls it again after
+	// any other end while sess is valid; Run must leave no election key
+	// of its own behind when it returns.
 	Run(ctx context.Context, sess *Session) error
 	// Leading reports whether this node holds the role now.
 	Leading() bool
+}
+
+// campaignWhileValid runs role for sess and runs it again after every end
+// (an etcd error, a lost election key, a fenced coordinator) until ctx ends
+// or the lease is lost: while a node holds a valid lease it is always a
+// candidate, so a quorum always has a coordinator. Runs that end soon after
+// they began are retried after a pause growing from 200ms to 2s.
+func campaignWhileValid(ctx context.Context, role CoordinatorRole, sess *Session, lost <-chan struct{}, clk clock.Clock, log hclog.Logger) {
+	const minRun, maxWait = 5 * time.Second, 2 * time.Second
+	wait := 200 * time.Millisecond
+	for {
+		began := clk.Now()
+		err := role.Run(ctx, sess)
+		if ctx.Err() != nil {
+			return
+		}
+		select {
+		case <-lost:
+			log.Warn("coordinator campaign ended with the lease", "error", err)
+			return
+		default:
+		}
+		if clk.Since(began) >= minRun {
+			wait = 200 * time.Millisecond
+		}
+		log.Warn("coordinator campaign ended; campaigning again", "error", err, "in", wait)
+		t := clk.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+		case <-lost:
+		case <-t.C():
+		}
+		t.Stop()
+		if wait *= 2; wait > maxWait {
+			wait = maxWait
+		}
+	}
 }
 
 // CoordinatorPrefix is the election prefix of the recovery coordinator.

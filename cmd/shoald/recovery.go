@@ -12,7 +12,6 @@ import (
 	"github.com/shoal-ha/shoal/cluster"
 	"github.com/shoal-ha/shoal/fencing"
 	"github.com/shoal-ha/shoal/fencing/recovery"
-	"go.etcd.io/etcd/client/v3/concurrency"
 )
 
 // recoveryRole is the node's recovery coordinator role. Every incarnation
@@ -45,15 +44,10 @@ func (r *recoveryRole) Leading() bool {
 	return r.coord != nil && r.coord.Leading()
 }
 
-// Run campaigns for sess and coordinates while elected.
+// Run campaigns for sess and coordinates while elected. The election key
+// hangs on sess's own lease and leadership ends when sess is lost: no
+// second keep-alive of the lease that could end on its own.
 func (r *recoveryRole) Run(ctx context.Context, sess *cluster.Session) error {
-	cs, err := concurrency.NewSession(r.n.Client(), concurrency.WithLease(sess.LeaseID()), concurrency.WithContext(ctx))
-	if err != nil {
-		return fmt.Errorf("recovery: %w", err)
-	}
-	// The election shares the node's lease: Close would revoke it, so the
-	// session is only orphaned here; the node's own session owns the lease.
-	defer cs.Orphan()
 	self := fencing.NewNodeRef(sess.Name(), sess.Incarnation(), int64(sess.LeaseID()))
 	engine := recovery.DefaultConfig()
 	engine.Name = self.String()
@@ -67,7 +61,7 @@ func (r *recoveryRole) Run(ctx context.Context, sess *cluster.Session) error {
 		engine.OnFenceAttempt = r.fenceMetrics.Observe
 	}
 	c, err := recovery.NewCoordinator(recovery.CoordinatorConfig{
-		Client: r.n.Client(), Session: cs, Prefix: r.n.Config().Prefix(), Self: self, Engine: engine,
+		Client: r.n.Client(), Lease: sess, Prefix: r.n.Config().Prefix(), Self: self, Engine: engine,
 	})
 	if err != nil {
 		return err

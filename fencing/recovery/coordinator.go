@@ -2,7 +2,6 @@ package recovery
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"sync/atomic"
@@ -12,17 +11,16 @@ import (
 	"github.com/shoal-ha/shoal/fencing"
 	"github.com/shoal-ha/shoal/internal/clock"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/client/v3/concurrency"
 )
 
 // CoordinatorConfig configures a Coordinator.
 type CoordinatorConfig struct {
 	// Client reaches the cluster's etcd. Required.
 	Client *clientv3.Client
-	// Session carries this node's leadership: when its lease is lost, the
-	// coordinator is deposed. Normally the node's own membership session.
-	// Required.
-	Session *concurrency.Session
+	// Lease carries this node's leadership: the election key is attached
+	// to it and the coordinator is deposed when it is lost. Normally the
+	// node's own membership session, which keeps it alive. Required.
+	Lease Lease
 	// Prefix is the cluster's etcd key prefix, for example "/shoal".
 	Prefix string
 	// Self is this node's incarnation. A recovery requested for it means
@@ -42,8 +40,8 @@ func (c CoordinatorConfig) Validate() error {
 	switch {
 	case c.Client == nil:
 		return fmt.Errorf("recovery: CoordinatorConfig.Client is nil")
-	case c.Session == nil:
-		return fmt.Errorf("recovery: CoordinatorConfig.Session is nil")
+	case c.Lease == nil:
+		return fmt.Errorf("recovery: CoordinatorConfig.Lease is nil")
 	case c.Self.Name == "" || c.Self.Incarnation == "":
 		return fmt.Errorf("recovery: CoordinatorConfig.Self must name this node's incarnation")
 	case c.Engine.Store != nil:
@@ -106,61 +104,73 @@ func (c *Coordinator) Request(ctx context.Context, victim fencing.NodeRef) (crea
 func (c *Coordinator) Leading() bool { return c.leading.Load() }
 
 // Run campaigns until elected, then runs recoveries until ctx ends or the
-// session is lost. It returns ErrDeposed when the session ended,
-// ErrSelfSuspected when a recovery of this incarnation was requested,
-// ErrSelfFenced when fencing a victim showed this node's own key gone,
-// and ctx's error otherwise. Recoveries in progress stop where they are; the
-// next coordinator resumes them.
+// lease is lost. It returns ErrDeposed when the lease was lost or the
+// election key vanished, ErrSelfSuspected when a recovery of this
+// incarnation was requested, ErrSelfFenced when fencing a victim showed
+// this node's own key gone, ctx's error, or an etcd error from the
+// campaign. Recoveries in progress stop where they are; the next
+// coordinator resumes them.
+//
+// Whatever it returns, Run leaves no election key of its own behind while
+// the lease stands (it withdraws it, bounded by 2s), so another node can be
+// elected at once: a caller that still holds a valid lease should call Run
+// again after an error, or the cluster may be left with no coordinator.
 func (c *Coordinator) Run(ctx context.Context) error {
 	if rec, ok, err := c.store.Load(ctx, c.cfg.Self); err != nil {
 		return err
 	} else if ok && !rec.Done() {
 		return fmt.Errorf("%w: requested by %s", ErrSelfSuspected, rec.RequestedBy)
 	}
-	el := concurrency.NewElection(c.cfg.Session, ElectionPrefix(c.cfg.Prefix))
-	if err := el.Campaign(ctx, c.cfg.Engine.Name); err != nil {
+	el, err := campaign(ctx, c.cfg.Client, ElectionPrefix(c.cfg.Prefix), c.cfg.Lease, c.cfg.Engine.Name)
+	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if c.cfg.Session.Ctx().Err() != nil {
-			return fmt.Errorf("%w: session ended while campaigning: %w", ErrDeposed, err)
-		}
-		return fmt.Errorf("recovery: campaigning: %w", err)
+		return err
 	}
-	c.store.Lead(el.Key(), el.Rev())
+	c.store.Lead(el.key, el.rev)
 	defer c.store.Unlead()
-	c.log.Info("elected recovery coordinator", "name", c.cfg.Engine.Name, "key", el.Key())
+	c.log.Info("elected recovery coordinator", "name", c.cfg.Engine.Name, "key", el.key)
 
 	leadCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stop := context.AfterFunc(c.cfg.Session.Ctx(), cancel)
-	defer stop()
+	keyGone := el.watchKey(leadCtx)
+	var deposed atomic.Value
+	go func() {
+		select {
+		case <-c.cfg.Lease.Lost():
+			deposed.Store("lease lost")
+		case <-keyGone:
+			deposed.Store("election key gone")
+		case <-leadCtx.Done():
+			return
+		}
+		cancel()
+	}()
 
 	eng := c.cfg.Engine
 	eng.Store = c.store
 	e, err := NewEngine(eng)
 	if err != nil {
+		el.withdraw()
 		return err
 	}
 	c.leading.Store(true)
-	defer c.leading.Store(false)
-	defer e.Wait()
-
 	err = c.lead(leadCtx, e)
 	cancel()
 	e.Wait()
-	if c.cfg.Session.Ctx().Err() != nil {
-		c.log.Warn("session lost, no longer coordinator")
-		return fmt.Errorf("%w: session lost", ErrDeposed)
-	}
-	if ctx.Err() != nil || errors.Is(err, ErrSelfSuspected) || errors.Is(err, ErrSelfFenced) {
-		// Step down so another node takes over without waiting for
-		// this session's lease to expire.
-		rctx, rcancel := context.WithTimeout(context.Background(), 5*time.Second)
-		if rerr := el.Resign(rctx); rerr != nil {
-			c.log.Warn("resigning coordinator election", "error", rerr)
+	c.leading.Store(false)
+	if why, ok := deposed.Load().(string); ok {
+		c.log.Warn("no longer coordinator", "why", why)
+		if why != "lease lost" {
+			el.withdraw()
 		}
-		rcancel()
+		return fmt.Errorf("%w: %s", ErrDeposed, why)
+	}
+	// Step down so another node takes over without waiting for this
+	// lease to expire.
+	if werr := el.withdraw(); werr != nil {
+		c.log.Warn("resigning coordinator election", "error", werr)
 	}
 	if ctx.Err() != nil {
 		return ctx.Err()

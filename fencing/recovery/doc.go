@@ -21,7 +21,7 @@
 // Usage in the daemon:
 //
 //	coord, err := recovery.NewCoordinator(recovery.CoordinatorConfig{
-//		Client: cli, Session: session, Prefix: "/shoal",
+//		Client: cli, Lease: sess, Prefix: "/shoal", // sess: the node's cluster.Session
 //		Self:   self, // this incarnation's fencing.NodeRef
 //		Engine: recovery.Config{
 //			Name:    self.String(),
@@ -34,6 +34,7 @@
 //	go func() {
 //		// Campaigns; recovers while elected. ErrSelfSuspected: the others
 //		// are recovering this incarnation: stop I/O and rejoin as a new one.
+//		// Any other error while the lease stands: campaign again.
 //		err := coord.Run(ctx)
 //	}()
 //	// on any node, when the failure detector or the lease says a peer died:

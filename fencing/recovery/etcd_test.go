@@ -58,14 +58,21 @@ func etcdClient(t *testing.T) (*clientv3.Client, string) {
 	return etcdCluster.NewClient(t), fmt.Sprintf("/t%d", prefixSeq.Add(1))
 }
 
-func session(t *testing.T, cli *clientv3.Client) *concurrency.Session {
+// testSession is a concurrency.Session used as a coordinator's Lease: it
+// is lost when its keep-alive ends or it is closed.
+type testSession struct{ *concurrency.Session }
+
+func (s testSession) LeaseID() clientv3.LeaseID { return s.Lease() }
+func (s testSession) Lost() <-chan struct{}     { return s.Done() }
+
+func session(t *testing.T, cli *clientv3.Client) testSession {
 	t.Helper()
 	s, err := concurrency.NewSession(cli, concurrency.WithTTL(5))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	return s
+	return testSession{s}
 }
 
 func loadRecord(t *testing.T, cli *clientv3.Client, prefix string, v fencing.NodeRef) recovery.Record {
@@ -111,7 +118,7 @@ func TestEtcdStoreDeposedCannotWrite(t *testing.T) {
 	ctx := context.Background()
 	cli, prefix := etcdClient(t)
 	sa, sb := session(t, cli), session(t, cli)
-	ea := concurrency.NewElection(sa, recovery.ElectionPrefix(prefix))
+	ea := concurrency.NewElection(sa.Session, recovery.ElectionPrefix(prefix))
 	if err := ea.Campaign(ctx, "a"); err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +133,7 @@ func TestEtcdStoreDeposedCannotWrite(t *testing.T) {
 	if err := sa.Close(); err != nil {
 		t.Fatal(err)
 	}
-	eb := concurrency.NewElection(sb, recovery.ElectionPrefix(prefix))
+	eb := concurrency.NewElection(sb.Session, recovery.ElectionPrefix(prefix))
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := eb.Campaign(cctx, "b"); err != nil {
@@ -227,7 +234,7 @@ func (c *countingFencer) Fence(ctx context.Context, v fencing.NodeRef) error {
 	return err
 }
 
-func newCoordinator(t *testing.T, cli *clientv3.Client, sess *concurrency.Session, prefix, name string, f fencing.Fencer, h recovery.Hooks) *recovery.Coordinator {
+func newCoordinator(t *testing.T, cli *clientv3.Client, sess recovery.Lease, prefix, name string, f fencing.Fencer, h recovery.Hooks) *recovery.Coordinator {
 	t.Helper()
 	cfg := recovery.DefaultConfig()
 	cfg.Name = name
@@ -236,7 +243,7 @@ func newCoordinator(t *testing.T, cli *clientv3.Client, sess *concurrency.Sessio
 	cfg.Backoff = fencing.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond, Multiplier: 2}
 	cfg.Logger = testlog.New(t, name)
 	c, err := recovery.NewCoordinator(recovery.CoordinatorConfig{
-		Client: cli, Session: sess, Prefix: prefix, Engine: cfg, Rescan: 200 * time.Millisecond,
+		Client: cli, Lease: sess, Prefix: prefix, Engine: cfg, Rescan: 200 * time.Millisecond,
 		Self: fencing.NodeRef{Name: name, Incarnation: "self"},
 	})
 	if err != nil {
@@ -468,7 +475,7 @@ func TestCoordinatorFenceAgentFailsOrHangs(t *testing.T) {
 	cfg.Logger = testlog.New(t, "n0")
 	cfg.OnFenceAttempt = func(a fencing.Attempt) { attempts.Add(1) }
 	c, err := recovery.NewCoordinator(recovery.CoordinatorConfig{
-		Client: cli, Session: session(t, cli), Prefix: prefix, Engine: cfg,
+		Client: cli, Lease: session(t, cli), Prefix: prefix, Engine: cfg,
 		Self: fencing.NodeRef{Name: "n0", Incarnation: "self"},
 	})
 	if err != nil {

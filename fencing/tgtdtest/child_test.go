@@ -268,7 +268,7 @@ func childCoordinator() int {
 	cfg.Fencer = hooks
 	cfg.Hooks = hooks
 	coord, err := recovery.NewCoordinator(recovery.CoordinatorConfig{
-		Client: cli, Session: sess, Prefix: os.Getenv(envPrefix), Self: fencing.NodeRef{Name: name, Incarnation: "1"}, Engine: cfg,
+		Client: cli, Lease: recovery.SessionLease(sess), Prefix: os.Getenv(envPrefix), Self: fencing.NodeRef{Name: name, Incarnation: "1"}, Engine: cfg,
 	})
 	if err != nil {
 		fmt.Println("error", err)

@@ -286,7 +286,7 @@ func TestPausedWriterProcessLeaseOnly(t *testing.T) {
 	cfg.Hooks = recovery.HookFuncs{}
 	cfg.Logger = testlog.New(t, "coordinator")
 	coord, err := recovery.NewCoordinator(recovery.CoordinatorConfig{
-		Client: cli, Session: sess, Prefix: "/shoal", Self: fencing.NodeRef{Name: "n0", Incarnation: "1"}, Engine: cfg,
+		Client: cli, Lease: recovery.SessionLease(sess), Prefix: "/shoal", Self: fencing.NodeRef{Name: "n0", Incarnation: "1"}, Engine: cfg,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -378,7 +378,7 @@ func TestCoordinatorProcessKilledBetweenSteps(t *testing.T) {
 	cfg.Hooks = hooks
 	cfg.Logger = testlog.New(t, "b")
 	b, err := recovery.NewCoordinator(recovery.CoordinatorConfig{
-		Client: cli, Session: sess, Prefix: prefix, Self: fencing.NodeRef{Name: "b", Incarnation: "1"}, Engine: cfg,
+		Client: cli, Lease: recovery.SessionLease(sess), Prefix: prefix, Self: fencing.NodeRef{Name: "b", Incarnation: "1"}, Engine: cfg,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -218,7 +218,7 @@ func TestRecoveryOrderOnTgtdAndEtcd(t *testing.T) {
 	cfg.Backoff = fencing.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond, Multiplier: 2}
 	cfg.Logger = testlog.New(t, "coordinator")
 	coord, err := recovery.NewCoordinator(recovery.CoordinatorConfig{
-		Client: cli, Session: sess, Prefix: "/shoal", Self: coordNode.ref, Engine: cfg,
+		Client: cli, Lease: recovery.SessionLease(sess), Prefix: "/shoal", Self: coordNode.ref, Engine: cfg,
 	})
 	if err != nil {
 		t.Fatal(err)
