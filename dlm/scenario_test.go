@@ -1,97 +1,19 @@
 package dlm
 
 import (
-	"bufio"
-	"flag"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/cockroachdb/datadriven"
 )
 
-var update = flag.Bool("update", false, "rewrite the expected output of scenario files")
-
-// scenarioCase is one command of a scenario file with its expected output.
-type scenarioCase struct {
-	line     int
-	cmd      string
-	expected string
-}
-
-// parseScenario reads a scenario file: each case is a command line,
-// "----", and the expected output up to a blank line. Lines starting with
-// "#" are comments.
-func parseScenario(t *testing.T, path string) []scenarioCase {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var cases []scenarioCase
-	sc := bufio.NewScanner(f)
-	ln := 0
-	var cur *scenarioCase
-	inOut := false
-	for sc.Scan() {
-		ln++
-		s := sc.Text()
-		switch {
-		case cur == nil && (strings.TrimSpace(s) == "" || strings.HasPrefix(s, "#")):
-		case cur == nil:
-			cur = &scenarioCase{line: ln, cmd: s}
-		case !inOut && s == "----":
-			inOut = true
-		case !inOut:
-			t.Fatalf("%s:%d: expected ---- after command", path, ln)
-		case strings.TrimSpace(s) == "":
-			cases = append(cases, *cur)
-			cur, inOut = nil, false
-		default:
-			cur.expected += s + "\n"
-		}
-	}
-	if cur != nil {
-		if !inOut {
-			t.Fatalf("%s:%d: command without ----", path, cur.line)
-		}
-		cases = append(cases, *cur)
-	}
-	return cases
-}
-
-func writeScenario(t *testing.T, path string, cases []scenarioCase, outs []string) {
-	t.Helper()
-	// Keep the comments that precede each case.
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lines := strings.Split(string(raw), "\n")
-	var b strings.Builder
-	prev := 0
-	for i, c := range cases {
-		for _, l := range lines[prev : c.line-1] {
-			if strings.HasPrefix(l, "#") {
-				b.WriteString(l + "\n")
-			}
-		}
-		b.WriteString(c.cmd + "\n----\n" + outs[i] + "\n")
-		prev = c.line
-		// skip past this case's own lines
-		for prev < len(lines) && strings.TrimSpace(lines[prev]) != "" {
-			prev++
-		}
-	}
-	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// runScenarios runs every file of dir through exec, comparing outputs and
-// calling check after each command.
+// runScenarios runs every file of dir with datadriven (the format
+// etcd-io/raft's tests use): a command line, "----", the expected output
+// up to a blank line; "#" starts a comment. It calls check after each
+// command. Run with -rewrite to record new outputs.
 func runScenarios(t *testing.T, dir string, newRunner func(t *testing.T) scenarioRunner) {
 	files, err := filepath.Glob(filepath.Join(dir, "*.txt"))
 	if err != nil || len(files) == 0 {
@@ -99,25 +21,21 @@ func runScenarios(t *testing.T, dir string, newRunner func(t *testing.T) scenari
 	}
 	for _, path := range files {
 		t.Run(filepath.Base(path), func(t *testing.T) {
-			cases := parseScenario(t, path)
 			r := newRunner(t)
-			var outs []string
-			for _, c := range cases {
-				out, err := r.exec(strings.Fields(c.cmd))
+			datadriven.RunTest(t, path, func(t *testing.T, d *datadriven.TestData) string {
+				args := []string{d.Cmd}
+				for _, a := range d.CmdArgs {
+					args = append(args, a.String())
+				}
+				out, err := r.exec(args)
 				if err != nil {
 					out += "error: " + err.Error() + "\n"
 				}
 				if err := r.check(); err != nil {
-					t.Fatalf("%s:%d: %s: check failed: %v", path, c.line, c.cmd, err)
+					t.Fatalf("%s: %s: check failed: %v", d.Pos, d.Cmd, err)
 				}
-				outs = append(outs, out)
-				if !*update && out != c.expected {
-					t.Errorf("%s:%d: %s\n got:\n%s want:\n%s", path, c.line, c.cmd, out, c.expected)
-				}
-			}
-			if *update {
-				writeScenario(t, path, cases, outs)
-			}
+				return out
+			})
 		})
 	}
 }
