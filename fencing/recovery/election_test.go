@@ -11,6 +11,7 @@ import (
 
 	"github.com/shoal-ha/shoal/fencing"
 	"github.com/shoal-ha/shoal/fencing/recovery"
+	"github.com/shoal-ha/shoal/internal/testutil"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
@@ -128,7 +129,7 @@ func TestSecondKeepAliveGivesUpOnALiveLease(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Orphan()
-	waitFor(t, "a first keep-alive answer", func() bool { return received.Load() > 0 })
+	testutil.WaitFor(t, 10*time.Second, "a first keep-alive answer", func() bool { return received.Load() > 0 })
 	stalled.Store(true)
 	select {
 	case <-s.Done():
@@ -157,14 +158,14 @@ func TestCoordinatorIsReplacedWhenPausedPastTTL(t *testing.T) {
 	la, lb := newNodeLease(t, cli, 2), newNodeLease(t, cli, 2)
 	a := newCoordinator(t, cli, la, prefix, "a", fencer, hooks)
 	_, resA := runCoordinator(t, a)
-	waitFor(t, "a elected", a.Leading)
+	testutil.WaitFor(t, 10*time.Second, "a elected", a.Leading)
 	b := newCoordinator(t, cliB, lb, prefix, "b", fencer, hooks)
 	_, resB := runCoordinator(t, b)
 
 	stalled.Store(true)
 	la.Pause()
 	paused := time.Now()
-	waitFor(t, "b elected", b.Leading)
+	testutil.WaitFor(t, 10*time.Second, "b elected", b.Leading)
 	took := time.Since(paused)
 	t.Logf("b elected %v after a paused (TTL 2s)", took)
 	if took > 4*time.Second {
@@ -191,7 +192,7 @@ func TestCoordinatorIsReplacedWhenPausedPastTTL(t *testing.T) {
 	if _, err := b.Request(ctx, victim); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "b recovers a", func() bool { return loadRecord(t, cli, prefix, victim).Done() })
+	testutil.WaitFor(t, 10*time.Second, "b recovers a", func() bool { return loadRecord(t, cli, prefix, victim).Done() })
 
 	la.Wake()
 	select {
@@ -219,7 +220,7 @@ func TestCoordinatorWithoutKeyStepsDownAndCampaignsAgain(t *testing.T) {
 	la, lb := newNodeLease(t, cli, 5), newNodeLease(t, cli, 5)
 	a := newCoordinator(t, cli, la, prefix, "a", fencer, hooks)
 	_, resA := runCoordinator(t, a)
-	waitFor(t, "a elected", a.Leading)
+	testutil.WaitFor(t, 10*time.Second, "a elected", a.Leading)
 	b := newCoordinator(t, cli, lb, prefix, "b", fencer, hooks)
 	runCoordinator(t, b)
 
@@ -238,10 +239,10 @@ func TestCoordinatorWithoutKeyStepsDownAndCampaignsAgain(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("a kept leading without its key")
 	}
-	waitFor(t, "b elected", b.Leading)
+	testutil.WaitFor(t, 10*time.Second, "b elected", b.Leading)
 	a2 := newCoordinator(t, cli, la, prefix, "a", fencer, hooks)
 	runCoordinator(t, a2)
-	waitFor(t, "a queued again", func() bool { return len(coordinatorKeys(t, cli, prefix)) == 2 })
+	testutil.WaitFor(t, 10*time.Second, "a queued again", func() bool { return len(coordinatorKeys(t, cli, prefix)) == 2 })
 	if a2.Leading() || !b.Leading() {
 		t.Fatalf("a leads %v, b leads %v: want b alone", a2.Leading(), b.Leading())
 	}
