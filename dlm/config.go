@@ -44,6 +44,14 @@ type Config struct {
 	// StartTimeout bounds how long Start may take to catch up with the
 	// cluster's lock table.
 	StartTimeout time.Duration
+	// WriteAttemptTimeout bounds the first attempt at a lock-table write;
+	// each later attempt gets twice as long, up to 5s. A write caught by an
+	// etcd leader election is never answered (the member forwarded it to
+	// the dead leader, and raft does not forward it again), so it is sent
+	// again after this bound, once a new leader serves. Every write is
+	// idempotent, so a repeat is safe. About twice the etcd election
+	// timeout. Default 1s.
+	WriteAttemptTimeout time.Duration
 }
 
 // DefaultConfig returns a Config with defaults filled in; the caller sets
@@ -57,6 +65,8 @@ func DefaultConfig() Config {
 		MaxCached:     4096,
 		DeadlockGrace: 2 * time.Second,
 		StartTimeout:  30 * time.Second,
+
+		WriteAttemptTimeout: time.Second,
 
 		CheckpointInterval: 30 * time.Second,
 	}
@@ -88,6 +98,9 @@ func (c Config) Validate() error {
 	}
 	if c.CheckpointInterval <= 0 {
 		errs = append(errs, fmt.Errorf("dlm: Config.CheckpointInterval %v must be positive", c.CheckpointInterval))
+	}
+	if c.WriteAttemptTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("dlm: Config.WriteAttemptTimeout %v must be positive", c.WriteAttemptTimeout))
 	}
 	if c.StartTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("dlm: Config.StartTimeout %v must be positive", c.StartTimeout))

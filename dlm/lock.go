@@ -493,9 +493,12 @@ func (n *Node) startRelease(nl *nodeLock) {
 	n.write(nl, ops, nil, func(int64) { delete(n.byKey, key) }, false)
 }
 
+// maxWriteAttempt bounds one attempt at a lock-table write.
+const maxWriteAttempt = 5 * time.Second
+
 // write runs a guarded transaction for nl in the background and drives
 // nl again when it is done. A tracked write marks nl busy meanwhile. Transport errors are retried (every write is
-// idempotent) until the self-fence deadline; a failed guard means the
+// idempotent), each attempt bounded (Config.WriteAttemptTimeout, doubling) so that one caught by an etcd leader election is sent again soon after a new leader serves, until the self-fence deadline; a failed guard means the
 // lease is gone and fences the node.
 func (n *Node) write(nl *nodeLock, ops []clientv3.Op, keyCmp *clientv3.Cmp, onDone func(rev int64), track bool) {
 	guard := n.guard()
@@ -514,8 +517,10 @@ func (n *Node) write(nl *nodeLock, ops []clientv3.Op, keyCmp *clientv3.Cmp, onDo
 		}
 		var err error
 		var resp *clientv3.TxnResponse
+		timeout := n.cfg.WriteAttemptTimeout
 		for attempt := 0; attempt < 1000; attempt++ {
-			ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
+			ctx, cancel := context.WithTimeout(n.ctx, timeout)
+			timeout = min(2*timeout, maxWriteAttempt)
 			resp, err = n.cfg.Client.Txn(ctx).If(guard).Then(ops...).Commit()
 			cancel()
 			n.etcdWrites.Add(1)

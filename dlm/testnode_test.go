@@ -259,6 +259,12 @@ func (p *testNodeProc) do(cmd string, a []string) (string, error) {
 			}
 		}
 		return "", fmt.Errorf("no other member")
+	case "leader": // the etcd leader's member id as this member knows it, 0 for none
+		srv := p.etcd.Server
+		if srv.Leader() == srv.MemberID() {
+			return "self", nil
+		}
+		return fmt.Sprintf("%x", uint64(srv.Leader())), nil
 	case "rejoin":
 		if err := p.join(); err != nil {
 			return "", err

@@ -37,6 +37,9 @@ func (l *lockService) start(s *cluster.Session) *dlm.Node {
 	cfg.Member = s
 	cfg.Prefix = l.n.Config().Prefix()
 	cfg.Logger = l.log
+	// A write caught by an etcd leader election is sent again once a new
+	// leader can have been elected, not after a long request timeout.
+	cfg.WriteAttemptTimeout = 2 * l.n.Config().ElectionTimeout()
 	ctx, cancel := context.WithTimeout(context.Background(), l.n.Config().StartTimeout())
 	defer cancel()
 	d, err := dlm.Start(ctx, cfg)
