@@ -20,7 +20,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Fence attempts by victim node and result (success, failure).",
 		}, []string{"node", "result"}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Namespace: "shoal", Subsystem: "fence", Name: "attempt_seconds",
+			Namespace: "shoal", Subsystem: "fence", Name: "attempt_duration_seconds",
 			Help:    "Time taken by one fence attempt.",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
 		}),

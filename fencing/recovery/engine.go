@@ -182,14 +182,14 @@ func (e *Engine) Run(ctx context.Context, victim fencing.NodeRef) (Record, error
 		step := rec.Next()
 		log.Debug("running step", "step", step.String(), "attempt", rec.Attempts+1)
 		var fence *FenceRecord
-		err := e.exec(ctx, step, rec)
+		out, err := e.exec(ctx, step, rec)
 		now := e.clk.Now()
 		if err == nil {
 			if step == StepRecordFence {
 				f := rec.Fence(e.cfg.Name, now)
 				fence = &f
 			}
-			next, ferr := rec.Finish(step, e.cfg.Name, now)
+			next, ferr := rec.FinishWith(step, e.cfg.Name, out, now)
 			if ferr != nil {
 				return rec, ferr
 			}
@@ -226,12 +226,19 @@ func (e *Engine) Run(ctx context.Context, victim fencing.NodeRef) (Record, error
 	return rec, nil
 }
 
-func (e *Engine) exec(ctx context.Context, step Step, rec Record) error {
+func (e *Engine) exec(ctx context.Context, step Step, rec Record) (Outcome, error) {
 	v := rec.Victim
+	oh, withOutcome := e.cfg.Hooks.(OutcomeHooks)
 	switch step {
 	case StepFence:
 		start := e.clk.Now()
-		err := e.cfg.Fencer.Fence(ctx, v)
+		var out Outcome
+		var err error
+		if of, ok := e.cfg.Fencer.(OutcomeFencer); ok {
+			out, err = of.FenceOutcome(ctx, v)
+		} else {
+			err = e.cfg.Fencer.Fence(ctx, v)
+		}
 		if e.cfg.OnFenceAttempt != nil {
 			a := fencing.Attempt{Victim: v, Number: rec.Attempts + 1, Err: err, Took: e.clk.Since(start)}
 			if err != nil && fencing.Retriable(err) {
@@ -239,24 +246,33 @@ func (e *Engine) exec(ctx context.Context, step Step, rec Record) error {
 			}
 			e.cfg.OnFenceAttempt(a)
 		}
-		return err
+		return out, err
 	case StepRecordFence:
 		// The lease goes first: once the record says this step is done,
 		// nobody revokes it again.
 		if v.LeaseID == 0 {
-			return nil
+			return Outcome{Method: "no lease to revoke"}, nil
 		}
-		return e.cfg.Store.RevokeLease(ctx, v.LeaseID)
+		return Outcome{Method: "lease revoked"}, e.cfg.Store.RevokeLease(ctx, v.LeaseID)
 	case StepReplayJournal:
-		return e.cfg.Hooks.ReplayJournal(ctx, v)
+		if withOutcome {
+			return oh.ReplayJournalOutcome(ctx, v)
+		}
+		return Outcome{}, e.cfg.Hooks.ReplayJournal(ctx, v)
 	case StepResync:
-		return e.cfg.Hooks.ResyncBitmap(ctx, v)
+		if withOutcome {
+			return oh.ResyncBitmapOutcome(ctx, v)
+		}
+		return Outcome{}, e.cfg.Hooks.ResyncBitmap(ctx, v)
 	case StepReleaseLocks:
-		return e.cfg.Hooks.ReleaseLocks(ctx, v)
+		if withOutcome {
+			return oh.ReleaseLocksOutcome(ctx, v)
+		}
+		return Outcome{}, e.cfg.Hooks.ReleaseLocks(ctx, v)
 	case StepDone:
-		return nil
+		return Outcome{}, nil
 	}
-	return fmt.Errorf("%w: no step %d", ErrOutOfOrder, int(step))
+	return Outcome{}, fmt.Errorf("%w: no step %d", ErrOutOfOrder, int(step))
 }
 
 // load reads the record, retrying store errors with back-off.

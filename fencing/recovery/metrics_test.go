@@ -32,8 +32,13 @@ func TestMetricsFollowRecord(t *testing.T) {
 		rec, _ = rec.Finish(st, "a", now)
 		m.Observe(rec)
 	}
+	m.Observe(rec) // the done record saved twice
+	m.ObserveFailover(rec, 3*time.Second)
 	got := gather(t, reg)
-	if got["shoal_recovery_step_failures_total"] != 2 || got["shoal_recovery_completed_total"] != 1 || got["shoal_recovery_step"] != 0 {
+	if got["shoal_recovery_step_duration_seconds_count"] != 6 || got["shoal_failover_duration_seconds_count"] != 1 {
+		t.Fatalf("histograms %v", got)
+	}
+	if got["shoal_recovery_step_failures_total"] != 2 || got["shoal_recovery_completed_total"] != 1 || got["shoal_recovery_current_step"] != 0 {
 		t.Fatalf("metrics %v", got)
 	}
 }
@@ -59,6 +64,8 @@ func gather(t *testing.T, reg *prometheus.Registry) map[string]float64 {
 				out[mf.GetName()] += m.GetCounter().GetValue()
 			case m.GetGauge() != nil:
 				out[mf.GetName()] += m.GetGauge().GetValue()
+			case m.GetHistogram() != nil:
+				out[mf.GetName()+"_count"] += float64(m.GetHistogram().GetSampleCount())
 			}
 		}
 	}

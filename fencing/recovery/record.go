@@ -40,6 +40,8 @@ type StepRecord struct {
 	Took        time.Duration `json:"took"`
 	Attempts    int           `json:"attempts"`
 	Coordinator string        `json:"coordinator"`
+	// Outcome says what the step did, when its hook reported it.
+	Outcome Outcome `json:"outcome,omitzero"`
 }
 
 // FenceRecord is written to <prefix>/fence/<node>/<incarnation> together
@@ -92,11 +94,16 @@ func (r Record) TakeOver(coordinator string, now time.Time) Record {
 // Finish records step as finished. Only the next step may finish: this is
 // what keeps recovery from going past the fence unfenced.
 func (r Record) Finish(step Step, coordinator string, now time.Time) (Record, error) {
+	return r.FinishWith(step, coordinator, Outcome{}, now)
+}
+
+// FinishWith is Finish with what the step did.
+func (r Record) FinishWith(step Step, coordinator string, out Outcome, now time.Time) (Record, error) {
 	if step != r.Next() || r.Done() {
 		return r, fmt.Errorf("%w: %s finished, %s is next, got %s", ErrOutOfOrder, r.Finished, r.Next(), step)
 	}
 	r.History = append(append([]StepRecord(nil), r.History...), StepRecord{
-		Step: step, Finished: now, Took: now.Sub(r.StepSince), Attempts: r.Attempts + 1, Coordinator: coordinator,
+		Step: step, Finished: now, Took: now.Sub(r.StepSince), Attempts: r.Attempts + 1, Coordinator: coordinator, Outcome: out,
 	})
 	r.Finished = step
 	r.Coordinator = coordinator
