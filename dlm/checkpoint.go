@@ -34,6 +34,7 @@ type checkpointEntry struct {
 	Mode      Mode     `json:"mode"`
 	Recovery  bool     `json:"recovery,omitempty"`
 	NoQueue   bool     `json:"noqueue,omitempty"`
+	FailOnDL  bool     `json:"fail_on_deadlock,omitempty"`
 	Held      bool     `json:"held,omitempty"`
 	Granted   Mode     `json:"granted"`
 	CreateRev int64    `json:"create_rev"`
@@ -62,7 +63,7 @@ func (r *Replica) Checkpoint(rev int64) ([]byte, error) {
 	st := checkpointState{Rev: rev, TokRev: t.tokRev, TokN: t.tokN, LVBs: map[string]lvbJSON{}, LastTok: t.lastTok, Members: r.members}
 	for _, e := range t.sortedEntries(func(*entry) bool { return true }) {
 		st.Entries = append(st.Entries, checkpointEntry{ID: e.ID, Owner: e.Owner, Resource: e.Resource, Mode: e.Mode, Recovery: e.Recovery,
-			NoQueue: e.NoQueue, Held: e.held, Granted: e.granted, CreateRev: e.createRev, ConvRev: e.convRev, Token: e.token,
+			NoQueue: e.NoQueue, FailOnDL: e.FailOnDeadlock, Held: e.held, Granted: e.granted, CreateRev: e.createRev, ConvRev: e.convRev, Token: e.token,
 			GrantRev: e.grantRev, Orphan: e.orphan, BlockSent: e.blockSent, BlockMode: e.blockMode})
 	}
 	for o := range t.dead {
@@ -105,7 +106,7 @@ func RestoreReplica(prefix string, data []byte) (*Replica, error) {
 		if _, dup := t.reqs[c.ID]; dup {
 			return nil, fmt.Errorf("dlm: checkpoint: entry %q twice", c.ID)
 		}
-		e := &entry{Request: Request{ID: c.ID, Owner: c.Owner, Resource: c.Resource, Mode: c.Mode, Recovery: c.Recovery, NoQueue: c.NoQueue},
+		e := &entry{Request: Request{ID: c.ID, Owner: c.Owner, Resource: c.Resource, Mode: c.Mode, Recovery: c.Recovery, NoQueue: c.NoQueue, FailOnDeadlock: c.FailOnDL},
 			held: c.Held, granted: c.Granted, createRev: c.CreateRev, convRev: c.ConvRev, token: c.Token, grantRev: c.GrantRev,
 			orphan: c.Orphan, blockSent: c.BlockSent, blockMode: c.BlockMode}
 		t.reqs[e.ID] = e

@@ -130,4 +130,98 @@ func TestConvertAndDeadlock(t *testing.T) {
 		testutil.WaitFor(t, 5*time.Second, "the graph to clear", func() bool { return len(a.n.WaitFor()) == 0 })
 		checkAll(t, a, b)
 	})
+
+	t.Run("ConversionDeadlockHasOneVictim", func(t *testing.T) {
+		// Both hold PR and both convert to EX asking for deadlock errors:
+		// the conversion queued last is the victim, on every node; the
+		// other is granted EX once the victim releases.
+		res := Named("convdeadlock")
+		la, err := a.n.Acquire(ctxT(t, 5*time.Second), res, PR)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lb, err := b.n.Acquire(ctxT(t, 5*time.Second), res, PR)
+		if err != nil {
+			t.Fatal(err)
+		}
+		errs := map[*Lock]chan error{la: make(chan error, 1), lb: make(chan error, 1)}
+		for _, l := range []*Lock{la, lb} {
+			go func() { errs[l] <- l.Convert(ctxT(t, 30*time.Second), EX, FailOnDeadlock()) }()
+		}
+		var victimID string
+		testutil.WaitFor(t, 5*time.Second, "both nodes to name the same victim", func() bool {
+			va, vb := a.n.DeadlockVictims(), b.n.DeadlockVictims()
+			if len(va) != 1 || len(vb) != 1 || va[0] != vb[0] {
+				return false
+			}
+			victimID = va[0]
+			return true
+		})
+		// The victim is the conversion with the later revision.
+		var convs []LockInfo
+		for _, l := range a.n.Locks() {
+			if l.Resource == res {
+				convs = append(convs, l)
+			}
+		}
+		if len(convs) != 2 {
+			t.Fatalf("locks on %s: %+v", res, convs)
+		}
+		later := convs[0]
+		if convs[1].QueuedRev > later.QueuedRev {
+			later = convs[1]
+		}
+		if later.ID != victimID {
+			t.Fatalf("victim %s, but the later conversion is %s (%+v)", victimID, later.ID, convs)
+		}
+		victim, other, otherNode := la, lb, b
+		if later.Owner == b.n.Owner() {
+			victim, other, otherNode = lb, la, a
+		}
+		select {
+		case err := <-errs[victim]:
+			if !errors.Is(err, ErrDeadlock) {
+				t.Fatalf("victim's conversion: %v, want ErrDeadlock", err)
+			}
+		case err := <-errs[other]:
+			t.Fatalf("the side that is not the victim ended first: %v", err)
+		case <-time.After(20 * time.Second):
+			t.Fatal("no side was told of the deadlock")
+		}
+		if victim.Mode() != PR {
+			t.Fatalf("victim's mode after the failed conversion: %s", victim.Mode())
+		}
+		// The other side still waits while the victim holds PR, well past
+		// the grace period (its own deadlock checks see no victim in it).
+		testutil.WaitFor(t, 5*time.Second, "the victim's conversion to be withdrawn", func() bool {
+			for _, l := range otherNode.n.Locks() {
+				if l.ID == victimID {
+					return l.Want == PR
+				}
+			}
+			return false
+		})
+		select {
+		case err := <-errs[other]:
+			t.Fatalf("the other side ended while the victim still holds PR: %v", err)
+		case <-time.After(3 * otherNode.n.cfg.DeadlockGrace):
+		}
+		before := other.Token()
+		if err := victim.Release(); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-errs[other]:
+			if err != nil {
+				t.Fatalf("the other side's conversion: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the other side was not granted EX after the victim released")
+		}
+		if other.Mode() != EX || other.Token() <= before {
+			t.Fatalf("other side: mode %s token %s (was %s)", other.Mode(), other.Token(), before)
+		}
+		other.Release()
+		checkAll(t, a, b)
+	})
 }

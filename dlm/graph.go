@@ -53,6 +53,43 @@ func (t *Table) Cycles() [][]Owner {
 	return OwnerCycles(t.WaitFor())
 }
 
+// DeadlockVictims returns, for every owner-level wait-for cycle, the
+// request that gives way: of the pending requests in the cycle that wait
+// for another owner of the cycle and asked for FailOnDeadlock, the one
+// queued last (highest queue revision; on a tie, the greater ID). The
+// choice follows from the order of events alone, so every node's replica
+// names the same victim; the victim's node fails it with ErrDeadlock once
+// the cycle has lasted Config.DeadlockGrace, and the others keep waiting
+// (the classic DLM picks one victim, never both sides). A cycle without
+// such a request has no victim: it lasts until a waiter gives up.
+func (t *Table) DeadlockVictims() []string {
+	edges := t.WaitFor()
+	var out []string
+	for _, c := range OwnerCycles(edges) {
+		in := map[Owner]bool{}
+		for _, o := range c {
+			in[o] = true
+		}
+		var victim *entry
+		for _, e := range edges {
+			if e.WaiterOwner == e.HolderOwner || !in[e.WaiterOwner] || !in[e.HolderOwner] {
+				continue
+			}
+			p := t.reqs[e.Waiter]
+			if p == nil || !p.FailOnDeadlock {
+				continue
+			}
+			if victim == nil || p.queuedAt() > victim.queuedAt() || p.queuedAt() == victim.queuedAt() && p.ID > victim.ID {
+				victim = p
+			}
+		}
+		if victim != nil {
+			out = append(out, victim.ID)
+		}
+	}
+	return out
+}
+
 // OwnerCycles finds the owner-level cycles of a wait-for graph.
 func OwnerCycles(edges []WaitEdge) [][]Owner {
 	adj := map[Owner][]Owner{}

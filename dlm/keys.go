@@ -65,6 +65,8 @@ type requestValue struct {
 	Mode     Mode     `json:"mode"`
 	Recovery bool     `json:"recovery,omitempty"`
 	NoQueue  bool     `json:"noqueue,omitempty"`
+	// FailOnDeadlock offers the request as a deadlock victim.
+	FailOnDeadlock bool `json:"fail_on_deadlock,omitempty"`
 }
 
 // lvbValue is the JSON value of a value-block key.

@@ -3,6 +3,7 @@ package dlm
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -15,8 +16,13 @@ type Option func(*waiter, *nodeLock)
 // Nothing is left queued.
 func Try() Option { return func(w *waiter, _ *nodeLock) { w.try = true } }
 
-// FailOnDeadlock makes Acquire fail with ErrDeadlock when its request sits
-// in a wait-for cycle for longer than Config.DeadlockGrace.
+// FailOnDeadlock makes Acquire (or Convert) fail with ErrDeadlock when its
+// request is the victim of a wait-for cycle for longer than
+// Config.DeadlockGrace. The victim is one request per cycle, the one of
+// those asking for this option that was queued last, chosen alike on
+// every node (Table.DeadlockVictims); the other sides keep waiting. A
+// failed conversion keeps its old mode: releasing it (or converting down)
+// lets the others through. Retrying at once may deadlock again.
 func FailOnDeadlock() Option { return func(w *waiter, _ *nodeLock) { w.failOn = true } }
 
 // Recovery asks for a recovery lock: it is granted over locks orphaned by
@@ -395,7 +401,7 @@ func (n *Node) drive(nl *nodeLock) {
 	case nl.key != "" && nl.held && nl.want == nl.granted && head != nil && head.conv != nil && !Covers(nl.granted, head.mode):
 		// A local holder converts up: conversions go ahead of the
 		// waiters this node blocks, as in the cluster's queue.
-		n.startConvert(nl, Sup(nl.granted, head.mode), head.try)
+		n.startConvert(nl, Sup(nl.granted, head.mode), head.try, head.failOn)
 	case nl.key != "" && !nl.held && len(nl.waiters) == 0:
 		// Nobody wants it any more (cancelled or refused): withdraw.
 		n.startRelease(nl)
@@ -409,22 +415,22 @@ func (n *Node) drive(nl *nodeLock) {
 		if !used {
 			n.startRelease(nl)
 		} else if Compatible(need, nl.blockMode) && need != nl.granted {
-			n.startConvert(nl, need, false)
+			n.startConvert(nl, need, false, false)
 		}
 	case nl.key != "" && nl.held && nl.want != nl.granted && (len(nl.waiters) == 0 || Covers(nl.granted, nl.waiters[0].mode)):
 		// A pending conversion nobody waits for any more: take it back.
-		n.startConvert(nl, nl.granted, false)
+		n.startConvert(nl, nl.granted, false, false)
 	case nl.key != "" && nl.held && !used && (nl.draining || len(nl.waiters) == 0 && (!n.cfg.CacheLocks || nl.recovery)):
 		n.startRelease(nl)
 	case len(nl.waiters) > 0:
 		w := nl.waiters[0]
 		switch {
 		case nl.key == "":
-			n.startCreate(nl, w.mode, w.try)
+			n.startCreate(nl, w.mode, w.try, w.failOn)
 		case nl.held && nl.want == nl.granted && !Covers(nl.granted, w.mode):
-			n.startConvert(nl, Sup(nl.granted, w.mode), w.try)
+			n.startConvert(nl, Sup(nl.granted, w.mode), w.try, w.failOn)
 		case !nl.held && !Covers(nl.want, w.mode):
-			n.startConvert(nl, Sup(nl.want, w.mode), false)
+			n.startConvert(nl, Sup(nl.want, w.mode), false, w.failOn)
 		}
 	case nl.key == "" && !used && len(nl.waiters) == 0:
 		delete(n.locks, nl.name)
@@ -453,12 +459,12 @@ func (n *Node) guard() clientv3.Cmp {
 	return clientv3.Compare(clientv3.LeaseValue(m.MemberKey()), "=", int64(m.LeaseID()))
 }
 
-func (n *Node) startCreate(nl *nodeLock, mode Mode, try bool) {
+func (n *Node) startCreate(nl *nodeLock, mode Mode, try, failOn bool) {
 	key := n.keys.req(n.me, n.seq)
 	n.seq++
 	nl.key, nl.want, nl.held, nl.blocked = key, mode, false, false
 	n.byKey[key] = nl
-	val := mustJSON(requestValue{Resource: nl.res, Mode: mode, Recovery: nl.recovery, NoQueue: try})
+	val := mustJSON(requestValue{Resource: nl.res, Mode: mode, Recovery: nl.recovery, NoQueue: try, FailOnDeadlock: failOn})
 	n.write(nl, []clientv3.Op{clientv3.OpPut(key, val)}, nil, func(rev int64) {
 		if nl.key == key {
 			nl.createRev = rev
@@ -466,14 +472,14 @@ func (n *Node) startCreate(nl *nodeLock, mode Mode, try bool) {
 	}, true)
 }
 
-func (n *Node) startConvert(nl *nodeLock, mode Mode, try bool) {
+func (n *Node) startConvert(nl *nodeLock, mode Mode, try, failOn bool) {
 	key := nl.key
 	var ops []clientv3.Op
 	if nl.lvbDirty && (nl.granted == PW || nl.granted == EX) && !Covers(mode, PW) {
 		ops = append(ops, clientv3.OpPut(n.keys.lvb(nl.res), mustJSON(lvbValue{Value: nl.lvb, Valid: true})))
 		nl.lvbDirty = false
 	}
-	ops = append(ops, clientv3.OpPut(key, mustJSON(requestValue{Resource: nl.res, Mode: mode, Recovery: nl.recovery, NoQueue: try})))
+	ops = append(ops, clientv3.OpPut(key, mustJSON(requestValue{Resource: nl.res, Mode: mode, Recovery: nl.recovery, NoQueue: try, FailOnDeadlock: failOn})))
 	nl.want = mode
 	cmp := clientv3.Compare(clientv3.CreateRevision(key), "=", nl.createRev)
 	n.write(nl, ops, &cmp, nil, true)
@@ -570,24 +576,20 @@ func (n *Node) write(nl *nodeLock, ops []clientv3.Op, keyCmp *clientv3.Cmp, onDo
 	}()
 }
 
-// checkDeadlock reports (and withdraws w) when w's request has been in a
-// wait-for cycle for longer than the grace period.
+// checkDeadlock reports (and withdraws w) when w's request has been the
+// victim of a wait-for cycle (Table.DeadlockVictims: the same request on
+// every node) for longer than the grace period. Only the victim's waiters
+// fail; the other requests of the cycle keep waiting and are granted once
+// the victim's holder releases or its conversion is withdrawn.
 func (n *Node) checkDeadlock(nl *nodeLock, w *waiter) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if w.done {
 		return false
 	}
-	inCycle := false
-	for _, c := range n.rep.Table.Cycles() {
-		for _, o := range c {
-			if o == n.me {
-				inCycle = true
-			}
-		}
-	}
+	victim := nl.key != "" && slices.Contains(n.rep.Table.DeadlockVictims(), nl.key)
 	now := n.cfg.Clock.Now()
-	if !inCycle {
+	if !victim {
 		w.cycle = time.Time{}
 		return false
 	}

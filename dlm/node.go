@@ -461,6 +461,15 @@ func (n *Node) WaitFor() []WaitEdge {
 	return n.rep.Table.WaitFor()
 }
 
+// DeadlockVictims returns the requests chosen to give way in the
+// cluster's wait-for cycles (Table.DeadlockVictims) as this node sees
+// them; every node sees the same ones once its replica has caught up.
+func (n *Node) DeadlockVictims() []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.rep.Table.DeadlockVictims()
+}
+
 // Check runs the lock table's consistency check on this node's replica.
 func (n *Node) Check() error {
 	n.mu.Lock()

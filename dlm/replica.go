@@ -90,7 +90,7 @@ func (r *Replica) Apply(ev *mvccpb.Event) ([]Decision, error) {
 			more, err := r.Table.Request(rev, Request{ID: key, Owner: o, Resource: v.Resource, Mode: v.Mode})
 			return append(ds, more...), err
 		}
-		return r.Table.Request(rev, Request{ID: key, Owner: o, Resource: v.Resource, Mode: v.Mode, Recovery: v.Recovery, NoQueue: v.NoQueue})
+		return r.Table.Request(rev, Request{ID: key, Owner: o, Resource: v.Resource, Mode: v.Mode, Recovery: v.Recovery, NoQueue: v.NoQueue, FailOnDeadlock: v.FailOnDeadlock})
 	case strings.HasPrefix(key, r.keys.lvbs()):
 		res, err := ParseResource(strings.TrimPrefix(key, r.keys.lvbs()))
 		if err != nil {

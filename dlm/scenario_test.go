@@ -47,11 +47,11 @@ type scenarioRunner interface {
 
 // tableRunner drives a Table from scenario commands:
 //
-//	request REV ID NODE/INC RESOURCE MODE [recovery] [noqueue]
+//	request REV ID NODE/INC RESOURCE MODE [recovery] [noqueue] [fail-on-deadlock]
 //	release REV ID
 //	down REV NODE/INC
 //	lvb REV RESOURCE VALUE|invalid
-//	locks | graph
+//	locks | graph | victims
 type tableRunner struct{ t *Table }
 
 func parseOwner(s string) (Owner, error) {
@@ -98,6 +98,8 @@ func (r *tableRunner) exec(a []string) (string, error) {
 				req.Recovery = true
 			case "noqueue":
 				req.NoQueue = true
+			case "fail-on-deadlock":
+				req.FailOnDeadlock = true
 			default:
 				return "", fmt.Errorf("unknown flag %q", f)
 			}
@@ -143,6 +145,12 @@ func (r *tableRunner) exec(a []string) (string, error) {
 		return formatLocks(r.t.Locks()), nil
 	case "graph":
 		return formatGraph(r.t.WaitFor()), nil
+	case "victims":
+		v := r.t.DeadlockVictims()
+		if len(v) == 0 {
+			return "(none)\n", nil
+		}
+		return strings.Join(v, "\n") + "\n", nil
 	default:
 		return "", fmt.Errorf("unknown command %q", a[0])
 	}

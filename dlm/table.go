@@ -48,6 +48,10 @@ type Request struct {
 	// NoQueue asks for an answer at once: if the request cannot be granted
 	// when it arrives, it is refused and leaves no trace (try-lock).
 	NoQueue bool
+	// FailOnDeadlock offers the request as a deadlock victim: of the
+	// requests in a wait-for cycle that carry it, the one queued last is
+	// the victim (Table.DeadlockVictims).
+	FailOnDeadlock bool
 }
 
 // DecisionKind says what a Decision reports.
@@ -119,6 +123,15 @@ type entry struct {
 }
 
 func (e *entry) pending() bool { return !e.held || e.Mode != e.granted }
+
+// queuedAt is the revision that placed a pending request in its queue:
+// that of the conversion for a held lock, of the request otherwise.
+func (e *entry) queuedAt() int64 {
+	if e.held {
+		return e.convRev
+	}
+	return e.createRev
+}
 
 // lvbState is the lock value block of one resource.
 type lvbState struct {
@@ -194,13 +207,10 @@ func (t *Table) Request(rev int64, r Request) ([]Decision, error) {
 		if e.Owner != r.Owner || e.Resource != r.Resource {
 			return nil, fmt.Errorf("dlm: conversion of %s changes owner or resource", r.ID)
 		}
-		if !e.held {
-			// Re-queue a waiting request with a new mode: it keeps its place.
-			e.Mode, e.NoQueue, e.Recovery = r.Mode, r.NoQueue, r.Recovery
-		} else {
-			e.Mode, e.NoQueue, e.Recovery = r.Mode, r.NoQueue, r.Recovery
+		e.Mode, e.NoQueue, e.Recovery, e.FailOnDeadlock = r.Mode, r.NoQueue, r.Recovery, r.FailOnDeadlock
+		if e.held {
 			e.convRev = rev
-		}
+		} // else a waiting request re-queued with a new mode keeps its place
 	} else {
 		e = &entry{Request: r, createRev: rev, convRev: rev}
 		t.reqs[r.ID] = e
