@@ -16,6 +16,8 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/gohcl"
 	"github.com/hashicorp/hcl/v2/hclparse"
+
+	"github.com/shoal-ha/shoal/internal/keys"
 )
 
 // Timing profiles. Fast suits a cluster on one machine (tests, the demo);
@@ -687,7 +689,7 @@ func (c Config) StartTimeout() time.Duration { return c.Etcd.start }
 func (c Config) RequestTimeout() time.Duration { return c.Etcd.request }
 
 // Prefix is the root of this cluster's keys in etcd.
-func (c Config) Prefix() string { return "/shoal/" + c.ClusterName }
+func (c Config) Prefix() string { return keys.Cluster(c.ClusterName).Root() }
 
 // NewLogger builds the logger from LogLevel and LogJSON.
 func (c *Config) NewLogger(out *os.File) hclog.Logger {

@@ -1,14 +1,11 @@
 // Package cluster is the node's place in the cluster: its etcd member (or
 // its client of an external etcd), its lease and self-fence deadline, the
 // live member view with node-up/down events, the recovery coordinator
-// election and the admin HTTP API. The node daemon (cmd/shoald) is a thin
-// shell around it.
+// election and the admin HTTP API. Package node assembles a whole node on
+// top of it; the daemon (cmd/shoald) is a thin shell around that.
 //
-// Keys, under Config.Prefix() ("/shoal/<cluster>"):
-//
-//	members/<name>                 MemberInfo of the live incarnation, attached to its lease
-//	coordinator/<lease>            the recovery coordinator election (etcd concurrency.Election)
-//	nodes/<name>                   NodeRecord: what outlives an incarnation (its bitmap slot)
+// Its keys (members/NAME, the coordinator election) are defined, with
+// every other key of the cluster, in internal/keys.
 //
 // Running a node:
 //

@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/shoal-ha/shoal/internal/clock"
+	"github.com/shoal-ha/shoal/internal/keys"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -37,7 +38,7 @@ type Node struct {
 	Role CoordinatorRole
 	// DescribeMember, when set before Run, adds to the member record each
 	// incarnation registers (addresses of the parts the daemon runs).
-	DescribeMember func(*MemberInfo)
+	DescribeMember func(*keys.MemberRecord)
 	// OnSession, when set before Run, is called with every new incarnation
 	// the node registers (the first and each one after a lost lease).
 	OnSession func(*Session)
@@ -98,7 +99,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	if cfg.Etcd.Mode == EtcdExternal {
 		rctx, cancel := context.WithTimeout(ctx, cfg.StartTimeout())
-		_, err := n.cli.Get(rctx, cfg.Prefix()+"/probe")
+		_, err := n.cli.Get(rctx, keys.Of(cfg.Prefix()).Probe())
 		cancel()
 		if err != nil {
 			return nil, fmt.Errorf("external etcd %v: %w", endpoints, err)
@@ -281,7 +282,7 @@ func (n *Node) Run(ctx context.Context) error {
 }
 
 func (n *Node) register(ctx context.Context) (*Session, error) {
-	info := MemberInfo{Name: n.cfg.NodeName, Kind: KindNode}
+	info := keys.MemberRecord{Name: n.cfg.NodeName, Kind: keys.KindNode}
 	if n.cfg.Etcd.Mode == EtcdEmbedded {
 		info.ClientURL = "https://" + n.cfg.Etcd.ClientAddr
 		info.PeerURL = "https://" + n.cfg.Etcd.PeerAddr
@@ -423,13 +424,10 @@ func campaignWhileValid(ctx context.Context, role CoordinatorRole, sess *Session
 	}
 }
 
-// CoordinatorPrefix is the election prefix of the recovery coordinator.
-func CoordinatorPrefix(prefix string) string { return prefix + "/coordinator" }
-
 // CoordinatorName returns the node name of the current coordinator, or ""
 // when there is none. The election value is "name" or "name/incarnation".
 func CoordinatorName(ctx context.Context, cli *clientv3.Client, prefix string) (string, error) {
-	resp, err := cli.Get(ctx, CoordinatorPrefix(prefix)+"/", clientv3.WithFirstCreate()...)
+	resp, err := cli.Get(ctx, keys.Of(prefix).Coordinator()+"/", clientv3.WithFirstCreate()...)
 	if err != nil {
 		return "", err
 	}

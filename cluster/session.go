@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/shoal-ha/shoal/internal/clock"
+	"github.com/shoal-ha/shoal/internal/keys"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -27,33 +28,8 @@ var ErrNameTaken = errors.New("member name taken by a live incarnation")
 
 var errSessionClosed = errors.New("session closed")
 
-// Member kinds.
-const (
-	KindNode   = "node"   // a shoald
-	KindClient = "client" // a tool holding locks (lockctl acquire)
-)
-
-// MemberInfo is the value of a member key: who the incarnation is and
-// where it can be reached.
-type MemberInfo struct {
-	Name        string    `json:"name"`
-	Incarnation string    `json:"incarnation"`
-	Kind        string    `json:"kind"`
-	Lease       int64     `json:"lease"`
-	ClientURL   string    `json:"client_url,omitempty"`
-	PeerURL     string    `json:"peer_url,omitempty"`
-	AdminURL    string    `json:"admin_url,omitempty"`
-	Started     time.Time `json:"started"`
-	// Slot is the member's write-intent bitmap slot on the volume, if it
-	// writes the volume.
-	Slot *int `json:"slot,omitempty"`
-	// HeartbeatAddr is the UDP host:port of the member's direct failure
-	// detector, if it runs one.
-	HeartbeatAddr string `json:"heartbeat_addr,omitempty"`
-	// Leaving is set by a clean shutdown just before the lease is revoked,
-	// so watchers tell a departure from a death.
-	Leaving bool `json:"leaving,omitempty"`
-}
+// Member kinds and the member record are defined with the member key in
+// internal/keys (keys.KindNode, keys.KindClient, keys.MemberRecord).
 
 // SessionConfig says how to register an incarnation.
 type SessionConfig struct {
@@ -62,7 +38,7 @@ type SessionConfig struct {
 	Prefix string
 	// Info describes the member; Name and Kind are required, Incarnation
 	// and Lease are filled in.
-	Info MemberInfo
+	Info keys.MemberRecord
 	// TTL, KeepAliveInterval, KeepAliveTimeout and SelfFenceMargin: see
 	// LeaseConfig.
 	TTL, KeepAliveInterval, KeepAliveTimeout, SelfFenceMargin time.Duration
@@ -81,7 +57,7 @@ type Session struct {
 	cfg       SessionConfig
 	clk       clock.Clock
 	log       hclog.Logger
-	info      MemberInfo
+	info      keys.MemberRecord
 	key       string
 	createRev int64
 
@@ -96,9 +72,6 @@ type Session struct {
 	done     chan struct{}
 }
 
-// MembersPrefix is where member keys live under a cluster prefix.
-func MembersPrefix(prefix string) string { return prefix + "/members/" }
-
 // NewIncarnation returns a fresh incarnation id.
 func NewIncarnation() string {
 	var b [6]byte
@@ -111,7 +84,7 @@ func newSession(cfg SessionConfig) *Session {
 		cfg:      cfg,
 		clk:      cfg.Clock,
 		log:      cfg.Logger,
-		key:      MembersPrefix(cfg.Prefix) + cfg.Info.Name,
+		key:      keys.Of(cfg.Prefix).Member(cfg.Info.Name),
 		deadline: leaseDeadline{margin: cfg.SelfFenceMargin},
 		lost:     make(chan struct{}),
 		stop:     make(chan struct{}),
@@ -175,7 +148,7 @@ func Register(ctx context.Context, cfg SessionConfig) (*Session, error) {
 		if len(kvs) == 0 {
 			continue
 		}
-		var old MemberInfo
+		var old keys.MemberRecord
 		json.Unmarshal(kvs[0].Value, &old)
 		if !cfg.TakeOver {
 			cfg.Client.Revoke(context.Background(), grant.ID)
@@ -323,7 +296,7 @@ func (s *Session) MemberKey() string { return s.key }
 func (s *Session) MemberKeyRevision() int64 { return s.createRev }
 
 // Info is what the member key says.
-func (s *Session) Info() MemberInfo { return s.info }
+func (s *Session) Info() keys.MemberRecord { return s.info }
 
 // Deadline is the self-fence deadline on the local clock.
 func (s *Session) Deadline() time.Time {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/shoal-ha/shoal/internal/clock"
+	"github.com/shoal-ha/shoal/internal/keys"
 	"github.com/shoal-ha/shoal/internal/testlog"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -29,7 +30,7 @@ type leaseRig struct {
 func newLeaseRig(t *testing.T) *leaseRig {
 	r := &leaseRig{t: t, clk: clock.NewFake(time.Unix(1000, 0)), calls: make(chan chan renewReply)}
 	r.s = newSession(SessionConfig{
-		Info: MemberInfo{Name: "n1", Kind: KindNode, Incarnation: "i1", Lease: 7},
+		Info: keys.MemberRecord{Name: "n1", Kind: keys.KindNode, Incarnation: "i1", Lease: 7},
 		TTL:  2 * time.Second, KeepAliveInterval: 250 * time.Millisecond,
 		KeepAliveTimeout: 500 * time.Millisecond, SelfFenceMargin: 250 * time.Millisecond,
 		Clock: r.clk, Logger: testlog.New(t, "lease"),

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/shoal-ha/shoal/internal/keys"
 )
 
 // Status is the cluster as one node sees it (shoald status, /api/status).
@@ -30,7 +32,7 @@ type Status struct {
 
 // MemberStatus is one live member.
 type MemberStatus struct {
-	MemberInfo
+	keys.MemberRecord
 	TTLLeft float64 `json:"lease_ttl_left_seconds"`
 }
 
@@ -99,7 +101,7 @@ func (n *Node) Status(ctx context.Context) Status {
 	st.Members = make([]MemberStatus, len(members))
 	var wg sync.WaitGroup
 	for i, m := range members {
-		st.Members[i] = MemberStatus{MemberInfo: m, TTLLeft: -1}
+		st.Members[i] = MemberStatus{MemberRecord: m, TTLLeft: -1}
 		wg.Add(1)
 		go func(i int, lease int64) {
 			defer wg.Done()
@@ -118,13 +120,13 @@ func (n *Node) Status(ctx context.Context) Status {
 // MembersView is the member view alone, answered from memory with no etcd
 // request (/api/members): what the node believes right now.
 type MembersView struct {
-	Node        string       `json:"node"`
-	Incarnation string       `json:"incarnation,omitempty"`
-	Ready       bool         `json:"ready"`
-	LeaseLosses int          `json:"lease_losses"`
-	Coordinator bool         `json:"is_coordinator"`
-	Members     []MemberInfo `json:"members"`
-	Events      []TimedEvent `json:"recent_events"`
+	Node        string              `json:"node"`
+	Incarnation string              `json:"incarnation,omitempty"`
+	Ready       bool                `json:"ready"`
+	LeaseLosses int                 `json:"lease_losses"`
+	Coordinator bool                `json:"is_coordinator"`
+	Members     []keys.MemberRecord `json:"members"`
+	Events      []TimedEvent        `json:"recent_events"`
 }
 
 // Members returns the member view without asking etcd.

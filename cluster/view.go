@@ -1,6 +1,10 @@
 package cluster
 
-import "sort"
+import (
+	"sort"
+
+	"github.com/shoal-ha/shoal/internal/keys"
+)
 
 // EventKind says what happened to a member.
 type EventKind string
@@ -14,26 +18,26 @@ const (
 
 // Event is one change of the live member set, at an etcd revision.
 type Event struct {
-	Kind     EventKind  `json:"kind"`
-	Member   MemberInfo `json:"member"`
-	Revision int64      `json:"revision"`
+	Kind     EventKind         `json:"kind"`
+	Member   keys.MemberRecord `json:"member"`
+	Revision int64             `json:"revision"`
 }
 
 // View is the live member set as one node sees it, built from the ordered
 // changes of the member keys. It is a plain type: the watcher feeds it, and
 // tests drive it directly.
 type View struct {
-	members map[string]MemberInfo
+	members map[string]keys.MemberRecord
 	rev     int64
 }
 
 // NewView returns an empty view.
-func NewView() *View { return &View{members: map[string]MemberInfo{}} }
+func NewView() *View { return &View{members: map[string]keys.MemberRecord{}} }
 
 // Reset replaces the view with a full listing taken at rev, and returns
 // the events that turn the old view into the new one (downs first).
-func (v *View) Reset(list []MemberInfo, rev int64) []Event {
-	next := map[string]MemberInfo{}
+func (v *View) Reset(list []keys.MemberRecord, rev int64) []Event {
+	next := map[string]keys.MemberRecord{}
 	for _, m := range list {
 		next[m.Name] = m
 	}
@@ -57,7 +61,7 @@ func (v *View) Reset(list []MemberInfo, rev int64) []Event {
 
 // Put applies a write of a member key at rev. A new incarnation under a
 // known name means the old one is gone.
-func (v *View) Put(m MemberInfo, rev int64) []Event {
+func (v *View) Put(m keys.MemberRecord, rev int64) []Event {
 	if rev <= v.rev {
 		return nil
 	}
@@ -90,8 +94,8 @@ func (v *View) Delete(name string, rev int64) []Event {
 }
 
 // Members lists the live members by name.
-func (v *View) Members() []MemberInfo {
-	out := make([]MemberInfo, 0, len(v.members))
+func (v *View) Members() []keys.MemberRecord {
+	out := make([]keys.MemberRecord, 0, len(v.members))
 	for _, name := range sortedNames(v.members) {
 		out = append(out, v.members[name])
 	}
@@ -99,7 +103,7 @@ func (v *View) Members() []MemberInfo {
 }
 
 // Get returns the live member called name.
-func (v *View) Get(name string) (MemberInfo, bool) {
+func (v *View) Get(name string) (keys.MemberRecord, bool) {
 	m, ok := v.members[name]
 	return m, ok
 }
@@ -107,14 +111,14 @@ func (v *View) Get(name string) (MemberInfo, bool) {
 // Revision is the etcd revision the view reflects.
 func (v *View) Revision() int64 { return v.rev }
 
-func goneKind(m MemberInfo) EventKind {
+func goneKind(m keys.MemberRecord) EventKind {
 	if m.Leaving {
 		return NodeLeft
 	}
 	return NodeDown
 }
 
-func sortedNames(m map[string]MemberInfo) []string {
+func sortedNames(m map[string]keys.MemberRecord) []string {
 	names := make([]string, 0, len(m))
 	for n := range m {
 		names = append(names, n)

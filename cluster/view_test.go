@@ -5,9 +5,13 @@ import (
 	"math/rand"
 	"reflect"
 	"testing"
+
+	"github.com/shoal-ha/shoal/internal/keys"
 )
 
-func mi(name, inc string) MemberInfo { return MemberInfo{Name: name, Incarnation: inc, Kind: KindNode} }
+func mi(name, inc string) keys.MemberRecord {
+	return keys.MemberRecord{Name: name, Incarnation: inc, Kind: keys.KindNode}
+}
 
 func kinds(evs []Event) string {
 	s := ""
@@ -19,7 +23,7 @@ func kinds(evs []Event) string {
 
 func TestViewEvents(t *testing.T) {
 	v := NewView()
-	if got := kinds(v.Reset([]MemberInfo{mi("a", "1"), mi("b", "1")}, 10)); got != "up:a/1 up:b/1 " {
+	if got := kinds(v.Reset([]keys.MemberRecord{mi("a", "1"), mi("b", "1")}, 10)); got != "up:a/1 up:b/1 " {
 		t.Fatalf("reset: %q", got)
 	}
 	if got := kinds(v.Delete("b", 11)); got != "down:b/1 " {
@@ -46,7 +50,7 @@ func TestViewEvents(t *testing.T) {
 		t.Fatalf("stale put applied: %q", got)
 	}
 	// A relisting after a broken watch reports what changed meanwhile.
-	if got := kinds(v.Reset([]MemberInfo{mi("a", "3"), mi("c", "1")}, 20)); got != "down:a/2 up:a/3 up:c/1 " {
+	if got := kinds(v.Reset([]keys.MemberRecord{mi("a", "3"), mi("c", "1")}, 20)); got != "down:a/2 up:a/3 up:c/1 " {
 		t.Fatalf("relist: %q", got)
 	}
 }
@@ -57,7 +61,7 @@ func TestViewMatchesListing(t *testing.T) {
 	rng := rand.New(rand.NewSource(1))
 	for round := 0; round < 200; round++ {
 		v := NewView()
-		model := map[string]MemberInfo{}
+		model := map[string]keys.MemberRecord{}
 		live := map[string]bool{}
 		rev := int64(1)
 		for step := 0; step < 50; step++ {

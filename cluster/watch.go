@@ -12,6 +12,8 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/shoal-ha/shoal/internal/keys"
 )
 
 // Watcher keeps a View current from etcd and hands every member event to
@@ -31,7 +33,7 @@ type Watcher struct {
 
 // NewWatcher returns a watcher of the members under the cluster prefix.
 func NewWatcher(cli *clientv3.Client, prefix string, log hclog.Logger) *Watcher {
-	return &Watcher{cli: cli, prefix: MembersPrefix(prefix), log: log, view: NewView(), ready: make(chan struct{})}
+	return &Watcher{cli: cli, prefix: keys.Of(prefix).Members(), log: log, view: NewView(), ready: make(chan struct{})}
 }
 
 // Subscribe registers fn for every later event. fn runs on the watcher's
@@ -46,7 +48,7 @@ func (w *Watcher) Subscribe(fn func(Event)) {
 func (w *Watcher) Ready() <-chan struct{} { return w.ready }
 
 // Members lists the live members.
-func (w *Watcher) Members() []MemberInfo {
+func (w *Watcher) Members() []keys.MemberRecord {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.view.Members()
@@ -82,7 +84,7 @@ func (w *Watcher) list(ctx context.Context) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	var list []MemberInfo
+	var list []keys.MemberRecord
 	for _, kv := range resp.Kvs {
 		if m, ok := w.decode(kv); ok {
 			list = append(list, m)
@@ -132,8 +134,8 @@ func (w *Watcher) emit(evs []Event) {
 	}
 }
 
-func (w *Watcher) decode(kv *mvccpb.KeyValue) (MemberInfo, bool) {
-	var m MemberInfo
+func (w *Watcher) decode(kv *mvccpb.KeyValue) (keys.MemberRecord, bool) {
+	var m keys.MemberRecord
 	if err := json.Unmarshal(kv.Value, &m); err != nil || m.Name == "" {
 		w.log.Warn("ignoring malformed member key", "key", string(kv.Key), "error", err)
 		return m, false

@@ -12,6 +12,7 @@ import (
 	"github.com/shoal-ha/shoal/fencing"
 	"github.com/shoal-ha/shoal/fencing/recovery"
 	"github.com/shoal-ha/shoal/internal/clock"
+	"github.com/shoal-ha/shoal/internal/keys"
 )
 
 // story is a scripted cluster for the dashboard's tests: three nodes that
@@ -34,7 +35,7 @@ func newStory(now time.Time) *story {
 	s := &story{clk: clock.NewFake(now), now: now, members: map[string]cluster.MemberStatus{}, recs: map[string]recovery.Record{}, coord: "node1", leader: "node1"}
 	for i, n := range []string{"node1", "node2", "node3"} {
 		slot := i
-		s.members[n] = cluster.MemberStatus{MemberInfo: cluster.MemberInfo{Name: n, Incarnation: n + "-a", Lease: int64(100 + i), Slot: &slot, Started: now}, TTLLeft: 2}
+		s.members[n] = cluster.MemberStatus{MemberRecord: keys.MemberRecord{Name: n, Incarnation: n + "-a", Lease: int64(100 + i), Slot: &slot, Started: now}, TTLLeft: 2}
 	}
 	s.locks = LockTable{Locks: []dlm.LockInfo{
 		{ID: "1", Owner: dlm.Owner{Node: "node1", Incarnation: "node1-a"}, Resource: dlm.Resource{Name: "sessions"}, Held: true, Granted: dlm.PR, Want: dlm.PR},
@@ -94,7 +95,7 @@ func (s *story) rejoin(name, inc string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	slot := 1
-	s.members[name] = cluster.MemberStatus{MemberInfo: cluster.MemberInfo{Name: name, Incarnation: inc, Slot: &slot, Started: s.now}, TTLLeft: 2}
+	s.members[name] = cluster.MemberStatus{MemberRecord: keys.MemberRecord{Name: name, Incarnation: inc, Slot: &slot, Started: s.now}, TTLLeft: 2}
 }
 
 func (s *story) Now() time.Time {

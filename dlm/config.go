@@ -10,6 +10,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/shoal-ha/shoal/internal/clock"
+	"github.com/shoal-ha/shoal/internal/keys"
 )
 
 // Config configures a Node.
@@ -58,7 +59,7 @@ type Config struct {
 // Client, Member and Prefix.
 func DefaultConfig() Config {
 	return Config{
-		Prefix:        "/shoal/shoal",
+		Prefix:        keys.Cluster("shoal").Root(),
 		Clock:         clock.Real(),
 		Logger:        hclog.NewNullLogger(),
 		CacheLocks:    true,

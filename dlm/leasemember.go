@@ -15,6 +15,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/shoal-ha/shoal/internal/clock"
+	"github.com/shoal-ha/shoal/internal/keys"
 )
 
 // LeaseMemberConfig configures a LeaseMember.
@@ -79,7 +80,7 @@ func JoinAsClient(ctx context.Context, cfg LeaseMemberConfig) (*LeaseMember, err
 		cfg.Logger = hclog.NewNullLogger()
 	}
 	if cfg.Prefix == "" {
-		cfg.Prefix = "/shoal/shoal"
+		cfg.Prefix = keys.Cluster("shoal").Root()
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -88,7 +89,7 @@ func JoinAsClient(ctx context.Context, cfg LeaseMemberConfig) (*LeaseMember, err
 	if _, err := rand.Read(b[:]); err != nil {
 		return nil, err
 	}
-	m := &LeaseMember{cfg: cfg, key: keyspace{cfg.Prefix}.members() + cfg.Name, inc: hex.EncodeToString(b[:]),
+	m := &LeaseMember{cfg: cfg, key: newKeyspace(cfg.Prefix).members() + cfg.Name, inc: hex.EncodeToString(b[:]),
 		lost: make(chan struct{}), done: make(chan struct{})}
 	sent := cfg.Clock.Now()
 	g, err := cfg.Client.Grant(ctx, int64(cfg.TTL/time.Second))
@@ -97,7 +98,7 @@ func JoinAsClient(ctx context.Context, cfg LeaseMemberConfig) (*LeaseMember, err
 	}
 	m.lease = g.ID
 	m.deadline.Store(sent.Add(time.Duration(g.TTL)*time.Second - cfg.Margin).UnixNano())
-	rec := MemberRecord{Name: cfg.Name, Incarnation: m.inc, Lease: int64(g.ID), Kind: "client"}
+	rec := keys.MemberRecord{Name: cfg.Name, Incarnation: m.inc, Lease: int64(g.ID), Kind: keys.KindClient}
 	if _, err := cfg.Client.Put(ctx, m.key, mustJSON(rec), clientv3.WithLease(g.ID)); err != nil {
 		return nil, fmt.Errorf("dlm: writing member key: %w", err)
 	}
@@ -174,7 +175,7 @@ func (m *LeaseMember) Leave(ctx context.Context) error {
 	m.markLost()
 	// Say it is a departure before the key goes, so no recovery is asked
 	// for; only while the key is still this incarnation's.
-	rec := MemberRecord{Name: m.cfg.Name, Incarnation: m.inc, Lease: int64(m.lease), Kind: "client", Leaving: true}
+	rec := keys.MemberRecord{Name: m.cfg.Name, Incarnation: m.inc, Lease: int64(m.lease), Kind: keys.KindClient, Leaving: true}
 	if _, err := m.cfg.Client.Txn(ctx).
 		If(clientv3.Compare(clientv3.LeaseValue(m.key), "=", m.lease)).
 		Then(clientv3.OpPut(m.key, mustJSON(rec), clientv3.WithLease(m.lease))).

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/shoal-ha/shoal/internal/etcdtest"
+	"github.com/shoal-ha/shoal/internal/keys"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -29,7 +30,7 @@ func TestLeaseMemberLeaveMarksDeparture(t *testing.T) {
 	for resp := range wch {
 		for _, ev := range resp.Events {
 			if ev.Type == clientv3.EventTypeDelete {
-				var prev MemberRecord
+				var prev keys.MemberRecord
 				if ev.PrevKv == nil || json.Unmarshal(ev.PrevKv.Value, &prev) != nil || !prev.Leaving || prev.Kind != "client" {
 					t.Fatalf("member key deleted without the leaving marker: %+v", ev.PrevKv)
 				}

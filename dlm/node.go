@@ -117,7 +117,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n := &Node{
 		cfg:   cfg,
-		keys:  keyspace{cfg.Prefix},
+		keys:  newKeyspace(cfg.Prefix),
 		log:   cfg.Logger.Named("dlm"),
 		me:    Owner{Node: cfg.Member.Name(), Incarnation: cfg.Member.Incarnation()},
 		rep:   NewReplica(cfg.Prefix),

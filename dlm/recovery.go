@@ -149,7 +149,7 @@ func ForceRelease(ctx context.Context, cli *clientv3.Client, prefix, id, by stri
 	// An incarnation never comes back, and the request was written while
 	// its owner was live (writes are guarded), so an owner that is not
 	// alive in a replica holding the request is dead for good.
-	k := keyspace{prefix}
+	k := newKeyspace(prefix)
 	rec := mustJSON(struct {
 		By   string   `json:"by"`
 		Lock LockInfo `json:"lock"`

@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
+
+	"github.com/shoal-ha/shoal/internal/keys"
 )
 
 // Replica is a node's copy of the lock table, fed with the etcd events
@@ -22,7 +24,7 @@ type Replica struct {
 
 // NewReplica returns an empty replica for the cluster prefix.
 func NewReplica(prefix string) *Replica {
-	return &Replica{Table: NewTable(), keys: keyspace{prefix}, members: map[string]Owner{}}
+	return &Replica{Table: NewTable(), keys: newKeyspace(prefix), members: map[string]Owner{}}
 }
 
 // Members returns the live incarnations known to the replica.
@@ -57,7 +59,7 @@ func (r *Replica) Apply(ev *mvccpb.Event) ([]Decision, error) {
 			}
 			return nil, r.Table.advance(rev)
 		}
-		var m MemberRecord
+		var m keys.MemberRecord
 		if err := json.Unmarshal(kv.Value, &m); err != nil || m.Incarnation == "" {
 			return nil, fmt.Errorf("dlm: member key %s: bad value %q", key, kv.Value)
 		}

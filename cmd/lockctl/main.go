@@ -33,6 +33,7 @@ import (
 	"github.com/shoal-ha/shoal/cluster"
 	"github.com/shoal-ha/shoal/dlm"
 	"github.com/shoal-ha/shoal/fencing/recovery"
+	"github.com/shoal-ha/shoal/internal/keys"
 )
 
 type options struct {
@@ -386,7 +387,7 @@ func runWatch(ctx context.Context, o *options, out io.Writer) error {
 		return err
 	}
 	enc := json.NewEncoder(out)
-	wch := cli.Watch(ctx, o.prefix+"/", clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+	wch := cli.Watch(ctx, keys.Of(o.prefix).All(), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
 	if !o.json {
 		fmt.Fprintf(out, "# watching the lock table after revision %d (%d requests)\n", rev, len(rep.Table.Locks()))
 	}
@@ -400,15 +401,15 @@ func runWatch(ctx context.Context, o *options, out io.Writer) error {
 				fmt.Fprintln(os.Stderr, "lockctl: ignoring event:", err)
 			}
 			key := string(ev.Kv.Key)
-			if ev.Type == clientv3.EventTypeDelete && strings.HasPrefix(key, o.prefix+"/dlm/req/") {
+			if ev.Type == clientv3.EventTypeDelete && strings.HasPrefix(key, keys.Of(o.prefix).DLMRequests()) {
 				if o.json {
 					_ = enc.Encode(map[string]any{"kind": "release", "id": key, "revision": ev.Kv.ModRevision})
 				} else {
 					fmt.Fprintf(out, "%d release %s\n", ev.Kv.ModRevision, key)
 				}
 			}
-			if strings.HasPrefix(key, o.prefix+"/dlm/recovered/") && ev.Type == clientv3.EventTypePut {
-				fmt.Fprintf(out, "%d recovery-released %s %s\n", ev.Kv.ModRevision, strings.TrimPrefix(key, o.prefix+"/dlm/recovered/"), ev.Kv.Value)
+			if rest, ok := strings.CutPrefix(key, keys.Of(o.prefix).DLMRecovered()); ok && ev.Type == clientv3.EventTypePut {
+				fmt.Fprintf(out, "%d recovery-released %s %s\n", ev.Kv.ModRevision, rest, ev.Kv.Value)
 			}
 			for _, d := range ds {
 				if o.json {
@@ -535,6 +536,6 @@ func runForce(ctx context.Context, o *options, out io.Writer, in io.Reader, id s
 	if _, err := dlm.ForceRelease(ctx, cli, o.prefix, id, fmt.Sprintf("lockctl@%s at %s", host, time.Now().UTC().Format(time.RFC3339))); err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "released %s; recorded under %s/dlm/forced/\n", id, o.prefix)
+	fmt.Fprintf(out, "released %s; recorded under %s\n", id, keys.Of(o.prefix).DLMForced())
 	return nil
 }

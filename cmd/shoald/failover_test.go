@@ -21,6 +21,7 @@ import (
 	"github.com/shoal-ha/shoal/fencing"
 	"github.com/shoal-ha/shoal/fencing/recovery"
 	"github.com/shoal-ha/shoal/internal/nodetest"
+	"github.com/shoal-ha/shoal/node"
 )
 
 // volumeCluster is three shoald nodes sharing one mirrored volume.
@@ -43,11 +44,11 @@ func runBin(t *testing.T, bin string, args ...string) (string, error) {
 }
 
 // write asks nd to write length bytes of pattern at off, repeat times.
-func write(nd *nodetest.Node, off, length int64, pattern byte, repeat, intervalMS int) (writeResult, error) {
-	body, _ := json.Marshal(writeRequest{Offset: off, Length: length, Pattern: pattern, Repeat: repeat, IntervalMS: intervalMS})
+func write(nd *nodetest.Node, off, length int64, pattern byte, repeat, intervalMS int) (node.WriteResult, error) {
+	body, _ := json.Marshal(node.WriteRequest{Offset: off, Length: length, Pattern: pattern, Repeat: repeat, IntervalMS: intervalMS})
 	client := &http.Client{Timeout: 90 * time.Second}
 	resp, err := client.Post("http://"+nd.AdminAddr+"/api/volume/write", "application/json", bytes.NewReader(body))
-	var res writeResult
+	var res node.WriteResult
 	if err != nil {
 		return res, err
 	}
@@ -250,7 +251,7 @@ func pausedWriter(t *testing.T, vc *volumeCluster) {
 	victimInc := inc[victim.Name]
 	const off, length = 8 << 20, 256 << 10
 	type outcome struct {
-		res writeResult
+		res node.WriteResult
 		err error
 	}
 	victimDone := make(chan outcome, 1)
@@ -371,7 +372,7 @@ func TestFailingFenceAgentHoldsTheLocks(t *testing.T) {
 		t.Fatalf("victim's write: %+v %v", res, err)
 	}
 	victim.Kill()
-	done := make(chan writeResult, 1)
+	done := make(chan node.WriteResult, 1)
 	go func() {
 		res, _ := write(waiter, off, length, 0xBB, 1, 0)
 		done <- res

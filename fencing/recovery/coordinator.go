@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/shoal-ha/shoal/fencing"
 	"github.com/shoal-ha/shoal/internal/clock"
+	"github.com/shoal-ha/shoal/internal/keys"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -121,7 +122,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	} else if ok && !rec.Done() {
 		return fmt.Errorf("%w: requested by %s", ErrSelfSuspected, rec.RequestedBy)
 	}
-	el, err := campaign(ctx, c.cfg.Client, ElectionPrefix(c.cfg.Prefix), c.cfg.Lease, c.cfg.Engine.Name)
+	el, err := campaign(ctx, c.cfg.Client, keys.Of(c.cfg.Prefix).Coordinator(), c.cfg.Lease, c.cfg.Engine.Name)
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -209,7 +210,7 @@ func (c *Coordinator) lead(ctx context.Context, e *Engine) error {
 		// Watch from just after the listing until something changes,
 		// then list again: nothing requested in between is missed.
 		wctx, wcancel := context.WithCancel(ctx)
-		wch := c.cfg.Client.Watch(clientv3.WithRequireLeader(wctx), c.cfg.Prefix+"/recovery/", clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+		wch := c.cfg.Client.Watch(clientv3.WithRequireLeader(wctx), keys.Of(c.cfg.Prefix).Recoveries(), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
 		changed := false
 		for !changed && ctx.Err() == nil {
 			select {

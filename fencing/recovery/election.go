@@ -34,7 +34,7 @@ type Lease interface {
 // of its own.
 type election struct {
 	cli    *clientv3.Client
-	prefix string // ElectionPrefix + "/"
+	prefix string // keys.Space.Coordinator() + "/"
 	key    string
 	rev    int64 // creation revision of key
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/shoal-ha/shoal/fencing"
 	"github.com/shoal-ha/shoal/fencing/recovery"
+	"github.com/shoal-ha/shoal/internal/keys"
 	"github.com/shoal-ha/shoal/internal/testutil"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -72,7 +73,7 @@ func (l *nodeLease) Wake()                     { l.once.Do(func() { close(l.lost
 // coordinatorKeys lists the election keys' values in creation order.
 func coordinatorKeys(t *testing.T, cli *clientv3.Client, prefix string) []string {
 	t.Helper()
-	resp, err := cli.Get(context.Background(), recovery.ElectionPrefix(prefix)+"/", clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
+	resp, err := cli.Get(context.Background(), keys.Of(prefix).Coordinator()+"/", clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,11 +225,11 @@ func TestCoordinatorWithoutKeyStepsDownAndCampaignsAgain(t *testing.T) {
 	b := newCoordinator(t, cli, lb, prefix, "b", fencer, hooks)
 	runCoordinator(t, b)
 
-	keys, err := cli.Get(ctx, recovery.ElectionPrefix(prefix)+"/", clientv3.WithFirstCreate()...)
-	if err != nil || len(keys.Kvs) != 1 || string(keys.Kvs[0].Value) != "a" {
-		t.Fatalf("first election key %v err %v", keys.Kvs, err)
+	first, err := cli.Get(ctx, keys.Of(prefix).Coordinator()+"/", clientv3.WithFirstCreate()...)
+	if err != nil || len(first.Kvs) != 1 || string(first.Kvs[0].Value) != "a" {
+		t.Fatalf("first election key %v err %v", first.Kvs, err)
 	}
-	if _, err := cli.Delete(ctx, string(keys.Kvs[0].Key)); err != nil {
+	if _, err := cli.Delete(ctx, string(first.Kvs[0].Key)); err != nil {
 		t.Fatal(err)
 	}
 	select {

@@ -18,6 +18,7 @@ import (
 	"github.com/shoal-ha/shoal/fencing/fencetest"
 	"github.com/shoal-ha/shoal/fencing/recovery"
 	"github.com/shoal-ha/shoal/internal/etcdtest"
+	"github.com/shoal-ha/shoal/internal/keys"
 	"github.com/shoal-ha/shoal/internal/testlog"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
@@ -118,7 +119,7 @@ func TestEtcdStoreDeposedCannotWrite(t *testing.T) {
 	ctx := context.Background()
 	cli, prefix := etcdClient(t)
 	sa, sb := session(t, cli), session(t, cli)
-	ea := concurrency.NewElection(sa.Session, recovery.ElectionPrefix(prefix))
+	ea := concurrency.NewElection(sa.Session, keys.Of(prefix).Coordinator())
 	if err := ea.Campaign(ctx, "a"); err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +134,7 @@ func TestEtcdStoreDeposedCannotWrite(t *testing.T) {
 	if err := sa.Close(); err != nil {
 		t.Fatal(err)
 	}
-	eb := concurrency.NewElection(sb.Session, recovery.ElectionPrefix(prefix))
+	eb := concurrency.NewElection(sb.Session, keys.Of(prefix).Coordinator())
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := eb.Campaign(cctx, "b"); err != nil {

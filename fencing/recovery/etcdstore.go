@@ -11,20 +11,18 @@ import (
 	"time"
 
 	"github.com/shoal-ha/shoal/fencing"
+	"github.com/shoal-ha/shoal/internal/keys"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// Keys under the cluster prefix.
+// Keys under the cluster prefix (the keyspace is defined in internal/keys).
 func recordKey(prefix string, v fencing.NodeRef) string {
-	return prefix + "/recovery/" + v.Name + "/" + v.Incarnation
+	return keys.Of(prefix).Recovery(v.Name, v.Incarnation)
 }
 func fenceKey(prefix string, v fencing.NodeRef) string {
-	return prefix + "/fence/" + v.Name + "/" + v.Incarnation
+	return keys.Of(prefix).Fence(v.Name, v.Incarnation)
 }
-
-// ElectionPrefix is the etcd election prefix of the recovery coordinator.
-func ElectionPrefix(prefix string) string { return prefix + "/coordinator" }
 
 // EtcdStore keeps recovery records in etcd. Its writes are guarded by the
 // coordinator's election key (set with Lead): once another coordinator is
@@ -148,7 +146,7 @@ func List(ctx context.Context, cli *clientv3.Client, prefix string) ([]Record, e
 }
 
 func list(ctx context.Context, cli *clientv3.Client, prefix string) ([]Record, int64, error) {
-	resp, err := cli.Get(ctx, prefix+"/recovery/", clientv3.WithPrefix())
+	resp, err := cli.Get(ctx, keys.Of(prefix).Recoveries(), clientv3.WithPrefix())
 	if err != nil {
 		return nil, 0, fmt.Errorf("recovery: listing: %w", err)
 	}
@@ -188,7 +186,7 @@ func Fenced(ctx context.Context, cli *clientv3.Client, prefix string, victim fen
 // the record being the one that was read.
 func Prune(ctx context.Context, cli *clientv3.Client, prefix string, cutoff time.Time) (int, error) {
 	prefix = strings.TrimRight(prefix, "/")
-	resp, err := cli.Get(ctx, prefix+"/recovery/", clientv3.WithPrefix())
+	resp, err := cli.Get(ctx, keys.Of(prefix).Recoveries(), clientv3.WithPrefix())
 	if err != nil {
 		return 0, fmt.Errorf("recovery: pruning: %w", err)
 	}

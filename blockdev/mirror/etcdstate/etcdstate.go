@@ -14,12 +14,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"path"
 
 	"github.com/google/uuid"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/shoal-ha/shoal/blockdev/mirror"
+	"github.com/shoal-ha/shoal/internal/keys"
 )
 
 // Store is a mirror.LegStateStore on etcd. The table of volume V lives
@@ -40,7 +40,7 @@ type record struct {
 
 // Key is where volume's table lives.
 func (s *Store) Key(volume uuid.UUID) string {
-	return path.Join(s.prefix, "volumes", volume.String(), "legs")
+	return keys.Of(s.prefix).VolumeLegs(volume.String())
 }
 
 func (s *Store) get(ctx context.Context, volume uuid.UUID) (record, bool, error) {

@@ -1,4 +1,4 @@
-package main
+package node
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"github.com/shoal-ha/shoal/cluster"
 	"github.com/shoal-ha/shoal/fencing"
 	"github.com/shoal-ha/shoal/fencing/detect"
+	"github.com/shoal-ha/shoal/internal/keys"
 )
 
 // detectService runs the direct peer failure detector for each
@@ -69,7 +70,7 @@ func reservationsOnEveryLeg(v cluster.VolumeConfig) bool {
 	return true
 }
 
-func (d *detectService) describe(info *cluster.MemberInfo) { info.HeartbeatAddr = d.addr }
+func (d *detectService) describe(info *keys.MemberRecord) { info.HeartbeatAddr = d.addr }
 
 func (d *detectService) start(sess *cluster.Session) error {
 	interval, timeout := d.n.Config().Volume.Detect()
@@ -113,7 +114,7 @@ func (d *detectService) peers() map[string]detect.Endpoint {
 	out := map[string]detect.Endpoint{}
 	self := d.n.Config().NodeName
 	for _, m := range d.n.Watcher().Members() {
-		if m.Name == self || m.HeartbeatAddr == "" || m.Kind != cluster.KindNode {
+		if m.Name == self || m.HeartbeatAddr == "" || m.Kind != keys.KindNode {
 			continue
 		}
 		out[m.Name] = detect.Endpoint{Incarnation: m.Incarnation, Addr: m.HeartbeatAddr}

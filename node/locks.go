@@ -1,4 +1,4 @@
-package main
+package node
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/shoal-ha/shoal/cluster"
 	"github.com/shoal-ha/shoal/dlm"
+	"github.com/shoal-ha/shoal/internal/keys"
 )
 
 // lockService runs the node's lock manager participant: one dlm.Node per
@@ -93,7 +94,7 @@ func (l *lockService) current(ctx context.Context) (*dlm.Node, error) {
 // releaseDead is the recovery step that hands a dead incarnation's locks
 // on: once the lock table sees the owner dead, its orphaned locks are
 // released and the waiters granted. It is idempotent.
-func (l *lockService) releaseDead(ctx context.Context, dead cluster.MemberInfo) error {
+func (l *lockService) releaseDead(ctx context.Context, dead keys.MemberRecord) error {
 	d, err := l.current(ctx)
 	if err != nil {
 		return err

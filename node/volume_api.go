@@ -1,4 +1,4 @@
-package main
+package node
 
 import (
 	"bytes"
@@ -59,9 +59,9 @@ func (v *volumeService) handleRead(w http.ResponseWriter, r *http.Request) {
 	w.Write(buf)
 }
 
-// writeRequest asks for Repeat writes of Length bytes of Pattern at
+// WriteRequest asks for Repeat writes of Length bytes of Pattern at
 // Offset, IntervalMS apart (a writer that keeps writing, for fault tests).
-type writeRequest struct {
+type WriteRequest struct {
 	Offset     int64 `json:"offset"`
 	Length     int64 `json:"length"`
 	Pattern    byte  `json:"pattern"`
@@ -69,7 +69,7 @@ type writeRequest struct {
 	IntervalMS int   `json:"interval_ms"`
 }
 
-type writeResult struct {
+type WriteResult struct {
 	Done  int    `json:"done"`
 	Error string `json:"error,omitempty"`
 	// Acked lists the completion times (unix nanoseconds) of the writes
@@ -79,7 +79,7 @@ type writeResult struct {
 }
 
 func (v *volumeService) handleWrite(w http.ResponseWriter, r *http.Request) {
-	var req writeRequest
+	var req WriteRequest
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&req); err != nil {
 		http.Error(w, "bad request body: "+err.Error(), http.StatusBadRequest)
 		return
@@ -97,7 +97,7 @@ func (v *volumeService) handleWrite(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	buf := bytes.Repeat([]byte{req.Pattern}, int(req.Length))
-	var res writeResult
+	var res WriteResult
 	ctx := r.Context()
 	for i := 0; i < req.Repeat; i++ {
 		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)

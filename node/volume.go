@@ -1,4 +1,4 @@
-package main
+package node
 
 import (
 	"context"
@@ -15,6 +15,7 @@ import (
 	"github.com/shoal-ha/shoal/cluster"
 	"github.com/shoal-ha/shoal/dlm"
 	"github.com/shoal-ha/shoal/fencing"
+	"github.com/shoal-ha/shoal/internal/keys"
 )
 
 // volumeService opens the shared volume for each incarnation: it registers
@@ -51,7 +52,7 @@ func (v *volumeService) enabled() bool { return len(v.cfg.Legs) > 0 }
 // the incarnation so that whichever node coordinates its recovery can merge
 // that slot's bitmap.
 func slotKey(prefix, name, incarnation string) string {
-	return prefix + "/slots/" + name + "/" + incarnation
+	return keys.Of(prefix).Slot(name, incarnation)
 }
 
 // start opens the volume for sess, whose locks d hands out.

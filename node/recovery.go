@@ -1,4 +1,4 @@
-package main
+package node
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"github.com/shoal-ha/shoal/cluster"
 	"github.com/shoal-ha/shoal/fencing"
 	"github.com/shoal-ha/shoal/fencing/recovery"
+	"github.com/shoal-ha/shoal/internal/keys"
 )
 
 // recoveryRole is the node's recovery coordinator role. Every incarnation
@@ -150,7 +151,7 @@ func (r *recoveryRole) resync(ctx context.Context, victim fencing.NodeRef) error
 // release hands the victim's locks on through the lock manager's recovery
 // gating.
 func (r *recoveryRole) release(ctx context.Context, victim fencing.NodeRef) error {
-	return r.locks.releaseDead(ctx, cluster.MemberInfo{Name: victim.Name, Incarnation: victim.Incarnation})
+	return r.locks.releaseDead(ctx, keys.MemberRecord{Name: victim.Name, Incarnation: victim.Incarnation})
 }
 
 // volumeFencer fences with what the volume offers at the moment of the
