@@ -73,6 +73,11 @@ type BitmapBlock struct {
 	Volume uuid.UUID
 	Slot   int
 	Index  int64 // block number within the slot's bitmap
+	// Open is the open-volume marker: a node holds the volume open in
+	// this slot. It is set by the node when it opens the volume, cleared
+	// by its Close and by the recovery of the slot, so format refuses the
+	// legs of a volume in use.
+	Open bool
 	// Bits holds RegionsPerBitmapBlock bits: bit i is region
 	// Index*RegionsPerBitmapBlock+i.
 	Bits []byte
@@ -81,12 +86,23 @@ type BitmapBlock struct {
 // EncodeBitmapBlock renders the bits of regions
 // [i*RegionsPerBitmapBlock, (i+1)*RegionsPerBitmapBlock) of bm.
 func EncodeBitmapBlock(vol uuid.UUID, slot int, i int64, bm *Bitmap) []byte {
+	return encodeBitmapBlock(vol, slot, i, bm, false)
+}
+
+// bitmapOpenFlag in header byte 12 is the open-volume marker: the slot's
+// node has the volume open (see BitmapBlock.Open).
+const bitmapOpenFlag = 1
+
+func encodeBitmapBlock(vol uuid.UUID, slot int, i int64, bm *Bitmap, open bool) []byte {
 	b := make([]byte, BitmapBlockSize)
 	le := binary.LittleEndian
 	le.PutUint32(b[0:], bitmapMagic)
 	le.PutUint16(b[4:], 1)
 	le.PutUint16(b[6:], uint16(slot))
 	le.PutUint32(b[8:], uint32(i))
+	if open {
+		b[12] = bitmapOpenFlag
+	}
 	copy(b[16:32], vol[:])
 	first := i * RegionsPerBitmapBlock
 	for r := first; r < first+RegionsPerBitmapBlock && r < bm.n; r++ {
@@ -128,6 +144,10 @@ func DecodeBitmapBlock(b []byte, vol uuid.UUID, slot int, i int64) (BitmapBlock,
 	if v := le.Uint16(b[4:]); v != 1 {
 		return bb, fmt.Errorf("%w: slot %d block %d: version %d", ErrBadBitmap, slot, i, v)
 	}
+	if b[12]&^bitmapOpenFlag != 0 || b[13] != 0 || b[14] != 0 || b[15] != 0 {
+		return bb, fmt.Errorf("%w: slot %d block %d: unknown header flags %x", ErrBadBitmap, slot, i, b[12:16])
+	}
+	bb.Open = b[12]&bitmapOpenFlag != 0
 	copy(bb.Volume[:], b[16:32])
 	bb.Slot = int(le.Uint16(b[6:]))
 	bb.Index = int64(le.Uint32(b[8:]))

@@ -13,6 +13,8 @@ type SlotBitmap struct {
 	// Damaged lists "leg L block B: error" for bitmap blocks that failed
 	// to decode; the regions they cover are counted dirty.
 	Damaged []string
+	// Open: some block carries the open-volume marker.
+	Open bool
 }
 
 // readSlotBitmap merges slot's bitmap from every in-sync leg: a region is
@@ -37,6 +39,7 @@ func (v *Volume) readSlotBitmap(ctx context.Context, w *view, slot int) (SlotBit
 				continue
 			}
 			bb.MergeInto(out.Dirty)
+			out.Open = out.Open || bb.Open
 		}
 	}
 	return out, nil
@@ -72,9 +75,11 @@ func (v *Volume) writeBitmapBlocks(ctx context.Context, slot int, image *Bitmap,
 		return ErrReadOnly
 	}
 	w := v.view.Load()
+	// The own slot's blocks carry the open-volume marker until Close.
+	open := slot == v.cfg.Slot && !v.closed.Load()
 	enc := make([][]byte, len(blocks))
 	for k, b := range blocks {
-		enc[k] = EncodeBitmapBlock(v.vol, slot, b, image)
+		enc[k] = encodeBitmapBlock(v.vol, slot, b, image, open)
 	}
 	errs := parallel(w.writable, func(i int) error {
 		for k, b := range blocks {
@@ -200,6 +205,46 @@ func (v *Volume) clearSlot(ctx context.Context, slot int) error {
 		blocks[i] = int64(i)
 	}
 	return v.writeBitmapBlocks(ctx, slot, NewBitmap(v.geo.Regions), blocks, true)
+}
+
+// writeOpenMarker writes every block of this slot's bitmap from its disk
+// image, with the open-volume marker set (open) or cleared (after Close
+// began).
+func (v *Volume) writeOpenMarker(ctx context.Context) error {
+	v.bmWriteMu.Lock()
+	defer v.bmWriteMu.Unlock()
+	v.stateMu.Lock()
+	image := v.in.disk.Clone()
+	v.stateMu.Unlock()
+	blocks := make([]int64, v.geo.BitmapBlocksPerSlot)
+	for i := range blocks {
+		blocks[i] = int64(i)
+	}
+	return v.writeBitmapBlocks(ctx, v.cfg.Slot, image, blocks, true)
+}
+
+// OpenSlots reads the open-volume markers of a leg: the node slots whose
+// node has the volume open (or crashed with it open and was not yet
+// recovered). Blocks that do not decode are skipped.
+func OpenSlots(ctx context.Context, d blockdev.Device) ([]int, error) {
+	sb, err := readSuperblock(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	var out []int
+	buf := make([]byte, BitmapBlockSize)
+	for s := 0; s < sb.Geometry.Slots; s++ {
+		for i := int64(0); i < sb.Geometry.BitmapBlocksPerSlot; i++ {
+			if err := d.ReadAt(ctx, buf, sb.Geometry.BitmapBlockOffset(s, i)); err != nil {
+				return out, err
+			}
+			if bb, err := DecodeBitmapBlock(buf, sb.Volume, s, i); err == nil && bb.Open {
+				out = append(out, s)
+				break
+			}
+		}
+	}
+	return out, nil
 }
 
 // DirtyRegions reports how many regions this slot has marked.

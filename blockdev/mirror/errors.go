@@ -41,6 +41,16 @@ var (
 	// refuses anything that would write to a leg or the leg state store.
 	// Not retriable on this handle; open it writable to change it.
 	ErrReadOnly = errors.New("mirror: volume opened read-only")
+	// ErrLegNotBlank: format or add-leg was given a leg that holds a
+	// superblock or data. Not retriable; the caller may overwrite it on
+	// purpose (FormatOptions.Force, AddLeg's force).
+	ErrLegNotBlank = errors.New("mirror: leg is not blank")
+	// ErrVolumeOpen: format or add-leg was given a leg of a volume that a
+	// node has open (an open-volume marker in its slot's bitmap).
+	// Overwriting it would pull the volume from under that node. Retry
+	// once the nodes are stopped or their slots recovered; or overwrite
+	// on purpose (FormatOptions.ForceWhileOpen).
+	ErrVolumeOpen = errors.New("mirror: leg belongs to a volume a node has open")
 	// ErrClosed: the volume was closed.
 	ErrClosed = errors.New("mirror: volume closed")
 )

@@ -19,6 +19,10 @@ type FormatOptions struct {
 	Addrs      []string  // leg addresses, recorded for operators; may be empty
 	// Force formats legs that already hold a superblock or data.
 	Force bool
+	// ForceWhileOpen formats legs of a volume that a node has open (an
+	// open-volume marker in a slot's bitmap); without it they are refused
+	// with ErrVolumeOpen, Force or not.
+	ForceWhileOpen bool
 	// DataIsZero says the data areas already read as zero (files just
 	// created), so Format need not write zeros over them.
 	DataIsZero bool
@@ -49,8 +53,13 @@ func Format(ctx context.Context, legs []blockdev.Device, opts FormatOptions) (Su
 	if err != nil {
 		return Superblock{}, err
 	}
-	if !opts.Force {
-		for i, d := range legs {
+	for i, d := range legs {
+		if !opts.ForceWhileOpen {
+			if err := checkNotOpen(ctx, d); err != nil {
+				return Superblock{}, fmt.Errorf("mirror: format: leg %d: %w", i, err)
+			}
+		}
+		if !opts.Force {
 			if err := checkBlank(ctx, d); err != nil {
 				return Superblock{}, fmt.Errorf("mirror: format: leg %d: %w", i, err)
 			}
@@ -104,10 +113,26 @@ func checkBlank(ctx context.Context, d blockdev.Device) error {
 		return err
 	}
 	if sb, err := DecodeSuperblock(b); err == nil {
-		return fmt.Errorf("holds a superblock of volume %s (cluster %q); use force to overwrite", sb.Volume, sb.ClusterID)
+		return fmt.Errorf("%w: it holds a superblock of volume %s (cluster %q, leg table generation %d)", ErrLegNotBlank, sb.Volume, sb.ClusterID, sb.Table.Generation)
 	}
 	if !IsZeroBlock(b) {
-		return fmt.Errorf("holds data; use force to overwrite")
+		return fmt.Errorf("%w: its first block holds data", ErrLegNotBlank)
+	}
+	return nil
+}
+
+// checkNotOpen refuses a leg of a volume that a node has open.
+func checkNotOpen(ctx context.Context, d blockdev.Device) error {
+	sb, err := readSuperblock(ctx, d)
+	if err != nil {
+		return nil // not a leg of a volume: nobody has it open
+	}
+	slots, err := OpenSlots(ctx, d)
+	if err != nil {
+		return fmt.Errorf("read open-volume markers: %w", err)
+	}
+	if len(slots) > 0 {
+		return fmt.Errorf("%w: volume %s (cluster %q) is open in node slots %v", ErrVolumeOpen, sb.Volume, sb.ClusterID, slots)
 	}
 	return nil
 }

@@ -107,6 +107,14 @@ func (v *Volume) AddLeg(ctx context.Context, dev blockdev.Device, addr string, f
 	if v.geo.BlockSize%dev.BlockSize() != 0 {
 		return -1, fmt.Errorf("%w: new leg's block size %d does not divide the volume's %d", ErrBadGeometry, dev.BlockSize(), v.geo.BlockSize)
 	}
+	// A leg of another volume that a node has open is never taken; a
+	// former leg of this volume carries this volume's markers, which say
+	// nothing about it.
+	if sb, err := readSuperblock(ctx, dev); err == nil && sb.Volume != v.vol {
+		if err := checkNotOpen(ctx, dev); err != nil {
+			return -1, fmt.Errorf("mirror: add leg: %w", err)
+		}
+	}
 	if !force {
 		if err := checkBlank(ctx, dev); err != nil {
 			return -1, fmt.Errorf("mirror: add leg: %w", err)

@@ -179,6 +179,21 @@ func (v *Volume) Recover(ctx context.Context, slot int) (RecoverReport, error) {
 	} else {
 		rep.Cleared = true
 	}
+	if sbm.Open && slot != v.cfg.Slot && !(rep.Cleared && (len(regions) > 0 || len(sbm.Damaged) > 0)) {
+		// The slot's node is gone: its open-volume marker goes, its
+		// marks (if any are left) stay.
+		blocks := make([]int64, v.geo.BitmapBlocksPerSlot)
+		for i := range blocks {
+			blocks[i] = int64(i)
+		}
+		image := sbm.Dirty
+		if rep.Cleared {
+			image = NewBitmap(v.geo.Regions)
+		}
+		if err := v.writeBitmapBlocks(ctx, slot, image, blocks, true); err != nil {
+			return rep, err
+		}
+	}
 	if err := v.refreshForeign(ctx); err != nil {
 		return rep, err
 	}

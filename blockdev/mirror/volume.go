@@ -309,6 +309,9 @@ func Open(ctx context.Context, cfg Config) (*Volume, error) {
 		if _, err := v.Recover(ctx, cfg.Slot); err != nil {
 			return nil, fmt.Errorf("mirror: recover own slot %d: %w", cfg.Slot, err)
 		}
+		if err := v.writeOpenMarker(ctx); err != nil {
+			return nil, fmt.Errorf("mirror: mark slot %d open: %w", cfg.Slot, err)
+		}
 	}
 	ok = true
 	v.opened.Store(true)
@@ -725,6 +728,10 @@ func (v *Volume) Close() error {
 	var err error
 	if v.cfg.Slot != NoSlot {
 		err = v.clean(ctx, true)
+		// closed is set: the marker goes.
+		if merr := v.writeOpenMarker(ctx); merr != nil && err == nil {
+			err = merr
+		}
 	}
 	w := v.view.Load()
 	if v.cfg.ReadOnly {

@@ -13,6 +13,20 @@ import (
 	"github.com/shoal-ha/shoal/blockdev/mirror"
 )
 
+// withFlagHint names the flag that overrides a refusal; openFlag is the
+// command's flag for a leg of an open volume ("" if it has none).
+func withFlagHint(err error, openFlag string) error {
+	switch {
+	case errors.Is(err, mirror.ErrVolumeOpen) && openFlag == "":
+		return fmt.Errorf("%w; stop its nodes (or recover the slots of crashed ones) first", err)
+	case errors.Is(err, mirror.ErrVolumeOpen):
+		return fmt.Errorf("%w; stop its nodes (or recover the slots of crashed ones), or give %s to overwrite it anyway", err, openFlag)
+	case errors.Is(err, mirror.ErrLegNotBlank):
+		return fmt.Errorf("%w; give --force to overwrite it", err)
+	}
+	return err
+}
+
 func init() {
 	var (
 		vf         volumeFlags
@@ -21,13 +35,17 @@ func init() {
 		slots      int
 		clusterID  string
 		force      bool
+		forceOpen  bool
 	)
 	c := &cobra.Command{
 		Use:   "format [flags] LEG...",
 		Short: "Create a volume over the given legs",
 		Long: `Create a mirrored volume over the given legs (files or block devices).
 Missing files are created with --size bytes. A leg that holds a volume or any
-data is refused unless --force is given; then its data area is zeroed.`,
+data is refused unless --force is given; then its data area is zeroed. A leg
+of a volume that a node has open (its open-volume marker, set while a node
+runs with the volume and cleared when it stops or its slot is recovered) is
+refused even with --force, unless --force-while-open is given too.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := signalContext()
@@ -87,10 +105,10 @@ data is refused unless --force is given; then its data area is zeroed.`,
 			defer p.done()
 			sb, err := mirror.Format(ctx, devs, mirror.FormatOptions{
 				RegionSize: rs, Slots: slots, ClusterID: clusterID, Addrs: args, Force: force,
-				DataIsZero: created == len(args), Progress: p.update,
+				ForceWhileOpen: forceOpen, DataIsZero: created == len(args), Progress: p.update,
 			})
 			if err != nil {
-				return err
+				return withFlagHint(err, "--force-while-open")
 			}
 			p.done()
 			if vf.jsonOut {
@@ -107,5 +125,6 @@ data is refused unless --force is given; then its data area is zeroed.`,
 	c.Flags().IntVar(&slots, "slots", 8, "node slots (one write-intent bitmap each)")
 	c.Flags().StringVar(&clusterID, "cluster-id", "shoal", "cluster identity recorded in the superblock")
 	c.Flags().BoolVar(&force, "force", false, "overwrite legs that hold data or another volume")
+	c.Flags().BoolVar(&forceOpen, "force-while-open", false, "overwrite legs even of a volume that a node has open (its nodes lose their volume)")
 	rootCmd.AddCommand(c)
 }

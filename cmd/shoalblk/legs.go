@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -12,6 +13,17 @@ import (
 	"github.com/shoal-ha/shoal/blockdev"
 	"github.com/shoal-ha/shoal/blockdev/mirror"
 )
+
+// alreadyAdded reports whether d is already a leg of v's table (an
+// interrupted add-leg) and its index.
+func alreadyAdded(ctx context.Context, v *mirror.Volume, d blockdev.Device) (int, bool, error) {
+	sb, err := mirror.ReadSuperblock(ctx, d)
+	if err != nil || sb.Volume != v.UUID() {
+		return -1, false, nil
+	}
+	i := v.Table().Find(sb.Self)
+	return i, i >= 0, nil
+}
 
 func init() {
 	var (
@@ -59,19 +71,37 @@ func init() {
 			if err != nil {
 				return err
 			}
-			i, err := v.AddLeg(ctx, d, newLeg, force)
+			// An add-leg that was interrupted after the leg joined the
+			// table resumes: the leg is already there, resyncing.
+			i, resumed, err := alreadyAdded(ctx, v, d)
 			if err != nil {
 				d.Close()
 				return err
 			}
-			fmt.Fprintf(os.Stderr, "added leg %d (%s); copying\n", i, newLeg)
+			if resumed {
+				d.Close()
+				switch st := v.Table().Legs[i].State; st {
+				case mirror.LegInSync:
+					fmt.Printf("leg %d (%s) is already in the volume and in sync\n", i, newLeg)
+					return nil
+				case mirror.LegFailed:
+					return fmt.Errorf("leg %d (%s) is already in the volume but failed; bring it back with: shoalblk resync %s %s", i, newLeg, strings.Join(args, " "), newLeg)
+				}
+				fmt.Fprintf(os.Stderr, "leg %d (%s) was already added; resuming the copy at region %d\n", i, newLeg, v.Table().Legs[i].Cursor)
+			} else {
+				if i, err = v.AddLeg(ctx, d, newLeg, force); err != nil {
+					d.Close()
+					return withFlagHint(err, "")
+				}
+				fmt.Fprintf(os.Stderr, "added leg %d (%s); copying (Ctrl-C stops; the same command resumes)\n", i, newLeg)
+			}
 			if noResync {
 				return nil
 			}
 			rep, err := v.Resync(ctx)
 			p.done()
 			if err != nil {
-				return fmt.Errorf("leg added but not yet in sync; run resync to finish: %w", err)
+				return fmt.Errorf("leg %d added but not yet in sync; run the same command again (or shoalblk resync) to finish: %w", i, err)
 			}
 			if vf.jsonOut {
 				return printJSON(os.Stdout, rep)

@@ -20,7 +20,8 @@ func init() {
 		Short: "Compare legs block by block, decide by checksum, optionally repair",
 		Long: `Compare the in-sync legs region by region. Where copies differ, the copy
 matching its stored checksum wins. Without --repair nothing is written.
-Interrupted scrubs resume with --from REGION (printed on interruption).`,
+Ctrl-C stops a scrub at a region boundary and prints the exact command that
+resumes it (the same command with --from REGION).`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := signalContext()
@@ -36,7 +37,7 @@ Interrupted scrubs resume with --from REGION (printed on interruption).`,
 			p.done()
 			if err != nil {
 				if ctx.Err() != nil {
-					return fmt.Errorf("interrupted; resume with --from %d: %w", from+rep.Regions, err)
+					return fmt.Errorf("interrupted after region %d; resume with: %s", from+rep.Regions-1, resumeCommand(cmd, args, "from", fmt.Sprint(from+rep.Regions)))
 				}
 				return err
 			}
