@@ -1,0 +1,177 @@
+package store
+
+import (
+	"fmt"
+	"sort"
+)
+
+// run of blocks handed out by the allocator.
+type blockRun struct {
+	start uint64
+	count uint32
+}
+
+// agHeaderOf reads (through the transaction) the header of ag, which the
+// transaction holds.
+func (tx *Tx) agHeaderOf(g *glock, ag int) (*agHeader, uint64, error) {
+	start, _ := tx.s.sb.agRange(ag)
+	b, err := tx.read(g, start)
+	if err != nil {
+		return nil, 0, err
+	}
+	h, err := decodeAGHeader(b, start)
+	if err != nil {
+		return nil, 0, fmt.Errorf("allocation group %d: %w", ag, err)
+	}
+	return h, start, nil
+}
+
+// alloc allocates n blocks, as few runs as it can, preferring the
+// allocation groups the transaction already holds and then this node's
+// own group, so nodes allocate in parallel without contending. Groups
+// whose lock would have to be waited for out of lock order are skipped.
+// ErrNoSpace when no group has the room; nothing is changed then that the
+// transaction commits (it is abandoned).
+func (tx *Tx) alloc(n int) ([]blockRun, error) {
+	s := tx.s
+	var runs []blockRun
+	order := make([]int, 0, s.sb.AGCount)
+	seen := map[int]bool{}
+	for g := range tx.held {
+		if g.class == classAG && tx.held[g] == Exclusive {
+			order = append(order, int(g.id))
+			seen[int(g.id)] = true
+		}
+	}
+	sort.Ints(order)
+	first := int(s.agNext.Load())
+	for i := 0; i < int(s.sb.AGCount); i++ {
+		ag := (first + i) % int(s.sb.AGCount)
+		if !seen[ag] {
+			order = append(order, ag)
+		}
+	}
+	for _, ag := range order {
+		if n == 0 {
+			break
+		}
+		g := s.glockFor(classAG, uint64(ag))
+		ok, err := tx.tryLock(g, Exclusive)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			continue
+		}
+		h, start, err := tx.agHeaderOf(g, ag)
+		if err != nil {
+			return nil, err
+		}
+		if h.Free == 0 {
+			continue
+		}
+		_, length := s.sb.agRange(ag)
+		for i := uint32(1); i < length && n > 0; i++ {
+			if bitGet(h.Bitmap, i) {
+				continue
+			}
+			bitSet(h.Bitmap, i)
+			h.Free--
+			n--
+			blk := start + uint64(i)
+			if k := len(runs); k > 0 && runs[k-1].start+uint64(runs[k-1].count) == blk {
+				runs[k-1].count++
+			} else {
+				runs = append(runs, blockRun{blk, 1})
+			}
+		}
+		if err := tx.write(g, start, h.encode(start)); err != nil {
+			return nil, err
+		}
+		if n > 0 {
+			s.agNext.Store(uint32((ag + 1) % int(s.sb.AGCount)))
+		}
+	}
+	if n > 0 {
+		return nil, fmt.Errorf("%w: %d more blocks wanted", ErrNoSpace, n)
+	}
+	return runs, nil
+}
+
+// allocOne allocates one block.
+func (tx *Tx) allocOne() (uint64, error) {
+	runs, err := tx.alloc(1)
+	if err != nil {
+		return 0, err
+	}
+	return runs[0].start, nil
+}
+
+// newGen hands out an inode generation from blk's allocation group (held
+// EX by the transaction, as blk was just allocated from it).
+func (tx *Tx) newGen(blk uint64) (uint32, error) {
+	ag, _ := tx.s.sb.agOf(blk)
+	g := tx.s.glockFor(classAG, uint64(ag))
+	h, start, err := tx.agHeaderOf(g, ag)
+	if err != nil {
+		return 0, err
+	}
+	h.NextGen++
+	if h.NextGen == 0 {
+		h.NextGen = 1
+	}
+	return h.NextGen, tx.write(g, start, h.encode(start))
+}
+
+// free marks blocks to be freed when the transaction commits (never
+// earlier: a block freed and handed out again in one transaction could
+// have its old contents overwritten before the commit).
+func (tx *Tx) free(start uint64, count uint32) {
+	for i := uint64(0); i < uint64(count); i++ {
+		tx.frees[start+i] = true
+	}
+}
+
+// applyFrees clears the freed blocks in their groups' bitmaps.
+func (tx *Tx) applyFrees() error {
+	if len(tx.frees) == 0 {
+		return nil
+	}
+	s := tx.s
+	byAG := map[int][]uint64{}
+	for blk := range tx.frees {
+		if blk < s.sb.AGStart || blk >= s.sb.Blocks {
+			return fmt.Errorf("%w: freeing block %d outside the allocation groups", ErrCorrupt, blk)
+		}
+		ag, _ := s.sb.agOf(blk)
+		byAG[ag] = append(byAG[ag], blk)
+	}
+	ags := make([]int, 0, len(byAG))
+	for ag := range byAG {
+		ags = append(ags, ag)
+	}
+	sort.Ints(ags)
+	for _, ag := range ags {
+		g := s.glockFor(classAG, uint64(ag))
+		if err := tx.lock(g, Exclusive); err != nil {
+			return err
+		}
+		h, start, err := tx.agHeaderOf(g, ag)
+		if err != nil {
+			return err
+		}
+		for _, blk := range byAG[ag] {
+			i := uint32(blk - start)
+			if i == 0 || !bitGet(h.Bitmap, i) {
+				return fmt.Errorf("%w: freeing block %d, which allocation group %d has free", ErrCorrupt, blk, ag)
+			}
+			bitClear(h.Bitmap, i)
+			h.Free++
+		}
+		if err := tx.write(g, start, h.encode(start)); err != nil {
+			return err
+		}
+	}
+	tx.frees = map[uint64]bool{}
+	return nil
+}

@@ -1,0 +1,212 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"time"
+)
+
+// The Store is an io/fs file system: fs.FS, fs.StatFS, fs.ReadDirFS and
+// fs.ReadFileFS, so http.FS and testing/fstest.TestFS work on it.
+var (
+	_ fs.FS         = (*Store)(nil)
+	_ fs.StatFS     = (*Store)(nil)
+	_ fs.ReadDirFS  = (*Store)(nil)
+	_ fs.ReadFileFS = (*Store)(nil)
+)
+
+// fileInfo is a snapshot of an inode.
+type fileInfo struct {
+	name  string
+	size  int64
+	mode  fs.FileMode
+	mtime time.Time
+	ino   uint64
+	gen   uint32
+}
+
+func newFileInfo(name string, in *inode) *fileInfo {
+	m := fs.FileMode(in.Mode) & fs.ModePerm
+	if in.Type == typeDir {
+		m |= fs.ModeDir
+	}
+	size := in.Size
+	if in.Type == typeDir {
+		size = 0
+	}
+	return &fileInfo{name: name, size: size, mode: m, mtime: time.Unix(0, in.Mtime), ino: in.Ino, gen: in.Gen}
+}
+
+func (fi *fileInfo) Name() string       { return fi.name }
+func (fi *fileInfo) Size() int64        { return fi.size }
+func (fi *fileInfo) Mode() fs.FileMode  { return fi.mode }
+func (fi *fileInfo) ModTime() time.Time { return fi.mtime }
+func (fi *fileInfo) IsDir() bool        { return fi.mode.IsDir() }
+
+// Sys returns the FileStat of the inode.
+func (fi *fileInfo) Sys() any { return FileStat{Ino: fi.ino, Gen: fi.gen} }
+
+// FileStat is what FileInfo.Sys returns: the inode number and generation.
+type FileStat struct {
+	Ino uint64
+	Gen uint32
+}
+
+func baseName(name string) string {
+	if name == "." {
+		return "."
+	}
+	return path.Base(name)
+}
+
+// Stat describes name. Errors in a *fs.PathError: fs.ErrNotExist,
+// fs.ErrInvalid, ErrCorrupt naming the damaged block.
+func (s *Store) Stat(name string) (fs.FileInfo, error) {
+	var fi fs.FileInfo
+	err := s.View(context.Background(), func(tx *Tx) error {
+		in, _, err := tx.resolve(name, Shared)
+		if err != nil {
+			return err
+		}
+		fi = newFileInfo(baseName(name), in)
+		return nil
+	})
+	if err != nil {
+		return nil, pathErr("stat", name, err)
+	}
+	return fi, nil
+}
+
+// ReadFile reads the whole of file name under its PR lock: the contents
+// as last committed by any node.
+func (s *Store) ReadFile(name string) ([]byte, error) {
+	var data []byte
+	err := s.View(context.Background(), func(tx *Tx) error {
+		var err error
+		data, err = tx.ReadFile(name)
+		return err
+	})
+	if err != nil {
+		return nil, pathErr("read", name, err)
+	}
+	return data, nil
+}
+
+// dirEntryInfo is an fs.DirEntry; Info reads the inode as it is on the
+// device at that moment (no lock: a listing with stat of a directory that
+// another node keeps changing does not ping-pong every file's lock).
+type dirEntryInfo struct {
+	s  *Store
+	de dirEntry
+}
+
+func (d *dirEntryInfo) Name() string { return d.de.Name }
+func (d *dirEntryInfo) IsDir() bool  { return d.de.Type == typeDir }
+func (d *dirEntryInfo) Type() fs.FileMode {
+	if d.de.Type == typeDir {
+		return fs.ModeDir
+	}
+	return 0
+}
+func (d *dirEntryInfo) String() string { return fs.FormatDirEntry(d) }
+
+func (d *dirEntryInfo) Info() (fs.FileInfo, error) {
+	var lastErr error
+	for try := 0; try < 3; try++ {
+		b, err := d.s.readBlock(context.Background(), d.de.Ino)
+		if err != nil {
+			return nil, err
+		}
+		in, err := decodeInode(b, d.de.Ino)
+		if err == nil && in.Gen == d.de.Gen && in.Nlink > 0 {
+			return newFileInfo(d.de.Name, in), nil
+		}
+		if err == nil {
+			// Removed or replaced since the listing.
+			return nil, &fs.PathError{Op: "stat", Path: d.de.Name, Err: fs.ErrNotExist}
+		}
+		lastErr = err // torn by a concurrent write in place: read again
+	}
+	return nil, &fs.PathError{Op: "stat", Path: d.de.Name, Err: lastErr}
+}
+
+// ReadDir lists directory name sorted by file name.
+func (s *Store) ReadDir(name string) ([]fs.DirEntry, error) {
+	var ents []dirEntry
+	err := s.View(context.Background(), func(tx *Tx) error {
+		in, g, err := tx.resolve(name, Shared)
+		if err != nil {
+			return err
+		}
+		if in.Type != typeDir {
+			return ErrNotDir
+		}
+		ents, err = tx.listDir(g, in)
+		return err
+	})
+	if err != nil {
+		return nil, pathErr("readdir", name, err)
+	}
+	out := make([]fs.DirEntry, len(ents))
+	for i, e := range ents {
+		out[i] = &dirEntryInfo{s, e}
+	}
+	return out, nil
+}
+
+// Open opens name for reading (fs.FS). The File reads the contents as last
+// committed by any node at each read (close-to-open and stronger).
+func (s *Store) Open(name string) (fs.File, error) {
+	f, err := s.OpenFile(name, 0, 0)
+	if err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// FSStats is the store's usage (StatFS).
+type FSStats struct {
+	// BlockSize is the block size in bytes.
+	BlockSize int
+	// Blocks is the number of blocks in the allocation groups.
+	Blocks uint64
+	// Free is the number of free blocks.
+	Free uint64
+	// Groups is the number of allocation groups.
+	Groups int
+	// Slots is the number of node slots (journals).
+	Slots int
+}
+
+// StatFS reports the store's usage, from the allocation group headers as
+// they are on the device (no locks: a snapshot).
+func (s *Store) StatFS() (FSStats, error) {
+	st := FSStats{BlockSize: BlockSize, Groups: int(s.sb.AGCount), Slots: int(s.sb.Slots)}
+	for ag := 0; ag < int(s.sb.AGCount); ag++ {
+		start, n := s.sb.agRange(ag)
+		b, err := s.readBlock(context.Background(), start)
+		if err != nil {
+			return st, err
+		}
+		h, err := decodeAGHeader(b, start)
+		if err != nil {
+			return st, fmt.Errorf("allocation group %d: %w", ag, err)
+		}
+		st.Blocks += uint64(n)
+		st.Free += uint64(h.Free)
+	}
+	return st, nil
+}
+
+// WriteFile replaces (or creates with perm) file name with data in one
+// transaction: durable when it returns; readers on every node see the old
+// contents or the new, never a mix.
+func (s *Store) WriteFile(name string, data []byte, perm fs.FileMode) error {
+	err := s.run(context.Background(), false, func(tx *Tx) error { return tx.writeFile(name, data, perm) })
+	return pathErr("write", name, err)
+}
+
+var errNotOpen = errors.New("file not open for writing")

@@ -1,0 +1,49 @@
+package store
+
+import (
+	"context"
+	"testing"
+
+	"github.com/shoal-ha/shoal/blockdev"
+	"github.com/shoal-ha/shoal/internal/testlog"
+)
+
+// newMem returns a formatted in-memory device of blocks blocks.
+func newMem(t testing.TB, blocks int64, opts FormatOptions) *blockdev.Mem {
+	t.Helper()
+	m, err := blockdev.NewMem(blocks*BlockSize, 512)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if opts.Slots == 0 {
+		opts.Slots = 4
+	}
+	if _, err := Format(context.Background(), m, opts); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// openNode opens slot on dev with locks from lm as node name.
+func openNode(t testing.TB, dev blockdev.Device, lm *MemLocks, name string, slot int) *Store {
+	t.Helper()
+	cfg := DefaultConfig(dev, slot, lm.Node(name))
+	cfg.Logger = testlog.New(t, name)
+	s, err := Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("open slot %d: %v", slot, err)
+	}
+	return s
+}
+
+// checkClean fails the test unless an offline check of dev is clean.
+func checkClean(t testing.TB, dev blockdev.Device) {
+	t.Helper()
+	rep, err := CheckDevice(context.Background(), dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rep.Err(); err != nil {
+		t.Fatal(err)
+	}
+}

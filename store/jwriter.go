@@ -1,0 +1,215 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+)
+
+// journalWriter appends this node's transactions to its slot's journal.
+type journalWriter struct {
+	s     *Store
+	slot  int
+	start uint64 // absolute block of the journal's block 0
+	size  uint32 // journal blocks
+
+	mu      sync.Mutex
+	hdr     journalHeader // as last written
+	head    uint32        // where the next transaction goes (before wrapping)
+	nextSeq uint64
+	lastSeq uint64
+	pending []Record // records not acknowledged, in journal order
+
+	nextRec      atomic.Uint64
+	checkpointed atomic.Uint64 // transactions up to here are in place and behind the tail
+}
+
+// dataWrite is file data that must reach the device before the
+// transaction that points to it commits.
+type dataWrite struct {
+	blk uint64
+	p   []byte
+}
+
+// fits says where a transaction of n blocks goes, if it fits.
+func (j *journalWriter) fits(n uint32) (uint32, bool) {
+	tail, head := j.hdr.TailPos, j.head
+	if head >= tail {
+		if head+n <= j.size {
+			return head, true
+		}
+		if journalData+n < tail {
+			return journalData, true
+		}
+		return 0, false
+	}
+	if head+n < tail {
+		return head, true
+	}
+	return 0, false
+}
+
+// commit writes jt to the journal (assigning its sequence number), with
+// data first, makes it durable and then writes its images in place. use
+// is called right before the first write, to check the fencing of every
+// lock the transaction writes under.
+func (j *journalWriter) commit(ctx context.Context, jt *journalTx, data []dataWrite, use func() error) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	stream := recordStream(jt.Records, jt.Acks)
+	n := uint32(txBlocks(len(jt.Images), len(stream)))
+	if n > j.size-journalData-1 {
+		return fmt.Errorf("%w: transaction of %d blocks, journal of %d", ErrJournalFull, n, j.size)
+	}
+	pos, ok := j.fits(n)
+	if !ok {
+		if err := j.checkpointLocked(ctx); err != nil {
+			return err
+		}
+		if pos, ok = j.fits(n); !ok {
+			return fmt.Errorf("%w: %d blocks of unacknowledged records leave no room for a transaction of %d", ErrJournalFull, j.head-j.hdr.TailPos, n)
+		}
+	}
+	jt.Seq, jt.Pos = j.nextSeq, pos
+	buf, err := encodeTx(jt, j.start, j.slot)
+	if err != nil {
+		return err
+	}
+	if err := j.s.slotLock.use(); err != nil {
+		return err
+	}
+	if use != nil {
+		if err := use(); err != nil {
+			return err
+		}
+	}
+	s := j.s
+	if len(data) > 0 {
+		for _, d := range data {
+			if err := s.writeBlocks(ctx, d.blk, d.p); err != nil {
+				return err
+			}
+		}
+		if err := s.writeBlocks(ctx, j.start+uint64(pos), buf[:len(buf)-BlockSize]); err != nil {
+			return err
+		}
+		if err := s.dev.Flush(ctx); err != nil {
+			return fmt.Errorf("store: flushing data before commit: %w", err)
+		}
+		if err := s.writeBlocks(ctx, j.start+uint64(pos)+uint64(n-1), buf[len(buf)-BlockSize:]); err != nil {
+			return err
+		}
+	} else if err := s.writeBlocks(ctx, j.start+uint64(pos), buf); err != nil {
+		return err
+	}
+	if err := s.dev.Flush(ctx); err != nil {
+		return fmt.Errorf("store: flushing commit: %w", err)
+	}
+	// Committed: from here on the transaction survives a crash.
+	j.head = pos + n
+	j.lastSeq = jt.Seq
+	j.nextSeq++
+	s.stats.commits.Add(1)
+	j.pending = append(j.pending, jt.Records...)
+	if len(jt.Acks) > 0 {
+		acked := map[uint64]bool{}
+		for _, a := range jt.Acks {
+			acked[a] = true
+		}
+		kept := j.pending[:0]
+		for _, r := range j.pending {
+			if !acked[r.ID] {
+				kept = append(kept, r)
+			}
+		}
+		j.pending = kept
+	}
+	for i, t := range jt.Targets {
+		if err := s.writeBlocks(ctx, t, jt.Images[i]); err != nil {
+			// The journal has it; replay puts it in place.
+			return fmt.Errorf("store: transaction %d committed, writing block %d in place: %w", jt.Seq, t, err)
+		}
+	}
+	return nil
+}
+
+// checkpoint makes every committed transaction's in-place writes durable
+// and moves the journal's tail past them, carrying unacknowledged records
+// forward. After it, a replay of this journal writes nothing in place.
+func (s *Store) checkpoint(ctx context.Context) error {
+	if s.jr == nil {
+		return nil
+	}
+	s.jr.mu.Lock()
+	defer s.jr.mu.Unlock()
+	return s.jr.checkpointLocked(ctx)
+}
+
+func (j *journalWriter) checkpointLocked(ctx context.Context) error {
+	s := j.s
+	if j.checkpointed.Load() == j.lastSeq && j.hdr.SealSeq == 0 && j.hdr.AppliedSeq == j.lastSeq {
+		return nil // nothing new since the last checkpoint
+	}
+	if err := s.slotLock.use(); err != nil {
+		return err
+	}
+	if err := s.dev.Flush(ctx); err != nil {
+		return fmt.Errorf("store: flushing for checkpoint: %w", err)
+	}
+	h := j.hdr
+	h.Version++
+	h.SealSeq, h.Handled = 0, 0
+	if len(j.pending) == 0 {
+		h.TailPos, h.TailSeq = journalData, j.nextSeq
+		j.head = journalData
+	} else {
+		// Carry the records forward in a transaction of their own, then
+		// point the tail at it. A crash before the header write leaves
+		// both copies in the journal; replay counts each record once.
+		carry := &journalTx{Records: append([]Record(nil), j.pending...)}
+		stream := recordStream(carry.Records, nil)
+		n := uint32(txBlocks(0, len(stream)))
+		pos, ok := j.fits(n)
+		if !ok {
+			return fmt.Errorf("%w: %d unacknowledged records (%d blocks) do not fit", ErrJournalFull, len(j.pending), n)
+		}
+		carry.Seq, carry.Pos = j.nextSeq, pos
+		buf, err := encodeTx(carry, j.start, j.slot)
+		if err != nil {
+			return err
+		}
+		if err := s.writeBlocks(ctx, j.start+uint64(pos), buf); err != nil {
+			return err
+		}
+		if err := s.dev.Flush(ctx); err != nil {
+			return err
+		}
+		j.nextSeq++
+		j.lastSeq = carry.Seq
+		j.head = pos + n
+		h.TailPos, h.TailSeq = pos, carry.Seq
+	}
+	h.AppliedSeq = j.lastSeq
+	h.NextRecord = j.nextRec.Load()
+	if err := j.writeHeader(ctx, &h); err != nil {
+		return err
+	}
+	j.checkpointed.Store(j.lastSeq)
+	s.stats.checkpoints.Add(1)
+	return nil
+}
+
+// writeHeader writes h (whose Version is already the new one) to the copy
+// its Version selects and makes it durable.
+func (j *journalWriter) writeHeader(ctx context.Context, h *journalHeader) error {
+	blk := j.start + h.Version%2
+	if err := j.s.writeBlocks(ctx, blk, h.encode(blk, j.slot)); err != nil {
+		return err
+	}
+	if err := j.s.dev.Flush(ctx); err != nil {
+		return fmt.Errorf("store: flushing journal header: %w", err)
+	}
+	j.hdr = *h
+	return nil
+}

@@ -1,0 +1,651 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"strings"
+	"time"
+)
+
+// More path errors, beside the io/fs ones.
+var (
+	// ErrNotEmpty: a directory to remove (or to rename over) has entries.
+	// Not retriable until they are gone.
+	ErrNotEmpty = errors.New("directory not empty")
+	// ErrIsDir: a file operation on a directory. Not retriable.
+	ErrIsDir = errors.New("is a directory")
+	// ErrNotDir: a directory operation on a file, or a path through a
+	// file. It wraps fs.ErrNotExist for lookups. Not retriable.
+	ErrNotDir = errors.New("not a directory")
+)
+
+func pathErr(op, name string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return err
+	}
+	return &fs.PathError{Op: op, Path: name, Err: err}
+}
+
+// splitPath checks name (an io/fs path: slash-separated, no . or ..
+// elements, no leading slash; "." is the root) and returns its elements.
+func splitPath(name string) ([]string, error) {
+	if !fs.ValidPath(name) {
+		return nil, fs.ErrInvalid
+	}
+	if name == "." {
+		return nil, nil
+	}
+	parts := strings.Split(name, "/")
+	for _, p := range parts {
+		if len(p) > MaxNameLen {
+			return nil, fmt.Errorf("%w: element of %d bytes (max %d)", ErrTooLarge, len(p), MaxNameLen)
+		}
+	}
+	return parts, nil
+}
+
+// child follows entry de of a directory to its inode, held in mode.
+func (tx *Tx) child(de dirEntry, mode LockMode) (*inode, *glock, error) {
+	in, g, err := tx.getInode(de.Ino, mode)
+	if err != nil {
+		return nil, nil, err
+	}
+	if in.Gen != de.Gen || in.Type != de.Type || in.Nlink == 0 {
+		return nil, nil, fmt.Errorf("%w: entry %q points to inode %d generation %d, found generation %d type %d links %d",
+			ErrCorrupt, de.Name, de.Ino, de.Gen, in.Gen, in.Type, in.Nlink)
+	}
+	return in, g, nil
+}
+
+// walk follows parts from the root, every directory on the way held PR
+// and the last one in mode.
+func (tx *Tx) walk(parts []string, mode LockMode) (*inode, *glock, error) {
+	m := Shared
+	if len(parts) == 0 {
+		m = mode
+	}
+	cur, g, err := tx.getInode(tx.s.sb.Root, m)
+	if err != nil {
+		return nil, nil, err
+	}
+	for i, p := range parts {
+		if cur.Type != typeDir {
+			return nil, nil, fmt.Errorf("%w (%w)", fs.ErrNotExist, ErrNotDir)
+		}
+		de, ok, err := tx.lookup(g, cur, p)
+		if err != nil {
+			return nil, nil, err
+		}
+		if !ok {
+			return nil, nil, fs.ErrNotExist
+		}
+		m := Shared
+		if i == len(parts)-1 {
+			m = mode
+		}
+		if cur, g, err = tx.child(de, m); err != nil {
+			return nil, nil, err
+		}
+	}
+	return cur, g, nil
+}
+
+// resolve returns the inode name names, held in mode.
+func (tx *Tx) resolve(name string, mode LockMode) (*inode, *glock, error) {
+	parts, err := splitPath(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	return tx.walk(parts, mode)
+}
+
+// resolveParent returns the directory that holds name's last element,
+// held in mode, and that element. The root has no parent (fs.ErrInvalid).
+func (tx *Tx) resolveParent(name string, mode LockMode) (*inode, *glock, string, error) {
+	parts, err := splitPath(name)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	if len(parts) == 0 {
+		return nil, nil, "", fs.ErrInvalid
+	}
+	dir, g, err := tx.walk(parts[:len(parts)-1], mode)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	if dir.Type != typeDir {
+		return nil, nil, "", fmt.Errorf("%w (%w)", fs.ErrNotExist, ErrNotDir)
+	}
+	return dir, g, parts[len(parts)-1], nil
+}
+
+func (s *Store) now() int64 { return s.clk.Now().UnixNano() }
+
+// newInode allocates and locks a new inode of typ under directory parent.
+func (tx *Tx) newInode(typ uint8, perm fs.FileMode, parent uint64) (*inode, *glock, error) {
+	blk, err := tx.allocOne()
+	if err != nil {
+		return nil, nil, err
+	}
+	gen, err := tx.newGen(blk)
+	if err != nil {
+		return nil, nil, err
+	}
+	g := tx.s.glockFor(classInode, blk)
+	if err := tx.lock(g, Exclusive); err != nil {
+		return nil, nil, err
+	}
+	now := tx.s.now()
+	in := &inode{Ino: blk, Gen: gen, Type: typ, Mode: uint32(perm & fs.ModePerm), Nlink: 1, Mtime: now, Ctime: now, Parent: parent}
+	if typ == typeDir {
+		in.Buckets = make([]uint64, dirBuckets)
+	}
+	return in, g, nil
+}
+
+// dropInode frees an inode that lost its last name: its data or leaves,
+// and the inode block, which is left as a tombstone (no links).
+func (tx *Tx) dropInode(g *glock, in *inode) error {
+	if in.Type == typeDir {
+		if err := tx.freeDirLeaves(g, in); err != nil {
+			return err
+		}
+		in.Buckets = make([]uint64, dirBuckets)
+	} else {
+		if err := tx.truncateData(g, in, 0); err != nil {
+			return err
+		}
+	}
+	in.Nlink = 0
+	in.Entries = 0
+	if err := tx.putInode(g, in); err != nil {
+		return err
+	}
+	tx.free(in.Ino, 1)
+	return nil
+}
+
+// truncateData cuts in's data to size (not larger than in.Size), freeing
+// whole blocks past it and zeroing the tail of the last one.
+func (tx *Tx) truncateData(g *glock, in *inode, size int64) error {
+	if in.Layout == layoutInline {
+		in.Inline = in.Inline[:size]
+		in.Size = size
+		return nil
+	}
+	keep := uint64((size + BlockSize - 1) / BlockSize)
+	var freed []blockRun
+	in.Extents, freed = extUnmap(in.Extents, keep, 1<<62)
+	for _, r := range freed {
+		tx.free(r.start, r.count)
+	}
+	if size%BlockSize != 0 {
+		// Copy the last block with its tail zeroed: bytes past the size
+		// read as zero when the file grows again.
+		fb := uint64(size / BlockSize)
+		if old := extFind(in.Extents, fb); old != 0 {
+			buf := make([]byte, BlockSize)
+			if err := tx.readDataBlock(in.Ino, old, buf); err != nil {
+				return err
+			}
+			clear(buf[size%BlockSize:])
+			if err := tx.setBlocks(in, fb, [][]byte{buf}); err != nil {
+				return err
+			}
+		}
+	}
+	in.Size = size
+	if size == 0 {
+		if in.ExtBlk != 0 {
+			in.Layout = layoutOverflow // putInode frees the chain
+		}
+		in.Extents = nil
+		if err := tx.putInode(g, in); err != nil {
+			return err
+		}
+		in.Layout, in.Inline = layoutInline, nil
+	}
+	return nil
+}
+
+// setBlocks writes pages (each BlockSize) as file blocks fb, fb+1, ... of
+// in, to newly allocated blocks (copy on write: a crash leaves the old
+// contents or the new, never a mix), freeing the blocks they replace.
+func (tx *Tx) setBlocks(in *inode, fb uint64, pages [][]byte) error {
+	runs, err := tx.alloc(len(pages))
+	if err != nil {
+		return err
+	}
+	i := 0
+	for _, r := range runs {
+		buf := make([]byte, 0, int(r.count)*BlockSize)
+		for k := uint32(0); k < r.count; k++ {
+			buf = append(buf, pages[i+int(k)]...)
+		}
+		var freed []blockRun
+		in.Extents, freed = extUnmap(in.Extents, fb+uint64(i), uint64(r.count))
+		for _, f := range freed {
+			tx.free(f.start, f.count)
+		}
+		in.Extents = extMap(in.Extents, fb+uint64(i), r.start, r.count)
+		tx.data = append(tx.data, dataWrite{r.start, buf})
+		for k := uint32(0); k < r.count; k++ {
+			tx.pend[r.start+uint64(k)] = buf[int(k)*BlockSize : int(k+1)*BlockSize]
+		}
+		i += int(r.count)
+	}
+	return nil
+}
+
+// setContent replaces the whole data of file in with data.
+func (tx *Tx) setContent(g *glock, in *inode, data []byte) error {
+	if err := tx.truncateData(g, in, 0); err != nil {
+		return err
+	}
+	if len(data) <= maxInlineData {
+		in.Layout, in.Inline, in.Size = layoutInline, append([]byte(nil), data...), int64(len(data))
+		return nil
+	}
+	in.Layout, in.Inline = layoutExtents, nil
+	n := (len(data) + BlockSize - 1) / BlockSize
+	pages := make([][]byte, n)
+	for i := range pages {
+		p := make([]byte, BlockSize)
+		copy(p, data[i*BlockSize:])
+		pages[i] = p
+	}
+	in.Size = int64(len(data))
+	return tx.setBlocks(in, 0, pages)
+}
+
+// Mkdir creates directory name with permission bits perm. Errors (in a
+// *fs.PathError): fs.ErrExist, fs.ErrNotExist for a missing parent,
+// ErrNoSpace, fs.ErrInvalid for a bad name.
+func (s *Store) Mkdir(name string, perm fs.FileMode) error {
+	return pathErr("mkdir", name, s.run(context.Background(), false, func(tx *Tx) error {
+		return tx.mkdir(name, perm)
+	}))
+}
+
+func (tx *Tx) mkdir(name string, perm fs.FileMode) error {
+	dir, g, last, err := tx.resolveParent(name, Exclusive)
+	if err != nil {
+		if errors.Is(err, fs.ErrInvalid) && name == "." {
+			return fs.ErrExist
+		}
+		return err
+	}
+	if _, ok, err := tx.lookup(g, dir, last); err != nil {
+		return err
+	} else if ok {
+		return fs.ErrExist
+	}
+	in, ig, err := tx.newInode(typeDir, perm, dir.Ino)
+	if err != nil {
+		return err
+	}
+	if err := tx.addEntry(g, dir, dirEntry{Name: last, Ino: in.Ino, Gen: in.Gen, Type: typeDir}); err != nil {
+		return err
+	}
+	dir.Mtime = tx.s.now()
+	if err := tx.putInode(g, dir); err != nil {
+		return err
+	}
+	return tx.putInode(ig, in)
+}
+
+// MkdirAll creates name and any missing parents, as os.MkdirAll; an
+// existing directory is no error, an existing file is ErrNotDir.
+func (s *Store) MkdirAll(name string, perm fs.FileMode) error {
+	parts, err := splitPath(name)
+	if err != nil {
+		return pathErr("mkdir", name, err)
+	}
+	for i := range parts {
+		p := strings.Join(parts[:i+1], "/")
+		fi, err := s.Stat(p)
+		if err == nil {
+			if !fi.IsDir() {
+				return pathErr("mkdir", p, ErrNotDir)
+			}
+			continue
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		if err := s.Mkdir(p, perm); err != nil && !errors.Is(err, fs.ErrExist) {
+			return err
+		}
+	}
+	return nil
+}
+
+// Remove removes file or empty directory name. Errors: fs.ErrNotExist,
+// ErrNotEmpty, fs.ErrInvalid for the root. An open File of a removed file
+// fails with fs.ErrNotExist from then on.
+func (s *Store) Remove(name string) error {
+	return pathErr("remove", name, s.run(context.Background(), false, func(tx *Tx) error {
+		return tx.remove(name)
+	}))
+}
+
+func (tx *Tx) remove(name string) error {
+	dir, g, last, err := tx.resolveParent(name, Exclusive)
+	if err != nil {
+		return err
+	}
+	de, ok, err := tx.lookup(g, dir, last)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fs.ErrNotExist
+	}
+	in, ig, err := tx.child(de, Exclusive)
+	if err != nil {
+		return err
+	}
+	if in.Type == typeDir && in.Entries > 0 {
+		return ErrNotEmpty
+	}
+	if err := tx.removeEntry(g, dir, last); err != nil {
+		return err
+	}
+	dir.Mtime = tx.s.now()
+	if err := tx.putInode(g, dir); err != nil {
+		return err
+	}
+	return tx.dropInode(ig, in)
+}
+
+// RemoveAll removes name and everything under it, as os.RemoveAll: a
+// missing name is no error. Each removal is its own transaction, so a
+// crash part way leaves a smaller tree, never a broken one.
+func (s *Store) RemoveAll(name string) error {
+	if name == "." {
+		ents, err := s.ReadDir(".")
+		if err != nil {
+			return err
+		}
+		for _, e := range ents {
+			if err := s.RemoveAll(e.Name()); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	fi, err := s.Stat(name)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if fi.IsDir() {
+		ents, err := s.ReadDir(name)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		for _, e := range ents {
+			if err := s.RemoveAll(path.Join(name, e.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	if err := s.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// Rename moves oldname to newname atomically, also across directories. An
+// existing newname is replaced in the same transaction (a file by a file,
+// an empty directory by a directory): readers see the old one or the new
+// one, never neither. Errors: fs.ErrNotExist, ErrIsDir / ErrNotDir for
+// mismatched kinds, ErrNotEmpty, fs.ErrInvalid for moving a directory
+// under itself or renaming the root.
+func (s *Store) Rename(oldname, newname string) error {
+	err := s.run(context.Background(), false, func(tx *Tx) error { return tx.rename(oldname, newname) })
+	if err != nil {
+		return &fs.PathError{Op: "rename", Path: oldname + " -> " + newname, Err: unwrapPath(err)}
+	}
+	return nil
+}
+
+func unwrapPath(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+func (tx *Tx) rename(oldname, newname string) error {
+	sp, sg, sname, err := tx.resolveParent(oldname, Exclusive)
+	if err != nil {
+		return err
+	}
+	de, ok, err := tx.lookup(sg, sp, sname)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fs.ErrNotExist
+	}
+	dp, dg, dname, err := tx.resolveParent(newname, Exclusive)
+	if err != nil {
+		return err
+	}
+	if dp.Ino == sp.Ino {
+		dp = sp
+	}
+	if dp == sp && dname == sname {
+		return nil
+	}
+	src, srcg, err := tx.child(de, Exclusive)
+	if err != nil {
+		return err
+	}
+	if src.Type == typeDir && dp != sp {
+		// A directory may not move under itself.
+		for a := dp; ; {
+			if a.Ino == src.Ino {
+				return fmt.Errorf("%w: %s is inside %s", fs.ErrInvalid, newname, oldname)
+			}
+			if a.Ino == tx.s.sb.Root {
+				break
+			}
+			if a, _, err = tx.getInode(a.Parent, Shared); err != nil {
+				return err
+			}
+		}
+	}
+	old, exists, err := tx.lookup(dg, dp, dname)
+	if err != nil {
+		return err
+	}
+	if exists {
+		if old.Ino == src.Ino {
+			return nil
+		}
+		dst, dstg, err := tx.child(old, Exclusive)
+		if err != nil {
+			return err
+		}
+		switch {
+		case dst.Type == typeDir && src.Type != typeDir:
+			return ErrIsDir
+		case dst.Type != typeDir && src.Type == typeDir:
+			return ErrNotDir
+		case dst.Type == typeDir && dst.Entries > 0:
+			return ErrNotEmpty
+		}
+		if err := tx.removeEntry(dg, dp, dname); err != nil {
+			return err
+		}
+		if err := tx.dropInode(dstg, dst); err != nil {
+			return err
+		}
+	}
+	if err := tx.removeEntry(sg, sp, sname); err != nil {
+		return err
+	}
+	if err := tx.addEntry(dg, dp, dirEntry{Name: dname, Ino: src.Ino, Gen: src.Gen, Type: src.Type}); err != nil {
+		return err
+	}
+	now := tx.s.now()
+	sp.Mtime, dp.Mtime, src.Ctime = now, now, now
+	if src.Type == typeDir {
+		src.Parent = dp.Ino
+	}
+	if err := tx.putInode(sg, sp); err != nil {
+		return err
+	}
+	if dp != sp {
+		if err := tx.putInode(dg, dp); err != nil {
+			return err
+		}
+	}
+	return tx.putInode(srcg, src)
+}
+
+// Chmod sets the permission bits of name (mode & fs.ModePerm).
+func (s *Store) Chmod(name string, mode fs.FileMode) error {
+	return pathErr("chmod", name, s.run(context.Background(), false, func(tx *Tx) error {
+		in, g, err := tx.resolve(name, Exclusive)
+		if err != nil {
+			return err
+		}
+		in.Mode = uint32(mode & fs.ModePerm)
+		in.Ctime = tx.s.now()
+		return tx.putInode(g, in)
+	}))
+}
+
+// Chtimes sets the modification time of name (the store keeps no access
+// time; atime is accepted for os.Chtimes compatibility and ignored).
+func (s *Store) Chtimes(name string, atime, mtime time.Time) error {
+	return pathErr("chtimes", name, s.run(context.Background(), false, func(tx *Tx) error {
+		in, g, err := tx.resolve(name, Exclusive)
+		if err != nil {
+			return err
+		}
+		in.Mtime = mtime.UnixNano()
+		in.Ctime = tx.s.now()
+		return tx.putInode(g, in)
+	}))
+}
+
+// ReadFile returns the contents of file name as of the transaction.
+func (tx *Tx) ReadFile(name string) ([]byte, error) {
+	in, _, err := tx.resolve(name, Shared)
+	if err != nil {
+		return nil, pathErr("read", name, err)
+	}
+	if in.Type == typeDir {
+		return nil, pathErr("read", name, ErrIsDir)
+	}
+	buf := make([]byte, in.Size)
+	if err := tx.readData(in, buf, 0); err != nil {
+		return nil, pathErr("read", name, err)
+	}
+	return buf, nil
+}
+
+// WriteFile replaces the contents of file name (creating it with perm if
+// missing) with data, as part of the transaction.
+func (tx *Tx) WriteFile(name string, data []byte, perm fs.FileMode) error {
+	return pathErr("write", name, tx.writeFile(name, data, perm))
+}
+
+func (tx *Tx) writeFile(name string, data []byte, perm fs.FileMode) error {
+	dir, g, last, err := tx.resolveParent(name, Exclusive)
+	if err != nil {
+		return err
+	}
+	de, ok, err := tx.lookup(g, dir, last)
+	if err != nil {
+		return err
+	}
+	var in *inode
+	var ig *glock
+	if ok {
+		if in, ig, err = tx.child(de, Exclusive); err != nil {
+			return err
+		}
+		if in.Type == typeDir {
+			return ErrIsDir
+		}
+	} else {
+		if in, ig, err = tx.newInode(typeFile, perm, dir.Ino); err != nil {
+			return err
+		}
+		if err := tx.addEntry(g, dir, dirEntry{Name: last, Ino: in.Ino, Gen: in.Gen, Type: typeFile}); err != nil {
+			return err
+		}
+		dir.Mtime = tx.s.now()
+		if err := tx.putInode(g, dir); err != nil {
+			return err
+		}
+	}
+	if err := tx.setContent(ig, in, data); err != nil {
+		return err
+	}
+	in.Mtime = tx.s.now()
+	return tx.putInode(ig, in)
+}
+
+// Remove removes file or empty directory name as part of the transaction.
+func (tx *Tx) Remove(name string) error { return pathErr("remove", name, tx.remove(name)) }
+
+// Rename renames as Store.Rename, as part of the transaction.
+func (tx *Tx) Rename(oldname, newname string) error {
+	if err := tx.rename(oldname, newname); err != nil {
+		return &fs.PathError{Op: "rename", Path: oldname + " -> " + newname, Err: unwrapPath(err)}
+	}
+	return nil
+}
+
+// Mkdir creates a directory as part of the transaction.
+func (tx *Tx) Mkdir(name string, perm fs.FileMode) error {
+	return pathErr("mkdir", name, tx.mkdir(name, perm))
+}
+
+// Stat describes name as of the transaction.
+func (tx *Tx) Stat(name string) (fs.FileInfo, error) {
+	in, _, err := tx.resolve(name, Shared)
+	if err != nil {
+		return nil, pathErr("stat", name, err)
+	}
+	return newFileInfo(path.Base(name), in), nil
+}
+
+// Update runs fn as one transaction of this node's slot: the changes fn
+// makes through tx and the records it logs commit together, durably,
+// when Update returns nil, or not at all. fn may run more than once: when
+// it needs a lock out of lock order that another holder keeps, the
+// transaction is abandoned (nothing committed) and fn runs again with
+// that lock taken first; fn must therefore have no effects outside tx
+// (ErrConflict after 32 attempts). An error from fn abandons the
+// transaction and is returned as is.
+func (s *Store) Update(ctx context.Context, fn func(tx *Tx) error) error {
+	return s.run(ctx, false, fn)
+}
+
+// View runs fn in a read-only transaction (a consistent view under PR
+// locks). Changes made through tx are discarded.
+func (s *Store) View(ctx context.Context, fn func(tx *Tx) error) error {
+	return s.run(ctx, false, func(tx *Tx) error {
+		err := fn(tx)
+		tx.dirty, tx.dirtyOrder, tx.data, tx.records, tx.acks = map[uint64]*dirtyBlock{}, nil, nil, nil, nil
+		tx.frees = map[uint64]bool{}
+		return err
+	})
+}

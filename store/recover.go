@@ -1,0 +1,300 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// ReplayStats says what a replay did.
+type ReplayStats struct {
+	// Slot is the slot replayed.
+	Slot int
+	// Transactions is how many committed transactions the journal held.
+	Transactions int
+	// Applied is how many of them had images still to write in place.
+	Applied int
+	// Blocks is how many metadata blocks were written in place.
+	Blocks int
+	// Records is how many application records were handed to handlers.
+	Records int
+	// Duration is the wall time of the replay.
+	Duration time.Duration
+}
+
+// ErrNoHandler: recovery found an unacknowledged record of a kind no
+// handler is registered for. Nothing after it was handled; register a
+// handler and run the recovery again (safe: handled records are not
+// handed over twice).
+var ErrNoHandler = errors.New("store: no handler for record kind")
+
+// readJournalHeader reads the newer valid copy of slot's journal header.
+func (s *Store) readJournalHeader(ctx context.Context, slot int) (*journalHeader, error) {
+	start := s.sb.journalStart(slot)
+	var hs [2]*journalHeader
+	var errs [2]error
+	for i := 0; i < 2; i++ {
+		b, err := s.readBlock(ctx, start+uint64(i))
+		if err != nil {
+			return nil, err
+		}
+		hs[i], errs[i] = decodeJournalHeader(b, start+uint64(i))
+	}
+	h, _ := pickHeader(hs[0], hs[1])
+	if h == nil {
+		return nil, fmt.Errorf("journal of slot %d: both header copies unreadable: %w; %w", slot, errs[0], errs[1])
+	}
+	return h, nil
+}
+
+// readTxAt reads the transaction at journal position pos if it is intact
+// and has sequence number seq.
+func (s *Store) readTxAt(ctx context.Context, slot int, pos uint32, seq uint64) (*journalTx, uint32, bool, error) {
+	start, size := s.sb.journalStart(slot), s.sb.JournalBlocks
+	if pos < journalData || pos >= size {
+		return nil, 0, false, nil
+	}
+	desc, err := s.readBlock(ctx, start+uint64(pos))
+	if err != nil {
+		return nil, 0, false, err
+	}
+	dseq, targets, nrec, err := decodeDesc(desc, start+uint64(pos))
+	if err != nil || dseq != seq {
+		return nil, 0, false, nil
+	}
+	n := uint32(2 + len(targets) + nrec)
+	if pos+n > size {
+		return nil, 0, false, nil
+	}
+	rest := make([]byte, int(n-1)*BlockSize)
+	if err := s.dev.ReadAt(ctx, rest, int64(start+uint64(pos)+1)*BlockSize); err != nil {
+		return nil, 0, false, fmt.Errorf("store: reading journal of slot %d: %w", slot, err)
+	}
+	tx, err := decodeTxBody(desc, rest, start, pos, slot)
+	if err != nil {
+		return nil, 0, false, nil // torn: the journal ends before it
+	}
+	return tx, pos + n, true, nil
+}
+
+// scanJournal reads slot's journal from its tail and feeds a ReplayPlan.
+// It returns the transactions, the plan and where the next one would go.
+func (s *Store) scanJournal(ctx context.Context, slot int, hdr *journalHeader) ([]*journalTx, *ReplayPlan, uint32, error) {
+	plan := newReplayPlan(*hdr)
+	var txs []*journalTx
+	pos := hdr.TailPos
+	for len(txs) <= int(s.sb.JournalBlocks) {
+		tx, next, ok, err := s.readTxAt(ctx, slot, pos, plan.Expect())
+		if err != nil {
+			return nil, nil, 0, err
+		}
+		if !ok && pos != journalData {
+			tx, next, ok, err = s.readTxAt(ctx, slot, journalData, plan.Expect())
+			if err != nil {
+				return nil, nil, 0, err
+			}
+		}
+		if !ok {
+			break
+		}
+		plan.Feed(tx)
+		txs = append(txs, tx)
+		pos = next
+	}
+	return txs, plan, pos, nil
+}
+
+// ReplaySlot recovers the journal of slot, whose node died: under a
+// recovery lock on the slot it writes the committed transactions in
+// place, then hands the slot's unacknowledged application records to
+// their handlers (Handle), in journal order, each in a transaction of
+// this node's slot that also advances the dead slot's replay cursor, and
+// finally empties the dead journal. Replay is idempotent: run again (also
+// after this node died part way) it changes nothing more. It waits
+// (within ctx) while a live node has the slot open.
+func (s *Store) ReplaySlot(ctx context.Context, slot int) (ReplayStats, error) {
+	if err := s.alive(); err != nil {
+		return ReplayStats{}, err
+	}
+	if slot < 0 || slot >= int(s.sb.Slots) {
+		return ReplayStats{}, fmt.Errorf("store: replay of slot %d, the store has %d slots", slot, s.sb.Slots)
+	}
+	if slot == s.slot {
+		return ReplayStats{}, fmt.Errorf("store: replay of slot %d, which this node has open", slot)
+	}
+	g := s.glockFor(classSlot, uint64(slot))
+	if err := g.acquire(ctx, Exclusive, false, true); err != nil {
+		return ReplayStats{}, err
+	}
+	st, err := s.recoverSlot(ctx, slot, false)
+	if perr := g.put(Exclusive); err == nil && perr != nil {
+		err = perr
+	}
+	return st, err
+}
+
+// recoverSlot replays slot's journal. own: the slot is this node's (Open
+// after a crash); the journal writer is set up from what is found.
+func (s *Store) recoverSlot(ctx context.Context, slot int, own bool) (ReplayStats, error) {
+	t0 := time.Now()
+	st := ReplayStats{Slot: slot}
+	g := s.glockFor(classSlot, uint64(slot))
+	hdr, err := s.readJournalHeader(ctx, slot)
+	if err != nil {
+		return st, err
+	}
+	txs, plan, head, err := s.scanJournal(ctx, slot, hdr)
+	if err != nil {
+		return st, err
+	}
+	st.Transactions = len(txs)
+	if len(txs) > 0 {
+		if err := g.use(); err != nil {
+			return st, err
+		}
+	}
+	for _, tx := range txs {
+		if tx.Seq <= hdr.AppliedSeq {
+			continue
+		}
+		st.Applied++
+		for i, t := range tx.Targets {
+			if t < s.sb.AGStart && !(t >= s.sb.JournalStart && t < s.sb.AGStart) || t >= s.sb.Blocks {
+				return st, fmt.Errorf("%w: journal of slot %d transaction %d writes block %d outside the store", ErrCorrupt, slot, tx.Seq, t)
+			}
+			if err := s.writeBlocks(ctx, t, tx.Images[i]); err != nil {
+				return st, err
+			}
+			st.Blocks++
+		}
+	}
+	if st.Applied > 0 {
+		if err := s.dev.Flush(ctx); err != nil {
+			return st, err
+		}
+		// Images may have carried a newer header (a recovery's cursor).
+		if hdr, err = s.readJournalHeader(ctx, slot); err != nil {
+			return st, err
+		}
+		if txs, plan, head, err = s.scanJournal(ctx, slot, hdr); err != nil {
+			return st, err
+		}
+	}
+	last := plan.LastSeq()
+	pending := plan.Pending()
+	if own {
+		return s.recoverOwn(ctx, st, t0, hdr, plan, head, pending)
+	}
+	if len(txs) == 0 {
+		st.Duration = time.Since(t0)
+		return st, nil
+	}
+	cur := *hdr
+	if cur.AppliedSeq != last || cur.SealSeq == 0 {
+		// The images are in place: a second replay must not write them
+		// again over what handlers and other nodes change next.
+		cur.Version++
+		cur.AppliedSeq = last
+		if cur.SealSeq == 0 {
+			cur.SealSeq, cur.Handled = last, 0
+		}
+		if err := s.writeHeaderOf(ctx, g, slot, &cur); err != nil {
+			return st, err
+		}
+	}
+	for _, rec := range pending {
+		h := s.handler(rec.Kind)
+		if h == nil {
+			return st, fmt.Errorf("%w %q (record %d of slot %d)", ErrNoHandler, rec.Kind, rec.ID, slot)
+		}
+		next := cur
+		next.Version++
+		next.Handled++
+		err := s.run(ctx, true, func(tx *Tx) error {
+			tx.external[g] = true
+			if err := h(ctx, tx, rec); err != nil {
+				return err
+			}
+			blk := s.sb.journalStart(slot) + next.Version%2
+			return tx.write(g, blk, next.encode(blk, slot))
+		})
+		if err != nil {
+			return st, fmt.Errorf("store: handling record %d (%s) of slot %d: %w", rec.ID, rec.Kind, slot, err)
+		}
+		cur = next
+		st.Records++
+	}
+	final := journalHeader{Version: cur.Version + 1, TailPos: head, TailSeq: last + 1, AppliedSeq: last, NextRecord: plan.NextRecord()}
+	if final.TailPos >= s.sb.JournalBlocks {
+		final.TailPos = journalData
+	}
+	err = s.run(ctx, true, func(tx *Tx) error {
+		tx.external[g] = true
+		blk := s.sb.journalStart(slot) + final.Version%2
+		return tx.write(g, blk, final.encode(blk, slot))
+	})
+	if err != nil {
+		return st, err
+	}
+	st.Duration = time.Since(t0)
+	return st, nil
+}
+
+// recoverOwn finishes the replay of this node's own slot at Open: the
+// journal writer starts where the old incarnation stopped, a checkpoint
+// moves the tail past its transactions (carrying its unhandled records),
+// and each record goes to its handler in a transaction that acknowledges
+// it.
+func (s *Store) recoverOwn(ctx context.Context, st ReplayStats, t0 time.Time, hdr *journalHeader, plan *ReplayPlan, head uint32, pending []Record) (ReplayStats, error) {
+	j := s.jr
+	last := plan.LastSeq()
+	j.mu.Lock()
+	j.hdr, j.head, j.nextSeq, j.lastSeq = *hdr, head, last+1, last
+	j.nextRec.Store(plan.NextRecord())
+	j.pending = append([]Record(nil), pending...)
+	if st.Transactions == 0 && hdr.SealSeq == 0 {
+		j.checkpointed.Store(last)
+		j.mu.Unlock()
+		st.Duration = time.Since(t0)
+		return st, nil
+	}
+	j.checkpointed.Store(0) // force the checkpoint
+	err := j.checkpointLocked(ctx)
+	j.mu.Unlock()
+	if err != nil {
+		return st, err
+	}
+	for _, rec := range pending {
+		h := s.handler(rec.Kind)
+		if h == nil {
+			return st, fmt.Errorf("%w %q (record %d of slot %d)", ErrNoHandler, rec.Kind, rec.ID, s.slot)
+		}
+		err := s.run(ctx, false, func(tx *Tx) error {
+			if err := h(ctx, tx, rec); err != nil {
+				return err
+			}
+			tx.Ack(rec.ID)
+			return nil
+		})
+		if err != nil {
+			return st, fmt.Errorf("store: handling record %d (%s) of own slot %d: %w", rec.ID, rec.Kind, s.slot, err)
+		}
+		st.Records++
+	}
+	st.Duration = time.Since(t0)
+	return st, nil
+}
+
+// writeHeaderOf writes slot's journal header h in place (durably), under
+// g, the slot's lock.
+func (s *Store) writeHeaderOf(ctx context.Context, g *glock, slot int, h *journalHeader) error {
+	if err := g.use(); err != nil {
+		return err
+	}
+	blk := s.sb.journalStart(slot) + h.Version%2
+	if err := s.writeBlocks(ctx, blk, h.encode(blk, slot)); err != nil {
+		return err
+	}
+	return s.dev.Flush(ctx)
+}

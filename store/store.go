@@ -1,0 +1,305 @@
+package store
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/shoal-ha/shoal/blockdev"
+	"github.com/shoal-ha/shoal/internal/clock"
+)
+
+// Handler applies one application record of a dead slot in recovery. It
+// runs inside a transaction of the recovering node's slot; that
+// transaction also advances the dead slot's replay cursor, so the record
+// is handled exactly once even if the recovering node dies too. An error
+// stops recovery of the slot (it can be run again).
+type Handler func(ctx context.Context, tx *Tx, rec Record) error
+
+// Config opens a store as one node slot.
+type Config struct {
+	// Device is the volume holding the store (the mirror volume, or any
+	// blockdev.Device). Its block size must divide BlockSize. Required.
+	Device blockdev.Device
+	// Slot is this node's slot, 0 <= Slot < the store's slot count. Each
+	// live node uses its own.
+	Slot int
+	// Locks is the lock manager (the DLM through storedlm, or MemLocks in
+	// tests). Required.
+	Locks Locker
+	// LockPrefix starts every lock name; empty means "store-" and the
+	// first 8 bytes of the store's UUID in hex, which keeps two stores on
+	// one lock manager apart.
+	LockPrefix string
+	// Handlers apply the records of this slot's own journal that a
+	// previous incarnation left unacknowledged when Open finds the slot
+	// unrecovered, and of dead slots in ReplaySlot. Kinds without a
+	// handler are kept pending.
+	Handlers map[string]Handler
+	// WriteBuffer is how many bytes of written file data a File keeps
+	// before it commits them on its own (Sync and Close always commit).
+	WriteBuffer int
+	// Logger gets the store's log lines; nil means no logging.
+	Logger hclog.Logger
+	// Clock stamps modification times; nil means the real clock.
+	Clock clock.Clock
+}
+
+// DefaultConfig returns a Config for slot with the defaults filled in.
+func DefaultConfig(dev blockdev.Device, slot int, locks Locker) Config {
+	return Config{Device: dev, Slot: slot, Locks: locks, WriteBuffer: 4 << 20}
+}
+
+// Validate says which field is wrong, if any.
+func (c *Config) Validate() error {
+	switch {
+	case c.Device == nil:
+		return errors.New("store config: Device is required")
+	case c.Device.BlockSize() <= 0 || BlockSize%c.Device.BlockSize() != 0:
+		return fmt.Errorf("store config: Device block size %d does not divide the store block size %d", c.Device.BlockSize(), BlockSize)
+	case c.Locks == nil:
+		return errors.New("store config: Locks is required")
+	case c.Slot < 0 || c.Slot >= MaxSlots:
+		return fmt.Errorf("store config: Slot %d outside 0..%d", c.Slot, MaxSlots-1)
+	case c.WriteBuffer < 0:
+		return fmt.Errorf("store config: WriteBuffer %d is negative", c.WriteBuffer)
+	case len(c.LockPrefix) > 64:
+		return fmt.Errorf("store config: LockPrefix longer than 64 bytes")
+	}
+	return nil
+}
+
+// Store is one node's handle on the shared store. It is safe for
+// concurrent use.
+type Store struct {
+	cfg        Config
+	dev        blockdev.Device
+	sb         *Superblock
+	slot       int
+	lockPrefix string
+	log        hclog.Logger
+	clk        clock.Clock
+
+	gmu    sync.Mutex
+	glocks map[glockKey]*glock
+
+	slotLock *glock
+	jr       *journalWriter
+
+	hmu      sync.Mutex
+	handlers map[string]Handler
+
+	agNext  atomic.Uint32 // allocation group to try first
+	closing chan struct{}
+	closed  atomic.Bool
+	stats   storeStats
+}
+
+type storeStats struct {
+	cachedLocks  atomic.Uint64
+	lockRequests atomic.Uint64
+	lockReleases atomic.Uint64
+	commits      atomic.Uint64
+	checkpoints  atomic.Uint64
+}
+
+// Stats are counters of one node's store.
+type Stats struct {
+	// CachedLocks counts lock uses served by a cached grant (no lock
+	// manager request).
+	CachedLocks uint64
+	// LockRequests counts grants asked from the lock manager.
+	LockRequests uint64
+	// LockReleases counts grants handed back.
+	LockReleases uint64
+	// Commits counts journal transactions committed.
+	Commits uint64
+	// Checkpoints counts journal checkpoints.
+	Checkpoints uint64
+}
+
+// Stats returns the node's counters.
+func (s *Store) Stats() Stats {
+	return Stats{CachedLocks: s.stats.cachedLocks.Load(), LockRequests: s.stats.lockRequests.Load(),
+		LockReleases: s.stats.lockReleases.Load(), Commits: s.stats.commits.Load(), Checkpoints: s.stats.checkpoints.Load()}
+}
+
+// Superblock returns a copy of the store's superblock.
+func (s *Store) Superblock() Superblock { return *s.sb }
+
+// Slot is the slot this node opened.
+func (s *Store) Slot() int { return s.slot }
+
+// ReadSuperblock reads and checks the store superblock of dev.
+func ReadSuperblock(ctx context.Context, dev blockdev.Device) (*Superblock, error) {
+	b := make([]byte, BlockSize)
+	if dev.Size() < BlockSize {
+		return nil, fmt.Errorf("%w: device of %d bytes", ErrNotStore, dev.Size())
+	}
+	if err := dev.ReadAt(ctx, b, 0); err != nil {
+		return nil, fmt.Errorf("store: reading the superblock: %w", err)
+	}
+	sb, err := DecodeSuperblock(b)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrNotStore, err)
+	}
+	if int64(sb.Blocks)*BlockSize > dev.Size() {
+		return nil, fmt.Errorf("%w: store of %d blocks on a device of %d bytes", ErrCorrupt, sb.Blocks, dev.Size())
+	}
+	return sb, nil
+}
+
+// Open opens the store on cfg.Device as slot cfg.Slot. It takes the slot's
+// lock (ErrSlotBusy when a live node has it, after waiting for ctx) and,
+// when the slot's journal holds transactions a crashed incarnation left,
+// replays them and hands its unacknowledged records to cfg.Handlers first.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	sb, err := ReadSuperblock(ctx, cfg.Device)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Slot >= int(sb.Slots) {
+		return nil, fmt.Errorf("store config: Slot %d, the store has %d slots", cfg.Slot, sb.Slots)
+	}
+	s := &Store{cfg: cfg, dev: cfg.Device, sb: sb, slot: cfg.Slot, log: cfg.Logger, clk: cfg.Clock,
+		glocks: map[glockKey]*glock{}, handlers: map[string]Handler{}, closing: make(chan struct{})}
+	if s.log == nil {
+		s.log = hclog.NewNullLogger()
+	}
+	if s.clk == nil {
+		s.clk = clock.Real()
+	}
+	if s.cfg.WriteBuffer == 0 {
+		s.cfg.WriteBuffer = 4 << 20
+	}
+	s.lockPrefix = cfg.LockPrefix
+	if s.lockPrefix == "" {
+		s.lockPrefix = "store-" + hex.EncodeToString(sb.UUID[:8])
+	}
+	for k, h := range cfg.Handlers {
+		s.handlers[k] = h
+	}
+	s.agNext.Store(uint32(cfg.Slot) % sb.AGCount)
+	s.slotLock = s.glockFor(classSlot, uint64(cfg.Slot))
+	if err := s.slotLock.acquire(ctx, Exclusive, false, false); err != nil {
+		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+			return nil, fmt.Errorf("%w: slot %d: %w", ErrSlotBusy, cfg.Slot, err)
+		}
+		return nil, err
+	}
+	s.jr = &journalWriter{s: s, slot: cfg.Slot, start: sb.journalStart(cfg.Slot), size: sb.JournalBlocks}
+	if _, err := s.recoverSlot(ctx, cfg.Slot, true); err != nil {
+		s.slotLock.mu.Lock()
+		s.slotLock.dropLocked()
+		s.slotLock.mu.Unlock()
+		s.slotLock.unlockLocal(Exclusive)
+		close(s.closing)
+		return nil, fmt.Errorf("store: recovering own slot %d: %w", cfg.Slot, err)
+	}
+	s.log.Info("store opened", "slot", cfg.Slot, "blocks", sb.Blocks, "groups", sb.AGCount)
+	return s, nil
+}
+
+// Handle registers h for records of kind, for ReplaySlot.
+func (s *Store) Handle(kind string, h Handler) {
+	s.hmu.Lock()
+	defer s.hmu.Unlock()
+	s.handlers[kind] = h
+}
+
+func (s *Store) handler(kind string) Handler {
+	s.hmu.Lock()
+	defer s.hmu.Unlock()
+	return s.handlers[kind]
+}
+
+// CloseTimeout bounds Close: the final checkpoint and lock releases.
+const CloseTimeout = 10 * time.Second
+
+// Close checkpoints the journal and releases every lock. Files still open
+// are not committed. It returns within CloseTimeout plus the time the
+// lock manager takes to release (bounded by the lock manager's own
+// timeouts).
+func (s *Store) Close() error {
+	if !s.closed.CompareAndSwap(false, true) {
+		return ErrClosed
+	}
+	close(s.closing)
+	ctx, cancel := context.WithTimeout(context.Background(), CloseTimeout)
+	defer cancel()
+	err := s.checkpoint(ctx)
+	s.gmu.Lock()
+	gs := make([]*glock, 0, len(s.glocks))
+	for _, g := range s.glocks {
+		gs = append(gs, g)
+	}
+	s.gmu.Unlock()
+	for _, g := range gs {
+		if g == s.slotLock {
+			continue
+		}
+		g.mu.Lock()
+		if e := g.dropLocked(); e != nil && err == nil {
+			err = e
+		}
+		g.mu.Unlock()
+	}
+	s.slotLock.mu.Lock()
+	if e := s.slotLock.dropLocked(); e != nil && err == nil {
+		err = e
+	}
+	s.slotLock.mu.Unlock()
+	return err
+}
+
+func (s *Store) alive() error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	return nil
+}
+
+// readBlock reads block blk from the device.
+func (s *Store) readBlock(ctx context.Context, blk uint64) ([]byte, error) {
+	if blk >= s.sb.Blocks {
+		return nil, fmt.Errorf("%w: block %d beyond the store's %d blocks", ErrCorrupt, blk, s.sb.Blocks)
+	}
+	b := make([]byte, BlockSize)
+	if err := s.dev.ReadAt(ctx, b, int64(blk)*BlockSize); err != nil {
+		return nil, fmt.Errorf("store: reading block %d: %w", blk, err)
+	}
+	return b, nil
+}
+
+// readMeta reads metadata block blk guarded by g, through g's cache.
+func (s *Store) readMeta(ctx context.Context, g *glock, blk uint64) ([]byte, error) {
+	if b := g.cached(blk); b != nil {
+		return b, nil
+	}
+	b, err := s.readBlock(ctx, blk)
+	if err != nil {
+		return nil, err
+	}
+	g.cache(blk, b)
+	return b, nil
+}
+
+// writeBlocks writes contiguous blocks starting at blk.
+func (s *Store) writeBlocks(ctx context.Context, blk uint64, p []byte) error {
+	if blk+uint64(len(p)/BlockSize) > s.sb.Blocks {
+		return fmt.Errorf("store: write of block %d beyond the store", blk)
+	}
+	if err := s.dev.WriteAt(ctx, p, int64(blk)*BlockSize); err != nil {
+		return fmt.Errorf("store: writing block %d: %w", blk, err)
+	}
+	return nil
+}

@@ -1,0 +1,276 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+)
+
+// Tx is one journal transaction of this node's slot: the metadata changes
+// and application records made through it commit together (one commit
+// record) or not at all. The locks it takes are held until it ends.
+// A Tx is used by one goroutine.
+type Tx struct {
+	s        *Store
+	ctx      context.Context
+	recovery bool
+
+	held     map[*glock]LockMode
+	last     *glock // the latest lock in lock order the transaction holds
+	external map[*glock]bool
+
+	dirty      map[uint64]*dirtyBlock
+	dirtyOrder []uint64
+	data       []dataWrite
+	pend       map[uint64][]byte // data blocks written by the transaction
+	frees      map[uint64]bool
+	records    []Record
+	acks       []uint64
+
+	retry *retryError
+	done  bool
+}
+
+type dirtyBlock struct {
+	g   *glock
+	img []byte
+}
+
+// retryError asks the transaction runner to start over with a lock taken
+// first: taking it now, out of lock order, could deadlock.
+type retryError struct {
+	g    *glock
+	mode LockMode
+}
+
+func (e *retryError) Error() string {
+	return fmt.Sprintf("store: lock %s (%s) taken out of order; transaction starts over", e.g.name, e.mode)
+}
+
+type lockHint struct {
+	g    *glock
+	mode LockMode
+}
+
+// maxAttempts bounds how often a transaction starts over for lock order.
+const maxAttempts = 32
+
+// run runs fn in a transaction, starting over (with the locks it was
+// missing taken first, in lock order) when it needed a lock out of order.
+func (s *Store) run(ctx context.Context, recovery bool, fn func(tx *Tx) error) error {
+	if err := s.alive(); err != nil {
+		return err
+	}
+	var hints []lockHint
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		tx := &Tx{s: s, ctx: ctx, recovery: recovery, held: map[*glock]LockMode{}, external: map[*glock]bool{},
+			dirty: map[uint64]*dirtyBlock{}, frees: map[uint64]bool{}, pend: map[uint64][]byte{}}
+		err := tx.takeHints(hints)
+		if err == nil {
+			err = fn(tx)
+		}
+		if err == nil && tx.retry != nil {
+			err = tx.retry
+		}
+		if err == nil {
+			err = tx.commit()
+		}
+		if rerr := tx.end(); err == nil {
+			err = rerr
+		}
+		var r *retryError
+		if errors.As(err, &r) {
+			hints = addHint(hints, r.g, r.mode)
+			continue
+		}
+		return err
+	}
+	return ErrConflict
+}
+
+func addHint(hints []lockHint, g *glock, mode LockMode) []lockHint {
+	for i, h := range hints {
+		if h.g == g {
+			if mode == Exclusive {
+				hints[i].mode = Exclusive
+			}
+			return hints
+		}
+	}
+	hints = append(hints, lockHint{g, mode})
+	sort.Slice(hints, func(i, j int) bool { return hints[i].g.before(hints[j].g) })
+	return hints
+}
+
+func (tx *Tx) takeHints(hints []lockHint) error {
+	for _, h := range hints {
+		if err := tx.lock(h.g, h.mode); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// lock takes g in mode for the rest of the transaction. Locks are taken
+// in lock order; one that comes before a lock already held is only tried,
+// and if it would wait the transaction starts over with it taken first.
+func (tx *Tx) lock(g *glock, mode LockMode) error {
+	if tx.retry != nil {
+		return tx.retry
+	}
+	if m, ok := tx.held[g]; ok || tx.external[g] {
+		if !ok || m == Exclusive || mode == Shared {
+			return nil
+		}
+		tx.retry = &retryError{g, Exclusive}
+		return tx.retry
+	}
+	try := tx.last != nil && g.before(tx.last)
+	err := g.acquire(tx.ctx, mode, try, tx.recovery)
+	if errors.Is(err, ErrWouldBlock) {
+		tx.retry = &retryError{g, mode}
+		return tx.retry
+	}
+	if err != nil {
+		return err
+	}
+	tx.held[g] = mode
+	if tx.last == nil || tx.last.before(g) {
+		tx.last = g
+	}
+	return nil
+}
+
+// tryLock takes g only if that needs no waiting or comes in lock order
+// (waiting then is safe); it reports whether g is held.
+func (tx *Tx) tryLock(g *glock, mode LockMode) (bool, error) {
+	if m, ok := tx.held[g]; ok {
+		if m == Exclusive || mode == Shared {
+			return true, nil
+		}
+		return false, nil
+	}
+	try := tx.last != nil && g.before(tx.last)
+	err := g.acquire(tx.ctx, mode, try, tx.recovery)
+	if errors.Is(err, ErrWouldBlock) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	tx.held[g] = mode
+	if tx.last == nil || tx.last.before(g) {
+		tx.last = g
+	}
+	return true, nil
+}
+
+// end releases the transaction's locks.
+func (tx *Tx) end() error {
+	tx.done = true
+	var err error
+	for g, m := range tx.held {
+		if e := g.put(m); e != nil && err == nil {
+			err = e
+		}
+	}
+	tx.held = nil
+	return err
+}
+
+// read returns metadata block blk guarded by g (held by the transaction),
+// as changed so far by the transaction.
+func (tx *Tx) read(g *glock, blk uint64) ([]byte, error) {
+	if d := tx.dirty[blk]; d != nil {
+		return d.img, nil
+	}
+	return tx.s.readMeta(tx.ctx, g, blk)
+}
+
+// write sets the new image of metadata block blk guarded by g, which the
+// transaction must hold EX.
+func (tx *Tx) write(g *glock, blk uint64, img []byte) error {
+	if tx.held[g] != Exclusive && !tx.external[g] {
+		return fmt.Errorf("store: block %d changed without its lock %s held EX", blk, g.name)
+	}
+	if d := tx.dirty[blk]; d != nil {
+		d.img = img
+		return nil
+	}
+	tx.dirty[blk] = &dirtyBlock{g, img}
+	tx.dirtyOrder = append(tx.dirtyOrder, blk)
+	return nil
+}
+
+// commit applies the frees and writes the transaction to the journal.
+func (tx *Tx) commit() error {
+	if err := tx.applyFrees(); err != nil {
+		return err
+	}
+	if len(tx.dirty) == 0 && len(tx.records) == 0 && len(tx.acks) == 0 && len(tx.data) == 0 {
+		return nil
+	}
+	jt := &journalTx{Records: tx.records, Acks: tx.acks}
+	touched := map[*glock]bool{}
+	for _, blk := range tx.dirtyOrder {
+		d := tx.dirty[blk]
+		jt.Targets = append(jt.Targets, blk)
+		jt.Images = append(jt.Images, d.img)
+		touched[d.g] = true
+	}
+	use := func() error {
+		for g := range touched {
+			if err := g.use(); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	err := tx.s.jr.commit(tx.ctx, jt, tx.data, use)
+	if err != nil {
+		if jt.Seq != 0 && tx.s.jr.lastSeq >= jt.Seq {
+			// Committed, but not all in place: the caches must not serve
+			// what the device may not hold.
+			for g := range touched {
+				g.mu.Lock()
+				g.blocks = map[uint64][]byte{}
+				g.mu.Unlock()
+				g.modified(jt.Seq)
+			}
+		}
+		return err
+	}
+	for _, blk := range tx.dirtyOrder {
+		d := tx.dirty[blk]
+		d.g.cache(blk, d.img)
+	}
+	for g := range touched {
+		g.modified(jt.Seq)
+	}
+	return nil
+}
+
+// Log adds an application record to the transaction. Records stay
+// pending until a later transaction acknowledges them (Ack); if this
+// node dies first, recovery hands them to the handler registered for
+// kind, in journal order, exactly once. The returned ID identifies the
+// record for Ack. kind is 1..255 bytes; payload at most 1 MiB.
+func (tx *Tx) Log(kind string, payload []byte) (uint64, error) {
+	if len(kind) == 0 || len(kind) > 255 {
+		return 0, fmt.Errorf("store: record kind of %d bytes (1..255)", len(kind))
+	}
+	if len(payload) > 1<<20 {
+		return 0, fmt.Errorf("%w: record payload of %d bytes (max 1 MiB)", ErrTooLarge, len(payload))
+	}
+	id := tx.s.jr.nextRec.Add(1) - 1
+	tx.records = append(tx.records, Record{Kind: kind, Slot: tx.s.slot, ID: id, Payload: slices.Clone(payload)})
+	return id, nil
+}
+
+// Ack marks record id of this node's slot as done: recovery will not hand
+// it over once this transaction commits.
+func (tx *Tx) Ack(id uint64) {
+	tx.acks = append(tx.acks, id)
+}
