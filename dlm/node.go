@@ -419,7 +419,12 @@ func (n *Node) Audit() Audit {
 
 // Close withdraws every request of this node from the cluster (a clean
 // leave: nothing is left for recovery), fails waiters with ErrClosed and
-// stops the node. Holders' Lost channels are closed.
+// stops the node. Holders' Lost channels are closed. A clean close gives
+// every lock up, so the value blocks that PW and EX holders wrote (cached
+// locks included) reach etcd before the requests go, as a release would
+// write them. If Close fails (ctx ends, the lease is gone), the requests
+// stay until the lease expires and the value blocks of PW and EX locks
+// become invalid then, never stale.
 func (n *Node) Close(ctx context.Context) error {
 	n.mu.Lock()
 	wasFenced := n.fenced
@@ -430,21 +435,53 @@ func (n *Node) Close(ctx context.Context) error {
 	n.writes.Wait()
 	var err error
 	if wasFenced == nil {
-		m := n.cfg.Member
-		resp, terr := n.cfg.Client.Txn(ctx).
-			If(clientv3.Compare(clientv3.LeaseValue(m.MemberKey()), "=", int64(m.LeaseID()))).
-			Then(clientv3.OpDelete(n.keys.ownerReqs(n.me), clientv3.WithPrefix())).Commit()
-		n.etcdWrites.Add(1)
-		switch {
-		case terr != nil:
-			err = fmt.Errorf("dlm: withdrawing requests: %w", terr)
-		case !resp.Succeeded:
-			err = fmt.Errorf("dlm: withdrawing requests: %w", ErrLeaseLost)
-		}
+		err = n.withdraw(ctx)
 	}
 	n.cancel()
 	n.wg.Wait()
 	return err
+}
+
+// maxTxnOps stays below etcd's default limit of operations in one
+// transaction (--max-txn-ops, 128).
+const maxTxnOps = 100
+
+// withdraw writes back the dirty value blocks of the node's locks and
+// deletes its requests, each transaction guarded by the member's lease.
+func (n *Node) withdraw(ctx context.Context) error {
+	n.mu.Lock()
+	var puts []clientv3.Op
+	for _, name := range sortedKeys(n.locks) {
+		nl := n.locks[name]
+		if nl.key != "" && nl.held && nl.lvbDirty && (nl.granted == PW || nl.granted == EX) {
+			puts = append(puts, clientv3.OpPut(n.keys.lvb(nl.res), mustJSON(lvbValue{Value: nl.lvb, Valid: true})))
+			nl.lvbDirty = false
+		}
+	}
+	n.mu.Unlock()
+	m := n.cfg.Member
+	guard := clientv3.Compare(clientv3.LeaseValue(m.MemberKey()), "=", int64(m.LeaseID()))
+	for len(puts) > 0 {
+		batch := puts[:min(len(puts), maxTxnOps)]
+		puts = puts[len(batch):]
+		resp, err := n.cfg.Client.Txn(ctx).If(guard).Then(batch...).Commit()
+		n.etcdWrites.Add(1)
+		switch {
+		case err != nil:
+			return fmt.Errorf("dlm: writing back value blocks: %w", err)
+		case !resp.Succeeded:
+			return fmt.Errorf("dlm: writing back value blocks: %w", ErrLeaseLost)
+		}
+	}
+	resp, err := n.cfg.Client.Txn(ctx).If(guard).Then(clientv3.OpDelete(n.keys.ownerReqs(n.me), clientv3.WithPrefix())).Commit()
+	n.etcdWrites.Add(1)
+	switch {
+	case err != nil:
+		return fmt.Errorf("dlm: withdrawing requests: %w", err)
+	case !resp.Succeeded:
+		return fmt.Errorf("dlm: withdrawing requests: %w", ErrLeaseLost)
+	}
+	return nil
 }
 
 // Locks lists the cluster's lock table as this node sees it.

@@ -1,0 +1,96 @@
+package dlm
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoal-ha/shoal/internal/etcdtest"
+	"github.com/shoal-ha/shoal/internal/testutil"
+)
+
+// TestValueBlockSurvivesCleanClose: a node takes EX, writes the value
+// block, releases (keeping the lock cached, or not) and closes cleanly;
+// another node then reads the value, valid, never an older one. A clean
+// close gives every lock up, and the value is written when a node gives a
+// lock up.
+func TestValueBlockSurvivesCleanClose(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts an etcd member")
+	}
+	c := etcdtest.NewCluster(t, 1)
+	reader := startTestNode(t, c, 0, "reader")
+	for _, cached := range []bool{true, false} {
+		for _, pause := range []bool{false, true} {
+			name := fmt.Sprintf("cached=%v/pause=%v", cached, pause)
+			t.Run(name, func(t *testing.T) {
+				res := Named("lvb-close-" + strings.NewReplacer("=", "-", "/", "-").Replace(name))
+				// An older value, written and given up by another node.
+				old := startTestNodeWith(t, c, 0, "old", func(cfg *Config) { cfg.CacheLocks = false })
+				l, err := old.n.Acquire(ctxT(t, 5*time.Second), res, EX)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := l.SetLVB([]byte("old")); err != nil {
+					t.Fatal(err)
+				}
+				l.Release()
+				closeNode(t, old)
+
+				w := startTestNodeWith(t, c, 0, "writer", func(cfg *Config) { cfg.CacheLocks = cached })
+				l, err = w.n.Acquire(ctxT(t, 5*time.Second), res, EX)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if v, ok := l.LVB(); !ok || !strings.HasPrefix(string(v), "old") {
+					t.Fatalf("writer reads %q valid=%v, want the older value", v, ok)
+				}
+				if err := l.SetLVB([]byte("new")); err != nil {
+					t.Fatal(err)
+				}
+				if err := l.Release(); err != nil {
+					t.Fatal(err)
+				}
+				if pause {
+					// The release (or the caching) has settled.
+					testutil.WaitFor(t, 5*time.Second, "the writer's lock to settle", func() bool {
+						w.n.mu.Lock()
+						defer w.n.mu.Unlock()
+						for _, nl := range w.n.locks {
+							if nl.busy {
+								return false
+							}
+						}
+						return true
+					})
+				}
+				closeNode(t, w)
+
+				r, err := reader.n.Acquire(ctxT(t, 10*time.Second), res, PR)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer r.Release()
+				v, ok := r.LVB()
+				if !ok || strings.TrimRight(string(v), "\x00") != "new" {
+					t.Fatalf("after a clean close the reader gets %q valid=%v, want \"new\" valid", strings.TrimRight(string(v), "\x00"), ok)
+				}
+			})
+		}
+	}
+}
+
+// closeNode closes a test node's lock manager cleanly and leaves.
+func closeNode(t *testing.T, x *testNode) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := x.n.Close(ctx); err != nil {
+		t.Fatalf("clean close: %v", err)
+	}
+	if err := x.m.Leave(ctx); err != nil {
+		t.Fatalf("leave: %v", err)
+	}
+}
