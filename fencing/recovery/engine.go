@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -36,12 +37,20 @@ type Config struct {
 	// OnFenceAttempt, when set, sees every fence attempt (for
 	// fencing.Metrics.Observe).
 	OnFenceAttempt func(fencing.Attempt)
+	// StepReportAfter bounds how long a step runs silently: past it, and
+	// again after every further StepReportAfter, the engine logs what the
+	// step waits for (Waits) and records it in the recovery record
+	// (Record.Waiting), where `lockctl recoveries`, `shoald status` and
+	// /api/recoveries show it. Zero turns reports off. Default 5s.
+	StepReportAfter time.Duration
+	// Waits, when set, describes what a running step waits for.
+	Waits WaitsFunc
 }
 
 // DefaultConfig returns a configuration with the default back-off; the
 // caller fills in Name, Store, Fencer and Hooks.
 func DefaultConfig() Config {
-	return Config{Backoff: fencing.DefaultBackoff()}
+	return Config{Backoff: fencing.DefaultBackoff(), StepReportAfter: 5 * time.Second}
 }
 
 // Validate says which field is wrong.
@@ -55,6 +64,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("recovery: Config.Fencer is nil")
 	case c.Hooks == nil:
 		return fmt.Errorf("recovery: Config.Hooks is nil")
+	case c.StepReportAfter < 0:
+		return fmt.Errorf("recovery: Config.StepReportAfter %v is negative", c.StepReportAfter)
 	}
 	if err := c.Backoff.Validate(); err != nil {
 		return fmt.Errorf("recovery: Config.Backoff: %w", err)
@@ -182,7 +193,9 @@ func (e *Engine) Run(ctx context.Context, victim fencing.NodeRef) (Record, error
 		step := rec.Next()
 		log.Debug("running step", "step", step.String(), "attempt", rec.Attempts+1)
 		var fence *FenceRecord
+		stopReports := e.reportWhileRunning(ctx, step, rec, log)
 		out, err := e.exec(ctx, step, rec)
+		stopReports()
 		now := e.clk.Now()
 		if err == nil {
 			if step == StepRecordFence {
@@ -224,6 +237,54 @@ func (e *Engine) Run(ctx context.Context, victim fencing.NodeRef) (Record, error
 	}
 	log.Info("recovery done", "took", rec.Updated.Sub(rec.Requested))
 	return rec, nil
+}
+
+// reportWhileRunning reports what step waits for every StepReportAfter
+// until the returned function is called; that function returns once no
+// report is being made any more, so the step's own save comes last.
+func (e *Engine) reportWhileRunning(ctx context.Context, step Step, rec Record, log hclog.Logger) (stop func()) {
+	every := e.cfg.StepReportAfter
+	if every <= 0 {
+		return func() {}
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	t := e.clk.NewTimer(every)
+	go func() {
+		defer close(done)
+		defer t.Stop()
+		began := e.clk.Now()
+		for {
+			select {
+			case <-rctx.Done():
+				return
+			case <-t.C():
+			}
+			var waits []Wait
+			if e.cfg.Waits != nil {
+				waits = e.cfg.Waits(rec.Victim, step)
+			}
+			if len(waits) == 0 {
+				waits = []Wait{{What: step.String(), Detail: "the step's owner did not say what it waits for"}}
+			}
+			now := e.clk.Now()
+			log.Warn("recovery step still running", "step", step.String(), "running_for", now.Sub(began), "waiting_for", strings.Join(waitStrings(waits), "; "))
+			if next, err := rec.Report(step, e.cfg.Name, waits, now); err == nil {
+				if err := e.cfg.Store.Save(rctx, next, nil); err == nil {
+					if e.cfg.OnProgress != nil {
+						e.cfg.OnProgress(next)
+					}
+				} else if rctx.Err() == nil {
+					log.Debug("cannot record what the step waits for", "error", err)
+				}
+			}
+			t.Reset(every)
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
 }
 
 func (e *Engine) exec(ctx context.Context, step Step, rec Record) (Outcome, error) {

@@ -29,6 +29,10 @@ type Record struct {
 	Attempts int `json:"attempts,omitempty"`
 	// LastError is the current step's last failure.
 	LastError string `json:"last_error,omitempty"`
+	// Waiting is what the current step waited for when it last reported,
+	// having run longer than its bound (Config.StepReportAfter); cleared
+	// when the step finishes or fails.
+	Waiting []Wait `json:"waiting,omitempty"`
 	// History lists the finished steps.
 	History []StepRecord `json:"history,omitempty"`
 }
@@ -109,6 +113,7 @@ func (r Record) FinishWith(step Step, coordinator string, out Outcome, now time.
 	r.Coordinator = coordinator
 	r.Attempts = 0
 	r.LastError = ""
+	r.Waiting = nil
 	r.StepSince = now
 	r.Updated = now
 	return r, nil
@@ -121,6 +126,18 @@ func (r Record) Fail(step Step, coordinator string, err error, now time.Time) (R
 	}
 	r.Attempts++
 	r.LastError = err.Error()
+	r.Waiting = nil
+	r.Coordinator = coordinator
+	r.Updated = now
+	return r, nil
+}
+
+// Report records what the running step waits for.
+func (r Record) Report(step Step, coordinator string, waits []Wait, now time.Time) (Record, error) {
+	if step != r.Next() || r.Done() {
+		return r, fmt.Errorf("%w: %s finished, %s is next, %s reported", ErrOutOfOrder, r.Finished, r.Next(), step)
+	}
+	r.Waiting = append([]Wait(nil), waits...)
 	r.Coordinator = coordinator
 	r.Updated = now
 	return r, nil

@@ -3,6 +3,7 @@ package recovery
 import (
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 )
@@ -19,20 +20,20 @@ func InProgress(recs []Record) []Record {
 }
 
 // WriteTable writes recs as the table `shoald status` and `lockctl ls`
-// print: which node, which step, since when, how many failed attempts
-// and the last error.
+// print: which node, which step, since when, how many failed attempts,
+// the last error and what a step that runs long waits for.
 func WriteTable(w io.Writer, recs []Record, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tINCARNATION\tSTEP\tSINCE\tATTEMPTS\tCOORDINATOR\tLAST ERROR")
+	fmt.Fprintln(tw, "NODE\tINCARNATION\tSTEP\tSINCE\tATTEMPTS\tCOORDINATOR\tLAST ERROR\tWAITING FOR")
 	for _, r := range recs {
 		step := r.Next().String()
 		if r.Done() {
 			step = "done"
 		}
 		since := now.Sub(r.StepSince).Truncate(time.Millisecond)
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s (%s)\t%d\t%s\t%s\n",
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s (%s)\t%d\t%s\t%s\t%s\n",
 			r.Victim.Name, r.Victim.Incarnation, step, r.StepSince.UTC().Format(time.RFC3339), since,
-			r.Attempts, r.Coordinator, r.LastError)
+			r.Attempts, r.Coordinator, r.LastError, strings.Join(waitStrings(r.Waiting), "; "))
 	}
 	return tw.Flush()
 }
