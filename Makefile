@@ -10,7 +10,7 @@ BENCHOUT  := bench-results
 # Failovers measured per mode by bench-failover.
 FAILOVER_RUNS ?= 20
 
-.PHONY: all build setup test test-short bench bench-dlm bench-volume bench-iscsi bench-failover lint demo demo-stop clean fuzz
+.PHONY: man completion all build setup test test-short bench bench-dlm bench-volume bench-iscsi bench-failover lint demo demo-stop clean fuzz
 
 all: build
 
@@ -62,5 +62,23 @@ demo: setup build
 demo-stop:
 	@./fixtures/demo.sh stop
 
+# Man pages (section 1) and shell completion scripts of shoald, shoalblk and
+# lockctl, generated from the same command trees as --help.
+DIST     := dist
+COMMANDS := shoald shoalblk lockctl
+man: build
+	@mkdir -p $(DIST)/man/man1
+	@for c in $(COMMANDS); do $(BIN)/$$c man $(DIST)/man/man1 || exit 1; done
+	@echo "man pages in $(DIST)/man/man1 (read one with: man -l $(DIST)/man/man1/shoald.1)"
+
+completion: build
+	@mkdir -p $(DIST)/completion/bash $(DIST)/completion/zsh $(DIST)/completion/fish
+	@for c in $(COMMANDS); do \
+		$(BIN)/$$c completion bash > $(DIST)/completion/bash/$$c && \
+		$(BIN)/$$c completion zsh > $(DIST)/completion/zsh/_$$c && \
+		$(BIN)/$$c completion fish > $(DIST)/completion/fish/$$c.fish || exit 1; \
+	done
+	@echo "completion scripts in $(DIST)/completion (bash: source $(DIST)/completion/bash/shoald)"
+
 clean:
-	rm -rf $(BIN) $(BENCHOUT) demo-data
+	rm -rf $(BIN) $(BENCHOUT) demo-data $(DIST) test-artefacts

@@ -33,6 +33,7 @@ import (
 	"github.com/shoal-ha/shoal/cluster"
 	"github.com/shoal-ha/shoal/dlm"
 	"github.com/shoal-ha/shoal/fencing/recovery"
+	"github.com/shoal-ha/shoal/internal/clidoc"
 	"github.com/shoal-ha/shoal/internal/keys"
 )
 
@@ -93,7 +94,7 @@ func newRoot(out io.Writer, in io.Reader) *cobra.Command {
 	force.Flags().BoolVar(&o.yes, "yes", false, "do not ask for confirmation")
 	recs := &cobra.Command{Use: "recoveries", Short: "List recoveries of dead nodes: node, step, since when, attempts, last error", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runRecoveries(cmd.Context(), o, out, true) }}
-	root.AddCommand(ls, show, graph, watch, acq, force, recs)
+	root.AddCommand(ls, show, graph, watch, acq, force, recs, clidoc.ManCommand())
 	return root
 }
 

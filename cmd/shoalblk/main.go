@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/shoal-ha/shoal/internal/clidoc"
 	"github.com/spf13/cobra"
 )
 
@@ -17,6 +18,8 @@ var rootCmd = &cobra.Command{
 	SilenceUsage:  true,
 	SilenceErrors: true,
 }
+
+func init() { rootCmd.AddCommand(clidoc.ManCommand()) }
 
 func main() {
 	if err := rootCmd.Execute(); err != nil {

@@ -9,6 +9,7 @@ import (
 	"os"
 
 	"github.com/shoal-ha/shoal/cluster"
+	"github.com/shoal-ha/shoal/internal/clidoc"
 	"github.com/spf13/cobra"
 )
 
@@ -29,7 +30,7 @@ func main() {
 		SilenceErrors: true,
 	}
 	run := newRunCmd()
-	root.AddCommand(run, newStatusCmd(), newLeaveCmd())
+	root.AddCommand(run, newStatusCmd(), newLeaveCmd(), clidoc.ManCommand())
 	// `shoald` with no subcommand runs the node.
 	root.RunE = run.RunE
 	root.Flags().AddFlagSet(run.Flags())
