@@ -22,12 +22,16 @@ type AdminServer struct {
 	ln  net.Listener
 }
 
-// NewAdminServer binds the admin address. Binding early makes a port in
-// use a start error rather than a late surprise.
+// NewAdminServer binds the admin address (or takes the listener handed
+// over in Config.Admin.Listener). Binding early makes a port in use a
+// start error rather than a late surprise.
 func NewAdminServer(n *Node) (*AdminServer, error) {
-	ln, err := net.Listen("tcp", n.cfg.Admin.Addr)
-	if err != nil {
-		return nil, err
+	ln := n.cfg.Admin.Listener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", n.cfg.Admin.Addr); err != nil {
+			return nil, err
+		}
 	}
 	a := &AdminServer{n: n, mux: http.NewServeMux(), ln: ln}
 	a.mux.HandleFunc("GET /healthz", a.healthz)

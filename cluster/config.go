@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -116,6 +117,10 @@ type EtcdConfig struct {
 	// RequestTimeout bounds one etcd request. Default 2s (fast) or 5s
 	// (production).
 	RequestTimeout string `hcl:"request_timeout,optional"`
+	// Dial, when set, opens the node's connections to etcd (addr is an
+	// endpoint's host:port) instead of a plain TCP dial. Not read from
+	// the file: tests put a network they can cut in front of a node.
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
 
 	heartbeat, election, start, request time.Duration
 }
@@ -164,6 +169,14 @@ type AdminConfig struct {
 	// Addr is host:port. Default 127.0.0.1:7080. Empty string after
 	// defaults is refused; use "off" to disable.
 	Addr string `hcl:"addr,optional"`
+	// Debug mounts the routes that exist for fault tests (POST
+	// /api/volume/write, a write loop through the volume). Default false:
+	// a production node never serves them.
+	Debug bool `hcl:"debug,optional"`
+	// Listener, when set, is the admin listener, bound by the caller and
+	// handed over (Addr must then name its address). Not read from the
+	// file.
+	Listener net.Listener
 }
 
 // VolumeConfig is the shared volume the node uses: a mirror formatted with

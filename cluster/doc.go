@@ -15,9 +15,8 @@
 //	n, err := cluster.Start(ctx, cfg)           // data dir, TLS, etcd member
 //	if err != nil { ... }
 //	defer n.Close()
-//	n.Role = role // the recovery coordinator this node campaigns for
 //	n.Watcher().Subscribe(func(ev cluster.Event) { ... }) // node up/down
-//	err = n.Run(ctx) // registers, keeps the lease, re-registers after a loss
+//	err = n.Run(ctx, cluster.Parts{Role: role}) // registers, keeps the lease, re-registers after a loss
 //
 // A tool that holds locks without running a node registers an incarnation
 // of kind "client" with Register and uses the Session as its dlm.Member.

@@ -21,6 +21,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 )
 
 // ErrNoQuorum: the embedded member could not join a quorum in time (peers
@@ -90,17 +91,12 @@ func startEmbedded(ctx context.Context, cfg *Config, certs CertFiles, dd *dataDi
 	if fresh {
 		dd.track(dir)
 	}
-	// Ports in use are the commonest start failure: say which.
-	for _, a := range []string{cfg.Etcd.ClientAddr, cfg.Etcd.PeerAddr} {
-		l, err := net.Listen("tcp", a)
-		if err != nil {
-			return nil, fmt.Errorf("etcd: cannot listen on %s: %w", a, err)
-		}
-		l.Close()
-	}
+	// A port in use is the commonest start failure; etcd's own error
+	// names the address ("listen tcp 127.0.0.1:2380: bind: address
+	// already in use").
 	e, err := embed.StartEtcd(ec)
 	if err != nil {
-		return nil, fmt.Errorf("etcd: start member: %w", err)
+		return nil, fmt.Errorf("etcd: start member (client %s, peer %s): %w", cfg.Etcd.ClientAddr, cfg.Etcd.PeerAddr, err)
 	}
 	t := time.NewTimer(cfg.StartTimeout())
 	defer t.Stop()
@@ -133,7 +129,7 @@ func addSelfAsMember(ctx context.Context, cfg *Config, certs CertFiles, peerURL 
 	for _, ep := range strings.Split(cfg.Etcd.Join, ",") {
 		eps = append(eps, strings.TrimSpace(ep))
 	}
-	cli, err := newClient(eps, tlsCfg, cfg.RequestTimeout())
+	cli, err := newClient(eps, tlsCfg, cfg.RequestTimeout(), cfg.Etcd.Dial)
 	if err != nil {
 		return "", err
 	}
@@ -193,8 +189,13 @@ func containsString(list []string, s string) bool {
 }
 
 // newClient connects an etcd client with mutual TLS.
-func newClient(endpoints []string, tlsCfg *tls.Config, timeout time.Duration) (*clientv3.Client, error) {
+func newClient(endpoints []string, tlsCfg *tls.Config, timeout time.Duration, dial func(context.Context, string) (net.Conn, error)) (*clientv3.Client, error) {
+	var opts []grpc.DialOption
+	if dial != nil {
+		opts = append(opts, grpc.WithContextDialer(dial))
+	}
 	cli, err := clientv3.New(clientv3.Config{
+		DialOptions: opts,
 		Endpoints:   endpoints,
 		TLS:         tlsCfg,
 		DialTimeout: timeout,

@@ -33,20 +33,8 @@ type Node struct {
 	events  *eventRing
 	metrics *metrics
 
-	// Role, when set before Run, is the recovery coordinator role the
-	// node campaigns for with each incarnation.
-	Role CoordinatorRole
-	// DescribeMember, when set before Run, adds to the member record each
-	// incarnation registers (addresses of the parts the daemon runs).
-	DescribeMember func(*keys.MemberRecord)
-	// OnSession, when set before Run, is called with every new incarnation
-	// the node registers (the first and each one after a lost lease).
-	OnSession func(*Session)
-	// OnSessionEnd, when set before Run, is called when an incarnation
-	// ends: after its lease was lost (clean false), or before a clean
-	// shutdown revokes it (clean true), so the parts built on it can let go
-	// of what they hold while the lease still stands.
-	OnSessionEnd func(s *Session, clean bool)
+	// parts is what Run was given; role is read by IsCoordinator.
+	parts Parts
 
 	mu          sync.Mutex
 	sess        *Session
@@ -94,7 +82,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	} else {
 		endpoints = cfg.Etcd.Endpoints
 	}
-	if n.cli, err = newClient(endpoints, tlsCfg, cfg.RequestTimeout()); err != nil {
+	if n.cli, err = newClient(endpoints, tlsCfg, cfg.RequestTimeout(), cfg.Etcd.Dial); err != nil {
 		return nil, err
 	}
 	if cfg.Etcd.Mode == EtcdExternal {
@@ -170,10 +158,35 @@ func (n *Node) Ready() bool {
 // remove the etcd member and its data. Refused for the last member.
 func (n *Node) Leave() { n.leaveOnce.Do(func() { close(n.leaving) }) }
 
-// Run registers the node, follows the members, campaigns for coordinator
-// and registers again as a new incarnation whenever the lease is lost,
-// until ctx ends (clean stop) or Leave is called.
-func (n *Node) Run(ctx context.Context) error {
+// Parts are what a node runs on top of its membership, handed to Run:
+// the recovery coordinator role and the per-incarnation start and stop of
+// the parts that live on an incarnation's lease (lock manager, volume,
+// failure detector). Every field may be nil.
+type Parts struct {
+	// Role is the recovery coordinator role the node campaigns for with
+	// each incarnation.
+	Role CoordinatorRole
+	// Describe adds to the member record each incarnation registers (the
+	// addresses of the parts the node runs).
+	Describe func(*keys.MemberRecord)
+	// OnSession is called with every new incarnation the node registers
+	// (the first and each one after a lost lease), before the campaign.
+	OnSession func(*Session)
+	// OnSessionEnd is called when an incarnation ends: after its lease
+	// was lost (clean false), or before a clean shutdown revokes it (clean
+	// true), so the parts built on it can let go of what they hold while
+	// the lease still stands.
+	OnSessionEnd func(s *Session, clean bool)
+}
+
+// Run registers the node, follows the members, runs p on each
+// incarnation, campaigns for coordinator and registers again as a new
+// incarnation whenever the lease is lost, until ctx ends (clean stop) or
+// Leave is called. Call it once.
+func (n *Node) Run(ctx context.Context, p Parts) error {
+	n.mu.Lock()
+	n.parts = p
+	n.mu.Unlock()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -194,7 +207,7 @@ func (n *Node) Run(ctx context.Context) error {
 	const shortLived = 5 * time.Second
 	lostBackoff := 200 * time.Millisecond
 	for ctx.Err() == nil {
-		sess, err := n.register(ctx)
+		sess, err := n.register(ctx, p.Describe)
 		if err != nil {
 			if ctx.Err() != nil {
 				break
@@ -214,23 +227,23 @@ func (n *Node) Run(ctx context.Context) error {
 		n.mu.Lock()
 		n.sess = sess
 		n.mu.Unlock()
-		if n.OnSession != nil {
-			n.OnSession(sess)
+		if p.OnSession != nil {
+			p.OnSession(sess)
 		}
 		cctx, ccancel := context.WithCancel(ctx)
 		cdone := make(chan struct{})
 		go func() {
 			defer close(cdone)
-			if n.Role != nil {
-				campaignWhileValid(cctx, n.Role, sess, sess.Lost(), n.clk, n.log)
+			if p.Role != nil {
+				campaignWhileValid(cctx, p.Role, sess, sess.Lost(), n.clk, n.log)
 			}
 		}()
 		select {
 		case <-sess.Lost():
 			ccancel()
 			<-cdone
-			if n.OnSessionEnd != nil {
-				n.OnSessionEnd(sess, false)
+			if p.OnSessionEnd != nil {
+				p.OnSessionEnd(sess, false)
 			}
 			n.mu.Lock()
 			n.leaseLosses++
@@ -261,8 +274,8 @@ func (n *Node) Run(ctx context.Context) error {
 		}
 		ccancel()
 		<-cdone
-		if n.OnSessionEnd != nil {
-			n.OnSessionEnd(sess, true)
+		if p.OnSessionEnd != nil {
+			p.OnSessionEnd(sess, true)
 		}
 		cctx2, c2 := context.WithTimeout(context.Background(), n.cfg.RequestTimeout())
 		if err := sess.Close(cctx2, true); err != nil {
@@ -281,7 +294,7 @@ func (n *Node) Run(ctx context.Context) error {
 	return runErr
 }
 
-func (n *Node) register(ctx context.Context) (*Session, error) {
+func (n *Node) register(ctx context.Context, describe func(*keys.MemberRecord)) (*Session, error) {
 	info := keys.MemberRecord{Name: n.cfg.NodeName, Kind: keys.KindNode}
 	if n.cfg.Etcd.Mode == EtcdEmbedded {
 		info.ClientURL = "https://" + n.cfg.Etcd.ClientAddr
@@ -290,8 +303,8 @@ func (n *Node) register(ctx context.Context) (*Session, error) {
 	if n.cfg.Admin.Addr != "off" {
 		info.AdminURL = (&url.URL{Scheme: "http", Host: n.cfg.Admin.Addr}).String()
 	}
-	if n.DescribeMember != nil {
-		n.DescribeMember(&info)
+	if describe != nil {
+		describe(&info)
 	}
 	rctx, cancel := context.WithTimeout(ctx, n.cfg.RequestTimeout())
 	defer cancel()
@@ -372,7 +385,10 @@ func (n *Node) LeaseLosses() int {
 
 // IsCoordinator reports whether this node holds the coordinator role.
 func (n *Node) IsCoordinator() bool {
-	return n.Role != nil && n.Role.Leading() && n.Ready()
+	n.mu.Lock()
+	role := n.parts.Role
+	n.mu.Unlock()
+	return role != nil && role.Leading() && n.Ready()
 }
 
 // CoordinatorRole is the recovery coordinator: every node campaigns for it

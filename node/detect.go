@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"strings"
 	"sync"
 	"time"
 
@@ -21,19 +20,28 @@ import (
 // every leg is fenced by persistent reservations, because recovering a node
 // whose lease still runs is safe only when the fence cuts it off.
 type detectService struct {
-	n     *cluster.Node
-	role  *recoveryRole
-	log   hclog.Logger
-	addr  string // fixed across incarnations, published in member records
+	n    *cluster.Node
+	role *recoveryRole
+	log  hclog.Logger
+	// conn is bound once for the node's life: every incarnation's
+	// detector uses it, and its address is published in member records.
+	conn  *net.UDPConn
+	addr  string
 	mu    sync.Mutex
 	stopf context.CancelFunc
+	done  chan struct{}
 }
 
-// newDetectService returns nil when the detector does not apply.
-func newDetectService(n *cluster.Node, role *recoveryRole) (*detectService, error) {
+// newDetectService returns nil when the detector does not apply: it runs
+// only when every leg has the persistent-reservation ability (withPR of
+// them do, as fencing.LegsOf decides) and fencing uses it, because
+// recovering a node whose lease still runs is safe only when the fence
+// cuts it off.
+func newDetectService(n *cluster.Node, role *recoveryRole, withPR int) (*detectService, error) {
 	v := n.Config().Volume
 	interval, timeout := v.Detect()
-	if len(v.Legs) == 0 || timeout == 0 || !reservationsOnEveryLeg(v) {
+	if len(v.Legs) == 0 || timeout == 0 || withPR < len(v.Legs) ||
+		v.Fencing != cluster.FenceAuto && v.Fencing != cluster.FenceReservations {
 		return nil, nil
 	}
 	addr := v.HeartbeatAddr
@@ -42,32 +50,21 @@ func newDetectService(n *cluster.Node, role *recoveryRole) (*detectService, erro
 		if err != nil || n.Config().Admin.Addr == "off" {
 			host = "127.0.0.1"
 		}
-		// Pick a free port once; every incarnation listens on it.
-		l, err := net.ListenPacket("udp", net.JoinHostPort(host, "0"))
-		if err != nil {
-			return nil, fmt.Errorf("failure detector: %w", err)
-		}
-		addr = l.LocalAddr().String()
-		l.Close()
+		addr = net.JoinHostPort(host, "0")
 	}
-	d := &detectService{n: n, role: role, log: n.Logger().Named("detect"), addr: addr}
-	d.log.Info("direct failure detector on", "addr", addr, "interval", interval, "timeout", timeout)
+	conn, err := listenUDP(addr)
+	if err != nil {
+		return nil, fmt.Errorf("failure detector: listening on %s: %w", addr, err)
+	}
+	d := &detectService{n: n, role: role, log: n.Logger().Named("detect"), conn: conn, addr: conn.LocalAddr().String()}
+	d.log.Info("direct failure detector on", "addr", d.addr, "interval", interval, "timeout", timeout)
 	return d, nil
 }
 
-// reservationsOnEveryLeg says whether every leg is reached through a
-// protocol with persistent reservations (the fence then cuts a suspected
-// node off even while its lease runs).
-func reservationsOnEveryLeg(v cluster.VolumeConfig) bool {
-	if v.Fencing != cluster.FenceAuto && v.Fencing != cluster.FenceReservations {
-		return false
-	}
-	for _, l := range v.Legs {
-		if !strings.HasPrefix(l, "iscsi://") {
-			return false
-		}
-	}
-	return true
+// close releases the heartbeat socket, once the node has stopped.
+func (d *detectService) close() {
+	d.stop()
+	d.conn.Close()
 }
 
 func (d *detectService) describe(info *keys.MemberRecord) { info.HeartbeatAddr = d.addr }
@@ -78,7 +75,7 @@ func (d *detectService) start(sess *cluster.Session) error {
 	cfg.Interval, cfg.Timeout, cfg.Logger = interval, timeout, d.log
 	u, err := detect.NewUDP(detect.UDPConfig{
 		Self:     detect.Peer{Name: sess.Name(), Incarnation: sess.Incarnation()},
-		Listen:   d.addr,
+		Conn:     d.conn,
 		Peers:    d.peers,
 		Detector: cfg,
 		OnSuspect: func(s detect.Suspicion) {
@@ -89,10 +86,12 @@ func (d *detectService) start(sess *cluster.Session) error {
 		return fmt.Errorf("failure detector: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
 	d.mu.Lock()
-	d.stopf = cancel
+	d.stopf, d.done = cancel, done
 	d.mu.Unlock()
 	go func() {
+		defer close(done)
 		if err := u.Run(ctx); err != nil && ctx.Err() == nil {
 			d.log.Warn("failure detector stopped", "error", err)
 		}
@@ -100,12 +99,16 @@ func (d *detectService) start(sess *cluster.Session) error {
 	return nil
 }
 
+// stop ends the incarnation's detector and waits for it to let go of the
+// socket, so the next incarnation's detector has it alone.
 func (d *detectService) stop() {
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.stopf != nil {
-		d.stopf()
-		d.stopf = nil
+	stopf, done := d.stopf, d.done
+	d.stopf, d.done = nil, nil
+	d.mu.Unlock()
+	if stopf != nil {
+		stopf()
+		<-done
 	}
 }
 

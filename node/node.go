@@ -4,120 +4,263 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
+	"sync"
+	"time"
 
 	"github.com/shoal-ha/shoal/blockdev"
+	"github.com/shoal-ha/shoal/blockdev/mirror"
 	"github.com/shoal-ha/shoal/cluster"
+	"github.com/shoal-ha/shoal/dlm"
 	"github.com/shoal-ha/shoal/fencing"
 	"github.com/shoal-ha/shoal/fencing/recovery"
 )
 
+// ErrNoVolume: the node has no open volume (none configured, or no
+// incarnation registered right now). Retry once the node is ready.
+var ErrNoVolume = errors.New("no open volume")
+
+// StopTimeout bounds Stop: the parts of the incarnation are let go, the
+// lease revoked (one etcd request timeout at most) and the etcd member
+// closed within it, or Stop returns anyway.
+const StopTimeout = 15 * time.Second
+
+// Node is a running node: its membership, lock manager, volume, detector,
+// recovery role and admin API.
+type Node struct {
+	cfg     cluster.Config
+	cn      *cluster.Node
+	locks   *lockService
+	vols    *volumeService
+	role    *recoveryRole
+	det     *detectService
+	admin   *cluster.AdminServer
+	cancel  context.CancelFunc
+	done    chan struct{}
+	err     error
+	closeMu sync.Once
+}
+
 // Run assembles a node from cfg (which must have passed Validate) and runs
-// it until ctx ends (a clean stop) or the node leaves the cluster.
+// it until ctx ends (a clean stop) or the node leaves the cluster: what
+// the daemon does.
 func Run(ctx context.Context, cfg cluster.Config) error {
+	n, err := Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	return n.Wait()
+}
+
+// Start assembles a node from cfg (which must have passed Validate): it
+// checks the legs, starts the etcd member (or connects to the external
+// cluster), binds the admin listener and the heartbeat socket, and runs
+// the node in the background until ctx ends, Stop is called or the node
+// leaves. A start that fails leaves nothing behind.
+func Start(ctx context.Context, cfg cluster.Config) (*Node, error) {
 	log := cfg.Logger
 	if log == nil {
 		log = cfg.NewLogger(os.Stderr)
 		cfg.Logger = log
 	}
-
 	// A leg that cannot be opened at all is a configuration error: say
 	// so before anything is created, rather than retrying incarnations.
-	if err := checkLegs(ctx, cfg); err != nil {
-		return err
-	}
-	n, err := cluster.Start(ctx, cfg)
+	withPR, err := checkLegs(ctx, cfg)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer n.Close()
-	locks := newLockService(n)
-	vols := newVolumeService(n)
-	role := newRecoveryRole(n, vols, locks)
-	n.Role = role
-	n.Watcher().Subscribe(role.observe)
-	det, err := newDetectService(n, role)
+	cn, err := cluster.Start(ctx, cfg)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if det != nil {
-		n.DescribeMember = det.describe
+	n := &Node{cfg: cfg, cn: cn, done: make(chan struct{})}
+	ok := false
+	defer func() {
+		if !ok {
+			if n.det != nil {
+				n.det.close()
+			}
+			cn.Close()
+		}
+	}()
+	n.locks = newLockService(cn)
+	n.vols = newVolumeService(cn)
+	n.role = newRecoveryRole(cn, n.vols, n.locks)
+	cn.Watcher().Subscribe(n.role.observe)
+	if n.det, err = newDetectService(cn, n.role, withPR); err != nil {
+		return nil, err
 	}
-	// Each incarnation joins the lock manager, then opens the volume under
-	// its locks; when it ends, the volume goes first.
-	n.OnSession = func(s *cluster.Session) {
-		d := locks.start(s)
+	if cfg.Admin.Addr != "off" {
+		if n.admin, err = cluster.NewAdminServer(cn); err != nil {
+			return nil, fmt.Errorf("admin listener: %w", err)
+		}
+		if n.role.metrics, err = recovery.NewMetrics(n.admin.Registry()); err != nil {
+			return nil, err
+		}
+		if n.role.fenceMetrics, err = fencing.NewMetrics(n.admin.Registry()); err != nil {
+			return nil, err
+		}
+		n.admin.Handle("GET /api/locks", http.HandlerFunc(n.locks.handleLocks))
+		n.admin.Handle("GET /api/recoveries", http.HandlerFunc(n.role.handleRecoveries))
+		n.vols.routes(n.admin, cfg.Admin.Debug)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	n.cancel = cancel
+	ok = true
+	go n.run(runCtx)
+	return n, nil
+}
+
+// parts are the pieces that live on each incarnation, in start order:
+// the lock manager, the volume under its locks, the failure detector.
+// They stop in the reverse order.
+func (n *Node) parts() cluster.Parts {
+	log := n.cfg.Logger
+	p := cluster.Parts{Role: n.role}
+	if n.det != nil {
+		p.Describe = n.det.describe
+	}
+	p.OnSession = func(s *cluster.Session) {
+		d := n.locks.start(s)
 		if d == nil {
 			s.Abandon(errors.New("lock manager did not start"))
 			return
 		}
-		if err := vols.start(s, d); err != nil {
+		if err := n.vols.start(s, d); err != nil {
 			log.Error("volume did not open; abandoning this incarnation", "error", err)
 			s.Abandon(err)
 			return
 		}
-		if det != nil {
-			if err := det.start(s); err != nil {
+		if n.det != nil {
+			if err := n.det.start(s); err != nil {
 				log.Error("failure detector did not start", "error", err)
 			}
 		}
 	}
-	n.OnSessionEnd = func(s *cluster.Session, clean bool) {
-		if det != nil {
-			det.stop()
+	p.OnSessionEnd = func(s *cluster.Session, clean bool) {
+		if n.det != nil {
+			n.det.stop()
 		}
-		vols.stop(clean)
-		locks.stop(s, clean)
+		n.vols.stop(clean)
+		n.locks.stop(s, clean)
 	}
-	var admin *cluster.AdminServer
-	if cfg.Admin.Addr != "off" {
-		if admin, err = cluster.NewAdminServer(n); err != nil {
-			return fmt.Errorf("admin listener: %w", err)
-		}
-		if role.metrics, err = recovery.NewMetrics(admin.Registry()); err != nil {
-			return err
-		}
-		if role.fenceMetrics, err = fencing.NewMetrics(admin.Registry()); err != nil {
-			return err
-		}
-		admin.Handle("GET /api/locks", http.HandlerFunc(locks.handleLocks))
-		admin.Handle("GET /api/recoveries", http.HandlerFunc(role.handleRecoveries))
-		vols.routes(admin)
-	}
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	return p
+}
+
+func (n *Node) run(ctx context.Context) {
+	defer close(n.done)
+	log := n.cfg.Logger
 	adminDone := make(chan error, 1)
-	if admin != nil {
-		go func() { adminDone <- admin.Serve(runCtx) }()
-		log.Info("admin listening", "addr", "http://"+admin.Addr())
+	if n.admin != nil {
+		go func() { adminDone <- n.admin.Serve(ctx) }()
+		log.Info("admin listening", "addr", "http://"+n.admin.Addr())
 	}
-	err = n.Run(runCtx)
-	cancel()
-	if admin != nil {
+	err := n.cn.Run(ctx, n.parts())
+	n.cancel()
+	if n.admin != nil {
 		if aerr := <-adminDone; aerr != nil && err == nil {
 			err = fmt.Errorf("admin listener: %w", aerr)
 		}
 	}
+	if n.det != nil {
+		n.det.close()
+	}
+	n.cn.Close()
 	if errors.Is(err, context.Canceled) {
 		err = nil
 	}
 	if err == nil {
 		log.Info("stopped")
 	}
-	return err
+	n.err = err
 }
 
-// checkLegs opens and closes every configured leg once.
-func checkLegs(ctx context.Context, cfg cluster.Config) error {
+// Wait blocks until the node has stopped and returns why (nil for a clean
+// stop or a departure).
+func (n *Node) Wait() error {
+	<-n.done
+	return n.err
+}
+
+// Done is closed when the node has stopped.
+func (n *Node) Done() <-chan struct{} { return n.done }
+
+// Stop stops the node cleanly (the incarnation's parts let go, the lease
+// revoked) and waits at most StopTimeout; it reports
+// context.DeadlineExceeded if the node had not stopped by then.
+func (n *Node) Stop() error {
+	n.cancel()
+	select {
+	case <-n.done:
+		return n.err
+	case <-time.After(StopTimeout):
+		return fmt.Errorf("node %s did not stop within %s: %w", n.cfg.NodeName, StopTimeout, context.DeadlineExceeded)
+	}
+}
+
+// Name is the node's name.
+func (n *Node) Name() string { return n.cfg.NodeName }
+
+// Cluster is the node's membership: its etcd client, member view, session.
+func (n *Node) Cluster() *cluster.Node { return n.cn }
+
+// AdminAddr is the admin listener's host:port, or "" when it is off.
+func (n *Node) AdminAddr() string {
+	if n.admin == nil {
+		return ""
+	}
+	return n.admin.Addr()
+}
+
+// HeartbeatAddr is the failure detector's UDP host:port, or "" when the
+// detector does not run.
+func (n *Node) HeartbeatAddr() string {
+	if n.det == nil {
+		return ""
+	}
+	return n.det.addr
+}
+
+// Locks waits (bounded by ctx) for the lock manager of the current
+// incarnation.
+func (n *Node) Locks(ctx context.Context) (*dlm.Node, error) { return n.locks.current(ctx) }
+
+// Volume is the volume of the current incarnation; ErrNoVolume when there
+// is none.
+func (n *Node) Volume() (*mirror.Volume, error) {
+	vi, err := n.vols.current()
+	if err != nil {
+		return nil, err
+	}
+	return vi.vol, nil
+}
+
+// IsCoordinator reports whether this node coordinates recovery now.
+func (n *Node) IsCoordinator() bool { return n.cn.IsCoordinator() }
+
+// checkLegs opens and closes every configured leg once, and counts the
+// legs with the persistent-reservation ability.
+func checkLegs(ctx context.Context, cfg cluster.Config) (withPR int, err error) {
 	for _, addr := range cfg.Volume.Legs {
 		octx, cancel := context.WithTimeout(ctx, cfg.StartTimeout())
 		dev, err := blockdev.Open(octx, addr, blockdev.OpenOptions{Logger: cfg.Logger.Named("leg")})
 		cancel()
 		if err != nil {
-			return fmt.Errorf("volume.legs: cannot open %s: %w", addr, err)
+			return 0, fmt.Errorf("volume.legs: cannot open %s: %w", addr, err)
 		}
+		withPR += len(fencing.LegsOf([]string{addr}, []blockdev.Device{dev}))
 		dev.Close()
 	}
-	return nil
+	return withPR, nil
+}
+
+// listenUDP binds the heartbeat socket once for the node's life.
+func listenUDP(addr string) (*net.UDPConn, error) {
+	la, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return net.ListenUDP("udp", la)
 }

@@ -170,12 +170,12 @@ func (v *volumeService) stop(clean bool) {
 // current returns the open volume, or an error saying why there is none.
 func (v *volumeService) current() (*volumeIncarnation, error) {
 	if !v.enabled() {
-		return nil, errors.New("this node has no volume configured")
+		return nil, fmt.Errorf("%w: this node has no volume configured", ErrNoVolume)
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.cur == nil {
-		return nil, errors.New("volume not open: no registered incarnation")
+		return nil, fmt.Errorf("%w: no registered incarnation", ErrNoVolume)
 	}
 	return v.cur, nil
 }

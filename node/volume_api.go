@@ -12,13 +12,16 @@ import (
 	"github.com/shoal-ha/shoal/cluster"
 )
 
-// Admin routes of the volume: its status, and reads and writes for
-// operators and tests (a write goes through the mirror, under the region
-// locks of the lock manager, behind the self-fence guard).
-func (v *volumeService) routes(a *cluster.AdminServer) {
+// Admin routes of the volume: its status and reads for operators; with
+// debug (admin.debug, off by default) also the write loop of the fault
+// tests (a write goes through the mirror, under the region locks of the
+// lock manager, behind the self-fence guard).
+func (v *volumeService) routes(a *cluster.AdminServer, debug bool) {
 	a.Handle("GET /api/volume", http.HandlerFunc(v.handleStatus))
 	a.Handle("GET /api/volume/read", http.HandlerFunc(v.handleRead))
-	a.Handle("POST /api/volume/write", http.HandlerFunc(v.handleWrite))
+	if debug {
+		a.Handle("POST /api/volume/write", http.HandlerFunc(v.handleWrite))
+	}
 }
 
 func (v *volumeService) handleStatus(w http.ResponseWriter, r *http.Request) {

@@ -44,6 +44,7 @@ func addNodeFlags(fs *pflag.FlagSet, f *nodeFlags) {
 	fs.StringVar(&c.Lease.KeepAliveInterval, "keepalive-interval", "", "lease renewal period (lease.keepalive_interval)")
 	fs.StringVar(&c.Lease.SelfFenceMargin, "self-fence-margin", "", "self-fence margin (lease.self_fence_margin)")
 	fs.StringVar(&c.Admin.Addr, "admin-addr", "", "admin HTTP host:port or off (admin.addr)")
+	fs.BoolVar(&c.Admin.Debug, "admin-debug", false, "serve the fault-test routes (POST /api/volume/write); never in production (admin.debug)")
 	fs.StringVar(&c.Volume.Name, "volume-name", "", "volume name (volume.name)")
 	fs.StringSliceVar(&c.Volume.Legs, "volume-legs", nil, "volume legs: paths or iscsi:// URLs (volume.legs)")
 	fs.IntVar(&f.slot, "volume-slot", 0, "this node's bitmap slot (volume.slot)")
@@ -93,6 +94,9 @@ func (f *nodeFlags) load(fs *pflag.FlagSet) (cluster.Config, error) {
 	set("keepalive-interval", &cfg.Lease.KeepAliveInterval, c.Lease.KeepAliveInterval)
 	set("self-fence-margin", &cfg.Lease.SelfFenceMargin, c.Lease.SelfFenceMargin)
 	set("admin-addr", &cfg.Admin.Addr, c.Admin.Addr)
+	if fs.Changed("admin-debug") {
+		cfg.Admin.Debug = c.Admin.Debug
+	}
 	set("volume-name", &cfg.Volume.Name, c.Volume.Name)
 	if fs.Changed("volume-legs") {
 		cfg.Volume.Legs = c.Volume.Legs

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"testing"
@@ -204,5 +205,69 @@ func TestUDPDetectsStoppedPeer(t *testing.T) {
 		if len(suspicions[n]) != 1 || suspicions[n][0].Peer.Name != "n3" {
 			t.Fatalf("%s suspected %+v, want only n3", n, suspicions[n])
 		}
+	}
+}
+
+// TestUDPHandedOverSocketOutlivesARun: a socket bound once by the caller
+// serves one detector run after another (a node's incarnations keep their
+// heartbeat port), and is still open after each run ends.
+func TestUDPHandedOverSocketOutlivesARun(t *testing.T) {
+	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	peer, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	for inc := range 2 {
+		self := detect.Peer{Name: "n1", Incarnation: fmt.Sprint(inc)}
+		u, err := detect.NewUDP(detect.UDPConfig{
+			Self: self, Conn: conn,
+			Detector: detect.Config{Interval: 20 * time.Millisecond, Timeout: 400 * time.Millisecond, Logger: testlog.New(t, "n1")},
+			Peers: func() map[string]detect.Endpoint {
+				return map[string]detect.Endpoint{"n2": {Incarnation: "1", Addr: peer.LocalAddr().String()}}
+			},
+			OnSuspect: func(detect.Suspicion) {},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if u.Addr() != conn.LocalAddr().String() {
+			t.Fatalf("detector listens on %s, not on the handed-over %s", u.Addr(), conn.LocalAddr())
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- u.Run(ctx) }()
+		hb, _ := detect.Heartbeat{From: detect.Peer{Name: "n2", Incarnation: "1"}, Seq: 1}.MarshalBinary()
+		testutil.WaitFor(t, 10*time.Second, "n1 hears n2", func() bool {
+			peer.WriteToUDP(hb, conn.LocalAddr().(*net.UDPAddr))
+			return u.Detector().HeardCount("n2") > 0
+		})
+		// Heartbeats of the earlier run may still be queued: read until
+		// one of this run arrives.
+		peer.SetReadDeadline(time.Now().Add(10 * time.Second))
+		buf := make([]byte, detect.MaxHeartbeat)
+		for {
+			n, _, err := peer.ReadFromUDP(buf)
+			if err != nil {
+				t.Fatalf("run %d: no heartbeat of its own: %v", inc, err)
+			}
+			var h detect.Heartbeat
+			if h.UnmarshalBinary(buf[:n]) == nil && h.From == self {
+				break
+			}
+		}
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("run %d did not return after its context ended", inc)
+		}
+	}
+	if _, err := conn.WriteToUDP([]byte("x"), peer.LocalAddr().(*net.UDPAddr)); err != nil {
+		t.Fatalf("the handed-over socket was closed by a run: %v", err)
 	}
 }

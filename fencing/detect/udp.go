@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/shoal-ha/shoal/internal/clock"
@@ -25,8 +27,14 @@ type UDPConfig struct {
 	// Self is this node's incarnation, sent in every heartbeat. Required.
 	Self Peer
 	// Listen is the UDP address to receive heartbeats on, for example
-	// "127.0.0.1:0" (the kernel picks the port; see Addr). Required.
+	// "127.0.0.1:0" (the kernel picks the port; see Addr). Required
+	// unless Conn is given.
 	Listen string
+	// Conn, when set, is a socket the caller bound and hands over (the
+	// same port across a node's incarnations): the detector reads and
+	// sends on it but does not close it; Run returns with the socket's
+	// read deadline set in the past, and the next NewUDP clears it.
+	Conn *net.UDPConn
 	// Peers returns the other members and their heartbeat endpoints. It
 	// is called every Interval; the watched set follows it. Required.
 	Peers func() map[string]Endpoint
@@ -42,8 +50,8 @@ func (c UDPConfig) Validate() error {
 	switch {
 	case c.Self.Name == "":
 		return fmt.Errorf("detect: UDPConfig.Self.Name is empty")
-	case c.Listen == "":
-		return fmt.Errorf("detect: UDPConfig.Listen is empty")
+	case c.Listen == "" && c.Conn == nil:
+		return fmt.Errorf("detect: UDPConfig.Listen is empty and no Conn is given")
 	case c.Peers == nil:
 		return fmt.Errorf("detect: UDPConfig.Peers is nil")
 	case c.OnSuspect == nil:
@@ -64,6 +72,7 @@ type UDP struct {
 	cfg  UDPConfig
 	det  *Detector
 	conn *net.UDPConn
+	own  bool // conn was bound here and is closed by Run
 	clk  clock.Clock
 	log  hclog.Logger
 	seq  uint64
@@ -82,15 +91,20 @@ func NewUDP(cfg UDPConfig) (*UDP, error) {
 	if err != nil {
 		return nil, err
 	}
-	la, err := net.ResolveUDPAddr("udp", cfg.Listen)
-	if err != nil {
-		return nil, fmt.Errorf("detect: listen address %q: %w", cfg.Listen, err)
+	conn, own := cfg.Conn, false
+	if conn == nil {
+		la, err := net.ResolveUDPAddr("udp", cfg.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("detect: listen address %q: %w", cfg.Listen, err)
+		}
+		if conn, err = net.ListenUDP("udp", la); err != nil {
+			return nil, fmt.Errorf("detect: listening on %s: %w", cfg.Listen, err)
+		}
+		own = true
+	} else if err := conn.SetReadDeadline(time.Time{}); err != nil {
+		return nil, fmt.Errorf("detect: handed-over socket: %w", err)
 	}
-	conn, err := net.ListenUDP("udp", la)
-	if err != nil {
-		return nil, fmt.Errorf("detect: listening on %s: %w", cfg.Listen, err)
-	}
-	u := &UDP{cfg: cfg, det: det, conn: conn, clk: det.clk, log: det.log, addrs: map[string]*net.UDPAddr{}}
+	u := &UDP{cfg: cfg, det: det, conn: conn, own: own, clk: det.clk, log: det.log, addrs: map[string]*net.UDPAddr{}}
 	return u, nil
 }
 
@@ -103,12 +117,17 @@ func (u *UDP) Detector() *Detector { return u.det }
 // Malformed counts datagrams dropped as malformed.
 func (u *UDP) Malformed() int64 { return u.bad.Load() }
 
-// Run sends, receives and checks until ctx ends, then closes the socket.
+// Run sends, receives and checks until ctx ends, then closes the socket
+// (or, for a handed-over Conn, stops reading from it).
 func (u *UDP) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Go(u.receive)
 	defer wg.Wait()
-	defer u.conn.Close()
+	if u.own {
+		defer u.conn.Close()
+	} else {
+		defer u.conn.SetReadDeadline(time.Unix(1, 0))
+	}
 	t := u.clk.NewTicker(u.cfg.Detector.Interval)
 	defer t.Stop()
 	for {
@@ -173,7 +192,7 @@ func (u *UDP) receive() {
 	for {
 		n, _, err := u.conn.ReadFromUDP(buf)
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
+			if errors.Is(err, net.ErrClosed) || !u.own && errors.Is(err, os.ErrDeadlineExceeded) {
 				return
 			}
 			// A socket that keeps failing would spin; give up on it and

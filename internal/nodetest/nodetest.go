@@ -192,7 +192,7 @@ func (c *Cluster) Node(name string) *Node {
 
 // CommandArgs are the arguments a start of nd uses.
 func (nd *Node) CommandArgs() []string {
-	args := []string{"--name", nd.Name, "--data-dir", nd.DataDir, "--profile", "fast", "--admin-addr", nd.AdminAddr, "--log-level", "debug"}
+	args := []string{"--name", nd.Name, "--data-dir", nd.DataDir, "--profile", "fast", "--admin-addr", nd.AdminAddr, "--admin-debug", "--log-level", "debug"}
 	if nd.c.external == nil {
 		args = append(args, "--client-addr", nd.ClientAddr, "--peer-addr", nd.PeerAddr, "--tls-auto-dir", nd.c.PKI)
 	}
