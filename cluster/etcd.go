@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/shoal-ha/shoal/internal/etcdprobe"
 	"github.com/shoal-ha/shoal/internal/zaphclog"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
@@ -128,6 +129,11 @@ func addSelfAsMember(ctx context.Context, cfg *Config, certs CertFiles, peerURL 
 	var eps []string
 	for _, ep := range strings.Split(cfg.Etcd.Join, ",") {
 		eps = append(eps, strings.TrimSpace(ep))
+	}
+	// A certificate the cluster refuses (or a CA that does not sign the
+	// cluster's) is said at once, not after the start timeout.
+	if err := etcdprobe.Check(ctx, eps, tlsCfg); errors.Is(err, etcdprobe.ErrTLS) {
+		return "", fmt.Errorf("join %s: %w (does tls.auto_dir or tls.ca_file name the cluster's CA?)", cfg.Etcd.Join, err)
 	}
 	cli, err := newClient(eps, tlsCfg, cfg.RequestTimeout(), cfg.Etcd.Dial)
 	if err != nil {

@@ -34,6 +34,7 @@ import (
 	"github.com/shoal-ha/shoal/dlm"
 	"github.com/shoal-ha/shoal/fencing/recovery"
 	"github.com/shoal-ha/shoal/internal/clidoc"
+	"github.com/shoal-ha/shoal/internal/etcdprobe"
 	"github.com/shoal-ha/shoal/internal/keys"
 )
 
@@ -165,6 +166,19 @@ func (o *options) client() (*clientv3.Client, error) {
 			return nil, fmt.Errorf("TLS files: %w", err)
 		}
 		cfg.TLS = tc
+	}
+	// Say at once why etcd cannot be used, instead of waiting out the
+	// timeout with "context deadline exceeded".
+	ctx, cancel := context.WithTimeout(context.Background(), 3*etcdprobe.Timeout)
+	defer cancel()
+	if err := etcdprobe.Check(ctx, o.endpoints, cfg.TLS); err != nil {
+		switch {
+		case errors.Is(err, etcdprobe.ErrTLSRequired):
+			return nil, fmt.Errorf("%w: give --config with a node's configuration file (or --cacert, --cert and --key)", err)
+		case errors.Is(err, etcdprobe.ErrTLS):
+			return nil, fmt.Errorf("%w: use certificates of the cluster's CA (--config with a node's configuration file)", err)
+		}
+		return nil, err
 	}
 	return clientv3.New(cfg)
 }

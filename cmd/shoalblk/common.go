@@ -24,6 +24,7 @@ import (
 	"github.com/shoal-ha/shoal/blockdev/mirror"
 	"github.com/shoal-ha/shoal/blockdev/mirror/etcdstate"
 	"github.com/shoal-ha/shoal/blockdev/mirror/fcntllock"
+	"github.com/shoal-ha/shoal/internal/etcdprobe"
 )
 
 // volumeFlags are the flags of every command that opens a volume.
@@ -110,6 +111,9 @@ func (f *volumeFlags) openVolume(ctx context.Context, addrs []string, slot int, 
 	}
 	cleanup := func() {}
 	if f.etcd != "" {
+		if err := etcdprobe.Check(ctx, strings.Split(f.etcd, ","), nil); err != nil {
+			return nil, nil, fmt.Errorf("--etcd: %w", err)
+		}
 		cli, err := clientv3.New(clientv3.Config{Endpoints: strings.Split(f.etcd, ","), DialTimeout: 5 * time.Second})
 		if err != nil {
 			return nil, nil, fmt.Errorf("etcd: %w", err)
