@@ -1,0 +1,240 @@
+package node_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoal-ha/shoal/cluster"
+	"github.com/shoal-ha/shoal/dlm"
+	"github.com/shoal-ha/shoal/fencing/recovery"
+	"github.com/shoal-ha/shoal/internal/nodetest"
+	"github.com/shoal-ha/shoal/internal/testutil"
+)
+
+// recovered waits until the recovery of nd's incarnation inc is recorded
+// done, as node `by` reads the records.
+func recovered(t *testing.T, by *nodetest.InProcNode, name, inc string, timeout time.Duration) recovery.Record {
+	t.Helper()
+	var rec recovery.Record
+	testutil.WaitFor(t, timeout, "recovery of "+name+"/"+inc+" done", func() bool {
+		n := by.Node()
+		recs, err := recovery.List(context.Background(), n.Cluster().Client(), n.Cluster().Config().Prefix())
+		if err != nil {
+			return false
+		}
+		for _, r := range recs {
+			if r.Victim.Name == name && r.Victim.Incarnation == inc && r.Done() {
+				rec = r
+				return true
+			}
+		}
+		return false
+	})
+	return rec
+}
+
+func incarnation(t *testing.T, nd *nodetest.InProcNode) string {
+	t.Helper()
+	s := nd.Node().Cluster().Session()
+	if s == nil {
+		t.Fatalf("%s has no incarnation", nd.Name)
+	}
+	return s.Incarnation()
+}
+
+// TestKilledNodeIsRecoveredAndRejoins: the survivors see a killed node
+// die, one of them coordinates its recovery through every step, and the
+// node comes back as a new incarnation.
+func TestKilledNodeIsRecoveredAndRejoins(t *testing.T) {
+	c := nodetest.NewInProcCluster(t, 3, nodetest.InProcOptions{})
+	n1, n3 := c.Node("node1"), c.Node("node3")
+	old := incarnation(t, n3)
+	events := make(chan cluster.Event, 16)
+	n1.Node().Cluster().Watcher().Subscribe(func(ev cluster.Event) { events <- ev })
+	n3.Kill()
+	c.WaitMembers(10*time.Second, 2, c.Nodes[:2]...)
+	rec := recovered(t, n1, "node3", old, 20*time.Second)
+	if len(rec.History) == 0 {
+		t.Errorf("recovery record without history: %+v", rec)
+	}
+	sawDown := false
+	for len(events) > 0 {
+		if ev := <-events; ev.Kind == cluster.NodeDown && ev.Member.Name == "node3" {
+			sawDown = true
+		}
+	}
+	if !sawDown {
+		t.Error("node1 saw no down event for node3")
+	}
+	n3.Start()
+	c.WaitMembers(20*time.Second, 3, c.Nodes...)
+	if inc := incarnation(t, n3); inc == old {
+		t.Errorf("node3 came back with its old incarnation %s", inc)
+	}
+	testutil.WaitFor(t, 10*time.Second, "exactly one coordinator", func() bool {
+		k := 0
+		for _, nd := range c.Nodes {
+			if nd.Node().IsCoordinator() {
+				k++
+			}
+		}
+		return k == 1
+	})
+}
+
+// TestLockOfPartitionedHolderGoesToAnotherNode: a node cut off from etcd
+// while it holds EX loses its lease and stops using the lock; after its
+// recovery the lock goes to a waiter on another node, and the cut-off
+// node, healed, rejoins as a new incarnation.
+func TestLockOfPartitionedHolderGoesToAnotherNode(t *testing.T) {
+	c := nodetest.NewInProcCluster(t, 3, nodetest.InProcOptions{})
+	n1, n2 := c.Node("node1"), c.Node("node2")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	d1, err := n1.Node().Locks(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held, err := d1.Acquire(ctx, dlm.Named("site"), dlm.EX)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := held.Use(); err != nil {
+		t.Fatalf("fresh lock not usable: %v", err)
+	}
+	old := incarnation(t, n1)
+	n1.Partition()
+	d2, err := n2.Node().Locks(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	got, err := d2.Acquire(ctx, dlm.Named("site"), dlm.EX)
+	if err != nil {
+		t.Fatalf("node2 never got the lock: %v", err)
+	}
+	t.Logf("node2 got the lock %v after node1 was cut off", time.Since(start).Round(time.Millisecond))
+	if err := held.Use(); err == nil {
+		t.Fatal("node1 may still use its lock after node2 was granted it")
+	}
+	if got.Token() <= held.Token() {
+		t.Errorf("fencing token did not grow: %v then %v", held.Token(), got.Token())
+	}
+	recovered(t, n2, "node1", old, 20*time.Second)
+	got.Release()
+	n1.Heal()
+	c.WaitMembers(30*time.Second, 3, c.Nodes...)
+	if inc := incarnation(t, n1); inc == old {
+		t.Errorf("node1 kept its incarnation %s across the partition", inc)
+	}
+}
+
+// TestVolumeWriterCutOffIsFencedAndItsRegionWritten: a node writes a
+// region of the shared volume and is cut off from etcd; it stops writing
+// once its lease cannot be trusted, and after its recovery another node
+// writes the same region; every node then reads that node's data.
+func TestVolumeWriterCutOffIsFencedAndItsRegionWritten(t *testing.T) {
+	c := nodetest.NewInProcCluster(t, 3, nodetest.InProcOptions{FileLegs: true})
+	n1, n2, n3 := c.Node("node1"), c.Node("node2"), c.Node("node3")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	vol := func(nd *nodetest.InProcNode) interface {
+		WriteAt(context.Context, []byte, int64) error
+		ReadAt(context.Context, []byte, int64) error
+	} {
+		t.Helper()
+		var v interface {
+			WriteAt(context.Context, []byte, int64) error
+			ReadAt(context.Context, []byte, int64) error
+		}
+		testutil.WaitFor(t, 20*time.Second, nd.Name+" has its volume open", func() bool {
+			x, err := nd.Node().Volume()
+			if err == nil {
+				v = x
+			}
+			return err == nil
+		})
+		return v
+	}
+	a := bytes.Repeat([]byte{0xa1}, 64<<10)
+	if err := vol(n1).WriteAt(ctx, a, 0); err != nil {
+		t.Fatal(err)
+	}
+	old := incarnation(t, n1)
+	v1 := vol(n1)
+	n1.Partition()
+	testutil.WaitFor(t, 10*time.Second, "node1 stops trusting its lease", func() bool { return !n1.Node().Cluster().Ready() })
+	wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
+	err := v1.WriteAt(wctx, bytes.Repeat([]byte{0xee}, 4096), 0)
+	wcancel()
+	if err == nil {
+		t.Fatal("node1 wrote the volume after it lost its lease")
+	}
+	b := bytes.Repeat([]byte{0xb2}, 64<<10)
+	start := time.Now()
+	if err := vol(n2).WriteAt(ctx, b, 0); err != nil {
+		t.Fatalf("node2 could not write node1's region: %v", err)
+	}
+	t.Logf("node2 wrote node1's region %v after node1 lost its lease", time.Since(start).Round(time.Millisecond))
+	recovered(t, n2, "node1", old, 20*time.Second)
+	got := make([]byte, len(b))
+	if err := vol(n3).ReadAt(ctx, got, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, b) {
+		t.Fatalf("node3 reads %x... after node2's write, want %x...", got[:8], b[:8])
+	}
+	n1.Heal()
+	c.WaitMembers(30*time.Second, 3, c.Nodes...)
+	if err := vol(n1).ReadAt(ctx, got, 0); err != nil || !bytes.Equal(got, b) {
+		t.Fatalf("node1, back, reads %x... (%v), want %x...", got[:8], err, b[:8])
+	}
+}
+
+// TestWriteRouteOnlyWithDebug: the fault-test write loop is not part of
+// the production admin API.
+func TestWriteRouteOnlyWithDebug(t *testing.T) {
+	c := nodetest.NewInProcCluster(t, 1, nodetest.InProcOptions{FileLegs: true, NoStart: true})
+	nd := c.Nodes[0]
+	nd.Config.Admin.Debug = false
+	nd.Start()
+	c.WaitMembers(20*time.Second, 1, nd)
+	post := func() int {
+		t.Helper()
+		resp, err := http.Post("http://"+nd.Node().AdminAddr()+"/api/volume/write", "application/json", strings.NewReader(`{"offset":0,"length":4096}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := post(); code != http.StatusNotFound && code != http.StatusMethodNotAllowed {
+		t.Fatalf("write route answered %d without admin.debug", code)
+	}
+	if err := nd.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	nd.Config.Admin.Debug = true
+	nd.Start()
+	c.WaitMembers(20*time.Second, 1, nd)
+	testutil.WaitFor(t, 20*time.Second, "the debug write route writes", func() bool { return post() == http.StatusOK })
+}
+
+// TestStopIsBoundedWithoutEtcd: a node cut off from etcd stops within
+// node.StopTimeout; what needs etcd is given up.
+func TestStopIsBoundedWithoutEtcd(t *testing.T) {
+	c := nodetest.NewInProcCluster(t, 1, nodetest.InProcOptions{})
+	nd := c.Nodes[0]
+	nd.Partition()
+	start := time.Now()
+	err := nd.Stop()
+	if errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("stop took longer than %s", time.Since(start))
+	}
+	t.Logf("stopped in %v without etcd", time.Since(start).Round(time.Millisecond))
+}
