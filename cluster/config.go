@@ -19,6 +19,7 @@ import (
 	"github.com/hashicorp/hcl/v2/hclparse"
 
 	"github.com/shoal-ha/shoal/internal/keys"
+	"github.com/shoal-ha/shoal/internal/lease"
 )
 
 // Timing profiles. Fast suits a cluster on one machine (tests, the demo);
@@ -538,14 +539,14 @@ func (c *Config) Validate() error {
 	// The lease must survive losing the etcd leader: followers notice after
 	// one election timeout and a new leader may need up to another before
 	// it serves renewals; one renewal attempt may time out on the way.
-	ride := c.Lease.keepAlive + c.Lease.keepAliveTimeout + 2*c.Etcd.election + c.Lease.margin
+	ride := lease.RideOut(c.Lease.keepAlive, c.Lease.keepAliveTimeout, c.Etcd.election, c.Lease.margin)
 	if c.Lease.ttl < ride {
 		return fieldErr("lease.ttl", "%s cannot ride out an etcd leader change: with keepalive %s, keepalive timeout %s, election timeout %s and self-fence margin %s it must be at least %s",
 			c.Lease.ttl, c.Lease.keepAlive, c.Lease.keepAliveTimeout, c.Etcd.election, c.Lease.margin, ride.Round(time.Millisecond))
 	}
 	// etcd raises a TTL below its minimum (1.5 election timeouts) silently;
 	// refuse it instead so the configured TTL is the one in force.
-	if minTTL := 3 * c.Etcd.election / 2; c.Lease.ttl < minTTL {
+	if minTTL := lease.EtcdMinTTL(c.Etcd.election); c.Lease.ttl < minTTL {
 		return fieldErr("lease.ttl", "%s is below etcd's minimum lease TTL of 1.5x election timeout (%s)", c.Lease.ttl, minTTL)
 	}
 

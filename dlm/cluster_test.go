@@ -51,7 +51,7 @@ func startTestNodeWith(t testing.TB, c *etcdtest.Cluster, i int, name string, tu
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	m, err := JoinAsClient(ctx, LeaseMemberConfig{Client: mcli, Prefix: testPrefix, Name: name, TTL: 2 * time.Second, Margin: 300 * time.Millisecond, Logger: testlog.New(t, name)})
+	m, err := JoinAsClient(ctx, LeaseMemberConfig{Client: mcli, Prefix: testPrefix, Name: name, TTL: 2 * time.Second, Margin: 300 * time.Millisecond, ElectionTimeout: 500 * time.Millisecond, Logger: testlog.New(t, name)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/shoal-ha/shoal/internal/clock"
 	"github.com/shoal-ha/shoal/internal/keys"
+	"github.com/shoal-ha/shoal/internal/lease"
 )
 
 // LeaseMemberConfig configures a LeaseMember.
@@ -31,14 +32,42 @@ type LeaseMemberConfig struct {
 	// Margin is subtracted from the lease expiry to get the self-fence
 	// deadline, to absorb clock-rate differences between nodes.
 	Margin time.Duration
+	// KeepAlive is the interval between renewals; default TTL/8.
+	KeepAlive time.Duration
+	// KeepAliveTimeout bounds one renewal; default KeepAlive.
+	KeepAliveTimeout time.Duration
+	// ElectionTimeout is the etcd cluster's raft election timeout; default
+	// lease.DefaultElection (etcd's default, 1 s). With KeepAlive,
+	// KeepAliveTimeout and Margin it sets the shortest TTL allowed: the
+	// rule the daemon's configuration follows (lease.Timing.Check), so
+	// that one leader election cannot cost the member its lease.
+	ElectionTimeout time.Duration
 	// Clock measures the deadline. Defaults to the wall clock.
 	Clock clock.Clock
 	// Logger defaults to a null logger.
 	Logger hclog.Logger
 }
 
-// Validate says which field is wrong, if any.
+func (c *LeaseMemberConfig) setDefaults() {
+	if c.KeepAlive == 0 {
+		c.KeepAlive = c.TTL / 8
+	}
+	if c.KeepAliveTimeout == 0 {
+		c.KeepAliveTimeout = c.KeepAlive
+	}
+	if c.ElectionTimeout == 0 {
+		c.ElectionTimeout = lease.DefaultElection
+	}
+}
+
+// timing is the lease timing the configuration asks for.
+func (c LeaseMemberConfig) timing() lease.Timing {
+	return lease.Timing{TTL: c.TTL, KeepAlive: c.KeepAlive, KeepAliveTimeout: c.KeepAliveTimeout, Election: c.ElectionTimeout, Margin: c.Margin}
+}
+
+// Validate says which field is wrong, if any (defaults applied).
 func (c LeaseMemberConfig) Validate() error {
+	c.setDefaults()
 	switch {
 	case c.Client == nil:
 		return errors.New("dlm: LeaseMemberConfig.Client is nil")
@@ -50,6 +79,9 @@ func (c LeaseMemberConfig) Validate() error {
 		return fmt.Errorf("dlm: LeaseMemberConfig.TTL %v must be a whole number of seconds, at least 1s", c.TTL)
 	case c.Margin < 0 || c.Margin >= c.TTL/2:
 		return fmt.Errorf("dlm: LeaseMemberConfig.Margin %v must be in [0, TTL/2)", c.Margin)
+	}
+	if err := c.timing().Check(); err != nil {
+		return fmt.Errorf("dlm: LeaseMemberConfig.TTL: %w", err)
 	}
 	return nil
 }
@@ -82,6 +114,7 @@ func JoinAsClient(ctx context.Context, cfg LeaseMemberConfig) (*LeaseMember, err
 	if cfg.Prefix == "" {
 		cfg.Prefix = keys.Cluster("shoal").Root()
 	}
+	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -111,7 +144,7 @@ func JoinAsClient(ctx context.Context, cfg LeaseMemberConfig) (*LeaseMember, err
 func (m *LeaseMember) keepAlive(ctx context.Context) {
 	defer close(m.done)
 	clk := m.cfg.Clock
-	t := clk.NewTicker(m.cfg.TTL / 4)
+	t := clk.NewTicker(m.cfg.KeepAlive)
 	defer t.Stop()
 	for {
 		select {
@@ -120,7 +153,7 @@ func (m *LeaseMember) keepAlive(ctx context.Context) {
 		case <-t.C():
 		}
 		sent := clk.Now()
-		cctx, cancel := context.WithTimeout(ctx, m.cfg.TTL/2)
+		cctx, cancel := context.WithTimeout(ctx, m.cfg.KeepAliveTimeout)
 		resp, err := m.cfg.Client.KeepAliveOnce(cctx, m.lease)
 		cancel()
 		switch {

@@ -18,7 +18,7 @@ func TestLeaseMemberLeaveMarksDeparture(t *testing.T) {
 	cli := c.Client(0)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	m, err := JoinAsClient(ctx, LeaseMemberConfig{Client: cli, Prefix: "/lm", Name: "tool", TTL: 2 * time.Second, Margin: 200 * time.Millisecond})
+	m, err := JoinAsClient(ctx, LeaseMemberConfig{Client: cli, Prefix: "/lm", Name: "tool", TTL: 2 * time.Second, Margin: 200 * time.Millisecond, ElectionTimeout: 500 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -125,7 +125,7 @@ func (p *testNodeProc) join() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	logger := hclog.New(&hclog.LoggerOptions{Name: p.spec.Name, Output: os.Stderr, Level: hclog.Info})
-	m, err := JoinAsClient(ctx, LeaseMemberConfig{Client: p.cli, Prefix: p.spec.Prefix, Name: p.spec.Name, TTL: 2 * time.Second, Margin: 300 * time.Millisecond, Logger: logger})
+	m, err := JoinAsClient(ctx, LeaseMemberConfig{Client: p.cli, Prefix: p.spec.Prefix, Name: p.spec.Name, TTL: 2 * time.Second, Margin: 300 * time.Millisecond, ElectionTimeout: 500 * time.Millisecond, Logger: logger})
 	if err != nil {
 		return err
 	}

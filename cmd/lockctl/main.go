@@ -36,6 +36,7 @@ import (
 	"github.com/shoal-ha/shoal/internal/clidoc"
 	"github.com/shoal-ha/shoal/internal/etcdprobe"
 	"github.com/shoal-ha/shoal/internal/keys"
+	"github.com/shoal-ha/shoal/internal/lease"
 )
 
 type options struct {
@@ -50,6 +51,7 @@ type options struct {
 	hold                 time.Duration
 	yes                  bool
 	name                 string
+	election             time.Duration
 }
 
 func main() {
@@ -70,6 +72,7 @@ func newRoot(out io.Writer, in io.Reader) *cobra.Command {
 	pf.StringVar(&o.key, "key", "", "client key file for etcd TLS")
 	pf.StringVar(&o.prefix, "prefix", cluster.DefaultConfig().Prefix(), "cluster key prefix")
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error { return o.applyConfig(cmd) }
+	pf.DurationVar(&o.election, "election-timeout", lease.DefaultElection, "the etcd cluster's raft election timeout (taken from --config); sets the shortest lease TTL that rides out a leader change")
 	pf.BoolVar(&o.json, "json", false, "print JSON instead of a table")
 	pf.DurationVar(&o.timeout, "timeout", 10*time.Second, "timeout for reading the lock table")
 
@@ -113,6 +116,15 @@ func (o *options) applyConfig(cmd *cobra.Command) error {
 	if !set("prefix") {
 		o.prefix = cfg.Prefix()
 	}
+	if !set("election-timeout") {
+		// The accessors read the timing Validate fills in from the profile.
+		v := cfg
+		if err := v.Validate(); err == nil && v.ElectionTimeout() > 0 {
+			o.election = v.ElectionTimeout()
+		} else if d, err := time.ParseDuration(cfg.Etcd.ElectionTimeout); err == nil && d > 0 {
+			o.election = d
+		}
+	}
 	if !set("endpoints") {
 		if cfg.Etcd.Mode == cluster.EtcdExternal {
 			o.endpoints = cfg.Etcd.Endpoints
@@ -137,6 +149,19 @@ func (o *options) applyConfig(cmd *cobra.Command) error {
 		}
 	}
 	return nil
+}
+
+// clientMargin is lockctl's self-fence margin.
+const clientMargin = time.Second
+
+// leaseConfig is the lease lockctl holds its locks with: the timing comes
+// from the rule every node's configuration follows (lease.Timing.Check),
+// for the cluster's election timeout, so one leader election cannot cost
+// lockctl its lease.
+func (o *options) leaseConfig(cli *clientv3.Client, name string) dlm.LeaseMemberConfig {
+	t := lease.ClientTiming(o.election, clientMargin)
+	return dlm.LeaseMemberConfig{Client: cli, Prefix: o.prefix, Name: name, TTL: t.TTL, Margin: t.Margin,
+		KeepAlive: t.KeepAlive, KeepAliveTimeout: t.KeepAliveTimeout, ElectionTimeout: t.Election}
 }
 
 // interruptible connects for a command that runs until Ctrl-C or
@@ -457,7 +482,7 @@ func runAcquire(ctx context.Context, o *options, out io.Writer, in io.Reader, re
 		host, _ := os.Hostname()
 		name = fmt.Sprintf("lockctl-%s-%d", host, os.Getpid())
 	}
-	m, err := dlm.JoinAsClient(ctx, dlm.LeaseMemberConfig{Client: cli, Prefix: o.prefix, Name: name, TTL: 5 * time.Second, Margin: time.Second})
+	m, err := dlm.JoinAsClient(ctx, o.leaseConfig(cli, name))
 	if err != nil {
 		return err
 	}

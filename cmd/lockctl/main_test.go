@@ -4,16 +4,20 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/spf13/cobra"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/shoal-ha/shoal/dlm"
 	"github.com/shoal-ha/shoal/internal/etcdtest"
+	"github.com/shoal-ha/shoal/internal/lease"
 	"github.com/shoal-ha/shoal/internal/testutil"
 )
 
@@ -33,7 +37,7 @@ func TestLockctl(t *testing.T) {
 	c := etcdtest.NewCluster(t, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	m, err := dlm.JoinAsClient(ctx, dlm.LeaseMemberConfig{Client: c.Client(0), Prefix: "/lc", Name: "n1", TTL: 2 * time.Second, Margin: 200 * time.Millisecond})
+	m, err := dlm.JoinAsClient(ctx, dlm.LeaseMemberConfig{Client: c.Client(0), Prefix: "/lc", Name: "n1", TTL: 2 * time.Second, Margin: 200 * time.Millisecond, ElectionTimeout: 500 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +162,7 @@ func TestLockctlReadsNodeConfig(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	// A lock taken under the prefix of cluster "lc2".
-	m, err := dlm.JoinAsClient(ctx, dlm.LeaseMemberConfig{Client: c.Client(0), Prefix: "/shoal/lc2", Name: "n1", TTL: 2 * time.Second})
+	m, err := dlm.JoinAsClient(ctx, dlm.LeaseMemberConfig{Client: c.Client(0), Prefix: "/shoal/lc2", Name: "n1", TTL: 2 * time.Second, ElectionTimeout: 500 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,5 +214,50 @@ func TestLockctlRefusesBadFiltersBeforeConnecting(t *testing.T) {
 		if d := time.Since(start); d > 2*time.Second {
 			t.Errorf("%v: took %s: the bad input was not refused before connecting", tc.args, d)
 		}
+	}
+}
+
+// lockctl's lease follows the rule the nodes' configuration follows, from
+// the same code, for the cluster's election timeout.
+func TestLockctlLeaseFollowsTheNodeRule(t *testing.T) {
+	cli := &clientv3.Client{} // Validate only needs one to be set
+	old := dlm.LeaseMemberConfig{Client: cli, Name: "old", TTL: 5 * time.Second, Margin: time.Second,
+		KeepAlive: 1250 * time.Millisecond, KeepAliveTimeout: 2500 * time.Millisecond, ElectionTimeout: time.Second}
+	if err := old.Validate(); !errors.Is(err, lease.ErrTiming) {
+		t.Fatalf("lockctl's old lease (TTL 5s, renewals every TTL/4 bounded by TTL/2) passes the rule: %v", err)
+	}
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := dir + "/" + name
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	ext := "node_name = \"n1\"\ndata_dir = \"/var/lib/shoal\"\ncluster_name = \"c\"\netcd {\n  mode = \"external\"\n  endpoints = [\"https://127.0.0.1:2379\"]\n%s}\n"
+	for _, tc := range []struct {
+		name, config string
+		election     time.Duration
+	}{
+		{"no config", "", lease.DefaultElection},
+		{"fast profile", write("fast.hcl", "profile = \"fast\"\n"+fmt.Sprintf(ext, "")), 500 * time.Millisecond},
+		{"long elections", write("slow.hcl", fmt.Sprintf(ext, "  heartbeat_interval = \"300ms\"\n  election_timeout = \"3s\"\n")), 3 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := &options{config: tc.config, election: lease.DefaultElection}
+			if err := o.applyConfig(&cobra.Command{}); err != nil {
+				t.Fatal(err)
+			}
+			if o.election != tc.election {
+				t.Fatalf("election timeout %v, want %v", o.election, tc.election)
+			}
+			lc := o.leaseConfig(cli, "lockctl-test")
+			if err := lc.Validate(); err != nil {
+				t.Fatalf("lockctl's lease %+v: %v", lc, err)
+			}
+			if ride := lease.RideOut(lc.KeepAlive, lc.KeepAliveTimeout, tc.election, lc.Margin); lc.TTL < ride {
+				t.Fatalf("TTL %v below the ride-out %v", lc.TTL, ride)
+			}
+		})
 	}
 }

@@ -155,7 +155,7 @@ type node struct {
 }
 
 func startNode(ctx context.Context, cli *clientv3.Client, name string, cache bool) (*node, error) {
-	m, err := dlm.JoinAsClient(ctx, dlm.LeaseMemberConfig{Client: cli, Prefix: prefix, Name: name, TTL: 5 * time.Second, Margin: time.Second})
+	m, err := dlm.JoinAsClient(ctx, dlm.LeaseMemberConfig{Client: cli, Prefix: prefix, Name: name, TTL: 5 * time.Second, Margin: time.Second, ElectionTimeout: 500 * time.Millisecond}) // etcdtest's election timeout
 	if err != nil {
 		return nil, err
 	}
