@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -11,9 +12,11 @@ import (
 
 	"github.com/shoal-ha/shoal/cluster"
 	"github.com/shoal-ha/shoal/dlm"
+	"github.com/shoal-ha/shoal/fencing"
 	"github.com/shoal-ha/shoal/fencing/recovery"
 	"github.com/shoal-ha/shoal/internal/nodetest"
 	"github.com/shoal-ha/shoal/internal/testutil"
+	"github.com/shoal-ha/shoal/node"
 )
 
 // recovered waits until the recovery of nd's incarnation inc is recorded
@@ -237,4 +240,61 @@ func TestStopIsBoundedWithoutEtcd(t *testing.T) {
 		t.Fatalf("stop took longer than %s", time.Since(start))
 	}
 	t.Logf("stopped in %v without etcd", time.Since(start).Round(time.Millisecond))
+}
+
+// recordingPart records what the node does with it.
+type recordingPart struct {
+	name   string
+	events chan string
+}
+
+func (p *recordingPart) Name() string { return p.name }
+func (p *recordingPart) Start(ctx context.Context, inc node.Incarnation) error {
+	if inc.Session == nil || inc.Locks == nil || inc.Volume == nil {
+		p.events <- "start without session, locks or volume"
+		return errors.New("incomplete incarnation")
+	}
+	p.events <- "start " + p.name
+	return nil
+}
+func (p *recordingPart) Stop(clean bool) { p.events <- fmt.Sprintf("stop %s clean=%v", p.name, clean) }
+func (p *recordingPart) Replay(ctx context.Context, victim fencing.NodeRef, inc node.Incarnation) error {
+	p.events <- "replay " + p.name + " " + victim.Name
+	return nil
+}
+
+// TestPartsStartInOrderAndReplayTheDead: parts given to Start run on every
+// incarnation after the built-in ones, stop in reverse order, and the
+// recovery coordinator's replay step hands them the dead incarnation.
+func TestPartsStartInOrderAndReplayTheDead(t *testing.T) {
+	c := nodetest.NewInProcCluster(t, 2, nodetest.InProcOptions{FileLegs: true, NoStart: true})
+	evs := make([]chan string, 2)
+	for i, nd := range c.Nodes {
+		evs[i] = make(chan string, 64)
+		nd.Parts = []node.Part{&recordingPart{"a", evs[i]}, &recordingPart{"b", evs[i]}}
+		nd.Start()
+	}
+	c.WaitMembers(30*time.Second, 2, c.Nodes...)
+	next := func(ch chan string) string {
+		t.Helper()
+		select {
+		case e := <-ch:
+			return e
+		case <-time.After(20 * time.Second):
+			t.Fatal("no event from the parts")
+			return ""
+		}
+	}
+	for i := range c.Nodes {
+		if a, b := next(evs[i]), next(evs[i]); a != "start a" || b != "start b" {
+			t.Fatalf("node%d parts started as %q, %q", i+1, a, b)
+		}
+	}
+	c.Nodes[1].Kill()
+	if a, b := next(evs[1]), next(evs[1]); a != "stop b clean=true" || b != "stop a clean=true" {
+		t.Fatalf("killed node's parts stopped as %q, %q", a, b)
+	}
+	if a, b := next(evs[0]), next(evs[0]); a != "replay a node2" || b != "replay b node2" {
+		t.Fatalf("survivor replayed %q, %q", a, b)
+	}
 }

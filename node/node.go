@@ -37,6 +37,8 @@ type Node struct {
 	role    *recoveryRole
 	det     *detectService
 	admin   *cluster.AdminServer
+	extra   []Part
+	started int // parts of extra started on the current incarnation (Run's goroutine only)
 	cancel  context.CancelFunc
 	done    chan struct{}
 	err     error
@@ -46,8 +48,8 @@ type Node struct {
 // Run assembles a node from cfg (which must have passed Validate) and runs
 // it until ctx ends (a clean stop) or the node leaves the cluster: what
 // the daemon does.
-func Run(ctx context.Context, cfg cluster.Config) error {
-	n, err := Start(ctx, cfg)
+func Run(ctx context.Context, cfg cluster.Config, parts ...Part) error {
+	n, err := Start(ctx, cfg, parts...)
 	if err != nil {
 		return err
 	}
@@ -58,8 +60,9 @@ func Run(ctx context.Context, cfg cluster.Config) error {
 // checks the legs, starts the etcd member (or connects to the external
 // cluster), binds the admin listener and the heartbeat socket, and runs
 // the node in the background until ctx ends, Stop is called or the node
-// leaves. A start that fails leaves nothing behind.
-func Start(ctx context.Context, cfg cluster.Config) (*Node, error) {
+// leaves. parts run on every incarnation after the built-in ones (see
+// Part). A start that fails leaves nothing behind.
+func Start(ctx context.Context, cfg cluster.Config, parts ...Part) (*Node, error) {
 	log := cfg.Logger
 	if log == nil {
 		log = cfg.NewLogger(os.Stderr)
@@ -75,7 +78,7 @@ func Start(ctx context.Context, cfg cluster.Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, cn: cn, done: make(chan struct{})}
+	n := &Node{cfg: cfg, cn: cn, extra: parts, done: make(chan struct{})}
 	ok := false
 	defer func() {
 		if !ok {
@@ -88,6 +91,7 @@ func Start(ctx context.Context, cfg cluster.Config) (*Node, error) {
 	n.locks = newLockService(cn)
 	n.vols = newVolumeService(cn)
 	n.role = newRecoveryRole(cn, n.vols, n.locks)
+	n.role.replayers = n.replayers
 	cn.Watcher().Subscribe(n.role.observe)
 	if n.det, err = newDetectService(cn, n.role, withPR); err != nil {
 		return nil, err
@@ -105,6 +109,11 @@ func Start(ctx context.Context, cfg cluster.Config) (*Node, error) {
 		n.admin.Handle("GET /api/locks", http.HandlerFunc(n.locks.handleLocks))
 		n.admin.Handle("GET /api/recoveries", http.HandlerFunc(n.role.handleRecoveries))
 		n.vols.routes(n.admin, cfg.Admin.Debug)
+		for _, p := range parts {
+			if m, ok := p.(Mounter); ok {
+				m.Mount(n.admin)
+			}
+		}
 	}
 	runCtx, cancel := context.WithCancel(ctx)
 	n.cancel = cancel
@@ -138,8 +147,28 @@ func (n *Node) parts() cluster.Parts {
 				log.Error("failure detector did not start", "error", err)
 			}
 		}
+		inc := n.incarnation(s, d)
+		for i, part := range n.extra {
+			ctx, cancel := context.WithTimeout(context.Background(), n.cfg.StartTimeout())
+			err := part.Start(ctx, inc)
+			cancel()
+			if err != nil {
+				log.Error("part did not start; abandoning this incarnation", "part", part.Name(), "error", err)
+				for j := i - 1; j >= 0; j-- {
+					n.extra[j].Stop(false)
+				}
+				n.started = 0
+				s.Abandon(err)
+				return
+			}
+			n.started = i + 1
+		}
 	}
 	p.OnSessionEnd = func(s *cluster.Session, clean bool) {
+		for j := n.started - 1; j >= 0; j-- {
+			n.extra[j].Stop(clean)
+		}
+		n.started = 0
 		if n.det != nil {
 			n.det.stop()
 		}
@@ -235,6 +264,38 @@ func (n *Node) Volume() (*mirror.Volume, error) {
 		return nil, err
 	}
 	return vi.vol, nil
+}
+
+// incarnation is what parts see of incarnation s with lock manager d.
+func (n *Node) incarnation(s *cluster.Session, d *dlm.Node) Incarnation {
+	inc := Incarnation{Session: s, Locks: d}
+	if vi, err := n.vols.current(); err == nil {
+		inc.Volume = vi.vol
+	}
+	return inc
+}
+
+// replayers returns the parts with a journal, and the current
+// incarnation for them to replay with.
+func (n *Node) replayers(ctx context.Context) ([]Replayer, Incarnation, error) {
+	var rs []Replayer
+	for _, p := range n.extra {
+		if r, ok := p.(Replayer); ok {
+			rs = append(rs, r)
+		}
+	}
+	if len(rs) == 0 {
+		return nil, Incarnation{}, nil
+	}
+	d, err := n.locks.current(ctx)
+	if err != nil {
+		return nil, Incarnation{}, err
+	}
+	s := n.cn.Session()
+	if s == nil {
+		return nil, Incarnation{}, errors.New("no registered incarnation")
+	}
+	return rs, n.incarnation(s, d), nil
 }
 
 // IsCoordinator reports whether this node coordinates recovery now.

@@ -29,6 +29,9 @@ type recoveryRole struct {
 	// metrics, when set, count recoveries and fence attempts.
 	metrics      *recovery.Metrics
 	fenceMetrics *fencing.Metrics
+	// replayers, when set, gives the parts that replay a journal in the
+	// replay step.
+	replayers func(context.Context) ([]Replayer, Incarnation, error)
 
 	mu    sync.Mutex
 	coord *recovery.Coordinator
@@ -115,11 +118,28 @@ func (r *recoveryRole) request(victim fencing.NodeRef) {
 	}()
 }
 
-// replay is the journal replay step. The volume carries no journal area
-// yet (the store that writes journals is not part of this daemon), so
-// there is nothing to redo; the step is recorded so the order stays whole.
+// replay is the journal replay step: every part with a journal
+// (Replayer) replays the victim's, in the order the parts were given.
+// Without such a part there is nothing to redo; the step is recorded so
+// the order stays whole.
 func (r *recoveryRole) replay(ctx context.Context, victim fencing.NodeRef) error {
-	r.log.Info("no journal on this volume: nothing to replay", "victim", victim.String())
+	var rs []Replayer
+	var inc Incarnation
+	if r.replayers != nil {
+		var err error
+		if rs, inc, err = r.replayers(ctx); err != nil {
+			return fmt.Errorf("replay of %s: %w", victim, err)
+		}
+	}
+	if len(rs) == 0 {
+		r.log.Info("no journal on this node: nothing to replay", "victim", victim.String())
+		return nil
+	}
+	for _, x := range rs {
+		if err := x.Replay(ctx, victim, inc); err != nil {
+			return fmt.Errorf("replay of %s: %w", victim, err)
+		}
+	}
 	return nil
 }
 

@@ -220,6 +220,8 @@ type InProcNode struct {
 	Config cluster.Config
 	// Link is the node's path to etcd.
 	Link *Link
+	// Parts are given to node.Start (set before Start).
+	Parts []node.Part
 
 	c    *InProcCluster
 	mu   sync.Mutex
@@ -358,7 +360,7 @@ func (nd *InProcNode) Start() {
 		ln.Close()
 		t.Fatalf("%s: %v", nd.Name, err)
 	}
-	n, err := node.Start(context.Background(), cfg)
+	n, err := node.Start(context.Background(), cfg, nd.Parts...)
 	if err != nil {
 		ln.Close()
 		t.Fatalf("start %s: %v", nd.Name, err)
