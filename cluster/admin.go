@@ -40,6 +40,7 @@ func NewAdminServer(n *Node) (*AdminServer, error) {
 	a.mux.HandleFunc("GET /api/status", a.status)
 	a.mux.HandleFunc("GET /api/members", func(w http.ResponseWriter, r *http.Request) { WriteJSON(w, http.StatusOK, n.Members()) })
 	a.mux.HandleFunc("POST /api/leave", a.leave)
+	a.mux.HandleFunc("GET /api/leave", a.leaveProgress)
 	a.srv = &http.Server{Handler: a.mux, ReadHeaderTimeout: 5 * time.Second}
 	return a, nil
 }

@@ -41,6 +41,7 @@ type Node struct {
 	leaseLosses int
 	leaving     chan struct{}
 	leaveOnce   sync.Once
+	leave       leaveLog
 }
 
 // Start opens the data directory, sets up TLS, starts or connects to etcd
@@ -267,6 +268,7 @@ func (n *Node) Run(ctx context.Context, p Parts) error {
 			continue
 		case <-n.leaving:
 			leave = true
+			n.leave.step(n, "resigning the coordinator role and stopping the node's parts")
 		case err := <-memberErr:
 			n.log.Error("etcd member stopped", "error", err)
 			runErr = fmt.Errorf("etcd member stopped: %w", err)
@@ -285,11 +287,18 @@ func (n *Node) Run(ctx context.Context, p Parts) error {
 		n.mu.Lock()
 		n.sess = nil
 		n.mu.Unlock()
+		if leave {
+			n.leave.step(n, "lease revoked: the others see a departure, not a death")
+		}
 		break
 	}
 	cancel()
 	if leave {
-		return n.removeMember()
+		err := n.removeMember()
+		if err != nil {
+			n.leave.step(n, "failed: "+err.Error())
+		}
+		return err
 	}
 	return runErr
 }
@@ -327,6 +336,10 @@ var ErrLastMember = errors.New("cannot leave: this is the cluster's only etcd me
 func (n *Node) removeMember() error {
 	if n.member == nil {
 		n.log.Info("left the cluster (external etcd: no member to remove)")
+		n.leave.step(n, "left the cluster (external etcd: no member to remove); deleting the member's files and exiting")
+		n.leave.mu.Lock()
+		n.leave.left = true
+		n.leave.mu.Unlock()
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.StartTimeout())
@@ -350,11 +363,16 @@ func (n *Node) removeMember() error {
 		return fmt.Errorf("leave: member remove: %w", err)
 	}
 	n.log.Info("removed etcd member; left the cluster", "id", fmt.Sprintf("%x", id))
+	n.leave.step(n, fmt.Sprintf("etcd member %x removed", id))
 	n.member.close()
 	n.member = nil
 	if err := os.RemoveAll(filepath.Join(n.cfg.DataDir, "etcd")); err != nil {
 		return fmt.Errorf("leave: remove member data: %w", err)
 	}
+	n.leave.mu.Lock()
+	n.leave.left = true
+	n.leave.mu.Unlock()
+	n.leave.step(n, "etcd member data deleted; deleting the member's files (certs/, "+identityFile+", .lock) and exiting")
 	return nil
 }
 
@@ -363,6 +381,12 @@ func (n *Node) removeMember() error {
 func (n *Node) Close() {
 	n.closeAll()
 	n.dir.close()
+	n.leave.mu.Lock()
+	left := n.leave.left
+	n.leave.mu.Unlock()
+	if left {
+		n.deleteMemberFiles()
+	}
 }
 
 func (n *Node) closeAll() {

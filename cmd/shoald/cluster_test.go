@@ -325,8 +325,18 @@ func TestFourthNodeJoinsAndLeaves(t *testing.T) {
 	if !strings.Contains(n4.Log(), "left the cluster") {
 		t.Errorf("node4's log does not say it left")
 	}
-	if _, err := os.Stat(filepath.Join(n4.DataDir, "etcd")); !os.IsNotExist(err) {
-		t.Errorf("node4 kept its removed member's data: %v", err)
+	t.Logf("shoald leave:\n%s", out)
+	// shoald leave followed the node to the end, step by step, and the
+	// member's files are gone.
+	for _, step := range []string{"lease revoked", "etcd member", "exited", "has left the cluster"} {
+		if !strings.Contains(out, step) {
+			t.Errorf("shoald leave did not report %q:\n%s", step, out)
+		}
+	}
+	for _, f := range []string{"etcd", "certs", "shoal-node.json", ".lock"} {
+		if _, err := os.Stat(filepath.Join(n4.DataDir, f)); !os.IsNotExist(err) {
+			t.Errorf("node4 kept %s after leaving: %v", f, err)
+		}
 	}
 	// The last member of a cluster refuses to leave.
 	solo := nodetest.NewCluster(t, 1, nodetest.Options{})

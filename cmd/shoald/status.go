@@ -222,28 +222,105 @@ func dash(s string) string {
 
 func newLeaveCmd() *cobra.Command {
 	var t adminTarget
+	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "leave",
-		Short: "Make a running node leave the cluster for good (removes its etcd member)",
-		Args:  cobra.NoArgs,
+		Short: "Make a running node leave the cluster for good (removes its etcd member and its files)",
+		Long: `Ask a running node to leave the cluster for good and follow it until it has
+left: it resigns, stops its parts, revokes its lease, removes its etcd member,
+deletes the member's etcd data, certs/, shoal-node.json and .lock (the data
+directory too when nothing else is in it; a CA directory stays) and exits.
+Each step is printed as it happens; the command returns once another member
+no longer lists the node (exit 0), or fails after --timeout.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			base, err := t.url()
 			if err != nil {
 				return err
 			}
-			resp, err := httpClient.Post(base+"/api/leave", "application/json", nil)
-			if err != nil {
-				return fmt.Errorf("cannot reach the node at %s: %w", base, err)
-			}
-			defer resp.Body.Close()
-			body, _ := io.ReadAll(resp.Body)
-			if resp.StatusCode != http.StatusAccepted {
-				return fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(body)))
-			}
-			fmt.Println("leaving: the node resigns, revokes its lease, removes its etcd member and exits")
-			return nil
+			return leave(os.Stdout, base, timeout)
 		},
 	}
 	t.flags(cmd)
+	cmd.Flags().DurationVar(&timeout, "timeout", 60*time.Second, "give up following the node after this long")
 	return cmd
+}
+
+// leave asks the node at base to leave and reports its steps until another
+// member no longer lists it.
+func leave(w io.Writer, base string, timeout time.Duration) error {
+	raw, err := fetchRaw(base + "/api/members")
+	if err != nil {
+		return fmt.Errorf("cannot reach the node at %s: %w", base, err)
+	}
+	var view cluster.MembersView
+	if err := json.Unmarshal(raw, &view); err != nil {
+		return fmt.Errorf("%s: bad member view: %w", base, err)
+	}
+	var others []string
+	for _, m := range view.Members {
+		if m.Name != view.Node && m.AdminURL != "" {
+			others = append(others, m.AdminURL)
+		}
+	}
+	resp, err := httpClient.Post(base+"/api/leave", "application/json", nil)
+	if err != nil {
+		return fmt.Errorf("cannot reach the node at %s: %w", base, err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		return fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(body)))
+	}
+	fmt.Fprintf(w, "%s: leaving\n", view.Node)
+	deadline := time.Now().Add(timeout)
+	shown := 0
+	for {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s has not left after %v; see its log", view.Node, timeout)
+		}
+		raw, err := fetchRaw(base + "/api/leave")
+		if err != nil {
+			// The admin listener closes as the node exits.
+			break
+		}
+		var p cluster.LeaveProgress
+		if json.Unmarshal(raw, &p) == nil {
+			for ; shown < len(p.Steps); shown++ {
+				fmt.Fprintf(w, "%s: %s\n", view.Node, p.Steps[shown].Step)
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	fmt.Fprintf(w, "%s: exited\n", view.Node)
+	if len(others) == 0 {
+		return nil
+	}
+	for {
+		for _, o := range others {
+			raw, err := fetchRaw(o + "/api/status")
+			if err != nil {
+				continue
+			}
+			var st cluster.Status
+			if json.Unmarshal(raw, &st) != nil || !st.Ready {
+				continue
+			}
+			listed := false
+			for _, m := range st.Members {
+				listed = listed || m.Name == view.Node
+			}
+			for _, m := range st.EtcdMembers {
+				listed = listed || m.Name == view.Node
+			}
+			if !listed {
+				fmt.Fprintf(w, "%s has left the cluster: %s lists it neither as a member nor as an etcd member\n", view.Node, st.Node)
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s exited but the other members still list it after %v", view.Node, timeout)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
