@@ -47,3 +47,5 @@ func checkClean(t testing.TB, dev blockdev.Device) {
 		t.Fatal(err)
 	}
 }
+
+func blockdevKeepAll() blockdev.CrashOptions { return blockdev.CrashOptions{KeepProbability: 1} }

@@ -14,12 +14,13 @@ type journalWriter struct {
 	start uint64 // absolute block of the journal's block 0
 	size  uint32 // journal blocks
 
-	mu      sync.Mutex
-	hdr     journalHeader // as last written
-	head    uint32        // where the next transaction goes (before wrapping)
-	nextSeq uint64
-	lastSeq uint64
-	pending []Record // records not acknowledged, in journal order
+	mu           sync.Mutex
+	hdr          journalHeader // as last written
+	head         uint32        // where the next transaction goes (before wrapping)
+	nextSeq      uint64
+	lastSeq      uint64
+	pending      []Record // records not acknowledged, in journal order
+	pendingBytes int      // their size in a record stream
 
 	nextRec      atomic.Uint64
 	checkpointed atomic.Uint64 // transactions up to here are in place and behind the tail
@@ -59,16 +60,26 @@ func (j *journalWriter) commit(ctx context.Context, jt *journalTx, data []dataWr
 	defer j.mu.Unlock()
 	stream := recordStream(jt.Records, jt.Acks)
 	n := uint32(txBlocks(len(jt.Images), len(stream)))
-	if n > j.size-journalData-1 {
-		return fmt.Errorf("%w: transaction of %d blocks, journal of %d", ErrJournalFull, n, j.size)
+	// Room is kept after the transaction for the records a checkpoint
+	// carries forward, so the next checkpoint always fits.
+	carried := j.pendingBytes
+	for _, r := range jt.Records {
+		carried += recordSize(r)
 	}
-	pos, ok := j.fits(n)
+	c := uint32(0)
+	if carried > 0 {
+		c = uint32(txBlocks(0, carried))
+	}
+	if n+c > j.size-journalData-1 {
+		return fmt.Errorf("%w: transaction of %d blocks (and %d for unacknowledged records), journal of %d", ErrJournalFull, n, c, j.size)
+	}
+	pos, ok := j.fits(n + c)
 	if !ok {
 		if err := j.checkpointLocked(ctx); err != nil {
 			return err
 		}
-		if pos, ok = j.fits(n); !ok {
-			return fmt.Errorf("%w: %d blocks of unacknowledged records leave no room for a transaction of %d", ErrJournalFull, j.head-j.hdr.TailPos, n)
+		if pos, ok = j.fits(n + c); !ok {
+			return fmt.Errorf("%w: unacknowledged records leave no room for a transaction of %d blocks", ErrJournalFull, n)
 		}
 	}
 	jt.Seq, jt.Pos = j.nextSeq, pos
@@ -111,20 +122,7 @@ func (j *journalWriter) commit(ctx context.Context, jt *journalTx, data []dataWr
 	j.lastSeq = jt.Seq
 	j.nextSeq++
 	s.stats.commits.Add(1)
-	j.pending = append(j.pending, jt.Records...)
-	if len(jt.Acks) > 0 {
-		acked := map[uint64]bool{}
-		for _, a := range jt.Acks {
-			acked[a] = true
-		}
-		kept := j.pending[:0]
-		for _, r := range j.pending {
-			if !acked[r.ID] {
-				kept = append(kept, r)
-			}
-		}
-		j.pending = kept
-	}
+	j.addPending(jt.Records, jt.Acks)
 	for i, t := range jt.Targets {
 		if err := s.writeBlocks(ctx, t, jt.Images[i]); err != nil {
 			// The journal has it; replay puts it in place.
@@ -212,4 +210,28 @@ func (j *journalWriter) writeHeader(ctx context.Context, h *journalHeader) error
 	}
 	j.hdr = *h
 	return nil
+}
+
+func recordSize(r Record) int { return 1 + 8 + 1 + len(r.Kind) + 4 + len(r.Payload) }
+
+// addPending notes committed records and acknowledgements.
+func (j *journalWriter) addPending(recs []Record, acks []uint64) {
+	j.pending = append(j.pending, recs...)
+	if len(acks) > 0 {
+		acked := map[uint64]bool{}
+		for _, a := range acks {
+			acked[a] = true
+		}
+		kept := j.pending[:0]
+		for _, r := range j.pending {
+			if !acked[r.ID] {
+				kept = append(kept, r)
+			}
+		}
+		j.pending = kept
+	}
+	j.pendingBytes = 0
+	for _, r := range j.pending {
+		j.pendingBytes += recordSize(r)
+	}
 }

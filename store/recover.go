@@ -127,16 +127,38 @@ func (s *Store) ReplaySlot(ctx context.Context, slot int) (ReplayStats, error) {
 	if err := g.acquire(ctx, Exclusive, false, true); err != nil {
 		return ReplayStats{}, err
 	}
-	st, err := s.recoverSlot(ctx, slot, false)
-	if perr := g.put(Exclusive); err == nil && perr != nil {
-		err = perr
+	defer g.put(Exclusive)
+	// Other dead slots first: a coordinator that died during a replay
+	// left the replay cursor (and its handlers' changes, under locks that
+	// are orphans now) in its own journal. Their images go in place
+	// before this replay hands records over or takes those locks.
+	for other := 0; other < int(s.sb.Slots); other++ {
+		if other == slot || other == s.slot {
+			continue
+		}
+		og := s.glockFor(classSlot, uint64(other))
+		if err := og.acquire(ctx, Exclusive, true, true); err != nil {
+			if errors.Is(err, ErrWouldBlock) {
+				continue // a live node has it open
+			}
+			return ReplayStats{}, err
+		}
+		_, err := s.recoverSlot(ctx, other, false, false)
+		if perr := og.put(Exclusive); err == nil {
+			err = perr
+		}
+		if err != nil {
+			return ReplayStats{}, fmt.Errorf("store: replaying dead slot %d before slot %d: %w", other, slot, err)
+		}
 	}
-	return st, err
+	return s.recoverSlot(ctx, slot, false, true)
 }
 
 // recoverSlot replays slot's journal. own: the slot is this node's (Open
 // after a crash); the journal writer is set up from what is found.
-func (s *Store) recoverSlot(ctx context.Context, slot int, own bool) (ReplayStats, error) {
+// records: hand the records over too (else only the images go in place and
+// the header says so).
+func (s *Store) recoverSlot(ctx context.Context, slot int, own, records bool) (ReplayStats, error) {
 	t0 := time.Now()
 	st := ReplayStats{Slot: slot}
 	g := s.glockFor(classSlot, uint64(slot))
@@ -203,6 +225,10 @@ func (s *Store) recoverSlot(ctx context.Context, slot int, own bool) (ReplayStat
 			return st, err
 		}
 	}
+	if !records {
+		st.Duration = time.Since(t0)
+		return st, nil
+	}
 	for _, rec := range pending {
 		h := s.handler(rec.Kind)
 		if h == nil {
@@ -252,7 +278,8 @@ func (s *Store) recoverOwn(ctx context.Context, st ReplayStats, t0 time.Time, hd
 	j.mu.Lock()
 	j.hdr, j.head, j.nextSeq, j.lastSeq = *hdr, head, last+1, last
 	j.nextRec.Store(plan.NextRecord())
-	j.pending = append([]Record(nil), pending...)
+	j.pending = nil
+	j.addPending(pending, nil)
 	if st.Transactions == 0 && hdr.SealSeq == 0 {
 		j.checkpointed.Store(last)
 		j.mu.Unlock()

@@ -197,7 +197,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, err
 	}
 	s.jr = &journalWriter{s: s, slot: cfg.Slot, start: sb.journalStart(cfg.Slot), size: sb.JournalBlocks}
-	if _, err := s.recoverSlot(ctx, cfg.Slot, true); err != nil {
+	if _, err := s.recoverSlot(ctx, cfg.Slot, true, true); err != nil {
 		s.slotLock.mu.Lock()
 		s.slotLock.dropLocked()
 		s.slotLock.mu.Unlock()

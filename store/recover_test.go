@@ -1,0 +1,244 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"strings"
+	"testing"
+)
+
+// handledBy is a record handler that writes one file per record under
+// handled/ naming who handled it, and fails if the record was handled
+// already. seen counts the records it was called for (a handler may run
+// more than once for one record when its transaction starts over); kill,
+// when set, is called in the handler of the killAt-th distinct record.
+func handledBy(t *testing.T, who string, seen map[string]int, killAt int, kill func()) Handler {
+	return func(ctx context.Context, tx *Tx, rec Record) error {
+		key := string(rec.Payload)
+		seen[key]++
+		if killAt > 0 && len(seen) == killAt && kill != nil {
+			kill()
+		}
+		if b, err := tx.ReadFile("handled/" + key); err == nil {
+			return fmt.Errorf("record %s handled twice (first by %s)", key, b)
+		}
+		return tx.WriteFile("handled/"+key, []byte(who), 0o644)
+	}
+}
+
+// handledFiles lists who handled each record.
+func handledFiles(t *testing.T, s *Store) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	ents, err := s.ReadDir("handled")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		b, err := s.ReadFile("handled/" + e.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[e.Name()] = string(b)
+	}
+	return out
+}
+
+func logIntents(t *testing.T, s *Store, keys ...string) []uint64 {
+	t.Helper()
+	var ids []uint64
+	for _, k := range keys {
+		err := s.Update(context.Background(), func(tx *Tx) error {
+			id, err := tx.Log("intent", []byte(k))
+			if err != nil {
+				return err
+			}
+			ids = append(ids, id)
+			return tx.WriteFile("intents/"+k, []byte("pending"), 0o644)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return ids
+}
+
+// A node dies with records pending: the survivor's replay hands over each
+// unacknowledged one exactly once, a second replay nothing, and what the
+// dead node committed is all there.
+func TestReplayHandsRecordsOnce(t *testing.T) {
+	dev := newMem(t, 4096, FormatOptions{})
+	lm := NewMemLocks()
+	a := openNode(t, dev, lm, "a", 0)
+	b := openNode(t, dev, lm, "b", 1)
+	if err := a.MkdirAll("intents", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.MkdirAll("handled", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ids := logIntents(t, a, "k1", "k2", "k3")
+	// k2 finished: its result and the acknowledgement commit together.
+	err := a.Update(context.Background(), func(tx *Tx) error {
+		tx.Ack(ids[1])
+		return tx.WriteFile("intents/k2", []byte("done"), 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lm.Kill("a")
+	seen := map[string]int{}
+	b.Handle("intent", handledBy(t, "b", seen, 0, nil))
+	st, err := b.ReplaySlot(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := handledFiles(t, b); st.Records != 2 || len(got) != 2 || got["k1"] != "b" || got["k3"] != "b" || seen["k2"] != 0 {
+		t.Fatalf("replay handed %+v, handled %v", st, got)
+	}
+	st, err = b.ReplaySlot(context.Background(), 0)
+	if err != nil || st.Records != 0 || st.Transactions != 0 {
+		t.Fatalf("second replay: %+v %v", st, err)
+	}
+	lm.ReleaseDead("a")
+	if got, _ := b.ReadFile("intents/k2"); string(got) != "done" {
+		t.Fatalf("dead node's last commit: %q", got)
+	}
+	// The slot opens clean again.
+	a2 := openNode(t, dev, lm, "a2", 0)
+	a2.Close()
+	b.Close()
+	checkClean(t, dev)
+}
+
+// The coordinator dies during the replay, after handling a record: a
+// second coordinator replays both journals and every record is handled
+// exactly once.
+func TestReplayCoordinatorDies(t *testing.T) {
+	dev := newMem(t, 4096, FormatOptions{})
+	lm := NewMemLocks()
+	a := openNode(t, dev, lm, "a", 0)
+	b := openNode(t, dev, lm, "b", 1)
+	c := openNode(t, dev, lm, "c", 2)
+	for _, d := range []string{"intents", "handled"} {
+		if err := a.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	logIntents(t, a, "r1", "r2", "r3", "r4")
+	lm.Kill("a")
+	seenB := map[string]int{}
+	b.Handle("intent", handledBy(t, "b", seenB, 2, func() { lm.Kill("b") }))
+	if _, err := b.ReplaySlot(context.Background(), 0); !errors.Is(err, ErrFenced) {
+		t.Fatalf("replay by a coordinator that died: %v", err)
+	}
+	seenC := map[string]int{}
+	c.Handle("intent", handledBy(t, "c", seenC, 0, nil))
+	st, err := c.ReplaySlot(context.Background(), 1)
+	if err != nil {
+		t.Fatalf("replay of the dead coordinator: %v", err)
+	}
+	t.Logf("coordinator's slot: %+v", st)
+	st, err = c.ReplaySlot(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lm.ReleaseDead("a")
+	lm.ReleaseDead("b")
+	got := handledFiles(t, c)
+	if len(got) != 4 || got["r1"] != "b" || got["r2"] != "c" || got["r3"] != "c" || got["r4"] != "c" || st.Records != 3 {
+		t.Fatalf("handled %v (stats %+v)", got, st)
+	}
+	// A replay once more changes nothing.
+	if st, err := c.ReplaySlot(context.Background(), 0); err != nil || st.Records+st.Transactions != 0 {
+		t.Fatalf("third replay: %+v %v", st, err)
+	}
+	c.Close()
+	checkClean(t, dev)
+}
+
+// A node that crashed and opens its slot again, with nobody having
+// recovered it, replays its own journal and hands its records over.
+func TestOpenReplaysOwnSlot(t *testing.T) {
+	dev := newMem(t, 4096, FormatOptions{})
+	lm := NewMemLocks()
+	a := openNode(t, dev, lm, "a", 0)
+	a.MkdirAll("intents", 0o755)
+	a.MkdirAll("handled", 0o755)
+	logIntents(t, a, "x1", "x2")
+	crashed := dev.CrashClone(blockdevKeepAll())
+	a.Close()
+	seen := map[string]int{}
+	cfg := DefaultConfig(crashed, 0, NewMemLocks().Node("a2"))
+	cfg.Handlers = map[string]Handler{"intent": handledBy(t, "a2", seen, 0, nil)}
+	s, err := Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := handledFiles(t, s); len(got) != 2 || got["x1"] != "a2" || got["x2"] != "a2" {
+		t.Fatalf("own records handled %v", got)
+	}
+	s.Close()
+	// Opening again hands nothing over.
+	seen2 := map[string]int{}
+	cfg.Handlers = map[string]Handler{"intent": handledBy(t, "a3", seen2, 0, nil)}
+	cfg.Locks = NewMemLocks().Node("a3")
+	s, err = Open(context.Background(), cfg)
+	if err != nil || len(seen2) != 0 {
+		t.Fatalf("reopen: %v %v", err, seen2)
+	}
+	s.Close()
+	checkClean(t, crashed)
+	// Without a handler, Open says which kind, and a later Open with one
+	// hands the records over.
+	crashed2 := dev.CrashClone(blockdevKeepAll())
+	if _, err := Open(context.Background(), DefaultConfig(crashed2, 0, NewMemLocks().Node("a4"))); !errors.Is(err, ErrNoHandler) {
+		t.Fatalf("open without a handler: %v", err)
+	}
+	cfg = DefaultConfig(crashed2, 0, NewMemLocks().Node("a5"))
+	cfg.Handlers = map[string]Handler{"intent": handledBy(t, "a5", map[string]int{}, 0, nil)}
+	if s, err = Open(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	if got := handledFiles(t, s); len(got) != 2 {
+		t.Fatalf("handled after a failed open: %v", got)
+	}
+	s.Close()
+	checkClean(t, crashed2)
+}
+
+func TestRecordsSurviveCheckpoints(t *testing.T) {
+	dev := newMem(t, 4096, FormatOptions{Slots: 2, JournalBlocks: 40})
+	lm := NewMemLocks()
+	a := openNode(t, dev, lm, "a", 0)
+	b := openNode(t, dev, lm, "b", 1)
+	a.MkdirAll("intents", 0o755)
+	a.MkdirAll("handled", 0o755)
+	ids := logIntents(t, a, "keep")
+	// Many transactions wrap the small journal several times.
+	for i := 0; i < 60; i++ {
+		if err := a.WriteFile(fmt.Sprintf("intents/f%d", i%5), []byte(strings.Repeat("x", i*100)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if a.Stats().Checkpoints < 3 {
+		t.Fatalf("only %d checkpoints", a.Stats().Checkpoints)
+	}
+	lm.Kill("a")
+	b.Handle("intent", handledBy(t, "b", map[string]int{}, 0, nil))
+	if _, err := b.ReplaySlot(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
+	lm.ReleaseDead("a")
+	if got := handledFiles(t, b); len(got) != 1 || got["keep"] != "b" {
+		t.Fatalf("record %d carried across checkpoints: handled %v", ids[0], got)
+	}
+	if _, err := b.ReplaySlot(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	checkClean(t, dev)
+	_ = fs.ErrNotExist
+}
