@@ -73,6 +73,13 @@ func (l *lockService) stop(s *cluster.Session, clean bool) {
 	}
 }
 
+// running returns the current incarnation's lock manager, or nil, at once.
+func (l *lockService) running() *dlm.Node {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.node
+}
+
 // current waits (bounded by ctx) for the lock manager of the current
 // incarnation.
 func (l *lockService) current(ctx context.Context) (*dlm.Node, error) {

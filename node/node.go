@@ -106,6 +106,9 @@ func Start(ctx context.Context, cfg cluster.Config, parts ...Part) (*Node, error
 		if n.role.fenceMetrics, err = fencing.NewMetrics(n.admin.Registry()); err != nil {
 			return nil, err
 		}
+		if err := n.role.registerClusterMetrics(n.admin.Registry()); err != nil {
+			return nil, err
+		}
 		n.admin.Handle("GET /api/locks", http.HandlerFunc(n.locks.handleLocks))
 		n.admin.Handle("GET /api/recoveries", http.HandlerFunc(n.role.handleRecoveries))
 		n.vols.routes(n.admin, cfg.Admin.Debug)

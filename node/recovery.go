@@ -5,11 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/shoal-ha/shoal/cluster"
+	"github.com/shoal-ha/shoal/dlm"
 	"github.com/shoal-ha/shoal/fencing"
 	"github.com/shoal-ha/shoal/fencing/recovery"
 	"github.com/shoal-ha/shoal/internal/keys"
@@ -58,6 +61,7 @@ func (r *recoveryRole) Run(ctx context.Context, sess *cluster.Session) error {
 	engine.Fencer = &volumeFencer{r: r}
 	engine.Hooks = recovery.HookFuncs{Replay: r.replay, Resync: r.resync, Release: r.release}
 	engine.Logger = r.log
+	engine.Waits = r.waits
 	if r.metrics != nil {
 		engine.OnProgress = r.metrics.Observe
 	}
@@ -86,6 +90,72 @@ func (r *recoveryRole) Run(ctx context.Context, sess *cluster.Session) error {
 		sess.Abandon(err)
 	}
 	return err
+}
+
+// waits says what victim's running recovery step waits for, for the
+// engine's reports on a step that runs past its bound: the recovery region
+// locks this node asked for and has not got, with the locks in their way
+// and the requests queued before them. It does not block.
+func (r *recoveryRole) waits(victim fencing.NodeRef, step recovery.Step) []recovery.Wait {
+	switch step {
+	case recovery.StepResync, recovery.StepReleaseLocks:
+	default:
+		return nil
+	}
+	d := r.locks.running()
+	if d == nil {
+		return []recovery.Wait{{What: "lock manager", Detail: "not running on this incarnation"}}
+	}
+	me := d.Owner()
+	locks := d.Locks()
+	byID := make(map[string]dlm.LockInfo, len(locks))
+	for _, l := range locks {
+		byID[l.ID] = l
+	}
+	edges := d.WaitFor()
+	var out []recovery.Wait
+	for _, l := range locks {
+		if l.Owner != me || !l.Recovery || !l.Waiting() {
+			continue
+		}
+		w := recovery.Wait{What: "recovery region lock", Resource: l.Resource.String() + " " + l.Want.String()}
+		for _, e := range edges {
+			if e.Waiter != l.ID {
+				continue
+			}
+			if e.Queued {
+				w.QueuePosition++
+				w.Detail = strings.TrimPrefix(w.Detail+", queued before it: "+describeLock(byID[e.Holder]), ", ")
+				continue
+			}
+			w.Holders = append(w.Holders, describeLock(byID[e.Holder]))
+		}
+		out = append(out, w)
+	}
+	if len(out) == 0 {
+		switch step {
+		case recovery.StepResync:
+			out = append(out, recovery.Wait{What: "resync", Detail: "no region lock pending: leg I/O or the leg table read"})
+		case recovery.StepReleaseLocks:
+			out = append(out, recovery.Wait{What: "lock table", Resource: victim.String(), Detail: "waiting for the lock table to see the victim dead, or for the release to be written"})
+		}
+	}
+	return out
+}
+
+// describeLock is "owner mode", with "orphan" for a dead owner's lock and
+// "converting to M" for a pending conversion.
+func describeLock(l dlm.LockInfo) string {
+	s := l.Owner.String() + " " + l.Granted.String()
+	if !l.Held {
+		s = l.Owner.String() + " waiting for " + l.Want.String()
+	} else if l.Want != l.Granted {
+		s += " converting to " + l.Want.String()
+	}
+	if l.Orphan {
+		s += " orphan"
+	}
+	return s
 }
 
 // observe asks for the recovery of every incarnation that died. Every node
@@ -223,12 +293,75 @@ func (f *volumeFencer) Fence(ctx context.Context, victim fencing.NodeRef) error 
 	return all.Fence(ctx, victim)
 }
 
-// handleRecoveries serves /api/recoveries: every recovery record.
+// recoveryView is one recovery record as /api/recoveries serves it: the
+// record, the coordinator elected now, and whether an unfinished recovery
+// has no coordinator to carry it on.
+type recoveryView struct {
+	recovery.Record
+	// ElectedCoordinator names the coordinator elected now; "" when none.
+	ElectedCoordinator string `json:"elected_coordinator"`
+	// NoCoordinator is set on an unfinished recovery while no coordinator
+	// is elected: nobody is working on it.
+	NoCoordinator bool `json:"no_coordinator,omitempty"`
+}
+
+// handleRecoveries serves /api/recoveries: every recovery record, with the
+// coordinator elected now.
 func (r *recoveryRole) handleRecoveries(w http.ResponseWriter, req *http.Request) {
 	recs, err := recovery.List(req.Context(), r.n.Client(), r.n.Config().Prefix())
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return
 	}
-	cluster.WriteJSON(w, http.StatusOK, recs)
+	elected, err := cluster.CoordinatorName(req.Context(), r.n.Client(), r.n.Config().Prefix())
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	out := make([]recoveryView, len(recs))
+	for i, rec := range recs {
+		out[i] = recoveryView{Record: rec, ElectedCoordinator: elected, NoCoordinator: elected == "" && !rec.Done()}
+	}
+	cluster.WriteJSON(w, http.StatusOK, out)
+}
+
+// registerClusterMetrics adds the cluster-wide recovery gauges, read from
+// etcd at each scrape (bounded by 1s): whether a coordinator is elected,
+// and how many recoveries are unfinished. Unfinished recoveries with no
+// coordinator elected are a stalled failover.
+func (r *recoveryRole) registerClusterMetrics(reg prometheus.Registerer) error {
+	read := func(f func(ctx context.Context) (float64, error)) func() float64 {
+		return func() float64 {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			v, err := f(ctx)
+			if err != nil {
+				return -1
+			}
+			return v
+		}
+	}
+	elected := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "shoal_recovery_coordinator_elected",
+		Help: "1 when the cluster has an elected recovery coordinator, 0 when none, -1 when etcd could not be read.",
+	}, read(func(ctx context.Context) (float64, error) {
+		name, err := cluster.CoordinatorName(ctx, r.n.Client(), r.n.Config().Prefix())
+		if name != "" {
+			return 1, err
+		}
+		return 0, err
+	}))
+	unfinished := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "shoal_recoveries_unfinished",
+		Help: "Recoveries requested and not finished, cluster-wide; -1 when etcd could not be read.",
+	}, read(func(ctx context.Context) (float64, error) {
+		recs, err := recovery.List(ctx, r.n.Client(), r.n.Config().Prefix())
+		return float64(len(recovery.InProgress(recs))), err
+	}))
+	for _, c := range []prometheus.Collector{elected, unfinished} {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
 }

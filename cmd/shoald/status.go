@@ -98,6 +98,9 @@ func newStatusCmd() *cobra.Command {
 			case len(recovery.InProgress(recs)) == 0:
 				fmt.Printf("recoveries: none in progress (%d finished)\n", len(recs))
 			default:
+				if st.Coordinator == "" {
+					fmt.Printf("NO COORDINATOR ELECTED: %d recoveries wait for one\n", len(recovery.InProgress(recs)))
+				}
 				fmt.Println("RECOVERIES IN PROGRESS")
 				if err := recovery.WriteTable(os.Stdout, recovery.InProgress(recs), time.Now()); err != nil {
 					return err
