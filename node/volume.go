@@ -223,3 +223,17 @@ func (r dlmRegions) LockRegion(ctx context.Context, volume string, off, length i
 	}
 	return func() { l.Release() }, nil
 }
+
+// HoldRegion lets the mirror cache checksum areas under lock-manager locks
+// it keeps until their blocking callback (a *dlm.Lock is a RegionHold).
+func (r dlmRegions) HoldRegion(ctx context.Context, volume string, off, length int64, exclusive bool) (mirror.RegionHold, error) {
+	mode := dlm.PR
+	if exclusive {
+		mode = dlm.EX
+	}
+	l, err := r.d.Acquire(ctx, dlm.Region(volume, uint64(off), uint64(off+length)), mode)
+	if err != nil {
+		return nil, err
+	}
+	return l, nil
+}

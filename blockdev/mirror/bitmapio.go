@@ -183,6 +183,17 @@ func (v *Volume) clean(ctx context.Context, force bool) error {
 	if len(cands) == 0 {
 		return nil
 	}
+	if v.csums != nil {
+		// The cached checksum areas reach the legs before the marks
+		// that cover them go.
+		regions := make([]int64, len(cands))
+		for k, c := range cands {
+			regions[k] = c.region
+		}
+		if err := v.csums.writeBackRegions(ctx, regions); err != nil {
+			return err
+		}
+	}
 	errs := parallel(w.writable, func(i int) error { return w.devs[i].Flush(ctx) })
 	if err := v.settle(ctx, w, w.writable, errs, "flush before clearing bitmap"); err != nil {
 		return err

@@ -6,9 +6,12 @@ import (
 )
 
 // Every data block has a CRC-32C in its region's checksum area on each leg.
-// A write updates data and checksums under the region's exclusive lock; the
-// write-intent bit covers the moment in between, so after a crash recovery
-// recomputes the checksums of every region the crashed node had marked.
+// A write marks its regions, then updates data and checksums: the
+// write-intent bit covers the time the two disagree, so after a crash
+// recovery recomputes the checksums of every region the crashed node had
+// marked. A node that holds a region's checksum lock (RegionHolder) keeps
+// the area in memory and writes it back later (csumcache.go), still
+// before the mark goes; otherwise each write reads and rewrites the area.
 
 func putCsum(area []byte, i int64, c uint32) {
 	binary.LittleEndian.PutUint32(area[i*csumSize:], c)

@@ -58,6 +58,13 @@ type Config struct {
 	// resyncing before copying, so that every node writes to the leg by
 	// then. Must be at least 2 x RefreshInterval.
 	SettleTime time.Duration
+	// ChecksumCache is how many bytes of checksum areas a node keeps
+	// cached, each under a hold of its region's checksum lock, so writes
+	// patch memory instead of reading and rewriting the area on the legs
+	// (the region's write-intent mark covers the area until it is written
+	// back). Only used when Locker is a RegionHolder. 0 turns the cache
+	// off: every write reads and rewrites its regions' areas.
+	ChecksumCache int64
 	// ResyncRate limits resync, recovery and scrub copying, in bytes per
 	// second. 0 means unlimited.
 	ResyncRate int64
@@ -81,6 +88,7 @@ func DefaultConfig(slot int) Config {
 		RefreshInterval: time.Second,
 		ClearDelay:      2 * time.Second,
 		SettleTime:      3 * time.Second,
+		ChecksumCache:   8 << 20,
 	}
 }
 
@@ -91,6 +99,8 @@ func FastConfig(slot int) Config {
 		RefreshInterval: 20 * time.Millisecond,
 		ClearDelay:      30 * time.Millisecond,
 		SettleTime:      50 * time.Millisecond,
+		// Small, so that tests evict.
+		ChecksumCache: 16 << 10,
 	}
 }
 
@@ -112,6 +122,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("mirror: config: SettleTime %v must be at least 2 x RefreshInterval (%v) so every node sees a leg change before a resync copies", c.SettleTime, c.RefreshInterval)
 	case c.ReadOnly && c.Slot != NoSlot:
 		return fmt.Errorf("mirror: config: ReadOnly needs Slot = NoSlot, got Slot %d", c.Slot)
+	case c.ChecksumCache < 0:
+		return fmt.Errorf("mirror: config: ChecksumCache must not be negative")
 	case c.ResyncRate < 0:
 		return fmt.Errorf("mirror: config: ResyncRate must not be negative")
 	}

@@ -11,7 +11,11 @@
 // the lock manager's region locks), mark its regions in the writer's slot
 // bitmap on disk, then go to every in-sync and resyncing leg in parallel;
 // the regions' checksum areas are patched under a per-region checksum
-// lock. Resync, recovery and scrub lock whole regions, and re-read the leg
+// lock. A node keeps the checksum lock of the regions it writes, with the
+// area in memory, until another node (or a verify, scrub or copy) asks for
+// it through the lock's blocking callback: a 4 KiB write then costs one
+// data write per leg. A cached area is written back before its region's
+// mark is cleared; until then the mark makes recovery recompute it. Resync, recovery and scrub lock whole regions, and re-read the leg
 // table under that lock before copying. Marks are cleared lazily once the data is flushed and every
 // leg is in sync. Reads are balanced over the in-sync legs; regions marked
 // in another slot's bitmap are read from the primary leg, the source of

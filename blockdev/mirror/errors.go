@@ -51,6 +51,9 @@ var (
 	// once the nodes are stopped or their slots recovered; or overwrite
 	// on purpose (FormatOptions.ForceWhileOpen).
 	ErrVolumeOpen = errors.New("mirror: leg belongs to a volume a node has open")
+	// ErrNotHeld: a region hold was used or released after its release
+	// (a bug in the caller). Not retriable.
+	ErrNotHeld = errors.New("mirror: region hold not held")
 	// ErrClosed: the volume was closed.
 	ErrClosed = errors.New("mirror: volume closed")
 )

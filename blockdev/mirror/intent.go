@@ -43,6 +43,8 @@ func (in *intent) begin(r0, r1 int64, now time.Time) (needMark bool) {
 // records them as marked in the disk image, and the bitmap blocks to write.
 // Regions up to ahead past r1 are marked too (a sequential writer will get
 // there next), and count as just written so they are not cleared at once.
+// The regions of other writes in flight that still wait for their marks go
+// along (a group commit: one bitmap write and flush for all of them).
 func (in *intent) toMark(r0, r1, ahead int64, now time.Time) (regions []int64, blocks []int64) {
 	end := min(r1+ahead, in.disk.Len()-1)
 	for r := r0; r <= end; r++ {
@@ -50,6 +52,13 @@ func (in *intent) toMark(r0, r1, ahead int64, now time.Time) (regions []int64, b
 			if r > r1 {
 				in.last[r] = now
 			}
+			in.disk.Set(r)
+			regions = append(regions, r)
+			blocks = appendBlock(blocks, r/RegionsPerBitmapBlock)
+		}
+	}
+	for r := range in.inflight {
+		if (r < r0 || r > end) && !in.durable.Test(r) {
 			in.disk.Set(r)
 			regions = append(regions, r)
 			blocks = appendBlock(blocks, r/RegionsPerBitmapBlock)

@@ -192,9 +192,43 @@ func (v *Volume) writeLocked(ctx context.Context, p []byte, off int64) error {
 	if len(w.inSync) == 0 {
 		return fmt.Errorf("%w: write at %d", ErrNoInSyncLeg, off)
 	}
-	// The data goes out at once; the checksum areas are read and
-	// patched meanwhile and follow. The region's mark covers any order in
-	// which data and checksums land.
+	if v.csums != nil {
+		err = v.writeCached(ctx, w, p, off, r0, r1)
+	} else {
+		err = v.writeUncached(ctx, w, p, off, r0, r1)
+	}
+	degraded = err != nil || !w.allInSync()
+	return err
+}
+
+// writeCached patches the regions' cached checksum areas (memory, once
+// their holds are taken) and writes the data to every writable leg, the
+// last one from this goroutine. The regions' marks cover the areas until
+// they are written back.
+func (v *Volume) writeCached(ctx context.Context, w *view, p []byte, off, r0, r1 int64) error {
+	if err := v.csums.patch(ctx, p, off, r0, r1); err != nil {
+		return err
+	}
+	n := len(w.writable)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for k, i := range w.writable[:n-1] {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[k] = w.devs[i].WriteAt(ctx, p, v.geo.DataOffset+off)
+		}()
+	}
+	errs[n-1] = w.devs[w.writable[n-1]].WriteAt(ctx, p, v.geo.DataOffset+off)
+	wg.Wait()
+	return v.settle(ctx, w, w.writable, errs, fmt.Sprintf("write at %d", off))
+}
+
+// writeUncached is the write path for a RegionLocker that cannot hold
+// locks: the data goes out at once; the checksum areas are read and
+// patched meanwhile and follow. The region's mark covers any order in
+// which data and checksums land.
+func (v *Volume) writeUncached(ctx context.Context, w *view, p []byte, off, r0, r1 int64) error {
 	n := len(w.writable)
 	dataErrs, csErrs := make([]error, n), make([]error, n)
 	var wg sync.WaitGroup
@@ -219,9 +253,7 @@ func (v *Volume) writeLocked(ctx context.Context, p []byte, off int64) error {
 			errs[k] = csErrs[k]
 		}
 	}
-	err = v.settle(ctx, w, w.writable, errs, fmt.Sprintf("write at %d", off))
-	degraded = err != nil || !w.allInSync()
-	return err
+	return v.settle(ctx, w, w.writable, errs, fmt.Sprintf("write at %d", off))
 }
 
 // writeChecksums patches the checksum areas of regions [r0, r1] for a
@@ -229,7 +261,7 @@ func (v *Volume) writeLocked(ctx context.Context, p []byte, off int64) error {
 // into errs). Writers of disjoint ranges of a region share its checksum
 // area, so the read-patch-write holds the region's checksum lock.
 func (v *Volume) writeChecksums(ctx context.Context, w *view, p []byte, off, r0, r1 int64, errs []error) error {
-	unlock, err := v.locker.LockRegion(ctx, v.lockNS+"-csum", r0*v.geo.RegionSize, (r1-r0+1)*v.geo.RegionSize, true)
+	unlock, err := v.locker.LockRegion(ctx, v.csumNS(), r0*v.geo.RegionSize, (r1-r0+1)*v.geo.RegionSize, true)
 	if err != nil {
 		return err
 	}

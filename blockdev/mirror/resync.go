@@ -54,6 +54,11 @@ func (v *Volume) copyRegion(ctx context.Context, r int64, targets func(w *view) 
 		return 0, err
 	}
 	defer unlock()
+	unlockCsum, err := v.lockChecksums(ctx, r, true)
+	if err != nil {
+		return 0, err
+	}
+	defer unlockCsum()
 	// Copy only with the current leg table: a node that has not yet
 	// seen a leg fail would copy that leg's stale data over the others.
 	// Under the region lock no write can slip in between.

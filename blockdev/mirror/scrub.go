@@ -74,6 +74,11 @@ func (v *Volume) scrubRegion(ctx context.Context, r int64, repair bool, data, cs
 		return err
 	}
 	defer unlock()
+	unlockCsum, err := v.lockChecksums(ctx, r, repair)
+	if err != nil {
+		return err
+	}
+	defer unlockCsum()
 	if repair {
 		if err := v.refreshTable(ctx); err != nil {
 			return fmt.Errorf("mirror: refresh leg table before repairing region %d: %w", r, err)

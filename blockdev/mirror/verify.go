@@ -99,6 +99,11 @@ func (v *Volume) verifyRegion(ctx context.Context, w *view, r int64, data, cs []
 		return err
 	}
 	defer unlock()
+	unlockCsum, err := v.lockChecksums(ctx, r, false)
+	if err != nil {
+		return err
+	}
+	defer unlockCsum()
 	readOK := make([]bool, len(w.inSync))
 	for k, i := range w.inSync {
 		if err := w.devs[i].ReadAt(ctx, data[k], v.geo.DataOffset+r*v.geo.RegionSize); err != nil {

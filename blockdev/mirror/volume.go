@@ -39,6 +39,7 @@ type Volume struct {
 	in        *intent
 	bmWriteMu sync.Mutex // serialises writes of this slot's bitmap blocks
 	foreign   atomic.Pointer[Bitmap]
+	csums     *csumCache // nil: every write rewrites its checksum areas
 
 	rr      atomic.Uint64
 	lastEnd atomic.Int64 // end of the last write, to spot streams
@@ -205,6 +206,9 @@ func Open(ctx context.Context, cfg Config) (*Volume, error) {
 	}
 	if v.store == nil {
 		v.store = &superblockStore{v: v}
+	}
+	if h, ok := cfg.Locker.(RegionHolder); ok && cfg.Slot != NoSlot && cfg.ChecksumCache > 0 {
+		v.csums = newCsumCache(v, h, cfg.ChecksumCache)
 	}
 	for i, sb := range sbs {
 		if table.Find(sb.Self) < 0 {
@@ -731,6 +735,12 @@ func (v *Volume) Close() error {
 		// closed is set: the marker goes.
 		if merr := v.writeOpenMarker(ctx); merr != nil && err == nil {
 			err = merr
+		}
+	}
+	if v.csums != nil {
+		// Before the legs close: the watchers may still write back.
+		if cerr := v.csums.close(ctx); cerr != nil && err == nil {
+			err = cerr
 		}
 	}
 	w := v.view.Load()

@@ -1,0 +1,363 @@
+package mirror
+
+import (
+	"context"
+	"fmt"
+	"sync"
+)
+
+// csumCache keeps the checksum areas of the regions this node writes, each
+// under a hold of the region's checksum lock (RegionHolder), so a write
+// patches memory instead of reading and rewriting its region's checksum
+// area on every leg.
+//
+// Why a crash loses nothing: an area held here is changed by nobody else
+// (the hold is exclusive), and an area that differs from the legs (dirty)
+// belongs to a region marked in this slot's write-intent bitmap, because a
+// write marks its regions before it patches their areas. A crash leaves
+// the region marked, and recovery recomputes its checksums from the data.
+// A dirty area is written back before the region's mark is cleared
+// (clean), when another holder asks for the lock (the blocking callback:
+// another node's writer, a verify, scrub or resync), when the cache evicts
+// it, and at Close. An area that could not be written back (its hold's
+// lease is lost, or the legs failed) leaves its region degraded, so the
+// mark stays until the region is copied and its checksums recomputed.
+type csumCache struct {
+	v      *Volume
+	holder RegionHolder
+	ns     string // checksum-lock namespace
+	max    int    // entries kept
+
+	mu      sync.Mutex
+	entries map[int64]*csumEntry
+	tick    uint64
+	closed  bool
+	watch   sync.WaitGroup
+}
+
+// csumEntry is one region's cached checksum area.
+type csumEntry struct {
+	r  int64
+	mu sync.Mutex // held while the area is loaded, patched or written back
+	// Guarded by mu:
+	hold   RegionHold
+	area   []byte
+	dirty  []bool // per block of area: differs from the legs
+	ndirty int
+	gone   bool          // dropped: users look the region up again
+	stop   chan struct{} // closed when dropped; ends the watcher
+	// Guarded by the cache's mu:
+	lastUse uint64
+	ready   bool // loaded
+}
+
+func newCsumCache(v *Volume, holder RegionHolder, maxBytes int64) *csumCache {
+	n := int(max(1, maxBytes/v.geo.ChecksumPerRegion))
+	return &csumCache{v: v, holder: holder, ns: v.csumNS(), max: n, entries: map[int64]*csumEntry{}}
+}
+
+// csumNS is the lock namespace of the volume's checksum areas (one range
+// per region, offsets in volume bytes like the data's).
+func (v *Volume) csumNS() string { return v.lockNS + "-csum" }
+
+// get returns region r's entry, locked, loading it (hold, then read) if it
+// is not cached.
+func (c *csumCache) get(ctx context.Context, r int64) (*csumEntry, error) {
+	for {
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return nil, ErrClosed
+		}
+		c.tick++
+		if e := c.entries[r]; e != nil {
+			e.lastUse = c.tick
+			c.mu.Unlock()
+			e.mu.Lock()
+			if e.gone {
+				e.mu.Unlock()
+				continue
+			}
+			return e, nil
+		}
+		e := &csumEntry{r: r, lastUse: c.tick, stop: make(chan struct{})}
+		e.mu.Lock()
+		c.entries[r] = e
+		c.mu.Unlock()
+		if err := c.load(ctx, e); err != nil {
+			e.gone = true
+			c.remove(e)
+			e.mu.Unlock()
+			return nil, err
+		}
+		return e, nil
+	}
+}
+
+// load takes the hold of e's region and reads its area from an in-sync
+// leg. Under the hold the legs' copy is current: every earlier holder wrote
+// its changes back before releasing, or left the region marked (a crash)
+// for a recovery that recomputes the area under this same lock.
+func (c *csumCache) load(ctx context.Context, e *csumEntry) error {
+	g := c.v.geo
+	hold, err := c.holder.HoldRegion(ctx, c.ns, e.r*g.RegionSize, g.RegionSize, true)
+	if err != nil {
+		return err
+	}
+	area := make([]byte, g.ChecksumPerRegion)
+	if err := c.v.readChecksums(ctx, c.v.view.Load(), e.r, area); err != nil {
+		hold.Release()
+		return err
+	}
+	e.hold, e.area = hold, area
+	e.dirty = make([]bool, g.ChecksumPerRegion/int64(g.BlockSize))
+	c.mu.Lock()
+	e.ready = true
+	c.mu.Unlock()
+	c.watch.Add(1)
+	go c.watchHold(e, hold.Blocking(), hold.Lost())
+	return nil
+}
+
+// watchHold writes e back and releases its hold once another holder asks
+// for it or the lease is lost (then the write-back is refused by Use and
+// the area is dropped).
+func (c *csumCache) watchHold(e *csumEntry, blocking, lost <-chan struct{}) {
+	defer c.watch.Done()
+	select {
+	case <-blocking:
+	case <-lost:
+	case <-e.stop:
+		return
+	}
+	if err := c.drop(context.Background(), e); err != nil {
+		c.v.log.Warn("checksum area not written back before giving up its lock", "region", e.r, "error", err)
+	}
+}
+
+func (c *csumCache) remove(e *csumEntry) {
+	c.mu.Lock()
+	if c.entries[e.r] == e {
+		delete(c.entries, e.r)
+	}
+	c.mu.Unlock()
+}
+
+// patch records the checksums of p, written at volume offset off, in the
+// cached areas of regions [r0, r1], which the caller has marked.
+func (c *csumCache) patch(ctx context.Context, p []byte, off, r0, r1 int64) error {
+	g := c.v.geo
+	bs := int64(g.BlockSize)
+	for r := r0; r <= r1; r++ {
+		rs, re := r*g.RegionSize, (r+1)*g.RegionSize
+		ws, we := max(rs, off), min(re, off+int64(len(p)))
+		e, err := c.get(ctx, r)
+		if err != nil {
+			return fmt.Errorf("mirror: checksums of region %d: %w", r, err)
+		}
+		for b := ws; b < we; b += bs {
+			i := (b - rs) / bs
+			putCsum(e.area, i, blockCsum(p[b-off:b-off+bs]))
+			if ab := i * csumSize / bs; !e.dirty[ab] {
+				e.dirty[ab] = true
+				e.ndirty++
+			}
+		}
+		e.mu.Unlock()
+	}
+	c.evictExcess(ctx)
+	return nil
+}
+
+// writeBack writes e's dirty blocks to every writable leg. Called with e.mu
+// held.
+func (c *csumCache) writeBack(ctx context.Context, e *csumEntry) error {
+	if e.ndirty == 0 {
+		return nil
+	}
+	if err := e.hold.Use(); err != nil {
+		return err
+	}
+	v := c.v
+	bs := v.geo.BlockSize
+	base := v.geo.ChecksumOffsetOf(e.r)
+	w := v.view.Load()
+	errs := parallel(w.writable, func(i int) error {
+		for b := 0; b < len(e.dirty); {
+			if !e.dirty[b] {
+				b++
+				continue
+			}
+			end := b
+			for end < len(e.dirty) && e.dirty[end] {
+				end++
+			}
+			if err := w.devs[i].WriteAt(ctx, e.area[b*bs:end*bs], base+int64(b*bs)); err != nil {
+				return err
+			}
+			b = end
+		}
+		return nil
+	})
+	if err := v.settle(ctx, w, w.writable, errs, fmt.Sprintf("write back checksums of region %d", e.r)); err != nil {
+		return err
+	}
+	for _, err := range errs {
+		if err != nil || !w.allInSync() {
+			// A leg out of sync missed the area; the region's copy
+			// to it recomputes it, and the mark must stay until then.
+			v.taint(e.r)
+			break
+		}
+	}
+	clear(e.dirty)
+	e.ndirty = 0
+	return nil
+}
+
+// drop writes e back, releases its hold and forgets it. An area that could
+// not be written back leaves its region degraded (still marked).
+func (c *csumCache) drop(ctx context.Context, e *csumEntry) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.gone {
+		return nil
+	}
+	err := c.writeBack(ctx, e)
+	if err != nil {
+		c.v.taint(e.r)
+	}
+	e.gone = true
+	close(e.stop)
+	if rerr := e.hold.Release(); rerr != nil {
+		c.v.log.Warn("checksum lock release failed", "region", e.r, "error", rerr)
+	}
+	c.remove(e)
+	return err
+}
+
+// evictExcess drops the least recently used entries beyond the cache's
+// size. A failed write-back is logged: the region stays marked.
+func (c *csumCache) evictExcess(ctx context.Context) {
+	for {
+		c.mu.Lock()
+		if len(c.entries) <= c.max {
+			c.mu.Unlock()
+			return
+		}
+		var victim *csumEntry
+		for _, e := range c.entries {
+			if e.ready && (victim == nil || e.lastUse < victim.lastUse) {
+				victim = e
+			}
+		}
+		c.mu.Unlock()
+		if victim == nil {
+			return // all loading; their loaders evict
+		}
+		if err := c.drop(ctx, victim); err != nil {
+			c.v.log.Warn("checksum area not written back on eviction", "region", victim.r, "error", err)
+		}
+	}
+}
+
+// writeBackRegions writes back the cached areas of regions, keeping their
+// holds: clean calls it before it flushes the legs and clears the marks.
+func (c *csumCache) writeBackRegions(ctx context.Context, regions []int64) error {
+	for _, r := range regions {
+		c.mu.Lock()
+		e := c.entries[r]
+		if e != nil && !e.ready {
+			e = nil // being loaded for a new write: nothing to write yet
+		}
+		c.mu.Unlock()
+		if e == nil {
+			continue
+		}
+		e.mu.Lock()
+		var err error
+		if !e.gone {
+			err = c.writeBack(ctx, e)
+		}
+		e.mu.Unlock()
+		if err != nil {
+			return fmt.Errorf("mirror: write back checksums of region %d: %w", r, err)
+		}
+	}
+	return nil
+}
+
+// forget drops region r's entry, writing it back: a reader or rewriter of
+// the area on this node takes the checksum lock next.
+func (c *csumCache) forget(ctx context.Context, r int64) {
+	c.mu.Lock()
+	e := c.entries[r]
+	c.mu.Unlock()
+	if e == nil {
+		return
+	}
+	if err := c.drop(ctx, e); err != nil {
+		c.v.log.Warn("checksum area not written back", "region", r, "error", err)
+	}
+}
+
+// close writes back and drops every entry and waits for the watchers.
+func (c *csumCache) close(ctx context.Context) error {
+	c.mu.Lock()
+	c.closed = true
+	all := make([]*csumEntry, 0, len(c.entries))
+	for _, e := range c.entries {
+		all = append(all, e)
+	}
+	c.mu.Unlock()
+	var first error
+	for _, e := range all {
+		if err := c.drop(ctx, e); err != nil && first == nil {
+			first = fmt.Errorf("mirror: write back checksums of region %d: %w", e.r, err)
+		}
+	}
+	c.watch.Wait()
+	return first
+}
+
+// cached counts the cached areas and the dirty ones (for tests).
+func (c *csumCache) cached() (n, dirty int) {
+	c.mu.Lock()
+	all := make([]*csumEntry, 0, len(c.entries))
+	for _, e := range c.entries {
+		all = append(all, e)
+	}
+	c.mu.Unlock()
+	for _, e := range all {
+		e.mu.Lock()
+		if !e.gone {
+			n++
+			if e.ndirty > 0 {
+				dirty++
+			}
+		}
+		e.mu.Unlock()
+	}
+	return n, dirty
+}
+
+// taint keeps region r marked until it is copied to every leg again (its
+// checksums recomputed): its cached area did not reach the legs.
+func (v *Volume) taint(r int64) {
+	v.stateMu.Lock()
+	v.in.degraded.Set(r)
+	v.stateMu.Unlock()
+}
+
+// lockChecksums takes region r's checksum lock for a reader or rewriter of
+// the area other than the write path (verify, scrub, region copies). This
+// node's cached copy is written back and dropped first, so the legs hold
+// the current area, and other nodes' holds are called back by the lock.
+// The caller holds the region's data lock, so no write of this node can
+// cache the area again meanwhile.
+func (v *Volume) lockChecksums(ctx context.Context, r int64, exclusive bool) (func(), error) {
+	if v.csums != nil {
+		v.csums.forget(ctx, r)
+	}
+	return v.locker.LockRegion(ctx, v.csumNS(), r*v.geo.RegionSize, v.geo.RegionSize, exclusive)
+}
