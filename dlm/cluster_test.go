@@ -441,3 +441,88 @@ func TestJoinAfterCompaction(t *testing.T) {
 	lx.Release()
 	checkAll(t, a, b, x)
 }
+
+// TestJoinAfterCompactionPastTheCheckpoint: etcd compacted the history a
+// joiner (or a listing) needs and no checkpoint is newer than the
+// compaction. The joiner asks the live nodes for a checkpoint and catches
+// up at once, instead of being refused until the next periodic one; with
+// no live node to answer, the error names the compaction.
+func TestJoinAfterCompactionPastTheCheckpoint(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts an etcd member")
+	}
+	c := etcdtest.NewCluster(t, 1)
+	slow := func(cfg *Config) { cfg.CheckpointInterval = time.Hour } // no periodic checkpoint in this test
+	a := startTestNodeWith(t, c, 0, "a", slow)
+	b := startTestNodeWith(t, c, 0, "b", slow)
+	ctx := ctxT(t, 30*time.Second)
+	la, err := a.n.Acquire(ctx, Named("x"), EX)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitB := make(chan error, 1)
+	go func() {
+		l, err := b.n.Acquire(ctx, Named("x"), PR)
+		if err == nil {
+			l.Release()
+		}
+		waitB <- err
+	}()
+	lb, err := b.n.Acquire(ctx, Region("vol", 0, 10), PW)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lb.Release()
+	testutil.WaitFor(t, 5*time.Second, "b's request to queue", func() bool { return len(a.n.WaitFor()) > 0 })
+	resp, err := c.Client(0).Get(ctx, "compact-here")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Client(0).Compact(ctx, resp.Header.Revision); err != nil {
+		t.Fatal(err)
+	}
+
+	// A listing and a joiner catch up within seconds, not a checkpoint
+	// interval (an hour here).
+	lctx, lcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer lcancel()
+	rep, _, err := LoadTable(lctx, c.Client(0), testPrefix)
+	if err != nil {
+		t.Fatalf("listing after compaction: %v", err)
+	}
+	if got, want := formatLocks(rep.Table.Locks()), formatLocks(a.n.Locks()); got != want {
+		t.Fatalf("listing after compaction:\n%s\nwant (a's replica):\n%s", got, want)
+	}
+	x := startTestNodeWith(t, c, 0, "x", func(cfg *Config) { slow(cfg); cfg.StartTimeout = 5 * time.Second })
+	checkAll(t, a, b, x)
+	la.Release()
+	if err := <-waitB; err != nil {
+		t.Fatal(err)
+	}
+	lx, err := x.n.Acquire(ctx, Named("x"), EX)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lx.Release()
+	checkAll(t, a, b, x)
+
+	// Under a prefix where nobody runs a lock manager, nobody answers: the
+	// error names the compaction.
+	const ghost = "/shoal-ghost"
+	cli := c.Client(0)
+	if _, err := cli.Put(ctx, ghost+"/dlm/req/g/1/0000000000000000", `{"res":{"name":"r"},"mode":5}`); err != nil {
+		t.Fatal(err)
+	}
+	resp, err = cli.Get(ctx, "compact-here")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Compact(ctx, resp.Header.Revision); err != nil {
+		t.Fatal(err)
+	}
+	gctx, gcancel := context.WithTimeout(context.Background(), time.Second)
+	defer gcancel()
+	if _, _, err := LoadTable(gctx, cli, ghost); !errors.Is(err, ErrCompacted) {
+		t.Fatalf("listing with no node to answer: %v, want ErrCompacted", err)
+	}
+}

@@ -29,6 +29,11 @@ var (
 	// ErrClosed is returned after the Node was closed. Not retryable on
 	// the same Node.
 	ErrClosed = errors.New("dlm: node closed")
+	// ErrCompacted means etcd compacted the lock table's history that a
+	// joining node (or a listing) needed, and no newer checkpoint could
+	// be had: no live node answered the request for one in time. Retrying
+	// is safe once a node of the cluster runs.
+	ErrCompacted = errors.New("dlm: lock table history compacted")
 	// ErrUnknownRequest is returned by table operations that name a
 	// request the table does not hold.
 	ErrUnknownRequest = errors.New("dlm: unknown request")

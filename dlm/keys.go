@@ -21,13 +21,14 @@ func (k keyspace) ownerReqs(o Owner) string { return k.s.DLMOwnerRequests(o.Node
 func (k keyspace) req(o Owner, seq uint64) string {
 	return k.s.DLMRequest(o.Node, o.Incarnation, seq)
 }
-func (k keyspace) lvbs() string             { return k.s.DLMValueBlocks() }
-func (k keyspace) checkpoint() string       { return k.s.DLMCheckpoint() }
-func (k keyspace) lvb(r Resource) string    { return k.s.DLMValueBlock(r.String()) }
-func (k keyspace) recovered(o Owner) string { return k.s.DLMRecoveredOwner(o.Node, o.Incarnation) }
-func (k keyspace) forced(id string) string  { return k.s.DLMForcedRequest(id) }
-func (k keyspace) recoveredPrefix() string  { return k.s.DLMRecovered() }
-func (k keyspace) forcedPrefix() string     { return k.s.DLMForced() }
+func (k keyspace) lvbs() string              { return k.s.DLMValueBlocks() }
+func (k keyspace) checkpoint() string        { return k.s.DLMCheckpoint() }
+func (k keyspace) checkpointRequest() string { return k.s.DLMCheckpointRequest() }
+func (k keyspace) lvb(r Resource) string     { return k.s.DLMValueBlock(r.String()) }
+func (k keyspace) recovered(o Owner) string  { return k.s.DLMRecoveredOwner(o.Node, o.Incarnation) }
+func (k keyspace) forced(id string) string   { return k.s.DLMForcedRequest(id) }
+func (k keyspace) recoveredPrefix() string   { return k.s.DLMRecovered() }
+func (k keyspace) forcedPrefix() string      { return k.s.DLMForced() }
 
 // ownerOfReq reads the owner from a request key.
 func (k keyspace) ownerOfReq(key string) (Owner, bool) {

@@ -2,11 +2,13 @@ package dlm
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -20,7 +22,9 @@ import (
 // exists at all the table's state is fully described by the member and
 // value-block keys (recovery writes invalid value blocks back to etcd),
 // and the replica starts from them instead, with a watch at the current
-// revision.
+// revision. When etcd has compacted the history the replay needs, the
+// reader asks the live nodes for a checkpoint now (requestCheckpoint)
+// instead of waiting for the next periodic one.
 func loadReplica(ctx context.Context, cli *clientv3.Client, prefix string) (rep *Replica, from, target int64, err error) {
 	rep = NewReplica(prefix)
 	k := rep.keys
@@ -35,14 +39,27 @@ func loadReplica(ctx context.Context, cli *clientv3.Client, prefix string) (rep 
 	}
 	target = resp.Header.Revision
 	if resp.Responses[0].GetResponseRange().Count > 0 {
+		from = 1
 		if cp := resp.Responses[3].GetResponseRange().Kvs; len(cp) == 1 {
-			r, err := RestoreReplica(prefix, cp[0].Value)
-			if err != nil {
+			if rep, err = RestoreReplica(prefix, cp[0].Value); err != nil {
 				return nil, 0, 0, err
 			}
-			return r, r.Table.Revision() + 1, target, nil
+			from = rep.Table.Revision() + 1
 		}
-		return rep, 1, target, nil
+		if from <= target {
+			_, err := cli.Get(ctx, k.checkpoint(), clientv3.WithRev(from), clientv3.WithCountOnly())
+			switch {
+			case errors.Is(err, rpctypes.ErrCompacted):
+				if rep, err = requestCheckpoint(ctx, cli, prefix, target, from); err != nil {
+					return nil, 0, 0, err
+				}
+				from = rep.Table.Revision() + 1
+				target = max(target, rep.Table.Revision())
+			case err != nil:
+				return nil, 0, 0, fmt.Errorf("dlm: reading the lock table's history: %w", err)
+			}
+		}
+		return rep, from, target, nil
 	}
 	var kvs []*mvccpb.KeyValue
 	kvs = append(kvs, resp.Responses[1].GetResponseRange().Kvs...)
@@ -54,6 +71,49 @@ func loadReplica(ctx context.Context, cli *clientv3.Client, prefix string) (rep 
 		}
 	}
 	return rep, target + 1, target, nil
+}
+
+// requestCheckpoint asks the live nodes for a checkpoint of the lock table
+// (a put of the want-checkpoint key, which every node's watch sees) and
+// waits, within ctx, for one written after the request: history from
+// revision needed on was compacted, so no older checkpoint will do. It
+// fails with ErrCompacted when none comes.
+func requestCheckpoint(ctx context.Context, cli *clientv3.Client, prefix string, after, needed int64) (*Replica, error) {
+	k := newKeyspace(prefix)
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wch := cli.Watch(wctx, k.checkpoint(), clientv3.WithRev(after+1))
+	put, err := cli.Put(ctx, k.checkpointRequest(), fmt.Sprintf("history from revision %d compacted", needed))
+	if err != nil {
+		return nil, fmt.Errorf("dlm: asking the nodes for a checkpoint (history from revision %d compacted): %w", needed, err)
+	}
+	for {
+		select {
+		case resp, ok := <-wch:
+			if ok && resp.Err() == nil {
+				for _, ev := range resp.Events {
+					if ev.Type != mvccpb.PUT {
+						continue
+					}
+					r, err := RestoreReplica(prefix, ev.Kv.Value)
+					if err != nil {
+						return nil, err
+					}
+					if r.Table.Revision() >= put.Header.Revision {
+						return r, nil
+					}
+				}
+				continue
+			}
+			if ok && ctx.Err() == nil {
+				return nil, fmt.Errorf("%w: history from revision %d is gone, and waiting for a new checkpoint failed: %v", ErrCompacted, needed, resp.Err())
+			}
+			<-ctx.Done()
+			return nil, fmt.Errorf("%w: history from revision %d is gone, and no node answered the request for a new checkpoint: %w", ErrCompacted, needed, ctx.Err())
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: history from revision %d is gone, and no node answered the request for a new checkpoint: %w", ErrCompacted, needed, ctx.Err())
+		}
+	}
 }
 
 // LoadTable builds a read-only replica of the lock table at the current
@@ -80,6 +140,9 @@ func LoadTable(ctx context.Context, cli *clientv3.Client, prefix string) (*Repli
 				return nil, 0, fmt.Errorf("dlm: replaying the lock table: watch closed")
 			}
 			if err := resp.Err(); err != nil {
+				if resp.CompactRevision != 0 {
+					return nil, 0, fmt.Errorf("%w: replaying the lock table: history before revision %d compacted meanwhile (retry): %v", ErrCompacted, resp.CompactRevision, err)
+				}
 				return nil, 0, fmt.Errorf("dlm: replaying the lock table: %w", err)
 			}
 			for _, ev := range resp.Events {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -49,6 +50,7 @@ type Node struct {
 	cpModRev  int64     // mod revision of the newest checkpoint seen
 	cpSeen    time.Time // when it was seen (or the node started)
 	cpWriting bool
+	cpWant    int64 // revision of a request for a checkpoint not answered yet
 }
 
 // nodeLock is the node-level lock on one resource, shared by local users.
@@ -237,11 +239,14 @@ func (n *Node) watchLoop(wch clientv3.WatchChan) {
 	defer n.wg.Done()
 	for resp := range wch {
 		if err := resp.Err(); err != nil {
-			if resp.CompactRevision != 0 {
-				err = fmt.Errorf("%v (the lock table's history before revision %d was compacted and no newer checkpoint was found)", err, resp.CompactRevision)
-			}
 			n.mu.Lock()
-			n.fence(fmt.Errorf("%w: watch of the lock table failed: %v", ErrLeaseLost, err))
+			if resp.CompactRevision != 0 {
+				// The replica fell behind what etcd keeps: it cannot follow
+				// the table any more, so its locks cannot be trusted.
+				n.fence(fmt.Errorf("%w: %w: the watch fell behind etcd's compaction at revision %d: %v", ErrLeaseLost, ErrCompacted, resp.CompactRevision, err))
+			} else {
+				n.fence(fmt.Errorf("%w: watch of the lock table failed: %v", ErrLeaseLost, err))
+			}
 			n.mu.Unlock()
 			return
 		}
@@ -256,8 +261,16 @@ func (n *Node) watchLoop(wch clientv3.WatchChan) {
 			if ev.Kv.ModRevision > n.rev {
 				n.rev = ev.Kv.ModRevision
 			}
-			if string(ev.Kv.Key) == n.keys.checkpoint() {
+			switch string(ev.Kv.Key) {
+			case n.keys.checkpoint():
 				n.cpModRev, n.cpSeen = ev.Kv.ModRevision, n.cfg.Clock.Now()
+				if ev.Kv.ModRevision > n.cpWant {
+					n.cpWant = 0 // answered
+				}
+			case n.keys.checkpointRequest():
+				if ev.Type == mvccpb.PUT {
+					n.cpWant = ev.Kv.ModRevision
+				}
 			}
 		}
 		n.maybeCheckpoint()
@@ -546,9 +559,11 @@ func (n *Node) Watch(ctx context.Context, buf int) <-chan Decision {
 // maybeCheckpoint writes a checkpoint of the replica, under mu, when none
 // was seen for Config.CheckpointInterval (plus a per-node offset, so that
 // nodes rarely race; the write is conditional on the checkpoint seen, so
-// only one of racing writers wins).
+// only one of racing writers wins), or at once when a reader asked for
+// one (its history was compacted) and no checkpoint came since.
 func (n *Node) maybeCheckpoint() {
-	if n.cpWriting || n.fenced != nil || len(n.rep.Table.reqs) == 0 {
+	force := n.cpWant != 0
+	if n.cpWriting || n.fenced != nil || (!force && len(n.rep.Table.reqs) == 0) {
 		return
 	}
 	iv := n.cfg.CheckpointInterval
@@ -557,7 +572,7 @@ func (n *Node) maybeCheckpoint() {
 		h = h*31 + uint32(c)
 	}
 	wait := iv + time.Duration(h%1000)*iv/2000
-	if n.cfg.Clock.Since(n.cpSeen) < wait {
+	if !force && n.cfg.Clock.Since(n.cpSeen) < wait {
 		return
 	}
 	data, err := n.rep.Checkpoint(n.rev)

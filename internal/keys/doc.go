@@ -18,6 +18,7 @@
 //	P/dlm/recovered/NAME/INC           dlm recovery release (JSON)    kept     dlm.Node.ReleaseDead
 //	P/dlm/forced/NAME/INC/SEQ          dlm forced release (JSON)      kept     dlm.ForceRelease
 //	P/dlm/checkpoint                   dlm replica checkpoint (JSON)  kept     dlm (periodic and on demand)
+//	P/dlm/want-checkpoint              dlm checkpoint request (text)  kept     dlm, by a reader whose history was compacted
 //	P/probe                            never written                  -        cluster (a read that proves an external etcd serves)
 //	P/store/...                        reserved for the store         -        store
 //	P/web/...                          reserved for the web tier      -        web tier

@@ -124,6 +124,10 @@ func (s Space) DLMForcedRequest(reqKey string) string {
 // DLMCheckpoint is the lock table replica's checkpoint.
 func (s Space) DLMCheckpoint() string { return s.DLM() + "checkpoint" }
 
+// DLMCheckpointRequest asks the live nodes for a checkpoint now: a reader
+// that finds the history it needs compacted writes it.
+func (s Space) DLMCheckpointRequest() string { return s.DLM() + "want-checkpoint" }
+
 // Probe is read (never written) to prove an etcd cluster serves.
 func (s Space) Probe() string { return string(s) + "/probe" }
 
