@@ -30,7 +30,7 @@ func main() {
 		SilenceErrors: true,
 	}
 	run := newRunCmd()
-	root.AddCommand(run, newStatusCmd(), newLeaveCmd(), clidoc.ManCommand())
+	root.AddCommand(run, newStatusCmd(), newLeaveCmd(), newWatchCmd(), clidoc.ManCommand())
 	// `shoald` with no subcommand runs the node.
 	root.RunE = run.RunE
 	root.Flags().AddFlagSet(run.Flags())
