@@ -171,7 +171,9 @@ func (b *Board) observeNodes(st cluster.Status, recs []recovery.Record, now time
 		}
 	}
 	for name, n := range b.nodes {
-		n.row.Coordinator = st.Coordinator != "" && name == st.Coordinator
+		// A dead coordinator's election key outlives it by up to a lease:
+		// only a live node is shown in the role.
+		n.row.Coordinator = st.Coordinator != "" && name == st.Coordinator && live[name]
 		n.row.EtcdLeader = st.EtcdLeader != "" && name == st.EtcdLeader
 		n.row.Self = name == st.Node
 	}
@@ -274,7 +276,7 @@ func recoveryRow(rec recovery.Record, now time.Time) RecoveryRow {
 		case step <= rec.Finished:
 			sr.State = StepFinished
 			if h, ok := took[step]; ok {
-				sr.TookMS, sr.Attempts = nonNegativeMS(h.Took), h.Attempts
+				sr.TookMS, sr.Attempts, sr.Outcome = nonNegativeMS(h.Took), h.Attempts, outcomeText(h.Outcome)
 			}
 		case step == rec.Next():
 			sr.State = StepRunning
@@ -286,6 +288,19 @@ func recoveryRow(rec recovery.Record, now time.Time) RecoveryRow {
 		row.Steps = append(row.Steps, sr)
 	}
 	return row
+}
+
+// outcomeText reads an outcome as a person would: "2 locks",
+// "reservation key preempted on 2 of 2 legs", "1 regions (bitmap slot 2
+// merged)".
+func outcomeText(o recovery.Outcome) string {
+	switch {
+	case o.Unit != "" && o.Method != "":
+		return fmt.Sprintf("%d %s (%s)", o.Count, o.Unit, o.Method)
+	case o.Unit != "":
+		return fmt.Sprintf("%d %s", o.Count, o.Unit)
+	}
+	return o.Method
 }
 
 func nonNegativeMS(d time.Duration) int64 {

@@ -76,6 +76,7 @@ type Server struct {
 	subs    map[chan []byte]struct{}
 	ran     bool
 	stopped chan struct{}
+	wake    chan struct{}
 }
 
 // New checks cfg and returns a Server; Run starts its sampling.
@@ -89,7 +90,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		cfg: cfg, clk: cfg.Clock, log: cfg.Logger, board: NewBoard(cfg.Window),
-		files: http.FileServerFS(sub), subs: map[chan []byte]struct{}{}, stopped: make(chan struct{}),
+		files: http.FileServerFS(sub), subs: map[chan []byte]struct{}{}, stopped: make(chan struct{}), wake: make(chan struct{}, 1),
 	}
 	if s.clk == nil {
 		s.clk = clock.Real()
@@ -119,7 +120,19 @@ func (s *Server) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C():
+		case <-s.wake:
 		}
+	}
+}
+
+// Wake asks Run for a reading now rather than at the next tick: the node
+// calls it when a member comes or goes or a recovery record changes, so
+// the page shows each step as it is recorded. It never blocks; wakes that
+// come while a reading is pending are merged.
+func (s *Server) Wake() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
 	}
 }
 

@@ -196,6 +196,9 @@ type StepRow struct {
 	// been running.
 	TookMS   int64 `json:"took_ms"`
 	Attempts int   `json:"attempts,omitempty"`
+	// Outcome says what a finished step did: how the victim was fenced,
+	// how many records, regions or locks it handled.
+	Outcome string `json:"outcome,omitempty"`
 }
 
 // TrafficRow is one node's web traffic over the last sampling interval.

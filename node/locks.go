@@ -100,26 +100,24 @@ func (l *lockService) current(ctx context.Context) (*dlm.Node, error) {
 
 // releaseDead is the recovery step that hands a dead incarnation's locks
 // on: once the lock table sees the owner dead, its orphaned locks are
-// released and the waiters granted. It is idempotent.
-func (l *lockService) releaseDead(ctx context.Context, dead keys.MemberRecord) error {
+// released and the waiters granted. It is idempotent, and returns how
+// many locks it released.
+func (l *lockService) releaseDead(ctx context.Context, dead keys.MemberRecord) (int, error) {
 	d, err := l.current(ctx)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	o := dlm.Owner{Node: dead.Name, Incarnation: dead.Incarnation}
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := d.WaitDead(wctx, o); err != nil {
-		return fmt.Errorf("waiting for the lock table to see %s dead: %w", o, err)
+		return 0, fmt.Errorf("waiting for the lock table to see %s dead: %w", o, err)
 	}
 	orphans := d.Orphans(o)
 	if err := d.ReleaseDead(ctx, o); err != nil {
-		return err
+		return 0, err
 	}
-	if len(orphans) > 0 {
-		l.log.Info("released locks of dead incarnation", "owner", o.String(), "locks", len(orphans))
-	}
-	return nil
+	return len(orphans), nil
 }
 
 // handleLocks serves /api/locks: the lock table as this node sees it.

@@ -13,6 +13,7 @@ import (
 	"github.com/shoal-ha/shoal/blockdev"
 	"github.com/shoal-ha/shoal/blockdev/mirror"
 	"github.com/shoal-ha/shoal/cluster"
+	"github.com/shoal-ha/shoal/dashboard"
 	"github.com/shoal-ha/shoal/dlm"
 	"github.com/shoal-ha/shoal/fencing"
 	"github.com/shoal-ha/shoal/fencing/recovery"
@@ -39,6 +40,8 @@ type Node struct {
 	admin   *cluster.AdminServer
 	extra   []Part
 	started int // parts of extra started on the current incarnation (Run's goroutine only)
+	ui      *dashboard.Server
+	story   *recovery.Story
 	cancel  context.CancelFunc
 	done    chan struct{}
 	err     error
@@ -109,6 +112,10 @@ func Start(ctx context.Context, cfg cluster.Config, parts ...Part) (*Node, error
 		if err := n.role.registerClusterMetrics(n.admin.Registry()); err != nil {
 			return nil, err
 		}
+		if n.ui, err = newDashboard(cn, n.locks, n.vols); err != nil {
+			return nil, err
+		}
+		n.admin.Handle("GET /ui/", n.ui)
 		n.admin.Handle("GET /api/locks", http.HandlerFunc(n.locks.handleLocks))
 		n.admin.Handle("GET /api/recoveries", http.HandlerFunc(n.role.handleRecoveries))
 		n.vols.routes(n.admin, cfg.Admin.Debug)
@@ -118,6 +125,13 @@ func Start(ctx context.Context, cfg cluster.Config, parts ...Part) (*Node, error
 			}
 		}
 	}
+	// Every node tells every failover in its log, whoever coordinates.
+	var onDone func(recovery.Record, time.Duration)
+	if n.role.metrics != nil {
+		onDone = n.role.metrics.ObserveFailover
+	}
+	n.story = recovery.NewStory(log.Named("failover"), onDone)
+	cn.Watcher().Subscribe(suspectOnDeath(n.story))
 	runCtx, cancel := context.WithCancel(ctx)
 	n.cancel = cancel
 	ok = true
@@ -189,8 +203,17 @@ func (n *Node) run(ctx context.Context) {
 		go func() { adminDone <- n.admin.Serve(ctx) }()
 		log.Info("admin listening", "addr", "http://"+n.admin.Addr())
 	}
+	var ops sync.WaitGroup
+	var changed func()
+	if n.ui != nil {
+		changed = n.ui.Wake
+		n.cn.Watcher().Subscribe(func(cluster.Event) { n.ui.Wake() })
+		ops.Go(func() { n.ui.Run(ctx) })
+	}
+	ops.Go(func() { followRecoveries(ctx, n.cn, n.story, changed) })
 	err := n.cn.Run(ctx, n.parts())
 	n.cancel()
+	ops.Wait()
 	if n.admin != nil {
 		if aerr := <-adminDone; aerr != nil && err == nil {
 			err = fmt.Errorf("admin listener: %w", aerr)

@@ -59,7 +59,7 @@ func (r *recoveryRole) Run(ctx context.Context, sess *cluster.Session) error {
 	engine := recovery.DefaultConfig()
 	engine.Name = self.String()
 	engine.Fencer = &volumeFencer{r: r}
-	engine.Hooks = recovery.HookFuncs{Replay: r.replay, Resync: r.resync, Release: r.release}
+	engine.Hooks = recovery.OutcomeHookFuncs{Replay: r.replay, Resync: r.resync, Release: r.release}
 	engine.Logger = r.log
 	engine.Waits = r.waits
 	if r.metrics != nil {
@@ -190,58 +190,76 @@ func (r *recoveryRole) request(victim fencing.NodeRef) {
 
 // replay is the journal replay step: every part with a journal
 // (Replayer) replays the victim's, in the order the parts were given.
-// Without such a part there is nothing to redo; the step is recorded so
-// the order stays whole.
-func (r *recoveryRole) replay(ctx context.Context, victim fencing.NodeRef) error {
+// Without such a part there is nothing to redo; the step is recorded (0
+// records) so the order stays whole.
+func (r *recoveryRole) replay(ctx context.Context, victim fencing.NodeRef) (recovery.Outcome, error) {
 	var rs []Replayer
 	var inc Incarnation
 	if r.replayers != nil {
 		var err error
 		if rs, inc, err = r.replayers(ctx); err != nil {
-			return fmt.Errorf("replay of %s: %w", victim, err)
+			return recovery.Outcome{}, fmt.Errorf("replay of %s: %w", victim, err)
 		}
 	}
 	if len(rs) == 0 {
-		r.log.Info("no journal on this node: nothing to replay", "victim", victim.String())
-		return nil
+		return recovery.Outcome{Method: "no journal on this node", Unit: "records"}, nil
 	}
+	out := recovery.Outcome{Method: "journal replayed"}
+	counted := true
 	for _, x := range rs {
+		if rc, ok := x.(RecordCounter); ok {
+			n, err := rc.ReplayRecords(ctx, victim, inc)
+			if err != nil {
+				return recovery.Outcome{}, fmt.Errorf("replay of %s: %w", victim, err)
+			}
+			out.Count += n
+			continue
+		}
+		counted = false
 		if err := x.Replay(ctx, victim, inc); err != nil {
-			return fmt.Errorf("replay of %s: %w", victim, err)
+			return recovery.Outcome{}, fmt.Errorf("replay of %s: %w", victim, err)
 		}
 	}
-	return nil
+	if counted {
+		out.Unit = "records"
+	}
+	return out, nil
 }
 
 // resync merges the victim's write-intent bitmap and resyncs its regions.
-func (r *recoveryRole) resync(ctx context.Context, victim fencing.NodeRef) error {
+func (r *recoveryRole) resync(ctx context.Context, victim fencing.NodeRef) (recovery.Outcome, error) {
+	out := recovery.Outcome{Unit: "regions"}
 	if !r.vols.enabled() {
-		return nil
+		out.Method = "no volume"
+		return out, nil
 	}
 	slot, ok, err := r.vols.victimSlot(ctx, victim)
 	if err != nil {
-		return err
+		return out, err
 	}
 	if !ok {
-		r.log.Info("victim never opened the volume: no bitmap to merge", "victim", victim.String())
-		return nil
+		out.Method = "victim never opened the volume"
+		return out, nil
 	}
 	vi, err := r.vols.current()
 	if err != nil {
-		return err
+		return out, err
 	}
 	rep, err := vi.vol.Recover(forRecovery(ctx), slot)
 	if err != nil {
-		return fmt.Errorf("resync of slot %d: %w", slot, err)
+		return out, fmt.Errorf("resync of slot %d: %w", slot, err)
 	}
-	r.log.Info("merged bitmap and resynced", "victim", victim.String(), "slot", slot, "report", fmt.Sprintf("%+v", rep))
-	return nil
+	r.log.Debug("merged bitmap and resynced", "victim", victim.String(), "slot", slot, "report", fmt.Sprintf("%+v", rep))
+	out.Method = fmt.Sprintf("bitmap slot %d merged", slot)
+	out.Count = rep.Regions
+	return out, nil
 }
 
 // release hands the victim's locks on through the lock manager's recovery
 // gating.
-func (r *recoveryRole) release(ctx context.Context, victim fencing.NodeRef) error {
-	return r.locks.releaseDead(ctx, keys.MemberRecord{Name: victim.Name, Incarnation: victim.Incarnation})
+func (r *recoveryRole) release(ctx context.Context, victim fencing.NodeRef) (recovery.Outcome, error) {
+	n, err := r.locks.releaseDead(ctx, keys.MemberRecord{Name: victim.Name, Incarnation: victim.Incarnation})
+	return recovery.Outcome{Count: int64(n), Unit: "locks"}, err
 }
 
 // volumeFencer fences with what the volume offers at the moment of the
@@ -250,15 +268,23 @@ func (r *recoveryRole) release(ctx context.Context, victim fencing.NodeRef) erro
 // or the configured fence agent.
 type volumeFencer struct{ r *recoveryRole }
 
+// Fence implements fencing.Fencer.
 func (f *volumeFencer) Fence(ctx context.Context, victim fencing.NodeRef) error {
+	_, err := f.FenceOutcome(ctx, victim)
+	return err
+}
+
+// FenceOutcome fences victim and says how (recovery.OutcomeFencer).
+func (f *volumeFencer) FenceOutcome(ctx context.Context, victim fencing.NodeRef) (recovery.Outcome, error) {
 	r := f.r
 	cfg := r.n.Config()
 	lease, err := fencing.NewLeaseFencer(fencing.LeaseConfig{
 		Leases: fencing.EtcdLeases{Client: r.n.Client()}, Margin: cfg.SelfFenceMargin(), Logger: r.log.Named("lease-fence"),
 	})
 	if err != nil {
-		return err
+		return recovery.Outcome{}, err
 	}
+	byLease := recovery.Outcome{Method: "lease expired plus self-fence margin"}
 	v := cfg.Volume
 	switch {
 	case v.Fencing == cluster.FenceAgent:
@@ -267,30 +293,33 @@ func (f *volumeFencer) Fence(ctx context.Context, victim fencing.NodeRef) error 
 		agentCfg.Logger = r.log.Named("fence-agent")
 		agent, err := fencing.NewAgentFencer(agentCfg)
 		if err != nil {
-			return err
+			return recovery.Outcome{}, err
 		}
-		return agent.Fence(ctx, victim)
+		return recovery.Outcome{Method: "fence agent " + v.FenceAgent}, agent.Fence(ctx, victim)
 	case !r.vols.enabled() || v.Fencing == cluster.FenceLease:
-		return lease.Fence(ctx, victim)
+		return byLease, lease.Fence(ctx, victim)
 	}
 	vi, err := r.vols.current()
 	if err != nil {
-		return err
+		return recovery.Outcome{}, err
 	}
 	if vi.pr == nil {
-		return lease.Fence(ctx, victim)
+		return byLease, lease.Fence(ctx, victim)
 	}
+	withPR := len(fencing.LegsOf(vi.names, vi.raw))
+	out := recovery.Outcome{Method: fmt.Sprintf("reservation key preempted on %d of %d legs", withPR, len(vi.raw))}
 	methods := []fencing.Method{{Name: "reservations", Fencer: vi.pr}}
-	if len(fencing.LegsOf(vi.names, vi.raw)) < len(vi.raw) {
+	if withPR < len(vi.raw) {
 		// Some legs have no reservations: the victim is only cut off from
 		// those once its lease is gone.
 		methods = append(methods, fencing.Method{Name: "lease", Fencer: lease})
+		out.Method += ", lease expired for the others"
 	}
 	all, err := fencing.NewAll(r.log, methods...)
 	if err != nil {
-		return err
+		return recovery.Outcome{}, err
 	}
-	return all.Fence(ctx, victim)
+	return out, all.Fence(ctx, victim)
 }
 
 // recoveryView is one recovery record as /api/recoveries serves it: the

@@ -87,7 +87,7 @@ function renderRecoveries(s) {
     r.steps.forEach((st, i) => {
       if (i > 0) steps.push(el("span", { class: "arrow" }, "\u2192"));
       let text = st.name;
-      if (st.state === "done") text = "\u2713 " + st.name + " " + dur(st.took_ms);
+      if (st.state === "done") text = "\u2713 " + st.name + " " + dur(st.took_ms) + (st.outcome ? " \u00B7 " + st.outcome : "");
       else if (st.state === "running") text = "\u25B6 " + st.name + " (" + dur(st.took_ms) + ")";
       else if (st.state === "failing") text = "\u2717 " + st.name + " (attempt " + st.attempts + ")";
       steps.push(el("span", { class: "step " + st.state, "data-step": st.name, "data-state": st.state }, text));
@@ -140,8 +140,8 @@ function renderVolume(s) {
     return;
   }
   const legs = v.legs.map((l) => el("div", { "data-leg": l.index, "data-state": l.state },
-    el("div", { class: "row" }, el("span", {}, el("span", { class: "dot " + (l.online && l.state !== "failed" ? "ok" : "bad") }),
-      "leg " + l.index + " \u00B7 " + l.state + (l.online ? "" : " \u00B7 offline")), el("span", { class: "muted" }, l.addr)),
+    el("div", { class: "row" }, el("span", { class: "nowrap" }, el("span", { class: "dot " + (l.online && l.state !== "failed" ? "ok" : "bad") }),
+      "leg " + l.index + " \u00B7 " + l.state + (l.online ? "" : " \u00B7 offline")), el("span", { class: "muted addr", title: l.addr }, l.addr.length > 48 ? "\u2026" + l.addr.slice(-47) : l.addr)),
     bar(l.resync, l.state === "in-sync" ? "" : (l.state === "failed" ? "bad" : "warn"))));
   let work = null;
   if (v.work) {
@@ -191,7 +191,9 @@ function renderAvailability(s) {
   let d = "";
   for (const p of pts) {
     const x0 = x(p.t), x1 = x0 + bucketW;
-    if (p.up < p.known) plot.append(svg("rect", { class: "gap", x: x0, y: top, width: bucketW, height: H - top - bottom }));
+    // At least 4 units wide: a ten-second outage must stay visible on
+    // an hour's plot.
+    if (p.up < p.known) plot.append(svg("rect", { class: "gap", x: Math.min(x0, W - 4), y: top, width: Math.max(bucketW, 4), height: H - top - bottom }));
     d += (d ? "L" : "M") + x0.toFixed(1) + "," + y(p.up).toFixed(1) + "L" + x1.toFixed(1) + "," + y(p.up).toFixed(1);
   }
   if (pts.length) {
@@ -214,7 +216,7 @@ function renderProblems(s) {
 }
 
 function render(s) {
-  $("cluster").textContent = s.cluster;
+  $("cluster").textContent = "cluster " + s.cluster;
   $("served-by").textContent = s.node + (s.ready ? "" : " (not ready)");
   $("clock").textContent = new Date(s.time).toISOString().replace("T", " ").slice(0, 19) + " UTC";
   renderNodes(s);

@@ -210,7 +210,7 @@ func (e *Engine) Run(ctx context.Context, victim fencing.NodeRef) (Record, error
 				return rec, err
 			}
 			rec = next
-			log.Info("recovery step finished", "step", step.String(), "took", rec.History[len(rec.History)-1].Took)
+			log.Debug("recovery step finished", "step", step.String(), "took", rec.History[len(rec.History)-1].Took)
 			continue
 		}
 		if ctx.Err() != nil {
@@ -235,7 +235,7 @@ func (e *Engine) Run(ctx context.Context, victim fencing.NodeRef) (Record, error
 			return rec, err
 		}
 	}
-	log.Info("recovery done", "took", rec.Updated.Sub(rec.Requested))
+	log.Debug("recovery done", "took", rec.Updated.Sub(rec.Requested))
 	return rec, nil
 }
 

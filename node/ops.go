@@ -1,0 +1,171 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/shoal-ha/shoal/blockdev/mirror"
+	"github.com/shoal-ha/shoal/cluster"
+	"github.com/shoal-ha/shoal/dashboard"
+	"github.com/shoal-ha/shoal/fencing"
+	"github.com/shoal-ha/shoal/fencing/recovery"
+	"github.com/shoal-ha/shoal/internal/keys"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// RecordCounter is the optional ability of a Replayer to say how many
+// journal records it replayed: the recovery step reports the sum (the
+// story in every node's log, the dashboard). A Replayer without it
+// replays through Replay and the count is left out.
+type RecordCounter interface {
+	ReplayRecords(ctx context.Context, victim fencing.NodeRef, inc Incarnation) (records int64, err error)
+}
+
+// dashSource is the node as its dashboard sees it (dashboard.Source).
+type dashSource struct {
+	cn    *cluster.Node
+	locks *lockService
+	vols  *volumeService
+}
+
+func (s dashSource) Status(ctx context.Context) cluster.Status { return s.cn.Status(ctx) }
+
+func (s dashSource) Locks(ctx context.Context) (dashboard.LockTable, error) {
+	// The lock manager runs or it does not: no waiting for the next
+	// incarnation here.
+	wctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	d, err := s.locks.current(wctx)
+	if err != nil {
+		return dashboard.LockTable{}, err
+	}
+	return dashboard.LockTable{Locks: d.Locks(), Waits: d.WaitFor(), Dead: d.DeadOwners(), Check: d.Check()}, nil
+}
+
+func (s dashSource) Recoveries(ctx context.Context) ([]recovery.Record, error) {
+	return recovery.List(ctx, s.cn.Client(), s.cn.Config().Prefix())
+}
+
+func (s dashSource) Volume(ctx context.Context) (*mirror.Status, error) {
+	if !s.vols.enabled() {
+		return nil, nil
+	}
+	vi, err := s.vols.current()
+	if err != nil {
+		return nil, err
+	}
+	st, err := vi.vol.Status(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
+// newDashboard builds the node's dashboard, served at /ui/ of the admin
+// API.
+func newDashboard(cn *cluster.Node, locks *lockService, vols *volumeService) (*dashboard.Server, error) {
+	cfg := dashboard.DefaultConfig()
+	cfg.Source = dashSource{cn: cn, locks: locks, vols: vols}
+	cfg.Logger = cn.Logger().Named("dashboard")
+	return dashboard.New(cfg)
+}
+
+// followRecoveries tells every failover in this node's log (recovery.Story),
+// whoever coordinates it: it reads the recovery records and then follows
+// their changes until ctx ends. A lost watch is opened again from where
+// it stopped.
+// changed, when set, is called after every record seen.
+func followRecoveries(ctx context.Context, cn *cluster.Node, story *recovery.Story, changed func()) {
+	log := cn.Logger().Named("recovery")
+	prefix := keys.Of(cn.Config().Prefix()).Recoveries()
+	cli := cn.Client()
+	var rev int64
+	for ctx.Err() == nil {
+		if rev == 0 {
+			rctx, cancel := context.WithTimeout(ctx, cn.Config().RequestTimeout())
+			resp, err := cli.Get(rctx, prefix, clientv3.WithPrefix())
+			cancel()
+			if err != nil {
+				if !sleepCtx(ctx, time.Second) {
+					return
+				}
+				continue
+			}
+			for _, kv := range resp.Kvs {
+				tellRecord(log, story, kv.Value)
+			}
+			if changed != nil {
+				changed()
+			}
+			rev = resp.Header.Revision
+		}
+		wch := cli.Watch(clientv3.WithRequireLeader(ctx), prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1), clientv3.WithPrevKV())
+		for wr := range wch {
+			if err := wr.Err(); err != nil {
+				if errors.Is(err, context.Canceled) {
+					return
+				}
+				// Compacted past our revision: read the records afresh.
+				if wr.CompactRevision != 0 {
+					rev = 0
+				}
+				break
+			}
+			for _, ev := range wr.Events {
+				rev = ev.Kv.ModRevision
+				switch ev.Type {
+				case clientv3.EventTypePut:
+					tellRecord(log, story, ev.Kv.Value)
+				case clientv3.EventTypeDelete:
+					if ev.PrevKv != nil {
+						var rec recovery.Record
+						if json.Unmarshal(ev.PrevKv.Value, &rec) == nil {
+							story.Drop(rec.Victim)
+						}
+					}
+				}
+			}
+			if changed != nil {
+				changed()
+			}
+		}
+		if !sleepCtx(ctx, 100*time.Millisecond) {
+			return
+		}
+	}
+}
+
+func tellRecord(log hclog.Logger, story *recovery.Story, value []byte) {
+	var rec recovery.Record
+	if err := json.Unmarshal(value, &rec); err != nil {
+		log.Warn("unreadable recovery record", "error", err)
+		return
+	}
+	story.Observe(rec)
+}
+
+// suspectOnDeath starts a failover's story on this node the moment its
+// member view sees an incarnation vanish.
+func suspectOnDeath(story *recovery.Story) func(cluster.Event) {
+	return func(ev cluster.Event) {
+		if ev.Kind != cluster.NodeDown {
+			return
+		}
+		m := ev.Member
+		story.Suspected(fencing.NewNodeRef(m.Name, m.Incarnation, m.Lease), "its lease expired", time.Now())
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
