@@ -27,6 +27,16 @@ type Config struct {
 	// Locker coordinates regions between nodes. Nil: a private
 	// LocalLocker, which is only right when one process uses the volume.
 	Locker RegionLocker
+	// CallerOrdersWrites says the caller never has two overlapping writes
+	// in flight at once anywhere in the cluster (the store orders them
+	// with its own locks). Writes then hold their regions' locks shared
+	// (one lock per region, which the lock manager keeps cached: no lock
+	// request per write) instead of an exclusive lock on each written
+	// range. Copies of a region (recovery, resync, heal, scrub repair,
+	// read repair) still lock it exclusively and wait for the writes. If
+	// the caller breaks the promise, overlapping writes may leave the legs
+	// with different last writes.
+	CallerOrdersWrites bool
 	// Store is the cluster-wide leg table. Nil: the superblocks are the
 	// only copy; every volume re-reads them from the legs (processes that
 	// share the legs and the Locker then agree without etcd).

@@ -98,6 +98,7 @@ func (r *rig) openMortal(t testing.TB, slot int, budget int64) (*mortalNode, err
 		cfg.Legs = append(cfg.Legs, mortalPath{m, d})
 	}
 	cfg.Store, cfg.Locker = mortalStore{r.store, d}, r.locker
+	cfg.CallerOrdersWrites = r.callerOrders
 	cfg.Logger = testlog.New(t, fmt.Sprintf("node%d", slot))
 	v, err := Open(context.Background(), cfg)
 	if err != nil {
@@ -136,6 +137,8 @@ func crashRound(t *testing.T, seed uint64) {
 	rng := rand.New(rand.NewPCG(seed, 1))
 	nlegs, slots := 2+rng.IntN(2), 3
 	r := newRig(t, nlegs, slots)
+	r.callerOrders = rng.IntN(2) == 0
+	t.Logf("%d legs, caller orders writes: %v", nlegs, r.callerOrders)
 	m := newModel()
 	appNS := "app"
 	const blocks = 256 // a hot area spanning 8 regions, so writers overlap
@@ -297,6 +300,7 @@ func TestPowerLossRandomized(t *testing.T) {
 			ctx := context.Background()
 			rng := rand.New(rand.NewPCG(seed, 3))
 			r := newRig(t, 2+rng.IntN(2), 2)
+			r.callerOrders = rng.IntN(2) == 0
 			m := newModel()
 			nodes := []*node{r.open(0), r.open(1)}
 			var wg sync.WaitGroup

@@ -169,10 +169,7 @@ func (v *Volume) WriteAt(ctx context.Context, p []byte, off int64) error {
 
 func (v *Volume) writeLocked(ctx context.Context, p []byte, off int64) error {
 	r0, r1 := v.geo.RegionOf(off), v.geo.RegionOf(off+int64(len(p))-1)
-	// The written range is locked exclusively: overlapping writes are
-	// serialised (so every leg ends with the same last write), copies of
-	// the region (which lock it whole) wait, disjoint writes go on.
-	unlock, err := v.locker.LockRegion(ctx, v.lockNS, off, int64(len(p)), true)
+	unlock, err := v.lockWrite(ctx, off, int64(len(p)), r0, r1)
 	if err != nil {
 		return err
 	}
@@ -199,6 +196,34 @@ func (v *Volume) writeLocked(ctx context.Context, p []byte, off int64) error {
 	}
 	degraded = err != nil || !w.allInSync()
 	return err
+}
+
+// lockWrite locks what a write of length bytes at off needs. Normally the
+// written range, exclusively: overlapping writes are serialised (so every
+// leg ends with the same last write), copies of the region (which lock it
+// whole) wait, disjoint writes go on. When the caller orders overlapping
+// writes itself (CallerOrdersWrites), each region [r0, r1] shared, in
+// region order: the same lock every write of the region asks for, which
+// stays cached in the node between writes; only copies conflict.
+func (v *Volume) lockWrite(ctx context.Context, off, length, r0, r1 int64) (func(), error) {
+	if !v.cfg.CallerOrdersWrites {
+		return v.locker.LockRegion(ctx, v.lockNS, off, length, true)
+	}
+	unlocks := make([]func(), 0, r1-r0+1)
+	unlockAll := func() {
+		for i := len(unlocks) - 1; i >= 0; i-- {
+			unlocks[i]()
+		}
+	}
+	for r := r0; r <= r1; r++ {
+		u, err := v.lockRegions(ctx, r, r, false)
+		if err != nil {
+			unlockAll()
+			return nil, err
+		}
+		unlocks = append(unlocks, u)
+	}
+	return unlockAll, nil
 }
 
 // writeCached patches the regions' cached checksum areas (memory, once

@@ -30,6 +30,9 @@ type rig struct {
 	// noVerify says why the volume is left in a state Verify reports
 	// (empty: it is verified when the test ends).
 	noVerify string
+	// callerOrders opens the nodes with CallerOrdersWrites (the tests'
+	// writers order overlapping writes with application locks).
+	callerOrders bool
 }
 
 // newRig formats a volume and arranges for Verify to run over it when the
@@ -122,6 +125,7 @@ func (r *rig) tryOpen(slot int, tweak func(*Config)) (*node, error) {
 	cfg.Store, cfg.Locker = r.store, r.locker
 	cfg.Logger = testlog.New(r.t, "mirror")
 	cfg.OpenLeg = r.openByAddr
+	cfg.CallerOrdersWrites = r.callerOrders
 	if tweak != nil {
 		tweak(&cfg)
 	}

@@ -69,7 +69,9 @@ func (v *Volume) Scrub(ctx context.Context, opts ScrubOptions) (ScrubReport, err
 }
 
 func (v *Volume) scrubRegion(ctx context.Context, r int64, repair bool, data, cs [][]byte, rep *ScrubReport) error {
-	unlock, err := v.lockRegions(ctx, r, r, repair)
+	// Exclusively even without repair: writers of a volume whose caller
+	// orders its writes (CallerOrdersWrites) hold the region shared.
+	unlock, err := v.lockRegions(ctx, r, r, true)
 	if err != nil {
 		return err
 	}

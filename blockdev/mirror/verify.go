@@ -94,7 +94,10 @@ func (v *Volume) Verify(ctx context.Context) (VerifyReport, error) {
 }
 
 func (v *Volume) verifyRegion(ctx context.Context, w *view, r int64, data, cs [][]byte, bs int64, rep *VerifyReport) error {
-	unlock, err := v.lockRegions(ctx, r, r, false)
+	// Exclusively: writers of a volume whose caller orders its writes
+	// (CallerOrdersWrites) hold the region shared, and legs compared
+	// mid-write would differ.
+	unlock, err := v.lockRegions(ctx, r, r, true)
 	if err != nil {
 		return err
 	}
