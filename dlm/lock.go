@@ -49,8 +49,48 @@ func (l *Lock) Resource() Resource { return l.nl.res }
 func (l *Lock) Mode() Mode { return l.mode }
 
 // Token is the fencing token of the grant this hold rides on. It strictly
-// increases across grants of overlapping resources.
-func (l *Lock) Token() Token { return l.token }
+// increases across grants of overlapping resources. When the node's grant
+// is converted (up for another local user, or down once local users
+// allow), the hold rides on the conversion's grant and Token returns its
+// token from then on (see Settle).
+func (l *Lock) Token() Token {
+	l.n.mu.Lock()
+	defer l.n.mu.Unlock()
+	return l.token
+}
+
+// Settle waits (within ctx) until the node has no write and no conversion
+// in flight for the grant this hold rides on, so that Token is the token
+// of the grant the cluster made last, as the lock table shows it. A
+// down-conversion returns at once and the node converts its grant in the
+// cluster after it (when another node waits); Settle waits for that.
+// It returns ErrNotOwner after Release, the node's error once it is
+// fenced, or ctx's error.
+func (l *Lock) Settle(ctx context.Context) error {
+	n := l.n
+	stop := context.AfterFunc(ctx, func() {
+		n.mu.Lock()
+		n.revCond.Broadcast()
+		n.mu.Unlock()
+	})
+	defer stop()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for {
+		nl := l.nl
+		switch {
+		case l.released:
+			return ErrNotOwner
+		case n.fenced != nil:
+			return n.fenced
+		case !nl.busy && (nl.key == "" || !nl.held || nl.want == nl.granted):
+			return nil
+		case ctx.Err() != nil:
+			return ctx.Err()
+		}
+		n.revCond.Wait()
+	}
+}
 
 // LVB returns the lock value block as of the grant and whether it is
 // valid (it is not after a PW or EX holder died without writing it back).
@@ -546,6 +586,7 @@ func (n *Node) write(nl *nodeLock, ops []clientv3.Op, keyCmp *clientv3.Cmp, onDo
 		defer n.mu.Unlock()
 		if track {
 			nl.busy = false
+			n.revCond.Broadcast() // Lock.Settle waits for this
 		}
 		switch {
 		case err != nil:

@@ -318,6 +318,9 @@ func (n *Node) route(ds []Decision, dirty map[*nodeLock]bool) {
 			n.stats.ClusterGrants++
 			nl.held, nl.granted, nl.token = true, d.Mode, d.Token
 			nl.blocked, nl.fresh = false, true
+			for u := range nl.users {
+				u.token = d.Token // the holds now ride on this grant (a conversion)
+			}
 			if !nl.lvbDirty {
 				nl.lvb, nl.lvbValid = d.LVB, d.LVBValid
 			}

@@ -540,6 +540,14 @@ func runAcquire(ctx context.Context, o *options, out io.Writer, in io.Reader, re
 				if err := l.Convert(ctx, m); err != nil {
 					return err
 				}
+				// A down-conversion returns at once; the node then converts
+				// its grant in the cluster: print the token of that grant.
+				sctx, cancel := context.WithTimeout(ctx, o.timeout)
+				err = l.Settle(sctx)
+				cancel()
+				if err != nil {
+					return fmt.Errorf("waiting for the cluster to take the conversion: %w", err)
+				}
 				fmt.Fprintf(out, "converted to %s token=%s\n", l.Mode(), l.Token())
 			case len(f) == 0:
 			default:

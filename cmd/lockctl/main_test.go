@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"sync"
@@ -114,12 +115,7 @@ func TestLockctlAcquireAndWatch(t *testing.T) {
 	wctx, wcancel := context.WithCancel(ctx)
 	wdone := make(chan error, 1)
 	go func() { wdone <- watch.ExecuteContext(wctx) }()
-	for start := time.Now(); !strings.Contains(wout.String(), "# watching"); {
-		if time.Since(start) > 10*time.Second {
-			t.Fatal("watch did not start")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.WaitFor(t, 10*time.Second, "the watch to start", func() bool { return strings.Contains(wout.String(), "# watching") })
 
 	var out bytes.Buffer
 	acq := newRoot(&out, strings.NewReader("convert PR\nrelease\n"))
@@ -259,5 +255,74 @@ func TestLockctlLeaseFollowsTheNodeRule(t *testing.T) {
 				t.Fatalf("TTL %v below the ride-out %v", lc.TTL, ride)
 			}
 		})
+	}
+}
+
+// After "convert PR" down from EX while another client waits, acquire
+// prints the token the conversion was granted with: the one the lock
+// table (and so ls and watch) shows.
+func TestLockctlPrintsTheConversionsToken(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts an etcd member")
+	}
+	c := etcdtest.NewCluster(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	m, err := dlm.JoinAsClient(ctx, dlm.LeaseMemberConfig{Client: c.Client(0), Prefix: "/lc", Name: "waiter", TTL: 2 * time.Second, ElectionTimeout: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := dlm.DefaultConfig()
+	cfg.Client, cfg.Member, cfg.Prefix = c.Client(0), m, "/lc"
+	n, err := dlm.Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close(ctx)
+
+	var out syncBuffer
+	in, feed := io.Pipe()
+	defer feed.Close()
+	acq := newRoot(&out, in)
+	acq.SetArgs([]string{"--endpoints", strings.Join(c.Endpoints, ","), "--prefix", "/lc", "acquire", "foo", "EX", "--name", "holder"})
+	done := make(chan error, 1)
+	go func() { done <- acq.ExecuteContext(ctx) }()
+	testutil.WaitFor(t, 10*time.Second, "lockctl's grant", func() bool { return strings.Contains(out.String(), "granted foo EX") })
+
+	got := make(chan error, 1)
+	go func() {
+		l, err := n.Acquire(ctx, dlm.Named("foo"), dlm.PR)
+		if err == nil {
+			l.Release()
+		}
+		got <- err
+	}()
+	testutil.WaitFor(t, 10*time.Second, "the other client to queue", func() bool { return len(n.WaitFor()) > 0 })
+	if _, err := io.WriteString(feed, "convert PR\n"); err != nil {
+		t.Fatal(err)
+	}
+	var printed string
+	testutil.WaitFor(t, 10*time.Second, "the conversion to be printed", func() bool {
+		_, after, ok := strings.Cut(out.String(), "converted to PR token=")
+		printed, _, _ = strings.Cut(after, "\n")
+		return ok && strings.HasSuffix(after, "\n")
+	})
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	var inTable string
+	for _, l := range n.Locks() {
+		if l.Owner.Node == "holder" && l.Held {
+			inTable = l.Token.String()
+		}
+	}
+	if printed != inTable {
+		t.Fatalf("acquire printed token %s after the conversion; the lock table holds %s\n%s", printed, inTable, out.String())
+	}
+	if _, err := io.WriteString(feed, "release\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("acquire: %v\n%s", err, out.String())
 	}
 }
