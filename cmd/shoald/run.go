@@ -4,8 +4,11 @@ import (
 	"context"
 	"os"
 	"os/signal"
+	"strings"
+	"sync"
 	"syscall"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/shoal-ha/shoal/cluster"
 	"github.com/shoal-ha/shoal/node"
 	"github.com/spf13/cobra"
@@ -126,14 +129,71 @@ func newRunCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		return runNode(cfg)
+		return runNode(cfg, func() (cluster.Config, error) { return f.load(cmd.Flags()) })
 	}
 	return cmd
 }
 
-func runNode(cfg cluster.Config) error {
+// runNode runs the node until SIGTERM or SIGINT. SIGHUP reads the
+// configuration again (file and flags) through load.
+func runNode(cfg cluster.Config, load func() (cluster.Config, error)) error {
 	cfg.Logger = cfg.NewLogger(os.Stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	r := &reloader{running: cfg, load: load, log: cfg.Logger}
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				r.reload()
+			}
+		}
+	}()
 	return node.Run(ctx, cfg)
+}
+
+// reloader applies a configuration read again on SIGHUP: the fields that
+// can change live (cluster.ReloadPlan) take effect at once; the others
+// are named in the log as needing a restart, and the running value stays.
+type reloader struct {
+	mu      sync.Mutex
+	running cluster.Config
+	load    func() (cluster.Config, error)
+	log     hclog.Logger
+}
+
+func (r *reloader) reload() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	next, err := r.load()
+	if err != nil {
+		r.log.Error("configuration reload refused; the running configuration stays", "error", err)
+		return
+	}
+	live, restart := cluster.ReloadPlan(r.running, next)
+	for _, f := range live {
+		switch f {
+		case "log_level":
+			r.log.SetLevel(hclog.LevelFromString(next.LogLevel))
+			// Seen only when the new level lets debug lines through.
+			r.log.Debug("log level changed", "from", r.running.LogLevel, "to", next.LogLevel)
+			r.running.LogLevel = next.LogLevel
+		}
+	}
+	if len(live) == 0 && len(restart) == 0 {
+		r.log.Info("configuration reloaded: nothing changed")
+		return
+	}
+	none := func(fs []string) string {
+		if len(fs) == 0 {
+			return "none"
+		}
+		return strings.Join(fs, ",")
+	}
+	r.log.Info("configuration reloaded", "applied", none(live), "need_restart", none(restart))
 }

@@ -1,0 +1,168 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/shoal-ha/shoal/cluster"
+	"github.com/shoal-ha/shoal/internal/nodetest"
+	"github.com/shoal-ha/shoal/internal/testutil"
+)
+
+// syncBuffer is a bytes.Buffer that a process writes while a test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestReloaderAppliesLiveFieldsOnly drives the reloader without a process.
+func TestReloaderAppliesLiveFieldsOnly(t *testing.T) {
+	var out syncBuffer
+	log := hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Info, DisableTime: true})
+	running := cluster.DefaultConfig()
+	running.NodeName, running.DataDir = "n1", "/d"
+	next, err := running, error(nil)
+	r := &reloader{running: running, log: log, load: func() (cluster.Config, error) { return next, err }}
+
+	next.LogLevel, next.Lease.TTL = "debug", "30s"
+	r.reload()
+	if !strings.Contains(out.String(), "configuration reloaded: applied=log_level need_restart=lease.ttl") {
+		t.Fatalf("log:\n%s", out.String())
+	}
+	if !log.IsDebug() {
+		t.Fatal("log level not applied")
+	}
+	// The field that needs a restart is still named at the next reload:
+	// the running node still has the old value.
+	r.reload()
+	if n := strings.Count(out.String(), "need_restart=lease.ttl"); n != 2 {
+		t.Fatalf("restart field named %d times:\n%s", n, out.String())
+	}
+	err = fmt.Errorf("config: bad log_level")
+	r.reload()
+	if !strings.Contains(out.String(), "configuration reload refused; the running configuration stays") || !log.IsDebug() {
+		t.Fatalf("a bad file changed something:\n%s", out.String())
+	}
+}
+
+// TestSIGHUPReloadsConfiguration runs shoald from a file, changes the file
+// and sends SIGHUP: the log level changes at once, a lease change is named
+// as needing a restart, a broken file is refused, and the node keeps
+// serving throughout.
+func TestSIGHUPReloadsConfiguration(t *testing.T) {
+	dir := t.TempDir()
+	admin, client, peer := nodetest.FreePort(t), nodetest.FreePort(t), nodetest.FreePort(t)
+	conf := filepath.Join(dir, "node.hcl")
+	write := func(logLevel, extra string) {
+		t.Helper()
+		body := fmt.Sprintf(`node_name = "solo"
+data_dir = %q
+profile = "fast"
+log_level = %q
+etcd {
+  client_addr = %q
+  peer_addr = %q
+}
+admin {
+  addr = %q
+}
+%s
+`, filepath.Join(dir, "data"), logLevel, client, peer, admin, extra)
+		if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("info", "")
+	var out syncBuffer
+	cmd := exec.Command(nodetest.Binary(t, "shoald"), "run", "--config", conf)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-exited
+		if t.Failed() {
+			t.Logf("shoald log:\n%s", out.String())
+		}
+	})
+	ready := func() bool {
+		resp, err := (&http.Client{Timeout: time.Second}).Get("http://" + admin + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}
+	testutil.WaitFor(t, 30*time.Second, "the node ready", ready)
+
+	write("debug", `lease {
+  ttl = "3s"
+}`)
+	cmd.Process.Signal(syscall.SIGHUP)
+	testutil.WaitFor(t, 10*time.Second, "the reload logged", func() bool {
+		return strings.Contains(out.String(), "configuration reloaded:")
+	})
+	line := lineWith(out.String(), "configuration reloaded:")
+	for _, want := range []string{"applied=log_level", "need_restart=lease.ttl"} {
+		if !strings.Contains(line, want) {
+			t.Fatalf("reload line %q lacks %q", line, want)
+		}
+	}
+	if !strings.Contains(out.String(), "[DEBUG] shoald: log level changed: node=solo from=info to=debug") {
+		t.Fatal("no debug line after the level changed to debug")
+	}
+
+	write("loud", "")
+	cmd.Process.Signal(syscall.SIGHUP)
+	testutil.WaitFor(t, 10*time.Second, "the broken file refused", func() bool {
+		return strings.Contains(out.String(), "configuration reload refused")
+	})
+	if !ready() {
+		t.Fatal("node not ready after the reloads")
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-exited:
+		exited <- err
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no exit within 20 s of SIGTERM")
+	}
+}
+
+func lineWith(s, sub string) string {
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			return l
+		}
+	}
+	return ""
+}
