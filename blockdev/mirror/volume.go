@@ -437,15 +437,6 @@ func (v *Volume) openRecorded(ctx context.Context, l LegInfo) blockdev.Device {
 	return d
 }
 
-func indexOfDev(ds []blockdev.Device, d blockdev.Device) int {
-	for i, x := range ds {
-		if x == d {
-			return i
-		}
-	}
-	return -1
-}
-
 func readSuperblock(ctx context.Context, d blockdev.Device) (Superblock, error) {
 	if d.Size() < SuperblockSize || SuperblockSize%d.BlockSize() != 0 {
 		return Superblock{}, fmt.Errorf("%w: device of %d bytes with block size %d cannot hold a superblock", ErrBadSuperblock, d.Size(), d.BlockSize())
