@@ -109,18 +109,19 @@ func TestCluster(t *testing.T) {
 		t.Skip("starts a three-member etcd cluster")
 	}
 	c := etcdtest.NewCluster(t, 3)
-	a := startTestNode(t, c, 0, "a")
-	b := startTestNode(t, c, 1, "b")
-	coord := startTestNode(t, c, 2, "coord")
-	var tokens []Token // grants of "foo" in order; must strictly increase
-	foo := Named("foo")
+	// Every subtest starts its own nodes (closed when it ends) and uses
+	// its own resources: each can run alone (-run) and in any order.
+	nodes := func(t *testing.T) (a, b, coord *testNode) {
+		return startTestNode(t, c, 0, "a"), startTestNode(t, c, 1, "b"), startTestNode(t, c, 2, "coord")
+	}
 
 	t.Run("CachedReacquireMakesNoEtcdRequest", func(t *testing.T) {
+		a, b, coord := nodes(t)
+		foo := Named("cached")
 		l, err := a.n.Acquire(ctxT(t, 10*time.Second), foo, EX)
 		if err != nil {
 			t.Fatal(err)
 		}
-		tokens = append(tokens, l.Token())
 		if err := l.SetLVB([]byte("from-a")); err != nil {
 			t.Fatal(err)
 		}
@@ -130,7 +131,7 @@ func TestCluster(t *testing.T) {
 		testutil.WaitFor(t, 5*time.Second, "a's request write to finish", func() bool {
 			a.n.mu.Lock()
 			defer a.n.mu.Unlock()
-			return !a.n.locks["foo"].busy
+			return !a.n.locks[foo.String()].busy
 		})
 		before := a.calls.Load()
 		for range 2000 {
@@ -155,8 +156,13 @@ func TestCluster(t *testing.T) {
 	})
 
 	t.Run("HandoffByBlockingCallback", func(t *testing.T) {
+		a, b, coord := nodes(t)
+		foo := Named("handoff")
 		la, err := a.n.Acquire(ctxT(t, 5*time.Second), foo, EX)
 		if err != nil {
+			t.Fatal(err)
+		}
+		if err := la.SetLVB([]byte("from-a")); err != nil {
 			t.Fatal(err)
 		}
 		got := make(chan *Lock, 1)
@@ -196,10 +202,9 @@ func TestCluster(t *testing.T) {
 			t.Fatal(err)
 		}
 		lb := <-got
-		if lb.Token() <= tokens[len(tokens)-1] {
-			t.Fatalf("token %s not above %s", lb.Token(), tokens[len(tokens)-1])
+		if lb.Token() <= la.Token() {
+			t.Fatalf("token %s not above %s", lb.Token(), la.Token())
 		}
-		tokens = append(tokens, lb.Token())
 		if v, ok := lb.LVB(); !ok || string(v[:6]) != "from-a" {
 			t.Fatalf("b reads value block %q valid=%v, want from-a", v, ok)
 		}
@@ -208,11 +213,12 @@ func TestCluster(t *testing.T) {
 	})
 
 	t.Run("TryAndCancelLeaveNothing", func(t *testing.T) {
+		a, b, coord := nodes(t)
+		foo := Named("try")
 		lb, err := b.n.Acquire(ctxT(t, 5*time.Second), foo, EX)
 		if err != nil {
 			t.Fatal(err)
 		}
-		tokens = append(tokens, lb.Token())
 		if _, err := a.n.Acquire(ctxT(t, 5*time.Second), foo, PR, Try()); !errors.Is(err, ErrWouldBlock) {
 			t.Fatalf("try: %v, want ErrWouldBlock", err)
 		}
@@ -234,6 +240,7 @@ func TestCluster(t *testing.T) {
 	})
 
 	t.Run("RegionsConflictOnlyWhereTheyOverlap", func(t *testing.T) {
+		a, b, coord := nodes(t)
 		r1, err := a.n.Acquire(ctxT(t, 5*time.Second), Region("vol", 0, 4096), EX)
 		if err != nil {
 			t.Fatal(err)
@@ -251,11 +258,17 @@ func TestCluster(t *testing.T) {
 	})
 
 	t.Run("DeadHolderGatedToCoordinator", func(t *testing.T) {
+		a, b, coord := nodes(t)
+		foo := Named("gated")
+		var tokens []Token // grants of foo in order; must strictly increase
 		la, err := a.n.Acquire(ctxT(t, 10*time.Second), foo, EX)
 		if err != nil {
 			t.Fatal(err)
 		}
 		tokens = append(tokens, la.Token())
+		if err := la.Use(); err != nil {
+			t.Fatal(err)
+		}
 		if err := la.SetLVB([]byte("never-written")); err != nil {
 			t.Fatal(err)
 		}
