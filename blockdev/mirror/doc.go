@@ -24,6 +24,14 @@
 // production, see etcdstate) and in the superblocks, and the volume serves
 // degraded; its missed writes stay marked until a resync copies them.
 //
+// The leg table never goes back: Open follows the legs each table names to
+// the newest table, so a removed or lagging leg can never publish its older
+// one. A node's slot bitmap carries an open-volume marker from Open to
+// Close (cleared also by the recovery of its slot); Format and AddLeg
+// refuse the legs of a volume a node has open (ErrVolumeOpen). A volume
+// opened with Config.ReadOnly writes nothing at all: the operator's
+// inspect, status and check use it.
+//
 // The decisions are plain code a test can drive: the intent type (which
 // marks to write and clear), decideBlock (which copy a scrub keeps) and
 // the leg-table transitions. Goroutines, clocks and disks sit around them.
