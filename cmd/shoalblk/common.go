@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -17,7 +18,9 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 	"golang.org/x/term"
 
 	"github.com/shoal-ha/shoal/blockdev"
@@ -31,6 +34,9 @@ import (
 type volumeFlags struct {
 	etcd       string
 	etcdPrefix string
+	etcdCA     string
+	etcdCert   string
+	etcdKey    string
 	lockDir    string
 	jsonOut    bool
 	verbose    bool
@@ -44,6 +50,9 @@ type volumeFlags struct {
 func (f *volumeFlags) register(c *cobra.Command, withJSON bool) {
 	c.Flags().StringVar(&f.etcd, "etcd", "", "comma-separated etcd endpoints holding the cluster-wide leg table (default: superblocks only)")
 	c.Flags().StringVar(&f.etcdPrefix, "etcd-prefix", "/shoal", "etcd key prefix")
+	c.Flags().StringVar(&f.etcdCA, "etcd-cacert", "", "CA certificate file for etcd TLS (a Shoal cluster's etcd is mutual TLS)")
+	c.Flags().StringVar(&f.etcdCert, "etcd-cert", "", "client certificate file for etcd TLS, signed by the cluster's CA")
+	c.Flags().StringVar(&f.etcdKey, "etcd-key", "", "client key file for etcd TLS")
 	c.Flags().StringVar(&f.lockDir, "lock-dir", "", "directory of region lock files shared with processes on this host (default: no cross-process locking)")
 	c.Flags().BoolVarP(&f.verbose, "verbose", "v", false, "log what the volume does to stderr")
 	if f.readOnly {
@@ -94,33 +103,27 @@ func (f *volumeFlags) openVolume(ctx context.Context, addrs []string, slot int, 
 	if len(addrs) == 0 {
 		return nil, nil, fmt.Errorf("no legs given")
 	}
-	log := f.logger()
-	devs, err := openLegs(ctx, addrs, log, f.readOnly)
-	if err != nil {
-		return nil, nil, err
-	}
-	cfg := mirror.DefaultConfig(slot)
-	cfg.Legs, cfg.Logger, cfg.AllowMissingLegs, cfg.Progress = devs, log, allowMissing || f.allowMiss, progress
-	cfg.ReadOnly = f.readOnly
+	var rate int64
 	if f.rate != "" {
 		r, err := parseSize(f.rate)
 		if err != nil {
 			return nil, nil, fmt.Errorf("--rate: %w", err)
 		}
-		cfg.ResyncRate = r
+		rate = r
 	}
-	cleanup := func() {}
-	if f.etcd != "" {
-		if err := etcdprobe.Check(ctx, strings.Split(f.etcd, ","), nil); err != nil {
-			return nil, nil, fmt.Errorf("--etcd: %w", err)
-		}
-		cli, err := clientv3.New(clientv3.Config{Endpoints: strings.Split(f.etcd, ","), DialTimeout: 5 * time.Second})
-		if err != nil {
-			return nil, nil, fmt.Errorf("etcd: %w", err)
-		}
-		cfg.Store = etcdstate.New(cli, f.etcdPrefix)
-		cleanup = func() { cli.Close() }
+	store, cleanup, err := f.etcdStore(ctx)
+	if err != nil {
+		return nil, nil, err
 	}
+	log := f.logger()
+	devs, err := openLegs(ctx, addrs, log, f.readOnly)
+	if err != nil {
+		cleanup()
+		return nil, nil, err
+	}
+	cfg := mirror.DefaultConfig(slot)
+	cfg.Legs, cfg.Logger, cfg.AllowMissingLegs, cfg.Progress = devs, log, allowMissing || f.allowMiss, progress
+	cfg.ReadOnly, cfg.ResyncRate, cfg.Store = f.readOnly, rate, store
 	if f.lockDir != "" {
 		cfg.Locker = fcntllock.New(f.lockDir)
 	}
@@ -177,6 +180,34 @@ func shellQuote(s string) string {
 		return s
 	}
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// etcdStore connects to --etcd, if given, after checking that etcd takes
+// the connection (a TLS refusal is said at once); nil store otherwise.
+func (f *volumeFlags) etcdStore(ctx context.Context) (mirror.LegStateStore, func(), error) {
+	if f.etcd == "" {
+		return nil, func() {}, nil
+	}
+	ecfg := clientv3.Config{Endpoints: strings.Split(f.etcd, ","), DialTimeout: 5 * time.Second, Logger: zap.NewNop()}
+	if f.etcdCA != "" || f.etcdCert != "" || f.etcdKey != "" {
+		info := transport.TLSInfo{TrustedCAFile: f.etcdCA, CertFile: f.etcdCert, KeyFile: f.etcdKey}
+		tc, err := info.ClientConfig()
+		if err != nil {
+			return nil, nil, fmt.Errorf("etcd TLS files: %w", err)
+		}
+		ecfg.TLS = tc
+	}
+	if err := etcdprobe.Check(ctx, ecfg.Endpoints, ecfg.TLS); err != nil {
+		if errors.Is(err, etcdprobe.ErrTLSRequired) || errors.Is(err, etcdprobe.ErrTLS) {
+			return nil, nil, fmt.Errorf("--etcd: %w; give --etcd-cacert, --etcd-cert and --etcd-key of the cluster's CA", err)
+		}
+		return nil, nil, fmt.Errorf("--etcd: %w", err)
+	}
+	cli, err := clientv3.New(ecfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("etcd: %w", err)
+	}
+	return etcdstate.New(cli, f.etcdPrefix), func() { cli.Close() }, nil
 }
 
 // findLeg resolves --leg: a table index or a leg address.
