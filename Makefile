@@ -10,7 +10,7 @@ BENCHOUT  := bench-results
 # Failovers measured per mode by bench-failover.
 FAILOVER_RUNS ?= 20
 
-.PHONY: man completion all build setup test test-short bench bench-dlm bench-volume bench-iscsi bench-failover lint demo demo-stop clean fuzz
+.PHONY: man completion all build setup test test-short test-demo bench bench-dlm bench-volume bench-iscsi bench-failover lint demo demo-stop clean fuzz
 
 all: build
 
@@ -26,6 +26,11 @@ test: setup build
 
 test-short:
 	$(GO) test -short -count=1 -timeout 10m $(PKGS)
+
+# The demo script end to end: kill -9 of a node, start brings it back,
+# restart, the foreground events (about 40 s on the demo's fixed addresses).
+test-demo: setup
+	$(GO) test -race -count=1 -run TestDemoBringsBackAStoppedNode ./cmd/shoald -args -shoald.demo
 
 # Short fuzz runs of every decoder (30 s each by default).
 FUZZTIME ?= 30s

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"flag"
 	"net"
 	"os"
 	"os/exec"
@@ -15,6 +16,10 @@ import (
 
 	"github.com/shoal-ha/shoal/internal/nodetest"
 )
+
+// demoRun turns on TestDemoBringsBackAStoppedNode: about 40 s on the
+// demo's fixed addresses, so not in the default run (make test-demo).
+var demoRun = flag.Bool("shoald.demo", false, "run fixtures/demo.sh end to end (make test-demo)")
 
 // demoOutput collects the foreground demo's output as it comes.
 type demoOutput struct {
@@ -45,6 +50,9 @@ func (o *demoOutput) String() string {
 // node3; "demo.sh restart node2" restarts node2; Ctrl-C stops every node.
 func TestDemoBringsBackAStoppedNode(t *testing.T) {
 	skipShort(t)
+	if !*demoRun {
+		t.Skip("runs the demo on its fixed addresses for about 40 s; make test-demo (-args -shoald.demo) runs it")
+	}
 	for _, a := range []string{"127.0.0.1:7080", "127.0.0.2:7080", "127.0.0.3:7080", "127.0.0.1:2379"} {
 		l, err := net.Listen("tcp", a)
 		if err != nil {
