@@ -245,7 +245,7 @@ func (r *recoveryRole) resync(ctx context.Context, victim fencing.NodeRef) (reco
 	if err != nil {
 		return out, err
 	}
-	rep, err := vi.vol.Recover(forRecovery(ctx), slot)
+	rep, err := vi.vol.RecoverFenced(ctx, slot)
 	if err != nil {
 		return out, fmt.Errorf("resync of slot %d: %w", slot, err)
 	}

@@ -199,30 +199,32 @@ func (v *volumeService) victimSlot(ctx context.Context, victim fencing.NodeRef) 
 // dlmRegions gives the mirror its region locks from the lock manager.
 type dlmRegions struct{ d *dlm.Node }
 
-type recoveryKey struct{}
-
-// forRecovery marks ctx as the recovery coordinator's: region locks taken
-// under it are recovery locks, granted over the locks the dead node left
-// behind (which stay gated until the recovery releases them).
-func forRecovery(ctx context.Context) context.Context {
-	return context.WithValue(ctx, recoveryKey{}, true)
-}
-
-func (r dlmRegions) LockRegion(ctx context.Context, volume string, off, length int64, exclusive bool) (func(), error) {
+// LockRegion takes the region as a dlm region lock: EX or PR, and with
+// the recovery option when the mirror asks for a recovery lock (granted
+// over the locks a dead node left behind).
+func (r dlmRegions) LockRegion(ctx context.Context, req mirror.RegionRequest) (mirror.RegionLock, error) {
 	mode := dlm.PR
-	if exclusive {
+	if req.Exclusive {
 		mode = dlm.EX
 	}
 	var opts []dlm.Option
-	if ctx.Value(recoveryKey{}) != nil {
+	if req.Recovery {
 		opts = append(opts, dlm.Recovery())
 	}
-	l, err := r.d.Acquire(ctx, dlm.Region(volume, uint64(off), uint64(off+length)), mode, opts...)
+	l, err := r.d.Acquire(ctx, dlm.Region(req.Volume, uint64(req.Off), uint64(req.Off+req.Length)), mode, opts...)
 	if err != nil {
 		return nil, err
 	}
-	return func() { l.Release() }, nil
+	return dlmRegionLock{l}, nil
 }
+
+// dlmRegionLock is a held dlm lock as the mirror sees it: its fencing
+// token, its Use check, its release.
+type dlmRegionLock struct{ l *dlm.Lock }
+
+func (l dlmRegionLock) Token() uint64 { return uint64(l.l.Token()) }
+func (l dlmRegionLock) Use() error    { return l.l.Use() }
+func (l dlmRegionLock) Release()      { l.l.Release() }
 
 // HoldRegion lets the mirror cache checksum areas under lock-manager locks
 // it keeps until their blocking callback (a *dlm.Lock is a RegionHold).

@@ -147,7 +147,7 @@ func (v *Volume) heal(ctx context.Context) error {
 		if !v.view.Load().allInSync() {
 			return nil
 		}
-		if _, err := v.copyRegion(ctx, c.region, func(w *view) []int { return w.writable }, buf); err != nil {
+		if _, err := v.copyRegion(ctx, c.region, func(w *view) []int { return w.writable }, buf, false); err != nil {
 			return err
 		}
 		v.stateMu.Lock()

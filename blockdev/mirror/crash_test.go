@@ -174,7 +174,7 @@ func crashRound(t *testing.T, seed uint64) {
 			nb := 1 + wr.IntN(8)
 			off := int64(wr.IntN(blocks-nb)) * testBS
 			p := randBlock(wr, nb*testBS)
-			unlock, err := r.locker.LockRegion(ctx, appNS, off, int64(len(p)), true)
+			unlock, err := r.locker.Lock(ctx, appNS, off, int64(len(p)), true)
 			if err != nil {
 				t.Error(err)
 				return
@@ -315,7 +315,7 @@ func TestPowerLossRandomized(t *testing.T) {
 						nb := 1 + wr.IntN(40)
 						off := int64(wr.IntN(2000)) * testBS
 						p := randBlock(wr, nb*testBS)
-						unlock, _ := r.locker.LockRegion(ctx, "app", off, int64(len(p)), true)
+						unlock, _ := r.locker.Lock(ctx, "app", off, int64(len(p)), true)
 						frozen.RLock()
 						if stop.Load() { // the power is already out
 							frozen.RUnlock()

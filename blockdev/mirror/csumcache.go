@@ -355,9 +355,11 @@ func (v *Volume) taint(r int64) {
 // the current area, and other nodes' holds are called back by the lock.
 // The caller holds the region's data lock, so no write of this node can
 // cache the area again meanwhile.
-func (v *Volume) lockChecksums(ctx context.Context, r int64, exclusive bool) (func(), error) {
+// recovery marks the recovery coordinator's lock (see RegionRequest): a
+// dead writer may have left the area held.
+func (v *Volume) lockChecksums(ctx context.Context, r int64, exclusive, recovery bool) (RegionLock, error) {
 	if v.csums != nil {
 		v.csums.forget(ctx, r)
 	}
-	return v.locker.LockRegion(ctx, v.csumNS(), r*v.geo.RegionSize, v.geo.RegionSize, exclusive)
+	return v.locker.LockRegion(ctx, RegionRequest{Volume: v.csumNS(), Off: r * v.geo.RegionSize, Length: v.geo.RegionSize, Exclusive: exclusive, Recovery: recovery})
 }

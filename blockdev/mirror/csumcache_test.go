@@ -425,17 +425,17 @@ func TestLocalLockerHoldBlocking(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	unlock, err := l.LockRegion(ctx, "v", 100, 100, true) // disjoint
+	unlock, err := l.Lock(ctx, "v", 100, 100, true) // disjoint
 	if err != nil {
 		t.Fatal(err)
 	}
 	unlock()
-	unlock, err = l.LockRegion(ctx, "v", 250, 10, false) // shared with shared
+	unlock, err = l.Lock(ctx, "v", 250, 10, false) // shared with shared
 	if err != nil {
 		t.Fatal(err)
 	}
 	unlock()
-	unlock, err = l.LockRegion(ctx, "w", 0, 100, true) // another volume
+	unlock, err = l.Lock(ctx, "w", 0, 100, true) // another volume
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -449,7 +449,7 @@ func TestLocalLockerHoldBlocking(t *testing.T) {
 	}
 	got := make(chan error, 1)
 	go func() {
-		unlock, err := l.LockRegion(ctx, "v", 50, 200, true) // overlaps both
+		unlock, err := l.Lock(ctx, "v", 50, 200, true) // overlaps both
 		if err == nil {
 			unlock()
 		}

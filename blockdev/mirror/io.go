@@ -12,8 +12,9 @@ import (
 const markAhead = 7
 
 // lockRegions takes the region lock over regions [r0, r1].
-func (v *Volume) lockRegions(ctx context.Context, r0, r1 int64, exclusive bool) (func(), error) {
-	return v.locker.LockRegion(ctx, v.lockNS, r0*v.geo.RegionSize, (r1-r0+1)*v.geo.RegionSize, exclusive)
+// recovery marks the recovery coordinator's locks (see RegionRequest).
+func (v *Volume) lockRegions(ctx context.Context, r0, r1 int64, exclusive, recovery bool) (RegionLock, error) {
+	return v.locker.LockRegion(ctx, RegionRequest{Volume: v.lockNS, Off: r0 * v.geo.RegionSize, Length: (r1 - r0 + 1) * v.geo.RegionSize, Exclusive: exclusive, Recovery: recovery})
 }
 
 // ReadAt reads from one in-sync leg, balancing requests over them. Regions
@@ -110,11 +111,11 @@ func (v *Volume) suspect(r0, r1 int64) bool {
 // cannot take the repair is failed.
 func (v *Volume) repairRead(ctx context.Context, w *view, good int, bad []int, off int64, n int) {
 	r0, r1 := v.geo.RegionOf(off), v.geo.RegionOf(off+int64(n)-1)
-	unlock, err := v.lockRegions(ctx, r0, r1, true)
+	lk, err := v.lockRegions(ctx, r0, r1, true, false)
 	if err != nil {
 		return
 	}
-	defer unlock()
+	defer lk.Release()
 	// Repair only from a leg the current table still counts in sync.
 	if err := v.refreshTable(ctx); err != nil {
 		return
@@ -127,6 +128,9 @@ func (v *Volume) repairRead(ctx context.Context, w *view, good int, bad []int, o
 	}
 	buf := make([]byte, n)
 	if err := w.devs[good].ReadAt(ctx, buf, v.geo.DataOffset+off); err != nil {
+		return
+	}
+	if lk.Use() != nil {
 		return
 	}
 	for _, i := range bad {
@@ -169,11 +173,11 @@ func (v *Volume) WriteAt(ctx context.Context, p []byte, off int64) error {
 
 func (v *Volume) writeLocked(ctx context.Context, p []byte, off int64) error {
 	r0, r1 := v.geo.RegionOf(off), v.geo.RegionOf(off+int64(len(p))-1)
-	unlock, err := v.lockWrite(ctx, off, int64(len(p)), r0, r1)
+	lk, err := v.lockWrite(ctx, off, int64(len(p)), r0, r1)
 	if err != nil {
 		return err
 	}
-	defer unlock()
+	defer lk.Release()
 	degraded := true // until the write is known to have reached every leg
 	defer func() { v.endWrite(r0, r1, degraded) }()
 	// A write that starts where the previous one ended is probably part
@@ -188,6 +192,11 @@ func (v *Volume) writeLocked(ctx context.Context, p []byte, off int64) error {
 	w := v.view.Load()
 	if len(w.inSync) == 0 {
 		return fmt.Errorf("%w: write at %d", ErrNoInSyncLeg, off)
+	}
+	// Last check before the data goes out: the lock (its holder's lease)
+	// may have lapsed while the bitmap was marked.
+	if err := lk.Use(); err != nil {
+		return fmt.Errorf("mirror: write at %d under region lock (token %d): %w", off, lk.Token(), err)
 	}
 	if v.csums != nil {
 		err = v.writeCached(ctx, w, p, off, r0, r1)
@@ -205,25 +214,49 @@ func (v *Volume) writeLocked(ctx context.Context, p []byte, off int64) error {
 // writes itself (CallerOrdersWrites), each region [r0, r1] shared, in
 // region order: the same lock every write of the region asks for, which
 // stays cached in the node between writes; only copies conflict.
-func (v *Volume) lockWrite(ctx context.Context, off, length, r0, r1 int64) (func(), error) {
+func (v *Volume) lockWrite(ctx context.Context, off, length, r0, r1 int64) (RegionLock, error) {
 	if !v.cfg.CallerOrdersWrites {
-		return v.locker.LockRegion(ctx, v.lockNS, off, length, true)
+		return v.locker.LockRegion(ctx, RegionRequest{Volume: v.lockNS, Off: off, Length: length, Exclusive: true})
 	}
-	unlocks := make([]func(), 0, r1-r0+1)
-	unlockAll := func() {
-		for i := len(unlocks) - 1; i >= 0; i-- {
-			unlocks[i]()
-		}
-	}
+	set := make(lockSet, 0, r1-r0+1)
 	for r := r0; r <= r1; r++ {
-		u, err := v.lockRegions(ctx, r, r, false)
+		lk, err := v.lockRegions(ctx, r, r, false, false)
 		if err != nil {
-			unlockAll()
+			set.Release()
 			return nil, err
 		}
-		unlocks = append(unlocks, u)
+		set = append(set, lk)
 	}
-	return unlockAll, nil
+	return set, nil
+}
+
+// lockSet is the region locks of one write, taken in region order.
+type lockSet []RegionLock
+
+// Token is the largest token of the set.
+func (s lockSet) Token() uint64 {
+	var t uint64
+	for _, l := range s {
+		t = max(t, l.Token())
+	}
+	return t
+}
+
+// Use checks every lock of the set.
+func (s lockSet) Use() error {
+	for _, l := range s {
+		if err := l.Use(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Release releases the set in reverse order.
+func (s lockSet) Release() {
+	for i := len(s) - 1; i >= 0; i-- {
+		s[i].Release()
+	}
 }
 
 // writeCached patches the regions' cached checksum areas (memory, once
@@ -286,11 +319,11 @@ func (v *Volume) writeUncached(ctx context.Context, w *view, p []byte, off, r0, 
 // into errs). Writers of disjoint ranges of a region share its checksum
 // area, so the read-patch-write holds the region's checksum lock.
 func (v *Volume) writeChecksums(ctx context.Context, w *view, p []byte, off, r0, r1 int64, errs []error) error {
-	unlock, err := v.locker.LockRegion(ctx, v.csumNS(), r0*v.geo.RegionSize, (r1-r0+1)*v.geo.RegionSize, true)
+	lk, err := v.locker.LockRegion(ctx, RegionRequest{Volume: v.csumNS(), Off: r0 * v.geo.RegionSize, Length: (r1 - r0 + 1) * v.geo.RegionSize, Exclusive: true})
 	if err != nil {
 		return err
 	}
-	defer unlock()
+	defer lk.Release()
 	csums, err := v.updatedChecksums(ctx, w, p, off, r0, r1)
 	if err != nil {
 		return err

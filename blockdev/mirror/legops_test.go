@@ -36,7 +36,7 @@ func TestLegChangesWhileWriting(t *testing.T) {
 				nb := 1 + wr.IntN(16)
 				off := int64(wr.IntN(3000)) * testBS
 				p := randBlock(wr, nb*testBS)
-				unlock, _ := r.locker.LockRegion(ctx, "app", off, int64(len(p)), true)
+				unlock, _ := r.locker.Lock(ctx, "app", off, int64(len(p)), true)
 				err := n.vol.WriteAt(ctx, p, off)
 				if err == nil {
 					m.ack(off, p, nb)

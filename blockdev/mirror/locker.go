@@ -6,16 +6,55 @@ import (
 	"sync"
 )
 
+// RegionRequest asks for a lock on [Off, Off+Length) of Volume.
+type RegionRequest struct {
+	Volume      string
+	Off, Length int64
+	// Exclusive asks for a write lock; otherwise the lock is shared.
+	Exclusive bool
+	// Recovery marks a lock the recovery coordinator takes to repair the
+	// regions of a fenced node (Volume.RecoverFenced): the lock manager
+	// grants it over the locks the dead node left behind, which stay
+	// gated to everyone else until the recovery releases them.
+	Recovery bool
+}
+
+// RegionLock is a held region lock.
+type RegionLock interface {
+	// Token is the grant's fencing token: it only grows for the locked
+	// resource (0 from a locker without tokens).
+	Token() uint64
+	// Use checks, right before the I/O the lock protects, that the lock
+	// may still be used (its holder's lease holds). An error means the
+	// I/O must not be issued; it is not retriable under this lock.
+	Use() error
+	// Release gives the lock up; called exactly once.
+	Release()
+}
+
 // RegionLocker hands out cluster-wide locks on byte ranges of a volume. The
 // daemon satisfies it with the lock manager's region locks; tests use
 // LocalLocker, and processes on one machine can use fcntllock.
 //
-// LockRegion blocks until [off, off+length) of volume is held, exclusive or
-// shared, or ctx ends (then it returns ctx's error and holds nothing). The
-// returned unlock releases the range; it is called exactly once.
+// LockRegion blocks until the range is held, or ctx ends (then it returns
+// ctx's error and holds nothing).
 type RegionLocker interface {
-	LockRegion(ctx context.Context, volume string, off, length int64, exclusive bool) (unlock func(), err error)
+	LockRegion(ctx context.Context, req RegionRequest) (RegionLock, error)
 }
+
+// FuncLock is a RegionLock of a locker without fencing tokens or leases
+// (one process, or processes of one host): Token is 0, Use always
+// succeeds, Release calls the function once.
+type FuncLock func()
+
+// Token implements RegionLock.
+func (FuncLock) Token() uint64 { return 0 }
+
+// Use implements RegionLock.
+func (FuncLock) Use() error { return nil }
+
+// Release implements RegionLock.
+func (f FuncLock) Release() { f() }
 
 // RegionHolder is an optional ability of a RegionLocker: a lock kept until
 // another holder asks for it (a blocking callback), so the holder can cache
@@ -69,8 +108,19 @@ func NewLocalLocker() *LocalLocker {
 	return &LocalLocker{held: map[*heldRange]struct{}{}, changed: make(chan struct{})}
 }
 
-// LockRegion implements RegionLocker.
-func (l *LocalLocker) LockRegion(ctx context.Context, volume string, off, length int64, exclusive bool) (func(), error) {
+// LockRegion implements RegionLocker. A recovery lock is a plain lock
+// here: one process has no dead holders to lock over.
+func (l *LocalLocker) LockRegion(ctx context.Context, req RegionRequest) (RegionLock, error) {
+	unlock, err := l.Lock(ctx, req.Volume, req.Off, req.Length, req.Exclusive)
+	if err != nil {
+		return nil, err
+	}
+	return FuncLock(unlock), nil
+}
+
+// Lock locks [off, off+length) of volume and returns the function that
+// releases it (once): LockRegion's shorthand for tests and tools.
+func (l *LocalLocker) Lock(ctx context.Context, volume string, off, length int64, exclusive bool) (func(), error) {
 	return l.lock(ctx, &heldRange{volume: volume, off: off, end: off + length, exclusive: exclusive})
 }
 

@@ -45,20 +45,20 @@ func (v *Volume) report(p Progress) {
 // the first in-sync leg that reads it, and rewrites the region's checksums
 // on the source and the targets from the copied data. It holds the region
 // lock exclusively meanwhile.
-func (v *Volume) copyRegion(ctx context.Context, r int64, targets func(w *view) []int, buf []byte) (int, error) {
+func (v *Volume) copyRegion(ctx context.Context, r int64, targets func(w *view) []int, buf []byte, recovery bool) (int, error) {
 	if v.cfg.ReadOnly {
 		return 0, ErrReadOnly
 	}
-	unlock, err := v.lockRegions(ctx, r, r, true)
+	lk, err := v.lockRegions(ctx, r, r, true, recovery)
 	if err != nil {
 		return 0, err
 	}
-	defer unlock()
-	unlockCsum, err := v.lockChecksums(ctx, r, true)
+	defer lk.Release()
+	lkCsum, err := v.lockChecksums(ctx, r, true, recovery)
 	if err != nil {
 		return 0, err
 	}
-	defer unlockCsum()
+	defer lkCsum.Release()
 	// Copy only with the current leg table: a node that has not yet
 	// seen a leg fail would copy that leg's stale data over the others.
 	// Under the region lock no write can slip in between.
@@ -101,6 +101,9 @@ func (v *Volume) copyRegion(ctx context.Context, r int64, targets func(w *view) 
 			all = append(all, i)
 		}
 	}
+	if err := lk.Use(); err != nil {
+		return 0, fmt.Errorf("mirror: copy region %d under region lock (token %d): %w", r, lk.Token(), err)
+	}
 	errs := parallel(all, func(i int) error {
 		if isDst[i] {
 			if err := w.devs[i].WriteAt(ctx, buf, v.geo.DataOffset+r*v.geo.RegionSize); err != nil {
@@ -129,6 +132,18 @@ type RecoverReport struct {
 // otherwise the marks stay as the record of what the missing legs lack.
 // Interrupted recovery is safe to run again.
 func (v *Volume) Recover(ctx context.Context, slot int) (RecoverReport, error) {
+	return v.recover(ctx, slot, false)
+}
+
+// RecoverFenced is Recover for the slot of a node the recovery coordinator
+// has fenced: its region locks are recovery locks (RegionRequest.Recovery),
+// granted over the locks the dead node left behind, which stay gated to
+// everyone else until the recovery releases them.
+func (v *Volume) RecoverFenced(ctx context.Context, slot int) (RecoverReport, error) {
+	return v.recover(ctx, slot, true)
+}
+
+func (v *Volume) recover(ctx context.Context, slot int, recovery bool) (RecoverReport, error) {
 	rep := RecoverReport{Slot: slot}
 	if v.cfg.ReadOnly {
 		return rep, ErrReadOnly
@@ -160,7 +175,7 @@ func (v *Volume) Recover(ctx context.Context, slot int) (RecoverReport, error) {
 	buf := make([]byte, v.geo.RegionSize)
 	pace := v.newPacer()
 	for k, r := range regions {
-		if _, err := v.copyRegion(ctx, r, func(w *view) []int { return w.writable }, buf); err != nil {
+		if _, err := v.copyRegion(ctx, r, func(w *view) []int { return w.writable }, buf, recovery); err != nil {
 			return rep, fmt.Errorf("mirror: recover slot %d region %d: %w", slot, r, err)
 		}
 		rep.Regions++
@@ -304,7 +319,7 @@ func (v *Volume) resyncLeg(ctx context.Context, id uuid.UUID) (LegResync, error)
 		if len(target(v.view.Load())) == 0 {
 			return lr, fmt.Errorf("mirror: resync leg %d: leg left the resyncing state", li)
 		}
-		if _, err := v.copyRegion(ctx, r, target, buf); err != nil {
+		if _, err := v.copyRegion(ctx, r, target, buf, false); err != nil {
 			v.checkpoint(context.Background(), id, r)
 			return lr, fmt.Errorf("mirror: resync leg %d region %d: %w", li, r, err)
 		}

@@ -26,7 +26,7 @@ func TestResyncCrashRandomized(t *testing.T) {
 				nb := 1 + wr.IntN(16)
 				off := int64(wr.IntN(4000)) * testBS
 				p := randBlock(wr, nb*testBS)
-				unlock, _ := r.locker.LockRegion(ctx, "app", off, int64(len(p)), true)
+				unlock, _ := r.locker.Lock(ctx, "app", off, int64(len(p)), true)
 				defer unlock()
 				if err := w.vol.WriteAt(ctx, p, off); err != nil {
 					m.unknown(off, p, nb)

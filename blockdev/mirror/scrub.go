@@ -71,16 +71,16 @@ func (v *Volume) Scrub(ctx context.Context, opts ScrubOptions) (ScrubReport, err
 func (v *Volume) scrubRegion(ctx context.Context, r int64, repair bool, data, cs [][]byte, rep *ScrubReport) error {
 	// Exclusively even without repair: writers of a volume whose caller
 	// orders its writes (CallerOrdersWrites) hold the region shared.
-	unlock, err := v.lockRegions(ctx, r, r, true)
+	lk, err := v.lockRegions(ctx, r, r, true, false)
 	if err != nil {
 		return err
 	}
-	defer unlock()
-	unlockCsum, err := v.lockChecksums(ctx, r, repair)
+	defer lk.Release()
+	lkCsum, err := v.lockChecksums(ctx, r, repair, false)
 	if err != nil {
 		return err
 	}
-	defer unlockCsum()
+	defer lkCsum.Release()
 	if repair {
 		if err := v.refreshTable(ctx); err != nil {
 			return fmt.Errorf("mirror: refresh leg table before repairing region %d: %w", r, err)

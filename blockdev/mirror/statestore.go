@@ -123,5 +123,9 @@ func (s *superblockStore) CompareAndSwap(ctx context.Context, volume uuid.UUID, 
 }
 
 func (s *superblockStore) lockTable(ctx context.Context) (func(), error) {
-	return s.v.locker.LockRegion(ctx, s.v.lockNS+"-table", 0, 1, true)
+	lk, err := s.v.locker.LockRegion(ctx, RegionRequest{Volume: s.v.lockNS + "-table", Off: 0, Length: 1, Exclusive: true})
+	if err != nil {
+		return nil, err
+	}
+	return lk.Release, nil
 }

@@ -97,16 +97,16 @@ func (v *Volume) verifyRegion(ctx context.Context, w *view, r int64, data, cs []
 	// Exclusively: writers of a volume whose caller orders its writes
 	// (CallerOrdersWrites) hold the region shared, and legs compared
 	// mid-write would differ.
-	unlock, err := v.lockRegions(ctx, r, r, true)
+	lk, err := v.lockRegions(ctx, r, r, true, false)
 	if err != nil {
 		return err
 	}
-	defer unlock()
-	unlockCsum, err := v.lockChecksums(ctx, r, false)
+	defer lk.Release()
+	lkCsum, err := v.lockChecksums(ctx, r, false, false)
 	if err != nil {
 		return err
 	}
-	defer unlockCsum()
+	defer lkCsum.Release()
 	readOK := make([]bool, len(w.inSync))
 	for k, i := range w.inSync {
 		if err := w.devs[i].ReadAt(ctx, data[k], v.geo.DataOffset+r*v.geo.RegionSize); err != nil {

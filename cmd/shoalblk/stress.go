@@ -99,13 +99,13 @@ func init() {
 				for k := int64(0); k < nb; k++ {
 					stressBlock(buf[k*bs:(k+1)*bs], (first+k)*bs, slot, seq, rng)
 				}
-				unlock, err := locker.LockRegion(ctx, v.UUID().String()+"-app", first*bs, nb*bs, true)
+				lk, err := locker.LockRegion(ctx, mirror.RegionRequest{Volume: v.UUID().String() + "-app", Off: first * bs, Length: nb * bs, Exclusive: true})
 				if err != nil {
 					closeVol()
 					return err
 				}
 				err = v.WriteAt(ctx, buf, first*bs)
-				unlock()
+				lk.Release()
 				if err != nil {
 					closeVol()
 					return fmt.Errorf("write %d: %w", i, err)

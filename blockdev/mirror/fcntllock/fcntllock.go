@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/shoal-ha/shoal/blockdev/mirror"
 )
 
 // Locker locks ranges of <dir>/<volume>.lock.
@@ -31,10 +33,20 @@ type Locker struct {
 // New returns a locker with lock files in dir (created if missing).
 func New(dir string) *Locker { return &Locker{dir: dir, Poll: time.Millisecond} }
 
-// LockRegion implements mirror.RegionLocker. Every call opens its own file
-// description, so two locks taken by one process conflict like locks of
-// two processes do.
-func (l *Locker) LockRegion(ctx context.Context, volume string, off, length int64, exclusive bool) (func(), error) {
+// LockRegion implements mirror.RegionLocker. A recovery lock is a plain
+// lock here: the kernel already dropped a dead process's locks.
+func (l *Locker) LockRegion(ctx context.Context, req mirror.RegionRequest) (mirror.RegionLock, error) {
+	unlock, err := l.Lock(ctx, req.Volume, req.Off, req.Length, req.Exclusive)
+	if err != nil {
+		return nil, err
+	}
+	return mirror.FuncLock(unlock), nil
+}
+
+// Lock locks [off, off+length) of volume and returns the function that
+// releases it. Every call opens its own file description, so two locks
+// taken by one process conflict like locks of two processes do.
+func (l *Locker) Lock(ctx context.Context, volume string, off, length int64, exclusive bool) (func(), error) {
 	if err := os.MkdirAll(l.dir, 0o755); err != nil {
 		return nil, fmt.Errorf("fcntllock: %w", err)
 	}
