@@ -49,8 +49,9 @@ type Config struct {
 	// are collected. Default 10m.
 	CollectInterval time.Duration
 	// RecoveryWait bounds how long a retry of a dead node's request waits
-	// for the node's recovery before it is answered 503 with Retry-After.
-	// Default 2s.
+	// for the node's recovery (a key "in progress" under a dead owner, or
+	// its lock held by the dead node) before it is answered 503 with
+	// Retry-After. Default 2s.
 	RecoveryWait time.Duration
 	// RequestTimeout bounds the store work of one request. Default 10s.
 	RequestTimeout time.Duration
@@ -150,4 +151,11 @@ func within(dir, root string) bool {
 		return true
 	}
 	return dir == root || len(dir) > len(root) && dir[:len(root)] == root && dir[len(root)] == '/'
+}
+
+func (c Config) clockNow() func() time.Time {
+	if c.Clock == nil {
+		return time.Now
+	}
+	return c.Clock.Now
 }

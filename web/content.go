@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/shoal-ha/shoal/store"
 )
 
 // ContentHandler serves the tree fsys over HTTP: GET and HEAD of files with
@@ -165,6 +167,8 @@ func strongETag(fi fs.FileInfo, content io.ReadSeeker) (string, error) {
 	switch sys := fi.Sys().(type) {
 	case FileIdentity:
 		return fmt.Sprintf(`"%x-%x-%x-%x"`, sys.Inode(), sys.Generation(), fi.Size(), fi.ModTime().UnixNano()), nil
+	case store.FileStat:
+		return fmt.Sprintf(`"%x-%x-%x-%x"`, sys.Ino, sys.Gen, fi.Size(), fi.ModTime().UnixNano()), nil
 	case *syscall.Stat_t:
 		return fmt.Sprintf(`"%x-%x-%x"`, sys.Ino, fi.Size(), fi.ModTime().UnixNano()), nil
 	}

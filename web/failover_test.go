@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -27,10 +28,46 @@ var (
 	failoverClients = flag.Int("web.clients", 6, "concurrent clients in the in-process failover tests")
 )
 
+// backend is the store under the failover cluster: the memstore twin or
+// the real store on an in-memory device.
+type backend interface {
+	// open opens slot as a new incarnation named name.
+	open(t *testing.T, slot int, name string, cfg Config) Store
+	// fence cuts the incarnation off: its commits fail from now on.
+	fence(slot int, name string)
+	// replay hands dead's unacknowledged intents to recovery on coord.
+	replay(coord Store, coordSlot, dead int, api *API) error
+	// recovered ends the dead incarnation's recovery.
+	recovered(slot int, name string)
+	// view reads the volume (for the final check).
+	view() fs.FS
+}
+
+type memBackend struct{ vol *memstore.Volume }
+
+func (b memBackend) open(t *testing.T, slot int, name string, cfg Config) Store {
+	b.vol.Unfence(slot)
+	return b.vol.Node(slot)
+}
+func (b memBackend) fence(slot int, name string) { b.vol.Fence(slot) }
+func (b memBackend) replay(coord Store, coordSlot, dead int, api *API) error {
+	_, err := b.vol.Replay(context.Background(), coordSlot, dead, func(tx session.Tx, rec memstore.Record) error {
+		if rec.Kind != session.RecordIntent {
+			return nil
+		}
+		return api.RecoverRecord(tx, rec.Payload)
+	})
+	return err
+}
+func (b memBackend) recovered(int, string) {}
+func (b memBackend) view() fs.FS           { return b.vol.Node(0) }
+
 // tnode is one node of the in-process failover cluster.
 type tnode struct {
 	slot int
 	inc  int
+	name string
+	st   Store
 	m    *member
 	srv  *Server
 	hs   *httptest.Server
@@ -43,6 +80,7 @@ type tnode struct {
 type fcluster struct {
 	t     *testing.T
 	c     *cluster
+	b     backend
 	mu    sync.Mutex
 	nodes []*tnode
 	// armed is the point the next kill happens at ("" when none).
@@ -54,8 +92,8 @@ type fcluster struct {
 	recovered map[string]webtest.Output
 }
 
-func newFCluster(t *testing.T, n int, killEvery int64) *fcluster {
-	fc := &fcluster{t: t, c: newCluster(), kills: map[Point]int{}, killEvery: killEvery}
+func newFCluster(t *testing.T, n int, killEvery int64, b backend, c *cluster) *fcluster {
+	fc := &fcluster{t: t, c: c, b: b, kills: map[Point]int{}, killEvery: killEvery}
 	for i := 1; i <= n; i++ {
 		nd := &tnode{slot: i}
 		fc.nodes = append(fc.nodes, nd)
@@ -79,12 +117,13 @@ func newFCluster(t *testing.T, n int, killEvery int64) *fcluster {
 func (fc *fcluster) start(nd *tnode) {
 	nd.inc++
 	nd.m = &member{c: fc.c, self: session.Owner{Node: fmt.Sprintf("n%d", nd.slot), Incarnation: fmt.Sprint(nd.inc)}}
+	nd.name = nd.m.self.String()
 	fc.c.set(nd.m.self, session.OwnerLive)
-	fc.c.vol.Unfence(nd.slot)
 	cfg := testConfig(fc.t)
 	cfg.RecoveryWait = 100 * time.Millisecond
 	cfg.Failpoint = func(p Point) { fc.failpoint(nd, p) }
-	srv, err := NewServer(cfg, fc.c.vol.Node(nd.slot), nd.m)
+	nd.st = fc.b.open(fc.t, nd.slot, nd.name, cfg)
+	srv, err := NewServer(cfg, nd.st, nd.m)
 	if err != nil {
 		fc.t.Fatal(err)
 	}
@@ -112,7 +151,7 @@ func (fc *fcluster) failpoint(nd *tnode, p Point) {
 		fc.mu.Unlock()
 	}
 	fc.mu.Lock()
-	if fc.armed != p || nd.dead || nd.srv.cfg.Failpoint == nil || fc.live() < 2 {
+	if fc.armed != p || nd.dead || nd.srv.cfg.Failpoint == nil || fc.live() < len(fc.nodes) {
 		fc.mu.Unlock()
 		return
 	}
@@ -142,13 +181,14 @@ func (fc *fcluster) live() int {
 	return n
 }
 
-// killLocked fences nd's slot, cuts its connections and starts its
+// killLocked (one node dead at a time, as a three-node etcd quorum
+// allows) fences nd's slot, cuts its connections and starts its
 // recovery on a survivor, then its restart.
 func (fc *fcluster) killLocked(nd *tnode) {
 	nd.dead = true
-	fc.c.vol.Fence(nd.slot)
+	fc.b.fence(nd.slot, nd.name)
 	fc.c.set(nd.m.self, session.OwnerRecovering)
-	hs, srv, owner := nd.hs, nd.srv, nd.m.self
+	hs, srv, owner, name := nd.hs, nd.srv, nd.m.self, nd.name
 	fc.wg.Add(1)
 	go func() {
 		defer fc.wg.Done()
@@ -156,6 +196,7 @@ func (fc *fcluster) killLocked(nd *tnode) {
 		// Let retries find the key "recovering" for a while.
 		time.Sleep(30 * time.Millisecond)
 		fc.recover(nd.slot, owner)
+		fc.b.recovered(nd.slot, name)
 		hs.Close()
 		srv.Close()
 		fc.mu.Lock()
@@ -181,13 +222,7 @@ func (fc *fcluster) recover(slot int, owner session.Owner) {
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
-		api := coord.srv.API()
-		_, err := fc.c.vol.Replay(context.Background(), coord.slot, slot, func(tx session.Tx, rec memstore.Record) error {
-			if rec.Kind != session.RecordIntent {
-				return nil
-			}
-			return api.RecoverRecord(tx, rec.Payload)
-		})
+		err := fc.b.replay(coord.st, coord.slot, slot, coord.srv.API())
 		if err == nil {
 			fc.c.set(owner, session.OwnerRecovered)
 			return
@@ -270,8 +305,12 @@ func runClients(t *testing.T, fc *fcluster, clients, ops int, sessions []string)
 // request gets exactly one answer, every acknowledged add counts once, and
 // the history is linearizable.
 func TestFailoverExactlyOnce(t *testing.T) {
+	c := newCluster()
+	failoverExactlyOnce(t, newFCluster(t, 3, 12, memBackend{c.vol}, c))
+}
+
+func failoverExactlyOnce(t *testing.T, fc *fcluster) {
 	ops := *failoverOps
-	fc := newFCluster(t, 3, 12)
 	var sessions []string
 	for i := range 3 {
 		u := fc.urls()[0]
@@ -303,7 +342,7 @@ func TestFailoverExactlyOnce(t *testing.T) {
 			t.Errorf("session %s: counter %d, acknowledged adds sum to %d", s, got, acked[s])
 		}
 	}
-	if err := session.NewEngine(DefaultConfig().Layout).Check(fc.c.vol.Node(0)); err != nil {
+	if err := session.NewEngine(DefaultConfig().Layout).Check(fc.b.view()); err != nil {
 		t.Fatal(err)
 	}
 	res, info := rec.Check(30 * time.Second)
@@ -313,4 +352,15 @@ func TestFailoverExactlyOnce(t *testing.T) {
 		t.Fatalf("history is %s (%d operations)", res, rec.Len())
 	}
 	testutil.WaitFor(t, 5*time.Second, "all nodes back", func() bool { return len(fc.urls()) == 3 })
+}
+
+func failoverNoKills(t *testing.T, fc *fcluster) {
+	var sessions []string
+	for i := range 3 {
+		sessions = append(sessions, createSession(t, fc.urls()[0], fmt.Sprintf("create-%d", i)))
+	}
+	rec, _ := runClients(t, fc, *failoverClients, *failoverOps, sessions)
+	if res, _ := rec.Check(30 * time.Second); res != porcupine.Ok {
+		t.Fatalf("history is %s", res)
+	}
 }

@@ -44,6 +44,11 @@ func NewServer(cfg Config, st Store, mem Membership) (*Server, error) {
 		return nil, err
 	}
 	cfg = api.cfg
+	for _, dir := range []string{cfg.Layout.Sessions, cfg.Layout.Keys} {
+		if err := st.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("web: making %s: %w", dir, err)
+		}
+	}
 	content, err := fs.Sub(st, cfg.ContentRoot)
 	if err != nil {
 		return nil, fmt.Errorf("%w: ContentRoot: %v", ErrConfig, err)

@@ -18,6 +18,8 @@ type Store interface {
 	// nothing of it is committed. An error of the store (a fenced node, a
 	// failed device) may leave it committed or not: callers must look.
 	Update(ctx context.Context, fn func(tx session.Tx) error) error
+	// MkdirAll makes a directory and its parents (the Layout's).
+	MkdirAll(name string, perm fs.FileMode) error
 }
 
 // Membership tells who this node incarnation is and what the cluster knows

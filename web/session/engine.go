@@ -22,7 +22,13 @@ type Tx interface {
 	ReadFile(name string) ([]byte, error)
 	WriteFile(name string, data []byte, perm fs.FileMode) error
 	Remove(name string) error
-	Log(kind string, payload []byte)
+	// Log adds an application record to the transaction and returns its
+	// id; the record stays pending until a later transaction of this node
+	// acknowledges it (Ack). If the node dies first, recovery hands it to
+	// the handler of its kind, exactly once.
+	Log(kind string, payload []byte) (uint64, error)
+	// Ack marks record id of this node's journal as done.
+	Ack(id uint64)
 }
 
 // RecordIntent is the kind of the application record that journals a
@@ -105,7 +111,9 @@ type KeyRecord struct {
 	Owner       Owner    `json:"owner"`
 	// Attempt names the Begin that wrote the record; an intent acts on the
 	// record only while the attempts match.
-	Attempt string    `json:"attempt"`
+	Attempt string `json:"attempt"`
+	// Record is the id of the intent record in the owner's journal.
+	Record  uint64    `json:"record"`
 	Op      Op        `json:"op"`
 	Created time.Time `json:"created"`
 	// Done and Response are set once the operation was applied.
@@ -173,8 +181,10 @@ func (k DecisionKind) String() string {
 // Decision is the outcome of Begin.
 type Decision struct {
 	Kind DecisionKind
-	// Intent is the journaled intent (Proceed).
+	// Intent is the journaled intent (Proceed), and Record the id of its
+	// record in this node's journal.
 	Intent Intent
+	Record uint64
 	// Response is the stored response (Replay).
 	Response Response
 	// Owner is the key's owner (Busy, Recovering).
@@ -293,17 +303,20 @@ func (e *Engine) Begin(tx Tx, req Request, self Owner, liveness func(Owner) Owne
 		// together), and nobody else may apply it: take it over.
 	}
 	in := Intent{Key: req.Key, Fingerprint: req.Fingerprint, Owner: self, Attempt: req.Attempt, Op: req.Op}
-	nr := &KeyRecord{Key: req.Key, Fingerprint: req.Fingerprint, State: KeyInProgress, Owner: self,
-		Attempt: req.Attempt, Op: req.Op, Created: now.UTC()}
-	if err := e.writeKey(tx, nr); err != nil {
-		return Decision{}, err
-	}
 	b, err := json.Marshal(in)
 	if err != nil {
 		return Decision{}, err
 	}
-	tx.Log(RecordIntent, b)
-	return Decision{Kind: Proceed, Intent: in}, nil
+	id, err := tx.Log(RecordIntent, b)
+	if err != nil {
+		return Decision{}, err
+	}
+	nr := &KeyRecord{Key: req.Key, Fingerprint: req.Fingerprint, State: KeyInProgress, Owner: self,
+		Attempt: req.Attempt, Record: id, Op: req.Op, Created: now.UTC()}
+	if err := e.writeKey(tx, nr); err != nil {
+		return Decision{}, err
+	}
+	return Decision{Kind: Proceed, Intent: in, Record: id}, nil
 }
 
 // Apply applies a journaled intent of this node: the operation on the
@@ -321,7 +334,13 @@ func (e *Engine) Apply(tx Tx, in Intent, now time.Time) (Response, error) {
 	if rec.State == KeyDone {
 		return *rec.Response, nil
 	}
-	return e.applyRecord(tx, rec, now)
+	resp, err := e.applyRecord(tx, rec, now)
+	if err != nil {
+		return Response{}, err
+	}
+	// The intent is done: recovery must not hand it over.
+	tx.Ack(rec.Record)
+	return resp, nil
 }
 
 func (e *Engine) applyRecord(tx Tx, rec *KeyRecord, now time.Time) (Response, error) {
@@ -364,6 +383,7 @@ func (e *Engine) Abandon(tx Tx, in Intent) error {
 	if rec == nil || rec.Attempt != in.Attempt || rec.Owner != in.Owner || rec.State != KeyInProgress {
 		return nil
 	}
+	tx.Ack(rec.Record)
 	return tx.Remove(e.Layout.KeyFile(in.Key))
 }
 

@@ -51,6 +51,7 @@ type Volume struct {
 	files    map[string]*file
 	nextIno  uint64
 	journals map[int][]Record
+	acked    map[int]map[uint64]bool
 	cursors  map[int]int
 	fenced   map[int]bool
 	// BeforeCommit, when set, runs at the commit point of every
@@ -62,7 +63,7 @@ type Volume struct {
 // New returns an empty volume whose file times come from now.
 func New(now func() time.Time) *Volume {
 	return &Volume{now: now, files: map[string]*file{}, nextIno: 1, journals: map[int][]Record{},
-		cursors: map[int]int{}, fenced: map[int]bool{}}
+		acked: map[int]map[uint64]bool{}, cursors: map[int]int{}, fenced: map[int]bool{}}
 }
 
 // Node is one slot's handle on the volume.
@@ -104,6 +105,7 @@ type tx struct {
 	slot   int
 	writes map[string][]byte // nil value: removed
 	logs   []Record
+	acks   []uint64
 }
 
 func clean(name string) (string, error) {
@@ -152,9 +154,13 @@ func (t *tx) Remove(name string) error {
 	return nil
 }
 
-func (t *tx) Log(kind string, payload []byte) {
-	t.logs = append(t.logs, Record{Kind: kind, Slot: t.slot, Payload: bytes.Clone(payload)})
+func (t *tx) Log(kind string, payload []byte) (uint64, error) {
+	seq := uint64(len(t.v.journals[t.slot]) + len(t.logs) + 1)
+	t.logs = append(t.logs, Record{Kind: kind, Slot: t.slot, Seq: seq, Payload: bytes.Clone(payload)})
+	return seq, nil
 }
+
+func (t *tx) Ack(id uint64) { t.acks = append(t.acks, id) }
 
 // commit applies t under v.mu.
 func (t *tx) commit() error {
@@ -182,9 +188,12 @@ func (t *tx) commit() error {
 		v.nextIno++
 		v.files[name] = &file{data: d, mod: now, ino: v.nextIno, gen: 1}
 	}
-	for _, r := range t.logs {
-		r.Seq = uint64(len(v.journals[t.slot]) + 1)
-		v.journals[t.slot] = append(v.journals[t.slot], r)
+	v.journals[t.slot] = append(v.journals[t.slot], t.logs...)
+	for _, id := range t.acks {
+		if v.acked[t.slot] == nil {
+			v.acked[t.slot] = map[uint64]bool{}
+		}
+		v.acked[t.slot][id] = true
 	}
 	return nil
 }
@@ -209,7 +218,8 @@ func (n *Node) Update(ctx context.Context, fn func(tx session.Tx) error) error {
 	return t.commit()
 }
 
-// Replay hands every record of dead's journal past its replay cursor to
+// Replay hands every record of dead's journal past its replay cursor and not
+// acknowledged to
 // handler, in journal order, each in a transaction of the coordinator slot
 // that also advances the cursor: a record is handled exactly once even when
 // the coordinator dies (is fenced) part way. dead must be fenced.
@@ -235,7 +245,10 @@ func (v *Volume) Replay(ctx context.Context, coordinator, dead int, handler func
 		}
 		rec := v.journals[dead][i]
 		t := &tx{v: v, slot: coordinator, writes: map[string][]byte{}}
-		err := handler(t, rec)
+		var err error
+		if !v.acked[dead][rec.Seq] {
+			err = handler(t, rec)
+		}
 		if err == nil {
 			err = t.commit()
 		}
@@ -255,6 +268,9 @@ func (v *Volume) Replay(ctx context.Context, coordinator, dead int, handler func
 func (n *Node) WriteFile(name string, data []byte) error {
 	return n.Update(context.Background(), func(tx session.Tx) error { return tx.WriteFile(name, data, 0o644) })
 }
+
+// MkdirAll does nothing: directories exist while files lie under them.
+func (n *Node) MkdirAll(string, fs.FileMode) error { return nil }
 
 // FileStat is what Stat's Sys() returns: the inode and its generation.
 type FileStat struct {
