@@ -174,9 +174,10 @@ type Parts struct {
 	// (the first and each one after a lost lease), before the campaign.
 	OnSession func(*Session)
 	// OnSessionEnd is called when an incarnation ends: after its lease
-	// was lost (clean false), or before a clean shutdown revokes it (clean
-	// true), so the parts built on it can let go of what they hold while
-	// the lease still stands.
+	// was lost or at a stop without etcd quorum (clean false: let go at
+	// once, hand nothing on through etcd), or before a clean shutdown
+	// revokes the lease (clean true), so the parts built on it can let go
+	// of what they hold while the lease still stands.
 	OnSessionEnd func(s *Session, clean bool)
 }
 
@@ -274,13 +275,21 @@ func (n *Node) Run(ctx context.Context, p Parts) error {
 			runErr = fmt.Errorf("etcd member stopped: %w", err)
 		case <-ctx.Done():
 		}
+		// A clean stop hands on what it holds through etcd; without a
+		// quorum nothing can be handed on, and waiting for it would hold
+		// the stop up for as long as the partition lasts.
+		quorum := n.hasQuorum()
+		if !quorum {
+			n.log.Warn("stopping without etcd quorum: giving up the coordinator role, locks and lease without handing them on; the cluster recovers this incarnation once it has a quorum, and the volume keeps every acknowledged write",
+				"incarnation", sess.Incarnation())
+		}
 		ccancel()
 		<-cdone
 		if p.OnSessionEnd != nil {
-			p.OnSessionEnd(sess, true)
+			p.OnSessionEnd(sess, quorum)
 		}
 		cctx2, c2 := context.WithTimeout(context.Background(), n.cfg.RequestTimeout())
-		if err := sess.Close(cctx2, true); err != nil {
+		if err := sess.Close(cctx2, quorum); err != nil {
 			n.log.Warn("revoking lease on shutdown failed", "error", err)
 		}
 		c2()
@@ -326,6 +335,23 @@ func (n *Node) register(ctx context.Context, describe func(*keys.MemberRecord)) 
 		TakeOver: true,
 		Clock:    n.clk, Logger: n.log.Named("lease"),
 	})
+}
+
+// hasQuorum reports whether etcd can serve a linearizable read now: the
+// embedded member knows a leader and a read answers within twice the
+// election timeout (at most the request timeout).
+func (n *Node) hasQuorum() bool {
+	if n.member != nil && n.member.e.Server.Leader() == 0 {
+		return false
+	}
+	wait := min(2*n.cfg.ElectionTimeout(), n.cfg.RequestTimeout())
+	if n.cfg.Etcd.Mode != EtcdEmbedded {
+		wait = n.cfg.RequestTimeout()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	_, err := n.cli.Get(ctx, keys.Of(n.cfg.Prefix()).Members(), clientv3.WithCountOnly())
+	return err == nil
 }
 
 // ErrLastMember: the only member of a cluster cannot leave it.

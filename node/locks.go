@@ -66,7 +66,13 @@ func (l *lockService) stop(s *cluster.Session, clean bool) {
 	if d == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), l.n.Config().RequestTimeout())
+	// Without the lease or a quorum nothing can be withdrawn: do not wait
+	// for it (the cluster releases the locks through recovery).
+	wait := l.n.Config().RequestTimeout()
+	if !clean {
+		wait = 200 * time.Millisecond
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	if err := d.Close(ctx); err != nil && clean {
 		l.log.Warn("withdrawing lock requests on shutdown failed", "error", err)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/shoal-ha/shoal/blockdev"
@@ -156,11 +157,33 @@ func (v *volumeService) stop(clean bool) {
 		return
 	}
 	if !clean {
-		vi.guard.Stop("lease lost")
+		vi.guard.Stop("lease lost or no etcd quorum")
 	}
 	vi.cancel()
-	if err := vi.vol.Close(); err != nil {
-		v.log.Warn("closing volume", "error", err)
+	// A clean close flushes the legs and clears this slot's bitmap; a leg
+	// that does not answer, or a leg failure that cannot be recorded
+	// without quorum, must not hold the stop up. Past the bound, I/O is
+	// stopped: the writes acknowledged are on the legs already, and the
+	// marks left in the bitmap only cost a resync.
+	closed := make(chan error, 1)
+	go func() { closed <- vi.vol.Close() }()
+	bound := v.n.Config().RequestTimeout()
+	select {
+	case err := <-closed:
+		if err != nil {
+			v.log.Warn("closing volume", "error", err)
+		}
+	case <-time.After(bound):
+		v.log.Warn("closing the volume takes too long (a leg does not answer, or etcd has no quorum); stopping its I/O and leaving the bitmap marks for a resync", "waited", bound)
+		vi.guard.Stop("shutdown: volume close did not finish")
+		select {
+		case err := <-closed:
+			if err != nil {
+				v.log.Warn("closing volume", "error", err)
+			}
+		case <-time.After(bound):
+			v.log.Error("volume close still running after its I/O was stopped; leaving it", "waited", 2*bound)
+		}
 	}
 	if clean {
 		vi.guard.Stop("shutdown")

@@ -12,6 +12,7 @@ import (
 
 	"github.com/shoal-ha/shoal/fencing/recovery"
 	"github.com/shoal-ha/shoal/internal/nodetest"
+	"github.com/shoal-ha/shoal/internal/testutil"
 )
 
 var coordPauseRuns = flag.Int("coordpause.runs", 1, "how many times TestPausedCoordinatorIsReplaced pauses the coordinator (a campaign: run with -coordpause.runs=20)")
@@ -116,28 +117,39 @@ func TestPausedCoordinatorIsReplaced(t *testing.T) {
 		coord.Cont()
 		// The woken node comes back as a new incarnation that opens the
 		// volume, and every recovery is finished.
-		var back string
-		vc.WaitFor(30*time.Second, coord.Name+" back with the volume open and every recovery done", func() bool {
+		var back, why string
+		err = testutil.Poll(30*time.Second, func() bool {
 			m, err := third.Members()
 			if err != nil || m[coord.Name] == "" || m[coord.Name] == coordInc {
+				why = fmt.Sprintf("%s not back as a new incarnation (%v)", coord.Name, err)
 				return false
 			}
 			back = m[coord.Name]
 			data, err := read(coord, off, length)
-			if err != nil || !bytes.Equal(data, bytes.Repeat([]byte{pattern + 0x80}, length)) {
+			if err != nil {
+				why = fmt.Sprintf("%s cannot read the region: %v", coord.Name, err)
+				return false
+			}
+			if !bytes.Equal(data, bytes.Repeat([]byte{pattern + 0x80}, length)) {
+				why = fmt.Sprintf("%s reads %#x..., not %s's data %#x", coord.Name, data[:4], third.Name, pattern+0x80)
 				return false
 			}
 			recs, err := recoveriesOf(third)
 			if err != nil {
+				why = err.Error()
 				return false
 			}
 			for _, r := range recs {
 				if !r.Done() {
+					why = fmt.Sprintf("the recovery of %s is at %s", r.Victim, r.Next())
 					return false
 				}
 			}
 			return true
 		})
+		if err != nil {
+			t.Fatalf("run %d: the woken coordinator is not back within 30s: %s", run, why)
+		}
 		recs, err := recoveriesOf(third)
 		if err != nil {
 			t.Fatal(err)

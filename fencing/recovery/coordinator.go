@@ -113,7 +113,7 @@ func (c *Coordinator) Leading() bool { return c.leading.Load() }
 // coordinator resumes them.
 //
 // Whatever it returns, Run leaves no election key of its own behind while
-// the lease stands (it withdraws it, bounded by 2s), so another node can be
+// the lease stands (it withdraws it, bounded by 1s), so another node can be
 // elected at once: a caller that still holds a valid lease should call Run
 // again after an error, or the cluster may be left with no coordinator.
 func (c *Coordinator) Run(ctx context.Context) error {

@@ -177,8 +177,10 @@ func (e *election) withdraw() error {
 	return err
 }
 
-// withdrawTimeout bounds the deletion of an election key on the way out.
-const withdrawTimeout = 2 * time.Second
+// withdrawTimeout bounds the deletion of an election key on the way out
+// (a stop without quorum waits this long; the key goes with the lease
+// anyway).
+const withdrawTimeout = time.Second
 
 // SessionLease adapts an etcd concurrency.Session that owns its lease (a
 // tool or a test that granted the lease for the coordinator alone) to a
