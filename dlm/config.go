@@ -53,6 +53,11 @@ type Config struct {
 	// idempotent, so a repeat is safe. About twice the etcd election
 	// timeout. Default 1s.
 	WriteAttemptTimeout time.Duration
+	// OnAcquire, when set, sees every successful Acquire with its mode and
+	// how long the caller waited for the grant (0 for a cached grant), on
+	// the caller's goroutine after the grant: the feed of the lock-wait
+	// histogram. It must not block.
+	OnAcquire func(mode Mode, waited time.Duration)
 }
 
 // DefaultConfig returns a Config with defaults filled in; the caller sets

@@ -265,6 +265,9 @@ func (n *Node) Acquire(ctx context.Context, res Resource, mode Mode, opts ...Opt
 		n.stats.CachedGrants++
 		l := n.grantLocal(nl, &fw)
 		n.mu.Unlock()
+		if n.cfg.OnAcquire != nil {
+			n.cfg.OnAcquire(mode, 0)
+		}
 		return l, nil
 	}
 	if w == nil {
@@ -280,7 +283,15 @@ func (n *Node) Acquire(ctx context.Context, res Resource, mode Mode, opts ...Opt
 	nl.waiters = append(nl.waiters, w)
 	n.drive(nl)
 	n.mu.Unlock()
-	return n.await(ctx, nl, w)
+	if n.cfg.OnAcquire == nil {
+		return n.await(ctx, nl, w)
+	}
+	start := n.cfg.Clock.Now()
+	l, err := n.await(ctx, nl, w)
+	if err == nil {
+		n.cfg.OnAcquire(mode, n.cfg.Clock.Since(start))
+	}
+	return l, err
 }
 
 func (n *Node) await(ctx context.Context, nl *nodeLock, w *waiter) (*Lock, error) {

@@ -20,6 +20,9 @@ import (
 type lockService struct {
 	n   *cluster.Node
 	log hclog.Logger
+	// onAcquire, when set before the first incarnation, feeds the
+	// lock-wait histogram.
+	onAcquire func(dlm.Mode, time.Duration)
 
 	mu   sync.Mutex
 	node *dlm.Node
@@ -38,6 +41,7 @@ func (l *lockService) start(s *cluster.Session) *dlm.Node {
 	cfg.Member = s
 	cfg.Prefix = l.n.Config().Prefix()
 	cfg.Logger = l.log
+	cfg.OnAcquire = l.onAcquire
 	// A write caught by an etcd leader election is sent again once a new
 	// leader can have been elected, not after a long request timeout.
 	cfg.WriteAttemptTimeout = 2 * l.n.Config().ElectionTimeout()

@@ -112,6 +112,9 @@ func Start(ctx context.Context, cfg cluster.Config, parts ...Part) (*Node, error
 		if err := n.role.registerClusterMetrics(n.admin.Registry()); err != nil {
 			return nil, err
 		}
+		if n.locks.onAcquire, err = newLockWaitMetric(n.admin.Registry()); err != nil {
+			return nil, err
+		}
 		if n.ui, err = newDashboard(cn, n.locks, n.vols); err != nil {
 			return nil, err
 		}
@@ -130,7 +133,7 @@ func Start(ctx context.Context, cfg cluster.Config, parts ...Part) (*Node, error
 	if n.role.metrics != nil {
 		onDone = n.role.metrics.ObserveFailover
 	}
-	n.story = recovery.NewStory(log.Named("failover"), onDone)
+	n.story = recovery.NewStory(log, onDone)
 	cn.Watcher().Subscribe(suspectOnDeath(n.story))
 	runCtx, cancel := context.WithCancel(ctx)
 	n.cancel = cancel

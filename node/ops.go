@@ -7,9 +7,11 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/shoal-ha/shoal/blockdev/mirror"
 	"github.com/shoal-ha/shoal/cluster"
 	"github.com/shoal-ha/shoal/dashboard"
+	"github.com/shoal-ha/shoal/dlm"
 	"github.com/shoal-ha/shoal/fencing"
 	"github.com/shoal-ha/shoal/fencing/recovery"
 	"github.com/shoal-ha/shoal/internal/keys"
@@ -62,6 +64,20 @@ func (s dashSource) Volume(ctx context.Context) (*mirror.Status, error) {
 		return nil, err
 	}
 	return &st, nil
+}
+
+// newLockWaitMetric registers shoal_lock_wait_seconds{mode}: how long
+// local callers waited for each lock grant, 0 for a cached one.
+func newLockWaitMetric(reg prometheus.Registerer) (func(dlm.Mode, time.Duration), error) {
+	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: "shoal", Subsystem: "lock", Name: "wait_seconds",
+		Help:    "Time a local caller waited for a lock grant, by mode; 0 for a grant served from the node's cache.",
+		Buckets: []float64{0, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	}, []string{"mode"})
+	if err := reg.Register(h); err != nil {
+		return nil, err
+	}
+	return func(m dlm.Mode, waited time.Duration) { h.WithLabelValues(m.String()).Observe(waited.Seconds()) }, nil
 }
 
 // newDashboard builds the node's dashboard, served at /ui/ of the admin

@@ -60,6 +60,11 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			return nil, err
 		}
 	}
+	// Every step's failure count exists from the start, at 0, so that
+	// rate() and alerts see the first failure as a change.
+	for _, st := range Steps() {
+		m.failures.WithLabelValues(st.String())
+	}
 	return m, nil
 }
 

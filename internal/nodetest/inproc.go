@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"os"
@@ -222,6 +223,9 @@ type InProcNode struct {
 	Link *Link
 	// Parts are given to node.Start (set before Start).
 	Parts []node.Part
+	// LogOutput, when set before Start, receives the node's log lines
+	// instead of the test log (for tests that read the log).
+	LogOutput io.Writer
 
 	c    *InProcCluster
 	mu   sync.Mutex
@@ -356,6 +360,9 @@ func (nd *InProcNode) Start() {
 	nd.Link.Heal()
 	cfg.Etcd.Dial = nd.Link.Dial
 	cfg.Logger = testlog.New(t, nd.Name)
+	if nd.LogOutput != nil {
+		cfg.Logger = hclog.New(&hclog.LoggerOptions{Name: nd.Name, Level: hclog.Debug, Output: nd.LogOutput})
+	}
 	if err := cfg.Validate(); err != nil {
 		ln.Close()
 		t.Fatalf("%s: %v", nd.Name, err)

@@ -1,0 +1,155 @@
+package node_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/shoal-ha/shoal/dlm"
+	"github.com/shoal-ha/shoal/internal/nodetest"
+	"github.com/shoal-ha/shoal/internal/testutil"
+)
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// scrape returns the metric names nd's /metrics exposes.
+func scrape(t *testing.T, nd *nodetest.InProcNode) map[string]bool {
+	t.Helper()
+	resp, err := http.Get("http://" + nd.Node().AdminAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	names := map[string]bool{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		name, _, _ := strings.Cut(line, " ")
+		name, _, _ = strings.Cut(name, "{")
+		names[name] = true
+	}
+	return names
+}
+
+// TestFailoverStoryAndMetrics kills a node that holds a lock and checks
+// that every survivor's log tells the failover as one story under one
+// recovery ID, each step with its duration and what it did, and that the
+// metrics the Grafana dashboard and the alert rules in fixtures/ use all
+// exist.
+func TestFailoverStoryAndMetrics(t *testing.T) {
+	logs := map[string]*lockedBuffer{}
+	c := nodetest.NewInProcCluster(t, 3, nodetest.InProcOptions{FileLegs: true, NoStart: true})
+	for _, nd := range c.Nodes {
+		logs[nd.Name] = &lockedBuffer{}
+		nd.LogOutput = logs[nd.Name]
+		nd.Start()
+	}
+	c.WaitMembers(30*time.Second, 3, c.Nodes...)
+	n1, n3 := c.Node("node1"), c.Node("node3")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	d3, err := n3.Node().Locks(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d3.Acquire(ctx, dlm.Named("held-by-node3"), dlm.EX); err != nil {
+		t.Fatal(err)
+	}
+	d1, err := n1.Node().Locks(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inc := incarnation(t, n3)
+	n3.Kill()
+	recovered(t, n1, "node3", inc, 30*time.Second)
+	// node1 gets the lock node3 held once recovery released it.
+	l, err := d1.Acquire(ctx, dlm.Named("held-by-node3"), dlm.PR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Release()
+
+	id := "recovery=node3/" + inc
+	for _, name := range []string{"node1", "node2"} {
+		testutil.WaitFor(t, 10*time.Second, name+" telling the failover to the end", func() bool {
+			return strings.Contains(logs[name].String(), "failover: done: "+id)
+		})
+		var story []string
+		for _, line := range strings.Split(logs[name].String(), "\n") {
+			if strings.Contains(line, "failover: ") && strings.Contains(line, id) {
+				story = append(story, line[strings.Index(line, "failover: "):])
+			}
+		}
+		want := []*regexp.Regexp{
+			regexp.MustCompile(`^failover: suspected: ` + id + ` how="its lease expired"`),
+			regexp.MustCompile(`^failover: fenced: ` + id + ` took=\S+ coordinator=\S+ how="lease expired plus self-fence margin"`),
+			regexp.MustCompile(`^failover: lease revoked, fence recorded: ` + id + ` took=\S+`),
+			regexp.MustCompile(`^failover: journal replayed: ` + id + ` took=\S+ coordinator=\S+ records=0`),
+			regexp.MustCompile(`^failover: resynced: ` + id + ` took=\S+ coordinator=\S+ regions=\d+`),
+			regexp.MustCompile(`^failover: locks released: ` + id + ` took=\S+ coordinator=\S+ locks=[1-9]`),
+			regexp.MustCompile(`^failover: done: ` + id + ` took=\S+ since_suspected=\S+`),
+		}
+		if len(story) != len(want) {
+			t.Fatalf("%s tells %d lines, want %d:\n%s", name, len(story), len(want), strings.Join(story, "\n"))
+		}
+		for i, re := range want {
+			if !re.MatchString(story[i]) {
+				t.Errorf("%s line %d:\n got %s\nwant %s", name, i, story[i], re)
+			}
+		}
+	}
+
+	have := map[string]bool{}
+	for _, nd := range []*nodetest.InProcNode{n1, c.Node("node2")} {
+		for k := range scrape(t, nd) {
+			have[k] = true
+		}
+	}
+	ref := regexp.MustCompile(`\b(shoal|process|go)_[a-z0-9_]+`)
+	for _, f := range []string{"fixtures/grafana/shoal.json", "fixtures/prometheus/shoal-alerts.yml"} {
+		b, err := os.ReadFile(filepath.Join("..", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range ref.FindAllString(string(b), -1) {
+			if !have[m] {
+				t.Errorf("%s uses %s, which no node exposes", f, m)
+			}
+		}
+	}
+	for _, name := range []string{"shoal_lock_wait_seconds_bucket", "shoal_failover_duration_seconds_count", "shoal_recovery_step_duration_seconds_sum"} {
+		if !have[name] {
+			t.Errorf("no %s in /metrics", name)
+		}
+	}
+	if t.Failed() {
+		fmt.Println(logs["node1"].String())
+	}
+}
