@@ -32,12 +32,10 @@ func (r *scriptedRole) Leading() bool { return false }
 
 func waitPendingTimers(t *testing.T, clk *clock.Fake, n int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for clk.Pending() < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("no timer pending after 10s")
-		}
-		time.Sleep(time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := clk.BlockUntilContext(ctx, n); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/shoal-ha/shoal/blockdev"
 	"github.com/shoal-ha/shoal/internal/testlog"
+	"github.com/shoal-ha/shoal/internal/testutil"
 )
 
 // areaCounter counts a leg path's reads and writes of the checksum areas.
@@ -378,16 +379,10 @@ func TestChecksumCacheLeaseLost(t *testing.T) {
 		}
 	}
 	close(lh.lost)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if c, _ := n.vol.csums.cached(); c == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("cached areas not dropped after the lease was lost")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testutil.WaitFor(t, 10*time.Second, "the cached areas to be dropped after the lease was lost", func() bool {
+		c, _ := n.vol.csums.cached()
+		return c == 0
+	})
 	if r.locker.Held() != 0 {
 		t.Fatalf("%d ranges still held after the lease was lost", r.locker.Held())
 	}

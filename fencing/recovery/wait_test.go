@@ -10,6 +10,7 @@ import (
 	"github.com/shoal-ha/shoal/fencing"
 	"github.com/shoal-ha/shoal/fencing/recovery"
 	"github.com/shoal-ha/shoal/internal/clock"
+	"github.com/shoal-ha/shoal/internal/testutil"
 )
 
 // lineCatcher keeps the log lines written through it.
@@ -92,11 +93,7 @@ func TestStepRunningLongReportsWhatItWaitsFor(t *testing.T) {
 	if !strings.Contains(line, "recovery step still running") || !strings.Contains(line, want) {
 		t.Fatalf("log line %q does not say what the step waits for", line)
 	}
-	for deadline := time.Now().Add(10 * time.Second); len(load().Waiting) == 0; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the record never showed what the step waits for")
-		}
-	}
+	testutil.WaitFor(t, 10*time.Second, "the record to show what the step waits for", func() bool { return len(load().Waiting) > 0 })
 	if rec := load(); rec.Next() != recovery.StepResync || rec.Waiting[0].String() != want {
 		t.Fatalf("record at %s waits for %+v", rec.Next(), rec.Waiting)
 	}
