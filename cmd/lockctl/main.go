@@ -384,11 +384,12 @@ func runGraph(ctx context.Context, o *options, out io.Writer) error {
 	defer cli.Close()
 	edges := rep.Table.WaitFor()
 	cycles := dlm.OwnerCycles(edges)
+	victims := rep.Table.DeadlockVictims()
 	if o.json {
 		if edges == nil {
 			edges = []dlm.WaitEdge{}
 		}
-		return json.NewEncoder(out).Encode(map[string]any{"edges": edges, "cycles": cycles})
+		return json.NewEncoder(out).Encode(map[string]any{"edges": edges, "cycles": cycles, "victims": victims})
 	}
 	if len(edges) == 0 {
 		fmt.Fprintln(out, "no waiters")
@@ -410,6 +411,9 @@ func runGraph(ctx context.Context, o *options, out io.Writer) error {
 			s = append(s, x.String())
 		}
 		fmt.Fprintf(out, "CYCLE (possible deadlock): %s\n", strings.Join(s, " -> "))
+	}
+	for _, v := range victims {
+		fmt.Fprintf(out, "VICTIM (fails with a deadlock error once the cycle outlasts the grace period): %s\n", v)
 	}
 	return nil
 }

@@ -326,3 +326,45 @@ func TestLockctlPrintsTheConversionsToken(t *testing.T) {
 		t.Fatalf("acquire: %v\n%s", err, out.String())
 	}
 }
+
+// graph names the deadlock victim the nodes chose.
+func TestLockctlGraphNamesTheVictim(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts an etcd member")
+	}
+	c := etcdtest.NewCluster(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var nodes []*dlm.Node
+	var locks []*dlm.Lock
+	for _, name := range []string{"n1", "n2"} {
+		m, err := dlm.JoinAsClient(ctx, dlm.LeaseMemberConfig{Client: c.Client(0), Prefix: "/lc", Name: name, TTL: 2 * time.Second, ElectionTimeout: 500 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Leave(context.Background())
+		cfg := dlm.DefaultConfig()
+		cfg.Client, cfg.Member, cfg.Prefix, cfg.DeadlockGrace = c.Client(0), m, "/lc", time.Minute
+		n, err := dlm.Start(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer n.Close(context.Background())
+		l, err := n.Acquire(ctx, dlm.Named("dl"), dlm.PR)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes, locks = append(nodes, n), append(locks, l)
+	}
+	cctx, ccancel := context.WithCancel(ctx)
+	defer ccancel()
+	for _, l := range locks {
+		go func() { _ = l.Convert(cctx, dlm.EX, dlm.FailOnDeadlock()) }()
+	}
+	testutil.WaitFor(t, 10*time.Second, "a victim", func() bool { return len(nodes[0].DeadlockVictims()) == 1 })
+	victim := nodes[0].DeadlockVictims()[0]
+	out, err := lockctl(t, c.Endpoints, "graph")
+	if err != nil || !strings.Contains(out, "CYCLE") || !strings.Contains(out, "VICTIM") || !strings.Contains(out, victim) {
+		t.Fatalf("graph does not name victim %s: %v\n%s", victim, err, out)
+	}
+}
