@@ -273,3 +273,22 @@ func TestReadOnlyOpenNeverWrites(t *testing.T) {
 		t.Fatal("read-only open with a node slot accepted")
 	}
 }
+
+// TestNoOpChangeKeepsGeneration: failing a leg that is already failed
+// changes nothing, so the generation stays.
+func TestNoOpChangeKeepsGeneration(t *testing.T) {
+	ctx := context.Background()
+	r := newRig(t, 2, 1)
+	n := r.open(NoSlot)
+	defer n.vol.Close()
+	if err := n.vol.FailLeg(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	g := n.vol.Table().Generation
+	if err := n.vol.FailLeg(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if got := n.vol.Table().Generation; got != g {
+		t.Fatalf("failing a failed leg moved the generation from %d to %d", g, got)
+	}
+}

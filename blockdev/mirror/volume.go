@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -515,6 +516,9 @@ func (v *Volume) updateTableWith(ctx context.Context, extra map[uuid.UUID]blockd
 		next := cur.table.Clone()
 		if err := fn(&next); err != nil {
 			return err
+		}
+		if reflect.DeepEqual(next.Legs, cur.table.Legs) && len(extra) == 0 {
+			return nil // nothing changes: the generation stays
 		}
 		next.Generation = cur.table.Generation + 1
 		if err := next.Validate(); err != nil {

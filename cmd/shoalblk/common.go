@@ -133,6 +133,12 @@ func (f *volumeFlags) openVolume(ctx context.Context, addrs []string, slot int, 
 			d.Close()
 		}
 		cleanup()
+		if errors.Is(err, mirror.ErrMissingLeg) {
+			if f.readOnly {
+				return nil, nil, fmt.Errorf("%w; give every leg, or --allow-missing to look without the missing ones (nothing is changed)", err)
+			}
+			return nil, nil, fmt.Errorf("%w; give every leg, or --allow-missing to mark the missing ones failed for the whole cluster", err)
+		}
 		return nil, nil, err
 	}
 	return v, func() {
