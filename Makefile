@@ -37,7 +37,7 @@ FUZZTIME ?= 30s
 fuzz:
 	@./tools/fuzz.sh $(FUZZTIME)
 
-bench: bench-dlm bench-volume bench-iscsi bench-failover
+bench: bench-dlm bench-volume bench-iscsi bench-failover bench-web
 	@cat $(BENCHOUT)/*.txt
 
 bench-dlm: setup build
@@ -55,6 +55,11 @@ bench-iscsi: setup build
 bench-failover: setup build
 	@mkdir -p $(BENCHOUT)
 	$(GO) test ./tools/benchfailover -run '^$$' -bench . -benchtime 1x -timeout 30m -args -runs $(FAILOVER_RUNS) -out $(CURDIR)/$(BENCHOUT)/failover.txt
+
+# Web tier vs nginx (wrk, h2load) and the sessions API; see tools/benchweb.
+bench-web: setup
+	@mkdir -p $(BENCHOUT)
+	$(GO) run ./tools/benchweb -out $(BENCHOUT)/web.txt
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt:"; echo "$$out"; exit 1; fi

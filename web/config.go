@@ -28,6 +28,10 @@ type Config struct {
 	// HTTP/2, negotiated by ALPN). PEM files.
 	TLSCertFile string
 	TLSKeyFile  string
+	// H2C also serves HTTP/2 over cleartext to clients that speak it with
+	// prior knowledge (RFC 9113 section 3.3), for a TLS-terminating proxy
+	// in front or a benchmark. Default false.
+	H2C bool
 	// ContentRoot is the directory of the store served as the site. The
 	// sessions' directories (Layout) must lie outside it. Default "site".
 	ContentRoot string

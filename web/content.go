@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/shoal-ha/shoal/store"
 )
 
@@ -29,9 +31,18 @@ import (
 // Each answer comes from one open file handle: a file replaced by renaming
 // a new one over it is served either whole old (a request that opened it
 // before) or whole new, never a mix.
-func ContentHandler(fsys fs.FS) http.Handler { return &contentHandler{fsys: fsys} }
+// log (nil: none) gets a line for every answer 500.
+func ContentHandler(fsys fs.FS, log hclog.Logger) http.Handler {
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	return &contentHandler{fsys: fsys, log: log}
+}
 
-type contentHandler struct{ fsys fs.FS }
+type contentHandler struct {
+	fsys fs.FS
+	log  hclog.Logger
+}
 
 func (h *contentHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -91,12 +102,12 @@ func (h *contentHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	content, err := seeker(f, fi)
 	if err != nil {
-		http.Error(w, "500 internal server error", http.StatusInternalServerError)
+		h.openError(w, err)
 		return
 	}
 	etag, err := strongETag(fi, content)
 	if err != nil {
-		http.Error(w, "500 internal server error", http.StatusInternalServerError)
+		h.openError(w, err)
 		return
 	}
 	w.Header().Set("ETag", etag)
@@ -113,6 +124,7 @@ func (h *contentHandler) openError(w http.ResponseWriter, err error) {
 	case errors.Is(err, fs.ErrPermission):
 		http.Error(w, "403 forbidden", http.StatusForbidden)
 	default:
+		h.log.Error("serving a file failed", "error", err)
 		http.Error(w, "500 internal server error", http.StatusInternalServerError)
 	}
 }

@@ -3,125 +3,39 @@ package web
 import (
 	"bytes"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"io"
 	"mime"
 	"mime/multipart"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/shoal-ha/shoal/internal/testutil"
+	"github.com/shoal-ha/shoal/web/webtest"
 )
 
-// nginxBinary finds Debian's nginx (installed by fixtures/setup.sh).
-func nginxBinary(t testing.TB) string {
-	for _, p := range []string{"/usr/sbin/nginx", "nginx"} {
-		if path, err := exec.LookPath(p); err == nil {
-			return path
-		}
-	}
-	t.Skip("nginx is not installed (fixtures/setup.sh installs it)")
-	return ""
-}
-
-// startNginx runs a private nginx serving root on a listener this test
-// bound to port 0 and hands over (nginx inherits listening sockets named in
-// its NGINX environment variable; only a master process does that without
-// crashing). It is stopped by PID at cleanup.
+// startNginx runs a private nginx serving root (webtest.StartNginx),
+// stopped by PID at cleanup.
 func startNginx(t testing.TB, root string) string {
 	t.Helper()
-	bin := nginxBinary(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	n, err := webtest.StartNginx(root, t.TempDir(), 1, false)
+	if errors.Is(err, webtest.ErrNoNginx) {
+		t.Skip("nginx is not installed (fixtures/setup.sh installs it)")
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	lf, err := ln.(*net.TCPListener).File()
-	ln.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lf.Close()
-	dir := t.TempDir()
-	user := ""
-	if os.Geteuid() == 0 {
-		// A root master would run its worker as nobody, who cannot read
-		// the test's private directories.
-		user = "user root;\n"
-	}
-	conf := user + fmt.Sprintf(`daemon off;
-master_process on;
-worker_processes 1;
-pid %[1]s/nginx.pid;
-error_log %[1]s/error.log warn;
-events { worker_connections 256; }
-http {
-	include /etc/nginx/mime.types;
-	default_type application/octet-stream;
-	access_log off;
-	client_body_temp_path %[1]s/body;
-	proxy_temp_path %[1]s/proxy;
-	fastcgi_temp_path %[1]s/fastcgi;
-	uwsgi_temp_path %[1]s/uwsgi;
-	scgi_temp_path %[1]s/scgi;
-	server {
-		listen %[2]s;
-		root %[3]s;
-		index index.html;
-	}
-}
-`, dir, lf.Name(), root)
-	// lf.Name() is not the address; write the real one.
-	conf = strings.Replace(conf, "listen "+lf.Name(), "listen "+ln.Addr().String(), 1)
-	cf := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(cf, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "-c", cf, "-p", dir, "-e", filepath.Join(dir, "error.log"))
-	cmd.ExtraFiles = []*os.File{lf} // fd 3
-	cmd.Env = append(os.Environ(), "NGINX=3;")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
 	t.Cleanup(func() {
-		// SIGTERM makes the master stop its worker and exit ("fast
-		// shutdown"); SIGKILL only if it does not.
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			cmd.Process.Kill()
-			<-done
-			t.Errorf("nginx (pid %d) ignored SIGTERM", cmd.Process.Pid)
+		if err := n.Stop(); err != nil {
+			t.Error(err)
 		}
 	})
-	base := "http://" + ln.Addr().String()
-	testutil.WaitFor(t, 10*time.Second, "nginx to answer", func() bool {
-		select {
-		case <-done:
-			log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
-			t.Fatalf("nginx exited: %s %s", out.String(), log)
-		default:
-		}
-		resp, err := (&http.Client{Timeout: time.Second}).Get(base + "/")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return true
-	})
-	return base
+	return n.URL
 }
 
 // answer is what the comparison looks at in a response.
@@ -224,7 +138,7 @@ func TestContentLikeNginx(t *testing.T) {
 		os.Chtimes(p, mtime, mtime)
 	}
 	ng := startNginx(t, root)
-	hs := httptest.NewServer(ContentHandler(os.DirFS(root)))
+	hs := httptest.NewServer(ContentHandler(os.DirFS(root), nil))
 	defer hs.Close()
 
 	lm := mtime.Format(http.TimeFormat)

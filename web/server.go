@@ -54,7 +54,7 @@ func NewServer(cfg Config, st Store, mem Membership) (*Server, error) {
 		return nil, fmt.Errorf("%w: ContentRoot: %v", ErrConfig, err)
 	}
 	s := &Server{cfg: cfg, api: api, log: cfg.Logger.Named("web"), stop: make(chan struct{}), done: make(chan struct{}), served: make(chan struct{})}
-	ch := ContentHandler(content)
+	ch := ContentHandler(content, s.log.Named("content"))
 	var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/api" || strings.HasPrefix(r.URL.Path, "/api/") {
 			if _, ok := treePath(r.URL.Path); !ok || strings.Contains(r.URL.Path, "//") {
@@ -123,6 +123,12 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 		err = s.srv.ServeTLS(ln, s.cfg.TLSCertFile, s.cfg.TLSKeyFile)
 	} else {
+		if s.cfg.H2C {
+			p := new(http.Protocols)
+			p.SetHTTP1(true)
+			p.SetUnencryptedHTTP2(true)
+			s.srv.Protocols = p
+		}
 		err = s.srv.Serve(ln)
 	}
 	if errors.Is(err, http.ErrServerClosed) {

@@ -1,0 +1,377 @@
+// Command benchweb measures Shoal's web tier side by side with nginx from
+// Debian's packages, in one run, and prints the ratios:
+//
+//	content   wrk (HTTP/1.1) and h2load (HTTP/2, cleartext with prior
+//	          knowledge on both) GET of 1 KiB, 16 KiB and 1 MiB files, from a
+//	          Shoal node serving them out of the store (on an image file) and
+//	          from nginx serving a copy on the same disk, same connections.
+//	          Targets: 0.7x nginx's requests/s for the small files, 0.9x its
+//	          throughput for 1 MiB.
+//	sessions  mutations/s and p50/p99 of POST .../vars/{name} (add, a fresh
+//	          Idempotency-Key each) on one node, and on three nodes of the
+//	          same store with clients spread over them, on one session and on
+//	          one session per client.
+//
+// Usage: benchweb [-dur 5s] [-conns 32] [-streams 10] [-api-dur 3s]
+// [-api-clients 16] [-out file]
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/shoal-ha/shoal/blockdev"
+	"github.com/shoal-ha/shoal/store"
+	"github.com/shoal-ha/shoal/web"
+	"github.com/shoal-ha/shoal/web/session"
+	"github.com/shoal-ha/shoal/web/webtest"
+)
+
+var (
+	dur        = flag.Duration("dur", 5*time.Second, "duration of each content run")
+	conns      = flag.Int("conns", 32, "connections of each content run (wrk -c, h2load -c)")
+	streams    = flag.Int("streams", 10, "concurrent streams per HTTP/2 connection (h2load -m)")
+	apiDur     = flag.Duration("api-dur", 3*time.Second, "duration of each sessions run")
+	apiClients = flag.Int("api-clients", 16, "concurrent clients of each sessions run")
+	out        = flag.String("out", "", "also write the table to this file")
+)
+
+var sizes = []struct {
+	name string
+	size int
+}{{"1k.bin", 1 << 10}, {"16k.bin", 16 << 10}, {"1m.bin", 1 << 20}}
+
+func main() {
+	flag.Parse()
+	if *dur < time.Second || *apiDur < 500*time.Millisecond || *conns < 1 || *apiClients < 1 {
+		fail(fmt.Errorf("-dur must be at least 1s, -api-dur 500ms, -conns and -api-clients at least 1"))
+	}
+	for _, tool := range []string{"wrk", "h2load"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			fail(fmt.Errorf("%s is missing: run fixtures/setup.sh", tool))
+		}
+	}
+	var report bytes.Buffer
+	w := io.MultiWriter(os.Stdout, &report)
+	if err := run(w); err != nil {
+		fail(err)
+	}
+	if *out != "" {
+		if err := os.WriteFile(*out, report.Bytes(), 0o644); err != nil {
+			fail(err)
+		}
+	}
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "benchweb:", err)
+	os.Exit(1)
+}
+
+// node is one Shoal web node of the bench, on one slot of the store.
+type node struct {
+	st  *store.Store
+	srv *web.Server
+	url string
+}
+
+type member struct{ self session.Owner }
+
+func (m member) Self() session.Owner                    { return m.self }
+func (m member) State(session.Owner) session.OwnerState { return session.OwnerLive }
+
+func run(w io.Writer) error {
+	tmp, err := os.MkdirTemp("", "benchweb")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	root := filepath.Join(tmp, "root")
+	for _, d := range []string{root, filepath.Join(tmp, "ng1"), filepath.Join(tmp, "ng2")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	files := map[string][]byte{}
+	for _, s := range sizes {
+		b := make([]byte, s.size)
+		rand.Read(b)
+		files[s.name] = b
+		if err := os.WriteFile(filepath.Join(root, s.name), b, 0o644); err != nil {
+			return err
+		}
+	}
+	os.WriteFile(filepath.Join(root, "index.html"), []byte("<p>bench</p>"), 0o644)
+
+	// The store on an image file of the same disk.
+	dev, err := blockdev.OpenFile(filepath.Join(tmp, "store.img"), blockdev.OpenOptions{Create: true, CreateSize: 256 << 20})
+	if err != nil {
+		return err
+	}
+	defer dev.Close()
+	ctx := context.Background()
+	if _, err := store.Format(ctx, dev, store.FormatOptions{Slots: 4}); err != nil {
+		return err
+	}
+	locks := store.NewMemLocks()
+	cfg := web.DefaultConfig()
+	cfg.Addr = "127.0.0.1:0"
+	cfg.H2C = true
+	cfg.Logger = hclog.New(&hclog.LoggerOptions{Name: "shoal", Level: hclog.Warn, Output: os.Stderr})
+	var nodes []*node
+	defer func() {
+		for _, n := range nodes {
+			n.srv.Close()
+			n.st.Close()
+		}
+	}()
+	openNode := func(slot int) error {
+		scfg := store.DefaultConfig(dev, slot, locks.Node(fmt.Sprintf("n%d", slot)))
+		scfg.Handlers = map[string]store.Handler{session.RecordIntent: web.RecoveryHandler(cfg)}
+		st, err := store.Open(ctx, scfg)
+		if err != nil {
+			return err
+		}
+		srv, err := web.NewServer(cfg, web.FromStore(st), member{session.Owner{Node: fmt.Sprintf("n%d", slot), Incarnation: "1"}})
+		if err != nil {
+			st.Close()
+			return err
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		go srv.Serve(ln)
+		nodes = append(nodes, &node{st: st, srv: srv, url: "http://" + ln.Addr().String()})
+		return nil
+	}
+	if err := openNode(0); err != nil {
+		return err
+	}
+	if err := nodes[0].st.MkdirAll("site", 0o755); err != nil {
+		return err
+	}
+	for name, b := range files {
+		if err := nodes[0].st.WriteFile("site/"+name, b, 0o644); err != nil {
+			return err
+		}
+	}
+	// Debian's nginx speaks HTTP/2 without TLS only on a listener of its
+	// own: one for wrk, one for h2load.
+	ng1, err := webtest.StartNginx(root, filepath.Join(tmp, "ng1"), runtime.NumCPU(), false)
+	if err != nil {
+		return err
+	}
+	defer ng1.Stop()
+	ng2, err := webtest.StartNginx(root, filepath.Join(tmp, "ng2"), runtime.NumCPU(), true)
+	if err != nil {
+		return err
+	}
+	defer ng2.Stop()
+	nginxURL := map[string]string{"wrk": ng1.URL, "h2load": ng2.URL}
+
+	fmt.Fprintf(w, "benchweb: %d CPUs, content runs of %v with %d connections (h2load: %d streams each), Shoal node reading from the store on an image file, nginx (%d workers) from a copy on the same disk\n\n",
+		runtime.NumCPU(), *dur, *conns, *streams, runtime.NumCPU())
+	fmt.Fprintf(w, "%-8s %-7s %14s %14s %14s %14s %8s %8s\n", "tool", "file", "shoal req/s", "nginx req/s", "shoal MB/s", "nginx MB/s", "req x", "MB/s x")
+	for _, tool := range []string{"wrk", "h2load"} {
+		for _, s := range sizes {
+			var got [2]load
+			for i, base := range []string{nodes[0].url, nginxURL[tool]} {
+				l, err := runLoad(tool, base+"/"+s.name)
+				if err != nil {
+					return err
+				}
+				got[i] = l
+			}
+			fmt.Fprintf(w, "%-8s %-7s %14.0f %14.0f %14.1f %14.1f %8.2f %8.2f\n", tool, s.name,
+				got[0].rps, got[1].rps, got[0].mbps, got[1].mbps, got[0].rps/got[1].rps, got[0].mbps/got[1].mbps)
+		}
+	}
+	fmt.Fprintf(w, "targets: req x >= 0.70 for 1k and 16k, MB/s x >= 0.90 for 1m\n\n")
+
+	for slot := 1; slot < 3; slot++ {
+		if err := openNode(slot); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(w, "sessions API: POST .../vars/n {\"op\":\"add\"} with a fresh Idempotency-Key each, %d clients, %v per run\n", *apiClients, *apiDur)
+	fmt.Fprintf(w, "%-28s %12s %10s %10s %8s\n", "case", "mutations/s", "p50", "p99", "errors")
+	for _, c := range []struct {
+		name     string
+		nodes    int
+		sessions bool
+	}{{"1 node, 1 session", 1, false}, {"1 node, session per client", 1, true},
+		{"3 nodes, 1 session", 3, false}, {"3 nodes, session per client", 3, true}} {
+		r, err := apiLoad(nodes[:c.nodes], c.sessions)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "%-28s %12.0f %10v %10v %8d\n", c.name, r.rate, r.p50.Round(10*time.Microsecond), r.p99.Round(10*time.Microsecond), r.errors)
+	}
+	return nil
+}
+
+type load struct{ rps, mbps float64 }
+
+var (
+	wrkRPS   = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+	wrkBytes = regexp.MustCompile(`Transfer/sec:\s+([0-9.]+)([KMG]?B)`)
+	h2Done   = regexp.MustCompile(`finished in [0-9.]+m?s, ([0-9.]+) req/s, ([0-9.]+)([KMG]?B)/s`)
+	h2Fail   = regexp.MustCompile(`requests: .* ([0-9]+) failed, ([0-9]+) errored`)
+)
+
+func unit(n float64, u string) float64 {
+	switch u {
+	case "KB":
+		return n / 1024
+	case "MB":
+		return n
+	case "GB":
+		return n * 1024
+	}
+	return n / (1 << 20)
+}
+
+func runLoad(tool, url string) (load, error) {
+	secs := strconv.Itoa(int(dur.Seconds()))
+	var cmd *exec.Cmd
+	threads := strconv.Itoa(max(1, runtime.NumCPU()/2))
+	if tool == "wrk" {
+		cmd = exec.Command("wrk", "-t", threads, "-c", strconv.Itoa(*conns), "-d", secs+"s", url)
+	} else {
+		cmd = exec.Command("h2load", "-t", threads, "-c", strconv.Itoa(*conns), "-m", strconv.Itoa(*streams), "-D", secs, url)
+	}
+	outb, err := cmd.CombinedOutput()
+	text := string(outb)
+	if err != nil {
+		return load{}, fmt.Errorf("%s %s: %v\n%s", tool, url, err, text)
+	}
+	if tool == "wrk" {
+		m1, m2 := wrkRPS.FindStringSubmatch(text), wrkBytes.FindStringSubmatch(text)
+		if m1 == nil || m2 == nil || strings.Contains(text, "Non-2xx") {
+			return load{}, fmt.Errorf("wrk %s: unexpected output:\n%s%s", url, text, probe(url))
+		}
+		rps, _ := strconv.ParseFloat(m1[1], 64)
+		b, _ := strconv.ParseFloat(m2[1], 64)
+		return load{rps, unit(b, m2[2])}, nil
+	}
+	m := h2Done.FindStringSubmatch(text)
+	if m == nil {
+		return load{}, fmt.Errorf("h2load %s: unexpected output:\n%s", url, text)
+	}
+	if f := h2Fail.FindStringSubmatch(text); f != nil && (f[1] != "0" || f[2] != "0") {
+		return load{}, fmt.Errorf("h2load %s: failed requests:\n%s", url, text)
+	}
+	rps, _ := strconv.ParseFloat(m[1], 64)
+	b, _ := strconv.ParseFloat(m[2], 64)
+	return load{rps, unit(b, m[3])}, nil
+}
+
+type apiResult struct {
+	rate     float64
+	p50, p99 time.Duration
+	errors   int64
+}
+
+func apiLoad(nodes []*node, perClient bool) (apiResult, error) {
+	client := &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: *apiClients}}
+	newSession := func(base string) (string, error) {
+		req, _ := http.NewRequest("POST", base+"/api/v1/sessions", nil)
+		req.Header.Set("Idempotency-Key", strconv.Quote(webtest.NewKey()))
+		resp, err := client.Do(req)
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		var v struct{ ID string }
+		if err := json.NewDecoder(resp.Body).Decode(&v); err != nil || resp.StatusCode != 201 {
+			return "", fmt.Errorf("create session: %d %v", resp.StatusCode, err)
+		}
+		return v.ID, nil
+	}
+	shared, err := newSession(nodes[0].url)
+	if err != nil {
+		return apiResult{}, err
+	}
+	var mu sync.Mutex
+	var lats []time.Duration
+	var errs atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	stop := start.Add(*apiDur)
+	for c := range *apiClients {
+		base := nodes[c%len(nodes)].url
+		sess := shared
+		if perClient {
+			if sess, err = newSession(base); err != nil {
+				return apiResult{}, err
+			}
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var mine []time.Duration
+			body := []byte(`{"op":"add","value":1}`)
+			for time.Now().Before(stop) {
+				req, _ := http.NewRequest("POST", base+"/api/v1/sessions/"+sess+"/vars/n", bytes.NewReader(body))
+				req.Header.Set("Idempotency-Key", strconv.Quote(webtest.NewKey()))
+				t0 := time.Now()
+				resp, err := client.Do(req)
+				if err != nil {
+					errs.Add(1)
+					continue
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					errs.Add(1)
+					continue
+				}
+				mine = append(mine, time.Since(t0))
+			}
+			mu.Lock()
+			lats = append(lats, mine...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	slices.Sort(lats)
+	r := apiResult{rate: float64(len(lats)) / elapsed.Seconds(), errors: errs.Load()}
+	if len(lats) > 0 {
+		r.p50 = lats[len(lats)/2]
+		r.p99 = lats[min(len(lats)-1, len(lats)*99/100)]
+	}
+	return r, nil
+}
+
+// probe says what one GET of url answers, to explain a failed run.
+func probe(url string) string {
+	resp, err := http.Get(url)
+	if err != nil {
+		return "GET: " + err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
+	return fmt.Sprintf("GET: %s %q", resp.Status, b)
+}

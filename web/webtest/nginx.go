@@ -1,0 +1,158 @@
+package webtest
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+// ErrNoNginx: nginx is not installed (fixtures/setup.sh installs it).
+var ErrNoNginx = errors.New("webtest: nginx is not installed")
+
+// Nginx is a private nginx serving a directory on a loopback listener
+// bound to port 0 by this process and handed over (nginx inherits
+// listening sockets named in its NGINX environment variable; only a master
+// process does that without crashing).
+type Nginx struct {
+	// URL is the base URL ("http://127.0.0.1:PORT").
+	URL  string
+	cmd  *exec.Cmd
+	done chan struct{}
+	dir  string
+}
+
+// NginxBinary finds Debian's nginx.
+func NginxBinary() (string, error) {
+	for _, p := range []string{"/usr/sbin/nginx", "nginx"} {
+		if path, err := exec.LookPath(p); err == nil {
+			return path, nil
+		}
+	}
+	return "", ErrNoNginx
+}
+
+// StartNginx serves root with workers worker processes, HTTP/1.1, or only
+// HTTP/2 over cleartext with prior knowledge when h2c is set, using dir for
+// its configuration, logs and temporary files. Stop it with Stop.
+func StartNginx(root, dir string, workers int, h2c bool) (*Nginx, error) {
+	bin, err := NginxBinary()
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	addr := ln.Addr().String()
+	lf, err := ln.(*net.TCPListener).File()
+	ln.Close()
+	if err != nil {
+		return nil, err
+	}
+	defer lf.Close()
+	user := ""
+	if os.Geteuid() == 0 {
+		// A root master would run its workers as nobody, who may not
+		// read private directories.
+		user = "user root;\n"
+	}
+	http2 := ""
+	if h2c {
+		// nginx 1.22 (Debian 12) takes http2 as a listen parameter; on a
+		// plain listener it speaks HTTP/2 with prior knowledge.
+		http2 = " http2"
+	}
+	conf := user + fmt.Sprintf(`daemon off;
+master_process on;
+worker_processes %[4]d;
+pid %[1]s/nginx.pid;
+error_log %[1]s/error.log warn;
+events { worker_connections 1024; }
+http {
+	include /etc/nginx/mime.types;
+	default_type application/octet-stream;
+	access_log off;
+	sendfile on;
+	tcp_nopush on;
+	keepalive_requests 1000000;
+	client_body_temp_path %[1]s/body;
+	proxy_temp_path %[1]s/proxy;
+	fastcgi_temp_path %[1]s/fastcgi;
+	uwsgi_temp_path %[1]s/uwsgi;
+	scgi_temp_path %[1]s/scgi;
+	server {
+		listen %[2]s%[5]s;
+		root %[3]s;
+		index index.html;
+	}
+}
+`, dir, addr, root, workers, http2)
+	cf := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(cf, []byte(conf), 0o644); err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, "-c", cf, "-p", dir, "-e", filepath.Join(dir, "error.log"))
+	cmd.ExtraFiles = []*os.File{lf} // fd 3
+	cmd.Env = append(os.Environ(), "NGINX=3;")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	n := &Nginx{URL: "http://" + addr, cmd: cmd, done: make(chan struct{}), dir: dir}
+	go func() { cmd.Wait(); close(n.done) }()
+	client := &http.Client{Timeout: time.Second}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		select {
+		case <-n.done:
+			log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
+			return nil, fmt.Errorf("webtest: nginx exited: %s %s", out.String(), log)
+		default:
+		}
+		var err error
+		if h2c {
+			// An HTTP/2-only listener: a TCP connection is the sign.
+			var c net.Conn
+			if c, err = net.DialTimeout("tcp", addr, time.Second); err == nil {
+				c.Close()
+				return n, nil
+			}
+		} else {
+			var resp *http.Response
+			if resp, err = client.Get(n.URL + "/"); err == nil {
+				resp.Body.Close()
+				return n, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			n.Stop()
+			return nil, fmt.Errorf("webtest: nginx does not answer: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Stop stops nginx by its PID: SIGTERM (the master stops its workers and
+// exits), SIGKILL after 5 s. It returns within about 6 s.
+func (n *Nginx) Stop() error {
+	n.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-n.done:
+		return nil
+	case <-time.After(5 * time.Second):
+	}
+	n.cmd.Process.Kill()
+	select {
+	case <-n.done:
+	case <-time.After(time.Second):
+	}
+	return fmt.Errorf("webtest: nginx (pid %d) ignored SIGTERM", n.cmd.Process.Pid)
+}
