@@ -10,7 +10,7 @@ BENCHOUT  := bench-results
 # Failovers measured per mode by bench-failover.
 FAILOVER_RUNS ?= 20
 
-.PHONY: man completion all build setup test test-short test-demo bench bench-dlm bench-volume bench-iscsi bench-failover lint demo demo-stop clean fuzz
+.PHONY: man completion all build setup test test-short test-demo bench bench-web bench-dlm bench-volume bench-iscsi bench-failover lint demo demo-stop clean fuzz
 
 all: build
 
