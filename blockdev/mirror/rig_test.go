@@ -47,7 +47,6 @@ func newRig(t testing.TB, nlegs, slots int) *rig {
 			return
 		}
 		if r.noVerify != "" {
-			t.Logf("volume not verified at the end: %s", r.noVerify)
 			return
 		}
 		r.verifyAtEnd()
