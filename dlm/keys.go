@@ -27,8 +27,6 @@ func (k keyspace) checkpointRequest() string { return k.s.DLMCheckpointRequest()
 func (k keyspace) lvb(r Resource) string     { return k.s.DLMValueBlock(r.String()) }
 func (k keyspace) recovered(o Owner) string  { return k.s.DLMRecoveredOwner(o.Node, o.Incarnation) }
 func (k keyspace) forced(id string) string   { return k.s.DLMForcedRequest(id) }
-func (k keyspace) recoveredPrefix() string   { return k.s.DLMRecovered() }
-func (k keyspace) forcedPrefix() string      { return k.s.DLMForced() }
 
 // ownerOfReq reads the owner from a request key.
 func (k keyspace) ownerOfReq(key string) (Owner, bool) {

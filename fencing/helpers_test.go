@@ -1,6 +1,7 @@
 package fencing_test
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -8,23 +9,28 @@ import (
 )
 
 // driveUntil advances the fake clock by step each time something waits on
-// it, until done is closed. It fails the test after limit real time.
+// it, until done is closed. It fails the test after 20 s of real time.
 func driveUntil(t *testing.T, clk *clock.Fake, step time.Duration, done <-chan struct{}) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	go func() {
+		select {
+		case <-done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	for {
+		err := clk.BlockUntilContext(ctx, 1)
 		select {
 		case <-done:
 			return
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("operation did not finish while driving the fake clock")
+		if err != nil {
+			t.Fatalf("operation did not finish while driving the fake clock: %v", err)
 		}
-		if clk.Pending() > 0 {
-			clk.Advance(step)
-		} else {
-			time.Sleep(time.Millisecond)
-		}
+		clk.Advance(step)
 	}
 }
