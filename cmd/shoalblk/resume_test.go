@@ -89,7 +89,7 @@ func TestInterruptedCommandsResume(t *testing.T) {
 		t.Fatalf("add-leg of a leg in sync: %v\n%s", err, out)
 	}
 
-	out, err = interrupt(t, bin, "scrub", "scrub", "--rate", "2M", "--repair", p("a.img"), p("b.img"), p("c.img"))
+	out, err = interrupt(t, bin, "scrub", "scrub", "--rate", "8M", "--repair", p("a.img"), p("b.img"), p("c.img"))
 	i := strings.Index(out, "resume with: ")
 	if err == nil || i < 0 {
 		t.Fatalf("interrupted scrub does not say how to resume (err %v)", err)
