@@ -59,6 +59,13 @@ type Config struct {
 	RecoveryWait time.Duration
 	// RequestTimeout bounds the store work of one request. Default 10s.
 	RequestTimeout time.Duration
+	// AllowOrigins lists the origins ("http://127.0.0.1:8080") whose pages
+	// may call the sessions API across origins (CORS); "*" allows any.
+	// Default none.
+	AllowOrigins []string
+	// SeedDir, when set, is a local directory copied into ContentRoot when
+	// ContentRoot is empty or missing (a site loaded on the first start).
+	SeedDir string
 	// AccessLog is "" (none), or the file the access log is appended to;
 	// "-" is standard output.
 	AccessLog string
@@ -141,6 +148,11 @@ func (c Config) Validate() error {
 	}
 	if c.AccessLogFormat != LogCommon && c.AccessLogFormat != LogCombined {
 		return bad("AccessLogFormat", `must be "common" or "combined"`)
+	}
+	for _, o := range c.AllowOrigins {
+		if !validOrigin(o) {
+			return bad("AllowOrigins", fmt.Sprintf("%q is not an origin such as http://127.0.0.1:8080", o))
+		}
 	}
 	if c.ShutdownTimeout <= 0 {
 		return bad("ShutdownTimeout", "must be positive")

@@ -163,6 +163,22 @@ func (fc *fcluster) failpoint(nd *tnode, p Point) {
 	panic(http.ErrAbortHandler)
 }
 
+// wantsKills reports whether some point of the path has not seen two
+// kills yet (never, for a cluster that does not kill).
+func (fc *fcluster) wantsKills() bool {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	if fc.killEvery >= 1<<30 {
+		return false
+	}
+	for _, p := range Points {
+		if fc.kills[p] < 2 {
+			return true
+		}
+	}
+	return false
+}
+
 func (fc *fcluster) total() int {
 	n := 0
 	for _, k := range fc.kills {
@@ -194,7 +210,7 @@ func (fc *fcluster) killLocked(nd *tnode) {
 		defer fc.wg.Done()
 		hs.CloseClientConnections()
 		// Let retries find the key "recovering" for a while.
-		time.Sleep(30 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond)
 		fc.recover(nd.slot, owner)
 		fc.b.recovered(nd.slot, name)
 		hs.Close()
@@ -233,6 +249,8 @@ func (fc *fcluster) recover(slot int, owner session.Owner) {
 
 // runClients runs clients doing set/add/append/get on sessions over the
 // cluster, records the history, and returns it with the acknowledged adds.
+// Each client does ops/clients operations, and goes on (up to four times
+// as many) while fc still wants kills at some point of the path.
 func runClients(t *testing.T, fc *fcluster, clients, ops int, sessions []string) (*webtest.Recorder, map[string]int64) {
 	wc := &webtest.Client{HTTP: &http.Client{Timeout: 5 * time.Second}, Nodes: fc.urls, Backoff: 10 * time.Millisecond}
 	rec := webtest.NewRecorder()
@@ -247,7 +265,7 @@ func runClients(t *testing.T, fc *fcluster, clients, ops int, sessions []string)
 		go func() {
 			defer wg.Done()
 			r := rand.New(rand.NewPCG(uint64(cl), 7))
-			for range per {
+			for i := 0; i < per || i < 4*per && fc.wantsKills(); i++ {
 				sess := sessions[r.IntN(len(sessions))]
 				kinds := []string{"set", "add", "append", "get"}
 				kind := kinds[r.IntN(len(kinds))]
@@ -306,7 +324,7 @@ func runClients(t *testing.T, fc *fcluster, clients, ops int, sessions []string)
 // the history is linearizable.
 func TestFailoverExactlyOnce(t *testing.T) {
 	c := newCluster()
-	failoverExactlyOnce(t, newFCluster(t, 3, 12, memBackend{c.vol}, c))
+	failoverExactlyOnce(t, newFCluster(t, 3, 6, memBackend{c.vol}, c))
 }
 
 func failoverExactlyOnce(t *testing.T, fc *fcluster) {

@@ -96,7 +96,7 @@ func skipUnlessStore(t *testing.T) {
 func TestFailoverExactlyOnceOnStore(t *testing.T) {
 	skipUnlessStore(t)
 	c := newCluster()
-	failoverExactlyOnce(t, newFCluster(t, 3, 12, newStoreBackend(t), c))
+	failoverExactlyOnce(t, newFCluster(t, 3, 6, newStoreBackend(t), c))
 }
 
 // Three nodes on the real store with concurrent clients and no kills.

@@ -49,19 +49,25 @@ func NewServer(cfg Config, st Store, mem Membership) (*Server, error) {
 			return nil, fmt.Errorf("web: making %s: %w", dir, err)
 		}
 	}
+	if n, err := seedFrom(context.Background(), st, cfg); err != nil {
+		return nil, fmt.Errorf("web: loading the site from %s: %w", cfg.SeedDir, err)
+	} else if n > 0 {
+		cfg.Logger.Named("web").Info("site loaded", "files", n, "from", cfg.SeedDir, "into", cfg.ContentRoot)
+	}
 	content, err := fs.Sub(st, cfg.ContentRoot)
 	if err != nil {
 		return nil, fmt.Errorf("%w: ContentRoot: %v", ErrConfig, err)
 	}
 	s := &Server{cfg: cfg, api: api, log: cfg.Logger.Named("web"), stop: make(chan struct{}), done: make(chan struct{}), served: make(chan struct{})}
 	ch := ContentHandler(content, s.log.Named("content"))
+	apiH := cors(cfg.AllowOrigins, api)
 	var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/api" || strings.HasPrefix(r.URL.Path, "/api/") {
 			if _, ok := treePath(r.URL.Path); !ok || strings.Contains(r.URL.Path, "//") {
 				writeProblem(w, http.StatusBadRequest, "Malformed path", "the path has empty, . or .. segments")
 				return
 			}
-			api.ServeHTTP(w, r)
+			apiH.ServeHTTP(w, r)
 			return
 		}
 		ch.ServeHTTP(w, r)
