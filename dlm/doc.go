@@ -31,7 +31,7 @@
 //
 // Usage:
 //
-//	m, _ := dlm.JoinAsClient(ctx, dlm.LeaseMemberConfig{Client: cli, Prefix: "/shoal", Name: "node1", TTL: 5 * time.Second, Margin: time.Second})
+//	m, _ := dlm.JoinAsClient(ctx, dlm.LeaseMemberConfig{Client: cli, Prefix: "/shoal", Name: "node1", TTL: 5 * time.Second, Margin: time.Second, ElectionTimeout: time.Second})
 //	cfg := dlm.DefaultConfig()
 //	cfg.Client, cfg.Member, cfg.Prefix = cli, m, "/shoal"
 //	node, err := dlm.Start(ctx, cfg)
@@ -53,6 +53,20 @@
 // Grants follow from the order of events and are not stored, so a node
 // that joins restores the newest checkpoint (an exact copy of a replica,
 // written by some node every Config.CheckpointInterval) and replays only
-// the events after it; the cluster's compaction retention must exceed the
-// checkpoint interval comfortably.
+// the events after it. When etcd has compacted past the newest
+// checkpoint, the joiner (or a listing such as lockctl ls) asks the live
+// nodes for one at once through the want-checkpoint key; with no live
+// node to answer it fails with ErrCompacted.
+//
+// Deadlocks: a waiter that asks for FailOnDeadlock may be chosen as the
+// victim of a wait-for cycle. Every replica names the same victim (the
+// request of the cycle that asked for it and was queued last, see
+// Table.DeadlockVictims), so exactly one side of a conversion deadlock
+// fails with ErrDeadlock and the other is granted once the victim lets
+// go.
+//
+// A clean Close gives every lock up: the value blocks written by PW and
+// EX holders, cached locks included, reach etcd before the requests are
+// withdrawn. A node that dies instead leaves them invalid for the next
+// holder, never stale.
 package dlm
