@@ -89,7 +89,6 @@ type fcluster struct {
 	mutations atomic.Int64
 	killEvery int64
 	wg        sync.WaitGroup
-	recovered map[string]webtest.Output
 }
 
 func newFCluster(t *testing.T, n int, killEvery int64, b backend, c *cluster) *fcluster {
