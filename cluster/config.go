@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/big"
 	"net"
 	"net/url"
 	"os"
@@ -15,8 +16,9 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/hcl/v2"
-	"github.com/hashicorp/hcl/v2/gohcl"
-	"github.com/hashicorp/hcl/v2/hclparse"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"github.com/zclconf/go-cty/cty"
+	"github.com/zclconf/go-cty/cty/convert"
 
 	"github.com/shoal-ha/shoal/internal/keys"
 	"github.com/shoal-ha/shoal/internal/lease"
@@ -37,7 +39,10 @@ const (
 
 // Config is a node's configuration. It is read from one HCL file (see
 // fixtures/demo for samples) and flags override single fields. Durations
-// are written as Go durations ("250ms", "3s").
+// are written in the file as Go durations ("250ms", "3s") and typed when
+// the file is read; a zero duration means the profile's default. Every
+// accessor works on a Config whether or not Validate has run, and
+// Validate changes nothing.
 type Config struct {
 	// NodeName names this node in the cluster; letters, digits, '-', '_'
 	// and '.', at most 63 characters. Required.
@@ -68,22 +73,6 @@ type Config struct {
 	Logger hclog.Logger
 }
 
-// fileConfig is the shape of the configuration file: every block is
-// optional, and what a block sets is laid over the defaults.
-type fileConfig struct {
-	NodeName    string        `hcl:"node_name,optional"`
-	ClusterName string        `hcl:"cluster_name,optional"`
-	DataDir     string        `hcl:"data_dir,optional"`
-	Profile     string        `hcl:"profile,optional"`
-	LogLevel    string        `hcl:"log_level,optional"`
-	LogJSON     bool          `hcl:"log_json,optional"`
-	Etcd        *EtcdConfig   `hcl:"etcd,block"`
-	TLS         *TLSConfig    `hcl:"tls,block"`
-	Lease       *LeaseConfig  `hcl:"lease,block"`
-	Admin       *AdminConfig  `hcl:"admin,block"`
-	Volume      *VolumeConfig `hcl:"volume,block"`
-}
-
 // EtcdConfig says whether the node embeds an etcd member or uses an
 // external etcd cluster, and how.
 type EtcdConfig struct {
@@ -108,22 +97,20 @@ type EtcdConfig struct {
 	Endpoints []string `hcl:"endpoints,optional"`
 	// HeartbeatInterval is the embedded member's raft heartbeat. Default
 	// 50ms (fast) or 100ms (production).
-	HeartbeatInterval string `hcl:"heartbeat_interval,optional"`
+	HeartbeatInterval time.Duration `hcl:"heartbeat_interval,optional"`
 	// ElectionTimeout is the embedded member's raft election timeout.
 	// Default 500ms (fast) or 1s (production). At least 5x the heartbeat.
-	ElectionTimeout string `hcl:"election_timeout,optional"`
+	ElectionTimeout time.Duration `hcl:"election_timeout,optional"`
 	// StartTimeout bounds how long the node waits for its member to join a
 	// quorum before giving up. Default 20s (fast) or 60s (production).
-	StartTimeout string `hcl:"start_timeout,optional"`
+	StartTimeout time.Duration `hcl:"start_timeout,optional"`
 	// RequestTimeout bounds one etcd request. Default 2s (fast) or 5s
 	// (production).
-	RequestTimeout string `hcl:"request_timeout,optional"`
+	RequestTimeout time.Duration `hcl:"request_timeout,optional"`
 	// Dial, when set, opens the node's connections to etcd (addr is an
 	// endpoint's host:port) instead of a plain TCP dial. Not read from
 	// the file: tests put a network they can cut in front of a node.
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
-
-	heartbeat, election, start, request time.Duration
 }
 
 // TLSConfig names the certificate files for peer and client traffic. Every
@@ -148,20 +135,18 @@ type LeaseConfig struct {
 	// TTL is the lease time-to-live. Survivors see a dead node as down
 	// within TTL plus about half a second. Default 2s (fast) or 10s
 	// (production).
-	TTL string `hcl:"ttl,optional"`
+	TTL time.Duration `hcl:"ttl,optional"`
 	// KeepAliveInterval is how often the lease is renewed. Default 250ms
 	// (fast) or 1s (production).
-	KeepAliveInterval string `hcl:"keepalive_interval,optional"`
+	KeepAliveInterval time.Duration `hcl:"keepalive_interval,optional"`
 	// KeepAliveTimeout bounds one renewal attempt before it is retried
 	// (possibly on another member). Default 500ms (fast) or 1s.
-	KeepAliveTimeout string `hcl:"keepalive_timeout,optional"`
+	KeepAliveTimeout time.Duration `hcl:"keepalive_timeout,optional"`
 	// SelfFenceMargin: the node stops trusting its lease this long before
 	// the TTL after its last confirmed renewal runs out, so it has
 	// stopped using its locks before any other node can see the lease as
 	// expired. Default 250ms (fast) or 1s (production).
-	SelfFenceMargin string `hcl:"self_fence_margin,optional"`
-
-	ttl, keepAlive, keepAliveTimeout, margin time.Duration
+	SelfFenceMargin time.Duration `hcl:"self_fence_margin,optional"`
 }
 
 // AdminConfig is the node's admin HTTP listener (/healthz, /readyz,
@@ -201,7 +186,7 @@ type VolumeConfig struct {
 	// go to its stdin in the fence-agents convention).
 	FenceAgent string `hcl:"fence_agent,optional"`
 	// FenceAgentTimeout bounds one run of the fence agent. Default 30s.
-	FenceAgentTimeout string `hcl:"fence_agent_timeout,optional"`
+	FenceAgentTimeout time.Duration `hcl:"fence_agent_timeout,optional"`
 	// Watchdog is a watchdog device to pet while the lease holds (for
 	// example /dev/watchdog). Empty: none.
 	Watchdog string `hcl:"watchdog,optional"`
@@ -210,21 +195,53 @@ type VolumeConfig struct {
 	// long is recovered at once, before its lease expires (the fence makes
 	// that safe; a node suspected wrongly is fenced and rejoins). "off"
 	// disables it. Default 400ms (fast) or 2s (production).
-	DetectTimeout string `hcl:"detect_timeout,optional"`
+	DetectTimeout time.Duration `hcl:"detect_timeout,optional"`
 	// DetectInterval is the heartbeat period; at most a third of
 	// DetectTimeout. Default 50ms (fast) or 250ms (production).
-	DetectInterval string `hcl:"detect_interval,optional"`
+	DetectInterval time.Duration `hcl:"detect_interval,optional"`
 	// HeartbeatAddr is the UDP host:port the detector listens on. Default:
 	// the admin address's host, any free port.
 	HeartbeatAddr string `hcl:"heartbeat_addr,optional"`
-
-	agentTimeout                  time.Duration
-	detectTimeout, detectInterval time.Duration
 }
 
+// DetectOff, as VolumeConfig.DetectTimeout (written "off" in the file),
+// turns the direct failure detector off.
+const DetectOff time.Duration = -1
+
 // Detect returns the failure detector's timing; zero timeout means off.
-func (v VolumeConfig) Detect() (interval, timeout time.Duration) {
-	return v.detectInterval, v.detectTimeout
+func (c Config) Detect() (interval, timeout time.Duration) { return c.Volume.detect(c.profileName()) }
+
+func (v VolumeConfig) detect(profile string) (interval, timeout time.Duration) {
+	interval, timeout = 250*time.Millisecond, 2*time.Second
+	if profile == ProfileFast {
+		interval, timeout = 50*time.Millisecond, 400*time.Millisecond
+	}
+	if v.DetectInterval > 0 {
+		interval = v.DetectInterval
+	}
+	switch {
+	case v.DetectTimeout == DetectOff:
+		timeout = 0
+	case v.DetectTimeout > 0:
+		timeout = v.DetectTimeout
+	}
+	return interval, timeout
+}
+
+// VolumeName is the volume's name, "vol0" when none is set.
+func (v VolumeConfig) VolumeName() string {
+	if v.Name == "" {
+		return "vol0"
+	}
+	return v.Name
+}
+
+// FencingMethod is how dead nodes are fenced, "auto" when none is set.
+func (v VolumeConfig) FencingMethod() string {
+	if v.Fencing == "" {
+		return FenceAuto
+	}
+	return v.Fencing
 }
 
 // Fencing methods.
@@ -235,21 +252,20 @@ const (
 	FenceAgent        = "agent"
 )
 
-// FenceAgentTimeout bounds one run of the fence agent (after Validate).
-func (v VolumeConfig) AgentTimeout() time.Duration { return v.agentTimeout }
+// AgentTimeout bounds one run of the fence agent: 30s when none is set.
+func (v VolumeConfig) AgentTimeout() time.Duration {
+	if v.FenceAgentTimeout > 0 {
+		return v.FenceAgentTimeout
+	}
+	return 30 * time.Second
+}
 
 func (c *Config) validateVolume() error {
-	v := &c.Volume
-	if v.Name == "" {
-		v.Name = "vol0"
-	}
-	if !nodeNameRE.MatchString(v.Name) {
+	v := c.Volume
+	if !nodeNameRE.MatchString(v.VolumeName()) {
 		return fieldErr("volume.name", "%q: use letters, digits, '.', '_' and '-'", v.Name)
 	}
-	if v.Fencing == "" {
-		v.Fencing = FenceAuto
-	}
-	switch v.Fencing {
+	switch v.FencingMethod() {
 	case FenceAuto, FenceReservations, FenceLease:
 	case FenceAgent:
 		if v.FenceAgent == "" {
@@ -258,37 +274,18 @@ func (c *Config) validateVolume() error {
 	default:
 		return fieldErr("volume.fencing", "%q: want auto, reservations, lease or agent", v.Fencing)
 	}
-	v.agentTimeout = 30 * time.Second
-	if v.FenceAgentTimeout != "" {
-		d, err := time.ParseDuration(v.FenceAgentTimeout)
-		if err != nil || d <= 0 {
-			return fieldErr("volume.fence_agent_timeout", "%q is not a positive duration", v.FenceAgentTimeout)
-		}
-		v.agentTimeout = d
+	if v.FenceAgentTimeout < 0 {
+		return fieldErr("volume.fence_agent_timeout", "must be positive, got %s", v.FenceAgentTimeout)
 	}
-	fast := c.Profile == ProfileFast
-	v.detectInterval, v.detectTimeout = 250*time.Millisecond, 2*time.Second
-	if fast {
-		v.detectInterval, v.detectTimeout = 50*time.Millisecond, 400*time.Millisecond
+	if v.DetectTimeout < 0 && v.DetectTimeout != DetectOff {
+		return fieldErr("volume.detect_timeout", "must be positive or \"off\", got %s", v.DetectTimeout)
 	}
-	if v.DetectTimeout == "off" {
-		v.detectTimeout = 0
-	} else if v.DetectTimeout != "" {
-		d, err := time.ParseDuration(v.DetectTimeout)
-		if err != nil || d <= 0 {
-			return fieldErr("volume.detect_timeout", "%q is not a positive duration or \"off\"", v.DetectTimeout)
-		}
-		v.detectTimeout = d
+	if v.DetectInterval < 0 {
+		return fieldErr("volume.detect_interval", "must be positive, got %s", v.DetectInterval)
 	}
-	if v.DetectInterval != "" {
-		d, err := time.ParseDuration(v.DetectInterval)
-		if err != nil || d <= 0 {
-			return fieldErr("volume.detect_interval", "%q is not a positive duration", v.DetectInterval)
-		}
-		v.detectInterval = d
-	}
-	if v.detectTimeout > 0 && v.detectTimeout < 3*v.detectInterval {
-		return fieldErr("volume.detect_timeout", "%s must be at least 3x volume.detect_interval (%s)", v.detectTimeout, v.detectInterval)
+	interval, timeout := c.Detect()
+	if timeout > 0 && timeout < 3*interval {
+		return fieldErr("volume.detect_timeout", "%s must be at least 3x volume.detect_interval (%s)", timeout, interval)
 	}
 	if v.HeartbeatAddr != "" {
 		if _, _, err := net.SplitHostPort(v.HeartbeatAddr); err != nil {
@@ -347,6 +344,7 @@ var profiles = map[string]profileDefaults{
 func DefaultConfig() Config {
 	return Config{
 		ClusterName: "shoal",
+		Volume:      VolumeConfig{Name: "vol0", Fencing: FenceAuto},
 		Profile:     ProfileProduction,
 		LogLevel:    "info",
 		Etcd: EtcdConfig{
@@ -358,62 +356,145 @@ func DefaultConfig() Config {
 	}
 }
 
-// LoadFile reads an HCL configuration file over DefaultConfig. Unknown
-// fields and blocks are errors that name the file, line and field.
+// LoadFile reads an HCL configuration file over DefaultConfig: what the
+// file sets (false and empty values included) replaces the default.
+// Durations are typed here. Unknown fields and blocks, values of the wrong
+// type and malformed durations are errors that name the file, line and
+// field. The result is not validated (see Validate).
 func LoadFile(path string) (Config, error) {
 	cfg := DefaultConfig()
 	src, err := os.ReadFile(path)
 	if err != nil {
 		return cfg, fmt.Errorf("config: %w", err)
 	}
-	file, diags := hclparse.NewParser().ParseHCL(src, path)
+	file, diags := hclsyntax.ParseConfig(src, path, hcl.InitialPos)
 	if diags.HasErrors() {
 		return cfg, fmt.Errorf("config: %s", diagString(diags))
 	}
-	var fc fileConfig
-	if diags := gohcl.DecodeBody(file.Body, nil, &fc); diags.HasErrors() {
-		return cfg, fmt.Errorf("config: %s", diagString(diags))
+	body := file.Body.(*hclsyntax.Body)
+	if err := decodeAttrs(body.Attributes, reflect.ValueOf(&cfg).Elem(), ""); err != nil {
+		return cfg, err
 	}
-	overlay(&cfg.NodeName, fc.NodeName)
-	overlay(&cfg.ClusterName, fc.ClusterName)
-	overlay(&cfg.DataDir, fc.DataDir)
-	overlay(&cfg.Profile, fc.Profile)
-	overlay(&cfg.LogLevel, fc.LogLevel)
-	cfg.LogJSON = cfg.LogJSON || fc.LogJSON
-	if fc.Etcd != nil {
-		overlayStruct(&cfg.Etcd, fc.Etcd)
-	}
-	if fc.TLS != nil {
-		overlayStruct(&cfg.TLS, fc.TLS)
-	}
-	if fc.Lease != nil {
-		overlayStruct(&cfg.Lease, fc.Lease)
-	}
-	if fc.Admin != nil {
-		overlayStruct(&cfg.Admin, fc.Admin)
-	}
-	if fc.Volume != nil {
-		overlayStruct(&cfg.Volume, fc.Volume)
+	seen := map[string]bool{}
+	for _, b := range body.Blocks {
+		rng := b.TypeRange.String()
+		f, ok := fieldByTag(reflect.ValueOf(&cfg).Elem(), b.Type, true)
+		if !ok {
+			return cfg, fmt.Errorf("config: %s: unknown block %q", rng, b.Type)
+		}
+		if len(b.Labels) > 0 {
+			return cfg, fmt.Errorf("config: %s: block %q takes no labels", rng, b.Type)
+		}
+		if seen[b.Type] {
+			return cfg, fmt.Errorf("config: %s: block %q given twice", rng, b.Type)
+		}
+		seen[b.Type] = true
+		if len(b.Body.Blocks) > 0 {
+			return cfg, fmt.Errorf("config: %s: block %q has no inner blocks", b.Body.Blocks[0].TypeRange.String(), b.Type)
+		}
+		if err := decodeAttrs(b.Body.Attributes, f, b.Type+"."); err != nil {
+			return cfg, err
+		}
 	}
 	return cfg, nil
 }
 
-func overlay(dst *string, v string) {
-	if v != "" {
-		*dst = v
-	}
-}
-
-// overlayStruct copies the exported fields of src that are set (non-zero)
-// over dst; both point to the same struct type.
-func overlayStruct(dst, src any) {
-	d, s := reflect.ValueOf(dst).Elem(), reflect.ValueOf(src).Elem()
-	for i := 0; i < d.NumField(); i++ {
-		if !d.Type().Field(i).IsExported() || s.Field(i).IsZero() {
+// fieldByTag finds the field of struct v named name in the file: an
+// attribute by its hcl tag, or (block) a block by its lower-case name.
+func fieldByTag(v reflect.Value, name string, block bool) (reflect.Value, bool) {
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if !f.IsExported() {
 			continue
 		}
-		d.Field(i).Set(s.Field(i))
+		tag, tagged := f.Tag.Lookup("hcl")
+		tagName, _, _ := strings.Cut(tag, ",")
+		switch {
+		case block && !tagged && f.Type.Kind() == reflect.Struct && strings.ToLower(f.Name) == name:
+			return v.Field(i), true
+		case !block && tagged && tagName == name:
+			return v.Field(i), true
+		}
 	}
+	return reflect.Value{}, false
+}
+
+var durationType = reflect.TypeOf(time.Duration(0))
+
+// decodeAttrs sets the fields of struct v from attrs.
+func decodeAttrs(attrs hclsyntax.Attributes, v reflect.Value, prefix string) error {
+	for name, a := range attrs {
+		rng := a.SrcRange.String()
+		field := prefix + name
+		f, ok := fieldByTag(v, name, false)
+		if !ok {
+			return fmt.Errorf("config: %s: unknown field %q", rng, field)
+		}
+		val, diags := a.Expr.Value(nil)
+		if diags.HasErrors() {
+			return fmt.Errorf("config: %s", diagString(diags))
+		}
+		bad := func(want string) error {
+			return fmt.Errorf("config: %s: %s: want %s, got %s", rng, field, want, val.Type().FriendlyName())
+		}
+		switch {
+		case f.Type() == durationType:
+			sv, err := convert.Convert(val, cty.String)
+			if err != nil || sv.IsNull() {
+				return bad("a duration such as \"250ms\"")
+			}
+			str := sv.AsString()
+			if field == "volume.detect_timeout" && str == "off" {
+				f.SetInt(int64(DetectOff))
+				continue
+			}
+			d, err := time.ParseDuration(str)
+			if err != nil || d <= 0 {
+				return fmt.Errorf("config: %s: %s: %q is not a duration (write it like 250ms or 3s)", rng, field, str)
+			}
+			f.SetInt(int64(d))
+		case f.Kind() == reflect.String:
+			sv, err := convert.Convert(val, cty.String)
+			if err != nil || sv.IsNull() {
+				return bad("a string")
+			}
+			f.SetString(sv.AsString())
+		case f.Kind() == reflect.Bool:
+			bv, err := convert.Convert(val, cty.Bool)
+			if err != nil || bv.IsNull() {
+				return bad("true or false")
+			}
+			f.SetBool(bv.True())
+		case f.Kind() == reflect.Slice && f.Type().Elem().Kind() == reflect.String:
+			lv, err := convert.Convert(val, cty.List(cty.String))
+			if err != nil || lv.IsNull() {
+				return bad("a list of strings")
+			}
+			var list []string
+			for _, e := range lv.AsValueSlice() {
+				if e.IsNull() {
+					return bad("a list of strings")
+				}
+				list = append(list, e.AsString())
+			}
+			f.Set(reflect.ValueOf(list))
+		case f.Kind() == reflect.Pointer && f.Type().Elem().Kind() == reflect.Int:
+			nv, err := convert.Convert(val, cty.Number)
+			if err != nil || nv.IsNull() {
+				return bad("a whole number")
+			}
+			n, acc := nv.AsBigFloat().Int64()
+			if acc != big.Exact {
+				return bad("a whole number")
+			}
+			i := int(n)
+			f.Set(reflect.ValueOf(&i))
+		default:
+			return fmt.Errorf("config: %s: %s cannot be set from a file", rng, field)
+		}
+	}
+	return nil
 }
 
 func diagString(diags hcl.Diagnostics) string {
@@ -451,10 +532,7 @@ func fieldErr(field, format string, args ...any) error {
 // Validate fills profile defaults into empty timing fields and checks every
 // field, alone and against the others. The error names the field.
 func (c *Config) Validate() error {
-	if c.ClusterName == "" {
-		c.ClusterName = "shoal"
-	}
-	if !nodeNameRE.MatchString(c.ClusterName) {
+	if !nodeNameRE.MatchString(c.clusterName()) {
 		return fieldErr("cluster_name", "%q: use letters, digits, '.', '_' and '-' (at most 63)", c.ClusterName)
 	}
 	if c.NodeName == "" {
@@ -466,57 +544,42 @@ func (c *Config) Validate() error {
 	if c.DataDir == "" {
 		return fieldErr("data_dir", "required")
 	}
-	if c.Profile == "" {
-		c.Profile = ProfileProduction
-	}
-	p, ok := profiles[c.Profile]
-	if !ok {
+	if _, ok := profiles[c.profileName()]; !ok {
 		return fieldErr("profile", "%q: want %q or %q", c.Profile, ProfileFast, ProfileProduction)
 	}
 	if _, err := hclogLevel(c.LogLevel); err != nil {
 		return fieldErr("log_level", "%v", err)
 	}
-	var err error
-	durs := []struct {
+	for _, d := range []struct {
 		field string
-		val   string
-		def   time.Duration
-		out   *time.Duration
+		val   time.Duration
 	}{
-		{"etcd.heartbeat_interval", c.Etcd.HeartbeatInterval, p.heartbeat, &c.Etcd.heartbeat},
-		{"etcd.election_timeout", c.Etcd.ElectionTimeout, p.election, &c.Etcd.election},
-		{"etcd.start_timeout", c.Etcd.StartTimeout, p.start, &c.Etcd.start},
-		{"etcd.request_timeout", c.Etcd.RequestTimeout, p.request, &c.Etcd.request},
-		{"lease.ttl", c.Lease.TTL, p.ttl, &c.Lease.ttl},
-		{"lease.keepalive_interval", c.Lease.KeepAliveInterval, p.keepAlive, &c.Lease.keepAlive},
-		{"lease.keepalive_timeout", c.Lease.KeepAliveTimeout, p.keepAliveTimeout, &c.Lease.keepAliveTimeout},
-		{"lease.self_fence_margin", c.Lease.SelfFenceMargin, p.margin, &c.Lease.margin},
-	}
-	for _, d := range durs {
-		*d.out = d.def
-		if d.val == "" {
-			continue
-		}
-		if *d.out, err = time.ParseDuration(d.val); err != nil {
-			return fieldErr(d.field, "%q is not a duration (write it like 250ms or 3s)", d.val)
-		}
-		if *d.out <= 0 {
+		{"etcd.heartbeat_interval", c.Etcd.HeartbeatInterval},
+		{"etcd.election_timeout", c.Etcd.ElectionTimeout},
+		{"etcd.start_timeout", c.Etcd.StartTimeout},
+		{"etcd.request_timeout", c.Etcd.RequestTimeout},
+		{"lease.ttl", c.Lease.TTL},
+		{"lease.keepalive_interval", c.Lease.KeepAliveInterval},
+		{"lease.keepalive_timeout", c.Lease.KeepAliveTimeout},
+		{"lease.self_fence_margin", c.Lease.SelfFenceMargin},
+	} {
+		if d.val < 0 {
 			return fieldErr(d.field, "must be positive, got %s", d.val)
 		}
 	}
-	if c.Lease.ttl%time.Second != 0 {
-		return fieldErr("lease.ttl", "%s: etcd leases have whole-second TTLs", c.Lease.ttl)
+	ttl, keepAlive, keepAliveTimeout, margin, election := c.LeaseTTL(), c.KeepAliveInterval(), c.KeepAliveTimeout(), c.SelfFenceMargin(), c.ElectionTimeout()
+	if ttl%time.Second != 0 {
+		return fieldErr("lease.ttl", "%s: etcd leases have whole-second TTLs", ttl)
 	}
-	if c.Lease.ttl <= 3*c.Lease.keepAlive {
-		return fieldErr("lease.ttl", "%s must exceed 3x lease.keepalive_interval (%s)", c.Lease.ttl, c.Lease.keepAlive)
+	if ttl <= 3*keepAlive {
+		return fieldErr("lease.ttl", "%s must exceed 3x lease.keepalive_interval (%s)", ttl, keepAlive)
 	}
-	if c.Lease.margin >= c.Lease.ttl/2 {
-		return fieldErr("lease.self_fence_margin", "%s must be less than half of lease.ttl (%s)", c.Lease.margin, c.Lease.ttl)
+	if margin >= ttl/2 {
+		return fieldErr("lease.self_fence_margin", "%s must be less than half of lease.ttl (%s)", margin, ttl)
 	}
 
-	switch c.Etcd.Mode {
-	case "", EtcdEmbedded:
-		c.Etcd.Mode = EtcdEmbedded
+	switch c.EtcdMode() {
+	case EtcdEmbedded:
 		if err := c.validateEmbedded(); err != nil {
 			return err
 		}
@@ -539,15 +602,15 @@ func (c *Config) Validate() error {
 	// The lease must survive losing the etcd leader: followers notice after
 	// one election timeout and a new leader may need up to another before
 	// it serves renewals; one renewal attempt may time out on the way.
-	ride := lease.RideOut(c.Lease.keepAlive, c.Lease.keepAliveTimeout, c.Etcd.election, c.Lease.margin)
-	if c.Lease.ttl < ride {
+	ride := lease.RideOut(keepAlive, keepAliveTimeout, election, margin)
+	if ttl < ride {
 		return fieldErr("lease.ttl", "%s cannot ride out an etcd leader change: with keepalive %s, keepalive timeout %s, election timeout %s and self-fence margin %s it must be at least %s",
-			c.Lease.ttl, c.Lease.keepAlive, c.Lease.keepAliveTimeout, c.Etcd.election, c.Lease.margin, ride.Round(time.Millisecond))
+			ttl, keepAlive, keepAliveTimeout, election, margin, ride.Round(time.Millisecond))
 	}
 	// etcd raises a TTL below its minimum (1.5 election timeouts) silently;
 	// refuse it instead so the configured TTL is the one in force.
-	if minTTL := lease.EtcdMinTTL(c.Etcd.election); c.Lease.ttl < minTTL {
-		return fieldErr("lease.ttl", "%s is below etcd's minimum lease TTL of 1.5x election timeout (%s)", c.Lease.ttl, minTTL)
+	if minTTL := lease.EtcdMinTTL(election); ttl < minTTL {
+		return fieldErr("lease.ttl", "%s is below etcd's minimum lease TTL of 1.5x election timeout (%s)", ttl, minTTL)
 	}
 
 	if err := c.validateTLS(); err != nil {
@@ -565,14 +628,15 @@ func (c *Config) Validate() error {
 }
 
 func (c *Config) validateEmbedded() error {
-	if c.Etcd.heartbeat < 10*time.Millisecond {
-		return fieldErr("etcd.heartbeat_interval", "%s is too short (at least 10ms)", c.Etcd.heartbeat)
+	heartbeat, election := c.HeartbeatInterval(), c.ElectionTimeout()
+	if heartbeat < 10*time.Millisecond {
+		return fieldErr("etcd.heartbeat_interval", "%s is too short (at least 10ms)", heartbeat)
 	}
-	if c.Etcd.election < 5*c.Etcd.heartbeat {
-		return fieldErr("etcd.election_timeout", "%s must be at least 5x etcd.heartbeat_interval (%s)", c.Etcd.election, c.Etcd.heartbeat)
+	if election < 5*heartbeat {
+		return fieldErr("etcd.election_timeout", "%s must be at least 5x etcd.heartbeat_interval (%s)", election, heartbeat)
 	}
-	if c.Etcd.election > 50*time.Second {
-		return fieldErr("etcd.election_timeout", "%s exceeds etcd's maximum of 50s", c.Etcd.election)
+	if election > 50*time.Second {
+		return fieldErr("etcd.election_timeout", "%s exceeds etcd's maximum of 50s", election)
 	}
 	for _, f := range []struct{ name, val string }{{"etcd.client_addr", c.Etcd.ClientAddr}, {"etcd.peer_addr", c.Etcd.PeerAddr}} {
 		host, port, err := net.SplitHostPort(f.val)
@@ -613,7 +677,7 @@ func (c *Config) validateEmbedded() error {
 }
 
 func (c *Config) validateTLS() error {
-	t := &c.TLS
+	t := c.TLS
 	files := t.CAFile != "" || t.CertFile != "" || t.KeyFile != ""
 	switch {
 	case files && t.AutoDir != "":
@@ -627,8 +691,6 @@ func (c *Config) validateTLS() error {
 				return fieldErr(f.name, "%v", err)
 			}
 		}
-	case t.AutoDir == "":
-		t.AutoDir = filepath.Join(c.DataDir, "pki")
 	}
 	return nil
 }
@@ -676,34 +738,97 @@ func hclogLevel(s string) (hclog.Level, error) {
 	return l, nil
 }
 
-// Timing accessors, valid after Validate.
+// Accessors. Each works on any Config, validated or not: an unset field
+// gives the default (of the profile, for timing).
+
+func (c Config) profileName() string {
+	if c.Profile == "" {
+		return ProfileProduction
+	}
+	return c.Profile
+}
+
+func (c Config) timing() profileDefaults {
+	if p, ok := profiles[c.profileName()]; ok {
+		return p
+	}
+	return profiles[ProfileProduction]
+}
+
+func orDefault(v, def time.Duration) time.Duration {
+	if v > 0 {
+		return v
+	}
+	return def
+}
+
+func (c Config) clusterName() string {
+	if c.ClusterName == "" {
+		return "shoal"
+	}
+	return c.ClusterName
+}
+
+// Cluster is the cluster's name, "shoal" when none is set.
+func (c Config) Cluster() string { return c.clusterName() }
+
+// EtcdMode is "embedded" (also when none is set) or "external".
+func (c Config) EtcdMode() string {
+	if c.Etcd.Mode == "" {
+		return EtcdEmbedded
+	}
+	return c.Etcd.Mode
+}
+
+// TLSAutoDir is the local CA directory the node issues its certificate
+// from: tls.auto_dir, or <data_dir>/pki when no certificate file is
+// given; "" when the certificate files are given.
+func (c Config) TLSAutoDir() string {
+	t := c.TLS
+	if t.AutoDir != "" || t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" {
+		return t.AutoDir
+	}
+	return filepath.Join(c.DataDir, "pki")
+}
 
 // LeaseTTL is the lease time-to-live.
-func (c Config) LeaseTTL() time.Duration { return c.Lease.ttl }
+func (c Config) LeaseTTL() time.Duration { return orDefault(c.Lease.TTL, c.timing().ttl) }
 
 // KeepAliveInterval is the lease renewal period.
-func (c Config) KeepAliveInterval() time.Duration { return c.Lease.keepAlive }
+func (c Config) KeepAliveInterval() time.Duration {
+	return orDefault(c.Lease.KeepAliveInterval, c.timing().keepAlive)
+}
 
 // KeepAliveTimeout bounds one renewal attempt.
-func (c Config) KeepAliveTimeout() time.Duration { return c.Lease.keepAliveTimeout }
+func (c Config) KeepAliveTimeout() time.Duration {
+	return orDefault(c.Lease.KeepAliveTimeout, c.timing().keepAliveTimeout)
+}
 
 // SelfFenceMargin is how early the node stops trusting its lease.
-func (c Config) SelfFenceMargin() time.Duration { return c.Lease.margin }
+func (c Config) SelfFenceMargin() time.Duration {
+	return orDefault(c.Lease.SelfFenceMargin, c.timing().margin)
+}
 
 // HeartbeatInterval is the embedded member's raft heartbeat.
-func (c Config) HeartbeatInterval() time.Duration { return c.Etcd.heartbeat }
+func (c Config) HeartbeatInterval() time.Duration {
+	return orDefault(c.Etcd.HeartbeatInterval, c.timing().heartbeat)
+}
 
 // ElectionTimeout is the embedded member's raft election timeout.
-func (c Config) ElectionTimeout() time.Duration { return c.Etcd.election }
+func (c Config) ElectionTimeout() time.Duration {
+	return orDefault(c.Etcd.ElectionTimeout, c.timing().election)
+}
 
 // StartTimeout bounds waiting for the member to join a quorum.
-func (c Config) StartTimeout() time.Duration { return c.Etcd.start }
+func (c Config) StartTimeout() time.Duration { return orDefault(c.Etcd.StartTimeout, c.timing().start) }
 
 // RequestTimeout bounds one etcd request.
-func (c Config) RequestTimeout() time.Duration { return c.Etcd.request }
+func (c Config) RequestTimeout() time.Duration {
+	return orDefault(c.Etcd.RequestTimeout, c.timing().request)
+}
 
 // Prefix is the root of this cluster's keys in etcd.
-func (c Config) Prefix() string { return keys.Cluster(c.ClusterName).Root() }
+func (c Config) Prefix() string { return keys.Cluster(c.clusterName()).Root() }
 
 // NewLogger builds the logger from LogLevel and LogJSON.
 func (c *Config) NewLogger(out *os.File) hclog.Logger {

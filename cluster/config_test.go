@@ -2,8 +2,10 @@ package cluster
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -15,24 +17,33 @@ func validBase() Config {
 	return c
 }
 
-func TestValidateFillsProfileTiming(t *testing.T) {
+// TestAccessorsNeedNoValidate: every accessor gives the profile's timing
+// and the defaults on a Config that was never validated, and Validate
+// changes nothing.
+func TestAccessorsNeedNoValidate(t *testing.T) {
 	c := validBase()
 	c.Profile = ProfileFast
-	if err := c.Validate(); err != nil {
-		t.Fatal(err)
-	}
 	if c.LeaseTTL() != 2*time.Second || c.KeepAliveInterval() != 250*time.Millisecond || c.ElectionTimeout() != 500*time.Millisecond {
 		t.Fatalf("fast profile: ttl %s keepalive %s election %s", c.LeaseTTL(), c.KeepAliveInterval(), c.ElectionTimeout())
 	}
-	p := validBase()
-	if err := p.Validate(); err != nil {
-		t.Fatal(err)
+	p := Config{NodeName: "n1", DataDir: "/d"}
+	if p.LeaseTTL() != 10*time.Second || p.Prefix() != "/shoal/shoal" || p.EtcdMode() != EtcdEmbedded || p.Volume.FencingMethod() != FenceAuto {
+		t.Fatalf("zero config: ttl %s prefix %s mode %s fencing %s", p.LeaseTTL(), p.Prefix(), p.EtcdMode(), p.Volume.FencingMethod())
 	}
-	if p.LeaseTTL() != 10*time.Second || p.Profile != ProfileProduction {
-		t.Fatalf("default profile: %s ttl %s", p.Profile, p.LeaseTTL())
+	if p.TLSAutoDir() != filepath.Join(p.DataDir, "pki") {
+		t.Fatalf("auto TLS dir %q", p.TLSAutoDir())
 	}
-	if p.TLS.AutoDir != filepath.Join(p.DataDir, "pki") {
-		t.Fatalf("auto TLS dir %q", p.TLS.AutoDir)
+	if _, timeout := p.Detect(); timeout != 2*time.Second {
+		t.Fatalf("detect timeout %s", timeout)
+	}
+	for _, cfg := range []Config{c, validBase()} {
+		before := cfg
+		if err := cfg.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(before, cfg) {
+			t.Fatalf("Validate changed the configuration:\n%+v\n%+v", before, cfg)
+		}
 	}
 }
 
@@ -46,13 +57,20 @@ func TestValidateNamesTheWrongField(t *testing.T) {
 		{"data_dir", func(c *Config) { c.DataDir = "" }},
 		{"profile", func(c *Config) { c.Profile = "turbo" }},
 		{"log_level", func(c *Config) { c.LogLevel = "loud" }},
-		{"lease.ttl", func(c *Config) { c.Lease.TTL = "1500ms" }},
-		{"lease.ttl", func(c *Config) { c.Lease.TTL = "3s"; c.Lease.KeepAliveInterval = "1s" }},
-		{"lease.ttl", func(c *Config) { c.Profile = ProfileFast; c.Lease.TTL = "1s"; c.Lease.KeepAliveInterval = "100ms" }},
-		{"lease.self_fence_margin", func(c *Config) { c.Lease.SelfFenceMargin = "5s" }},
-		{"lease.keepalive_interval", func(c *Config) { c.Lease.KeepAliveInterval = "-1s" }},
-		{"etcd.election_timeout", func(c *Config) { c.Etcd.HeartbeatInterval = "200ms"; c.Etcd.ElectionTimeout = "500ms" }},
-		{"etcd.heartbeat_interval", func(c *Config) { c.Etcd.HeartbeatInterval = "1ms" }},
+		{"lease.ttl", func(c *Config) { c.Lease.TTL = 1500 * time.Millisecond }},
+		{"lease.ttl", func(c *Config) { c.Lease.TTL = 3 * time.Second; c.Lease.KeepAliveInterval = time.Second }},
+		{"lease.ttl", func(c *Config) {
+			c.Profile = ProfileFast
+			c.Lease.TTL = time.Second
+			c.Lease.KeepAliveInterval = 100 * time.Millisecond
+		}},
+		{"lease.self_fence_margin", func(c *Config) { c.Lease.SelfFenceMargin = 5 * time.Second }},
+		{"lease.keepalive_interval", func(c *Config) { c.Lease.KeepAliveInterval = -1 * time.Second }},
+		{"etcd.election_timeout", func(c *Config) {
+			c.Etcd.HeartbeatInterval = 200 * time.Millisecond
+			c.Etcd.ElectionTimeout = 500 * time.Millisecond
+		}},
+		{"etcd.heartbeat_interval", func(c *Config) { c.Etcd.HeartbeatInterval = time.Millisecond }},
 		{"etcd.mode", func(c *Config) { c.Etcd.Mode = "sideways" }},
 		{"etcd.endpoints", func(c *Config) { c.Etcd.Mode = EtcdExternal }},
 		{"etcd.endpoints", func(c *Config) { c.Etcd.Mode = EtcdExternal; c.Etcd.Endpoints = []string{"http://127.0.0.1:2379"} }},
@@ -121,12 +139,33 @@ lease {
 		t.Fatalf("wrong type not reported with its line: %v", err)
 	}
 	os.WriteFile(p, []byte("node_name = \"n2\"\ndata_dir = \"/x\"\nlease { ttl = 3 }\n"), 0o644)
-	c, err = LoadFile(p)
-	if err != nil {
-		t.Fatal(err)
+	if _, err := LoadFile(p); err == nil || !strings.Contains(err.Error(), `n.hcl:3`) || !strings.Contains(err.Error(), `lease.ttl: "3" is not a duration`) {
+		t.Fatalf("unitless TTL accepted when the file is read: %v", err)
 	}
-	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), `lease.ttl: "3" is not a duration`) {
-		t.Fatalf("unitless TTL accepted: %v", err)
+	for _, bad := range []string{"nodename = \"x\"\n", "etcd {\n  mode_x = \"y\"\n}\n", "lease {}\nlease {}\n", "volume { slot = 1.5 }\n"} {
+		os.WriteFile(p, []byte(bad), 0o644)
+		if _, err := LoadFile(p); err == nil || !strings.Contains(err.Error(), "n.hcl:") {
+			t.Errorf("%q: accepted or no position: %v", bad, err)
+		}
+	}
+}
+
+// TestFileSetsFalseAndOff: what the file says wins over the default even
+// when it is false, and "off" turns the failure detector off.
+func TestFileSetsFalseAndOff(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "n.hcl")
+	for _, v := range []bool{true, false} {
+		os.WriteFile(p, []byte(fmt.Sprintf("log_json = %v\nadmin {\n  debug = %v\n}\nvolume {\n  detect_timeout = \"off\"\n}\n", v, v)), 0o644)
+		c, err := LoadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.LogJSON != v || c.Admin.Debug != v {
+			t.Fatalf("log_json = %v read as %v, debug as %v", v, c.LogJSON, c.Admin.Debug)
+		}
+		if _, timeout := c.Detect(); timeout != 0 {
+			t.Fatalf("detect_timeout = \"off\" read as %s", timeout)
+		}
 	}
 }
 

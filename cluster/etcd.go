@@ -50,7 +50,7 @@ func startEmbedded(ctx context.Context, cfg *Config, certs CertFiles, dd *dataDi
 	ec.Dir = dir
 	ec.TickMs = uint(cfg.HeartbeatInterval() / time.Millisecond)
 	ec.ElectionMs = uint(cfg.ElectionTimeout() / time.Millisecond)
-	ec.InitialClusterToken = cfg.ClusterName
+	ec.InitialClusterToken = cfg.Cluster()
 	peerURL := url.URL{Scheme: "https", Host: cfg.Etcd.PeerAddr}
 	clientURL := url.URL{Scheme: "https", Host: cfg.Etcd.ClientAddr}
 	ec.ListenPeerUrls = []url.URL{peerURL}

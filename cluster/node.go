@@ -52,7 +52,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if log == nil {
 		log = cfg.NewLogger(os.Stderr)
 	}
-	dir, err := openDataDir(cfg.DataDir, cfg.ClusterName, cfg.NodeName)
+	dir, err := openDataDir(cfg.DataDir, cfg.Cluster(), cfg.NodeName)
 	if err != nil {
 		return nil, err
 	}
@@ -72,7 +72,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	var endpoints []string
-	if cfg.Etcd.Mode == EtcdEmbedded {
+	if cfg.EtcdMode() == EtcdEmbedded {
 		if n.member, err = startEmbedded(ctx, &n.cfg, n.certs, dir, log); err != nil {
 			return nil, err
 		}
@@ -86,7 +86,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if n.cli, err = newClient(endpoints, tlsCfg, cfg.RequestTimeout(), cfg.Etcd.Dial); err != nil {
 		return nil, err
 	}
-	if cfg.Etcd.Mode == EtcdExternal {
+	if cfg.EtcdMode() == EtcdExternal {
 		rctx, cancel := context.WithTimeout(ctx, cfg.StartTimeout())
 		_, err := n.cli.Get(rctx, keys.Of(cfg.Prefix()).Probe())
 		cancel()
@@ -104,13 +104,14 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 
 func (n *Node) setupTLS() (CertFiles, error) {
 	t := n.cfg.TLS
-	if t.AutoDir == "" {
+	autoDir := n.cfg.TLSAutoDir()
+	if autoDir == "" {
 		return CertFiles{CA: t.CAFile, Cert: t.CertFile, Key: t.KeyFile}, nil
 	}
-	if _, err := os.Stat(t.AutoDir); errors.Is(err, os.ErrNotExist) {
-		n.dir.track(t.AutoDir)
+	if _, err := os.Stat(autoDir); errors.Is(err, os.ErrNotExist) {
+		n.dir.track(autoDir)
 	}
-	if err := EnsureLocalCA(t.AutoDir); err != nil {
+	if err := EnsureLocalCA(autoDir); err != nil {
 		return CertFiles{}, err
 	}
 	hosts := []string{"localhost", "127.0.0.1"}
@@ -123,7 +124,7 @@ func (n *Node) setupTLS() (CertFiles, error) {
 	if _, err := os.Stat(certDir); errors.Is(err, os.ErrNotExist) {
 		n.dir.track(certDir)
 	}
-	return IssueCert(t.AutoDir, certDir, n.cfg.NodeName, hosts)
+	return IssueCert(autoDir, certDir, n.cfg.NodeName, hosts)
 }
 
 // Client is the node's etcd client.
@@ -314,7 +315,7 @@ func (n *Node) Run(ctx context.Context, p Parts) error {
 
 func (n *Node) register(ctx context.Context, describe func(*keys.MemberRecord)) (*Session, error) {
 	info := keys.MemberRecord{Name: n.cfg.NodeName, Kind: keys.KindNode}
-	if n.cfg.Etcd.Mode == EtcdEmbedded {
+	if n.cfg.EtcdMode() == EtcdEmbedded {
 		info.ClientURL = "https://" + n.cfg.Etcd.ClientAddr
 		info.PeerURL = "https://" + n.cfg.Etcd.PeerAddr
 	}

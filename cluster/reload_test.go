@@ -3,6 +3,7 @@ package cluster
 import (
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 )
@@ -18,7 +19,7 @@ func TestReloadPlan(t *testing.T) {
 	}
 	next.Logger = hclog.NewNullLogger() // not part of the file
 	next.LogLevel = "debug"
-	next.Lease.TTL = "30s"
+	next.Lease.TTL = 30 * time.Second
 	next.Volume.Legs = []string{"a.img", "b.img"}
 	next.Volume.Slot = &slot
 	next.Admin.Addr = "127.0.0.1:9999"

@@ -50,7 +50,7 @@ type EtcdMember struct {
 func (n *Node) Status(ctx context.Context) Status {
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.RequestTimeout())
 	defer cancel()
-	st := Status{Node: n.cfg.NodeName, Cluster: n.cfg.ClusterName, LeaseLosses: n.LeaseLosses(), EtcdMode: n.cfg.Etcd.Mode, IsCoord: n.IsCoordinator()}
+	st := Status{Node: n.cfg.NodeName, Cluster: n.cfg.Cluster(), LeaseLosses: n.LeaseLosses(), EtcdMode: n.cfg.EtcdMode(), IsCoord: n.IsCoordinator()}
 	if s := n.Session(); s != nil {
 		st.Incarnation = s.Incarnation()
 		st.Ready = s.Valid()

@@ -39,9 +39,9 @@ type detectService struct {
 // cuts it off.
 func newDetectService(n *cluster.Node, role *recoveryRole, withPR int) (*detectService, error) {
 	v := n.Config().Volume
-	interval, timeout := v.Detect()
+	interval, timeout := n.Config().Detect()
 	if len(v.Legs) == 0 || timeout == 0 || withPR < len(v.Legs) ||
-		v.Fencing != cluster.FenceAuto && v.Fencing != cluster.FenceReservations {
+		v.FencingMethod() != cluster.FenceAuto && v.FencingMethod() != cluster.FenceReservations {
 		return nil, nil
 	}
 	addr := v.HeartbeatAddr
@@ -70,7 +70,7 @@ func (d *detectService) close() {
 func (d *detectService) describe(info *keys.MemberRecord) { info.HeartbeatAddr = d.addr }
 
 func (d *detectService) start(sess *cluster.Session) error {
-	interval, timeout := d.n.Config().Volume.Detect()
+	interval, timeout := d.n.Config().Detect()
 	cfg := detect.DefaultConfig()
 	cfg.Interval, cfg.Timeout, cfg.Logger = interval, timeout, d.log
 	u, err := detect.NewUDP(detect.UDPConfig{

@@ -287,7 +287,7 @@ func (f *volumeFencer) FenceOutcome(ctx context.Context, victim fencing.NodeRef)
 	byLease := recovery.Outcome{Method: "lease expired plus self-fence margin"}
 	v := cfg.Volume
 	switch {
-	case v.Fencing == cluster.FenceAgent:
+	case v.FencingMethod() == cluster.FenceAgent:
 		agentCfg := fencing.DefaultAgentConfig(v.FenceAgent)
 		agentCfg.Timeout = v.AgentTimeout()
 		agentCfg.Logger = r.log.Named("fence-agent")
@@ -296,7 +296,7 @@ func (f *volumeFencer) FenceOutcome(ctx context.Context, victim fencing.NodeRef)
 			return recovery.Outcome{}, err
 		}
 		return recovery.Outcome{Method: "fence agent " + v.FenceAgent}, agent.Fence(ctx, victim)
-	case !r.vols.enabled() || v.Fencing == cluster.FenceLease:
+	case !r.vols.enabled() || v.FencingMethod() == cluster.FenceLease:
 		return byLease, lease.Fence(ctx, victim)
 	}
 	vi, err := r.vols.current()

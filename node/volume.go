@@ -88,7 +88,7 @@ func (v *volumeService) start(sess *cluster.Session, d *dlm.Node) error {
 	}
 	// Register this incarnation's key before the first write, so the
 	// reservation lets its writes through and a fence can cut them off.
-	if legs := fencing.LegsOf(vi.names, vi.raw); len(legs) > 0 && v.cfg.Fencing != cluster.FenceLease {
+	if legs := fencing.LegsOf(vi.names, vi.raw); len(legs) > 0 && v.cfg.FencingMethod() != cluster.FenceLease {
 		pr, err := fencing.NewReservationFencer(fencing.ReservationConfig{
 			Self:   fencing.NewNodeRef(sess.Name(), sess.Incarnation(), int64(sess.LeaseID())),
 			Legs:   func() []fencing.Leg { return fencing.LegsOf(vi.names, vi.raw) },
@@ -101,7 +101,7 @@ func (v *volumeService) start(sess *cluster.Session, d *dlm.Node) error {
 			return fail(fmt.Errorf("registering reservation key: %w", err))
 		}
 		vi.pr = pr
-	} else if v.cfg.Fencing == cluster.FenceReservations {
+	} else if v.cfg.FencingMethod() == cluster.FenceReservations {
 		return fail(errors.New("volume.fencing is \"reservations\" but no leg supports persistent reservations"))
 	}
 	legs := make([]blockdev.Device, len(vi.raw))
@@ -125,7 +125,7 @@ func (v *volumeService) start(sess *cluster.Session, d *dlm.Node) error {
 	}
 	vol, err := mirror.Open(ctx, mcfg)
 	if err != nil {
-		return fail(fmt.Errorf("opening volume %s: %w", v.cfg.Name, err))
+		return fail(fmt.Errorf("opening volume %s: %w", v.cfg.VolumeName(), err))
 	}
 	vi.vol = vol
 	sf, err := fencing.NewSelfFence(fencing.SelfFenceConfig{

@@ -117,16 +117,11 @@ func (o *options) applyConfig(cmd *cobra.Command) error {
 		o.prefix = cfg.Prefix()
 	}
 	if !set("election-timeout") {
-		// The accessors read the timing Validate fills in from the profile.
-		v := cfg
-		if err := v.Validate(); err == nil && v.ElectionTimeout() > 0 {
-			o.election = v.ElectionTimeout()
-		} else if d, err := time.ParseDuration(cfg.Etcd.ElectionTimeout); err == nil && d > 0 {
-			o.election = d
-		}
+		// The file's election timeout, or its profile's.
+		o.election = cfg.ElectionTimeout()
 	}
 	if !set("endpoints") {
-		if cfg.Etcd.Mode == cluster.EtcdExternal {
+		if cfg.EtcdMode() == cluster.EtcdExternal {
 			o.endpoints = cfg.Etcd.Endpoints
 		} else {
 			o.endpoints = []string{"https://" + cfg.Etcd.ClientAddr}

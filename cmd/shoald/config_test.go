@@ -93,8 +93,8 @@ etcd {
 		want    string
 		slow    bool
 	}{
-		{name: "unknown block", args: []string{"--config", unknown}, dataDir: filepath.Join(base, "d-unknown"), code: 2, want: `Unsupported block type: Blocks of type "leese" are not expected here`},
-		{name: "unknown field", args: []string{"--config", unknownField, "--data-dir", filepath.Join(base, "d-field")}, dataDir: filepath.Join(base, "d-field"), code: 2, want: `An argument named "tll" is not expected here`},
+		{name: "unknown block", args: []string{"--config", unknown}, dataDir: filepath.Join(base, "d-unknown"), code: 2, want: `unknown.hcl:3,1-6: unknown block "leese"`},
+		{name: "unknown field", args: []string{"--config", unknownField, "--data-dir", filepath.Join(base, "d-field")}, dataDir: filepath.Join(base, "d-field"), code: 2, want: `unknown-field.hcl:4,3-13: unknown field "lease.tll"`},
 		{name: "ttl not above 3x keepalive", args: []string{"--name", "n1", "--data-dir", filepath.Join(base, "d-ttl"), "--lease-ttl", "1s", "--keepalive-interval", "500ms"}, dataDir: filepath.Join(base, "d-ttl"), code: 2, want: "lease.ttl: 1s must exceed 3x lease.keepalive_interval (500ms)"},
 		{name: "ttl cannot ride out leader loss", args: []string{"--name", "n1", "--data-dir", filepath.Join(base, "d-ride"), "--lease-ttl", "4s"}, dataDir: filepath.Join(base, "d-ride"), code: 2, want: "cannot ride out an etcd leader change"},
 		{name: "bad duration", args: []string{"--name", "n1", "--data-dir", filepath.Join(base, "d-dur"), "--lease-ttl", "three"}, dataDir: filepath.Join(base, "d-dur"), code: 2, want: `lease.ttl: "three" is not a duration`},

@@ -46,7 +46,7 @@ func TestReloaderAppliesLiveFieldsOnly(t *testing.T) {
 	next, err := running, error(nil)
 	r := &reloader{running: running, log: log, load: func() (cluster.Config, error) { return next, err }}
 
-	next.LogLevel, next.Lease.TTL = "debug", "30s"
+	next.LogLevel, next.Lease.TTL = "debug", 30*time.Second
 	r.reload()
 	if !strings.Contains(out.String(), "configuration reloaded: applied=log_level need_restart=lease.ttl") {
 		t.Fatalf("log:\n%s", out.String())

@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/signal"
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/shoal-ha/shoal/cluster"
@@ -20,6 +22,41 @@ type nodeFlags struct {
 	config string
 	cfg    cluster.Config
 	slot   int
+	// durs holds the duration flags as given, by flag name; they are
+	// typed in load, where a bad one is a configuration error.
+	durs map[string]*string
+}
+
+// durFields names the configuration field of each duration flag.
+var durFields = map[string]string{
+	"heartbeat-interval": "etcd.heartbeat_interval",
+	"election-timeout":   "etcd.election_timeout",
+	"lease-ttl":          "lease.ttl",
+	"keepalive-interval": "lease.keepalive_interval",
+	"self-fence-margin":  "lease.self_fence_margin",
+}
+
+func (f *nodeFlags) dur(name string) *string {
+	if f.durs == nil {
+		f.durs = map[string]*string{}
+	}
+	p := new(string)
+	f.durs[name] = p
+	return p
+}
+
+// setDur types the duration flag name into dst when it was given.
+func (f *nodeFlags) setDur(fs *pflag.FlagSet, name string, dst *time.Duration) error {
+	if !fs.Changed(name) {
+		return nil
+	}
+	v := *f.durs[name]
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return &exitError{code: 2, err: fmt.Errorf("%w: %w", cluster.ErrInvalidConfig, &cluster.FieldError{Field: durFields[name], Msg: fmt.Sprintf("%q is not a duration (write it like 250ms or 3s)", v)})}
+	}
+	*dst = d
+	return nil
 }
 
 func addNodeFlags(fs *pflag.FlagSet, f *nodeFlags) {
@@ -37,15 +74,15 @@ func addNodeFlags(fs *pflag.FlagSet, f *nodeFlags) {
 	fs.StringVar(&c.Etcd.InitialCluster, "initial-cluster", "", "bootstrap members name=https://host:port,... (etcd.initial_cluster)")
 	fs.StringVar(&c.Etcd.Join, "join", "", "client URLs of a running cluster to join (etcd.join)")
 	fs.StringSliceVar(&c.Etcd.Endpoints, "endpoints", nil, "external etcd client URLs (etcd.endpoints)")
-	fs.StringVar(&c.Etcd.HeartbeatInterval, "heartbeat-interval", "", "raft heartbeat (etcd.heartbeat_interval)")
-	fs.StringVar(&c.Etcd.ElectionTimeout, "election-timeout", "", "raft election timeout (etcd.election_timeout)")
+	fs.StringVar(f.dur("heartbeat-interval"), "heartbeat-interval", "", "raft heartbeat (etcd.heartbeat_interval)")
+	fs.StringVar(f.dur("election-timeout"), "election-timeout", "", "raft election timeout (etcd.election_timeout)")
 	fs.StringVar(&c.TLS.CAFile, "ca-file", "", "CA certificate (tls.ca_file)")
 	fs.StringVar(&c.TLS.CertFile, "cert-file", "", "node certificate (tls.cert_file)")
 	fs.StringVar(&c.TLS.KeyFile, "key-file", "", "node key (tls.key_file)")
 	fs.StringVar(&c.TLS.AutoDir, "tls-auto-dir", "", "local CA directory for generated certificates (tls.auto_dir)")
-	fs.StringVar(&c.Lease.TTL, "lease-ttl", "", "lease TTL (lease.ttl)")
-	fs.StringVar(&c.Lease.KeepAliveInterval, "keepalive-interval", "", "lease renewal period (lease.keepalive_interval)")
-	fs.StringVar(&c.Lease.SelfFenceMargin, "self-fence-margin", "", "self-fence margin (lease.self_fence_margin)")
+	fs.StringVar(f.dur("lease-ttl"), "lease-ttl", "", "lease TTL (lease.ttl)")
+	fs.StringVar(f.dur("keepalive-interval"), "keepalive-interval", "", "lease renewal period (lease.keepalive_interval)")
+	fs.StringVar(f.dur("self-fence-margin"), "self-fence-margin", "", "self-fence margin (lease.self_fence_margin)")
 	fs.StringVar(&c.Admin.Addr, "admin-addr", "", "admin HTTP host:port or off (admin.addr)")
 	fs.BoolVar(&c.Admin.Debug, "admin-debug", false, "serve the fault-test routes (POST /api/volume/write); never in production (admin.debug)")
 	fs.StringVar(&c.Volume.Name, "volume-name", "", "volume name (volume.name)")
@@ -70,6 +107,7 @@ func (f *nodeFlags) load(fs *pflag.FlagSet) (cluster.Config, error) {
 			*dst = v
 		}
 	}
+
 	c := &f.cfg
 	set("name", &cfg.NodeName, c.NodeName)
 	set("cluster", &cfg.ClusterName, c.ClusterName)
@@ -87,15 +125,25 @@ func (f *nodeFlags) load(fs *pflag.FlagSet) (cluster.Config, error) {
 	if fs.Changed("endpoints") {
 		cfg.Etcd.Endpoints = c.Etcd.Endpoints
 	}
-	set("heartbeat-interval", &cfg.Etcd.HeartbeatInterval, c.Etcd.HeartbeatInterval)
-	set("election-timeout", &cfg.Etcd.ElectionTimeout, c.Etcd.ElectionTimeout)
+	if err := f.setDur(fs, "heartbeat-interval", &cfg.Etcd.HeartbeatInterval); err != nil {
+		return cfg, err
+	}
+	if err := f.setDur(fs, "election-timeout", &cfg.Etcd.ElectionTimeout); err != nil {
+		return cfg, err
+	}
 	set("ca-file", &cfg.TLS.CAFile, c.TLS.CAFile)
 	set("cert-file", &cfg.TLS.CertFile, c.TLS.CertFile)
 	set("key-file", &cfg.TLS.KeyFile, c.TLS.KeyFile)
 	set("tls-auto-dir", &cfg.TLS.AutoDir, c.TLS.AutoDir)
-	set("lease-ttl", &cfg.Lease.TTL, c.Lease.TTL)
-	set("keepalive-interval", &cfg.Lease.KeepAliveInterval, c.Lease.KeepAliveInterval)
-	set("self-fence-margin", &cfg.Lease.SelfFenceMargin, c.Lease.SelfFenceMargin)
+	if err := f.setDur(fs, "lease-ttl", &cfg.Lease.TTL); err != nil {
+		return cfg, err
+	}
+	if err := f.setDur(fs, "keepalive-interval", &cfg.Lease.KeepAliveInterval); err != nil {
+		return cfg, err
+	}
+	if err := f.setDur(fs, "self-fence-margin", &cfg.Lease.SelfFenceMargin); err != nil {
+		return cfg, err
+	}
 	set("admin-addr", &cfg.Admin.Addr, c.Admin.Addr)
 	if fs.Changed("admin-debug") {
 		cfg.Admin.Debug = c.Admin.Debug
