@@ -173,7 +173,9 @@ type Parts struct {
 	Describe func(*keys.MemberRecord)
 	// OnSession is called with every new incarnation the node registers
 	// (the first and each one after a lost lease), before the campaign.
-	OnSession func(*Session)
+	// ctx ends when the node stops or the incarnation is lost, so a part
+	// that waits for etcd while starting does not hold the node up.
+	OnSession func(ctx context.Context, s *Session)
 	// OnSessionEnd is called when an incarnation ends: after its lease
 	// was lost or at a stop without etcd quorum (clean false: let go at
 	// once, hand nothing on through etcd), or before a clean shutdown
@@ -231,7 +233,16 @@ func (n *Node) Run(ctx context.Context, p Parts) error {
 		n.sess = sess
 		n.mu.Unlock()
 		if p.OnSession != nil {
-			p.OnSession(sess)
+			octx, ocancel := context.WithCancel(ctx)
+			go func() {
+				select {
+				case <-sess.Lost():
+					ocancel()
+				case <-octx.Done():
+				}
+			}()
+			p.OnSession(octx, sess)
+			ocancel()
 		}
 		cctx, ccancel := context.WithCancel(ctx)
 		cdone := make(chan struct{})

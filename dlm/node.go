@@ -140,7 +140,13 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	// No WithRequireLeader: a leader election must not end the watch (the
 	// node would fence itself); a member cut off from the quorum leaves the
 	// watch silent, and the lease deadline fences the node in time.
+	// Watch blocks until the watch stream is set up; a start that is
+	// given up (ctx) must not wait for an etcd that does not answer.
+	stopSetup := context.AfterFunc(ctx, n.cancel)
 	wch := cfg.Client.Watch(n.ctx, n.keys.root(), clientv3.WithPrefix(), clientv3.WithRev(from), clientv3.WithProgressNotify())
+	if !stopSetup() {
+		return nil, fmt.Errorf("dlm: watching the lock table: %w", ctx.Err())
+	}
 	n.wg.Add(3)
 	go n.watchLoop(wch)
 	go n.monitor()

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
+	"runtime/pprof"
 	"strings"
 	"testing"
 	"time"
@@ -237,6 +239,7 @@ func TestStopIsBoundedWithoutEtcd(t *testing.T) {
 	start := time.Now()
 	err := nd.Stop()
 	if errors.Is(err, context.DeadlineExceeded) {
+		pprof.Lookup("goroutine").WriteTo(os.Stderr, 1)
 		t.Fatalf("stop took longer than %s", time.Since(start))
 	}
 	t.Logf("stopped in %v without etcd", time.Since(start).Round(time.Millisecond))
@@ -298,5 +301,42 @@ func TestPartsStartInOrderAndReplayTheDead(t *testing.T) {
 	}
 	if a, b := next(evs[0]), next(evs[0]); a != "replay a node2" || b != "replay b node2" {
 		t.Fatalf("survivor replayed %q, %q", a, b)
+	}
+}
+
+// blockingPart waits in Start until its context ends, as a part that
+// waits for etcd would.
+type blockingPart struct{ started chan struct{} }
+
+func (p *blockingPart) Name() string { return "blocking" }
+func (p *blockingPart) Start(ctx context.Context, inc node.Incarnation) error {
+	close(p.started)
+	<-ctx.Done()
+	return ctx.Err()
+}
+func (p *blockingPart) Stop(bool) {}
+
+// TestStopEndsAStartingIncarnation: a stop while an incarnation's parts
+// are still starting (waiting for etcd, say) ends their start at once
+// instead of waiting out the start timeout.
+func TestStopEndsAStartingIncarnation(t *testing.T) {
+	c := nodetest.NewInProcCluster(t, 1, nodetest.InProcOptions{NoStart: true})
+	nd := c.Nodes[0]
+	p := &blockingPart{started: make(chan struct{})}
+	nd.Parts = []node.Part{p}
+	nd.Start()
+	select {
+	case <-p.started:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the part was never started")
+	}
+	start := time.Now()
+	if err := nd.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	// The bound: the lease revoke (one request timeout, 2s in the fast
+	// profile) and the rest, well under the 20s start timeout.
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("stop took %v while a part was starting", d)
 	}
 }

@@ -35,7 +35,7 @@ func newLockService(n *cluster.Node) *lockService {
 }
 
 // start joins the lock manager as incarnation s; nil when it could not.
-func (l *lockService) start(s *cluster.Session) *dlm.Node {
+func (l *lockService) start(ctx context.Context, s *cluster.Session) *dlm.Node {
 	cfg := dlm.DefaultConfig()
 	cfg.Client = l.n.Client()
 	cfg.Member = s
@@ -45,7 +45,7 @@ func (l *lockService) start(s *cluster.Session) *dlm.Node {
 	// A write caught by an etcd leader election is sent again once a new
 	// leader can have been elected, not after a long request timeout.
 	cfg.WriteAttemptTimeout = 2 * l.n.Config().ElectionTimeout()
-	ctx, cancel := context.WithTimeout(context.Background(), l.n.Config().StartTimeout())
+	ctx, cancel := context.WithTimeout(ctx, l.n.Config().StartTimeout())
 	defer cancel()
 	d, err := dlm.Start(ctx, cfg)
 	if err != nil {

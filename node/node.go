@@ -151,15 +151,22 @@ func (n *Node) parts() cluster.Parts {
 	if n.det != nil {
 		p.Describe = n.det.describe
 	}
-	p.OnSession = func(s *cluster.Session) {
-		d := n.locks.start(s)
+	p.OnSession = func(ctx context.Context, s *cluster.Session) {
+		// A part that could not start ends the incarnation, unless the
+		// node is stopping: then the clean stop revokes the lease.
+		abandon := func(err error) {
+			if ctx.Err() == nil {
+				s.Abandon(err)
+			}
+		}
+		d := n.locks.start(ctx, s)
 		if d == nil {
-			s.Abandon(errors.New("lock manager did not start"))
+			abandon(errors.New("lock manager did not start"))
 			return
 		}
-		if err := n.vols.start(s, d); err != nil {
+		if err := n.vols.start(ctx, s, d); err != nil {
 			log.Error("volume did not open; abandoning this incarnation", "error", err)
-			s.Abandon(err)
+			abandon(err)
 			return
 		}
 		if n.det != nil {
@@ -169,8 +176,8 @@ func (n *Node) parts() cluster.Parts {
 		}
 		inc := n.incarnation(s, d)
 		for i, part := range n.extra {
-			ctx, cancel := context.WithTimeout(context.Background(), n.cfg.StartTimeout())
-			err := part.Start(ctx, inc)
+			pctx, cancel := context.WithTimeout(ctx, n.cfg.StartTimeout())
+			err := part.Start(pctx, inc)
 			cancel()
 			if err != nil {
 				log.Error("part did not start; abandoning this incarnation", "part", part.Name(), "error", err)
@@ -178,7 +185,7 @@ func (n *Node) parts() cluster.Parts {
 					n.extra[j].Stop(false)
 				}
 				n.started = 0
-				s.Abandon(err)
+				abandon(err)
 				return
 			}
 			n.started = i + 1

@@ -57,12 +57,12 @@ func slotKey(prefix, name, incarnation string) string {
 }
 
 // start opens the volume for sess, whose locks d hands out.
-func (v *volumeService) start(sess *cluster.Session, d *dlm.Node) error {
+func (v *volumeService) start(ctx context.Context, sess *cluster.Session, d *dlm.Node) error {
 	if !v.enabled() {
 		return nil
 	}
 	cfg := v.n.Config()
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.StartTimeout())
+	ctx, cancel := context.WithTimeout(ctx, cfg.StartTimeout())
 	defer cancel()
 	vi := &volumeIncarnation{guard: fencing.NewGuard(sess.Deadline, nil), names: v.cfg.Legs}
 	// A leg that reconnects may restore this incarnation's reservation
