@@ -2,16 +2,17 @@ package dlm
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 
 	"github.com/shoal-ha/shoal/internal/etcdtest"
 	"github.com/shoal-ha/shoal/internal/testlog"
-
 	"github.com/shoal-ha/shoal/internal/testutil"
 )
 
@@ -538,4 +539,60 @@ func TestJoinAfterCompactionPastTheCheckpoint(t *testing.T) {
 	if _, _, err := LoadTable(gctx, cli, ghost); !errors.Is(err, ErrCompacted) {
 		t.Fatalf("listing with no node to answer: %v, want ErrCompacted", err)
 	}
+}
+
+// TestReleaseDeadOfManyLocks: a dead node held more EX locks than etcd
+// allows operations in one transaction (128): the coordinator still
+// releases them all, and their value blocks are invalid in etcd.
+func TestReleaseDeadOfManyLocks(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts an etcd member")
+	}
+	c := etcdtest.NewCluster(t, 1)
+	a := startTestNode(t, c, 0, "a")
+	coord := startTestNode(t, c, 0, "coord")
+	ctx := ctxT(t, 30*time.Second)
+	const n = 300
+	for i := range uint64(n) {
+		l, err := a.n.Acquire(ctx, Region("many", i*10, i*10+10), EX)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.Release() // cached: the node keeps it
+	}
+	testutil.WaitFor(t, 10*time.Second, "the coordinator to see a's locks", func() bool {
+		c := 0
+		for _, l := range coord.n.Locks() {
+			if l.Owner == a.n.Owner() && l.Held {
+				c++
+			}
+		}
+		return c == n
+	})
+	a.m.Stop()
+	if err := coord.n.WaitDead(ctx, a.n.Owner()); err != nil {
+		t.Fatal(err)
+	}
+	if err := coord.n.ReleaseDead(ctx, a.n.Owner()); err != nil {
+		t.Fatalf("releasing %d locks of a dead node: %v", n, err)
+	}
+	for _, l := range coord.n.Locks() {
+		if l.Owner == a.n.Owner() {
+			t.Fatalf("lock of the dead node left: %+v", l)
+		}
+	}
+	resp, err := c.Client(0).Get(ctx, testPrefix+"/dlm/lvb/many@", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Kvs) != n {
+		t.Fatalf("%d value blocks written back, want %d", len(resp.Kvs), n)
+	}
+	for _, kv := range resp.Kvs {
+		var v lvbValue
+		if err := json.Unmarshal(kv.Value, &v); err != nil || v.Valid {
+			t.Fatalf("value block %s = %s, want invalid", kv.Key, kv.Value)
+		}
+	}
+	checkAll(t, coord)
 }

@@ -104,20 +104,41 @@ func (n *Node) ReleaseDead(ctx context.Context, o Owner) error {
 		n.mu.Unlock()
 		return fmt.Errorf("dlm: %s is not dead; only a dead incarnation's locks can be released", o)
 	}
-	ops := []clientv3.Op{clientv3.OpDelete(n.keys.ownerReqs(o), clientv3.WithPrefix())}
 	var released []string
+	var invalid []clientv3.Op
+	seen := map[string]bool{}
 	for _, l := range n.rep.Table.Locks() {
 		if l.Owner != o {
 			continue
 		}
 		released = append(released, l.Resource.String())
-		if _, valid := n.rep.Table.LVB(l.Resource); !valid {
-			ops = append(ops, clientv3.OpPut(n.keys.lvb(l.Resource), mustJSON(lvbValue{Valid: false})))
+		if _, valid := n.rep.Table.LVB(l.Resource); !valid && !seen[l.Resource.String()] {
+			seen[l.Resource.String()] = true
+			invalid = append(invalid, clientv3.OpPut(n.keys.lvb(l.Resource), mustJSON(lvbValue{Valid: false})))
 		}
 	}
-	ops = append(ops, clientv3.OpPut(n.keys.recovered(o), mustJSON(recoveredValue{By: n.me.String(), Released: released})))
+	guard := n.guard()
 	n.mu.Unlock()
-	resp, err := n.cfg.Client.Txn(ctx).If(n.guard()).Then(ops...).Commit()
+	// The invalid value blocks go first, in transactions below etcd's
+	// limit of operations per transaction (a node may hold thousands of
+	// locks); the requests are deleted and the release recorded last, in
+	// one transaction, so a retry after a failure finds them still there.
+	for len(invalid) > 0 {
+		batch := invalid[:min(len(invalid), maxTxnOps)]
+		invalid = invalid[len(batch):]
+		resp, err := n.cfg.Client.Txn(ctx).If(guard).Then(batch...).Commit()
+		n.etcdWrites.Add(1)
+		if err != nil {
+			return fmt.Errorf("dlm: writing back the value blocks of %s: %w", o, err)
+		}
+		if !resp.Succeeded {
+			return fmt.Errorf("dlm: writing back the value blocks of %s: %w", o, ErrLeaseLost)
+		}
+	}
+	resp, err := n.cfg.Client.Txn(ctx).If(guard).Then(
+		clientv3.OpDelete(n.keys.ownerReqs(o), clientv3.WithPrefix()),
+		clientv3.OpPut(n.keys.recovered(o), mustJSON(recoveredValue{By: n.me.String(), Released: released})),
+	).Commit()
 	n.etcdWrites.Add(1)
 	if err != nil {
 		return fmt.Errorf("dlm: releasing locks of %s: %w", o, err)
