@@ -10,7 +10,7 @@ BENCHOUT  := bench-results
 # Failovers measured per mode by bench-failover.
 FAILOVER_RUNS ?= 20
 
-.PHONY: man completion all build setup test test-short test-demo bench bench-web bench-dlm bench-volume bench-iscsi bench-failover lint demo demo-stop clean fuzz
+.PHONY: man completion all build setup test test-short test-demo bench bench-web bench-dlm bench-volume bench-iscsi bench-failover bench-store lint demo demo-stop clean fuzz
 
 all: build
 
@@ -37,7 +37,7 @@ FUZZTIME ?= 30s
 fuzz:
 	@./tools/fuzz.sh $(FUZZTIME)
 
-bench: bench-dlm bench-volume bench-iscsi bench-failover bench-web
+bench: bench-dlm bench-volume bench-iscsi bench-failover bench-web bench-store
 	@cat $(BENCHOUT)/*.txt
 
 bench-dlm: setup build
@@ -47,6 +47,11 @@ bench-dlm: setup build
 bench-volume: setup
 	@mkdir -p $(BENCHOUT)
 	$(GO) run ./tools/benchvolume -out $(BENCHOUT)/volume.txt
+
+# The store on the demo's volume vs ext4 on a loop-mounted image (root).
+bench-store: setup
+	@mkdir -p $(BENCHOUT)
+	$(GO) run ./tools/benchstore -out $(BENCHOUT)/store.txt
 
 bench-iscsi: setup build
 	@mkdir -p $(BENCHOUT)

@@ -1,0 +1,347 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/shoal-ha/shoal/blockdev"
+	"github.com/shoal-ha/shoal/blockdev/mirror"
+	"github.com/shoal-ha/shoal/blockdev/mirror/etcdstate"
+	"github.com/shoal-ha/shoal/dlm"
+	"github.com/shoal-ha/shoal/internal/etcdtest"
+	"github.com/shoal-ha/shoal/internal/keys"
+	"github.com/shoal-ha/shoal/store"
+	"github.com/shoal-ha/shoal/store/storedlm"
+)
+
+// The demo's volume: two image files of 256 MiB, 1 MiB regions, 8 slots.
+const (
+	demoLegSize = 256 << 20
+	demoRegion  = 1 << 20
+	demoSlots   = 8
+)
+
+var prefix = keys.Cluster("benchstore").Root()
+
+// rig is the shared volume, a one-member etcd and the nodes on them.
+type rig struct {
+	dir  string
+	log  hclog.Logger
+	etcd *etcdtest.Cluster
+	legs []string
+}
+
+// node is one store instance with its own lock-manager member, volume
+// slot and etcd client, as a node of the cluster has.
+type node struct {
+	name   string
+	slot   int
+	cli    *clientv3.Client
+	member *dlm.LeaseMember
+	locks  *dlm.Node
+	dead   *atomic.Bool // set: the node's disks refuse all I/O (a crash)
+	vol    *mirror.Volume
+	st     *store.Store
+	rl     *regionLocks
+}
+
+func newRig(dir string, log hclog.Logger) (*rig, error) {
+	r := &rig{dir: dir, log: log}
+	for i := 0; i < 2; i++ {
+		r.legs = append(r.legs, filepath.Join(dir, fmt.Sprintf("leg%d.img", i)))
+	}
+	var devs []blockdev.Device
+	for _, p := range r.legs {
+		d, err := blockdev.OpenFile(p, blockdev.OpenOptions{Create: true, CreateSize: demoLegSize, Logger: log})
+		if err != nil {
+			return nil, err
+		}
+		devs = append(devs, d)
+	}
+	_, err := mirror.Format(context.Background(), devs, mirror.FormatOptions{RegionSize: demoRegion, Slots: demoSlots, ClusterID: "benchstore", DataIsZero: true})
+	for _, d := range devs {
+		d.Close()
+	}
+	if err != nil {
+		return nil, err
+	}
+	c, err := etcdtest.Start(filepath.Join(dir, "etcd"), 1, etcdtest.Options{})
+	if err != nil {
+		return nil, err
+	}
+	r.etcd = c
+	return r, nil
+}
+
+func (r *rig) close() {
+	if r.etcd != nil {
+		r.etcd.Close()
+	}
+}
+
+// killable fails every I/O once its node is dead, as a crashed node's
+// disks would see nothing more from it.
+type killable struct {
+	blockdev.Device
+	dead *atomic.Bool
+}
+
+func (k killable) check() error {
+	if k.dead.Load() {
+		return fmt.Errorf("%w: node is dead", blockdev.ErrIO)
+	}
+	return nil
+}
+
+func (k killable) ReadAt(ctx context.Context, p []byte, off int64) error {
+	if err := k.check(); err != nil {
+		return err
+	}
+	return k.Device.ReadAt(ctx, p, off)
+}
+
+func (k killable) WriteAt(ctx context.Context, p []byte, off int64) error {
+	if err := k.check(); err != nil {
+		return err
+	}
+	return k.Device.WriteAt(ctx, p, off)
+}
+
+func (k killable) Flush(ctx context.Context) error {
+	if err := k.check(); err != nil {
+		return err
+	}
+	return k.Device.Flush(ctx)
+}
+
+// regionLocks gives the mirror its region locks from the lock manager, as
+// the node does; recovering switches to recovery locks (granted over a
+// dead node's orphans) while this node recovers another's slot.
+type regionLocks struct {
+	d          *dlm.Node
+	recovering atomic.Bool
+}
+
+func (r *regionLocks) opts() []dlm.Option {
+	if r.recovering.Load() {
+		return []dlm.Option{dlm.Recovery()}
+	}
+	return nil
+}
+
+func mode(exclusive bool) dlm.Mode {
+	if exclusive {
+		return dlm.EX
+	}
+	return dlm.PR
+}
+
+func (r *regionLocks) LockRegion(ctx context.Context, req mirror.RegionRequest) (mirror.RegionLock, error) {
+	var opts []dlm.Option
+	if req.Recovery || r.recovering.Load() {
+		opts = append(opts, dlm.Recovery())
+	}
+	l, err := r.d.Acquire(ctx, dlm.Region(req.Volume, uint64(req.Off), uint64(req.Off+req.Length)), mode(req.Exclusive), opts...)
+	if err != nil {
+		return nil, err
+	}
+	return regionLock{l}, nil
+}
+
+// regionLock is a held dlm lock as the mirror sees it.
+type regionLock struct{ l *dlm.Lock }
+
+func (l regionLock) Token() uint64 { return uint64(l.l.Token()) }
+func (l regionLock) Use() error    { return l.l.Use() }
+func (l regionLock) Release()      { l.l.Release() }
+
+func (r *regionLocks) HoldRegion(ctx context.Context, volume string, off, length int64, exclusive bool) (mirror.RegionHold, error) {
+	l, err := r.d.Acquire(ctx, dlm.Region(volume, uint64(off), uint64(off+length)), mode(exclusive), r.opts()...)
+	if err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// startNode joins the lock manager as name and opens the volume and, if
+// openStore, the store in slot.
+func (r *rig) startNode(ctx context.Context, name string, slot int, openStore bool) (*node, error) {
+	n := &node{name: name, slot: slot, dead: new(atomic.Bool)}
+	var err error
+	if n.cli, err = r.etcd.NewClientTo(r.etcd.Endpoints); err != nil {
+		return nil, err
+	}
+	n.member, err = dlm.JoinAsClient(ctx, dlm.LeaseMemberConfig{Client: n.cli, Prefix: prefix, Name: name, TTL: 5 * time.Second, Margin: time.Second, ElectionTimeout: 500 * time.Millisecond})
+	if err != nil {
+		n.cli.Close()
+		return nil, err
+	}
+	dcfg := dlm.DefaultConfig()
+	dcfg.Client, dcfg.Member, dcfg.Prefix = n.cli, n.member, prefix
+	if n.locks, err = dlm.Start(ctx, dcfg); err != nil {
+		n.member.Leave(ctx)
+		n.cli.Close()
+		return nil, err
+	}
+	n.rl = &regionLocks{d: n.locks}
+	mcfg := mirror.DefaultConfig(slot)
+	for _, p := range r.legs {
+		d, err := blockdev.OpenFile(p, blockdev.OpenOptions{Logger: r.log})
+		if err != nil {
+			n.stop(ctx)
+			return nil, err
+		}
+		mcfg.Legs = append(mcfg.Legs, killable{d, n.dead})
+	}
+	mcfg.Locker, mcfg.Store, mcfg.Logger = n.rl, etcdstate.New(n.cli, prefix), r.log.Named(name)
+	mcfg.CallerOrdersWrites = true // the store orders its writes
+	if n.vol, err = mirror.Open(ctx, mcfg); err != nil {
+		for _, d := range mcfg.Legs {
+			d.Close()
+		}
+		n.stop(ctx)
+		return nil, err
+	}
+	if openStore {
+		if err := n.openStore(ctx, r.log); err != nil {
+			n.stop(ctx)
+			return nil, err
+		}
+	}
+	return n, nil
+}
+
+func (n *node) openStore(ctx context.Context, log hclog.Logger) error {
+	cfg := store.DefaultConfig(n.vol, n.slot, storedlm.New(n.locks))
+	cfg.Logger = log.Named(n.name)
+	st, err := store.Open(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	n.st = st
+	return nil
+}
+
+// stop closes the node cleanly: store, volume, lock manager, lease.
+func (n *node) stop(ctx context.Context) error {
+	var first error
+	keep := func(err error) {
+		if err != nil && first == nil {
+			first = err
+		}
+	}
+	if n.st != nil {
+		keep(n.st.Close())
+	}
+	if n.vol != nil {
+		keep(n.vol.Close())
+	}
+	if n.locks != nil {
+		keep(n.locks.Close(ctx))
+	}
+	if n.member != nil {
+		keep(n.member.Leave(ctx))
+	}
+	keep(n.cli.Close())
+	return first
+}
+
+// crash kills the node as a power cut would: etcd and its disks hear
+// nothing more from it, its lease is revoked through survivor's client
+// (its locks become orphans for recovery), and what it had in memory is
+// abandoned.
+func (n *node) crash(ctx context.Context, survivor *node) error {
+	n.cli.Close()
+	n.dead.Store(true)
+	n.member.Stop()
+	if _, err := survivor.cli.Revoke(ctx, n.member.LeaseID()); err != nil {
+		return fmt.Errorf("revoke the lease of %s: %w", n.name, err)
+	}
+	return nil
+}
+
+// release frees what is left of a crashed node's handles (their I/O
+// fails; nothing reaches the disks).
+func (n *node) release() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if n.st != nil {
+		n.st.Close()
+	}
+	n.vol.Close()
+	n.locks.Close(ctx)
+}
+
+// recover does what the recovery coordinator does for dead node d, on
+// node c: wait until the lock manager counts d dead, recover d's volume
+// slot, replay its journal (the returned figures), release its locks.
+func (c *node) recover(ctx context.Context, d *node) (store.ReplayStats, error) {
+	if err := c.locks.WaitDead(ctx, d.member.Owner()); err != nil {
+		return store.ReplayStats{}, err
+	}
+	// The replay writes through the volume too, into regions whose locks
+	// the dead node may hold (cached): recovery locks until the release.
+	c.rl.recovering.Store(true)
+	defer c.rl.recovering.Store(false)
+	if _, err := c.vol.RecoverFenced(ctx, d.slot); err != nil {
+		return store.ReplayStats{}, fmt.Errorf("recover volume slot %d: %w", d.slot, err)
+	}
+	st, err := c.st.ReplaySlot(ctx, d.slot)
+	if err != nil {
+		return st, fmt.Errorf("replay slot %d: %w", d.slot, err)
+	}
+	if err := c.locks.ReleaseDead(ctx, d.member.Owner()); err != nil {
+		return st, err
+	}
+	return st, nil
+}
+
+// scratchVolume formats two new legs of the demo's geometry and opens
+// them in slot 0 with n's lock manager; cleanup closes and removes them.
+func (r *rig) scratchVolume(ctx context.Context, n *node) (*mirror.Volume, func(), error) {
+	var devs []blockdev.Device
+	var paths []string
+	remove := func() {
+		for _, d := range devs {
+			d.Close()
+		}
+		for _, p := range paths {
+			os.Remove(p)
+		}
+	}
+	for i := 0; i < 2; i++ {
+		p := filepath.Join(r.dir, fmt.Sprintf("scratch%d.img", i))
+		d, err := blockdev.OpenFile(p, blockdev.OpenOptions{Create: true, CreateSize: demoLegSize, Logger: r.log})
+		if err != nil {
+			remove()
+			return nil, nil, err
+		}
+		devs, paths = append(devs, d), append(paths, p)
+	}
+	if _, err := mirror.Format(ctx, devs, mirror.FormatOptions{RegionSize: demoRegion, Slots: demoSlots, ClusterID: "benchstore-scratch", DataIsZero: true}); err != nil {
+		remove()
+		return nil, nil, err
+	}
+	cfg := mirror.DefaultConfig(0)
+	cfg.Legs, cfg.Locker, cfg.Logger = devs, n.rl, r.log.Named("scratch")
+	cfg.Store = etcdstate.New(n.cli, prefix)
+	cfg.CallerOrdersWrites = true
+	v, err := mirror.Open(ctx, cfg)
+	if err != nil {
+		remove()
+		return nil, nil, err
+	}
+	return v, func() {
+		v.Close() // closes the legs
+		for _, p := range paths {
+			os.Remove(p)
+		}
+	}, nil
+}

@@ -1,0 +1,481 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/shoal-ha/shoal/blockdev"
+	"github.com/shoal-ha/shoal/blockdev/mirror"
+	"github.com/shoal-ha/shoal/store"
+)
+
+type bench struct {
+	o    options
+	r    *rig
+	peer fsys
+	rows []row
+	a, b *node
+}
+
+func fitDemo() (mirror.Geometry, error) {
+	return mirror.FitGeometry(demoRegion, blockdev.FileBlockSize, demoSlots, demoLegSize)
+}
+
+func (b *bench) add(r row) {
+	b.rows = append(b.rows, r)
+	fmt.Fprintln(os.Stderr, r.String())
+}
+
+func (b *bench) all() (err error) {
+	ctx := context.Background()
+	if b.a, err = b.r.startNode(ctx, "a", 0, false); err != nil {
+		return err
+	}
+	defer func() {
+		for _, n := range []*node{b.b, b.a} {
+			if n != nil {
+				if serr := n.stop(ctx); serr != nil && err == nil {
+					err = serr
+				}
+			}
+		}
+	}()
+	if _, err := store.Format(ctx, b.a.vol, store.FormatOptions{Slots: demoSlots, Label: "benchstore"}); err != nil {
+		return fmt.Errorf("format the store: %w", err)
+	}
+	if err := b.a.openStore(ctx, b.r.log); err != nil {
+		return err
+	}
+	if b.b, err = b.r.startNode(ctx, "b", 1, true); err != nil {
+		return err
+	}
+	failed := 0
+	for _, step := range []struct {
+		name string
+		fn   func(context.Context) error
+	}{
+		{"small files", b.smallFiles},
+		{"sequential", b.sequential},
+		{"big directory", b.bigDir},
+		{"two nodes", b.twoNodes},
+		{"alternation", b.alternation},
+		{"listing under churn", b.listUnderChurn},
+		{"replay", b.replay},
+		{"random writes", b.randomWrites},
+	} {
+		fmt.Fprintf(os.Stderr, "%s ...\n", step.name)
+		if err := step.fn(ctx); err != nil {
+			// The row says so and the run goes on with the next.
+			failed++
+			b.add(row{name: step.name, unit: "FAILED", note: err.Error()})
+		}
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d of the benchmark's steps failed (see the table)", failed)
+	}
+	return nil
+}
+
+var block4k = bytes.Repeat([]byte("shoal-4k"), 512)
+
+// createFor creates small files dir/fNNNNNN on f for d; returns files/s.
+func createFor(f fsys, dir string, d time.Duration) (float64, error) {
+	if err := f.mkdirAll(dir); err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	n := 0
+	for ; n < 1_000_000 && time.Since(start) < d; n++ {
+		if err := f.createSync(fmt.Sprintf("%s/f%06d", dir, n), block4k); err != nil {
+			return 0, err
+		}
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+func (b *bench) smallFiles(ctx context.Context) error {
+	s, err := createFor(storeFS{b.a.st}, "small", b.o.dur)
+	if err != nil {
+		return err
+	}
+	p, err := createFor(b.peer, "small", b.o.dur)
+	if err != nil {
+		return err
+	}
+	b.add(row{name: "create+4KiB write+fsync, one node", unit: "files/s", store: s, peer: p, target: 0.5})
+	return nil
+}
+
+func (b *bench) sequential(ctx context.Context) error {
+	total := b.o.seqMB << 20
+	chunk := make([]byte, 1<<20)
+	for i := range chunk {
+		chunk[i] = byte(i * 31)
+	}
+	mibs := func(f fsys, write bool) (float64, error) {
+		start := time.Now()
+		if write {
+			if err := f.writeSeq("large", total, chunk); err != nil {
+				return 0, err
+			}
+		} else {
+			n, err := f.readSeq("large", chunk)
+			if err != nil {
+				return 0, err
+			}
+			if n != total {
+				return 0, fmt.Errorf("read %d bytes of %d", n, total)
+			}
+		}
+		return float64(total>>20) / time.Since(start).Seconds(), nil
+	}
+	for _, write := range []bool{true, false} {
+		s, err := mibs(storeFS{b.a.st}, write)
+		if err != nil {
+			return err
+		}
+		p, err := mibs(b.peer, write)
+		if err != nil {
+			return err
+		}
+		name := fmt.Sprintf("sequential read 1MiB, %d MiB file", b.o.seqMB)
+		if write {
+			name = fmt.Sprintf("sequential write 1MiB+fsync, %d MiB file", b.o.seqMB)
+		}
+		b.add(row{name: name, unit: "MiB/s", store: s, peer: p, target: 0.8, note: "reads cold on both"})
+	}
+	// The space goes back for the rows that follow.
+	if err := b.a.st.Remove("large"); err != nil {
+		return err
+	}
+	return b.peer.remove("large")
+}
+
+// listStat reads dir and stats every entry; it returns both times in ms.
+func listStat(f fsys, dir string, want int) (readdir, stat float64, err error) {
+	start := time.Now()
+	names, err := f.readDir(dir)
+	if err != nil {
+		return 0, 0, err
+	}
+	readdir = float64(time.Since(start).Microseconds()) / 1000
+	if len(names) < want {
+		return 0, 0, fmt.Errorf("readdir %s: %d entries, want at least %d", dir, len(names), want)
+	}
+	start = time.Now()
+	for _, n := range names {
+		if err := f.stat(dir + "/" + n); err != nil && !isNotExist(err) {
+			return 0, 0, err
+		}
+	}
+	return readdir, float64(time.Since(start).Microseconds()) / 1000, nil
+}
+
+func isNotExist(err error) bool { return errors.Is(err, fs.ErrNotExist) }
+
+func (b *bench) bigDir(ctx context.Context) error {
+	n := b.o.entries
+	if err := (storeFS{b.a.st}).populate("big", n); err != nil {
+		return err
+	}
+	if err := b.peer.populate("big", n); err != nil {
+		return err
+	}
+	sr, ss, err := listStat(storeFS{b.a.st}, "big", n)
+	if err != nil {
+		return err
+	}
+	pr, ps, err := listStat(b.peer, "big", n)
+	if err != nil {
+		return err
+	}
+	b.add(row{name: fmt.Sprintf("readdir of %d entries, one node", n), unit: "ms", store: sr, peer: pr, timeLike: true, note: "caches warm on both"})
+	b.add(row{name: fmt.Sprintf("stat of %d entries, one node", n), unit: "ms", store: ss, peer: ps, timeLike: true, note: "caches warm on both"})
+	return nil
+}
+
+func (b *bench) twoNodes(ctx context.Context) error {
+	alone, err := createFor(storeFS{b.a.st}, "two-alone", b.o.dur)
+	if err != nil {
+		return err
+	}
+	var rates [2]float64
+	var errs [2]error
+	var wg sync.WaitGroup
+	for i, n := range []*node{b.a, b.b} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rates[i], errs[i] = createFor(storeFS{n.st}, "two-"+n.name, b.o.dur)
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	b.add(row{name: "create+4KiB+fsync, 2 nodes, own directories", unit: "files/s", store: rates[0] + rates[1], peer: alone, target: 1.6,
+		note: fmt.Sprintf("%.0f + %.0f; peer: one node alone", rates[0], rates[1])})
+	return nil
+}
+
+func percentile(xs []float64, p float64) float64 {
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	return s[min(len(s)-1, int(float64(len(s))*p))]
+}
+
+// alternation: the nodes take turns on one file; each turn reads what the
+// other node just wrote (the lock and the file's new contents move over:
+// the hand-over), then writes its own.
+func (b *bench) alternation(ctx context.Context) error {
+	nodes := []*store.Store{b.a.st, b.b.st}
+	if err := nodes[0].MkdirAll("pingpong", 0o755); err != nil {
+		return err
+	}
+	prev := []byte("round -1")
+	if err := nodes[0].WriteFile("pingpong/f", prev, 0o644); err != nil {
+		return err
+	}
+	var lat []float64
+	for i := 0; i < b.o.rounds; i++ {
+		st := nodes[(i+1)%2]
+		start := time.Now()
+		got, err := st.ReadFile("pingpong/f")
+		lat = append(lat, float64(time.Since(start).Microseconds())/1000)
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(got, prev) {
+			return fmt.Errorf("round %d: read %q, the other node wrote %q", i, got, prev)
+		}
+		prev = []byte(fmt.Sprintf("round %d %s", i, block4k[:i%4000]))
+		if err := st.WriteFile("pingpong/f", prev, 0o644); err != nil {
+			return err
+		}
+	}
+	b.add(row{name: "2 nodes alternating on one file: p50", unit: "ms", store: percentile(lat, 0.5), note: fmt.Sprintf("read after the other node's write, %d turns", len(lat))})
+	b.add(row{name: "2 nodes alternating on one file: p99", unit: "ms", store: percentile(lat, 0.99)})
+	return nil
+}
+
+// listUnderChurn lists and stats the big directory while a churner
+// creates and removes files in it; the slowest of 3 passes counts.
+func (b *bench) listUnderChurn(ctx context.Context) error {
+	measure := func(lister, churner fsys) (float64, int64, error) {
+		stop := make(chan struct{})
+		var churned atomic.Int64
+		cerr := make(chan error, 1)
+		go func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					cerr <- nil
+					return
+				default:
+				}
+				name := fmt.Sprintf("big/churn-%d", i)
+				if err := churner.createSync(name, block4k[:100]); err != nil {
+					cerr <- err
+					return
+				}
+				if err := churner.remove(name); err != nil {
+					cerr <- err
+					return
+				}
+				churned.Add(2)
+			}
+		}()
+		worst := 0.0
+		var err error
+		for pass := 0; pass < 3 && err == nil; pass++ {
+			var r, s float64
+			r, s, err = listStat(lister, "big", b.o.entries)
+			worst = max(worst, r+s)
+		}
+		close(stop)
+		if cerr := <-cerr; err == nil {
+			err = cerr
+		}
+		return worst, churned.Load(), err
+	}
+	s, sc, err := measure(storeFS{b.a.st}, storeFS{b.b.st})
+	if err != nil {
+		return err
+	}
+	p, _, err := measure(b.peer, b.peer)
+	if err != nil {
+		return err
+	}
+	b.add(row{name: fmt.Sprintf("readdir+stat %d entries, other node churns", b.o.entries), unit: "ms", store: s, peer: p, timeLike: true,
+		target: 1000, absolute: true, note: fmt.Sprintf("slowest of 3 passes; %d creates+removes meanwhile", sc)})
+	return nil
+}
+
+// replay crashes node b with a full journal and then with a journal of 100
+// transactions; node a recovers it each time (the figure: its store
+// replay), checks b's last acknowledged file, and b comes back.
+func (b *bench) replay(ctx context.Context) error {
+	run := func(label string, txs int, full bool) error {
+		st := b.b.st
+		dir := "journal-" + b.b.name
+		if err := st.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		// The directory's creation may have been the last checkpoint's
+		// trigger; count from here.
+		if full {
+			base := st.Stats().Checkpoints
+			k := 0
+			for ; st.Stats().Checkpoints == base; k++ {
+				if k > 1_000_000 {
+					return fmt.Errorf("the journal never filled")
+				}
+				if err := st.WriteFile(fmt.Sprintf("%s/w%06d", dir, k), block4k, 0o644); err != nil {
+					return err
+				}
+			}
+			// k transactions filled it; the k-th went in after the
+			// checkpoint. k-2 more leave it one transaction short.
+			txs = k - 2
+		}
+		base := st.Stats().Checkpoints
+		var last string
+		for i := 0; i < txs; i++ {
+			last = fmt.Sprintf("%s/t%06d", dir, i)
+			if err := st.WriteFile(last, []byte(last), 0o644); err != nil {
+				return err
+			}
+		}
+		note := ""
+		if st.Stats().Checkpoints != base {
+			note = "a checkpoint came in between; "
+		}
+		if err := b.b.crash(ctx, b.a); err != nil {
+			return err
+		}
+		rs, err := b.a.recover(ctx, b.b)
+		b.b.release()
+		if err != nil {
+			b.b = nil
+			if rs.Duration > 0 {
+				b.add(row{name: "replay of " + label, unit: "ms", store: float64(rs.Duration.Microseconds()) / 1000,
+					note: fmt.Sprintf("%d transactions, %d blocks in place; then: %v", rs.Transactions, rs.Blocks, err)})
+			}
+			return err
+		}
+		got, err := b.a.st.ReadFile(last)
+		if err != nil || string(got) != last {
+			return fmt.Errorf("after replay, %s reads %q (%v)", last, got, err)
+		}
+		b.add(row{name: "replay of " + label, unit: "ms", store: float64(rs.Duration.Microseconds()) / 1000,
+			note: fmt.Sprintf("%s%d transactions, %d blocks in place", note, rs.Transactions, rs.Blocks)})
+		name := b.b.name + "'"
+		nb, err := b.r.startNode(ctx, name, 1, true)
+		if err != nil {
+			b.b = nil
+			return fmt.Errorf("restart %s: %w", name, err)
+		}
+		b.b = nb
+		return nil
+	}
+	if err := run("a full journal", 0, true); err != nil {
+		return err
+	}
+	return run("a journal of 100 transactions", 100, false)
+}
+
+// randomWrites compares mirrored 4 KiB random writes with one raw leg
+// file, at queue depth 1 and 32, on a second volume of the demo's
+// geometry that node a opens with the same lock manager (the store's
+// volume keeps its tree). Each worker writes its own blocks (the writes
+// never overlap, as CallerOrdersWrites promises).
+func (b *bench) randomWrites(ctx context.Context) error {
+	vol, cleanup, err := b.r.scratchVolume(ctx, b.a)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	raw, err := blockdev.OpenFile(filepath.Join(b.r.dir, "raw.img"), blockdev.OpenOptions{Create: true, CreateSize: demoLegSize, Logger: b.r.log})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		raw.Close()
+		os.Remove(filepath.Join(b.r.dir, "raw.img"))
+	}()
+	span := vol.Size()
+	// Both are written once over, so neither pays for first allocation.
+	one := make([]byte, 1<<20)
+	for off := int64(0); off < span; off += int64(len(one)) {
+		if err := raw.WriteAt(ctx, one, off); err != nil {
+			return err
+		}
+		if err := vol.WriteAt(ctx, one, off); err != nil {
+			return err
+		}
+	}
+	for _, qd := range []int{1, 32} {
+		var rs, ms []float64
+		for i := 0; i < 3; i++ {
+			r, err := randomIOPS(ctx, raw, span, qd, b.o.dur)
+			if err != nil {
+				return err
+			}
+			m, err := randomIOPS(ctx, vol, span, qd, b.o.dur)
+			if err != nil {
+				return err
+			}
+			rs, ms = append(rs, r), append(ms, m)
+		}
+		b.add(row{name: fmt.Sprintf("mirrored 4KiB random write qd%d vs raw leg", qd), unit: "IOPS", store: percentile(ms, 0.5), peer: percentile(rs, 0.5), target: 0.5,
+			note: "median of 3; peer: one raw leg file"})
+	}
+	return nil
+}
+
+func randomIOPS(ctx context.Context, d blockdev.Device, span int64, qd int, dur time.Duration) (float64, error) {
+	const bs = 4096
+	blocks := span / bs
+	var ops atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, qd)
+	start := time.Now()
+	for w := 0; w < qd; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 7))
+			buf := make([]byte, bs)
+			for i := 0; i < 10_000_000 && time.Since(start) < dur; i++ {
+				blk := rng.Int64N(blocks/int64(qd))*int64(qd) + int64(w)
+				buf[0] = byte(i)
+				if err := d.WriteAt(ctx, buf, blk*bs); err != nil {
+					errs <- err
+					return
+				}
+				ops.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return 0, err
+	}
+	if err := d.Flush(ctx); err != nil {
+		return 0, err
+	}
+	return float64(ops.Load()) / time.Since(start).Seconds(), nil
+}
