@@ -9,7 +9,7 @@
 //	strict turns  two nodes taking turns without overlap (no waiter queued)
 //	64-distinct   64 lockers on distinct resources (cached, and uncached)
 //
-// Usage: benchdlm [-dur 3s] [-out file]
+// Usage: benchdlm [-dur 3s] [-ops N] [-ttl 5s] [-out file]
 package main
 
 import (
@@ -50,14 +50,30 @@ func (r result) pct(p float64) time.Duration {
 	return r.lat[min(len(r.lat)-1, int(float64(len(r.lat))*p))]
 }
 
-// run calls op from workers goroutines until dur passes (or maxOps per
-// worker), timing each call.
+// options shape one benchmark run.
+type options struct {
+	// dur is the length of each case.
+	dur time.Duration
+	// maxOps caps the ops of each worker in each case (the smoke test keeps
+	// a case to a handful of ops; a measurement runs for dur).
+	maxOps int
+	// ttl is the lease TTL of every lock-manager member and etcd session,
+	// whole seconds.
+	ttl time.Duration
+}
+
+// defaultMaxOps is no cap in practice: dur ends every case first.
+const defaultMaxOps = 50_000_000
+
 // caseEnd is when the running case stops (read by ops that wait).
 var caseEnd atomic.Int64
 
 func end(time.Duration) time.Time { return time.Unix(0, caseEnd.Load()) }
 
-func run(name, impl string, workers int, dur time.Duration, op func(w int) error) (result, error) {
+// run calls op from workers goroutines until dur passes (or maxOps per
+// worker), timing each call.
+func run(name, impl string, workers int, o options, op func(w int) error) (result, error) {
+	dur := o.dur
 	var mu sync.Mutex
 	res := result{name: name, impl: impl}
 	var firstErr error
@@ -73,7 +89,7 @@ func run(name, impl string, workers int, dur time.Duration, op func(w int) error
 			ops := 0
 			// Every op counts; fast ops are timed one in eight, so that
 			// reading the clock does not dominate what is measured.
-			for i := 0; i < 50_000_000 && (i%64 != 0 || time.Now().Before(end)); i++ {
+			for i := 0; i < o.maxOps && (i%64 != 0 || time.Now().Before(end)); i++ {
 				timed := i%8 == 0 || len(lat) < 1000
 				var t0 time.Time
 				if timed {
@@ -105,7 +121,8 @@ func run(name, impl string, workers int, dur time.Duration, op func(w int) error
 
 // runPingPong makes two workers take strict turns: each op starts when
 // the other worker has finished its own, so every op hands the lock over.
-func runPingPong(name, impl string, dur time.Duration, op func(w int) error) (result, error) {
+func runPingPong(name, impl string, o options, op func(w int) error) (result, error) {
+	dur := o.dur
 	res := result{name: name, impl: impl}
 	batons := [2]chan struct{}{make(chan struct{}, 1), make(chan struct{}, 1)}
 	done := make(chan struct{})
@@ -120,7 +137,7 @@ func runPingPong(name, impl string, dur time.Duration, op func(w int) error) (re
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := 0; i < 10_000_000; i++ {
+			for i := 0; i < o.maxOps; i++ {
 				select {
 				case <-batons[w]:
 				case <-done:
@@ -136,7 +153,7 @@ func runPingPong(name, impl string, dur time.Duration, op func(w int) error) (re
 				res.lat = append(res.lat, d)
 				res.ops++
 				mu.Unlock()
-				if err != nil || time.Now().After(end) {
+				if err != nil || time.Now().After(end) || i == o.maxOps-1 {
 					once.Do(func() { close(done) })
 					return
 				}
@@ -154,8 +171,8 @@ type node struct {
 	n *dlm.Node
 }
 
-func startNode(ctx context.Context, cli *clientv3.Client, name string, cache bool) (*node, error) {
-	m, err := dlm.JoinAsClient(ctx, dlm.LeaseMemberConfig{Client: cli, Prefix: prefix, Name: name, TTL: 5 * time.Second, Margin: time.Second, ElectionTimeout: 500 * time.Millisecond}) // etcdtest's election timeout
+func startNode(ctx context.Context, cli *clientv3.Client, name string, cache bool, ttl time.Duration) (*node, error) {
+	m, err := dlm.JoinAsClient(ctx, dlm.LeaseMemberConfig{Client: cli, Prefix: prefix, Name: name, TTL: ttl, Margin: time.Second, ElectionTimeout: 500 * time.Millisecond}) // etcdtest's election timeout
 	if err != nil {
 		return nil, err
 	}
@@ -189,14 +206,21 @@ func mutexCycle(m *concurrency.Mutex) error {
 func main() {
 	out := flag.String("out", "", "also write the table to this file")
 	dur := flag.Duration("dur", 3*time.Second, "duration of each case")
+	ops := flag.Int("ops", defaultMaxOps, "at most this many ops per worker in each case")
+	ttl := flag.Duration("ttl", 5*time.Second, "lease TTL of the lock-manager members and etcd sessions (whole seconds)")
 	flag.Parse()
-	if err := bench(*dur, *out); err != nil {
+	if *ops < 1 || *ttl < time.Second || *ttl%time.Second != 0 {
+		fmt.Fprintln(os.Stderr, "benchdlm: -ops must be at least 1 and -ttl a whole number of seconds")
+		os.Exit(2)
+	}
+	if err := bench(options{dur: *dur, maxOps: *ops, ttl: *ttl}, *out); err != nil {
 		fmt.Fprintln(os.Stderr, "benchdlm:", err)
 		os.Exit(1)
 	}
 }
 
-func bench(dur time.Duration, out string) error {
+func bench(o options, out string) error {
+	dur := o.dur
 	dir, err := os.MkdirTemp("", "benchdlm-")
 	if err != nil {
 		return err
@@ -218,26 +242,34 @@ func bench(dur time.Duration, out string) error {
 	}
 	var nodes, plain []*node
 	for i := range 3 {
-		nd, err := startNode(ctx, clis[i], fmt.Sprintf("cached%d", i), true)
+		nd, err := startNode(ctx, clis[i], fmt.Sprintf("cached%d", i), true, o.ttl)
 		if err != nil {
 			return err
 		}
 		nodes = append(nodes, nd)
-		nu, err := startNode(ctx, clis[i], fmt.Sprintf("uncached%d", i), false)
+		nu, err := startNode(ctx, clis[i], fmt.Sprintf("uncached%d", i), false, o.ttl)
 		if err != nil {
 			return err
 		}
 		plain = append(plain, nu)
 	}
 	defer func() {
+		// The nodes are independent: closing them together takes one
+		// close's time.
+		var wg sync.WaitGroup
 		for _, nd := range append(nodes, plain...) {
-			_ = nd.n.Close(ctx)
-			_ = nd.m.Leave(ctx)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_ = nd.n.Close(ctx)
+				_ = nd.m.Leave(ctx)
+			}()
 		}
+		wg.Wait()
 	}()
 	sessions := make([]*concurrency.Session, 3)
 	for i := range sessions {
-		sessions[i], err = concurrency.NewSession(clis[i], concurrency.WithTTL(5))
+		sessions[i], err = concurrency.NewSession(clis[i], concurrency.WithTTL(int(o.ttl/time.Second)))
 		if err != nil {
 			return err
 		}
@@ -261,11 +293,11 @@ func bench(dur time.Duration, out string) error {
 	etcdOne := func(name string) func() (result, error) {
 		return func() (result, error) {
 			m := concurrency.NewMutex(sessions[0], prefix+"/mutex/"+strings.Fields(name)[0])
-			return run(name, "etcd Mutex", 1, dur, func(int) error { return mutexCycle(m) })
+			return run(name, "etcd Mutex", 1, o, func(int) error { return mutexCycle(m) })
 		}
 	}
 	if err := pair("uncontended", func() (result, error) {
-		return run("uncontended", "shoal DLM", 1, dur, func(int) error { return lockRelease(plain[0].n, dlm.Named("uncontended")) })
+		return run("uncontended", "shoal DLM", 1, o, func(int) error { return lockRelease(plain[0].n, dlm.Named("uncontended")) })
 	}, etcdOne("uncontended")); err != nil {
 		return err
 	}
@@ -273,7 +305,7 @@ func bench(dur time.Duration, out string) error {
 		if err := lockRelease(nodes[0].n, dlm.Named("cached")); err != nil {
 			return result{}, err
 		}
-		return run("cached re-acquire", "shoal DLM", 1, dur, func(int) error { return lockRelease(nodes[0].n, dlm.Named("cached")) })
+		return run("cached re-acquire", "shoal DLM", 1, o, func(int) error { return lockRelease(nodes[0].n, dlm.Named("cached")) })
 	}, etcdOne("cached re-acquire")); err != nil {
 		return err
 	}
@@ -283,7 +315,7 @@ func bench(dur time.Duration, out string) error {
 	// callback (Lock.Blocking); an etcd Mutex holder polls the mutex's
 	// waiter keys every millisecond.
 	if err := pair("2-node ping-pong", func() (result, error) {
-		return run("2-node ping-pong", "shoal DLM", 2, dur, func(w int) error {
+		return run("2-node ping-pong", "shoal DLM", 2, o, func(w int) error {
 			l, err := nodes[w].n.Acquire(context.Background(), dlm.Named("pingpong"), dlm.EX)
 			if err != nil {
 				return err
@@ -299,7 +331,7 @@ func bench(dur time.Duration, out string) error {
 		})
 	}, func() (result, error) {
 		ms := []*concurrency.Mutex{concurrency.NewMutex(sessions[0], prefix+"/mutex/pingpong"), concurrency.NewMutex(sessions[1], prefix+"/mutex/pingpong")}
-		return run("2-node ping-pong", "etcd Mutex", 2, dur, func(w int) error {
+		return run("2-node ping-pong", "etcd Mutex", 2, o, func(w int) error {
 			if err := ms[w].Lock(context.Background()); err != nil {
 				return err
 			}
@@ -319,10 +351,10 @@ func bench(dur time.Duration, out string) error {
 		return err
 	}
 	if err := pair("2-node strict turns", func() (result, error) {
-		return runPingPong("2-node strict turns", "shoal DLM", dur, func(w int) error { return lockRelease(nodes[w].n, dlm.Named("turns")) })
+		return runPingPong("2-node strict turns", "shoal DLM", o, func(w int) error { return lockRelease(nodes[w].n, dlm.Named("turns")) })
 	}, func() (result, error) {
 		ms := []*concurrency.Mutex{concurrency.NewMutex(sessions[0], prefix+"/mutex/turns"), concurrency.NewMutex(sessions[1], prefix+"/mutex/turns")}
-		return runPingPong("2-node strict turns", "etcd Mutex", dur, func(w int) error { return mutexCycle(ms[w]) })
+		return runPingPong("2-node strict turns", "etcd Mutex", o, func(w int) error { return mutexCycle(ms[w]) })
 	}); err != nil {
 		return err
 	}
@@ -332,18 +364,18 @@ func bench(dur time.Duration, out string) error {
 			for i := range ms {
 				ms[i] = concurrency.NewMutex(sessions[i%3], fmt.Sprintf("%s/mutex/%s/%d", prefix, strings.ReplaceAll(name, " ", "-"), i))
 			}
-			return run(name, "etcd Mutex", 64, dur, func(w int) error { return mutexCycle(ms[w]) })
+			return run(name, "etcd Mutex", 64, o, func(w int) error { return mutexCycle(ms[w]) })
 		}
 	}
 	if err := pair("64 distinct (cached)", func() (result, error) {
-		return run("64 distinct (cached)", "shoal DLM", 64, dur, func(w int) error {
+		return run("64 distinct (cached)", "shoal DLM", 64, o, func(w int) error {
 			return lockRelease(nodes[w%3].n, dlm.Named(fmt.Sprintf("distinct-%d", w)))
 		})
 	}, etcd64("64 distinct (cached)")); err != nil {
 		return err
 	}
 	if err := pair("64 distinct (no caching)", func() (result, error) {
-		return run("64 distinct (no caching)", "shoal DLM", 64, dur, func(w int) error {
+		return run("64 distinct (no caching)", "shoal DLM", 64, o, func(w int) error {
 			return lockRelease(plain[w%3].n, dlm.Named(fmt.Sprintf("distinct-u-%d", w)))
 		})
 	}, etcd64("64 distinct (no caching)")); err != nil {
@@ -356,7 +388,11 @@ func bench(dur time.Duration, out string) error {
 	}
 
 	var b strings.Builder
-	fmt.Fprintf(&b, "DLM vs etcd concurrency.Mutex, 3-member embedded etcd on loopback, %v per case\n\n", dur)
+	limit := ""
+	if o.maxOps < defaultMaxOps {
+		limit = fmt.Sprintf(" (at most %d ops per worker)", o.maxOps)
+	}
+	fmt.Fprintf(&b, "DLM vs etcd concurrency.Mutex, 3-member embedded etcd on loopback, %v per case%s\n\n", dur, limit)
 	fmt.Fprintf(&b, "%-28s %-11s %12s %10s %10s %9s\n", "case", "impl", "ops/s", "p50", "p99", "ratio")
 	for _, p := range results {
 		for i, r := range p {
