@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"net/url"
@@ -831,7 +832,7 @@ func (c Config) RequestTimeout() time.Duration {
 func (c Config) Prefix() string { return keys.Cluster(c.clusterName()).Root() }
 
 // NewLogger builds the logger from LogLevel and LogJSON.
-func (c *Config) NewLogger(out *os.File) hclog.Logger {
+func (c *Config) NewLogger(out io.Writer) hclog.Logger {
 	lvl, _ := hclogLevel(c.LogLevel)
 	return hclog.New(&hclog.LoggerOptions{
 		Name:       "shoald",

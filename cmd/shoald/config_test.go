@@ -1,15 +1,19 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +26,40 @@ func runShoald(t *testing.T, args ...string) (string, error) {
 	cmd := exec.Command(nodetest.Binary(t, "shoald"), args...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
+}
+
+// syncBuf is a bytes.Buffer safe for the node's log goroutines.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuf) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuf) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// runInProcess runs shoald's command tree in the test process, as main
+// does, and returns what it printed and the exit code main would give.
+func runInProcess(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	var out syncBuf
+	root := newRoot(&out, &out)
+	root.SetArgs(args)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := root.ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(&out, "shoald:", err)
+		return out.String(), exitCode(err)
+	}
+	return out.String(), 0
 }
 
 // treeDigest describes every file and directory under dir (path, mode,
@@ -68,8 +106,9 @@ func TestBadConfigurationIsRefusedAndChangesNothing(t *testing.T) {
 	}
 	writeFile("foreign/shoal-node.json", `{"cluster":"other","node":"n1","created":"2026-01-01T00:00:00Z"}`)
 
+	// No start gets as far as serving: the kernel picks every port.
 	ports := func() []string {
-		return []string{"--client-addr", nodetest.FreePort(t), "--peer-addr", nodetest.FreePort(t), "--admin-addr", nodetest.FreePort(t)}
+		return []string{"--client-addr", "127.0.0.1:0", "--peer-addr", "127.0.0.2:0", "--admin-addr", "127.0.0.1:0"}
 	}
 	unknown := writeFile("unknown.hcl", "node_name = \"n1\"\ndata_dir = \""+filepath.Join(base, "d-unknown")+"\"\nleese { ttl = \"3s\" }\n")
 	unknownField := writeFile("unknown-field.hcl", "node_name = \"n1\"\nlease {\n  ttl = \"4s\"\n  tll = \"3s\"\n}\n")
@@ -82,8 +121,7 @@ etcd {
   peer_addr = "PEER"
 }
 `)
-	peer := nodetest.FreePort(t)
-	os.WriteFile(unreachable, []byte(strings.ReplaceAll(mustRead(t, unreachable), "PEER", peer)), 0o644)
+	os.WriteFile(unreachable, []byte(strings.ReplaceAll(mustRead(t, unreachable), "PEER", "127.0.0.2:0")), 0o644)
 
 	cases := []struct {
 		name    string
@@ -101,7 +139,7 @@ etcd {
 		{name: "missing name", args: []string{"--data-dir", filepath.Join(base, "d-noname")}, dataDir: filepath.Join(base, "d-noname"), code: 2, want: "node_name: required"},
 		{name: "data dir of another cluster", args: append([]string{"--name", "n1", "--data-dir", foreign, "--profile", "fast"}, ports()...), dataDir: foreign, code: 1, want: `belongs to cluster "other" (node "n1"), not to cluster "shoal"`},
 		{name: "missing volume leg", args: append([]string{"--name", "n1", "--data-dir", filepath.Join(base, "d-leg"), "--profile", "fast", "--volume-legs", filepath.Join(base, "no-such-leg.img"), "--volume-slot", "0"}, ports()...), dataDir: filepath.Join(base, "d-leg"), code: 1, want: "volume.legs: cannot open"},
-		{name: "unreachable peers", args: []string{"--config", unreachable, "--data-dir", filepath.Join(base, "d-unreach"), "--client-addr", nodetest.FreePort(t), "--admin-addr", nodetest.FreePort(t)}, dataDir: filepath.Join(base, "d-unreach"), code: 1, want: "could not reach a quorum within 3s", slow: true},
+		{name: "unreachable peers", args: []string{"--config", unreachable, "--data-dir", filepath.Join(base, "d-unreach"), "--client-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"}, dataDir: filepath.Join(base, "d-unreach"), code: 1, want: "could not reach a quorum within 3s", slow: true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -110,13 +148,9 @@ etcd {
 			}
 			before := treeDigest(t, base)
 			start := time.Now()
-			out, err := runShoald(t, tc.args...)
-			var ee *exec.ExitError
-			if !errors.As(err, &ee) {
-				t.Fatalf("want a non-zero exit, got %v\n%s", err, out)
-			}
-			if ee.ExitCode() != tc.code {
-				t.Errorf("exit code %d, want %d\n%s", ee.ExitCode(), tc.code, out)
+			out, code := runInProcess(t, tc.args...)
+			if code != tc.code {
+				t.Errorf("exit code %d, want %d\n%s", code, tc.code, out)
 			}
 			if !strings.Contains(out, tc.want) {
 				t.Errorf("output does not say %q:\n%s", tc.want, out)

@@ -177,17 +177,16 @@ func newRunCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		return runNode(cfg, func() (cluster.Config, error) { return f.load(cmd.Flags()) })
+		cfg.Logger = cfg.NewLogger(cmd.ErrOrStderr())
+		return runNode(cmd.Context(), cfg, func() (cluster.Config, error) { return f.load(cmd.Flags()) })
 	}
 	return cmd
 }
 
-// runNode runs the node until SIGTERM or SIGINT. SIGHUP reads the
-// configuration again (file and flags) through load.
-func runNode(cfg cluster.Config, load func() (cluster.Config, error)) error {
-	cfg.Logger = cfg.NewLogger(os.Stderr)
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
+// runNode runs the node until ctx ends (main ends it on SIGTERM or
+// SIGINT). SIGHUP reads the configuration again (file and flags) through
+// load.
+func runNode(ctx context.Context, cfg cluster.Config, load func() (cluster.Config, error)) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -59,6 +58,7 @@ func newStatusCmd() *cobra.Command {
 		Short: "Show the cluster as a node sees it",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			w := cmd.OutOrStdout()
 			base, err := t.url()
 			if err != nil {
 				return err
@@ -75,14 +75,14 @@ func newStatusCmd() *cobra.Command {
 			if asJSON {
 				recs, err := fetchRaw(base + "/api/recoveries")
 				if err != nil {
-					fmt.Fprintf(os.Stderr, "shoald: recoveries unavailable: %v\n", err)
+					fmt.Fprintf(cmd.ErrOrStderr(), "shoald: recoveries unavailable: %v\n", err)
 					recs = []byte("null")
 				}
 				out, err := statusJSON(body, recs)
 				if err != nil {
 					return fmt.Errorf("%s: bad status document: %w", base, err)
 				}
-				_, err = os.Stdout.Write(out)
+				_, err = w.Write(out)
 				return err
 			}
 			recs, rerr := fetchRecoveries(base)
@@ -90,19 +90,19 @@ func newStatusCmd() *cobra.Command {
 			if err := json.Unmarshal(body, &st); err != nil {
 				return fmt.Errorf("%s: bad status document: %w", base, err)
 			}
-			printStatus(os.Stdout, st)
-			fmt.Println()
+			printStatus(w, st)
+			fmt.Fprintln(w)
 			switch {
 			case rerr != nil:
-				fmt.Println("recoveries: unavailable:", rerr)
+				fmt.Fprintln(w, "recoveries: unavailable:", rerr)
 			case len(recovery.InProgress(recs)) == 0:
-				fmt.Printf("recoveries: none in progress (%d finished)\n", len(recs))
+				fmt.Fprintf(w, "recoveries: none in progress (%d finished)\n", len(recs))
 			default:
 				if st.Coordinator == "" {
-					fmt.Printf("NO COORDINATOR ELECTED: %d recoveries wait for one\n", len(recovery.InProgress(recs)))
+					fmt.Fprintf(w, "NO COORDINATOR ELECTED: %d recoveries wait for one\n", len(recovery.InProgress(recs)))
 				}
-				fmt.Println("RECOVERIES IN PROGRESS")
-				if err := recovery.WriteTable(os.Stdout, recovery.InProgress(recs), time.Now()); err != nil {
+				fmt.Fprintln(w, "RECOVERIES IN PROGRESS")
+				if err := recovery.WriteTable(w, recovery.InProgress(recs), time.Now()); err != nil {
 					return err
 				}
 			}
@@ -241,7 +241,7 @@ no longer lists the node (exit 0), or fails after --timeout.`,
 			if err != nil {
 				return err
 			}
-			return leave(os.Stdout, base, timeout)
+			return leave(cmd.OutOrStdout(), base, timeout)
 		},
 	}
 	t.flags(cmd)

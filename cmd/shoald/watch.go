@@ -185,7 +185,7 @@ while nothing changes. Runs until Ctrl-C.`,
 			if len(bases) == 0 {
 				return fmt.Errorf("--admin: no address given")
 			}
-			return watchCluster(ctx, os.Stdout, bases, interval)
+			return watchCluster(ctx, cmd.OutOrStdout(), bases, interval)
 		},
 	}
 	cmd.Flags().StringVar(&admins, "admin", "127.0.0.1:7080", "admin addresses of the nodes to follow, comma-separated, in order of preference")
