@@ -45,7 +45,6 @@ type Node struct {
 	cancel  context.CancelFunc
 	done    chan struct{}
 	err     error
-	closeMu sync.Once
 }
 
 // Run assembles a node from cfg (which must have passed Validate) and runs

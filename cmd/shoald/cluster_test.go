@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,7 +9,6 @@ import (
 	"time"
 
 	"github.com/shoal-ha/shoal/cluster"
-	"github.com/shoal-ha/shoal/fencing/recovery"
 	"github.com/shoal-ha/shoal/internal/nodetest"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -184,64 +182,6 @@ func TestPausedNodeRegistersAsNewIncarnation(t *testing.T) {
 	if lost < 0 || reg < 0 || lost > reg {
 		t.Errorf("%s's log does not show the lost lease before the new registration (lost at %d, registered at %d)", n2.Name, lost, reg)
 	}
-}
-
-func TestCoordinatorMovesWhenItsNodeDies(t *testing.T) {
-	skipShort(t)
-	c := nodetest.NewCluster(t, 3, nodetest.Options{})
-	var coord *nodetest.Node
-	c.WaitFor(10*time.Second, "a coordinator", func() bool {
-		for _, nd := range c.Nodes {
-			if st, err := nd.View(); err == nil && st.Coordinator {
-				coord = nd
-				return true
-			}
-		}
-		return false
-	})
-	before, _ := coord.Members()
-	var survivors []*nodetest.Node
-	for _, nd := range c.Nodes {
-		if nd != coord {
-			survivors = append(survivors, nd)
-		}
-	}
-	// Keep this about the coordinator: if its node also hosts the etcd
-	// leader, hand etcd leadership to another member first (losing the
-	// leader's host is TestLeaderLossKeepsOtherLeases).
-	if leader := etcdLeader(t, c, survivors[0]); leader == coord {
-		moveLeader(t, testClient(t, c, survivors[0]), survivors[0].Name)
-		c.WaitFor(10*time.Second, "etcd leadership to move", func() bool { return etcdLeader(t, c, survivors[0]) != coord })
-	}
-	coord.Kill()
-	var next *nodetest.Node
-	took := c.WaitFor(fastTTL+3*time.Second, "a survivor to take the coordinator role", func() bool {
-		for _, nd := range survivors {
-			if st, err := nd.View(); err == nil && st.Coordinator {
-				next = nd
-				return true
-			}
-		}
-		return false
-	})
-	t.Logf("coordinator %s killed; %s took over after %s", coord.Name, next.Name, took.Round(time.Millisecond))
-	if took > fastTTL+time.Second {
-		t.Errorf("coordinator role moved after %s, want within TTL + 1s", took)
-	}
-	// The new coordinator recovers the old one: its recovery record in
-	// etcd goes through every step to done.
-	cli := testClient(t, c, survivors[0])
-	key := "/shoal/shoal/recovery/" + coord.Name + "/" + before[coord.Name]
-	c.WaitFor(10*time.Second, "recovery of "+coord.Name+" recorded done", func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		resp, err := cli.Get(ctx, key)
-		if err != nil || len(resp.Kvs) != 1 {
-			return false
-		}
-		var rec recovery.Record
-		return json.Unmarshal(resp.Kvs[0].Value, &rec) == nil && rec.Done()
-	})
 }
 
 func TestLeaderLossKeepsOtherLeases(t *testing.T) {
@@ -418,35 +358,6 @@ func testClient(t *testing.T, c *nodetest.Cluster, nd *nodetest.Node) *clientv3.
 	return cli
 }
 
-// moveLeader hands etcd leadership to the member called name.
-func moveLeader(t *testing.T, cli *clientv3.Client, name string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	ml, err := cli.MemberList(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range ml.Members {
-		if m.Name != name {
-			continue
-		}
-		// MoveLeader must be sent to the current leader.
-		for _, other := range ml.Members {
-			st, err := cli.Status(ctx, other.ClientURLs[0])
-			if err != nil || st.Leader != st.Header.MemberId {
-				continue
-			}
-			cli.SetEndpoints(other.ClientURLs...)
-			if _, err := cli.MoveLeader(ctx, m.ID); err != nil {
-				t.Fatalf("move etcd leader to %s: %v", name, err)
-			}
-			return
-		}
-	}
-	t.Fatalf("cannot move etcd leadership to %s", name)
-}
-
 func etcdMembers(t *testing.T, cli *clientv3.Client) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
@@ -457,27 +368,3 @@ func etcdMembers(t *testing.T, cli *clientv3.Client) int {
 	return len(resp.Members)
 }
 
-func TestExternalEtcdMode(t *testing.T) {
-	skipShort(t)
-	ext := nodetest.StartExternalEtcd(t)
-	c := nodetest.NewCluster(t, 3, nodetest.Options{External: ext})
-	n1, n2, n3 := c.Nodes[0], c.Nodes[1], c.Nodes[2]
-	st, err := n1.Status()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.EtcdMode != "external" || len(st.EtcdMembers) != 1 || st.EtcdMembers[0].Name != "ext" {
-		t.Fatalf("node1 is not using the external etcd: mode %s, members %+v", st.EtcdMode, st.EtcdMembers)
-	}
-	if _, err := os.Stat(filepath.Join(n1.DataDir, "etcd")); !os.IsNotExist(err) {
-		t.Errorf("an external-mode node made an etcd member directory: %v", err)
-	}
-	n3.Kill()
-	took := c.WaitFor(fastTTL+3*time.Second, "survivors to see node3 down", seesWithout("node3", n1, n2))
-	t.Logf("external etcd: SIGKILLed node3 seen down after %s", took.Round(time.Millisecond))
-	if took > fastTTL+time.Second {
-		t.Errorf("node3 seen down after %s, want within TTL + 1s", took)
-	}
-	n3.Start()
-	c.WaitMembers(20*time.Second, 3, n1, n2, n3)
-}

@@ -7,9 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	osexec "os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -17,7 +15,6 @@ import (
 	"github.com/shoal-ha/shoal/blockdev"
 	_ "github.com/shoal-ha/shoal/blockdev/iscsi"
 	"github.com/shoal-ha/shoal/blockdev/mirror"
-	"github.com/shoal-ha/shoal/cluster"
 	"github.com/shoal-ha/shoal/fencing"
 	"github.com/shoal-ha/shoal/fencing/recovery"
 	"github.com/shoal-ha/shoal/internal/nodetest"
@@ -351,72 +348,3 @@ func TestPausedWriterFindsItsDeadlinePassedOnFileLegs(t *testing.T) {
 	pausedWriter(t, newVolumeCluster(t, nodetest.FileLegs(t)))
 }
 
-func TestFailingFenceAgentHoldsTheLocks(t *testing.T) {
-	skipShort(t)
-	dir := t.TempDir()
-	allow := filepath.Join(dir, "allow")
-	calls := filepath.Join(dir, "calls")
-	agent := filepath.Join(dir, "fence_test")
-	// A fence agent in the fence-agents convention that fails until the
-	// test allows it.
-	script := fmt.Sprintf("#!/bin/sh\ncat >> %q\necho call >> %q\n[ -e %q ] && exit 0\necho 'power switch unreachable' >&2\nexit 1\n", calls, calls, allow)
-	if err := os.WriteFile(agent, []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	vc := newVolumeCluster(t, nodetest.FileLegs(t), "--fencing", "agent", "--fence-agent", agent)
-	victim, waiter := vc.pick(t)
-	inc, _ := victim.Members()
-	victimInc := inc[victim.Name]
-	const off, length = 12 << 20, 64 << 10
-	if res, err := write(victim, off, length, 0xAA, 1, 0); err != nil || res.Done != 1 {
-		t.Fatalf("victim's write: %+v %v", res, err)
-	}
-	victim.Kill()
-	done := make(chan node.WriteResult, 1)
-	go func() {
-		res, _ := write(waiter, off, length, 0xBB, 1, 0)
-		done <- res
-	}()
-	// The agent keeps failing: the recovery retries and reports, and the
-	// waiter is not granted.
-	vc.WaitFor(30*time.Second, "failed fence attempts reported", func() bool {
-		rec, ok := recoveryOf(t, waiter, victim.Name, victimInc)
-		return ok && rec.Attempts >= 2 && strings.Contains(rec.LastError, "exit") && rec.Finished == recovery.StepNone
-	})
-	select {
-	case res := <-done:
-		t.Fatalf("the waiter was granted while the fence kept failing: %+v", res)
-	default:
-	}
-	// shoald status reports the stuck recovery: which node, which step.
-	out, err := runShoald(t, "status", "--admin", waiter.AdminAddr)
-	if err != nil || !strings.Contains(out, "RECOVERIES IN PROGRESS") || !strings.Contains(out, victim.Name) {
-		t.Fatalf("shoald status does not show the recovery in progress (%v):\n%s", err, out)
-	}
-	t.Logf("shoald status while the fence agent fails:\n%s", out[strings.Index(out, "RECOVERIES"):])
-	// lockctl ls shows the dead node's locks still held (orphaned), and the
-	// recovery that holds them.
-	certs, err := cluster.IssueCert(vc.PKI, t.TempDir(), "lockctl", []string{"127.0.0.1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err = runBin(t, "lockctl", "ls", "--endpoints", "https://"+waiter.ClientAddr, "--cacert", certs.CA, "--cert", certs.Cert, "--key", certs.Key, "--prefix", "/shoal/shoal")
-	if err != nil || !strings.Contains(out, "RECOVERIES IN PROGRESS") || !strings.Contains(out, "orphan") || !strings.Contains(out, victim.Name+"/"+victimInc) {
-		t.Fatalf("lockctl ls does not show the held orphan locks and the recovery (%v):\n%s", err, out)
-	}
-	b, _ := os.ReadFile(calls)
-	if !strings.Contains(string(b), "action=off") || !strings.Contains(string(b), victim.Name) {
-		t.Fatalf("the agent was not called with the fence-agents options:\n%s", b)
-	}
-	// Once the agent succeeds, recovery goes on and the waiter is granted.
-	os.WriteFile(allow, nil, 0o644)
-	select {
-	case res := <-done:
-		if res.Done != 1 {
-			t.Fatalf("waiter's write after the fence: %+v", res)
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatal("the waiter was not granted after the fence agent succeeded")
-	}
-	checkStepsInOrder(t, recoveryDone(t, vc, waiter, victim.Name, victimInc))
-}

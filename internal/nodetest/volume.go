@@ -2,6 +2,7 @@ package nodetest
 
 import (
 	"fmt"
+	"net/http"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -61,5 +62,20 @@ func NewVolumeCluster(t testing.TB, legs []string, opts Options) *Cluster {
 		nd.Start()
 	}
 	c.WaitMembers(60*time.Second, 3, c.Nodes...)
+	// A node is a ready member before its volume is open: wait for both.
+	for _, nd := range c.Nodes {
+		c.WaitFor(30*time.Second, nd.Name+" to open the volume", nd.VolumeOpen)
+	}
 	return c
+}
+
+// VolumeOpen asks the node's admin API whether its volume is open.
+func (nd *Node) VolumeOpen() bool {
+	client := &http.Client{Timeout: time.Second}
+	resp, err := client.Get("http://" + nd.AdminAddr + "/api/volume")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
 }
