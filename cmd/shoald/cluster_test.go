@@ -367,4 +367,3 @@ func etcdMembers(t *testing.T, cli *clientv3.Client) int {
 	}
 	return len(resp.Members)
 }
-

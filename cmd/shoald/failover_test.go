@@ -347,4 +347,3 @@ func TestPausedWriterFindsItsDeadlinePassedOnFileLegs(t *testing.T) {
 	skipShort(t)
 	pausedWriter(t, newVolumeCluster(t, nodetest.FileLegs(t)))
 }
-
