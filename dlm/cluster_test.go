@@ -4,12 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/shoal-ha/shoal/internal/etcdtest"
 	"github.com/shoal-ha/shoal/internal/testlog"
@@ -23,6 +27,25 @@ type testNode struct {
 	n     *Node
 	calls *atomic.Int64 // unary etcd requests made through the DLM's client
 	delay *atomic.Int64 // nanoseconds each request through it is held back
+	// failReleases makes every release transaction (a single request
+	// key deleted) fail as if etcd could not be reached; failed counts them.
+	failReleases *atomic.Bool
+	failed       *atomic.Int64
+}
+
+// isRelease reports whether req is a transaction that deletes one request
+// key (a release), as opposed to a withdrawal of a whole prefix.
+func isRelease(req any) bool {
+	txn, ok := req.(*etcdserverpb.TxnRequest)
+	if !ok {
+		return false
+	}
+	for _, op := range txn.Success {
+		if d := op.GetRequestDeleteRange(); d != nil && len(d.RangeEnd) == 0 && strings.Contains(string(d.Key), "/dlm/req/") {
+			return true
+		}
+	}
+	return false
 }
 
 // startTestNode joins a node named name through member i of c, with a
@@ -35,8 +58,13 @@ func startTestNode(t testing.TB, c *etcdtest.Cluster, i int, name string) *testN
 func startTestNodeWith(t testing.TB, c *etcdtest.Cluster, i int, name string, tune func(*Config)) *testNode {
 	t.Helper()
 	calls, delay := &atomic.Int64{}, &atomic.Int64{}
+	failReleases, failed := &atomic.Bool{}, &atomic.Int64{}
 	count := grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		calls.Add(1)
+		if failReleases.Load() && isRelease(req) {
+			failed.Add(1)
+			return status.Error(codes.Unavailable, "injected: etcd unreachable")
+		}
 		if d := delay.Load(); d > 0 {
 			time.Sleep(time.Duration(d))
 		}
@@ -73,7 +101,7 @@ func startTestNodeWith(t testing.TB, c *etcdtest.Cluster, i int, name string, tu
 		cli.Close()
 		mcli.Close()
 	})
-	return &testNode{m: m, n: n, calls: calls, delay: delay}
+	return &testNode{m: m, n: n, calls: calls, delay: delay, failReleases: failReleases, failed: failed}
 }
 
 func ctxT(t *testing.T, d time.Duration) context.Context {

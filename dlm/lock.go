@@ -2,8 +2,10 @@ package dlm
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -564,6 +566,23 @@ func (n *Node) write(nl *nodeLock, ops []clientv3.Op, keyCmp *clientv3.Cmp, onDo
 	}
 	n.wg.Add(1)
 	n.writes.Add(1)
+	// A release that gives a value block back, should a close cut it
+	// short: Close writes the value block if the request is still there
+	// (the release did not happen, so no one else wrote one since).
+	var back *closeLVB
+	for _, op := range ops {
+		if op.IsPut() && strings.HasPrefix(string(op.KeyBytes()), n.keys.lvbs()) {
+			back = &closeLVB{put: op}
+		}
+	}
+	for _, op := range ops {
+		if back != nil && op.IsDelete() && strings.HasPrefix(string(op.KeyBytes()), n.keys.reqs()) {
+			back.req = string(op.KeyBytes())
+		}
+	}
+	if back != nil && (back.req == "" || keyCmp != nil) {
+		back = nil // a conversion: not handed to Close
+	}
 	go func() {
 		defer n.wg.Done()
 		defer n.writes.Done()
@@ -601,7 +620,13 @@ func (n *Node) write(nl *nodeLock, ops []clientv3.Op, keyCmp *clientv3.Cmp, onDo
 		}
 		switch {
 		case err != nil:
-			if n.ctx.Err() == nil {
+			if errors.Is(n.fenced, ErrClosed) {
+				if back != nil {
+					// Close stopped the retries; it writes the value
+					// block back before it withdraws the requests.
+					n.closeLVBs = append(n.closeLVBs, *back)
+				}
+			} else if n.ctx.Err() == nil {
 				n.fence(fmt.Errorf("%w: lock request write failed: %v", ErrLeaseLost, err))
 			}
 		case !resp.Succeeded:

@@ -94,3 +94,49 @@ func closeNode(t *testing.T, x *testNode) {
 		t.Fatalf("leave: %v", err)
 	}
 }
+
+// TestValueBlockOfAReleaseCutShortByClose: the release of an uncached
+// lock cannot reach etcd, and the node closes meanwhile: Close stops
+// retrying it but still writes its value block before it withdraws the
+// request, so the next holder reads the value, valid.
+func TestValueBlockOfAReleaseCutShortByClose(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts an etcd member")
+	}
+	c := etcdtest.NewCluster(t, 1)
+	reader := startTestNode(t, c, 0, "reader")
+	res := Named("lvb-cut-short")
+	old := startTestNodeWith(t, c, 0, "old", func(cfg *Config) { cfg.CacheLocks = false })
+	l, err := old.n.Acquire(ctxT(t, 5*time.Second), res, EX)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.SetLVB([]byte("old")); err != nil {
+		t.Fatal(err)
+	}
+	l.Release()
+	closeNode(t, old)
+
+	w := startTestNodeWith(t, c, 0, "writer", func(cfg *Config) { cfg.CacheLocks = false })
+	if l, err = w.n.Acquire(ctxT(t, 5*time.Second), res, EX); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.SetLVB([]byte("new")); err != nil {
+		t.Fatal(err)
+	}
+	w.failReleases.Store(true)
+	if err := l.Release(); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 5*time.Second, "the release to fail", func() bool { return w.failed.Load() > 0 })
+	closeNode(t, w)
+
+	r, err := reader.n.Acquire(ctxT(t, 10*time.Second), res, PR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Release()
+	if v, ok := r.LVB(); !ok || strings.TrimRight(string(v), "\x00") != "new" {
+		t.Fatalf("after a release cut short by a clean close the reader gets %q valid=%v, want \"new\" valid", strings.TrimRight(string(v), "\x00"), ok)
+	}
+}

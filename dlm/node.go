@@ -51,6 +51,15 @@ type Node struct {
 	cpSeen    time.Time // when it was seen (or the node started)
 	cpWriting bool
 	cpWant    int64 // revision of a request for a checkpoint not answered yet
+
+	closeLVBs []closeLVB // releases a close cut short (Close writes their value blocks)
+}
+
+// closeLVB is the value block of a release that Close cut short, and the
+// request it released.
+type closeLVB struct {
+	put clientv3.Op
+	req string
 }
 
 // nodeLock is the node-level lock on one resource, shared by local users.
@@ -472,6 +481,8 @@ const maxTxnOps = 100
 // deletes its requests, each transaction guarded by the member's lease.
 func (n *Node) withdraw(ctx context.Context) error {
 	n.mu.Lock()
+	cut := n.closeLVBs
+	n.closeLVBs = nil
 	var puts []clientv3.Op
 	for _, name := range sortedKeys(n.locks) {
 		nl := n.locks[name]
@@ -483,6 +494,20 @@ func (n *Node) withdraw(ctx context.Context) error {
 	n.mu.Unlock()
 	m := n.cfg.Member
 	guard := clientv3.Compare(clientv3.LeaseValue(m.MemberKey()), "=", int64(m.LeaseID()))
+	// Value blocks of releases cut short go first (the locks of the same
+	// resources held since are newer), each only while its request is
+	// still there: if the release did happen, its value block went with it.
+	for _, c := range cut {
+		stillHeld := clientv3.Compare(clientv3.CreateRevision(c.req), ">", 0)
+		resp, err := n.cfg.Client.Txn(ctx).If(guard, stillHeld).Then(c.put).Commit()
+		n.etcdWrites.Add(1)
+		if err != nil {
+			return fmt.Errorf("dlm: writing back value blocks: %w", err)
+		}
+		if !resp.Succeeded {
+			n.log.Debug("release cut short by close had happened; its value block with it", "request", c.req)
+		}
+	}
 	for len(puts) > 0 {
 		batch := puts[:min(len(puts), maxTxnOps)]
 		puts = puts[len(batch):]
