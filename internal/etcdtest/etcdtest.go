@@ -14,9 +14,9 @@ import (
 	"errors"
 	"fmt"
 	"github.com/hashicorp/go-hclog"
+	"github.com/shoal-ha/shoal/internal/portres"
 	"github.com/shoal-ha/shoal/internal/zaphclog"
 	"go.uber.org/zap"
-	"net"
 	"net/url"
 	"os"
 	"strings"
@@ -65,16 +65,6 @@ func NewCluster(t testing.TB, n int) *Cluster {
 	return c
 }
 
-// freePort asks the kernel for an unused loopback port.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 // Start starts n members with data directories under dir.
 func Start(dir string, n int, o Options) (*Cluster, error) {
 	if n < 1 {
@@ -92,12 +82,29 @@ func Start(dir string, n int, o Options) (*Cluster, error) {
 	c := &Cluster{}
 	var initial []string
 	clientURLs := make([]string, n)
+	// The members must know each other's ports before they bind them: the
+	// ports are reserved (not found by listening and closing) and held
+	// until every member listens on its own.
+	var held []*portres.Reservation
+	defer func() {
+		for _, r := range held {
+			r.Release()
+		}
+	}()
+	reserve := func() (int, error) {
+		r, err := portres.Reserve("127.0.0.1")
+		if err != nil {
+			return 0, err
+		}
+		held = append(held, r)
+		return r.Port(), nil
+	}
 	for i := range n {
-		pp, err := freePort()
+		pp, err := reserve()
 		if err != nil {
 			return nil, err
 		}
-		cp, err := freePort()
+		cp, err := reserve()
 		if err != nil {
 			return nil, err
 		}
@@ -126,6 +133,7 @@ func Start(dir string, n int, o Options) (*Cluster, error) {
 		}
 		cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.New(zaphclog.NewCore(log.Named(cfg.Name), hclog.LevelFromString(o.LogLevel), nil)))
 		cfg.ListenMetricsUrls = nil
+		cfg.SocketOpts.ReusePort = true // binds the reserved ports
 		cfgs[i] = cfg
 	}
 	c.members = make([]*embed.Etcd, n)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/shoal-ha/shoal/cluster"
+	"github.com/shoal-ha/shoal/internal/portres"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 )
@@ -43,7 +44,19 @@ func StartExternalEtcd(t testing.TB) *ExternalEtcd {
 	if err != nil {
 		t.Fatal(err)
 	}
-	client, peer := FreePort(t), FreePort(t)
+	// Ports reserved (SO_REUSEPORT, never listened on) until etcd, told
+	// --socket-reuse-port, serves on them.
+	cr, err := portres.Reserve("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cr.Release()
+	pr, err := portres.Reserve("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Release()
+	client, peer := cr.Addr(), pr.Addr()
 	e := &ExternalEtcd{Endpoint: "https://" + client, PKI: pki, Client: cli}
 	logf, err := os.Create(filepath.Join(dir, "etcd.log"))
 	if err != nil {
@@ -56,7 +69,7 @@ func StartExternalEtcd(t testing.TB) *ExternalEtcd {
 		"--initial-cluster", "ext=https://"+peer,
 		"--cert-file", srv.Cert, "--key-file", srv.Key, "--trusted-ca-file", srv.CA, "--client-cert-auth",
 		"--peer-cert-file", srv.Cert, "--peer-key-file", srv.Key, "--peer-trusted-ca-file", srv.CA, "--peer-client-cert-auth",
-		"--heartbeat-interval", "50", "--election-timeout", "500",
+		"--heartbeat-interval", "50", "--election-timeout", "500", "--socket-reuse-port",
 	)
 	e.cmd.Stdout, e.cmd.Stderr = logf, logf
 	e.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
