@@ -68,6 +68,7 @@ type Config struct {
 	Lease  LeaseConfig
 	Admin  AdminConfig
 	Volume VolumeConfig
+	Web    WebConfig
 
 	// Logger receives the node's log lines; built from LogLevel and
 	// LogJSON when nil. Not read from the file.
@@ -164,6 +165,34 @@ type AdminConfig struct {
 	// handed over (Addr must then name its address). Not read from the
 	// file.
 	Listener net.Listener
+}
+
+// WebConfig is the node's web tier (package web): the site from the
+// store on the shared volume and the sessions API. It needs a volume.
+type WebConfig struct {
+	// Addr is the host:port it serves HTTP on; empty (the default) runs no
+	// web tier.
+	Addr string `hcl:"addr,optional"`
+	// TLSCert and TLSKey, both set, serve HTTPS with HTTP/2.
+	TLSCert string `hcl:"tls_cert,optional"`
+	TLSKey  string `hcl:"tls_key,optional"`
+	// ContentRoot is the store directory served as the site. Default
+	// "site".
+	ContentRoot string `hcl:"content_root,optional"`
+	// SeedDir is a local directory loaded into ContentRoot when that is
+	// empty (the first start). Default none.
+	SeedDir string `hcl:"seed_dir,optional"`
+	// KeyRetention is how long an idempotency key's answer is kept.
+	// Default 24h.
+	KeyRetention time.Duration `hcl:"key_retention,optional"`
+	// AccessLog is a file the access log is appended to ("-": standard
+	// output). Default none.
+	AccessLog string `hcl:"access_log,optional"`
+	// AccessLogFormat is "common" or "combined". Default "combined".
+	AccessLogFormat string `hcl:"access_log_format,optional"`
+	// AllowOrigins are the origins whose pages may call the sessions API
+	// across origins (the demo's page fails over between nodes).
+	AllowOrigins []string `hcl:"allow_origins,optional"`
 }
 
 // VolumeConfig is the shared volume the node uses: a mirror formatted with
@@ -623,6 +652,14 @@ func (c *Config) Validate() error {
 	if c.Admin.Addr != "off" {
 		if _, _, err := net.SplitHostPort(c.Admin.Addr); err != nil {
 			return fieldErr("admin.addr", "%q: want host:port or \"off\"", c.Admin.Addr)
+		}
+	}
+	if c.Web.Addr != "" {
+		if _, _, err := net.SplitHostPort(c.Web.Addr); err != nil {
+			return fieldErr("web.addr", "%q: want host:port", c.Web.Addr)
+		}
+		if len(c.Volume.Legs) == 0 {
+			return fieldErr("web.addr", "the web tier serves from the store on the shared volume: volume.legs is empty")
 		}
 	}
 	return nil

@@ -7,6 +7,7 @@ import (
 	"os/signal"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -201,7 +202,21 @@ func runNode(ctx context.Context, cfg cluster.Config, load func() (cluster.Confi
 			}
 		}
 	}()
-	return node.Run(ctx, cfg)
+	var started atomic.Pointer[node.Node]
+	wp, err := webPart(cfg, &started)
+	if err != nil {
+		return err
+	}
+	var parts []node.Part
+	if wp != nil {
+		parts = append(parts, wp)
+	}
+	n, err := node.Start(ctx, cfg, parts...)
+	if err != nil {
+		return err
+	}
+	started.Store(n)
+	return n.Wait()
 }
 
 // reloader applies a configuration read again on SIGHUP: the fields that
