@@ -232,6 +232,17 @@ func (n *Node) Run(ctx context.Context, p Parts) error {
 		n.mu.Lock()
 		n.sess = sess
 		n.mu.Unlock()
+		// The campaign starts before the parts: a part's start may wait
+		// for a recovery (the volume's own slot, locked by the previous
+		// incarnation), and every node may be in that start at once.
+		cctx, ccancel := context.WithCancel(ctx)
+		cdone := make(chan struct{})
+		go func() {
+			defer close(cdone)
+			if p.Role != nil {
+				campaignWhileValid(cctx, p.Role, sess, sess.Lost(), n.clk, n.log)
+			}
+		}()
 		if p.OnSession != nil {
 			octx, ocancel := context.WithCancel(ctx)
 			go func() {
@@ -244,14 +255,6 @@ func (n *Node) Run(ctx context.Context, p Parts) error {
 			p.OnSession(octx, sess)
 			ocancel()
 		}
-		cctx, ccancel := context.WithCancel(ctx)
-		cdone := make(chan struct{})
-		go func() {
-			defer close(cdone)
-			if p.Role != nil {
-				campaignWhileValid(cctx, p.Role, sess, sess.Lost(), n.clk, n.log)
-			}
-		}()
 		select {
 		case <-sess.Lost():
 			ccancel()

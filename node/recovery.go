@@ -241,10 +241,11 @@ func (r *recoveryRole) resync(ctx context.Context, victim fencing.NodeRef) (reco
 		out.Method = "victim never opened the volume"
 		return out, nil
 	}
-	vi, err := r.vols.current()
+	vi, done, err := r.volumeForRecovery(ctx)
 	if err != nil {
 		return out, err
 	}
+	defer done()
 	rep, err := vi.vol.RecoverFenced(ctx, slot)
 	if err != nil {
 		return out, fmt.Errorf("resync of slot %d: %w", slot, err)
@@ -253,6 +254,24 @@ func (r *recoveryRole) resync(ctx context.Context, victim fencing.NodeRef) (reco
 	out.Method = fmt.Sprintf("bitmap slot %d merged", slot)
 	out.Count = rep.Regions
 	return out, nil
+}
+
+// volumeForRecovery is this node's open volume, or, while it is not open
+// (its own open may be waiting for this very recovery), a handle opened
+// without a slot for the step; done closes such a handle.
+func (r *recoveryRole) volumeForRecovery(ctx context.Context) (vi *volumeIncarnation, done func(), err error) {
+	vi, err = r.vols.current()
+	if err == nil {
+		return vi, func() {}, nil
+	}
+	if !errors.Is(err, ErrNoVolume) {
+		return nil, nil, err
+	}
+	vi, err = r.vols.openForRecovery(ctx, r.locks.running())
+	if err != nil {
+		return nil, nil, fmt.Errorf("this node's volume is not open and a recovery handle did not open: %w", err)
+	}
+	return vi, func() { closeRecoveryVolume(vi) }, nil
 }
 
 // release hands the victim's locks on through the lock manager's recovery
@@ -299,10 +318,11 @@ func (f *volumeFencer) FenceOutcome(ctx context.Context, victim fencing.NodeRef)
 	case !r.vols.enabled() || v.FencingMethod() == cluster.FenceLease:
 		return byLease, lease.Fence(ctx, victim)
 	}
-	vi, err := r.vols.current()
+	vi, done, err := r.volumeForRecovery(ctx)
 	if err != nil {
 		return recovery.Outcome{}, err
 	}
+	defer done()
 	if vi.pr == nil {
 		return byLease, lease.Fence(ctx, victim)
 	}

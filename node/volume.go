@@ -64,17 +64,74 @@ func (v *volumeService) start(ctx context.Context, sess *cluster.Session, d *dlm
 	cfg := v.n.Config()
 	ctx, cancel := context.WithTimeout(ctx, cfg.StartTimeout())
 	defer cancel()
+	vi, err := v.open(ctx, sess, d, *v.cfg.Slot)
+	if err != nil {
+		return err
+	}
+	sf, err := fencing.NewSelfFence(fencing.SelfFenceConfig{
+		Deadline: sess.Deadline, Lost: sess.Lost(), StopIO: vi.guard.Stop,
+		Watchdog: v.cfg.Watchdog, Logger: v.log.Named("self-fence"),
+	})
+	if err != nil {
+		vi.vol.Close()
+		return err
+	}
+	sctx, scancel := context.WithCancel(context.Background())
+	vi.cancel = scancel
+	go sf.Run(sctx)
+	v.mu.Lock()
+	v.cur = vi
+	v.mu.Unlock()
+	v.log.Info("volume open", "legs", len(vi.raw), "slot", *v.cfg.Slot, "reservations", vi.pr != nil, "size", vi.vol.Size())
+	return nil
+}
+
+// openForRecovery opens the volume without a bitmap slot for sess, for
+// the recovery coordinator while this node's own volume is not open: the
+// node's own open may be waiting for the very recovery (a region its
+// previous incarnation left locked), so the recovery must not need it.
+// The caller closes the handle with closeRecoveryVolume.
+func (v *volumeService) openForRecovery(ctx context.Context, d *dlm.Node) (*volumeIncarnation, error) {
+	sess := v.n.Session()
+	if sess == nil {
+		return nil, fmt.Errorf("%w: no registered incarnation", ErrNoVolume)
+	}
+	if d == nil {
+		return nil, fmt.Errorf("%w: the lock manager is not running", ErrNoVolume)
+	}
+	octx, cancel := context.WithTimeout(ctx, v.n.Config().StartTimeout())
+	defer cancel()
+	vi, err := v.open(octx, sess, d, mirror.NoSlot)
+	if err != nil {
+		return nil, err
+	}
+	v.log.Info("volume opened without a slot for a recovery (this node's own volume is not open)")
+	return vi, nil
+}
+
+// closeRecoveryVolume closes a handle from openForRecovery.
+func closeRecoveryVolume(vi *volumeIncarnation) {
+	vi.vol.Close()
+	vi.guard.Stop("recovery done")
+}
+
+// open connects to every leg behind a self-fence guard of sess, registers
+// sess's reservation key where legs have reservations, and opens the
+// mirror with slot (mirror.NoSlot for a handle that only recovers) and d's
+// region locks.
+func (v *volumeService) open(ctx context.Context, sess *cluster.Session, d *dlm.Node, slot int) (*volumeIncarnation, error) {
+	cfg := v.n.Config()
 	vi := &volumeIncarnation{guard: fencing.NewGuard(sess.Deadline, nil), names: v.cfg.Legs}
 	// A leg that reconnects may restore this incarnation's reservation
 	// only while the incarnation may still write: after its deadline (or a
 	// stop) the cluster may have fenced it, and re-registering would undo
 	// that fence.
 	opts := blockdev.OpenOptions{Logger: v.log.Named("leg"), MayRegainAccess: vi.guard.Check}
-	fail := func(err error) error {
+	fail := func(err error) (*volumeIncarnation, error) {
 		for _, dev := range vi.raw {
 			dev.Close()
 		}
-		return err
+		return nil, err
 	}
 	for _, addr := range v.cfg.Legs {
 		dev, err := blockdev.Open(ctx, addr, opts)
@@ -83,8 +140,10 @@ func (v *volumeService) start(ctx context.Context, sess *cluster.Session, d *dlm
 		}
 		vi.raw = append(vi.raw, dev)
 	}
-	if _, err := v.n.Client().Put(ctx, slotKey(cfg.Prefix(), sess.Name(), sess.Incarnation()), fmt.Sprint(*v.cfg.Slot)); err != nil {
-		return fail(fmt.Errorf("recording bitmap slot: %w", err))
+	if slot != mirror.NoSlot {
+		if _, err := v.n.Client().Put(ctx, slotKey(cfg.Prefix(), sess.Name(), sess.Incarnation()), fmt.Sprint(slot)); err != nil {
+			return fail(fmt.Errorf("recording bitmap slot: %w", err))
+		}
 	}
 	// Register this incarnation's key before the first write, so the
 	// reservation lets its writes through and a fence can cut them off.
@@ -108,9 +167,9 @@ func (v *volumeService) start(ctx context.Context, sess *cluster.Session, d *dlm
 	for i, dev := range vi.raw {
 		legs[i] = vi.guard.Wrap(dev)
 	}
-	mcfg := mirror.DefaultConfig(*v.cfg.Slot)
+	mcfg := mirror.DefaultConfig(slot)
 	if cfg.Profile == cluster.ProfileFast {
-		mcfg = mirror.FastConfig(*v.cfg.Slot)
+		mcfg = mirror.FastConfig(slot)
 	}
 	mcfg.Legs = legs
 	mcfg.Locker = dlmRegions{d}
@@ -128,22 +187,7 @@ func (v *volumeService) start(ctx context.Context, sess *cluster.Session, d *dlm
 		return fail(fmt.Errorf("opening volume %s: %w", v.cfg.VolumeName(), err))
 	}
 	vi.vol = vol
-	sf, err := fencing.NewSelfFence(fencing.SelfFenceConfig{
-		Deadline: sess.Deadline, Lost: sess.Lost(), StopIO: vi.guard.Stop,
-		Watchdog: v.cfg.Watchdog, Logger: v.log.Named("self-fence"),
-	})
-	if err != nil {
-		vol.Close()
-		return err
-	}
-	sctx, scancel := context.WithCancel(context.Background())
-	vi.cancel = scancel
-	go sf.Run(sctx)
-	v.mu.Lock()
-	v.cur = vi
-	v.mu.Unlock()
-	v.log.Info("volume open", "legs", len(legs), "slot", *v.cfg.Slot, "reservations", vi.pr != nil, "size", vol.Size())
-	return nil
+	return vi, nil
 }
 
 // stop ends the incarnation's use of the volume: I/O is stopped at once
