@@ -64,7 +64,8 @@ type Config struct {
 	// Default none.
 	AllowOrigins []string
 	// SeedDir, when set, is a local directory copied into ContentRoot when
-	// ContentRoot is empty or missing (a site loaded on the first start).
+	// ContentRoot is empty (a site loaded on the first start), in the
+	// background once the node serves.
 	SeedDir string
 	// AccessLog is "" (none), or the file the access log is appended to;
 	// "-" is standard output.

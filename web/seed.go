@@ -28,6 +28,9 @@ func SeedSite(ctx context.Context, st Store, dir string, src fs.FS) (int, error)
 			return err
 		}
 		target := path.Join(dir, p)
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		if d.IsDir() {
 			return st.MkdirAll(target, 0o755)
 		}

@@ -15,7 +15,9 @@ func TestSeedAndCORS(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.SeedDir = "../fixtures/site"
 	cfg.AllowOrigins = []string{"http://127.0.0.1:8080"}
-	_, hs, _ := newTestServer(t, c, 1, cfg)
+	srv, hs, _ := newTestServer(t, c, 1, cfg)
+	// Serve seeds in the background; the test server does not call it.
+	srv.seed()
 	for _, p := range []string{"/", "/counter.html", "/shoal.css", "/shoal.svg"} {
 		if resp, _ := do(t, "GET", hs.URL+p, nil, ""); resp.StatusCode != 200 {
 			t.Fatalf("GET %s: %d", p, resp.StatusCode)

@@ -49,10 +49,8 @@ func NewServer(cfg Config, st Store, mem Membership) (*Server, error) {
 			return nil, fmt.Errorf("web: making %s: %w", dir, err)
 		}
 	}
-	if n, err := seedFrom(context.Background(), st, cfg); err != nil {
-		return nil, fmt.Errorf("web: loading the site from %s: %w", cfg.SeedDir, err)
-	} else if n > 0 {
-		cfg.Logger.Named("web").Info("site loaded", "files", n, "from", cfg.SeedDir, "into", cfg.ContentRoot)
+	if err := st.MkdirAll(cfg.ContentRoot, 0o755); err != nil {
+		return nil, fmt.Errorf("web: making %s: %w", cfg.ContentRoot, err)
 	}
 	content, err := fs.Sub(st, cfg.ContentRoot)
 	if err != nil {
@@ -123,6 +121,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.ln = ln
 	s.mu.Unlock()
 	go s.collect()
+	go s.seed()
 	defer close(s.served)
 	var err error
 	if s.cfg.TLSCertFile != "" {
@@ -141,6 +140,30 @@ func (s *Server) Serve(ln net.Listener) error {
 		return nil
 	}
 	return err
+}
+
+// seed loads Config.SeedDir into an empty content root while the node
+// already serves (a first start must not wait for hundreds of files).
+func (s *Server) seed() {
+	if s.cfg.SeedDir == "" {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-s.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	n, err := seedFrom(ctx, s.api.st, s.cfg)
+	switch {
+	case err != nil:
+		s.log.Error("loading the site failed", "from", s.cfg.SeedDir, "error", err)
+	case n > 0:
+		s.log.Info("site loaded", "files", n, "from", s.cfg.SeedDir, "into", s.cfg.ContentRoot)
+	}
 }
 
 func (s *Server) collect() {
