@@ -181,7 +181,7 @@ func TestCrashEveryWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if _, err := Format(ctx, mem, FormatOptions{Slots: 2, JournalBlocks: 48}); err != nil {
+	if _, err := Format(ctx, mem, FormatOptions{Slots: 2, JournalBlocks: 48, Align: 1}); err != nil {
 		t.Fatal(err)
 	}
 	models := []map[string]string{{}}

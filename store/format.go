@@ -25,6 +25,11 @@ type FormatOptions struct {
 	AGBlocks int
 	// Label is a name for operators, at most 64 bytes.
 	Label string
+	// Align, in blocks, is where journals and allocation groups start
+	// and what their sizes are multiples of: the mirror's region size, so
+	// one node's journal shares no region (and no region lock) with
+	// another's. 0 means 256 (1 MiB); 1 packs them.
+	Align int
 	// Overwrite allows formatting over an existing store.
 	Overwrite bool
 	// Now stamps the root directory; zero means time.Now.
@@ -45,27 +50,37 @@ func Layout(size int64, opts FormatOptions) (*Superblock, error) {
 		return nil, fmt.Errorf("store format: Label of %d bytes (max %d)", len(opts.Label), maxLabel)
 	}
 	total := uint64(size / BlockSize)
-	jb := opts.JournalBlocks
+	align := uint64(opts.Align)
+	if align == 0 {
+		align = 256
+	}
+	if align > maxAlign || align&(align-1) != 0 {
+		return nil, fmt.Errorf("store format: Align %d is not a power of two up to %d", align, maxAlign)
+	}
+	up := func(n uint64) uint64 { return (n + align - 1) / align * align }
+	jb := uint64(opts.JournalBlocks)
 	if jb == 0 {
-		jb = int(total / 64 / uint64(opts.Slots))
+		jb = total / 64 / uint64(opts.Slots)
 		jb = max(256, min(8192, jb))
-		if uint64(jb*opts.Slots) > total/4 {
-			jb = max(minJournalBlocks, int(total/4/uint64(opts.Slots)))
+		if jb*uint64(opts.Slots) > total/4 {
+			jb = max(minJournalBlocks, total/4/uint64(opts.Slots))
 		}
 	}
 	if jb < minJournalBlocks {
 		return nil, fmt.Errorf("store format: JournalBlocks %d (at least %d)", jb, minJournalBlocks)
 	}
-	agStart := 1 + uint64(opts.Slots)*uint64(jb)
+	jb = up(jb)
+	jstart := up(1)
+	agStart := jstart + uint64(opts.Slots)*jb
 	if agStart+minAGBlocks > total {
 		return nil, fmt.Errorf("store format: a device of %d bytes is too small for %d journals of %d blocks", size, opts.Slots, jb)
 	}
 	rest := total - agStart
 	agb := uint64(opts.AGBlocks)
 	if agb == 0 {
-		agb = maxAGBlocks
+		agb = maxAGBlocks / align * align
 		if rest < 4*agb {
-			agb = max(minAGBlocks, rest/4)
+			agb = max(minAGBlocks, up(rest/4))
 		}
 	}
 	if agb < minAGBlocks || agb > maxAGBlocks {
@@ -84,7 +99,7 @@ func Layout(size int64, opts FormatOptions) (*Superblock, error) {
 	if now.IsZero() {
 		now = time.Now()
 	}
-	sb := &Superblock{UUID: uuid.New(), Blocks: blocks, Slots: uint32(opts.Slots), JournalStart: 1,
+	sb := &Superblock{UUID: uuid.New(), Blocks: blocks, Slots: uint32(opts.Slots), JournalStart: jstart,
 		JournalBlocks: uint32(jb), AGStart: agStart, AGCount: uint32(count), AGBlocks: uint32(agb),
 		Root: agStart + 1, Created: now.UnixNano(), Label: opts.Label}
 	if err := sb.validate(); err != nil {

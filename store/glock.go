@@ -31,6 +31,7 @@ type glock struct {
 	blocks  map[uint64][]byte // cached metadata blocks guarded by this lock
 	dirty   uint64            // last transaction that changed what the lock guards
 	recover bool              // hold is a recovery grant (never cached)
+	asking  chan struct{}     // closed when a local user's request to the lock manager ends
 }
 
 // Lock classes, in lock order.
@@ -98,60 +99,133 @@ func (g *glock) unlockLocal(mode LockMode) {
 }
 
 // acquire takes g in mode for a local user: the local side first, then the
-// lock manager's grant unless a cached one covers mode. A recovery
-// acquisition drops any cached grant and takes a recovery grant that is
-// given back when the user is done (put).
+// lock manager's grant unless a cached one covers mode. In recovery
+// (recovery set) the lock may be an orphan of the dead node: it is tried
+// as usual first (cached, free, or held by a live node), then as a
+// recovery grant over the orphan (given back when the user is done), and
+// only then waited for as usual.
 func (g *glock) acquire(ctx context.Context, mode LockMode, try, recovery bool) error {
-	if !g.lockLocal(mode, try) {
-		return ErrWouldBlock
+	if !recovery {
+		return g.acquireOnce(ctx, mode, try, false)
 	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.hold != nil && !recovery && !g.recover && (g.hold.Mode() == Exclusive || mode == Shared) {
-		g.s.stats.cachedLocks.Add(1)
-		return nil
+	err := g.acquireOnce(ctx, mode, true, false)
+	if !errors.Is(err, ErrWouldBlock) {
+		return err
 	}
-	if g.hold != nil {
-		// A PR grant that must become EX (or a recovery): give it up and
-		// ask anew, rather than convert in place, which could deadlock
-		// with another PR holder converting too.
-		if err := g.dropLocked(); err != nil {
-			g.unlockLocal(mode)
-			return err
-		}
+	err = g.acquireOnce(ctx, mode, true, true)
+	if !errors.Is(err, ErrWouldBlock) || try {
+		return err
 	}
-	ask := mode
+	return g.acquireOnce(ctx, mode, false, false)
+}
+
+func (g *glock) acquireOnce(ctx context.Context, mode LockMode, try, recovery bool) error {
+	local := mode
 	if recovery {
-		ask = Exclusive
+		local = Exclusive // a recovery grant is never shared with local users
 	}
-	l, err := g.s.cfg.Locks.Lock(ctx, g.name, ask, LockOptions{Try: try, Recovery: recovery})
-	if err != nil {
-		g.unlockLocal(mode)
-		if errors.Is(err, ErrWouldBlock) {
+	for {
+		if !g.lockLocal(local, try) {
 			return ErrWouldBlock
 		}
-		return fmt.Errorf("store: lock %s: %w", g.name, err)
-	}
-	g.s.stats.lockRequests.Add(1)
-	lvb, valid := l.LVB()
-	gen := uint64(0)
-	if valid && len(lvb) >= 8 {
-		gen = binary.LittleEndian.Uint64(lvb)
-	}
-	if !valid || gen == 0 || gen != g.gen {
-		// Someone changed what the lock guards (or died holding it EX):
-		// the cache is stale.
-		g.blocks = map[uint64][]byte{}
-		if !valid || gen == 0 {
-			gen = rand.Uint64() | 1
+		g.mu.Lock()
+		if g.hold != nil && !g.recover && !recovery && (g.hold.Mode() == Exclusive || mode == Shared) {
+			g.mu.Unlock()
+			g.s.stats.cachedLocks.Add(1)
+			return nil
 		}
-		g.gen = gen
+		if g.hold != nil && g.recover == recovery && recovery {
+			g.mu.Unlock()
+			return nil
+		}
+		if g.hold != nil && local != Exclusive {
+			// Held PR while a recovery grant is wanted elsewhere: not
+			// ours to drop under a shared local hold.
+			g.mu.Unlock()
+			g.unlockLocal(local)
+			if try {
+				return ErrWouldBlock
+			}
+			g.rw.Lock() // wait for the local users, then look again
+			g.rw.Unlock()
+			continue
+		}
+		if g.hold != nil {
+			// A PR grant that must become EX (or a recovery grant): give
+			// it up and ask anew, rather than convert in place, which
+			// could deadlock with another PR holder converting too.
+			if err := g.dropLocked(); err != nil {
+				g.mu.Unlock()
+				g.unlockLocal(local)
+				return err
+			}
+		}
+		if g.asking != nil {
+			// Another local user is asking the lock manager: wait for it
+			// without holding the local side.
+			ch := g.asking
+			g.mu.Unlock()
+			g.unlockLocal(local)
+			if try {
+				return ErrWouldBlock
+			}
+			select {
+			case <-ch:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			continue
+		}
+		done := make(chan struct{})
+		g.asking = done
+		g.mu.Unlock()
+		// The local side is not held while the lock manager is asked: a
+		// local user waiting for a grant (perhaps behind a dead node's
+		// orphan) must not stand in the way of the recovery.
+		g.unlockLocal(local)
+		ask := mode
+		if recovery {
+			ask = Exclusive
+		}
+		l, err := g.s.cfg.Locks.Lock(ctx, g.name, ask, LockOptions{Try: try, Recovery: recovery})
+		g.mu.Lock()
+		g.asking = nil
+		close(done)
+		if err != nil {
+			g.mu.Unlock()
+			if errors.Is(err, ErrWouldBlock) {
+				return ErrWouldBlock
+			}
+			return fmt.Errorf("store: lock %s: %w", g.name, err)
+		}
+		g.s.stats.lockRequests.Add(1)
+		if g.hold != nil {
+			// Cannot happen (asking is exclusive), but never leak a grant.
+			g.mu.Unlock()
+			l.Release()
+			continue
+		}
+		lvb, valid := l.LVB()
+		gen := uint64(0)
+		if valid && len(lvb) >= 8 {
+			gen = binary.LittleEndian.Uint64(lvb)
+		}
+		if !valid || gen == 0 || gen != g.gen {
+			// Someone changed what the lock guards (or died holding it
+			// EX): the cache is stale.
+			g.blocks = map[uint64][]byte{}
+			if !valid || gen == 0 {
+				gen = rand.Uint64() | 1
+			}
+			g.gen = gen
+		}
+		g.hold, g.recover = l, recovery
+		if !recovery {
+			go g.watch(l)
+		}
+		g.mu.Unlock()
+		// Take the local side again; the grant normally still covers.
 	}
-	g.hold, g.recover = l, recovery
-	if !recovery {
-		go g.watch(l)
-	}
-	return nil
 }
 
 // put ends a local user's hold. A recovery grant is given back at once
@@ -162,6 +236,7 @@ func (g *glock) put(mode LockMode) error {
 	if g.recover && g.hold != nil {
 		err = g.dropLocked()
 		g.blocks = map[uint64][]byte{}
+		mode = Exclusive // taken exclusively (acquireOnce)
 	}
 	g.mu.Unlock()
 	g.unlockLocal(mode)

@@ -39,7 +39,11 @@ type journalHeader struct {
 	SealSeq    uint64 // recovery: records of transactions up to this one are handed over
 	Handled    uint64 // recovery: how many of the sealed pending records were handled
 	NextRecord uint64 // next record ID
+	Owner      string // who has (or last had) the slot open: Config.Owner
 }
+
+// maxOwner is the longest Config.Owner.
+const maxOwner = 200
 
 func (h *journalHeader) encode(blk uint64, slot int) []byte {
 	b := make([]byte, BlockSize)
@@ -51,6 +55,8 @@ func (h *journalHeader) encode(blk uint64, slot int) []byte {
 	e.u64(h.SealSeq)
 	e.u64(h.Handled)
 	e.u64(h.NextRecord)
+	e.u8(uint8(len(h.Owner)))
+	e.bytes([]byte(h.Owner))
 	sealBlock(b, blockHeader{Kind: KindJournalHeader, Block: blk, Gen: uint32(slot)})
 	return b
 }
@@ -63,6 +69,7 @@ func decodeJournalHeader(b []byte, blk uint64) (*journalHeader, error) {
 	d := dec{b: b, off: headerSize}
 	h := &journalHeader{Version: d.u64(), TailPos: d.u32(), TailSeq: d.u64(), AppliedSeq: d.u64(),
 		SealSeq: d.u64(), Handled: d.u64(), NextRecord: d.u64()}
+	h.Owner = string(d.bytes(int(d.u8())))
 	return h, d.err
 }
 

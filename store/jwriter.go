@@ -235,3 +235,19 @@ func (j *journalWriter) addPending(recs []Record, acks []uint64) {
 		j.pendingBytes += recordSize(r)
 	}
 }
+
+// setOwner writes owner into the journal header (when it differs).
+func (j *journalWriter) setOwner(ctx context.Context, owner string) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.hdr.Owner == owner {
+		return nil
+	}
+	if err := j.s.slotLock.use(); err != nil {
+		return err
+	}
+	h := j.hdr
+	h.Version++
+	h.Owner = owner
+	return j.writeHeader(ctx, &h)
+}

@@ -271,8 +271,8 @@ func (sb *Superblock) validate() error {
 		return bad("%d slots (1..%d)", sb.Slots, MaxSlots)
 	case sb.JournalBlocks < minJournalBlocks:
 		return bad("journal of %d blocks (at least %d)", sb.JournalBlocks, minJournalBlocks)
-	case sb.JournalStart != 1:
-		return bad("journals start at block %d, not 1", sb.JournalStart)
+	case sb.JournalStart < 1 || sb.JournalStart > maxAlign:
+		return bad("journals start at block %d (1..%d)", sb.JournalStart, maxAlign)
 	case sb.AGStart != sb.JournalStart+uint64(sb.Slots)*uint64(sb.JournalBlocks):
 		return bad("allocation groups start at block %d, journals end at %d", sb.AGStart, sb.JournalStart+uint64(sb.Slots)*uint64(sb.JournalBlocks))
 	case sb.AGBlocks < minAGBlocks || sb.AGBlocks > maxAGBlocks:
@@ -316,6 +316,9 @@ const (
 	MaxSlots         = 64
 	minJournalBlocks = 32
 	minAGBlocks      = 64
+	// maxAlign is the largest alignment of journals and groups, in
+	// blocks (64 MiB, the mirror's largest region).
+	maxAlign = 16384
 	// The bitmap of an allocation group fills its header block after the
 	// header and the counters.
 	agBitmapOff = headerSize + 32

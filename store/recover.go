@@ -251,7 +251,7 @@ func (s *Store) recoverSlot(ctx context.Context, slot int, own, records bool) (R
 		cur = next
 		st.Records++
 	}
-	final := journalHeader{Version: cur.Version + 1, TailPos: head, TailSeq: last + 1, AppliedSeq: last, NextRecord: plan.NextRecord()}
+	final := journalHeader{Version: cur.Version + 1, TailPos: head, TailSeq: last + 1, AppliedSeq: last, NextRecord: plan.NextRecord(), Owner: cur.Owner}
 	if final.TailPos >= s.sb.JournalBlocks {
 		final.TailPos = journalData
 	}
@@ -324,4 +324,33 @@ func (s *Store) writeHeaderOf(ctx context.Context, g *glock, slot int, h *journa
 		return err
 	}
 	return s.dev.Flush(ctx)
+}
+
+// ReplayOwner replays (ReplaySlot) every slot whose journal header names
+// owner (Config.Owner of the incarnation that opened it): what the
+// recovery coordinator calls for a dead incarnation. An owner that never
+// opened the store has nothing to replay. Idempotent.
+func (s *Store) ReplayOwner(ctx context.Context, owner string) ([]ReplayStats, error) {
+	if owner == "" {
+		return nil, fmt.Errorf("store: replay of an empty owner")
+	}
+	var out []ReplayStats
+	for slot := 0; slot < int(s.sb.Slots); slot++ {
+		if slot == s.slot {
+			continue
+		}
+		h, err := s.readJournalHeader(ctx, slot)
+		if err != nil {
+			return out, err
+		}
+		if h.Owner != owner {
+			continue
+		}
+		st, err := s.ReplaySlot(ctx, slot)
+		out = append(out, st)
+		if err != nil {
+			return out, err
+		}
+	}
+	return out, nil
 }

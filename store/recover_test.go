@@ -210,7 +210,7 @@ func TestOpenReplaysOwnSlot(t *testing.T) {
 }
 
 func TestRecordsSurviveCheckpoints(t *testing.T) {
-	dev := newMem(t, 4096, FormatOptions{Slots: 2, JournalBlocks: 40})
+	dev := newMem(t, 4096, FormatOptions{Slots: 2, JournalBlocks: 40, Align: 1})
 	lm := NewMemLocks()
 	a := openNode(t, dev, lm, "a", 0)
 	b := openNode(t, dev, lm, "b", 1)

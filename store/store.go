@@ -37,6 +37,10 @@ type Config struct {
 	// first 8 bytes of the store's UUID in hex, which keeps two stores on
 	// one lock manager apart.
 	LockPrefix string
+	// Owner names who opens the slot (the node and its incarnation); it is
+	// written in the slot's journal header so that the recovery of a dead
+	// incarnation finds its slot (ReplayOwner). At most 200 bytes.
+	Owner string
 	// Handlers apply the records of this slot's own journal that a
 	// previous incarnation left unacknowledged when Open finds the slot
 	// unrecovered, and of dead slots in ReplaySlot. Kinds without a
@@ -69,6 +73,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("store config: Slot %d outside 0..%d", c.Slot, MaxSlots-1)
 	case c.WriteBuffer < 0:
 		return fmt.Errorf("store config: WriteBuffer %d is negative", c.WriteBuffer)
+	case len(c.Owner) > maxOwner:
+		return fmt.Errorf("store config: Owner longer than %d bytes", maxOwner)
 	case len(c.LockPrefix) > 64:
 		return fmt.Errorf("store config: LockPrefix longer than 64 bytes")
 	}
@@ -204,6 +210,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		s.slotLock.unlockLocal(Exclusive)
 		close(s.closing)
 		return nil, fmt.Errorf("store: recovering own slot %d: %w", cfg.Slot, err)
+	}
+	if err := s.jr.setOwner(ctx, cfg.Owner); err != nil {
+		s.Close()
+		return nil, err
 	}
 	s.log.Info("store opened", "slot", cfg.Slot, "blocks", sb.Blocks, "groups", sb.AGCount)
 	return s, nil

@@ -1,0 +1,182 @@
+// Package storenode runs the store in a Shoal node: a node.Part that opens
+// the store on the node's volume in the node's slot on every incarnation,
+// with the incarnation's lock manager, and a node.Replayer that replays a
+// dead incarnation's journal in the recovery coordinator's replay step.
+//
+//	sp := storenode.New(storenode.Config{Slot: *cfg.Volume.Slot, Format: true})
+//	node.Run(ctx, cfg, sp, webPart) // the web part reads sp.Store()
+package storenode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/shoal-ha/shoal/fencing"
+	"github.com/shoal-ha/shoal/node"
+	"github.com/shoal-ha/shoal/store"
+	"github.com/shoal-ha/shoal/store/storedlm"
+)
+
+// Config shapes the store part.
+type Config struct {
+	// Slot is the node's store slot: the volume's bitmap slot.
+	Slot int
+	// Format lays a new store on a volume that holds none (one node does
+	// it, under a cluster-wide lock); otherwise such a volume fails the
+	// incarnation's start.
+	Format bool
+	// FormatOptions are used by Format; Slots 0 means 4.
+	FormatOptions store.FormatOptions
+	// Handlers apply application records in recovery (store.Config).
+	Handlers map[string]store.Handler
+	// WriteBuffer is store.Config.WriteBuffer (0: the default).
+	WriteBuffer int
+	// Logger gets the part's log lines; nil means none.
+	Logger hclog.Logger
+}
+
+// Part is the store's node part.
+type Part struct {
+	cfg Config
+	log hclog.Logger
+
+	mu sync.Mutex
+	st *store.Store
+}
+
+var (
+	_ node.Part          = (*Part)(nil)
+	_ node.Replayer      = (*Part)(nil)
+	_ node.RecordCounter = (*Part)(nil)
+)
+
+// New returns the part.
+func New(cfg Config) *Part {
+	l := cfg.Logger
+	if l == nil {
+		l = hclog.NewNullLogger()
+	}
+	return &Part{cfg: cfg, log: l}
+}
+
+// Name is "store".
+func (p *Part) Name() string { return "store" }
+
+// Store is the store of the current incarnation, nil between
+// incarnations (and on a node without a volume).
+func (p *Part) Store() *store.Store {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.st
+}
+
+// owner names an incarnation in the store's journal headers.
+func owner(name, incarnation string) string { return name + "/" + incarnation }
+
+// formatLock serializes formatting among the nodes.
+const formatLock = "store-format"
+
+// Start opens the store (formatting it first when configured and the
+// volume holds none).
+func (p *Part) Start(ctx context.Context, inc node.Incarnation) error {
+	if inc.Volume == nil {
+		p.log.Warn("no volume: the store is not opened")
+		return nil
+	}
+	locks := storedlm.New(inc.Locks)
+	if _, err := store.ReadSuperblock(ctx, inc.Volume); errors.Is(err, store.ErrNotStore) {
+		if !p.cfg.Format {
+			return fmt.Errorf("storenode: the volume holds no store (format one, or set Format): %w", err)
+		}
+		if err := p.format(ctx, locks, inc); err != nil {
+			return err
+		}
+	} else if err != nil {
+		return err
+	}
+	cfg := store.DefaultConfig(inc.Volume, p.cfg.Slot, locks)
+	cfg.Owner = owner(inc.Session.Name(), inc.Session.Incarnation())
+	cfg.Handlers = p.cfg.Handlers
+	cfg.Logger = p.log
+	if p.cfg.WriteBuffer > 0 {
+		cfg.WriteBuffer = p.cfg.WriteBuffer
+	}
+	st, err := store.Open(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	p.st = st
+	p.mu.Unlock()
+	return nil
+}
+
+func (p *Part) format(ctx context.Context, locks store.Locker, inc node.Incarnation) error {
+	l, err := locks.Lock(ctx, formatLock, store.Exclusive, store.LockOptions{})
+	if err != nil {
+		return err
+	}
+	defer l.Release()
+	if _, err := store.ReadSuperblock(ctx, inc.Volume); err == nil {
+		return nil // another node formatted it meanwhile
+	}
+	if err := l.Use(); err != nil {
+		return err
+	}
+	opts := p.cfg.FormatOptions
+	if opts.Slots == 0 {
+		opts.Slots = 4
+	}
+	sb, err := store.Format(ctx, inc.Volume, opts)
+	if err != nil {
+		return fmt.Errorf("storenode: formatting the store: %w", err)
+	}
+	p.log.Info("formatted a store on the volume", "blocks", sb.Blocks, "slots", sb.Slots, "groups", sb.AGCount)
+	return nil
+}
+
+// Stop closes the store (bounded by store.CloseTimeout). After a lost
+// lease the close's writes are refused by fencing; the journal stays for
+// the recovery.
+func (p *Part) Stop(clean bool) {
+	p.mu.Lock()
+	st := p.st
+	p.st = nil
+	p.mu.Unlock()
+	if st == nil {
+		return
+	}
+	if err := st.Close(); err != nil {
+		p.log.Warn("closing the store", "clean", clean, "error", err)
+	}
+}
+
+// Replay replays the journal of the dead incarnation victim (idempotent).
+func (p *Part) Replay(ctx context.Context, victim fencing.NodeRef, inc node.Incarnation) error {
+	_, err := p.ReplayRecords(ctx, victim, inc)
+	return err
+}
+
+// ReplayRecords replays like Replay and counts the journal transactions
+// replayed and the application records handed over (node.RecordCounter).
+func (p *Part) ReplayRecords(ctx context.Context, victim fencing.NodeRef, inc node.Incarnation) (int64, error) {
+	st := p.Store()
+	if st == nil {
+		if inc.Volume == nil {
+			return 0, nil
+		}
+		return 0, errors.New("storenode: replay requested before the store is open")
+	}
+	stats, err := st.ReplayOwner(ctx, owner(victim.Name, victim.Incarnation))
+	var n int64
+	for _, s := range stats {
+		n += int64(s.Applied + s.Records)
+		p.log.Info("replayed a dead incarnation's journal", "victim", victim.Name, "slot", s.Slot,
+			"transactions", s.Transactions, "blocks", s.Blocks, "records", s.Records, "took", s.Duration)
+	}
+	return n, err
+}

@@ -1,0 +1,85 @@
+package storenode_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/shoal-ha/shoal/internal/nodetest"
+	"github.com/shoal-ha/shoal/internal/testlog"
+	"github.com/shoal-ha/shoal/internal/testutil"
+	"github.com/shoal-ha/shoal/node"
+	"github.com/shoal-ha/shoal/store"
+	"github.com/shoal-ha/shoal/store/storenode"
+)
+
+// Two real nodes (lock manager, volume, recovery) share the store: what
+// one writes the other reads; one dies with a record pending and the
+// survivor's recovery hands it over, exactly once.
+func TestNodesShareStoreAndReplayTheDead(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts etcd and two nodes")
+	}
+	c := nodetest.NewInProcCluster(t, 2, nodetest.InProcOptions{FileLegs: true, NoStart: true})
+	parts := make([]*storenode.Part, 2)
+	handled := make(chan string, 8)
+	for i, nd := range c.Nodes {
+		parts[i] = storenode.New(storenode.Config{Slot: i, Format: true, Logger: testlog.New(t, nd.Name+"-store"),
+			Handlers: map[string]store.Handler{}})
+		nd.Parts = []node.Part{parts[i]}
+		nd.Start()
+	}
+	c.WaitMembers(30*time.Second, 2, c.Nodes...)
+	testutil.WaitFor(t, 30*time.Second, "both stores open", func() bool {
+		return parts[0].Store() != nil && parts[1].Store() != nil
+	})
+	a, b := parts[0].Store(), parts[1].Store()
+	if err := a.MkdirAll("site", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.WriteFile("site/index.html", []byte("hello from node1"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, err := b.ReadFile("site/index.html")
+	if err != nil || string(got) != "hello from node1" {
+		t.Fatalf("node2 read %q, %v", got, err)
+	}
+	a.Handle("intent", func(ctx context.Context, tx *store.Tx, rec store.Record) error {
+		handled <- string(rec.Payload)
+		return tx.WriteFile("site/handled-"+string(rec.Payload), rec.Payload, 0o644)
+	})
+	err = b.Update(context.Background(), func(tx *store.Tx) error {
+		if _, err := tx.Log("intent", []byte("r1")); err != nil {
+			return err
+		}
+		return tx.WriteFile("site/intent", []byte("r1"), 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Nodes[1].Kill()
+	select {
+	case r := <-handled:
+		if r != "r1" {
+			t.Fatalf("handled %q", r)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("the survivor's recovery never handed the record over")
+	}
+	testutil.WaitFor(t, 30*time.Second, "the handler's file", func() bool {
+		_, err := a.Stat("site/handled-r1")
+		return err == nil
+	})
+	if got, _ := a.ReadFile("site/intent"); string(got) != "r1" {
+		t.Fatalf("dead node's commit: %q", got)
+	}
+	select {
+	case r := <-handled:
+		t.Fatalf("record %q handed over twice", r)
+	default:
+	}
+	rep, err := a.Check(context.Background())
+	if err != nil || rep.Err() != nil {
+		t.Fatalf("check: %v %v", err, rep.Err())
+	}
+}
