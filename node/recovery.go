@@ -206,9 +206,6 @@ func (r *recoveryRole) replay(ctx context.Context, victim fencing.NodeRef) (reco
 	}
 	out := recovery.Outcome{Method: "journal replayed"}
 	counted := true
-	// The replay writes where the victim wrote, under region locks it
-	// left behind: the volume takes recovery region locks for it.
-	ctx = forRecovery(ctx)
 	for _, x := range rs {
 		if rc, ok := x.(RecordCounter); ok {
 			n, err := rc.ReplayRecords(ctx, victim, inc)

@@ -300,12 +300,7 @@ func (r dlmRegions) HoldRegion(ctx context.Context, volume string, off, length i
 	if exclusive {
 		mode = dlm.EX
 	}
-	var opts []dlm.Option
-	if ctx.Value(recoveryKey{}) != nil {
-		// A journal replay writes where the dead node held the region.
-		opts = append(opts, dlm.Recovery())
-	}
-	l, err := r.d.Acquire(ctx, dlm.Region(volume, uint64(off), uint64(off+length)), mode, opts...)
+	l, err := r.d.Acquire(ctx, dlm.Region(volume, uint64(off), uint64(off+length)), mode)
 	if err != nil {
 		return nil, err
 	}

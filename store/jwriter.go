@@ -3,6 +3,8 @@ package store
 import (
 	"context"
 	"fmt"
+
+	"github.com/shoal-ha/shoal/blockdev"
 	"sync"
 	"sync/atomic"
 )
@@ -55,7 +57,7 @@ func (j *journalWriter) fits(n uint32) (uint32, bool) {
 // data first, makes it durable and then writes its images in place. use
 // is called right before the first write, to check the fencing of every
 // lock the transaction writes under.
-func (j *journalWriter) commit(ctx context.Context, jt *journalTx, data []dataWrite, use func() error) error {
+func (j *journalWriter) commit(ctx context.Context, dev blockdev.Device, jt *journalTx, data []dataWrite, use func() error) (committed bool, err error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	stream := recordStream(jt.Records, jt.Acks)
@@ -71,51 +73,51 @@ func (j *journalWriter) commit(ctx context.Context, jt *journalTx, data []dataWr
 		c = uint32(txBlocks(0, carried))
 	}
 	if n+c > j.size-journalData-1 {
-		return fmt.Errorf("%w: transaction of %d blocks (and %d for unacknowledged records), journal of %d", ErrJournalFull, n, c, j.size)
+		return false, fmt.Errorf("%w: transaction of %d blocks (and %d for unacknowledged records), journal of %d", ErrJournalFull, n, c, j.size)
 	}
 	pos, ok := j.fits(n + c)
 	if !ok {
 		if err := j.checkpointLocked(ctx); err != nil {
-			return err
+			return false, err
 		}
 		if pos, ok = j.fits(n + c); !ok {
-			return fmt.Errorf("%w: unacknowledged records leave no room for a transaction of %d blocks", ErrJournalFull, n)
+			return false, fmt.Errorf("%w: unacknowledged records leave no room for a transaction of %d blocks", ErrJournalFull, n)
 		}
 	}
 	jt.Seq, jt.Pos = j.nextSeq, pos
 	buf, err := encodeTx(jt, j.start, j.slot)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if err := j.s.slotLock.use(); err != nil {
-		return err
+		return false, err
 	}
 	if use != nil {
 		if err := use(); err != nil {
-			return err
+			return false, err
 		}
 	}
 	s := j.s
 	if len(data) > 0 {
 		for _, d := range data {
-			if err := s.writeBlocks(ctx, d.blk, d.p); err != nil {
-				return err
+			if err := s.writeOn(ctx, dev, d.blk, d.p); err != nil {
+				return false, err
 			}
 		}
-		if err := s.writeBlocks(ctx, j.start+uint64(pos), buf[:len(buf)-BlockSize]); err != nil {
-			return err
+		if err := s.writeOn(ctx, dev, j.start+uint64(pos), buf[:len(buf)-BlockSize]); err != nil {
+			return false, err
 		}
-		if err := s.dev.Flush(ctx); err != nil {
-			return fmt.Errorf("store: flushing data before commit: %w", err)
+		if err := dev.Flush(ctx); err != nil {
+			return false, fmt.Errorf("store: flushing data before commit: %w", err)
 		}
-		if err := s.writeBlocks(ctx, j.start+uint64(pos)+uint64(n-1), buf[len(buf)-BlockSize:]); err != nil {
-			return err
+		if err := s.writeOn(ctx, dev, j.start+uint64(pos)+uint64(n-1), buf[len(buf)-BlockSize:]); err != nil {
+			return false, err
 		}
-	} else if err := s.writeBlocks(ctx, j.start+uint64(pos), buf); err != nil {
-		return err
+	} else if err := s.writeOn(ctx, dev, j.start+uint64(pos), buf); err != nil {
+		return false, err
 	}
-	if err := s.dev.Flush(ctx); err != nil {
-		return fmt.Errorf("store: flushing commit: %w", err)
+	if err := dev.Flush(ctx); err != nil {
+		return false, fmt.Errorf("store: flushing commit: %w", err)
 	}
 	// Committed: from here on the transaction survives a crash.
 	j.head = pos + n
@@ -123,13 +125,14 @@ func (j *journalWriter) commit(ctx context.Context, jt *journalTx, data []dataWr
 	j.nextSeq++
 	s.stats.commits.Add(1)
 	j.addPending(jt.Records, jt.Acks)
+	committed = true
 	for i, t := range jt.Targets {
-		if err := s.writeBlocks(ctx, t, jt.Images[i]); err != nil {
+		if err := s.writeOn(ctx, dev, t, jt.Images[i]); err != nil {
 			// The journal has it; replay puts it in place.
-			return fmt.Errorf("store: transaction %d committed, writing block %d in place: %w", jt.Seq, t, err)
+			return committed, fmt.Errorf("store: transaction %d committed, writing block %d in place: %w", jt.Seq, t, err)
 		}
 	}
-	return nil
+	return true, nil
 }
 
 // checkpoint makes every committed transaction's in-place writes durable

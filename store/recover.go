@@ -171,6 +171,10 @@ func (s *Store) recoverSlot(ctx context.Context, slot int, own, records bool) (R
 		return st, err
 	}
 	st.Transactions = len(txs)
+	dev := s.rdev // a dead slot's blocks are under its orphaned locks
+	if own {
+		dev = s.dev
+	}
 	if len(txs) > 0 {
 		if err := g.use(); err != nil {
 			return st, err
@@ -185,14 +189,14 @@ func (s *Store) recoverSlot(ctx context.Context, slot int, own, records bool) (R
 			if t < s.sb.AGStart && !(t >= s.sb.JournalStart && t < s.sb.AGStart) || t >= s.sb.Blocks {
 				return st, fmt.Errorf("%w: journal of slot %d transaction %d writes block %d outside the store", ErrCorrupt, slot, tx.Seq, t)
 			}
-			if err := s.writeBlocks(ctx, t, tx.Images[i]); err != nil {
+			if err := s.writeOn(ctx, dev, t, tx.Images[i]); err != nil {
 				return st, err
 			}
 			st.Blocks++
 		}
 	}
 	if st.Applied > 0 {
-		if err := s.dev.Flush(ctx); err != nil {
+		if err := dev.Flush(ctx); err != nil {
 			return st, err
 		}
 		// Images may have carried a newer header (a recovery's cursor).
@@ -320,10 +324,10 @@ func (s *Store) writeHeaderOf(ctx context.Context, g *glock, slot int, h *journa
 		return err
 	}
 	blk := s.sb.journalStart(slot) + h.Version%2
-	if err := s.writeBlocks(ctx, blk, h.encode(blk, slot)); err != nil {
+	if err := s.writeOn(ctx, s.rdev, blk, h.encode(blk, slot)); err != nil {
 		return err
 	}
-	return s.dev.Flush(ctx)
+	return s.rdev.Flush(ctx)
 }
 
 // ReplayOwner replays (ReplaySlot) every slot whose journal header names

@@ -27,6 +27,11 @@ type Config struct {
 	// Device is the volume holding the store (the mirror volume, or any
 	// blockdev.Device). Its block size must divide BlockSize. Required.
 	Device blockdev.Device
+	// RecoveryDevice is the same volume as Device, written through in
+	// recovery (ReplaySlot and the handlers it runs): writes whose
+	// region locks are recovery locks, granted over the ones a dead node
+	// left behind (the mirror's RecoveryWriter). Nil means Device.
+	RecoveryDevice blockdev.Device
 	// Slot is this node's slot, 0 <= Slot < the store's slot count. Each
 	// live node uses its own.
 	Slot int
@@ -86,6 +91,7 @@ func (c *Config) Validate() error {
 type Store struct {
 	cfg        Config
 	dev        blockdev.Device
+	rdev       blockdev.Device // Device for recovery writes
 	sb         *Superblock
 	slot       int
 	lockPrefix string
@@ -176,10 +182,13 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.Slot >= int(sb.Slots) {
 		return nil, fmt.Errorf("store config: Slot %d, the store has %d slots", cfg.Slot, sb.Slots)
 	}
-	s := &Store{cfg: cfg, dev: cfg.Device, sb: sb, slot: cfg.Slot, log: cfg.Logger, clk: cfg.Clock,
+	s := &Store{cfg: cfg, dev: cfg.Device, rdev: cfg.RecoveryDevice, sb: sb, slot: cfg.Slot, log: cfg.Logger, clk: cfg.Clock,
 		glocks: map[glockKey]*glock{}, handlers: map[string]Handler{}, closing: make(chan struct{})}
 	if s.log == nil {
 		s.log = hclog.NewNullLogger()
+	}
+	if s.rdev == nil {
+		s.rdev = s.dev
 	}
 	if s.clk == nil {
 		s.clk = clock.Real()
@@ -305,10 +314,16 @@ func (s *Store) readMeta(ctx context.Context, g *glock, blk uint64) ([]byte, err
 
 // writeBlocks writes contiguous blocks starting at blk.
 func (s *Store) writeBlocks(ctx context.Context, blk uint64, p []byte) error {
+	return s.writeOn(ctx, s.dev, blk, p)
+}
+
+// writeOn writes contiguous blocks starting at blk through dev (the
+// device or the recovery device).
+func (s *Store) writeOn(ctx context.Context, dev blockdev.Device, blk uint64, p []byte) error {
 	if blk+uint64(len(p)/BlockSize) > s.sb.Blocks {
 		return fmt.Errorf("store: write of block %d beyond the store", blk)
 	}
-	if err := s.dev.WriteAt(ctx, p, int64(blk)*BlockSize); err != nil {
+	if err := dev.WriteAt(ctx, p, int64(blk)*BlockSize); err != nil {
 		return fmt.Errorf("store: writing block %d: %w", blk, err)
 	}
 	return nil

@@ -228,11 +228,15 @@ func (tx *Tx) commit() error {
 		}
 		return nil
 	}
-	err := tx.s.jr.commit(tx.ctx, jt, tx.data, use)
+	dev := tx.s.dev
+	if tx.recovery {
+		dev = tx.s.rdev
+	}
+	committed, err := tx.s.jr.commit(tx.ctx, dev, jt, tx.data, use)
 	if err != nil {
-		if jt.Seq != 0 && tx.s.jr.lastSeq >= jt.Seq {
-			// Committed, but not all in place: the caches must not serve
-			// what the device may not hold.
+		if committed || jt.Seq != 0 {
+			// Committed (or perhaps), but not all in place: the caches
+			// must not serve what the device may not hold.
 			for g := range touched {
 				g.mu.Lock()
 				g.blocks = map[uint64][]byte{}

@@ -15,6 +15,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/shoal-ha/shoal/blockdev"
+	"github.com/shoal-ha/shoal/blockdev/mirror"
 	"github.com/shoal-ha/shoal/fencing"
 	"github.com/shoal-ha/shoal/node"
 	"github.com/shoal-ha/shoal/store"
@@ -37,6 +39,21 @@ type Config struct {
 	WriteBuffer int
 	// Logger gets the part's log lines; nil means none.
 	Logger hclog.Logger
+}
+
+// RecoveryWriter is the volume's ability to write with recovery region
+// locks (granted over the ones a dead node left behind), which the replay
+// of a dead node's journal needs: without it the replay waits for the
+// dead node's region locks, which are released only after the replay.
+type RecoveryWriter interface {
+	RecoveryWriter() blockdev.Device
+}
+
+// HasRecoveryWriter reports whether the mirror volume can write for a
+// recovery.
+func HasRecoveryWriter(v *mirror.Volume) bool {
+	_, ok := any(v).(RecoveryWriter)
+	return ok
 }
 
 // Part is the store's node part.
@@ -99,6 +116,9 @@ func (p *Part) Start(ctx context.Context, inc node.Incarnation) error {
 		return err
 	}
 	cfg := store.DefaultConfig(inc.Volume, p.cfg.Slot, locks)
+	if rw, ok := any(inc.Volume).(RecoveryWriter); ok {
+		cfg.RecoveryDevice = rw.RecoveryWriter()
+	}
 	cfg.Owner = owner(inc.Session.Name(), inc.Session.Incarnation())
 	cfg.Handlers = p.cfg.Handlers
 	cfg.Logger = p.log
