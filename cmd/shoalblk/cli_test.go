@@ -26,11 +26,12 @@ func TestParseSize(t *testing.T) {
 // TestRefusals: wrong sizes, missing files, foreign superblocks and
 // dropping the last in-sync leg get clear errors and change nothing.
 func TestRefusals(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds and runs shoalblk")
 	}
 	dir := t.TempDir()
-	bin := buildShoalblk(t, dir)
+	bin := buildShoalblk(t)
 	p := func(n string) string { return filepath.Join(dir, n) }
 	expectFail := func(want string, args ...string) {
 		t.Helper()
@@ -46,13 +47,13 @@ func TestRefusals(t *testing.T) {
 	expectFail("not a positive multiple", "format", "--size", "1000", p("a.img"))
 	expectFail("too small", "format", "--size", "1M", p("a.img"))
 	os.Remove(p("a.img"))
-	if _, err := run(t, bin, "format", "--size", "16M", "--region-size", "64K", p("a.img"), p("b.img")); err != nil {
+	if _, err := run(t, bin, "format", "--size", "4M", "--region-size", "64K", p("a.img"), p("b.img")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := run(t, bin, "format", "--size", "16M", "--region-size", "64K", "--cluster-id", "other", p("c.img")); err != nil {
+	if _, err := run(t, bin, "format", "--size", "4M", "--region-size", "64K", "--cluster-id", "other", p("c.img")); err != nil {
 		t.Fatal(err)
 	}
-	expectFail("exists with", "format", "--size", "32M", p("a.img"))
+	expectFail("exists with", "format", "--size", "8M", p("a.img"))
 	expectFail("holds a superblock", "format", p("a.img"), p("b.img"))
 	expectFail("belongs to volume", "check", p("a.img"), p("c.img"))
 	// Other legs are found by the addresses recorded in the leg table;
@@ -96,13 +97,14 @@ func TestRefusals(t *testing.T) {
 // TestCheckAndScrub: check reports injected corruption with its location
 // and fails; scrub --repair fixes it; check is clean again.
 func TestCheckAndScrub(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds and runs shoalblk")
 	}
 	dir := t.TempDir()
-	bin := buildShoalblk(t, dir)
+	bin := buildShoalblk(t)
 	legs := []string{filepath.Join(dir, "a.img"), filepath.Join(dir, "b.img")}
-	if _, err := run(t, bin, append([]string{"format", "--size", "16M", "--region-size", "64K"}, legs...)...); err != nil {
+	if _, err := run(t, bin, append([]string{"format", "--size", "4M", "--region-size", "64K"}, legs...)...); err != nil {
 		t.Fatal(err)
 	}
 	f, err := os.OpenFile(legs[1], os.O_RDWR, 0)

@@ -19,11 +19,12 @@ import (
 // status and check write nothing to etcd (nor to the legs), and a command
 // that changes the volume publishes the leg table there.
 func TestEtcdLegTable(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds and runs shoalblk, starts etcd")
 	}
 	dir := t.TempDir()
-	bin := buildShoalblk(t, dir)
+	bin := buildShoalblk(t)
 	pki := t.TempDir()
 	if err := cluster.EnsureLocalCA(pki); err != nil {
 		t.Fatal(err)
@@ -38,7 +39,7 @@ func TestEtcdLegTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	legs := []string{filepath.Join(dir, "a.img"), filepath.Join(dir, "b.img")}
-	if _, err := run(t, bin, append([]string{"format", "--size", "16M", "--region-size", "64K"}, legs...)...); err != nil {
+	if _, err := run(t, bin, append([]string{"format", "--size", "4M", "--region-size", "64K"}, legs...)...); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()

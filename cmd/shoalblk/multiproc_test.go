@@ -1,24 +1,71 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
 
-// buildShoalblk builds this command once per test into dir.
-func buildShoalblk(t *testing.T, dir string) string {
-	t.Helper()
-	bin := filepath.Join(dir, "shoalblk")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
+// testBin is where TestMain builds shoalblk once for every test of the
+// package (building it costs seconds, running it milliseconds). It is
+// built without the race detector: a race-built process takes about a
+// second to start on a loaded machine, and these tests start dozens.
+var testBin struct {
+	once sync.Once
+	dir  string
+	path string
+	err  error
+}
+
+// TestMain gives the tests a directory for the one shoalblk build. The
+// tests run in parallel: each has its own legs, etcd and tgtd, and most of
+// their time goes to waits (a resync's settle time, rate-limited copies),
+// so unless -test.parallel is given they all run at once, not GOMAXPROCS
+// at a time.
+func TestMain(m *testing.M) {
+	flag.Parse()
+	given := false
+	flag.Visit(func(f *flag.Flag) { given = given || f.Name == "test.parallel" })
+	if !given {
+		if err := flag.Set("test.parallel", "16"); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
 	}
-	return bin
+	dir, err := os.MkdirTemp("", "shoalblk-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	testBin.dir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// buildShoalblk returns the path of this command built from the package
+// under test, building it on the first call.
+func buildShoalblk(t *testing.T) string {
+	t.Helper()
+	testBin.once.Do(func() {
+		bin := filepath.Join(testBin.dir, "shoalblk")
+		out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+		if err != nil {
+			testBin.err = fmt.Errorf("build: %v\n%s", err, out)
+			return
+		}
+		testBin.path = bin
+	})
+	if testBin.err != nil {
+		t.Fatal(testBin.err)
+	}
+	return testBin.path
 }
 
 func run(t *testing.T, bin string, args ...string) (string, error) {
@@ -46,14 +93,15 @@ func runStdout(t *testing.T, bin string, args ...string) (string, error) {
 // is clean, every block is whole and every acknowledged private write of
 // the survivors is there.
 func TestMultiProcess(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds and runs processes")
 	}
 	dir := t.TempDir()
-	bin := buildShoalblk(t, dir)
+	bin := buildShoalblk(t)
 	legs := []string{filepath.Join(dir, "leg0.img"), filepath.Join(dir, "leg1.img")}
 	locks := filepath.Join(dir, "locks")
-	if _, err := run(t, bin, append([]string{"format", "--size", "24M", "--region-size", "64K", "--slots", "4"}, legs...)...); err != nil {
+	if _, err := run(t, bin, append([]string{"format", "--size", "8M", "--region-size", "64K", "--slots", "4"}, legs...)...); err != nil {
 		t.Fatal(err)
 	}
 	seed := time.Now().UnixNano()
@@ -62,7 +110,7 @@ func TestMultiProcess(t *testing.T) {
 	shared := fmt.Sprintf("%d,%d", 3*per, 3*per+200)
 	var procs []*exec.Cmd
 	for slot := 0; slot < 3; slot++ {
-		args := []string{"stress", "--slot", fmt.Sprint(slot), "--lock-dir", locks, "--ops", "2000",
+		args := []string{"stress", "--slot", fmt.Sprint(slot), "--lock-dir", locks, "--ops", "1000",
 			"--seed", fmt.Sprint(seed + int64(slot)), "--private", fmt.Sprintf("%d,%d", slot*per, (slot+1)*per),
 			"--shared", shared, "--record", filepath.Join(dir, fmt.Sprintf("rec%d.json", slot))}
 		if slot == 2 {

@@ -64,16 +64,17 @@ func interrupt(t *testing.T, bin, when string, args ...string) (string, error) {
 // TestInterruptedCommandsResume: an add-leg and a scrub stopped with
 // Ctrl-C in the middle of copying finish when run again as they say.
 func TestInterruptedCommandsResume(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds and runs shoalblk")
 	}
 	dir := t.TempDir()
-	bin := buildShoalblk(t, dir)
+	bin := buildShoalblk(t)
 	p := func(n string) string { return filepath.Join(dir, n) }
-	if _, err := run(t, bin, "format", "--size", "16M", "--region-size", "64K", p("a.img"), p("b.img")); err != nil {
+	if _, err := run(t, bin, "format", "--size", "4M", "--region-size", "64K", p("a.img"), p("b.img")); err != nil {
 		t.Fatal(err)
 	}
-	addLeg := []string{"add-leg", "--rate", "2M", "--leg", p("c.img"), p("a.img"), p("b.img")}
+	addLeg := []string{"add-leg", "--rate", "1M", "--leg", p("c.img"), p("a.img"), p("b.img")}
 	if _, err := interrupt(t, bin, "resync leg 2", addLeg...); err == nil {
 		t.Fatal("interrupted add-leg reported success")
 	}
@@ -89,7 +90,7 @@ func TestInterruptedCommandsResume(t *testing.T) {
 		t.Fatalf("add-leg of a leg in sync: %v\n%s", err, out)
 	}
 
-	out, err = interrupt(t, bin, "scrub", "scrub", "--rate", "8M", "--repair", p("a.img"), p("b.img"), p("c.img"))
+	out, err = interrupt(t, bin, "scrub", "scrub", "--rate", "2M", "--repair", p("a.img"), p("b.img"), p("c.img"))
 	i := strings.Index(out, "resume with: ")
 	if err == nil || i < 0 {
 		t.Fatalf("interrupted scrub does not say how to resume (err %v)", err)
@@ -111,13 +112,14 @@ func TestInterruptedCommandsResume(t *testing.T) {
 // node closes the volume, --force is enough. format without --force names
 // --force.
 func TestFormatRefusesOpenVolume(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds and runs shoalblk")
 	}
 	dir := t.TempDir()
-	bin := buildShoalblk(t, dir)
+	bin := buildShoalblk(t)
 	legs := []string{filepath.Join(dir, "a.img"), filepath.Join(dir, "b.img")}
-	if _, err := run(t, bin, append([]string{"format", "--size", "16M", "--region-size", "64K"}, legs...)...); err != nil {
+	if _, err := run(t, bin, append([]string{"format", "--size", "4M", "--region-size", "64K"}, legs...)...); err != nil {
 		t.Fatal(err)
 	}
 	out, err := run(t, bin, append([]string{"format"}, legs...)...)
