@@ -18,11 +18,12 @@ import (
 // the root directory's inode damaged on both legs makes store check name
 // the inode, path and block and exit non-zero.
 func TestStoreCommands(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds and runs shoalblk")
 	}
 	dir := t.TempDir()
-	bin := buildShoalblk(t, dir)
+	bin := buildShoalblk(t)
 	a, b := filepath.Join(dir, "a.img"), filepath.Join(dir, "b.img")
 	if _, err := run(t, bin, "format", "--size", "64M", "--region-size", "1M", "--slots", "4", a, b); err != nil {
 		t.Fatal(err)
