@@ -2,14 +2,18 @@ package cluster
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
+	"path/filepath"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/shoal-ha/shoal/internal/adminauth"
 )
 
 // AdminServer is the node's admin HTTP listener: /healthz, /readyz,
@@ -20,6 +24,8 @@ type AdminServer struct {
 	mux *http.ServeMux
 	srv *http.Server
 	ln  net.Listener
+	// token is the admin token (adminauth.TokenFile in the data directory).
+	token string
 }
 
 // NewAdminServer binds the admin address (or takes the listener handed
@@ -33,7 +39,27 @@ func NewAdminServer(n *Node) (*AdminServer, error) {
 			return nil, err
 		}
 	}
-	a := &AdminServer{n: n, mux: http.NewServeMux(), ln: ln}
+	// HTTPS only: clients show a certificate from the cluster's CA or the
+	// admin token kept in the data directory (adminauth).
+	srvTLS, err := adminauth.ServerTLS(n.certs.CA, n.certs.Cert, n.certs.Key)
+	if err != nil {
+		if n.cfg.Admin.Listener == nil {
+			ln.Close()
+		}
+		return nil, err
+	}
+	token, created, err := adminauth.LoadOrCreateToken(n.cfg.DataDir)
+	if err != nil {
+		if n.cfg.Admin.Listener == nil {
+			ln.Close()
+		}
+		return nil, err
+	}
+	if created {
+		n.log.Info("admin token created: open the dashboard with it (it is kept in the data directory)",
+			"url", "https://"+ln.Addr().String()+"/ui/?token="+token, "file", filepath.Join(n.cfg.DataDir, adminauth.TokenFile))
+	}
+	a := &AdminServer{n: n, mux: http.NewServeMux(), ln: tls.NewListener(ln, srvTLS), token: token}
 	a.mux.HandleFunc("GET /healthz", a.healthz)
 	a.mux.HandleFunc("GET /readyz", a.readyz)
 	a.mux.Handle("GET /metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
@@ -41,7 +67,11 @@ func NewAdminServer(n *Node) (*AdminServer, error) {
 	a.mux.HandleFunc("GET /api/members", func(w http.ResponseWriter, r *http.Request) { WriteJSON(w, http.StatusOK, n.Members()) })
 	a.mux.HandleFunc("POST /api/leave", a.leave)
 	a.mux.HandleFunc("GET /api/leave", a.leaveProgress)
-	a.srv = &http.Server{Handler: a.mux, ReadHeaderTimeout: 5 * time.Second}
+	guard := adminauth.Guard{Token: token, Public: adminauth.DefaultPublic}
+	// Failed handshakes (a probe speaking plain HTTP, a certificate from
+	// another CA) are the client's problem: debug lines, not stderr.
+	errLog := n.log.Named("admin").StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug})
+	a.srv = &http.Server{Handler: guard.Wrap(a.mux), ReadHeaderTimeout: 5 * time.Second, ErrorLog: errLog}
 	return a, nil
 }
 
@@ -50,6 +80,13 @@ func (a *AdminServer) Handle(pattern string, h http.Handler) { a.mux.Handle(patt
 
 // Registry is where other parts register their metrics.
 func (a *AdminServer) Registry() *prometheus.Registry { return a.n.metrics.reg }
+
+// Token is the admin token a browser or a tool may show instead of a
+// client certificate.
+func (a *AdminServer) Token() string { return a.token }
+
+// URL is the admin API's base URL (https://host:port).
+func (a *AdminServer) URL() string { return "https://" + a.Addr() }
 
 // Addr is the bound address.
 func (a *AdminServer) Addr() string { return a.ln.Addr().String() }

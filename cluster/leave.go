@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/shoal-ha/shoal/internal/adminauth"
 )
 
 // LeaveStep is one step of a node leaving the cluster for good, as GET
@@ -52,7 +54,7 @@ func (a *AdminServer) leaveProgress(w http.ResponseWriter, r *http.Request) {
 // memberFiles are the files of a data directory that belong to the member
 // and go when it leaves for good; the etcd member's data goes first, in
 // removeMember. A CA directory (tls.auto_dir) is the cluster's and stays.
-var memberFiles = []string{"certs", identityFile, ".lock"}
+var memberFiles = []string{"certs", identityFile, ".lock", adminauth.TokenFile}
 
 // deleteMemberFiles removes what is left of a member that left, after the
 // data directory is unlocked, and the directory itself if nothing else is

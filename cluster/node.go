@@ -16,6 +16,8 @@ import (
 	"github.com/shoal-ha/shoal/internal/clock"
 	"github.com/shoal-ha/shoal/internal/keys"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/shoal-ha/shoal/internal/adminauth"
 )
 
 // Node is a running shoald: its etcd member (or external etcd client), its
@@ -334,7 +336,7 @@ func (n *Node) register(ctx context.Context, describe func(*keys.MemberRecord)) 
 		info.PeerURL = "https://" + n.cfg.Etcd.PeerAddr
 	}
 	if n.cfg.Admin.Addr != "off" {
-		info.AdminURL = (&url.URL{Scheme: "http", Host: n.cfg.Admin.Addr}).String()
+		info.AdminURL = (&url.URL{Scheme: "https", Host: n.cfg.Admin.Addr}).String()
 	}
 	if describe != nil {
 		describe(&info)
@@ -413,7 +415,7 @@ func (n *Node) removeMember() error {
 	n.leave.mu.Lock()
 	n.leave.left = true
 	n.leave.mu.Unlock()
-	n.leave.step(n, "etcd member data deleted; deleting the member's files (certs/, "+identityFile+", .lock) and exiting")
+	n.leave.step(n, "etcd member data deleted; deleting the member's files (certs/, "+identityFile+", "+adminauth.TokenFile+", .lock) and exiting")
 	return nil
 }
 

@@ -214,3 +214,42 @@ func ClientTLS(files CertFiles) (*tls.Config, error) {
 	}
 	return cfg, nil
 }
+
+// IssueClientCert issues a client-only certificate named name from the
+// local CA in caDir, with the given organizational units in its subject
+// (adminauth reads "read-only" there), and writes it to outDir/name.pem
+// and name-key.pem, replacing any certificate of that name.
+func IssueClientCert(caDir, outDir, name string, units []string) (CertFiles, error) {
+	files := CertFiles{
+		CA:   filepath.Join(caDir, "ca.pem"),
+		Cert: filepath.Join(outDir, name+".pem"),
+		Key:  filepath.Join(outDir, name+"-key.pem"),
+	}
+	caCert, caKey, err := loadCA(caDir)
+	if err != nil {
+		return files, err
+	}
+	if err := os.MkdirAll(outDir, 0o700); err != nil {
+		return files, fmt.Errorf("pki: %w", err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return files, fmt.Errorf("pki: %w", err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(),
+		Subject:      pkix.Name{CommonName: name, Organization: []string{"Shoal"}, OrganizationalUnit: units},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().AddDate(1, 0, 0),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+	if err != nil {
+		return files, fmt.Errorf("pki: %w", err)
+	}
+	if err := writeKey(files.Key, key); err != nil {
+		return files, err
+	}
+	return files, writePEM(files.Cert, "CERTIFICATE", der, 0o644)
+}

@@ -4,13 +4,15 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net/http"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 	"github.com/shoal-ha/shoal/fencing/recovery"
+	"github.com/shoal-ha/shoal/internal/adminauth"
 	"github.com/shoal-ha/shoal/internal/browsertest"
 	"github.com/shoal-ha/shoal/internal/nodetest"
 )
@@ -47,9 +49,19 @@ func TestDashboardFollowsARealFailover(t *testing.T) {
 	}
 	c := nodetest.NewVolumeCluster(t, nodetest.FileLegs(t), nodetest.Options{})
 	n1, n3 := c.Node("node1"), c.Node("node3")
-	b := browsertest.Start(t)
-	if err := chromedp.Do(b.Ctx, chromedp.Navigate("http://"+n1.AdminAddr+"/ui/")); err != nil {
+	// The admin API is HTTPS with the cluster's CA: the browser trusts
+	// node1's key, and logs in with the admin token node1 printed and kept
+	// in its data directory.
+	b := browsertest.Start(t, browsertest.TrustKey(t, filepath.Join(n1.DataDir, "certs", "node1.pem")))
+	token, err := os.ReadFile(filepath.Join(n1.DataDir, adminauth.TokenFile))
+	if err != nil {
 		t.Fatal(err)
+	}
+	if err := chromedp.Do(b.Ctx, chromedp.Navigate(n1.AdminURL()+"/ui/?token="+strings.TrimSpace(string(token)))); err != nil {
+		t.Fatal(err)
+	}
+	if u, err := chromedp.Run(b.Ctx, chromedp.Location()); err != nil || strings.Contains(u, "token") {
+		t.Fatalf("after the login the address is %q (%v): the token must leave it", u, err)
 	}
 	waitPage(t, b, "three nodes up", `document.querySelectorAll('[data-node][data-state="up"]').length === 3`, 10*time.Second)
 	waitPage(t, b, "the volume's legs", `document.querySelectorAll('[data-leg]').length === 2`, 10*time.Second)
@@ -69,7 +81,7 @@ func TestDashboardFollowsARealFailover(t *testing.T) {
 	go func() {
 		defer close(writing)
 		body := []byte(`{"offset": 0, "length": 65536, "pattern": 7, "repeat": 2000, "interval_ms": 5}`)
-		resp, err := (&http.Client{Timeout: 30 * time.Second}).Post("http://"+n3.AdminAddr+"/api/volume/write", "application/json", bytes.NewReader(body))
+		resp, err := n3.AdminClient(30*time.Second).Post(n3.AdminURL()+"/api/volume/write", "application/json", bytes.NewReader(body))
 		if err == nil {
 			resp.Body.Close()
 		}

@@ -211,7 +211,7 @@ func TestWriteRouteOnlyWithDebug(t *testing.T) {
 	c.WaitMembers(20*time.Second, 1, nd)
 	post := func() int {
 		t.Helper()
-		resp, err := http.Post("http://"+nd.Node().AdminAddr()+"/api/volume/write", "application/json", strings.NewReader(`{"offset":0,"length":4096}`))
+		resp, err := nd.AdminClient(30*time.Second).Post(nd.AdminURL()+"/api/volume/write", "application/json", strings.NewReader(`{"offset":0,"length":4096}`))
 		if err != nil {
 			t.Fatal(err)
 		}

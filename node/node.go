@@ -210,7 +210,7 @@ func (n *Node) run(ctx context.Context) {
 	adminDone := make(chan error, 1)
 	if n.admin != nil {
 		go func() { adminDone <- n.admin.Serve(ctx) }()
-		log.Info("admin listening", "addr", "http://"+n.admin.Addr())
+		log.Info("admin listening", "url", n.admin.URL())
 	}
 	var ops sync.WaitGroup
 	var changed func()

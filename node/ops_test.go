@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -39,7 +38,7 @@ func (l *lockedBuffer) String() string {
 // scrape returns the metric names nd's /metrics exposes.
 func scrape(t *testing.T, nd *nodetest.InProcNode) map[string]bool {
 	t.Helper()
-	resp, err := http.Get("http://" + nd.Node().AdminAddr() + "/metrics")
+	resp, err := nd.AdminClient(5 * time.Second).Get(nd.AdminURL() + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,6 +85,9 @@ func TestFailoverStoryAndMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Killed while it still opens its volume, a node takes up to the
+	// volume's start timeout to stop; the story is about a running one.
+	testutil.WaitFor(t, 30*time.Second, "node3's volume open", func() bool { _, err := n3.Node().Volume(); return err == nil })
 	inc := incarnation(t, n3)
 	n3.Kill()
 	recovered(t, n1, "node3", inc, 30*time.Second)

@@ -253,7 +253,7 @@ func TestFourthNodeJoinsAndLeaves(t *testing.T) {
 	if n := etcdMembers(t, cli); n != 4 {
 		t.Fatalf("etcd has %d members after join, want 4", n)
 	}
-	out, err := runShoald(t, "leave", "--admin", n4.AdminAddr)
+	out, err := runShoald(t, append([]string{"leave", "--admin", n4.AdminAddr}, c.AdminArgs()...)...)
 	if err != nil {
 		t.Fatalf("shoald leave: %v\n%s", err, out)
 	}
@@ -280,7 +280,7 @@ func TestFourthNodeJoinsAndLeaves(t *testing.T) {
 	}
 	// The last member of a cluster refuses to leave.
 	solo := nodetest.NewCluster(t, 1, nodetest.Options{})
-	out, err = runShoald(t, "leave", "--admin", solo.Nodes[0].AdminAddr)
+	out, err = runShoald(t, append([]string{"leave", "--admin", solo.Nodes[0].AdminAddr}, solo.AdminArgs()...)...)
 	if err == nil || !strings.Contains(out, "only etcd member") {
 		t.Fatalf("leave of the only member: err %v, output %q", err, out)
 	}

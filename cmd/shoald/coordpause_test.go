@@ -172,8 +172,8 @@ func TestPausedCoordinatorIsReplaced(t *testing.T) {
 
 // recoveriesOf reads every recovery record through nd's admin API.
 func recoveriesOf(nd *nodetest.Node) ([]recovery.Record, error) {
-	client := &http.Client{Timeout: 5 * time.Second}
-	resp, err := client.Get("http://" + nd.AdminAddr + "/api/recoveries")
+	client := nd.AdminClient(5 * time.Second)
+	resp, err := client.Get(nd.AdminURL() + "/api/recoveries")
 	if err != nil {
 		return nil, err
 	}

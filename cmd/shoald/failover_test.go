@@ -43,8 +43,8 @@ func runBin(t *testing.T, bin string, args ...string) (string, error) {
 // write asks nd to write length bytes of pattern at off, repeat times.
 func write(nd *nodetest.Node, off, length int64, pattern byte, repeat, intervalMS int) (node.WriteResult, error) {
 	body, _ := json.Marshal(node.WriteRequest{Offset: off, Length: length, Pattern: pattern, Repeat: repeat, IntervalMS: intervalMS})
-	client := &http.Client{Timeout: 90 * time.Second}
-	resp, err := client.Post("http://"+nd.AdminAddr+"/api/volume/write", "application/json", bytes.NewReader(body))
+	client := nd.AdminClient(90 * time.Second)
+	resp, err := client.Post(nd.AdminURL()+"/api/volume/write", "application/json", bytes.NewReader(body))
 	var res node.WriteResult
 	if err != nil {
 		return res, err
@@ -58,8 +58,8 @@ func write(nd *nodetest.Node, off, length int64, pattern byte, repeat, intervalM
 }
 
 func read(nd *nodetest.Node, off, length int64) ([]byte, error) {
-	client := &http.Client{Timeout: 10 * time.Second}
-	resp, err := client.Get(fmt.Sprintf("http://%s/api/volume/read?offset=%d&length=%d", nd.AdminAddr, off, length))
+	client := nd.AdminClient(10 * time.Second)
+	resp, err := client.Get(fmt.Sprintf("%s/api/volume/read?offset=%d&length=%d", nd.AdminURL(), off, length))
 	if err != nil {
 		return nil, err
 	}
@@ -73,8 +73,8 @@ func read(nd *nodetest.Node, off, length int64) ([]byte, error) {
 
 func volumeStatus(t *testing.T, nd *nodetest.Node) mirror.Status {
 	t.Helper()
-	client := &http.Client{Timeout: 10 * time.Second}
-	resp, err := client.Get("http://" + nd.AdminAddr + "/api/volume")
+	client := nd.AdminClient(10 * time.Second)
+	resp, err := client.Get(nd.AdminURL() + "/api/volume")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,8 +87,8 @@ func volumeStatus(t *testing.T, nd *nodetest.Node) mirror.Status {
 }
 
 func recoveryOf(t *testing.T, nd *nodetest.Node, name, incarnation string) (recovery.Record, bool) {
-	client := &http.Client{Timeout: 5 * time.Second}
-	resp, err := client.Get("http://" + nd.AdminAddr + "/api/recoveries")
+	client := nd.AdminClient(5 * time.Second)
+	resp, err := client.Get(nd.AdminURL() + "/api/recoveries")
 	if err != nil {
 		return recovery.Record{}, false
 	}

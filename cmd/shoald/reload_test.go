@@ -111,8 +111,18 @@ admin {
 			t.Logf("shoald log:\n%s", out.String())
 		}
 	})
+	// /readyz needs no credentials; the node's certificate comes from the
+	// local CA it creates in its data directory.
+	var hc *http.Client
 	ready := func() bool {
-		resp, err := (&http.Client{Timeout: time.Second}).Get("http://" + admin + "/readyz")
+		if hc == nil {
+			tlsCfg, err := cluster.ClientTLS(cluster.CertFiles{CA: filepath.Join(dir, "data", "pki", "ca.pem")})
+			if err != nil {
+				return false
+			}
+			hc = &http.Client{Timeout: time.Second, Transport: &http.Transport{TLSClientConfig: tlsCfg}}
+		}
+		resp, err := hc.Get("https://" + admin + "/readyz")
 		if err != nil {
 			return false
 		}

@@ -2,50 +2,151 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/shoal-ha/shoal/cluster"
 	"github.com/shoal-ha/shoal/fencing/recovery"
+	"github.com/shoal-ha/shoal/internal/adminauth"
 	"github.com/spf13/cobra"
 )
 
-// adminTarget finds the admin URL of the node to ask: --admin wins, then
-// the admin address of --config, then the default.
+// adminTarget finds the admin URL of the node to ask (--admin wins, then
+// the admin address of --config, then the default) and the credentials to
+// show it: --cacert/--cert/--key, else the TLS files of --config (with a
+// local CA, the node's own certificate), else the admin token of
+// --token-file. The admin API is HTTPS; an http:// URL given in --admin
+// is used as it is.
 type adminTarget struct {
 	admin  string
 	config string
+	cacert string
+	cert   string
+	key    string
+	token  string
 }
 
 func (a *adminTarget) flags(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&a.admin, "admin", "", "admin URL of the node to ask (default http://127.0.0.1:7080)")
-	cmd.Flags().StringVarP(&a.config, "config", "c", "", "node configuration file to take the admin address from")
+	a.addressFlags(cmd)
+	cmd.Flags().StringVarP(&a.config, "config", "c", "", "node configuration file to take the admin address and the TLS files from")
+}
+
+// addressFlags are the credential flags without --admin's and --config's
+// defaults (for commands that declare those themselves).
+func (a *adminTarget) addressFlags(cmd *cobra.Command) {
+	if cmd.Flags().Lookup("admin") == nil {
+		cmd.Flags().StringVar(&a.admin, "admin", "", "admin address of the node to ask (default 127.0.0.1:7080)")
+	}
+	cmd.Flags().StringVar(&a.cacert, "cacert", "", "the cluster's CA certificate (default: from --config)")
+	cmd.Flags().StringVar(&a.cert, "cert", "", "client certificate from the cluster's CA (default: from --config)")
+	cmd.Flags().StringVar(&a.key, "key", "", "key of --cert")
+	cmd.Flags().StringVar(&a.token, "token-file", "", "file holding the node's admin token, instead of a client certificate")
 }
 
 func (a *adminTarget) url() (string, error) {
-	if a.admin != "" {
-		if !strings.Contains(a.admin, "://") {
-			return "http://" + a.admin, nil
-		}
-		return a.admin, nil
-	}
-	addr := cluster.DefaultConfig().Admin.Addr
+	var cfg *cluster.Config
 	if a.config != "" {
-		cfg, err := cluster.LoadFile(a.config)
+		c, err := cluster.LoadFile(a.config)
 		if err != nil {
 			return "", err
 		}
-		addr = cfg.Admin.Addr
+		// Validate fills in what the file leaves to defaults (the local
+		// CA directory); a file that does not validate still names its
+		// address and files.
+		v := c
+		if v.Validate() == nil {
+			c = v
+		}
+		cfg = &c
 	}
-	if addr == "off" {
-		return "", fmt.Errorf("the node's admin listener is off")
+	base := a.admin
+	if base == "" {
+		addr := cluster.DefaultConfig().Admin.Addr
+		if cfg != nil {
+			addr = cfg.Admin.Addr
+		}
+		if addr == "off" {
+			return "", fmt.Errorf("the node's admin listener is off")
+		}
+		base = addr
 	}
-	return "http://" + addr, nil
+	if strings.HasPrefix(base, "http://") {
+		return base, nil
+	}
+	base = "https://" + strings.TrimPrefix(base, "https://")
+	tlsCfg, header, err := a.credentials(cfg)
+	if err != nil {
+		return "", err
+	}
+	httpClient = &http.Client{Timeout: 10 * time.Second, Transport: &authTransport{
+		base:   &http.Transport{TLSClientConfig: tlsCfg, Proxy: http.ProxyFromEnvironment},
+		header: header,
+	}}
+	return base, nil
+}
+
+// credentials builds the TLS client configuration and, with a token, the
+// Authorization header.
+func (a *adminTarget) credentials(cfg *cluster.Config) (*tls.Config, string, error) {
+	files := cluster.CertFiles{CA: a.cacert, Cert: a.cert, Key: a.key}
+	if files.CA == "" && cfg != nil {
+		t := cfg.TLS
+		files = cluster.CertFiles{CA: t.CAFile, Cert: t.CertFile, Key: t.KeyFile}
+		if files.CA == "" && t.AutoDir != "" {
+			// A node with a local CA issued itself a certificate into
+			// its data directory: the tool shows the same one.
+			files = cluster.CertFiles{
+				CA:   filepath.Join(t.AutoDir, "ca.pem"),
+				Cert: filepath.Join(cfg.DataDir, "certs", cfg.NodeName+".pem"),
+				Key:  filepath.Join(cfg.DataDir, "certs", cfg.NodeName+"-key.pem"),
+			}
+			if _, err := os.Stat(files.Cert); err != nil {
+				files.Cert, files.Key = "", ""
+			}
+		}
+	}
+	if files.CA == "" {
+		return nil, "", fmt.Errorf("the admin API is HTTPS with the cluster's CA: give --config or --cacert with --cert and --key (or --token-file)")
+	}
+	tlsCfg, err := cluster.ClientTLS(files)
+	if err != nil {
+		return nil, "", err
+	}
+	header := ""
+	tokenFile := a.token
+	if tokenFile == "" && files.Cert == "" && cfg != nil {
+		tokenFile = filepath.Join(cfg.DataDir, adminauth.TokenFile)
+	}
+	if tokenFile != "" {
+		b, err := os.ReadFile(tokenFile)
+		if err != nil {
+			return nil, "", fmt.Errorf("admin token: %w", err)
+		}
+		header = "Bearer " + strings.TrimSpace(string(b))
+	}
+	return tlsCfg, header, nil
+}
+
+// authTransport adds the Authorization header of the admin token.
+type authTransport struct {
+	base   http.RoundTripper
+	header string
+}
+
+func (t *authTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if t.header != "" {
+		r = r.Clone(r.Context())
+		r.Header.Set("Authorization", t.header)
+	}
+	return t.base.RoundTrip(r)
 }
 
 var httpClient = &http.Client{Timeout: 10 * time.Second}

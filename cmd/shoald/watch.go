@@ -162,6 +162,7 @@ func dashed(s string) string {
 func newWatchCmd() *cobra.Command {
 	var admins string
 	var interval time.Duration
+	var creds adminTarget
 	cmd := &cobra.Command{
 		Use:   "watch",
 		Short: "Print node up/down and every recovery step as they happen",
@@ -177,8 +178,12 @@ while nothing changes. Runs until Ctrl-C.`,
 			var bases []string
 			for _, a := range strings.Split(admins, ",") {
 				if a = strings.TrimSpace(a); a != "" {
-					t := adminTarget{admin: a}
-					u, _ := t.url()
+					t := creds
+					t.admin = a
+					u, err := t.url()
+					if err != nil {
+						return err
+					}
 					bases = append(bases, u)
 				}
 			}
@@ -190,6 +195,8 @@ while nothing changes. Runs until Ctrl-C.`,
 	}
 	cmd.Flags().StringVar(&admins, "admin", "127.0.0.1:7080", "admin addresses of the nodes to follow, comma-separated, in order of preference")
 	cmd.Flags().DurationVar(&interval, "interval", 200*time.Millisecond, "how often the member view is read")
+	creds.addressFlags(cmd)
+	cmd.Flags().StringVarP(&creds.config, "config", "c", "", "node configuration file to take the TLS files from")
 	return cmd
 }
 

@@ -8,6 +8,10 @@ package browsertest
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"os/exec"
@@ -45,8 +49,8 @@ func Path() (string, error) {
 }
 
 // Start launches chromium headless for t; it is ended (by chromedp, which
-// started it) when the test ends.
-func Start(t testing.TB) *Browser {
+// started it) when the test ends. extra adds flags (TrustKey).
+func Start(t testing.TB, extra ...chromedp.ExecAllocatorOption) *Browser {
 	t.Helper()
 	path, err := Path()
 	if err != nil {
@@ -65,6 +69,7 @@ func Start(t testing.TB) *Browser {
 		chromedp.UserDataDir(t.TempDir()),
 		chromedp.WindowSize(1280, 1000),
 	}
+	opts = append(opts, extra...)
 	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(actx)
 	b := &Browser{Ctx: ctx, t: t}
@@ -94,6 +99,27 @@ func Start(t testing.TB) *Browser {
 		<-done
 	})
 	return b
+}
+
+// TrustKey makes the browser accept a TLS server certificate whose public
+// key is the one in certFile (PEM), whatever CA signed it: a node's admin
+// API with the cluster's own CA, with no other certificate error ignored.
+func TrustKey(t testing.TB, certFile string) chromedp.ExecAllocatorOption {
+	t.Helper()
+	b, err := os.ReadFile(certFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		t.Fatalf("%s: no PEM certificate", certFile)
+	}
+	cert, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
+	return chromedp.Flag("ignore-certificate-errors-spki-list", base64.StdEncoding.EncodeToString(sum[:]))
 }
 
 func (b *Browser) addError(s string) {

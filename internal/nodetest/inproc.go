@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -240,6 +241,10 @@ type InProcCluster struct {
 	Nodes []*InProcNode
 	// Legs are the volume's legs, when the cluster has one.
 	Legs []string
+
+	adminOnce sync.Once
+	adminTr   *http.Transport
+	adminErr  error
 }
 
 // InProcOptions shape an in-process cluster.
@@ -328,6 +333,35 @@ func formatFileLegs(t testing.TB, dir string) []string {
 		t.Fatalf("format: %v", err)
 	}
 	return legs
+}
+
+// AdminClient is an HTTPS client of the nodes' admin APIs with an admin
+// certificate from the test etcd's CA, which the nodes' certificates come
+// from too.
+func (c *InProcCluster) AdminClient(timeout time.Duration) *http.Client {
+	c.t.Helper()
+	c.adminOnce.Do(func() {
+		files, err := cluster.IssueCert(c.Etcd.PKI, filepath.Join(c.t.TempDir(), "admin-client"), "test-admin", []string{"127.0.0.1"})
+		if err != nil {
+			c.adminErr = err
+			return
+		}
+		tlsCfg, err := cluster.ClientTLS(files)
+		c.adminErr = err
+		c.adminTr = &http.Transport{TLSClientConfig: tlsCfg}
+	})
+	if c.adminErr != nil {
+		c.t.Fatal(c.adminErr)
+	}
+	return &http.Client{Timeout: timeout, Transport: c.adminTr}
+}
+
+// AdminURL is the running node's admin API base URL.
+func (nd *InProcNode) AdminURL() string { return "https://" + nd.Node().AdminAddr() }
+
+// AdminClient is InProcCluster.AdminClient.
+func (nd *InProcNode) AdminClient(timeout time.Duration) *http.Client {
+	return nd.c.AdminClient(timeout)
 }
 
 // Node returns the node called name.

@@ -105,7 +105,61 @@ type Cluster struct {
 	// ExtraArgs are added to every node's command line.
 	ExtraArgs []string
 	external  *ExternalEtcd
+
+	adminOnce  sync.Once
+	adminCerts cluster.CertFiles
+	adminTr    *http.Transport
+	adminErr   error
 }
+
+// AdminCerts are the files of an admin client certificate from the CA the
+// nodes use (issued once per cluster): what a test shows the admin API,
+// which is HTTPS with client certificates.
+func (c *Cluster) AdminCerts() cluster.CertFiles {
+	c.t.Helper()
+	c.adminOnce.Do(func() {
+		caDir := c.PKI
+		if c.external != nil {
+			caDir = c.external.PKI
+		}
+		if c.adminErr = cluster.EnsureLocalCA(caDir); c.adminErr != nil {
+			return
+		}
+		c.adminCerts, c.adminErr = cluster.IssueCert(caDir, filepath.Join(c.Dir, "admin-client"), "test-admin", []string{"127.0.0.1"})
+		if c.adminErr != nil {
+			return
+		}
+		tlsCfg, err := cluster.ClientTLS(c.adminCerts)
+		c.adminErr = err
+		c.adminTr = &http.Transport{TLSClientConfig: tlsCfg}
+	})
+	if c.adminErr != nil {
+		c.t.Fatal(c.adminErr)
+	}
+	return c.adminCerts
+}
+
+// AdminArgs are the shoald command-line flags that show AdminCerts.
+func (c *Cluster) AdminArgs() []string {
+	f := c.AdminCerts()
+	return []string{"--cacert", f.CA, "--cert", f.Cert, "--key", f.Key}
+}
+
+// AdminClient is an HTTPS client of the nodes' admin APIs with AdminCerts.
+func (c *Cluster) AdminClient(timeout time.Duration) *http.Client {
+	c.t.Helper()
+	c.AdminCerts()
+	return &http.Client{Timeout: timeout, Transport: c.adminTr}
+}
+
+// AdminURL is the node's admin API base URL.
+func (nd *Node) AdminURL() string { return "https://" + nd.AdminAddr }
+
+// AdminArgs is Cluster.AdminArgs.
+func (nd *Node) AdminArgs() []string { return nd.c.AdminArgs() }
+
+// AdminClient is Cluster.AdminClient.
+func (nd *Node) AdminClient(timeout time.Duration) *http.Client { return nd.c.AdminClient(timeout) }
 
 // Options shape a test cluster.
 type Options struct {
@@ -333,8 +387,8 @@ func (nd *Node) Log() string {
 // Status asks the node's admin API for its view of the cluster.
 func (nd *Node) Status() (cluster.Status, error) {
 	var st cluster.Status
-	client := &http.Client{Timeout: 3 * time.Second}
-	resp, err := client.Get("http://" + nd.AdminAddr + "/api/status")
+	client := nd.AdminClient(3 * time.Second)
+	resp, err := client.Get(nd.AdminURL() + "/api/status")
 	if err != nil {
 		return st, err
 	}
@@ -347,8 +401,8 @@ func (nd *Node) Status() (cluster.Status, error) {
 
 // Ready asks the node's /readyz.
 func (nd *Node) Ready() bool {
-	client := &http.Client{Timeout: time.Second}
-	resp, err := client.Get("http://" + nd.AdminAddr + "/readyz")
+	client := nd.AdminClient(time.Second)
+	resp, err := client.Get(nd.AdminURL() + "/readyz")
 	if err != nil {
 		return false
 	}
@@ -359,8 +413,8 @@ func (nd *Node) Ready() bool {
 // View asks the node for its in-memory member view (no etcd request).
 func (nd *Node) View() (cluster.MembersView, error) {
 	var v cluster.MembersView
-	client := &http.Client{Timeout: 2 * time.Second}
-	resp, err := client.Get("http://" + nd.AdminAddr + "/api/members")
+	client := nd.AdminClient(2 * time.Second)
+	resp, err := client.Get(nd.AdminURL() + "/api/members")
 	if err != nil {
 		return v, err
 	}

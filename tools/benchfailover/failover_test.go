@@ -154,7 +154,7 @@ func pick(b *testing.B, c *nodetest.Cluster, run int) (victim, waiter *nodetest.
 
 func waitVolume(b *testing.B, c *nodetest.Cluster, nd *nodetest.Node) {
 	c.WaitFor(60*time.Second, nd.Name+"'s volume to open", func() bool {
-		resp, err := http.Get("http://" + nd.AdminAddr + "/api/volume")
+		resp, err := nd.AdminClient(5 * time.Second).Get(nd.AdminURL() + "/api/volume")
 		if err != nil {
 			return false
 		}
@@ -166,8 +166,8 @@ func waitVolume(b *testing.B, c *nodetest.Cluster, nd *nodetest.Node) {
 // write asks nd to write once and returns when the volume acknowledged it.
 func write(nd *nodetest.Node, off, length int64, pattern byte) (time.Time, error) {
 	body, _ := json.Marshal(map[string]any{"offset": off, "length": length, "pattern": pattern, "repeat": 1})
-	client := &http.Client{Timeout: 60 * time.Second}
-	resp, err := client.Post("http://"+nd.AdminAddr+"/api/volume/write", "application/json", bytes.NewReader(body))
+	client := nd.AdminClient(60 * time.Second)
+	resp, err := client.Post(nd.AdminURL()+"/api/volume/write", "application/json", bytes.NewReader(body))
 	if err != nil {
 		return time.Time{}, err
 	}
