@@ -71,8 +71,7 @@ func NewVolumeCluster(t testing.TB, legs []string, opts Options) *Cluster {
 
 // VolumeOpen asks the node's admin API whether its volume is open.
 func (nd *Node) VolumeOpen() bool {
-	client := &http.Client{Timeout: time.Second}
-	resp, err := client.Get("http://" + nd.AdminAddr + "/api/volume")
+	resp, err := nd.AdminClient(time.Second).Get(nd.AdminURL() + "/api/volume")
 	if err != nil {
 		return false
 	}
