@@ -381,7 +381,7 @@ func (b *bench) replay(ctx context.Context) error {
 		}
 		b.add(row{name: "replay of " + label, unit: "ms", store: float64(rs.Duration.Microseconds()) / 1000,
 			note: fmt.Sprintf("%s%d transactions, %d blocks in place", note, rs.Transactions, rs.Blocks)})
-		name := b.b.name + "'"
+		name := b.b.name + "2"
 		nb, err := b.r.startNode(ctx, name, 1, true)
 		if err != nil {
 			b.b = nil
