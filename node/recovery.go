@@ -70,6 +70,9 @@ func (r *recoveryRole) Run(ctx context.Context, sess *cluster.Session) error {
 	}
 	c, err := recovery.NewCoordinator(recovery.CoordinatorConfig{
 		Client: r.n.Client(), Lease: sess, Prefix: r.n.Config().Prefix(), Self: self, Engine: engine,
+		// A coordinator that the failure detector finds silent is fenced
+		// by the next candidate, which then takes over at once.
+		FenceSuspect: engine.Fencer,
 	})
 	if err != nil {
 		return err

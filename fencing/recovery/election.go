@@ -33,7 +33,10 @@ type Lease interface {
 // prefix leads), as concurrency.Election runs it, but without a keep-alive
 // of its own.
 type election struct {
-	cli    *clientv3.Client
+	cli *clientv3.Client
+	// ahead, when set, runs while the campaign waits for the key just
+	// before its own, with that key's value, until the wait ends.
+	ahead  func(ctx context.Context, holder string)
 	prefix string // keys.Space.Coordinator() + "/"
 	key    string
 	rev    int64 // creation revision of key
@@ -44,8 +47,8 @@ type election struct {
 // before it is gone. On error the key is withdrawn when possible; a key
 // that could not be withdrawn is found again by the next campaign on the
 // same lease, so it never outlives the lease as a phantom leader.
-func campaign(ctx context.Context, cli *clientv3.Client, electionPrefix string, lease Lease, val string) (*election, error) {
-	e := &election{cli: cli, prefix: electionPrefix + "/"}
+func campaign(ctx context.Context, cli *clientv3.Client, electionPrefix string, lease Lease, val string, ahead func(ctx context.Context, holder string)) (*election, error) {
+	e := &election{cli: cli, prefix: electionPrefix + "/", ahead: ahead}
 	e.key = fmt.Sprintf("%s%x", e.prefix, int64(lease.LeaseID()))
 	resp, err := cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(e.key), "=", 0)).
@@ -97,7 +100,18 @@ func (e *election) waitPredecessors(ctx context.Context, lease Lease) error {
 			}
 			return nil
 		}
-		if err := e.waitDelete(ctx, lease, string(resp.Kvs[0].Key), resp.Header.Revision); err != nil {
+		wctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		if e.ahead != nil {
+			holder := string(resp.Kvs[0].Value)
+			go func() { defer close(done); e.ahead(wctx, holder) }()
+		} else {
+			close(done)
+		}
+		err = e.waitDelete(ctx, lease, string(resp.Kvs[0].Key), resp.Header.Revision)
+		cancel()
+		<-done
+		if err != nil {
 			return err
 		}
 	}

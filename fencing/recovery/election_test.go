@@ -12,6 +12,7 @@ import (
 	"github.com/shoal-ha/shoal/fencing"
 	"github.com/shoal-ha/shoal/fencing/recovery"
 	"github.com/shoal-ha/shoal/internal/keys"
+	"github.com/shoal-ha/shoal/internal/testlog"
 	"github.com/shoal-ha/shoal/internal/testutil"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -250,4 +251,60 @@ func TestCoordinatorWithoutKeyStepsDownAndCampaignsAgain(t *testing.T) {
 	if got := coordinatorKeys(t, cli, prefix); got[0] != "b" {
 		t.Fatalf("election keys %q, want b first", got)
 	}
+}
+
+// TestCandidateTakesOverFromSuspectedCoordinator: the elected coordinator
+// dies with a long lease left (its key stays); the failure detector asks
+// for its recovery. The next candidate fences it first, then revokes its
+// lease, and is elected at once instead of after the lease's TTL.
+func TestCandidateTakesOverFromSuspectedCoordinator(t *testing.T) {
+	ctx := context.Background()
+	cli, prefix := etcdClient(t)
+	g, err := cli.Grant(ctx, 30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := fencing.NewNodeRef("a", "self", int64(g.ID))
+	// The dead coordinator's election key, as its campaign left it.
+	if _, err := cli.Put(ctx, keys.Of(prefix).Coordinator()+"/dead", dead.String(), clientv3.WithLease(g.ID)); err != nil {
+		t.Fatal(err)
+	}
+	var fencedAlive atomic.Int32
+	fence := fencing.FencerFunc(func(_ context.Context, v fencing.NodeRef) error {
+		if v.Name == "a" && leaseAlive(t, cli, v.LeaseID) {
+			fencedAlive.Add(1)
+		}
+		return nil
+	})
+	hooks := newStepHooks()
+	lb := newNodeLease(t, cli, 5)
+	cfg := recovery.DefaultConfig()
+	cfg.Name, cfg.Fencer, cfg.Hooks, cfg.Logger = "b", fence, hooks, testlog.New(t, "b")
+	cfg.Backoff = fencing.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond, Multiplier: 2}
+	b, err := recovery.NewCoordinator(recovery.CoordinatorConfig{
+		Client: cli, Lease: lb, Prefix: prefix, Engine: cfg, Rescan: 200 * time.Millisecond,
+		Self: fencing.NodeRef{Name: "b", Incarnation: "self"}, FenceSuspect: fence,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCoordinator(t, b)
+	testutil.WaitFor(t, 10*time.Second, "b queued behind the dead key", func() bool { return len(coordinatorKeys(t, cli, prefix)) == 2 })
+	if b.Leading() {
+		t.Fatal("b elected while the dead coordinator's key stands")
+	}
+	asked := time.Now()
+	if _, err := b.Request(ctx, dead); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 10*time.Second, "b elected", b.Leading)
+	took := time.Since(asked)
+	t.Logf("b took over %v after the recovery of the dead coordinator was asked for (its lease had 30s left)", took.Round(time.Millisecond))
+	if took > 5*time.Second {
+		t.Fatalf("b took %v: it waited for the lease", took)
+	}
+	if fencedAlive.Load() == 0 {
+		t.Fatal("the suspect's lease was revoked before it was fenced")
+	}
+	testutil.WaitFor(t, 10*time.Second, "the dead coordinator recovered", func() bool { return loadRecord(t, cli, prefix, dead).Done() })
 }

@@ -1,6 +1,9 @@
 // Package benchfailover measures failover: the time from SIGKILL of a node
 // that holds an EX region lock to the moment a survivor's write under that
-// lock is acknowledged, over real shoald processes, with persistent
+// lock is acknowledged, over real shoald processes, killing the nodes in
+// turn whatever their role (a row over all victims, and rows for the
+// victims that hosted the etcd leader, were the recovery coordinator, or
+// neither), with persistent
 // reservation fencing on tgtd legs (direct failure detection) and in
 // lease-only mode on file legs; and, as the peer measured in the same run,
 // the takeover time of etcd's own concurrency.Mutex with the same session

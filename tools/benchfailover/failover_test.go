@@ -45,6 +45,7 @@ func TestMain(m *testing.M) {
 
 type result struct {
 	name    string
+	victims string // which victims the row covers
 	samples []time.Duration
 }
 
@@ -67,24 +68,29 @@ func (r result) quantile(q float64) time.Duration {
 func BenchmarkFailover(b *testing.B) {
 	var results []result
 	pr := measureShoal(b, "shoal, reservation fencing + direct detection (tgtd legs)", nodetest.ISCSILegs(b))
-	results = append(results, pr)
+	results = append(results, pr...)
 	lease := measureShoal(b, "shoal, lease-only fencing (file legs)", nodetest.FileLegs(b))
-	results = append(results, lease)
+	results = append(results, lease...)
 	mutex := measureMutex(b)
 	results = append(results, mutex)
 	var out bytes.Buffer
-	fmt.Fprintf(&out, "Failover: SIGKILL of a lock holder -> the waiter's grant (lease TTL %s, %d runs each, %s)\n\n", fastTTL, *runs, time.Now().UTC().Format(time.RFC3339))
+	fmt.Fprintf(&out, "Failover: SIGKILL of a lock holder -> the waiter's grant (lease TTL %s, %d runs per mode, victims taken in turn whatever their role, %s)\n\n", fastTTL, *runs, time.Now().UTC().Format(time.RFC3339))
 	tw := tabwriter.NewWriter(&out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "MODE\tRUNS\tMEDIAN\tP99\tMIN\tMAX\tetcd MUTEX MEDIAN / MEDIAN")
+	fmt.Fprintln(tw, "MODE\tVICTIMS\tRUNS\tMEDIAN\tP99\tMIN\tMAX\tetcd MUTEX MEDIAN / MEDIAN")
 	for _, r := range results {
+		if len(r.samples) == 0 {
+			fmt.Fprintf(tw, "%s\t%s\t0\t-\t-\t-\t-\t-\n", r.name, r.victims)
+			continue
+		}
 		ratio := float64(mutex.quantile(0.5)) / float64(r.quantile(0.5))
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%.2fx\n", r.name, len(r.samples),
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%.2fx\n", r.name, r.victims, len(r.samples),
 			ms(r.quantile(0.5)), ms(r.quantile(0.99)), ms(r.quantile(0)), ms(r.quantile(1)), ratio)
 	}
 	tw.Flush()
-	fmt.Fprintln(&out, "\nTargets: reservation fencing median <= 500ms and p99 <= 1s; lease-only median <= TTL + 500ms.")
-	fmt.Fprintf(&out, "Met: reservations median %v, p99 %v; lease-only median %v\n",
-		pr.quantile(0.5) <= 500*time.Millisecond, pr.quantile(0.99) <= time.Second, lease.quantile(0.5) <= fastTTL+500*time.Millisecond)
+	fmt.Fprintln(&out, "\nTargets: reservation fencing p99 over all victims <= 1.5s; lease-only median <= TTL + 500ms.")
+	fmt.Fprintf(&out, "Met: reservations p99 (all victims) %v; lease-only median (all victims) %v\n",
+		pr[0].quantile(0.99) <= 1500*time.Millisecond, lease[0].quantile(0.5) <= fastTTL+500*time.Millisecond)
+	fmt.Fprintln(&out, "Timings on a shared machine with several builds running: noisy.")
 	os.Stdout.Write(out.Bytes())
 	if *outFile != "" {
 		if err := os.WriteFile(*outFile, out.Bytes(), 0o644); err != nil {
@@ -95,61 +101,60 @@ func BenchmarkFailover(b *testing.B) {
 
 func ms(d time.Duration) string { return fmt.Sprintf("%dms", d.Milliseconds()) }
 
-// measureShoal runs *runs failovers on a fresh three-node cluster over legs.
-func measureShoal(b *testing.B, name string, legs []string) result {
+// measureShoal runs *runs failovers on a fresh three-node cluster over
+// legs, killing the nodes in turn whatever their role, and returns the row
+// over all victims, then the rows of the victims that hosted the etcd
+// leader, that were the recovery coordinator, and that were neither.
+func measureShoal(b *testing.B, name string, legs []string) []result {
 	c := nodetest.NewVolumeCluster(b, legs, nodetest.Options{ExtraArgs: []string{"--log-level", "info"}})
-	res := result{name: name}
+	all := result{name: name, victims: "all"}
+	leader := result{name: name, victims: "etcd leader's host"}
+	coord := result{name: name, victims: "coordinator"}
+	neither := result{name: name, victims: "neither"}
 	for run := 0; run < *runs; run++ {
 		for _, nd := range c.Nodes {
 			waitVolume(b, c, nd)
 		}
-		victim, waiter := pick(b, c, run)
+		victim, waiter := c.Nodes[run%len(c.Nodes)], c.Nodes[(run+1)%len(c.Nodes)]
+		st, err := waiter.Status()
+		if err != nil {
+			b.Fatal(err)
+		}
+		isLeader, isCoord := st.EtcdLeader == victim.Name, st.Coordinator == victim.Name
 		off := int64(run%16) << 20
 		if _, err := write(victim, off, 64<<10, byte(run)); err != nil {
 			b.Fatalf("run %d: victim's write: %v", run, err)
 		}
 		victim.Kill()
 		killed := time.Now()
+		// A waiter that lost its own lease meanwhile (the etcd leader's
+		// host died and the election outlasted its trust) writes again
+		// once it is back: that time counts.
 		ack, err := write(waiter, off, 64<<10, byte(run)+1)
+		for tries := 0; err != nil && time.Since(killed) < 60*time.Second; tries++ {
+			b.Logf("run %d: waiter's write failed, writing again: %v", run, err)
+			time.Sleep(100 * time.Millisecond)
+			ack, err = write(waiter, off, 64<<10, byte(run)+1)
+		}
 		if err != nil {
 			b.Fatalf("run %d: waiter's write: %v", run, err)
 		}
-		res.samples = append(res.samples, ack.Sub(killed))
+		took := ack.Sub(killed)
+		b.Logf("%s: run %d: killed %s (etcd leader host %v, coordinator %v): %s", name, run, victim.Name, isLeader, isCoord, ms(took))
+		all.samples = append(all.samples, took)
+		if isLeader {
+			leader.samples = append(leader.samples, took)
+		}
+		if isCoord {
+			coord.samples = append(coord.samples, took)
+		}
+		if !isLeader && !isCoord {
+			neither.samples = append(neither.samples, took)
+		}
 		victim.Start()
 		c.WaitMembers(60*time.Second, 3, c.Nodes...)
 	}
-	return res
-}
-
-// pick chooses a victim that hosts neither the etcd leader nor the
-// recovery coordinator (their loss is a different measurement), rotating
-// over the others, and a waiter.
-func pick(b *testing.B, c *nodetest.Cluster, run int) (victim, waiter *nodetest.Node) {
-	st, err := c.Nodes[0].Status()
-	if err != nil {
-		b.Fatal(err)
-	}
-	var cands []*nodetest.Node
-	for _, nd := range c.Nodes {
-		if nd.Name != st.EtcdLeader && nd.Name != st.Coordinator {
-			cands = append(cands, nd)
-		}
-	}
-	if len(cands) == 0 {
-		for _, nd := range c.Nodes {
-			if nd.Name != st.Coordinator {
-				cands = append(cands, nd)
-			}
-		}
-	}
-	victim = cands[run%len(cands)]
-	for _, nd := range c.Nodes {
-		if nd != victim {
-			waiter = nd
-			break
-		}
-	}
-	return victim, waiter
+	return []result{all, leader, coord, neither}
 }
 
 func waitVolume(b *testing.B, c *nodetest.Cluster, nd *nodetest.Node) {
@@ -199,7 +204,7 @@ func measureMutex(b *testing.B) result {
 		eps = append(eps, "https://"+nd.ClientAddr)
 	}
 	cli := client(b, eps, files)
-	res := result{name: fmt.Sprintf("etcd concurrency.Mutex (session TTL %s)", fastTTL)}
+	res := result{name: fmt.Sprintf("etcd concurrency.Mutex (session TTL %s)", fastTTL), victims: "holder"}
 	for run := 0; run < *runs; run++ {
 		key := fmt.Sprintf("/bench/mutex/%d", run)
 		child := exec.Command(os.Args[0])
