@@ -270,7 +270,7 @@ func (g *glock) dropLocked() error {
 	if h == nil {
 		return nil
 	}
-	if g.dirty > g.s.jr.checkpointed.Load() {
+	if g.s.jr != nil && g.dirty > g.s.jr.checkpointed.Load() {
 		// The journal holds images of blocks this lock guards: they must
 		// be in place and the journal past them before another node may
 		// change them, or a replay of this journal would undo its work.

@@ -123,6 +123,9 @@ func (s *Store) ReplaySlot(ctx context.Context, slot int) (ReplayStats, error) {
 	if slot == s.slot {
 		return ReplayStats{}, fmt.Errorf("store: replay of slot %d, which this node has open", slot)
 	}
+	if s.readOnly {
+		return ReplayStats{}, ErrReadOnly
+	}
 	g := s.glockFor(classSlot, uint64(slot))
 	if err := g.acquire(ctx, Exclusive, false, true); err != nil {
 		return ReplayStats{}, err

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"sync"
@@ -107,6 +106,8 @@ type Store struct {
 	hmu      sync.Mutex
 	handlers map[string]Handler
 
+	readOnly bool // OpenReadOnly: no slot, no changes
+
 	agNext  atomic.Uint32 // allocation group to try first
 	closing chan struct{}
 	closed  atomic.Bool
@@ -196,10 +197,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if s.cfg.WriteBuffer == 0 {
 		s.cfg.WriteBuffer = 4 << 20
 	}
-	s.lockPrefix = cfg.LockPrefix
-	if s.lockPrefix == "" {
-		s.lockPrefix = "store-" + hex.EncodeToString(sb.UUID[:8])
-	}
+	s.lockPrefix = lockPrefixOf(sb, cfg.LockPrefix)
 	for k, h := range cfg.Handlers {
 		s.handlers[k] = h
 	}
@@ -263,7 +261,7 @@ func (s *Store) Close() error {
 	}
 	s.gmu.Unlock()
 	for _, g := range gs {
-		if g == s.slotLock {
+		if g == s.slotLock && g != nil {
 			continue
 		}
 		g.mu.Lock()
@@ -272,11 +270,13 @@ func (s *Store) Close() error {
 		}
 		g.mu.Unlock()
 	}
-	s.slotLock.mu.Lock()
-	if e := s.slotLock.dropLocked(); e != nil && err == nil {
-		err = e
+	if s.slotLock != nil {
+		s.slotLock.mu.Lock()
+		if e := s.slotLock.dropLocked(); e != nil && err == nil {
+			err = e
+		}
+		s.slotLock.mu.Unlock()
 	}
-	s.slotLock.mu.Unlock()
 	return err
 }
 

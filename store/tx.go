@@ -212,6 +212,9 @@ func (tx *Tx) commit() error {
 	if len(tx.dirty) == 0 && len(tx.records) == 0 && len(tx.acks) == 0 && len(tx.data) == 0 {
 		return nil
 	}
+	if tx.s.readOnly {
+		return ErrReadOnly
+	}
 	jt := &journalTx{Records: tx.records, Acks: tx.acks}
 	touched := map[*glock]bool{}
 	for _, blk := range tx.dirtyOrder {
@@ -267,6 +270,9 @@ func (tx *Tx) Log(kind string, payload []byte) (uint64, error) {
 	}
 	if len(payload) > 1<<20 {
 		return 0, fmt.Errorf("%w: record payload of %d bytes (max 1 MiB)", ErrTooLarge, len(payload))
+	}
+	if tx.s.jr == nil {
+		return 0, ErrReadOnly
 	}
 	id := tx.s.jr.nextRec.Add(1) - 1
 	tx.records = append(tx.records, Record{Kind: kind, Slot: tx.s.slot, ID: id, Payload: slices.Clone(payload)})
