@@ -130,6 +130,14 @@ admin {
 		return resp.StatusCode == http.StatusOK
 	}
 	testutil.WaitFor(t, 30*time.Second, "the node ready", ready)
+	// The tools find the admin API and its credentials (the node's own
+	// certificate from the local CA) in the same file.
+	if out, err := runShoald(t, "status", "--config", conf); err != nil || !strings.Contains(out, "solo") {
+		t.Fatalf("shoald status --config: %v\n%s", err, out)
+	}
+	if out, err := runShoald(t, "status", "--admin", admin); err == nil || !strings.Contains(out, "--config") {
+		t.Fatalf("shoald status without credentials: %v\n%s", err, out)
+	}
 
 	write("debug", `lease {
   ttl = "3s"

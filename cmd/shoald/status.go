@@ -58,13 +58,6 @@ func (a *adminTarget) url() (string, error) {
 		if err != nil {
 			return "", err
 		}
-		// Validate fills in what the file leaves to defaults (the local
-		// CA directory); a file that does not validate still names its
-		// address and files.
-		v := c
-		if v.Validate() == nil {
-			c = v
-		}
 		cfg = &c
 	}
 	base := a.admin
@@ -100,11 +93,11 @@ func (a *adminTarget) credentials(cfg *cluster.Config) (*tls.Config, string, err
 	if files.CA == "" && cfg != nil {
 		t := cfg.TLS
 		files = cluster.CertFiles{CA: t.CAFile, Cert: t.CertFile, Key: t.KeyFile}
-		if files.CA == "" && t.AutoDir != "" {
+		if auto := cfg.TLSAutoDir(); files.CA == "" && auto != "" {
 			// A node with a local CA issued itself a certificate into
 			// its data directory: the tool shows the same one.
 			files = cluster.CertFiles{
-				CA:   filepath.Join(t.AutoDir, "ca.pem"),
+				CA:   filepath.Join(auto, "ca.pem"),
 				Cert: filepath.Join(cfg.DataDir, "certs", cfg.NodeName+".pem"),
 				Key:  filepath.Join(cfg.DataDir, "certs", cfg.NodeName+"-key.pem"),
 			}
