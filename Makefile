@@ -62,7 +62,7 @@ bench-failover: setup build
 	$(GO) test ./tools/benchfailover -run '^$$' -bench . -benchtime 1x -timeout 30m -args -runs $(FAILOVER_RUNS) -out $(CURDIR)/$(BENCHOUT)/failover.txt
 
 # Web tier vs nginx (wrk, h2load) and the sessions API; see tools/benchweb.
-bench-web: setup
+bench-web: setup build
 	@mkdir -p $(BENCHOUT)
 	$(GO) run ./tools/benchweb -out $(BENCHOUT)/web.txt
 
