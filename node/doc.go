@@ -13,5 +13,15 @@
 //
 // Each incarnation (one registration with its own lease) starts its parts
 // in this order and stops them in the reverse order: the lock manager,
-// then the volume under its region locks, then the failure detector.
+// then the volume under its region locks, then the failure detector, then
+// the parts given to Start (the store, the web tier: see Part, Mounter
+// and Replayer):
+//
+//	n, err := node.Start(ctx, cfg, webPart, ...)
+//	...
+//	err = n.Stop() // bounded by StopTimeout
+//
+// internal/nodetest runs several nodes in one test process, each behind
+// a network link the test can cut (Kill, Partition), freeze (Pause) and
+// restore (Heal).
 package node

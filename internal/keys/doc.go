@@ -8,7 +8,7 @@
 // (Cluster). The table (pattern, value, lifetime, writer):
 //
 //	P/members/NAME                     MemberRecord (JSON)            lease    cluster.Register, dlm.LeaseMember
-//	P/coordinator/LEASE                "NAME/INCARNATION" (text)      lease    recovery.Coordinator (etcd concurrency.Election)
+//	P/coordinator/LEASE                "NAME/INCARNATION" (text)      lease    recovery.Coordinator (etcd election recipe)
 //	P/recovery/NAME/INC                recovery.Record (JSON)         kept     recovery.EtcdStore (requests by every node)
 //	P/fence/NAME/INC                   recovery.FenceRecord (JSON)    kept     recovery.EtcdStore, with the record's fence step
 //	P/slots/NAME/INC                   bitmap slot, a JSON integer    kept     node (volume open), read by the recovery's resync

@@ -278,6 +278,11 @@ func NewInProcCluster(t testing.TB, n int, opts InProcOptions) *InProcCluster {
 		cfg.NodeName = name
 		cfg.DataDir = filepath.Join(dir, name)
 		cfg.Profile = cluster.ProfileFast
+		// The fast profile with a 3 s lease and 1 s per renewal: a test
+		// process runs every node and the etcd member under the race
+		// detector, beside other packages' tests on a small machine, and
+		// a renewal that misses 500 ms there is not a fault under test.
+		cfg.Lease.TTL, cfg.Lease.KeepAliveTimeout = 3*time.Second, time.Second
 		cfg.Etcd.Mode = cluster.EtcdExternal
 		cfg.Etcd.Endpoints = []string{c.Etcd.Endpoint}
 		cfg.TLS = cluster.TLSConfig{CAFile: certs.CA, CertFile: certs.Cert, KeyFile: certs.Key}
