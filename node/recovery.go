@@ -181,7 +181,7 @@ func (r *recoveryRole) request(victim fencing.NodeRef) {
 		if s := r.n.Session(); s != nil {
 			by += "/" + s.Incarnation()
 		}
-		created, err := store.Request(ctx, recovery.NewRecord(victim, by, time.Now().UTC()))
+		created, err := store.RequestUntil(ctx, recovery.NewRecord(victim, by, time.Now().UTC()))
 		switch {
 		case err != nil:
 			r.log.Warn("requesting recovery failed", "victim", victim.String(), "error", err)

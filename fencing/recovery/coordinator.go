@@ -231,7 +231,9 @@ func (c *Coordinator) lead(ctx context.Context, e *Engine) error {
 	ticker := c.clk.NewTicker(c.cfg.Rescan)
 	defer ticker.Stop()
 	for ctx.Err() == nil {
-		recs, rev, err := list(ctx, c.cfg.Client, c.cfg.Prefix)
+		lctx, lcancel := context.WithTimeout(ctx, attemptTimeout)
+		recs, rev, err := list(lctx, c.cfg.Client, c.cfg.Prefix)
+		lcancel()
 		if err != nil {
 			c.log.Warn("listing recoveries", "error", err)
 		}

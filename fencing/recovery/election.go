@@ -50,7 +50,11 @@ type election struct {
 func campaign(ctx context.Context, cli *clientv3.Client, electionPrefix string, lease Lease, val string, ahead func(ctx context.Context, holder string)) (*election, error) {
 	e := &election{cli: cli, prefix: electionPrefix + "/", ahead: ahead}
 	e.key = fmt.Sprintf("%s%x", e.prefix, int64(lease.LeaseID()))
-	resp, err := cli.Txn(ctx).
+	// Each request is bounded (attemptTimeout): one caught by an etcd
+	// leader election fails soon, and the caller campaigns again.
+	tctx, cancel := context.WithTimeout(ctx, attemptTimeout)
+	defer cancel()
+	resp, err := cli.Txn(tctx).
 		If(clientv3.Compare(clientv3.CreateRevision(e.key), "=", 0)).
 		Then(clientv3.OpPut(e.key, val, clientv3.WithLease(lease.LeaseID()))).
 		Else(clientv3.OpGet(e.key)).
@@ -63,7 +67,7 @@ func campaign(ctx context.Context, cli *clientv3.Client, electionPrefix string, 
 		kv := resp.Responses[0].GetResponseRange().Kvs[0]
 		e.rev = kv.CreateRevision
 		if string(kv.Value) != val {
-			if _, err := cli.Put(ctx, e.key, val, clientv3.WithIgnoreLease()); err != nil {
+			if _, err := cli.Put(tctx, e.key, val, clientv3.WithIgnoreLease()); err != nil {
 				e.withdraw()
 				return nil, fmt.Errorf("recovery: campaign: %w", err)
 			}
@@ -86,12 +90,16 @@ func (e *election) waitPredecessors(ctx context.Context, lease Lease) error {
 		default:
 		}
 		opts := append(clientv3.WithLastCreate(), clientv3.WithMaxCreateRev(e.rev-1))
-		resp, err := e.cli.Get(ctx, e.prefix, opts...)
+		gctx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		resp, err := e.cli.Get(gctx, e.prefix, opts...)
+		cancel()
 		if err != nil {
 			return fmt.Errorf("recovery: campaign: %w", err)
 		}
 		if len(resp.Kvs) == 0 {
-			own, err := e.cli.Get(ctx, e.key)
+			gctx, cancel := context.WithTimeout(ctx, attemptTimeout)
+			own, err := e.cli.Get(gctx, e.key)
+			cancel()
 			if err != nil {
 				return fmt.Errorf("recovery: campaign: %w", err)
 			}

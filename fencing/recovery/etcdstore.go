@@ -41,6 +41,37 @@ func NewEtcdStore(cli *clientv3.Client, prefix string) *EtcdStore {
 	return &EtcdStore{cli: cli, prefix: strings.TrimRight(prefix, "/")}
 }
 
+// attemptTimeout bounds one etcd request of the store. A request caught by
+// an etcd leader election is never answered (its member forwarded it to
+// the dead leader); bounded, it fails soon and its caller (the engine's
+// back-off, Request's retries) sends it again once a new leader serves.
+// Every request of the store is idempotent.
+const attemptTimeout = time.Second
+
+func (s *EtcdStore) attempt(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, attemptTimeout)
+}
+
+// RequestUntil asks for rec's recovery like Request, sending the request
+// again after each failed attempt (one caught by an etcd leader election,
+// say) until it is recorded or ctx ends.
+func (s *EtcdStore) RequestUntil(ctx context.Context, rec Record) (bool, error) {
+	if err := ValidateVictim(rec.Victim); err != nil {
+		return false, err
+	}
+	for {
+		created, err := s.Request(ctx, rec)
+		if err == nil || ctx.Err() != nil {
+			return created, err
+		}
+		select {
+		case <-ctx.Done():
+			return false, err
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
 // Lead makes Save require that the election key still has the creation
 // revision it had when this coordinator won: concurrency.Election's Key()
 // and Rev().
@@ -63,6 +94,8 @@ func (s *EtcdStore) Request(ctx context.Context, rec Record) (bool, error) {
 		return false, err
 	}
 	k := recordKey(s.prefix, rec.Victim)
+	ctx, cancel := s.attempt(ctx)
+	defer cancel()
 	resp, err := s.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
 		Then(clientv3.OpPut(k, string(b))).
@@ -75,6 +108,8 @@ func (s *EtcdStore) Request(ctx context.Context, rec Record) (bool, error) {
 
 // Load reads victim's record.
 func (s *EtcdStore) Load(ctx context.Context, victim fencing.NodeRef) (Record, bool, error) {
+	ctx, cancel := s.attempt(ctx)
+	defer cancel()
 	resp, err := s.cli.Get(ctx, recordKey(s.prefix, victim))
 	if err != nil {
 		return Record{}, false, fmt.Errorf("recovery: loading %s: %w", victim, err)
@@ -109,6 +144,8 @@ func (s *EtcdStore) Save(ctx context.Context, rec Record, fence *FenceRecord) er
 		}
 		ops = append(ops, clientv3.OpPut(fenceKey(s.prefix, rec.Victim), string(fb)))
 	}
+	ctx, cancel := s.attempt(ctx)
+	defer cancel()
 	resp, err := s.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(key), "=", rev)).
 		Then(ops...).
@@ -124,6 +161,8 @@ func (s *EtcdStore) Save(ctx context.Context, rec Record, fence *FenceRecord) er
 
 // RevokeLease revokes the lease; one already gone is fine.
 func (s *EtcdStore) RevokeLease(ctx context.Context, id int64) error {
+	ctx, cancel := s.attempt(ctx)
+	defer cancel()
 	_, err := s.cli.Revoke(ctx, clientv3.LeaseID(id))
 	if err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
 		return fmt.Errorf("recovery: revoking lease %x: %w", id, err)
