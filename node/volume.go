@@ -295,12 +295,16 @@ func (l dlmRegionLock) Release()      { l.l.Release() }
 
 // HoldRegion lets the mirror cache checksum areas under lock-manager locks
 // it keeps until their blocking callback (a *dlm.Lock is a RegionHold).
-func (r dlmRegions) HoldRegion(ctx context.Context, volume string, off, length int64, exclusive bool) (mirror.RegionHold, error) {
+func (r dlmRegions) HoldRegion(ctx context.Context, req mirror.RegionRequest) (mirror.RegionHold, error) {
 	mode := dlm.PR
-	if exclusive {
+	if req.Exclusive {
 		mode = dlm.EX
 	}
-	l, err := r.d.Acquire(ctx, dlm.Region(volume, uint64(off), uint64(off+length)), mode)
+	var opts []dlm.Option
+	if req.Recovery {
+		opts = append(opts, dlm.Recovery())
+	}
+	l, err := r.d.Acquire(ctx, dlm.Region(req.Volume, uint64(req.Off), uint64(req.Off+req.Length)), mode, opts...)
 	if err != nil {
 		return nil, err
 	}

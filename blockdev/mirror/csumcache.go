@@ -2,6 +2,7 @@ package mirror
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 )
@@ -49,7 +50,15 @@ type csumEntry struct {
 	// Guarded by the cache's mu:
 	lastUse uint64
 	ready   bool // loaded
+	// preempt cancels a plain load's wait for its hold, so that a
+	// recovery write of the region is not stuck behind it: the plain
+	// hold may wait for a dead node's lock until the recovery is over.
+	preempt context.CancelFunc
 }
+
+// errPreempted: a plain load gave way to a recovery write of its region;
+// its write looks the region up again.
+var errPreempted = errors.New("mirror: checksum hold given way to a recovery write")
 
 func newCsumCache(v *Volume, holder RegionHolder, maxBytes int64) *csumCache {
 	n := int(max(1, maxBytes/v.geo.ChecksumPerRegion))
@@ -61,8 +70,9 @@ func newCsumCache(v *Volume, holder RegionHolder, maxBytes int64) *csumCache {
 func (v *Volume) csumNS() string { return v.lockNS + "-csum" }
 
 // get returns region r's entry, locked, loading it (hold, then read) if it
-// is not cached.
-func (c *csumCache) get(ctx context.Context, r int64) (*csumEntry, error) {
+// is not cached. A recovery write (recovery) loads with a recovery hold and
+// preempts a plain load of the region that is still waiting for its hold.
+func (c *csumCache) get(ctx context.Context, r int64, recovery bool) (*csumEntry, error) {
 	for {
 		c.mu.Lock()
 		if c.closed {
@@ -72,6 +82,9 @@ func (c *csumCache) get(ctx context.Context, r int64) (*csumEntry, error) {
 		c.tick++
 		if e := c.entries[r]; e != nil {
 			e.lastUse = c.tick
+			if recovery && !e.ready && e.preempt != nil {
+				e.preempt()
+			}
 			c.mu.Unlock()
 			e.mu.Lock()
 			if e.gone {
@@ -81,13 +94,27 @@ func (c *csumCache) get(ctx context.Context, r int64) (*csumEntry, error) {
 			return e, nil
 		}
 		e := &csumEntry{r: r, lastUse: c.tick, stop: make(chan struct{})}
+		hctx := ctx
+		if !recovery {
+			var cancel context.CancelFunc
+			hctx, cancel = context.WithCancel(ctx)
+			defer cancel()
+			e.preempt = cancel
+		}
 		e.mu.Lock()
 		c.entries[r] = e
 		c.mu.Unlock()
-		if err := c.load(ctx, e); err != nil {
+		err := c.load(hctx, e, recovery)
+		if err != nil && ctx.Err() == nil && hctx.Err() != nil {
+			err = errPreempted
+		}
+		if err != nil {
 			e.gone = true
 			c.remove(e)
 			e.mu.Unlock()
+			if errors.Is(err, errPreempted) {
+				continue // the recovery write's entry serves this one too
+			}
 			return nil, err
 		}
 		return e, nil
@@ -98,9 +125,9 @@ func (c *csumCache) get(ctx context.Context, r int64) (*csumEntry, error) {
 // leg. Under the hold the legs' copy is current: every earlier holder wrote
 // its changes back before releasing, or left the region marked (a crash)
 // for a recovery that recomputes the area under this same lock.
-func (c *csumCache) load(ctx context.Context, e *csumEntry) error {
+func (c *csumCache) load(ctx context.Context, e *csumEntry, recovery bool) error {
 	g := c.v.geo
-	hold, err := c.holder.HoldRegion(ctx, c.ns, e.r*g.RegionSize, g.RegionSize, true)
+	hold, err := c.holder.HoldRegion(ctx, RegionRequest{Volume: c.ns, Off: e.r * g.RegionSize, Length: g.RegionSize, Exclusive: true, Recovery: recovery})
 	if err != nil {
 		return err
 	}
@@ -112,7 +139,7 @@ func (c *csumCache) load(ctx context.Context, e *csumEntry) error {
 	e.hold, e.area = hold, area
 	e.dirty = make([]bool, g.ChecksumPerRegion/int64(g.BlockSize))
 	c.mu.Lock()
-	e.ready = true
+	e.ready, e.preempt = true, nil
 	c.mu.Unlock()
 	c.watch.Add(1)
 	go c.watchHold(e, hold.Blocking(), hold.Lost())
@@ -145,13 +172,13 @@ func (c *csumCache) remove(e *csumEntry) {
 
 // patch records the checksums of p, written at volume offset off, in the
 // cached areas of regions [r0, r1], which the caller has marked.
-func (c *csumCache) patch(ctx context.Context, p []byte, off, r0, r1 int64) error {
+func (c *csumCache) patch(ctx context.Context, p []byte, off, r0, r1 int64, recovery bool) error {
 	g := c.v.geo
 	bs := int64(g.BlockSize)
 	for r := r0; r <= r1; r++ {
 		rs, re := r*g.RegionSize, (r+1)*g.RegionSize
 		ws, we := max(rs, off), min(re, off+int64(len(p)))
-		e, err := c.get(ctx, r)
+		e, err := c.get(ctx, r, recovery)
 		if err != nil {
 			return fmt.Errorf("mirror: checksums of region %d: %w", r, err)
 		}

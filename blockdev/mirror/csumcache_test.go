@@ -345,8 +345,8 @@ func (h lossyHold) Use() error {
 
 var errLeaseLostForTest = errors.New("lease lost")
 
-func (l lossyHolder) HoldRegion(ctx context.Context, volume string, off, length int64, exclusive bool) (RegionHold, error) {
-	h, err := l.LocalLocker.HoldRegion(ctx, volume, off, length, exclusive)
+func (l lossyHolder) HoldRegion(ctx context.Context, req RegionRequest) (RegionHold, error) {
+	h, err := l.LocalLocker.HoldRegion(ctx, req)
 	if err != nil {
 		return nil, err
 	}
@@ -417,11 +417,11 @@ func TestChecksumCacheLeaseLost(t *testing.T) {
 func TestLocalLockerHoldBlocking(t *testing.T) {
 	ctx := context.Background()
 	l := NewLocalLocker()
-	h, err := l.HoldRegion(ctx, "v", 0, 100, true)
+	h, err := l.HoldRegion(ctx, RegionRequest{Volume: "v", Off: 0, Length: 100, Exclusive: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	sh, err := l.HoldRegion(ctx, "v", 200, 100, false)
+	sh, err := l.HoldRegion(ctx, RegionRequest{Volume: "v", Off: 200, Length: 100})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -557,4 +557,97 @@ func TestCallerOrdersWritesCopiesWait(t *testing.T) {
 		}
 	}
 	r.legsIdentical(nodes[0].vol.Geometry(), 0, 1)
+}
+
+// orphanLocker is a LocalLocker with locks a dead node left behind: until
+// released, plain requests overlapping them wait; recovery requests are
+// granted over them (as the lock manager's orphans behave).
+type orphanLocker struct {
+	*LocalLocker
+	volume    string
+	off, end  int64
+	released  chan struct{}
+	plainWait atomic.Int32 // plain requests waiting on the orphan
+}
+
+func (o *orphanLocker) wait(ctx context.Context, req RegionRequest) error {
+	if req.Recovery || req.Volume != o.volume || req.Off >= o.end || req.Off+req.Length <= o.off {
+		return nil
+	}
+	o.plainWait.Add(1)
+	defer o.plainWait.Add(-1)
+	select {
+	case <-o.released:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (o *orphanLocker) LockRegion(ctx context.Context, req RegionRequest) (RegionLock, error) {
+	if err := o.wait(ctx, req); err != nil {
+		return nil, err
+	}
+	return o.LocalLocker.LockRegion(ctx, req)
+}
+
+func (o *orphanLocker) HoldRegion(ctx context.Context, req RegionRequest) (RegionHold, error) {
+	if err := o.wait(ctx, req); err != nil {
+		return nil, err
+	}
+	return o.LocalLocker.HoldRegion(ctx, req)
+}
+
+// TestRecoveryWriterPassesOrphanedHolds: a dead node left region 1's
+// checksum area held. A plain write of this node to region 1 waits for the
+// recovery to release it; the recovery's own write through RecoveryWriter
+// goes through at once (it takes the plain load's place), and once the
+// orphan is released the plain write completes too. Both writes' data and
+// checksums are right.
+func TestRecoveryWriterPassesOrphanedHolds(t *testing.T) {
+	ctx := context.Background()
+	r := newRig(t, 2, 2)
+	var ol *orphanLocker
+	n, err := r.tryOpen(0, func(c *Config) {
+		c.CallerOrdersWrites = true
+		ol = &orphanLocker{LocalLocker: r.locker, off: testRegion, end: 2 * testRegion, released: make(chan struct{})}
+		c.Locker = ol
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ol.volume = n.vol.csumNS()
+	rng := rand.New(rand.NewPCG(5, 6))
+	plain, rec := randBlock(rng, testBS), randBlock(rng, testBS)
+	plainOff, recOff := int64(testRegion+testBS), int64(testRegion+5*testBS)
+	plainDone := make(chan error, 1)
+	go func() { plainDone <- n.vol.WriteAt(ctx, plain, plainOff) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for ol.plainWait.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the plain write never waited for the orphaned hold")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := n.vol.RecoveryWriter().WriteAt(rctx, rec, recOff); err != nil {
+		t.Fatalf("recovery write behind a plain write waiting for an orphan: %v", err)
+	}
+	select {
+	case err := <-plainDone:
+		t.Fatalf("the plain write finished (%v) before the orphan was released", err)
+	default:
+	}
+	close(ol.released)
+	if err := <-plainDone; err != nil {
+		t.Fatal(err)
+	}
+	m := newModel()
+	m.ack(plainOff, plain, 1)
+	m.ack(recOff, rec, 1)
+	m.check(t, n.vol)
+	if err := n.vol.Close(); err != nil {
+		t.Fatal(err)
+	}
 }

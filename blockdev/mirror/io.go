@@ -164,16 +164,57 @@ func (v *Volume) WriteAt(ctx context.Context, p []byte, off int64) error {
 	if err := blockdev.CheckRange(v, len(p), off); err != nil {
 		return err
 	}
-	if err := v.writeLocked(ctx, p, off); err != nil {
+	return v.writeAt(ctx, p, off, false)
+}
+
+// writeAt is WriteAt; recovery takes recovery region locks (RecoveryWriter).
+func (v *Volume) writeAt(ctx context.Context, p []byte, off int64, recovery bool) error {
+	if err := v.writeLocked(ctx, p, off, recovery); err != nil {
 		return err
 	}
 	// Outside the region lock: only the acknowledgement waits.
 	return v.awaitFailureSeen(ctx, v.view.Load())
 }
 
-func (v *Volume) writeLocked(ctx context.Context, p []byte, off int64) error {
+// RecoveryWriter is the volume as a device whose writes take recovery
+// region locks (RegionRequest.Recovery), granted over the locks a dead
+// node left behind: the recovery coordinator's journal replay writes the
+// dead node's blocks in place, in regions whose locks (and checksum areas)
+// it may still hold, before the lock manager releases them. Only the
+// recovery coordinator writes through it, between fencing the dead node
+// and releasing its locks. Reads, Flush, Size and BlockSize are the
+// volume's; Close does nothing (the volume stays open).
+func (v *Volume) RecoveryWriter() blockdev.Device { return recoveryWriter{v} }
+
+type recoveryWriter struct{ v *Volume }
+
+func (r recoveryWriter) ReadAt(ctx context.Context, p []byte, off int64) error {
+	return r.v.ReadAt(ctx, p, off)
+}
+
+func (r recoveryWriter) WriteAt(ctx context.Context, p []byte, off int64) error {
+	v := r.v
+	if err := v.enter(); err != nil {
+		return err
+	}
+	defer v.exit()
+	if v.cfg.Slot == NoSlot {
+		return ErrNoSlot
+	}
+	if err := blockdev.CheckRange(v, len(p), off); err != nil {
+		return err
+	}
+	return v.writeAt(ctx, p, off, true)
+}
+
+func (r recoveryWriter) Flush(ctx context.Context) error { return r.v.Flush(ctx) }
+func (r recoveryWriter) Size() int64                     { return r.v.Size() }
+func (r recoveryWriter) BlockSize() int                  { return r.v.BlockSize() }
+func (r recoveryWriter) Close() error                    { return nil }
+
+func (v *Volume) writeLocked(ctx context.Context, p []byte, off int64, recovery bool) error {
 	r0, r1 := v.geo.RegionOf(off), v.geo.RegionOf(off+int64(len(p))-1)
-	lk, err := v.lockWrite(ctx, off, int64(len(p)), r0, r1)
+	lk, err := v.lockWrite(ctx, off, int64(len(p)), r0, r1, recovery)
 	if err != nil {
 		return err
 	}
@@ -199,9 +240,9 @@ func (v *Volume) writeLocked(ctx context.Context, p []byte, off int64) error {
 		return fmt.Errorf("mirror: write at %d under region lock (token %d): %w", off, lk.Token(), err)
 	}
 	if v.csums != nil {
-		err = v.writeCached(ctx, w, p, off, r0, r1)
+		err = v.writeCached(ctx, w, p, off, r0, r1, recovery)
 	} else {
-		err = v.writeUncached(ctx, w, p, off, r0, r1)
+		err = v.writeUncached(ctx, w, p, off, r0, r1, recovery)
 	}
 	degraded = err != nil || !w.allInSync()
 	return err
@@ -214,13 +255,13 @@ func (v *Volume) writeLocked(ctx context.Context, p []byte, off int64) error {
 // writes itself (CallerOrdersWrites), each region [r0, r1] shared, in
 // region order: the same lock every write of the region asks for, which
 // stays cached in the node between writes; only copies conflict.
-func (v *Volume) lockWrite(ctx context.Context, off, length, r0, r1 int64) (RegionLock, error) {
+func (v *Volume) lockWrite(ctx context.Context, off, length, r0, r1 int64, recovery bool) (RegionLock, error) {
 	if !v.cfg.CallerOrdersWrites {
-		return v.locker.LockRegion(ctx, RegionRequest{Volume: v.lockNS, Off: off, Length: length, Exclusive: true})
+		return v.locker.LockRegion(ctx, RegionRequest{Volume: v.lockNS, Off: off, Length: length, Exclusive: true, Recovery: recovery})
 	}
 	set := make(lockSet, 0, r1-r0+1)
 	for r := r0; r <= r1; r++ {
-		lk, err := v.lockRegions(ctx, r, r, false, false)
+		lk, err := v.lockRegions(ctx, r, r, false, recovery)
 		if err != nil {
 			set.Release()
 			return nil, err
@@ -263,8 +304,8 @@ func (s lockSet) Release() {
 // their holds are taken) and writes the data to every writable leg, the
 // last one from this goroutine. The regions' marks cover the areas until
 // they are written back.
-func (v *Volume) writeCached(ctx context.Context, w *view, p []byte, off, r0, r1 int64) error {
-	if err := v.csums.patch(ctx, p, off, r0, r1); err != nil {
+func (v *Volume) writeCached(ctx context.Context, w *view, p []byte, off, r0, r1 int64, recovery bool) error {
+	if err := v.csums.patch(ctx, p, off, r0, r1, recovery); err != nil {
 		return err
 	}
 	n := len(w.writable)
@@ -286,7 +327,7 @@ func (v *Volume) writeCached(ctx context.Context, w *view, p []byte, off, r0, r1
 // locks: the data goes out at once; the checksum areas are read and
 // patched meanwhile and follow. The region's mark covers any order in
 // which data and checksums land.
-func (v *Volume) writeUncached(ctx context.Context, w *view, p []byte, off, r0, r1 int64) error {
+func (v *Volume) writeUncached(ctx context.Context, w *view, p []byte, off, r0, r1 int64, recovery bool) error {
 	n := len(w.writable)
 	dataErrs, csErrs := make([]error, n), make([]error, n)
 	var wg sync.WaitGroup
@@ -297,7 +338,7 @@ func (v *Volume) writeUncached(ctx context.Context, w *view, p []byte, off, r0, 
 			dataErrs[k] = w.devs[i].WriteAt(ctx, p, v.geo.DataOffset+off)
 		}()
 	}
-	cerr := v.writeChecksums(ctx, w, p, off, r0, r1, csErrs)
+	cerr := v.writeChecksums(ctx, w, p, off, r0, r1, recovery, csErrs)
 	wg.Wait()
 	if cerr != nil {
 		// The data may be on the legs with stale checksums: the
@@ -318,8 +359,8 @@ func (v *Volume) writeUncached(ctx context.Context, w *view, p []byte, off, r0, 
 // write of p at off and writes them to every writable leg (errors per leg
 // into errs). Writers of disjoint ranges of a region share its checksum
 // area, so the read-patch-write holds the region's checksum lock.
-func (v *Volume) writeChecksums(ctx context.Context, w *view, p []byte, off, r0, r1 int64, errs []error) error {
-	lk, err := v.locker.LockRegion(ctx, RegionRequest{Volume: v.csumNS(), Off: r0 * v.geo.RegionSize, Length: (r1 - r0 + 1) * v.geo.RegionSize, Exclusive: true})
+func (v *Volume) writeChecksums(ctx context.Context, w *view, p []byte, off, r0, r1 int64, recovery bool, errs []error) error {
+	lk, err := v.locker.LockRegion(ctx, RegionRequest{Volume: v.csumNS(), Off: r0 * v.geo.RegionSize, Length: (r1 - r0 + 1) * v.geo.RegionSize, Exclusive: true, Recovery: recovery})
 	if err != nil {
 		return err
 	}

@@ -62,9 +62,10 @@ func (f FuncLock) Release() { f() }
 // writes this way; with a RegionLocker that cannot hold (fcntllock), every
 // write reads and rewrites its region's checksum area instead.
 //
-// HoldRegion blocks like LockRegion; the hold stays until Release.
+// HoldRegion blocks like LockRegion (req.Recovery as there); the hold
+// stays until Release.
 type RegionHolder interface {
-	HoldRegion(ctx context.Context, volume string, off, length int64, exclusive bool) (RegionHold, error)
+	HoldRegion(ctx context.Context, req RegionRequest) (RegionHold, error)
 }
 
 // RegionHold is one hold of a range. *dlm.Lock satisfies it. Its methods
@@ -125,9 +126,10 @@ func (l *LocalLocker) Lock(ctx context.Context, volume string, off, length int64
 }
 
 // HoldRegion implements RegionHolder: the hold's Blocking channel closes
-// when another LockRegion or HoldRegion waits for an overlapping range.
-func (l *LocalLocker) HoldRegion(ctx context.Context, volume string, off, length int64, exclusive bool) (RegionHold, error) {
-	h := &heldRange{volume: volume, off: off, end: off + length, exclusive: exclusive, blocking: make(chan struct{})}
+// when another LockRegion or HoldRegion waits for an overlapping range. A
+// recovery hold is a plain one here, as in LockRegion.
+func (l *LocalLocker) HoldRegion(ctx context.Context, req RegionRequest) (RegionHold, error) {
+	h := &heldRange{volume: req.Volume, off: req.Off, end: req.Off + req.Length, exclusive: req.Exclusive, blocking: make(chan struct{})}
 	unlock, err := l.lock(ctx, h)
 	if err != nil {
 		return nil, err

@@ -8,7 +8,6 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
-	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -43,29 +42,23 @@ type node struct {
 	st     *store.Store
 }
 
-// regionLocks gives the mirror its region locks from the lock manager;
-// while recovering is set every lock is a recovery lock (granted over the
-// dead node's orphans), since the journal replay writes into regions the
-// dead node may still hold.
-type regionLocks struct {
-	d          *dlm.Node
-	recovering atomic.Bool
-}
+// regionLocks gives the mirror its region locks from the lock manager.
+type regionLocks struct{ d *dlm.Node }
 
-func (r *regionLocks) acquire(ctx context.Context, volume string, off, length int64, exclusive, recovery bool) (*dlm.Lock, error) {
+func (r *regionLocks) acquire(ctx context.Context, req mirror.RegionRequest) (*dlm.Lock, error) {
 	mode := dlm.PR
-	if exclusive {
+	if req.Exclusive {
 		mode = dlm.EX
 	}
 	var opts []dlm.Option
-	if recovery || r.recovering.Load() {
+	if req.Recovery {
 		opts = append(opts, dlm.Recovery())
 	}
-	return r.d.Acquire(ctx, dlm.Region(volume, uint64(off), uint64(off+length)), mode, opts...)
+	return r.d.Acquire(ctx, dlm.Region(req.Volume, uint64(req.Off), uint64(req.Off+req.Length)), mode, opts...)
 }
 
 func (r *regionLocks) LockRegion(ctx context.Context, req mirror.RegionRequest) (mirror.RegionLock, error) {
-	l, err := r.acquire(ctx, req.Volume, req.Off, req.Length, req.Exclusive, req.Recovery)
+	l, err := r.acquire(ctx, req)
 	if err != nil {
 		return nil, err
 	}
@@ -78,8 +71,8 @@ func (l regionLock) Token() uint64 { return uint64(l.l.Token()) }
 func (l regionLock) Use() error    { return l.l.Use() }
 func (l regionLock) Release()      { l.l.Release() }
 
-func (r *regionLocks) HoldRegion(ctx context.Context, volume string, off, length int64, exclusive bool) (mirror.RegionHold, error) {
-	l, err := r.acquire(ctx, volume, off, length, exclusive, false)
+func (r *regionLocks) HoldRegion(ctx context.Context, req mirror.RegionRequest) (mirror.RegionHold, error) {
+	l, err := r.acquire(ctx, req)
 	if err != nil {
 		return nil, err
 	}
@@ -152,6 +145,8 @@ func startNode(ctx context.Context, endpoints []string, dir, name string, slot i
 func (n *node) openStore(ctx context.Context, log hclog.Logger, handlers map[string]store.Handler) error {
 	cfg := store.DefaultConfig(n.vol, n.slot, storedlm.New(n.locks))
 	cfg.Logger, cfg.Handlers = log.Named("store"), handlers
+	// The journal replay of a dead node writes with recovery locks.
+	cfg.RecoveryDevice = n.vol.RecoveryWriter()
 	st, err := store.Open(ctx, cfg)
 	if err != nil {
 		return err
@@ -191,8 +186,6 @@ func (n *node) recover(ctx context.Context, o dlm.Owner, slot int) (store.Replay
 	if err := n.locks.WaitDead(ctx, o); err != nil {
 		return store.ReplayStats{}, fmt.Errorf("wait for %s to be dead: %w", o, err)
 	}
-	n.rl.recovering.Store(true)
-	defer n.rl.recovering.Store(false)
 	if _, err := n.vol.RecoverFenced(ctx, slot); err != nil {
 		return store.ReplayStats{}, fmt.Errorf("recover volume slot %d: %w", slot, err)
 	}

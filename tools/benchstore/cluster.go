@@ -122,33 +122,23 @@ func (k killable) Flush(ctx context.Context) error {
 }
 
 // regionLocks gives the mirror its region locks from the lock manager, as
-// the node does; recovering switches to recovery locks (granted over a
-// dead node's orphans) while this node recovers another's slot.
-type regionLocks struct {
-	d          *dlm.Node
-	recovering atomic.Bool
-}
+// the node does.
+type regionLocks struct{ d *dlm.Node }
 
-func (r *regionLocks) opts() []dlm.Option {
-	if r.recovering.Load() {
-		return []dlm.Option{dlm.Recovery()}
+func (r *regionLocks) acquire(ctx context.Context, req mirror.RegionRequest) (*dlm.Lock, error) {
+	mode := dlm.PR
+	if req.Exclusive {
+		mode = dlm.EX
 	}
-	return nil
-}
-
-func mode(exclusive bool) dlm.Mode {
-	if exclusive {
-		return dlm.EX
+	var opts []dlm.Option
+	if req.Recovery {
+		opts = append(opts, dlm.Recovery())
 	}
-	return dlm.PR
+	return r.d.Acquire(ctx, dlm.Region(req.Volume, uint64(req.Off), uint64(req.Off+req.Length)), mode, opts...)
 }
 
 func (r *regionLocks) LockRegion(ctx context.Context, req mirror.RegionRequest) (mirror.RegionLock, error) {
-	var opts []dlm.Option
-	if req.Recovery || r.recovering.Load() {
-		opts = append(opts, dlm.Recovery())
-	}
-	l, err := r.d.Acquire(ctx, dlm.Region(req.Volume, uint64(req.Off), uint64(req.Off+req.Length)), mode(req.Exclusive), opts...)
+	l, err := r.acquire(ctx, req)
 	if err != nil {
 		return nil, err
 	}
@@ -162,8 +152,8 @@ func (l regionLock) Token() uint64 { return uint64(l.l.Token()) }
 func (l regionLock) Use() error    { return l.l.Use() }
 func (l regionLock) Release()      { l.l.Release() }
 
-func (r *regionLocks) HoldRegion(ctx context.Context, volume string, off, length int64, exclusive bool) (mirror.RegionHold, error) {
-	l, err := r.d.Acquire(ctx, dlm.Region(volume, uint64(off), uint64(off+length)), mode(exclusive), r.opts()...)
+func (r *regionLocks) HoldRegion(ctx context.Context, req mirror.RegionRequest) (mirror.RegionHold, error) {
+	l, err := r.acquire(ctx, req)
 	if err != nil {
 		return nil, err
 	}
@@ -221,6 +211,8 @@ func (r *rig) startNode(ctx context.Context, name string, slot int, openStore bo
 func (n *node) openStore(ctx context.Context, log hclog.Logger) error {
 	cfg := store.DefaultConfig(n.vol, n.slot, storedlm.New(n.locks))
 	cfg.Logger = log.Named(n.name)
+	// The journal replay of a dead node writes with recovery locks.
+	cfg.RecoveryDevice = n.vol.RecoveryWriter()
 	st, err := store.Open(ctx, cfg)
 	if err != nil {
 		return err
@@ -286,10 +278,6 @@ func (c *node) recover(ctx context.Context, d *node) (store.ReplayStats, error) 
 	if err := c.locks.WaitDead(ctx, d.member.Owner()); err != nil {
 		return store.ReplayStats{}, err
 	}
-	// The replay writes through the volume too, into regions whose locks
-	// the dead node may hold (cached): recovery locks until the release.
-	c.rl.recovering.Store(true)
-	defer c.rl.recovering.Store(false)
 	if _, err := c.vol.RecoverFenced(ctx, d.slot); err != nil {
 		return store.ReplayStats{}, fmt.Errorf("recover volume slot %d: %w", d.slot, err)
 	}
