@@ -12,9 +12,9 @@ import (
 	"github.com/shoal-ha/shoal/internal/testlog"
 )
 
-// On the mirrored volume: an inode damaged on every leg makes reading that
-// file fail with an error that names it and the block, while the rest of
-// the tree works.
+// On the mirrored volume: an inode damaged on one leg is read from the
+// other and repaired; damaged on every leg, reading that file fails with
+// an error that names it and the block, while the rest of the tree works.
 func TestMirrorDamagedMetadata(t *testing.T) {
 	ctx := context.Background()
 	var legs []*blockdev.Mem
@@ -62,6 +62,27 @@ func TestMirrorDamagedMetadata(t *testing.T) {
 	}
 	bad := append([]byte(nil), good...)
 	bad[300] ^= 0x5a
+	// Damaged on one leg: every read gets the good copy, and the damaged
+	// leg is rewritten from the other.
+	for leg := 0; leg < 2; leg++ {
+		legs[leg].Poke(offs[leg], bad)
+		// Reads are spread over the legs: a few reach the damaged one.
+		for i := 0; i < 16 && !bytes.Equal(legs[leg].Peek(offs[leg], BlockSize), good); i++ {
+			for k := 0; k < i; k++ {
+				// Shift which leg the balancer picks next.
+				vol.ReadAt(ctx, make([]byte, BlockSize), int64(k)*BlockSize)
+			}
+			s := openNode(t, vol, NewMemLocks(), "r", 1)
+			got, err := s.ReadFile("site/page.html")
+			s.Close()
+			if err != nil || !bytes.Equal(got, bytes.Repeat([]byte("page "), 1000)) {
+				t.Fatalf("read %d with leg %d damaged: %v", i, leg, err)
+			}
+		}
+		if !bytes.Equal(legs[leg].Peek(offs[leg], BlockSize), good) {
+			t.Fatalf("leg %d not repaired from the other", leg)
+		}
+	}
 	legs[0].Poke(offs[0], bad)
 	legs[1].Poke(offs[1], bad)
 	s = openNode(t, vol, NewMemLocks(), "r", 1)

@@ -299,7 +299,17 @@ func (s *Store) readBlock(ctx context.Context, blk uint64) ([]byte, error) {
 	return b, nil
 }
 
-// readMeta reads metadata block blk guarded by g, through g's cache.
+// VerifiedReader is a device that can read from every copy it keeps (the
+// mirror volume): the store asks for a metadata block that failed its
+// checksum again, accepting only a copy that passes, and the device
+// rewrites the damaged copies from it.
+type VerifiedReader interface {
+	ReadVerified(ctx context.Context, p []byte, off int64, valid func([]byte) bool) error
+}
+
+// readMeta reads metadata block blk guarded by g, through g's cache. A
+// block that fails its checksum is read again from the device's other
+// copies when it keeps some (VerifiedReader).
 func (s *Store) readMeta(ctx context.Context, g *glock, blk uint64) ([]byte, error) {
 	if b := g.cached(blk); b != nil {
 		return b, nil
@@ -307,6 +317,14 @@ func (s *Store) readMeta(ctx context.Context, g *glock, blk uint64) ([]byte, err
 	b, err := s.readBlock(ctx, blk)
 	if err != nil {
 		return nil, err
+	}
+	if _, err := openBlock(b, blk, 0); err != nil {
+		if vr, ok := s.dev.(VerifiedReader); ok {
+			good := func(p []byte) bool { _, err := openBlock(p, blk, 0); return err == nil }
+			if vr.ReadVerified(ctx, b, int64(blk)*BlockSize, good) == nil {
+				s.log.Warn("metadata block damaged on a copy, read from another", "block", blk)
+			}
+		}
 	}
 	g.cache(blk, b)
 	return b, nil

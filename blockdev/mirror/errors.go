@@ -5,6 +5,9 @@ import "errors"
 // Sentinel errors of the mirror. Test with errors.Is; each says whether a
 // retry can help.
 var (
+	// ErrNoValidCopy: ReadVerified found no in-sync leg whose copy the
+	// caller accepts. Not retriable: every leg holds damaged contents.
+	ErrNoValidCopy = errors.New("mirror: no leg holds a valid copy")
 	// ErrBadSuperblock: a leg's superblock is missing, corrupt or of an
 	// unknown version. Not retriable; the leg needs format or add-leg.
 	ErrBadSuperblock = errors.New("mirror: bad superblock")

@@ -67,6 +67,53 @@ func (v *Volume) ReadAt(ctx context.Context, p []byte, off int64) error {
 	return fmt.Errorf("%w: read at %d: every leg failed: %v", ErrNoInSyncLeg, off, lastErr)
 }
 
+// ReadVerified reads like ReadAt, but takes a leg's copy only when valid
+// accepts it (a caller that can tell good contents, such as a checksummed
+// metadata block): a leg whose copy is damaged without an I/O error is
+// passed over, and rewritten from the first leg whose copy is valid
+// (every in-sync leg is read). It
+// fails with ErrNoValidCopy when no in-sync leg holds a valid copy (p then
+// holds the last copy read).
+func (v *Volume) ReadVerified(ctx context.Context, p []byte, off int64, valid func([]byte) bool) error {
+	if err := v.enter(); err != nil {
+		return err
+	}
+	defer v.exit()
+	if err := blockdev.CheckRange(v, len(p), off); err != nil {
+		return err
+	}
+	w := v.view.Load()
+	if len(w.inSync) == 0 {
+		return fmt.Errorf("%w: read at %d", ErrNoInSyncLeg, off)
+	}
+	// Every leg is read: the damaged copy may be on any of them.
+	var bad []int
+	goodLeg := -1
+	buf := make([]byte, len(p))
+	for _, i := range w.inSync {
+		err := w.devs[i].ReadAt(ctx, buf, v.geo.DataOffset+off)
+		if err != nil && !isLegFault(err) {
+			return err
+		}
+		if err == nil && valid(buf) {
+			if goodLeg < 0 {
+				goodLeg = i
+				copy(p, buf)
+			}
+			continue
+		}
+		bad = append(bad, i)
+	}
+	if goodLeg >= 0 {
+		if len(bad) > 0 {
+			v.repairRead(ctx, w, goodLeg, bad, off, len(p))
+		}
+		return nil
+	}
+	copy(p, buf)
+	return fmt.Errorf("%w: %d bytes at %d", ErrNoValidCopy, len(p), off)
+}
+
 // pickReadLeg chooses where a read goes, as an index into w.inSync: a read
 // continuing the previous one stays on that leg (a stream keeps one disk
 // busy with sequential work), others go to the leg with the fewest reads
