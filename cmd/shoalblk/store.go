@@ -72,36 +72,51 @@ holds a store is refused unless --overwrite is given, which empties it.`,
 	return c
 }
 
+// storeCmd holds the commands that look into a store.
+var storeCmd = &cobra.Command{
+	Use:   "store",
+	Short: "Look into the shared store on a volume: check, ls, stat, cat, journal",
+}
+
 func storeCommand() *cobra.Command {
-	c := &cobra.Command{
-		Use:   "store",
-		Short: "Look at the shared store on a volume",
-	}
-	vf := volumeFlags{readOnly: true}
+	var l storeLook
 	check := &cobra.Command{
 		Use:   "check LEG...",
-		Short: "Check the store offline; non-zero exit on any problem",
-		Long: `Check the store on the volume whose legs are given, with no node running
-on it: every metadata block's header and checksum, the tree (every
+		Short: "Check the store, offline or on a running cluster; non-zero exit on any problem",
+		Long: `Check the store on the volume whose legs are given. Offline (no node has the
+store open): every metadata block's header and checksum, the tree (every
 directory entry names a live inode of the right generation, every inode is
 reached once), extents and allocation bitmaps (no block used twice, none
-used and free), and the journals. Each problem is printed with its inode,
-path and block; the exit status is 1 if there is any. Every leg is opened
-read-only and nothing is written.`,
+used and free), and the journals. With --online, on a running cluster: the
+tree, each directory and its inodes read under shared locks of the
+cluster's lock manager (the bitmaps change meanwhile and are not compared).
+Each problem is printed with its inode, path and block; the exit status is
+1 if there is any. Every leg is opened read-only and nothing is written.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := signalContext()
 			defer cancel()
-			v, closeVol, err := vf.openVolume(ctx, args, mirror.NoSlot, false, nil)
-			if err != nil {
-				return err
+			var rep *store.CheckReport
+			if l.online {
+				st, done, err := l.open(ctx)(args)
+				if err != nil {
+					return err
+				}
+				defer done()
+				if rep, err = st.Check(ctx); err != nil {
+					return err
+				}
+			} else {
+				v, closeVol, err := l.vf.openVolume(ctx, args, mirror.NoSlot, false, nil)
+				if err != nil {
+					return err
+				}
+				defer closeVol()
+				if rep, err = store.CheckDevice(ctx, v); err != nil {
+					return err
+				}
 			}
-			defer closeVol()
-			rep, err := store.CheckDevice(ctx, v)
-			if err != nil {
-				return err
-			}
-			if vf.jsonOut {
+			if l.vf.jsonOut {
 				if err := printJSON(os.Stdout, rep); err != nil {
 					return err
 				}
@@ -124,7 +139,7 @@ read-only and nothing is written.`,
 			return nil
 		},
 	}
-	vf.register(check, true)
-	c.AddCommand(check)
-	return c
+	l.register(check)
+	storeCmd.AddCommand(check)
+	return storeCmd
 }

@@ -1,0 +1,301 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/spf13/cobra"
+	"go.etcd.io/etcd/client/pkg/v3/transport"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/shoal-ha/shoal/blockdev/mirror"
+	"github.com/shoal-ha/shoal/dlm"
+	"github.com/shoal-ha/shoal/store"
+	"github.com/shoal-ha/shoal/store/storedlm"
+)
+
+// storeLook are the flags of the commands that look into a store: the
+// volume's, and --online to read under the cluster's locks.
+type storeLook struct {
+	vf     volumeFlags
+	online bool
+}
+
+func (l *storeLook) register(c *cobra.Command) {
+	l.vf.readOnly = true
+	l.vf.register(c, true)
+	c.Flags().BoolVar(&l.online, "online", false, "read under shared (PR) locks of the cluster's lock manager (needs --etcd), so nodes may keep running; without it no node may have the store open")
+}
+
+// open opens the volume read-only and the store on it for looking; with
+// --online as a lock-manager client of the cluster at --etcd.
+func (l *storeLook) open(ctx context.Context) func(args []string) (*store.Store, func(), error) {
+	return func(args []string) (*store.Store, func(), error) {
+		v, closeVol, err := l.vf.openVolume(ctx, args, mirror.NoSlot, false, nil)
+		if err != nil {
+			return nil, nil, err
+		}
+		log := l.vf.logger()
+		var locks store.Locker
+		leave := func() {}
+		if l.online {
+			locks, leave, err = l.joinLocks(ctx, log)
+			if err != nil {
+				closeVol()
+				return nil, nil, err
+			}
+		}
+		st, err := store.OpenReadOnly(ctx, v, locks, log)
+		if err != nil {
+			leave()
+			closeVol()
+			return nil, nil, err
+		}
+		return st, func() {
+			st.Close()
+			leave()
+			closeVol()
+		}, nil
+	}
+}
+
+// joinLocks joins the cluster's lock manager as a client member; leave
+// withdraws it.
+func (l *storeLook) joinLocks(ctx context.Context, log hclog.Logger) (store.Locker, func(), error) {
+	f := &l.vf
+	if f.etcd == "" {
+		return nil, nil, fmt.Errorf("--online needs --etcd (the cluster's etcd, whose lock manager the nodes use)")
+	}
+	ecfg := clientv3.Config{Endpoints: strings.Split(f.etcd, ","), DialTimeout: 5 * time.Second, Logger: zap.NewNop()}
+	if f.etcdCA != "" || f.etcdCert != "" || f.etcdKey != "" {
+		tc, err := (transport.TLSInfo{TrustedCAFile: f.etcdCA, CertFile: f.etcdCert, KeyFile: f.etcdKey}).ClientConfig()
+		if err != nil {
+			return nil, nil, fmt.Errorf("etcd TLS files: %w", err)
+		}
+		ecfg.TLS = tc
+	}
+	cli, err := clientv3.New(ecfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("etcd: %w", err)
+	}
+	host, _ := os.Hostname()
+	name := fmt.Sprintf("shoalblk-%s-%d", strings.Map(func(r rune) rune {
+		if r == '.' || r == '-' || r == '_' || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9') {
+			return r
+		}
+		return '_'
+	}, host), os.Getpid())
+	m, err := dlm.JoinAsClient(ctx, dlm.LeaseMemberConfig{Client: cli, Prefix: f.etcdPrefix, Name: name, TTL: 10 * time.Second, Margin: 2 * time.Second, Logger: log})
+	if err != nil {
+		cli.Close()
+		return nil, nil, fmt.Errorf("join the lock manager: %w", err)
+	}
+	cfg := dlm.DefaultConfig()
+	cfg.Client, cfg.Member, cfg.Prefix, cfg.Logger = cli, m, f.etcdPrefix, log
+	n, err := dlm.Start(ctx, cfg)
+	if err != nil {
+		m.Leave(context.Background())
+		cli.Close()
+		return nil, nil, fmt.Errorf("start the lock manager client: %w", err)
+	}
+	return storedlm.New(n), func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		n.Close(cctx)
+		m.Leave(cctx)
+		cli.Close()
+	}, nil
+}
+
+func init() {
+	storeCmd.AddCommand(storeLsCommand(), storeStatCommand(), storeCatCommand(), storeJournalCommand())
+}
+
+func fileLine(fi fs.FileInfo) string {
+	ino := ""
+	if st, ok := fi.Sys().(store.FileStat); ok {
+		ino = fmt.Sprintf("%d/%d", st.Ino, st.Gen)
+	}
+	return fmt.Sprintf("%-11s %10d %-12s %s %s", fi.Mode(), fi.Size(), ino, fi.ModTime().UTC().Format(time.RFC3339), fi.Name())
+}
+
+type statJSON struct {
+	Name    string    `json:"name"`
+	Mode    string    `json:"mode"`
+	Size    int64     `json:"size"`
+	Ino     uint64    `json:"ino"`
+	Gen     uint32    `json:"gen"`
+	ModTime time.Time `json:"mtime"`
+	IsDir   bool      `json:"dir"`
+}
+
+func toJSON(fi fs.FileInfo) statJSON {
+	j := statJSON{Name: fi.Name(), Mode: fi.Mode().String(), Size: fi.Size(), ModTime: fi.ModTime().UTC(), IsDir: fi.IsDir()}
+	if st, ok := fi.Sys().(store.FileStat); ok {
+		j.Ino, j.Gen = st.Ino, st.Gen
+	}
+	return j
+}
+
+func storeLsCommand() *cobra.Command {
+	var l storeLook
+	c := &cobra.Command{
+		Use:   "ls PATH LEG...",
+		Short: "List a directory of the store: mode, size, inode/generation, mtime, name",
+		Args:  cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := signalContext()
+			defer cancel()
+			st, done, err := l.open(ctx)(args[1:])
+			if err != nil {
+				return err
+			}
+			defer done()
+			ents, err := st.ReadDir(args[0])
+			if err != nil {
+				return err
+			}
+			var out []statJSON
+			for _, e := range ents {
+				fi, err := e.Info()
+				if err != nil {
+					return fmt.Errorf("%s: %w", e.Name(), err)
+				}
+				if l.vf.jsonOut {
+					out = append(out, toJSON(fi))
+				} else {
+					fmt.Println(fileLine(fi))
+				}
+			}
+			if l.vf.jsonOut {
+				return printJSON(os.Stdout, out)
+			}
+			return nil
+		},
+	}
+	l.register(c)
+	return c
+}
+
+func storeStatCommand() *cobra.Command {
+	var l storeLook
+	c := &cobra.Command{
+		Use:   "stat PATH LEG...",
+		Short: "Show a file's or directory's inode: mode, size, inode/generation, mtime",
+		Args:  cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := signalContext()
+			defer cancel()
+			st, done, err := l.open(ctx)(args[1:])
+			if err != nil {
+				return err
+			}
+			defer done()
+			fi, err := st.Stat(args[0])
+			if err != nil {
+				return err
+			}
+			if l.vf.jsonOut {
+				return printJSON(os.Stdout, toJSON(fi))
+			}
+			fmt.Println(fileLine(fi))
+			return nil
+		},
+	}
+	l.register(c)
+	return c
+}
+
+func storeCatCommand() *cobra.Command {
+	var l storeLook
+	c := &cobra.Command{
+		Use:   "cat PATH LEG...",
+		Short: "Write a file of the store to standard output",
+		Args:  cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := signalContext()
+			defer cancel()
+			st, done, err := l.open(ctx)(args[1:])
+			if err != nil {
+				return err
+			}
+			defer done()
+			b, err := st.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			_, err = os.Stdout.Write(b)
+			return err
+		},
+	}
+	l.register(c)
+	return c
+}
+
+func storeJournalCommand() *cobra.Command {
+	var l storeLook
+	c := &cobra.Command{
+		Use:   "journal SLOT LEG...",
+		Short: "Dump one slot's journal: header, committed transactions, pending records",
+		Long: `Print the journal of node slot SLOT as a replay would see it: the header
+(tail, applied and sealed sequence numbers, the owner), each committed
+transaction from the tail (sequence, position, the metadata blocks it
+writes in place, its records and acknowledgements, whether it is already
+in place), and the records a recovery would hand over now. Read-only.`,
+		Args: cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			slot, err := strconv.Atoi(args[0])
+			if err != nil || slot < 0 {
+				return fmt.Errorf("SLOT %q is not a slot number", args[0])
+			}
+			ctx, cancel := signalContext()
+			defer cancel()
+			v, closeVol, err := l.vf.openVolume(ctx, args[1:], mirror.NoSlot, false, nil)
+			if err != nil {
+				return err
+			}
+			defer closeVol()
+			info, txs, err := store.ReadJournal(ctx, v, slot)
+			if err != nil {
+				return err
+			}
+			if l.vf.jsonOut {
+				return printJSON(os.Stdout, struct {
+					Header       store.JournalInfo `json:"header"`
+					Transactions []store.JournalTx `json:"transactions"`
+				}{info, txs})
+			}
+			fmt.Printf("slot %d owner %q: tail at block %d seq %d, applied through %d, sealed %d, records handled %d, next record %d\n",
+				info.Slot, info.Owner, info.TailPos, info.TailSeq, info.AppliedSeq, info.SealSeq, info.Handled, info.NextRecord)
+			for _, tx := range txs {
+				state := "to replay"
+				if tx.Applied {
+					state = "in place"
+				}
+				fmt.Printf("tx %d at %d (%s): blocks %v", tx.Seq, tx.Pos, state, tx.Blocks)
+				for _, r := range tx.Records {
+					fmt.Printf(" record %s#%d (%d bytes)", r.Kind, r.ID, len(r.Payload))
+				}
+				if len(tx.Acks) > 0 {
+					fmt.Printf(" acks %v", tx.Acks)
+				}
+				fmt.Println()
+			}
+			for _, r := range info.Pending {
+				fmt.Printf("pending record %s#%d (%d bytes)\n", r.Kind, r.ID, len(r.Payload))
+			}
+			fmt.Printf("%d committed transactions, %d pending records\n", len(txs), len(info.Pending))
+			return nil
+		},
+	}
+	l.vf.readOnly = true
+	l.vf.register(c, true)
+	return c
+}
