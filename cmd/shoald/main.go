@@ -64,7 +64,7 @@ func newRoot(out, errOut io.Writer) *cobra.Command {
 	root.SetOut(out)
 	root.SetErr(errOut)
 	run := newRunCmd()
-	root.AddCommand(run, newStatusCmd(), newLeaveCmd(), newWatchCmd(), clidoc.ManCommand())
+	root.AddCommand(run, newStatusCmd(), newLeaveCmd(), newCertCmd(), newWatchCmd(), clidoc.ManCommand())
 	// `shoald` with no subcommand runs the node.
 	root.RunE = run.RunE
 	root.Flags().AddFlagSet(run.Flags())

@@ -70,7 +70,9 @@ func TestReloaderAppliesLiveFieldsOnly(t *testing.T) {
 // TestSIGHUPReloadsConfiguration runs shoald from a file, changes the file
 // and sends SIGHUP: the log level changes at once, a lease change is named
 // as needing a restart, a broken file is refused, and the node keeps
-// serving throughout.
+// serving throughout. On the way the tools reach the HTTPS admin API with
+// the file's credentials, none, and a read-only certificate from
+// shoald cert (refused a leave with 403).
 func TestSIGHUPReloadsConfiguration(t *testing.T) {
 	dir := t.TempDir()
 	admin, client, peer := nodetest.FreePort(t), nodetest.FreePort(t), nodetest.FreePort(t)
@@ -137,6 +139,19 @@ admin {
 	}
 	if out, err := runShoald(t, "status", "--admin", admin); err == nil || !strings.Contains(out, "--config") {
 		t.Fatalf("shoald status without credentials: %v\n%s", err, out)
+	}
+	// A read-only certificate reads and is refused a leave; the leave
+	// itself is the admin's (not tried here: it would end the test).
+	certs := filepath.Join(dir, "certs")
+	if out, err := runShoald(t, "cert", "--config", conf, "--name", "auditor", "--read-only", "--out", certs); err != nil || !strings.Contains(out, "read-only certificate") {
+		t.Fatalf("shoald cert --read-only: %v\n%s", err, out)
+	}
+	ro := []string{"--admin", admin, "--cacert", filepath.Join(dir, "data", "pki", "ca.pem"), "--cert", filepath.Join(certs, "auditor.pem"), "--key", filepath.Join(certs, "auditor-key.pem")}
+	if out, err := runShoald(t, append([]string{"status"}, ro...)...); err != nil || !strings.Contains(out, "solo") {
+		t.Fatalf("read-only status: %v\n%s", err, out)
+	}
+	if out, err := runShoald(t, append([]string{"leave"}, ro...)...); err == nil || !strings.Contains(out, "403") || !strings.Contains(out, "needs the admin role") {
+		t.Fatalf("read-only leave was not refused: %v\n%s", err, out)
 	}
 
 	write("debug", `lease {
