@@ -333,12 +333,6 @@ func (n *Node) replayers(ctx context.Context) ([]Replayer, Incarnation, error) {
 	return rs, n.incarnation(s, d), nil
 }
 
-// VictimSlot reads the volume slot a dead incarnation wrote with (its
-// store journal slot too); ok is false when it registered none.
-func (n *Node) VictimSlot(ctx context.Context, victim fencing.NodeRef) (slot int, ok bool, err error) {
-	return n.vols.victimSlot(ctx, victim)
-}
-
 // IsCoordinator reports whether this node coordinates recovery now.
 func (n *Node) IsCoordinator() bool { return n.cn.IsCoordinator() }
 

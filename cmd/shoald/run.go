@@ -7,7 +7,6 @@ import (
 	"os/signal"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -202,21 +201,11 @@ func runNode(ctx context.Context, cfg cluster.Config, load func() (cluster.Confi
 			}
 		}
 	}()
-	var started atomic.Pointer[node.Node]
-	wp, err := webPart(cfg, &started)
+	parts, err := webParts(cfg)
 	if err != nil {
 		return err
 	}
-	var parts []node.Part
-	if wp != nil {
-		parts = append(parts, wp)
-	}
-	n, err := node.Start(ctx, cfg, parts...)
-	if err != nil {
-		return err
-	}
-	started.Store(n)
-	return n.Wait()
+	return node.Run(ctx, cfg, parts...)
 }
 
 // reloader applies a configuration read again on SIGHUP: the fields that

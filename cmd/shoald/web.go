@@ -1,22 +1,21 @@
 package main
 
 import (
-	"context"
 	"errors"
-	"fmt"
-	"sync/atomic"
 
 	"github.com/shoal-ha/shoal/cluster"
-	"github.com/shoal-ha/shoal/fencing"
 	"github.com/shoal-ha/shoal/node"
+	"github.com/shoal-ha/shoal/store/storenode"
 	"github.com/shoal-ha/shoal/web"
 	"github.com/shoal-ha/shoal/web/webnode"
 )
 
-// webPart builds the web tier's node part from the web block, or nil when
-// the block sets no address. The part asks the running node which slot a
-// dead incarnation wrote with; started is set once the node runs.
-func webPart(cfg cluster.Config, started *atomic.Pointer[node.Node]) (node.Part, error) {
+// webParts builds the store's and the web tier's node parts from the web
+// block, or none when the block sets no address. The store part comes
+// first: the web part serves from the store it opened, and its replay of a
+// dead node's journal hands the sessions' intents to the web tier's
+// recovery handler.
+func webParts(cfg cluster.Config) ([]node.Part, error) {
 	if cfg.Web.Addr == "" {
 		return nil, nil
 	}
@@ -43,24 +42,7 @@ func webPart(cfg cluster.Config, started *atomic.Pointer[node.Node]) (node.Part,
 	if err := wc.Validate(); err != nil {
 		return nil, err
 	}
-	return webnode.New(webnode.Config{
-		Web:    wc,
-		Slot:   *cfg.Volume.Slot,
-		Format: true,
-		SlotOf: func(ctx context.Context, victim fencing.NodeRef) (int, error) {
-			n := started.Load()
-			if n == nil {
-				return 0, errors.New("web: the node is still starting")
-			}
-			slot, ok, err := n.VictimSlot(ctx, victim)
-			if err != nil {
-				return 0, err
-			}
-			if !ok {
-				return 0, fmt.Errorf("web: %s registered no volume slot", victim)
-			}
-			return slot, nil
-		},
-		Logger: cfg.Logger,
-	}), nil
+	sp := storenode.New(storenode.Config{Slot: *cfg.Volume.Slot, Format: true, Handlers: webnode.Handlers(wc), Logger: cfg.Logger})
+	wp := webnode.New(webnode.Config{Web: wc, Store: sp.Store, Logger: cfg.Logger})
+	return []node.Part{sp, wp}, nil
 }

@@ -11,11 +11,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/shoal-ha/shoal/fencing"
 	"github.com/shoal-ha/shoal/internal/nodetest"
 	"github.com/shoal-ha/shoal/internal/testlog"
 	"github.com/shoal-ha/shoal/internal/testutil"
 	"github.com/shoal-ha/shoal/node"
+	"github.com/shoal-ha/shoal/store/storenode"
 	"github.com/shoal-ha/shoal/web"
 	"github.com/shoal-ha/shoal/web/webnode"
 	"github.com/shoal-ha/shoal/web/webtest"
@@ -54,8 +54,8 @@ func TestWebPartOnThreeNodes(t *testing.T) {
 
 // A killed node's store journal is replayed by a survivor, and a request
 // retried with the same key during the recovery is applied once. Behind
-// -webnode.kill while the store's replay through the mirror takes a plain
-// region lock over the dead node's orphaned one and waits for it.
+// -webnode.kill while the store's replay through the mirror waits for the
+// dead node's region locks (until the volume offers a recovery writer).
 func TestWebPartReplaysADeadNode(t *testing.T) {
 	if !*killTest {
 		t.Skip("needs -webnode.kill")
@@ -91,24 +91,14 @@ func threeNodes(t *testing.T) (*nodetest.InProcCluster, []*webnode.Part, func(in
 		t.Skip("starts a three-node cluster")
 	}
 	c := nodetest.NewInProcCluster(t, 3, nodetest.InProcOptions{FileLegs: true, NoStart: true})
-	slots := map[string]int{}
-	for _, nd := range c.Nodes {
-		slots[nd.Name] = *nd.Config.Volume.Slot
-	}
-	slotOf := func(_ context.Context, v fencing.NodeRef) (int, error) {
-		s, ok := slots[v.Name]
-		if !ok {
-			return 0, fmt.Errorf("no slot for %s", v.Name)
-		}
-		return s, nil
-	}
 	parts := make([]*webnode.Part, len(c.Nodes))
 	for i, nd := range c.Nodes {
 		cfg := web.DefaultConfig()
 		cfg.Addr = "127.0.0.1:0"
-		parts[i] = webnode.New(webnode.Config{Web: cfg, Slot: slots[nd.Name], Format: true, SlotOf: slotOf,
-			Logger: testlog.New(t, nd.Name)})
-		nd.Parts = []node.Part{parts[i]}
+		log := testlog.New(t, nd.Name)
+		sp := storenode.New(storenode.Config{Slot: *nd.Config.Volume.Slot, Format: true, Handlers: webnode.Handlers(cfg), Logger: log})
+		parts[i] = webnode.New(webnode.Config{Web: cfg, Store: sp.Store, Logger: log})
+		nd.Parts = []node.Part{sp, parts[i]}
 		nd.Start()
 	}
 	c.WaitMembers(60*time.Second, 3, c.Nodes...)
