@@ -9,6 +9,7 @@ import (
 	"github.com/shoal-ha/shoal/blockdev/iscsi"
 	"github.com/shoal-ha/shoal/fixtures/netns"
 	"github.com/shoal-ha/shoal/fixtures/tgtrig"
+	"github.com/shoal-ha/shoal/internal/testutil"
 )
 
 // TestLinkCutInNamespaces runs the target in one namespace and the
@@ -58,7 +59,7 @@ func linkCut(t *testing.T, mustRelogin bool, tune func(*iscsi.Config)) {
 	const workers = 4
 	const region = size / workers
 	m := newLUNModel(workers, region)
-	stopAt := time.Now().Add(6 * time.Second)
+	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	errs := make(chan error, workers)
 	for w := 0; w < workers; w++ {
@@ -66,7 +67,12 @@ func linkCut(t *testing.T, mustRelogin bool, tune func(*iscsi.Config)) {
 		go func(w int) {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(uint64(w), 3))
-			for i := 0; i < 5000 && time.Now().Before(stopAt); i++ {
+			for i := 0; i < 100_000; i++ { // until stop; the count only bounds the loop
+				select {
+				case <-stop:
+					return
+				default:
+				}
 				blocks := 1 + rng.IntN(256)
 				first := rng.IntN(region/512 - blocks)
 				off := int64(w)*region + int64(first)*512
@@ -77,14 +83,26 @@ func linkCut(t *testing.T, mustRelogin bool, tune func(*iscsi.Config)) {
 			}
 		}(w)
 	}
-	time.Sleep(500 * time.Millisecond)
+	// Cut mid-I/O: once writes flow. A worker's failure ends the waits
+	// early; its error is reported below.
+	failed := func() bool { return len(errs) > 0 }
+	testutil.WaitFor(t, 30*time.Second, "writes before the cut", func() bool { return m.doneWrites() >= workers || failed() })
 	if err := net.Cut("node1"); err != nil {
+		close(stop)
+		wg.Wait()
 		t.Fatal(err)
 	}
-	time.Sleep(2 * time.Second)
+	time.Sleep(2 * time.Second) // the fault: the link stays down this long
 	if err := net.Heal("node1"); err != nil {
+		close(stop)
+		wg.Wait()
 		t.Fatal(err)
 	}
+	// The session carries writes again after the heal before the workers
+	// stop.
+	healed := m.doneWrites()
+	testutil.WaitFor(t, 60*time.Second, "writes done after the heal", func() bool { return m.doneWrites() >= healed+2*workers || failed() })
+	close(stop)
 	wg.Wait()
 	close(errs)
 	for err := range errs {

@@ -3,6 +3,7 @@ package iscsi_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/shoal-ha/shoal/blockdev"
 	"github.com/shoal-ha/shoal/fixtures/tgtrig"
+	"github.com/shoal-ha/shoal/internal/testutil"
 )
 
 // cutter hands out connections and can drop the newest one, as a network
@@ -78,7 +80,7 @@ func TestCutMidIO(t *testing.T) {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(uint64(w), 99))
 			base := int64(w) * region
-			for i := 0; i < 400; i++ {
+			for i := 0; i < 100_000; i++ { // until stop; the count only bounds the loop
 				select {
 				case <-stop:
 					return
@@ -109,14 +111,19 @@ func TestCutMidIO(t *testing.T) {
 			}
 		}(w)
 	}
-	// Cut ten times, at random moments, then let the workers finish.
+	// Cut ten times, at random moments while the workers run, then let
+	// them finish what they are doing and stop.
 	rng := rand.New(rand.NewPCG(5, 5))
 	for i := 0; i < 10; i++ {
 		time.Sleep(time.Duration(30+rng.IntN(120)) * time.Millisecond)
 		cut.cut()
 	}
-	wg.Wait()
+	// Writes go through again after the last cut before the workers stop
+	// (or a worker has failed: its error is reported below).
+	after := m.doneWrites()
+	testutil.WaitFor(t, 30*time.Second, "writes done after the last cut", func() bool { return m.doneWrites() >= after+workers || len(errs) > 0 })
 	close(stop)
+	wg.Wait()
 	close(errs)
 	for err := range errs {
 		t.Error(err)
@@ -166,10 +173,7 @@ func newLUNModel(workers, region int) *lunModel {
 // block first (at off on d) and records what the blocks may now hold. An
 // error other than an unknown outcome is returned.
 func (m *lunModel) write(ctx context.Context, d blockdev.Device, rng *rand.Rand, w, first, blocks int, off int64) error {
-	buf := make([]byte, blocks*512)
-	for j := range buf {
-		buf[j] = byte(rng.Uint32())
-	}
+	buf := randomBytes(rng, blocks*512)
 	err := d.WriteAt(ctx, buf, off)
 	switch {
 	case err == nil:
@@ -191,6 +195,23 @@ func (m *lunModel) write(ctx context.Context, d blockdev.Device, rng *rand.Rand,
 		return fmt.Errorf("write at %d: %w", off, err)
 	}
 	return nil
+}
+
+// randomBytes returns n bytes from rng, eight per draw (byte by byte,
+// the race detector makes filling megabytes take seconds).
+func randomBytes(rng *rand.Rand, n int) []byte {
+	buf := make([]byte, (n+7)/8*8)
+	for j := 0; j < len(buf); j += 8 {
+		binary.LittleEndian.PutUint64(buf[j:], rng.Uint64())
+	}
+	return buf[:n]
+}
+
+// doneWrites is how many writes the model has seen reported done.
+func (m *lunModel) doneWrites() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.done
 }
 
 func check(model []block, got []byte) error {

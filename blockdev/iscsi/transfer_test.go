@@ -55,7 +55,7 @@ func TestTransfers(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			const size = 24 << 20
+			const size = 8 << 20
 			img := tgt.MustAddLUN(t, 1, size)
 			cfg := testConfig(t, tgt, 1)
 			cfg.HeaderDigest, cfg.DataDigest = tc.digest, tc.digest
@@ -74,10 +74,7 @@ func TestTransfers(t *testing.T) {
 					blocks = 2048 + 1 // 1 MiB + 512: one past the burst
 				}
 				off := int64(rng.IntN(size/512-blocks)) * 512
-				buf := make([]byte, blocks*512)
-				for j := range buf {
-					buf[j] = byte(rng.Uint32())
-				}
+				buf := randomBytes(rng, blocks*512)
 				if err := d.WriteAt(ctx, buf, off); err != nil {
 					t.Fatalf("write %d bytes at %d: %v", len(buf), off, err)
 				}
