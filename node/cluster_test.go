@@ -340,3 +340,41 @@ func TestStopEndsAStartingIncarnation(t *testing.T) {
 		t.Fatalf("stop took %v while a part was starting", d)
 	}
 }
+
+// TestPausedNodeComesBackAsANewIncarnation: a node whose etcd traffic is
+// frozen (as a paused process's is) is recovered by the others; when the
+// traffic flows again, what it held is gone and it registers anew.
+func TestPausedNodeComesBackAsANewIncarnation(t *testing.T) {
+	c := nodetest.NewInProcCluster(t, 3, nodetest.InProcOptions{})
+	n1, n2 := c.Node("node1"), c.Node("node2")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	d1, err := n1.Node().Locks(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held, err := d1.Acquire(ctx, dlm.Named("paused"), dlm.EX)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := incarnation(t, n1)
+	n1.Pause()
+	d2, err := n2.Node().Locks(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := d2.Acquire(ctx, dlm.Named("paused"), dlm.EX)
+	if err != nil {
+		t.Fatalf("node2 never got the paused node's lock: %v", err)
+	}
+	recovered(t, n2, "node1", old, 20*time.Second)
+	n1.Heal()
+	if err := held.Use(); err == nil {
+		t.Fatal("the paused node may still use its lock after waking up")
+	}
+	got.Release()
+	c.WaitMembers(30*time.Second, 3, c.Nodes...)
+	if inc := incarnation(t, n1); inc == old {
+		t.Errorf("node1 kept its incarnation %s across the pause", inc)
+	}
+}
