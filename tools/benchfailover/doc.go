@@ -1,7 +1,7 @@
 // Package benchfailover measures failover: the time from SIGKILL of a node
 // that holds an EX region lock to the moment a survivor's write under that
-// lock is acknowledged, over real shoald processes, killing the nodes in
-// turn whatever their role (a row over all victims, and rows for the
+// lock is acknowledged, over real shoald processes, killing nodes drawn at
+// random whatever their role (a row over all victims, and rows for the
 // victims that hosted the etcd leader, were the recovery coordinator, or
 // neither), with persistent
 // reservation fencing on tgtd legs (direct failure detection) and in
