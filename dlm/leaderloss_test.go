@@ -53,8 +53,11 @@ func TestLeaderHostKilledKeepsNewLocksFast(t *testing.T) {
 	b.wait(z, "acquire z")
 	granted := time.Since(killed)
 	t.Logf("new etcd leader after %v; lock on an untouched resource granted %v after the kill", elected.Round(time.Millisecond), granted.Round(time.Millisecond))
-	if granted > elected+time.Second {
-		t.Errorf("lock granted %v after the kill, %v after a new leader was known: want well under a second", granted, granted-elected)
+	// Well under a second on an idle machine. The fault this catches is a
+	// request waiting out its 5 s timeout (about 4 s after the election);
+	// 3 s leaves a loaded machine room without letting that through.
+	if granted > elected+3*time.Second {
+		t.Errorf("lock granted %v after the kill, %v after a new leader was known: it waited out a request timeout", granted, granted-elected)
 	}
 	// The survivor's cached lock stays usable without etcd.
 	b.call("acquire", "hy2", "y", "EX")
