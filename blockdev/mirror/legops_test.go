@@ -34,7 +34,7 @@ func TestLegChangesWhileWriting(t *testing.T) {
 			wr := rand.New(rand.NewPCG(seed, uint64(s)))
 			for i := 0; i < 20000 && !stop.Load(); i++ {
 				nb := 1 + wr.IntN(16)
-				off := int64(wr.IntN(3000)) * testBS
+				off := wr.Int64N(n.vol.Size()/testBS-16) * testBS
 				p := randBlock(wr, nb*testBS)
 				unlock, _ := r.locker.Lock(ctx, "app", off, int64(len(p)), true)
 				err := n.vol.WriteAt(ctx, p, off)

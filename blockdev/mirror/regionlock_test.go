@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 var errLapsed = errors.New("lease lapsed")
@@ -90,7 +91,12 @@ func TestWriteChecksItsRegionLockBeforeTheIO(t *testing.T) {
 func TestRecoverFencedTakesRecoveryLocks(t *testing.T) {
 	r := newRig(t, 2, 2)
 	ctx := context.Background()
-	a := r.open(0)
+	// a's marks stay until the recovery: with FastConfig's 30 ms a loaded
+	// machine could clear the region before RecoverFenced looks.
+	a, err := r.tryOpen(0, func(c *Config) { c.ClearDelay = time.Hour })
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := a.vol.WriteAt(ctx, bytes.Repeat([]byte{7}, testBS), 0); err != nil {
 		t.Fatal(err)
 	}

@@ -24,7 +24,7 @@ func TestResyncCrashRandomized(t *testing.T) {
 			m := newModel()
 			write := func(wr *rand.Rand) error {
 				nb := 1 + wr.IntN(16)
-				off := int64(wr.IntN(4000)) * testBS
+				off := wr.Int64N(w.vol.Size()/testBS-16) * testBS
 				p := randBlock(wr, nb*testBS)
 				unlock, _ := r.locker.Lock(ctx, "app", off, int64(len(p)), true)
 				defer unlock()
