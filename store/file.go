@@ -54,7 +54,14 @@ func (p *page) full() bool {
 
 func (p *page) set(off int, src []byte) {
 	copy(p.data[off:], src)
-	for i := off; i < off+len(src); i++ {
+	i, end := off, off+len(src)
+	for ; i < end && i%8 != 0; i++ {
+		p.mask[i/8] |= 1 << (i % 8)
+	}
+	for ; i+8 <= end; i += 8 {
+		p.mask[i/8] = 0xff
+	}
+	for ; i < end; i++ {
 		p.mask[i/8] |= 1 << (i % 8)
 	}
 }
@@ -63,6 +70,10 @@ func newPage() *page { return &page{data: make([]byte, BlockSize), mask: make([]
 
 // merge overlays the written bytes of p onto base (BlockSize long).
 func (p *page) merge(base []byte) {
+	if p.full() {
+		copy(base, p.data)
+		return
+	}
 	for i := 0; i < BlockSize; i++ {
 		if p.mask[i/8]&(1<<(i%8)) != 0 {
 			base[i] = p.data[i]

@@ -60,6 +60,18 @@ func (j *journalWriter) fits(n uint32) (uint32, bool) {
 func (j *journalWriter) commit(ctx context.Context, dev blockdev.Device, jt *journalTx, data []dataWrite, use func() error) (committed bool, err error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	if n := dataBlocks(data); n > 0 && n <= journaledData {
+		// Little data: it goes through the journal like metadata (one
+		// flush instead of two); its blocks are new (copy on write), so
+		// writing them again in a replay is harmless.
+		for _, d := range data {
+			for k := 0; k < len(d.p)/BlockSize; k++ {
+				jt.Targets = append(jt.Targets, d.blk+uint64(k))
+				jt.Images = append(jt.Images, d.p[k*BlockSize:(k+1)*BlockSize])
+			}
+		}
+		data = nil
+	}
 	stream := recordStream(jt.Records, jt.Acks)
 	n := uint32(txBlocks(len(jt.Images), len(stream)))
 	// Room is kept after the transaction for the records a checkpoint
@@ -253,4 +265,16 @@ func (j *journalWriter) setOwner(ctx context.Context, owner string) error {
 	h.Version++
 	h.Owner = owner
 	return j.writeHeader(ctx, &h)
+}
+
+// journaledData is how many data blocks a transaction may carry in the
+// journal instead of writing and flushing them before its commit.
+const journaledData = 16
+
+func dataBlocks(data []dataWrite) int {
+	n := 0
+	for _, d := range data {
+		n += len(d.p) / BlockSize
+	}
+	return n
 }
