@@ -10,7 +10,7 @@ BENCHOUT  := bench-results
 # Failovers measured per mode by bench-failover.
 FAILOVER_RUNS ?= 20
 
-.PHONY: man completion all build setup test test-short test-demo bench bench-web bench-dlm bench-volume bench-iscsi bench-failover bench-store lint demo demo-stop clean fuzz
+.PHONY: man completion all build setup test test-short test-demo soak bench bench-web bench-dlm bench-volume bench-iscsi bench-failover bench-store lint demo demo-stop clean fuzz
 
 all: build
 
@@ -31,6 +31,16 @@ test-short:
 # restart, the foreground events (about 40 s on the demo's fixed addresses).
 test-demo: setup
 	$(GO) test -race -count=1 -run TestDemoBringsBackAStoppedNode ./cmd/shoald -args -shoald.demo
+
+# The long campaigns kept out of `make test`, each behind its own test flag:
+# the mirror's randomized crash test for SOAK, every store crash flavour at
+# every write, a directory of 100000 entries, and 20 coordinator pauses.
+SOAK ?= 10m
+soak: setup build
+	$(GO) test -race -count=1 -timeout 60m -run '^TestCrashRandomized$$' ./blockdev/mirror -args -mirror.soak $(SOAK)
+	$(GO) test -race -count=1 -timeout 60m -run '^TestCrashEveryWrite$$' ./store -args -store.crashlong
+	$(GO) test -count=1 -timeout 60m -run '^TestBigDirectory$$' ./store -args -store.bigdir 100000
+	$(GO) test -race -count=1 -timeout 60m -run '^TestPausedCoordinatorIsReplaced$$' ./cmd/shoald -args -coordpause.runs 20
 
 # Short fuzz runs of every decoder (30 s each by default).
 FUZZTIME ?= 30s
