@@ -32,7 +32,11 @@ func (tx *Tx) agHeaderOf(g *glock, ag int) (*agHeader, uint64, error) {
 // whose lock would have to be waited for out of lock order are skipped.
 // ErrNoSpace when no group has the room; nothing is changed then that the
 // transaction commits (it is abandoned).
-func (tx *Tx) alloc(n int) ([]blockRun, error) {
+func (tx *Tx) alloc(n int) ([]blockRun, error) { return tx.allocFrom(n, -1) }
+
+// allocFrom allocates like alloc, trying allocation group first (when >= 0)
+// before the others.
+func (tx *Tx) allocFrom(n int, first int) ([]blockRun, error) {
 	s := tx.s
 	var runs []blockRun
 	order := make([]int, 0, s.sb.AGCount)
@@ -44,7 +48,11 @@ func (tx *Tx) alloc(n int) ([]blockRun, error) {
 		}
 	}
 	sort.Ints(order)
-	first := int(s.agNext.Load())
+	if first >= 0 && first < int(s.sb.AGCount) && !seen[first] {
+		order = append([]int{first}, order...)
+		seen[first] = true
+	}
+	first = int(s.agNext.Load())
 	for i := 0; i < int(s.sb.AGCount); i++ {
 		ag := (first + i) % int(s.sb.AGCount)
 		if !seen[ag] {

@@ -130,10 +130,19 @@ func (s *Store) now() int64 { return s.clk.Now().UnixNano() }
 
 // newInode allocates and locks a new inode of typ under directory parent.
 func (tx *Tx) newInode(typ uint8, perm fs.FileMode, parent uint64) (*inode, *glock, error) {
-	blk, err := tx.allocOne()
+	first := -1
+	if typ == typeDir {
+		// Directories are spread over the allocation groups (as ext4's
+		// Orlov allocator does): nodes working in different directories
+		// then write different parts of the volume, not one region's
+		// blocks (and its mirror locks) from both sides.
+		first = int(tx.s.dirNext.Add(1) % tx.s.sb.AGCount)
+	}
+	runs, err := tx.allocFrom(1, first)
 	if err != nil {
 		return nil, nil, err
 	}
+	blk := runs[0].start
 	gen, err := tx.newGen(blk)
 	if err != nil {
 		return nil, nil, err
