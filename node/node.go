@@ -114,7 +114,16 @@ func Start(ctx context.Context, cfg cluster.Config, parts ...Part) (*Node, error
 		if n.locks.onAcquire, err = newLockWaitMetric(n.admin.Registry()); err != nil {
 			return nil, err
 		}
-		if n.ui, err = newDashboard(cn, n.locks, n.vols); err != nil {
+		var traffic TrafficReporter
+		for _, p := range parts {
+			if tr, ok := p.(TrafficReporter); ok {
+				if err := tr.Register(n.admin.Registry()); err != nil {
+					return nil, err
+				}
+				traffic = tr
+			}
+		}
+		if n.ui, err = newDashboard(cn, n.locks, n.vols, traffic); err != nil {
 			return nil, err
 		}
 		n.admin.Handle("GET /ui/", n.ui)

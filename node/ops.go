@@ -4,10 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"github.com/shoal-ha/shoal/blockdev/mirror"
 	"github.com/shoal-ha/shoal/cluster"
 	"github.com/shoal-ha/shoal/dashboard"
@@ -28,9 +33,10 @@ type RecordCounter interface {
 
 // dashSource is the node as its dashboard sees it (dashboard.Source).
 type dashSource struct {
-	cn    *cluster.Node
-	locks *lockService
-	vols  *volumeService
+	cn      *cluster.Node
+	locks   *lockService
+	vols    *volumeService
+	traffic TrafficReporter // nil without a web tier
 }
 
 func (s dashSource) Status(ctx context.Context) cluster.Status { return s.cn.Status(ctx) }
@@ -82,9 +88,9 @@ func newLockWaitMetric(reg prometheus.Registerer) (func(dlm.Mode, time.Duration)
 
 // newDashboard builds the node's dashboard, served at /ui/ of the admin
 // API.
-func newDashboard(cn *cluster.Node, locks *lockService, vols *volumeService) (*dashboard.Server, error) {
+func newDashboard(cn *cluster.Node, locks *lockService, vols *volumeService, traffic TrafficReporter) (*dashboard.Server, error) {
 	cfg := dashboard.DefaultConfig()
-	cfg.Source = dashSource{cn: cn, locks: locks, vols: vols}
+	cfg.Source = dashSource{cn: cn, locks: locks, vols: vols, traffic: traffic}
 	cfg.Logger = cn.Logger().Named("dashboard")
 	return dashboard.New(cfg)
 }
@@ -184,4 +190,97 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
+}
+
+// TrafficReporter is the optional ability of a Part that serves HTTP (the
+// web tier's request metrics) to say what it answered. The node registers
+// its metrics on /metrics, and the dashboard shows every node's figures:
+// this node's from the reporter, the others' from their /metrics.
+type TrafficReporter interface {
+	Part
+	// Counts are the requests answered and those answered with a 5xx.
+	Counts() (requests, errors uint64)
+	// P99 is the recent 99th percentile of answer times.
+	P99() time.Duration
+	// Register puts the part's metrics on the node's registry.
+	Register(reg prometheus.Registerer) error
+}
+
+// Traffic implements dashboard.TrafficSource: this node's web traffic and
+// that of every live member whose /metrics shows a web tier (read over
+// the admin API with this node's certificate, each within 500 ms).
+func (s dashSource) Traffic(ctx context.Context) ([]dashboard.TrafficCounters, error) {
+	var rows []dashboard.TrafficCounters
+	self := s.cn.Config().NodeName
+	if s.traffic != nil {
+		req, errs := s.traffic.Counts()
+		rows = append(rows, dashboard.TrafficCounters{Node: self, Requests: req, Errors: errs, P99: s.traffic.P99()})
+	}
+	var peers []keys.MemberRecord
+	for _, m := range s.cn.Watcher().Members() {
+		if m.Name != self && m.AdminURL != "" {
+			peers = append(peers, m)
+		}
+	}
+	if len(peers) == 0 {
+		return rows, nil
+	}
+	tlsCfg, err := cluster.ClientTLS(s.cn.Certs())
+	if err != nil {
+		return rows, err
+	}
+	hc := &http.Client{Timeout: 500 * time.Millisecond, Transport: &http.Transport{TLSClientConfig: tlsCfg}}
+	defer hc.CloseIdleConnections()
+	found := make([]*dashboard.TrafficCounters, len(peers))
+	var wg sync.WaitGroup
+	for i, m := range peers {
+		wg.Go(func() { found[i] = peerTraffic(ctx, hc, m) })
+	}
+	wg.Wait()
+	for _, f := range found {
+		if f != nil {
+			rows = append(rows, *f)
+		}
+	}
+	return rows, nil
+}
+
+// peerTraffic reads a member's web figures from its /metrics; nil when it
+// cannot be read or the member runs no web tier.
+func peerTraffic(ctx context.Context, hc *http.Client, m keys.MemberRecord) *dashboard.TrafficCounters {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, m.AdminURL+"/metrics", nil)
+	if err != nil {
+		return nil
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return nil
+	}
+	reqs, ok := fams["shoal_http_requests_total"]
+	if !ok {
+		return nil
+	}
+	t := &dashboard.TrafficCounters{Node: m.Name}
+	for _, mm := range reqs.GetMetric() {
+		n := uint64(mm.GetCounter().GetValue())
+		t.Requests += n
+		for _, l := range mm.GetLabel() {
+			if l.GetName() == "code" && strings.HasPrefix(l.GetValue(), "5") {
+				t.Errors += n
+			}
+		}
+	}
+	if p, ok := fams["shoal_http_recent_p99_seconds"]; ok && len(p.GetMetric()) > 0 {
+		t.P99 = time.Duration(p.GetMetric()[0].GetGauge().GetValue() * float64(time.Second))
+	}
+	return t
 }

@@ -4,7 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -13,9 +16,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-ha/shoal/dashboard"
 	"github.com/shoal-ha/shoal/dlm"
+	"github.com/shoal-ha/shoal/internal/httpmetrics"
 	"github.com/shoal-ha/shoal/internal/nodetest"
 	"github.com/shoal-ha/shoal/internal/testutil"
+	"github.com/shoal-ha/shoal/node"
 )
 
 type lockedBuffer struct {
@@ -153,5 +159,81 @@ func TestFailoverStoryAndMetrics(t *testing.T) {
 	}
 	if t.Failed() {
 		fmt.Println(logs["node1"].String())
+	}
+}
+
+// recorderPart is a node part that only measures requests, as the web
+// tier's metrics part does in shoald.
+type recorderPart struct{ *httpmetrics.Recorder }
+
+func (recorderPart) Name() string                                        { return "web-metrics" }
+func (recorderPart) Start(ctx context.Context, _ node.Incarnation) error { return nil }
+func (recorderPart) Stop(bool)                                           {}
+
+// TestDashboardShowsEveryNodesTraffic: each node measures its own
+// requests; node1's dashboard shows all three, the others' read from
+// their /metrics over the admin API.
+func TestDashboardShowsEveryNodesTraffic(t *testing.T) {
+	c := nodetest.NewInProcCluster(t, 3, nodetest.InProcOptions{NoStart: true})
+	recs := map[string]*httpmetrics.Recorder{}
+	for _, nd := range c.Nodes {
+		recs[nd.Name] = httpmetrics.New()
+		nd.Parts = []node.Part{recorderPart{recs[nd.Name]}}
+		nd.Start()
+	}
+	c.WaitMembers(30*time.Second, 3, c.Nodes...)
+	for i, nd := range c.Nodes {
+		h := recs[nd.Name].Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/fail" {
+				w.WriteHeader(http.StatusInternalServerError)
+			}
+		}))
+		for j := 0; j < 10*(i+1); j++ {
+			h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil))
+		}
+		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/fail", nil))
+	}
+	n1 := c.Node("node1")
+	client := n1.AdminClient(5 * time.Second)
+	var snap dashboard.Snapshot
+	testutil.WaitFor(t, 20*time.Second, "three nodes' traffic on node1's dashboard", func() bool {
+		resp, err := client.Get(n1.AdminURL() + "/ui/snapshot.json")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		if json.NewDecoder(resp.Body).Decode(&snap) != nil {
+			return false
+		}
+		return len(snap.Traffic) == 3
+	})
+	for i, tr := range snap.Traffic {
+		if tr.Node != fmt.Sprintf("node%d", i+1) {
+			t.Fatalf("traffic rows %+v", snap.Traffic)
+		}
+	}
+	// Rates need two readings of the counters: more requests on node2,
+	// then its rate shows on node1's page.
+	h := recs["node2"].Wrap(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	testutil.WaitFor(t, 20*time.Second, "node2's request rate on node1's dashboard", func() bool {
+		for j := 0; j < 50; j++ {
+			h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil))
+		}
+		resp, err := client.Get(n1.AdminURL() + "/ui/snapshot.json")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		if json.NewDecoder(resp.Body).Decode(&snap) != nil || len(snap.Traffic) != 3 {
+			return false
+		}
+		return snap.Traffic[1].RequestsPerSecond > 0
+	})
+	// Requests to the admin API itself are not web traffic.
+	if _, err := client.Get(n1.AdminURL() + "/api/status"); err != nil {
+		t.Fatal(err)
+	}
+	if req, _ := recs["node1"].Counts(); req != 11 {
+		t.Fatalf("node1 counted %d requests, want 11", req)
 	}
 }

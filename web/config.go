@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -72,6 +73,9 @@ type Config struct {
 	AccessLog string
 	// AccessLogFormat is LogCommon or LogCombined. Default LogCombined.
 	AccessLogFormat string
+	// Middleware, when set, wraps the tier's whole handler, outside the
+	// access log (the node's request metrics).
+	Middleware func(http.Handler) http.Handler
 	// ShutdownTimeout bounds Close: requests still running then are cut.
 	// Default 5s.
 	ShutdownTimeout time.Duration

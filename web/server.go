@@ -82,6 +82,9 @@ func NewServer(cfg Config, st Store, mem Membership) (*Server, error) {
 		s.alog = NewAccessLog(w, cfg.AccessLogFormat, cfg.Clock)
 		h = s.alog.Wrap(h)
 	}
+	if cfg.Middleware != nil {
+		h = cfg.Middleware(h)
+	}
 	s.handler = h
 	s.srv = &http.Server{
 		Handler:           h,

@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/shoal-ha/shoal/cluster"
+	"github.com/shoal-ha/shoal/internal/httpmetrics"
 	"github.com/shoal-ha/shoal/node"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -201,9 +202,13 @@ func runNode(ctx context.Context, cfg cluster.Config, load func() (cluster.Confi
 			}
 		}
 	}()
-	parts, err := webParts(cfg)
+	metrics := webMetrics{httpmetrics.New()}
+	parts, err := webParts(cfg, metrics.Wrap)
 	if err != nil {
 		return err
+	}
+	if len(parts) > 0 {
+		parts = append(parts, metrics)
 	}
 	return node.Run(ctx, cfg, parts...)
 }

@@ -1,9 +1,12 @@
 package main
 
 import (
+	"context"
 	"errors"
+	"net/http"
 
 	"github.com/shoal-ha/shoal/cluster"
+	"github.com/shoal-ha/shoal/internal/httpmetrics"
 	"github.com/shoal-ha/shoal/node"
 	"github.com/shoal-ha/shoal/store/storenode"
 	"github.com/shoal-ha/shoal/web"
@@ -15,7 +18,8 @@ import (
 // first: the web part serves from the store it opened, and its replay of a
 // dead node's journal hands the sessions' intents to the web tier's
 // recovery handler.
-func webParts(cfg cluster.Config) ([]node.Part, error) {
+// middleware wraps the web tier's handler (the request metrics).
+func webParts(cfg cluster.Config, middleware func(http.Handler) http.Handler) ([]node.Part, error) {
 	if cfg.Web.Addr == "" {
 		return nil, nil
 	}
@@ -39,6 +43,7 @@ func webParts(cfg cluster.Config) ([]node.Part, error) {
 	}
 	wc.AllowOrigins = cfg.Web.AllowOrigins
 	wc.Logger = cfg.Logger
+	wc.Middleware = middleware
 	if err := wc.Validate(); err != nil {
 		return nil, err
 	}
@@ -46,3 +51,12 @@ func webParts(cfg cluster.Config) ([]node.Part, error) {
 	wp := webnode.New(webnode.Config{Web: wc, Store: sp.Store, Logger: cfg.Logger})
 	return []node.Part{sp, wp}, nil
 }
+
+// webMetrics measures the web tier's requests (node.TrafficReporter): the
+// node puts them on /metrics and its dashboard. As a part it does nothing
+// of its own on an incarnation.
+type webMetrics struct{ *httpmetrics.Recorder }
+
+func (webMetrics) Name() string                                        { return "web-metrics" }
+func (webMetrics) Start(ctx context.Context, _ node.Incarnation) error { return nil }
+func (webMetrics) Stop(clean bool)                                     {}
