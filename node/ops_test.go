@@ -71,10 +71,16 @@ func scrape(t *testing.T, nd *nodetest.InProcNode) map[string]bool {
 func TestFailoverStoryAndMetrics(t *testing.T) {
 	logs := map[string]*lockedBuffer{}
 	c := nodetest.NewInProcCluster(t, 3, nodetest.InProcOptions{FileLegs: true, NoStart: true})
+	recs := map[string]*httpmetrics.Recorder{}
 	for _, nd := range c.Nodes {
 		logs[nd.Name] = &lockedBuffer{}
 		nd.LogOutput = logs[nd.Name]
+		recs[nd.Name] = httpmetrics.New()
+		nd.Parts = []node.Part{recorderPart{recs[nd.Name]}}
 		nd.Start()
+	}
+	for _, r := range recs {
+		r.Wrap(http.NotFoundHandler()).ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil))
 	}
 	c.WaitMembers(30*time.Second, 3, c.Nodes...)
 	n1, n3 := c.Node("node1"), c.Node("node3")
