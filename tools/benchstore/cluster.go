@@ -305,7 +305,7 @@ func (r *rig) scratchVolume(ctx context.Context, n *node) (*mirror.Volume, func(
 		}
 	}
 	for i := 0; i < 2; i++ {
-		p := filepath.Join(r.dir, fmt.Sprintf("scratch%d.img", i))
+		p := filepath.Join(r.dir, fmt.Sprintf("scratch-%s-%d.img", n.name, i))
 		d, err := blockdev.OpenFile(p, blockdev.OpenOptions{Create: true, CreateSize: demoLegSize, Logger: r.log})
 		if err != nil {
 			remove()
