@@ -134,6 +134,7 @@ func checkAll(t *testing.T, nodes ...*testNode) {
 }
 
 func TestCluster(t *testing.T) {
+	t.Parallel() // its own etcd member(s), ports reserved, prefixes its own
 	if testing.Short() {
 		t.Skip("starts a three-member etcd cluster")
 	}
@@ -392,6 +393,7 @@ func TestCluster(t *testing.T) {
 // TestWaitDeadOfAnIncarnationSeenOnlyDead covers a coordinator that joined
 // after an incarnation died holding nothing: it counts as dead at once.
 func TestWaitDeadOfAnIncarnationSeenOnlyDead(t *testing.T) {
+	t.Parallel() // its own etcd member(s), ports reserved, prefixes its own
 	if testing.Short() {
 		t.Skip("starts an etcd member")
 	}
@@ -426,6 +428,7 @@ func TestWaitDeadOfAnIncarnationSeenOnlyDead(t *testing.T) {
 // TestJoinAfterCompaction: a node joining after etcd compacted the DLM's
 // history starts from a checkpoint and agrees with the others.
 func TestJoinAfterCompaction(t *testing.T) {
+	t.Parallel() // its own etcd member(s), ports reserved, prefixes its own
 	if testing.Short() {
 		t.Skip("starts an etcd member")
 	}
@@ -490,6 +493,7 @@ func TestJoinAfterCompaction(t *testing.T) {
 // up at once, instead of being refused until the next periodic one; with
 // no live node to answer, the error names the compaction.
 func TestJoinAfterCompactionPastTheCheckpoint(t *testing.T) {
+	t.Parallel() // its own etcd member(s), ports reserved, prefixes its own
 	if testing.Short() {
 		t.Skip("starts an etcd member")
 	}
@@ -573,6 +577,7 @@ func TestJoinAfterCompactionPastTheCheckpoint(t *testing.T) {
 // allows operations in one transaction (128): the coordinator still
 // releases them all, and their value blocks are invalid in etcd.
 func TestReleaseDeadOfManyLocks(t *testing.T) {
+	t.Parallel() // its own etcd member(s), ports reserved, prefixes its own
 	if testing.Short() {
 		t.Skip("starts an etcd member")
 	}

@@ -12,6 +12,7 @@ import (
 )
 
 func TestConvertAndDeadlock(t *testing.T) {
+	t.Parallel() // its own etcd member(s), ports reserved, prefixes its own
 	if testing.Short() {
 		t.Skip("starts an etcd member")
 	}

@@ -14,6 +14,7 @@ import (
 // A client that leaves cleanly marks its member key as leaving before the
 // key goes, so the cluster sees a departure and asks for no recovery.
 func TestLeaseMemberLeaveMarksDeparture(t *testing.T) {
+	t.Parallel() // its own etcd member(s), ports reserved, prefixes its own
 	c := etcdtest.NewCluster(t, 1)
 	cli := c.Client(0)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

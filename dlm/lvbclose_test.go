@@ -17,6 +17,7 @@ import (
 // close gives every lock up, and the value is written when a node gives a
 // lock up.
 func TestValueBlockSurvivesCleanClose(t *testing.T) {
+	t.Parallel() // its own etcd member(s), ports reserved, prefixes its own
 	if testing.Short() {
 		t.Skip("starts an etcd member")
 	}
@@ -100,6 +101,7 @@ func closeNode(t *testing.T, x *testNode) {
 // retrying it but still writes its value block before it withdraws the
 // request, so the next holder reads the value, valid.
 func TestValueBlockOfAReleaseCutShortByClose(t *testing.T) {
+	t.Parallel() // its own etcd member(s), ports reserved, prefixes its own
 	if testing.Short() {
 		t.Skip("starts an etcd member")
 	}

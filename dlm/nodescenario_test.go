@@ -400,6 +400,7 @@ func queued(n *Node, res Resource) bool {
 }
 
 func TestNodeScenarios(t *testing.T) {
+	t.Parallel() // its own etcd member(s), ports reserved, prefixes its own
 	if testing.Short() {
 		t.Skip("starts an etcd member")
 	}

@@ -11,6 +11,7 @@ import (
 // TestOnAcquireSeesEveryGrant: a first grant is reported with the time it
 // waited, a cached re-acquire with zero, a failed try not at all.
 func TestOnAcquireSeesEveryGrant(t *testing.T) {
+	t.Parallel() // its own etcd member(s), ports reserved, prefixes its own
 	if testing.Short() {
 		t.Skip("starts an etcd member")
 	}

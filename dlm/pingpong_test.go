@@ -69,6 +69,7 @@ func TestPingPongExclusion(t *testing.T) {
 // back, and a closed node leaves no request behind, even with writes in
 // flight when it closes.
 func TestEvictionAndCleanClose(t *testing.T) {
+	t.Parallel() // its own etcd member(s), ports reserved, prefixes its own
 	if testing.Short() {
 		t.Skip("starts an etcd member")
 	}
