@@ -30,6 +30,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -326,20 +327,43 @@ func runLoad(tool, url string) (load, error) {
 		return load{}, fmt.Errorf("%s %s: %v\n%s", tool, url, err, text)
 	}
 	if tool == "wrk" {
-		m1, m2 := wrkRPS.FindStringSubmatch(text), wrkBytes.FindStringSubmatch(text)
-		if m1 == nil || m2 == nil || strings.Contains(text, "Non-2xx") {
-			return load{}, fmt.Errorf("wrk %s: unexpected output:\n%s%s", url, text, probe(url))
+		l, err := parseWrk(text)
+		if err != nil {
+			return load{}, fmt.Errorf("wrk %s: %v:\n%s%s", url, err, text, probe(url))
 		}
-		rps, _ := strconv.ParseFloat(m1[1], 64)
-		b, _ := strconv.ParseFloat(m2[1], 64)
-		return load{rps, unit(b, m2[2])}, nil
+		return l, nil
 	}
+	l, err := parseH2load(text)
+	if err != nil {
+		return load{}, fmt.Errorf("h2load %s: %v:\n%s", url, err, text)
+	}
+	return l, nil
+}
+
+// parseWrk reads requests/s and MB/s from wrk's report; a run with non-2xx
+// answers or socket errors other than the final close is refused.
+func parseWrk(text string) (load, error) {
+	m1, m2 := wrkRPS.FindStringSubmatch(text), wrkBytes.FindStringSubmatch(text)
+	if m1 == nil || m2 == nil {
+		return load{}, errors.New("no Requests/sec and Transfer/sec lines")
+	}
+	if strings.Contains(text, "Non-2xx") {
+		return load{}, errors.New("answers other than 2xx or 3xx")
+	}
+	rps, _ := strconv.ParseFloat(m1[1], 64)
+	b, _ := strconv.ParseFloat(m2[1], 64)
+	return load{rps, unit(b, m2[2])}, nil
+}
+
+// parseH2load reads requests/s and MB/s from h2load's report; a run with
+// failed or errored requests is refused.
+func parseH2load(text string) (load, error) {
 	m := h2Done.FindStringSubmatch(text)
 	if m == nil {
-		return load{}, fmt.Errorf("h2load %s: unexpected output:\n%s", url, text)
+		return load{}, errors.New("no \"finished in\" line")
 	}
-	if f := h2Fail.FindStringSubmatch(text); f != nil && (f[1] != "0" || f[2] != "0") {
-		return load{}, fmt.Errorf("h2load %s: failed requests:\n%s", url, text)
+	if f := h2Fail.FindStringSubmatch(text); f == nil || f[1] != "0" || f[2] != "0" {
+		return load{}, errors.New("failed or errored requests")
 	}
 	rps, _ := strconv.ParseFloat(m[1], 64)
 	b, _ := strconv.ParseFloat(m[2], 64)
