@@ -106,7 +106,8 @@ func DefaultConfig() Config {
 	}
 }
 
-// ErrConfig reports an invalid configuration field.
+// ErrConfig reports an invalid configuration field (the message names it);
+// the same configuration fails again, so retrying is pointless.
 var ErrConfig = errors.New("web: invalid config")
 
 // Validate checks the fields, alone and against each other, and names the

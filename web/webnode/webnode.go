@@ -45,7 +45,9 @@ func Handlers(cfg web.Config) map[string]store.Handler {
 }
 
 // ErrNoStore: no store is open on this incarnation (the store part is
-// missing, or was not started before the web part).
+// missing, or was not started before the web part). The node abandons the
+// incarnation and tries a new one, which fails the same way until the parts
+// are given in the right order.
 var ErrNoStore = errors.New("webnode: no store open on this incarnation")
 
 // Part is the web tier of one node.

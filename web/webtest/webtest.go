@@ -46,7 +46,9 @@ type Result struct {
 	Node  string
 }
 
-// ErrNoAnswer: no node gave a definitive answer before ctx ended.
+// ErrNoAnswer: no node gave a definitive answer before ctx ended. The
+// request may or may not have been applied; retrying with the same key is
+// safe.
 var ErrNoAnswer = errors.New("webtest: no definitive answer")
 
 // NewKey returns a fresh idempotency key.
