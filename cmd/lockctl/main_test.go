@@ -368,3 +368,62 @@ func TestLockctlGraphNamesTheVictim(t *testing.T) {
 		t.Fatalf("graph does not name victim %s: %v\n%s", victim, err, out)
 	}
 }
+
+// After etcd compacts past the newest checkpoint, ls asks the live nodes
+// for one and lists at once; with no node to answer, the error names the
+// compaction (not a lost lease).
+func TestLockctlLsAfterCompaction(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts an etcd member")
+	}
+	c := etcdtest.NewCluster(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	m, err := dlm.JoinAsClient(ctx, dlm.LeaseMemberConfig{Client: c.Client(0), Prefix: "/lc", Name: "n1", TTL: 2 * time.Second, ElectionTimeout: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := dlm.DefaultConfig()
+	cfg.Client, cfg.Member, cfg.Prefix, cfg.CheckpointInterval = c.Client(0), m, "/lc", time.Hour
+	n, err := dlm.Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Acquire(ctx, dlm.Named("compacted-lock"), dlm.EX); err != nil {
+		t.Fatal(err)
+	}
+	compact := func() {
+		t.Helper()
+		resp, err := c.Client(0).Get(ctx, "any")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Client(0).Compact(ctx, resp.Header.Revision); err != nil {
+			t.Fatal(err)
+		}
+	}
+	compact()
+	start := time.Now()
+	out, err := lockctl(t, c.Endpoints, "ls", "--timeout", "5s")
+	if err != nil || !strings.Contains(out, "compacted-lock") {
+		t.Fatalf("ls after compaction: %v\n%s", err, out)
+	}
+	t.Logf("ls after compaction took %v", time.Since(start))
+
+	// More history after the checkpoint that ls asked for; then the node
+	// stops without withdrawing its requests (as a crash would): nobody is
+	// left to write a checkpoint.
+	if _, err := n.Acquire(ctx, dlm.Named("later-lock"), dlm.EX); err != nil {
+		t.Fatal(err)
+	}
+	m.Stop()
+	stop, scancel := context.WithTimeout(context.Background(), time.Nanosecond)
+	defer scancel()
+	<-stop.Done()
+	cerr := n.Close(stop) // the context is over: the request stays in etcd
+	compact()
+	out, err = lockctl(t, c.Endpoints, "ls", "--timeout", "1s")
+	if !errors.Is(err, dlm.ErrCompacted) || !strings.Contains(err.Error(), "compacted") || strings.Contains(err.Error(), "lease lost") {
+		t.Fatalf("ls with nobody to answer: %v, want an error naming the compaction\n%s\nclose: %v", err, out, cerr)
+	}
+}
