@@ -243,7 +243,7 @@ func (s *Store) quickStat(name string) fs.FileInfo {
 			if n > 64 || blk >= s.sb.Blocks {
 				return nil
 			}
-			b, err := s.readBlock(ctx, blk)
+			b, err := s.quickBlock(ctx, in.Ino, blk)
 			if err != nil {
 				return nil
 			}
@@ -269,12 +269,27 @@ func (s *Store) quickStat(name string) fs.FileInfo {
 	return newFileInfo(baseName(name), in)
 }
 
-// rawInode reads inode ino from the device without a lock.
+// quickBlock is block blk of inode ino from the cache of ino's lock when
+// this node holds it, else from the device.
+func (s *Store) quickBlock(ctx context.Context, ino, blk uint64) ([]byte, error) {
+	s.gmu.Lock()
+	g := s.glocks[glockKey{classInode, ino}]
+	s.gmu.Unlock()
+	if g != nil {
+		if b := g.cachedBlock(blk); b != nil {
+			return b, nil
+		}
+	}
+	return s.readBlock(ctx, blk)
+}
+
+// rawInode reads inode ino without a lock (from the cache of its lock when
+// this node holds it).
 func (s *Store) rawInode(ctx context.Context, ino uint64) (*inode, error) {
 	if ino < s.sb.AGStart || ino >= s.sb.Blocks {
 		return nil, ErrCorrupt
 	}
-	b, err := s.readBlock(ctx, ino)
+	b, err := s.quickBlock(ctx, ino, ino)
 	if err != nil {
 		return nil, err
 	}

@@ -336,3 +336,19 @@ func (g *glock) use() error {
 	}
 	return nil
 }
+
+// cachedBlock returns blk from g's cache when g's grant is held (cached)
+// in a mode that covers Shared and no local user holds it exclusively:
+// what an unlocked reader may use instead of reading the device.
+func (g *glock) cachedBlock(blk uint64) []byte {
+	if !g.rw.TryRLock() {
+		return nil
+	}
+	defer g.rw.RUnlock()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.hold == nil || g.recover {
+		return nil
+	}
+	return g.blocks[blk]
+}
