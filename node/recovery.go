@@ -244,6 +244,13 @@ func (r *recoveryRole) resync(ctx context.Context, victim fencing.NodeRef) (reco
 		out.Method = "victim never opened the volume"
 		return out, nil
 	}
+	if _, err := r.vols.current(); err == nil && slot == *r.vols.cfg.Slot {
+		// The victim is an earlier incarnation of this node (slots are
+		// per node): this incarnation's volume open recovered the slot
+		// before any write of its own, and the slot is live now.
+		out.Method = fmt.Sprintf("bitmap slot %d recovered by this node's own volume open", slot)
+		return out, nil
+	}
 	vi, done, err := r.volumeForRecovery(ctx)
 	if err != nil {
 		return out, err
