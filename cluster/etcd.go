@@ -66,7 +66,7 @@ func startEmbedded(ctx context.Context, cfg *Config, certs CertFiles, dd *dataDi
 	ec.ClientTLSInfo = tlsInfo
 	ec.PeerTLSInfo = tlsInfo
 	quiet := new(atomic.Bool)
-	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.New(zaphclog.NewCore(log.Named("etcd"), hclog.Warn, quiet)))
+	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zaphclog.NewLogger(log.Named("etcd"), hclog.Warn, quiet))
 	ec.AutoCompactionMode = "periodic"
 	ec.AutoCompactionRetention = "5m"
 

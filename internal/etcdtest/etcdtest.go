@@ -16,7 +16,6 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/shoal-ha/shoal/internal/portres"
 	"github.com/shoal-ha/shoal/internal/zaphclog"
-	"go.uber.org/zap"
 	"net/url"
 	"os"
 	"strings"
@@ -131,7 +130,7 @@ func Start(dir string, n int, o Options) (*Cluster, error) {
 		if log == nil {
 			log = hclog.NewNullLogger()
 		}
-		cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.New(zaphclog.NewCore(log.Named(cfg.Name), hclog.LevelFromString(o.LogLevel), nil)))
+		cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zaphclog.NewLogger(log.Named(cfg.Name), hclog.LevelFromString(o.LogLevel), nil))
 		cfg.ListenMetricsUrls = nil
 		cfg.SocketOpts.ReusePort = true // binds the reserved ports
 		cfgs[i] = cfg

@@ -24,7 +24,6 @@ import (
 	"github.com/shoal-ha/shoal/node"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
-	"go.uber.org/zap"
 )
 
 // ErrCut is what a node's dial or I/O returns while its link is cut
@@ -201,7 +200,7 @@ func StartTestEtcd(t testing.TB) *TestEtcd {
 	tls := transport.TLSInfo{CertFile: srv.Cert, KeyFile: srv.Key, TrustedCAFile: srv.CA, ClientCertAuth: true}
 	cfg.ClientTLSInfo, cfg.PeerTLSInfo = tls, tls
 	cfg.TickMs, cfg.ElectionMs = 50, 500
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.New(zaphclog.NewCore(testlog.New(t, "etcd"), hclog.Warn, nil)))
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zaphclog.NewLogger(testlog.New(t, "etcd"), hclog.Warn, nil))
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		t.Fatalf("test etcd: %v", err)
