@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -109,6 +110,7 @@ func TestMultiProcess(t *testing.T) {
 	const per = 400 // private blocks per process
 	shared := fmt.Sprintf("%d,%d", 3*per, 3*per+200)
 	var procs []*exec.Cmd
+	underway := make(chan struct{}, 3)
 	for slot := 0; slot < 3; slot++ {
 		args := []string{"stress", "--slot", fmt.Sprint(slot), "--lock-dir", locks, "--ops", "1000",
 			"--seed", fmt.Sprint(seed + int64(slot)), "--private", fmt.Sprintf("%d,%d", slot*per, (slot+1)*per),
@@ -117,7 +119,8 @@ func TestMultiProcess(t *testing.T) {
 			args[6] = "100000" // runs until killed
 		}
 		cmd := exec.Command(bin, append(args, legs...)...)
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		cmd.Stdout = &lineSignal{w: os.Stderr, match: "writes done", c: underway}
+		cmd.Stderr = os.Stderr
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -125,7 +128,16 @@ func TestMultiProcess(t *testing.T) {
 	}
 	// Midway, an operator fails leg 1 while the writers run; they learn
 	// it from the superblocks and go on degraded.
-	time.Sleep(300 * time.Millisecond)
+	for range procs {
+		select {
+		case <-underway:
+		case <-time.After(60 * time.Second):
+			for _, p := range procs {
+				p.Process.Kill()
+			}
+			t.Fatal("the writers did not get under way")
+		}
+	}
 	if _, err := run(t, bin, append([]string{"fail-leg", "--leg", "1", "--lock-dir", locks}, legs...)...); err != nil {
 		t.Fatal(err)
 	}
@@ -178,4 +190,20 @@ func TestMultiProcess(t *testing.T) {
 	if err != nil || !strings.Contains(out, `"dirty_regions": {}`) {
 		t.Fatalf("dirty regions left after every slot closed or was recovered: %v", err)
 	}
+}
+
+// lineSignal passes what a process prints on to w and sends on c once when
+// a write contains match (the lines waited for are short and written whole).
+type lineSignal struct {
+	w     io.Writer
+	match string
+	c     chan<- struct{}
+	once  sync.Once
+}
+
+func (l *lineSignal) Write(p []byte) (int, error) {
+	if strings.Contains(string(p), l.match) {
+		l.once.Do(func() { l.c <- struct{}{} })
+	}
+	return l.w.Write(p)
 }

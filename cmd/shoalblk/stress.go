@@ -51,6 +51,10 @@ func checkStressBlock(b []byte, off int64) (slot int, seq uint64, zero bool, err
 
 type stressRange struct{ From, To int64 } // block numbers, To exclusive
 
+// stressUnderway is after how many writes stress says on stdout that it is
+// under way ("slot N: K writes done").
+const stressUnderway = 50
+
 func init() {
 	var (
 		vf       volumeFlags
@@ -114,6 +118,10 @@ func init() {
 					for k := int64(0); k < nb; k++ {
 						acked[first+k] = seq
 					}
+				}
+				if i+1 == min(stressUnderway, ops) {
+					// Rigs wait for this line to act mid-run.
+					fmt.Fprintf(cmd.OutOrStdout(), "slot %d: %d writes done\n", slot, i+1)
 				}
 			}
 			closeVol()
