@@ -2,14 +2,13 @@ package main
 
 import (
 	"fmt"
-	"os"
 
 	"github.com/spf13/cobra"
 
 	"github.com/shoal-ha/shoal/blockdev/mirror"
 )
 
-func init() {
+func addCheck(root *cobra.Command) {
 	vf := volumeFlags{readOnly: true}
 	c := &cobra.Command{
 		Use:   "check LEG...",
@@ -21,9 +20,9 @@ read-only and nothing is written (scrub --repair and resync are the
 commands that repair).`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := signalContext()
-			defer cancel()
-			p := newProgress(vf.jsonOut)
+			stdout := cmd.OutOrStdout()
+			ctx := cmd.Context()
+			p := newProgress(cmd.ErrOrStderr(), vf.jsonOut)
 			v, closeVol, err := vf.openVolume(ctx, args, mirror.NoSlot, false, p.update)
 			if err != nil {
 				return err
@@ -35,17 +34,17 @@ commands that repair).`,
 				return err
 			}
 			if vf.jsonOut {
-				if err := printJSON(os.Stdout, rep); err != nil {
+				if err := printJSON(stdout, rep); err != nil {
 					return err
 				}
 			} else {
 				for _, n := range rep.Notes {
-					fmt.Println("note:", n)
+					fmt.Fprintln(stdout, "note:", n)
 				}
 				for _, pr := range rep.Problems {
-					fmt.Println("problem:", pr)
+					fmt.Fprintln(stdout, "problem:", pr)
 				}
-				fmt.Printf("checked %d regions on %d legs: %d problems\n", rep.Regions, len(rep.Legs), len(rep.Problems))
+				fmt.Fprintf(stdout, "checked %d regions on %d legs: %d problems\n", rep.Regions, len(rep.Legs), len(rep.Problems))
 			}
 			if !rep.Clean() {
 				return fmt.Errorf("%d inconsistencies found", len(rep.Problems))
@@ -54,5 +53,5 @@ commands that repair).`,
 		},
 	}
 	vf.register(c, true)
-	rootCmd.AddCommand(c)
+	root.AddCommand(c)
 }

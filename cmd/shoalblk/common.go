@@ -7,11 +7,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -45,9 +43,13 @@ type volumeFlags struct {
 	// readOnly commands (status, check) open every leg read-only and
 	// never write to a leg or to etcd.
 	readOnly bool
+	// cmd is the command the flags belong to; logs and notes go to its
+	// error writer.
+	cmd *cobra.Command
 }
 
 func (f *volumeFlags) register(c *cobra.Command, withJSON bool) {
+	f.cmd = c
 	c.Flags().StringVar(&f.etcd, "etcd", "", "comma-separated etcd endpoints holding the cluster-wide leg table (default: superblocks only)")
 	c.Flags().StringVar(&f.etcdPrefix, "etcd-prefix", "/shoal", "etcd key prefix")
 	c.Flags().StringVar(&f.etcdCA, "etcd-cacert", "", "CA certificate file for etcd TLS (a Shoal cluster's etcd is mutual TLS)")
@@ -65,6 +67,14 @@ func (f *volumeFlags) register(c *cobra.Command, withJSON bool) {
 	}
 }
 
+// stderr is the command's error writer (standard error in the process).
+func (f *volumeFlags) stderr() io.Writer {
+	if f.cmd == nil {
+		return os.Stderr
+	}
+	return f.cmd.ErrOrStderr()
+}
+
 // logger logs to stderr only with -v: what an operator needs is in the
 // command's output and its error.
 func (f *volumeFlags) logger() hclog.Logger {
@@ -72,13 +82,7 @@ func (f *volumeFlags) logger() hclog.Logger {
 	if f.verbose {
 		level = hclog.Info
 	}
-	return hclog.New(&hclog.LoggerOptions{Name: "shoalblk", Level: level, Output: os.Stderr})
-}
-
-// signalContext is cancelled by SIGINT or SIGTERM; long operations stop at
-// a safe point and can be run again to resume.
-func signalContext() (context.Context, context.CancelFunc) {
-	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	return hclog.New(&hclog.LoggerOptions{Name: "shoalblk", Level: level, Output: f.stderr()})
 }
 
 // openLegs opens every address; missing files are an error.
@@ -143,7 +147,7 @@ func (f *volumeFlags) openVolume(ctx context.Context, addrs []string, slot int, 
 	}
 	return v, func() {
 		if err := v.Close(); err != nil {
-			fmt.Fprintln(os.Stderr, "shoalblk: close:", err)
+			fmt.Fprintln(f.stderr(), "shoalblk: close:", err)
 		}
 		cleanup()
 	}, nil
@@ -268,10 +272,11 @@ func printJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-// progress shows mirror progress as a bar on a terminal and as plain lines
-// (at most one per second, plus the last) otherwise.
+// progress shows mirror progress on w: as a bar on a terminal and as plain
+// lines (at most one per second, plus the last) otherwise.
 type progress struct {
 	mu    sync.Mutex
+	w     io.Writer
 	tty   bool
 	bar   *progressbar.ProgressBar
 	op    string
@@ -279,8 +284,9 @@ type progress struct {
 	quiet bool
 }
 
-func newProgress(quiet bool) *progress {
-	return &progress{tty: term.IsTerminal(int(os.Stderr.Fd())), quiet: quiet}
+func newProgress(w io.Writer, quiet bool) *progress {
+	f, ok := w.(*os.File)
+	return &progress{w: w, tty: ok && term.IsTerminal(int(f.Fd())), quiet: quiet}
 }
 
 func (p *progress) update(pr mirror.Progress) {
@@ -297,9 +303,9 @@ func (p *progress) update(pr mirror.Progress) {
 		if p.bar == nil || p.op != label {
 			if p.bar != nil {
 				p.bar.Finish()
-				fmt.Fprintln(os.Stderr)
+				fmt.Fprintln(p.w)
 			}
-			p.bar = progressbar.NewOptions64(pr.Total, progressbar.OptionSetWriter(os.Stderr), progressbar.OptionSetDescription(label),
+			p.bar = progressbar.NewOptions64(pr.Total, progressbar.OptionSetWriter(p.w), progressbar.OptionSetDescription(label),
 				progressbar.OptionShowCount(), progressbar.OptionSetItsString("regions"), progressbar.OptionShowIts(), progressbar.OptionThrottle(100*time.Millisecond))
 			p.op = label
 		}
@@ -315,7 +321,7 @@ func (p *progress) update(pr mirror.Progress) {
 	if pr.Total > 0 {
 		pct = float64(pr.Done) * 100 / float64(pr.Total)
 	}
-	fmt.Fprintf(os.Stderr, "%s: %d/%d (%.1f%%)\n", label, pr.Done, pr.Total, pct)
+	fmt.Fprintf(p.w, "%s: %d/%d (%.1f%%)\n", label, pr.Done, pr.Total, pct)
 }
 
 func (p *progress) done() {
@@ -323,7 +329,7 @@ func (p *progress) done() {
 	defer p.mu.Unlock()
 	if p.bar != nil {
 		p.bar.Finish()
-		fmt.Fprintln(os.Stderr)
+		fmt.Fprintln(p.w)
 		p.bar = nil
 	}
 }

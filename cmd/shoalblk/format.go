@@ -27,7 +27,7 @@ func withFlagHint(err error, openFlag string) error {
 	return err
 }
 
-func init() {
+func addFormat(root *cobra.Command) {
 	var (
 		vf         volumeFlags
 		size       string
@@ -48,8 +48,8 @@ runs with the volume and cleared when it stops or its slot is recovered) is
 refused even with --force, unless --force-while-open is given too.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := signalContext()
-			defer cancel()
+			stdout := cmd.OutOrStdout()
+			ctx := cmd.Context()
 			rs, err := parseSize(regionSize)
 			if err != nil {
 				return fmt.Errorf("--region-size: %w", err)
@@ -101,7 +101,7 @@ refused even with --force, unless --force-while-open is given too.`,
 				}
 				devs = append(devs, d)
 			}
-			p := newProgress(vf.jsonOut)
+			p := newProgress(cmd.ErrOrStderr(), vf.jsonOut)
 			defer p.done()
 			sb, err := mirror.Format(ctx, devs, mirror.FormatOptions{
 				RegionSize: rs, Slots: slots, ClusterID: clusterID, Addrs: args, Force: force,
@@ -112,9 +112,9 @@ refused even with --force, unless --force-while-open is given too.`,
 			}
 			p.done()
 			if vf.jsonOut {
-				return printJSON(os.Stdout, map[string]any{"volume": sb.Volume, "cluster_id": sb.ClusterID, "size": sb.Geometry.VolumeSize(), "geometry": sb.Geometry, "legs": sb.Table.Legs})
+				return printJSON(stdout, map[string]any{"volume": sb.Volume, "cluster_id": sb.ClusterID, "size": sb.Geometry.VolumeSize(), "geometry": sb.Geometry, "legs": sb.Table.Legs})
 			}
-			fmt.Printf("formatted volume %s: %d bytes, %d regions of %d bytes, %d node slots, %d legs\n",
+			fmt.Fprintf(stdout, "formatted volume %s: %d bytes, %d regions of %d bytes, %d node slots, %d legs\n",
 				sb.Volume, sb.Geometry.VolumeSize(), sb.Geometry.Regions, sb.Geometry.RegionSize, sb.Geometry.Slots, len(args))
 			return nil
 		},
@@ -126,5 +126,5 @@ refused even with --force, unless --force-while-open is given too.`,
 	c.Flags().StringVar(&clusterID, "cluster-id", "shoal", "cluster identity recorded in the superblock")
 	c.Flags().BoolVar(&force, "force", false, "overwrite legs that hold data or another volume")
 	c.Flags().BoolVar(&forceOpen, "force-while-open", false, "overwrite legs even of a volume that a node has open (its nodes lose their volume)")
-	rootCmd.AddCommand(c)
+	root.AddCommand(c)
 }

@@ -3,7 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
+	"io"
 
 	"github.com/spf13/cobra"
 
@@ -33,7 +33,7 @@ type slotReport struct {
 	Damaged []string `json:"damaged,omitempty"`
 }
 
-func init() {
+func addInspect(root *cobra.Command) {
 	var vf volumeFlags
 	c := &cobra.Command{
 		Use:   "inspect LEG...",
@@ -41,8 +41,8 @@ func init() {
 		Long:  "Read each leg on its own (the others need not be present) and show its superblock and every slot's write-intent bitmap.",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := signalContext()
-			defer cancel()
+			stdout := cmd.OutOrStdout()
+			ctx := cmd.Context()
 			var reps []legReport
 			bad := 0
 			for _, a := range args {
@@ -60,12 +60,12 @@ func init() {
 			}
 			markStale(reps)
 			if vf.jsonOut {
-				if err := printJSON(os.Stdout, reps); err != nil {
+				if err := printJSON(stdout, reps); err != nil {
 					return err
 				}
 			} else {
 				for _, r := range reps {
-					printLegReport(r)
+					printLegReport(stdout, r)
 				}
 			}
 			if bad > 0 {
@@ -74,9 +74,10 @@ func init() {
 			return nil
 		},
 	}
+	vf.cmd = c
 	c.Flags().BoolVar(&vf.jsonOut, "json", false, "print JSON")
 	c.Flags().BoolVarP(&vf.verbose, "verbose", "v", false, "log to stderr")
-	rootCmd.AddCommand(c)
+	root.AddCommand(c)
 }
 
 func inspectLeg(ctx context.Context, d blockdev.Device, rep *legReport) error {
@@ -132,19 +133,19 @@ func markStale(reps []legReport) {
 	}
 }
 
-func printLegReport(r legReport) {
-	fmt.Printf("leg %s\n", r.Addr)
+func printLegReport(stdout io.Writer, r legReport) {
+	fmt.Fprintf(stdout, "leg %s\n", r.Addr)
 	if r.Error != "" {
-		fmt.Printf("  error: %s\n", r.Error)
+		fmt.Fprintf(stdout, "  error: %s\n", r.Error)
 		return
 	}
 	g := r.Geometry
-	fmt.Printf("  volume %s  cluster %q  generation %d\n  this leg %s\n", r.Volume, r.ClusterID, r.Generation, r.Self)
+	fmt.Fprintf(stdout, "  volume %s  cluster %q  generation %d\n  this leg %s\n", r.Volume, r.ClusterID, r.Generation, r.Self)
 	if r.Stale != "" {
-		fmt.Printf("  %s\n", r.Stale)
+		fmt.Fprintf(stdout, "  %s\n", r.Stale)
 	}
-	fmt.Printf("  size %d bytes  regions %d x %d bytes  block %d  slots %d  data at %d\n", g.VolumeSize(), g.Regions, g.RegionSize, g.BlockSize, g.Slots, g.DataOffset)
-	fmt.Printf("  legs:\n")
+	fmt.Fprintf(stdout, "  size %d bytes  regions %d x %d bytes  block %d  slots %d  data at %d\n", g.VolumeSize(), g.Regions, g.RegionSize, g.BlockSize, g.Slots, g.DataOffset)
+	fmt.Fprintf(stdout, "  legs:\n")
 	for i, l := range r.Legs {
 		me := ""
 		if l.UUID.String() == r.Self {
@@ -154,9 +155,9 @@ func printLegReport(r legReport) {
 		if l.State == mirror.LegResyncing {
 			extra = fmt.Sprintf("  full=%v cursor=%d", l.Full, l.Cursor)
 		}
-		fmt.Printf("    %d  %-9s  %s  %s%s%s\n", i, l.State, l.UUID, l.Addr, extra, me)
+		fmt.Fprintf(stdout, "    %d  %-9s  %s  %s%s%s\n", i, l.State, l.UUID, l.Addr, extra, me)
 	}
-	fmt.Printf("  bitmaps:\n")
+	fmt.Fprintf(stdout, "  bitmaps:\n")
 	for _, s := range r.Bitmaps {
 		line := fmt.Sprintf("    slot %d: %d dirty", s.Slot, len(s.Dirty))
 		if n := len(s.Dirty); n > 0 {
@@ -172,6 +173,6 @@ func printLegReport(r legReport) {
 		for _, d := range s.Damaged {
 			line += "\n      damaged " + d
 		}
-		fmt.Println(line)
+		fmt.Fprintln(stdout, line)
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -25,6 +24,8 @@ type iscsiOpts struct {
 	initiatorName string
 	timeout       time.Duration
 	verbose       bool
+	// stderr receives the -v log (the command's error writer).
+	stderr io.Writer
 }
 
 func (o *iscsiOpts) register(c *cobra.Command) {
@@ -60,12 +61,12 @@ func (o *iscsiOpts) config(url string) (iscsi.Config, error) {
 	cfg.NopInterval = 0
 	cfg.ReconnectAttempts = 1
 	if o.verbose {
-		cfg.Logger = hclog.New(&hclog.LoggerOptions{Name: "iscsi", Level: hclog.Debug, Output: os.Stderr})
+		cfg.Logger = hclog.New(&hclog.LoggerOptions{Name: "iscsi", Level: hclog.Debug, Output: o.stderr})
 	}
 	return cfg, nil
 }
 
-func init() {
+func addIscsi(root *cobra.Command) {
 	iscsiCmd := &cobra.Command{
 		Use:   "iscsi",
 		Short: "Look at iSCSI targets through Shoal's initiator",
@@ -80,6 +81,7 @@ func init() {
 			"  shoalblk iscsi ls --json iscsi://user%secret@10.0.0.5/iqn.2026-01.io.shoal:disk1",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			lsOpts.stderr = cmd.ErrOrStderr()
 			return iscsiLs(cmd.Context(), cmd.OutOrStdout(), args[0], &lsOpts)
 		},
 	}
@@ -91,12 +93,13 @@ func init() {
 		Example: "  shoalblk iscsi pr iscsi://127.0.0.1:3260/iqn.2026-01.io.shoal:disk1/1",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			prOpts.stderr = cmd.ErrOrStderr()
 			return iscsiPR(cmd.Context(), cmd.OutOrStdout(), args[0], &prOpts)
 		},
 	}
 	prOpts.register(pr)
 	iscsiCmd.AddCommand(ls, pr)
-	rootCmd.AddCommand(iscsiCmd)
+	root.AddCommand(iscsiCmd)
 }
 
 // iscsiLUNReport is one logical unit in `iscsi ls`.

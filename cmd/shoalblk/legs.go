@@ -25,7 +25,7 @@ func alreadyAdded(ctx context.Context, v *mirror.Volume, d blockdev.Device) (int
 	return i, i >= 0, nil
 }
 
-func init() {
+func addLegs(root *cobra.Command) {
 	var (
 		vf       volumeFlags
 		newLeg   string
@@ -38,8 +38,8 @@ func init() {
 		Short: "Add a leg to the volume online and copy everything to it",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := signalContext()
-			defer cancel()
+			stdout := cmd.OutOrStdout()
+			ctx := cmd.Context()
 			if newLeg == "" {
 				return fmt.Errorf("--leg NEW is required")
 			}
@@ -48,7 +48,7 @@ func init() {
 					return fmt.Errorf("%s is already given as an existing leg", a)
 				}
 			}
-			p := newProgress(vf.jsonOut)
+			p := newProgress(cmd.ErrOrStderr(), vf.jsonOut)
 			defer p.done()
 			v, closeVol, err := vf.openVolume(ctx, args, mirror.NoSlot, false, p.update)
 			if err != nil {
@@ -82,18 +82,18 @@ func init() {
 				d.Close()
 				switch st := v.Table().Legs[i].State; st {
 				case mirror.LegInSync:
-					fmt.Printf("leg %d (%s) is already in the volume and in sync\n", i, newLeg)
+					fmt.Fprintf(stdout, "leg %d (%s) is already in the volume and in sync\n", i, newLeg)
 					return nil
 				case mirror.LegFailed:
 					return fmt.Errorf("leg %d (%s) is already in the volume but failed; bring it back with: shoalblk resync %s %s", i, newLeg, strings.Join(args, " "), newLeg)
 				}
-				fmt.Fprintf(os.Stderr, "leg %d (%s) was already added; resuming the copy at region %d\n", i, newLeg, v.Table().Legs[i].Cursor)
+				fmt.Fprintf(cmd.ErrOrStderr(), "leg %d (%s) was already added; resuming the copy at region %d\n", i, newLeg, v.Table().Legs[i].Cursor)
 			} else {
 				if i, err = v.AddLeg(ctx, d, newLeg, force); err != nil {
 					d.Close()
 					return withFlagHint(err, "")
 				}
-				fmt.Fprintf(os.Stderr, "added leg %d (%s); copying (Ctrl-C stops; the same command resumes)\n", i, newLeg)
+				fmt.Fprintf(cmd.ErrOrStderr(), "added leg %d (%s); copying (Ctrl-C stops; the same command resumes)\n", i, newLeg)
 			}
 			if noResync {
 				return nil
@@ -104,9 +104,9 @@ func init() {
 				return fmt.Errorf("leg %d added but not yet in sync; run the same command again (or shoalblk resync) to finish: %w", i, err)
 			}
 			if vf.jsonOut {
-				return printJSON(os.Stdout, rep)
+				return printJSON(stdout, rep)
 			}
-			fmt.Printf("leg %d in sync\n", i)
+			fmt.Fprintf(stdout, "leg %d in sync\n", i)
 			return nil
 		},
 	}
@@ -116,7 +116,7 @@ func init() {
 	add.Flags().BoolVar(&force, "force", false, "overwrite a leg that holds data or another volume")
 	add.Flags().BoolVar(&noResync, "no-resync", false, "only add the leg; copy later with resync")
 	add.Flags().StringVar(&vf.rate, "rate", "", "limit copying to this many bytes per second")
-	rootCmd.AddCommand(add)
+	root.AddCommand(add)
 
 	for _, op := range []struct{ name, short string }{
 		{"fail-leg", "Mark a leg failed for the whole cluster"},
@@ -132,8 +132,8 @@ func init() {
 			Long:  op.short + ". The last in-sync leg is refused. A leg that is gone can be left out of the LEGs with --allow-missing.",
 			Args:  cobra.MinimumNArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				ctx, cancel := signalContext()
-				defer cancel()
+				stdout := cmd.OutOrStdout()
+				ctx := cmd.Context()
 				if leg == "" {
 					return fmt.Errorf("--leg is required")
 				}
@@ -156,14 +156,14 @@ func init() {
 				}
 				t := v.Table()
 				if vf.jsonOut {
-					return printJSON(os.Stdout, t)
+					return printJSON(stdout, t)
 				}
-				fmt.Printf("%s: done; leg table generation %d\n", op.name, t.Generation)
+				fmt.Fprintf(stdout, "%s: done; leg table generation %d\n", op.name, t.Generation)
 				return nil
 			},
 		}
 		vf.register(c, true)
 		c.Flags().StringVar(&leg, "leg", "", "leg to act on: table index, address or UUID")
-		rootCmd.AddCommand(c)
+		root.AddCommand(c)
 	}
 }

@@ -4,26 +4,61 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
 
 	"github.com/shoal-ha/shoal/internal/clidoc"
-	"github.com/spf13/cobra"
 )
 
-// rootCmd is the shoalblk command; each subcommand adds itself in init().
-var rootCmd = &cobra.Command{
-	Use:           "shoalblk",
-	Short:         "Shoal block-device helper",
-	SilenceUsage:  true,
-	SilenceErrors: true,
+// main runs the command until it ends or SIGINT/SIGTERM cancels its
+// context: long operations stop at a safe point and can be run again to
+// resume.
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := execute(ctx, newRoot(os.Stdout, os.Stderr), os.Args[1:])
+	stop()
+	os.Exit(code)
 }
 
-func init() { rootCmd.AddCommand(clidoc.ManCommand()) }
-
-func main() {
-	if err := rootCmd.Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "shoalblk:", err)
-		os.Exit(1)
+// execute runs root with args and returns the process exit code: 0, or 1
+// after writing "shoalblk: ERROR" to root's error writer.
+func execute(ctx context.Context, root *cobra.Command, args []string) int {
+	root.SetArgs(args)
+	if err := root.ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(root.ErrOrStderr(), "shoalblk:", err)
+		return 1
 	}
+	return 0
+}
+
+// newRoot builds the command tree writing results to out and progress,
+// logs and notes to errOut. Every call builds a tree of its own (flags
+// included), so tests run it in the test process.
+func newRoot(out, errOut io.Writer) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "shoalblk",
+		Short:         "Shoal block-device helper",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(out)
+	root.SetErr(errOut)
+	addFormat(root)
+	addInspect(root)
+	addCheck(root)
+	addStatus(root)
+	addResync(root)
+	addScrub(root)
+	addLegs(root)
+	addIscsi(root)
+	addStress(root)
+	addStore(root)
+	root.AddCommand(clidoc.ManCommand())
+	return root
 }

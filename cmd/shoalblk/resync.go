@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 
 	"github.com/spf13/cobra"
 
@@ -11,7 +10,7 @@ import (
 	"github.com/shoal-ha/shoal/blockdev/mirror"
 )
 
-func init() {
+func addResync(root *cobra.Command) {
 	var (
 		vf      volumeFlags
 		recover []int
@@ -28,9 +27,9 @@ slots are resynced first; only do that for slots whose node is down.
 Interrupt at any time (Ctrl-C): run the command again to resume.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := signalContext()
-			defer cancel()
-			p := newProgress(vf.jsonOut)
+			stdout := cmd.OutOrStdout()
+			ctx := cmd.Context()
+			p := newProgress(cmd.ErrOrStderr(), vf.jsonOut)
 			defer p.done()
 			v, closeVol, err := vf.openVolume(ctx, args, mirror.NoSlot, false, p.update)
 			if err != nil {
@@ -54,7 +53,7 @@ Interrupt at any time (Ctrl-C): run the command again to resume.`,
 				}
 				if !vf.jsonOut && rep.Regions > 0 {
 					p.done()
-					fmt.Printf("slot %d: resynced %d regions (bitmap cleared: %v)\n", s, rep.Regions, rep.Cleared)
+					fmt.Fprintf(stdout, "slot %d: resynced %d regions (bitmap cleared: %v)\n", s, rep.Regions, rep.Cleared)
 				}
 			}
 			out["recovered"] = recs
@@ -85,17 +84,17 @@ Interrupt at any time (Ctrl-C): run the command again to resume.`,
 			}
 			out["recovered"] = recs
 			if vf.jsonOut {
-				return printJSON(os.Stdout, out)
+				return printJSON(stdout, out)
 			}
 			for _, l := range rep.Legs {
 				kind := "missed writes"
 				if l.Full {
 					kind = "full copy"
 				}
-				fmt.Printf("leg %d in sync: %s, %d regions copied (resumed at region %d)\n", l.Leg, kind, l.Regions, l.From)
+				fmt.Fprintf(stdout, "leg %d in sync: %s, %d regions copied (resumed at region %d)\n", l.Leg, kind, l.Regions, l.From)
 			}
 			if len(rep.Legs) == 0 {
-				fmt.Println("no leg needed a resync")
+				fmt.Fprintln(stdout, "no leg needed a resync")
 			}
 			return nil
 		},
@@ -104,7 +103,7 @@ Interrupt at any time (Ctrl-C): run the command again to resume.`,
 	c.Flags().StringVar(&vf.rate, "rate", "", "limit copying to this many bytes per second (e.g. 100M)")
 	c.Flags().IntSliceVar(&recover, "recover-slot", nil, "resync the dirty regions of this node slot first (node must be down)")
 	c.Flags().BoolVar(&allDead, "all-slots", false, "recover every node slot first (the whole cluster must be down)")
-	rootCmd.AddCommand(c)
+	root.AddCommand(c)
 }
 
 // returnGivenLegs marks every failed leg whose device was given as

@@ -2,14 +2,13 @@ package main
 
 import (
 	"fmt"
-	"os"
 
 	"github.com/spf13/cobra"
 
 	"github.com/shoal-ha/shoal/blockdev/mirror"
 )
 
-func init() {
+func addScrub(root *cobra.Command) {
 	var (
 		vf     volumeFlags
 		repair bool
@@ -24,9 +23,9 @@ Ctrl-C stops a scrub at a region boundary and prints the exact command that
 resumes it (the same command with --from REGION).`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := signalContext()
-			defer cancel()
-			p := newProgress(vf.jsonOut)
+			stdout := cmd.OutOrStdout()
+			ctx := cmd.Context()
+			p := newProgress(cmd.ErrOrStderr(), vf.jsonOut)
 			defer p.done()
 			v, closeVol, err := vf.openVolume(ctx, args, mirror.NoSlot, false, p.update)
 			if err != nil {
@@ -42,16 +41,16 @@ resumes it (the same command with --from REGION).`,
 				return err
 			}
 			if vf.jsonOut {
-				return printJSON(os.Stdout, rep)
+				return printJSON(stdout, rep)
 			}
 			for _, r := range rep.Repairs {
 				verb := "found"
 				if r.Repaired {
 					verb = "repaired"
 				}
-				fmt.Printf("%s: leg %d region %d offset %d: bad %s (right copy: leg %d, decided by %s)\n", verb, r.Leg, r.Region, r.Offset, r.Kind, r.FromLeg, r.Decided)
+				fmt.Fprintf(stdout, "%s: leg %d region %d offset %d: bad %s (right copy: leg %d, decided by %s)\n", verb, r.Leg, r.Region, r.Offset, r.Kind, r.FromLeg, r.Decided)
 			}
-			fmt.Printf("scrubbed %d regions (%d blocks): %d bad copies\n", rep.Regions, rep.Blocks, len(rep.Repairs))
+			fmt.Fprintf(stdout, "scrubbed %d regions (%d blocks): %d bad copies\n", rep.Regions, rep.Blocks, len(rep.Repairs))
 			if len(rep.Repairs) > 0 && !repair {
 				return fmt.Errorf("%d bad copies found; run with --repair to fix them", len(rep.Repairs))
 			}
@@ -62,5 +61,5 @@ resumes it (the same command with --from REGION).`,
 	c.Flags().BoolVar(&repair, "repair", false, "rewrite wrong copies")
 	c.Flags().Int64Var(&from, "from", 0, "first region to scrub (to resume)")
 	c.Flags().StringVar(&vf.rate, "rate", "", "limit reading to this many bytes per second")
-	rootCmd.AddCommand(c)
+	root.AddCommand(c)
 }

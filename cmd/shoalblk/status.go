@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"sort"
 
 	"github.com/spf13/cobra"
@@ -10,7 +9,7 @@ import (
 	"github.com/shoal-ha/shoal/blockdev/mirror"
 )
 
-func init() {
+func addStatus(root *cobra.Command) {
 	vf := volumeFlags{readOnly: true}
 	c := &cobra.Command{
 		Use:   "status LEG...",
@@ -21,8 +20,8 @@ a leg holding an older leg table is reported as stale, a missing leg (with
 --allow-missing) as not attached.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := signalContext()
-			defer cancel()
+			stdout := cmd.OutOrStdout()
+			ctx := cmd.Context()
 			v, closeVol, err := vf.openVolume(ctx, args, mirror.NoSlot, false, nil)
 			if err != nil {
 				return err
@@ -33,13 +32,13 @@ a leg holding an older leg table is reported as stale, a missing leg (with
 				return err
 			}
 			if vf.jsonOut {
-				return printJSON(os.Stdout, st)
+				return printJSON(stdout, st)
 			}
 			for _, n := range st.Notes {
-				fmt.Println("note:", n)
+				fmt.Fprintln(stdout, "note:", n)
 			}
-			fmt.Printf("volume %s  cluster %q  generation %d\n", st.Volume, st.ClusterID, st.Generation)
-			fmt.Printf("size %d bytes, %d-byte regions, %d node slots\n", st.Size, st.RegionSize, st.Slots)
+			fmt.Fprintf(stdout, "volume %s  cluster %q  generation %d\n", st.Volume, st.ClusterID, st.Generation)
+			fmt.Fprintf(stdout, "size %d bytes, %d-byte regions, %d node slots\n", st.Size, st.RegionSize, st.Slots)
 			g := v.Geometry()
 			for _, l := range st.Legs {
 				extra := ""
@@ -51,10 +50,10 @@ a leg holding an older leg table is reported as stale, a missing leg (with
 				if !l.Online {
 					online = "  (not attached)"
 				}
-				fmt.Printf("  leg %d  %-9s  %s  %s%s%s\n", l.Index, l.State, l.UUID, l.Addr, extra, online)
+				fmt.Fprintf(stdout, "  leg %d  %-9s  %s  %s%s%s\n", l.Index, l.State, l.UUID, l.Addr, extra, online)
 			}
 			if len(st.Dirty) == 0 {
-				fmt.Println("no dirty regions")
+				fmt.Fprintln(stdout, "no dirty regions")
 			}
 			slots := []int{}
 			for s := range st.Dirty {
@@ -62,11 +61,11 @@ a leg holding an older leg table is reported as stale, a missing leg (with
 			}
 			sort.Ints(slots)
 			for _, s := range slots {
-				fmt.Printf("  slot %d: %d dirty regions\n", s, st.Dirty[s])
+				fmt.Fprintf(stdout, "  slot %d: %d dirty regions\n", s, st.Dirty[s])
 			}
 			return nil
 		},
 	}
 	vf.register(c, true)
-	rootCmd.AddCommand(c)
+	root.AddCommand(c)
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"os"
 
 	"github.com/spf13/cobra"
 
@@ -15,8 +14,8 @@ import (
 // stays the volume's own command: a volume can exist without a store, and
 // a store can be laid again on a volume without touching its legs); store
 // check checks it.
-func init() {
-	rootCmd.AddCommand(mkstoreCommand(), storeCommand())
+func addStore(root *cobra.Command) {
+	root.AddCommand(mkstoreCommand(), storeCommand())
 }
 
 func mkstoreCommand() *cobra.Command {
@@ -38,8 +37,8 @@ store is written as node slot --slot of the volume. A volume that already
 holds a store is refused unless --overwrite is given, which empties it.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := signalContext()
-			defer cancel()
+			stdout := cmd.OutOrStdout()
+			ctx := cmd.Context()
 			v, closeVol, err := vf.openVolume(ctx, args, slot, false, nil)
 			if err != nil {
 				return err
@@ -56,9 +55,9 @@ holds a store is refused unless --overwrite is given, which empties it.`,
 				return err
 			}
 			if vf.jsonOut {
-				return printJSON(os.Stdout, sb)
+				return printJSON(stdout, sb)
 			}
-			fmt.Printf("store laid on volume %s: %d node slots, journals of %d blocks, %d allocation groups of %d blocks (%d-byte blocks)\n",
+			fmt.Fprintf(stdout, "store laid on volume %s: %d node slots, journals of %d blocks, %d allocation groups of %d blocks (%d-byte blocks)\n",
 				v.UUID(), sb.Slots, sb.JournalBlocks, sb.AGCount, sb.AGBlocks, store.BlockSize)
 			return nil
 		},
@@ -72,13 +71,12 @@ holds a store is refused unless --overwrite is given, which empties it.`,
 	return c
 }
 
-// storeCmd holds the commands that look into a store.
-var storeCmd = &cobra.Command{
-	Use:   "store",
-	Short: "Look into the shared store on a volume: check, ls, stat, cat, journal",
-}
-
+// storeCommand is "store", the commands that look into a store.
 func storeCommand() *cobra.Command {
+	storeCmd := &cobra.Command{
+		Use:   "store",
+		Short: "Look into the shared store on a volume: check, ls, stat, cat, journal",
+	}
 	var l storeLook
 	check := &cobra.Command{
 		Use:   "check LEG...",
@@ -94,8 +92,8 @@ Each problem is printed with its inode, path and block; the exit status is
 1 if there is any. Every leg is opened read-only and nothing is written.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := signalContext()
-			defer cancel()
+			stdout := cmd.OutOrStdout()
+			ctx := cmd.Context()
 			var rep *store.CheckReport
 			if l.online {
 				st, done, err := l.open(ctx)(args)
@@ -117,20 +115,20 @@ Each problem is printed with its inode, path and block; the exit status is
 				}
 			}
 			if l.vf.jsonOut {
-				if err := printJSON(os.Stdout, rep); err != nil {
+				if err := printJSON(stdout, rep); err != nil {
 					return err
 				}
 			} else {
 				for _, p := range rep.Problems {
-					fmt.Println("problem:", p)
+					fmt.Fprintln(stdout, "problem:", p)
 				}
 				if len(rep.SlotsDirty) > 0 {
-					fmt.Printf("note: journals of slots %v hold transactions not yet written in place (a node crashed; recovery or the node's next start replays them)\n", rep.SlotsDirty)
+					fmt.Fprintf(stdout, "note: journals of slots %v hold transactions not yet written in place (a node crashed; recovery or the node's next start replays them)\n", rep.SlotsDirty)
 				}
 				if rep.Truncated {
-					fmt.Printf("note: stopped after %d problems\n", len(rep.Problems))
+					fmt.Fprintf(stdout, "note: stopped after %d problems\n", len(rep.Problems))
 				}
-				fmt.Printf("checked %d directories and %d files, %d blocks used, %d free: %d problems\n",
+				fmt.Fprintf(stdout, "checked %d directories and %d files, %d blocks used, %d free: %d problems\n",
 					rep.Dirs, rep.Files, rep.UsedBlocks, rep.FreeBlocks, len(rep.Problems))
 			}
 			if len(rep.Problems) > 0 {
@@ -140,6 +138,6 @@ Each problem is printed with its inode, path and block; the exit status is
 		},
 	}
 	l.register(check)
-	storeCmd.AddCommand(check)
+	storeCmd.AddCommand(check, storeLsCommand(), storeStatCommand(), storeCatCommand(), storeJournalCommand())
 	return storeCmd
 }

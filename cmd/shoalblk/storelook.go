@@ -114,10 +114,6 @@ func (l *storeLook) joinLocks(ctx context.Context, log hclog.Logger) (store.Lock
 	}, nil
 }
 
-func init() {
-	storeCmd.AddCommand(storeLsCommand(), storeStatCommand(), storeCatCommand(), storeJournalCommand())
-}
-
 func fileLine(fi fs.FileInfo) string {
 	ino := ""
 	if st, ok := fi.Sys().(store.FileStat); ok {
@@ -151,8 +147,8 @@ func storeLsCommand() *cobra.Command {
 		Short: "List a directory of the store: mode, size, inode/generation, mtime, name",
 		Args:  cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := signalContext()
-			defer cancel()
+			stdout := cmd.OutOrStdout()
+			ctx := cmd.Context()
 			st, done, err := l.open(ctx)(args[1:])
 			if err != nil {
 				return err
@@ -171,11 +167,11 @@ func storeLsCommand() *cobra.Command {
 				if l.vf.jsonOut {
 					out = append(out, toJSON(fi))
 				} else {
-					fmt.Println(fileLine(fi))
+					fmt.Fprintln(stdout, fileLine(fi))
 				}
 			}
 			if l.vf.jsonOut {
-				return printJSON(os.Stdout, out)
+				return printJSON(stdout, out)
 			}
 			return nil
 		},
@@ -191,8 +187,8 @@ func storeStatCommand() *cobra.Command {
 		Short: "Show a file's or directory's inode: mode, size, inode/generation, mtime",
 		Args:  cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := signalContext()
-			defer cancel()
+			stdout := cmd.OutOrStdout()
+			ctx := cmd.Context()
 			st, done, err := l.open(ctx)(args[1:])
 			if err != nil {
 				return err
@@ -203,9 +199,9 @@ func storeStatCommand() *cobra.Command {
 				return err
 			}
 			if l.vf.jsonOut {
-				return printJSON(os.Stdout, toJSON(fi))
+				return printJSON(stdout, toJSON(fi))
 			}
-			fmt.Println(fileLine(fi))
+			fmt.Fprintln(stdout, fileLine(fi))
 			return nil
 		},
 	}
@@ -220,8 +216,8 @@ func storeCatCommand() *cobra.Command {
 		Short: "Write a file of the store to standard output",
 		Args:  cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := signalContext()
-			defer cancel()
+			stdout := cmd.OutOrStdout()
+			ctx := cmd.Context()
 			st, done, err := l.open(ctx)(args[1:])
 			if err != nil {
 				return err
@@ -231,7 +227,7 @@ func storeCatCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			_, err = os.Stdout.Write(b)
+			_, err = stdout.Write(b)
 			return err
 		},
 	}
@@ -251,12 +247,12 @@ writes in place, its records and acknowledgements, whether it is already
 in place), and the records a recovery would hand over now. Read-only.`,
 		Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			stdout := cmd.OutOrStdout()
 			slot, err := strconv.Atoi(args[0])
 			if err != nil || slot < 0 {
 				return fmt.Errorf("SLOT %q is not a slot number", args[0])
 			}
-			ctx, cancel := signalContext()
-			defer cancel()
+			ctx := cmd.Context()
 			v, closeVol, err := l.vf.openVolume(ctx, args[1:], mirror.NoSlot, false, nil)
 			if err != nil {
 				return err
@@ -267,31 +263,31 @@ in place), and the records a recovery would hand over now. Read-only.`,
 				return err
 			}
 			if l.vf.jsonOut {
-				return printJSON(os.Stdout, struct {
+				return printJSON(stdout, struct {
 					Header       store.JournalInfo `json:"header"`
 					Transactions []store.JournalTx `json:"transactions"`
 				}{info, txs})
 			}
-			fmt.Printf("slot %d owner %q: tail at block %d seq %d, applied through %d, sealed %d, records handled %d, next record %d\n",
+			fmt.Fprintf(stdout, "slot %d owner %q: tail at block %d seq %d, applied through %d, sealed %d, records handled %d, next record %d\n",
 				info.Slot, info.Owner, info.TailPos, info.TailSeq, info.AppliedSeq, info.SealSeq, info.Handled, info.NextRecord)
 			for _, tx := range txs {
 				state := "to replay"
 				if tx.Applied {
 					state = "in place"
 				}
-				fmt.Printf("tx %d at %d (%s): blocks %v", tx.Seq, tx.Pos, state, tx.Blocks)
+				fmt.Fprintf(stdout, "tx %d at %d (%s): blocks %v", tx.Seq, tx.Pos, state, tx.Blocks)
 				for _, r := range tx.Records {
-					fmt.Printf(" record %s#%d (%d bytes)", r.Kind, r.ID, len(r.Payload))
+					fmt.Fprintf(stdout, " record %s#%d (%d bytes)", r.Kind, r.ID, len(r.Payload))
 				}
 				if len(tx.Acks) > 0 {
-					fmt.Printf(" acks %v", tx.Acks)
+					fmt.Fprintf(stdout, " acks %v", tx.Acks)
 				}
-				fmt.Println()
+				fmt.Fprintln(stdout)
 			}
 			for _, r := range info.Pending {
-				fmt.Printf("pending record %s#%d (%d bytes)\n", r.Kind, r.ID, len(r.Payload))
+				fmt.Fprintf(stdout, "pending record %s#%d (%d bytes)\n", r.Kind, r.ID, len(r.Payload))
 			}
-			fmt.Printf("%d committed transactions, %d pending records\n", len(txs), len(info.Pending))
+			fmt.Fprintf(stdout, "%d committed transactions, %d pending records\n", len(txs), len(info.Pending))
 			return nil
 		},
 	}

@@ -55,7 +55,7 @@ type stressRange struct{ From, To int64 } // block numbers, To exclusive
 // under way ("slot N: K writes done").
 const stressUnderway = 50
 
-func init() {
+func addStress(root *cobra.Command) {
 	var (
 		vf       volumeFlags
 		slot     int
@@ -72,8 +72,7 @@ func init() {
 		Hidden: true,
 		Args:   cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := signalContext()
-			defer cancel()
+			ctx := cmd.Context()
 			if vf.lockDir == "" {
 				return fmt.Errorf("--lock-dir is required: processes must share region locks")
 			}
@@ -140,7 +139,7 @@ func init() {
 	c.Flags().Int64SliceVar(&shared, "shared", nil, "FROM,TO: blocks every process writes")
 	c.Flags().IntVar(&maxBlock, "max-blocks", 8, "largest write in blocks")
 	c.Flags().StringVar(&record, "record", "", "write the last acknowledged sequence of every private block here (JSON)")
-	rootCmd.AddCommand(c)
+	root.AddCommand(c)
 
 	var (
 		vf2     volumeFlags
@@ -155,8 +154,8 @@ func init() {
 		Hidden: true,
 		Args:   cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := signalContext()
-			defer cancel()
+			stdout := cmd.OutOrStdout()
+			ctx := cmd.Context()
 			v, closeVol, err := vf2.openVolume(ctx, args, mirror.NoSlot, false, nil)
 			if err != nil {
 				return err
@@ -181,19 +180,19 @@ func init() {
 				}
 				s, seq, zero, err := checkStressBlock(buf, blk*bs)
 				if err != nil {
-					fmt.Println(err)
+					fmt.Fprintln(stdout, err)
 					bad++
 					continue
 				}
 				if w, ok := want[blk]; ok && (zero || s != slot2 || seq != w) {
-					fmt.Printf("block %d: acknowledged write %d of slot %d lost (found slot %d seq %d)\n", blk, w, slot2, s, seq)
+					fmt.Fprintf(stdout, "block %d: acknowledged write %d of slot %d lost (found slot %d seq %d)\n", blk, w, slot2, s, seq)
 					bad++
 				}
 			}
 			if bad > 0 {
 				return fmt.Errorf("%d bad blocks", bad)
 			}
-			fmt.Printf("blocks %d to %d: all whole, %d acknowledged writes present\n", from, to, len(want))
+			fmt.Fprintf(stdout, "blocks %d to %d: all whole, %d acknowledged writes present\n", from, to, len(want))
 			return nil
 		},
 	}
@@ -202,5 +201,5 @@ func init() {
 	verify.Flags().Int64Var(&to, "to", 0, "end block (exclusive)")
 	verify.Flags().IntVar(&slot2, "slot", 0, "slot whose record is checked")
 	verify.Flags().StringVar(&record2, "record", "", "record file written by stress --record")
-	rootCmd.AddCommand(verify)
+	root.AddCommand(verify)
 }
