@@ -32,6 +32,8 @@ type glock struct {
 	dirty   uint64            // last transaction that changed what the lock guards
 	recover bool              // hold is a recovery grant (never cached)
 	asking  chan struct{}     // closed when a local user's request to the lock manager ends
+	// recoverDone is closed when a recovery grant is given back.
+	recoverDone chan struct{}
 }
 
 // Lock classes, in lock order.
@@ -141,13 +143,17 @@ func (g *glock) acquireOnce(ctx context.Context, mode LockMode, try, recovery bo
 		if g.hold != nil && local != Exclusive {
 			// Held PR while a recovery grant is wanted elsewhere: not
 			// ours to drop under a shared local hold.
+			ch := g.recoverDone
 			g.mu.Unlock()
 			g.unlockLocal(local)
-			if try {
+			if try || ch == nil {
 				return ErrWouldBlock
 			}
-			g.rw.Lock() // wait for the local users, then look again
-			g.rw.Unlock()
+			select { // the recovery user gives the grant back, then look again
+			case <-ch:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
 			continue
 		}
 		if g.hold != nil {
@@ -220,7 +226,9 @@ func (g *glock) acquireOnce(ctx context.Context, mode LockMode, try, recovery bo
 			g.gen = gen
 		}
 		g.hold, g.recover = l, recovery
-		if !recovery {
+		if recovery {
+			g.recoverDone = make(chan struct{})
+		} else {
 			go g.watch(l)
 		}
 		g.mu.Unlock()
@@ -286,6 +294,10 @@ func (g *glock) dropLocked() error {
 		}
 	}
 	g.hold, g.recover = nil, false
+	if g.recoverDone != nil {
+		close(g.recoverDone)
+		g.recoverDone = nil
+	}
 	g.s.stats.lockReleases.Add(1)
 	return h.Release()
 }
