@@ -370,7 +370,10 @@ func CheckDevice(ctx context.Context, dev blockdev.Device) (*CheckReport, error)
 // Check checks the tree online, read-only, while other nodes keep working:
 // each directory and its entries' inodes are read under PR locks (one
 // transaction per directory). Allocation bitmaps are not compared (other
-// nodes allocate meanwhile); CheckDevice does that offline.
+// nodes allocate meanwhile); CheckDevice does that offline. Directories are
+// seen one at a time: a file renamed from one directory to another between
+// their turns is seen twice and reported as a block used twice, so a
+// problem found online is confirmed by running the check again.
 func (s *Store) Check(ctx context.Context) (*CheckReport, error) {
 	if err := s.alive(); err != nil {
 		return nil, err
