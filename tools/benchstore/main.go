@@ -43,6 +43,7 @@ func main() {
 	flag.Int64Var(&o.seqMB, "seq-mb", 64, "size of the large file in MiB")
 	flag.IntVar(&o.rounds, "rounds", 200, "hand-overs of the alternation row")
 	flag.BoolVar(&o.keep, "keep", false, "keep the files")
+	flag.DurationVar(&o.stepTimeout, "step-timeout", 10*time.Minute, "give up (and stop the run) when one step takes longer")
 	flag.Parse()
 	if err := o.validate(); err != nil {
 		fmt.Fprintln(os.Stderr, "benchstore:", err)
@@ -55,12 +56,13 @@ func main() {
 }
 
 type options struct {
-	out, dir string
-	dur      time.Duration
-	entries  int
-	seqMB    int64
-	rounds   int
-	keep     bool
+	out, dir    string
+	dur         time.Duration
+	entries     int
+	seqMB       int64
+	rounds      int
+	keep        bool
+	stepTimeout time.Duration
 }
 
 func (o options) validate() error {
@@ -73,6 +75,8 @@ func (o options) validate() error {
 		return fmt.Errorf("-seq-mb %d: want 1 to 128 (the volume is 256 MiB)", o.seqMB)
 	case o.rounds < 10:
 		return fmt.Errorf("-rounds %d: want at least 10", o.rounds)
+	case o.stepTimeout < 10*time.Second:
+		return fmt.Errorf("-step-timeout %v: want at least 10s", o.stepTimeout)
 	}
 	return nil
 }

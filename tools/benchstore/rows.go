@@ -42,9 +42,12 @@ func (b *bench) all() (err error) {
 		return err
 	}
 	defer func() {
+		// Bounded: a node left stuck by a hung step must not hang the end.
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
 		for _, n := range []*node{b.b, b.a} {
 			if n != nil {
-				if serr := n.stop(ctx); serr != nil && err == nil {
+				if serr := n.stop(sctx); serr != nil && err == nil {
 					err = serr
 				}
 			}
@@ -74,7 +77,19 @@ func (b *bench) all() (err error) {
 		{"random writes", b.randomWrites},
 	} {
 		fmt.Fprintf(os.Stderr, "%s ...\n", step.name)
-		if err := step.fn(ctx); err != nil {
+		done := make(chan error, 1)
+		go func() { done <- step.fn(ctx) }()
+		var err error
+		select {
+		case err = <-done:
+		case <-time.After(b.o.stepTimeout):
+			// The store's calls take no context: a hung one cannot be
+			// called off, and what the nodes hold is unknown; the run
+			// ends here with what it has.
+			b.add(row{name: step.name, unit: "FAILED", note: fmt.Sprintf("did not finish within %v (-step-timeout); the run stops here", b.o.stepTimeout)})
+			return fmt.Errorf("step %q hung", step.name)
+		}
+		if err != nil {
 			// The row says so and the run goes on with the next.
 			failed++
 			b.add(row{name: step.name, unit: "FAILED", note: err.Error()})
