@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/shoal-ha/shoal/internal/adminauth"
+	"github.com/shoal-ha/shoal/internal/portres"
 )
 
 // AdminServer is the node's admin HTTP listener: /healthz, /readyz,
@@ -35,7 +36,7 @@ func NewAdminServer(n *Node) (*AdminServer, error) {
 	ln := n.cfg.Admin.Listener
 	if ln == nil {
 		var err error
-		if ln, err = net.Listen("tcp", n.cfg.Admin.Addr); err != nil {
+		if ln, err = portres.Listen(context.Background(), n.cfg.Admin.Addr, n.cfg.ReusePort); err != nil {
 			return nil, err
 		}
 	}

@@ -56,6 +56,7 @@ func startEmbedded(ctx context.Context, cfg *Config, certs CertFiles, dd *dataDi
 	ec.ListenPeerUrls = []url.URL{peerURL}
 	ec.AdvertisePeerUrls = []url.URL{peerURL}
 	ec.ListenClientUrls = []url.URL{clientURL}
+	ec.SocketOpts.ReusePort = cfg.ReusePort
 	ec.AdvertiseClientUrls = []url.URL{clientURL}
 	tlsInfo := transport.TLSInfo{
 		CertFile:       certs.Cert,

@@ -75,7 +75,7 @@ func TestReloaderAppliesLiveFieldsOnly(t *testing.T) {
 // shoald cert (refused a leave with 403).
 func TestSIGHUPReloadsConfiguration(t *testing.T) {
 	dir := t.TempDir()
-	admin, client, peer := nodetest.FreePort(t), nodetest.FreePort(t), nodetest.FreePort(t)
+	admin, client, peer := nodetest.ReservePort(t), nodetest.ReservePort(t), nodetest.ReservePort(t)
 	conf := filepath.Join(dir, "node.hcl")
 	write := func(logLevel, extra string) {
 		t.Helper()
@@ -83,6 +83,7 @@ func TestSIGHUPReloadsConfiguration(t *testing.T) {
 data_dir = %q
 profile = "fast"
 log_level = %q
+reuse_port = true
 etcd {
   client_addr = %q
   peer_addr = %q

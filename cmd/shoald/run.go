@@ -69,6 +69,7 @@ func addNodeFlags(fs *pflag.FlagSet, f *nodeFlags) {
 	fs.StringVar(&c.Profile, "profile", "", "timing profile: fast or production (profile)")
 	fs.StringVar(&c.LogLevel, "log-level", "", "trace, debug, info, warn or error (log_level)")
 	fs.BoolVar(&c.LogJSON, "log-json", false, "log as JSON (log_json)")
+	fs.BoolVar(&c.ReusePort, "reuse-port", false, "bind the etcd and admin listeners with SO_REUSEPORT, to take ports a supervisor reserved (reuse_port)")
 	fs.StringVar(&c.Etcd.Mode, "etcd-mode", "", "embedded or external (etcd.mode)")
 	fs.StringVar(&c.Etcd.ClientAddr, "client-addr", "", "embedded member's client host:port (etcd.client_addr)")
 	fs.StringVar(&c.Etcd.PeerAddr, "peer-addr", "", "embedded member's peer host:port (etcd.peer_addr)")
@@ -117,6 +118,9 @@ func (f *nodeFlags) load(fs *pflag.FlagSet) (cluster.Config, error) {
 	set("log-level", &cfg.LogLevel, c.LogLevel)
 	if fs.Changed("log-json") {
 		cfg.LogJSON = c.LogJSON
+	}
+	if fs.Changed("reuse-port") {
+		cfg.ReusePort = c.ReusePort
 	}
 	set("etcd-mode", &cfg.Etcd.Mode, c.Etcd.Mode)
 	set("client-addr", &cfg.Etcd.ClientAddr, c.Etcd.ClientAddr)

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/shoal-ha/shoal/cluster"
+	"github.com/shoal-ha/shoal/internal/portres"
 )
 
 var (
@@ -67,6 +68,12 @@ func Cleanup() {
 }
 
 // FreePort returns a loopback host:port that was free a moment ago.
+// Another program can take such a port before the node binds it;
+// ReservePort with a node started with --reuse-port has no such window.
+// NewCluster still uses FreePort: a node whose embedded
+// etcd member listens with SO_REUSEPORT panics in etcd's Status handler when
+// a status request reaches it right after its own member removal (shoald
+// leave), which TestFourthNodeJoinsAndLeaves hits about every other run.
 func FreePort(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -75,6 +82,20 @@ func FreePort(t testing.TB) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
+}
+
+// ReservePort reserves a loopback host:port for a shoald process until the
+// test ends (portres: bound with SO_REUSEPORT, never listening, so no other
+// program can take it and no connection is queued on it). The process
+// must be started with --reuse-port (reuse_port = true) to bind it.
+func ReservePort(t testing.TB) string {
+	t.Helper()
+	r, err := portres.Reserve("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Release)
+	return r.Addr()
 }
 
 // Node is one shoald process of a test cluster.

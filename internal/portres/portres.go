@@ -15,8 +15,11 @@
 package portres
 
 import (
+	"context"
 	"fmt"
+	"net"
 	"net/netip"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -83,4 +86,27 @@ func (r *Reservation) Release() {
 		unix.Close(r.fd)
 		r.fd = -1
 	}
+}
+
+// Listen listens on TCP addr; with reusePort it sets SO_REUSEPORT first,
+// so it can take a port a Reservation (of the same user) holds. Errors are
+// net.Listen's (EADDRINUSE when another socket without SO_REUSEPORT holds
+// the port).
+func Listen(ctx context.Context, addr string, reusePort bool) (net.Listener, error) {
+	var lc net.ListenConfig
+	if reusePort {
+		lc.Control = func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			if err := c.Control(func(fd uintptr) {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+			}); err != nil {
+				return err
+			}
+			if serr != nil {
+				return fmt.Errorf("portres: SO_REUSEPORT: %w", serr)
+			}
+			return nil
+		}
+	}
+	return lc.Listen(ctx, "tcp", addr)
 }

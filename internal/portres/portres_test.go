@@ -6,19 +6,11 @@ import (
 	"net"
 	"syscall"
 	"testing"
-
-	"golang.org/x/sys/unix"
+	"time"
 )
 
 func listenReusePort(addr string) (net.Listener, error) {
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		if err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1) }); err != nil {
-			return err
-		}
-		return serr
-	}}
-	return lc.Listen(context.Background(), "tcp", addr)
+	return Listen(context.Background(), addr, true)
 }
 
 // TestReservationKeepsOthersOut: while a port is reserved, a plain bind of
@@ -64,5 +56,49 @@ func TestReservationKeepsOthersOut(t *testing.T) {
 	}
 	if _, err := Reserve("not-an-ip"); err == nil {
 		t.Fatal("a host name was accepted")
+	}
+}
+
+// TestServerServesWhileReserved: a reservation kept for as long as the
+// server lives (a test that restarts a process on the same ports) takes
+// no connection from it, and a restarted server binds the port again.
+func TestServerServesWhileReserved(t *testing.T) {
+	r, err := Reserve("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Release()
+	for round := range 2 {
+		srv, err := Listen(context.Background(), r.Addr(), true)
+		if err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		go func() {
+			for {
+				c, err := srv.Accept()
+				if err != nil {
+					return
+				}
+				c.Write([]byte("x"))
+				c.Close()
+			}
+		}()
+		for i := range 20 {
+			c, err := net.Dial("tcp", r.Addr())
+			if err != nil {
+				t.Fatalf("round %d dial %d: %v", round, i, err)
+			}
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			b := make([]byte, 1)
+			if _, err := c.Read(b); err != nil {
+				t.Fatalf("round %d dial %d: no answer from the server: %v", round, i, err)
+			}
+			c.Close()
+		}
+		srv.Close()
+	}
+	if l, err := Listen(context.Background(), r.Addr(), false); err == nil {
+		l.Close()
+		t.Fatal("a listener without SO_REUSEPORT took the reserved port")
 	}
 }
