@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/shoal-ha/shoal/internal/portres"
 )
 
 // proc is a node process started from this test binary (see TestMain).
@@ -52,14 +54,7 @@ func startProcs(t *testing.T, n int) []*proc {
 	t.Helper()
 	var peers, clients, initial []string
 	for i := range n {
-		pp, err := freePortForTest()
-		if err != nil {
-			t.Fatal(err)
-		}
-		cp, err := freePortForTest()
-		if err != nil {
-			t.Fatal(err)
-		}
+		pp, cp := reservePort(t), reservePort(t)
 		peers = append(peers, fmt.Sprintf("http://127.0.0.1:%d", pp))
 		clients = append(clients, fmt.Sprintf("http://127.0.0.1:%d", cp))
 		initial = append(initial, fmt.Sprintf("n%d=%s", i+1, peers[i]))
@@ -121,8 +116,16 @@ func tail(s string, n int) string {
 	return s
 }
 
-func freePortForTest() (int, error) {
-	return freePortLoopback()
+// reservePort reserves a loopback port until the test ends (portres: the
+// node process binds it with SO_REUSEPORT; restarts find it kept).
+func reservePort(t *testing.T) int {
+	t.Helper()
+	r, err := portres.Reserve("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Release)
+	return r.Port()
 }
 
 func (p *proc) readLoop(r io.Reader) {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"slices"
@@ -68,6 +67,7 @@ func testNodeMain(specJSON string) int {
 	cfg.InitialCluster, cfg.InitialClusterToken = spec.InitialCluster, "dlm-proc"
 	cfg.TickMs, cfg.ElectionMs = 50, 500
 	cfg.LogLevel = "error"
+	cfg.SocketOpts.ReusePort = true // binds the ports the parent reserved
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "etcd:", err)
@@ -272,13 +272,4 @@ func (p *testNodeProc) do(cmd string, a []string) (string, error) {
 		return p.node().Owner().String(), nil
 	}
 	return "", fmt.Errorf("unknown command %q", cmd)
-}
-
-func freePortLoopback() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
