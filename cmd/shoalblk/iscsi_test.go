@@ -15,6 +15,7 @@ import (
 	"github.com/shoal-ha/shoal/blockdev"
 	"github.com/shoal-ha/shoal/blockdev/iscsi"
 	"github.com/shoal-ha/shoal/fixtures/tgtrig"
+	"github.com/shoal-ha/shoal/internal/portres"
 	"github.com/shoal-ha/shoal/internal/testlog"
 )
 
@@ -222,12 +223,14 @@ func testIscsiPR(t *testing.T, bin string, tgt *tgtrig.Target) {
 // testIscsiBadInput: each bad address fails with a message that names
 // what is wrong, and within the command's --timeout.
 func testIscsiBadInput(t *testing.T, bin string, rig *tgtrig.Rig, tgt *tgtrig.Target) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	// A port bound but never listened on: connections are refused, and
+	// no other program can take it meanwhile.
+	res, err := portres.Reserve("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	closed := l.Addr().String()
-	l.Close()
+	defer res.Release()
+	closed := res.Addr()
 	// A portal that accepts connections and never answers.
 	silent, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"net"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,6 +12,7 @@ import (
 	"github.com/shoal-ha/shoal/cluster"
 	"github.com/shoal-ha/shoal/internal/etcdprobe"
 	"github.com/shoal-ha/shoal/internal/etcdtest"
+	"github.com/shoal-ha/shoal/internal/portres"
 )
 
 // startTLSEtcd starts a one-member etcd that, like a Shoal node, demands
@@ -86,12 +86,14 @@ func TestCheckSaysWhy(t *testing.T) {
 			t.Errorf("%s: took %v", c.name, took)
 		}
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	// A port bound but never listened on: connections are refused, and
+	// no other program can take it meanwhile.
+	res, err := portres.Reserve("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	closed := l.Addr().String()
-	l.Close()
+	defer res.Release()
+	closed := res.Addr()
 	if err := etcdprobe.Check(ctx, []string{closed}, nil); !errors.Is(err, etcdprobe.ErrUnreachable) {
 		t.Errorf("closed port: %v", err)
 	}
