@@ -29,6 +29,17 @@ func skipShort(t *testing.T) {
 	}
 }
 
+// parallel runs a process test alongside the other parallel ones (each
+// has its own directories and reserved ports; `go test` runs at most
+// GOMAXPROCS of them at once). Tests that assert a timing bound on the
+// cluster (leader loss keeps the other leases, the stop bound, the
+// coordinator pause) stay sequential, so no other cluster competes for
+// the CPU while they measure.
+func parallel(t *testing.T) {
+	skipShort(t)
+	t.Parallel()
+}
+
 // seesWithout reports whether every given node is up and no longer lists
 // name among its live members.
 func seesWithout(name string, nodes ...*nodetest.Node) func() bool {
@@ -66,7 +77,7 @@ func etcdLeader(t *testing.T, c *nodetest.Cluster, nd *nodetest.Node) *nodetest.
 // TestLeaderLossKeepsOtherLeases: etcd then extends every lease by one
 // election timeout when the new leader takes over.)
 func TestKilledNodeIsSeenDownAndRejoins(t *testing.T) {
-	skipShort(t)
+	parallel(t)
 	c := nodetest.NewCluster(t, 3, nodetest.Options{})
 	leader := etcdLeader(t, c, c.Nodes[0])
 	var victim *nodetest.Node
@@ -136,7 +147,7 @@ func TestKilledNodeIsSeenDownAndRejoins(t *testing.T) {
 // TestPausedNodeRegistersAsNewIncarnation pauses a node that does not host
 // the etcd leader (a paused leader's host is the leader-change case).
 func TestPausedNodeRegistersAsNewIncarnation(t *testing.T) {
-	skipShort(t)
+	parallel(t)
 	c := nodetest.NewCluster(t, 3, nodetest.Options{})
 	leader := etcdLeader(t, c, c.Nodes[0])
 	var n2 *nodetest.Node
@@ -244,7 +255,7 @@ func TestLeaderLossKeepsOtherLeases(t *testing.T) {
 }
 
 func TestFourthNodeJoinsAndLeaves(t *testing.T) {
-	skipShort(t)
+	parallel(t)
 	c := nodetest.NewCluster(t, 3, nodetest.Options{})
 	n4 := c.AddNode("node4")
 	n4.Start()
@@ -278,16 +289,13 @@ func TestFourthNodeJoinsAndLeaves(t *testing.T) {
 			t.Errorf("node4 kept %s after leaving: %v", f, err)
 		}
 	}
-	// The last member of a cluster refuses to leave.
-	solo := nodetest.NewCluster(t, 1, nodetest.Options{})
-	out, err = runShoald(t, append([]string{"leave", "--admin", solo.Nodes[0].AdminAddr}, solo.AdminArgs()...)...)
-	if err == nil || !strings.Contains(out, "only etcd member") {
-		t.Fatalf("leave of the only member: err %v, output %q", err, out)
-	}
 }
 
-func TestTLSRefusesClientWithoutCertificate(t *testing.T) {
-	skipShort(t)
+// TestSoloNodeRefusesUncertifiedClientsAndItsLeave: one node serves both
+// checks: etcd refuses clients without a certificate from the cluster's
+// CA, and the last member of a cluster refuses to leave.
+func TestSoloNodeRefusesUncertifiedClientsAndItsLeave(t *testing.T) {
+	parallel(t)
 	c := nodetest.NewCluster(t, 1, nodetest.Options{})
 	ep := "https://" + c.Nodes[0].ClientAddr
 	// Trusts the CA but presents no certificate.
@@ -334,6 +342,11 @@ func TestTLSRefusesClientWithoutCertificate(t *testing.T) {
 	defer cancel()
 	if _, err := ok.Get(ctx, "/shoal/"); err != nil {
 		t.Fatalf("client with a valid certificate refused: %v", err)
+	}
+	// The last member of a cluster refuses to leave.
+	out, err := runShoald(t, append([]string{"leave", "--admin", c.Nodes[0].AdminAddr}, c.AdminArgs()...)...)
+	if err == nil || !strings.Contains(out, "only etcd member") {
+		t.Fatalf("leave of the only member: err %v, output %q", err, out)
 	}
 }
 

@@ -188,7 +188,7 @@ func keysOn(t *testing.T, url string) []uint64 {
 }
 
 func TestKilledLockHolderIsFencedAndRecoveredInOrder(t *testing.T) {
-	skipShort(t)
+	parallel(t)
 	vc := newVolumeCluster(t, nodetest.ISCSILegs(t))
 	victim, waiter := vc.pick(t)
 	inc, _ := victim.Members()
@@ -339,11 +339,11 @@ func pausedWriter(t *testing.T, vc *volumeCluster) {
 }
 
 func TestPausedWriterIsFencedByReservations(t *testing.T) {
-	skipShort(t)
+	parallel(t)
 	pausedWriter(t, newVolumeCluster(t, nodetest.ISCSILegs(t)))
 }
 
 func TestPausedWriterFindsItsDeadlinePassedOnFileLegs(t *testing.T) {
-	skipShort(t)
+	parallel(t)
 	pausedWriter(t, newVolumeCluster(t, nodetest.FileLegs(t)))
 }

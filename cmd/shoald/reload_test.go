@@ -74,6 +74,7 @@ func TestReloaderAppliesLiveFieldsOnly(t *testing.T) {
 // the file's credentials, none, and a read-only certificate from
 // shoald cert (refused a leave with 403).
 func TestSIGHUPReloadsConfiguration(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	admin, client, peer := nodetest.ReservePort(t), nodetest.ReservePort(t), nodetest.ReservePort(t)
 	conf := filepath.Join(dir, "node.hcl")
