@@ -79,7 +79,22 @@ type blockHeader struct {
 
 const layoutVersion = 1
 
-// sealBlock writes h into b and computes its checksum. b is BlockSize long.
+var zeroSum [4]byte
+
+// blockSum is the CRC-32C of block b as if its checksum field (bytes
+// 28..31) were zero. It only reads b: cached block images are shared by
+// every reader of a node and must never be written, not even to put back
+// what was there.
+func blockSum(b []byte) uint32 {
+	sum := crc32.Update(0, castagnoli, b[:28])
+	sum = crc32.Update(sum, castagnoli, zeroSum[:])
+	return crc32.Update(sum, castagnoli, b[32:])
+}
+
+// sealBlock writes h into b and computes its checksum. b is BlockSize long
+// and private to the caller: a block image must not be sealed once it has
+// been cached or handed to the journal (images are immutable from then on;
+// a change makes a new image).
 func sealBlock(b []byte, h blockHeader) {
 	binary.LittleEndian.PutUint32(b[0:], blockMagic)
 	binary.LittleEndian.PutUint16(b[4:], uint16(h.Kind))
@@ -87,12 +102,12 @@ func sealBlock(b []byte, h blockHeader) {
 	binary.LittleEndian.PutUint64(b[8:], h.Block)
 	binary.LittleEndian.PutUint64(b[16:], h.Owner)
 	binary.LittleEndian.PutUint32(b[24:], h.Gen)
-	binary.LittleEndian.PutUint32(b[28:], 0)
-	binary.LittleEndian.PutUint32(b[28:], crc32.Checksum(b, castagnoli))
+	binary.LittleEndian.PutUint32(b[28:], blockSum(b))
 }
 
 // openBlock checks b's header and checksum and that it is a block of kind
-// want at block number blk. It returns the header.
+// want at block number blk. It returns the header. It only reads b, so
+// many readers may open one cached image at once.
 func openBlock(b []byte, blk uint64, want Kind) (blockHeader, error) {
 	var h blockHeader
 	if len(b) != BlockSize {
@@ -109,9 +124,7 @@ func openBlock(b []byte, blk uint64, want Kind) (blockHeader, error) {
 	if v := binary.LittleEndian.Uint16(b[6:]); v != layoutVersion {
 		return h, fmt.Errorf("%w: block %d: layout version %d, this build reads %d", ErrCorrupt, blk, v, layoutVersion)
 	}
-	binary.LittleEndian.PutUint32(b[28:], 0)
-	got := crc32.Checksum(b, castagnoli)
-	binary.LittleEndian.PutUint32(b[28:], sum)
+	got := blockSum(b)
 	if got != sum {
 		return h, fmt.Errorf("%w: block %d (%s of inode %d): checksum %08x, computed %08x", ErrCorrupt, blk, h.Kind, h.Owner, sum, got)
 	}

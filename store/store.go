@@ -321,13 +321,17 @@ func (s *Store) readMeta(ctx context.Context, g *glock, blk uint64) ([]byte, err
 		return nil, err
 	}
 	if _, err := openBlock(b, blk, 0); err != nil {
-		if vr, ok := s.dev.(VerifiedReader); ok {
-			good := func(p []byte) bool { _, err := openBlock(p, blk, 0); return err == nil }
-			if vr.ReadVerified(ctx, b, int64(blk)*BlockSize, good) == nil {
-				s.log.Warn("metadata block damaged on a copy, read from another", "block", blk)
-			}
+		vr, ok := s.dev.(VerifiedReader)
+		good := func(p []byte) bool { _, err := openBlock(p, blk, 0); return err == nil }
+		if !ok || vr.ReadVerified(ctx, b, int64(blk)*BlockSize, good) != nil {
+			// Not cached: the caller's decode reports the damage, and a
+			// later read (after a repair) must see the device again.
+			return b, nil
 		}
+		s.log.Warn("metadata block damaged on a copy, read from another", "block", blk)
 	}
+	// From here on b is shared by every reader of the node: nobody writes
+	// into it (a change makes a new image, see Tx.write).
 	g.cache(blk, b)
 	return b, nil
 }
