@@ -8,7 +8,6 @@ package nodetest
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -65,23 +64,6 @@ func Cleanup() {
 	if buildDir != "" {
 		os.RemoveAll(buildDir)
 	}
-}
-
-// FreePort returns a loopback host:port that was free a moment ago.
-// Another program can take such a port before the node binds it;
-// ReservePort with a node started with --reuse-port has no such window.
-// NewCluster still uses FreePort: a node whose embedded
-// etcd member listens with SO_REUSEPORT panics in etcd's Status handler when
-// a status request reaches it right after its own member removal (shoald
-// leave), which TestFourthNodeJoinsAndLeaves hits about every other run.
-func FreePort(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // ReservePort reserves a loopback host:port for a shoald process until the
@@ -230,9 +212,9 @@ func (c *Cluster) newNode(name string) *Node {
 	nd := &Node{
 		Name:       name,
 		DataDir:    filepath.Join(c.Dir, name),
-		ClientAddr: FreePort(c.t),
-		PeerAddr:   FreePort(c.t),
-		AdminAddr:  FreePort(c.t),
+		ClientAddr: ReservePort(c.t),
+		PeerAddr:   ReservePort(c.t),
+		AdminAddr:  ReservePort(c.t),
 		c:          c,
 		logPath:    filepath.Join(c.Dir, name+".log"),
 	}
@@ -267,7 +249,7 @@ func (c *Cluster) Node(name string) *Node {
 
 // CommandArgs are the arguments a start of nd uses.
 func (nd *Node) CommandArgs() []string {
-	args := []string{"--name", nd.Name, "--data-dir", nd.DataDir, "--profile", "fast", "--admin-addr", nd.AdminAddr, "--admin-debug", "--log-level", "debug"}
+	args := []string{"--name", nd.Name, "--data-dir", nd.DataDir, "--profile", "fast", "--admin-addr", nd.AdminAddr, "--admin-debug", "--log-level", "debug", "--reuse-port"}
 	if nd.c.external == nil {
 		args = append(args, "--client-addr", nd.ClientAddr, "--peer-addr", nd.PeerAddr, "--tls-auto-dir", nd.c.PKI)
 	}
