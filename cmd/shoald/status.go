@@ -107,7 +107,7 @@ func (a *adminTarget) credentials(cfg *cluster.Config) (*tls.Config, string, err
 		}
 	}
 	if files.CA == "" {
-		return nil, "", fmt.Errorf("the admin API is HTTPS with the cluster's CA: give --config or --cacert with --cert and --key (or --token-file)")
+		return nil, "", fmt.Errorf("the admin API is HTTPS with the cluster's CA: give --config, or --cacert with --cert and --key, or --cacert with --token-file")
 	}
 	tlsCfg, err := cluster.ClientTLS(files)
 	if err != nil {
