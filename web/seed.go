@@ -12,8 +12,10 @@ import (
 
 // SeedSite copies the tree src into dir of st when dir is empty or missing,
 // one file per transaction (a whole-file replace, so a node that seeds at the
-// same time as another writes the same bytes). It returns how many files it
-// copied; 0 when dir already had entries.
+// same time as another writes the same bytes). A directory's own files are
+// copied before its subdirectories, so the site's front pages (index.html
+// at the top) are served within moments while the deeper trees still load.
+// It returns how many files it copied; 0 when dir already had entries.
 func SeedSite(ctx context.Context, st Store, dir string, src fs.FS) (int, error) {
 	ents, err := fs.ReadDir(st, dir)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -23,31 +25,46 @@ func SeedSite(ctx context.Context, st Store, dir string, src fs.FS) (int, error)
 		return 0, nil
 	}
 	n := 0
-	err = fs.WalkDir(src, ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
+	err = seedDir(ctx, st, dir, src, ".", &n)
+	return n, err
+}
+
+// seedDir copies the regular files of src's directory p into dir, then
+// each subdirectory in turn; symlinks and devices are not part of a site.
+func seedDir(ctx context.Context, st Store, dir string, src fs.FS, p string, n *int) error {
+	ents, err := fs.ReadDir(src, p)
+	if err != nil {
+		return err
+	}
+	if err := st.MkdirAll(path.Join(dir, p), 0o755); err != nil {
+		return err
+	}
+	for _, d := range ents {
+		if !d.Type().IsRegular() {
+			continue
 		}
-		target := path.Join(dir, p)
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if d.IsDir() {
-			return st.MkdirAll(target, 0o755)
-		}
-		if !d.Type().IsRegular() {
-			return nil // symlinks and devices are not part of a site
-		}
-		data, err := fs.ReadFile(src, p)
+		name := path.Join(p, d.Name())
+		data, err := fs.ReadFile(src, name)
 		if err != nil {
 			return err
 		}
+		target := path.Join(dir, name)
 		if err := st.Update(ctx, func(tx session.Tx) error { return tx.WriteFile(target, data, 0o644) }); err != nil {
 			return err
 		}
-		n++
-		return nil
-	})
-	return n, err
+		*n++
+	}
+	for _, d := range ents {
+		if d.IsDir() {
+			if err := seedDir(ctx, st, dir, src, path.Join(p, d.Name()), n); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func seedFrom(ctx context.Context, st Store, cfg Config) (int, error) {

@@ -2,10 +2,13 @@ package web
 
 import (
 	"context"
+	"io/fs"
 	"net/http"
 	"strings"
 	"testing"
 	"testing/fstest"
+
+	"github.com/shoal-ha/shoal/web/session"
 )
 
 // The demo's site is loaded into an empty content root on the first start
@@ -52,5 +55,46 @@ func TestSeedAndCORS(t *testing.T) {
 	bad.AllowOrigins = []string{"127.0.0.1:8080"}
 	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "AllowOrigins") {
 		t.Fatalf("Validate: %v", err)
+	}
+}
+
+// orderStore records the order in which files are written.
+type orderStore struct {
+	Store
+	written []string
+}
+
+type orderTx struct {
+	session.Tx
+	s *orderStore
+}
+
+func (t orderTx) WriteFile(name string, data []byte, perm fs.FileMode) error {
+	t.s.written = append(t.s.written, name)
+	return t.Tx.WriteFile(name, data, perm)
+}
+
+func (s *orderStore) Update(ctx context.Context, fn func(tx session.Tx) error) error {
+	return s.Store.Update(ctx, func(tx session.Tx) error { return fn(orderTx{tx, s}) })
+}
+
+// A directory's own files load before its subdirectories, so the front
+// page is served while a deep tree still loads.
+func TestSeedFrontPagesFirst(t *testing.T) {
+	c := newCluster()
+	st := &orderStore{Store: c.vol.Node(1)}
+	src := fstest.MapFS{
+		"a/deep/page.html": {Data: []byte("deep")},
+		"a/b.html":         {Data: []byte("b")},
+		"index.html":       {Data: []byte("front")},
+		"z.css":            {Data: []byte("css")},
+	}
+	n, err := SeedSite(context.Background(), st, "site", src)
+	if err != nil || n != 4 {
+		t.Fatalf("seed: %d %v", n, err)
+	}
+	want := []string{"site/index.html", "site/z.css", "site/a/b.html", "site/a/deep/page.html"}
+	if strings.Join(st.written, " ") != strings.Join(want, " ") {
+		t.Fatalf("written in order %v, want %v", st.written, want)
 	}
 }
