@@ -900,13 +900,25 @@ func (c *conn) logout() error {
 	}
 	timer := c.clk.NewTimer(c.cfg.AbortTimeout)
 	defer timer.Stop()
-	select {
-	case <-t.done:
+	answered := func() error {
 		if t.response != 0 {
 			return fmt.Errorf("iscsi: logout response 0x%02x", t.response)
 		}
 		return nil
+	}
+	select {
+	case <-t.done:
+		return answered()
 	case <-c.dead:
+		// The target closes the connection right after its Logout
+		// Response (RFC 7143, section 11.15); the reader hands over the
+		// answers it read before it marks the connection dead, so both
+		// cases can be ready here and select picks either.
+		select {
+		case <-t.done:
+			return answered()
+		default:
+		}
 		return c.deadErr()
 	case <-timer.C():
 		return fmt.Errorf("iscsi: no logout response within %v", c.cfg.AbortTimeout)
