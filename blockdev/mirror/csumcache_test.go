@@ -599,11 +599,11 @@ func (o *orphanLocker) HoldRegion(ctx context.Context, req RegionRequest) (Regio
 }
 
 // TestRecoveryWriterPassesOrphanedHolds: a dead node left region 1's
-// checksum area held. A plain write of this node to region 1 waits for the
-// recovery to release it; the recovery's own write through RecoveryWriter
-// goes through at once (it takes the plain load's place), and once the
-// orphan is released the plain write completes too. Both writes' data and
-// checksums are right.
+// checksum area held. A plain write of this node to region 1 waits for it;
+// the recovery's own write through RecoveryWriter goes through at once (it
+// takes the plain load's place), and the plain write completes too, under
+// the recovery's entry or once the orphan is released. Both writes' data
+// and checksums are right.
 func TestRecoveryWriterPassesOrphanedHolds(t *testing.T) {
 	ctx := context.Background()
 	r := newRig(t, 2, 2)
@@ -634,11 +634,10 @@ func TestRecoveryWriterPassesOrphanedHolds(t *testing.T) {
 	if err := n.vol.RecoveryWriter().WriteAt(rctx, rec, recOff); err != nil {
 		t.Fatalf("recovery write behind a plain write waiting for an orphan: %v", err)
 	}
-	select {
-	case err := <-plainDone:
-		t.Fatalf("the plain write finished (%v) before the orphan was released", err)
-	default:
-	}
+	// The plain write may now finish under the recovery write's entry
+	// (its load gave way to it) or keep waiting for the orphan: the
+	// checksum cache lets a plain load use the recovery's entry, so
+	// either order is possible and both must leave the right data.
 	close(ol.released)
 	if err := <-plainDone; err != nil {
 		t.Fatal(err)
