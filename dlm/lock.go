@@ -1,6 +1,7 @@
 package dlm
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -182,6 +183,7 @@ func (l *Lock) Release() error {
 	if len(nl.users) == 0 {
 		n.idleTick++
 		nl.idleSince = n.idleTick
+		n.mayIdle++
 		if !n.cfg.CacheLocks || nl.recovery {
 			// Not cached: the grant is spent even if a write is still in
 			// flight; the release follows as soon as it is done.
@@ -491,20 +493,37 @@ func (n *Node) drive(nl *nodeLock) {
 }
 
 // evict releases the oldest idle cached locks beyond Config.MaxCached.
+// Only idle locks count (held by this node from the cluster, no local
+// user, no local waiter, no write in flight): locks in use are not a
+// cache, and counting them would release every idle lock at once as soon
+// as a node holds more than MaxCached, so that each reuse asks etcd again.
+//
+// Finding the idle locks walks them all, so a walk runs only when the
+// idle count may be past the limit (mayIdle: the count at the last walk
+// plus the holds released since; a grant left idle by a cancelled waiter
+// is found by the next walk), and one that finds too many trims to
+// MaxCached less a sixteenth, so that the next walk is that many releases
+// away: a release costs O(locks/(MaxCached/16)) amortised, not O(locks).
 func (n *Node) evict() {
-	if n.fenced != nil || n.cfg.MaxCached == 0 || len(n.locks) <= n.cfg.MaxCached {
+	if n.fenced != nil || n.cfg.MaxCached == 0 || n.mayIdle <= n.cfg.MaxCached {
 		return
 	}
-	var oldest *nodeLock
+	var idle []*nodeLock
 	for _, nl := range n.locks {
-		if nl.key != "" && nl.held && !nl.busy && len(nl.users) == 0 && len(nl.waiters) == 0 &&
-			(oldest == nil || nl.idleSince < oldest.idleSince) {
-			oldest = nl
+		if nl.key != "" && nl.held && !nl.busy && len(nl.users) == 0 && len(nl.waiters) == 0 {
+			idle = append(idle, nl)
 		}
 	}
-	if oldest != nil {
-		n.startRelease(oldest)
+	n.mayIdle = len(idle)
+	if len(idle) <= n.cfg.MaxCached {
+		return
 	}
+	keep := n.cfg.MaxCached - n.cfg.MaxCached/16
+	slices.SortFunc(idle, func(a, b *nodeLock) int { return cmp.Compare(a.idleSince, b.idleSince) })
+	for _, nl := range idle[:len(idle)-keep] {
+		n.startRelease(nl)
+	}
+	n.mayIdle = keep
 }
 
 func (n *Node) guard() clientv3.Cmp {

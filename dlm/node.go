@@ -33,6 +33,7 @@ type Node struct {
 	seq       uint64
 	waiterSeq uint64
 	idleTick  uint64
+	mayIdle   int // idle cached locks at the last walk + holds released since (evict)
 	fenced    error
 	fencedAt  time.Time
 	lost      chan struct{}

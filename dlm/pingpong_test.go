@@ -123,3 +123,66 @@ func TestEvictionAndCleanClose(t *testing.T) {
 		t.Fatalf("%d requests left behind by a closed node", resp.Count)
 	}
 }
+
+// TestEvictionCountsOnlyIdleLocks: locks a node holds for its local users
+// do not count against MaxCached. With more held than MaxCached, the idle
+// ones (up to the limit) stay cached and their reuse asks etcd nothing;
+// idle ones beyond it are still given back, the oldest first.
+func TestEvictionCountsOnlyIdleLocks(t *testing.T) {
+	t.Parallel() // its own etcd member, prefixes its own
+	if testing.Short() {
+		t.Skip("starts an etcd member")
+	}
+	c := etcdtest.NewCluster(t, 1)
+	const maxCached = 4
+	a := startTestNodeWith(t, c, 0, "a", func(cfg *Config) { cfg.MaxCached = maxCached })
+	ctx := ctxT(t, 20*time.Second)
+	for i := range 3 * maxCached {
+		if _, err := a.n.Acquire(ctx, Named(fmt.Sprintf("held%d", i)), PR); err != nil {
+			t.Fatal(err)
+		}
+	}
+	idle := func(i int) Resource { return Named(fmt.Sprintf("idle%d", i)) }
+	for i := range maxCached {
+		l, err := a.n.Acquire(ctx, idle(i), PR)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.Release()
+	}
+	writes := a.n.EtcdWrites()
+	for i := range maxCached {
+		l, err := a.n.Acquire(ctx, idle(i), PR)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.Release()
+	}
+	if got := a.n.EtcdWrites() - writes; got != 0 {
+		t.Fatalf("reusing %d idle cached locks beside %d held ones took %d etcd writes, want 0", maxCached, 3*maxCached, got)
+	}
+	// Two more idle ones: the two oldest idle ones go, the held ones stay.
+	for i := maxCached; i < maxCached+2; i++ {
+		l, err := a.n.Acquire(ctx, idle(i), PR)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.Release()
+	}
+	owned := func(name string) bool {
+		for _, l := range a.n.Locks() {
+			if l.Owner == a.n.Owner() && l.Resource == Named(name) {
+				return true
+			}
+		}
+		return false
+	}
+	testutil.WaitFor(t, 10*time.Second, "the two oldest idle locks given back", func() bool {
+		return !owned("idle0") && !owned("idle1")
+	})
+	for _, name := range []string{"idle2", "idle3", "idle4", "idle5", "held0", fmt.Sprintf("held%d", 3*maxCached-1)} {
+		if !owned(name) {
+			t.Errorf("%s was given back; want it kept", name)
+		}
+	}
+}
