@@ -77,6 +77,8 @@ type conn struct {
 
 	// onAsync receives asynchronous events (called from the reader).
 	onAsync func(ev *pdu.AsyncMessage, sense []byte)
+	// onAbort is called once for each ABORT TASK this connection sends.
+	onAbort func()
 
 	wg sync.WaitGroup
 }
@@ -584,6 +586,7 @@ func (c *conn) expire(now time.Time) {
 			defer c.wg.Done()
 			cause := fmt.Errorf("iscsi: command 0x%02x timed out after %v", t.op, c.cfg.CommandTimeout)
 			c.log.Warn("aborting task", "itt", t.itt, "op", t.op, "cause", cause)
+			c.countAbort()
 			if _, err := c.taskMgmt(pdu.TMFAbortTask, t.lun, t.itt, t.cmdSN); err != nil {
 				c.fail(fmt.Errorf("%w: abort of task 0x%x failed: %w", errConnLost, t.itt, err))
 				return
@@ -824,10 +827,17 @@ func (c *conn) forget(t *task) {
 	t.mu.Unlock()
 }
 
+func (c *conn) countAbort() {
+	if c.onAbort != nil {
+		c.onAbort()
+	}
+}
+
 // abort asks the target to abort t; when the target does not confirm in
 // time the connection is dropped, which ends the task as well.
 func (c *conn) abort(t *task, cause error) error {
 	c.log.Warn("aborting task", "itt", t.itt, "op", t.op, "cause", cause)
+	c.countAbort()
 	_, err := c.taskMgmt(pdu.TMFAbortTask, t.lun, t.itt, t.cmdSN)
 	if err != nil {
 		c.fail(fmt.Errorf("%w: abort of task 0x%x failed: %w", errConnLost, t.itt, err))

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -32,6 +33,7 @@ type Session struct {
 	reconnecting chan struct{}
 	reconnectErr error
 	logins       int
+	aborts       atomic.Uint64
 
 	// Reservation state restored after a re-login.
 	prKey        uint64
@@ -76,6 +78,7 @@ func (s *Session) connect(ctx context.Context) (*conn, error) {
 		return nil, fmt.Errorf("iscsi: login to %s at %s: %w", s.cfg.Target, s.cfg.Portal, err)
 	}
 	c.onAsync = func(ev *pdu.AsyncMessage, sense []byte) { s.async(c, ev, sense) }
+	c.onAbort = func() { s.aborts.Add(1) }
 	c.start()
 	s.log.Debug("logged in", "target", s.cfg.Target, "portal", s.cfg.Portal, "tsih", c.tsih,
 		"header_digest", c.params.HeaderDigest, "data_digest", c.params.DataDigest,
@@ -118,6 +121,10 @@ func (s *Session) Params() Params {
 type Stats struct {
 	// Logins counts successful logins, the first included.
 	Logins int
+	// Aborts counts ABORT TASK requests sent (RFC 7143, section 11.5.1)
+	// for commands that ran past Config.CommandTimeout or whose caller
+	// gave up, over every connection of the session.
+	Aborts uint64
 	// Commands counts SCSI commands sent on the current connection.
 	Commands uint64
 	// PeakInFlight is the most commands in flight at once on the
@@ -129,7 +136,7 @@ type Stats struct {
 func (s *Session) Stats() Stats {
 	s.mu.Lock()
 	c := s.conn
-	st := Stats{Logins: s.logins}
+	st := Stats{Logins: s.logins, Aborts: s.aborts.Load()}
 	s.mu.Unlock()
 	if c != nil {
 		c.mu.Lock()
