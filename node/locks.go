@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"sync"
 	"time"
 
@@ -128,27 +127,4 @@ func (l *lockService) releaseDead(ctx context.Context, dead keys.MemberRecord) (
 		return 0, err
 	}
 	return len(orphans), nil
-}
-
-// handleLocks serves /api/locks: the lock table as this node sees it.
-func (l *lockService) handleLocks(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-	defer cancel()
-	d, err := l.current(ctx)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusServiceUnavailable)
-		return
-	}
-	resp := struct {
-		Owner    dlm.Owner      `json:"owner"`
-		Revision int64          `json:"revision"`
-		Locks    []dlm.LockInfo `json:"locks"`
-		Dead     []dlm.Owner    `json:"dead_owners"`
-		Waits    []dlm.WaitEdge `json:"wait_for"`
-		Check    string         `json:"check"`
-	}{Owner: d.Owner(), Revision: d.Revision(), Locks: d.Locks(), Dead: d.DeadOwners(), Waits: d.WaitFor(), Check: "ok"}
-	if err := d.Check(); err != nil {
-		resp.Check = err.Error()
-	}
-	cluster.WriteJSON(w, http.StatusOK, resp)
 }

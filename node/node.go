@@ -127,7 +127,7 @@ func Start(ctx context.Context, cfg cluster.Config, parts ...Part) (*Node, error
 			return nil, err
 		}
 		n.admin.Handle("GET /ui/", n.ui)
-		n.admin.Handle("GET /api/locks", http.HandlerFunc(n.locks.handleLocks))
+		n.locks.routes(n.admin)
 		n.admin.Handle("GET /api/recoveries", http.HandlerFunc(n.role.handleRecoveries))
 		n.vols.routes(n.admin, cfg.Admin.Debug)
 		for _, p := range parts {

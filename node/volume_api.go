@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/shoal-ha/shoal/blockdev/mirror"
 	"github.com/shoal-ha/shoal/cluster"
 )
 
@@ -19,6 +20,8 @@ import (
 func (v *volumeService) routes(a *cluster.AdminServer, debug bool) {
 	a.Handle("GET /api/volume", http.HandlerFunc(v.handleStatus))
 	a.Handle("GET /api/volume/read", http.HandlerFunc(v.handleRead))
+	a.Handle("POST /api/volume/legs/fail", v.legChange("fail-leg", (*mirror.Volume).FailLeg))
+	a.Handle("POST /api/volume/legs/remove", v.legChange("remove-leg", (*mirror.Volume).RemoveLeg))
 	if debug {
 		a.Handle("POST /api/volume/write", http.HandlerFunc(v.handleWrite))
 	}
@@ -36,6 +39,49 @@ func (v *volumeService) handleStatus(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	cluster.WriteJSON(w, http.StatusOK, st)
+}
+
+// LegRequest is the body of POST /api/volume/legs/fail and
+// /api/volume/legs/remove: the leg by table index, address or UUID.
+type LegRequest struct {
+	Leg string `json:"leg"`
+}
+
+// legChange serves a leg change of the running volume: the leg table
+// after it (200), 400 for an unknown leg, 409 when the volume refuses it
+// (the last in-sync leg: mirror.ErrLastInSyncLeg), 503 without an open
+// volume. The change is recorded in etcd and every node follows it.
+func (v *volumeService) legChange(op string, change func(*mirror.Volume, context.Context, int) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req LegRequest
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&req); err != nil || req.Leg == "" {
+			http.Error(w, `want a JSON body {"leg": INDEX|ADDRESS|UUID}`, http.StatusBadRequest)
+			return
+		}
+		vi, err := v.current()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		i, err := vi.vol.Table().Lookup(req.Leg)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		addr := vi.vol.Table().Legs[i].Addr
+		ctx, cancel := context.WithTimeout(r.Context(), v.n.Config().RequestTimeout())
+		defer cancel()
+		if err := change(vi.vol, ctx, i); err != nil {
+			code := http.StatusConflict
+			if ctx.Err() != nil {
+				code = http.StatusServiceUnavailable
+			}
+			http.Error(w, fmt.Sprintf("%s leg %d: %v", op, i, err), code)
+			return
+		}
+		v.log.Warn("leg changed by an operator", "op", op, "leg", i, "addr", addr)
+		cluster.WriteJSON(w, http.StatusOK, vi.vol.Table())
+	})
 }
 
 // maxIO bounds one read or write through the admin API.

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+	"strconv"
 
 	"github.com/google/uuid"
 )
@@ -101,6 +102,24 @@ func (t LegTable) Find(id uuid.UUID) int {
 		}
 	}
 	return -1
+}
+
+// Lookup resolves an operator's name for a leg: its index in the table,
+// its address or its UUID. An unknown name is an error naming the table's
+// size.
+func (t LegTable) Lookup(spec string) (int, error) {
+	if i, err := strconv.Atoi(spec); err == nil {
+		if i < 0 || i >= len(t.Legs) {
+			return -1, fmt.Errorf("leg %d out of range: the volume has %d legs", i, len(t.Legs))
+		}
+		return i, nil
+	}
+	for i, l := range t.Legs {
+		if l.Addr == spec || l.UUID.String() == spec {
+			return i, nil
+		}
+	}
+	return -1, fmt.Errorf("no leg %q in the volume (give an index, address or UUID)", spec)
 }
 
 // InSync counts the in-sync legs.

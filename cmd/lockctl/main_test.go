@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -22,115 +21,14 @@ import (
 	"github.com/shoal-ha/shoal/internal/testutil"
 )
 
-func lockctl(t *testing.T, eps []string, args ...string) (string, error) {
+// run runs lockctl with args in the test process.
+func run(t *testing.T, in io.Reader, args ...string) (string, error) {
 	t.Helper()
 	var out bytes.Buffer
-	root := newRoot(&out, strings.NewReader(""))
-	root.SetArgs(append([]string{"--endpoints", strings.Join(eps, ","), "--prefix", "/lc"}, args...))
+	root := newRoot(&out, in)
+	root.SetArgs(args)
 	err := root.Execute()
 	return out.String(), err
-}
-
-func TestLockctl(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts an etcd member")
-	}
-	c := etcdtest.NewCluster(t, 1)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	m, err := dlm.JoinAsClient(ctx, dlm.LeaseMemberConfig{Client: c.Client(0), Prefix: "/lc", Name: "n1", TTL: 2 * time.Second, Margin: 200 * time.Millisecond, ElectionTimeout: 500 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := dlm.DefaultConfig()
-	cfg.Client, cfg.Member, cfg.Prefix = c.Client(0), m, "/lc"
-	n, err := dlm.Start(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close(ctx)
-	if _, err := n.Acquire(ctx, dlm.Region("vol", 0, 100), dlm.EX); err != nil {
-		t.Fatal(err)
-	}
-	out, err := lockctl(t, c.Endpoints, "ls")
-	if err != nil || !strings.Contains(out, "vol@0-100") || !strings.Contains(out, "held") {
-		t.Fatalf("ls: %v\n%s", err, out)
-	}
-	out, err = lockctl(t, c.Endpoints, "ls", "--json", "--volume", "vol", "--range", "50-60")
-	var locks []dlm.LockInfo
-	if err != nil || json.Unmarshal([]byte(out), &locks) != nil || len(locks) != 1 || locks[0].Granted != dlm.EX {
-		t.Fatalf("ls --json: %v\n%s", err, out)
-	}
-	out, err = lockctl(t, c.Endpoints, "ls", "--json", "--volume", "vol", "--range", "100-200")
-	if err != nil || strings.TrimSpace(out) != "[]" {
-		t.Fatalf("ls outside the range: %v\n%s", err, out)
-	}
-	if out, err = lockctl(t, c.Endpoints, "show", "vol@10-20"); err != nil || !strings.Contains(out, "EX") {
-		t.Fatalf("show: %v\n%s", err, out)
-	}
-	if out, err = lockctl(t, c.Endpoints, "graph"); err != nil || !strings.Contains(out, "no waiters") {
-		t.Fatalf("graph: %v\n%s", err, out)
-	}
-	for _, bad := range [][]string{{"show", "vol@9-3"}, {"show", "never-locked"}, {"acquire", "foo", "XX"}, {"ls", "--range", "1-2"}, {"ls", "--volume", "v", "--range", "5"}, {"force-release", "/lc/dlm/req/none/x/1", "--yes"}} {
-		if _, err := lockctl(t, c.Endpoints, bad...); err == nil {
-			t.Errorf("lockctl %v succeeded", bad)
-		}
-	}
-	// A lock whose owner is alive cannot be forced away.
-	id := n.Locks()[0].ID
-	if _, err := lockctl(t, c.Endpoints, "force-release", id, "--yes"); err == nil || !strings.Contains(err.Error(), "live member") {
-		t.Fatalf("force-release of a live owner's lock: %v", err)
-	}
-	// Once the owner is gone it can, with a record left in etcd.
-	m.Stop()
-	if _, err := c.Client(0).Revoke(ctx, m.LeaseID()); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := lockctl(t, c.Endpoints, "force-release", id); err == nil || !strings.Contains(out, "type yes") {
-		t.Fatalf("force-release without confirmation: %v\n%s", err, out)
-	}
-	if out, err := lockctl(t, c.Endpoints, "force-release", id, "--yes"); err != nil {
-		t.Fatalf("force-release of a dead owner's lock: %v\n%s", err, out)
-	}
-	if out, err := lockctl(t, c.Endpoints, "ls"); err != nil || strings.Contains(out, "vol@0-100") {
-		t.Fatalf("ls after force-release: %v\n%s", err, out)
-	}
-	resp, err := c.Client(0).Get(ctx, "/lc/dlm/forced/", clientv3.WithPrefix())
-	if err != nil || len(resp.Kvs) != 1 || !strings.Contains(string(resp.Kvs[0].Value), "lockctl@") {
-		t.Fatalf("force-release record: %v %v", resp, err)
-	}
-}
-
-func TestLockctlAcquireAndWatch(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts an etcd member")
-	}
-	c := etcdtest.NewCluster(t, 1)
-	eps := strings.Join(c.Endpoints, ",")
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	var wout syncBuffer
-	watch := newRoot(&wout, strings.NewReader(""))
-	watch.SetArgs([]string{"--endpoints", eps, "--prefix", "/lc", "watch"})
-	wctx, wcancel := context.WithCancel(ctx)
-	wdone := make(chan error, 1)
-	go func() { wdone <- watch.ExecuteContext(wctx) }()
-	testutil.WaitFor(t, 10*time.Second, "the watch to start", func() bool { return strings.Contains(wout.String(), "# watching") })
-
-	var out bytes.Buffer
-	acq := newRoot(&out, strings.NewReader("convert PR\nrelease\n"))
-	acq.SetArgs([]string{"--endpoints", eps, "--prefix", "/lc", "acquire", "foo", "EX", "--name", "tester"})
-	if err := acq.ExecuteContext(ctx); err != nil {
-		t.Fatalf("acquire: %v\n%s", err, out.String())
-	}
-	if !strings.Contains(out.String(), "granted foo EX") || !strings.Contains(out.String(), "converted to PR") {
-		t.Fatalf("acquire output:\n%s", out.String())
-	}
-	testutil.WaitFor(t, 10*time.Second, "the release in the watch output", func() bool {
-		return strings.Contains(wout.String(), "release /lc/dlm/req/tester/")
-	})
-	wcancel()
-	<-wdone
 }
 
 type syncBuffer struct {
@@ -150,49 +48,9 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func TestLockctlReadsNodeConfig(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts an etcd member")
-	}
-	c := etcdtest.NewCluster(t, 1)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	// A lock taken under the prefix of cluster "lc2".
-	m, err := dlm.JoinAsClient(ctx, dlm.LeaseMemberConfig{Client: c.Client(0), Prefix: "/shoal/lc2", Name: "n1", TTL: 2 * time.Second, ElectionTimeout: 500 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := dlm.DefaultConfig()
-	cfg.Client, cfg.Member, cfg.Prefix = c.Client(0), m, "/shoal/lc2"
-	n, err := dlm.Start(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close(ctx)
-	if _, err := n.Acquire(ctx, dlm.Named("cfg-lock"), dlm.PW); err != nil {
-		t.Fatal(err)
-	}
-	path := t.TempDir() + "/node.hcl"
-	hcl := "node_name = \"n1\"\ncluster_name = \"lc2\"\netcd {\n  mode = \"external\"\n  endpoints = [\"" + c.Endpoints[0] + "\"]\n}\n"
-	if err := os.WriteFile(path, []byte(hcl), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	var out bytes.Buffer
-	root := newRoot(&out, strings.NewReader(""))
-	root.SetArgs([]string{"--config", path, "ls"})
-	if err := root.Execute(); err != nil || !strings.Contains(out.String(), "cfg-lock") {
-		t.Fatalf("ls --config: %v\n%s", err, out.String())
-	}
-	root = newRoot(&out, strings.NewReader(""))
-	root.SetArgs([]string{"--config", t.TempDir() + "/missing.hcl", "ls"})
-	if err := root.Execute(); err == nil {
-		t.Fatal("missing config file accepted")
-	}
-}
-
 // Bad filters are refused at once, with no etcd to talk to.
 func TestLockctlRefusesBadFiltersBeforeConnecting(t *testing.T) {
-	nowhere := []string{"127.0.0.1:1"}
+	nowhere := "127.0.0.1:1"
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -203,7 +61,7 @@ func TestLockctlRefusesBadFiltersBeforeConnecting(t *testing.T) {
 		{[]string{"acquire", "r", "XX"}, "bad lock mode"},
 	} {
 		start := time.Now()
-		_, err := lockctl(t, nowhere, tc.args...)
+		_, err := run(t, strings.NewReader(""), append([]string{"--admin", nowhere, "--endpoints", nowhere}, tc.args...)...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: %v, want an error saying %q", tc.args, err, tc.want)
 		}
@@ -240,7 +98,8 @@ func TestLockctlLeaseFollowsTheNodeRule(t *testing.T) {
 		{"long elections", write("slow.hcl", fmt.Sprintf(ext, "  heartbeat_interval = \"300ms\"\n  election_timeout = \"3s\"\n")), 3 * time.Second},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			o := &options{config: tc.config, election: lease.DefaultElection}
+			o := &options{election: lease.DefaultElection}
+			o.admin.Config = tc.config
 			if err := o.applyConfig(&cobra.Command{}); err != nil {
 				t.Fatal(err)
 			}
@@ -324,106 +183,5 @@ func TestLockctlPrintsTheConversionsToken(t *testing.T) {
 	}
 	if err := <-done; err != nil {
 		t.Fatalf("acquire: %v\n%s", err, out.String())
-	}
-}
-
-// graph names the deadlock victim the nodes chose.
-func TestLockctlGraphNamesTheVictim(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts an etcd member")
-	}
-	c := etcdtest.NewCluster(t, 1)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	var nodes []*dlm.Node
-	var locks []*dlm.Lock
-	for _, name := range []string{"n1", "n2"} {
-		m, err := dlm.JoinAsClient(ctx, dlm.LeaseMemberConfig{Client: c.Client(0), Prefix: "/lc", Name: name, TTL: 2 * time.Second, ElectionTimeout: 500 * time.Millisecond})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer m.Leave(context.Background())
-		cfg := dlm.DefaultConfig()
-		cfg.Client, cfg.Member, cfg.Prefix, cfg.DeadlockGrace = c.Client(0), m, "/lc", time.Minute
-		n, err := dlm.Start(ctx, cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer n.Close(context.Background())
-		l, err := n.Acquire(ctx, dlm.Named("dl"), dlm.PR)
-		if err != nil {
-			t.Fatal(err)
-		}
-		nodes, locks = append(nodes, n), append(locks, l)
-	}
-	cctx, ccancel := context.WithCancel(ctx)
-	defer ccancel()
-	for _, l := range locks {
-		go func() { _ = l.Convert(cctx, dlm.EX, dlm.FailOnDeadlock()) }()
-	}
-	testutil.WaitFor(t, 10*time.Second, "a victim", func() bool { return len(nodes[0].DeadlockVictims()) == 1 })
-	victim := nodes[0].DeadlockVictims()[0]
-	out, err := lockctl(t, c.Endpoints, "graph")
-	if err != nil || !strings.Contains(out, "CYCLE") || !strings.Contains(out, "VICTIM") || !strings.Contains(out, victim) {
-		t.Fatalf("graph does not name victim %s: %v\n%s", victim, err, out)
-	}
-}
-
-// After etcd compacts past the newest checkpoint, ls asks the live nodes
-// for one and lists at once; with no node to answer, the error names the
-// compaction (not a lost lease).
-func TestLockctlLsAfterCompaction(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts an etcd member")
-	}
-	c := etcdtest.NewCluster(t, 1)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	m, err := dlm.JoinAsClient(ctx, dlm.LeaseMemberConfig{Client: c.Client(0), Prefix: "/lc", Name: "n1", TTL: 2 * time.Second, ElectionTimeout: 500 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := dlm.DefaultConfig()
-	cfg.Client, cfg.Member, cfg.Prefix, cfg.CheckpointInterval = c.Client(0), m, "/lc", time.Hour
-	n, err := dlm.Start(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := n.Acquire(ctx, dlm.Named("compacted-lock"), dlm.EX); err != nil {
-		t.Fatal(err)
-	}
-	compact := func() {
-		t.Helper()
-		resp, err := c.Client(0).Get(ctx, "any")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := c.Client(0).Compact(ctx, resp.Header.Revision); err != nil {
-			t.Fatal(err)
-		}
-	}
-	compact()
-	start := time.Now()
-	out, err := lockctl(t, c.Endpoints, "ls", "--timeout", "5s")
-	if err != nil || !strings.Contains(out, "compacted-lock") {
-		t.Fatalf("ls after compaction: %v\n%s", err, out)
-	}
-	t.Logf("ls after compaction took %v", time.Since(start))
-
-	// More history after the checkpoint that ls asked for; then the node
-	// stops without withdrawing its requests (as a crash would): nobody is
-	// left to write a checkpoint.
-	if _, err := n.Acquire(ctx, dlm.Named("later-lock"), dlm.EX); err != nil {
-		t.Fatal(err)
-	}
-	m.Stop()
-	stop, scancel := context.WithTimeout(context.Background(), time.Nanosecond)
-	defer scancel()
-	<-stop.Done()
-	cerr := n.Close(stop) // the context is over: the request stays in etcd
-	compact()
-	out, err = lockctl(t, c.Endpoints, "ls", "--timeout", "1s")
-	if !errors.Is(err, dlm.ErrCompacted) || !strings.Contains(err.Error(), "compacted") || strings.Contains(err.Error(), "lease lost") {
-		t.Fatalf("ls with nobody to answer: %v, want an error naming the compaction\n%s\nclose: %v", err, out, cerr)
 	}
 }

@@ -10,9 +10,10 @@ import (
 	"github.com/shoal-ha/shoal/internal/etcdtest"
 )
 
-// TestLockctlSaysTLSAtOnce: lockctl ls without --config against a cluster's
-// etcd (mutual TLS) says that TLS is needed and how to give it, at once;
-// with a certificate of another CA it names the refusal.
+// TestLockctlSaysTLSAtOnce: lockctl acquire (the command that talks to
+// etcd itself) without --config against a cluster's etcd (mutual TLS) says
+// that TLS is needed and how to give it, at once; with a certificate of
+// another CA it names the refusal.
 func TestLockctlSaysTLSAtOnce(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts etcd")
@@ -38,12 +39,12 @@ func TestLockctlSaysTLSAtOnce(t *testing.T) {
 		args []string
 		says []string
 	}{
-		{[]string{"ls"}, []string{"requires TLS", "--config"}},
-		{[]string{"--cacert", filepath.Join(pki, "ca.pem"), "--cert", foreign.Cert, "--key", foreign.Key, "ls"}, []string{"tls: unknown certificate authority"}},
-		{[]string{"--cacert", foreign.CA, "--cert", foreign.Cert, "--key", foreign.Key, "recoveries"}, []string{"certificate signed by unknown authority"}},
+		{[]string{"acquire", "r", "EX"}, []string{"requires TLS", "--config"}},
+		{[]string{"--cacert", filepath.Join(pki, "ca.pem"), "--cert", foreign.Cert, "--key", foreign.Key, "acquire", "r", "EX"}, []string{"tls: unknown certificate authority"}},
+		{[]string{"--cacert", foreign.CA, "--cert", foreign.Cert, "--key", foreign.Key, "acquire", "r", "EX"}, []string{"certificate signed by unknown authority"}},
 	} {
 		start := time.Now()
-		_, err := lockctl(t, []string{addr}, c.args...)
+		_, err := run(t, strings.NewReader(""), append([]string{"--endpoints", addr}, c.args...)...)
 		took := time.Since(start)
 		t.Logf("lockctl %v: %v (%v)", c.args, err, took)
 		if err == nil {

@@ -220,22 +220,6 @@ func (f *volumeFlags) etcdStore(ctx context.Context) (mirror.LegStateStore, func
 	return etcdstate.New(cli, f.etcdPrefix), func() { cli.Close() }, nil
 }
 
-// findLeg resolves --leg: a table index or a leg address.
-func findLeg(t mirror.LegTable, spec string) (int, error) {
-	if i, err := strconv.Atoi(spec); err == nil {
-		if i < 0 || i >= len(t.Legs) {
-			return -1, fmt.Errorf("leg %d out of range: the volume has %d legs", i, len(t.Legs))
-		}
-		return i, nil
-	}
-	for i, l := range t.Legs {
-		if l.Addr == spec || l.UUID.String() == spec {
-			return i, nil
-		}
-	}
-	return -1, fmt.Errorf("no leg %q in the volume (give an index, address or UUID)", spec)
-}
-
 // parseSize reads "1073741824", "512K", "1M", "10G", "1T".
 func parseSize(s string) (int64, error) {
 	s = strings.TrimSpace(strings.ToUpper(s))

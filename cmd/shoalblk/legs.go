@@ -142,7 +142,7 @@ func addLegs(root *cobra.Command) {
 					return err
 				}
 				defer closeVol()
-				i, err := findLeg(v.Table(), leg)
+				i, err := v.Table().Lookup(leg)
 				if err != nil {
 					return err
 				}

@@ -2,36 +2,28 @@ package main
 
 import (
 	"bytes"
-	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/shoal-ha/shoal/cluster"
 	"github.com/shoal-ha/shoal/fencing/recovery"
-	"github.com/shoal-ha/shoal/internal/adminauth"
+	"github.com/shoal-ha/shoal/internal/adminclient"
 	"github.com/spf13/cobra"
 )
 
-// adminTarget finds the admin URL of the node to ask (--admin wins, then
-// the admin address of --config, then the default) and the credentials to
-// show it: --cacert/--cert/--key, else the TLS files of --config (with a
-// local CA, the node's own certificate), else the admin token of
-// --token-file. The admin API is HTTPS; an http:// URL given in --admin
-// is used as it is.
+// adminTarget finds the admin URL of the node to ask and the credentials
+// to show it (adminclient.Target: --admin wins, then the admin address of
+// --config; --cacert/--cert/--key, else the TLS files of --config, else
+// the admin token).
 type adminTarget struct {
 	admin  string
 	config string
-	cacert string
-	cert   string
-	key    string
-	token  string
+	t      adminclient.Target
 }
 
 func (a *adminTarget) flags(cmd *cobra.Command) {
@@ -43,103 +35,26 @@ func (a *adminTarget) flags(cmd *cobra.Command) {
 // defaults (for commands that declare those themselves).
 func (a *adminTarget) addressFlags(cmd *cobra.Command) {
 	if cmd.Flags().Lookup("admin") == nil {
-		cmd.Flags().StringVar(&a.admin, "admin", "", "admin address of the node to ask (default 127.0.0.1:7080)")
+		cmd.Flags().StringVar(&a.admin, "admin", "", "admin address of the node to ask (default "+adminclient.DefaultAdmin+")")
 	}
-	cmd.Flags().StringVar(&a.cacert, "cacert", "", "the cluster's CA certificate (default: from --config)")
-	cmd.Flags().StringVar(&a.cert, "cert", "", "client certificate from the cluster's CA (default: from --config)")
-	cmd.Flags().StringVar(&a.key, "key", "", "key of --cert")
-	cmd.Flags().StringVar(&a.token, "token-file", "", "file holding the node's admin token, instead of a client certificate")
+	a.t.Flags(cmd.Flags(), false)
 }
 
+// url is the base URL of the node to ask; it sets httpClient up with the
+// credentials.
 func (a *adminTarget) url() (string, error) {
-	var cfg *cluster.Config
-	if a.config != "" {
-		c, err := cluster.LoadFile(a.config)
-		if err != nil {
-			return "", err
-		}
-		cfg = &c
+	t := a.t
+	t.Config = a.config
+	if a.admin != "" {
+		t.Admin = []string{a.admin}
 	}
-	base := a.admin
-	if base == "" {
-		addr := cluster.DefaultConfig().Admin.Addr
-		if cfg != nil {
-			addr = cfg.Admin.Addr
-		}
-		if addr == "off" {
-			return "", fmt.Errorf("the node's admin listener is off")
-		}
-		base = addr
-	}
-	if strings.HasPrefix(base, "http://") {
-		return base, nil
-	}
-	base = "https://" + strings.TrimPrefix(base, "https://")
-	tlsCfg, header, err := a.credentials(cfg)
+	c, err := t.Client()
 	if err != nil {
 		return "", err
 	}
-	httpClient = &http.Client{Timeout: 10 * time.Second, Transport: &authTransport{
-		base:   &http.Transport{TLSClientConfig: tlsCfg, Proxy: http.ProxyFromEnvironment},
-		header: header,
-	}}
-	return base, nil
-}
-
-// credentials builds the TLS client configuration and, with a token, the
-// Authorization header.
-func (a *adminTarget) credentials(cfg *cluster.Config) (*tls.Config, string, error) {
-	files := cluster.CertFiles{CA: a.cacert, Cert: a.cert, Key: a.key}
-	if files.CA == "" && cfg != nil {
-		t := cfg.TLS
-		files = cluster.CertFiles{CA: t.CAFile, Cert: t.CertFile, Key: t.KeyFile}
-		if auto := cfg.TLSAutoDir(); files.CA == "" && auto != "" {
-			// A node with a local CA issued itself a certificate into
-			// its data directory: the tool shows the same one.
-			files = cluster.CertFiles{
-				CA:   filepath.Join(auto, "ca.pem"),
-				Cert: filepath.Join(cfg.DataDir, "certs", cfg.NodeName+".pem"),
-				Key:  filepath.Join(cfg.DataDir, "certs", cfg.NodeName+"-key.pem"),
-			}
-			if _, err := os.Stat(files.Cert); err != nil {
-				files.Cert, files.Key = "", ""
-			}
-		}
-	}
-	if files.CA == "" {
-		return nil, "", fmt.Errorf("the admin API is HTTPS with the cluster's CA: give --config, or --cacert with --cert and --key, or --cacert with --token-file")
-	}
-	tlsCfg, err := cluster.ClientTLS(files)
-	if err != nil {
-		return nil, "", err
-	}
-	header := ""
-	tokenFile := a.token
-	if tokenFile == "" && files.Cert == "" && cfg != nil {
-		tokenFile = filepath.Join(cfg.DataDir, adminauth.TokenFile)
-	}
-	if tokenFile != "" {
-		b, err := os.ReadFile(tokenFile)
-		if err != nil {
-			return nil, "", fmt.Errorf("admin token: %w", err)
-		}
-		header = "Bearer " + strings.TrimSpace(string(b))
-	}
-	return tlsCfg, header, nil
-}
-
-// authTransport adds the Authorization header of the admin token.
-type authTransport struct {
-	base   http.RoundTripper
-	header string
-}
-
-func (t *authTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	if t.header != "" {
-		r = r.Clone(r.Context())
-		r.Header.Set("Authorization", t.header)
-	}
-	return t.base.RoundTrip(r)
+	httpClient = c.HTTP()
+	httpClient.Timeout = 10 * time.Second
+	return c.Base(), nil
 }
 
 var httpClient = &http.Client{Timeout: 10 * time.Second}
