@@ -193,3 +193,35 @@ func TestImportDirection(t *testing.T) {
 }
 
 func TestMain(m *testing.M) { os.Exit(m.Run()) }
+
+// TestFileReadOnly: a file opened read-only reads, refuses writes with
+// ErrReadOnly (which also matches ErrNotSupported) and keeps its bytes.
+func TestFileReadOnly(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "leg.img")
+	rw, err := blockdev.Open(ctx, path, blockdev.OpenOptions{Create: true, CreateSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := bytes.Repeat([]byte{0x3C}, 4096)
+	if err := rw.WriteAt(ctx, want, 8192); err != nil {
+		t.Fatal(err)
+	}
+	rw.Close()
+	ro, err := blockdev.Open(ctx, path, blockdev.OpenOptions{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	err = ro.WriteAt(ctx, make([]byte, 4096), 8192)
+	if !errors.Is(err, blockdev.ErrReadOnly) || !errors.Is(err, blockdev.ErrNotSupported) {
+		t.Fatalf("write to a read-only file: %v, want ErrReadOnly", err)
+	}
+	if err := ro.Flush(ctx); err != nil {
+		t.Fatalf("flush of a read-only file: %v", err)
+	}
+	got := make([]byte, 4096)
+	if err := ro.ReadAt(ctx, got, 8192); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("read-only read: %v", err)
+	}
+}

@@ -3,6 +3,7 @@ package blockdev
 import (
 	"context"
 	"errors"
+	"fmt"
 )
 
 // Device is a block device: a fixed-size array of bytes addressed by offset.
@@ -97,4 +98,9 @@ var (
 	ErrFenced = errors.New("blockdev: I/O refused: this node is fenced")
 	// ErrNotSupported: the device lacks the optional ability asked for.
 	ErrNotSupported = errors.New("blockdev: not supported by device")
+	// ErrReadOnly: the device was opened read-only (OpenOptions.ReadOnly)
+	// and the call would change it (a write, or a persistent reservation
+	// change). Nothing was sent or written. Not retriable on this handle.
+	// It also matches ErrNotSupported.
+	ErrReadOnly = fmt.Errorf("blockdev: device opened read-only: %w", ErrNotSupported)
 )

@@ -199,7 +199,7 @@ func (d *File) WriteAt(ctx context.Context, p []byte, off int64) error {
 		return err
 	}
 	if d.readOnly {
-		return fmt.Errorf("%w: %s opened read-only", ErrNotSupported, d.path)
+		return fmt.Errorf("%w: write to %s", ErrReadOnly, d.path)
 	}
 	buf, put := d.ioBuf(p)
 	defer put()

@@ -20,8 +20,10 @@ type OpenOptions struct {
 	// when it does not exist.
 	Create     bool
 	CreateSize int64
-	// ReadOnly opens the device without write access where the backend
-	// can express that.
+	// ReadOnly opens the device without write access: every backend
+	// refuses writes (and persistent reservation changes) with an error
+	// matching ErrReadOnly, and Flush does nothing. A file is also opened
+	// O_RDONLY.
 	ReadOnly bool
 	// MayRegainAccess, when set, is asked before a backend restores this
 	// node's write access by itself after a reconnect (an iSCSI initiator

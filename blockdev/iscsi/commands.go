@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 
+	"github.com/shoal-ha/shoal/blockdev"
 	"github.com/shoal-ha/shoal/blockdev/iscsi/internal/pdu"
 	"github.com/shoal-ha/shoal/blockdev/iscsi/internal/scsi"
 )
@@ -139,6 +140,9 @@ func (s *Session) Read(ctx context.Context, lun, lba uint64, blocks uint32, p []
 
 // Write writes p (whole blocks) at lba of lun.
 func (s *Session) Write(ctx context.Context, lun, lba uint64, blocks uint32, p []byte) error {
+	if s.cfg.ReadOnly {
+		return fmt.Errorf("%w: WRITE of %d blocks at LBA %d of LUN %d", blockdev.ErrReadOnly, blocks, lba, lun)
+	}
 	_, err := s.run(ctx, &cmd{cdb: scsi.Write(lba, blocks, false, s.cfg.CDB16), lun: lun, write: p}, mutating)
 	return err
 }

@@ -78,6 +78,12 @@ type Config struct {
 	// attention (and so was not executed) is re-sent.
 	UnitAttentionRetries int
 
+	// ReadOnly opens the LU for reading only: WRITE and PERSISTENT
+	// RESERVE OUT commands are refused here with an error matching
+	// blockdev.ErrReadOnly and never sent, and Device.Flush sends
+	// nothing (there is nothing of this initiator's to make durable).
+	ReadOnly bool
+
 	// Reregister, when set, is consulted before the initiator re-registers
 	// its reservation key after a re-login; an error vetoes it (for
 	// instance because the cluster recorded this node as fenced). Nil

@@ -151,10 +151,13 @@ func (d *Device) WriteAt(ctx context.Context, p []byte, off int64) error {
 	})
 }
 
-// Flush sends SYNCHRONIZE CACHE.
+// Flush sends SYNCHRONIZE CACHE (nothing on a read-only device).
 func (d *Device) Flush(ctx context.Context) error {
 	if d.closed.Load() {
 		return blockdev.ErrClosed
+	}
+	if d.s.cfg.ReadOnly {
+		return nil
 	}
 	return d.s.SynchronizeCache(ctx, d.lun)
 }

@@ -86,3 +86,57 @@ func TestOpenByAddress(t *testing.T) {
 		t.Fatalf("read after close: %v", err)
 	}
 }
+
+// TestReadOnlyOpenRefusesChanges opens a LUN read-only through
+// blockdev.Open, as operator tools do: reads work, and writes and
+// reservation changes are refused with blockdev.ErrReadOnly before
+// anything reaches the target (the LUN keeps its data and has no
+// registration).
+func TestReadOnlyOpenRefusesChanges(t *testing.T) {
+	rig := tgtrig.StartT(t, tgtrig.Config{})
+	tgt := rig.MustAddTarget(t, testIQN+":ro")
+	img := tgt.MustAddLUN(t, 1, 4<<20)
+	ctx := testCtx(t)
+	want := bytes.Repeat([]byte{0x5A}, 8192)
+	rw := openDevice(t, testConfig(t, tgt, 1))
+	if err := rw.WriteAt(ctx, want, 64<<10); err != nil {
+		t.Fatal(err)
+	}
+	if err := rw.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	dev, err := blockdev.Open(ctx, tgt.URL(1), blockdev.OpenOptions{ReadOnly: true, Logger: testlog.New(t, "iscsi-ro")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	got := make([]byte, len(want))
+	if err := dev.ReadAt(ctx, got, 64<<10); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("read-only read: %v (data equal %v)", err, bytes.Equal(got, want))
+	}
+	err = dev.WriteAt(ctx, make([]byte, 8192), 64<<10)
+	if !errors.Is(err, blockdev.ErrReadOnly) || !errors.Is(err, blockdev.ErrNotSupported) {
+		t.Fatalf("write on a read-only open: %v, want blockdev.ErrReadOnly", err)
+	}
+	if err := dev.Flush(ctx); err != nil {
+		t.Fatalf("flush on a read-only open: %v", err)
+	}
+	pr := dev.(blockdev.Reservations)
+	if err := pr.Register(ctx, 0xabc); !errors.Is(err, blockdev.ErrReadOnly) {
+		t.Fatalf("register on a read-only open: %v, want blockdev.ErrReadOnly", err)
+	}
+	if err := pr.Preempt(ctx, 0xabc, 0xdef, blockdev.WriteExclusiveRegistrantsOnly, false); !errors.Is(err, blockdev.ErrReadOnly) {
+		t.Fatalf("preempt on a read-only open: %v, want blockdev.ErrReadOnly", err)
+	}
+	keys, _, err := pr.ReadKeys(ctx)
+	if err != nil || len(keys) != 0 {
+		t.Fatalf("keys after refused registration: %x, %v", keys, err)
+	}
+	file, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(file[64<<10:64<<10+len(want)], want) {
+		t.Fatal("the LUN's data changed through a read-only open")
+	}
+}

@@ -15,6 +15,9 @@ type ReservationCapabilities = scsi.Capabilities
 // prOut runs a PERSISTENT RESERVE OUT. Re-sending after a lost
 // connection is safe only for the idempotent service actions.
 func (s *Session) prOut(ctx context.Context, lun uint64, sa byte, typ blockdev.ReservationType, key, saKey uint64) error {
+	if s.cfg.ReadOnly {
+		return fmt.Errorf("%w: PERSISTENT RESERVE OUT (service action 0x%02x) on LUN %d", blockdev.ErrReadOnly, sa, lun)
+	}
 	kind := mutating
 	if sa == scsi.PROutRegisterIgnore || sa == scsi.PROutReserve || sa == scsi.PROutRelease {
 		kind = idempotent

@@ -37,6 +37,7 @@ func openAddr(ctx context.Context, addr string, opts blockdev.OpenOptions) (bloc
 	}
 	cfg, _ := ConfigFromURL(addr)
 	cfg.Logger = opts.Logger
+	cfg.ReadOnly = opts.ReadOnly
 	if may := opts.MayRegainAccess; may != nil {
 		cfg.Reregister = func(uint64) error { return may() }
 	}
