@@ -99,7 +99,8 @@ func (s *Store) ReadFile(name string) ([]byte, error) {
 }
 
 // dirEntryInfo is an fs.DirEntry; Info reads the inode as it is on the
-// device at that moment (no lock: a listing with stat of a directory that
+// device at that moment, or from the cache of its lock when this node
+// holds it (no lock is taken: a listing with stat of a directory that
 // another node keeps changing does not ping-pong every file's lock).
 type dirEntryInfo struct {
 	s  *Store
@@ -119,7 +120,15 @@ func (d *dirEntryInfo) String() string { return fs.FormatDirEntry(d) }
 func (d *dirEntryInfo) Info() (fs.FileInfo, error) {
 	var lastErr error
 	for try := 0; try < 3; try++ {
-		b, err := d.s.readBlock(context.Background(), d.de.Ino)
+		var b []byte
+		var err error
+		if try == 0 {
+			// From the cache of the inode's lock when this node holds it
+			// (it is then what the device holds, or newer).
+			b, err = d.s.quickBlock(context.Background(), d.de.Ino, d.de.Ino)
+		} else {
+			b, err = d.s.readBlock(context.Background(), d.de.Ino)
+		}
 		if err != nil {
 			return nil, err
 		}

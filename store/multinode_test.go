@@ -161,3 +161,55 @@ func equalTree(a, b map[string]string) bool {
 	}
 	return true
 }
+
+// TestDirEntryInfoAcrossNodes: a listing's Info on one node (from the
+// cache of the inode locks it holds, or the device) reports what the
+// other node last committed, and its own last writes.
+func TestDirEntryInfoAcrossNodes(t *testing.T) {
+	dev := newMem(t, 4096, FormatOptions{})
+	lm := NewMemLocks()
+	a := openNode(t, dev, lm, "a", 0)
+	b := openNode(t, dev, lm, "b", 1)
+	if err := a.MkdirAll("d", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const files = 5
+	sizes := func(s *Store) []int64 {
+		t.Helper()
+		es, err := s.ReadDir("d")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []int64
+		for _, e := range es {
+			fi, err := e.Info()
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, fi.Size())
+		}
+		return out
+	}
+	for round := 1; round <= 4; round++ {
+		w, r := a, b
+		if round%2 == 0 {
+			w, r = b, a
+		}
+		for i := 0; i < files; i++ {
+			if err := w.WriteFile(fmt.Sprintf("d/f%d", i), bytes.Repeat([]byte{'x'}, round*100+i), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, s := range []*Store{w, r} {
+			got := sizes(s)
+			for i := 0; i < files; i++ {
+				if want := int64(round*100 + i); got[i] != want {
+					t.Fatalf("round %d: Info of d/f%d says %d bytes, want %d", round, i, got[i], want)
+				}
+			}
+		}
+	}
+	a.Close()
+	b.Close()
+	checkClean(t, dev)
+}
