@@ -47,6 +47,7 @@ type node struct {
 	member *dlm.LeaseMember
 	locks  *dlm.Node
 	dead   *atomic.Bool // set: the node's disks refuse all I/O (a crash)
+	io     *ioCounts    // the node's leg I/O
 	vol    *mirror.Volume
 	st     *store.Store
 	rl     *regionLocks
@@ -87,10 +88,32 @@ func (r *rig) close() {
 }
 
 // killable fails every I/O once its node is dead, as a crashed node's
-// disks would see nothing more from it.
+// disks would see nothing more from it, and counts the node's leg I/O.
 type killable struct {
 	blockdev.Device
 	dead *atomic.Bool
+	io   *ioCounts
+}
+
+// ioCounts are a node's leg writes and flushes (both legs together).
+type ioCounts struct{ writes, flushes, writeNs, flushNs, lockNs atomic.Int64 }
+
+// cost is what a node asked of etcd and of its legs.
+type cost struct{ etcd, writes, flushes, writeNs, flushNs, lockNs int64 }
+
+func (n *node) cost() cost {
+	return cost{int64(n.locks.EtcdWrites()), n.io.writes.Load(), n.io.flushes.Load(), n.io.writeNs.Load(), n.io.flushNs.Load(), n.io.lockNs.Load()}
+}
+
+// per says c-since per operation, for a row's note.
+func (c cost) per(since cost, ops float64) string {
+	if ops <= 0 {
+		return ""
+	}
+	ms := func(ns int64) float64 { return float64(ns) / 1e6 / ops }
+	return fmt.Sprintf("per op: %.2f etcd writes, %.1f leg writes (%.2f ms), %.1f leg flushes (%.2f ms), region locks %.2f ms",
+		float64(c.etcd-since.etcd)/ops, float64(c.writes-since.writes)/ops, ms(c.writeNs-since.writeNs),
+		float64(c.flushes-since.flushes)/ops, ms(c.flushNs-since.flushNs), ms(c.lockNs-since.lockNs))
 }
 
 func (k killable) check() error {
@@ -111,6 +134,9 @@ func (k killable) WriteAt(ctx context.Context, p []byte, off int64) error {
 	if err := k.check(); err != nil {
 		return err
 	}
+	k.io.writes.Add(1)
+	t := time.Now()
+	defer func() { k.io.writeNs.Add(int64(time.Since(t))) }()
 	return k.Device.WriteAt(ctx, p, off)
 }
 
@@ -118,14 +144,22 @@ func (k killable) Flush(ctx context.Context) error {
 	if err := k.check(); err != nil {
 		return err
 	}
+	k.io.flushes.Add(1)
+	t := time.Now()
+	defer func() { k.io.flushNs.Add(int64(time.Since(t))) }()
 	return k.Device.Flush(ctx)
 }
 
 // regionLocks gives the mirror its region locks from the lock manager, as
 // the node does.
-type regionLocks struct{ d *dlm.Node }
+type regionLocks struct {
+	d  *dlm.Node
+	io *ioCounts
+}
 
 func (r *regionLocks) acquire(ctx context.Context, req mirror.RegionRequest) (*dlm.Lock, error) {
+	t := time.Now()
+	defer func() { r.io.lockNs.Add(int64(time.Since(t))) }()
 	mode := dlm.PR
 	if req.Exclusive {
 		mode = dlm.EX
@@ -163,7 +197,7 @@ func (r *regionLocks) HoldRegion(ctx context.Context, req mirror.RegionRequest) 
 // startNode joins the lock manager as name and opens the volume and, if
 // openStore, the store in slot.
 func (r *rig) startNode(ctx context.Context, name string, slot int, openStore bool) (*node, error) {
-	n := &node{name: name, slot: slot, dead: new(atomic.Bool)}
+	n := &node{name: name, slot: slot, dead: new(atomic.Bool), io: new(ioCounts)}
 	var err error
 	if n.cli, err = r.etcd.NewClientTo(r.etcd.Endpoints); err != nil {
 		return nil, err
@@ -180,7 +214,7 @@ func (r *rig) startNode(ctx context.Context, name string, slot int, openStore bo
 		n.cli.Close()
 		return nil, err
 	}
-	n.rl = &regionLocks{d: n.locks}
+	n.rl = &regionLocks{d: n.locks, io: n.io}
 	mcfg := mirror.DefaultConfig(slot)
 	for _, p := range r.legs {
 		d, err := blockdev.OpenFile(p, blockdev.OpenOptions{Logger: r.log})
@@ -188,7 +222,7 @@ func (r *rig) startNode(ctx context.Context, name string, slot int, openStore bo
 			n.stop(ctx)
 			return nil, err
 		}
-		mcfg.Legs = append(mcfg.Legs, killable{d, n.dead})
+		mcfg.Legs = append(mcfg.Legs, killable{d, n.dead, n.io})
 	}
 	mcfg.Locker, mcfg.Store, mcfg.Logger = n.rl, etcdstate.New(n.cli, prefix), r.log.Named(name)
 	mcfg.CallerOrdersWrites = true // the store orders its writes

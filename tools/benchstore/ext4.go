@@ -14,6 +14,7 @@ import (
 type ext4Peer struct {
 	root    string // where the benchmark's files go
 	how     string // said in the table's heading
+	img     string // the image file; "" for the machine's own file system
 	cleanup func()
 }
 
@@ -59,6 +60,7 @@ func mountExt4(dir string, size int64) *ext4Peer {
 	}
 	return &ext4Peer{
 		root: root,
+		img:  img,
 		how:  fmt.Sprintf("ext4 on a %d MiB image on a loop device (mkfs.ext4 defaults), image file on the legs' disk", size>>20),
 		cleanup: func() {
 			if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -19,6 +20,9 @@ type fsys interface {
 	// populate creates n empty files name/e00000... (setup, not timed).
 	populate(dir string, n int) error
 	readDir(name string) ([]string, error)
+	// readDirEntries lists name as fs.ReadDir does (whose Info reads
+	// each entry's inode: os.ReadDir's does an lstat).
+	readDirEntries(name string) ([]fs.DirEntry, error)
 	stat(name string) error
 	remove(name string) error
 	// writeSeq writes total bytes to a new file in len(chunk) writes, then
@@ -76,6 +80,8 @@ func (s storeFS) readDir(name string) ([]string, error) {
 	}
 	return out, err
 }
+
+func (s storeFS) readDirEntries(name string) ([]fs.DirEntry, error) { return s.st.ReadDir(name) }
 
 func (s storeFS) stat(name string) error {
 	_, err := s.st.Stat(name)
@@ -168,6 +174,8 @@ func (h hostFS) readDir(name string) ([]string, error) {
 	}
 	return out, err
 }
+
+func (h hostFS) readDirEntries(name string) ([]fs.DirEntry, error) { return os.ReadDir(h.path(name)) }
 
 func (h hostFS) stat(name string) error {
 	_, err := os.Stat(h.path(name))

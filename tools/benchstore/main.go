@@ -27,6 +27,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -44,6 +45,8 @@ func main() {
 	flag.IntVar(&o.rounds, "rounds", 200, "hand-overs of the alternation row")
 	flag.BoolVar(&o.keep, "keep", false, "keep the files")
 	flag.DurationVar(&o.stepTimeout, "step-timeout", 10*time.Minute, "give up (and stop the run) when one step takes longer")
+	flag.StringVar(&o.only, "only", "", "run only these steps (comma-separated: small,seq,bigdir,two,alt,churn,replay,random; churn needs bigdir, which it adds)")
+	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the steps to this file")
 	flag.Parse()
 	if err := o.validate(); err != nil {
 		fmt.Fprintln(os.Stderr, "benchstore:", err)
@@ -63,6 +66,8 @@ type options struct {
 	rounds      int
 	keep        bool
 	stepTimeout time.Duration
+	only        string
+	cpuProfile  string
 }
 
 func (o options) validate() error {
@@ -78,7 +83,8 @@ func (o options) validate() error {
 	case o.stepTimeout < 10*time.Second:
 		return fmt.Errorf("-step-timeout %v: want at least 10s", o.stepTimeout)
 	}
-	return nil
+	_, err := o.steps()
+	return err
 }
 
 func run(o options) error {
@@ -119,6 +125,7 @@ func run(o options) error {
 		os.Exit(130)
 	}()
 	b.peer = hostFS{peer.root}
+	b.peerImg = peer.img
 	berr := b.all()
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "Shared store on the demo's volume (2 image-file legs of %d MiB, %d KiB regions, %d slots), two nodes on the lock manager over etcd\n", demoLegSize>>20, demoRegion>>10, demoSlots)
@@ -141,6 +148,29 @@ func run(o options) error {
 		}
 	}
 	return berr
+}
+
+var allSteps = []string{"small", "seq", "bigdir", "two", "alt", "churn", "replay", "random"}
+
+// steps returns the steps to run (-only; all when empty).
+func (o options) steps() (map[string]bool, error) {
+	want := map[string]bool{}
+	if o.only == "" {
+		for _, s := range allSteps {
+			want[s] = true
+		}
+		return want, nil
+	}
+	for _, s := range strings.Split(o.only, ",") {
+		if !slices.Contains(allSteps, s) {
+			return nil, fmt.Errorf("-only: no step %q (steps: %s)", s, strings.Join(allSteps, ","))
+		}
+		want[s] = true
+	}
+	if want["churn"] {
+		want["bigdir"] = true // the directory it lists
+	}
+	return want, nil
 }
 
 // volumeSize is the demo volume's usable size: the ext4 image gets as much.

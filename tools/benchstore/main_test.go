@@ -56,3 +56,22 @@ func TestOptionsValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestOnlySteps(t *testing.T) {
+	o := options{dur: time.Second, entries: 10000, seqMB: 64, rounds: 200, stepTimeout: time.Minute, only: "churn,small"}
+	want, err := o.steps()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !want["churn"] || !want["small"] || !want["bigdir"] || want["seq"] {
+		t.Fatalf("-only churn,small runs %v; want churn, small and the big directory churn lists", want)
+	}
+	o.only = "small,nosuch"
+	if o.validate() == nil {
+		t.Fatal("-only with an unknown step accepted")
+	}
+	o.only = ""
+	if all, _ := o.steps(); len(all) != len(allSteps) {
+		t.Fatalf("no -only runs %d steps, want all %d", len(all), len(allSteps))
+	}
+}

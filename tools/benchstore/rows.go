@@ -9,7 +9,9 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,11 +22,12 @@ import (
 )
 
 type bench struct {
-	o    options
-	r    *rig
-	peer fsys
-	rows []row
-	a, b *node
+	o       options
+	r       *rig
+	peer    fsys
+	peerImg string // the peer's image file, if any
+	rows    []row
+	a, b    *node
 }
 
 func fitDemo() (mirror.Geometry, error) {
@@ -62,20 +65,38 @@ func (b *bench) all() (err error) {
 	if b.b, err = b.r.startNode(ctx, "b", 1, true); err != nil {
 		return err
 	}
+	want, _ := b.o.steps()
+	if b.o.cpuProfile != "" {
+		f, err := os.Create(b.o.cpuProfile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return err
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		}()
+	}
 	failed := 0
 	for _, step := range []struct {
 		name string
 		fn   func(context.Context) error
 	}{
-		{"small files", b.smallFiles},
-		{"sequential", b.sequential},
-		{"big directory", b.bigDir},
-		{"two nodes", b.twoNodes},
-		{"alternation", b.alternation},
-		{"listing under churn", b.listUnderChurn},
+		{"small", b.smallFiles},
+		{"seq", b.sequential},
+		{"bigdir", b.bigDir},
+		{"two", b.twoNodes},
+		{"alt", b.alternation},
+		{"churn", b.listUnderChurn},
 		{"replay", b.replay},
-		{"random writes", b.randomWrites},
+		{"random", b.randomWrites},
 	} {
+		if !want[step.name] {
+			continue
+		}
 		fmt.Fprintf(os.Stderr, "%s ...\n", step.name)
 		done := make(chan error, 1)
 		go func() { done <- step.fn(ctx) }()
@@ -103,41 +124,73 @@ func (b *bench) all() (err error) {
 
 var block4k = bytes.Repeat([]byte("shoal-4k"), 512)
 
-// createFor creates small files dir/fNNNNNN on f for d; returns files/s.
-func createFor(f fsys, dir string, d time.Duration) (float64, error) {
+// createFor creates small files dir/fNNNNNN on f for d; returns files/s
+// and the number of files.
+func createFor(f fsys, dir string, d time.Duration) (float64, int, error) {
 	if err := f.mkdirAll(dir); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	start := time.Now()
 	n := 0
 	for ; n < 1_000_000 && time.Since(start) < d; n++ {
 		if err := f.createSync(fmt.Sprintf("%s/f%06d", dir, n), block4k); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 	}
-	return float64(n) / time.Since(start).Seconds(), nil
+	return float64(n) / time.Since(start).Seconds(), n, nil
 }
 
+// smallFiles interleaves store and peer runs (rounds of d/rounds each),
+// so that a change in the machine's load meets both alike.
 func (b *bench) smallFiles(ctx context.Context) error {
-	s, err := createFor(storeFS{b.a.st}, "small", b.o.dur)
-	if err != nil {
-		return err
+	const rounds = 3
+	var s, p float64
+	var files int
+	c0 := b.a.cost()
+	for i := 0; i < rounds; i++ {
+		sr, n, err := createFor(storeFS{b.a.st}, fmt.Sprintf("small%d", i), b.o.dur/rounds)
+		if err != nil {
+			return err
+		}
+		pr, _, err := createFor(b.peer, fmt.Sprintf("small%d", i), b.o.dur/rounds)
+		if err != nil {
+			return err
+		}
+		s, p, files = s+sr/rounds, p+pr/rounds, files+n
 	}
-	p, err := createFor(b.peer, "small", b.o.dur)
-	if err != nil {
-		return err
-	}
-	b.add(row{name: "create+4KiB write+fsync, one node", unit: "files/s", store: s, peer: p, target: 0.5})
+	b.add(row{name: "create+4KiB write+fsync, one node", unit: "files/s", store: s, peer: p, target: 0.5,
+		note: fmt.Sprintf("%d interleaved rounds; %s", rounds, b.a.cost().per(c0, float64(files)))})
 	return nil
 }
 
+// sequential writes (then reads) the large file on the store and on the
+// peer, in turn, seqRounds times; each round removes both files again.
+// The first round on a new volume also takes the lock of every region
+// its blocks lie in (two etcd writes for each MiB: the region lock and
+// the hold on its checksum area), which a node that has run a while
+// holds cached; later rounds reuse the blocks freed (first fit), as a
+// running node does. The rows give the median of the later rounds and
+// say what the first one did.
 func (b *bench) sequential(ctx context.Context) error {
+	const seqRounds = 4
 	total := b.o.seqMB << 20
 	chunk := make([]byte, 1<<20)
 	for i := range chunk {
 		chunk[i] = byte(i * 31)
 	}
 	mibs := func(f fsys, write bool) (float64, error) {
+		if !write {
+			// Cold: neither the legs' nor the peer's image's pages stay
+			// in the machine's page cache (the peer drops its file's).
+			for _, p := range append(append([]string(nil), b.r.legs...), b.peerImg) {
+				if p == "" {
+					continue
+				}
+				if err := dropCache(p); err != nil {
+					return 0, err
+				}
+			}
+		}
 		start := time.Now()
 		if write {
 			if err := f.writeSeq("large", total, chunk); err != nil {
@@ -154,26 +207,54 @@ func (b *bench) sequential(ctx context.Context) error {
 		}
 		return float64(total>>20) / time.Since(start).Seconds(), nil
 	}
+	type figures struct {
+		s, p []float64
+		cost []string
+	}
+	var w, r figures
+	for round := 0; round < seqRounds; round++ {
+		for _, write := range []bool{true, false} {
+			fig := &r
+			if write {
+				fig = &w
+			}
+			c0 := b.a.cost()
+			s, err := mibs(storeFS{b.a.st}, write)
+			if err != nil {
+				return err
+			}
+			fig.cost = append(fig.cost, strings.TrimPrefix(b.a.cost().per(c0, float64(b.o.seqMB)), "per op: "))
+			p, err := mibs(b.peer, write)
+			if err != nil {
+				return err
+			}
+			fig.s, fig.p = append(fig.s, s), append(fig.p, p)
+		}
+		if err := b.a.st.Remove("large"); err != nil {
+			return err
+		}
+		if err := b.peer.remove("large"); err != nil {
+			return err
+		}
+	}
 	for _, write := range []bool{true, false} {
-		s, err := mibs(storeFS{b.a.st}, write)
-		if err != nil {
-			return err
-		}
-		p, err := mibs(b.peer, write)
-		if err != nil {
-			return err
-		}
-		name := fmt.Sprintf("sequential read 1MiB, %d MiB file", b.o.seqMB)
+		fig, name, what := r, fmt.Sprintf("sequential read 1MiB, %d MiB file", b.o.seqMB), "reads"
 		if write {
-			name = fmt.Sprintf("sequential write 1MiB+fsync, %d MiB file", b.o.seqMB)
+			fig, name, what = w, fmt.Sprintf("sequential write 1MiB+fsync, %d MiB file", b.o.seqMB), "writes"
 		}
-		b.add(row{name: name, unit: "MiB/s", store: s, peer: p, target: 0.8, note: "reads cold on both"})
+		b.add(row{name: name, unit: "MiB/s", store: percentile(fig.s[1:], 0.5), peer: percentile(fig.p[1:], 0.5), target: 0.8,
+			note: fmt.Sprintf("median of rounds 2-%d, interleaved; store %s %s; per MiB: %s; round 1, in untouched space: %.0f vs %.0f, %s",
+				seqRounds, what, fmtList(fig.s[1:]), fig.cost[len(fig.cost)-1], fig.s[0], fig.p[0], fig.cost[0])})
 	}
-	// The space goes back for the rows that follow.
-	if err := b.a.st.Remove("large"); err != nil {
-		return err
+	return nil
+}
+
+func fmtList(xs []float64) string {
+	var parts []string
+	for _, x := range xs {
+		parts = append(parts, fmt.Sprintf("%.0f", x))
 	}
-	return b.peer.remove("large")
+	return strings.Join(parts, ", ")
 }
 
 // listStat reads dir and stats every entry; it returns both times in ms.
@@ -219,29 +300,43 @@ func (b *bench) bigDir(ctx context.Context) error {
 	return nil
 }
 
+// twoNodes compares two nodes creating files at once, each in its own
+// directory, with node a alone; alone and together alternate, in rounds,
+// so that a change in the machine's load meets both alike.
 func (b *bench) twoNodes(ctx context.Context) error {
-	alone, err := createFor(storeFS{b.a.st}, "two-alone", b.o.dur)
-	if err != nil {
-		return err
-	}
-	var rates [2]float64
-	var errs [2]error
-	var wg sync.WaitGroup
-	for i, n := range []*node{b.a, b.b} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rates[i], errs[i] = createFor(storeFS{n.st}, "two-"+n.name, b.o.dur)
-		}()
-	}
-	wg.Wait()
-	for _, err := range errs {
+	const rounds = 3
+	var alone, together, ra, rb float64
+	cb := b.b.cost()
+	var files int
+	for r := 0; r < rounds; r++ {
+		a, _, err := createFor(storeFS{b.a.st}, fmt.Sprintf("two-alone%d", r), b.o.dur/rounds)
 		if err != nil {
 			return err
 		}
+		var rates [2]float64
+		var ns [2]int
+		var errs [2]error
+		var wg sync.WaitGroup
+		for i, n := range []*node{b.a, b.b} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rates[i], ns[i], errs[i] = createFor(storeFS{n.st}, fmt.Sprintf("two-%s%d", n.name, r), b.o.dur/rounds)
+			}()
+		}
+		wg.Wait()
+		for _, err := range errs {
+			if err != nil {
+				return err
+			}
+		}
+		alone += a / rounds
+		ra, rb = ra+rates[0]/rounds, rb+rates[1]/rounds
+		together += (rates[0] + rates[1]) / rounds
+		files += ns[1]
 	}
-	b.add(row{name: "create+4KiB+fsync, 2 nodes, own directories", unit: "files/s", store: rates[0] + rates[1], peer: alone, target: 1.6,
-		note: fmt.Sprintf("%.0f + %.0f; peer: one node alone", rates[0], rates[1])})
+	b.add(row{name: "create+4KiB+fsync, 2 nodes, own directories", unit: "files/s", store: together, peer: alone, target: 1.6,
+		note: fmt.Sprintf("%.0f + %.0f; peer: node a alone; %d interleaved rounds; node b %s", ra, rb, rounds, b.b.cost().per(cb, float64(files)))})
 	return nil
 }
 
@@ -285,10 +380,32 @@ func (b *bench) alternation(ctx context.Context) error {
 	return nil
 }
 
-// listUnderChurn lists and stats the big directory while a churner
-// creates and removes files in it; the slowest of 3 passes counts.
+// listInfo lists dir and reads every entry's Info, as `ls -l` (and Go's
+// fs.WalkDir with Info, http.FileServer's listing) does; an entry
+// removed meanwhile does not count. It returns the time in ms.
+func listInfo(f fsys, dir string, want int) (float64, error) {
+	start := time.Now()
+	es, err := f.readDirEntries(dir)
+	if err != nil {
+		return 0, err
+	}
+	if len(es) < want {
+		return 0, fmt.Errorf("readdir %s: %d entries, want at least %d", dir, len(es), want)
+	}
+	for _, e := range es {
+		if _, err := e.Info(); err != nil && !isNotExist(err) {
+			return 0, err
+		}
+	}
+	return float64(time.Since(start).Microseconds()) / 1000, nil
+}
+
+// listUnderChurn lists the big directory with each entry's Info (ls -l),
+// and again with a Stat of each entry's path, while the other node (the
+// peer: another goroutine) creates and removes files in it; the store and
+// the peer take turns; the slowest of 3 passes counts.
 func (b *bench) listUnderChurn(ctx context.Context) error {
-	measure := func(lister, churner fsys) (float64, int64, error) {
+	measure := func(lister, churner fsys, byPath bool) (float64, int64, error) {
 		stop := make(chan struct{})
 		var churned atomic.Int64
 		cerr := make(chan error, 1)
@@ -312,29 +429,54 @@ func (b *bench) listUnderChurn(ctx context.Context) error {
 				churned.Add(2)
 			}
 		}()
+		// The churner first gets going (its first operations take the
+		// directory's lock over), then the listing passes run while it
+		// goes on.
+		deadline := time.Now().Add(30 * time.Second)
+		for churned.Load() < 20 && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
 		worst := 0.0
 		var err error
-		for pass := 0; pass < 3 && err == nil; pass++ {
-			var r, s float64
-			r, s, err = listStat(lister, "big", b.o.entries)
-			worst = max(worst, r+s)
+		base := churned.Load()
+		passes := 10 // an Info listing is short: more of them meet the churn
+		if byPath {
+			passes = 3
+		}
+		for pass := 0; pass < passes && err == nil; pass++ {
+			var t float64
+			if byPath {
+				var r, s float64
+				r, s, err = listStat(lister, "big", b.o.entries)
+				t = r + s
+			} else {
+				t, err = listInfo(lister, "big", b.o.entries)
+			}
+			worst = max(worst, t)
 		}
 		close(stop)
 		if cerr := <-cerr; err == nil {
 			err = cerr
 		}
-		return worst, churned.Load(), err
+		return worst, churned.Load() - base, err
 	}
-	s, sc, err := measure(storeFS{b.a.st}, storeFS{b.b.st})
-	if err != nil {
-		return err
+	for _, byPath := range []bool{false, true} {
+		s, sc, err := measure(storeFS{b.a.st}, storeFS{b.b.st}, byPath)
+		if err != nil {
+			return err
+		}
+		p, _, err := measure(b.peer, b.peer, byPath)
+		if err != nil {
+			return err
+		}
+		r := row{name: fmt.Sprintf("readdir+Info %d entries, other node churns", b.o.entries), unit: "ms", store: s, peer: p, timeLike: true,
+			target: 1000, absolute: true, note: fmt.Sprintf("ls -l: ReadDir, then each entry's Info; slowest of 10 passes; %d creates+removes meanwhile", sc)}
+		if byPath {
+			r.name, r.target = fmt.Sprintf("readdir+stat(path) %d entries, other churns", b.o.entries), 0
+			r.note = fmt.Sprintf("ReadDir, then Stat of each dir/name; slowest of 3 passes; %d creates+removes meanwhile", sc)
+		}
+		b.add(r)
 	}
-	p, _, err := measure(b.peer, b.peer)
-	if err != nil {
-		return err
-	}
-	b.add(row{name: fmt.Sprintf("readdir+stat %d entries, other node churns", b.o.entries), unit: "ms", store: s, peer: p, timeLike: true,
-		target: 1000, absolute: true, note: fmt.Sprintf("slowest of 3 passes; %d creates+removes meanwhile", sc)})
 	return nil
 }
 
