@@ -153,18 +153,7 @@ func (o *options) get(ctx context.Context, path string, out any) error {
 	if err != nil {
 		return err
 	}
-	return hint(c.Get(orBackground(ctx), path, out))
-}
-
-// hint adds what to do about a refusal.
-func hint(err error) error {
-	switch {
-	case errors.Is(err, adminclient.ErrNoAuth):
-		return fmt.Errorf("%w (give --config with a node's configuration file, or --cacert/--cert/--key of the cluster's CA, or --token-file)", err)
-	case errors.Is(err, adminclient.ErrForbidden):
-		return fmt.Errorf("%w (this needs an admin certificate or the admin token)", err)
-	}
-	return err
+	return adminclient.Explain(c.Get(orBackground(ctx), path, out))
 }
 
 func orBackground(ctx context.Context) context.Context {
@@ -364,7 +353,7 @@ func runWatch(ctx context.Context, o *options, out, errOut io.Writer) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			return hint(err)
+			return adminclient.Explain(err)
 		}
 		base := c.Base()
 		err = printEvents(ctx, resp.Body, out, o.json, base, started)
@@ -625,7 +614,7 @@ func runForce(ctx context.Context, o *options, out io.Writer, in io.Reader, id s
 	ctx = orBackground(ctx)
 	var v node.LocksView
 	if err := c.Get(ctx, "/api/locks?"+(node.LockQuery{ID: id}).Values().Encode(), &v); err != nil {
-		return hint(err)
+		return adminclient.Explain(err)
 	}
 	if len(v.Locks) == 0 {
 		return fmt.Errorf("no request %q (see lockctl ls for IDs)", id)
@@ -645,7 +634,7 @@ func runForce(ctx context.Context, o *options, out io.Writer, in io.Reader, id s
 		if errors.As(err, &se) && (se.Code == http.StatusConflict || se.Code == http.StatusNotFound) {
 			return errors.New(se.Message)
 		}
-		return hint(err)
+		return adminclient.Explain(err)
 	}
 	fmt.Fprintf(out, "released %s; recorded under %s\n", id, res.Record)
 	return nil

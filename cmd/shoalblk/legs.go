@@ -124,37 +124,55 @@ func addLegs(root *cobra.Command) {
 	} {
 		var (
 			vf  volumeFlags
+			on  onlineFlags
 			leg string
 		)
 		c := &cobra.Command{
-			Use:   op.name + " --leg INDEX|ADDR [flags] LEG...",
+			Use:   op.name + " --leg INDEX|ADDR|UUID (--config FILE | --admin ADDR | LEG...)",
 			Short: op.short,
-			Long:  op.short + ". The last in-sync leg is refused. A leg that is gone can be left out of the LEGs with --allow-missing.",
-			Args:  cobra.MinimumNArgs(1),
+			Long: op.short + `. The last in-sync leg is refused.
+
+On a running cluster give --config (a node's configuration file) or --admin:
+the node makes the change through its admin API (an admin certificate or
+the admin token; a read-only one is refused) and every node follows the
+leg table. With the cluster stopped, give the LEGs instead; a leg that is
+gone can be left out with --allow-missing.`,
+			Args: on.legsOrOnline(),
 			RunE: func(cmd *cobra.Command, args []string) error {
 				stdout := cmd.OutOrStdout()
 				ctx := cmd.Context()
 				if leg == "" {
 					return fmt.Errorf("--leg is required")
 				}
-				v, closeVol, err := vf.openVolume(ctx, args, mirror.NoSlot, false, nil)
-				if err != nil {
-					return err
-				}
-				defer closeVol()
-				i, err := v.Table().Lookup(leg)
-				if err != nil {
-					return err
-				}
-				if op.name == "fail-leg" {
-					err = v.FailLeg(ctx, i)
+				var t mirror.LegTable
+				if on.given() {
+					c, err := on.client()
+					if err != nil {
+						return err
+					}
+					if err := c.Post(ctx, "/api/volume/legs/"+strings.TrimSuffix(op.name, "-leg"), map[string]string{"leg": leg}, &t); err != nil {
+						return apiError(err)
+					}
 				} else {
-					err = v.RemoveLeg(ctx, i)
+					v, closeVol, err := vf.openVolume(ctx, args, mirror.NoSlot, false, nil)
+					if err != nil {
+						return err
+					}
+					defer closeVol()
+					i, err := v.Table().Lookup(leg)
+					if err != nil {
+						return err
+					}
+					if op.name == "fail-leg" {
+						err = v.FailLeg(ctx, i)
+					} else {
+						err = v.RemoveLeg(ctx, i)
+					}
+					if err != nil {
+						return err
+					}
+					t = v.Table()
 				}
-				if err != nil {
-					return err
-				}
-				t := v.Table()
 				if vf.jsonOut {
 					return printJSON(stdout, t)
 				}
@@ -163,6 +181,7 @@ func addLegs(root *cobra.Command) {
 			},
 		}
 		vf.register(c, true)
+		on.register(c)
 		c.Flags().StringVar(&leg, "leg", "", "leg to act on: table index, address or UUID")
 		root.AddCommand(c)
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/shoal-ha/shoal/blockdev/mirror"
 	"github.com/shoal-ha/shoal/store"
+	"github.com/shoal-ha/shoal/store/storenode"
 )
 
 // The store's commands: mkstore lays a store on a formatted volume (format
@@ -78,24 +79,45 @@ func storeCommand() *cobra.Command {
 		Short: "Look into the shared store on a volume: check, ls, stat, cat, journal",
 	}
 	var l storeLook
+	var on onlineFlags
 	check := &cobra.Command{
-		Use:   "check LEG...",
+		Use:   "check (--config FILE | --admin ADDR | LEG...)",
 		Short: "Check the store, offline or on a running cluster; non-zero exit on any problem",
 		Long: `Check the store on the volume whose legs are given. Offline (no node has the
 store open): every metadata block's header and checksum, the tree (every
 directory entry names a live inode of the right generation, every inode is
 reached once), extents and allocation bitmaps (no block used twice, none
-used and free), and the journals. With --online, on a running cluster: the
-tree, each directory and its inodes read under shared locks of the
-cluster's lock manager (the bitmaps change meanwhile and are not compared).
+used and free), and the journals. Every leg is opened read-only and nothing
+is written.
+
+On a running cluster give --config (a node's configuration file) or --admin
+instead of the LEGs: a node checks the store it has open, through its admin
+API (a read-only certificate suffices): the tree, each directory and its
+inodes read under shared locks of the cluster's lock manager (the bitmaps
+change meanwhile and are not compared). --online with the LEGs and --etcd
+does the same as a lock-manager client of its own, for a cluster whose
+nodes' admin APIs cannot be reached.
+
 Each problem is printed with its inode, path and block; the exit status is
-1 if there is any. Every leg is opened read-only and nothing is written.`,
-		Args: cobra.MinimumNArgs(1),
+1 if there is any.`,
+		Args: on.legsOrOnline(),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			stdout := cmd.OutOrStdout()
 			ctx := cmd.Context()
 			var rep *store.CheckReport
-			if l.online {
+			if on.given() {
+				// A check reads the whole tree: bound it by the node's
+				// bound, not by the default request timeout.
+				on.t.Timeout = storenode.CheckTimeout
+				c, err := on.client()
+				if err != nil {
+					return err
+				}
+				rep = &store.CheckReport{}
+				if err := c.Get(ctx, "/api/store/check", rep); err != nil {
+					return apiError(err)
+				}
+			} else if l.online {
 				st, done, err := l.open(ctx)(args)
 				if err != nil {
 					return err
@@ -138,6 +160,7 @@ Each problem is printed with its inode, path and block; the exit status is
 		},
 	}
 	l.register(check)
+	on.register(check)
 	storeCmd.AddCommand(check, storeLsCommand(), storeStatCommand(), storeCatCommand(), storeJournalCommand())
 	return storeCmd
 }

@@ -84,6 +84,19 @@ func (e *StatusError) Unwrap() error {
 	return nil
 }
 
+// Explain adds to a refusal what the user can do about it: which
+// credentials to give (401) or which role is needed (403). Other errors
+// come back as they are.
+func Explain(err error) error {
+	switch {
+	case errors.Is(err, ErrNoAuth):
+		return fmt.Errorf("%w (give --config with a node's configuration file, or --cacert/--cert/--key of the cluster's CA, or --token-file)", err)
+	case errors.Is(err, ErrForbidden):
+		return fmt.Errorf("%w (this needs an admin certificate or the admin token)", err)
+	}
+	return err
+}
+
 // DefaultAdmin is the admin address asked when neither --admin nor
 // --config names one.
 const DefaultAdmin = "127.0.0.1:7080"
