@@ -124,6 +124,8 @@ func (c *checker) checkInode(ino uint64, p string, de dirEntry, parent uint64) *
 	}
 	if in.Nlink == 0 {
 		c.problem(ino, ino, p, "reachable inode has no links")
+	} else if in.Nlink != 1 {
+		c.problem(ino, ino, p, "inode has %d links, one entry names it", in.Nlink)
 	}
 	if in.Type == typeDir && in.Parent != parent {
 		c.problem(ino, ino, p, "directory's parent is inode %d, found in inode %d", in.Parent, parent)

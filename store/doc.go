@@ -61,6 +61,16 @@
 // recovered it, replays it first. The replay decisions are made by a
 // deterministic core, ReplayPlan.
 //
+// # Checking and repair
+//
+// Check walks the tree online under PR locks while nodes keep working;
+// CheckDevice checks it offline, bitmaps and journals included. Repair
+// (offline, as e2fsck and fsck.gfs2) replays dirty journals, then fixes
+// what the check finds: it is split into a scan that decides (no writes)
+// and journal transactions of one slot that write the fixes, so a repair
+// cut short is finished by the next. Every problem and every repair names
+// block, inode and path.
+//
 // # Use
 //
 //	_, err := store.Format(ctx, dev, store.FormatOptions{Slots: 3})

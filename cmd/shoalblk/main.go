@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -26,12 +27,17 @@ func main() {
 	os.Exit(code)
 }
 
-// execute runs root with args and returns the process exit code: 0, or 1
-// after writing "shoalblk: ERROR" to root's error writer.
+// execute runs root with args and returns the process exit code: 0, or
+// after writing "shoalblk: ERROR" to root's error writer 1 (or the
+// error's own ExitCode(), as store check --repair's).
 func execute(ctx context.Context, root *cobra.Command, args []string) int {
 	root.SetArgs(args)
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(root.ErrOrStderr(), "shoalblk:", err)
+		var ec interface{ ExitCode() int }
+		if errors.As(err, &ec) {
+			return ec.ExitCode()
+		}
 		return 1
 	}
 	return 0

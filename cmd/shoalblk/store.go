@@ -78,11 +78,17 @@ func storeCommand() *cobra.Command {
 		Use:   "store",
 		Short: "Look into the shared store on a volume: check, ls, stat, cat, journal",
 	}
-	var l storeLook
-	var on onlineFlags
+	var (
+		l         storeLook
+		on        onlineFlags
+		repair    bool
+		volSlot   int
+		storeSlot int
+		forceOpen bool
+	)
 	check := &cobra.Command{
 		Use:   "check (--config FILE | --admin ADDR | LEG...)",
-		Short: "Check the store, offline or on a running cluster; non-zero exit on any problem",
+		Short: "Check the store, offline or on a running cluster, or repair it offline; non-zero exit on any problem",
 		Long: `Check the store on the volume whose legs are given. Offline (no node has the
 store open): every metadata block's header and checksum, the tree (every
 directory entry names a live inode of the right generation, every inode is
@@ -99,11 +105,31 @@ does the same as a lock-manager client of its own, for a cluster whose
 nodes' admin APIs cannot be reached.
 
 Each problem is printed with its inode, path and block; the exit status is
-1 if there is any.`,
+1 if there is any.
+
+With --repair (offline only, as e2fsck and fsck.gfs2): journals holding
+transactions are replayed first (records stay pending for the nodes'
+recovery handlers), then what the check finds is fixed: entries naming
+missing, removed or wrong-generation inodes are removed, metadata that no
+leg holds intact is cut off with what depends on it, link counts and
+counts are set, a data block two files share is copied for the later one,
+inodes nobody names go to /lost+found as #INO, bitmaps are made to match
+the tree. Every repair is printed with its inode, path and block; the
+changes go through a store journal and the mirror (every leg), so a repair
+cut short is finished by running it again. A volume a node has open (its
+open-volume marker) is refused unless --force-while-open is given. Exit
+status: 0 nothing to repair, 1 repaired and clean now, 4 problems left,
+8 the repair could not run (refused, or the volume or store unreadable).`,
 		Args: on.legsOrOnline(),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			stdout := cmd.OutOrStdout()
 			ctx := cmd.Context()
+			if repair {
+				if l.online || on.given() {
+					return fmt.Errorf("--repair works offline only (no node may have the store open); drop --online")
+				}
+				return runRepair(cmd, &l.vf, args, volSlot, storeSlot, forceOpen)
+			}
 			var rep *store.CheckReport
 			if on.given() {
 				// A check reads the whole tree: bound it by the node's
@@ -161,6 +187,10 @@ Each problem is printed with its inode, path and block; the exit status is
 	}
 	l.register(check)
 	on.register(check)
+	check.Flags().BoolVar(&repair, "repair", false, "repair what the check finds (offline only; writes through every leg)")
+	check.Flags().IntVar(&volSlot, "slot", 0, "with --repair: volume node slot to write as (no running node may use it)")
+	check.Flags().IntVar(&storeSlot, "store-slot", -1, "with --repair: store slot whose journal the repair writes through (default: the first with no records pending)")
+	check.Flags().BoolVar(&forceOpen, "force-while-open", false, "with --repair: repair even a volume whose open-volume marker says a node has it open (that node's view of the store breaks)")
 	storeCmd.AddCommand(check, storeLsCommand(), storeStatCommand(), storeCatCommand(), storeJournalCommand())
 	return storeCmd
 }

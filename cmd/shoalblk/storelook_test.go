@@ -14,23 +14,30 @@ import (
 	"github.com/shoal-ha/shoal/store"
 )
 
-// fillStore writes files into the store on legs as volume slot 0 and
-// leaves one committed transaction with a pending record in the journal.
-func fillStore(t *testing.T, legs []string, files map[string]string) {
+// openTestVolume opens the volume over the leg files with cfg (read-only
+// legs when cfg.ReadOnly).
+func openTestVolume(t *testing.T, legs []string, cfg mirror.Config) *mirror.Volume {
 	t.Helper()
-	ctx := context.Background()
-	cfg := mirror.FastConfig(0)
 	for _, p := range legs {
-		d, err := blockdev.OpenFile(p, blockdev.OpenOptions{})
+		d, err := blockdev.OpenFile(p, blockdev.OpenOptions{ReadOnly: cfg.ReadOnly})
 		if err != nil {
 			t.Fatal(err)
 		}
 		cfg.Legs = append(cfg.Legs, d)
 	}
-	v, err := mirror.Open(ctx, cfg)
+	v, err := mirror.Open(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return v
+}
+
+// fillStore writes files into the store on legs as volume slot 0 and
+// leaves one committed transaction with a pending record in the journal.
+func fillStore(t *testing.T, legs []string, files map[string]string) {
+	t.Helper()
+	ctx := context.Background()
+	v := openTestVolume(t, legs, mirror.FastConfig(0))
 	defer v.Close()
 	st, err := store.Open(ctx, store.DefaultConfig(v, 0, store.NewMemLocks().Node("filler")))
 	if err != nil {
