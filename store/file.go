@@ -39,11 +39,15 @@ type File struct {
 
 // page is one block of uncommitted writes; mask marks the bytes written.
 type page struct {
-	data []byte
-	mask []byte // one bit per byte
+	data  []byte
+	mask  []byte // one bit per byte
+	whole bool   // every byte written (mask all ones)
 }
 
 func (p *page) full() bool {
+	if p.whole {
+		return true
+	}
 	for _, b := range p.mask {
 		if b != 0xff {
 			return false
@@ -54,6 +58,16 @@ func (p *page) full() bool {
 
 func (p *page) set(off int, src []byte) {
 	copy(p.data[off:], src)
+	if p.whole {
+		return
+	}
+	if off == 0 && len(src) >= BlockSize {
+		p.whole = true
+		for k := range p.mask {
+			p.mask[k] = 0xff
+		}
+		return
+	}
 	i, end := off, off+len(src)
 	for ; i < end && i%8 != 0; i++ {
 		p.mask[i/8] |= 1 << (i % 8)
@@ -563,10 +577,10 @@ func (tx *Tx) applyPages(g *glock, in *inode, pages map[uint64]*page, newSize in
 		for j < len(fbs) && fbs[j] == fbs[j-1]+1 {
 			j++
 		}
-		bufs := make([][]byte, 0, j-i)
-		for _, fb := range fbs[i:j] {
+		run := make([]byte, (j-i)*BlockSize)
+		for k, fb := range fbs[i:j] {
 			pg := pages[fb]
-			base := make([]byte, BlockSize)
+			base := run[k*BlockSize : (k+1)*BlockSize]
 			if !pg.full() {
 				switch {
 				case fb == 0 && inlineBase != nil:
@@ -583,9 +597,8 @@ func (tx *Tx) applyPages(g *glock, in *inode, pages map[uint64]*page, newSize in
 			if end := int64(fb+1) * BlockSize; end > newSize {
 				clear(base[newSize-int64(fb)*BlockSize:])
 			}
-			bufs = append(bufs, base)
 		}
-		if err := tx.setBlocks(in, fbs[i], bufs); err != nil {
+		if err := tx.setBlocks(in, fbs[i], run); err != nil {
 			return err
 		}
 		i = j

@@ -205,7 +205,7 @@ func (tx *Tx) truncateData(g *glock, in *inode, size int64) error {
 				return err
 			}
 			clear(buf[size%BlockSize:])
-			if err := tx.setBlocks(in, fb, [][]byte{buf}); err != nil {
+			if err := tx.setBlocks(in, fb, buf); err != nil {
 				return err
 			}
 		}
@@ -224,20 +224,19 @@ func (tx *Tx) truncateData(g *glock, in *inode, size int64) error {
 	return nil
 }
 
-// setBlocks writes pages (each BlockSize) as file blocks fb, fb+1, ... of
-// in, to newly allocated blocks (copy on write: a crash leaves the old
-// contents or the new, never a mix), freeing the blocks they replace.
-func (tx *Tx) setBlocks(in *inode, fb uint64, pages [][]byte) error {
-	runs, err := tx.alloc(len(pages))
+// setBlocks writes data (a whole number of blocks) as file blocks fb,
+// fb+1, ... of in, to newly allocated blocks (copy on write: a crash
+// leaves the old contents or the new, never a mix), freeing the blocks
+// they replace. data is written as it is, not copied: the caller leaves
+// it alone from here on.
+func (tx *Tx) setBlocks(in *inode, fb uint64, data []byte) error {
+	runs, err := tx.alloc(len(data) / BlockSize)
 	if err != nil {
 		return err
 	}
 	i := 0
 	for _, r := range runs {
-		buf := make([]byte, 0, int(r.count)*BlockSize)
-		for k := uint32(0); k < r.count; k++ {
-			buf = append(buf, pages[i+int(k)]...)
-		}
+		buf := data[i*BlockSize : (i+int(r.count))*BlockSize]
 		var freed []blockRun
 		in.Extents, freed = extUnmap(in.Extents, fb+uint64(i), uint64(r.count))
 		for _, f := range freed {
@@ -264,14 +263,10 @@ func (tx *Tx) setContent(g *glock, in *inode, data []byte) error {
 	}
 	in.Layout, in.Inline = layoutExtents, nil
 	n := (len(data) + BlockSize - 1) / BlockSize
-	pages := make([][]byte, n)
-	for i := range pages {
-		p := make([]byte, BlockSize)
-		copy(p, data[i*BlockSize:])
-		pages[i] = p
-	}
+	buf := make([]byte, n*BlockSize)
+	copy(buf, data)
 	in.Size = int64(len(data))
-	return tx.setBlocks(in, 0, pages)
+	return tx.setBlocks(in, 0, buf)
 }
 
 // Mkdir creates directory name with permission bits perm. Errors (in a
