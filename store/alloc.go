@@ -5,6 +5,34 @@ import (
 	"sort"
 )
 
+// agOrder is the order in which a node whose home allocation group is
+// home tries the count groups: its home first, then the others spread
+// out by halving steps (home+count/2, home+count/4, home+3count/4, ...),
+// so that nodes with neighbouring homes (slot s has home s mod count)
+// fill different groups before they meet in one. Every node writes its
+// files, inodes and directories where it allocates: two nodes in
+// different groups write different regions of the volume, and neither
+// group's lock nor the regions' mirror locks go back and forth.
+func agOrder(home, count int) []int {
+	bits := 0
+	for 1<<bits < count {
+		bits++
+	}
+	order := make([]int, 0, count)
+	for i := 0; i < 1<<bits; i++ {
+		off := 0
+		for b := 0; b < bits; b++ {
+			if i&(1<<b) != 0 {
+				off |= 1 << (bits - 1 - b)
+			}
+		}
+		if off < count {
+			order = append(order, (home+off)%count)
+		}
+	}
+	return order
+}
+
 // run of blocks handed out by the allocator.
 type blockRun struct {
 	start uint64
@@ -28,15 +56,12 @@ func (tx *Tx) agHeaderOf(g *glock, ag int) (*agHeader, uint64, error) {
 
 // alloc allocates n blocks, as few runs as it can, preferring the
 // allocation groups the transaction already holds and then this node's
-// own group, so nodes allocate in parallel without contending. Groups
-// whose lock would have to be waited for out of lock order are skipped.
-// ErrNoSpace when no group has the room; nothing is changed then that the
-// transaction commits (it is abandoned).
-func (tx *Tx) alloc(n int) ([]blockRun, error) { return tx.allocFrom(n, -1) }
-
-// allocFrom allocates like alloc, trying allocation group first (when >= 0)
-// before the others.
-func (tx *Tx) allocFrom(n int, first int) ([]blockRun, error) {
+// own groups in its order (agOrder), so nodes allocate in parallel
+// without contending for a group's lock or for the mirror's locks of the
+// regions they write. Groups whose lock would have to be waited for out
+// of lock order are skipped. ErrNoSpace when no group has the room;
+// nothing is changed then that the transaction commits (it is abandoned).
+func (tx *Tx) alloc(n int) ([]blockRun, error) {
 	s := tx.s
 	var runs []blockRun
 	order := make([]int, 0, s.sb.AGCount)
@@ -48,13 +73,7 @@ func (tx *Tx) allocFrom(n int, first int) ([]blockRun, error) {
 		}
 	}
 	sort.Ints(order)
-	if first >= 0 && first < int(s.sb.AGCount) && !seen[first] {
-		order = append([]int{first}, order...)
-		seen[first] = true
-	}
-	first = int(s.agNext.Load())
-	for i := 0; i < int(s.sb.AGCount); i++ {
-		ag := (first + i) % int(s.sb.AGCount)
+	for _, ag := range s.agOrder {
 		if !seen[ag] {
 			order = append(order, ag)
 		}
@@ -95,9 +114,6 @@ func (tx *Tx) allocFrom(n int, first int) ([]blockRun, error) {
 		}
 		if err := tx.write(g, start, h.encode(start)); err != nil {
 			return nil, err
-		}
-		if n > 0 {
-			s.agNext.Store(uint32((ag + 1) % int(s.sb.AGCount)))
 		}
 	}
 	if n > 0 {

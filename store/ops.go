@@ -130,15 +130,12 @@ func (s *Store) now() int64 { return s.clk.Now().UnixNano() }
 
 // newInode allocates and locks a new inode of typ under directory parent.
 func (tx *Tx) newInode(typ uint8, perm fs.FileMode, parent uint64) (*inode, *glock, error) {
-	first := -1
-	if typ == typeDir {
-		// Directories are spread over the allocation groups (as ext4's
-		// Orlov allocator does): nodes working in different directories
-		// then write different parts of the volume, not one region's
-		// blocks (and its mirror locks) from both sides.
-		first = int(tx.s.dirNext.Add(1) % tx.s.sb.AGCount)
-	}
-	runs, err := tx.allocFrom(1, first)
+	// Where this node allocates (alloc), directories too: the node that
+	// makes a directory usually works in it, and every change in it
+	// rewrites the directory's inode in place; an inode in a group
+	// another node writes would put that block's region under both
+	// nodes' writes (its mirror locks going back and forth).
+	runs, err := tx.alloc(1)
 	if err != nil {
 		return nil, nil, err
 	}

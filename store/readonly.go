@@ -39,6 +39,8 @@ func OpenReadOnly(ctx context.Context, dev blockdev.Device, locks Locker, logger
 		log: logger, clk: clock.Real(), glocks: map[glockKey]*glock{}, handlers: map[string]Handler{},
 		closing: make(chan struct{}), readOnly: true}
 	s.lockPrefix = lockPrefixOf(sb, "")
+	// Nothing it changes commits (ErrReadOnly), but a change gets that far.
+	s.agOrder = agOrder(0, int(sb.AGCount))
 	return s, nil
 }
 

@@ -108,8 +108,7 @@ type Store struct {
 
 	readOnly bool // OpenReadOnly: no slot, no changes
 
-	agNext  atomic.Uint32 // allocation group to try first
-	dirNext atomic.Uint32 // allocation group for the next directory
+	agOrder []int // allocation groups in the order this node tries them
 	closing chan struct{}
 	closed  atomic.Bool
 	stats   storeStats
@@ -202,8 +201,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	for k, h := range cfg.Handlers {
 		s.handlers[k] = h
 	}
-	s.agNext.Store(uint32(cfg.Slot) % sb.AGCount)
-	s.dirNext.Store(uint32(cfg.Slot) * 7)
+	s.agOrder = agOrder(cfg.Slot%int(sb.AGCount), int(sb.AGCount))
 	s.slotLock = s.glockFor(classSlot, uint64(cfg.Slot))
 	if err := s.slotLock.acquire(ctx, Exclusive, false, false); err != nil {
 		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {

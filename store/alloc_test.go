@@ -1,0 +1,78 @@
+package store
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+)
+
+func TestAGOrder(t *testing.T) {
+	for count := 1; count <= 20; count++ {
+		for home := 0; home < count; home++ {
+			o := agOrder(home, count)
+			if len(o) != count || o[0] != home {
+				t.Fatalf("agOrder(%d, %d) = %v: want every group once, the home first", home, count, o)
+			}
+			s := slices.Clone(o)
+			slices.Sort(s)
+			for i, ag := range s {
+				if ag != i {
+					t.Fatalf("agOrder(%d, %d) = %v is not a permutation", home, count, o)
+				}
+			}
+		}
+	}
+	// Slots 0 and 1 on four groups: each fills a second group before it
+	// comes to the other's home.
+	if a, b := agOrder(0, 4), agOrder(1, 4); a[1] == 1 || b[1] == 0 || a[1] == b[1] {
+		t.Fatalf("orders %v and %v meet early", a, b)
+	}
+}
+
+// TestNodesAllocateApart: two nodes creating files and directories, each
+// in its own directory, write blocks in different allocation groups
+// (their homes), so neither asks for the other's group.
+func TestNodesAllocateApart(t *testing.T) {
+	dev := newMem(t, 8192, FormatOptions{AGBlocks: 1024})
+	lm := NewMemLocks()
+	a := openNode(t, dev, lm, "a", 0)
+	b := openNode(t, dev, lm, "b", 1)
+	for _, n := range []struct {
+		s    *Store
+		name string
+	}{{a, "a"}, {b, "b"}} {
+		for i := 0; i < 20; i++ {
+			if err := n.s.MkdirAll(fmt.Sprintf("%s/d%d", n.name, i), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := n.s.WriteFile(fmt.Sprintf("%s/d%d/f", n.name, i), make([]byte, 3*BlockSize), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	groupOf := func(s *Store, name string) int {
+		t.Helper()
+		fi, err := s.Stat(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ino := fi.Sys().(FileStat).Ino
+		return int((ino - s.sb.AGStart) / uint64(s.sb.AGBlocks))
+	}
+	for i := 0; i < 20; i++ {
+		for _, c := range []struct {
+			s    *Store
+			name string
+			home int
+		}{{a, "a", 0}, {b, "b", 1}} {
+			for _, p := range []string{fmt.Sprintf("%s/d%d", c.name, i), fmt.Sprintf("%s/d%d/f", c.name, i)} {
+				if g := groupOf(c.s, p); g != c.home {
+					t.Fatalf("%s is in allocation group %d; node %s's home is %d", p, g, c.name, c.home)
+				}
+			}
+		}
+	}
+	a.Close()
+	b.Close()
+	checkClean(t, dev)
+}
