@@ -99,10 +99,10 @@ type killable struct {
 type ioCounts struct{ writes, flushes, writeNs, flushNs, lockNs atomic.Int64 }
 
 // cost is what a node asked of etcd and of its legs.
-type cost struct{ etcd, writes, flushes, writeNs, flushNs, lockNs int64 }
+type cost struct{ etcd, callbacks, writes, flushes, writeNs, flushNs, lockNs int64 }
 
 func (n *node) cost() cost {
-	return cost{int64(n.locks.EtcdWrites()), n.io.writes.Load(), n.io.flushes.Load(), n.io.writeNs.Load(), n.io.flushNs.Load(), n.io.lockNs.Load()}
+	return cost{int64(n.locks.EtcdWrites()), int64(n.locks.Stats().BlockingCallbacks), n.io.writes.Load(), n.io.flushes.Load(), n.io.writeNs.Load(), n.io.flushNs.Load(), n.io.lockNs.Load()}
 }
 
 // per says c-since per operation, for a row's note.
@@ -111,8 +111,8 @@ func (c cost) per(since cost, ops float64) string {
 		return ""
 	}
 	ms := func(ns int64) float64 { return float64(ns) / 1e6 / ops }
-	return fmt.Sprintf("per op: %.2f etcd writes, %.1f leg writes (%.2f ms), %.1f leg flushes (%.2f ms), region locks %.2f ms",
-		float64(c.etcd-since.etcd)/ops, float64(c.writes-since.writes)/ops, ms(c.writeNs-since.writeNs),
+	return fmt.Sprintf("per op: %.2f etcd writes, %.2f blocking callbacks, %.1f leg writes (%.2f ms), %.1f leg flushes (%.2f ms), region locks %.2f ms",
+		float64(c.etcd-since.etcd)/ops, float64(c.callbacks-since.callbacks)/ops, float64(c.writes-since.writes)/ops, ms(c.writeNs-since.writeNs),
 		float64(c.flushes-since.flushes)/ops, ms(c.flushNs-since.flushNs), ms(c.lockNs-since.lockNs))
 }
 
