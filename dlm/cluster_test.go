@@ -28,24 +28,86 @@ type testNode struct {
 	calls *atomic.Int64 // unary etcd requests made through the DLM's client
 	delay *atomic.Int64 // nanoseconds each request through it is held back
 	// failReleases makes every release transaction (a single request
-	// key deleted) fail as if etcd could not be reached; failed counts them.
+	// key deleted) fail as if etcd could not be reached; failDowns does
+	// the same to down-conversions that write a value block back; failed
+	// counts them.
 	failReleases *atomic.Bool
+	failDowns    *atomic.Bool
 	failed       *atomic.Int64
+	// stallCreate makes the next request creation go unanswered until
+	// its attempt ends, as one forwarded to an etcd leader that died
+	// does: stallLost never sends it, stallLanded sends it (it commits)
+	// and withholds the answer. stalled counts such attempts.
+	stallCreate *atomic.Int32
+	stalled     *atomic.Int64
+}
+
+const (
+	stallLost   = 1
+	stallLanded = 2
+)
+
+// isCreate reports whether req is a transaction that creates a lock
+// request (puts a request key and reads it back).
+func isCreate(req any) bool {
+	var put, get bool
+	for _, op := range successOps(req) {
+		if p := op.GetRequestPut(); p != nil && strings.Contains(string(p.Key), "/dlm/req/") {
+			put = true
+		}
+		if r := op.GetRequestRange(); r != nil && strings.Contains(string(r.Key), "/dlm/req/") {
+			get = true
+		}
+	}
+	return put && get
+}
+
+// successOps lists the operations of req's success branch, those of
+// nested transactions included; nil for a request that is not a
+// transaction.
+func successOps(req any) []*etcdserverpb.RequestOp {
+	txn, ok := req.(*etcdserverpb.TxnRequest)
+	if !ok {
+		return nil
+	}
+	var out []*etcdserverpb.RequestOp
+	var walk func([]*etcdserverpb.RequestOp)
+	walk = func(ops []*etcdserverpb.RequestOp) {
+		for _, op := range ops {
+			if t := op.GetRequestTxn(); t != nil {
+				walk(t.Success)
+				continue
+			}
+			out = append(out, op)
+		}
+	}
+	walk(txn.Success)
+	return out
 }
 
 // isRelease reports whether req is a transaction that deletes one request
 // key (a release), as opposed to a withdrawal of a whole prefix.
 func isRelease(req any) bool {
-	txn, ok := req.(*etcdserverpb.TxnRequest)
-	if !ok {
-		return false
-	}
-	for _, op := range txn.Success {
+	for _, op := range successOps(req) {
 		if d := op.GetRequestDeleteRange(); d != nil && len(d.RangeEnd) == 0 && strings.Contains(string(d.Key), "/dlm/req/") {
 			return true
 		}
 	}
 	return false
+}
+
+// isDownConversion reports whether req is a transaction that rewrites a
+// request key and writes a value block back: a down-conversion from PW or
+// EX (a close's write-back puts the value block alone).
+func isDownConversion(req any) bool {
+	var reqPut, lvb bool
+	for _, op := range successOps(req) {
+		if p := op.GetRequestPut(); p != nil {
+			reqPut = reqPut || strings.Contains(string(p.Key), "/dlm/req/")
+			lvb = lvb || strings.Contains(string(p.Key), "/dlm/lvb/")
+		}
+	}
+	return reqPut && lvb
 }
 
 // startTestNode joins a node named name through member i of c, with a
@@ -58,12 +120,23 @@ func startTestNode(t testing.TB, c *etcdtest.Cluster, i int, name string) *testN
 func startTestNodeWith(t testing.TB, c *etcdtest.Cluster, i int, name string, tune func(*Config)) *testNode {
 	t.Helper()
 	calls, delay := &atomic.Int64{}, &atomic.Int64{}
-	failReleases, failed := &atomic.Bool{}, &atomic.Int64{}
+	failReleases, failDowns, failed := &atomic.Bool{}, &atomic.Bool{}, &atomic.Int64{}
+	stallCreate, stalled := &atomic.Int32{}, &atomic.Int64{}
 	count := grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		calls.Add(1)
-		if failReleases.Load() && isRelease(req) {
+		if failReleases.Load() && isRelease(req) || failDowns.Load() && isDownConversion(req) {
 			failed.Add(1)
 			return status.Error(codes.Unavailable, "injected: etcd unreachable")
+		}
+		if m := stallCreate.Load(); m != 0 && isCreate(req) && stallCreate.CompareAndSwap(m, 0) {
+			if m == stallLanded {
+				if err := invoker(ctx, method, req, reply, cc, opts...); err != nil {
+					return err
+				}
+			}
+			stalled.Add(1)
+			<-ctx.Done()
+			return ctx.Err()
 		}
 		if d := delay.Load(); d > 0 {
 			time.Sleep(time.Duration(d))
@@ -101,7 +174,7 @@ func startTestNodeWith(t testing.TB, c *etcdtest.Cluster, i int, name string, tu
 		cli.Close()
 		mcli.Close()
 	})
-	return &testNode{m: m, n: n, calls: calls, delay: delay, failReleases: failReleases, failed: failed}
+	return &testNode{m: m, n: n, calls: calls, delay: delay, failReleases: failReleases, failDowns: failDowns, failed: failed, stallCreate: stallCreate, stalled: stalled}
 }
 
 func ctxT(t *testing.T, d time.Duration) context.Context {

@@ -9,6 +9,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/shoal-ha/shoal/internal/attempt"
 	"github.com/shoal-ha/shoal/internal/clock"
 	"github.com/shoal-ha/shoal/internal/keys"
 )
@@ -49,10 +50,16 @@ type Config struct {
 	// each later attempt gets twice as long, up to 5s. A write caught by an
 	// etcd leader election is never answered (the member forwarded it to
 	// the dead leader, and raft does not forward it again), so it is sent
-	// again after this bound, once a new leader serves. Every write is
-	// idempotent, so a repeat is safe. About twice the etcd election
-	// timeout. Default 1s.
+	// again after this bound, or at once when LeaderChanges says a new
+	// leader serves. Every write is idempotent, so a repeat is safe. About
+	// twice the etcd election timeout. Default 1s.
 	WriteAttemptTimeout time.Duration
+	// LeaderChanges, when set, signals each change of the etcd leader that
+	// Client's member follows (a node's embedded member: its
+	// LeaderChangedNotify): a lock-table write in flight then is sent again
+	// at once instead of waiting out its attempt bound. Nil (a client of an
+	// external etcd) leaves only WriteAttemptTimeout.
+	LeaderChanges attempt.LeaderChanges
 	// OnAcquire, when set, sees every successful Acquire with its mode and
 	// how long the caller waited for the grant (0 for a cached grant), on
 	// the caller's goroutine after the grant: the feed of the lock-wait

@@ -12,6 +12,6 @@ func TestImports(t *testing.T) {
 	testutil.CheckDeps(t, testutil.Deps{
 		Packages: []string{"dlm"},
 		Tests:    true,
-		Allow:    []string{"dlm", "internal/clock", "internal/testlog", "internal/etcdtest", "internal/zaphclog", "internal/testutil", "internal/keys", "internal/lease", "internal/portres"},
+		Allow:    []string{"dlm", "internal/clock", "internal/testlog", "internal/etcdtest", "internal/zaphclog", "internal/testutil", "internal/keys", "internal/lease", "internal/portres", "internal/attempt"},
 	})
 }

@@ -6,10 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/shoal-ha/shoal/internal/attempt"
 )
 
 // Option changes how Acquire asks for a lock.
@@ -537,86 +538,117 @@ func (n *Node) startCreate(nl *nodeLock, mode Mode, try, failOn bool) {
 	nl.key, nl.want, nl.held, nl.blocked = key, mode, false, false
 	n.byKey[key] = nl
 	val := mustJSON(requestValue{Resource: nl.res, Mode: mode, Recovery: nl.recovery, NoQueue: try, FailOnDeadlock: failOn})
-	n.write(nl, []clientv3.Op{clientv3.OpPut(key, val)}, nil, func(rev int64) {
-		if nl.key == key {
-			nl.createRev = rev
-		}
-	}, true)
+	nl.reqVal = val
+	// The request reads itself back: its creation revision is the one
+	// later conversions and the release are guarded on, and an attempt
+	// sent again after one that did land (a leader change) only rewrites
+	// the same value, so the header's revision would be a later one.
+	n.write(nl, lockWrite{ops: []clientv3.Op{clientv3.OpPut(key, val), clientv3.OpGet(key)}, track: true,
+		onDone: func(resp *clientv3.TxnResponse) {
+			kvs := resp.Responses[1].GetResponseRange().GetKvs()
+			if nl.key == key && len(kvs) == 1 {
+				nl.createRev = kvs[0].CreateRevision
+			}
+		}})
 }
 
 func (n *Node) startConvert(nl *nodeLock, mode Mode, try, failOn bool) {
 	key := nl.key
-	var ops []clientv3.Op
+	w := lockWrite{track: true}
+	val := mustJSON(requestValue{Resource: nl.res, Mode: mode, Recovery: nl.recovery, NoQueue: try, FailOnDeadlock: failOn})
 	if nl.lvbDirty && (nl.granted == PW || nl.granted == EX) && !Covers(mode, PW) {
-		ops = append(ops, clientv3.OpPut(n.keys.lvb(nl.res), mustJSON(lvbValue{Value: nl.lvb, Valid: true})))
+		put := clientv3.OpPut(n.keys.lvb(nl.res), mustJSON(lvbValue{Value: nl.lvb, Valid: true}))
+		w.ops = append(w.ops, put)
 		nl.lvbDirty = false
+		// Should a close cut the down-conversion short, Close writes the
+		// value block back, but only while the request still carries the
+		// value it had before (the conversion did not happen: this node
+		// still holds PW or EX, so nobody wrote a newer value block).
+		w.back = &closeLVB{put: put, req: key, unless: clientv3.Compare(clientv3.Value(key), "=", nl.reqVal)}
 	}
-	ops = append(ops, clientv3.OpPut(key, mustJSON(requestValue{Resource: nl.res, Mode: mode, Recovery: nl.recovery, NoQueue: try, FailOnDeadlock: failOn})))
-	nl.want = mode
+	w.ops = append(w.ops, clientv3.OpPut(key, val))
+	nl.want, nl.reqVal = mode, val
 	cmp := clientv3.Compare(clientv3.CreateRevision(key), "=", nl.createRev)
-	n.write(nl, ops, &cmp, nil, true)
+	w.keyCmp = &cmp
+	n.write(nl, w)
 }
 
 func (n *Node) startRelease(nl *nodeLock) {
 	key := nl.key
-	var ops []clientv3.Op
-	if nl.held && nl.lvbDirty && (nl.granted == PW || nl.granted == EX) {
-		ops = append(ops, clientv3.OpPut(n.keys.lvb(nl.res), mustJSON(lvbValue{Value: nl.lvb, Valid: true})))
+	w := lockWrite{onDone: func(*clientv3.TxnResponse) { delete(n.byKey, key) }}
+	stillOurs := clientv3.Compare(clientv3.CreateRevision(key), ">", 0)
+	if nl.createRev != 0 {
+		// Guarded on the request's creation: an attempt sent again after
+		// one that landed (a leader change) finds the request gone and
+		// writes no value block over one a later holder wrote.
+		stillOurs = clientv3.Compare(clientv3.CreateRevision(key), "=", nl.createRev)
+		w.keyCmp, w.release = &stillOurs, true
 	}
-	ops = append(ops, clientv3.OpDelete(key))
+	if nl.held && nl.lvbDirty && (nl.granted == PW || nl.granted == EX) {
+		put := clientv3.OpPut(n.keys.lvb(nl.res), mustJSON(lvbValue{Value: nl.lvb, Valid: true}))
+		w.ops = append(w.ops, put)
+		// A release cut short by a close: Close writes the value block if
+		// the request is still there (the release did not happen, so no
+		// one else wrote one since).
+		w.back = &closeLVB{put: put, req: key, unless: stillOurs}
+	}
+	w.ops = append(w.ops, clientv3.OpDelete(key))
 	// Detach the request at once: its grant is gone for local users, and
 	// a new request may be queued while the delete is in flight (it waits
 	// behind the old one in the cluster's queue, like anyone else's).
-	nl.key, nl.held, nl.blocked, nl.lvbDirty, nl.createRev, nl.draining = "", false, false, false, 0, false
-	n.write(nl, ops, nil, func(int64) { delete(n.byKey, key) }, false)
+	nl.key, nl.held, nl.blocked, nl.lvbDirty, nl.createRev, nl.draining, nl.reqVal = "", false, false, false, 0, false, ""
+	n.write(nl, w)
 }
 
 // maxWriteAttempt bounds one attempt at a lock-table write.
 const maxWriteAttempt = 5 * time.Second
 
-// write runs a guarded transaction for nl in the background and drives
-// nl again when it is done. A tracked write marks nl busy meanwhile. Transport errors are retried (every write is
-// idempotent), each attempt bounded (Config.WriteAttemptTimeout, doubling) so that one caught by an etcd leader election is sent again soon after a new leader serves, until the self-fence deadline; a failed guard means the
-// lease is gone and fences the node.
-func (n *Node) write(nl *nodeLock, ops []clientv3.Op, keyCmp *clientv3.Cmp, onDone func(rev int64), track bool) {
+// lockWrite is one lock-table write of a node-level lock.
+type lockWrite struct {
+	ops []clientv3.Op
+	// keyCmp, when set, applies ops only while it holds (the request is
+	// still the one nl created).
+	keyCmp *clientv3.Cmp
+	// release: the write gives the request up, so a failed keyCmp means
+	// it is gone already (an earlier attempt, or a force-release).
+	release bool
+	// track marks nl busy while the write is in flight.
+	track bool
+	// onDone runs (under mu) once the write landed.
+	onDone func(resp *clientv3.TxnResponse)
+	// back is the value block the write gives back, handed to Close
+	// should a close cut the write short.
+	back *closeLVB
+}
+
+// write runs w, guarded by the member's lease, in the background and
+// drives nl again when it is done. Transport errors are retried (every
+// write is idempotent), each attempt bounded (Config.WriteAttemptTimeout,
+// doubling) and sent again at once when the etcd leader changes
+// (Config.LeaderChanges), so that one caught by an etcd leader election is
+// sent again as soon as a new leader serves, until the self-fence
+// deadline; a failed guard means the lease is gone and fences the node.
+func (n *Node) write(nl *nodeLock, w lockWrite) {
 	guard := n.guard()
-	if track {
+	if w.track {
 		nl.busy = true
 	}
 	n.wg.Add(1)
 	n.writes.Add(1)
-	// A release that gives a value block back, should a close cut it
-	// short: Close writes the value block if the request is still there
-	// (the release did not happen, so no one else wrote one since).
-	var back *closeLVB
-	for _, op := range ops {
-		if op.IsPut() && strings.HasPrefix(string(op.KeyBytes()), n.keys.lvbs()) {
-			back = &closeLVB{put: op}
-		}
-	}
-	for _, op := range ops {
-		if back != nil && op.IsDelete() && strings.HasPrefix(string(op.KeyBytes()), n.keys.reqs()) {
-			back.req = string(op.KeyBytes())
-		}
-	}
-	if back != nil && (back.req == "" || keyCmp != nil) {
-		back = nil // a conversion: not handed to Close
+	ops := w.ops
+	if w.keyCmp != nil {
+		ops = []clientv3.Op{clientv3.OpTxn([]clientv3.Cmp{*w.keyCmp}, ops, nil)}
 	}
 	go func() {
 		defer n.wg.Done()
 		defer n.writes.Done()
-		var txn clientv3.Op
-		if keyCmp != nil {
-			txn = clientv3.OpTxn([]clientv3.Cmp{*keyCmp}, ops, nil)
-			ops = []clientv3.Op{txn}
-		}
 		var err error
 		var resp *clientv3.TxnResponse
 		timeout := n.cfg.WriteAttemptTimeout
-		for attempt := 0; attempt < 1000; attempt++ {
-			ctx, cancel := context.WithTimeout(n.ctx, timeout)
-			timeout = min(2*timeout, maxWriteAttempt)
+		for try := 0; try < 1000; try++ {
+			ctx, cancel := attempt.Context(n.ctx, timeout, n.cfg.LeaderChanges)
 			resp, err = n.cfg.Client.Txn(ctx).If(guard).Then(ops...).Commit()
+			changed := err != nil && attempt.LeaderChanged(ctx)
 			cancel()
 			n.etcdWrites.Add(1)
 			if err == nil || n.ctx.Err() != nil {
@@ -628,33 +660,46 @@ func (n *Node) write(nl *nodeLock, ops []clientv3.Op, keyCmp *clientv3.Cmp, onDo
 			if dead {
 				break
 			}
+			if changed {
+				// A new leader serves: what the old one was handed is
+				// lost, send it again now.
+				n.log.Debug("etcd leader changed during a lock request write; sending it again", "resource", nl.res)
+				continue
+			}
+			timeout = min(2*timeout, maxWriteAttempt)
 			n.log.Warn("lock request write failed; retrying", "resource", nl.res, "error", err)
-			time.Sleep(time.Duration(min(attempt+1, 20)) * 10 * time.Millisecond)
+			time.Sleep(time.Duration(min(try+1, 20)) * 10 * time.Millisecond)
 		}
 		n.mu.Lock()
 		defer n.mu.Unlock()
-		if track {
+		if w.track {
 			nl.busy = false
 			n.revCond.Broadcast() // Lock.Settle waits for this
 		}
 		switch {
 		case err != nil:
 			if errors.Is(n.fenced, ErrClosed) {
-				if back != nil {
+				if w.back != nil {
 					// Close stopped the retries; it writes the value
 					// block back before it withdraws the requests.
-					n.closeLVBs = append(n.closeLVBs, *back)
+					n.closeLVBs = append(n.closeLVBs, *w.back)
 				}
 			} else if n.ctx.Err() == nil {
 				n.fence(fmt.Errorf("%w: lock request write failed: %v", ErrLeaseLost, err))
 			}
 		case !resp.Succeeded:
 			n.fence(fmt.Errorf("%w: member key %s no longer carries lease %x", ErrLeaseLost, n.cfg.Member.MemberKey(), n.cfg.Member.LeaseID()))
-		case keyCmp != nil && !resp.Responses[0].GetResponseTxn().Succeeded:
+		case w.keyCmp != nil && !resp.Responses[0].GetResponseTxn().Succeeded && w.release:
+			// Released already (an earlier attempt landed) or removed
+			// behind our back: either way it is gone.
+			if w.onDone != nil {
+				w.onDone(resp)
+			}
+		case w.keyCmp != nil && !resp.Responses[0].GetResponseTxn().Succeeded:
 			// The request was removed behind our back (force-release).
 			n.log.Warn("lock request vanished; dropping the cached lock", "resource", nl.res)
 			delete(n.byKey, nl.key)
-			nl.key, nl.held, nl.blocked, nl.createRev = "", false, false, 0
+			nl.key, nl.held, nl.blocked, nl.createRev, nl.reqVal = "", false, false, 0, ""
 			for u := range nl.users {
 				u.released = true
 			}
@@ -664,8 +709,8 @@ func (n *Node) write(nl *nodeLock, ops []clientv3.Op, keyCmp *clientv3.Cmp, onDo
 				nl.blockCh = nil
 			}
 		default:
-			if onDone != nil {
-				onDone(resp.Header.Revision)
+			if w.onDone != nil {
+				w.onDone(resp)
 			}
 		}
 		n.drive(nl)

@@ -142,3 +142,66 @@ func TestValueBlockOfAReleaseCutShortByClose(t *testing.T) {
 		t.Fatalf("after a release cut short by a clean close the reader gets %q valid=%v, want \"new\" valid", strings.TrimRight(string(v), "\x00"), ok)
 	}
 }
+
+// TestValueBlockOfADownConversionCutShortByClose: a node writes the value
+// block under EX, its user converts down to PR (the node keeps EX), and
+// another node asks for PR: the node converts down in the cluster, which
+// writes the value block back. That write cannot reach etcd and the node
+// closes meanwhile: Close still writes the value block before it
+// withdraws the request, so the reader gets the value, valid.
+func TestValueBlockOfADownConversionCutShortByClose(t *testing.T) {
+	t.Parallel() // its own etcd member(s), ports reserved, prefixes its own
+	if testing.Short() {
+		t.Skip("starts an etcd member")
+	}
+	c := etcdtest.NewCluster(t, 1)
+	reader := startTestNode(t, c, 0, "reader")
+	res := Named("lvb-down-cut-short")
+	old := startTestNodeWith(t, c, 0, "old", func(cfg *Config) { cfg.CacheLocks = false })
+	l, err := old.n.Acquire(ctxT(t, 5*time.Second), res, EX)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.SetLVB([]byte("old")); err != nil {
+		t.Fatal(err)
+	}
+	l.Release()
+	closeNode(t, old)
+
+	w := startTestNode(t, c, 0, "writer")
+	if l, err = w.n.Acquire(ctxT(t, 5*time.Second), res, EX); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.SetLVB([]byte("new")); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Convert(ctxT(t, 5*time.Second), PR); err != nil {
+		t.Fatal(err)
+	}
+	w.failDowns.Store(true)
+	type got struct {
+		v     string
+		valid bool
+		err   error
+	}
+	read := make(chan got, 1)
+	go func() {
+		r, err := reader.n.Acquire(ctxT(t, 20*time.Second), res, PR)
+		if err != nil {
+			read <- got{err: err}
+			return
+		}
+		defer r.Release()
+		v, ok := r.LVB()
+		read <- got{v: strings.TrimRight(string(v), "\x00"), valid: ok}
+	}()
+	testutil.WaitFor(t, 10*time.Second, "the down-conversion to fail", func() bool { return w.failed.Load() > 0 })
+	closeNode(t, w)
+	r := <-read
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if !r.valid || r.v != "new" {
+		t.Fatalf("after a down-conversion cut short by a clean close the reader gets %q valid=%v, want \"new\" valid", r.v, r.valid)
+	}
+}

@@ -53,14 +53,17 @@ type Node struct {
 	cpWriting bool
 	cpWant    int64 // revision of a request for a checkpoint not answered yet
 
-	closeLVBs []closeLVB // releases a close cut short (Close writes their value blocks)
+	closeLVBs []closeLVB // releases and down-conversions a close cut short (Close writes their value blocks)
 }
 
-// closeLVB is the value block of a release that Close cut short, and the
-// request it released.
+// closeLVB is the value block of a release or down-conversion that Close
+// cut short, and the condition under which it did not happen: Close
+// writes the value block only then (had it happened, the value block went
+// with it, and a later holder may have written a newer one since).
 type closeLVB struct {
-	put clientv3.Op
-	req string
+	put    clientv3.Op
+	req    string
+	unless clientv3.Cmp // holds while the write did not happen
 }
 
 // nodeLock is the node-level lock on one resource, shared by local users.
@@ -71,8 +74,9 @@ type nodeLock struct {
 
 	key       string // current request key; "" if none
 	createRev int64
-	busy      bool // a write is in flight
-	draining  bool // an uncached grant was used up: release it, hand nothing out
+	reqVal    string // the value last written under key
+	busy      bool   // a write is in flight
+	draining  bool   // an uncached grant was used up: release it, hand nothing out
 	held      bool
 	granted   Mode
 	want      Mode // mode asked of the cluster
@@ -495,12 +499,12 @@ func (n *Node) withdraw(ctx context.Context) error {
 	n.mu.Unlock()
 	m := n.cfg.Member
 	guard := clientv3.Compare(clientv3.LeaseValue(m.MemberKey()), "=", int64(m.LeaseID()))
-	// Value blocks of releases cut short go first (the locks of the same
-	// resources held since are newer), each only while its request is
-	// still there: if the release did happen, its value block went with it.
+	// Value blocks of releases and down-conversions cut short go first
+	// (the locks of the same resources held since are newer), each only
+	// while the write did not happen: if it did, its value block went
+	// with it.
 	for _, c := range cut {
-		stillHeld := clientv3.Compare(clientv3.CreateRevision(c.req), ">", 0)
-		resp, err := n.cfg.Client.Txn(ctx).If(guard, stillHeld).Then(c.put).Commit()
+		resp, err := n.cfg.Client.Txn(ctx).If(guard, c.unless).Then(c.put).Commit()
 		n.etcdWrites.Add(1)
 		if err != nil {
 			return fmt.Errorf("dlm: writing back value blocks: %w", err)
