@@ -132,6 +132,18 @@ func (n *Node) setupTLS() (CertFiles, error) {
 // Client is the node's etcd client.
 func (n *Node) Client() *clientv3.Client { return n.cli }
 
+// LeaderChanges returns a channel closed when the node's embedded etcd
+// member next learns of a new leader (an attempt.LeaderChanges): a write
+// the member forwarded to a leader that died is never answered, and can be
+// sent again at once then. Nil for a client of an external etcd cluster,
+// whose requests only end at their bounds.
+func (n *Node) LeaderChanges() <-chan struct{} {
+	if n.member == nil {
+		return nil
+	}
+	return n.member.e.Server.LeaderChangedNotify()
+}
+
 // Config is the node's validated configuration.
 func (n *Node) Config() Config { return n.cfg }
 

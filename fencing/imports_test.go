@@ -12,7 +12,7 @@ import (
 // blockdev's backends (mirror, iscsi). Only the tests in tgtdtest reach
 // the iSCSI initiator and the target rig.
 func TestImports(t *testing.T) {
-	allow := []string{"fencing/...", "blockdev", "internal/clock", "internal/testlog", "internal/etcdtest", "internal/zaphclog", "internal/keys", "internal/portres"}
+	allow := []string{"fencing/...", "blockdev", "internal/clock", "internal/testlog", "internal/etcdtest", "internal/zaphclog", "internal/keys", "internal/portres", "internal/attempt"}
 	testutil.CheckDeps(t, testutil.Deps{Packages: []string{"fencing/..."}, Allow: allow})
 	testutil.CheckDeps(t, testutil.Deps{
 		Packages: []string{"fencing", "fencing/recovery", "fencing/detect", "fencing/fencetest"},

@@ -41,9 +41,11 @@ func (l *lockService) start(ctx context.Context, s *cluster.Session) *dlm.Node {
 	cfg.Prefix = l.n.Config().Prefix()
 	cfg.Logger = l.log
 	cfg.OnAcquire = l.onAcquire
-	// A write caught by an etcd leader election is sent again once a new
-	// leader can have been elected, not after a long request timeout.
+	// A write caught by an etcd leader election is sent again as soon as
+	// the member knows a new leader, and otherwise once a new leader can
+	// have been elected, not after a long request timeout.
 	cfg.WriteAttemptTimeout = 2 * l.n.Config().ElectionTimeout()
+	cfg.LeaderChanges = l.n.LeaderChanges
 	ctx, cancel := context.WithTimeout(ctx, l.n.Config().StartTimeout())
 	defer cancel()
 	d, err := dlm.Start(ctx, cfg)

@@ -73,6 +73,9 @@ func (r *recoveryRole) Run(ctx context.Context, sess *cluster.Session) error {
 		// A coordinator that the failure detector finds silent is fenced
 		// by the next candidate, which then takes over at once.
 		FenceSuspect: engine.Fencer,
+		// Writes caught by an etcd leader election are sent again as
+		// soon as this node's member knows the new leader.
+		LeaderChanges: r.n.LeaderChanges,
 	})
 	if err != nil {
 		return err
@@ -176,7 +179,7 @@ func (r *recoveryRole) request(victim fencing.NodeRef) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		store := recovery.NewEtcdStore(r.n.Client(), r.n.Config().Prefix())
+		store := recovery.NewEtcdStore(r.n.Client(), r.n.Config().Prefix(), r.n.LeaderChanges)
 		by := r.n.Config().NodeName
 		if s := r.n.Session(); s != nil {
 			by += "/" + s.Incarnation()

@@ -9,6 +9,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/shoal-ha/shoal/fencing"
+	"github.com/shoal-ha/shoal/internal/attempt"
 	"github.com/shoal-ha/shoal/internal/clock"
 	"github.com/shoal-ha/shoal/internal/keys"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -43,6 +44,13 @@ type CoordinatorConfig struct {
 	// leg) makes this faster; any fence keeps it safe. Nil waits for the
 	// lease.
 	FenceSuspect fencing.Fencer
+	// LeaderChanges, when set, ends each etcd write of the coordinator
+	// (its campaign, its records, lease revocations) as soon as the etcd
+	// leader that Client's member follows changes, so that one caught by
+	// the leader's death is sent again at once rather than after its 1s
+	// bound. A node passes its embedded member's signal; nil keeps the
+	// bound alone.
+	LeaderChanges attempt.LeaderChanges
 }
 
 // Validate says which field is wrong.
@@ -88,7 +96,7 @@ func NewCoordinator(cfg CoordinatorConfig) (*Coordinator, error) {
 		cfg.Rescan = 2 * time.Second
 	}
 	cfg.Prefix = strings.TrimRight(cfg.Prefix, "/")
-	c := &Coordinator{cfg: cfg, store: NewEtcdStore(cfg.Client, cfg.Prefix), clk: cfg.Engine.Clock, log: cfg.Engine.Logger}
+	c := &Coordinator{cfg: cfg, store: NewEtcdStore(cfg.Client, cfg.Prefix, cfg.LeaderChanges), clk: cfg.Engine.Clock, log: cfg.Engine.Logger}
 	if c.clk == nil {
 		c.clk = clock.Real()
 	}
@@ -135,7 +143,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	if c.cfg.FenceSuspect != nil {
 		ahead = c.takeOverFromSuspect
 	}
-	el, err := campaign(ctx, c.cfg.Client, keys.Of(c.cfg.Prefix).Coordinator(), c.cfg.Lease, c.cfg.Engine.Name, ahead)
+	el, err := campaign(ctx, c.cfg.Client, keys.Of(c.cfg.Prefix).Coordinator(), c.cfg.Lease, c.cfg.Engine.Name, ahead, c.cfg.LeaderChanges)
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/shoal-ha/shoal/internal/attempt"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
@@ -47,12 +48,13 @@ type election struct {
 // before it is gone. On error the key is withdrawn when possible; a key
 // that could not be withdrawn is found again by the next campaign on the
 // same lease, so it never outlives the lease as a phantom leader.
-func campaign(ctx context.Context, cli *clientv3.Client, electionPrefix string, lease Lease, val string, ahead func(ctx context.Context, holder string)) (*election, error) {
+func campaign(ctx context.Context, cli *clientv3.Client, electionPrefix string, lease Lease, val string, ahead func(ctx context.Context, holder string), changes attempt.LeaderChanges) (*election, error) {
 	e := &election{cli: cli, prefix: electionPrefix + "/", ahead: ahead}
 	e.key = fmt.Sprintf("%s%x", e.prefix, int64(lease.LeaseID()))
-	// Each request is bounded (attemptTimeout): one caught by an etcd
-	// leader election fails soon, and the caller campaigns again.
-	tctx, cancel := context.WithTimeout(ctx, attemptTimeout)
+	// Each request is bounded (attemptTimeout, or a leader change): one
+	// caught by an etcd leader election fails soon, and the caller
+	// campaigns again.
+	tctx, cancel := attempt.Context(ctx, attemptTimeout, changes)
 	defer cancel()
 	resp, err := cli.Txn(tctx).
 		If(clientv3.Compare(clientv3.CreateRevision(e.key), "=", 0)).

@@ -78,7 +78,7 @@ func session(t *testing.T, cli *clientv3.Client) testSession {
 
 func loadRecord(t *testing.T, cli *clientv3.Client, prefix string, v fencing.NodeRef) recovery.Record {
 	t.Helper()
-	rec, ok, err := recovery.NewEtcdStore(cli, prefix).Load(context.Background(), v)
+	rec, ok, err := recovery.NewEtcdStore(cli, prefix, nil).Load(context.Background(), v)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +123,7 @@ func TestEtcdStoreDeposedCannotWrite(t *testing.T) {
 	if err := ea.Campaign(ctx, "a"); err != nil {
 		t.Fatal(err)
 	}
-	storeA := recovery.NewEtcdStore(cli, prefix)
+	storeA := recovery.NewEtcdStore(cli, prefix, nil)
 	storeA.Lead(ea.Key(), ea.Rev())
 	v := fencing.NewNodeRef("n1", "i1", 0)
 	rec := recovery.NewRecord(v, "a", time.Now()).TakeOver("a", time.Now())
@@ -147,7 +147,7 @@ func TestEtcdStoreDeposedCannotWrite(t *testing.T) {
 	if got := loadRecord(t, cli, prefix, v); got.Coordinator != "a" {
 		t.Fatalf("deposed write reached etcd: %+v", got)
 	}
-	storeB := recovery.NewEtcdStore(cli, prefix)
+	storeB := recovery.NewEtcdStore(cli, prefix, nil)
 	storeB.Lead(eb.Key(), eb.Rev())
 	rec.Coordinator = "b"
 	if err := storeB.Save(ctx, rec, nil); err != nil {
@@ -420,7 +420,7 @@ func TestCoordinatorReservationFencing(t *testing.T) {
 		t.Fatalf("coordinator ended with %v", err)
 	}
 	pending := fencing.NodeRef{Name: "n9", Incarnation: "1", Key: 99}
-	if _, err := recovery.NewEtcdStore(cli, prefix).Request(ctx, recovery.NewRecord(pending, "t", time.Now())); err != nil {
+	if _, err := recovery.NewEtcdStore(cli, prefix, nil).Request(ctx, recovery.NewRecord(pending, "t", time.Now())); err != nil {
 		t.Fatal(err)
 	}
 	if n, err := recovery.Prune(ctx, cli, prefix, time.Now().Add(-time.Hour)); err != nil || n != 0 {

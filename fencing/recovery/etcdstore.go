@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/shoal-ha/shoal/fencing"
+	"github.com/shoal-ha/shoal/internal/attempt"
 	"github.com/shoal-ha/shoal/internal/keys"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -31,30 +32,36 @@ type EtcdStore struct {
 	cli    *clientv3.Client
 	prefix string
 
+	changes attempt.LeaderChanges
+
 	mu        sync.Mutex
 	leaderKey string
 	leaderRev int64
 }
 
 // NewEtcdStore returns a store under prefix (for example "/shoal").
-func NewEtcdStore(cli *clientv3.Client, prefix string) *EtcdStore {
-	return &EtcdStore{cli: cli, prefix: strings.TrimRight(prefix, "/")}
+// changes, when not nil, ends each request's attempt as soon as the etcd
+// leader that cli's member follows changes (see attemptTimeout).
+func NewEtcdStore(cli *clientv3.Client, prefix string, changes attempt.LeaderChanges) *EtcdStore {
+	return &EtcdStore{cli: cli, prefix: strings.TrimRight(prefix, "/"), changes: changes}
 }
 
 // attemptTimeout bounds one etcd request of the store. A request caught by
 // an etcd leader election is never answered (its member forwarded it to
-// the dead leader); bounded, it fails soon and its caller (the engine's
-// back-off, Request's retries) sends it again once a new leader serves.
-// Every request of the store is idempotent.
+// the dead leader); bounded, it fails soon, or at once when the member
+// learns of the new leader (attempt.LeaderChanges), and its caller (the
+// engine's back-off, RequestUntil) sends it again. Every request of the
+// store is idempotent.
 const attemptTimeout = time.Second
 
 func (s *EtcdStore) attempt(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, attemptTimeout)
+	return attempt.Context(ctx, attemptTimeout, s.changes)
 }
 
 // RequestUntil asks for rec's recovery like Request, sending the request
 // again after each failed attempt (one caught by an etcd leader election,
-// say) until it is recorded or ctx ends.
+// say: at once when the store follows leader changes) until it is
+// recorded or ctx ends.
 func (s *EtcdStore) RequestUntil(ctx context.Context, rec Record) (bool, error) {
 	if err := ValidateVictim(rec.Victim); err != nil {
 		return false, err
@@ -63,6 +70,9 @@ func (s *EtcdStore) RequestUntil(ctx context.Context, rec Record) (bool, error) 
 		created, err := s.Request(ctx, rec)
 		if err == nil || ctx.Err() != nil {
 			return created, err
+		}
+		if errors.Is(err, attempt.ErrLeaderChanged) {
+			continue
 		}
 		select {
 		case <-ctx.Done():
@@ -101,7 +111,7 @@ func (s *EtcdStore) Request(ctx context.Context, rec Record) (bool, error) {
 		Then(clientv3.OpPut(k, string(b))).
 		Commit()
 	if err != nil {
-		return false, fmt.Errorf("recovery: requesting %s: %w", rec.Victim, err)
+		return false, fmt.Errorf("recovery: requesting %s: %w", rec.Victim, attempt.Err(ctx, err))
 	}
 	return resp.Succeeded, nil
 }
@@ -151,7 +161,7 @@ func (s *EtcdStore) Save(ctx context.Context, rec Record, fence *FenceRecord) er
 		Then(ops...).
 		Commit()
 	if err != nil {
-		return fmt.Errorf("recovery: saving %s: %w", rec.Victim, err)
+		return fmt.Errorf("recovery: saving %s: %w", rec.Victim, attempt.Err(ctx, err))
 	}
 	if !resp.Succeeded {
 		return fmt.Errorf("%w: election key %s is gone or was re-created", ErrDeposed, key)
@@ -165,7 +175,7 @@ func (s *EtcdStore) RevokeLease(ctx context.Context, id int64) error {
 	defer cancel()
 	_, err := s.cli.Revoke(ctx, clientv3.LeaseID(id))
 	if err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
-		return fmt.Errorf("recovery: revoking lease %x: %w", id, err)
+		return fmt.Errorf("recovery: revoking lease %x: %w", id, attempt.Err(ctx, err))
 	}
 	return nil
 }

@@ -300,7 +300,7 @@ func TestPausedWriterProcessLeaseOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	testutil.WaitForNil(t, 60*time.Second, "the recovery to finish", func() error {
-		rec, ok, err := recovery.NewEtcdStore(cli, "/shoal").Load(ctx, victim)
+		rec, ok, err := recovery.NewEtcdStore(cli, "/shoal", nil).Load(ctx, victim)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -399,7 +399,7 @@ func TestCoordinatorProcessKilledBetweenSteps(t *testing.T) {
 		t.Fatal(err)
 	}
 	killed := time.Now()
-	store := recovery.NewEtcdStore(cli, prefix)
+	store := recovery.NewEtcdStore(cli, prefix, nil)
 	var rec recovery.Record
 	testutil.WaitForNil(t, 60*time.Second, "the recovery to finish", func() error {
 		r, ok, err := store.Load(ctx, victim)

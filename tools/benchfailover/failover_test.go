@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sort"
 	"strings"
 	"syscall"
@@ -29,6 +30,9 @@ var (
 	runs    = flag.Int("runs", 20, "failovers measured per mode")
 	outFile = flag.String("out", "", "also write the table to this file")
 	seed    = flag.Int64("seed", 0, "seed of the victim choice (0: from the clock; the table says which)")
+	victims = flag.String("victims", "any", "which nodes may be killed: any, leader (the etcd leader's host), coordinator, or neither; anything but any is for tracing one kind of failover, not for the table's overall row")
+	modes   = flag.String("modes", "reservations,lease,mutex", "comma-separated modes to measure: reservations, lease, mutex")
+	logDir  = flag.String("logs", "", "copy every shoald's log (debug level) into this directory at the end of each mode")
 )
 
 const fastTTL = 2 * time.Second
@@ -71,15 +75,40 @@ func BenchmarkFailover(b *testing.B) {
 	if *seed == 0 {
 		*seed = time.Now().UnixNano()
 	}
-	var results []result
-	pr := measureShoal(b, "shoal, reservation fencing + direct detection (tgtd legs)", nodetest.ISCSILegs(b))
-	results = append(results, pr...)
-	lease := measureShoal(b, "shoal, lease-only fencing (file legs)", nodetest.FileLegs(b))
-	results = append(results, lease...)
-	mutex := measureMutex(b)
-	results = append(results, mutex)
+	switch *victims {
+	case "any", "leader", "coordinator", "neither":
+	default:
+		b.Fatalf("-victims %q: want any, leader, coordinator or neither", *victims)
+	}
+	want := map[string]bool{}
+	for _, m := range strings.Split(*modes, ",") {
+		switch m = strings.TrimSpace(m); m {
+		case "reservations", "lease", "mutex":
+			want[m] = true
+		default:
+			b.Fatalf("-modes: unknown mode %q (want reservations, lease, mutex)", m)
+		}
+	}
+	var results, pr, lease []result
+	var mutex result
+	if want["reservations"] {
+		pr = measureShoal(b, "shoal, reservation fencing + direct detection (tgtd legs)", "reservations", nodetest.ISCSILegs(b))
+		results = append(results, pr...)
+	}
+	if want["lease"] {
+		lease = measureShoal(b, "shoal, lease-only fencing (file legs)", "lease", nodetest.FileLegs(b))
+		results = append(results, lease...)
+	}
+	if want["mutex"] {
+		mutex = measureMutex(b)
+		results = append(results, mutex)
+	}
 	var out bytes.Buffer
-	fmt.Fprintf(&out, "Failover: SIGKILL of a lock holder -> the waiter's grant (lease TTL %s, %d runs per mode, victims drawn at random whatever their role, seed %d, %s)\n\n", fastTTL, *runs, *seed, time.Now().UTC().Format(time.RFC3339))
+	drawn := "victims drawn at random whatever their role"
+	if *victims != "any" {
+		drawn = "victims only of role " + *victims
+	}
+	fmt.Fprintf(&out, "Failover: SIGKILL of a lock holder -> the waiter's grant (lease TTL %s, %d runs per mode, %s, seed %d, %s)\n\n", fastTTL, *runs, drawn, *seed, time.Now().UTC().Format(time.RFC3339))
 	tw := tabwriter.NewWriter(&out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "MODE\tVICTIMS\tRUNS\tMEDIAN\tP99\tMIN\tMAX\tetcd MUTEX MEDIAN / MEDIAN")
 	for _, r := range results {
@@ -87,14 +116,23 @@ func BenchmarkFailover(b *testing.B) {
 			fmt.Fprintf(tw, "%s\t%s\t0\t-\t-\t-\t-\t-\n", r.name, r.victims)
 			continue
 		}
-		ratio := float64(mutex.quantile(0.5)) / float64(r.quantile(0.5))
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%.2fx\n", r.name, r.victims, len(r.samples),
+		ratio := "-"
+		if len(mutex.samples) > 0 {
+			ratio = fmt.Sprintf("%.2fx", float64(mutex.quantile(0.5))/float64(r.quantile(0.5)))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", r.name, r.victims, len(r.samples),
 			ms(r.quantile(0.5)), ms(r.quantile(0.99)), ms(r.quantile(0)), ms(r.quantile(1)), ratio)
 	}
 	tw.Flush()
 	fmt.Fprintln(&out, "\nTargets: reservation fencing p99 over all victims <= 1.5s; lease-only median <= TTL + 500ms.")
-	fmt.Fprintf(&out, "Met: reservations p99 (all victims) %v; lease-only median (all victims) %v\n",
-		pr[0].quantile(0.99) <= 1500*time.Millisecond, lease[0].quantile(0.5) <= fastTTL+500*time.Millisecond)
+	var met []string
+	if len(pr) > 0 && len(pr[0].samples) > 0 {
+		met = append(met, fmt.Sprintf("reservations p99 (%s victims) %v", *victims, pr[0].quantile(0.99) <= 1500*time.Millisecond))
+	}
+	if len(lease) > 0 && len(lease[0].samples) > 0 {
+		met = append(met, fmt.Sprintf("lease-only median (%s victims) %v", *victims, lease[0].quantile(0.5) <= fastTTL+500*time.Millisecond))
+	}
+	fmt.Fprintf(&out, "Met: %s\n", strings.Join(met, "; "))
 	fmt.Fprintln(&out, "Timings on a shared machine with several builds running: noisy.")
 	os.Stdout.Write(out.Bytes())
 	if *outFile != "" {
@@ -107,11 +145,19 @@ func BenchmarkFailover(b *testing.B) {
 func ms(d time.Duration) string { return fmt.Sprintf("%dms", d.Milliseconds()) }
 
 // measureShoal runs *runs failovers on a fresh three-node cluster over
-// legs, killing nodes drawn at random whatever their role, and returns the row
-// over all victims, then the rows of the victims that hosted the etcd
-// leader, that were the recovery coordinator, and that were neither.
-func measureShoal(b *testing.B, name string, legs []string) []result {
-	c := nodetest.NewVolumeCluster(b, legs, nodetest.Options{ExtraArgs: []string{"--log-level", "info"}})
+// legs, killing nodes drawn at random whatever their role (or only of the
+// role -victims names), and returns the row over all victims, then the
+// rows of the victims that hosted the etcd leader, that were the recovery
+// coordinator, and that were neither.
+func measureShoal(b *testing.B, name, mode string, legs []string) []result {
+	level := "info"
+	if *logDir != "" {
+		level = "debug"
+	}
+	c := nodetest.NewVolumeCluster(b, legs, nodetest.Options{ExtraArgs: []string{"--log-level", level}})
+	if *logDir != "" {
+		defer copyLogs(b, c, mode)
+	}
 	all := result{name: name, victims: "all"}
 	leader := result{name: name, victims: "etcd leader's host"}
 	coord := result{name: name, victims: "coordinator"}
@@ -121,14 +167,8 @@ func measureShoal(b *testing.B, name string, legs []string) []result {
 		for _, nd := range c.Nodes {
 			waitVolume(b, c, nd)
 		}
-		// Any node may die: the victim is drawn at random, whatever its
-		// role (taking them in turn would follow the coordinator around).
-		v := rng.Intn(len(c.Nodes))
-		victim, waiter := c.Nodes[v], c.Nodes[(v+1)%len(c.Nodes)]
-		st, err := waiter.Status()
-		if err != nil {
-			b.Fatal(err)
-		}
+		victim, st := pickVictim(b, c, rng)
+		waiter := c.Nodes[(index(c, victim)+1)%len(c.Nodes)]
 		isLeader, isCoord := st.EtcdLeader == victim.Name, st.Coordinator == victim.Name
 		off := int64(run%16) << 20
 		if _, err := write(victim, off, 64<<10, byte(run)); err != nil {
@@ -149,7 +189,8 @@ func measureShoal(b *testing.B, name string, legs []string) []result {
 			b.Fatalf("run %d: waiter's write: %v", run, err)
 		}
 		took := ack.Sub(killed)
-		b.Logf("%s: run %d: killed %s (etcd leader host %v, coordinator %v): %s", name, run, victim.Name, isLeader, isCoord, ms(took))
+		b.Logf("%s: run %d: killed %s at %s (etcd leader host %v, coordinator %v), %s wrote at %s: %s", name, run, victim.Name,
+			killed.UTC().Format("15:04:05.000"), isLeader, isCoord, waiter.Name, ack.UTC().Format("15:04:05.000"), ms(took))
 		all.samples = append(all.samples, took)
 		if isLeader {
 			leader.samples = append(leader.samples, took)
@@ -164,6 +205,61 @@ func measureShoal(b *testing.B, name string, legs []string) []result {
 		c.WaitMembers(60*time.Second, 3, c.Nodes...)
 	}
 	return []result{all, leader, coord, neither}
+}
+
+// pickVictim draws the node to kill (any node, or one of the role
+// -victims names) and returns it with the cluster's status as a survivor
+// saw it just before.
+func pickVictim(b *testing.B, c *nodetest.Cluster, rng *rand.Rand) (*nodetest.Node, cluster.Status) {
+	if *victims == "any" {
+		// Any node may die: the victim is drawn at random, whatever its
+		// role (taking them in turn would follow the coordinator around).
+		v := c.Nodes[rng.Intn(len(c.Nodes))]
+		st, err := c.Nodes[(index(c, v)+1)%len(c.Nodes)].Status()
+		if err != nil {
+			b.Fatal(err)
+		}
+		return v, st
+	}
+	var st cluster.Status
+	var fits []*nodetest.Node
+	c.WaitFor(30*time.Second, "a node of role "+*victims, func() bool {
+		var err error
+		if st, err = c.Nodes[rng.Intn(len(c.Nodes))].Status(); err != nil {
+			return false
+		}
+		fits = fits[:0]
+		for _, nd := range c.Nodes {
+			isLeader, isCoord := st.EtcdLeader == nd.Name, st.Coordinator == nd.Name
+			if *victims == "leader" && isLeader || *victims == "coordinator" && isCoord || *victims == "neither" && !isLeader && !isCoord {
+				fits = append(fits, nd)
+			}
+		}
+		return len(fits) > 0
+	})
+	return fits[rng.Intn(len(fits))], st
+}
+
+func index(c *nodetest.Cluster, nd *nodetest.Node) int {
+	for i, x := range c.Nodes {
+		if x == nd {
+			return i
+		}
+	}
+	return -1
+}
+
+// copyLogs keeps every node's log of mode in -logs.
+func copyLogs(b *testing.B, c *nodetest.Cluster, mode string) {
+	if err := os.MkdirAll(*logDir, 0o755); err != nil {
+		b.Error(err)
+		return
+	}
+	for _, nd := range c.Nodes {
+		if err := os.WriteFile(filepath.Join(*logDir, mode+"-"+nd.Name+".log"), []byte(nd.Log()), 0o644); err != nil {
+			b.Error(err)
+		}
+	}
 }
 
 func waitVolume(b *testing.B, c *nodetest.Cluster, nd *nodetest.Node) {
