@@ -168,13 +168,12 @@ func (b *bench) smallFiles(ctx context.Context) error {
 // A write into regions the node never wrote also takes the lock of each
 // region (two etcd writes for each MiB: the region lock and the hold on
 // its checksum area), which a node that has run a while holds cached.
-// The allocator goes round the allocation groups, so the first rounds
-// write untouched regions until the volume's free space has been gone
-// round once (coldRounds); the rows give the median of the rounds after
-// that and say what the first one did.
+// The allocator gives the blocks freed by the previous round again (its
+// groups in the same order, first fit), so only the first round writes
+// untouched regions; the rows give the median of the rounds after it and
+// say what the first one did.
 func (b *bench) sequential(ctx context.Context) error {
-	coldRounds := int(min(8, (int64(demoLegSize)+b.o.seqMB<<20-1)/(b.o.seqMB<<20)))
-	seqRounds := coldRounds + 3
+	const coldRounds, seqRounds = 1, 4
 	total := b.o.seqMB << 20
 	chunk := make([]byte, 1<<20)
 	for i := range chunk {
