@@ -137,7 +137,7 @@ func run(o options) error {
 		sb.WriteByte('\n')
 	}
 	fmt.Fprintf(&sb, "ratio = store / peer for rates, peer / store for times (above 1 is the store ahead); the peer of the\n"+
-		"two-node row is one node alone, of the random-write row one raw leg file.\n")
+		"two-node row is node a alone, of the random-write rows one raw leg file and two raw files written at once.\n")
 	fmt.Print(sb.String())
 	if o.out != "" {
 		if err := os.MkdirAll(filepath.Dir(o.out), 0o755); err != nil {
