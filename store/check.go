@@ -71,8 +71,28 @@ type checker struct {
 	sb      *Superblock
 	read    func(owner, blk uint64) ([]byte, error)
 	rep     *CheckReport
-	owner   map[uint64]uint64 // block -> inode that uses it
-	claimed []uint64          // blocks in the order claimed
+	owner   map[uint64]uint64   // block -> inode that uses it
+	claimed []uint64            // blocks in the order claimed
+	named   map[uint64]entryRef // inode -> the entry it was reached through
+	walked  map[uint64]bool     // directories walked
+
+	// Online only (nil offline): the tree changes between the
+	// transactions the check runs in, so what looks like a block used
+	// twice or a directory gone may be a file moved or a block freed and
+	// handed out again meanwhile. These look again, under the locks of
+	// both sides at once (the ones a rename or a reuse takes), before a
+	// problem is reported. An error is the transaction's to handle (it
+	// starts over with the lock taken in order).
+	stillNamed func(ref entryRef, ino uint64) (bool, error) // ref's directory still names ino
+	stillUses  func(ino, blk uint64) (bool, error)          // live inode ino still uses blk
+}
+
+// entryRef is a directory entry the check followed.
+type entryRef struct {
+	parent uint64
+	name   string
+	gen    uint32
+	path   string
 }
 
 func (c *checker) problem(blk, ino uint64, p, f string, a ...any) {
@@ -95,6 +115,19 @@ func (c *checker) claim(blk, ino uint64, p, what string) bool {
 		return false
 	}
 	if other, ok := c.owner[blk]; ok {
+		if c.stillUses != nil && other != ino {
+			used, err := c.stillUses(other, blk)
+			if err != nil {
+				return false // the transaction starts over
+			}
+			if !used {
+				// other let go of it since it was seen: ino's now
+				// (forgotten again if this transaction starts over).
+				c.owner[blk] = ino
+				c.claimed = append(c.claimed, blk)
+				return true
+			}
+		}
 		c.problem(blk, ino, p, "%s is also used by inode %d", what, other)
 		return false
 	}
@@ -103,11 +136,42 @@ func (c *checker) claim(blk, ino uint64, p, what string) bool {
 	return true
 }
 
+// reachedAgain decides about inode ino, already reached through another
+// entry, reached again through de of parent at path p: the same entry
+// (nothing to do), a move seen from both ends (online: the first entry is
+// gone now), or a real second name (a problem).
+func (c *checker) reachedAgain(ino uint64, p string, de dirEntry, parent uint64) {
+	first := c.named[ino]
+	if first.parent == parent && first.name == de.Name {
+		return
+	}
+	if c.stillNamed != nil {
+		still, err := c.stillNamed(first, ino)
+		if err != nil {
+			return // the transaction starts over
+		}
+		if !still {
+			c.named[ino] = entryRef{parent: parent, name: de.Name, gen: de.Gen, path: p}
+			return
+		}
+	}
+	c.problem(ino, ino, p, "inode is also named at %s", first.path)
+}
+
 // checkInode checks inode ino reached as path p through entry de (de.Ino
 // == 0 for the root) and returns it (nil when unreadable).
 func (c *checker) checkInode(ino uint64, p string, de dirEntry, parent uint64) *inode {
+	if o, ok := c.owner[ino]; ok && o == ino && de.Ino != 0 {
+		if _, ok := c.named[ino]; ok {
+			c.reachedAgain(ino, p, de, parent)
+			return nil
+		}
+	}
 	if !c.claim(ino, ino, p, "inode") {
 		return nil
+	}
+	if de.Ino != 0 {
+		c.named[ino] = entryRef{parent: parent, name: de.Name, gen: de.Gen, path: p}
 	}
 	b, err := c.read(ino, ino)
 	if err != nil {
@@ -297,17 +361,28 @@ func (c *checker) checkBitmaps(readBlk func(blk uint64) ([]byte, error)) {
 // first. each runs one step (online: in a transaction of its own, so the
 // directory is read anew under its PR lock).
 func (c *checker) walk(ino uint64, p string, each func(fn func() error) error) error {
+	if c.walked[ino] {
+		return nil // reached again through a move (online)
+	}
+	c.walked[ino] = true
 	var subdirs []dirEntry
 	err := each(func() error {
 		subdirs = nil
 		b, err := c.read(ino, ino)
 		if err != nil {
-			c.problem(ino, ino, p, "directory unreadable: %v", err)
+			if !c.gone(ino) {
+				c.problem(ino, ino, p, "directory unreadable: %v", err)
+			}
 			return nil
 		}
 		dir, err := decodeInode(b, ino)
+		if err == nil && (dir.Type != typeDir || dir.Nlink == 0 || (c.named[ino].gen != 0 && dir.Gen != c.named[ino].gen)) {
+			err = fmt.Errorf("%w: directory inode %d is now type %d generation %d with %d links", ErrCorrupt, ino, dir.Type, dir.Gen, dir.Nlink)
+		}
 		if err != nil {
-			c.problem(ino, ino, p, "%v", err)
+			if !c.gone(ino) {
+				c.problem(ino, ino, p, "%v", err)
+			}
 			return nil
 		}
 		for _, e := range c.checkDir(dir, p) {
@@ -329,6 +404,17 @@ func (c *checker) walk(ino uint64, p string, each func(fn func() error) error) e
 	return nil
 }
 
+// gone says (online) whether directory ino was removed or moved since its
+// entry was read: its entry is not there any more.
+func (c *checker) gone(ino uint64) bool {
+	ref, ok := c.named[ino]
+	if c.stillNamed == nil || !ok {
+		return false
+	}
+	still, err := c.stillNamed(ref, ino)
+	return err != nil || !still
+}
+
 // CheckDevice checks the store on dev offline (no node may have it open):
 // superblock, journals, the whole tree and every allocation group's
 // bitmap against the blocks the tree uses. Every problem names block,
@@ -343,8 +429,8 @@ func CheckDevice(ctx context.Context, dev blockdev.Device) (*CheckReport, error)
 	s := &Store{dev: dev, sb: sb}
 	rep := &CheckReport{Offline: true, MaxProblems: 1000}
 	raw := func(blk uint64) ([]byte, error) { return s.readBlock(ctx, blk) }
-	c := &checker{sb: sb, rep: rep, owner: map[uint64]uint64{},
-		read: func(_, blk uint64) ([]byte, error) { return raw(blk) }}
+	c := newChecker(sb, rep)
+	c.read = func(_, blk uint64) ([]byte, error) { return raw(blk) }
 	c.checkJournals(func(slot int) (*journalHeader, error) { return s.readJournalHeader(ctx, slot) },
 		func(slot int, h *journalHeader) (int, error) {
 			txs, _, _, err := s.scanJournal(ctx, slot, h)
@@ -373,15 +459,19 @@ func CheckDevice(ctx context.Context, dev blockdev.Device) (*CheckReport, error)
 // each directory and its entries' inodes are read under PR locks (one
 // transaction per directory). Allocation bitmaps are not compared (other
 // nodes allocate meanwhile); CheckDevice does that offline. Directories are
-// seen one at a time: a file renamed from one directory to another between
-// their turns is seen twice and reported as a block used twice, so a
-// problem found online is confirmed by running the check again.
+// seen one at a time, so a file moved between two of them, or a block one
+// file let go and another got, can look used twice: before reporting that,
+// the check looks again in one transaction under the PR locks of both
+// sides (both directories, or both inodes: the locks a rename or a reuse
+// would need EX), and reports only what is still so. A directory removed
+// after its entry was read is skipped the same way. Files moved during the
+// check may be checked twice or not at all (it is not a snapshot).
 func (s *Store) Check(ctx context.Context) (*CheckReport, error) {
 	if err := s.alive(); err != nil {
 		return nil, err
 	}
 	rep := &CheckReport{MaxProblems: 1000}
-	c := &checker{sb: s.sb, rep: rep, owner: map[uint64]uint64{}}
+	c := newChecker(s.sb, rep)
 	var cur *Tx
 	c.read = func(owner, blk uint64) ([]byte, error) {
 		g := s.glockFor(classInode, owner)
@@ -390,6 +480,8 @@ func (s *Store) Check(ctx context.Context) (*CheckReport, error) {
 		}
 		return cur.read(g, blk)
 	}
+	c.stillNamed = func(ref entryRef, ino uint64) (bool, error) { return cur.stillNamed(ref, ino) }
+	c.stillUses = func(ino, blk uint64) (bool, error) { return cur.stillUses(ino, blk) }
 	each := func(fn func() error) error {
 		return s.View(ctx, func(tx *Tx) error {
 			cur = tx
@@ -415,6 +507,83 @@ func (s *Store) Check(ctx context.Context) (*CheckReport, error) {
 	}
 	rep.UsedBlocks = uint64(len(c.owner))
 	return rep, nil
+}
+
+func newChecker(sb *Superblock, rep *CheckReport) *checker {
+	return &checker{sb: sb, rep: rep, owner: map[uint64]uint64{}, named: map[uint64]entryRef{}, walked: map[uint64]bool{}}
+}
+
+// stillNamed says whether ref's directory names inode ino (of ref's
+// generation) now, under the directory's PR lock.
+func (tx *Tx) stillNamed(ref entryRef, ino uint64) (bool, error) {
+	dir, g, err := tx.getInode(ref.parent, Shared)
+	if err != nil {
+		return false, tx.retryOr(err)
+	}
+	if dir.Type != typeDir || dir.Nlink == 0 {
+		return false, nil
+	}
+	de, ok, err := tx.lookup(g, dir, ref.name)
+	if err != nil {
+		return false, tx.retryOr(err)
+	}
+	return ok && de.Ino == ino && de.Gen == ref.gen, nil
+}
+
+// stillUses says whether inode ino is live and uses block blk now (as
+// its inode block, a directory leaf, an extent block or file data), under
+// its PR lock.
+func (tx *Tx) stillUses(ino, blk uint64) (bool, error) {
+	in, g, err := tx.getInode(ino, Shared)
+	if err != nil {
+		return true, tx.retryOr(err)
+	}
+	switch {
+	case in.Nlink == 0:
+		return false, nil
+	case blk == ino:
+		return true, nil
+	case in.Type == typeDir:
+		for _, first := range in.Buckets {
+			for b, n := first, 0; b != 0 && n <= int(tx.s.sb.Blocks); n++ {
+				if b == blk {
+					return true, nil
+				}
+				l, err := tx.leafOf(g, in, b)
+				if err != nil {
+					return true, tx.retryOr(err)
+				}
+				b = l.Next
+			}
+		}
+		return false, nil
+	}
+	if in.ExtBlk != 0 {
+		chain, _, err := tx.extentChain(g, in)
+		if err != nil {
+			return true, tx.retryOr(err)
+		}
+		for _, b := range chain {
+			if b == blk {
+				return true, nil
+			}
+		}
+	}
+	for _, x := range in.Extents {
+		if blk >= x.Disk && blk < x.Disk+uint64(x.Count) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// retryOr passes on the transaction's start-over request; other errors
+// (damage) are left to the check to report as it finds them.
+func (tx *Tx) retryOr(err error) error {
+	if tx.retry != nil {
+		return tx.retry
+	}
+	return nil
 }
 
 type checkMark struct{ problems, claimed, dirs, files int }

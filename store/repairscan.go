@@ -58,7 +58,6 @@ type repairScan struct {
 	orphans []orphan
 	done    []Problem // what the fixes do, in the order decided
 	maxGen  map[int]uint32
-	lostDir uint64 // lost+found's inode, when the root has one
 
 	// agBad: allocation groups whose header is unreadable (rebuilt).
 	agBad map[int]bool
