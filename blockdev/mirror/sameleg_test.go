@@ -64,3 +64,41 @@ func TestUnrecoveredRegionReadFromPrimary(t *testing.T) {
 	}
 	crashed.vol.Close()
 }
+
+// TestRecoverCopiesEveryMarkedRegion: a node crashed with many regions
+// marked and different on the two legs; a recovery (which copies several
+// regions at once) makes every one of them agree with the primary, counts
+// them all and clears the slot.
+func TestRecoverCopiesEveryMarkedRegion(t *testing.T) {
+	ctx := context.Background()
+	r := newRig(t, 2, 2)
+	crashed, err := r.tryOpen(0, func(c *Config) { c.ClearDelay = time.Hour })
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := crashed.vol.Geometry()
+	const marked = 2*recoverWorkers + 1
+	for i := int64(0); i < marked; i++ {
+		x := bytes.Repeat([]byte{byte(0x10 + i)}, testBS)
+		if err := crashed.vol.WriteAt(ctx, x, (2*i+1)*testRegion); err != nil {
+			t.Fatal(err)
+		}
+		r.legs[1].Poke(g.DataOffset+(2*i+1)*testRegion, bytes.Repeat([]byte{0xee}, testBS))
+	}
+	b, err := r.tryOpen(1, func(c *Config) { c.RefreshInterval, c.SettleTime = time.Hour, 2*time.Hour })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.vol.Close()
+	rep, err := b.vol.Recover(ctx, 0)
+	if err != nil || rep.Regions != marked || !rep.Cleared {
+		t.Fatalf("recover: %+v %v, want %d regions copied and the slot cleared", rep, err, marked)
+	}
+	for i := int64(0); i < marked; i++ {
+		off := g.DataOffset + (2*i+1)*testRegion
+		if !bytes.Equal(r.legs[1].Peek(off, testBS), r.legs[0].Peek(off, testBS)) {
+			t.Fatalf("region %d differs on the legs after the recovery", 2*i+1)
+		}
+	}
+	crashed.vol.Close()
+}
