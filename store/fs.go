@@ -237,45 +237,103 @@ func (s *Store) quickStat(name string) fs.FileInfo {
 		return nil
 	}
 	ctx := context.Background()
-	in, err := s.rawInode(ctx, s.sb.Root)
-	if err != nil {
-		return nil
-	}
-	for _, p := range parts {
-		if in.Type != typeDir || in.Nlink == 0 {
+	// Only what the walk needs is read of each directory's inode and
+	// leaves (peekDir, leafFind): decoding them whole made a stat cost
+	// as much as decoding 256 buckets twice and every name of a leaf.
+	ino, want := s.sb.Root, dirEntry{Type: typeDir}
+	for i, p := range parts {
+		if want.Type != typeDir || ino < s.sb.AGStart || ino >= s.sb.Blocks {
 			return nil
 		}
-		var de dirEntry
+		b, err := s.quickBlock(ctx, ino, ino)
+		if err != nil {
+			return nil
+		}
+		gen, blk, ok := peekDir(b, ino, bucketOf(p))
+		if !ok || (i > 0 && gen != want.Gen) {
+			return nil
+		}
 		found := false
-		n := 0
-		for blk := in.Buckets[bucketOf(p)]; blk != 0 && !found; n++ {
+		for n := 0; blk != 0 && !found; n++ {
 			if n > 64 || blk >= s.sb.Blocks {
 				return nil
 			}
-			b, err := s.quickBlock(ctx, in.Ino, blk)
+			lb, err := s.quickBlock(ctx, ino, blk)
 			if err != nil {
 				return nil
 			}
-			l, h, err := decodeDirLeaf(b, blk)
-			if err != nil || h.Owner != in.Ino || h.Gen != in.Gen {
+			var de dirEntry
+			de, found, blk, ok = leafFind(lb, blk, ino, gen, p)
+			if !ok {
 				return nil
 			}
-			for _, e := range l.Entries {
-				if e.Name == p {
-					de, found = e, true
-					break
-				}
+			if found {
+				want = de
 			}
-			blk = l.Next
 		}
 		if !found {
 			return nil
 		}
-		if in, err = s.rawInode(ctx, de.Ino); err != nil || in.Gen != de.Gen || in.Type != de.Type || in.Nlink == 0 {
-			return nil
-		}
+		ino = want.Ino
+	}
+	in, err := s.rawInode(ctx, ino)
+	if err != nil || in.Nlink == 0 || (len(parts) > 0 && (in.Gen != want.Gen || in.Type != want.Type)) {
+		return nil
 	}
 	return newFileInfo(baseName(name), in)
+}
+
+// peekDir reads of inode block b (inode ino) what a lookup needs: that it
+// is a live directory, its generation, and the first leaf of bucket.
+func peekDir(b []byte, ino uint64, bucket int) (gen uint32, leaf uint64, ok bool) {
+	h, err := openBlock(b, ino, KindInode)
+	if err != nil || h.Owner != ino || bucket < 0 || bucket >= dirBuckets {
+		return 0, 0, false
+	}
+	d := dec{b: b, off: headerSize}
+	typ := d.u8()
+	d.u8()
+	d.u16()
+	d.u32()
+	nlink := d.u32()
+	if d.err != nil || typ != typeDir || nlink == 0 {
+		return 0, 0, false
+	}
+	d.off = inodeFixed + 8*bucket
+	leaf = d.u64()
+	return h.Gen, leaf, d.err == nil
+}
+
+// leafFind looks name up in directory leaf b (block blk of directory
+// owner, generation gen) without decoding the other entries: the entry
+// if found, and the chain's next leaf; !ok when the block does not check
+// out as such a leaf.
+func leafFind(b []byte, blk, owner uint64, gen uint32, name string) (de dirEntry, found bool, next uint64, ok bool) {
+	h, err := openBlock(b, blk, KindDirLeaf)
+	if err != nil || h.Owner != owner || h.Gen != gen {
+		return de, false, 0, false
+	}
+	d := dec{b: b, off: headerSize}
+	next = d.u64()
+	n := int(d.u32())
+	d.u32()
+	if n > BlockSize/14 {
+		return de, false, 0, false
+	}
+	for i := 0; i < n && d.err == nil; i++ {
+		e := dirEntry{Ino: d.u64(), Gen: d.u32(), Type: d.u8()}
+		nl := int(d.u8())
+		if !d.need(nl) {
+			break
+		}
+		nb := d.b[d.off : d.off+nl] // compared in place, not copied
+		d.off += nl
+		if string(nb) == name {
+			e.Name = name
+			return e, true, next, true
+		}
+	}
+	return de, false, next, d.err == nil
 }
 
 // quickBlock is block blk of inode ino from the cache of ino's lock when
