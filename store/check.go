@@ -347,6 +347,12 @@ func (c *checker) checkBitmaps(readBlk func(blk uint64) ([]byte, error)) {
 			case inTree && !used:
 				c.problem(blk, c.owner[blk], "", "block in use by inode %d is marked free", c.owner[blk])
 			case !inTree && used:
+				if b, err := readBlk(blk); err == nil {
+					if in, err := decodeInode(b, blk); err == nil && in.Nlink > 0 {
+						c.problem(blk, blk, "", "orphan inode (type %d, %d bytes): no directory names it", in.Type, in.Size)
+						continue
+					}
+				}
 				c.problem(blk, 0, "", "block marked used in allocation group %d but not reachable (leaked)", ag)
 			}
 		}

@@ -12,10 +12,10 @@ import (
 	"github.com/shoal-ha/shoal/internal/testlog"
 )
 
-// On the mirrored volume: an inode damaged on one leg is read from the
-// other and repaired; damaged on every leg, reading that file fails with
-// an error that names it and the block, while the rest of the tree works.
-func TestMirrorDamagedMetadata(t *testing.T) {
+// newMirrorStore formats a store on a volume mirrored over two in-memory
+// legs.
+func newMirrorStore(t *testing.T) (*mirror.Volume, []*blockdev.Mem) {
+	t.Helper()
 	ctx := context.Background()
 	var legs []*blockdev.Mem
 	var devs []blockdev.Device
@@ -37,10 +37,19 @@ func TestMirrorDamagedMetadata(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer vol.Close()
+	t.Cleanup(func() { vol.Close() })
 	if _, err := Format(ctx, vol, FormatOptions{Slots: 2}); err != nil {
 		t.Fatal(err)
 	}
+	return vol, legs
+}
+
+// On the mirrored volume: an inode damaged on one leg is read from the
+// other and repaired; damaged on every leg, reading that file fails with
+// an error that names it and the block, while the rest of the tree works.
+func TestMirrorDamagedMetadata(t *testing.T) {
+	ctx := context.Background()
+	vol, legs := newMirrorStore(t)
 	lm := NewMemLocks()
 	s := openNode(t, vol, lm, "a", 0)
 	s.MkdirAll("site", 0o755)
@@ -87,7 +96,7 @@ func TestMirrorDamagedMetadata(t *testing.T) {
 	legs[1].Poke(offs[1], bad)
 	s = openNode(t, vol, NewMemLocks(), "r", 1)
 	defer s.Close()
-	_, err = s.ReadFile("site/page.html")
+	_, err := s.ReadFile("site/page.html")
 	var pe *fs.PathError
 	if err == nil || !errors.As(err, &pe) || pe.Path != "site/page.html" {
 		t.Fatalf("read with both legs damaged: %v", err)

@@ -103,8 +103,8 @@ func Repair(ctx context.Context, dev blockdev.Device, opts RepairOptions) (*Repa
 		return rep, err
 	}
 	raw := &Store{dev: dev, sb: sb}
-	read := verifiedRead(ctx, raw)
-	slot, err := prepareJournals(ctx, raw, read, opts.Slot, rep)
+	cr := newCopyReader(ctx, raw)
+	slot, err := prepareJournals(ctx, raw, cr, opts.Slot, rep)
 	if err != nil {
 		return rep, err
 	}
@@ -124,7 +124,7 @@ func Repair(ctx context.Context, dev blockdev.Device, opts RepairOptions) (*Repa
 	}
 	err = st.repairDirty(ctx, rep)
 	if err == nil {
-		err = st.repairPasses(ctx, read, opts.MaxPasses, rep)
+		err = st.repairPasses(ctx, cr, opts.MaxPasses, rep)
 	}
 	if cerr := st.Close(); err == nil {
 		err = cerr
@@ -158,33 +158,77 @@ func readSuperblockVerified(ctx context.Context, dev blockdev.Device) (*Superblo
 	return ReadSuperblock(ctx, dev)
 }
 
-// verifiedRead returns a metadata block reader that, on a device keeping
-// copies, reads every copy and rewrites the damaged ones.
-func verifiedRead(ctx context.Context, s *Store) func(uint64) ([]byte, error) {
-	vr, ok := s.dev.(VerifiedReader)
-	return func(blk uint64) ([]byte, error) {
-		if ok && blk < s.sb.Blocks {
-			b := make([]byte, BlockSize)
-			good := func(p []byte) bool { _, err := openBlock(p, blk, 0); return err == nil }
-			if vr.ReadVerified(ctx, b, int64(blk)*BlockSize, good) == nil {
-				return b, nil
+// copyReader reads metadata blocks for the repair. On a device keeping
+// copies (VerifiedReader) it reads every copy: a damaged one is rewritten
+// from a good one by the device, and the block is noted for the report.
+type copyReader struct {
+	ctx       context.Context
+	s         *Store
+	vr        VerifiedReader
+	rewritten []rewrite
+}
+
+type rewrite struct {
+	blk       uint64
+	bad, good int
+}
+
+func newCopyReader(ctx context.Context, s *Store) *copyReader {
+	c := &copyReader{ctx: ctx, s: s}
+	c.vr, _ = s.dev.(VerifiedReader)
+	return c
+}
+
+func (c *copyReader) read(blk uint64) ([]byte, error) {
+	if c.vr != nil && blk < c.s.sb.Blocks {
+		b := make([]byte, BlockSize)
+		bad, good := 0, 0
+		valid := func(p []byte) bool { // called on every copy
+			_, err := openBlock(p, blk, 0)
+			if err != nil {
+				bad++
+			} else {
+				good++
 			}
+			return err == nil
 		}
-		return s.readBlock(ctx, blk)
+		if c.vr.ReadVerified(c.ctx, b, int64(blk)*BlockSize, valid) == nil {
+			if bad > 0 {
+				c.rewritten = append(c.rewritten, rewrite{blk, bad, good + bad})
+			}
+			return b, nil
+		}
 	}
+	return c.s.readBlock(c.ctx, blk)
+}
+
+// drain reports the blocks rewritten from a good copy since the last
+// drain, each named by who uses it.
+func (c *copyReader) drain(name func(blk uint64) (uint64, string)) []Problem {
+	var out []Problem
+	for _, r := range c.rewritten {
+		ino, p := name(r.blk)
+		out = append(out, Problem{Block: r.blk, Ino: ino, Path: p,
+			What: fmt.Sprintf("metadata block damaged on %d of %d copies: rewritten from a good copy", r.bad, r.good)})
+	}
+	c.rewritten = nil
+	return out
 }
 
 // prepareJournals empties journals whose header is gone and picks the
 // repair's slot.
-func prepareJournals(ctx context.Context, s *Store, read func(uint64) ([]byte, error), want int, rep *RepairReport) (int, error) {
+func prepareJournals(ctx context.Context, s *Store, cr *copyReader, want int, rep *RepairReport) (int, error) {
 	if want >= int(s.sb.Slots) {
 		return 0, fmt.Errorf("store: repair slot %d, the store has %d slots", want, s.sb.Slots)
 	}
 	pick := -1
 	for slot := 0; slot < int(s.sb.Slots); slot++ {
 		start := s.sb.journalStart(slot)
-		read(start) // a damaged copy is rewritten from a good one
-		read(start + 1)
+		// A header damaged on one copy of the device is rewritten from
+		// a good one first.
+		cr.read(start)
+		cr.read(start + 1)
+		rep.Repairs = append(rep.Repairs, cr.drain(func(uint64) (uint64, string) { return 0, "" })...)
 		h, err := s.readJournalHeader(ctx, slot)
 		if err != nil {
 			nh := journalHeader{TailPos: journalData, TailSeq: rand.Uint64N(1<<62) + 1}
@@ -262,13 +306,17 @@ func (s *Store) repairDirty(ctx context.Context, rep *RepairReport) error {
 }
 
 // repairPasses scans and fixes until a scan finds nothing (or maxPasses).
-func (s *Store) repairPasses(ctx context.Context, read func(uint64) ([]byte, error), maxPasses int, rep *RepairReport) error {
+func (s *Store) repairPasses(ctx context.Context, cr *copyReader, maxPasses int, rep *RepairReport) error {
 	for pass := 0; pass < maxPasses; pass++ {
 		rep.Passes++
-		r := newRepairScan(ctx, s.sb, read)
+		r := newRepairScan(ctx, s.sb, cr.read)
 		if err := r.scan(); err != nil {
 			return err
 		}
+		rep.Repairs = append(rep.Repairs, cr.drain(func(blk uint64) (uint64, string) {
+			o := r.owner[blk]
+			return o.ino, o.path
+		})...)
 		markUsed, final := r.bitmaps()
 		if !r.changed() && len(r.orphans) == 0 && len(r.copies) == 0 {
 			return nil

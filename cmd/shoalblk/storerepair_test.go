@@ -94,6 +94,7 @@ func TestStoreRepairCommand(t *testing.T) {
 		t.Fatalf("repair: exit %d, want %d", code, exitRepaired)
 	}
 	for _, w := range []string{"repaired: /site/b.html: inode " + itoa(inoB) + ": block " + itoa(inoB) + ": entry (in directory leaf",
+		"repaired: /site/a.html: inode " + itoa(inoA) + ": block " + itoa(inoA) + ": metadata block damaged on 1 of 2 copies: rewritten from a good copy",
 		"note: journal of slot 0 holds 1 records", "through slot 1", "0 problems left"} {
 		if !strings.Contains(out, w) {
 			t.Fatalf("repair output lacks %q", w)
