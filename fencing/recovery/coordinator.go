@@ -212,17 +212,30 @@ func (c *Coordinator) takeOverFromSuspect(ctx context.Context, holder string) {
 		return
 	}
 	ref := fencing.NodeRef{Name: name, Incarnation: inc}
+	// The record is watched, so the take-over starts as soon as the
+	// request lands (at once after an etcd election that the holder's
+	// death caused); the ticker re-reads it should the watch break.
+	var wch clientv3.WatchChan
+	watch := func() {
+		wch = c.cfg.Client.Watch(clientv3.WithRequireLeader(ctx), recordKey(c.cfg.Prefix, ref))
+	}
+	watch()
 	t := c.clk.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
 	for ctx.Err() == nil {
 		rec, found, err := c.store.Load(ctx, ref)
 		if err == nil && found && !rec.Done() && rec.Finished < StepRecordFence && rec.Victim.LeaseID != 0 {
-			c.log.Warn("the elected coordinator is suspected dead: fencing it to take over", "suspect", holder)
+			c.log.Warn("the coordinator candidate ahead of this one is suspected dead: fencing it to take over", "suspect", holder)
 			if err := c.cfg.FenceSuspect.Fence(ctx, rec.Victim); err != nil {
-				c.log.Warn("fencing the suspected coordinator failed; waiting for its lease", "suspect", holder, "error", err)
+				if ctx.Err() == nil {
+					c.log.Warn("fencing the suspected coordinator failed; waiting for its lease", "suspect", holder, "error", err)
+				}
 				return
 			}
-			if err := c.store.RevokeLease(ctx, rec.Victim.LeaseID); err != nil {
+			// Revoking the lease deletes the suspect's key, which ends
+			// this wait (and ctx) at once: only a revocation that failed
+			// while the wait goes on is worth a word.
+			if err := c.store.RevokeLease(ctx, rec.Victim.LeaseID); err != nil && ctx.Err() == nil {
 				c.log.Warn("revoking the fenced coordinator's lease failed; waiting for it to expire", "suspect", holder, "error", err)
 			}
 			return
@@ -230,6 +243,13 @@ func (c *Coordinator) takeOverFromSuspect(ctx context.Context, holder string) {
 		select {
 		case <-ctx.Done():
 		case <-t.C():
+			if wch == nil {
+				watch()
+			}
+		case wr, ok := <-wch:
+			if !ok || wr.Err() != nil {
+				wch = nil
+			}
 		}
 	}
 }
