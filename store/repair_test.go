@@ -506,17 +506,33 @@ func TestRepairReplaysJournal(t *testing.T) {
 	checkClean(t, crashed)
 }
 
-// TestRepairCrashEveryWrite: a repair of combined damage cut by a power
-// loss after every single device write (unflushed writes dropped, kept or
-// torn) and run again ends clean, with the undamaged files whole.
+// TestRepairCrashEveryWrite: a repair cut by a power loss after every
+// single device write (unflushed writes dropped, kept or torn) and run
+// again ends clean, with the undamaged files whole: for the combined
+// damage, and for a lost root (every file relinked through lost+found).
 func TestRepairCrashEveryWrite(t *testing.T) {
+	sets := map[string]func(name string) bool{
+		"combined": func(name string) bool {
+			switch name {
+			case "root inode bad checksum", "directory inode bad checksum", "orphan directory", "journal headers bad checksum":
+				return false
+			}
+			return true
+		},
+		"root": func(name string) bool { return name == "root inode bad checksum" },
+	}
+	for set, use := range sets {
+		t.Run(set, func(t *testing.T) { repairCrashEveryWrite(t, use) })
+	}
+}
+
+func repairCrashEveryWrite(t *testing.T, use func(name string) bool) {
 	ctx := context.Background()
 	f := newRepairFixture(t)
 	moved := map[string]string{}
 	var gone []string
 	for _, d := range damages() {
-		switch d.name {
-		case "root inode bad checksum", "directory inode bad checksum", "orphan directory", "journal headers bad checksum":
+		if !use(d.name) {
 			continue
 		}
 		d.do(t, f)
