@@ -37,7 +37,10 @@ func pattern(n int, seed byte) string {
 // block rewritten gives it more extents than an inode holds.
 const fragBlocks = inlineExtents + 24
 
-var repairRounds = flag.Int("store.repairrounds", 20, "rounds of random metadata damage repaired")
+var (
+	repairRounds = flag.Int("store.repairrounds", 20, "rounds of random metadata damage repaired")
+	repairSeed   = flag.Uint64("store.repairseed", 13, "seed of the random metadata damage")
+)
 
 func newRepairFixture(t testing.TB) *repairFixture {
 	t.Helper()
@@ -582,7 +585,7 @@ func TestRepairRandomDamage(t *testing.T) {
 	ctx := context.Background()
 	base := newRepairFixture(t)
 	var meta []uint64
-	for blk := uint64(1); blk < base.sb.Blocks; blk++ {
+	for blk := uint64(0); blk < base.sb.Blocks; blk++ {
 		if _, err := openBlock(base.block(blk), blk, 0); err == nil {
 			meta = append(meta, blk)
 		}
@@ -591,7 +594,7 @@ func TestRepairRandomDamage(t *testing.T) {
 	if testing.Short() {
 		rounds = min(rounds, 10)
 	}
-	rng := rand.New(rand.NewPCG(13, 14))
+	rng := rand.New(rand.NewPCG(*repairSeed, 14))
 	repaired := 0
 	defer func() { t.Logf("%d rounds, %d repairs", rounds, repaired) }()
 	for round := 0; round < rounds; round++ {
