@@ -83,6 +83,9 @@ func TestStoreRepairCommand(t *testing.T) {
 		t.Fatalf("repair of an open volume: exit %d, %q", code, errOut)
 	}
 
+	if _, errOut, code := runInProcess(t, "store", "check", "--repair", "--online", a, b); code == 0 || !strings.Contains(errOut, "offline only") {
+		t.Fatalf("repair --online: exit %d, %q", code, errOut)
+	}
 	damageBlock(t, a, inoB)
 	damageBlock(t, b, inoB)
 	damageBlock(t, a, inoA)
