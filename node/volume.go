@@ -295,6 +295,8 @@ func (l dlmRegionLock) Release()      { l.l.Release() }
 
 // HoldRegion lets the mirror cache checksum areas under lock-manager locks
 // it keeps until their blocking callback (a *dlm.Lock is a RegionHold).
+// req.Try is the lock manager's try-lock; its refusal matches
+// mirror.ErrWouldBlock as well as dlm.ErrWouldBlock.
 func (r dlmRegions) HoldRegion(ctx context.Context, req mirror.RegionRequest) (mirror.RegionHold, error) {
 	mode := dlm.PR
 	if req.Exclusive {
@@ -304,7 +306,13 @@ func (r dlmRegions) HoldRegion(ctx context.Context, req mirror.RegionRequest) (m
 	if req.Recovery {
 		opts = append(opts, dlm.Recovery())
 	}
+	if req.Try {
+		opts = append(opts, dlm.Try())
+	}
 	l, err := r.d.Acquire(ctx, dlm.Region(req.Volume, uint64(req.Off), uint64(req.Off+req.Length)), mode, opts...)
+	if errors.Is(err, dlm.ErrWouldBlock) {
+		return nil, fmt.Errorf("%w: %w", mirror.ErrWouldBlock, err)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 )
 
 // csumCache keeps the checksum areas of the regions this node writes, each
@@ -23,6 +24,24 @@ import (
 // it, and at Close. An area that could not be written back (its hold's
 // lease is lost, or the legs failed) leaves its region degraded, so the
 // mark stays until the region is copied and its checksums recomputed.
+//
+// Waiting for a hold: a write holds its data lock while it patches, and a
+// hold may have to wait for a dead node's lock, which is released only
+// after a recovery that itself needs that data lock (the resync of the
+// dead node's regions). So under the data lock the write only tries for a
+// hold (RegionRequest.Try); when it cannot have one at once it lets its
+// data lock go, waits for the hold (await) and starts again. An area
+// loaded that way serves its write: the blocking callback waits for that
+// write's patch, at most csumMinHold.
+//
+// Recovery entries: a recovery write (RecoveryWriter) loads with a
+// recovery hold, granted over a dead node's hold. Only recovery writes use
+// such an entry; a plain write waits for its own hold, that is, for the
+// dead node's hold to be released at the end of the recovery, as the lock
+// manager gates every other lock of the dead node. A plain write that
+// needs the region drops an idle recovery entry first (a recovery lock is
+// never kept for later), and a recovery write preempts a plain load that
+// is still waiting, so neither waits for the other.
 type csumCache struct {
 	v      *Volume
 	holder RegionHolder
@@ -36,10 +55,15 @@ type csumCache struct {
 	watch   sync.WaitGroup
 }
 
+// csumMinHold bounds how long a blocking callback waits for the first
+// patch of an area loaded outside its write's data lock (see csumCache).
+const csumMinHold = 50 * time.Millisecond
+
 // csumEntry is one region's cached checksum area.
 type csumEntry struct {
-	r  int64
-	mu sync.Mutex // held while the area is loaded, patched or written back
+	r        int64
+	recovery bool       // loaded under a recovery hold: for recovery writes only
+	mu       sync.Mutex // held while the area is loaded, patched or written back
 	// Guarded by mu:
 	hold   RegionHold
 	area   []byte
@@ -47,6 +71,10 @@ type csumEntry struct {
 	ndirty int
 	gone   bool          // dropped: users look the region up again
 	stop   chan struct{} // closed when dropped; ends the watcher
+	used   chan struct{} // closed at the area's first patch
+	// Guarded by mu as well: whether used is closed.
+	patched  bool
+	loadedAt time.Time // on the volume's clock; set before ready
 	// Guarded by the cache's mu:
 	lastUse uint64
 	ready   bool // loaded
@@ -56,9 +84,15 @@ type csumEntry struct {
 	preempt context.CancelFunc
 }
 
-// errPreempted: a plain load gave way to a recovery write of its region;
-// its write looks the region up again.
-var errPreempted = errors.New("mirror: checksum hold given way to a recovery write")
+// errPreempted: a plain load gave way to a recovery write of its region,
+// or to a copy of the region (forget); its writer looks the region up
+// again.
+var errPreempted = errors.New("mirror: checksum hold given way to a recovery")
+
+// errMustWait: a plain write cannot have a region's checksum area at once
+// under its data lock; it lets the data lock go, waits (await) and starts
+// again. Nothing was patched or written.
+var errMustWait = errors.New("mirror: checksum hold must be waited for outside the data lock")
 
 func newCsumCache(v *Volume, holder RegionHolder, maxBytes int64) *csumCache {
 	n := int(max(1, maxBytes/v.geo.ChecksumPerRegion))
@@ -69,9 +103,20 @@ func newCsumCache(v *Volume, holder RegionHolder, maxBytes int64) *csumCache {
 // per region, offsets in volume bytes like the data's).
 func (v *Volume) csumNS() string { return v.lockNS + "-csum" }
 
-// get returns region r's entry, locked, loading it (hold, then read) if it
-// is not cached. A recovery write (recovery) loads with a recovery hold and
-// preempts a plain load of the region that is still waiting for its hold.
+// newEntry adds a loading entry for region r, locked. Called with c.mu held.
+func (c *csumCache) newEntry(r int64, recovery bool) *csumEntry {
+	e := &csumEntry{r: r, recovery: recovery, lastUse: c.tick, stop: make(chan struct{}), used: make(chan struct{})}
+	e.mu.Lock()
+	c.entries[r] = e
+	return e
+}
+
+// get returns region r's entry, locked, for a write that holds its data
+// lock. A plain write (recovery false) never waits for a hold here: it
+// tries for one, and gets errMustWait when the region's area is being
+// loaded, is held under a recovery hold, or its hold cannot be granted at
+// once. A recovery write waits: its hold is granted over a dead node's
+// and preempts a plain load of the region that is still waiting.
 func (c *csumCache) get(ctx context.Context, r int64, recovery bool) (*csumEntry, error) {
 	for {
 		c.mu.Lock()
@@ -81,8 +126,12 @@ func (c *csumCache) get(ctx context.Context, r int64, recovery bool) (*csumEntry
 		}
 		c.tick++
 		if e := c.entries[r]; e != nil {
+			if !recovery && (!e.ready || e.recovery) {
+				c.mu.Unlock()
+				return nil, errMustWait
+			}
 			e.lastUse = c.tick
-			if recovery && !e.ready && e.preempt != nil {
+			if !e.ready && e.preempt != nil {
 				e.preempt()
 			}
 			c.mu.Unlock()
@@ -93,27 +142,14 @@ func (c *csumCache) get(ctx context.Context, r int64, recovery bool) (*csumEntry
 			}
 			return e, nil
 		}
-		e := &csumEntry{r: r, lastUse: c.tick, stop: make(chan struct{})}
-		hctx := ctx
-		if !recovery {
-			var cancel context.CancelFunc
-			hctx, cancel = context.WithCancel(ctx)
-			defer cancel()
-			e.preempt = cancel
-		}
-		e.mu.Lock()
-		c.entries[r] = e
+		e := c.newEntry(r, recovery)
 		c.mu.Unlock()
-		err := c.load(hctx, e, recovery)
-		if err != nil && ctx.Err() == nil && hctx.Err() != nil {
-			err = errPreempted
-		}
-		if err != nil {
+		if err := c.load(ctx, e, recovery, !recovery); err != nil {
 			e.gone = true
 			c.remove(e)
 			e.mu.Unlock()
-			if errors.Is(err, errPreempted) {
-				continue // the recovery write's entry serves this one too
+			if errors.Is(err, ErrWouldBlock) {
+				return nil, errMustWait
 			}
 			return nil, err
 		}
@@ -121,13 +157,65 @@ func (c *csumCache) get(ctx context.Context, r int64, recovery bool) (*csumEntry
 	}
 }
 
+// await waits, with no data lock held, until the checksum areas of regions
+// [r0, r1] are loaded under plain holds, so that a plain write can start
+// again. Idle recovery entries in the way are written back and dropped. A
+// load waiting here gives way to a recovery write or a copy of its region
+// and is asked again.
+func (c *csumCache) await(ctx context.Context, r0, r1 int64) error {
+	for r := r0; r <= r1; {
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return ErrClosed
+		}
+		c.tick++
+		e := c.entries[r]
+		switch {
+		case e == nil:
+			e = c.newEntry(r, false)
+			lctx, cancel := context.WithCancel(ctx)
+			e.preempt = cancel
+			c.mu.Unlock()
+			err := c.load(lctx, e, false, false)
+			preempted := ctx.Err() == nil && lctx.Err() != nil
+			cancel()
+			if err != nil {
+				e.gone = true
+				c.remove(e)
+				e.mu.Unlock()
+				if preempted {
+					continue // look again
+				}
+				return fmt.Errorf("mirror: checksums of region %d: %w", r, err)
+			}
+			e.mu.Unlock()
+			r++
+		case !e.ready:
+			c.mu.Unlock()
+			e.mu.Lock() // the load in progress ends
+			e.mu.Unlock()
+		case e.recovery:
+			c.mu.Unlock()
+			if err := c.drop(ctx, e); err != nil {
+				c.v.log.Warn("checksum area of a recovery write not written back", "region", r, "error", err)
+			}
+		default:
+			c.mu.Unlock()
+			r++
+		}
+	}
+	return nil
+}
+
 // load takes the hold of e's region and reads its area from an in-sync
 // leg. Under the hold the legs' copy is current: every earlier holder wrote
 // its changes back before releasing, or left the region marked (a crash)
 // for a recovery that recomputes the area under this same lock.
-func (c *csumCache) load(ctx context.Context, e *csumEntry, recovery bool) error {
+// try asks for the hold only if it can be granted at once (ErrWouldBlock).
+func (c *csumCache) load(ctx context.Context, e *csumEntry, recovery, try bool) error {
 	g := c.v.geo
-	hold, err := c.holder.HoldRegion(ctx, RegionRequest{Volume: c.ns, Off: e.r * g.RegionSize, Length: g.RegionSize, Exclusive: true, Recovery: recovery})
+	hold, err := c.holder.HoldRegion(ctx, RegionRequest{Volume: c.ns, Off: e.r * g.RegionSize, Length: g.RegionSize, Exclusive: true, Recovery: recovery, Try: try})
 	if err != nil {
 		return err
 	}
@@ -138,6 +226,7 @@ func (c *csumCache) load(ctx context.Context, e *csumEntry, recovery bool) error
 	}
 	e.hold, e.area = hold, area
 	e.dirty = make([]bool, g.ChecksumPerRegion/int64(g.BlockSize))
+	e.loadedAt = c.v.now()
 	c.mu.Lock()
 	e.ready, e.preempt = true, nil
 	c.mu.Unlock()
@@ -148,11 +237,22 @@ func (c *csumCache) load(ctx context.Context, e *csumEntry, recovery bool) error
 
 // watchHold writes e back and releases its hold once another holder asks
 // for it or the lease is lost (then the write-back is refused by Use and
-// the area is dropped).
+// the area is dropped). Asked by another holder, it first lets the area
+// serve the write that loaded it, for at most csumMinHold: a write that
+// waited for its hold outside its data lock would otherwise lose the hold
+// before it could use it, again and again while others want the region.
 func (c *csumCache) watchHold(e *csumEntry, blocking, lost <-chan struct{}) {
 	defer c.watch.Done()
 	select {
 	case <-blocking:
+		t := c.v.clk.NewTimer(csumMinHold)
+		select {
+		case <-e.used:
+		case <-t.C():
+		case <-lost:
+		case <-e.stop:
+		}
+		t.Stop()
 	case <-lost:
 	case <-e.stop:
 		return
@@ -172,16 +272,26 @@ func (c *csumCache) remove(e *csumEntry) {
 
 // patch records the checksums of p, written at volume offset off, in the
 // cached areas of regions [r0, r1], which the caller has marked.
+// Every region's entry is taken before any is patched: a plain write that
+// must wait (errMustWait) leaves every area as it was.
 func (c *csumCache) patch(ctx context.Context, p []byte, off, r0, r1 int64, recovery bool) error {
 	g := c.v.geo
 	bs := int64(g.BlockSize)
+	got := make([]*csumEntry, 0, r1-r0+1)
 	for r := r0; r <= r1; r++ {
-		rs, re := r*g.RegionSize, (r+1)*g.RegionSize
-		ws, we := max(rs, off), min(re, off+int64(len(p)))
 		e, err := c.get(ctx, r, recovery)
 		if err != nil {
+			for _, e := range got {
+				e.mu.Unlock()
+			}
 			return fmt.Errorf("mirror: checksums of region %d: %w", r, err)
 		}
+		got = append(got, e)
+	}
+	for k, e := range got {
+		r := r0 + int64(k)
+		rs, re := r*g.RegionSize, (r+1)*g.RegionSize
+		ws, we := max(rs, off), min(re, off+int64(len(p)))
 		for b := ws; b < we; b += bs {
 			i := (b - rs) / bs
 			putCsum(e.area, i, blockCsum(p[b-off:b-off+bs]))
@@ -189,6 +299,10 @@ func (c *csumCache) patch(ctx context.Context, p []byte, off, r0, r1 int64, reco
 				e.dirty[ab] = true
 				e.ndirty++
 			}
+		}
+		if !e.patched {
+			e.patched = true
+			close(e.used)
 		}
 		e.mu.Unlock()
 	}
@@ -273,14 +387,18 @@ func (c *csumCache) evictExcess(ctx context.Context) {
 			return
 		}
 		var victim *csumEntry
+		now := c.v.now()
 		for _, e := range c.entries {
-			if e.ready && (victim == nil || e.lastUse < victim.lastUse) {
+			// An area not yet patched is spared a while for the write
+			// that loaded it (see watchHold).
+			fresh := !isClosed(e.used) && now.Sub(e.loadedAt) < csumMinHold
+			if e.ready && !fresh && (victim == nil || e.lastUse < victim.lastUse) {
 				victim = e
 			}
 		}
 		c.mu.Unlock()
 		if victim == nil {
-			return // all loading; their loaders evict
+			return // all loading or not yet used; their writers evict
 		}
 		if err := c.drop(ctx, victim); err != nil {
 			c.v.log.Warn("checksum area not written back on eviction", "region", victim.r, "error", err)
@@ -316,9 +434,14 @@ func (c *csumCache) writeBackRegions(ctx context.Context, regions []int64) error
 
 // forget drops region r's entry, writing it back: a reader or rewriter of
 // the area on this node takes the checksum lock next.
+// A plain load still waiting for its hold gives way (it may wait for a
+// dead node's hold that only this copy's recovery releases).
 func (c *csumCache) forget(ctx context.Context, r int64) {
 	c.mu.Lock()
 	e := c.entries[r]
+	if e != nil && !e.ready && e.preempt != nil {
+		e.preempt()
+	}
 	c.mu.Unlock()
 	if e == nil {
 		return
@@ -345,6 +468,15 @@ func (c *csumCache) close(ctx context.Context) error {
 	}
 	c.watch.Wait()
 	return first
+}
+
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }
 
 // cached counts the cached areas and the dirty ones (for tests).

@@ -3,6 +3,7 @@ package mirror
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -383,13 +384,20 @@ func TestChecksumCacheLeaseLost(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The volume heals a tainted region in the background (a copy that
+	// rewrites its area); the test keeps the regions' data locks so that
+	// only write-backs could write an area until the checks are done.
+	unlock, err := r.locker.Lock(ctx, n.vol.lockNS, 0, 3*testRegion, true)
+	if err != nil {
+		t.Fatal(err)
+	}
 	close(lh.lost)
 	testutil.WaitFor(t, 10*time.Second, "the cached areas to be dropped after the lease was lost", func() bool {
 		c, _ := n.vol.csums.cached()
 		return c == 0
 	})
-	if r.locker.Held() != 0 {
-		t.Fatalf("%d ranges still held after the lease was lost", r.locker.Held())
+	if held := r.locker.Held(); held != 1 {
+		t.Fatalf("%d ranges still held after the lease was lost", held-1)
 	}
 	for i, ac := range counters {
 		if w := ac.writes.Load(); w != 0 {
@@ -402,7 +410,9 @@ func TestChecksumCacheLeaseLost(t *testing.T) {
 	if degraded != 3 {
 		t.Fatalf("%d regions degraded, want the 3 whose areas were dropped", degraded)
 	}
-	// Healing (here at Close) copies them and recomputes their areas.
+	unlock()
+	// Healing (in the background or at Close) copies them and
+	// recomputes their areas.
 	if err := n.vol.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -574,6 +584,14 @@ func (o *orphanLocker) wait(ctx context.Context, req RegionRequest) error {
 	if req.Recovery || req.Volume != o.volume || req.Off >= o.end || req.Off+req.Length <= o.off {
 		return nil
 	}
+	select {
+	case <-o.released:
+		return nil
+	default:
+	}
+	if req.Try {
+		return ErrWouldBlock
+	}
 	o.plainWait.Add(1)
 	defer o.plainWait.Add(-1)
 	select {
@@ -581,6 +599,21 @@ func (o *orphanLocker) wait(ctx context.Context, req RegionRequest) error {
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// releaseAfter checks that the plain write whose result plainDone carries
+// is still waiting, releases the orphan and waits for the write to succeed.
+func (o *orphanLocker) releaseAfter(t *testing.T, plainDone <-chan error) {
+	t.Helper()
+	select {
+	case err := <-plainDone:
+		t.Fatalf("the plain write finished (%v) before the orphan was released", err)
+	default:
+	}
+	close(o.released)
+	if err := <-plainDone; err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -599,11 +632,11 @@ func (o *orphanLocker) HoldRegion(ctx context.Context, req RegionRequest) (Regio
 }
 
 // TestRecoveryWriterPassesOrphanedHolds: a dead node left region 1's
-// checksum area held. A plain write of this node to region 1 waits for it;
-// the recovery's own write through RecoveryWriter goes through at once (it
-// takes the plain load's place), and the plain write completes too, under
-// the recovery's entry or once the orphan is released. Both writes' data
-// and checksums are right.
+// checksum area held. A plain write of this node to region 1 waits for the
+// recovery to release it; the recovery's own write through RecoveryWriter
+// goes through at once (it takes the plain load's place), and the plain
+// write does not ride on the recovery's hold: it completes only once the
+// orphan is released. Both writes' data and checksums are right.
 func TestRecoveryWriterPassesOrphanedHolds(t *testing.T) {
 	ctx := context.Background()
 	r := newRig(t, 2, 2)
@@ -634,19 +667,79 @@ func TestRecoveryWriterPassesOrphanedHolds(t *testing.T) {
 	if err := n.vol.RecoveryWriter().WriteAt(rctx, rec, recOff); err != nil {
 		t.Fatalf("recovery write behind a plain write waiting for an orphan: %v", err)
 	}
-	// The plain write may now finish under the recovery write's entry
-	// (its load gave way to it) or keep waiting for the orphan: the
-	// checksum cache lets a plain load use the recovery's entry, so
-	// either order is possible and both must leave the right data.
-	close(ol.released)
-	if err := <-plainDone; err != nil {
-		t.Fatal(err)
-	}
+	// The plain write is back to waiting for the orphan (a recovery
+	// hold is the recovery's alone), never done before its release.
+	testutil.WaitFor(t, 10*time.Second, "the plain write waiting for the orphan again", func() bool { return ol.plainWait.Load() > 0 })
+	ol.releaseAfter(t, plainDone)
 	m := newModel()
 	m.ack(plainOff, plain, 1)
 	m.ack(recOff, rec, 1)
 	m.check(t, n.vol)
 	if err := n.vol.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestResyncPassesAPlainWriteWaitingForAnOrphan: a dead node (slot 1) was
+// writing region 1 (marked in its bitmap) and left the region's checksum
+// area held. A plain write of a live node to another block of region 1
+// waits for that hold; it must not keep its data lock while it waits,
+// since the coordinator's resync of region 1 needs that lock before the
+// dead node's locks can be released. The resync finishes with the plain
+// write still waiting, which completes once the orphan is released.
+func TestResyncPassesAPlainWriteWaitingForAnOrphan(t *testing.T) {
+	for _, callerOrders := range []bool{false, true} {
+		t.Run(fmt.Sprintf("CallerOrdersWrites=%v", callerOrders), func(t *testing.T) {
+			ctx := context.Background()
+			r := newRig(t, 2, 3)
+			rng := rand.New(rand.NewPCG(7, 8))
+			// The dead node: its own lock table (its locks are the
+			// orphan below), its mark on region 1 kept.
+			dead, err := r.tryOpen(1, func(c *Config) { c.Locker, c.ClearDelay = NewLocalLocker(), time.Hour })
+			if err != nil {
+				t.Fatal(err)
+			}
+			deadData := randBlock(rng, testBS)
+			deadOff := int64(testRegion + 9*testBS)
+			if err := dead.vol.WriteAt(ctx, deadData, deadOff); err != nil {
+				t.Fatal(err)
+			}
+			ol := &orphanLocker{LocalLocker: r.locker, off: testRegion, end: 2 * testRegion, released: make(chan struct{})}
+			tweak := func(c *Config) { c.Locker, c.CallerOrdersWrites = ol, callerOrders }
+			live, err := r.tryOpen(0, tweak)
+			if err != nil {
+				t.Fatal(err)
+			}
+			coord, err := r.tryOpen(2, tweak)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ol.volume = live.vol.csumNS()
+			plain := randBlock(rng, testBS)
+			plainOff := int64(testRegion + 2*testBS)
+			plainDone := make(chan error, 1)
+			go func() { plainDone <- live.vol.WriteAt(ctx, plain, plainOff) }()
+			testutil.WaitFor(t, 10*time.Second, "the plain write waiting for the orphaned hold", func() bool { return ol.plainWait.Load() > 0 })
+			rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			rep, err := coord.vol.RecoverFenced(rctx, 1)
+			if err != nil {
+				t.Fatalf("resync of the dead slot beside a plain write waiting for its orphan: %v", err)
+			}
+			if rep.Regions == 0 {
+				t.Fatalf("the dead slot had no region to resync: %+v", rep)
+			}
+			ol.releaseAfter(t, plainDone)
+			m := newModel()
+			m.ack(deadOff, deadData, 1)
+			m.ack(plainOff, plain, 1)
+			m.check(t, live.vol)
+			dead.vol.Close()
+			for _, n := range []*node{live, coord} {
+				if err := n.vol.Close(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
 	}
 }

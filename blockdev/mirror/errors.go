@@ -57,6 +57,10 @@ var (
 	// ErrNotHeld: a region hold was used or released after its release
 	// (a bug in the caller). Not retriable.
 	ErrNotHeld = errors.New("mirror: region hold not held")
+	// ErrWouldBlock: a RegionHolder's answer to a request with
+	// RegionRequest.Try that cannot be granted at once. Nothing is held
+	// or left queued; the caller may ask again without Try.
+	ErrWouldBlock = errors.New("mirror: region hold would block")
 	// ErrClosed: the volume was closed.
 	ErrClosed = errors.New("mirror: volume closed")
 )

@@ -2,6 +2,7 @@ package mirror
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 
@@ -259,8 +260,23 @@ func (r recoveryWriter) Size() int64                     { return r.v.Size() }
 func (r recoveryWriter) BlockSize() int                  { return r.v.BlockSize() }
 func (r recoveryWriter) Close() error                    { return nil }
 
+// writeLocked writes p at off under the range's data lock. A plain write
+// whose checksum holds cannot be had at once under the data lock lets the
+// lock go, waits for them and starts again (see csumCache).
 func (v *Volume) writeLocked(ctx context.Context, p []byte, off int64, recovery bool) error {
 	r0, r1 := v.geo.RegionOf(off), v.geo.RegionOf(off+int64(len(p))-1)
+	for {
+		err := v.writeOnce(ctx, p, off, r0, r1, recovery)
+		if !errors.Is(err, errMustWait) {
+			return err
+		}
+		if err := v.csums.await(ctx, r0, r1); err != nil {
+			return err
+		}
+	}
+}
+
+func (v *Volume) writeOnce(ctx context.Context, p []byte, off, r0, r1 int64, recovery bool) error {
 	lk, err := v.lockWrite(ctx, off, int64(len(p)), r0, r1, recovery)
 	if err != nil {
 		return err
@@ -291,7 +307,8 @@ func (v *Volume) writeLocked(ctx context.Context, p []byte, off int64, recovery 
 	} else {
 		err = v.writeUncached(ctx, w, p, off, r0, r1, recovery)
 	}
-	degraded = err != nil || !w.allInSync()
+	// A write that must wait for its checksum holds wrote nothing.
+	degraded = (err != nil && !errors.Is(err, errMustWait)) || !w.allInSync()
 	return err
 }
 

@@ -17,6 +17,15 @@ type RegionRequest struct {
 	// grants it over the locks the dead node left behind, which stay
 	// gated to everyone else until the recovery releases them.
 	Recovery bool
+	// Try asks HoldRegion for an answer at once: a hold that cannot be
+	// granted now fails with an error matching ErrWouldBlock, holds
+	// nothing and leaves nothing queued (no blocking callback is sent).
+	// The volume's write path tries for checksum holds under its data
+	// lock and waits for them only after letting the data lock go: a
+	// hold may wait for a dead node's lock until its recovery is over,
+	// and that recovery needs the data lock. A holder that ignores Try
+	// makes the write wait under its data lock instead.
+	Try bool
 }
 
 // RegionLock is a held region lock.
@@ -102,6 +111,8 @@ type heldRange struct {
 	// request waits for the range.
 	blocking chan struct{}
 	signaled bool
+	// try: fail with ErrWouldBlock instead of waiting (and signal nobody).
+	try bool
 }
 
 // NewLocalLocker returns an empty lock table.
@@ -129,7 +140,7 @@ func (l *LocalLocker) Lock(ctx context.Context, volume string, off, length int64
 // when another LockRegion or HoldRegion waits for an overlapping range. A
 // recovery hold is a plain one here, as in LockRegion.
 func (l *LocalLocker) HoldRegion(ctx context.Context, req RegionRequest) (RegionHold, error) {
-	h := &heldRange{volume: req.Volume, off: req.Off, end: req.Off + req.Length, exclusive: req.Exclusive, blocking: make(chan struct{})}
+	h := &heldRange{volume: req.Volume, off: req.Off, end: req.Off + req.Length, exclusive: req.Exclusive, blocking: make(chan struct{}), try: req.Try}
 	unlock, err := l.lock(ctx, h)
 	if err != nil {
 		return nil, err
@@ -170,6 +181,9 @@ func (l *LocalLocker) lock(ctx context.Context, want *heldRange) (func(), error)
 		for h := range l.held {
 			if h.volume == volume && h.off < want.end && want.off < h.end && (h.exclusive || exclusive) {
 				conflict = true
+				if want.try {
+					break
+				}
 				// The blocking callback of every hold in the way.
 				if h.blocking != nil && !h.signaled {
 					h.signaled = true
@@ -190,6 +204,10 @@ func (l *LocalLocker) lock(ctx context.Context, want *heldRange) (func(), error)
 					l.mu.Unlock()
 				})
 			}, nil
+		}
+		if want.try {
+			l.mu.Unlock()
+			return nil, fmt.Errorf("%w: %s [%d, %d)", ErrWouldBlock, volume, want.off, want.end)
 		}
 		ch := l.changed
 		l.mu.Unlock()
