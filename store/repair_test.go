@@ -713,3 +713,19 @@ func TestRepairThroughMirror(t *testing.T) {
 		t.Fatalf("site/b.html after the repair: %v", err)
 	}
 }
+
+// TestRepairLeafLoop: a directory leaf chain that loops back to a leaf
+// whose entries all go is cut, not followed for ever.
+func TestRepairLeafLoop(t *testing.T) {
+	f := newRepairFixture(t)
+	blk, l, d := f.leafWith(t, "site", "about.html")
+	for i := range l.Entries {
+		l.Entries[i].Gen += 5 // every entry of the leaf is wrong
+	}
+	l.Next = blk
+	f.poke(blk, l.encode(blk, d.Ino, d.Gen))
+	rep := repairClean(t, f.mem)
+	if !mentions(rep, d.Ino, "/site", "loops") {
+		t.Fatalf("no repair says the chain loops: %v", rep.Repairs)
+	}
+}

@@ -174,6 +174,7 @@ func (r *repairScan) checkDir(dir *inode, p string) []subdir {
 	changed := false
 	leaves := map[uint64][]byte{}
 	names := map[string]bool{}
+	seen := map[uint64]bool{} // leaves of this directory looked at (an emptied one is no longer claimed)
 	var count uint64
 	for bucket := range dir.Buckets {
 		var prev *dirLeaf
@@ -189,11 +190,15 @@ func (r *repairScan) checkDir(dir *inode, p string) []subdir {
 		}
 		for blk := dir.Buckets[bucket]; blk != 0; {
 			l, why := r.leaf(dir, blk)
+			if seen[blk] {
+				why = fmt.Sprintf("%d comes again (the chain loops)", blk)
+			}
 			if why != "" {
 				r.did(blk, dir.Ino, p, "directory leaf %s: chain of bucket %d cut there (the inodes its entries named go to /lost+found)", why, bucket)
 				setNext(0)
 				break
 			}
+			seen[blk] = true
 			r.owner[blk] = rclaim{ino: dir.Ino, path: p}
 			kept := l.Entries[:0:0]
 			for _, e := range l.Entries {
