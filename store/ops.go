@@ -135,11 +135,15 @@ func (tx *Tx) newInode(typ uint8, perm fs.FileMode, parent uint64) (*inode, *glo
 	// rewrites the directory's inode in place; an inode in a group
 	// another node writes would put that block's region under both
 	// nodes' writes (its mirror locks going back and forth).
-	runs, err := tx.alloc(1)
+	blk, err := tx.allocInode()
 	if err != nil {
 		return nil, nil, err
 	}
-	blk := runs[0].start
+	ag := int((blk - tx.s.sb.AGStart) / uint64(tx.s.sb.AGBlocks))
+	if h, start, err := tx.agHeaderOf(tx.s.glockFor(classAG, uint64(ag)), ag); err == nil {
+		_, length := tx.s.sb.agRange(ag)
+		tx.lockAhead(h, start, length, blk)
+	}
 	gen, err := tx.newGen(blk)
 	if err != nil {
 		return nil, nil, err

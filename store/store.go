@@ -109,9 +109,17 @@ type Store struct {
 	readOnly bool // OpenReadOnly: no slot, no changes
 
 	agOrder []int // allocation groups in the order this node tries them
-	closing chan struct{}
-	closed  atomic.Bool
-	stats   storeStats
+
+	// Inode locks asked for ahead (lockAhead): the blocks in flight, and
+	// their goroutines, which Close ends (aheadStop) and waits for.
+	aheadMu   sync.Mutex
+	ahead     map[uint64]bool
+	aheadCtx  context.Context
+	aheadStop context.CancelFunc
+	aheadWG   sync.WaitGroup
+	closing   chan struct{}
+	closed    atomic.Bool
+	stats     storeStats
 }
 
 type storeStats struct {
@@ -202,6 +210,8 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		s.handlers[k] = h
 	}
 	s.agOrder = agOrder(cfg.Slot%int(sb.AGCount), int(sb.AGCount))
+	s.ahead = map[uint64]bool{}
+	s.aheadCtx, s.aheadStop = context.WithCancel(context.Background())
 	s.slotLock = s.glockFor(classSlot, uint64(cfg.Slot))
 	if err := s.slotLock.acquire(ctx, Exclusive, false, false); err != nil {
 		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
@@ -251,6 +261,12 @@ func (s *Store) Close() error {
 		return ErrClosed
 	}
 	close(s.closing)
+	// Locks asked for ahead are given up asking; those granted are held
+	// like any other and dropped below.
+	if s.aheadStop != nil {
+		s.aheadStop()
+		s.aheadWG.Wait()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), CloseTimeout)
 	defer cancel()
 	err := s.checkpoint(ctx)

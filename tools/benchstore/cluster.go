@@ -96,13 +96,13 @@ type killable struct {
 }
 
 // ioCounts are a node's leg writes and flushes (both legs together).
-type ioCounts struct{ writes, flushes, writeNs, flushNs, lockNs atomic.Int64 }
+type ioCounts struct{ writes, flushes, writeNs, flushNs, lockNs, storeLockNs atomic.Int64 }
 
 // cost is what a node asked of etcd and of its legs.
-type cost struct{ etcd, callbacks, writes, flushes, writeNs, flushNs, lockNs int64 }
+type cost struct{ etcd, callbacks, writes, flushes, writeNs, flushNs, lockNs, storeLockNs int64 }
 
 func (n *node) cost() cost {
-	return cost{int64(n.locks.EtcdWrites()), int64(n.locks.Stats().BlockingCallbacks), n.io.writes.Load(), n.io.flushes.Load(), n.io.writeNs.Load(), n.io.flushNs.Load(), n.io.lockNs.Load()}
+	return cost{int64(n.locks.EtcdWrites()), int64(n.locks.Stats().BlockingCallbacks), n.io.writes.Load(), n.io.flushes.Load(), n.io.writeNs.Load(), n.io.flushNs.Load(), n.io.lockNs.Load(), n.io.storeLockNs.Load()}
 }
 
 // per says c-since per operation, for a row's note.
@@ -111,9 +111,9 @@ func (c cost) per(since cost, ops float64) string {
 		return ""
 	}
 	ms := func(ns int64) float64 { return float64(ns) / 1e6 / ops }
-	return fmt.Sprintf("per op: %.2f etcd writes, %.2f blocking callbacks, %.1f leg writes (%.2f ms), %.1f leg flushes (%.2f ms), region locks %.2f ms",
+	return fmt.Sprintf("per op: %.2f etcd writes, %.2f blocking callbacks, %.1f leg writes (%.2f ms), %.1f leg flushes (%.2f ms), region locks %.2f ms, store locks %.2f ms",
 		float64(c.etcd-since.etcd)/ops, float64(c.callbacks-since.callbacks)/ops, float64(c.writes-since.writes)/ops, ms(c.writeNs-since.writeNs),
-		float64(c.flushes-since.flushes)/ops, ms(c.flushNs-since.flushNs), ms(c.lockNs-since.lockNs))
+		float64(c.flushes-since.flushes)/ops, ms(c.flushNs-since.flushNs), ms(c.lockNs-since.lockNs), ms(c.storeLockNs-since.storeLockNs))
 }
 
 func (k killable) check() error {
@@ -148,6 +148,18 @@ func (k killable) Flush(ctx context.Context) error {
 	t := time.Now()
 	defer func() { k.io.flushNs.Add(int64(time.Since(t))) }()
 	return k.Device.Flush(ctx)
+}
+
+// timedLocker counts the time the store waits for its locks.
+type timedLocker struct {
+	store.Locker
+	io *ioCounts
+}
+
+func (t timedLocker) Lock(ctx context.Context, name string, mode store.LockMode, opts store.LockOptions) (store.Lock, error) {
+	start := time.Now()
+	defer func() { t.io.storeLockNs.Add(int64(time.Since(start))) }()
+	return t.Locker.Lock(ctx, name, mode, opts)
 }
 
 // regionLocks gives the mirror its region locks from the lock manager, as
@@ -243,7 +255,7 @@ func (r *rig) startNode(ctx context.Context, name string, slot int, openStore bo
 }
 
 func (n *node) openStore(ctx context.Context, log hclog.Logger) error {
-	cfg := store.DefaultConfig(n.vol, n.slot, storedlm.New(n.locks))
+	cfg := store.DefaultConfig(n.vol, n.slot, timedLocker{storedlm.New(n.locks), n.io})
 	cfg.Logger = log.Named(n.name)
 	// The journal replay of a dead node writes with recovery locks.
 	cfg.RecoveryDevice = n.vol.RecoveryWriter()
