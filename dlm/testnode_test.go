@@ -131,6 +131,9 @@ func (p *testNodeProc) join() error {
 	}
 	cfg := DefaultConfig()
 	cfg.Client, cfg.Member, cfg.Prefix, cfg.Logger = p.cli, m, p.spec.Prefix, logger
+	// As a node with an embedded member: a write caught by the leader's
+	// death is sent again once the member knows the new leader.
+	cfg.LeaderChanges = p.etcd.Server.LeaderChangedNotify
 	n, err := Start(ctx, cfg)
 	if err != nil {
 		return err

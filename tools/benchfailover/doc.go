@@ -11,4 +11,16 @@
 //
 //	make bench-failover        # or:
 //	go test ./tools/benchfailover -run '^$' -bench . -benchtime 1x -args -runs 20 -out bench-results/failover.txt
+//
+// To trace one kind of failover step by step, kill only victims of one role
+// and keep every node's debug log:
+//
+//	go test ./tools/benchfailover -run '^$' -bench . -benchtime 1x -v -args \
+//	    -runs 5 -victims leader -modes reservations -logs failover-logs
+//
+// -victims is any (the default, and the only choice for the table's overall
+// row), leader (the etcd leader's host), coordinator or neither; -modes
+// picks among reservations, lease and mutex. Each run's line gives the kill
+// and the waiter's acknowledged write in wall-clock time, to find in the
+// logs.
 package benchfailover
