@@ -241,7 +241,14 @@ func resourceKey(r dlm.Resource) string {
 
 func recoveryRows(recs []recovery.Record, now time.Time) []RecoveryRow {
 	sorted := append([]recovery.Record(nil), recs...)
-	sort.SliceStable(sorted, func(i, j int) bool { return sorted[i].Requested.After(sorted[j].Requested) })
+	// A recovery under way is what the operator looks for: first,
+	// however long ago it began; then the others, newest first.
+	sort.SliceStable(sorted, func(i, j int) bool {
+		if a, b := sorted[i].Done(), sorted[j].Done(); a != b {
+			return !a
+		}
+		return sorted[i].Requested.After(sorted[j].Requested)
+	})
 	rows := []RecoveryRow{}
 	finished := 0
 	for _, rec := range sorted {

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-ha/shoal/fencing"
 	"github.com/shoal-ha/shoal/fencing/recovery"
 )
 
@@ -203,5 +204,32 @@ func TestConfigValidate(t *testing.T) {
 	cfg.Window = time.Minute
 	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "Window") {
 		t.Fatalf("short window: %v", err)
+	}
+}
+
+// A recovery under way is listed before the finished ones, whatever its
+// age; the finished ones follow newest first.
+func TestRecoveriesRunningFirstThenNewest(t *testing.T) {
+	t0 := time.Date(2026, 11, 30, 1, 0, 0, 0, time.UTC)
+	rec := func(name string, requested time.Time, done bool) recovery.Record {
+		r := recovery.Record{Victim: fencing.NewNodeRef(name, "1", 1), Requested: requested, Updated: requested.Add(time.Second), StepSince: requested}
+		if done {
+			r.Finished = recovery.StepDone
+		}
+		return r
+	}
+	recs := []recovery.Record{
+		rec("old-done", t0, true),
+		rec("stuck", t0.Add(time.Minute), false),
+		rec("new-done", t0.Add(3*time.Minute), true),
+		rec("mid-done", t0.Add(2*time.Minute), true),
+	}
+	rows := recoveryRows(recs, t0.Add(5*time.Minute))
+	var got []string
+	for _, r := range rows {
+		got = append(got, r.Victim)
+	}
+	if want := "stuck new-done mid-done old-done"; strings.Join(got, " ") != want {
+		t.Fatalf("recoveries listed %v, want %s", got, want)
 	}
 }
