@@ -1,6 +1,9 @@
 // Package zaphclog hands the log entries of components that log through
 // zap (the embedded etcd member) to an hclog.Logger, so a process has one
-// log stream with one format.
+// log stream with one format. etcd's warnings that only repeat that the
+// machine is slow or that a peer is down are let through once a minute
+// with a count of the ones logged at debug in between (noiseRules); a few
+// that are never actionable for Shoal go to debug; errors pass unchanged.
 package zaphclog
 
 import (
@@ -8,6 +11,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/shoal-ha/shoal/internal/clock"
 )
 
 // hclogCore is a zapcore.Core writing to hclog.
@@ -15,6 +20,7 @@ type hclogCore struct {
 	log    hclog.Logger
 	min    hclog.Level
 	quiet  *atomic.Bool
+	noise  *noiseFilter
 	fields []any
 }
 
@@ -25,7 +31,7 @@ func NewCore(log hclog.Logger, min hclog.Level, quiet *atomic.Bool) zapcore.Core
 	if quiet == nil {
 		quiet = new(atomic.Bool)
 	}
-	return &hclogCore{log: log, min: min, quiet: quiet}
+	return &hclogCore{log: log, min: min, quiet: quiet, noise: newNoiseFilter(clock.Real(), NoiseWindow)}
 }
 
 func (c *hclogCore) Enabled(l zapcore.Level) bool {
@@ -33,7 +39,7 @@ func (c *hclogCore) Enabled(l zapcore.Level) bool {
 }
 
 func (c *hclogCore) With(fields []zapcore.Field) zapcore.Core {
-	return &hclogCore{log: c.log, min: c.min, quiet: c.quiet, fields: append(append([]any(nil), c.fields...), encodeFields(fields)...)}
+	return &hclogCore{log: c.log, min: c.min, quiet: c.quiet, noise: c.noise, fields: append(append([]any(nil), c.fields...), encodeFields(fields)...)}
 }
 
 func (c *hclogCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
@@ -45,7 +51,17 @@ func (c *hclogCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.Ch
 
 func (c *hclogCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
 	args := append(append([]any(nil), c.fields...), encodeFields(fields)...)
-	c.log.Log(zapToHclog(e.Level), e.Message, args...)
+	errField := ""
+	for i := 0; i+1 < len(args); i += 2 {
+		if k, _ := args[i].(string); k == "error" {
+			errField, _ = args[i+1].(string)
+		}
+	}
+	level, more := c.noise.decide(zapToHclog(e.Level), e.Message, errField)
+	if more > 0 {
+		args = append(args, "repeated_since_last", more, "repeats_logged_at", "debug")
+	}
+	c.log.Log(level, e.Message, args...)
 	return nil
 }
 
