@@ -792,6 +792,18 @@ func (c Config) profileName() string {
 	return c.Profile
 }
 
+// leaseAdvice is what an operator can change when this node's lease
+// renewals run late: a node on the fast profile's short lease moves to the
+// production profile or a longer lease.ttl; a node on its own timing
+// lengthens lease.ttl (or gives the node more CPU).
+func (c Config) leaseAdvice() string {
+	if c.profileName() == ProfileFast && c.Lease.TTL == 0 {
+		return fmt.Sprintf("profile %q keeps a %v lease, meant for an idle machine; on a busy one use profile = %q (a %v lease) or a longer lease.ttl",
+			ProfileFast, c.LeaseTTL(), ProfileProduction, profiles[ProfileProduction].ttl)
+	}
+	return fmt.Sprintf("a %v lease (profile %q) needs renewals within it; give the node more CPU, or a longer lease.ttl", c.LeaseTTL(), c.profileName())
+}
+
 func (c Config) timing() profileDefaults {
 	if p, ok := profiles[c.profileName()]; ok {
 		return p

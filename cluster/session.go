@@ -47,8 +47,12 @@ type SessionConfig struct {
 	// gone (shoald holds its data directory's lock, so an older shoald of
 	// the same directory is dead).
 	TakeOver bool
-	Clock    clock.Clock
-	Logger   hclog.Logger
+	// TimingAdvice is what the operator can change when renewals run
+	// late (Config.leaseAdvice: the timing profile, the lease TTL); it
+	// is logged with a lease lost, or nearly lost, to late renewals.
+	TimingAdvice string
+	Clock        clock.Clock
+	Logger       hclog.Logger
 }
 
 // Session is one registered incarnation: its lease, kept alive, and its
@@ -66,6 +70,7 @@ type Session struct {
 
 	mu       sync.Mutex
 	deadline leaseDeadline
+	health   *renewalWatch
 	lostErr  error
 	lost     chan struct{}
 	stop     chan struct{}
@@ -80,7 +85,12 @@ func NewIncarnation() string {
 }
 
 func newSession(cfg SessionConfig) *Session {
+	now := time.Now()
+	if cfg.Clock != nil {
+		now = cfg.Clock.Now()
+	}
 	return &Session{
+		health:   newRenewalWatch(now, cfg.KeepAliveInterval, cfg.TTL, cfg.TimingAdvice),
 		cfg:      cfg,
 		clk:      cfg.Clock,
 		log:      cfg.Logger,
@@ -125,6 +135,7 @@ func Register(ctx context.Context, cfg SessionConfig) (*Session, error) {
 	}
 	info.Lease = int64(grant.ID)
 	s.deadline.renewed(sent, time.Duration(grant.TTL)*time.Second)
+	s.health.confirmed(s.clk.Now())
 	s.info = info
 	val, _ := json.Marshal(info)
 
@@ -184,6 +195,16 @@ func (s *Session) keepAlive() {
 			}
 			guard.Reset(s.Deadline().Sub(s.clk.Now()))
 		case <-tick.C():
+			// A stop and a tick may be ready together: stop first, so
+			// a closing session sends no more renewals.
+			select {
+			case <-s.stop:
+				return
+			default:
+			}
+			s.mu.Lock()
+			s.health.tick(s.clk.Now())
+			s.mu.Unlock()
 			if err := s.renewOnce(); err != nil {
 				if errors.Is(err, ErrLeaseLost) {
 					s.markLost(err)
@@ -221,7 +242,11 @@ func (s *Session) renewOnce() error {
 		return fmt.Errorf("%w: renewal confirmed after the self-fence deadline", ErrLeaseLost)
 	}
 	s.deadline.renewed(sent, time.Duration(ttl)*time.Second)
+	warn := s.health.confirmed(s.clk.Now())
 	s.mu.Unlock()
+	if warn != nil {
+		s.log.Warn("lease nearly lost: a renewal came late", append([]any{"incarnation", s.info.Incarnation}, warn...)...)
+	}
 	return nil
 }
 
@@ -237,7 +262,7 @@ func (s *Session) markLost(err error) {
 		s.log.Info("session closed", "incarnation", s.info.Incarnation)
 		return
 	}
-	s.log.Error("lease lost: no longer acting as a member", "incarnation", s.info.Incarnation, "error", err)
+	s.log.Error("lease lost: no longer acting as a member", append([]any{"incarnation", s.info.Incarnation, "error", err}, s.health.fields(s.clk.Now())...)...)
 }
 
 // Close ends the session. With leave, it first marks the member key as

@@ -77,7 +77,11 @@ func (l *lockService) stop(s *cluster.Session, clean bool) {
 	if !clean {
 		wait = 200 * time.Millisecond
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	tctx, tcancel := context.WithTimeout(context.Background(), wait)
+	defer tcancel()
+	// Nor when the quorum goes while this node stops (the whole cluster
+	// stopping at once).
+	ctx, cancel := l.n.WhileQuorum(tctx)
 	defer cancel()
 	if err := d.Close(ctx); err != nil && clean {
 		l.log.Warn("withdrawing lock requests on shutdown failed", "error", err)
