@@ -39,15 +39,19 @@ func (p Problem) String() string {
 
 // CheckReport is the outcome of a check.
 type CheckReport struct {
-	Problems    []Problem `json:"problems"`
-	Dirs        int       `json:"dirs"`
-	Files       int       `json:"files"`
-	UsedBlocks  uint64    `json:"used_blocks"`
-	FreeBlocks  uint64    `json:"free_blocks"`
-	Offline     bool      `json:"offline"`
-	SlotsDirty  []int     `json:"slots_dirty,omitempty"` // journals holding transactions not yet checkpointed
-	Truncated   bool      `json:"truncated,omitempty"`   // stopped after MaxProblems
-	MaxProblems int       `json:"-"`
+	Problems   []Problem `json:"problems"`
+	Dirs       int       `json:"dirs"`
+	Files      int       `json:"files"`
+	UsedBlocks uint64    `json:"used_blocks"`
+	FreeBlocks uint64    `json:"free_blocks"`
+	Offline    bool      `json:"offline"`
+	SlotsDirty []int     `json:"slots_dirty,omitempty"` // journals holding transactions not yet checkpointed
+	Truncated  bool      `json:"truncated,omitempty"`   // stopped after MaxProblems
+	// Rechecked counts what the online check took for a problem and, looked
+	// at again under the locks of both sides, found to be a change made
+	// meanwhile (a file moved, a block freed and handed out again).
+	Rechecked   int `json:"rechecked,omitempty"`
+	MaxProblems int `json:"-"`
 }
 
 // Err is nil for a clean report, else an ErrCorrupt error naming the
@@ -123,6 +127,7 @@ func (c *checker) claim(blk, ino uint64, p, what string) bool {
 			if !used {
 				// other let go of it since it was seen: ino's now
 				// (forgotten again if this transaction starts over).
+				c.rep.Rechecked++
 				c.owner[blk] = ino
 				c.claimed = append(c.claimed, blk)
 				return true
@@ -151,6 +156,7 @@ func (c *checker) reachedAgain(ino uint64, p string, de dirEntry, parent uint64)
 			return // the transaction starts over
 		}
 		if !still {
+			c.rep.Rechecked++
 			c.named[ino] = entryRef{parent: parent, name: de.Name, gen: de.Gen, path: p}
 			return
 		}
@@ -418,6 +424,9 @@ func (c *checker) gone(ino uint64) bool {
 		return false
 	}
 	still, err := c.stillNamed(ref, ino)
+	if err == nil && !still {
+		c.rep.Rechecked++
+	}
 	return err != nil || !still
 }
 

@@ -79,9 +79,14 @@ func TestOnlineCheckDuringRenames(t *testing.T) {
 			moves.Add(1)
 		}
 	}()
-	checks := 0
-	for ; checks < 150 && ctx.Err() == nil; checks++ {
+	checks, rechecked := 0, 0
+	// Until the other node has moved files 100 times (bounded in checks
+	// and time).
+	for ; moves.Load() < 100 && checks < 5000 && ctx.Err() == nil; checks++ {
 		rep, err := a.Check(ctx)
+		if rep != nil {
+			rechecked += rep.Rechecked
+		}
 		if err != nil {
 			t.Errorf("check %d: %v", checks, err)
 			break
@@ -97,7 +102,7 @@ func TestOnlineCheckDuringRenames(t *testing.T) {
 	for err := range errc {
 		t.Fatal(err)
 	}
-	t.Logf("%d online checks during %d moves", checks, moves.Load())
+	t.Logf("%d online checks during %d moves; %d suspected problems were changes in flight", checks, moves.Load(), rechecked)
 	if moves.Load() < 10 {
 		t.Fatalf("only %d moves during the checks", moves.Load())
 	}
