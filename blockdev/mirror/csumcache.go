@@ -323,6 +323,7 @@ func (c *csumCache) writeBack(ctx context.Context, e *csumEntry) error {
 	bs := v.geo.BlockSize
 	base := v.geo.ChecksumOffsetOf(e.r)
 	w := v.view.Load()
+	ioctx := context.WithoutCancel(ctx) // every leg or none, see writeOnce
 	errs := parallel(w.writable, func(i int) error {
 		for b := 0; b < len(e.dirty); {
 			if !e.dirty[b] {
@@ -333,7 +334,7 @@ func (c *csumCache) writeBack(ctx context.Context, e *csumEntry) error {
 			for end < len(e.dirty) && e.dirty[end] {
 				end++
 			}
-			if err := w.devs[i].WriteAt(ctx, e.area[b*bs:end*bs], base+int64(b*bs)); err != nil {
+			if err := w.devs[i].WriteAt(ioctx, e.area[b*bs:end*bs], base+int64(b*bs)); err != nil {
 				return err
 			}
 			b = end

@@ -282,7 +282,9 @@ func (v *Volume) writeOnce(ctx context.Context, p []byte, off, r0, r1 int64, rec
 		return err
 	}
 	defer lk.Release()
-	degraded := true // until the write is known to have reached every leg
+	// Degraded once data went out without being known to have reached
+	// every leg: the region stays marked until it is copied again.
+	degraded := false
 	defer func() { v.endWrite(r0, r1, degraded) }()
 	// A write that starts where the previous one ended is probably part
 	// of a stream: mark a few regions ahead to save bitmap flushes.
@@ -302,13 +304,24 @@ func (v *Volume) writeOnce(ctx context.Context, p []byte, off, r0, r1 int64, rec
 	if err := lk.Use(); err != nil {
 		return fmt.Errorf("mirror: write at %d under region lock (token %d): %w", off, lk.Token(), err)
 	}
-	if v.csums != nil {
-		err = v.writeCached(ctx, w, p, off, r0, r1, recovery)
-	} else {
-		err = v.writeUncached(ctx, w, p, off, r0, r1, recovery)
+	// The caller's deadline bounds the waits up to here (locks, marks,
+	// checksum holds). Past it the data goes to every leg or to none: a
+	// deadline that passed between two legs' writes would leave them
+	// disagreeing because a machine ran slow, and a slow leg is not a
+	// failed one. The leg writes run under the legs' own bounds (the
+	// iSCSI command timeout; the self-fence guard stops them at once).
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("mirror: write at %d not started: %w", off, err)
 	}
-	// A write that must wait for its checksum holds wrote nothing.
-	degraded = (err != nil && !errors.Is(err, errMustWait)) || !w.allInSync()
+	var sent bool
+	if v.csums != nil {
+		sent, err = v.writeCached(ctx, w, p, off, r0, r1, recovery)
+	} else {
+		sent, err = true, v.writeUncached(ctx, w, p, off, r0, r1, recovery)
+	}
+	// A write that did not go out (it must wait for its checksum holds,
+	// say) changed nothing.
+	degraded = (sent && err != nil) || !w.allInSync()
 	return err
 }
 
@@ -368,10 +381,12 @@ func (s lockSet) Release() {
 // their holds are taken) and writes the data to every writable leg, the
 // last one from this goroutine. The regions' marks cover the areas until
 // they are written back.
-func (v *Volume) writeCached(ctx context.Context, w *view, p []byte, off, r0, r1 int64, recovery bool) error {
+// sent says whether the data went out (a failed patch changes nothing).
+func (v *Volume) writeCached(ctx context.Context, w *view, p []byte, off, r0, r1 int64, recovery bool) (sent bool, err error) {
 	if err := v.csums.patch(ctx, p, off, r0, r1, recovery); err != nil {
-		return err
+		return false, err
 	}
+	ioctx := context.WithoutCancel(ctx) // see writeOnce
 	n := len(w.writable)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
@@ -379,12 +394,12 @@ func (v *Volume) writeCached(ctx context.Context, w *view, p []byte, off, r0, r1
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[k] = w.devs[i].WriteAt(ctx, p, v.geo.DataOffset+off)
+			errs[k] = w.devs[i].WriteAt(ioctx, p, v.geo.DataOffset+off)
 		}()
 	}
-	errs[n-1] = w.devs[w.writable[n-1]].WriteAt(ctx, p, v.geo.DataOffset+off)
+	errs[n-1] = w.devs[w.writable[n-1]].WriteAt(ioctx, p, v.geo.DataOffset+off)
 	wg.Wait()
-	return v.settle(ctx, w, w.writable, errs, fmt.Sprintf("write at %d", off))
+	return true, v.settle(ctx, w, w.writable, errs, fmt.Sprintf("write at %d", off))
 }
 
 // writeUncached is the write path for a RegionLocker that cannot hold
@@ -394,12 +409,13 @@ func (v *Volume) writeCached(ctx context.Context, w *view, p []byte, off, r0, r1
 func (v *Volume) writeUncached(ctx context.Context, w *view, p []byte, off, r0, r1 int64, recovery bool) error {
 	n := len(w.writable)
 	dataErrs, csErrs := make([]error, n), make([]error, n)
+	ioctx := context.WithoutCancel(ctx) // see writeOnce
 	var wg sync.WaitGroup
 	for k, i := range w.writable {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			dataErrs[k] = w.devs[i].WriteAt(ctx, p, v.geo.DataOffset+off)
+			dataErrs[k] = w.devs[i].WriteAt(ioctx, p, v.geo.DataOffset+off)
 		}()
 	}
 	cerr := v.writeChecksums(ctx, w, p, off, r0, r1, recovery, csErrs)
@@ -433,13 +449,14 @@ func (v *Volume) writeChecksums(ctx context.Context, w *view, p []byte, off, r0,
 	if err != nil {
 		return err
 	}
+	ioctx := context.WithoutCancel(ctx) // every leg or none, see writeOnce
 	var wg sync.WaitGroup
 	for k, i := range w.writable {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for j, c := range csums {
-				if err := w.devs[i].WriteAt(ctx, c, v.geo.ChecksumOffsetOf(r0+int64(j))); err != nil {
+				if err := w.devs[i].WriteAt(ioctx, c, v.geo.ChecksumOffsetOf(r0+int64(j))); err != nil {
 					errs[k] = err
 					return
 				}
