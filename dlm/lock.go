@@ -478,6 +478,14 @@ func (n *Node) drive(nl *nodeLock) {
 		n.startConvert(nl, nl.granted, false, false)
 	case nl.key != "" && nl.held && !used && (nl.draining || len(nl.waiters) == 0 && (!n.cfg.CacheLocks || nl.recovery)):
 		n.startRelease(nl)
+	case nl.key != "" && nl.held && nl.blocked && !used && head != nil && head.conv == nil && !Covers(nl.granted, head.mode):
+		// Converting up a cached grant that no local user holds any more,
+		// while it stands in another node's way: give it up and queue
+		// anew. Kept, it could wait forever: two nodes converting their
+		// idle PR grants up to EX each wait for the other's PR (a
+		// conversion deadlock no caller asked for; caching made it).
+		n.startRelease(nl)
+		n.startCreate(nl, head.mode, head.try, head.failOn)
 	case len(nl.waiters) > 0:
 		w := nl.waiters[0]
 		switch {
