@@ -249,14 +249,16 @@ func (a *API) mutate(w http.ResponseWriter, r *http.Request, body []byte, op ses
 	for {
 		req.Attempt = randomHex(12)
 		// The key record's lock may be held by a dead node until its
-		// recovery ends: bound the wait as a Recovering decision is.
-		bctx, bcancel := context.WithTimeout(ctx, max(a.cfg.RecoveryWait, time.Second))
-		err := a.st.Update(bctx, func(tx session.Tx) error {
+		// recovery ends: that wait is bounded by the request's deadline
+		// only. A shorter one would also cut the journal's writes, which
+		// a loaded machine may take seconds over, and turn a request that
+		// would commit into a 503 (or a commit the store could not finish
+		// in place).
+		err := a.st.Update(ctx, func(tx session.Tx) error {
 			var err error
 			d, err = a.eng.Begin(tx, req, a.mem.Self(), a.mem.State, a.clk.Now())
 			return err
 		})
-		bcancel()
 		if err != nil {
 			a.log.Warn("journaling an intent failed", "key", key, "error", err)
 			unavailable(w, "the request could not be journaled; retry with the same Idempotency-Key")

@@ -1,11 +1,16 @@
 package web
 
 import (
+	"context"
 	"encoding/json"
 	"io/fs"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/shoal-ha/shoal/web/session"
 )
 
 func key(k string) map[string]string { return map[string]string{"Idempotency-Key": `"` + k + `"`} }
@@ -158,4 +163,43 @@ func storedFiles(t testing.TB, c *cluster) string {
 		t.Fatal(err)
 	}
 	return b.String()
+}
+
+// slowStore is a store whose transactions take delay to commit, as the
+// journal's writes and flushes do on a loaded machine; it honours the
+// context as the store does.
+type slowStore struct {
+	Store
+	delay time.Duration
+}
+
+func (s slowStore) Update(ctx context.Context, fn func(tx session.Tx) error) error {
+	select {
+	case <-time.After(s.delay):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return s.Store.Update(ctx, fn)
+}
+
+// A journal write slower than RecoveryWait is not cut short: the intent is
+// journaled and the request answered (a shorter deadline on the journal
+// write answered 503 to every request on a loaded machine, and could cut a
+// committed transaction's writes in place).
+func TestSlowJournalIsNotCut(t *testing.T) {
+	c := newCluster()
+	m := &member{c: c, self: session.Owner{Node: "n1", Incarnation: "1"}}
+	c.set(m.self, session.OwnerLive)
+	cfg := testConfig(t) // RecoveryWait 200ms
+	s, err := NewServer(cfg, slowStore{c.vol.Node(1), 1200 * time.Millisecond}, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(s.Handler())
+	defer hs.Close()
+	id := createSession(t, hs.URL, "create-slow")
+	resp, body := do(t, "POST", hs.URL+"/api/v1/sessions/"+id+"/vars/n", key("add-slow"), `{"op":"add","value":1}`)
+	if resp.StatusCode != 200 {
+		t.Fatalf("add through a slow journal: %d %s", resp.StatusCode, body)
+	}
 }

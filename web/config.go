@@ -54,9 +54,10 @@ type Config struct {
 	// are collected. Default 10m.
 	CollectInterval time.Duration
 	// RecoveryWait bounds how long a retry of a dead node's request waits
-	// for the node's recovery (a key "in progress" under a dead owner, or
-	// its lock held by the dead node) before it is answered 503 with
-	// Retry-After. Default 2s.
+	// for the node's recovery (a key "in progress" under a dead owner)
+	// before it is answered 503 with Retry-After. Default 2s. A key whose
+	// lock the dead node still holds is waited for within RequestTimeout:
+	// the recovery releases it once it has stored the answer.
 	RecoveryWait time.Duration
 	// RequestTimeout bounds the store work of one request. Default 10s.
 	RequestTimeout time.Duration
