@@ -40,6 +40,9 @@ type testNode struct {
 	// and withholds the answer. stalled counts such attempts.
 	stallCreate *atomic.Int32
 	stalled     *atomic.Int64
+	// answerDelay holds back each answer (nanoseconds) after the request
+	// was served.
+	answerDelay *atomic.Int64
 }
 
 const (
@@ -121,7 +124,7 @@ func startTestNodeWith(t testing.TB, c *etcdtest.Cluster, i int, name string, tu
 	t.Helper()
 	calls, delay := &atomic.Int64{}, &atomic.Int64{}
 	failReleases, failDowns, failed := &atomic.Bool{}, &atomic.Bool{}, &atomic.Int64{}
-	stallCreate, stalled := &atomic.Int32{}, &atomic.Int64{}
+	stallCreate, stalled, answerDelay := &atomic.Int32{}, &atomic.Int64{}, &atomic.Int64{}
 	count := grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		calls.Add(1)
 		if failReleases.Load() && isRelease(req) || failDowns.Load() && isDownConversion(req) {
@@ -141,7 +144,11 @@ func startTestNodeWith(t testing.TB, c *etcdtest.Cluster, i int, name string, tu
 		if d := delay.Load(); d > 0 {
 			time.Sleep(time.Duration(d))
 		}
-		return invoker(ctx, method, req, reply, cc, opts...)
+		err := invoker(ctx, method, req, reply, cc, opts...)
+		if d := answerDelay.Load(); d > 0 {
+			time.Sleep(time.Duration(d))
+		}
+		return err
 	})
 	cli, err := c.NewClientTo([]string{c.Endpoints[i]}, count)
 	if err != nil {
@@ -174,7 +181,7 @@ func startTestNodeWith(t testing.TB, c *etcdtest.Cluster, i int, name string, tu
 		cli.Close()
 		mcli.Close()
 	})
-	return &testNode{m: m, n: n, calls: calls, delay: delay, failReleases: failReleases, failDowns: failDowns, failed: failed, stallCreate: stallCreate, stalled: stalled}
+	return &testNode{m: m, n: n, calls: calls, delay: delay, failReleases: failReleases, failDowns: failDowns, failed: failed, stallCreate: stallCreate, stalled: stalled, answerDelay: answerDelay}
 }
 
 func ctxT(t *testing.T, d time.Duration) context.Context {

@@ -722,6 +722,13 @@ func (n *Node) write(nl *nodeLock, w lockWrite) {
 			}
 		}
 		n.drive(nl)
+		if w.track && nl.key != "" && nl.held && !nl.busy && len(nl.users) == 0 && len(nl.waiters) == 0 {
+			// The grant reaches local users through the watch, often
+			// before the write's answer: a lock its users released
+			// meanwhile was busy then, and becomes idle only now.
+			n.mayIdle++
+			n.evict()
+		}
 	}()
 }
 
