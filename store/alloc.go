@@ -10,23 +10,37 @@ import (
 const inodeLockAhead = 2
 
 // lockAhead asks in the background for the inode locks of the next free
-// blocks below new inode blk in its allocation group (h: the group's
-// header as the transaction leaves it), the blocks allocInode hands out
-// next: the next new inodes then find their lock cached instead of
-// waiting on the way of the create for the lock manager (an etcd write
-// and a grant: about a third of a small file's create on a loaded
-// machine). A block that goes to file data instead (a full group) keeps
-// an idle cached lock, which another node that wants it calls back as
-// usual. Nothing is
-// asked ahead in recovery or once the store closes.
-func (tx *Tx) lockAhead(h *agHeader, start uint64, length uint32, blk uint64) {
-	s := tx.s
-	if tx.recovery || s.readOnly || s.aheadCtx == nil || s.closed.Load() {
+// blocks above blk, an inode a transaction just committed, in its
+// allocation group (as this node's cache of the group's header has it),
+// the blocks allocInode hands out next, and reserves them for inodes
+// (other allocations pass them by while they can): the next new inodes
+// then find their lock cached instead of waiting on the way of the
+// create for the lock manager (an etcd write and a grant: about a third
+// of a small file's create on a loaded machine). It runs after the
+// commit, so that a transaction making many inodes does not meet its
+// own requests in flight (it tries locks out of order, and would start
+// over). Nothing is asked ahead in recovery or once the store closes; a
+// reserved block is only a preference kept in memory, never on the
+// device.
+func (s *Store) lockAhead(blk uint64) {
+	if s.readOnly || s.aheadCtx == nil || s.closed.Load() || blk < s.sb.AGStart || blk >= s.sb.Blocks {
 		return
 	}
+	ag := int((blk - s.sb.AGStart) / uint64(s.sb.AGBlocks))
+	start, length := s.sb.agRange(ag)
+	img := s.glockFor(classAG, uint64(ag)).cached(start)
+	if img == nil {
+		return
+	}
+	h, err := decodeAGHeader(img, start)
+	if err != nil {
+		return
+	}
+	s.aheadMu.Lock()
+	delete(s.reserved, blk)
+	s.aheadMu.Unlock()
 	found := 0
-	for i := uint32(blk - start); i > 1 && found < inodeLockAhead; {
-		i--
+	for i := uint32(blk-start) + 1; i < length && found < inodeLockAhead; i++ {
 		if bitGet(h.Bitmap, i) {
 			continue
 		}
@@ -37,7 +51,12 @@ func (tx *Tx) lockAhead(h *agHeader, start uint64, length uint32, blk uint64) {
 		busy := g.hold != nil || g.asking != nil
 		g.mu.Unlock()
 		s.aheadMu.Lock()
-		if busy || s.ahead[b] || s.aheadCtx.Err() != nil {
+		if s.aheadCtx.Err() != nil {
+			s.aheadMu.Unlock()
+			return
+		}
+		s.reserved[b] = true
+		if busy || s.ahead[b] {
 			s.aheadMu.Unlock()
 			continue
 		}
@@ -56,6 +75,20 @@ func (tx *Tx) lockAhead(h *agHeader, start uint64, length uint32, blk uint64) {
 			}
 		}()
 	}
+}
+
+// reservedNow is a copy of the blocks reserved for inodes (lockAhead).
+func (s *Store) reservedNow() map[uint64]bool {
+	s.aheadMu.Lock()
+	defer s.aheadMu.Unlock()
+	if len(s.reserved) == 0 {
+		return nil
+	}
+	m := make(map[uint64]bool, len(s.reserved))
+	for b := range s.reserved {
+		m[b] = true
+	}
+	return m
 }
 
 // agOrder is the order in which a node whose home allocation group is
@@ -116,10 +149,8 @@ func (tx *Tx) agHeaderOf(g *glock, ag int) (*agHeader, uint64, error) {
 // nothing is changed then that the transaction commits (it is abandoned).
 func (tx *Tx) alloc(n int) ([]blockRun, error) { return tx.allocIn(n, false) }
 
-// allocInode allocates the block of a new inode like alloc, but from the
-// top of the group down: file data fills a group from the bottom up, so
-// the blocks below the last inode stay for the next inodes (whose locks
-// lockAhead asks for) and do not go to data in between.
+// allocInode allocates the block of a new inode like alloc, but may take
+// the blocks reserved for inodes (lockAhead), which alloc passes by.
 func (tx *Tx) allocInode() (uint64, error) {
 	runs, err := tx.allocIn(1, true)
 	if err != nil {
@@ -128,9 +159,15 @@ func (tx *Tx) allocInode() (uint64, error) {
 	return runs[0].start, nil
 }
 
-// allocIn is alloc; fromTop (one block only) scans each group downwards.
-func (tx *Tx) allocIn(n int, fromTop bool) ([]blockRun, error) {
+// allocIn is alloc; forInode takes reserved blocks too. Without forInode
+// reserved blocks are passed by in a first pass and taken in a second
+// when nothing else is left.
+func (tx *Tx) allocIn(n int, forInode bool) ([]blockRun, error) {
 	s := tx.s
+	var skip map[uint64]bool
+	if !forInode {
+		skip = s.reservedNow()
+	}
 	var runs []blockRun
 	order := make([]int, 0, s.sb.AGCount)
 	seen := map[int]bool{}
@@ -146,45 +183,15 @@ func (tx *Tx) allocIn(n int, fromTop bool) ([]blockRun, error) {
 			order = append(order, ag)
 		}
 	}
-	for _, ag := range order {
-		if n == 0 {
-			break
-		}
-		g := s.glockFor(classAG, uint64(ag))
-		ok, err := tx.tryLock(g, Exclusive)
-		if err != nil {
-			return nil, err
-		}
-		if !ok {
-			continue
-		}
-		h, start, err := tx.agHeaderOf(g, ag)
-		if err != nil {
-			return nil, err
-		}
-		if h.Free == 0 {
-			continue
-		}
-		_, length := s.sb.agRange(ag)
-		for k := uint32(1); k < length && n > 0; k++ {
-			i := k
-			if fromTop {
-				i = length - k
+	for pass := 0; pass < 2 && n > 0; pass++ {
+		if pass == 1 {
+			if skip == nil {
+				break
 			}
-			if bitGet(h.Bitmap, i) {
-				continue
-			}
-			bitSet(h.Bitmap, i)
-			h.Free--
-			n--
-			blk := start + uint64(i)
-			if k := len(runs); k > 0 && runs[k-1].start+uint64(runs[k-1].count) == blk {
-				runs[k-1].count++
-			} else {
-				runs = append(runs, blockRun{blk, 1})
-			}
+			skip = nil // only reserved blocks are left: take them
 		}
-		if err := tx.write(g, start, h.encode(start)); err != nil {
+		var err error
+		if runs, n, err = tx.allocPass(order, runs, n, skip); err != nil {
 			return nil, err
 		}
 	}
@@ -192,6 +199,52 @@ func (tx *Tx) allocIn(n int, fromTop bool) ([]blockRun, error) {
 		return nil, fmt.Errorf("%w: %d more blocks wanted", ErrNoSpace, n)
 	}
 	return runs, nil
+}
+
+// allocPass allocates up to n blocks in the groups of order (first fit),
+// passing by the blocks in skip; it returns the runs and how many blocks
+// are still wanted.
+func (tx *Tx) allocPass(order []int, runs []blockRun, n int, skip map[uint64]bool) ([]blockRun, int, error) {
+	s := tx.s
+	for _, ag := range order {
+		if n == 0 {
+			break
+		}
+		g := s.glockFor(classAG, uint64(ag))
+		ok, err := tx.tryLock(g, Exclusive)
+		if err != nil {
+			return nil, 0, err
+		}
+		if !ok {
+			continue
+		}
+		h, start, err := tx.agHeaderOf(g, ag)
+		if err != nil {
+			return nil, 0, err
+		}
+		if h.Free == 0 {
+			continue
+		}
+		_, length := s.sb.agRange(ag)
+		for i := uint32(1); i < length && n > 0; i++ {
+			blk := start + uint64(i)
+			if bitGet(h.Bitmap, i) || skip[blk] {
+				continue
+			}
+			bitSet(h.Bitmap, i)
+			h.Free--
+			n--
+			if k := len(runs); k > 0 && runs[k-1].start+uint64(runs[k-1].count) == blk {
+				runs[k-1].count++
+			} else {
+				runs = append(runs, blockRun{blk, 1})
+			}
+		}
+		if err := tx.write(g, start, h.encode(start)); err != nil {
+			return nil, 0, err
+		}
+	}
+	return runs, n, nil
 }
 
 // allocOne allocates one block.

@@ -1,9 +1,13 @@
 package store
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"testing"
+	"time"
+
+	"github.com/shoal-ha/shoal/internal/testlog"
 )
 
 func TestAGOrder(t *testing.T) {
@@ -75,4 +79,55 @@ func TestNodesAllocateApart(t *testing.T) {
 	a.Close()
 	b.Close()
 	checkClean(t, dev)
+}
+
+// TestManyNewInodesInOneTransaction: a transaction that creates many
+// files takes each new inode's lock in lock order (no start-over per
+// file), also while the locks of the next inodes are being asked for
+// ahead.
+func TestManyNewInodesInOneTransaction(t *testing.T) {
+	dev := newMem(t, 8192, FormatOptions{})
+	cfg := DefaultConfig(dev, 0, slowLocker{NewMemLocks().Node("a")})
+	cfg.Logger = testlog.New(t, "a")
+	s, err := Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.MkdirAll("d", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for round := 0; round < 3; round++ {
+		err := s.Update(context.Background(), func(tx *Tx) error {
+			for i := 0; i < 60; i++ {
+				if err := tx.WriteFile(fmt.Sprintf("d/r%d-%03d", round, i), []byte("x"), 0o644); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		// Files with data in between, as a node creating small files does.
+		for i := 0; i < 5; i++ {
+			if err := s.WriteFile(fmt.Sprintf("d/data%d-%d", round, i), make([]byte, 3*BlockSize), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	s.Close()
+	checkClean(t, dev)
+}
+
+// slowLocker answers lock requests after a while, as a lock manager over
+// etcd does (a write and a grant), so requests are seen in flight.
+type slowLocker struct{ Locker }
+
+func (l slowLocker) Lock(ctx context.Context, name string, mode LockMode, opts LockOptions) (Lock, error) {
+	select {
+	case <-time.After(2 * time.Millisecond):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return l.Locker.Lock(ctx, name, mode, opts)
 }

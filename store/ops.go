@@ -139,11 +139,7 @@ func (tx *Tx) newInode(typ uint8, perm fs.FileMode, parent uint64) (*inode, *glo
 	if err != nil {
 		return nil, nil, err
 	}
-	ag := int((blk - tx.s.sb.AGStart) / uint64(tx.s.sb.AGBlocks))
-	if h, start, err := tx.agHeaderOf(tx.s.glockFor(classAG, uint64(ag)), ag); err == nil {
-		_, length := tx.s.sb.agRange(ag)
-		tx.lockAhead(h, start, length, blk)
-	}
+	tx.lastNewInode = blk
 	gen, err := tx.newGen(blk)
 	if err != nil {
 		return nil, nil, err

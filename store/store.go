@@ -110,10 +110,12 @@ type Store struct {
 
 	agOrder []int // allocation groups in the order this node tries them
 
-	// Inode locks asked for ahead (lockAhead): the blocks in flight, and
-	// their goroutines, which Close ends (aheadStop) and waits for.
+	// Inode locks asked for ahead (lockAhead): the blocks in flight, the
+	// blocks reserved for inodes, and the goroutines, which Close ends
+	// (aheadStop) and waits for.
 	aheadMu   sync.Mutex
 	ahead     map[uint64]bool
+	reserved  map[uint64]bool // free blocks kept for the next inodes
 	aheadCtx  context.Context
 	aheadStop context.CancelFunc
 	aheadWG   sync.WaitGroup
@@ -210,7 +212,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		s.handlers[k] = h
 	}
 	s.agOrder = agOrder(cfg.Slot%int(sb.AGCount), int(sb.AGCount))
-	s.ahead = map[uint64]bool{}
+	s.ahead, s.reserved = map[uint64]bool{}, map[uint64]bool{}
 	s.aheadCtx, s.aheadStop = context.WithCancel(context.Background())
 	s.slotLock = s.glockFor(classSlot, uint64(cfg.Slot))
 	if err := s.slotLock.acquire(ctx, Exclusive, false, false); err != nil {

@@ -31,6 +31,8 @@ type Tx struct {
 
 	retry *retryError
 	done  bool
+
+	lastNewInode uint64 // the last inode the transaction made (lockAhead)
 }
 
 type dirtyBlock struct {
@@ -79,6 +81,9 @@ func (s *Store) run(ctx context.Context, recovery bool, fn func(tx *Tx) error) e
 		}
 		if rerr := tx.end(); err == nil {
 			err = rerr
+		}
+		if err == nil && tx.lastNewInode != 0 && !recovery {
+			s.lockAhead(tx.lastNewInode)
 		}
 		var r *retryError
 		if errors.As(err, &r) {
