@@ -3,21 +3,27 @@
 // real lock manager over an embedded etcd, in one run, and prints a table
 // with the ratios against ext4 (an image of the volume's size mounted on
 // a loop device, or the machine's own file system on the same disk when
-// that is not possible; the heading says which):
+// that is not possible; the heading says which). Store and peer take
+// turns within each row, so that a change in the machine's load meets
+// both; each row says what one operation asked of etcd and of the legs.
 //
 //   - one node: create + 4 KiB write + fsync of small files; 1 MiB
-//     sequential write and read of a large file; readdir and stat of a
-//     10,000-entry directory;
-//   - two nodes creating small files in different directories, against one
-//     node alone;
+//     sequential write and read (cold: the legs' and the peer image's
+//     pages dropped) of a large file; readdir and stat of a 10,000-entry
+//     directory;
+//   - two nodes creating small files in different directories, against
+//     node a alone;
 //   - two nodes alternating on one file: the hand-over's p50 and p99;
-//   - readdir + stat of the 10,000-entry directory on one node while the
-//     other creates and removes files in it;
-//   - mirrored 4 KiB random writes against one raw leg;
+//   - ls -l (ReadDir, then each entry's Info) of the 10,000-entry
+//     directory on one node while the other creates and removes files in
+//     it, and beside it the same listing with a Stat of each path;
+//   - mirrored 4 KiB random writes against one raw leg file, and against
+//     two raw files written at once (both legs share one disk and the
+//     CPUs here: the least a two-leg mirror does);
 //   - replay of a crashed node's full journal and of one of 100
 //     transactions.
 //
-// Usage: go run ./tools/benchstore [-out file] [-dur 3s]
+// Usage: go run ./tools/benchstore [-out file] [-dur 3s] [-only small,seq,...] [-cpuprofile file]
 package main
 
 import (
