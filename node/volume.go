@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -41,6 +42,15 @@ type volumeIncarnation struct {
 	raw    []blockdev.Device          // this node's connections to the legs
 	names  []string
 	cancel context.CancelFunc
+	// life ends with the incarnation's use of the volume (cancel); the
+	// operators' resyncs run under it, counted in bg.
+	life context.Context
+	bg   sync.WaitGroup
+	// resyncing is set while an operator's resync runs (one at a time).
+	resyncing atomic.Bool
+	// openLeg opens a leg by address the way the volume's legs are
+	// opened (behind the self-fence guard).
+	openLeg func(ctx context.Context, addr string) (blockdev.Device, error)
 }
 
 func newVolumeService(n *cluster.Node) *volumeService {
@@ -77,7 +87,7 @@ func (v *volumeService) start(ctx context.Context, sess *cluster.Session, d *dlm
 		return err
 	}
 	sctx, scancel := context.WithCancel(context.Background())
-	vi.cancel = scancel
+	vi.cancel, vi.life = scancel, sctx
 	go sf.Run(sctx)
 	v.mu.Lock()
 	v.cur = vi
@@ -186,7 +196,7 @@ func (v *volumeService) open(ctx context.Context, sess *cluster.Session, d *dlm.
 	if err != nil {
 		return fail(fmt.Errorf("opening volume %s: %w", v.cfg.VolumeName(), err))
 	}
-	vi.vol = vol
+	vi.vol, vi.openLeg = vol, mcfg.OpenLeg
 	return vi, nil
 }
 
@@ -204,6 +214,9 @@ func (v *volumeService) stop(clean bool) {
 		vi.guard.Stop("lease lost or no etcd quorum")
 	}
 	vi.cancel()
+	// An operator's resync stops at its next region (its cursor is kept;
+	// the next one resumes there).
+	waitBounded(&vi.bg, v.n.Config().RequestTimeout())
 	// A clean close flushes the legs and clears this slot's bitmap; a leg
 	// that does not answer, or a leg failure that cannot be recorded
 	// without quorum, must not hold the stop up. Past the bound, I/O is
@@ -317,4 +330,14 @@ func (r dlmRegions) HoldRegion(ctx context.Context, req mirror.RegionRequest) (m
 		return nil, err
 	}
 	return l, nil
+}
+
+// waitBounded waits for wg, at most d.
+func waitBounded(wg *sync.WaitGroup, d time.Duration) {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d):
+	}
 }

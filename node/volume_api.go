@@ -4,11 +4,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"strings"
 	"net/http"
 	"strconv"
 	"time"
 
+	"github.com/shoal-ha/shoal/blockdev"
 	"github.com/shoal-ha/shoal/blockdev/mirror"
 	"github.com/shoal-ha/shoal/cluster"
 )
@@ -22,6 +27,9 @@ func (v *volumeService) routes(a *cluster.AdminServer, debug bool) {
 	a.Handle("GET /api/volume/read", http.HandlerFunc(v.handleRead))
 	a.Handle("POST /api/volume/legs/fail", v.legChange("fail-leg", (*mirror.Volume).FailLeg))
 	a.Handle("POST /api/volume/legs/remove", v.legChange("remove-leg", (*mirror.Volume).RemoveLeg))
+	a.Handle("POST /api/volume/legs/add", http.HandlerFunc(v.handleAddLeg))
+	a.Handle("POST /api/volume/legs/return", http.HandlerFunc(v.handleReturnLeg))
+	a.Handle("POST /api/volume/resync", http.HandlerFunc(v.handleResync))
 	if debug {
 		a.Handle("POST /api/volume/write", http.HandlerFunc(v.handleWrite))
 	}
@@ -82,6 +90,175 @@ func (v *volumeService) legChange(op string, change func(*mirror.Volume, context
 		v.log.Warn("leg changed by an operator", "op", op, "leg", i, "addr", addr)
 		cluster.WriteJSON(w, http.StatusOK, vi.vol.Table())
 	})
+}
+
+// AddLegRequest is the body of POST /api/volume/legs/add: the new leg's
+// address as every node opens it (a file missing there is created at the
+// volume's leg size), and Force to take a device that holds data or
+// another volume's superblock.
+type AddLegRequest struct {
+	Addr  string `json:"addr"`
+	Force bool   `json:"force"`
+}
+
+// ResyncStarted is the answer of the routes that start a resync (202):
+// the leg concerned (-1: none), the leg table, and whether this call
+// started the resync or one was already running on this node. GET
+// /api/volume follows its progress (resync_cursor of the leg).
+type ResyncStarted struct {
+	Leg     int             `json:"leg"`
+	Table   mirror.LegTable `json:"table"`
+	Started bool            `json:"started"`
+}
+
+// startResync runs the volume's resync in the background under the
+// incarnation's life (one at a time on this node); false when one runs.
+func (v *volumeService) startResync(vi *volumeIncarnation) bool {
+	if !vi.resyncing.CompareAndSwap(false, true) {
+		return false
+	}
+	vi.bg.Add(1)
+	go func() {
+		defer vi.bg.Done()
+		defer vi.resyncing.Store(false)
+		rep, err := vi.vol.Resync(vi.life)
+		if err != nil {
+			v.log.Warn("resync asked by an operator stopped; POST /api/volume/resync (shoalblk resync --config) resumes it", "error", err)
+			return
+		}
+		v.log.Info("resync asked by an operator done", "legs", len(rep.Legs))
+	}()
+	return true
+}
+
+func (v *volumeService) answerResync(w http.ResponseWriter, vi *volumeIncarnation, leg int) {
+	started := v.startResync(vi)
+	cluster.WriteJSON(w, http.StatusAccepted, ResyncStarted{Leg: leg, Table: vi.vol.Table(), Started: started})
+}
+
+// handleAddLeg adds a leg to the running volume and starts copying to it
+// (202); an add that was cut short after the leg joined the table
+// resumes the copy. 409 when the volume refuses the device.
+func (v *volumeService) handleAddLeg(w http.ResponseWriter, r *http.Request) {
+	var req AddLegRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&req); err != nil || req.Addr == "" {
+		http.Error(w, `want a JSON body {"addr": ADDRESS, "force": false}`, http.StatusBadRequest)
+		return
+	}
+	vi, err := v.current()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	// Adding writes the new leg's metadata: bounded like a start.
+	ctx, cancel := context.WithTimeout(r.Context(), v.n.Config().StartTimeout())
+	defer cancel()
+	if !strings.Contains(req.Addr, "://") {
+		if _, err := os.Stat(req.Addr); errors.Is(err, fs.ErrNotExist) {
+			size := (vi.vol.Geometry().LegSize() + blockdev.FileBlockSize - 1) / blockdev.FileBlockSize * blockdev.FileBlockSize
+			if err := createLegFile(req.Addr, size); err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+		}
+	}
+	dev, err := vi.openLeg(ctx, req.Addr)
+	if err != nil {
+		http.Error(w, fmt.Sprintf("opening %s: %v", req.Addr, err), http.StatusBadRequest)
+		return
+	}
+	if sb, err := mirror.ReadSuperblock(ctx, dev); err == nil && sb.Volume == vi.vol.UUID() {
+		if i := vi.vol.Table().Find(sb.Self); i >= 0 {
+			dev.Close()
+			v.answerResync(w, vi, i)
+			return
+		}
+	}
+	i, err := vi.vol.AddLeg(ctx, dev, req.Addr, req.Force)
+	if err != nil {
+		dev.Close()
+		http.Error(w, fmt.Sprintf("add-leg %s: %v", req.Addr, err), http.StatusConflict)
+		return
+	}
+	v.log.Warn("leg added by an operator; copying to it", "leg", i, "addr", req.Addr)
+	v.answerResync(w, vi, i)
+}
+
+// createLegFile creates a sparse leg file of size bytes, refusing to
+// replace anything.
+func createLegFile(path string, size int64) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := f.Truncate(size); err != nil {
+		f.Close()
+		os.Remove(path)
+		return err
+	}
+	return f.Close()
+}
+
+// handleReturnLeg brings a failed leg back (it gets every write from now
+// on) and starts copying the regions it missed (202). 409 for a leg that
+// is not failed.
+func (v *volumeService) handleReturnLeg(w http.ResponseWriter, r *http.Request) {
+	var req LegRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&req); err != nil || req.Leg == "" {
+		http.Error(w, `want a JSON body {"leg": INDEX|ADDRESS|UUID}`, http.StatusBadRequest)
+		return
+	}
+	vi, err := v.current()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	t := vi.vol.Table()
+	i, err := t.Lookup(req.Leg)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), v.n.Config().StartTimeout())
+	defer cancel()
+	switch t.Legs[i].State {
+	case mirror.LegFailed:
+		st, err := vi.vol.Status(ctx)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		var dev blockdev.Device
+		if i >= len(st.Legs) || !st.Legs[i].Online {
+			if dev, err = vi.openLeg(ctx, t.Legs[i].Addr); err != nil {
+				http.Error(w, fmt.Sprintf("opening leg %d (%s): %v", i, t.Legs[i].Addr, err), http.StatusConflict)
+				return
+			}
+		}
+		if err := vi.vol.ReturnLeg(ctx, i, dev); err != nil {
+			if dev != nil {
+				dev.Close()
+			}
+			http.Error(w, fmt.Sprintf("return leg %d: %v", i, err), http.StatusConflict)
+			return
+		}
+		v.log.Warn("failed leg returned by an operator; copying what it missed", "leg", i, "addr", t.Legs[i].Addr)
+	case mirror.LegResyncing:
+	default:
+		http.Error(w, fmt.Sprintf("leg %d is %s, not failed", i, t.Legs[i].State), http.StatusConflict)
+		return
+	}
+	v.answerResync(w, vi, i)
+}
+
+// handleResync starts (or resumes) copying to every resyncing leg (202).
+func (v *volumeService) handleResync(w http.ResponseWriter, r *http.Request) {
+	vi, err := v.current()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	v.answerResync(w, vi, -1)
 }
 
 // maxIO bounds one read or write through the admin API.

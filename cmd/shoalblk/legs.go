@@ -12,6 +12,7 @@ import (
 
 	"github.com/shoal-ha/shoal/blockdev"
 	"github.com/shoal-ha/shoal/blockdev/mirror"
+	"github.com/shoal-ha/shoal/node"
 )
 
 // alreadyAdded reports whether d is already a leg of v's table (an
@@ -28,20 +29,51 @@ func alreadyAdded(ctx context.Context, v *mirror.Volume, d blockdev.Device) (int
 func addLegs(root *cobra.Command) {
 	var (
 		vf       volumeFlags
+		on       onlineFlags
 		newLeg   string
 		size     string
 		force    bool
 		noResync bool
 	)
 	add := &cobra.Command{
-		Use:   "add-leg --leg NEW [flags] LEG...",
-		Short: "Add a leg to the volume online and copy everything to it",
-		Args:  cobra.MinimumNArgs(1),
+		Use:   "add-leg --leg NEW (--config FILE | --admin ADDR | LEG...)",
+		Short: "Add a leg to the volume and copy everything to it",
+		Long: `Add a leg to the volume and copy everything to it.
+
+On a running cluster give --config (a node's configuration file) or --admin:
+the node adds the leg through its admin API (admin role) and copies to it
+while the cluster keeps serving; the command follows the copy (Ctrl-C stops
+following, not the copy; the same command resumes an add cut short). With
+the cluster stopped, give the existing LEGs instead.`,
+		Args: on.legsOrOnline(),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			stdout := cmd.OutOrStdout()
 			ctx := cmd.Context()
 			if newLeg == "" {
 				return fmt.Errorf("--leg NEW is required")
+			}
+			if on.given() {
+				if size != "" || noResync || vf.rate != "" {
+					return fmt.Errorf("--size, --no-resync and --rate apply to the volume opened by the tool; a node creates a missing file at the leg size and copies at once")
+				}
+				c, err := on.client()
+				if err != nil {
+					return err
+				}
+				var res node.ResyncStarted
+				if err := c.Post(ctx, "/api/volume/legs/add", node.AddLegRequest{Addr: newLeg, Force: force}, &res); err != nil {
+					return apiError(err)
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "leg %d (%s) is in the volume; %s copies to it\n", res.Leg, newLeg, c.Base())
+				st, err := followResync(ctx, c, cmd.ErrOrStderr(), vf.jsonOut)
+				if err != nil {
+					return err
+				}
+				if vf.jsonOut {
+					return printJSON(stdout, st)
+				}
+				fmt.Fprintf(stdout, "leg %d in sync\n", res.Leg)
+				return nil
 			}
 			for _, a := range args {
 				if a == newLeg {
@@ -116,6 +148,7 @@ func addLegs(root *cobra.Command) {
 	add.Flags().BoolVar(&force, "force", false, "overwrite a leg that holds data or another volume")
 	add.Flags().BoolVar(&noResync, "no-resync", false, "only add the leg; copy later with resync")
 	add.Flags().StringVar(&vf.rate, "rate", "", "limit copying to this many bytes per second")
+	on.register(add)
 	root.AddCommand(add)
 
 	for _, op := range []struct{ name, short string }{

@@ -74,6 +74,26 @@ func TestShoalblkThroughAdminAPI(t *testing.T) {
 	if out, _, _ = as(ro, "status"); !strings.Contains(out, "leg 1  failed") {
 		t.Fatalf("status after fail-leg:\n%s", out)
 	}
+	// The failed leg comes back: the node copies what it missed while
+	// the store keeps being written.
+	if err := part.Store().WriteFile("while-failed.html", []byte("missed by leg 1"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, errOut, code = as(ro, "resync", "--leg", "1"); code == 0 || !strings.Contains(errOut, "403") {
+		t.Fatalf("resync with a read-only certificate: exit %d\n%s", code, errOut)
+	}
+	if out, errOut, code = as(admin, "resync", "--leg", "1"); code != 0 || !strings.Contains(out, "every leg in sync") {
+		t.Fatalf("resync through the node: exit %d\n%s%s", code, out, errOut)
+	}
+	if out, _, _ = as(ro, "status"); !strings.Contains(out, "leg 1  in-sync") {
+		t.Fatalf("status after resync:\n%s", out)
+	}
+	if _, errOut, code = as(admin, "resync", "--leg", "0"); code == 0 || !strings.Contains(errOut, "not failed") {
+		t.Fatalf("resync of an in-sync leg: exit %d\n%s", code, errOut)
+	}
+	if _, _, code = as(admin, "fail-leg", "--leg", "1"); code != 0 {
+		t.Fatal("fail-leg again")
+	}
 	if _, errOut, code = as(admin, "remove-leg", "--leg", "0"); code == 0 || !strings.Contains(errOut, "in-sync") {
 		t.Fatalf("remove-leg of the last in-sync leg: exit %d\n%s", code, errOut)
 	}
@@ -83,8 +103,26 @@ func TestShoalblkThroughAdminAPI(t *testing.T) {
 	if out, _, _ = as(ro, "status"); strings.Contains(out, "leg 1") {
 		t.Fatalf("status after remove-leg still lists leg 1:\n%s", out)
 	}
-	// The volume keeps working on its one leg.
+	// The volume keeps working on its one leg; a new leg (a file the
+	// node creates) is added and filled while it does.
 	if err := part.Store().WriteFile("after.html", []byte("still here"), 0o644); err != nil {
 		t.Fatal(err)
+	}
+	fresh := filepath.Join(dir, "fresh.img")
+	if out, errOut, code = as(admin, "add-leg", "--leg", fresh); code != 0 || !strings.Contains(out, "in sync") {
+		t.Fatalf("add-leg through the node: exit %d\n%s%s", code, out, errOut)
+	}
+	if out, _, _ = as(ro, "status"); !strings.Contains(out, "leg 1  in-sync") || !strings.Contains(out, fresh) {
+		t.Fatalf("status after add-leg:\n%s", out)
+	}
+	if out, errOut, code = as(ro, "store", "check"); code != 0 || !strings.Contains(out, "0 problems") {
+		t.Fatalf("store check after the leg changes: exit %d\n%s%s", code, out, errOut)
+	}
+	// With the node stopped, the two legs hold the same volume.
+	if err := nd.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if out, errOut, code = runInProcess(t, "check", c.Legs[0], fresh); code != 0 {
+		t.Fatalf("offline check of the legs: exit %d\n%s%s", code, out, errOut)
 	}
 }
