@@ -80,7 +80,20 @@ func (p *page) set(off int, src []byte) {
 	}
 }
 
-func newPage() *page { return &page{data: make([]byte, BlockSize), mask: make([]byte, BlockSize/8)} }
+// pagePool recycles the pages of committed writes: a large write goes
+// through one page per block, and allocating each anew cost as much
+// garbage as the data written.
+var pagePool = sync.Pool{New: func() any { return &page{data: make([]byte, BlockSize), mask: make([]byte, BlockSize/8)} }}
+
+func newPage() *page { return pagePool.Get().(*page) }
+
+// recycle gives p back once nothing refers to it. Its bytes need no
+// clearing: only those its mask marks are ever read.
+func (p *page) recycle() {
+	clear(p.mask)
+	p.whole = false
+	pagePool.Put(p)
+}
 
 // merge overlays the written bytes of p onto base (BlockSize long).
 func (p *page) merge(base []byte) {
@@ -528,6 +541,10 @@ func (f *File) commitLocked() error {
 	})
 	if err != nil {
 		return pathErr("write", f.name, err)
+	}
+	// Committed: the pages' bytes are in the transaction's own buffers.
+	for _, pg := range f.pages {
+		pg.recycle()
 	}
 	f.pages = map[uint64]*page{}
 	f.sizeDirty = false
