@@ -37,9 +37,11 @@ type testNode struct {
 	// stallCreate makes the next request creation go unanswered until
 	// its attempt ends, as one forwarded to an etcd leader that died
 	// does: stallLost never sends it, stallLanded sends it (it commits)
-	// and withholds the answer. stalled counts such attempts.
-	stallCreate *atomic.Int32
-	stalled     *atomic.Int64
+	// and withholds the answer; stallRelease does the same to the next
+	// release of a dead incarnation's locks. stalled counts such attempts.
+	stallCreate  *atomic.Int32
+	stallRelease *atomic.Int32
+	stalled      *atomic.Int64
 	// answerDelay holds back each answer (nanoseconds) after the request
 	// was served.
 	answerDelay *atomic.Int64
@@ -49,6 +51,17 @@ const (
 	stallLost   = 1
 	stallLanded = 2
 )
+
+// isReleaseDead reports whether req is the transaction that releases a
+// dead incarnation's locks and records it.
+func isReleaseDead(req any) bool {
+	for _, op := range successOps(req) {
+		if p := op.GetRequestPut(); p != nil && strings.Contains(string(p.Key), "/dlm/recovered/") {
+			return true
+		}
+	}
+	return false
+}
 
 // isCreate reports whether req is a transaction that creates a lock
 // request (puts a request key and reads it back).
@@ -124,14 +137,18 @@ func startTestNodeWith(t testing.TB, c *etcdtest.Cluster, i int, name string, tu
 	t.Helper()
 	calls, delay := &atomic.Int64{}, &atomic.Int64{}
 	failReleases, failDowns, failed := &atomic.Bool{}, &atomic.Bool{}, &atomic.Int64{}
-	stallCreate, stalled, answerDelay := &atomic.Int32{}, &atomic.Int64{}, &atomic.Int64{}
+	stallCreate, stallRelease, stalled, answerDelay := &atomic.Int32{}, &atomic.Int32{}, &atomic.Int64{}, &atomic.Int64{}
 	count := grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		calls.Add(1)
 		if failReleases.Load() && isRelease(req) || failDowns.Load() && isDownConversion(req) {
 			failed.Add(1)
 			return status.Error(codes.Unavailable, "injected: etcd unreachable")
 		}
-		if m := stallCreate.Load(); m != 0 && isCreate(req) && stallCreate.CompareAndSwap(m, 0) {
+		stall := stallCreate
+		if isReleaseDead(req) {
+			stall = stallRelease
+		}
+		if m := stall.Load(); m != 0 && (isCreate(req) || isReleaseDead(req)) && stall.CompareAndSwap(m, 0) {
 			if m == stallLanded {
 				if err := invoker(ctx, method, req, reply, cc, opts...); err != nil {
 					return err
@@ -181,7 +198,7 @@ func startTestNodeWith(t testing.TB, c *etcdtest.Cluster, i int, name string, tu
 		cli.Close()
 		mcli.Close()
 	})
-	return &testNode{m: m, n: n, calls: calls, delay: delay, failReleases: failReleases, failDowns: failDowns, failed: failed, stallCreate: stallCreate, stalled: stalled, answerDelay: answerDelay}
+	return &testNode{m: m, n: n, calls: calls, delay: delay, failReleases: failReleases, failDowns: failDowns, failed: failed, stallCreate: stallCreate, stallRelease: stallRelease, stalled: stalled, answerDelay: answerDelay}
 }
 
 func ctxT(t *testing.T, d time.Duration) context.Context {

@@ -91,3 +91,63 @@ func TestWriteCaughtByLeaderChangeIsSentAgainAtOnce(t *testing.T) {
 		})
 	}
 }
+
+// TestReleaseDeadCaughtByLeaderChangeIsSentAgain: the recovery's release
+// of a dead incarnation's locks goes unanswered (lost, or landed with its
+// answer lost); once the member knows the new leader it is sent again,
+// and the waiter is granted.
+func TestReleaseDeadCaughtByLeaderChangeIsSentAgain(t *testing.T) {
+	t.Parallel() // its own etcd member(s), ports reserved, prefixes its own
+	if testing.Short() {
+		t.Skip("starts an etcd member")
+	}
+	c := etcdtest.NewCluster(t, 1)
+	for _, tc := range []struct {
+		name string
+		mode int32
+	}{{"lost", stallLost}, {"landed", stallLanded}} {
+		t.Run(tc.name, func(t *testing.T) {
+			leader := newLeaderSignal()
+			coord := startTestNodeWith(t, c, 0, "coord-"+tc.name, func(cfg *Config) {
+				cfg.WriteAttemptTimeout = time.Minute
+				cfg.LeaderChanges = leader.changes
+			})
+			dead := startTestNode(t, c, 0, "dead-"+tc.name)
+			res := Named("release-dead-" + tc.name)
+			if _, err := dead.n.Acquire(ctxT(t, 5*time.Second), res, EX); err != nil {
+				t.Fatal(err)
+			}
+			granted := make(chan error, 1)
+			go func() {
+				l, err := coord.n.Acquire(ctxT(t, 30*time.Second), res, EX)
+				if err == nil {
+					l.Release()
+				}
+				granted <- err
+			}()
+			// The holder dies: its lease goes, its lock is an orphan.
+			if _, err := c.Client(0).Revoke(ctxT(t, 5*time.Second), dead.m.LeaseID()); err != nil {
+				t.Fatal(err)
+			}
+			if err := coord.n.WaitDead(ctxT(t, 10*time.Second), dead.n.Owner()); err != nil {
+				t.Fatal(err)
+			}
+			before := coord.stalled.Load()
+			coord.stallRelease.Store(tc.mode)
+			released := make(chan error, 1)
+			go func() { released <- coord.n.ReleaseDead(ctxT(t, 30*time.Second), dead.n.Owner()) }()
+			testutil.WaitFor(t, 10*time.Second, "the release to be stalled", func() bool { return coord.stalled.Load() > before })
+			leader.change()
+			for _, ch := range []chan error{released, granted} {
+				select {
+				case err := <-ch:
+					if err != nil {
+						t.Fatal(err)
+					}
+				case <-time.After(10 * time.Second):
+					t.Fatal("the release was not sent again when the leader changed")
+				}
+			}
+		})
+	}
+}

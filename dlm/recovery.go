@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/shoal-ha/shoal/internal/attempt"
 )
 
 // DeadOwners lists the dead incarnations whose locks are still held for
@@ -126,8 +128,7 @@ func (n *Node) ReleaseDead(ctx context.Context, o Owner) error {
 	for len(invalid) > 0 {
 		batch := invalid[:min(len(invalid), maxTxnOps)]
 		invalid = invalid[len(batch):]
-		resp, err := n.cfg.Client.Txn(ctx).If(guard).Then(batch...).Commit()
-		n.etcdWrites.Add(1)
+		resp, err := n.commitRecovery(ctx, guard, batch)
 		if err != nil {
 			return fmt.Errorf("dlm: writing back the value blocks of %s: %w", o, err)
 		}
@@ -135,11 +136,10 @@ func (n *Node) ReleaseDead(ctx context.Context, o Owner) error {
 			return fmt.Errorf("dlm: writing back the value blocks of %s: %w", o, ErrLeaseLost)
 		}
 	}
-	resp, err := n.cfg.Client.Txn(ctx).If(guard).Then(
+	resp, err := n.commitRecovery(ctx, guard, []clientv3.Op{
 		clientv3.OpDelete(n.keys.ownerReqs(o), clientv3.WithPrefix()),
 		clientv3.OpPut(n.keys.recovered(o), mustJSON(recoveredValue{By: n.me.String(), Released: released})),
-	).Commit()
-	n.etcdWrites.Add(1)
+	})
 	if err != nil {
 		return fmt.Errorf("dlm: releasing locks of %s: %w", o, err)
 	}
@@ -148,6 +148,30 @@ func (n *Node) ReleaseDead(ctx context.Context, o Owner) error {
 	}
 	n.log.Info("released locks of dead incarnation", "owner", o, "locks", len(released))
 	return n.waitRev(ctx, resp.Header.Revision)
+}
+
+// commitRecovery commits one of ReleaseDead's idempotent transactions,
+// each attempt bounded like a lock request write (WriteAttemptTimeout,
+// doubling, or until the etcd leader changes) and sent again while
+// attempts end unanswered (one caught by an etcd leader election never is)
+// and ctx lasts. Any other error is returned: the recovery engine retries
+// the step.
+func (n *Node) commitRecovery(ctx context.Context, guard clientv3.Cmp, ops []clientv3.Op) (*clientv3.TxnResponse, error) {
+	timeout := n.cfg.WriteAttemptTimeout
+	for {
+		actx, cancel := attempt.Context(ctx, timeout, n.cfg.LeaderChanges)
+		resp, err := n.cfg.Client.Txn(actx).If(guard).Then(ops...).Commit()
+		unanswered, changed := err != nil && actx.Err() != nil, err != nil && attempt.LeaderChanged(actx)
+		cancel()
+		n.etcdWrites.Add(1)
+		if err == nil || ctx.Err() != nil || !unanswered {
+			return resp, err
+		}
+		if !changed {
+			n.log.Warn("releasing a dead incarnation's locks: write unanswered; sending it again", "bound", timeout)
+			timeout = min(2*timeout, maxWriteAttempt)
+		}
+	}
 }
 
 // ForceRelease removes request id (a key under Prefix/dlm/req/) whose
