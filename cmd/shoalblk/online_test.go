@@ -57,6 +57,23 @@ func TestShoalblkThroughAdminAPI(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "0 problems") {
 		t.Fatalf("store check through the node: exit %d\n%s%s", code, out, errOut)
 	}
+	// ls, stat and cat read the node's open store.
+	if out, errOut, code = as(ro, "store", "ls", "."); code != 0 || !strings.Contains(out, "index.html") || !strings.Contains(out, "-rw-r--r--") {
+		t.Fatalf("store ls through the node: exit %d\n%s%s", code, out, errOut)
+	}
+	var e storenode.Entry
+	if out, errOut, code = as(ro, "store", "stat", "--json", "index.html"); code != 0 || json.Unmarshal([]byte(out), &e) != nil || e.Size != 5 || e.Ino == 0 || e.IsDir {
+		t.Fatalf("store stat through the node: exit %d\n%s%s", code, out, errOut)
+	}
+	if out, errOut, code = as(ro, "store", "cat", "index.html"); code != 0 || out != "hello" {
+		t.Fatalf("store cat through the node: exit %d %q%s", code, out, errOut)
+	}
+	if _, errOut, code = as(ro, "store", "cat", "nope.html"); code == 0 || !strings.Contains(errOut, "not exist") {
+		t.Fatalf("store cat of a missing file through the node: exit %d\n%s", code, errOut)
+	}
+	if _, errOut, code = as(ro, "store", "ls", ".", c.Legs[0]); code == 0 || !strings.Contains(errOut, "PATH only") {
+		t.Fatalf("store ls with LEGs and --admin: exit %d\n%s", code, errOut)
+	}
 	if _, errOut, code = as(ro, "fail-leg", "--leg", "1"); code == 0 || !strings.Contains(errOut, "403") || !strings.Contains(errOut, "admin") {
 		t.Fatalf("fail-leg with a read-only certificate: exit %d\n%s", code, errOut)
 	}

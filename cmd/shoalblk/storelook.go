@@ -3,7 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
-	"io/fs"
+	"io"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	"github.com/shoal-ha/shoal/dlm"
 	"github.com/shoal-ha/shoal/store"
 	"github.com/shoal-ha/shoal/store/storedlm"
+	"github.com/shoal-ha/shoal/store/storenode"
 )
 
 // storeLook are the flags of the commands that look into a store: the
@@ -31,7 +33,7 @@ type storeLook struct {
 func (l *storeLook) register(c *cobra.Command) {
 	l.vf.readOnly = true
 	l.vf.register(c, true)
-	c.Flags().BoolVar(&l.online, "online", false, "read under shared (PR) locks of the cluster's lock manager (needs --etcd), so nodes may keep running; without it no node may have the store open")
+	c.Flags().BoolVar(&l.online, "online", false, "with LEGs and --etcd: read under shared (PR) locks of the cluster's lock manager as a client member of its own, so nodes may keep running (for when no node's admin API answers; --config/--admin asks a node instead); without either no node may have the store open")
 }
 
 // open opens the volume read-only and the store on it for looking; with
@@ -114,110 +116,147 @@ func (l *storeLook) joinLocks(ctx context.Context, log hclog.Logger) (store.Lock
 	}, nil
 }
 
-func fileLine(fi fs.FileInfo) string {
+// fileLine is one line of ls and stat: mode, size, inode/generation,
+// mtime, name.
+func fileLine(e storenode.Entry) string {
 	ino := ""
-	if st, ok := fi.Sys().(store.FileStat); ok {
-		ino = fmt.Sprintf("%d/%d", st.Ino, st.Gen)
+	if e.Ino != 0 {
+		ino = fmt.Sprintf("%d/%d", e.Ino, e.Gen)
 	}
-	return fmt.Sprintf("%-11s %10d %-12s %s %s", fi.Mode(), fi.Size(), ino, fi.ModTime().UTC().Format(time.RFC3339), fi.Name())
+	return fmt.Sprintf("%-11s %10d %-12s %s %s", e.Mode, e.Size, ino, e.ModTime.UTC().Format(time.RFC3339), e.Name)
 }
 
-type statJSON struct {
-	Name    string    `json:"name"`
-	Mode    string    `json:"mode"`
-	Size    int64     `json:"size"`
-	Ino     uint64    `json:"ino"`
-	Gen     uint32    `json:"gen"`
-	ModTime time.Time `json:"mtime"`
-	IsDir   bool      `json:"dir"`
+// pathArgs accepts PATH LEG... or, aimed at a running node, PATH alone.
+func pathArgs(on *onlineFlags) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		switch {
+		case on.given() && len(args) != 1:
+			return fmt.Errorf("with --config/--admin give the PATH only (the node reads its open store)")
+		case !on.given() && len(args) < 2:
+			return fmt.Errorf("give PATH and the volume's LEGs, or PATH with --config/--admin to ask a running node")
+		}
+		return nil
+	}
 }
 
-func toJSON(fi fs.FileInfo) statJSON {
-	j := statJSON{Name: fi.Name(), Mode: fi.Mode().String(), Size: fi.Size(), ModTime: fi.ModTime().UTC(), IsDir: fi.IsDir()}
-	if st, ok := fi.Sys().(store.FileStat); ok {
-		j.Ino, j.Gen = st.Ino, st.Gen
+// askStore GETs a store route of a running node for path.
+func askStore(cmd *cobra.Command, on *onlineFlags, route, path string, out any) error {
+	c, err := on.client()
+	if err != nil {
+		return err
 	}
-	return j
+	return apiError(c.Get(cmd.Context(), route+"?path="+url.QueryEscape(path), out))
 }
 
 func storeLsCommand() *cobra.Command {
 	var l storeLook
+	var on onlineFlags
 	c := &cobra.Command{
-		Use:   "ls PATH LEG...",
+		Use:   "ls PATH (--config FILE | --admin ADDR | LEG...)",
 		Short: "List a directory of the store: mode, size, inode/generation, mtime, name",
-		Args:  cobra.MinimumNArgs(2),
+		Args:  pathArgs(&on),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			stdout := cmd.OutOrStdout()
 			ctx := cmd.Context()
-			st, done, err := l.open(ctx)(args[1:])
-			if err != nil {
-				return err
-			}
-			defer done()
-			ents, err := st.ReadDir(args[0])
-			if err != nil {
-				return err
-			}
-			var out []statJSON
-			for _, e := range ents {
-				fi, err := e.Info()
-				if err != nil {
-					return fmt.Errorf("%s: %w", e.Name(), err)
+			var out []storenode.Entry
+			if on.given() {
+				if err := askStore(cmd, &on, "/api/store/ls", args[0], &out); err != nil {
+					return err
 				}
-				if l.vf.jsonOut {
-					out = append(out, toJSON(fi))
-				} else {
-					fmt.Fprintln(stdout, fileLine(fi))
+			} else {
+				st, done, err := l.open(ctx)(args[1:])
+				if err != nil {
+					return err
+				}
+				defer done()
+				ents, err := st.ReadDir(args[0])
+				if err != nil {
+					return err
+				}
+				for _, e := range ents {
+					fi, err := e.Info()
+					if err != nil {
+						return fmt.Errorf("%s: %w", e.Name(), err)
+					}
+					out = append(out, storenode.EntryOf(fi))
 				}
 			}
 			if l.vf.jsonOut {
 				return printJSON(stdout, out)
 			}
+			for _, e := range out {
+				fmt.Fprintln(stdout, fileLine(e))
+			}
 			return nil
 		},
 	}
 	l.register(c)
+	on.register(c)
 	return c
 }
 
 func storeStatCommand() *cobra.Command {
 	var l storeLook
+	var on onlineFlags
 	c := &cobra.Command{
-		Use:   "stat PATH LEG...",
+		Use:   "stat PATH (--config FILE | --admin ADDR | LEG...)",
 		Short: "Show a file's or directory's inode: mode, size, inode/generation, mtime",
-		Args:  cobra.MinimumNArgs(2),
+		Args:  pathArgs(&on),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			stdout := cmd.OutOrStdout()
 			ctx := cmd.Context()
-			st, done, err := l.open(ctx)(args[1:])
-			if err != nil {
-				return err
-			}
-			defer done()
-			fi, err := st.Stat(args[0])
-			if err != nil {
-				return err
+			var e storenode.Entry
+			if on.given() {
+				if err := askStore(cmd, &on, "/api/store/stat", args[0], &e); err != nil {
+					return err
+				}
+			} else {
+				st, done, err := l.open(ctx)(args[1:])
+				if err != nil {
+					return err
+				}
+				defer done()
+				fi, err := st.Stat(args[0])
+				if err != nil {
+					return err
+				}
+				e = storenode.EntryOf(fi)
 			}
 			if l.vf.jsonOut {
-				return printJSON(stdout, toJSON(fi))
+				return printJSON(stdout, e)
 			}
-			fmt.Fprintln(stdout, fileLine(fi))
+			fmt.Fprintln(stdout, fileLine(e))
 			return nil
 		},
 	}
 	l.register(c)
+	on.register(c)
 	return c
 }
 
 func storeCatCommand() *cobra.Command {
 	var l storeLook
+	var on onlineFlags
 	c := &cobra.Command{
-		Use:   "cat PATH LEG...",
+		Use:   "cat PATH (--config FILE | --admin ADDR | LEG...)",
 		Short: "Write a file of the store to standard output",
-		Args:  cobra.MinimumNArgs(2),
+		Args:  pathArgs(&on),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			stdout := cmd.OutOrStdout()
 			ctx := cmd.Context()
+			if on.given() {
+				c, err := on.client()
+				if err != nil {
+					return err
+				}
+				resp, err := c.Stream(ctx, "/api/store/cat?path="+url.QueryEscape(args[0]))
+				if err != nil {
+					return apiError(err)
+				}
+				defer resp.Body.Close()
+				_, err = io.Copy(stdout, resp.Body)
+				return err
+			}
 			st, done, err := l.open(ctx)(args[1:])
 			if err != nil {
 				return err
@@ -232,6 +271,7 @@ func storeCatCommand() *cobra.Command {
 		},
 	}
 	l.register(c)
+	on.register(c)
 	return c
 }
 

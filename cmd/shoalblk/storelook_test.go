@@ -12,6 +12,7 @@ import (
 	"github.com/shoal-ha/shoal/blockdev/mirror"
 	"github.com/shoal-ha/shoal/internal/etcdtest"
 	"github.com/shoal-ha/shoal/store"
+	"github.com/shoal-ha/shoal/store/storenode"
 )
 
 // openTestVolume opens the volume over the leg files with cfg (read-only
@@ -93,7 +94,7 @@ func TestStoreLookCommands(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var fi statJSON
+	var fi storenode.Entry
 	if err := json.Unmarshal([]byte(out), &fi); err != nil || fi.Size != int64(len(big)) || fi.Ino == 0 || fi.IsDir || fi.Mode != "-rw-r-----" {
 		t.Fatalf("stat printed %q (%v)", out, err)
 	}
