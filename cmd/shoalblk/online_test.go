@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -9,6 +11,7 @@ import (
 
 	"github.com/shoal-ha/shoal/blockdev/mirror"
 	"github.com/shoal-ha/shoal/cluster"
+	"github.com/shoal-ha/shoal/internal/adminclient"
 	"github.com/shoal-ha/shoal/internal/nodetest"
 	"github.com/shoal-ha/shoal/internal/testlog"
 	"github.com/shoal-ha/shoal/internal/testutil"
@@ -76,6 +79,24 @@ func TestShoalblkThroughAdminAPI(t *testing.T) {
 	}
 	if _, errOut, code = as(ro, "fail-leg", "--leg", "1"); code == 0 || !strings.Contains(errOut, "403") || !strings.Contains(errOut, "admin") {
 		t.Fatalf("fail-leg with a read-only certificate: exit %d\n%s", code, errOut)
+	}
+	// Every route that changes the volume refuses a read-only client and
+	// one without credentials, before doing anything.
+	roClient, err := (adminclient.Target{Admin: []string{nd.AdminURL()}, CACert: ro.CA, Cert: ro.Cert, Key: ro.Key}).Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	anon, err := (adminclient.Target{Admin: []string{nd.AdminURL()}, CACert: ro.CA}).Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, route := range []string{"/api/volume/legs/fail", "/api/volume/legs/remove", "/api/volume/legs/add", "/api/volume/legs/return", "/api/volume/resync", "/api/locks/force-release"} {
+		if err := roClient.Post(context.Background(), route, map[string]string{"leg": "1", "addr": filepath.Join(dir, "x.img"), "id": "x"}, nil); !errors.Is(err, adminclient.ErrForbidden) {
+			t.Errorf("POST %s with a read-only certificate: %v, want 403", route, err)
+		}
+		if err := anon.Post(context.Background(), route, nil, nil); !errors.Is(err, adminclient.ErrNoAuth) {
+			t.Errorf("POST %s without credentials: %v, want 401", route, err)
+		}
 	}
 	if _, errOut, code = runInProcess(t, "fail-leg", "--leg", "1", "--admin", nd.AdminURL(), "--cacert", admin.CA); code == 0 || !strings.Contains(errOut, "401") {
 		t.Fatalf("fail-leg without credentials: exit %d\n%s", code, errOut)
