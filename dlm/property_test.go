@@ -155,6 +155,9 @@ func runReferenceSeed(t *testing.T, seed uint64) {
 						continue
 					}
 					ahead := refRank(o) < refRank(r) || refRank(o) == refRank(r) && o.arrival < r.arrival
+					if r.recov && !o.recov {
+						ahead = false // recovery goes past the plain queue
+					}
 					if ahead && !(r.conv && Covers(r.granted, r.want)) {
 						fail("%s granted %s while %s (%s) queued ahead of it", d.ID, d.Mode, o.id, o.want)
 					}
@@ -325,7 +328,8 @@ func checkReference(t *testing.T, fail func(string, ...any), tb *Table, ref map[
 	}
 	// Settled, FIFO: a waiter is blocked by a conflicting holder or by a
 	// conflicting request queued ahead of it (conversions first, then
-	// recovery requests, then new requests, each in arrival order).
+	// recovery requests, then new requests, each in arrival order); a
+	// recovery request only by recovery requests ahead of it.
 	rank := refRank
 	for _, id := range ids {
 		p := ref[id]
@@ -346,6 +350,9 @@ func checkReference(t *testing.T, fail func(string, ...any), tb *Table, ref map[
 			}
 			waiting := !o.held || o.conv
 			ahead := rank(o) < rank(p) || rank(o) == rank(p) && o.arrival < p.arrival
+			if p.recov && !o.recov {
+				ahead = false // recovery goes past the plain queue
+			}
 			if waiting && ahead && !refCompatible(o.want, p.want) {
 				blocked = true
 			}

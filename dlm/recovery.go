@@ -40,6 +40,22 @@ func (n *Node) Orphans(o Owner) []LockInfo {
 	return out
 }
 
+// Orphaned reports whether a dead incarnation still holds a lock that
+// overlaps res in a mode that conflicts with mode (an orphan, which only
+// Recovery requests are granted over until ReleaseDead), as this node's
+// replica sees it. A request for res in mode waits at least until the
+// recovery ends. It does not block.
+func (n *Node) Orphaned(res Resource, mode Mode) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, e := range n.rep.Table.spaces[res.space()] {
+		if e.held && e.orphan && e.Resource.Overlaps(res) && !Compatible(mode, e.granted) {
+			return true
+		}
+	}
+	return false
+}
+
 // WaitDead waits until this node's replica records o as dead (its member
 // key vanished or was taken by a new incarnation). An incarnation that
 // this replica never saw alive and that holds nothing in the table (it

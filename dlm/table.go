@@ -399,7 +399,11 @@ func (t *Table) queue(sp map[string]*entry) []*entry {
 }
 
 // grantable reports whether pending request p can be granted now, given
-// the granted locks of its space and the requests queued before it.
+// the granted locks of its space and the requests queued before it. A
+// recovery request is granted over orphans and waits only for live
+// holders and the recovery requests queued before it, not for plain
+// requests or conversions (which may themselves wait for an orphan until
+// the recovery ends).
 func grantable(p *entry, sp map[string]*entry, ahead []*entry) bool {
 	if p.held && Covers(p.granted, p.Mode) {
 		return true // down-conversion: never waits
@@ -413,6 +417,12 @@ func grantable(p *entry, sp map[string]*entry, ahead []*entry) bool {
 		}
 	}
 	for _, y := range ahead {
+		if p.Recovery && !y.Recovery {
+			// Recovery goes past the queue too: a conversion queued
+			// before it may itself wait for an orphan, which is released
+			// only after the recovery.
+			continue
+		}
 		if y.pending() && y.Resource.Overlaps(p.Resource) && !Compatible(p.Mode, y.Mode) {
 			return false
 		}
