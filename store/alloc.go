@@ -71,7 +71,7 @@ func (s *Store) lockAhead(blk uint64) {
 				s.aheadWG.Done()
 			}()
 			if err := g.acquire(s.aheadCtx, Exclusive, false, false); err == nil {
-				g.put(Exclusive) // the grant stays cached
+				g.put(Exclusive, false) // the grant stays cached
 			}
 		}()
 	}

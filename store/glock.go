@@ -25,15 +25,20 @@ type glock struct {
 
 	rw sync.RWMutex // local users: R for Shared, W for Exclusive
 
-	mu      sync.Mutex
-	hold    Lock              // nil when not held from the lock manager
-	gen     uint64            // generation of the cached contents
-	blocks  map[uint64][]byte // cached metadata blocks guarded by this lock
-	dirty   uint64            // last transaction that changed what the lock guards
-	recover bool              // hold is a recovery grant (never cached)
-	asking  chan struct{}     // closed when a local user's request to the lock manager ends
-	// recoverDone is closed when a recovery grant is given back.
-	recoverDone chan struct{}
+	mu     sync.Mutex
+	hold   Lock              // the cached grant; nil when not held from the lock manager
+	gen    uint64            // generation of the cached contents
+	blocks map[uint64][]byte // cached metadata blocks guarded by this lock
+	dirty  uint64            // last transaction that changed what the lock guards
+	asking chan struct{}     // closed when a local user's plain request to the lock manager ends
+
+	// A recovery grant: asked for by the recovery coordinator's users
+	// only, granted over a dead node's orphan and ahead of the plain
+	// requests queued behind it, held while one local user holds the
+	// local side exclusively, never cached. It is asked for beside (never
+	// behind) a plain request of this node that waits on the orphan.
+	rhold Lock
+	rbusy chan struct{} // closed when a recovery request fails or its grant is given back
 }
 
 // Lock classes, in lock order.
@@ -101,84 +106,46 @@ func (g *glock) unlockLocal(mode LockMode) {
 }
 
 // acquire takes g in mode for a local user: the local side first, then the
-// lock manager's grant unless a cached one covers mode. In recovery
-// (recovery set) the lock may be an orphan of the dead node: it is tried
-// as usual first (cached, free, or held by a live node), then as a
-// recovery grant over the orphan (given back when the user is done), and
-// only then waited for as usual.
+// lock manager's grant unless a cached one covers mode. With try it fails
+// with ErrWouldBlock instead of waiting. A recovery user (recovery set:
+// the coordinator's replay and its records' handlers) takes the local side
+// exclusively and uses the cached grant if it covers mode, else a
+// recovery grant (acquireRecovery); put must be told the same recovery.
 func (g *glock) acquire(ctx context.Context, mode LockMode, try, recovery bool) error {
-	if !recovery {
-		return g.acquireOnce(ctx, mode, try, false)
-	}
-	err := g.acquireOnce(ctx, mode, true, false)
-	if !errors.Is(err, ErrWouldBlock) {
-		return err
-	}
-	err = g.acquireOnce(ctx, mode, true, true)
-	if !errors.Is(err, ErrWouldBlock) || try {
-		return err
-	}
-	return g.acquireOnce(ctx, mode, false, false)
-}
-
-func (g *glock) acquireOnce(ctx context.Context, mode LockMode, try, recovery bool) error {
-	local := mode
 	if recovery {
-		local = Exclusive // a recovery grant is never shared with local users
+		return g.acquireRecovery(ctx, mode, try)
 	}
 	for {
-		if !g.lockLocal(local, try) {
+		if !g.lockLocal(mode, try) {
 			return ErrWouldBlock
 		}
 		g.mu.Lock()
-		if g.hold != nil && !g.recover && !recovery && (g.hold.Mode() == Exclusive || mode == Shared) {
+		if g.hold != nil && (g.hold.Mode() == Exclusive || mode == Shared) {
 			g.mu.Unlock()
 			g.s.stats.cachedLocks.Add(1)
 			return nil
 		}
-		if g.hold != nil && g.recover == recovery && recovery {
-			g.mu.Unlock()
-			return nil
-		}
-		if g.hold != nil && local != Exclusive {
-			// Held PR while a recovery grant is wanted elsewhere: not
-			// ours to drop under a shared local hold.
-			ch := g.recoverDone
-			g.mu.Unlock()
-			g.unlockLocal(local)
-			if try || ch == nil {
-				return ErrWouldBlock
-			}
-			select { // the recovery user gives the grant back, then look again
-			case <-ch:
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-			continue
-		}
 		if g.hold != nil {
-			// A PR grant that must become EX (or a recovery grant): give
-			// it up and ask anew, rather than convert in place, which
-			// could deadlock with another PR holder converting too.
+			// A PR grant that must become EX: give it up and ask anew
+			// (the local side is held exclusively, so nobody uses it),
+			// rather than convert in place, which could deadlock with
+			// another PR holder converting too.
 			if err := g.dropLocked(); err != nil {
 				g.mu.Unlock()
-				g.unlockLocal(local)
+				g.unlockLocal(mode)
 				return err
 			}
 		}
-		if g.asking != nil {
-			// Another local user is asking the lock manager: wait for it
-			// without holding the local side.
+		if g.asking != nil || g.rbusy != nil {
+			// Another local user is asking the lock manager, or a
+			// recovery user asks or holds the lock: wait for it without
+			// holding the local side.
 			ch := g.asking
-			g.mu.Unlock()
-			g.unlockLocal(local)
-			if try {
-				return ErrWouldBlock
+			if ch == nil {
+				ch = g.rbusy
 			}
-			select {
-			case <-ch:
-			case <-ctx.Done():
-				return ctx.Err()
+			if err := g.leaveAndWait(ctx, mode, try, ch); err != nil {
+				return err
 			}
 			continue
 		}
@@ -188,67 +155,234 @@ func (g *glock) acquireOnce(ctx context.Context, mode LockMode, try, recovery bo
 		// The local side is not held while the lock manager is asked: a
 		// local user waiting for a grant (perhaps behind a dead node's
 		// orphan) must not stand in the way of the recovery.
-		g.unlockLocal(local)
-		ask := mode
-		if recovery {
-			ask = Exclusive
-		}
-		l, err := g.s.cfg.Locks.Lock(ctx, g.name, ask, LockOptions{Try: try, Recovery: recovery})
+		g.unlockLocal(mode)
+		l, err := g.ask(ctx, mode, try)
 		g.mu.Lock()
 		g.asking = nil
 		close(done)
 		if err != nil {
 			g.mu.Unlock()
-			if errors.Is(err, ErrWouldBlock) {
-				return ErrWouldBlock
-			}
-			return fmt.Errorf("store: lock %s: %w", g.name, err)
+			return g.lockErr(ctx, err)
 		}
 		g.s.stats.lockRequests.Add(1)
-		if g.hold != nil {
-			// Cannot happen (asking is exclusive), but never leak a grant.
+		if g.hold != nil || g.rhold != nil {
+			// Cannot happen (asking is exclusive and a recovery grant
+			// conflicts with ours), but never leak a grant.
 			g.mu.Unlock()
 			l.Release()
 			continue
 		}
-		lvb, valid := l.LVB()
-		gen := uint64(0)
-		if valid && len(lvb) >= 8 {
-			gen = binary.LittleEndian.Uint64(lvb)
-		}
-		if !valid || gen == 0 || gen != g.gen {
-			// Someone changed what the lock guards (or died holding it
-			// EX): the cache is stale.
-			g.blocks = map[uint64][]byte{}
-			if !valid || gen == 0 {
-				gen = rand.Uint64() | 1
-			}
-			g.gen = gen
-		}
-		g.hold, g.recover = l, recovery
-		if recovery {
-			g.recoverDone = make(chan struct{})
-		} else {
-			go g.watch(l)
-		}
+		g.takeLVB(l)
+		g.hold = l
+		go g.watch(l)
 		g.mu.Unlock()
 		// Take the local side again; the grant normally still covers.
 	}
 }
 
-// put ends a local user's hold. A recovery grant is given back at once
-// (after the journal that holds its changes is checkpointed).
-func (g *glock) put(mode LockMode) error {
-	var err error
-	g.mu.Lock()
-	if g.recover && g.hold != nil {
-		err = g.dropLocked()
-		g.blocks = map[uint64][]byte{}
-		mode = Exclusive // taken exclusively (acquireOnce)
-	}
+// leaveAndWait lets go of mu and the local side (held in mode) and waits
+// for ch, another user's request, to end; with try it fails at once.
+func (g *glock) leaveAndWait(ctx context.Context, mode LockMode, try bool, ch <-chan struct{}) error {
 	g.mu.Unlock()
 	g.unlockLocal(mode)
+	if try {
+		return ErrWouldBlock
+	}
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
+// ask asks the lock manager for a plain grant of g. While a dead node
+// holds g (an orphan, when the Locker can tell: OrphanReporter) the
+// request is not left queued: it would wait until the recovery ends
+// anyway, and a request queued there (a conversion above all) can stand
+// in the way of the recovery's own. It is asked again once the orphan is
+// released, as the DLM holds normal requests on a dead node's resources
+// back until its recovery ends. Checked every Config.OrphanCheck.
+func (g *glock) ask(ctx context.Context, mode LockMode, try bool) (Lock, error) {
+	orphans, tells := g.s.cfg.Locks.(OrphanReporter)
+	if try || !tells {
+		return g.s.cfg.Locks.Lock(ctx, g.name, mode, LockOptions{Try: try})
+	}
+	for {
+		if orphans.Orphaned(g.name, mode) {
+			t := g.s.clk.NewTimer(g.s.cfg.OrphanCheck)
+			select {
+			case <-t.C():
+			case <-ctx.Done():
+				t.Stop()
+				return nil, context.Cause(ctx)
+			}
+			continue
+		}
+		lctx, cancel := context.WithCancelCause(ctx)
+		tick := g.s.clk.NewTicker(g.s.cfg.OrphanCheck)
+		stop := make(chan struct{})
+		go func() {
+			for {
+				select {
+				case <-tick.C():
+					if orphans.Orphaned(g.name, mode) {
+						cancel(errOrphaned)
+						return
+					}
+				case <-stop:
+					return
+				}
+			}
+		}()
+		l, err := g.s.cfg.Locks.Lock(lctx, g.name, mode, LockOptions{})
+		close(stop)
+		tick.Stop()
+		withdrawn := err != nil && errors.Is(context.Cause(lctx), errOrphaned) && ctx.Err() == nil
+		cancel(nil)
+		if !withdrawn {
+			return l, err
+		}
+	}
+}
+
+// errOrphaned withdraws a plain request that waits behind a dead node's
+// orphan (glock.ask).
+var errOrphaned = errors.New("store: the lock is held by a dead node until its recovery ends")
+
+// acquireRecovery takes g for a recovery user, as the DLM grants the
+// recovery coordinator's requests: a cached grant of this node that covers
+// mode is used as it is; otherwise a recovery grant is asked for, which the
+// lock manager gives over a dead node's orphan and ahead of the plain
+// requests queued behind it. It never waits for a plain request of this
+// node (g.asking): that one may be queued behind the very orphan the
+// recovery must get past. Local plain users that hold the local side
+// while they wait for another lock give way (Store.beginRecovery).
+func (g *glock) acquireRecovery(ctx context.Context, mode LockMode, try bool) error {
+	for {
+		if !g.lockLocal(Exclusive, try) {
+			return ErrWouldBlock
+		}
+		g.mu.Lock()
+		if g.rhold != nil || g.hold != nil && (g.hold.Mode() == Exclusive || mode == Shared) {
+			g.mu.Unlock()
+			return nil
+		}
+		if g.hold != nil {
+			// Our PR grant would stand in the way of the recovery's EX.
+			if err := g.dropLocked(); err != nil {
+				g.mu.Unlock()
+				g.unlockLocal(Exclusive)
+				return err
+			}
+		}
+		if g.rbusy != nil {
+			// Another recovery user asks: wait for it to be done.
+			if err := g.leaveAndWait(ctx, Exclusive, try, g.rbusy); err != nil {
+				return err
+			}
+			continue
+		}
+		g.rbusy = make(chan struct{})
+		g.mu.Unlock()
+		// Not holding the local side while asking: a plain grant of this
+		// node may arrive meanwhile and must be handed on when the
+		// recovery request calls it back.
+		g.unlockLocal(Exclusive)
+		l, err := g.s.cfg.Locks.Lock(ctx, g.name, Exclusive, LockOptions{Try: try, Recovery: true})
+		g.mu.Lock()
+		if err == nil && (g.hold != nil || g.rhold != nil) {
+			// Cannot happen (our own grants conflict), but never leak one.
+			err = l.Release()
+			if err == nil {
+				err = fmt.Errorf("store: lock %s granted twice to this node", g.name)
+			}
+		}
+		if err != nil {
+			close(g.rbusy)
+			g.rbusy = nil
+			g.mu.Unlock()
+			return g.lockErr(ctx, err)
+		}
+		g.s.stats.lockRequests.Add(1)
+		g.takeLVB(l)
+		g.blocks = map[uint64][]byte{} // recovery grants are never cached
+		g.rhold = l
+		g.mu.Unlock()
+		// Local users in the meantime only looked and went to wait for
+		// rbusy: the local side is free again soon, also for a try.
+		g.rw.Lock()
+		return nil
+	}
+}
+
+// lockErr maps the lock manager's error for a request of g.
+func (g *glock) lockErr(ctx context.Context, err error) error {
+	if errors.Is(err, ErrWouldBlock) {
+		return ErrWouldBlock
+	}
+	if ctx.Err() != nil {
+		if c := context.Cause(ctx); c != nil && !errors.Is(err, c) {
+			return fmt.Errorf("store: lock %s: %w (%w)", g.name, err, c)
+		}
+	}
+	return fmt.Errorf("store: lock %s: %w", g.name, err)
+}
+
+// takeLVB reads the generation in a new grant's value block: the cached
+// blocks are kept only when nobody changed what the lock guards since.
+func (g *glock) takeLVB(l Lock) {
+	lvb, valid := l.LVB()
+	gen := uint64(0)
+	if valid && len(lvb) >= 8 {
+		gen = binary.LittleEndian.Uint64(lvb)
+	}
+	if !valid || gen == 0 || gen != g.gen {
+		// Someone changed what the lock guards (or died holding it EX):
+		// the cache is stale.
+		g.blocks = map[uint64][]byte{}
+		if !valid || gen == 0 {
+			gen = rand.Uint64() | 1
+		}
+		g.gen = gen
+	}
+}
+
+// put ends a local user's hold; recovery as given to acquire. A recovery
+// grant is given back at once (after the journal that holds its changes is
+// checkpointed).
+func (g *glock) put(mode LockMode, recovery bool) error {
+	var err error
+	if recovery {
+		mode = Exclusive // taken exclusively (acquireRecovery)
+		g.mu.Lock()
+		if g.rhold != nil {
+			err = g.dropRecoveryLocked()
+		}
+		g.mu.Unlock()
+	}
+	g.unlockLocal(mode)
 	return err
+}
+
+// dropRecoveryLocked writes back and gives the recovery grant back, under
+// mu with the local side held exclusively by the caller.
+func (g *glock) dropRecoveryLocked() error {
+	h := g.rhold
+	if h == nil {
+		return nil
+	}
+	if err := g.writeBack(h); err != nil {
+		return err
+	}
+	g.rhold = nil
+	g.blocks = map[uint64][]byte{}
+	if g.rbusy != nil {
+		close(g.rbusy)
+		g.rbusy = nil
+	}
+	g.s.stats.lockReleases.Add(1)
+	return h.Release()
 }
 
 // watch waits for the blocking callback on hold (or the store closing)
@@ -271,13 +405,24 @@ func (g *glock) watch(hold Lock) {
 	}
 }
 
-// dropLocked writes back and releases the grant, under mu with no local
-// users but the caller.
+// dropLocked writes back and releases the cached grant, under mu with no
+// local users but the caller.
 func (g *glock) dropLocked() error {
 	h := g.hold
 	if h == nil {
 		return nil
 	}
+	if err := g.writeBack(h); err != nil {
+		return err
+	}
+	g.hold = nil
+	g.s.stats.lockReleases.Add(1)
+	return h.Release()
+}
+
+// writeBack makes what changed under grant h safe to hand on: the journal
+// checkpointed past it, the generation in the value block.
+func (g *glock) writeBack(h Lock) error {
 	if g.s.jr != nil && g.dirty > g.s.jr.checkpointed.Load() {
 		// The journal holds images of blocks this lock guards: they must
 		// be in place and the journal past them before another node may
@@ -293,13 +438,7 @@ func (g *glock) dropLocked() error {
 			return err
 		}
 	}
-	g.hold, g.recover = nil, false
-	if g.recoverDone != nil {
-		close(g.recoverDone)
-		g.recoverDone = nil
-	}
-	g.s.stats.lockReleases.Add(1)
-	return h.Release()
+	return nil
 }
 
 // modified records, under the caller's EX hold, that g's contents changed
@@ -323,7 +462,7 @@ func (g *glock) cached(blk uint64) []byte {
 
 func (g *glock) cache(blk uint64, b []byte) {
 	g.mu.Lock()
-	if g.hold != nil && !g.recover {
+	if g.hold != nil && g.rhold == nil {
 		g.blocks[blk] = b
 	}
 	g.mu.Unlock()
@@ -339,6 +478,9 @@ func (g *glock) uncache(blk uint64) {
 func (g *glock) use() error {
 	g.mu.Lock()
 	h := g.hold
+	if g.rhold != nil {
+		h = g.rhold
+	}
 	g.mu.Unlock()
 	if h == nil {
 		return fmt.Errorf("store: write under lock %s that is not held", g.name)
@@ -359,7 +501,7 @@ func (g *glock) cachedBlock(blk uint64) []byte {
 	defer g.rw.RUnlock()
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.hold == nil || g.recover {
+	if g.hold == nil || g.rhold != nil {
 		return nil
 	}
 	return g.blocks[blk]

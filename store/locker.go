@@ -69,3 +69,14 @@ type Lock interface {
 	// Release gives the grant up.
 	Release() error
 }
+
+// OrphanReporter is an optional ability of a Locker: Orphaned reports
+// whether a dead node's grant on name that conflicts with mode is still
+// held (an orphan, which only recovery requests are granted over until
+// the recovery releases it). A request for such a lock waits until the
+// recovery ends; the store does not leave it queued meanwhile, and a
+// transaction holding other locks gives them up (Config.OrphanCheck). It
+// must not block. MemLocks and the DLM adapter (storedlm) have it.
+type OrphanReporter interface {
+	Orphaned(name string, mode LockMode) bool
+}

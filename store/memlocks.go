@@ -3,14 +3,18 @@ package store
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 )
 
 // MemLocks is an in-memory lock manager shared by several in-process nodes:
 // the twin of the DLM for tests. Locks are granted in FIFO order per
-// resource; a holder whose grant blocks a waiter sees its Blocking channel
-// closed. Kill makes a node's locks orphans that only Recovery requests
-// are granted over, until ReleaseDead, as the DLM does for a dead node.
+// resource, recovery requests before plain ones; a holder whose grant
+// blocks a waiter sees its Blocking channel closed. Kill makes a node's
+// locks orphans that only Recovery requests are granted over, until
+// ReleaseDead, as the DLM does for a dead node: a recovery request goes
+// past the orphans and past the plain requests queued behind them (which
+// wait until the recovery ends), never behind them.
 type MemLocks struct {
 	mu    sync.Mutex
 	res   map[string]*memRes
@@ -61,17 +65,32 @@ func (t *MemLocks) Kill(node string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.dead[node] = true
-	for _, r := range t.res {
+	for name, r := range t.res {
 		for l := range r.holders {
 			if l.node == node && l.mode == Exclusive {
 				r.valid = false
 			}
 		}
+		// Its queued requests are dropped (refused with ErrFenced), as
+		// the DLM drops a dead incarnation's waiting requests.
+		q := r.queue[:0]
+		for _, w := range r.queue {
+			if w.node == node {
+				w.ch <- nil
+				continue
+			}
+			q = append(q, w)
+		}
+		r.queue = q
+		t.drive(name, r)
 	}
 }
 
-// ReleaseDead drops the orphaned grants of dead node and lets the name be
-// used again by a new incarnation.
+// ReleaseDead drops the orphaned grants of dead node. The node stays
+// dead, as the DLM remembers a dead incarnation: a late request of it (a
+// handler of the dead incarnation still running in the same process) is
+// refused with ErrFenced, never granted. A new incarnation takes a new
+// name.
 func (t *MemLocks) ReleaseDead(node string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -84,7 +103,6 @@ func (t *MemLocks) ReleaseDead(node string) {
 		}
 		t.drive(name, r)
 	}
-	delete(t.dead, node)
 }
 
 // Holders lists who holds name, for tests: "node:mode" strings.
@@ -95,6 +113,40 @@ func (t *MemLocks) Holders(name string) []string {
 	if r := t.res[name]; r != nil {
 		for l := range r.holders {
 			out = append(out, l.node+":"+l.mode.String())
+		}
+	}
+	return out
+}
+
+// Orphaned reports whether a dead node holds name in a mode that
+// conflicts with mode (OrphanReporter).
+func (n memNode) Orphaned(name string, mode LockMode) bool {
+	t := n.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if r := t.res[name]; r != nil {
+		for l := range r.holders {
+			if t.dead[l.node] && !compatible(l.mode, mode) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Waiting lists the requests queued on name in grant order, for tests and
+// reports: "node:mode" strings, with ":recovery" for recovery requests.
+func (t *MemLocks) Waiting(name string) []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []string
+	if r := t.res[name]; r != nil {
+		for _, w := range r.queue {
+			s := w.node + ":" + w.mode.String()
+			if w.recovery {
+				s += ":recovery"
+			}
+			out = append(out, s)
 		}
 	}
 	return out
@@ -126,7 +178,7 @@ func (t *MemLocks) drive(name string, r *memRes) {
 		if !t.grantable(r, w) {
 			// Tell the holders in the way.
 			for l := range r.holders {
-				if !compatible(l.mode, w.mode) && !l.blocked {
+				if !compatible(l.mode, w.mode) && !l.blocked && !t.dead[l.node] {
 					l.blocked = true
 					if l.blockCh != nil {
 						close(l.blockCh)
@@ -161,15 +213,19 @@ func (n memNode) Lock(ctx context.Context, name string, mode LockMode, opts Lock
 		t.res[name] = r
 	}
 	w := &memWaiter{node: n.name, mode: mode, recovery: opts.Recovery, ch: make(chan *memLock, 1)}
-	if opts.Try && (len(r.queue) > 0 || !t.grantable(r, w)) {
+	at := r.queuePos(w)
+	if opts.Try && (at > 0 || !t.grantable(r, w)) {
 		t.mu.Unlock()
 		return nil, ErrWouldBlock
 	}
-	r.queue = append(r.queue, w)
+	r.queue = slices.Insert(r.queue, at, w)
 	t.drive(name, r)
 	t.mu.Unlock()
 	select {
 	case l := <-w.ch:
+		if l == nil {
+			return nil, ErrFenced
+		}
 		return l, nil
 	case <-ctx.Done():
 	}
@@ -177,6 +233,9 @@ func (n memNode) Lock(ctx context.Context, name string, mode LockMode, opts Lock
 	defer t.mu.Unlock()
 	select {
 	case l := <-w.ch:
+		if l == nil {
+			return nil, ErrFenced
+		}
 		l.released = true
 		delete(r.holders, l)
 	default:
@@ -189,6 +248,21 @@ func (n memNode) Lock(ctx context.Context, name string, mode LockMode, opts Lock
 	}
 	t.drive(name, r)
 	return nil, ctx.Err()
+}
+
+// queuePos is where w goes in r's queue: recovery requests after the
+// recovery requests queued before them and ahead of every plain one, plain
+// requests at the end.
+func (r *memRes) queuePos(w *memWaiter) int {
+	if !w.recovery {
+		return len(r.queue)
+	}
+	for i, x := range r.queue {
+		if !x.recovery {
+			return i
+		}
+	}
+	return len(r.queue)
 }
 
 func (l *memLock) Mode() LockMode { return l.mode }

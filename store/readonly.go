@@ -35,7 +35,7 @@ func OpenReadOnly(ctx context.Context, dev blockdev.Device, locks Locker, logger
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
-	s := &Store{cfg: Config{Device: dev, Locks: locks, WriteBuffer: 4 << 20}, dev: dev, rdev: dev, sb: sb, slot: -1,
+	s := &Store{cfg: Config{Device: dev, Locks: locks, WriteBuffer: 4 << 20, OrphanCheck: DefaultOrphanCheck}, dev: dev, rdev: dev, sb: sb, slot: -1,
 		log: logger, clk: clock.Real(), glocks: map[glockKey]*glock{}, handlers: map[string]Handler{},
 		closing: make(chan struct{}), readOnly: true}
 	s.lockPrefix = lockPrefixOf(sb, "")

@@ -126,11 +126,13 @@ func (s *Store) ReplaySlot(ctx context.Context, slot int) (ReplayStats, error) {
 	if s.readOnly {
 		return ReplayStats{}, ErrReadOnly
 	}
+	end := s.beginRecovery()
+	defer end()
 	g := s.glockFor(classSlot, uint64(slot))
 	if err := g.acquire(ctx, Exclusive, false, true); err != nil {
 		return ReplayStats{}, err
 	}
-	defer g.put(Exclusive)
+	defer g.put(Exclusive, true)
 	// Other dead slots first: a coordinator that died during a replay
 	// left the replay cursor (and its handlers' changes, under locks that
 	// are orphans now) in its own journal. Their images go in place
@@ -147,7 +149,7 @@ func (s *Store) ReplaySlot(ctx context.Context, slot int) (ReplayStats, error) {
 			return ReplayStats{}, err
 		}
 		_, err := s.recoverSlot(ctx, other, false, false)
-		if perr := og.put(Exclusive); err == nil {
+		if perr := og.put(Exclusive, true); err == nil {
 			err = perr
 		}
 		if err != nil {

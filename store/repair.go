@@ -293,7 +293,7 @@ func (s *Store) repairDirty(ctx context.Context, rep *RepairReport) error {
 			return err
 		}
 		st, err := s.recoverSlot(ctx, slot, false, false)
-		if perr := g.put(Exclusive); err == nil {
+		if perr := g.put(Exclusive, true); err == nil {
 			err = perr
 		}
 		if err != nil {

@@ -53,11 +53,25 @@ type Config struct {
 	// WriteBuffer is how many bytes of written file data a File keeps
 	// before it commits them on its own (Sync and Close always commit).
 	WriteBuffer int
+	// OrphanCheck is how often a transaction that holds locks and waits
+	// for one more asks the lock manager whether that lock is held by a
+	// dead node (an orphan, see OrphanReporter). If so it gives up what
+	// it holds, waits for that lock alone and starts over: the wait lasts
+	// until the recovery ends, and the recovery's record handlers may
+	// need a lock it holds (on any node). With a Locker that cannot tell,
+	// every such wait gives way after OrphanCheck. Zero means
+	// DefaultOrphanCheck.
+	OrphanCheck time.Duration
 	// Logger gets the store's log lines; nil means no logging.
 	Logger hclog.Logger
-	// Clock stamps modification times; nil means the real clock.
+	// Clock stamps modification times and times OrphanCheck; nil means
+	// the real clock.
 	Clock clock.Clock
 }
+
+// DefaultOrphanCheck is Config.OrphanCheck's default: well above a lock
+// hand-over between live nodes, well below a client's patience.
+const DefaultOrphanCheck = 250 * time.Millisecond
 
 // DefaultConfig returns a Config for slot with the defaults filled in.
 func DefaultConfig(dev blockdev.Device, slot int, locks Locker) Config {
@@ -77,6 +91,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("store config: Slot %d outside 0..%d", c.Slot, MaxSlots-1)
 	case c.WriteBuffer < 0:
 		return fmt.Errorf("store config: WriteBuffer %d is negative", c.WriteBuffer)
+	case c.OrphanCheck < 0:
+		return fmt.Errorf("store config: OrphanCheck %s is negative", c.OrphanCheck)
 	case len(c.Owner) > maxOwner:
 		return fmt.Errorf("store config: Owner longer than %d bytes", maxOwner)
 	case len(c.LockPrefix) > 64:
@@ -108,6 +124,13 @@ type Store struct {
 
 	readOnly bool // OpenReadOnly: no slot, no changes
 
+	// Recoveries this node runs as the coordinator (ReplaySlot): while
+	// one runs, recRunning is closed and plain transactions wait for no
+	// lock while they hold others (Tx.acquire).
+	recMu      sync.Mutex
+	recN       int
+	recRunning chan struct{}
+
 	agOrder []int // allocation groups in the order this node tries them
 
 	// Inode locks asked for ahead (lockAhead): the blocks in flight, the
@@ -130,6 +153,7 @@ type storeStats struct {
 	lockReleases atomic.Uint64
 	commits      atomic.Uint64
 	checkpoints  atomic.Uint64
+	gaveWay      atomic.Uint64
 }
 
 // Stats are counters of one node's store.
@@ -145,12 +169,16 @@ type Stats struct {
 	Commits uint64
 	// Checkpoints counts journal checkpoints.
 	Checkpoints uint64
+	// GaveWay counts transactions that gave up their locks to wait for
+	// one alone (behind a dead node's orphan, or a recovery of this node
+	// began: Config.OrphanCheck).
+	GaveWay uint64
 }
 
 // Stats returns the node's counters.
 func (s *Store) Stats() Stats {
 	return Stats{CachedLocks: s.stats.cachedLocks.Load(), LockRequests: s.stats.lockRequests.Load(),
-		LockReleases: s.stats.lockReleases.Load(), Commits: s.stats.commits.Load(), Checkpoints: s.stats.checkpoints.Load()}
+		LockReleases: s.stats.lockReleases.Load(), Commits: s.stats.commits.Load(), Checkpoints: s.stats.checkpoints.Load(), GaveWay: s.stats.gaveWay.Load()}
 }
 
 // Superblock returns a copy of the store's superblock.
@@ -194,9 +222,12 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("store config: Slot %d, the store has %d slots", cfg.Slot, sb.Slots)
 	}
 	s := &Store{cfg: cfg, dev: cfg.Device, rdev: cfg.RecoveryDevice, sb: sb, slot: cfg.Slot, log: cfg.Logger, clk: cfg.Clock,
-		glocks: map[glockKey]*glock{}, handlers: map[string]Handler{}, closing: make(chan struct{})}
+		glocks: map[glockKey]*glock{}, handlers: map[string]Handler{}, closing: make(chan struct{}), recRunning: make(chan struct{})}
 	if s.log == nil {
 		s.log = hclog.NewNullLogger()
+	}
+	if s.cfg.OrphanCheck == 0 {
+		s.cfg.OrphanCheck = DefaultOrphanCheck
 	}
 	if s.rdev == nil {
 		s.rdev = s.dev
@@ -286,6 +317,9 @@ func (s *Store) Close() error {
 		if e := g.dropLocked(); e != nil && err == nil {
 			err = e
 		}
+		if e := g.dropRecoveryLocked(); e != nil && err == nil {
+			err = e
+		}
 		g.mu.Unlock()
 	}
 	if s.slotLock != nil {
@@ -296,6 +330,39 @@ func (s *Store) Close() error {
 		s.slotLock.mu.Unlock()
 	}
 	return err
+}
+
+// beginRecovery marks a recovery of this node as the coordinator until
+// the returned func is called: plain transactions waiting for a lock while
+// holding others give way (the wait may be behind the dead node's orphan,
+// released only after the recovery, and the recovery may need what they
+// hold), as the DLM holds back normal requests on a dead node's resources
+// until its recovery ends.
+func (s *Store) beginRecovery() (end func()) {
+	s.recMu.Lock()
+	s.recN++
+	if s.recN == 1 {
+		close(s.recRunning)
+	}
+	s.recMu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.recMu.Lock()
+			s.recN--
+			if s.recN == 0 {
+				s.recRunning = make(chan struct{})
+			}
+			s.recMu.Unlock()
+		})
+	}
+}
+
+// recoveryStarted is closed while (or once) a recovery of this node runs.
+func (s *Store) recoveryStarted() <-chan struct{} {
+	s.recMu.Lock()
+	defer s.recMu.Unlock()
+	return s.recRunning
 }
 
 func (s *Store) alive() error {

@@ -41,10 +41,13 @@ type dirtyBlock struct {
 }
 
 // retryError asks the transaction runner to start over with a lock taken
-// first: taking it now, out of lock order, could deadlock.
+// first: taking it now, out of lock order, could deadlock. With wait the
+// transaction gave way to a recovery of this node while it waited for the
+// lock holding others: the runner waits for the lock alone first.
 type retryError struct {
 	g    *glock
 	mode LockMode
+	wait bool
 }
 
 func (e *retryError) Error() string {
@@ -88,6 +91,16 @@ func (s *Store) run(ctx context.Context, recovery bool, fn func(tx *Tx) error) e
 		var r *retryError
 		if errors.As(err, &r) {
 			hints = addHint(hints, r.g, r.mode)
+			if r.wait {
+				// Holding nothing, a wait stands in no recovery's way;
+				// the grant stays cached for the next attempt.
+				if err := r.g.acquire(ctx, r.mode, false, false); err != nil {
+					return err
+				}
+				if err := r.g.put(r.mode, false); err != nil {
+					return err
+				}
+			}
 			continue
 		}
 		return err
@@ -129,13 +142,13 @@ func (tx *Tx) lock(g *glock, mode LockMode) error {
 		if !ok || m == Exclusive || mode == Shared {
 			return nil
 		}
-		tx.retry = &retryError{g, Exclusive}
+		tx.retry = &retryError{g, Exclusive, false}
 		return tx.retry
 	}
 	try := tx.last != nil && g.before(tx.last)
-	err := g.acquire(tx.ctx, mode, try, tx.recovery)
+	yielded, err := tx.acquire(g, mode, try)
 	if errors.Is(err, ErrWouldBlock) {
-		tx.retry = &retryError{g, mode}
+		tx.retry = &retryError{g, mode, yielded}
 		return tx.retry
 	}
 	if err != nil {
@@ -158,7 +171,11 @@ func (tx *Tx) tryLock(g *glock, mode LockMode) (bool, error) {
 		return false, nil
 	}
 	try := tx.last != nil && g.before(tx.last)
-	err := g.acquire(tx.ctx, mode, try, tx.recovery)
+	yielded, err := tx.acquire(g, mode, try)
+	if yielded {
+		tx.retry = &retryError{g, mode, true}
+		return false, tx.retry
+	}
 	if errors.Is(err, ErrWouldBlock) {
 		return false, nil
 	}
@@ -172,12 +189,65 @@ func (tx *Tx) tryLock(g *glock, mode LockMode) (bool, error) {
 	return true, nil
 }
 
+// acquire takes g for the transaction. A plain transaction that holds
+// locks and waits for another gives way (yielded, with ErrWouldBlock) when
+// a recovery of this node begins, or when the lock manager says a dead
+// node holds g (checked every Config.OrphanCheck): such a wait lasts until
+// the recovery ends, and the recovery's handlers may need a lock it holds.
+// It then starts over, waiting for g holding none.
+func (tx *Tx) acquire(g *glock, mode LockMode, try bool) (yielded bool, err error) {
+	if tx.recovery || try || len(tx.held) == 0 && len(tx.external) == 0 {
+		return false, g.acquire(tx.ctx, mode, try, tx.recovery)
+	}
+	started := tx.s.recoveryStarted()
+	select {
+	case <-started:
+		// A recovery runs here: wait for nothing while holding locks.
+		err := g.acquire(tx.ctx, mode, true, false)
+		return errors.Is(err, ErrWouldBlock), err
+	default:
+	}
+	ctx, cancel := context.WithCancelCause(tx.ctx)
+	defer cancel(nil)
+	tick := tx.s.clk.NewTicker(tx.s.cfg.OrphanCheck)
+	defer tick.Stop()
+	stop := make(chan struct{})
+	defer close(stop)
+	orphans, tells := tx.s.cfg.Locks.(OrphanReporter)
+	go func() {
+		for {
+			select {
+			case <-started:
+				cancel(errGiveWay)
+				return
+			case <-tick.C():
+				if !tells || orphans.Orphaned(g.name, mode) {
+					cancel(errGiveWay)
+					return
+				}
+			case <-stop:
+				return
+			}
+		}
+	}()
+	err = g.acquire(ctx, mode, false, false)
+	if err != nil && errors.Is(context.Cause(ctx), errGiveWay) && tx.ctx.Err() == nil {
+		tx.s.stats.gaveWay.Add(1)
+		return true, ErrWouldBlock
+	}
+	return false, err
+}
+
+// errGiveWay ends a plain transaction's wait for a lock while it holds
+// others (Tx.acquire).
+var errGiveWay = errors.New("store: a lock waited for while holding others is a dead node's")
+
 // end releases the transaction's locks.
 func (tx *Tx) end() error {
 	tx.done = true
 	var err error
 	for g, m := range tx.held {
-		if e := g.put(m); e != nil && err == nil {
+		if e := g.put(m, tx.recovery); e != nil && err == nil {
 			err = e
 		}
 	}

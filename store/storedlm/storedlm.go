@@ -46,6 +46,16 @@ func (l locker) Lock(ctx context.Context, name string, mode store.LockMode, opts
 	return &lock{lk, mode}, nil
 }
 
+// Orphaned reports whether a dead node still holds name in a mode that
+// conflicts with mode (store.OrphanReporter).
+func (l locker) Orphaned(name string, mode store.LockMode) bool {
+	m := dlm.EX
+	if mode == store.Shared {
+		m = dlm.PR
+	}
+	return l.n.Orphaned(dlm.Named(name), m)
+}
+
 func mapErr(err error) error {
 	switch {
 	case errors.Is(err, dlm.ErrWouldBlock):
