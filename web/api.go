@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/shoal-ha/shoal/store"
 
 	"github.com/shoal-ha/shoal/internal/clock"
 	"github.com/shoal-ha/shoal/web/session"
@@ -200,6 +201,12 @@ func (a *API) get(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s, err := a.eng.ReadSession(fsReader{a.st}, id)
+	if errors.Is(err, store.ErrFenced) {
+		// This node was fenced (its incarnation is being recovered): a
+		// GET is safe to retry on another node.
+		unavailable(w, "this node is leaving the cluster")
+		return
+	}
 	if err != nil {
 		a.log.Error("session read failed", "session", id, "error", err)
 		writeProblem(w, http.StatusInternalServerError, "Session unreadable", "the store could not read the session")

@@ -2,7 +2,6 @@ package web
 
 import (
 	"context"
-	"flag"
 	"io/fs"
 	"net/http"
 	"net/http/httptest"
@@ -10,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/shoal-ha/shoal/blockdev"
 	"github.com/shoal-ha/shoal/internal/testlog"
@@ -49,6 +49,7 @@ func newStoreBackend(t *testing.T) *storeBackend {
 func (b *storeBackend) openStore(t *testing.T, slot int, name string, cfg Config) *store.Store {
 	scfg := store.DefaultConfig(b.dev, slot, b.lm.Node(name))
 	scfg.Logger = testlog.New(t, name)
+	scfg.OrphanCheck = 20 * time.Millisecond // many kills: requests held back behind orphans look often
 	scfg.Handlers = map[string]store.Handler{session.RecordIntent: RecoveryHandler(cfg)}
 	s, err := store.Open(context.Background(), scfg)
 	if err != nil {
@@ -79,23 +80,9 @@ func (b *storeBackend) view() fs.FS {
 	return b.all[len(b.all)-1]
 }
 
-var onStore = flag.Bool("web.store", false, "run the three-node failover test on the real store too")
-
-// skipUnlessStore keeps the real-store failover run out of the default
-// test run: the recovery handler's transaction in ReplaySlot can wait on
-// an inode lock (a web/keys directory) queued behind the dead node's
-// orphan until ReleaseDead, which comes after the replay (the store's
-// recovery locking, not the web tier: the same clients pass on the twin).
-func skipUnlessStore(t *testing.T) {
-	if !*onStore {
-		t.Skip("needs -web.store")
-	}
-}
-
 // The failover test on the real store: intents in the store's journal,
 // effects under its locks, recovery through its ReplaySlot.
 func TestFailoverExactlyOnceOnStore(t *testing.T) {
-	skipUnlessStore(t)
 	c := newCluster()
 	failoverExactlyOnce(t, newFCluster(t, 3, 6, newStoreBackend(t), c))
 }
