@@ -48,6 +48,9 @@ type volumeIncarnation struct {
 	bg   sync.WaitGroup
 	// resyncing is set while an operator's resync runs (one at a time).
 	resyncing atomic.Bool
+	// scrub is the operator's scrub: running or the last one's outcome.
+	scrubMu sync.Mutex
+	scrub   ScrubState
 	// openLeg opens a leg by address the way the volume's legs are
 	// opened (behind the self-fence guard).
 	openLeg func(ctx context.Context, addr string) (blockdev.Device, error)

@@ -30,6 +30,8 @@ func (v *volumeService) routes(a *cluster.AdminServer, debug bool) {
 	a.Handle("POST /api/volume/legs/add", http.HandlerFunc(v.handleAddLeg))
 	a.Handle("POST /api/volume/legs/return", http.HandlerFunc(v.handleReturnLeg))
 	a.Handle("POST /api/volume/resync", http.HandlerFunc(v.handleResync))
+	a.Handle("POST /api/volume/scrub", http.HandlerFunc(v.handleScrub))
+	a.Handle("GET /api/volume/scrub", http.HandlerFunc(v.handleScrubState))
 	if debug {
 		a.Handle("POST /api/volume/write", http.HandlerFunc(v.handleWrite))
 	}
@@ -259,6 +261,77 @@ func (v *volumeService) handleResync(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v.answerResync(w, vi, -1)
+}
+
+// ScrubRequest is the body of POST /api/volume/scrub (mirror.ScrubOptions).
+type ScrubRequest struct {
+	Repair bool  `json:"repair"`
+	From   int64 `json:"from"`
+}
+
+// ScrubState is the answer of GET /api/volume/scrub and POST
+// /api/volume/scrub: the scrub running on this node, or the last one's
+// outcome (Report, and Error when it stopped early: Report.Regions were
+// scrubbed from From on). ID counts the scrubs this incarnation ran.
+type ScrubState struct {
+	ID       int                `json:"id"`
+	Running  bool               `json:"running"`
+	Repair   bool               `json:"repair"`
+	From     int64              `json:"from"`
+	Started  time.Time          `json:"started"`
+	Finished time.Time          `json:"finished,omitzero"`
+	Report   mirror.ScrubReport `json:"report"`
+	Error    string             `json:"error,omitempty"`
+}
+
+// handleScrub starts a scrub of the running volume in the background
+// (202 with its state); 409 while one runs on this node.
+func (v *volumeService) handleScrub(w http.ResponseWriter, r *http.Request) {
+	var req ScrubRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&req); err != nil || req.From < 0 {
+		http.Error(w, `want a JSON body {"repair": false, "from": REGION >= 0}`, http.StatusBadRequest)
+		return
+	}
+	vi, err := v.current()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	vi.scrubMu.Lock()
+	if vi.scrub.Running {
+		st := vi.scrub
+		vi.scrubMu.Unlock()
+		cluster.WriteJSON(w, http.StatusConflict, st)
+		return
+	}
+	vi.scrub = ScrubState{ID: vi.scrub.ID + 1, Running: true, Repair: req.Repair, From: req.From, Started: time.Now().UTC()}
+	st := vi.scrub
+	vi.bg.Add(1)
+	vi.scrubMu.Unlock()
+	go func() {
+		defer vi.bg.Done()
+		rep, err := vi.vol.Scrub(vi.life, mirror.ScrubOptions{Repair: req.Repair, From: req.From})
+		vi.scrubMu.Lock()
+		defer vi.scrubMu.Unlock()
+		vi.scrub.Running, vi.scrub.Report, vi.scrub.Finished = false, rep, time.Now().UTC()
+		if err != nil {
+			vi.scrub.Error = err.Error()
+		}
+		v.log.Info("scrub asked by an operator ended", "regions", rep.Regions, "bad_copies", len(rep.Repairs), "repair", req.Repair, "error", vi.scrub.Error)
+	}()
+	cluster.WriteJSON(w, http.StatusAccepted, st)
+}
+
+func (v *volumeService) handleScrubState(w http.ResponseWriter, r *http.Request) {
+	vi, err := v.current()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	vi.scrubMu.Lock()
+	st := vi.scrub
+	vi.scrubMu.Unlock()
+	cluster.WriteJSON(w, http.StatusOK, st)
 }
 
 // maxIO bounds one read or write through the admin API.

@@ -90,7 +90,7 @@ func TestShoalblkThroughAdminAPI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, route := range []string{"/api/volume/legs/fail", "/api/volume/legs/remove", "/api/volume/legs/add", "/api/volume/legs/return", "/api/volume/resync", "/api/locks/force-release"} {
+	for _, route := range []string{"/api/volume/legs/fail", "/api/volume/legs/remove", "/api/volume/legs/add", "/api/volume/legs/return", "/api/volume/resync", "/api/volume/scrub", "/api/locks/force-release"} {
 		if err := roClient.Post(context.Background(), route, map[string]string{"leg": "1", "addr": filepath.Join(dir, "x.img"), "id": "x"}, nil); !errors.Is(err, adminclient.ErrForbidden) {
 			t.Errorf("POST %s with a read-only certificate: %v, want 403", route, err)
 		}
@@ -155,6 +155,9 @@ func TestShoalblkThroughAdminAPI(t *testing.T) {
 	}
 	if out, errOut, code = as(ro, "store", "check"); code != 0 || !strings.Contains(out, "0 problems") {
 		t.Fatalf("store check after the leg changes: exit %d\n%s%s", code, out, errOut)
+	}
+	if out, errOut, code = as(admin, "scrub", "--repair"); code != 0 || !strings.Contains(out, ": 0 bad copies") {
+		t.Fatalf("scrub through the node: exit %d\n%s%s", code, out, errOut)
 	}
 	// With the node stopped, the two legs hold the same volume.
 	if err := nd.Stop(); err != nil {
