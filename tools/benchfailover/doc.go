@@ -20,7 +20,8 @@
 //
 // -victims is any (the default, and the only choice for the table's overall
 // row), leader (the etcd leader's host), coordinator or neither; -modes
-// picks among reservations, lease and mutex. Each run's line gives the kill
-// and the waiter's acknowledged write in wall-clock time, to find in the
-// logs.
+// picks among reservations, lease and mutex; -node-args passes further
+// shoald arguments to every node (say --config FILE with an etcd block of
+// other heartbeat/election timings). Each run's line gives the kill and the
+// waiter's acknowledged write in wall-clock time, to find in the logs.
 package benchfailover

@@ -33,6 +33,7 @@ var (
 	victims = flag.String("victims", "any", "which nodes may be killed: any, leader (the etcd leader's host), coordinator, or neither; anything but any is for tracing one kind of failover, not for the table's overall row")
 	modes   = flag.String("modes", "reservations,lease,mutex", "comma-separated modes to measure: reservations, lease, mutex")
 	logDir  = flag.String("logs", "", "copy every shoald's log (debug level) into this directory at the end of each mode")
+	nodeArg = flag.String("node-args", "", "further shoald arguments for every node, space-separated (for example --config FILE with other etcd timings); the table says which")
 )
 
 const fastTTL = 2 * time.Second
@@ -108,6 +109,9 @@ func BenchmarkFailover(b *testing.B) {
 	if *victims != "any" {
 		drawn = "victims only of role " + *victims
 	}
+	if *nodeArg != "" {
+		drawn += ", shoald arguments " + *nodeArg
+	}
 	fmt.Fprintf(&out, "Failover: SIGKILL of a lock holder -> the waiter's grant (lease TTL %s, %d runs per mode, %s, seed %d, %s)\n\n", fastTTL, *runs, drawn, *seed, time.Now().UTC().Format(time.RFC3339))
 	tw := tabwriter.NewWriter(&out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "MODE\tVICTIMS\tRUNS\tMEDIAN\tP99\tMIN\tMAX\tetcd MUTEX MEDIAN / MEDIAN")
@@ -154,7 +158,7 @@ func measureShoal(b *testing.B, name, mode string, legs []string) []result {
 	if *logDir != "" {
 		level = "debug"
 	}
-	c := nodetest.NewVolumeCluster(b, legs, nodetest.Options{ExtraArgs: []string{"--log-level", level}})
+	c := nodetest.NewVolumeCluster(b, legs, nodetest.Options{ExtraArgs: append([]string{"--log-level", level}, strings.Fields(*nodeArg)...)})
 	if *logDir != "" {
 		defer copyLogs(b, c, mode)
 	}
@@ -299,7 +303,7 @@ func write(nd *nodetest.Node, off, length int64, pattern byte) (time.Time, error
 // session of the same TTL and is SIGKILLed; the waiter's Lock returns when
 // the session's lease expires.
 func measureMutex(b *testing.B) result {
-	c := nodetest.NewCluster(b, 3, nodetest.Options{ExtraArgs: []string{"--log-level", "info"}})
+	c := nodetest.NewCluster(b, 3, nodetest.Options{ExtraArgs: append([]string{"--log-level", "info"}, strings.Fields(*nodeArg)...)})
 	files, err := cluster.IssueCert(c.PKI, b.TempDir(), "bench", []string{"127.0.0.1"})
 	if err != nil {
 		b.Fatal(err)
