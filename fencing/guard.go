@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/shoal-ha/shoal/blockdev"
 	"github.com/shoal-ha/shoal/internal/clock"
 )
@@ -32,7 +33,20 @@ type Guard struct {
 	cancel context.CancelFunc
 	mu     sync.Mutex
 	reason string
+	late   hclog.Logger // nil: late writes are not reported
 }
+
+// ReportLateWrites makes the guard log, at error level on log, every write
+// that passed its check before the self-fence deadline and returned after
+// it. Such a write was either under way when the node stopped (it reached
+// the disk before the deadline) or was issued late: the node was paused
+// between the check and the system call. With reservations the target
+// refuses a late write; with lease-only fencing it may reach the leg after
+// another node's write, the one case the check cannot close (a watchdog
+// does). The line names the offset and length, so an operator (or a test)
+// can tell that case from a write that never passed the guard. Call it
+// before the guard is used.
+func (g *Guard) ReportLateWrites(log hclog.Logger) { g.late = log }
 
 // NewGuard returns an open gate for the incarnation whose self-fence
 // deadline is deadline (dlm.Member.Deadline). A nil clock is real time.
@@ -102,8 +116,25 @@ func (d guarded) ReadAt(ctx context.Context, p []byte, off int64) error {
 }
 
 func (d guarded) WriteAt(ctx context.Context, p []byte, off int64) error {
-	return d.g.do(ctx, func(ctx context.Context) error { return d.dev.WriteAt(ctx, p, off) })
+	issued := false
+	err := d.g.do(ctx, func(ctx context.Context) error {
+		issued = true
+		return d.dev.WriteAt(ctx, p, off)
+	})
+	if issued && d.g.late != nil {
+		// The deadline only moves forward: the one read now is the
+		// latest the write could have been covered by.
+		now := d.g.clk.Now()
+		if dl := d.g.deadline(); !now.Before(dl) {
+			d.g.late.Error(LateWriteMessage, "offset", off, "length", len(p),
+				"deadline", dl.Format(time.RFC3339Nano), "returned_after_deadline", now.Sub(dl), "error", err)
+		}
+	}
+	return err
 }
+
+// LateWriteMessage is the text of the line ReportLateWrites logs.
+const LateWriteMessage = "a write passed its self-fence check before the deadline and returned after it: with lease-only fencing it may have reached the leg late"
 
 func (d guarded) Flush(ctx context.Context) error {
 	return d.g.do(ctx, d.dev.Flush)

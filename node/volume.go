@@ -135,6 +135,7 @@ func closeRecoveryVolume(vi *volumeIncarnation) {
 func (v *volumeService) open(ctx context.Context, sess *cluster.Session, d *dlm.Node, slot int) (*volumeIncarnation, error) {
 	cfg := v.n.Config()
 	vi := &volumeIncarnation{guard: fencing.NewGuard(sess.Deadline, nil), names: v.cfg.Legs}
+	vi.guard.ReportLateWrites(v.log.Named("guard"))
 	// A leg that reconnects may restore this incarnation's reservation
 	// only while the incarnation may still write: after its deadline (or a
 	// stop) the cluster may have fenced it, and re-registering would undo
