@@ -50,7 +50,7 @@ type volumeFlags struct {
 
 func (f *volumeFlags) register(c *cobra.Command, withJSON bool) {
 	f.cmd = c
-	c.Flags().StringVar(&f.etcd, "etcd", "", "comma-separated etcd endpoints holding the cluster-wide leg table (default: superblocks only)")
+	c.Flags().StringVar(&f.etcd, "etcd", "", "with LEGs: comma-separated etcd endpoints holding the cluster-wide leg table, for a stopped cluster whose (external) etcd still runs (default: superblocks only); a running cluster is asked with --config/--admin instead")
 	c.Flags().StringVar(&f.etcdPrefix, "etcd-prefix", "/shoal", "etcd key prefix")
 	c.Flags().StringVar(&f.etcdCA, "etcd-cacert", "", "CA certificate file for etcd TLS (a Shoal cluster's etcd is mutual TLS)")
 	c.Flags().StringVar(&f.etcdCert, "etcd-cert", "", "client certificate file for etcd TLS, signed by the cluster's CA")
