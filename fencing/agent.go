@@ -128,11 +128,14 @@ func (a *AgentFencer) Stdin(node, action string) []byte {
 	return b.Bytes()
 }
 
+// errAgentDeadline is the cause of an agent's own timeout.
+var errAgentDeadline = errors.New("fence agent deadline")
+
 // Run runs the agent once with action against node. It returns nil on
 // exit status 0, an error wrapping ErrAgentTimeout when the agent was
 // killed at the timeout, and ErrFenceFailed otherwise.
 func (a *AgentFencer) Run(ctx context.Context, node, action string) error {
-	ctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
+	ctx, cancel := context.WithTimeoutCause(ctx, a.cfg.Timeout, errAgentDeadline)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, a.cfg.Command, a.cfg.Args...)
 	cmd.Stdin = bytes.NewReader(a.Stdin(node, action))
@@ -154,7 +157,10 @@ func (a *AgentFencer) Run(ctx context.Context, node, action string) error {
 	case err == nil:
 		a.log.Info("fence agent succeeded", kv...)
 		return nil
-	case ctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) && took >= a.cfg.Timeout:
+	case errors.Is(context.Cause(ctx), errAgentDeadline):
+		// The agent's own deadline, not its caller's, ended it: timed
+		// by the context, since a time taken after the deadline was set
+		// can fall just short of the timeout.
 		a.log.Error("fence agent timed out and was killed", append(kv, "timeout", a.cfg.Timeout)...)
 		return fmt.Errorf("%w: %w after %v: %s %s", ErrFenceFailed, ErrAgentTimeout, a.cfg.Timeout, action, node)
 	default:

@@ -124,3 +124,16 @@ func TestAgentConfigValidate(t *testing.T) {
 		t.Fatalf("newline in option: %v", err)
 	}
 }
+
+// TestAgentEndedByItsCallerIsNoAgentTimeout: an agent killed because its
+// caller's context ended is not reported as the agent timing out.
+func TestAgentEndedByItsCallerIsNoAgentTimeout(t *testing.T) {
+	script := writeScript(t, "fence_slow", "sleep 120 &\nwait\n")
+	f := agent(t, script, time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	err := f.Fence(ctx, fencing.NewNodeRef("node3", "i1", 0))
+	if err == nil || errors.Is(err, fencing.ErrAgentTimeout) {
+		t.Fatalf("agent ended by its caller's deadline = %v, want a failure that is not ErrAgentTimeout", err)
+	}
+}
