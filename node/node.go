@@ -94,6 +94,7 @@ func Start(ctx context.Context, cfg cluster.Config, parts ...Part) (*Node, error
 	n.vols = newVolumeService(cn)
 	n.role = newRecoveryRole(cn, n.vols, n.locks)
 	n.role.replayers = n.replayers
+	n.role.replayWaiters = n.replayWaiters
 	cn.Watcher().Subscribe(n.role.observe)
 	if n.det, err = newDetectService(cn, n.role, withPR); err != nil {
 		return nil, err
@@ -340,6 +341,17 @@ func (n *Node) replayers(ctx context.Context) ([]Replayer, Incarnation, error) {
 		return nil, Incarnation{}, errors.New("no registered incarnation")
 	}
 	return rs, n.incarnation(s, d), nil
+}
+
+// replayWaiters returns the parts that say what their replay waits for.
+func (n *Node) replayWaiters() []ReplayWaiter {
+	var ws []ReplayWaiter
+	for _, p := range n.extra {
+		if w, ok := p.(ReplayWaiter); ok {
+			ws = append(ws, w)
+		}
+	}
+	return ws
 }
 
 // IsCoordinator reports whether this node coordinates recovery now.

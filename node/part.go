@@ -7,6 +7,7 @@ import (
 	"github.com/shoal-ha/shoal/cluster"
 	"github.com/shoal-ha/shoal/dlm"
 	"github.com/shoal-ha/shoal/fencing"
+	"github.com/shoal-ha/shoal/fencing/recovery"
 )
 
 // A Part is a component that runs on each incarnation of the node, on top
@@ -42,6 +43,14 @@ type Mounter interface {
 // coordinator repeats the step after a coordinator dies mid-replay.
 type Replayer interface {
 	Replay(ctx context.Context, victim fencing.NodeRef, inc Incarnation) error
+}
+
+// ReplayWaiter is the optional ability of a Replayer to say what its
+// running replay waits for: the recovery's reports on a replay step that
+// runs past recovery.Config.StepReportAfter list these (the lock, its
+// holders, the phase of the replay). It must not block.
+type ReplayWaiter interface {
+	ReplayWaits(victim fencing.NodeRef) []recovery.Wait
 }
 
 // Incarnation is what a part may use of the node's current incarnation.

@@ -35,6 +35,9 @@ type recoveryRole struct {
 	// replayers, when set, gives the parts that replay a journal in the
 	// replay step.
 	replayers func(context.Context) ([]Replayer, Incarnation, error)
+	// replayWaiters, when set, gives the parts that say what their
+	// replay waits for (the replay step's reports).
+	replayWaiters func() []ReplayWaiter
 
 	mu    sync.Mutex
 	coord *recovery.Coordinator
@@ -104,13 +107,21 @@ func (r *recoveryRole) Run(ctx context.Context, sess *cluster.Session) error {
 // and the requests queued before them. It does not block.
 func (r *recoveryRole) waits(victim fencing.NodeRef, step recovery.Step) []recovery.Wait {
 	switch step {
-	case recovery.StepResync, recovery.StepReleaseLocks:
+	case recovery.StepResync, recovery.StepReleaseLocks, recovery.StepReplayJournal:
 	default:
 		return nil
 	}
+	var out []recovery.Wait
+	if step == recovery.StepReplayJournal && r.replayWaiters != nil {
+		// What the journals' replays do and wait for (store locks, the
+		// journal writer), then the lock manager's view below.
+		for _, w := range r.replayWaiters() {
+			out = append(out, w.ReplayWaits(victim)...)
+		}
+	}
 	d := r.locks.running()
 	if d == nil {
-		return []recovery.Wait{{What: "lock manager", Detail: "not running on this incarnation"}}
+		return append(out, recovery.Wait{What: "lock manager", Detail: "not running on this incarnation"})
 	}
 	me := d.Owner()
 	locks := d.Locks()
@@ -119,12 +130,23 @@ func (r *recoveryRole) waits(victim fencing.NodeRef, step recovery.Step) []recov
 		byID[l.ID] = l
 	}
 	edges := d.WaitFor()
-	var out []recovery.Wait
+	own := len(out)
 	for _, l := range locks {
-		if l.Owner != me || !l.Recovery || !l.Waiting() {
+		if l.Owner != me || !l.Waiting() {
 			continue
 		}
-		w := recovery.Wait{What: "recovery region lock", Resource: l.Resource.String() + " " + l.Want.String()}
+		what := "recovery lock"
+		switch {
+		case l.Recovery && l.Resource.IsRegion():
+			what = "recovery region lock"
+		case !l.Recovery && step != recovery.StepReplayJournal:
+			continue
+		case !l.Recovery:
+			// A plain request of this node: the replay's handlers may
+			// need what the transaction behind it holds.
+			what = "plain lock of this node"
+		}
+		w := recovery.Wait{What: what, Resource: l.Resource.String() + " " + l.Want.String()}
 		for _, e := range edges {
 			if e.Waiter != l.ID {
 				continue
@@ -138,8 +160,12 @@ func (r *recoveryRole) waits(victim fencing.NodeRef, step recovery.Step) []recov
 		}
 		out = append(out, w)
 	}
-	if len(out) == 0 {
+	if len(out) == own {
 		switch step {
+		case recovery.StepReplayJournal:
+			if own == 0 {
+				out = append(out, recovery.Wait{What: "replay", Detail: "no lock pending and no part reports a wait: leg I/O of the replay"})
+			}
 		case recovery.StepResync:
 			out = append(out, recovery.Wait{What: "resync", Detail: "no region lock pending: leg I/O or the leg table read"})
 		case recovery.StepReleaseLocks:

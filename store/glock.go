@@ -260,8 +260,13 @@ var errOrphaned = errors.New("store: the lock is held by a dead node until its r
 // while they wait for another lock give way (Store.beginRecovery).
 func (g *glock) acquireRecovery(ctx context.Context, mode LockMode, try bool) error {
 	for {
-		if !g.lockLocal(Exclusive, try) {
-			return ErrWouldBlock
+		if !g.lockLocal(Exclusive, true) {
+			if try {
+				return ErrWouldBlock
+			}
+			done := g.s.noteWait("local lock", g.name, "held by a transaction of this node")
+			g.rw.Lock()
+			done()
 		}
 		g.mu.Lock()
 		if g.rhold != nil || g.hold != nil && (g.hold.Mode() == Exclusive || mode == Shared) {
@@ -289,7 +294,9 @@ func (g *glock) acquireRecovery(ctx context.Context, mode LockMode, try bool) er
 		// node may arrive meanwhile and must be handed on when the
 		// recovery request calls it back.
 		g.unlockLocal(Exclusive)
+		done := g.s.noteWait("recovery lock", g.name, "")
 		l, err := g.s.cfg.Locks.Lock(ctx, g.name, Exclusive, LockOptions{Try: try, Recovery: true})
+		done()
 		g.mu.Lock()
 		if err == nil && (g.hold != nil || g.rhold != nil) {
 			// Cannot happen (our own grants conflict), but never leak one.

@@ -57,8 +57,19 @@ func (j *journalWriter) fits(n uint32) (uint32, bool) {
 // data first, makes it durable and then writes its images in place. use
 // is called right before the first write, to check the fencing of every
 // lock the transaction writes under.
-func (j *journalWriter) commit(ctx context.Context, dev blockdev.Device, jt *journalTx, data []dataWrite, use func() error) (committed bool, err error) {
-	j.mu.Lock()
+func (j *journalWriter) commit(ctx context.Context, dev blockdev.Device, jt *journalTx, data []dataWrite, use func() error, recovery bool) (committed bool, err error) {
+	if !j.mu.TryLock() {
+		if recovery {
+			// Reported: a commit of this node that writes under a lock
+			// a dead node still holds keeps the writer until the end of
+			// the recovery.
+			done := j.s.noteWait("journal writer", fmt.Sprintf("journal of slot %d", j.slot), "another commit of this node is writing")
+			j.mu.Lock()
+			done()
+		} else {
+			j.mu.Lock()
+		}
+	}
 	defer j.mu.Unlock()
 	if n := dataBlocks(data); n > 0 && n <= journaledData {
 		// Little data: it goes through the journal like metadata (one

@@ -80,3 +80,10 @@ type Lock interface {
 type OrphanReporter interface {
 	Orphaned(name string, mode LockMode) bool
 }
+
+// HolderReporter is an optional ability of a Locker: Holders lists who
+// holds name, as "owner mode" strings with "orphan" for a dead node's
+// grant, for reports on a recovery that waits. It must not block.
+type HolderReporter interface {
+	Holders(name string) []string
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sort"
 	"sync"
 )
 
@@ -115,6 +116,25 @@ func (t *MemLocks) Holders(name string) []string {
 			out = append(out, l.node+":"+l.mode.String())
 		}
 	}
+	return out
+}
+
+// Holders lists who holds name (HolderReporter).
+func (n memNode) Holders(name string) []string {
+	t := n.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []string
+	if r := t.res[name]; r != nil {
+		for l := range r.holders {
+			s := l.node + " " + l.mode.String()
+			if t.dead[l.node] {
+				s += " orphan"
+			}
+			out = append(out, s)
+		}
+	}
+	sort.Strings(out)
 	return out
 }
 

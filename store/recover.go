@@ -185,6 +185,10 @@ func (s *Store) recoverSlot(ctx context.Context, slot int, own, records bool) (R
 			return st, err
 		}
 	}
+	if !own {
+		s.setPhase(slot, "writing %d committed transactions of the dead slot in place", len(txs))
+		defer s.setPhase(slot, "")
+	}
 	for _, tx := range txs {
 		if tx.Seq <= hdr.AppliedSeq {
 			continue
@@ -238,11 +242,12 @@ func (s *Store) recoverSlot(ctx context.Context, slot int, own, records bool) (R
 		st.Duration = time.Since(t0)
 		return st, nil
 	}
-	for _, rec := range pending {
+	for i, rec := range pending {
 		h := s.handler(rec.Kind)
 		if h == nil {
 			return st, fmt.Errorf("%w %q (record %d of slot %d)", ErrNoHandler, rec.Kind, rec.ID, slot)
 		}
+		s.setPhase(slot, "handling record %d of %d (id %d, kind %s)", i+1, len(pending), rec.ID, rec.Kind)
 		next := cur
 		next.Version++
 		next.Handled++
@@ -260,6 +265,7 @@ func (s *Store) recoverSlot(ctx context.Context, slot int, own, records bool) (R
 		cur = next
 		st.Records++
 	}
+	s.setPhase(slot, "emptying the dead slot's journal")
 	final := journalHeader{Version: cur.Version + 1, TailPos: head, TailSeq: last + 1, AppliedSeq: last, NextRecord: plan.NextRecord(), Owner: cur.Owner}
 	if final.TailPos >= s.sb.JournalBlocks {
 		final.TailPos = journalData

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -211,4 +212,57 @@ func TestReplayPassesPlainWaitersBehindOrphan(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkClean(t, dev)
+}
+
+// A replay that waits says so: the phase of the slot's replay and the
+// recovery lock its record handler waits for, with the live holder in the
+// way; nothing once it is done.
+func TestReplayWaitsReported(t *testing.T) {
+	dev := newMem(t, 4096, FormatOptions{})
+	lm := NewMemLocks()
+	a := openNode(t, dev, lm, "a", 0)
+	b := openNode(t, dev, lm, "b", 1)
+	defer b.Close()
+	for _, d := range []string{"d", "intents"} {
+		if err := b.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fi, err := b.Stat("d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dLock := b.glockFor(classInode, fi.Sys().(FileStat).Ino).name
+	logIntents(t, a, "k1")
+	lm.Kill("a")
+	// b writes d, which b caches: hand it to a live node "c" first.
+	held, err := lm.Node("c").Lock(context.Background(), dLock, Exclusive, LockOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Handle("intent", func(ctx context.Context, tx *Tx, rec Record) error {
+		return tx.WriteFile("d/"+string(rec.Payload), []byte("handled"), 0o644)
+	})
+	done := make(chan error, 1)
+	go func() {
+		_, err := b.ReplaySlot(context.Background(), 0)
+		done <- err
+	}()
+	testutil.WaitFor(t, 10*time.Second, "the replay's wait reported", func() bool {
+		var phase, lock bool
+		for _, w := range b.ReplayWaits() {
+			phase = phase || w.What == "replay" && strings.Contains(w.Detail, "handling record 1 of 1")
+			lock = lock || w.What == "recovery lock" && w.Resource == dLock && w.Detail == "held by c EX"
+		}
+		return phase && lock
+	})
+	if err := held.Release(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if w := b.ReplayWaits(); len(w) != 0 {
+		t.Fatalf("waits after the replay: %+v", w)
+	}
 }

@@ -130,6 +130,7 @@ type Store struct {
 	recMu      sync.Mutex
 	recN       int
 	recRunning chan struct{}
+	rep        replayState // guarded by recMu
 
 	agOrder []int // allocation groups in the order this node tries them
 

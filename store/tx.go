@@ -310,7 +310,7 @@ func (tx *Tx) commit() error {
 	if tx.recovery {
 		dev = tx.s.rdev
 	}
-	committed, err := tx.s.jr.commit(tx.ctx, dev, jt, tx.data, use)
+	committed, err := tx.s.jr.commit(tx.ctx, dev, jt, tx.data, use, tx.recovery)
 	if err != nil {
 		if committed || jt.Seq != 0 {
 			// Committed (or perhaps), but not all in place: the caches

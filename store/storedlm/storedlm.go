@@ -56,6 +56,25 @@ func (l locker) Orphaned(name string, mode store.LockMode) bool {
 	return l.n.Orphaned(dlm.Named(name), m)
 }
 
+// Holders lists who holds name as "owner mode" with "orphan" for a dead
+// node's grant (store.HolderReporter), from this node's view of the lock
+// table.
+func (l locker) Holders(name string) []string {
+	res := dlm.Named(name)
+	var out []string
+	for _, li := range l.n.Locks() {
+		if !li.Held || li.Resource != res {
+			continue
+		}
+		s := li.Owner.String() + " " + li.Granted.String()
+		if li.Orphan {
+			s += " orphan"
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
 func mapErr(err error) error {
 	switch {
 	case errors.Is(err, dlm.ErrWouldBlock):

@@ -11,13 +11,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/shoal-ha/shoal/blockdev"
 	"github.com/shoal-ha/shoal/blockdev/mirror"
 	"github.com/shoal-ha/shoal/fencing"
+	"github.com/shoal-ha/shoal/fencing/recovery"
 	"github.com/shoal-ha/shoal/node"
 	"github.com/shoal-ha/shoal/store"
 	"github.com/shoal-ha/shoal/store/storedlm"
@@ -179,6 +182,27 @@ func (p *Part) Stop(clean bool) {
 func (p *Part) Replay(ctx context.Context, victim fencing.NodeRef, inc node.Incarnation) error {
 	_, err := p.ReplayRecords(ctx, victim, inc)
 	return err
+}
+
+// ReplayWaits says what the store's running replay does and waits for
+// (node.ReplayWaiter): the phase of each slot's replay, then the store
+// locks (with their holders) and the journal writer its transactions wait
+// for, with how long.
+func (p *Part) ReplayWaits(victim fencing.NodeRef) []recovery.Wait {
+	st := p.Store()
+	if st == nil {
+		return []recovery.Wait{{What: "store", Detail: "not open on this incarnation"}}
+	}
+	var out []recovery.Wait
+	now := time.Now()
+	for _, w := range st.ReplayWaits() {
+		d := w.Detail
+		if !w.Since.IsZero() {
+			d = strings.TrimPrefix(fmt.Sprintf("%s; waiting %s", d, now.Sub(w.Since).Round(time.Millisecond)), "; ")
+		}
+		out = append(out, recovery.Wait{What: "store " + w.What, Resource: w.Resource, Detail: d})
+	}
+	return out
 }
 
 // ReplayRecords replays like Replay and counts the journal transactions
