@@ -136,8 +136,10 @@ type LocksView struct {
 	// selects (more than len(Locks) when the limit cut the list).
 	Total   int `json:"total"`
 	Matched int `json:"matched"`
-	// Owners counts the selected requests per owner.
+	// Owners counts the selected requests per owner, Kinds per kind of
+	// resource (a volume's regions, or a name up to its last "/").
 	Owners []OwnerCount   `json:"owners"`
+	Kinds  []KindCount    `json:"kinds"`
 	Dead   []dlm.Owner    `json:"dead_owners"`
 	Waits  []dlm.WaitEdge `json:"wait_for"`
 	Cycles [][]dlm.Owner  `json:"cycles"`
@@ -155,6 +157,51 @@ type OwnerCount struct {
 	Orphan  int       `json:"orphan"`
 }
 
+// KindCount counts the requests on one kind of resource.
+type KindCount struct {
+	Kind  string `json:"kind"`
+	Count int    `json:"count"`
+}
+
+// resourceKind groups resources for the counts: "VOLUME@ regions", a
+// name up to its last "/" and the "/" (store-1a2b/i/ for inode locks), or
+// a name without its trailing digits (bulk- for bulk-001).
+func resourceKind(r dlm.Resource) string {
+	if r.Volume != "" {
+		return r.Volume + "@ regions"
+	}
+	if i := strings.LastIndex(r.Name, "/"); i > 0 {
+		return r.Name[:i+1]
+	}
+	if k := strings.TrimRight(r.Name, "0123456789"); k != "" {
+		return k
+	}
+	return r.Name
+}
+
+// countKinds counts locks per resource kind, most first.
+func countKinds(locks []dlm.LockInfo) []KindCount {
+	idx := map[string]int{}
+	var out []KindCount
+	for _, l := range locks {
+		k := resourceKind(l.Resource)
+		i, ok := idx[k]
+		if !ok {
+			i = len(out)
+			idx[k] = i
+			out = append(out, KindCount{Kind: k})
+		}
+		out[i].Count++
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		if out[i].Count != out[j].Count {
+			return out[i].Count > out[j].Count
+		}
+		return out[i].Kind < out[j].Kind
+	})
+	return out
+}
+
 // notable: a request an operator looks for first.
 func notable(l dlm.LockInfo) bool {
 	return !l.Held || l.Want != l.Granted || l.Orphan || l.Recovery || l.Blocking
@@ -162,7 +209,7 @@ func notable(l dlm.LockInfo) bool {
 
 // selectLocks filters locks by q, puts the notable ones first (then by
 // resource) and cuts the list at q.Limit.
-func selectLocks(locks []dlm.LockInfo, q LockQuery) (out []dlm.LockInfo, matched int, owners []OwnerCount) {
+func selectLocks(locks []dlm.LockInfo, q LockQuery) (out []dlm.LockInfo, matched int, owners []OwnerCount, kinds []KindCount) {
 	idx := map[dlm.Owner]int{}
 	for _, l := range locks {
 		if !q.Match(l) {
@@ -191,14 +238,14 @@ func selectLocks(locks []dlm.LockInfo, q LockQuery) (out []dlm.LockInfo, matched
 		return out[i].Resource.String() < out[j].Resource.String()
 	})
 	sort.Slice(owners, func(i, j int) bool { return owners[i].Owner.String() < owners[j].Owner.String() })
-	matched = len(out)
+	matched, kinds = len(out), countKinds(out)
 	if q.Limit > 0 && len(out) > q.Limit {
 		out = out[:q.Limit]
 	}
 	if out == nil {
 		out = []dlm.LockInfo{}
 	}
-	return out, matched, owners
+	return out, matched, owners, kinds
 }
 
 // handleLocks serves GET /api/locks: the lock table as this node sees it.
@@ -219,7 +266,7 @@ func (l *lockService) handleLocks(w http.ResponseWriter, r *http.Request) {
 	waits := d.WaitFor()
 	v := LocksView{Owner: d.Owner(), Revision: d.Revision(), Total: len(all), Dead: d.DeadOwners(), Waits: waits,
 		Cycles: dlm.OwnerCycles(waits), Victims: d.DeadlockVictims(), Check: "ok"}
-	v.Locks, v.Matched, v.Owners = selectLocks(all, q)
+	v.Locks, v.Matched, v.Owners, v.Kinds = selectLocks(all, q)
 	if err := d.Check(); err != nil {
 		v.Check = err.Error()
 	}

@@ -157,10 +157,10 @@ func TestLockctlThroughAdminAPI(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if rows := strings.Count(out, "bulk-"); rows > defaultLimit {
+		if rows := strings.Count(out, "\nbulk-0"); rows > defaultLimit {
 			t.Errorf("ls without --limit lists %d rows, want at most %d:\n%s", rows, defaultLimit, out)
 		}
-		for _, want := range []string{fmt.Sprintf("%d of ", defaultLimit), "matching requests shown", "bulk/", "--resource-prefix", "--node", "--limit 0"} {
+		for _, want := range []string{fmt.Sprintf("%d of ", defaultLimit), "matching requests shown", "bulk/", "bulk-  ", "--resource-prefix", "--node", "--limit 0"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("ls of %d locks does not say %q:\n%s", defaultLimit+11, want, out)
 			}

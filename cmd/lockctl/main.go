@@ -204,14 +204,22 @@ func runLs(cmd *cobra.Command, o *options, out io.Writer) error {
 		return err
 	}
 	if len(v.Locks) < v.Matched {
-		fmt.Fprintf(out, "\n%d of %d matching requests shown (%d in the table). By owner:\n", len(v.Locks), v.Matched, v.Total)
+		fmt.Fprintf(out, "\n%d of %d matching requests shown (%d in the table). By owner and by kind:\n", len(v.Locks), v.Matched, v.Total)
 		tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "  OWNER\tHELD\tWAITING\tORPHANED")
 		for _, c := range v.Owners {
 			fmt.Fprintf(tw, "  %s\t%d\t%d\t%d\n", c.Owner, c.Held, c.Waiting, c.Orphan)
 		}
+		fmt.Fprintln(tw, "  KIND OF RESOURCE\tREQUESTS")
+		for i, k := range v.Kinds {
+			if i == 8 {
+				fmt.Fprintf(tw, "  (%d more kinds)\t\n", len(v.Kinds)-i)
+				break
+			}
+			fmt.Fprintf(tw, "  %s\t%d\n", k.Kind, k.Count)
+		}
 		tw.Flush()
-		fmt.Fprintln(out, "Narrow with --node NODE, --resource-prefix PREFIX or --volume VOLUME [--range START-END]; --limit 0 lists all.")
+		fmt.Fprintln(out, "Narrow with --node NODE, --resource-prefix PREFIX (a kind above) or --volume VOLUME [--range START-END]; --limit 0 lists all.")
 	}
 	// A dead node's locks stay orphaned until its recovery releases them:
 	// say which recoveries are under way (lockctl recoveries has them all).
