@@ -36,6 +36,10 @@ type Config struct {
 	// ContentRoot is the directory of the store served as the site. The
 	// sessions' directories (Layout) must lie outside it. Default "site".
 	ContentRoot string
+	// ContentCache sizes the cache of whole small files the site is
+	// served from (checked against a stat of the file at every request).
+	// Default 64 MiB in all, files up to 1 MiB; Bytes 0 turns it off.
+	ContentCache ContentCache
 	// Layout places sessions and idempotency keys in the store. Default
 	// session.DefaultLayout().
 	Layout session.Layout
@@ -95,6 +99,7 @@ func DefaultConfig() Config {
 	return Config{
 		Addr:            "127.0.0.1:8080",
 		ContentRoot:     "site",
+		ContentCache:    ContentCache{Bytes: 64 << 20, MaxFile: 1 << 20},
 		Layout:          session.DefaultLayout(),
 		BodyLimit:       64 << 10,
 		MaxSessionBytes: 1 << 20,
@@ -123,6 +128,9 @@ func (c Config) Validate() error {
 	}
 	if c.ContentRoot == "" {
 		return bad("ContentRoot", "must name a directory of the store (\".\" is the whole store and would expose the sessions)")
+	}
+	if c.ContentCache.Bytes < 0 || c.ContentCache.Bytes > 0 && c.ContentCache.MaxFile <= 0 {
+		return bad("ContentCache", "Bytes must be at least 0, and MaxFile positive when Bytes is")
 	}
 	for _, d := range []struct{ name, dir string }{{"Layout.Sessions", c.Layout.Sessions}, {"Layout.Keys", c.Layout.Keys}} {
 		if d.dir == "" {

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"io"
 	"io/fs"
 	"net/http"
@@ -15,8 +14,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-
-	"github.com/shoal-ha/shoal/store"
 )
 
 // ContentHandler serves the tree fsys over HTTP: GET and HEAD of files with
@@ -31,17 +28,52 @@ import (
 // Each answer comes from one open file handle: a file replaced by renaming
 // a new one over it is served either whole old (a request that opened it
 // before) or whole new, never a mix.
-// log (nil: none) gets a line for every answer 500.
-func ContentHandler(fsys fs.FS, log hclog.Logger) http.Handler {
+// log (nil: none) gets a line for every answer 500. cache sizes the cache
+// of whole small files (ContentCache; the zero value: none).
+func ContentHandler(fsys fs.FS, log hclog.Logger, cache ContentCache) http.Handler {
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
-	return &contentHandler{fsys: fsys, log: log}
+	return &contentHandler{fsys: fsys, log: log, cache: newFileCache(cache)}
 }
 
 type contentHandler struct {
-	fsys fs.FS
-	log  hclog.Logger
+	fsys  fs.FS
+	log   hclog.Logger
+	cache *fileCache // nil: off
+}
+
+// serveCached answers r from the cache when name (or a directory's
+// index.html) is a regular file small enough to be cached; false leaves
+// the request to the plain path (errors, redirects, large files, files
+// changing while read).
+func (h *contentHandler) serveCached(w http.ResponseWriter, r *http.Request, name string) bool {
+	fi, err := fs.Stat(h.fsys, name)
+	if err != nil {
+		return false
+	}
+	if fi.IsDir() {
+		if !strings.HasSuffix(r.URL.Path, "/") {
+			return false
+		}
+		name = path.Join(name, "index.html")
+		if fi, err = fs.Stat(h.fsys, name); err != nil {
+			return false
+		}
+	}
+	if !fi.Mode().IsRegular() || fi.Size() > h.cache.maxFile {
+		return false
+	}
+	id, ok := identityOf(fi)
+	if !ok {
+		return false
+	}
+	f := h.cache.lookup(h.fsys, name, id)
+	if f == nil {
+		return false
+	}
+	f.serve(w, r)
+	return true
 }
 
 func (h *contentHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -53,6 +85,9 @@ func (h *contentHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	name, ok := treePath(r.URL.Path)
 	if !ok {
 		http.Error(w, "400 bad request: path leaves the tree", http.StatusBadRequest)
+		return
+	}
+	if h.cache != nil && h.serveCached(w, r, name) {
 		return
 	}
 	f, err := h.fsys.Open(name)
@@ -176,13 +211,8 @@ func seeker(f fs.File, fi fs.FileInfo) (io.ReadSeeker, error) {
 // store offers them, which change whenever the bytes do; otherwise from the
 // SHA-256 of the content, read once and rewound.
 func strongETag(fi fs.FileInfo, content io.ReadSeeker) (string, error) {
-	switch sys := fi.Sys().(type) {
-	case FileIdentity:
-		return fmt.Sprintf(`"%x-%x-%x-%x"`, sys.Inode(), sys.Generation(), fi.Size(), fi.ModTime().UnixNano()), nil
-	case store.FileStat:
-		return fmt.Sprintf(`"%x-%x-%x-%x"`, sys.Ino, sys.Gen, fi.Size(), fi.ModTime().UnixNano()), nil
-	case *syscall.Stat_t:
-		return fmt.Sprintf(`"%x-%x-%x"`, sys.Ino, fi.Size(), fi.ModTime().UnixNano()), nil
+	if id, ok := identityOf(fi); ok {
+		return id.etag(), nil
 	}
 	h := sha256.New()
 	if _, err := io.Copy(h, content); err != nil {
@@ -192,4 +222,64 @@ func strongETag(fi fs.FileInfo, content io.ReadSeeker) (string, error) {
 		return "", err
 	}
 	return `"` + hex.EncodeToString(h.Sum(nil)[:16]) + `"`, nil
+}
+
+// subTree is fsys below dir, as fs.Sub, but with Stat passed through
+// (fs.Sub's tree has none, so every fs.Stat would open and close the file
+// in the store).
+func subTree(fsys fs.FS, dir string) (fs.StatFS, error) {
+	if !fs.ValidPath(dir) {
+		return nil, &fs.PathError{Op: "sub", Path: dir, Err: fs.ErrInvalid}
+	}
+	return &sub{fsys: fsys, dir: dir}, nil
+}
+
+type sub struct {
+	fsys fs.FS
+	dir  string
+}
+
+func (s *sub) full(op, name string) (string, error) {
+	if !fs.ValidPath(name) {
+		return "", &fs.PathError{Op: op, Path: name, Err: fs.ErrInvalid}
+	}
+	if s.dir == "." {
+		return name, nil
+	}
+	if name == "." {
+		return s.dir, nil
+	}
+	return s.dir + "/" + name, nil
+}
+
+// shorten gives err the name the caller used.
+func (s *sub) shorten(err error, name string) error {
+	if pe, ok := err.(*fs.PathError); ok {
+		return &fs.PathError{Op: pe.Op, Path: name, Err: pe.Err}
+	}
+	return err
+}
+
+func (s *sub) Open(name string) (fs.File, error) {
+	full, err := s.full("open", name)
+	if err != nil {
+		return nil, err
+	}
+	f, err := s.fsys.Open(full)
+	if err != nil {
+		return nil, s.shorten(err, name)
+	}
+	return f, nil
+}
+
+func (s *sub) Stat(name string) (fs.FileInfo, error) {
+	full, err := s.full("stat", name)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := fs.Stat(s.fsys, full)
+	if err != nil {
+		return nil, s.shorten(err, name)
+	}
+	return fi, nil
 }

@@ -138,8 +138,17 @@ func TestContentLikeNginx(t *testing.T) {
 		os.Chtimes(p, mtime, mtime)
 	}
 	ng := startNginx(t, root)
-	hs := httptest.NewServer(ContentHandler(os.DirFS(root), nil))
-	defer hs.Close()
+	// The files answered from the cache and read at each request.
+	for _, cache := range []ContentCache{DefaultConfig().ContentCache, {}} {
+		t.Run(fmt.Sprintf("cache=%d", cache.Bytes), func(t *testing.T) {
+			hs := httptest.NewServer(ContentHandler(os.DirFS(root), nil, cache))
+			defer hs.Close()
+			compareWithNginx(t, ng, hs.URL, mtime)
+		})
+	}
+}
+
+func compareWithNginx(t *testing.T, ng, shoal string, mtime time.Time) {
 
 	lm := mtime.Format(http.TimeFormat)
 	older := mtime.Add(-time.Hour).Format(http.TimeFormat)
@@ -149,8 +158,8 @@ func TestContentLikeNginx(t *testing.T) {
 	}
 	// Each server's own ETag for big.bin, for the conditional cases.
 	_, ngHdr := fetch(t, "GET", ng+"/big.bin", nil)
-	_, shHdr := fetch(t, "GET", hs.URL+"/big.bin", nil)
-	own := map[string]string{ng: ngHdr.Get("ETag"), hs.URL: shHdr.Get("ETag")}
+	_, shHdr := fetch(t, "GET", shoal+"/big.bin", nil)
+	own := map[string]string{ng: ngHdr.Get("ETag"), shoal: shHdr.Get("ETag")}
 	cases := []tc{
 		{"GET", "/", nil}, {"GET", "/index.html", nil}, {"GET", "/style.css", nil}, {"GET", "/app.js", nil},
 		{"GET", "/logo.png", nil}, {"GET", "/notes.txt", nil}, {"GET", "/big.bin", nil}, {"HEAD", "/big.bin", nil},
@@ -181,7 +190,7 @@ func TestContentLikeNginx(t *testing.T) {
 	}
 	for _, c := range cases {
 		var got [2]answer
-		for i, base := range []string{ng, hs.URL} {
+		for i, base := range []string{ng, shoal} {
 			hdr := map[string]string{}
 			for k, v := range c.hdr {
 				hdr[k] = strings.ReplaceAll(v, "OWN", own[base])
@@ -195,7 +204,7 @@ func TestContentLikeNginx(t *testing.T) {
 	// Methods nginx refuses on static files.
 	for _, m := range []string{"POST", "PUT", "DELETE"} {
 		a, _ := fetch(t, m, ng+"/index.html", nil)
-		b, _ := fetch(t, m, hs.URL+"/index.html", nil)
+		b, _ := fetch(t, m, shoal+"/index.html", nil)
 		if a.Status != b.Status {
 			t.Errorf("%s: nginx %d, shoal %d", m, a.Status, b.Status)
 		}

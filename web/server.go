@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -52,12 +51,12 @@ func NewServer(cfg Config, st Store, mem Membership) (*Server, error) {
 	if err := st.MkdirAll(cfg.ContentRoot, 0o755); err != nil {
 		return nil, fmt.Errorf("web: making %s: %w", cfg.ContentRoot, err)
 	}
-	content, err := fs.Sub(st, cfg.ContentRoot)
+	content, err := subTree(st, cfg.ContentRoot)
 	if err != nil {
 		return nil, fmt.Errorf("%w: ContentRoot: %v", ErrConfig, err)
 	}
 	s := &Server{cfg: cfg, api: api, log: cfg.Logger.Named("web"), stop: make(chan struct{}), done: make(chan struct{}), served: make(chan struct{})}
-	ch := ContentHandler(content, s.log.Named("content"))
+	ch := ContentHandler(content, s.log.Named("content"), cfg.ContentCache)
 	apiH := cors(cfg.AllowOrigins, api)
 	var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/api" || strings.HasPrefix(r.URL.Path, "/api/") {

@@ -41,16 +41,19 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/shoal-ha/shoal/blockdev"
+	"github.com/shoal-ha/shoal/internal/httpmetrics"
 	"github.com/shoal-ha/shoal/store"
 	"github.com/shoal-ha/shoal/web"
 	"github.com/shoal-ha/shoal/web/session"
@@ -66,6 +69,9 @@ var (
 	out        = flag.String("out", "", "also write the table to this file")
 	crashes    = flag.Int("crash-runs", 20, "crash-to-answer runs on a three-node shoald cluster (0: none)")
 	only       = flag.String("only", "", "run only this part: content, sessions or crash")
+	onlyTool   = flag.String("tool", "", "content runs with only this load tool: wrk or h2load")
+	cpuProfile = flag.String("cpuprofile", "", "write a CPU profile of the Shoal node's serving (content and sessions runs) to this file")
+	memProfile = flag.String("memprofile", "", "write an allocation profile (after the content and sessions runs) to this file")
 )
 
 var sizes = []struct {
@@ -86,7 +92,13 @@ func main() {
 	var report bytes.Buffer
 	w := io.MultiWriter(os.Stdout, &report)
 	if *only != "crash" {
-		if err := run(w); err != nil {
+		stop, err := startProfiles()
+		if err != nil {
+			fail(err)
+		}
+		err = run(w)
+		stop()
+		if err != nil {
 			fail(err)
 		}
 	}
@@ -108,6 +120,42 @@ func main() {
 		fmt.Fprintf(os.Stderr, "benchweb: %d rows could not be measured\n", failures)
 		os.Exit(1)
 	}
+}
+
+// startProfiles starts the profiles asked for; the returned func stops
+// them and writes the files.
+func startProfiles() (func(), error) {
+	var cpu *os.File
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return nil, err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return nil, err
+		}
+		cpu = f
+	}
+	if *memProfile != "" {
+		runtime.MemProfileRate = 4096
+	}
+	return func() {
+		if cpu != nil {
+			pprof.StopCPUProfile()
+			cpu.Close()
+		}
+		if *memProfile != "" {
+			f, err := os.Create(*memProfile)
+			if err == nil {
+				err = pprof.Lookup("allocs").WriteTo(f, 0)
+				f.Close()
+			}
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "benchweb: memprofile:", err)
+			}
+		}
+	}, nil
 }
 
 // failures counts the rows that could not be measured; the exit status is
@@ -178,6 +226,8 @@ func run(w io.Writer) error {
 	cfg := web.DefaultConfig()
 	cfg.Addr = "127.0.0.1:0"
 	cfg.H2C = true
+	// The request metrics a node wraps its web tier in (cmd/shoald).
+	cfg.Middleware = httpmetrics.New().Wrap
 	cfg.Logger = hclog.New(&hclog.LoggerOptions{Name: "shoal", Level: hclog.Warn, Output: os.Stderr})
 	var nodes []*node
 	defer func() {
@@ -238,32 +288,46 @@ func run(w io.Writer) error {
 	}
 	defer stopDir()
 
-	fmt.Fprintf(w, "benchweb: %d CPUs, content runs of %v with %d connections (h2load: %d streams each), Shoal node reading from the store on an image file, nginx (%d workers) from a copy on the same disk\n\n",
-		runtime.NumCPU(), *dur, *conns, *streams, runtime.NumCPU())
-	fmt.Fprintf(w, "%-8s %-7s %-6s %14s %14s %14s %14s %8s %8s\n", "tool", "file", "from", "shoal req/s", "nginx req/s", "shoal MB/s", "nginx MB/s", "req x", "MB/s x")
+	fmt.Fprintf(w, "benchweb: %d CPUs, content runs of %v with %d connections (h2load: %d streams each), Shoal node reading from the store on an image file, nginx from a copy on the same disk\n",
+		runtime.NumCPU(), *dur, *conns, *streams)
+	fmt.Fprintf(w, "CPU placement: nginx %d workers, Shoal GOMAXPROCS %d, the load tool %d thread(s), all on the same %d CPUs (none pinned); cpu us/req is the server's own processor time (user+system) per request, which other load on the machine does not change much, req x is the throughput ratio, which it does\n\n",
+		runtime.NumCPU(), runtime.GOMAXPROCS(0), loadThreads(), runtime.NumCPU())
+	fmt.Fprintf(w, "%-8s %-7s %-6s %12s %12s %11s %11s %10s %10s %7s %7s %7s\n", "tool", "file", "from", "shoal req/s", "nginx req/s", "shoal MB/s", "nginx MB/s",
+		"shoal cpu", "nginx cpu", "req x", "MB/s x", "cpu x")
+	selfCPU := func() (time.Duration, error) {
+		var ru syscall.Rusage
+		if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+			return 0, err
+		}
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), nil
+	}
+	nginxCPU := map[string]func() (time.Duration, error){"wrk": ng1.CPUTime, "h2load": ng2.CPUTime}
 	for _, tool := range []string{"wrk", "h2load"} {
 		if *only == "sessions" {
 			break
 		}
+		if *onlyTool != "" && tool != *onlyTool {
+			continue
+		}
 		for _, s := range sizes {
-			ngx, nerr := runLoad(tool, nginxURL[tool]+"/"+s.name)
+			ngx, nerr := runLoad(tool, nginxURL[tool]+"/"+s.name, nginxCPU[tool])
 			for _, from := range []struct{ name, url string }{{"store", nodes[0].url}, {"disk", dirURL}} {
 				row := fmt.Sprintf("%-8s %-7s %-6s", tool, s.name, from.name)
 				if nerr != nil {
 					rowFailed(w, row, nerr)
 					continue
 				}
-				got, err := runLoad(tool, from.url+"/"+s.name)
+				got, err := runLoad(tool, from.url+"/"+s.name, selfCPU)
 				if err != nil {
 					rowFailed(w, row, err)
 					continue
 				}
-				fmt.Fprintf(w, "%s %14.0f %14.0f %14.1f %14.1f %8.2f %8.2f\n", row,
-					got.rps, ngx.rps, got.mbps, ngx.mbps, got.rps/ngx.rps, got.mbps/ngx.mbps)
+				fmt.Fprintf(w, "%s %12.0f %12.0f %11.1f %11.1f %7.1f us %7.1f us %7.2f %7.2f %7.2f\n", row,
+					got.rps, ngx.rps, got.mbps, ngx.mbps, got.cpuPerReq, ngx.cpuPerReq, got.rps/ngx.rps, got.mbps/ngx.mbps, ngx.cpuPerReq/got.cpuPerReq)
 			}
 		}
 	}
-	fmt.Fprintf(w, "targets: req x >= 0.70 for 1k and 16k, MB/s x >= 0.90 for 1m (from store; from disk is the HTTP layer alone)\n\n")
+	fmt.Fprintf(w, "targets: req x >= 0.70 for 1k and 16k, MB/s x >= 0.90 for 1m (from store; from disk is the HTTP layer alone); cpu x = nginx's cpu per request / Shoal's\n\n")
 	if *only == "content" {
 		return nil
 	}
@@ -291,7 +355,10 @@ func run(w io.Writer) error {
 	return nil
 }
 
-type load struct{ rps, mbps float64 }
+type load struct {
+	rps, mbps float64
+	cpuPerReq float64 // the server's processor time per request, in microseconds
+}
 
 var (
 	wrkRPS   = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
@@ -312,10 +379,35 @@ func unit(n float64, u string) float64 {
 	return n / (1 << 20)
 }
 
-func runLoad(tool, url string) (load, error) {
+// loadThreads is the number of threads of wrk and h2load: half the CPUs,
+// the other half left to the server.
+func loadThreads() int { return max(1, runtime.NumCPU()/2) }
+
+// runLoad runs tool against url for -dur and measures the server's
+// processor time with cpu (before and after).
+func runLoad(tool, url string, cpu func() (time.Duration, error)) (load, error) {
+	cpu0, err := cpu()
+	if err != nil {
+		return load{}, fmt.Errorf("server cpu time: %w", err)
+	}
+	l, err := runTool(tool, url)
+	if err != nil {
+		return load{}, err
+	}
+	cpu1, err := cpu()
+	if err != nil {
+		return load{}, fmt.Errorf("server cpu time: %w", err)
+	}
+	if n := l.rps * dur.Seconds(); n > 0 {
+		l.cpuPerReq = float64((cpu1 - cpu0).Microseconds()) / n
+	}
+	return l, nil
+}
+
+func runTool(tool, url string) (load, error) {
 	secs := strconv.Itoa(int(dur.Seconds()))
 	var cmd *exec.Cmd
-	threads := strconv.Itoa(max(1, runtime.NumCPU()/2))
+	threads := strconv.Itoa(loadThreads())
 	if tool == "wrk" {
 		cmd = exec.Command("wrk", "-t", threads, "-c", strconv.Itoa(*conns), "-d", secs+"s", url)
 	} else {
@@ -352,7 +444,7 @@ func parseWrk(text string) (load, error) {
 	}
 	rps, _ := strconv.ParseFloat(m1[1], 64)
 	b, _ := strconv.ParseFloat(m2[1], 64)
-	return load{rps, unit(b, m2[2])}, nil
+	return load{rps: rps, mbps: unit(b, m2[2])}, nil
 }
 
 // parseH2load reads requests/s and MB/s from h2load's report; a run with
@@ -367,7 +459,7 @@ func parseH2load(text string) (load, error) {
 	}
 	rps, _ := strconv.ParseFloat(m[1], 64)
 	b, _ := strconv.ParseFloat(m[2], 64)
-	return load{rps, unit(b, m[3])}, nil
+	return load{rps: rps, mbps: unit(b, m[3])}, nil
 }
 
 type apiResult struct {
@@ -469,7 +561,7 @@ func serveDir(root string) (string, func(), error) {
 	p := new(http.Protocols)
 	p.SetHTTP1(true)
 	p.SetUnencryptedHTTP2(true)
-	srv := &http.Server{Handler: web.ContentHandler(os.DirFS(root), nil), Protocols: p}
+	srv := &http.Server{Handler: web.ContentHandler(os.DirFS(root), nil, web.DefaultConfig().ContentCache), Protocols: p}
 	go srv.Serve(ln)
 	return "http://" + ln.Addr().String(), func() { srv.Close() }, nil
 }

@@ -9,6 +9,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -155,4 +157,59 @@ func (n *Nginx) Stop() error {
 	case <-time.After(time.Second):
 	}
 	return fmt.Errorf("webtest: nginx (pid %d) ignored SIGTERM", n.cmd.Process.Pid)
+}
+
+// CPUTime is the processor time (user and system) the nginx master and
+// its workers have used so far, from /proc (Linux; clock ticks of 10 ms).
+func (n *Nginx) CPUTime() (time.Duration, error) {
+	pid := n.cmd.Process.Pid
+	pids := []int{pid}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, f := range strings.Fields(string(b)) {
+		c, err := strconv.Atoi(f)
+		if err != nil {
+			return 0, fmt.Errorf("webtest: /proc children list %q: %v", b, err)
+		}
+		pids = append(pids, c)
+	}
+	var total time.Duration
+	for _, p := range pids {
+		t, err := procCPU(p)
+		if err != nil {
+			return 0, err
+		}
+		total += t
+	}
+	return total, nil
+}
+
+// procCPU reads utime+stime of process pid from /proc/pid/stat.
+func procCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) may hold spaces: fields count from
+	// after its closing parenthesis; utime and stime are fields 14, 15.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("webtest: /proc/%d/stat: no command name", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("webtest: /proc/%d/stat: %d fields", pid, len(f))
+	}
+	var ticks int64
+	for _, s := range f[11:13] {
+		v, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("webtest: /proc/%d/stat: %v", pid, err)
+		}
+		ticks += v
+	}
+	const userHZ = 100 // USER_HZ, fixed at 100 on Linux for /proc
+	return time.Duration(ticks) * time.Second / userHZ, nil
 }
