@@ -78,16 +78,12 @@ type csumEntry struct {
 	// Guarded by the cache's mu:
 	lastUse uint64
 	ready   bool // loaded
-	// preempt cancels a plain load's wait for its hold, so that a
-	// recovery write of the region is not stuck behind it: the plain
-	// hold may wait for a dead node's lock until the recovery is over.
+	// preempt cancels a plain load's wait for its hold (await), so that
+	// a recovery write or a copy of the region is not stuck behind it:
+	// the plain hold may wait for a dead node's lock until the recovery
+	// is over. The preempted load is asked again.
 	preempt context.CancelFunc
 }
-
-// errPreempted: a plain load gave way to a recovery write of its region,
-// or to a copy of the region (forget); its writer looks the region up
-// again.
-var errPreempted = errors.New("mirror: checksum hold given way to a recovery")
 
 // errMustWait: a plain write cannot have a region's checksum area at once
 // under its data lock; it lets the data lock go, waits (await) and starts
