@@ -15,7 +15,13 @@
 // area in memory, until another node (or a verify, scrub or copy) asks for
 // it through the lock's blocking callback: a 4 KiB write then costs one
 // data write per leg. A cached area is written back before its region's
-// mark is cleared; until then the mark makes recovery recompute it. Resync, recovery and scrub lock whole regions, and re-read the leg
+// mark is cleared; until then the mark makes recovery recompute it. A
+// write never waits for a checksum lock while it holds its data lock (it
+// tries, lets the data lock go and waits, then starts again): a dead
+// node's checksum lock is released only after the recovery that needs the
+// data lock. A recovery write's checksum lock serves recovery writes only.
+// The caller's context bounds a write's waits; once its data goes out, it
+// goes to every leg, whatever the caller's deadline. Resync, recovery and scrub lock whole regions, and re-read the leg
 // table under that lock before copying. Marks are cleared lazily once the data is flushed and every
 // leg is in sync. Reads are balanced over the in-sync legs; regions marked
 // in another slot's bitmap are read from the primary leg, the source of
