@@ -21,9 +21,10 @@
 // node's checksum lock is released only after the recovery that needs the
 // data lock. A recovery write's checksum lock serves recovery writes only.
 // The caller's context bounds a write's waits; once its data goes out, it
-// goes to every leg, whatever the caller's deadline. Resync, recovery and scrub lock whole regions, and re-read the leg
-// table under that lock before copying. Marks are cleared lazily once the data is flushed and every
-// leg is in sync. Reads are balanced over the in-sync legs; regions marked
+// goes to every leg, whatever the caller's deadline. Resync, recovery and
+// scrub lock whole regions, and re-read the leg table under that lock
+// before copying. Marks are cleared lazily once the data is flushed and
+// every leg is in sync. Reads are balanced over the in-sync legs; regions marked
 // in another slot's bitmap are read from the primary leg, the source of
 // their resync, so every node sees the same bytes. A leg that fails is
 // marked failed cluster-wide through the LegStateStore (etcd in
