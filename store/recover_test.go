@@ -50,17 +50,20 @@ func logIntents(t *testing.T, s *Store, keys ...string) []uint64 {
 	t.Helper()
 	var ids []uint64
 	for _, k := range keys {
+		// Update may run the function more than once: only the id of the
+		// run that committed counts.
+		var id uint64
 		err := s.Update(context.Background(), func(tx *Tx) error {
-			id, err := tx.Log("intent", []byte(k))
-			if err != nil {
+			var err error
+			if id, err = tx.Log("intent", []byte(k)); err != nil {
 				return err
 			}
-			ids = append(ids, id)
 			return tx.WriteFile("intents/"+k, []byte("pending"), 0o644)
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
+		ids = append(ids, id)
 	}
 	return ids
 }
