@@ -225,12 +225,19 @@ func newClient(endpoints []string, tlsCfg *tls.Config, timeout time.Duration, di
 // etcd's request timeout (5 s plus two election timeouts): when the whole
 // cluster stops at once, the member etcd would pick is stopping too and
 // the hand-over could only time out, holding the stop up for seconds.
-// Without the hand-over the others elect a leader within an election
-// timeout.
+//
+// Only a member still leading after that hand-over is stopped hard before
+// its servers close (its peers cannot take over: they are stopping or
+// gone, and they elect a leader among themselves without it). A stop that
+// handed leadership on goes through etcd's own close, which stops serving
+// clients before it stops the server: a server stopped under live client
+// servers answers a maintenance Status with a nil-pointer panic that ends
+// the process, and the other nodes ask every member for its status.
 func (m *etcdMember) close() {
 	m.quiet.Store(true)
 	srv := m.e.Server
-	if self := srv.MemberID(); srv.Leader() == self {
+	self := srv.MemberID()
+	if srv.Leader() == self {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*m.election)
 		for _, mem := range srv.Cluster().Members() {
 			if mem.ID == self || mem.IsLearner {
@@ -241,7 +248,9 @@ func (m *etcdMember) close() {
 			}
 		}
 		cancel()
+		if srv.Leader() == self {
+			srv.HardStop()
+		}
 	}
-	srv.HardStop()
 	m.e.Close()
 }
