@@ -44,6 +44,9 @@ type API struct {
 	log hclog.Logger
 	clk clock.Clock
 	mux *http.ServeMux
+	// group runs the requests' transactions (journaling an intent,
+	// applying it) together with other requests'.
+	group *groupCommit
 }
 
 // NewAPI checks cfg and returns the API over st.
@@ -59,7 +62,8 @@ func NewAPI(cfg Config, st Store, mem Membership) (*API, error) {
 	}
 	eng := session.NewEngine(cfg.Layout)
 	eng.MaxSessionBytes = cfg.MaxSessionBytes
-	a := &API{cfg: cfg, st: st, mem: mem, eng: eng, log: cfg.Logger.Named("sessions"), clk: cfg.Clock, mux: http.NewServeMux()}
+	a := &API{cfg: cfg, st: st, mem: mem, eng: eng, log: cfg.Logger.Named("sessions"), clk: cfg.Clock, mux: http.NewServeMux(),
+		group: newGroupCommit(st, cfg.RequestTimeout)}
 	a.mux.HandleFunc("POST /api/v1/sessions", a.create)
 	a.mux.HandleFunc("GET /api/v1/sessions/{id}", a.get)
 	a.mux.HandleFunc("DELETE /api/v1/sessions/{id}", a.remove)
@@ -261,7 +265,7 @@ func (a *API) mutate(w http.ResponseWriter, r *http.Request, body []byte, op ses
 		// a loaded machine may take seconds over, and turn a request that
 		// would commit into a 503 (or a commit the store could not finish
 		// in place).
-		err := a.st.Update(ctx, func(tx session.Tx) error {
+		err := a.group.update(ctx, func(tx session.Tx) error {
 			var err error
 			d, err = a.eng.Begin(tx, req, a.mem.Self(), a.mem.State, a.clk.Now())
 			return err
@@ -300,7 +304,7 @@ func (a *API) mutate(w http.ResponseWriter, r *http.Request, body []byte, op ses
 	}
 	a.failpoint(AfterIntent)
 	var resp session.Response
-	err = a.st.Update(ctx, func(tx session.Tx) error {
+	err = a.group.update(ctx, func(tx session.Tx) error {
 		var err error
 		resp, err = a.eng.Apply(tx, d.Intent, a.clk.Now())
 		return err
