@@ -260,6 +260,27 @@ var errOrphaned = errors.New("store: the lock is held by a dead node until its r
 // while they wait for another lock give way (Store.beginRecovery).
 func (g *glock) acquireRecovery(ctx context.Context, mode LockMode, try bool) error {
 	for {
+		if mode == Shared {
+			// A read on this node's cached grant goes beside the node's
+			// other readers: a plain transaction that reads the lock too
+			// (a directory on every path) may be stuck in its commit
+			// behind a dead node's lock until the recovery ends.
+			if !g.lockLocal(Shared, true) {
+				if try {
+					return ErrWouldBlock
+				}
+				done := g.s.noteWait("local lock", g.name, "held by a transaction of this node")
+				g.rw.RLock()
+				done()
+			}
+			g.mu.Lock()
+			if g.hold != nil && g.rhold == nil {
+				g.mu.Unlock()
+				return nil
+			}
+			g.mu.Unlock()
+			g.unlockLocal(Shared)
+		}
 		if !g.lockLocal(Exclusive, true) {
 			if try {
 				return ErrWouldBlock
@@ -269,7 +290,13 @@ func (g *glock) acquireRecovery(ctx context.Context, mode LockMode, try bool) er
 			done()
 		}
 		g.mu.Lock()
-		if g.rhold != nil || g.hold != nil && (g.hold.Mode() == Exclusive || mode == Shared) {
+		if g.hold != nil && g.rhold == nil && mode == Shared {
+			// Cached since the look above: take it shared.
+			g.mu.Unlock()
+			g.unlockLocal(Exclusive)
+			continue
+		}
+		if g.rhold != nil || g.hold != nil && g.hold.Mode() == Exclusive {
 			g.mu.Unlock()
 			return nil
 		}
@@ -312,13 +339,18 @@ func (g *glock) acquireRecovery(ctx context.Context, mode LockMode, try bool) er
 			return g.lockErr(ctx, err)
 		}
 		g.s.stats.lockRequests.Add(1)
+		g.mu.Unlock()
+		// Local users in the meantime only looked and went to wait for
+		// rbusy (readers on a cached grant end soon): the local side is
+		// free again soon, also for a try. The grant is recorded only
+		// under it, so whoever holds rhold holds the local side
+		// exclusively (put relies on it).
+		g.rw.Lock()
+		g.mu.Lock()
 		g.takeLVB(l)
 		g.blocks = map[uint64][]byte{} // recovery grants are never cached
 		g.rhold = l
 		g.mu.Unlock()
-		// Local users in the meantime only looked and went to wait for
-		// rbusy: the local side is free again soon, also for a try.
-		g.rw.Lock()
 		return nil
 	}
 }
@@ -361,9 +393,13 @@ func (g *glock) takeLVB(l Lock) {
 func (g *glock) put(mode LockMode, recovery bool) error {
 	var err error
 	if recovery {
-		mode = Exclusive // taken exclusively (acquireRecovery)
+		// A recovery user holds the local side exclusively when it holds
+		// the recovery grant (or asked Exclusive); a Shared one on this
+		// node's cached grant holds it shared, which excludes a
+		// recovery grant.
 		g.mu.Lock()
 		if g.rhold != nil {
+			mode = Exclusive
 			err = g.dropRecoveryLocked()
 		}
 		g.mu.Unlock()

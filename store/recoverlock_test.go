@@ -266,3 +266,49 @@ func TestReplayWaitsReported(t *testing.T) {
 		t.Fatalf("waits after the replay: %+v", w)
 	}
 }
+
+// A plain transaction of the coordinator that reads a directory on every
+// path (the root) and is stuck (as in a commit whose write waits for a
+// dead node's region lock) does not keep the replay's handler from
+// reading it too: a recovery read goes beside this node's readers.
+func TestReplayReadsBesideStuckReader(t *testing.T) {
+	dev := newMem(t, 4096, FormatOptions{})
+	lm := NewMemLocks()
+	a := openNode(t, dev, lm, "a", 0)
+	b := openNode(t, dev, lm, "b", 1)
+	defer b.Close()
+	for _, d := range []string{"d", "intents", "handled"} {
+		if err := b.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	logIntents(t, a, "k1")
+	lm.Kill("a")
+	stuck, release := make(chan struct{}), make(chan struct{})
+	plain := make(chan error, 1)
+	go func() {
+		plain <- b.View(context.Background(), func(tx *Tx) error {
+			if _, err := tx.Stat("d"); err != nil { // the root and d held PR
+				return err
+			}
+			close(stuck)
+			<-release
+			return nil
+		})
+	}()
+	<-stuck
+	b.Handle("intent", handledBy(t, "b", map[string]int{}, 0, nil))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	st, err := b.ReplaySlot(ctx, 0)
+	close(release)
+	if err != nil || st.Records != 1 {
+		t.Fatalf("replay beside a stuck reader: %+v %v", st, err)
+	}
+	if err := <-plain; err != nil {
+		t.Fatal(err)
+	}
+	if got := handledFiles(t, b); got["k1"] != "b" {
+		t.Fatalf("handled %v", got)
+	}
+}
