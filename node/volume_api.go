@@ -57,25 +57,36 @@ type LegRequest struct {
 	Leg string `json:"leg"`
 }
 
+// legOf decodes a LegRequest body and finds its leg in the open volume's
+// table: false once it has answered 400 (a bad body or an unknown leg) or
+// 503 (no open volume).
+func (v *volumeService) legOf(w http.ResponseWriter, r *http.Request) (*volumeIncarnation, int, bool) {
+	var req LegRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&req); err != nil || req.Leg == "" {
+		http.Error(w, `want a JSON body {"leg": INDEX|ADDRESS|UUID}`, http.StatusBadRequest)
+		return nil, 0, false
+	}
+	vi, err := v.current()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return nil, 0, false
+	}
+	i, err := vi.vol.Table().Lookup(req.Leg)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return nil, 0, false
+	}
+	return vi, i, true
+}
+
 // legChange serves a leg change of the running volume: the leg table
 // after it (200), 400 for an unknown leg, 409 when the volume refuses it
 // (the last in-sync leg: mirror.ErrLastInSyncLeg), 503 without an open
 // volume. The change is recorded in etcd and every node follows it.
 func (v *volumeService) legChange(op string, change func(*mirror.Volume, context.Context, int) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var req LegRequest
-		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&req); err != nil || req.Leg == "" {
-			http.Error(w, `want a JSON body {"leg": INDEX|ADDRESS|UUID}`, http.StatusBadRequest)
-			return
-		}
-		vi, err := v.current()
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		i, err := vi.vol.Table().Lookup(req.Leg)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
+		vi, i, ok := v.legOf(w, r)
+		if !ok {
 			return
 		}
 		addr := vi.vol.Table().Legs[i].Addr
@@ -205,22 +216,11 @@ func createLegFile(path string, size int64) error {
 // on) and starts copying the regions it missed (202). 409 for a leg that
 // is not failed.
 func (v *volumeService) handleReturnLeg(w http.ResponseWriter, r *http.Request) {
-	var req LegRequest
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&req); err != nil || req.Leg == "" {
-		http.Error(w, `want a JSON body {"leg": INDEX|ADDRESS|UUID}`, http.StatusBadRequest)
-		return
-	}
-	vi, err := v.current()
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+	vi, i, ok := v.legOf(w, r)
+	if !ok {
 		return
 	}
 	t := vi.vol.Table()
-	i, err := t.Lookup(req.Leg)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
 	ctx, cancel := context.WithTimeout(r.Context(), v.n.Config().StartTimeout())
 	defer cancel()
 	switch t.Legs[i].State {
