@@ -50,11 +50,36 @@ func (l *AccessLog) Wrap(h http.Handler) http.Handler {
 	})
 }
 
+// quoted escapes s for a quoted field as nginx does by default: '"' and
+// '\' with a backslash, bytes below 0x20 and above 0x7e as \xHH (so a
+// line never holds a control character or a broken quote); "" is "-".
 func quoted(s string) string {
 	if s == "" {
 		return "-"
 	}
-	return strings.ReplaceAll(strings.ReplaceAll(s, `\`, `\\`), `"`, `\"`)
+	clean := true
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"' || c == '\\':
+			b.WriteByte('\\')
+			b.WriteByte(c)
+		case c < 0x20 || c > 0x7e:
+			fmt.Fprintf(&b, `\x%02X`, c)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
 }
 
 func (l *AccessLog) write(r *http.Request, rec *statusRecorder, start time.Time) {

@@ -33,6 +33,8 @@ type Server struct {
 	done    chan struct{}
 	served  chan struct{}
 	started bool
+	// flushing is the access log's flusher.
+	flushing sync.WaitGroup
 }
 
 // NewServer checks cfg and builds the tier over st. It serves nothing until
@@ -124,6 +126,10 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Unlock()
 	go s.collect()
 	go s.seed()
+	if s.alog != nil {
+		s.flushing.Add(1)
+		go s.flushLog()
+	}
 	defer close(s.served)
 	var err error
 	if s.cfg.TLSCertFile != "" {
@@ -165,6 +171,25 @@ func (s *Server) seed() {
 		s.log.Error("loading the site failed", "from", s.cfg.SeedDir, "error", err)
 	case n > 0:
 		s.log.Info("site loaded", "files", n, "from", s.cfg.SeedDir, "into", s.cfg.ContentRoot)
+	}
+}
+
+// flushLog writes the access log's buffered lines out every second, so
+// that a line is on disk a second after its request at the latest while
+// a busy node still writes many lines at once.
+func (s *Server) flushLog() {
+	defer s.flushing.Done()
+	t := s.cfg.Clock.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C():
+			if err := s.alog.Flush(); err != nil {
+				s.log.Warn("writing the access log failed", "error", err)
+			}
+		}
 	}
 }
 
@@ -212,6 +237,7 @@ func (s *Server) Close() error {
 	if started {
 		<-s.done
 	}
+	s.flushing.Wait()
 	if s.alog != nil {
 		s.alog.Flush()
 	}
