@@ -310,7 +310,10 @@ func (g *glock) acquireRecovery(ctx context.Context, mode LockMode, try bool) er
 		}
 		if g.rbusy != nil {
 			// Another recovery user asks: wait for it to be done.
-			if err := g.leaveAndWait(ctx, Exclusive, try, g.rbusy); err != nil {
+			done := g.s.noteWait("recovery lock", g.name, "another recovery user of this node has it or asks for it")
+			err := g.leaveAndWait(ctx, Exclusive, try, g.rbusy)
+			done()
+			if err != nil {
 				return err
 			}
 			continue

@@ -128,6 +128,8 @@ func (s *Store) ReplaySlot(ctx context.Context, slot int) (ReplayStats, error) {
 	}
 	end := s.beginRecovery()
 	defer end()
+	s.setPhase(slot, "taking the slot's recovery lock")
+	defer s.setPhase(slot, "")
 	g := s.glockFor(classSlot, uint64(slot))
 	if err := g.acquire(ctx, Exclusive, false, true); err != nil {
 		return ReplayStats{}, err
@@ -148,6 +150,7 @@ func (s *Store) ReplaySlot(ctx context.Context, slot int) (ReplayStats, error) {
 			}
 			return ReplayStats{}, err
 		}
+		s.setPhase(slot, "replaying dead slot %d first", other)
 		_, err := s.recoverSlot(ctx, other, false, false)
 		if perr := og.put(Exclusive, true); err == nil {
 			err = perr
@@ -167,6 +170,9 @@ func (s *Store) recoverSlot(ctx context.Context, slot int, own, records bool) (R
 	t0 := time.Now()
 	st := ReplayStats{Slot: slot}
 	g := s.glockFor(classSlot, uint64(slot))
+	if !own {
+		s.setPhase(slot, "reading the dead slot's journal")
+	}
 	hdr, err := s.readJournalHeader(ctx, slot)
 	if err != nil {
 		return st, err
