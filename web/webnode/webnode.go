@@ -93,7 +93,7 @@ func (p *Part) Start(ctx context.Context, inc node.Incarnation) error {
 		return ErrNoStore
 	}
 	mem := membership{self: session.Owner{Node: inc.Session.Name(), Incarnation: inc.Session.Incarnation()}, locks: inc.Locks}
-	srv, err := web.NewServer(p.cfg.Web, web.FromStore(st), mem)
+	srv, err := newServer(ctx, p.cfg.Web, st, mem)
 	if err != nil {
 		return err
 	}
@@ -107,6 +107,35 @@ func (p *Part) Start(ctx context.Context, inc node.Incarnation) error {
 	p.mu.Unlock()
 	p.log.Info("web tier serving", "addr", addr.String())
 	return nil
+}
+
+// newServer builds the web tier (which makes its directories in the store,
+// waiting for their locks) and returns when it is built or when ctx ends:
+// a node stopping while another holds those locks must not wait for them.
+// A server built after ctx ended is closed.
+func newServer(ctx context.Context, cfg web.Config, st *store.Store, mem web.Membership) (*web.Server, error) {
+	type built struct {
+		srv *web.Server
+		err error
+	}
+	ch := make(chan built, 1)
+	go func() {
+		srv, err := web.NewServer(cfg, web.FromStore(st), mem)
+		ch <- built{srv, err}
+	}()
+	select {
+	case b := <-ch:
+		return b.srv, b.err
+	case <-ctx.Done():
+		go func() {
+			// The store part's Stop, which follows, closes the store and
+			// ends the wait.
+			if b := <-ch; b.srv != nil {
+				b.srv.Close()
+			}
+		}()
+		return nil, fmt.Errorf("webnode: start given up while making the web tier's directories: %w", ctx.Err())
+	}
 }
 
 // Stop implements node.Part. It returns within Config.Web.ShutdownTimeout:

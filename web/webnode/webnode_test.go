@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/shoal-ha/shoal/internal/testlog"
 	"github.com/shoal-ha/shoal/internal/testutil"
 	"github.com/shoal-ha/shoal/node"
+	"github.com/shoal-ha/shoal/store"
 	"github.com/shoal-ha/shoal/store/storenode"
 	"github.com/shoal-ha/shoal/web"
 	"github.com/shoal-ha/shoal/web/webnode"
@@ -107,4 +109,80 @@ func threeNodes(t *testing.T) (*nodetest.InProcCluster, []*webnode.Part, func(in
 		}
 	}
 	return c, parts, url, vars
+}
+
+// gatePart holds a transaction open on the store (a lock on the web
+// tier's directories) from its first Start until released; later
+// incarnations (the node may begin one as it stops) pass.
+type gatePart struct {
+	store   func() *store.Store
+	holding chan struct{}
+	release chan struct{}
+	started atomic.Bool
+}
+
+func (g *gatePart) Name() string { return "gate" }
+
+func (g *gatePart) Start(ctx context.Context, inc node.Incarnation) error {
+	if g.started.Swap(true) {
+		return nil
+	}
+	st := g.store()
+	if err := st.MkdirAll("web/keys", 0o700); err != nil {
+		return err
+	}
+	if err := st.WriteFile("web/keys/gate", []byte("x"), 0o600); err != nil {
+		return err
+	}
+	// Rewriting a file that exists allocates nothing: the transaction
+	// holds the directories' locks and no new inode's.
+	go st.Update(context.Background(), func(tx *store.Tx) error {
+		if err := tx.WriteFile("web/keys/gate", []byte("y"), 0o600); err != nil {
+			return err
+		}
+		close(g.holding)
+		<-g.release
+		return nil
+	})
+	<-g.holding
+	return nil
+}
+
+func (g *gatePart) Stop(bool) {}
+
+// A node stopping while its web part still waits for the locks of the web
+// tier's directories stops at once: the part's start gives up when its
+// context ends instead of waiting for the locks.
+func TestStartGivesUpWhenTheNodeStops(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a node")
+	}
+	c := nodetest.NewInProcCluster(t, 1, nodetest.InProcOptions{FileLegs: true, NoStart: true})
+	nd := c.Nodes[0]
+	cfg := web.DefaultConfig()
+	cfg.Addr = "127.0.0.1:0"
+	log := testlog.New(t, nd.Name)
+	sp := storenode.New(storenode.Config{Slot: *nd.Config.Volume.Slot, Format: true, Handlers: webnode.Handlers(cfg), Logger: log})
+	gate := &gatePart{store: sp.Store, holding: make(chan struct{}), release: make(chan struct{})}
+	defer close(gate.release)
+	wp := webnode.New(webnode.Config{Web: cfg, Store: sp.Store, Logger: log})
+	nd.Parts = []node.Part{sp, gate, wp}
+	nd.Start()
+	select {
+	case <-gate.holding:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the gate part never started")
+	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- nd.Stop() }()
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		// Without giving up, the start waits for the lock until the
+		// node's start timeout (20 s in the fast profile).
+		t.Fatal("the node did not stop while its web part waited for a lock")
+	}
+	if wp.Addr() != nil {
+		t.Fatal("the web part serves")
+	}
 }
