@@ -65,21 +65,22 @@ func (d *demoCluster) waitWeb(n int, within time.Duration) error {
 	return fmt.Errorf("node%d's web tier did not answer within %v", n, within)
 }
 
-// crashRuns kills, runs times, the node that holds requests in flight and
-// measures from the SIGKILL to the answer of each in-flight request retried
-// with its key on a survivor; it also checks that every acknowledged add
-// counted exactly once.
-func crashRuns(w io.Writer, top string, runs int) (err error) {
+// onCluster starts the demo's three-node cluster in a private directory
+// and runs the sessions rows on it (sessions) and the crash runs (crash);
+// rows report their own failures. The error is the cluster's (it did not
+// start or serve). The cluster's logs are kept when anything failed.
+func onCluster(w io.Writer, top string, sessions, crash bool) (err error) {
 	bin := filepath.Join(top, "bin")
 	if _, err := os.Stat(filepath.Join(bin, "shoald")); err != nil {
-		return fmt.Errorf("crash runs need bin/shoald (make build): %w", err)
+		return fmt.Errorf("the cluster rows need bin/shoald (make build): %w", err)
 	}
 	dir, err := os.MkdirTemp("", "benchweb-demo")
 	if err != nil {
 		return err
 	}
+	before := failures
 	defer func() {
-		if err != nil {
+		if err != nil || failures > before {
 			fmt.Fprintf(os.Stderr, "benchweb: the cluster's logs are kept in %s\n", dir)
 			return
 		}
@@ -95,6 +96,24 @@ func crashRuns(w io.Writer, top string, runs int) (err error) {
 			return err
 		}
 	}
+	if sessions {
+		fmt.Fprintf(w, "\nsessions API on three shoald processes (the demo's cluster: embedded etcd, the lock manager, a mirror over two file legs, the store): %d clients, %v per run\n", *apiClients, *apiDur)
+		sessionHeader(w)
+		sessionRows(w, []string{d.url(1), d.url(2), d.url(3)})
+	}
+	if crash {
+		if err := crashRuns(w, d, *crashes); err != nil {
+			rowFailed(w, "crash to answer", err)
+		}
+	}
+	return nil
+}
+
+// crashRuns kills, runs times, the node that holds requests in flight and
+// measures from the SIGKILL to the answer of each in-flight request retried
+// with its key on a survivor; it also checks that every acknowledged add
+// counted exactly once.
+func crashRuns(w io.Writer, d *demoCluster, runs int) error {
 	client := &http.Client{Timeout: 10 * time.Second}
 	all := func() []string { return []string{d.url(1), d.url(2), d.url(3)} }
 	wc := &webtest.Client{HTTP: client, Nodes: all, Backoff: 20 * time.Millisecond}

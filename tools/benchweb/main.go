@@ -68,7 +68,7 @@ var (
 	apiClients = flag.Int("api-clients", 16, "concurrent clients of each sessions run")
 	out        = flag.String("out", "", "also write the table to this file")
 	crashes    = flag.Int("crash-runs", 20, "crash-to-answer runs on a three-node shoald cluster (0: none)")
-	only       = flag.String("only", "", "run only this part: content, sessions or crash")
+	only       = flag.String("only", "", "run only this part: content, sessions (in-process nodes), cluster (sessions on three shoald processes) or crash")
 	onlyTool   = flag.String("tool", "", "content runs with only this load tool: wrk or h2load")
 	cpuProfile = flag.String("cpuprofile", "", "write a CPU profile of the Shoal node's serving (content and sessions runs) to this file")
 	memProfile = flag.String("memprofile", "", "write an allocation profile (after the content and sessions runs) to this file")
@@ -102,13 +102,15 @@ func main() {
 			fail(err)
 		}
 	}
-	if *crashes > 0 && (*only == "" || *only == "crash") {
+	wantCluster := *only == "" || *only == "cluster"
+	wantCrash := *crashes > 0 && (*only == "" || *only == "crash")
+	if wantCluster || wantCrash {
 		top, err := os.Getwd()
 		if err != nil {
 			fail(err)
 		}
-		if err := crashRuns(w, top, *crashes); err != nil {
-			rowFailed(w, "crash to answer", err)
+		if err := onCluster(w, top, wantCluster, wantCrash); err != nil {
+			rowFailed(w, "three-node shoald cluster", err)
 		}
 	}
 	if *out != "" {
@@ -337,22 +339,32 @@ func run(w io.Writer) error {
 			return err
 		}
 	}
-	fmt.Fprintf(w, "sessions API: POST .../vars/n {\"op\":\"add\"} with a fresh Idempotency-Key each, %d clients, %v per run\n", *apiClients, *apiDur)
-	fmt.Fprintf(w, "%-28s %12s %10s %10s %8s\n", "case", "mutations/s", "p50", "p99", "errors")
+	fmt.Fprintf(w, "sessions API, in-process nodes (one store on an image file, the store's in-memory lock manager): POST .../vars/n {\"op\":\"add\"} with a fresh Idempotency-Key each, %d clients, %v per run\n", *apiClients, *apiDur)
+	sessionHeader(w)
+	var urls []string
+	for _, n := range nodes {
+		urls = append(urls, n.url)
+	}
+	sessionRows(w, urls)
+	return nil
+}
+
+// sessionRows measures the sessions API on the first node of urls and on
+// all of them, with one session for all clients and one per client.
+func sessionRows(w io.Writer, urls []string) {
 	for _, c := range []struct {
 		name     string
 		nodes    int
 		sessions bool
 	}{{"1 node, 1 session", 1, false}, {"1 node, session per client", 1, true},
 		{"3 nodes, 1 session", 3, false}, {"3 nodes, session per client", 3, true}} {
-		r, err := apiLoad(nodes[:c.nodes], c.sessions)
+		r, err := apiLoad(urls[:c.nodes], c.sessions)
 		if err != nil {
 			rowFailed(w, fmt.Sprintf("%-28s", c.name), err)
 			continue
 		}
 		fmt.Fprintf(w, "%-28s %12.0f %10v %10v %8d\n", c.name, r.rate, r.p50.Round(10*time.Microsecond), r.p99.Round(10*time.Microsecond), r.errors)
 	}
-	return nil
 }
 
 type load struct {
@@ -468,7 +480,14 @@ type apiResult struct {
 	errors   int64
 }
 
-func apiLoad(nodes []*node, perClient bool) (apiResult, error) {
+func sessionHeader(w io.Writer) {
+	fmt.Fprintf(w, "%-28s %12s %10s %10s %8s\n", "case", "mutations/s", "p50", "p99", "errors")
+}
+
+// apiLoad runs -api-clients clients for -api-dur, spread over the nodes at
+// urls, each adding 1 with a fresh key at a time, to one shared session or
+// to one session each.
+func apiLoad(urls []string, perClient bool) (apiResult, error) {
 	client := &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: *apiClients}}
 	newSession := func(base string) (string, error) {
 		req, _ := http.NewRequest("POST", base+"/api/v1/sessions", nil)
@@ -484,7 +503,7 @@ func apiLoad(nodes []*node, perClient bool) (apiResult, error) {
 		}
 		return v.ID, nil
 	}
-	shared, err := newSession(nodes[0].url)
+	shared, err := newSession(urls[0])
 	if err != nil {
 		return apiResult{}, err
 	}
@@ -495,7 +514,7 @@ func apiLoad(nodes []*node, perClient bool) (apiResult, error) {
 	start := time.Now()
 	stop := start.Add(*apiDur)
 	for c := range *apiClients {
-		base := nodes[c%len(nodes)].url
+		base := urls[c%len(urls)]
 		sess := shared
 		if perClient {
 			if sess, err = newSession(base); err != nil {
