@@ -19,7 +19,8 @@ const inodeLockAhead = 2
 // of a small file's create on a loaded machine). It runs after the
 // commit, so that a transaction making many inodes does not meet its
 // own requests in flight (it tries locks out of order, and would start
-// over). Nothing is asked ahead in recovery or once the store closes; a
+// over). Each lock is only tried: one that a local transaction or
+// another node holds is left alone. Nothing is asked ahead in recovery or once the store closes; a
 // reserved block is only a preference kept in memory, never on the
 // device.
 func (s *Store) lockAhead(blk uint64) {
@@ -70,7 +71,11 @@ func (s *Store) lockAhead(blk uint64) {
 				s.aheadMu.Unlock()
 				s.aheadWG.Done()
 			}()
-			if err := g.acquire(s.aheadCtx, Exclusive, false, false); err == nil {
+			// Only tried: a lock a local transaction holds, or another
+			// node holds, is not worth a wait (nor a blocking callback
+			// taking it from that node), and a wait on the local side
+			// would not end at Close.
+			if err := g.acquire(s.aheadCtx, Exclusive, true, false); err == nil {
 				g.put(Exclusive, false) // the grant stays cached
 			}
 		}()

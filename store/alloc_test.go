@@ -131,3 +131,45 @@ func (l slowLocker) Lock(ctx context.Context, name string, mode LockMode, opts L
 	}
 	return l.Locker.Lock(ctx, name, mode, opts)
 }
+
+// A lock asked for ahead never holds up Close: a local user holding the
+// next free inode's lock (a transaction still running) makes the ask
+// give up instead of waiting for it.
+func TestLockAheadGivesWayToALocalHolder(t *testing.T) {
+	dev := newMem(t, 4096, FormatOptions{})
+	s := openNode(t, dev, NewMemLocks(), "a", 0)
+	if err := s.WriteFile("f", []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := s.Stat("f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ino := fi.Sys().(FileStat).Ino
+	// Every free block above f's inode may be asked for: hold them all
+	// locally, as transactions making inodes there would.
+	var held []*glock
+	for b := ino + 1; b < ino+1+2*inodeLockAhead+8 && b < s.sb.Blocks; b++ {
+		g := s.glockFor(classInode, b)
+		g.rw.Lock()
+		held = append(held, g)
+	}
+	s.lockAhead(ino)
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		for _, g := range held {
+			g.rw.Unlock()
+		}
+		<-closed
+		t.Fatal("Close waited for a lock asked for ahead while a local user held it")
+	}
+	for _, g := range held {
+		g.rw.Unlock()
+	}
+}
