@@ -60,12 +60,12 @@ func TestShoalblkThroughAdminAPI(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "0 problems") {
 		t.Fatalf("store check through the node: exit %d\n%s%s", code, out, errOut)
 	}
-	// ls, stat and cat read the node's open store.
-	if out, errOut, code = as(ro, "store", "ls", "."); code != 0 || !strings.Contains(out, "index.html") || !strings.Contains(out, "-rw-r--r--") {
+	// ls, stat and cat read the node's open store; paths may be rooted.
+	if out, errOut, code = as(ro, "store", "ls", "/"); code != 0 || !strings.Contains(out, "index.html") || !strings.Contains(out, "-rw-r--r--") {
 		t.Fatalf("store ls through the node: exit %d\n%s%s", code, out, errOut)
 	}
 	var e storenode.Entry
-	if out, errOut, code = as(ro, "store", "stat", "--json", "index.html"); code != 0 || json.Unmarshal([]byte(out), &e) != nil || e.Size != 5 || e.Ino == 0 || e.IsDir {
+	if out, errOut, code = as(ro, "store", "stat", "--json", "/index.html"); code != 0 || json.Unmarshal([]byte(out), &e) != nil || e.Size != 5 || e.Ino == 0 || e.IsDir {
 		t.Fatalf("store stat through the node: exit %d\n%s%s", code, out, errOut)
 	}
 	if out, errOut, code = as(ro, "store", "cat", "index.html"); code != 0 || out != "hello" {

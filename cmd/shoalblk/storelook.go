@@ -160,7 +160,7 @@ func storeLsCommand() *cobra.Command {
 			ctx := cmd.Context()
 			var out []storenode.Entry
 			if on.given() {
-				if err := askStore(cmd, &on, "/api/store/ls", args[0], &out); err != nil {
+				if err := askStore(cmd, &on, "/api/store/ls", storenode.FSPath(args[0]), &out); err != nil {
 					return err
 				}
 			} else {
@@ -169,7 +169,7 @@ func storeLsCommand() *cobra.Command {
 					return err
 				}
 				defer done()
-				ents, err := st.ReadDir(args[0])
+				ents, err := st.ReadDir(storenode.FSPath(args[0]))
 				if err != nil {
 					return err
 				}
@@ -207,7 +207,7 @@ func storeStatCommand() *cobra.Command {
 			ctx := cmd.Context()
 			var e storenode.Entry
 			if on.given() {
-				if err := askStore(cmd, &on, "/api/store/stat", args[0], &e); err != nil {
+				if err := askStore(cmd, &on, "/api/store/stat", storenode.FSPath(args[0]), &e); err != nil {
 					return err
 				}
 			} else {
@@ -216,7 +216,7 @@ func storeStatCommand() *cobra.Command {
 					return err
 				}
 				defer done()
-				fi, err := st.Stat(args[0])
+				fi, err := st.Stat(storenode.FSPath(args[0]))
 				if err != nil {
 					return err
 				}
@@ -249,7 +249,7 @@ func storeCatCommand() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				resp, err := c.Stream(ctx, "/api/store/cat?path="+url.QueryEscape(args[0]))
+				resp, err := c.Stream(ctx, "/api/store/cat?path="+url.QueryEscape(storenode.FSPath(args[0])))
 				if err != nil {
 					return apiError(err)
 				}
@@ -262,7 +262,7 @@ func storeCatCommand() *cobra.Command {
 				return err
 			}
 			defer done()
-			b, err := st.ReadFile(args[0])
+			b, err := st.ReadFile(storenode.FSPath(args[0]))
 			if err != nil {
 				return err
 			}

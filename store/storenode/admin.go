@@ -6,6 +6,8 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
+	"path"
+	"strings"
 	"time"
 
 	"github.com/shoal-ha/shoal/cluster"
@@ -87,6 +89,18 @@ func (p *Part) Mount(a *cluster.AdminServer) {
 	}))
 }
 
+// FSPath turns a path as an operator writes it ("/", "/site/a.html",
+// "site/", "") into the io/fs name the store takes ("." for the root,
+// "site/a.html"): the store's tree is rooted, and its names carry no
+// leading slash. ".." cannot climb above the root.
+func FSPath(p string) string {
+	p = strings.TrimLeft(path.Clean("/"+p), "/")
+	if p == "" {
+		return "."
+	}
+	return p
+}
+
 // reader serves a read of one path of the node's store.
 func (p *Part) reader(read func(w http.ResponseWriter, st *store.Store, path string) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -95,11 +109,7 @@ func (p *Part) reader(read func(w http.ResponseWriter, st *store.Store, path str
 			http.Error(w, "the store is not open on this node (no incarnation, or no volume)", http.StatusServiceUnavailable)
 			return
 		}
-		path := r.URL.Query().Get("path")
-		if path == "" {
-			path = "."
-		}
-		if err := read(w, st, path); err != nil {
+		if err := read(w, st, FSPath(r.URL.Query().Get("path"))); err != nil {
 			code := http.StatusInternalServerError
 			switch {
 			case errors.Is(err, fs.ErrNotExist):
