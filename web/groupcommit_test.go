@@ -64,6 +64,7 @@ func TestGroupCommitSharesTransactions(t *testing.T) {
 	c := newCluster()
 	st := &gatedStore{Store: c.vol.Node(1), gate: make(chan struct{})}
 	g := newGroupCommit(st, 10*time.Second)
+	g.maxBatches = 1 // the steps queue behind the first
 	ctx := context.Background()
 	// The first step holds the only transaction slot at the gate.
 	first := make(chan error, 1)
@@ -132,6 +133,7 @@ func TestGroupCommitSplitsAndFails(t *testing.T) {
 	c := newCluster()
 	st := &gatedStore{Store: c.vol.Node(1), gate: make(chan struct{}), conflictOver: 3}
 	g := newGroupCommit(st, 10*time.Second)
+	g.maxBatches = 1
 	ctx := context.Background()
 	block := make(chan error, 1)
 	go func() { block <- g.update(ctx, func(tx session.Tx) error { return nil }) }()
