@@ -91,7 +91,7 @@ func main() {
 	}
 	var report bytes.Buffer
 	w := io.MultiWriter(os.Stdout, &report)
-	if *only != "crash" {
+	if *only == "" || *only == "content" || *only == "sessions" {
 		stop, err := startProfiles()
 		if err != nil {
 			fail(err)
