@@ -40,7 +40,18 @@ func TestCounterPageCountsThroughAKill(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(bin, "shoald")); err != nil {
 		t.Skipf("needs bin/shoald (make build): %v", err)
 	}
-	d := &demoCluster{top: top, dir: t.TempDir(), bin: bin}
+	dir, err := os.MkdirTemp("", "benchweb-counter")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the cluster's logs are kept in %s", dir)
+			return
+		}
+		os.RemoveAll(dir)
+	})
+	d := &demoCluster{top: top, dir: dir, bin: bin}
 	if err := d.script("start", "--detach"); err != nil {
 		t.Fatal(err)
 	}
@@ -49,6 +60,11 @@ func TestCounterPageCountsThroughAKill(t *testing.T) {
 		if err := d.waitWeb(n, 60*time.Second); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// As a person would, after the site was loaded (the load's long
+	// transactions hold the store's locks meanwhile).
+	if err := d.waitSeeded(180 * time.Second); err != nil {
+		t.Fatal(err)
 	}
 	b := browsertest.Start(t)
 	page := func(what, cond string, within time.Duration) {
