@@ -473,8 +473,11 @@ func (n *Node) drive(nl *nodeLock) {
 		} else if Compatible(need, nl.blockMode) && need != nl.granted {
 			n.startConvert(nl, need, false, false)
 		}
-	case nl.key != "" && nl.held && nl.want != nl.granted && (len(nl.waiters) == 0 || Covers(nl.granted, nl.waiters[0].mode)):
-		// A pending conversion nobody waits for any more: take it back.
+	case nl.key != "" && nl.held && !Covers(nl.granted, nl.want) && (len(nl.waiters) == 0 || Covers(nl.granted, nl.waiters[0].mode)):
+		// A pending conversion up that nobody waits for any more: take it
+		// back. (A conversion down is granted by the table at once: its
+		// write may have landed before the watch brings the grant, and
+		// taking it "back" then would convert up again, over and over.)
 		n.startConvert(nl, nl.granted, false, false)
 	case nl.key != "" && nl.held && !used && (nl.draining || len(nl.waiters) == 0 && (!n.cfg.CacheLocks || nl.recovery)):
 		n.startRelease(nl)
