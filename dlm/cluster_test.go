@@ -726,3 +726,88 @@ func TestReleaseDeadOfManyLocks(t *testing.T) {
 	}
 	checkAll(t, coord)
 }
+
+// TestReleaseDeadRegionsFirst: the recovery coordinator releases a dead
+// node's region locks of the volumes it names ahead of the rest (the
+// resync no longer needs them): a waiter on such a region is granted at
+// once, while waiters on the dead node's named lock and on a region of
+// another volume stay waiting until ReleaseDead.
+func TestReleaseDeadRegionsFirst(t *testing.T) {
+	t.Parallel() // its own etcd member(s), ports reserved, prefixes its own
+	if testing.Short() {
+		t.Skip("starts an etcd member")
+	}
+	c := etcdtest.NewCluster(t, 1)
+	a := startTestNode(t, c, 0, "a")
+	coord := startTestNode(t, c, 0, "coord")
+	ctx := ctxT(t, 30*time.Second)
+	held := []Resource{Region("vol", 0, 100), Region("vol-csum", 0, 10), Region("other", 0, 100), Named("store/i/1")}
+	for _, r := range held {
+		l, err := a.n.Acquire(ctx, r, EX)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.Release() // cached: the node keeps it
+	}
+	testutil.WaitFor(t, 10*time.Second, "the coordinator to see a's locks", func() bool {
+		return len(coord.n.Orphans(a.n.Owner())) == len(held)
+	})
+	a.m.Stop()
+	if err := coord.n.WaitDead(ctx, a.n.Owner()); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]chan error, len(held))
+	for i, r := range held {
+		got[i] = make(chan error, 1)
+		go func() {
+			l, err := coord.n.Acquire(ctx, r, PR)
+			if err == nil {
+				l.Release()
+			}
+			got[i] <- err
+		}()
+	}
+	testutil.WaitFor(t, 10*time.Second, "the coordinator's requests to queue", func() bool {
+		n := 0
+		for _, l := range coord.n.Locks() {
+			if l.Owner == coord.n.Owner() && l.Waiting() {
+				n++
+			}
+		}
+		return n == len(held)
+	})
+	n, err := coord.n.ReleaseDeadRegions(ctx, a.n.Owner(), "vol", "vol-csum")
+	if err != nil || n != 2 {
+		t.Fatalf("released %d region locks (%v), want 2", n, err)
+	}
+	for i := range 2 {
+		select {
+		case err := <-got[i]:
+			if err != nil {
+				t.Fatalf("%s: %v", held[i], err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s not granted after its region lock was released", held[i])
+		}
+	}
+	for i := 2; i < len(held); i++ {
+		select {
+		case err := <-got[i]:
+			t.Fatalf("%s granted (%v) while the dead node's lock stands", held[i], err)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	// Again: nothing left of those volumes, nothing released.
+	if n, err := coord.n.ReleaseDeadRegions(ctx, a.n.Owner(), "vol", "vol-csum"); err != nil || n != 0 {
+		t.Fatalf("second release: %d (%v), want 0", n, err)
+	}
+	if err := coord.n.ReleaseDead(ctx, a.n.Owner()); err != nil {
+		t.Fatal(err)
+	}
+	for i := 2; i < len(held); i++ {
+		if err := <-got[i]; err != nil {
+			t.Fatalf("%s: %v", held[i], err)
+		}
+	}
+	checkAll(t, coord)
+}

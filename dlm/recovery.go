@@ -3,6 +3,7 @@ package dlm
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -113,23 +114,47 @@ func (n *Node) deadLocked(o Owner) bool {
 // invalid. It fails if o is not dead in this node's replica. Retrying is
 // safe.
 func (n *Node) ReleaseDead(ctx context.Context, o Owner) error {
+	_, err := n.releaseDead(ctx, o, nil)
+	return err
+}
+
+// ReleaseDeadRegions releases, ahead of ReleaseDead, dead incarnation o's
+// locks on regions of the given volumes (Resource.Volume), and returns how
+// many it released. The recovery coordinator calls it once the volume has
+// no more use for them: after the resync of o's write-intent bitmap, when
+// the legs agree on every region o marked and the checksum areas o cached
+// are recomputed from the data. Waiters on those regions are granted at
+// once, while o's other locks (the store's) stay orphaned until
+// ReleaseDead. No release record is written: ReleaseDead still has to run.
+// It fails if o is not dead in this node's replica. Retrying is safe.
+func (n *Node) ReleaseDeadRegions(ctx context.Context, o Owner, volumes ...string) (int, error) {
+	if len(volumes) == 0 {
+		return 0, nil
+	}
+	return n.releaseDead(ctx, o, func(r Resource) bool { return r.IsRegion() && slices.Contains(volumes, r.Volume) })
+}
+
+// releaseDead is ReleaseDead (only nil) or ReleaseDeadRegions (only:
+// which of o's locks to release).
+func (n *Node) releaseDead(ctx context.Context, o Owner, only func(Resource) bool) (int, error) {
 	n.mu.Lock()
 	if err := n.alive(); err != nil {
 		n.mu.Unlock()
-		return err
+		return 0, err
 	}
 	if !n.deadLocked(o) {
 		n.mu.Unlock()
-		return fmt.Errorf("dlm: %s is not dead; only a dead incarnation's locks can be released", o)
+		return 0, fmt.Errorf("dlm: %s is not dead; only a dead incarnation's locks can be released", o)
 	}
-	var released []string
+	var released, ids []string
 	var invalid []clientv3.Op
 	seen := map[string]bool{}
 	for _, l := range n.rep.Table.Locks() {
-		if l.Owner != o {
+		if l.Owner != o || (only != nil && !only(l.Resource)) {
 			continue
 		}
 		released = append(released, l.Resource.String())
+		ids = append(ids, l.ID)
 		if _, valid := n.rep.Table.LVB(l.Resource); !valid && !seen[l.Resource.String()] {
 			seen[l.Resource.String()] = true
 			invalid = append(invalid, clientv3.OpPut(n.keys.lvb(l.Resource), mustJSON(lvbValue{Valid: false})))
@@ -141,29 +166,58 @@ func (n *Node) ReleaseDead(ctx context.Context, o Owner) error {
 	// limit of operations per transaction (a node may hold thousands of
 	// locks); the requests are deleted and the release recorded last, in
 	// one transaction, so a retry after a failure finds them still there.
-	for len(invalid) > 0 {
-		batch := invalid[:min(len(invalid), maxTxnOps)]
-		invalid = invalid[len(batch):]
-		resp, err := n.commitRecovery(ctx, guard, batch)
+	if _, err := n.commitRecoveryBatches(ctx, guard, invalid); err != nil {
+		return 0, fmt.Errorf("dlm: writing back the value blocks of %s: %w", o, err)
+	}
+	if only != nil {
+		// A part of o's requests, deleted one by one: a retry finds the
+		// ones not yet deleted.
+		var dels []clientv3.Op
+		for _, id := range ids {
+			dels = append(dels, clientv3.OpDelete(id))
+		}
+		rev, err := n.commitRecoveryBatches(ctx, guard, dels)
 		if err != nil {
-			return fmt.Errorf("dlm: writing back the value blocks of %s: %w", o, err)
+			return 0, fmt.Errorf("dlm: releasing region locks of %s: %w", o, err)
 		}
-		if !resp.Succeeded {
-			return fmt.Errorf("dlm: writing back the value blocks of %s: %w", o, ErrLeaseLost)
+		if len(ids) == 0 {
+			return 0, nil
 		}
+		n.log.Info("released region locks of dead incarnation", "owner", o, "locks", len(ids))
+		return len(ids), n.waitRev(ctx, rev)
 	}
 	resp, err := n.commitRecovery(ctx, guard, []clientv3.Op{
 		clientv3.OpDelete(n.keys.ownerReqs(o), clientv3.WithPrefix()),
 		clientv3.OpPut(n.keys.recovered(o), mustJSON(recoveredValue{By: n.me.String(), Released: released})),
 	})
 	if err != nil {
-		return fmt.Errorf("dlm: releasing locks of %s: %w", o, err)
+		return 0, fmt.Errorf("dlm: releasing locks of %s: %w", o, err)
 	}
 	if !resp.Succeeded {
-		return fmt.Errorf("dlm: releasing locks of %s: %w", o, ErrLeaseLost)
+		return 0, fmt.Errorf("dlm: releasing locks of %s: %w", o, ErrLeaseLost)
 	}
 	n.log.Info("released locks of dead incarnation", "owner", o, "locks", len(released))
-	return n.waitRev(ctx, resp.Header.Revision)
+	return len(released), n.waitRev(ctx, resp.Header.Revision)
+}
+
+// commitRecoveryBatches commits ops with commitRecovery in transactions
+// below etcd's limit of operations per transaction, and returns the
+// revision of the last one (0 for no ops).
+func (n *Node) commitRecoveryBatches(ctx context.Context, guard clientv3.Cmp, ops []clientv3.Op) (int64, error) {
+	var rev int64
+	for len(ops) > 0 {
+		batch := ops[:min(len(ops), maxTxnOps)]
+		ops = ops[len(batch):]
+		resp, err := n.commitRecovery(ctx, guard, batch)
+		if err != nil {
+			return 0, err
+		}
+		if !resp.Succeeded {
+			return 0, ErrLeaseLost
+		}
+		rev = resp.Header.Revision
+	}
+	return rev, nil
 }
 
 // commitRecovery commits one of ReleaseDead's idempotent transactions,
