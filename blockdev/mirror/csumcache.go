@@ -99,6 +99,19 @@ func newCsumCache(v *Volume, holder RegionHolder, maxBytes int64) *csumCache {
 // per region, offsets in volume bytes like the data's).
 func (v *Volume) csumNS() string { return v.lockNS + "-csum" }
 
+// tableNS is the lock namespace of the leg table's changes.
+func (v *Volume) tableNS() string { return v.lockNS + "-table" }
+
+// LockNamespaces are the region-lock namespaces (RegionRequest.Volume)
+// the volume's locks use: the data regions, the checksum areas and the leg
+// table. Once RecoverFenced has resynced a fenced node's slot, its locks
+// in these namespaces protect nothing more (the legs agree on every
+// region it marked, the checksum areas it cached are recomputed from the
+// data, its leg table changes were single etcd transactions): the
+// recovery coordinator releases them then, ahead of the node's other
+// locks, so that the survivors' writes stop waiting for it.
+func (v *Volume) LockNamespaces() []string { return []string{v.lockNS, v.csumNS(), v.tableNS()} }
+
 // newEntry adds a loading entry for region r, locked. Called with c.mu held.
 func (c *csumCache) newEntry(r int64, recovery bool) *csumEntry {
 	e := &csumEntry{r: r, recovery: recovery, lastUse: c.tick, stop: make(chan struct{}), used: make(chan struct{})}

@@ -123,7 +123,7 @@ func (s *superblockStore) CompareAndSwap(ctx context.Context, volume uuid.UUID, 
 }
 
 func (s *superblockStore) lockTable(ctx context.Context) (func(), error) {
-	lk, err := s.v.locker.LockRegion(ctx, RegionRequest{Volume: s.v.lockNS + "-table", Off: 0, Length: 1, Exclusive: true})
+	lk, err := s.v.locker.LockRegion(ctx, RegionRequest{Volume: s.v.tableNS(), Off: 0, Length: 1, Exclusive: true})
 	if err != nil {
 		return nil, err
 	}
