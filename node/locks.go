@@ -134,3 +134,21 @@ func (l *lockService) releaseDead(ctx context.Context, dead keys.MemberRecord) (
 	}
 	return len(orphans), nil
 }
+
+// releaseDeadRegions releases a dead incarnation's region locks of the
+// given lock namespaces ahead of its other locks (dlm ReleaseDeadRegions),
+// once the lock table sees it dead, and returns how many it released. It
+// is idempotent.
+func (l *lockService) releaseDeadRegions(ctx context.Context, dead keys.MemberRecord, volumes []string) (int, error) {
+	d, err := l.current(ctx)
+	if err != nil {
+		return 0, err
+	}
+	o := dlm.Owner{Node: dead.Name, Incarnation: dead.Incarnation}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := d.WaitDead(wctx, o); err != nil {
+		return 0, fmt.Errorf("waiting for the lock table to see %s dead: %w", o, err)
+	}
+	return d.ReleaseDeadRegions(ctx, o, volumes...)
+}

@@ -38,7 +38,7 @@ type Mounter interface {
 
 // Replayer is a Part with a journal of its own: the recovery coordinator
 // calls Replay in the replay step of a dead incarnation's recovery
-// (fencing/recovery's order: fence, record, replay, resync, release), on
+// (fencing/recovery's order: fence, record, resync, replay, release), on
 // the coordinator's own incarnation. Replay must be idempotent: a new
 // coordinator repeats the step after a coordinator dies mid-replay.
 type Replayer interface {

@@ -20,10 +20,11 @@ import (
 
 // recoveryRole is the node's recovery coordinator role. Every incarnation
 // campaigns for it; the elected one runs the recovery order (fence, record
-// the fence and revoke the lease, replay the journal, resync the dead
-// node's bitmap, release its locks) for every dead incarnation recorded in
-// etcd, resuming where a previous coordinator stopped. Every node asks for
-// a recovery when its member view sees an incarnation die.
+// the fence and revoke the lease, resync the dead node's bitmap and release
+// its region locks, replay the journal, release its other locks) for every
+// dead incarnation recorded in etcd, resuming where a previous coordinator
+// stopped. Every node asks for a recovery when its member view sees an
+// incarnation die.
 type recoveryRole struct {
 	n     *cluster.Node
 	vols  *volumeService
@@ -273,12 +274,12 @@ func (r *recoveryRole) resync(ctx context.Context, victim fencing.NodeRef) (reco
 		out.Method = "victim never opened the volume"
 		return out, nil
 	}
-	if _, err := r.vols.current(); err == nil && slot == *r.vols.cfg.Slot {
+	if vi, err := r.vols.current(); err == nil && slot == *r.vols.cfg.Slot {
 		// The victim is an earlier incarnation of this node (slots are
 		// per node): this incarnation's volume open recovered the slot
 		// before any write of its own, and the slot is live now.
 		out.Method = fmt.Sprintf("bitmap slot %d recovered by this node's own volume open", slot)
-		return out, nil
+		return out, r.releaseRegions(ctx, victim, vi, &out)
 	}
 	vi, done, err := r.volumeForRecovery(ctx)
 	if err != nil {
@@ -292,7 +293,21 @@ func (r *recoveryRole) resync(ctx context.Context, victim fencing.NodeRef) (reco
 	r.log.Debug("merged bitmap and resynced", "victim", victim.String(), "slot", slot, "report", fmt.Sprintf("%+v", rep))
 	out.Method = fmt.Sprintf("bitmap slot %d merged", slot)
 	out.Count = rep.Regions
-	return out, nil
+	return out, r.releaseRegions(ctx, victim, vi, &out)
+}
+
+// releaseRegions releases the victim's locks on the volume's regions,
+// checksum areas and leg table once its slot is resynced (see
+// mirror.Volume.LockNamespaces): the survivors' writes to the regions it
+// held go on from here, before the journal replay, which needs what those
+// writers hold. Its other locks wait for the release step.
+func (r *recoveryRole) releaseRegions(ctx context.Context, victim fencing.NodeRef, vi *volumeIncarnation, out *recovery.Outcome) error {
+	n, err := r.locks.releaseDeadRegions(ctx, keys.MemberRecord{Name: victim.Name, Incarnation: victim.Incarnation}, vi.vol.LockNamespaces())
+	if err != nil {
+		return fmt.Errorf("releasing the region locks of %s after the resync: %w", victim, err)
+	}
+	out.Method += fmt.Sprintf(", %d region locks released", n)
+	return nil
 }
 
 // volumeForRecovery is this node's open volume, or, while it is not open

@@ -1,7 +1,7 @@
 // Package recovery is the recovery coordinator's engine: it carries a dead
 // or suspected node incarnation through the recovery order of the design,
 //
-//	fence -> record-fence (revoke lease) -> replay-journal -> resync -> release-locks -> done
+//	fence -> record-fence (revoke lease) -> resync (and release region locks) -> replay-journal -> release-locks -> done
 //
 // recording every finished step in etcd under
 // <prefix>/recovery/<node>/<incarnation>, so that when the coordinator

@@ -273,15 +273,15 @@ func runCoordinator(t *testing.T, c *recovery.Coordinator) (cancel func(), resul
 }
 
 // TestCoordinatorKilledBetweenStepsIsResumed: coordinator a dies (its
-// session ends) after replaying the journal, while in the resync; b is
-// elected, resumes at the resync and no finished step's effect repeats.
+// session ends) after the resync, while replaying the journal; b is
+// elected, resumes at the replay and no finished step's effect repeats.
 func TestCoordinatorKilledBetweenStepsIsResumed(t *testing.T) {
 	ctx := context.Background()
 	cli, prefix := etcdClient(t)
 	victim := grantVictim(t, cli, "n1", 60)
 	hooks := newStepHooks()
 	fencer := &countingFencer{inner: fencing.FencerFunc(func(context.Context, fencing.NodeRef) error { return nil }), ok: map[string]int{}}
-	inResync := hooks.holdStep("resync")
+	inReplay := hooks.holdStep("replay-journal")
 
 	sa, sb := session(t, cli), session(t, cli)
 	a := newCoordinator(t, cli, sa, prefix, "a", fencer, hooks)
@@ -294,11 +294,11 @@ func TestCoordinatorKilledBetweenStepsIsResumed(t *testing.T) {
 		t.Fatalf("request: created=%v err=%v", created, err)
 	}
 	select {
-	case <-inResync:
+	case <-inReplay:
 	case <-time.After(20 * time.Second):
-		t.Fatal("a never reached the resync")
+		t.Fatal("a never reached the replay")
 	}
-	if rec := loadRecord(t, cli, prefix, victim); rec.Finished != recovery.StepReplayJournal || rec.Coordinator != "a" {
+	if rec := loadRecord(t, cli, prefix, victim); rec.Finished != recovery.StepResync || rec.Coordinator != "a" {
 		t.Fatalf("before a dies: finished %s by %s", rec.Finished, rec.Coordinator)
 	}
 	if b.Leading() {
@@ -318,11 +318,11 @@ func TestCoordinatorKilledBetweenStepsIsResumed(t *testing.T) {
 	}
 	testutil.WaitFor(t, 20*time.Second, "recovery done", func() bool { return loadRecord(t, cli, prefix, victim).Done() })
 	rec := loadRecord(t, cli, prefix, victim)
-	want := "fence=a record-fence=a replay-journal=a resync=b release-locks=b done=b"
+	want := "fence=a record-fence=a resync=a replay-journal=b release-locks=b done=b"
 	if got := history(rec); got != want {
 		t.Fatalf("history %q, want %q", got, want)
 	}
-	if got := hooks.of("n1"); !slices.Equal(got, []string{"replay-journal", "resync", "release-locks"}) {
+	if got := hooks.of("n1"); !slices.Equal(got, []string{"resync", "replay-journal", "release-locks"}) {
 		t.Fatalf("effects %v: a step repeated or missing", got)
 	}
 	if fencer.ok["n1"] != 1 {
@@ -396,7 +396,7 @@ func TestCoordinatorReservationFencing(t *testing.T) {
 	}
 	for _, v := range []*member{v1, v2} {
 		testutil.WaitFor(t, 20*time.Second, "recovery of "+v.ref.Name, func() bool { return loadRecord(t, cli, prefix, v.ref).Done() })
-		if got := hooks.of(v.ref.Name); !slices.Equal(got, []string{"replay-journal", "resync", "release-locks"}) {
+		if got := hooks.of(v.ref.Name); !slices.Equal(got, []string{"resync", "replay-journal", "release-locks"}) {
 			t.Fatalf("%s effects %v", v.ref.Name, got)
 		}
 		for i, in := range v.inits {
@@ -508,7 +508,7 @@ func TestCoordinatorFenceAgentFailsOrHangs(t *testing.T) {
 	t.Logf("status while the agent hangs:\n%s", buf.String())
 	writeAgent("echo Success: Powered OFF\nexit 0\n")
 	testutil.WaitFor(t, 20*time.Second, "recovery done", func() bool { return loadRecord(t, cli, prefix, victim).Done() })
-	if got := hooks.of("n1"); !slices.Equal(got, []string{"replay-journal", "resync", "release-locks"}) {
+	if got := hooks.of("n1"); !slices.Equal(got, []string{"resync", "replay-journal", "release-locks"}) {
 		t.Fatalf("effects %v", got)
 	}
 	if attempts.Load() < 5 {

@@ -15,12 +15,13 @@ import (
 // runs the hook again. A hook that returns an error is retried with
 // back-off, and the recovery does not go past it until it succeeds.
 type Hooks interface {
+	// ResyncBitmap merges victim's write-intent bitmap, resyncs the
+	// regions it marks and releases victim's region locks (runs before
+	// ReplayJournal: see StepResync).
+	ResyncBitmap(ctx context.Context, victim fencing.NodeRef) error
 	// ReplayJournal redoes victim's committed transactions and finishes or
 	// rolls back its in-flight ones.
 	ReplayJournal(ctx context.Context, victim fencing.NodeRef) error
-	// ResyncBitmap merges victim's write-intent bitmap and resyncs the
-	// regions it marks.
-	ResyncBitmap(ctx context.Context, victim fencing.NodeRef) error
 	// ReleaseLocks releases victim's locks, which the DLM kept gated for
 	// the coordinator since the victim died.
 	ReleaseLocks(ctx context.Context, victim fencing.NodeRef) error

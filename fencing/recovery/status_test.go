@@ -42,7 +42,7 @@ func TestTableAttemptsAgreeWithHistory(t *testing.T) {
 	if got := column(rec); got != "2" {
 		t.Fatalf("after one failed fence the column shows %s, want 2 (the next attempt)", got)
 	}
-	for _, st := range []recovery.Step{recovery.StepFence, recovery.StepRecordFence, recovery.StepReplayJournal, recovery.StepResync, recovery.StepReleaseLocks, recovery.StepDone} {
+	for _, st := range []recovery.Step{recovery.StepFence, recovery.StepRecordFence, recovery.StepResync, recovery.StepReplayJournal, recovery.StepReleaseLocks, recovery.StepDone} {
 		if rec, err = rec.Finish(st, "a", now); err != nil {
 			t.Fatal(err)
 		}

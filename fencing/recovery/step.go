@@ -17,10 +17,18 @@ const (
 	StepFence
 	// StepRecordFence revokes the victim's lease and records the fence.
 	StepRecordFence
+	// StepResync merges the victim's write-intent bitmap, resyncs the
+	// regions it marks and releases the victim's region locks: the legs
+	// agree and every checksum area is recomputed from the data, so what
+	// those locks protected (write ordering within a region, checksum
+	// areas cached in the victim's memory) needs them no more. It comes
+	// before the replay so that the survivors' own writes to those
+	// regions stop waiting for the dead node before the replay needs what
+	// those writers hold (their journals, their file locks), and so that
+	// the replay reads the victim's journal as every leg will hold it.
+	StepResync
 	// StepReplayJournal replays the victim's journal.
 	StepReplayJournal
-	// StepResync merges the victim's write-intent bitmap and resyncs.
-	StepResync
 	// StepReleaseLocks releases the victim's locks through the DLM's
 	// recovery gating.
 	StepReleaseLocks
@@ -28,11 +36,11 @@ const (
 	StepDone
 )
 
-var stepNames = [...]string{"none", "fence", "record-fence", "replay-journal", "resync", "release-locks", "done"}
+var stepNames = [...]string{"none", "fence", "record-fence", "resync", "replay-journal", "release-locks", "done"}
 
 // Steps lists the steps in order, from StepFence to StepDone.
 func Steps() []Step {
-	return []Step{StepFence, StepRecordFence, StepReplayJournal, StepResync, StepReleaseLocks, StepDone}
+	return []Step{StepFence, StepRecordFence, StepResync, StepReplayJournal, StepReleaseLocks, StepDone}
 }
 
 // String is the step's name as recorded in etcd.

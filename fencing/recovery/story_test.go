@@ -28,14 +28,14 @@ func TestStoryTellsAFailoverOnce(t *testing.T) {
 	s.Observe(rec)
 	outcomes := map[recovery.Step]recovery.Outcome{
 		recovery.StepFence:         {Method: "reservations+lease"},
-		recovery.StepReplayJournal: {Count: 412, Unit: "records"},
 		recovery.StepResync:        {Count: 37, Unit: "regions"},
+		recovery.StepReplayJournal: {Count: 412, Unit: "records"},
 		recovery.StepReleaseLocks:  {Count: 5, Unit: "locks"},
 	}
 	for i, step := range recovery.Steps() {
 		now = now.Add(time.Duration(i+1) * 100 * time.Millisecond)
 		coord := "node1/a"
-		if step >= recovery.StepResync {
+		if step >= recovery.StepReplayJournal {
 			coord = "node3/b" // a new coordinator finishes it
 		}
 		var err error
@@ -50,8 +50,8 @@ func TestStoryTellsAFailoverOnce(t *testing.T) {
 		`failover: suspected: recovery=node2/inc7 how="lease expired"`,
 		`failover: fenced: recovery=node2/inc7 took=100ms coordinator=node1/a how="reservations+lease"`,
 		`failover: lease revoked, fence recorded: recovery=node2/inc7 took=200ms`,
-		`failover: journal replayed: recovery=node2/inc7 took=300ms coordinator=node1/a records=412`,
-		`failover: resynced: recovery=node2/inc7 took=400ms coordinator=node3/b regions=37`,
+		`failover: resynced: recovery=node2/inc7 took=300ms coordinator=node1/a regions=37`,
+		`failover: journal replayed: recovery=node2/inc7 took=400ms coordinator=node3/b records=412`,
 		`failover: locks released: recovery=node2/inc7 took=500ms coordinator=node3/b locks=5`,
 		`failover: done: recovery=node2/inc7 took=2.1s since_suspected=3.1s coordinator=node3/b`,
 	}

@@ -339,9 +339,9 @@ func TestPausedWriterProcessLeaseOnly(t *testing.T) {
 }
 
 // TestCoordinatorProcessKilledBetweenSteps: the coordinator process is
-// SIGKILLed after replaying the journal, in the middle of the resync;
+// SIGKILLed after the resync, in the middle of the journal replay;
 // once its session lease expires another node is elected, resumes at the
-// resync, and no finished step's effect happens twice.
+// journal replay, and no finished step's effect happens twice.
 func TestCoordinatorProcessKilledBetweenSteps(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
@@ -362,7 +362,7 @@ func TestCoordinatorProcessKilledBetweenSteps(t *testing.T) {
 	}
 	victim := fencing.NewNodeRef("n9", "1", int64(lease.ID))
 	a := startChild(t, envChild, "coord", envName, "a", envEtcd, strings.Join(cluster.Endpoints, ","),
-		envPrefix, prefix, envLog, effects, envHold, "resync", envTTL, strconv.Itoa(ttl))
+		envPrefix, prefix, envLog, effects, envHold, "replay-journal", envTTL, strconv.Itoa(ttl))
 	a.waitLine("elected")
 
 	// b: this process, waiting in the election.
@@ -391,7 +391,7 @@ func TestCoordinatorProcessKilledBetweenSteps(t *testing.T) {
 	if _, err := b.Request(ctx, victim); err != nil {
 		t.Fatal(err)
 	}
-	a.waitLine("holding resync")
+	a.waitLine("holding replay-journal")
 	if b.Leading() {
 		t.Fatal("b elected while a leads")
 	}
@@ -417,7 +417,7 @@ func TestCoordinatorProcessKilledBetweenSteps(t *testing.T) {
 	for _, h := range rec.History {
 		hist = append(hist, h.Step.String()+"="+h.Coordinator)
 	}
-	if want := "fence=a record-fence=a replay-journal=a resync=b release-locks=b done=b"; strings.Join(hist, " ") != want {
+	if want := "fence=a record-fence=a resync=a replay-journal=b release-locks=b done=b"; strings.Join(hist, " ") != want {
 		t.Fatalf("history %q, want %q", strings.Join(hist, " "), want)
 	}
 	b2, err := os.ReadFile(effects)
@@ -425,7 +425,7 @@ func TestCoordinatorProcessKilledBetweenSteps(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := strings.Split(strings.TrimSpace(string(b2)), "\n")
-	want := []string{"fence n9 a", "replay-journal n9 a", "resync n9 b", "release-locks n9 b"}
+	want := []string{"fence n9 a", "resync n9 a", "replay-journal n9 b", "release-locks n9 b"}
 	if !slices.Equal(got, want) {
 		t.Fatalf("effects:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}

@@ -249,12 +249,12 @@ func TestRecoveryOrderOnTgtdAndEtcd(t *testing.T) {
 	for _, h := range rec.History {
 		order = append(order, h.Step.String())
 	}
-	if want := []string{"fence", "record-fence", "replay-journal", "resync", "release-locks", "done"}; !slices.Equal(order, want) {
+	if want := []string{"fence", "record-fence", "resync", "replay-journal", "release-locks", "done"}; !slices.Equal(order, want) {
 		t.Fatalf("recorded steps %v, want %v", order, want)
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if !slices.Equal(steps, []string{"replay-journal", "resync", "release-locks"}) {
+	if !slices.Equal(steps, []string{"resync", "replay-journal", "release-locks"}) {
 		t.Fatalf("hooks ran %v", steps)
 	}
 	for i, d := range victim.devs {

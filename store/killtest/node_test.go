@@ -181,13 +181,20 @@ func (n *node) close(ctx context.Context) error {
 
 // recover is the recovery coordinator's work for a dead node (owner o,
 // slot): wait until the lock manager counts it dead, recover its volume
-// slot, replay its store journal, release its locks.
+// slot and release its region locks, replay its store journal, release its
+// other locks.
 func (n *node) recover(ctx context.Context, o dlm.Owner, slot int) (store.ReplayStats, error) {
 	if err := n.locks.WaitDead(ctx, o); err != nil {
 		return store.ReplayStats{}, fmt.Errorf("wait for %s to be dead: %w", o, err)
 	}
 	if _, err := n.vol.RecoverFenced(ctx, slot); err != nil {
 		return store.ReplayStats{}, fmt.Errorf("recover volume slot %d: %w", slot, err)
+	}
+	// As the node's resync step: the dead node's region locks go once its
+	// slot is resynced, before the replay needs what writers behind them
+	// hold.
+	if _, err := n.locks.ReleaseDeadRegions(ctx, o, n.vol.LockNamespaces()...); err != nil {
+		return store.ReplayStats{}, fmt.Errorf("release the region locks of %s: %w", o, err)
 	}
 	st, err := n.st.ReplaySlot(ctx, slot)
 	if err != nil {

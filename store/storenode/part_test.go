@@ -86,3 +86,94 @@ func TestNodesShareStoreAndReplayTheDead(t *testing.T) {
 		t.Fatalf("check: %v %v", err, rep.Err())
 	}
 }
+
+// A survivor writes while the dead node is recovered: its commit writes a
+// directory block in place, in a region whose checksum area the dead node
+// held (it wrote a neighbouring directory last), and the replay's record
+// handler then needs that survivor's journal writer. The survivor's write
+// must not wait for the dead node's region locks until the recovery ends
+// (they are released once the resync has made the legs agree): with them
+// held to the end, the replay waits for the commit and the commit for the
+// replay.
+func TestSurvivorWritesWhileTheDeadIsReplayed(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts etcd and two nodes")
+	}
+	c := nodetest.NewInProcCluster(t, 2, nodetest.InProcOptions{FileLegs: true, NoStart: true})
+	parts := make([]*storenode.Part, 2)
+	for i, nd := range c.Nodes {
+		parts[i] = storenode.New(storenode.Config{Slot: i, Format: true, Logger: testlog.New(t, nd.Name+"-store"),
+			Handlers: map[string]store.Handler{}})
+		nd.Parts = []node.Part{parts[i]}
+		nd.Start()
+	}
+	c.WaitMembers(30*time.Second, 2, c.Nodes...)
+	testutil.WaitFor(t, 30*time.Second, "both stores open", func() bool {
+		return parts[0].Store() != nil && parts[1].Store() != nil
+	})
+	if !storenode.HasRecoveryWriter(nil) {
+		t.Skip("the recovery part needs the mirror's RecoveryWriter")
+	}
+	a, b := parts[0].Store(), parts[1].Store()
+	// Two directories made together: their blocks share a region.
+	for _, d := range []string{"site", "keys"} {
+		if err := a.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.WriteFile("site/a0", []byte("a0"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	handled := make(chan string, 8)
+	a.Handle("intent", func(ctx context.Context, tx *store.Tx, rec store.Record) error {
+		handled <- string(rec.Payload)
+		return tx.WriteFile("site/handled-"+string(rec.Payload), rec.Payload, 0o644)
+	})
+	// The node to die writes in keys last (its checksum hold of the
+	// region stays cached) and leaves a record for the survivor's handler.
+	err := b.Update(context.Background(), func(tx *store.Tx) error {
+		if _, err := tx.Log("intent", []byte("r1")); err != nil {
+			return err
+		}
+		return tx.WriteFile("keys/k1", []byte("r1"), 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The node's etcd traffic is cut (it can give nothing back any more)
+	// and the survivor writes in site at once: its commit meets the dead
+	// node's checksum hold before the recovery has begun.
+	c.Nodes[1].Partition()
+	wrote := make(chan error, 1)
+	go func() { wrote <- a.WriteFile("site/a1", []byte("a1"), 0o644) }()
+	c.Nodes[1].Kill()
+	select {
+	case err := <-wrote:
+		if err != nil {
+			t.Fatalf("survivor's write: %v", err)
+		}
+	case <-time.After(90 * time.Second):
+		t.Fatal("the survivor's write never ended: it waits for the dead node's region locks, and the replay for it")
+	}
+	select {
+	case r := <-handled:
+		if r != "r1" {
+			t.Fatalf("handled %q", r)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("the survivor's recovery never handed the record over")
+	}
+	testutil.WaitFor(t, 30*time.Second, "the handler's file", func() bool {
+		_, err := a.Stat("site/handled-r1")
+		return err == nil
+	})
+	for name, want := range map[string]string{"keys/k1": "r1", "site/a1": "a1", "site/a0": "a0"} {
+		if got, err := a.ReadFile(name); err != nil || string(got) != want {
+			t.Fatalf("%s: %q, %v", name, got, err)
+		}
+	}
+	rep, err := a.Check(context.Background())
+	if err != nil || rep.Err() != nil {
+		t.Fatalf("check: %v %v", err, rep.Err())
+	}
+}

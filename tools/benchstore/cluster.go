@@ -319,13 +319,17 @@ func (n *node) release() {
 
 // recover does what the recovery coordinator does for dead node d, on
 // node c: wait until the lock manager counts d dead, recover d's volume
-// slot, replay its journal (the returned figures), release its locks.
+// slot and release its region locks, replay its journal (the returned
+// figures), release its other locks.
 func (c *node) recover(ctx context.Context, d *node) (store.ReplayStats, error) {
 	if err := c.locks.WaitDead(ctx, d.member.Owner()); err != nil {
 		return store.ReplayStats{}, err
 	}
 	if _, err := c.vol.RecoverFenced(ctx, d.slot); err != nil {
 		return store.ReplayStats{}, fmt.Errorf("recover volume slot %d: %w", d.slot, err)
+	}
+	if _, err := c.locks.ReleaseDeadRegions(ctx, d.member.Owner(), c.vol.LockNamespaces()...); err != nil {
+		return store.ReplayStats{}, fmt.Errorf("release the region locks of %s: %w", d.member.Owner(), err)
 	}
 	st, err := c.st.ReplaySlot(ctx, d.slot)
 	if err != nil {
