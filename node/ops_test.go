@@ -125,8 +125,8 @@ func TestFailoverStoryAndMetrics(t *testing.T) {
 			regexp.MustCompile(`^failover: suspected: ` + id + ` how="its lease expired"`),
 			regexp.MustCompile(`^failover: fenced: ` + id + ` took=\S+ coordinator=\S+ how="lease expired plus self-fence margin"`),
 			regexp.MustCompile(`^failover: lease revoked, fence recorded: ` + id + ` took=\S+`),
-			regexp.MustCompile(`^failover: journal replayed: ` + id + ` took=\S+ coordinator=\S+ records=0`),
 			regexp.MustCompile(`^failover: resynced: ` + id + ` took=\S+ coordinator=\S+ regions=\d+`),
+			regexp.MustCompile(`^failover: journal replayed: ` + id + ` took=\S+ coordinator=\S+ records=0`),
 			regexp.MustCompile(`^failover: locks released: ` + id + ` took=\S+ coordinator=\S+ locks=[1-9]`),
 			regexp.MustCompile(`^failover: done: ` + id + ` took=\S+ since_suspected=\S+`),
 		}

@@ -50,8 +50,8 @@ func TestClusterWatchTellsEachEventOnce(t *testing.T) {
 	feed("node1", membersView("node1", n1, n2), r)
 	feed("node1", membersView("node1", n1, n2), r)
 	r = step(r, recovery.StepRecordFence, 10*time.Millisecond, recovery.Outcome{})
-	r = step(r, recovery.StepReplayJournal, 5*time.Millisecond, recovery.Outcome{Count: 3, Unit: "records"})
 	r = step(r, recovery.StepResync, 20*time.Millisecond, recovery.Outcome{Count: 2, Unit: "regions"})
+	r = step(r, recovery.StepReplayJournal, 5*time.Millisecond, recovery.Outcome{Count: 3, Unit: "records"})
 	feed("node2", membersView("node2", n1, n2), r)
 	r = step(r, recovery.StepReleaseLocks, time.Millisecond, recovery.Outcome{Count: 1, Unit: "locks"})
 	r = step(r, recovery.StepDone, 0, recovery.Outcome{})
@@ -69,8 +69,8 @@ func TestClusterWatchTellsEachEventOnce(t *testing.T) {
 		"recovery of node3/c: fence done in 2s (lease)",
 		"following the cluster through node2 now",
 		"recovery of node3/c: record-fence done in 10ms",
-		"recovery of node3/c: replay-journal done in 5ms (3 records)",
 		"recovery of node3/c: resync done in 20ms (2 regions)",
+		"recovery of node3/c: replay-journal done in 5ms (3 records)",
 		"node3 up (incarnation d)",
 		"recovery of node3/c: release-locks done in 1ms (1 locks)",
 		"recovery of node3/c: done in 2.036s",
