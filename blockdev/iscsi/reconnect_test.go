@@ -232,3 +232,79 @@ func check(model []block, got []byte) error {
 	}
 	return nil
 }
+
+// dyingConn is a connection that fails its reads once the target has
+// answered a SCSI command with GOOD status: the reconnect's TEST UNIT
+// READY, its last command before the session publishes the connection,
+// so it is lost right after it was published.
+type dyingConn struct {
+	net.Conn
+	mu       sync.Mutex
+	answered bool
+}
+
+func (c *dyingConn) Read(p []byte) (int, error) {
+	c.mu.Lock()
+	lose := c.answered
+	c.mu.Unlock()
+	if lose {
+		_ = c.Conn.Close()
+		return 0, errors.New("connection lost after its first answer")
+	}
+	n, err := c.Conn.Read(p)
+	// A SCSI Response PDU (RFC 7143 11.4) with status GOOD.
+	if n >= 48 && p[0]&0x3f == 0x21 && p[3] == 0x00 {
+		c.mu.Lock()
+		c.answered = true
+		c.mu.Unlock()
+	}
+	return n, err
+}
+
+// TestReconnectLostAgainIsRetried: a reconnect logs in, and its
+// connection is lost again before the waiting command can use it (as a
+// link cut twice in a row does). The command starts another reconnect
+// instead of failing with ErrNotConnected, and goes through once a
+// connection lasts.
+func TestReconnectLostAgainIsRetried(t *testing.T) {
+	rig := tgtrig.StartT(t, tgtrig.Config{})
+	tgt := rig.MustAddTarget(t, testIQN+":again")
+	tgt.MustAddLUN(t, 1, 1<<20)
+	cfg := testConfig(t, tgt, 1)
+	var mu sync.Mutex
+	dials, dying := 0, 3
+	cfg.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var d net.Dialer
+		nc, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		dials++
+		if dials > 1 && dying > 0 { // the connections of the next reconnects die
+			dying--
+			return &dyingConn{Conn: nc}, nil
+		}
+		return nc, nil
+	}
+	cfg.ReconnectAttempts = 10
+	cfg.ReconnectDelay = 10 * time.Millisecond
+	d := openDevice(t, cfg)
+	ctx := testCtx(t)
+	want := bytes.Repeat([]byte{0x5a}, 4096)
+	if err := d.WriteAt(ctx, want, 0); err != nil {
+		t.Fatal(err)
+	}
+	d.Session().DropConnection()
+	got := make([]byte, len(want))
+	if err := d.ReadAt(ctx, got, 0); err != nil {
+		t.Fatalf("read after the reconnects' connections were lost again: %v", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("read returned other data")
+	}
+	if n := d.Session().Logins(); n < 5 {
+		t.Fatalf("%d logins: want the first, three lost again and the lasting one", n)
+	}
+}

@@ -192,37 +192,54 @@ func (s *Session) Close() error {
 	return err
 }
 
-// connection returns a live connection, reconnecting if needed.
+// connection returns a live connection, reconnecting if needed. A
+// reconnect that logged in but whose connection was lost again before
+// this caller could use it starts another one; after ReconnectAttempts
+// such rounds the caller gets ErrNotConnected naming the last loss.
 func (s *Session) connection(ctx context.Context) (*conn, error) {
-	s.mu.Lock()
-	if s.closed {
+	for round := 1; ; round++ {
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			return nil, blockdev.ErrClosed
+		}
+		if c := s.conn; c != nil && c.deadErr() == nil {
+			s.mu.Unlock()
+			return c, nil
+		}
+		if s.reconnecting == nil {
+			s.reconnecting = make(chan struct{})
+			go s.reconnect(s.conn, s.reconnecting)
+		}
+		ch := s.reconnecting
 		s.mu.Unlock()
-		return nil, blockdev.ErrClosed
-	}
-	if c := s.conn; c != nil && c.deadErr() == nil {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			return nil, blockdev.ErrClosed
+		}
+		c, err := s.conn, s.reconnectErr
 		s.mu.Unlock()
-		return c, nil
+		if c != nil && c.deadErr() == nil {
+			return c, nil
+		}
+		if err != nil {
+			return nil, notConnected(err)
+		}
+		// The reconnect succeeded and its connection is already gone.
+		if round >= max(1, s.cfg.ReconnectAttempts) {
+			lost := errConnLost
+			if c != nil && c.deadErr() != nil {
+				lost = c.deadErr()
+			}
+			return nil, notConnected(lost)
+		}
 	}
-	if s.reconnecting == nil {
-		s.reconnecting = make(chan struct{})
-		go s.reconnect(s.conn, s.reconnecting)
-	}
-	ch := s.reconnecting
-	s.mu.Unlock()
-	select {
-	case <-ch:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil, blockdev.ErrClosed
-	}
-	if c := s.conn; c != nil && c.deadErr() == nil {
-		return c, nil
-	}
-	return nil, notConnected(s.reconnectErr)
 }
 
 // reconnect replaces the dead connection old, trying a bounded number of
