@@ -16,21 +16,25 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"text/tabwriter"
 	"time"
 
+	"github.com/shoal-ha/shoal/fixtures/tgtrig"
 	"github.com/shoal-ha/shoal/web/webtest"
 )
 
 // demoCluster is the three-node cluster of fixtures/demo.sh, in a private
 // directory: real shoald processes with the web tier on 127.0.0.N:8080,
-// lease-only fencing over file legs.
+// lease-only fencing over the demo's file legs, or, with legs set (LUNs
+// of a tgtd), persistent-reservation fencing and direct failure detection.
 type demoCluster struct {
 	top, dir, bin string
+	legs          []string
 }
 
 func (d *demoCluster) script(args ...string) error {
 	cmd := exec.Command(filepath.Join(d.top, "fixtures/demo.sh"), args...)
-	cmd.Env = append(os.Environ(), "SHOAL_DEMO_DIR="+d.dir, "SHOAL_BIN="+d.bin)
+	cmd.Env = append(os.Environ(), "SHOAL_DEMO_DIR="+d.dir, "SHOAL_BIN="+d.bin, "SHOAL_DEMO_LEGS="+strings.Join(d.legs, ","))
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("demo.sh %s: %v\n%s", strings.Join(args, " "), err, out)
@@ -84,75 +88,194 @@ func (d *demoCluster) waitSeeded(within time.Duration) error {
 	return fmt.Errorf("no node loaded the demo site within %v", within)
 }
 
+// Fencing modes of the crash runs (-crash-fencing).
+const (
+	fenceReservations = "reservations"
+	fenceLease        = "lease"
+)
+
+// crashTitles name each fencing mode's row.
+var crashTitles = map[string]string{
+	fenceReservations: "reservation fencing + direct detection (tgtd iSCSI legs)",
+	fenceLease:        "lease-only fencing (file legs)",
+}
+
+// crashFencing parses -crash-fencing.
+func crashFencing(list string) ([]string, error) {
+	var modes []string
+	for _, m := range strings.Split(list, ",") {
+		m = strings.TrimSpace(m)
+		if _, ok := crashTitles[m]; !ok {
+			return nil, fmt.Errorf("-crash-fencing: unknown mode %q (want %s, %s)", m, fenceReservations, fenceLease)
+		}
+		if !slices.Contains(modes, m) {
+			modes = append(modes, m)
+		}
+	}
+	return modes, nil
+}
+
+// clusterRows runs the rows on three shoald processes: the sessions rows
+// (sessions) on the demo's cluster over file legs, and the crash runs of
+// each fencing mode in modes, lease-only on that same cluster and
+// reservation fencing on a second one over LUNs of a tgtd started here;
+// then it prints the crash row of every mode side by side.
+func clusterRows(w io.Writer, top string, sessions bool, modes []string) {
+	results := map[string]*crashResult{}
+	if sessions || slices.Contains(modes, fenceLease) {
+		res, err := onCluster(w, top, nil, sessions, slices.Contains(modes, fenceLease))
+		if err != nil {
+			rowFailed(w, "three-node shoald cluster on file legs", err)
+		}
+		results[fenceLease] = res
+	}
+	if slices.Contains(modes, fenceReservations) {
+		res, err := onTgtdCluster(w, top)
+		if err != nil {
+			rowFailed(w, "three-node shoald cluster on tgtd legs", err)
+		}
+		results[fenceReservations] = res
+	}
+	if len(modes) > 0 {
+		printCrash(w, modes, results)
+	}
+}
+
+// onTgtdCluster starts a tgtd with two 256 MiB LUNs (the demo's leg
+// size), runs the crash runs on the demo's cluster over them (persistent
+// reservations: the nodes fence by PREEMPT and detect a dead peer by its
+// missed UDP heartbeats), and stops the cluster, then the tgtd.
+func onTgtdCluster(w io.Writer, top string) (*crashResult, error) {
+	if err := tgtrig.Available(); err != nil {
+		return nil, fmt.Errorf("reservation fencing needs tgtd (fixtures/setup.sh installs it): %w", err)
+	}
+	dir, err := os.MkdirTemp("", "benchweb-tgtd")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	rig, err := tgtrig.Start(tgtrig.Config{Dir: dir})
+	if err != nil {
+		return nil, err
+	}
+	defer rig.Close()
+	var legs []string
+	for i := range 2 {
+		tgt, err := rig.AddTarget(fmt.Sprintf("iqn.2026-11.io.shoal.benchweb:leg%d", i))
+		if err != nil {
+			return nil, err
+		}
+		if _, err := tgt.AddLUN(1, 256<<20); err != nil {
+			return nil, err
+		}
+		legs = append(legs, tgt.URL(1))
+	}
+	return onCluster(w, top, legs, false, true)
+}
+
 // onCluster starts the demo's three-node cluster in a private directory
-// and runs the sessions rows on it (sessions) and the crash runs (crash);
-// rows report their own failures. The error is the cluster's (it did not
-// start or serve). The cluster's logs are kept when anything failed.
-func onCluster(w io.Writer, top string, sessions, crash bool) (err error) {
+// (over legs, or the demo's file legs when legs is empty) and runs the
+// sessions rows on it (sessions) and the crash runs (crash); rows report
+// their own failures. The error is the cluster's (it did not start or
+// serve). The cluster's logs are kept when anything failed, or with
+// -keep-logs.
+func onCluster(w io.Writer, top string, legs []string, sessions, crash bool) (res *crashResult, err error) {
 	bin := filepath.Join(top, "bin")
 	if _, err := os.Stat(filepath.Join(bin, "shoald")); err != nil {
-		return fmt.Errorf("the cluster rows need bin/shoald (make build): %w", err)
+		return nil, fmt.Errorf("the cluster rows need bin/shoald (make build): %w", err)
 	}
 	dir, err := os.MkdirTemp("", "benchweb-demo")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	before := failures
 	defer func() {
-		if err != nil || failures > before {
+		if err != nil || failures > before || *keepLogs {
 			fmt.Fprintf(os.Stderr, "benchweb: the cluster's logs are kept in %s\n", dir)
 			return
 		}
 		os.RemoveAll(dir)
 	}()
-	d := &demoCluster{top: top, dir: dir, bin: bin}
+	d := &demoCluster{top: top, dir: dir, bin: bin, legs: legs}
 	if err := d.script("start", "--detach"); err != nil {
-		return err
+		return nil, err
 	}
 	defer d.script("stop")
 	for n := 1; n <= 3; n++ {
 		if err := d.waitWeb(n, 60*time.Second); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	// The first start loads the demo site into the store in the
 	// background; measured during it, the rows would measure the load.
 	if err := d.waitSeeded(180 * time.Second); err != nil {
-		return err
+		return nil, err
 	}
 	if sessions {
 		fmt.Fprintf(w, "\nsessions API on three shoald processes (the demo's cluster: embedded etcd, the lock manager, a mirror over two file legs, the store): %d clients, %v per run\n", *apiClients, *apiDur)
 		sessionHeader(w)
 		sessionRows(w, []string{d.url(1), d.url(2), d.url(3)})
 	}
-	if crash {
-		if err := crashRuns(w, d, *crashes); err != nil {
-			rowFailed(w, "crash to answer", err)
-		}
+	if !crash {
+		return nil, nil
 	}
-	return nil
+	mode := fenceLease
+	if len(legs) > 0 {
+		mode = fenceReservations
+	}
+	res, cerr := crashRuns(d, mode, *crashes)
+	if cerr != nil {
+		rowFailed(w, "crash to answer, "+crashTitles[mode], cerr)
+		return nil, nil
+	}
+	return res, nil
+}
+
+// Crash runs: each of crashClients clients sends adds to the victim, one
+// after another, until the victim dies; the one it has in flight then
+// goes to the survivors with its key at once, tried every crashBackoff
+// until a survivor answers it (as the demo page's client does).
+const (
+	crashClients = 8
+	crashBackoff = 20 * time.Millisecond
+	// crashAnswerBound bounds one run's wait for its retried requests.
+	crashAnswerBound = 60 * time.Second
+)
+
+// crashResult is one fencing mode's crash runs.
+type crashResult struct {
+	mode string
+	// answers are, per run with requests in flight, the time from the
+	// SIGKILL to the last of them answered on a survivor.
+	answers []time.Duration
+	// stories are the runs' recoveries as the survivors' logs tell them.
+	stories  []story
+	requests int
+	inflight int
+	acked    int64
+	stored   int64
 }
 
 // crashRuns kills, runs times, the node that holds requests in flight and
 // measures from the SIGKILL to the answer of each in-flight request retried
 // with its key on a survivor; it also checks that every acknowledged add
 // counted exactly once.
-func crashRuns(w io.Writer, d *demoCluster, runs int) error {
+func crashRuns(d *demoCluster, mode string, runs int) (*crashResult, error) {
 	client := &http.Client{Timeout: 10 * time.Second}
 	all := func() []string { return []string{d.url(1), d.url(2), d.url(3)} }
-	wc := &webtest.Client{HTTP: client, Nodes: all, Backoff: 20 * time.Millisecond}
+	wc := &webtest.Client{HTTP: client, Nodes: all, Backoff: crashBackoff}
 	ctx := context.Background()
 	res, err := wc.Do(ctx, "POST", "/api/v1/sessions", nil, webtest.NewKey())
 	if err != nil || res.Status != 201 {
-		return fmt.Errorf("create session: %v %d %s", err, res.Status, res.Body)
+		return nil, fmt.Errorf("create session: %v %d %s", err, res.Status, res.Body)
 	}
 	var sess struct{ ID string }
-	json.Unmarshal(res.Body, &sess)
+	if err := json.Unmarshal(res.Body, &sess); err != nil || sess.ID == "" {
+		return nil, fmt.Errorf("create session: answer %q: %v", res.Body, err)
+	}
 	path := "/api/v1/sessions/" + sess.ID + "/vars/n"
 	body := []byte(`{"op":"add","value":1}`)
-	var acked int64
-	var answers []time.Duration
-	requests := 0
+	out := &crashResult{mode: mode}
 	for run := 0; run < runs; run++ {
 		victim := run%3 + 1
 		var survivors []string
@@ -161,100 +284,195 @@ func crashRuns(w io.Writer, d *demoCluster, runs int) error {
 				survivors = append(survivors, d.url(n))
 			}
 		}
-		// Clients keep requests in flight on the victim until it dies.
-		var mu sync.Mutex
-		var inflight []string
-		stop := make(chan struct{})
-		var wg sync.WaitGroup
-		for range 8 {
+		sc := &webtest.Client{HTTP: client, Nodes: func() []string { return survivors }, Backoff: crashBackoff}
+		rctx, cancel := context.WithTimeout(ctx, crashAnswerBound)
+		var (
+			mu       sync.Mutex
+			last     time.Time
+			inflight int
+			errs     []error
+			killed   time.Time
+			dead     = make(chan struct{})
+			wg       sync.WaitGroup
+		)
+		for range crashClients {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				one := &http.Client{Timeout: 10 * time.Second}
 				for {
 					select {
-					case <-stop:
+					case <-dead:
 						return
 					default:
 					}
 					key := webtest.NewKey()
-					req, _ := http.NewRequest("POST", d.url(victim)+path, bytes.NewReader(body))
-					req.Header.Set("Idempotency-Key", strconv.Quote(key))
-					resp, err := one.Do(req)
-					if err == nil {
-						io.Copy(io.Discard, resp.Body)
-						resp.Body.Close()
-					}
+					status, err := postKey(one, d.url(victim)+path, body, key)
 					mu.Lock()
-					requests++
+					out.requests++
 					switch {
-					case err == nil && resp.StatusCode == 200:
-						acked++
-					case err == nil && resp.StatusCode != 503 && resp.StatusCode != 409:
+					case err == nil && status == http.StatusOK:
+						out.acked++
 						mu.Unlock()
-						panic(fmt.Sprintf("victim answered %d", resp.StatusCode))
-					default:
-						// No answer (the node died) or "try again": the
-						// client retries this key on a survivor.
-						inflight = append(inflight, key)
+						continue
+					case err == nil && status != http.StatusServiceUnavailable && status != http.StatusConflict:
+						errs = append(errs, fmt.Errorf("the victim answered %d", status))
 						mu.Unlock()
 						return
 					}
 					mu.Unlock()
+					// No answer (the node died) or "try again": the
+					// client sends this key to the survivors at once.
+					<-dead
+					r, err := sc.Do(rctx, "POST", path, body, key)
+					at := time.Now()
+					mu.Lock()
+					defer mu.Unlock()
+					inflight++
+					if err != nil || r.Status != http.StatusOK {
+						errs = append(errs, fmt.Errorf("retry of an in-flight request: %v %d %s", err, r.Status, r.Body))
+						return
+					}
+					out.acked++
+					if at.After(last) {
+						last = at
+					}
+					return
 				}
 			}()
 		}
 		time.Sleep(300 * time.Millisecond)
 		pid, err := d.pid(victim)
 		if err != nil {
-			return err
+			close(dead)
+			cancel()
+			wg.Wait()
+			return nil, err
 		}
-		killed := time.Now()
-		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-			return err
-		}
-		close(stop)
+		killed = time.Now()
+		kerr := syscall.Kill(pid, syscall.SIGKILL)
+		close(dead)
 		wg.Wait()
-		sc := &webtest.Client{HTTP: client, Nodes: func() []string { return survivors }, Backoff: 20 * time.Millisecond}
-		rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-		var worst time.Duration
-		for _, key := range inflight {
-			r, err := sc.Do(rctx, "POST", path, body, key)
-			if err != nil || r.Status != 200 {
-				cancel()
-				return fmt.Errorf("run %d: retry of an in-flight request: %v %d %s", run, err, r.Status, r.Body)
-			}
-			acked++
-			worst = max(worst, time.Since(killed))
-		}
 		cancel()
-		if len(inflight) > 0 {
-			answers = append(answers, worst)
+		if kerr != nil {
+			return nil, kerr
+		}
+		if len(errs) > 0 {
+			return nil, fmt.Errorf("run %d (killed node%d at %s): %w", run, victim, killed.UTC().Format("15:04:05.000"), errors.Join(errs...))
+		}
+		out.inflight += inflight
+		var took time.Duration
+		if inflight > 0 {
+			took = last.Sub(killed)
+			out.answers = append(out.answers, took)
 		}
 		if err := d.script("restart", fmt.Sprintf("node%d", victim)); err != nil {
-			return err
+			return nil, err
 		}
 		if err := d.waitWeb(victim, 60*time.Second); err != nil {
-			return err
+			return nil, err
 		}
+		st := readStory(d, victim, killed)
+		if inflight > 0 {
+			st.answer = took
+			out.stories = append(out.stories, st)
+		}
+		fmt.Fprintf(os.Stderr, "benchweb: crash run %d (%s): killed node%d at %s with %d in flight; last answer after %v; %s\n",
+			run, mode, victim, killed.UTC().Format("15:04:05.000"), inflight, took.Round(time.Millisecond), st)
 	}
 	res, err = wc.Do(ctx, "GET", "/api/v1/sessions/"+sess.ID, nil, "")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var view struct{ Vars map[string]int64 }
-	json.Unmarshal(res.Body, &view)
-	fmt.Fprintf(w, "\ncrash to answer (lease-only fencing, file legs, real shoald processes): SIGKILL of the node with 8 requests in flight to the last of them answered on a survivor, retried with its key\n")
-	if len(answers) == 0 {
-		return errors.New("no run had a request in flight")
+	if err := json.Unmarshal(res.Body, &view); err != nil {
+		return nil, fmt.Errorf("session %s: answer %q: %v", sess.ID, res.Body, err)
 	}
-	slices.Sort(answers)
-	fmt.Fprintf(w, "runs %d  median %v  p99 %v  max %v\n", len(answers), answers[len(answers)/2].Round(time.Millisecond),
-		answers[min(len(answers)-1, len(answers)*99/100)].Round(time.Millisecond), answers[len(answers)-1].Round(time.Millisecond))
-	fmt.Fprintf(w, "exactly once: %d requests, %d acknowledged adds, stored count %d\n", requests, acked, view.Vars["n"])
-	if view.Vars["n"] != acked {
-		return fmt.Errorf("stored count %d differs from %d acknowledged adds", view.Vars["n"], acked)
+	out.stored = view.Vars["n"]
+	if len(out.answers) == 0 {
+		return nil, errors.New("no run had a request in flight")
 	}
-	fmt.Fprintf(w, "reservation fencing: not measured here (needs iSCSI legs on tgtd with persistent reservations)\n")
-	return nil
+	if out.stored != out.acked {
+		return nil, fmt.Errorf("stored count %d differs from %d acknowledged adds", out.stored, out.acked)
+	}
+	return out, nil
 }
+
+// postKey sends one add with its Idempotency-Key and returns the status.
+func postKey(c *http.Client, url string, body []byte, key string) (int, error) {
+	req, err := http.NewRequest("POST", url, bytes.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Idempotency-Key", strconv.Quote(key))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+// quantile is the q-quantile (nearest rank) of sorted s.
+func quantile(s []time.Duration, q float64) time.Duration {
+	if len(s) == 0 {
+		return 0
+	}
+	i := int(q*float64(len(s))+0.5) - 1
+	return s[min(max(i, 0), len(s)-1)]
+}
+
+// printCrash prints the crash row of every mode, the ratio of the
+// reservation-fencing median to the lease-only one, and where the time
+// went as the survivors' logs tell it.
+func printCrash(w io.Writer, modes []string, results map[string]*crashResult) {
+	fmt.Fprintf(w, "\ncrash to answer: SIGKILL of the node with %d requests in flight (adds on one session) to the last of them answered on a survivor, each client retrying its Idempotency-Key on the survivors at once and every %v; the demo's three shoald processes (web tier on the store on a two-leg mirror); %d runs per fencing mode, victims in turn; shared 2-core machine: noisy\n",
+		crashClients, crashBackoff, *crashes)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "FENCING\tRUNS\tMEDIAN\tP99\tMAX\tIN FLIGHT\tEXACTLY ONCE (acknowledged adds / stored count)")
+	for _, m := range modes {
+		r := results[m]
+		if r == nil {
+			fmt.Fprintf(tw, "%s\t0\t-\t-\t-\t-\tnot measured (see FAILED above)\n", crashTitles[m])
+			continue
+		}
+		s := slices.Clone(r.answers)
+		slices.Sort(s)
+		fmt.Fprintf(tw, "%s\t%d\t%v\t%v\t%v\t%d\t%d / %d\n", crashTitles[m], len(s), ms3(quantile(s, 0.5)), ms3(quantile(s, 0.99)),
+			ms3(s[len(s)-1]), r.inflight, r.acked, r.stored)
+	}
+	tw.Flush()
+	pr, lease := results[fenceReservations], results[fenceLease]
+	if pr != nil {
+		med := quantile(sorted(pr.answers), 0.5)
+		met := "met"
+		if med > time.Second {
+			met = "NOT met"
+		}
+		fmt.Fprintf(w, "target: reservation-fencing median at most 1s: %s (%v)", met, ms3(med))
+		if lease != nil {
+			fmt.Fprintf(w, "; reservation / lease-only median: %.2fx", float64(med)/float64(quantile(sorted(lease.answers), 0.5)))
+		}
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintln(w, "where the time goes (medians over the runs, from the survivors' failover story lines; times from the SIGKILL):")
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "FENCING\tSUSPECTED\tFENCE\tRECORD\tRESYNC\tREPLAY\tRELEASE\tRECOVERY DONE\tLAST ANSWER\tSUSPECTED BY")
+	for _, m := range modes {
+		if r := results[m]; r != nil {
+			breakdown(tw, crashTitles[m], r.stories)
+		}
+	}
+	tw.Flush()
+}
+
+func sorted(s []time.Duration) []time.Duration {
+	s = slices.Clone(s)
+	slices.Sort(s)
+	return s
+}
+
+// ms3 rounds a duration to the millisecond for the table.
+func ms3(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
