@@ -88,6 +88,12 @@ func (d *demoCluster) waitSeeded(within time.Duration) error {
 	return fmt.Errorf("no node loaded the demo site within %v", within)
 }
 
+// Retry policies of the crash runs' clients (-crash-retry).
+const (
+	retryInTurn = "in-turn"
+	retryRandom = "random"
+)
+
 // Fencing modes of the crash runs (-crash-fencing).
 const (
 	fenceReservations = "reservations"
@@ -234,7 +240,9 @@ func onCluster(w io.Writer, top string, legs []string, sessions, crash bool) (re
 // Crash runs: each of crashClients clients sends adds to the victim, one
 // after another, until the victim dies; the one it has in flight then
 // goes to the survivors with its key at once, tried every crashBackoff
-// until a survivor answers it (as the demo page's client does).
+// until a survivor answers it: in turn (-crash-retry in-turn, as the demo
+// page's client does: the next node in order, asked again while it
+// answers 503) or on a survivor drawn at random each try (random).
 const (
 	crashClients = 8
 	crashBackoff = 20 * time.Millisecond
@@ -278,13 +286,13 @@ func crashRuns(d *demoCluster, mode string, runs int) (*crashResult, error) {
 	out := &crashResult{mode: mode}
 	for run := 0; run < runs; run++ {
 		victim := run%3 + 1
+		// The survivors from the node after the victim on: in turn, every
+		// client fails over to the first of them (and stays there).
 		var survivors []string
-		for n := 1; n <= 3; n++ {
-			if n != victim {
-				survivors = append(survivors, d.url(n))
-			}
+		for i := 1; i < 3; i++ {
+			survivors = append(survivors, d.url((victim-1+i)%3+1))
 		}
-		sc := &webtest.Client{HTTP: client, Nodes: func() []string { return survivors }, Backoff: crashBackoff}
+		sc := &webtest.Client{HTTP: client, Nodes: func() []string { return survivors }, Backoff: crashBackoff, InTurn: *crashRetry == retryInTurn}
 		rctx, cancel := context.WithTimeout(ctx, crashAnswerBound)
 		var (
 			mu       sync.Mutex
@@ -428,8 +436,12 @@ func quantile(s []time.Duration, q float64) time.Duration {
 // reservation-fencing median to the lease-only one, and where the time
 // went as the survivors' logs tell it.
 func printCrash(w io.Writer, modes []string, results map[string]*crashResult) {
-	fmt.Fprintf(w, "\ncrash to answer: SIGKILL of the node with %d requests in flight (adds on one session) to the last of them answered on a survivor, each client retrying its Idempotency-Key on the survivors at once and every %v; the demo's three shoald processes (web tier on the store on a two-leg mirror); %d runs per fencing mode, victims in turn; shared 2-core machine: noisy\n",
-		crashClients, crashBackoff, *crashes)
+	how := "in turn (every client on the node after the victim, asked again while it answers 503, as the demo page does)"
+	if *crashRetry == retryRandom {
+		how = "on a survivor drawn at random each try"
+	}
+	fmt.Fprintf(w, "\ncrash to answer: SIGKILL of the node with %d requests in flight (adds on one session) to the last of them answered on a survivor, each client retrying its Idempotency-Key at once and every %v %s; the demo's three shoald processes (web tier on the store on a two-leg mirror); %d runs per fencing mode, victims in turn; shared 2-core machine: noisy\n",
+		crashClients, crashBackoff, how, *crashes)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "FENCING\tRUNS\tMEDIAN\tP99\tMAX\tIN FLIGHT\tEXACTLY ONCE (acknowledged adds / stored count)")
 	for _, m := range modes {

@@ -29,7 +29,7 @@
 //
 // Usage: benchweb [-dur 5s] [-conns 32] [-streams 10] [-api-dur 3s]
 // [-api-clients 16] [-crash-runs 20] [-crash-fencing reservations,lease]
-// [-keep-logs] [-only content|sessions|cluster|crash] [-out file]
+// [-crash-retry in-turn|random] [-keep-logs] [-only content|sessions|cluster|crash] [-out file]
 package main
 
 import (
@@ -76,6 +76,7 @@ var (
 	out        = flag.String("out", "", "also write the table to this file")
 	crashes    = flag.Int("crash-runs", 20, "crash-to-answer runs per fencing mode on a three-node shoald cluster (0: none)")
 	crashModes = flag.String("crash-fencing", "reservations,lease", "fencing modes of the crash runs: reservations (tgtd LUNs, persistent reservations, direct failure detection), lease (file legs, lease-only)")
+	crashRetry = flag.String("crash-retry", "in-turn", "how the crash runs' clients retry on the survivors: in-turn (the next node in order, asked again while it answers 503) or random (a survivor drawn at random each try)")
 	keepLogs   = flag.Bool("keep-logs", false, "keep the shoald clusters' directories (node logs with the failover story lines) and say where")
 	only       = flag.String("only", "", "run only this part: content, sessions (in-process nodes), cluster (sessions on three shoald processes) or crash")
 	onlyTool   = flag.String("tool", "", "content runs with only this load tool: wrk or h2load")
@@ -117,6 +118,9 @@ func main() {
 		var err error
 		if modes, err = crashFencing(*crashModes); err != nil {
 			fail(err)
+		}
+		if *crashRetry != retryInTurn && *crashRetry != retryRandom {
+			fail(fmt.Errorf("-crash-retry %q: want %s or %s", *crashRetry, retryInTurn, retryRandom))
 		}
 	}
 	if wantCluster || len(modes) > 0 {

@@ -34,6 +34,15 @@ type Client struct {
 	Nodes func() []string
 	// Backoff is the pause between tries. Default 20ms.
 	Backoff time.Duration
+	// InTurn tries the nodes in their order, as the demo's counter page
+	// does: a node that answers 503 or 409 is asked again (another node
+	// would say the same while the key's recovery or first try runs), and
+	// the next node is tried only when one does not answer. Clients with
+	// the same Nodes then meet on one survivor, whose group commit takes
+	// their requests together, instead of moving the session's and the
+	// keys' locks between nodes on every try. False: another node, drawn
+	// at random, on each try.
+	InTurn bool
 }
 
 // Result is a request's definitive answer.
@@ -74,7 +83,7 @@ func (c *Client) Do(ctx context.Context, method, path string, body []byte, key s
 		backoff = 20 * time.Millisecond
 	}
 	last := ""
-	tries := 0
+	tries, turn := 0, 0
 	var lastErr error
 	for ctx.Err() == nil {
 		nodes := c.Nodes()
@@ -86,7 +95,10 @@ func (c *Client) Do(ctx context.Context, method, path string, body []byte, key s
 			continue
 		}
 		node := nodes[pick(len(nodes))]
-		if node == last && len(nodes) > 1 {
+		switch {
+		case c.InTurn:
+			node = nodes[turn%len(nodes)]
+		case node == last && len(nodes) > 1:
 			node = nodes[(indexOf(nodes, node)+1)%len(nodes)]
 		}
 		last = node
@@ -109,8 +121,12 @@ func (c *Client) Do(ctx context.Context, method, path string, body []byte, key s
 				return Result{Status: resp.StatusCode, Body: b, Replayed: resp.Header.Get("Idempotent-Replayed") == "true", Tries: tries, Node: node}, nil
 			}
 			lastErr = fmt.Errorf("%s: %d %s", node, resp.StatusCode, strings.TrimSpace(string(b)))
+			if rerr != nil {
+				turn++
+			}
 		} else {
 			lastErr = err
+			turn++
 		}
 		select {
 		case <-time.After(backoff):
