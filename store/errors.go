@@ -39,6 +39,14 @@ var (
 	// its locks; the write that asked is not made. Never retry on this
 	// node incarnation.
 	ErrFenced = errors.New("store: node fenced, lock no longer usable")
+	// ErrUnwritten: transactions this node committed could not be
+	// written in place (the volume failed the writes). Their journal
+	// keeps them and this node reads them from memory; its checkpoints,
+	// and so the hand-over of the locks guarding them, wait until they are
+	// written. Retrying later is safe. If the volume keeps failing, the
+	// node must stop: its next Open of the slot, or its recovery, replays
+	// them.
+	ErrUnwritten = errors.New("store: committed blocks not written in place")
 	// ErrTooLarge: a file would need more than MaxFileSize bytes or a
 	// path element is longer than MaxNameLen. Not retriable.
 	ErrTooLarge = errors.New("store: too large")

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"time"
 )
 
 // glock is the store's cached hold on one lock-manager lock, as GFS2's
@@ -432,23 +433,51 @@ func (g *glock) dropRecoveryLocked() error {
 }
 
 // watch waits for the blocking callback on hold (or the store closing)
-// and then hands the lock on once local users are done.
+// and then hands the lock on once local users are done. A hand-over whose
+// write-back fails (committed blocks the volume did not take:
+// ErrUnwritten) keeps the grant and is tried again, backing off up to
+// handOnRetryMax: handing it on would let another node read blocks this
+// node has not written.
 func (g *glock) watch(hold Lock) {
 	select {
 	case <-hold.Blocking():
 	case <-g.s.closing:
 		return // Close drops every hold itself
 	}
+	wait := handOnRetryMin
+	for !g.handOn(hold) {
+		t := g.s.clk.NewTimer(wait)
+		select {
+		case <-t.C():
+		case <-g.s.closing:
+			t.Stop()
+			return
+		}
+		wait = min(2*wait, handOnRetryMax)
+	}
+}
+
+// Backoff of a hand-over whose write-back failed (glock.watch).
+const (
+	handOnRetryMin = 100 * time.Millisecond
+	handOnRetryMax = 5 * time.Second
+)
+
+// handOn drops hold once local users are done; false when its write-back
+// failed and the grant is kept.
+func (g *glock) handOn(hold Lock) bool {
 	g.rw.Lock()
 	defer g.rw.Unlock()
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.hold != hold {
-		return
+		return true
 	}
 	if err := g.dropLocked(); err != nil {
 		g.s.log.Warn("handing a lock on failed", "lock", g.name, "error", err)
+		return g.hold != hold // a failed release still gave the grant up
 	}
+	return true
 }
 
 // dropLocked writes back and releases the cached grant, under mu with no

@@ -201,7 +201,7 @@ func (tx *Tx) readData(in *inode, p []byte, off int64) error {
 				copy(p[:n], buf[inb:])
 			default:
 				blk := make([]byte, BlockSize)
-				if err := tx.s.dev.ReadAt(tx.ctx, blk, int64(disk)*BlockSize); err != nil {
+				if err := tx.s.readAt(tx.ctx, blk, int64(disk)*BlockSize); err != nil {
 					return fmt.Errorf("store: reading data of inode %d: %w", in.Ino, err)
 				}
 				copy(p[:n], blk[inb:])
@@ -235,12 +235,12 @@ func (tx *Tx) readData(in *inode, p []byte, off int64) error {
 			}
 			nb := (inb + n + BlockSize - 1) / BlockSize
 			if inb == 0 && n%BlockSize == 0 {
-				if err := tx.s.dev.ReadAt(tx.ctx, p[:n], int64(disk)*BlockSize); err != nil {
+				if err := tx.s.readAt(tx.ctx, p[:n], int64(disk)*BlockSize); err != nil {
 					return fmt.Errorf("store: reading data of inode %d: %w", in.Ino, err)
 				}
 			} else {
 				buf := make([]byte, nb*BlockSize)
-				if err := tx.s.dev.ReadAt(tx.ctx, buf, int64(disk)*BlockSize); err != nil {
+				if err := tx.s.readAt(tx.ctx, buf, int64(disk)*BlockSize); err != nil {
 					return fmt.Errorf("store: reading data of inode %d: %w", in.Ino, err)
 				}
 				copy(p[:n], buf[inb:])
@@ -262,7 +262,7 @@ func (tx *Tx) readDataBlock(ino, disk uint64, buf []byte) error {
 	if disk >= tx.s.sb.Blocks {
 		return fmt.Errorf("%w: inode %d maps data to block %d beyond the store", ErrCorrupt, ino, disk)
 	}
-	if err := tx.s.dev.ReadAt(tx.ctx, buf, int64(disk)*BlockSize); err != nil {
+	if err := tx.s.readAt(tx.ctx, buf, int64(disk)*BlockSize); err != nil {
 		return fmt.Errorf("store: reading data of inode %d: %w", ino, err)
 	}
 	return nil

@@ -122,24 +122,37 @@ func (j *journalWriter) commit(ctx context.Context, dev blockdev.Device, jt *jou
 	}
 	s := j.s
 	if len(data) > 0 {
+		// Data blocks are new (copy on write): a cut here leaves nothing
+		// that points to them.
 		for _, d := range data {
 			if err := s.writeOn(ctx, dev, d.blk, d.p); err != nil {
 				return false, err
 			}
 		}
-		if err := s.writeOn(ctx, dev, j.start+uint64(pos), buf[:len(buf)-BlockSize]); err != nil {
+	}
+	if err := ctx.Err(); err != nil {
+		return false, context.Cause(ctx)
+	}
+	// From the journal write on the caller's context no longer cuts the
+	// commit short: a cut between the commit record and the in-place
+	// writes would leave a transaction durable but its blocks not in
+	// place. The store's own bound applies instead.
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.CommitWriteTimeout)
+	defer cancel()
+	if len(data) > 0 {
+		if err := s.writeOn(wctx, dev, j.start+uint64(pos), buf[:len(buf)-BlockSize]); err != nil {
 			return false, err
 		}
-		if err := dev.Flush(ctx); err != nil {
+		if err := dev.Flush(wctx); err != nil {
 			return false, fmt.Errorf("store: flushing data before commit: %w", err)
 		}
-		if err := s.writeOn(ctx, dev, j.start+uint64(pos)+uint64(n-1), buf[len(buf)-BlockSize:]); err != nil {
+		if err := s.writeOn(wctx, dev, j.start+uint64(pos)+uint64(n-1), buf[len(buf)-BlockSize:]); err != nil {
 			return false, err
 		}
-	} else if err := s.writeOn(ctx, dev, j.start+uint64(pos), buf); err != nil {
+	} else if err := s.writeOn(wctx, dev, j.start+uint64(pos), buf); err != nil {
 		return false, err
 	}
-	if err := dev.Flush(ctx); err != nil {
+	if err := dev.Flush(wctx); err != nil {
 		return false, fmt.Errorf("store: flushing commit: %w", err)
 	}
 	// Committed: from here on the transaction survives a crash.
@@ -148,12 +161,20 @@ func (j *journalWriter) commit(ctx context.Context, dev blockdev.Device, jt *jou
 	j.nextSeq++
 	s.stats.commits.Add(1)
 	j.addPending(jt.Records, jt.Acks)
-	committed = true
+	var failed error
 	for i, t := range jt.Targets {
-		if err := s.writeOn(ctx, dev, t, jt.Images[i]); err != nil {
-			// The journal has it; replay puts it in place.
-			return committed, fmt.Errorf("store: transaction %d committed, writing block %d in place: %w", jt.Seq, t, err)
+		if failed == nil {
+			failed = s.writeOn(wctx, dev, t, jt.Images[i])
+			if failed == nil {
+				s.unwritten.written(t) // an older kept image is overwritten
+				continue
+			}
+			s.log.Error("committed transaction not written in place; its images are kept for the next checkpoint",
+				"seq", jt.Seq, "block", t, "blocks", len(jt.Targets)-i, "error", failed)
 		}
+		// The journal has the image (a replay puts it in place); until
+		// this node writes it, reads of the node see it from memory.
+		s.unwritten.add(t, jt.Images[i], dev)
 	}
 	return true, nil
 }
@@ -172,10 +193,13 @@ func (s *Store) checkpoint(ctx context.Context) error {
 
 func (j *journalWriter) checkpointLocked(ctx context.Context) error {
 	s := j.s
-	if j.checkpointed.Load() == j.lastSeq && j.hdr.SealSeq == 0 && j.hdr.AppliedSeq == j.lastSeq {
+	if j.checkpointed.Load() == j.lastSeq && j.hdr.SealSeq == 0 && j.hdr.AppliedSeq == j.lastSeq && s.unwritten.n.Load() == 0 {
 		return nil // nothing new since the last checkpoint
 	}
 	if err := s.slotLock.use(); err != nil {
+		return err
+	}
+	if err := j.writeUnwritten(ctx); err != nil {
 		return err
 	}
 	if err := s.dev.Flush(ctx); err != nil {

@@ -62,6 +62,14 @@ type Config struct {
 	// every such wait gives way after OrphanCheck. Zero means
 	// DefaultOrphanCheck.
 	OrphanCheck time.Duration
+	// CommitWriteTimeout bounds a commit's writes from its journal write
+	// on (the commit record, its flush and the in-place writes), which do
+	// not take the caller's context: a commit cut short between its
+	// commit record and its in-place writes would leave the transaction
+	// durable and its blocks not in place. It also bounds a checkpoint's
+	// new attempt at in-place writes that failed (ErrUnwritten). Zero
+	// means DefaultCommitWriteTimeout.
+	CommitWriteTimeout time.Duration
 	// Logger gets the store's log lines; nil means no logging.
 	Logger hclog.Logger
 	// Clock stamps modification times and times OrphanCheck; nil means
@@ -72,6 +80,11 @@ type Config struct {
 // DefaultOrphanCheck is Config.OrphanCheck's default: well above a lock
 // hand-over between live nodes, well below a client's patience.
 const DefaultOrphanCheck = 250 * time.Millisecond
+
+// DefaultCommitWriteTimeout is Config.CommitWriteTimeout's default: far
+// above a healthy volume's write and flush, short enough that a volume
+// that stopped answering is reported.
+const DefaultCommitWriteTimeout = 30 * time.Second
 
 // DefaultConfig returns a Config for slot with the defaults filled in.
 func DefaultConfig(dev blockdev.Device, slot int, locks Locker) Config {
@@ -91,6 +104,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("store config: Slot %d outside 0..%d", c.Slot, MaxSlots-1)
 	case c.WriteBuffer < 0:
 		return fmt.Errorf("store config: WriteBuffer %d is negative", c.WriteBuffer)
+	case c.CommitWriteTimeout < 0:
+		return fmt.Errorf("store config: CommitWriteTimeout %s is negative", c.CommitWriteTimeout)
 	case c.OrphanCheck < 0:
 		return fmt.Errorf("store config: OrphanCheck %s is negative", c.OrphanCheck)
 	case len(c.Owner) > maxOwner:
@@ -116,8 +131,9 @@ type Store struct {
 	gmu    sync.Mutex
 	glocks map[glockKey]*glock
 
-	slotLock *glock
-	jr       *journalWriter
+	slotLock  *glock
+	jr        *journalWriter
+	unwritten unwritten // committed images not in place yet
 
 	hmu      sync.Mutex
 	handlers map[string]Handler
@@ -227,6 +243,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if s.log == nil {
 		s.log = hclog.NewNullLogger()
 	}
+	if s.cfg.CommitWriteTimeout == 0 {
+		s.cfg.CommitWriteTimeout = DefaultCommitWriteTimeout
+	}
 	if s.cfg.OrphanCheck == 0 {
 		s.cfg.OrphanCheck = DefaultOrphanCheck
 	}
@@ -290,6 +309,12 @@ const CloseTimeout = 10 * time.Second
 // are not committed. It returns within CloseTimeout plus the time the
 // lock manager takes to release (bounded by the lock manager's own
 // timeouts).
+//
+// When committed transactions could not be written in place (ErrUnwritten)
+// Close returns that error and keeps the slot's lock and the locks that
+// guard those blocks: the slot must be replayed (by its next Open or by
+// the node's recovery) before anyone uses them, so the node must be
+// recovered as a failed one, its locks not released cleanly.
 func (s *Store) Close() error {
 	if !s.closed.CompareAndSwap(false, true) {
 		return ErrClosed
@@ -304,6 +329,10 @@ func (s *Store) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), CloseTimeout)
 	defer cancel()
 	err := s.checkpoint(ctx)
+	unwritten := errors.Is(err, ErrUnwritten)
+	if unwritten {
+		s.log.Error("closing with committed blocks not in place: the slot's journal must be replayed", "error", err)
+	}
 	s.gmu.Lock()
 	gs := make([]*glock, 0, len(s.glocks))
 	for _, g := range s.glocks {
@@ -315,6 +344,10 @@ func (s *Store) Close() error {
 			continue
 		}
 		g.mu.Lock()
+		if unwritten && g.dirty > s.jr.checkpointed.Load() {
+			g.mu.Unlock()
+			continue // guards blocks only the journal holds
+		}
 		if e := g.dropLocked(); e != nil && err == nil {
 			err = e
 		}
@@ -323,7 +356,7 @@ func (s *Store) Close() error {
 		}
 		g.mu.Unlock()
 	}
-	if s.slotLock != nil {
+	if s.slotLock != nil && !unwritten {
 		s.slotLock.mu.Lock()
 		if e := s.slotLock.dropLocked(); e != nil && err == nil {
 			err = e
@@ -379,7 +412,7 @@ func (s *Store) readBlock(ctx context.Context, blk uint64) ([]byte, error) {
 		return nil, fmt.Errorf("%w: block %d beyond the store's %d blocks", ErrCorrupt, blk, s.sb.Blocks)
 	}
 	b := make([]byte, BlockSize)
-	if err := s.dev.ReadAt(ctx, b, int64(blk)*BlockSize); err != nil {
+	if err := s.readAt(ctx, b, int64(blk)*BlockSize); err != nil {
 		return nil, fmt.Errorf("store: reading block %d: %w", blk, err)
 	}
 	return b, nil

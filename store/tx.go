@@ -313,7 +313,8 @@ func (tx *Tx) commit() error {
 	committed, err := tx.s.jr.commit(tx.ctx, dev, jt, tx.data, use, tx.recovery)
 	if err != nil {
 		if committed || jt.Seq != 0 {
-			// Committed (or perhaps), but not all in place: the caches
+			// The journal write or its flush failed: perhaps committed
+			// (a replay would apply it), nothing in place. The caches
 			// must not serve what the device may not hold.
 			for g := range touched {
 				g.mu.Lock()

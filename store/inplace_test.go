@@ -1,0 +1,197 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/shoal-ha/shoal/blockdev"
+)
+
+// inPlaceDev wraps a device and acts on the in-place writes of a commit:
+// once armed, the writes outside the journals that follow a journal write
+// and a flush (the commit record made durable) are stalled or failed.
+type inPlaceDev struct {
+	*blockdev.Mem
+	journals [2]int64 // byte range of the journals
+
+	mu        sync.Mutex
+	armed     bool
+	journaled bool // a journal write since arming
+	flushed   bool // and a flush after it
+	stall     chan context.Context
+	release   chan struct{}
+	fail      bool // fail the in-place writes with ErrIO
+	failed    int
+}
+
+func newInPlaceDev(t *testing.T, m *blockdev.Mem) *inPlaceDev {
+	t.Helper()
+	sb, err := ReadSuperblock(context.Background(), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &inPlaceDev{Mem: m, journals: [2]int64{int64(sb.JournalStart) * BlockSize, int64(sb.AGStart) * BlockSize}}
+}
+
+func (d *inPlaceDev) inJournals(off int64) bool { return off >= d.journals[0] && off < d.journals[1] }
+
+func (d *inPlaceDev) WriteAt(ctx context.Context, p []byte, off int64) error {
+	d.mu.Lock()
+	if d.armed && d.inJournals(off) {
+		d.journaled, d.flushed = true, false
+	}
+	inPlace := d.armed && d.flushed && !d.inJournals(off)
+	stall, release, fail := d.stall, d.release, d.fail
+	if inPlace && stall != nil {
+		d.stall = nil // the first in-place write only
+	}
+	if inPlace && fail {
+		d.failed++
+	}
+	d.mu.Unlock()
+	switch {
+	case inPlace && fail:
+		return blockdev.ErrIO
+	case inPlace && stall != nil:
+		stall <- ctx
+		<-release
+		// A device looks at its context when it gets to the write.
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+	return d.Mem.WriteAt(ctx, p, off)
+}
+
+func (d *inPlaceDev) Flush(ctx context.Context) error {
+	d.mu.Lock()
+	if d.journaled {
+		d.flushed = true
+	}
+	d.mu.Unlock()
+	return d.Mem.Flush(ctx)
+}
+
+func (d *inPlaceDev) set(f func(d *inPlaceDev)) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	f(d)
+}
+
+// A caller whose context ends while its committed transaction is being
+// written in place gets the commit (it is durable), and every node reads
+// the new contents: the in-place writes do not take the caller's context.
+func TestCommitNotCutByCallerContext(t *testing.T) {
+	mem := newMem(t, 4096, FormatOptions{})
+	dev := newInPlaceDev(t, mem)
+	lm := NewMemLocks()
+	a := openNode(t, dev, lm, "a", 0)
+	b := openNode(t, mem, lm, "b", 1)
+	defer b.Close()
+	v1 := bytes.Repeat([]byte("one "), 2000)
+	v2 := bytes.Repeat([]byte("two "), 2000)
+	if err := a.MkdirAll("d", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.WriteFile("d/f", v1, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stall, release := make(chan context.Context, 1), make(chan struct{})
+	dev.set(func(d *inPlaceDev) { d.armed, d.stall, d.release = true, stall, release })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- a.Update(ctx, func(tx *Tx) error { return tx.WriteFile("d/f", v2, 0o644) })
+	}()
+	var wctx context.Context
+	select {
+	case wctx = <-stall:
+	case err := <-done:
+		t.Fatalf("update ended before writing in place: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("no in-place write within 10s")
+	}
+	cancel() // the caller gives up while the committed blocks go in place
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatalf("committed update reported %v (in-place write context: %v)", err, wctx.Err())
+	}
+	dev.set(func(d *inPlaceDev) { d.armed = false })
+	for _, n := range []*Store{a, b} {
+		got, err := n.ReadFile("d/f")
+		if err != nil || !bytes.Equal(got, v2) {
+			t.Fatalf("node slot %d read %d bytes (%v), want the committed %d", n.Slot(), len(got), err, len(v2))
+		}
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	checkClean(t, mem)
+}
+
+// A committed transaction whose in-place writes fail stays what this node
+// reads (its data block is read from the device through the kept images),
+// its locks are not handed on while the blocks are not in place (another
+// node waits, never reads stale blocks), and once the volume takes writes
+// again the hand-over writes them and the other node reads them.
+func TestFailedInPlaceWriteStaysAuthoritative(t *testing.T) {
+	mem := newMem(t, 4096, FormatOptions{})
+	dev := newInPlaceDev(t, mem)
+	lm := NewMemLocks()
+	a := openNode(t, dev, lm, "a", 0)
+	b := openNode(t, mem, lm, "b", 1)
+	v1 := bytes.Repeat([]byte("one "), 2000)
+	v2 := bytes.Repeat([]byte("two "), 2000)
+	if err := a.MkdirAll("d", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.WriteFile("d/f", v1, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dev.set(func(d *inPlaceDev) { d.armed, d.fail = true, true })
+	if err := a.Update(context.Background(), func(tx *Tx) error { return tx.WriteFile("d/f", v2, 0o644) }); err != nil {
+		t.Fatalf("committed update reported %v", err)
+	}
+	dev.mu.Lock()
+	failed := dev.failed
+	dev.mu.Unlock()
+	if failed == 0 {
+		t.Fatal("no in-place write was failed: the test does not test")
+	}
+	got, err := a.ReadFile("d/f")
+	if err != nil || !bytes.Equal(got, v2) {
+		t.Fatalf("writer read %d bytes (%v) after its in-place writes failed, want the committed %d", len(got), err, len(v2))
+	}
+	if rep, err := a.Check(context.Background()); err != nil || rep.Err() != nil {
+		t.Fatalf("online check on the writer: %v %v", err, rep.Err())
+	}
+	// The other node must not get the locks while the blocks are not in
+	// place: its read waits (and gives up here) rather than read v1.
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	err = b.View(ctx, func(tx *Tx) error {
+		got, err := tx.ReadFile("d/f")
+		if err == nil && !bytes.Equal(got, v2) {
+			return errors.New("stale or torn contents read by the other node")
+		}
+		return err
+	})
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("other node's read while the writer's blocks are not in place: %v, want a wait", err)
+	}
+	dev.set(func(d *inPlaceDev) { d.fail, d.armed = false, false })
+	got, err = b.ReadFile("d/f")
+	if err != nil || !bytes.Equal(got, v2) {
+		t.Fatalf("other node read %d bytes (%v) once the volume takes writes, want the committed %d", len(got), err, len(v2))
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	checkClean(t, mem)
+}

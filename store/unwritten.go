@@ -1,0 +1,144 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/shoal-ha/shoal/blockdev"
+)
+
+// unwritten holds the images of committed transactions that did not reach
+// their place on the device (the write failed after the commit record was
+// durable). The journal keeps them, so a replay would put them in place;
+// until this node writes them itself they are what the blocks hold for
+// this node: every read of the device goes through them (Store.readAt), a
+// checkpoint writes them first and does not move the journal's tail past
+// them while one fails, and so the lock that guards them is not handed on
+// (glock.writeBack) until they are in place. Changed under the journal
+// writer's mutex; read by any reader.
+type unwritten struct {
+	n   atomic.Int64  // len(blocks), read without mu
+	ver atomic.Uint64 // grows with every change, read without mu
+
+	mu     sync.RWMutex
+	blocks map[uint64]unwrittenBlock
+}
+
+type unwrittenBlock struct {
+	img []byte          // BlockSize; never written into
+	dev blockdev.Device // the device the commit wrote through
+}
+
+// add keeps img as block blk's committed image, replacing an older one.
+func (u *unwritten) add(blk uint64, img []byte, dev blockdev.Device) {
+	u.mu.Lock()
+	if u.blocks == nil {
+		u.blocks = map[uint64]unwrittenBlock{}
+	}
+	u.blocks[blk] = unwrittenBlock{img, dev}
+	u.n.Store(int64(len(u.blocks)))
+	u.ver.Add(1)
+	u.mu.Unlock()
+}
+
+// written notes that blk's latest committed image is in place.
+func (u *unwritten) written(blk uint64) {
+	if u.n.Load() == 0 {
+		return
+	}
+	u.mu.Lock()
+	if _, ok := u.blocks[blk]; ok {
+		delete(u.blocks, blk)
+		u.n.Store(int64(len(u.blocks)))
+		u.ver.Add(1)
+	}
+	u.mu.Unlock()
+}
+
+// overlay copies the kept images of the blocks within p (read from the
+// device at byte offset off) over p. It reports false when the set changed
+// since version v: the device read may predate a write, read again.
+func (u *unwritten) overlay(p []byte, off int64, v uint64) bool {
+	if u.n.Load() == 0 {
+		return u.ver.Load() == v
+	}
+	u.mu.RLock()
+	defer u.mu.RUnlock()
+	if u.ver.Load() != v {
+		return false
+	}
+	first := uint64(off) / BlockSize
+	last := (uint64(off) + uint64(len(p)) - 1) / BlockSize
+	for blk, b := range u.blocks {
+		if blk < first || blk > last {
+			continue
+		}
+		// The overlap of block blk with [off, off+len(p)).
+		bs := int64(blk) * BlockSize
+		from, to := max(bs, off), min(bs+BlockSize, off+int64(len(p)))
+		copy(p[from-off:to-off], b.img[from-bs:to-bs])
+	}
+	return true
+}
+
+// list lists the kept blocks in block order.
+func (u *unwritten) list() []uint64 {
+	u.mu.RLock()
+	defer u.mu.RUnlock()
+	out := make([]uint64, 0, len(u.blocks))
+	for blk := range u.blocks {
+		out = append(out, blk)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (u *unwritten) get(blk uint64) (unwrittenBlock, bool) {
+	u.mu.RLock()
+	defer u.mu.RUnlock()
+	b, ok := u.blocks[blk]
+	return b, ok
+}
+
+// readAt reads p at byte offset off from the device as this node must see
+// it: with the committed images not yet in place over it.
+func (s *Store) readAt(ctx context.Context, p []byte, off int64) error {
+	for {
+		v := s.unwritten.ver.Load()
+		if err := s.dev.ReadAt(ctx, p, off); err != nil {
+			return err
+		}
+		if s.unwritten.overlay(p, off, v) {
+			return nil
+		}
+	}
+}
+
+// writeUnwritten writes the committed images kept in memory in place
+// (within CommitWriteTimeout), under the journal writer's mutex, before a
+// checkpoint moves the tail past their transactions. The images that fail
+// stay kept and the error (ErrUnwritten) stops the checkpoint.
+func (j *journalWriter) writeUnwritten(ctx context.Context) error {
+	s := j.s
+	if s.unwritten.n.Load() == 0 {
+		return nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, s.cfg.CommitWriteTimeout)
+	defer cancel()
+	blks := s.unwritten.list()
+	for i, blk := range blks {
+		b, ok := s.unwritten.get(blk)
+		if !ok {
+			continue
+		}
+		if err := s.writeOn(wctx, b.dev, blk, b.img); err != nil {
+			return fmt.Errorf("%w: %d blocks (first %d): %w", ErrUnwritten, len(blks)-i, blk, err)
+		}
+		s.unwritten.written(blk)
+	}
+	s.log.Info("committed blocks written in place again", "blocks", len(blks))
+	return nil
+}
