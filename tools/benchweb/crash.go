@@ -471,7 +471,7 @@ func printCrash(w io.Writer, modes []string, results map[string]*crashResult) {
 	}
 	fmt.Fprintln(w, "where the time goes (medians over the runs, from the survivors' failover story lines; times from the SIGKILL):")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "FENCING\tSUSPECTED\tFENCE\tRECORD\tRESYNC\tREPLAY\tRELEASE\tRECOVERY DONE\tLAST ANSWER\tSUSPECTED BY")
+	fmt.Fprintln(tw, "FENCING\tDETECTED\tRECOVERY ASKED\tFENCE\tRECORD\tRESYNC\tREPLAY\tRELEASE\tRECOVERY DONE\tLAST ANSWER\tSUSPECTED BY")
 	for _, m := range modes {
 		if r := results[m]; r != nil {
 			breakdown(tw, crashTitles[m], r.stories)

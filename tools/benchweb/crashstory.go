@@ -26,11 +26,14 @@ var storySteps = []struct{ key, line string }{
 type story struct {
 	// found: a survivor logged the victim's recovery as done.
 	found bool
-	// suspected and done are the first survivor's "failover: suspected"
-	// and "failover: done" lines of the victim, from the SIGKILL; by is
-	// how it was suspected.
-	suspected, done time.Duration
-	by              string
+	// detected is the first survivor's failure detector line about the
+	// victim ("detect: peer suspected"), or, without a detector, its
+	// "failover: suspected" line; suspected and done are the first
+	// survivor's "failover: suspected" and "failover: done" lines (the
+	// recovery asked for, and finished); all from the SIGKILL. by is how
+	// it was suspected.
+	detected, suspected, done time.Duration
+	by                        string
 	// took is each step's time (storySteps' keys) as the record says.
 	took map[string]time.Duration
 	// answer is the run's last retried answer, from the SIGKILL.
@@ -42,7 +45,7 @@ func (s story) String() string {
 		return "the survivors' logs do not tell the recovery"
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "suspected +%v (%s)", ms3(s.suspected), s.by)
+	fmt.Fprintf(&b, "detected +%v, suspected +%v (%s)", ms3(s.detected), ms3(s.suspected), s.by)
 	for _, st := range storySteps {
 		fmt.Fprintf(&b, ", %s %v", st.key, ms3(s.took[st.key]))
 	}
@@ -73,12 +76,17 @@ func readStory(d *demoCluster, victim int, killed time.Time) story {
 // killed, and puts together the first of each.
 func parseStory(logs []io.Reader, prefix string, killed time.Time) story {
 	st := story{took: map[string]time.Duration{}}
-	var suspectedAt, doneAt time.Time
+	var detectedAt, suspectedAt, doneAt time.Time
 	for _, r := range logs {
 		sc := bufio.NewScanner(r)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
-			at, what, kv, ok := storyLine(sc.Text())
+			if at, what, kv, ok := logLine(sc.Text(), ".detect: "); ok && what == "peer suspected" && !at.Before(killed) &&
+				strings.HasPrefix(kv["peer"], prefix) && (detectedAt.IsZero() || at.Before(detectedAt)) {
+				detectedAt = at
+				continue
+			}
+			at, what, kv, ok := logLine(sc.Text(), "failover: ")
 			if !ok || at.Before(killed) || !strings.HasPrefix(kv["recovery"], prefix) {
 				continue
 			}
@@ -108,21 +116,25 @@ func parseStory(logs []io.Reader, prefix string, killed time.Time) story {
 	if suspectedAt.IsZero() || doneAt.IsZero() {
 		return st
 	}
+	if detectedAt.IsZero() || suspectedAt.Before(detectedAt) {
+		detectedAt = suspectedAt
+	}
 	st.found = true
-	st.suspected, st.done = suspectedAt.Sub(killed), doneAt.Sub(killed)
+	st.detected, st.suspected, st.done = detectedAt.Sub(killed), suspectedAt.Sub(killed), doneAt.Sub(killed)
 	return st
 }
 
-// storyLine splits one hclog line of a failover story,
+// logLine splits one hclog line whose message starts with marker, such as
+// a failover story's (marker "failover: ")
 // `2026-11-30T03:29:23.217Z [INFO]  shoald: failover: fenced: node=node2
 // recovery=node3/9e09cf406b6f took=258ms how="lease expired"`, into its
-// time, its step ("fenced") and its key/value pairs.
-func storyLine(line string) (at time.Time, what string, kv map[string]string, ok bool) {
+// time, the rest of its message ("fenced") and its key/value pairs.
+func logLine(line, marker string) (at time.Time, what string, kv map[string]string, ok bool) {
 	ts, rest, found := strings.Cut(line, " ")
 	if !found {
 		return at, "", nil, false
 	}
-	_, rest, found = strings.Cut(rest, "failover: ")
+	_, rest, found = strings.Cut(rest, marker)
 	if !found {
 		return at, "", nil, false
 	}
@@ -156,14 +168,15 @@ func storyLine(line string) (at time.Time, what string, kv map[string]string, ok
 
 // breakdown prints one row of medians of stories to tw.
 func breakdown(tw io.Writer, title string, stories []story) {
-	var suspected, done, answer []time.Duration
+	var detected, suspected, done, answer []time.Duration
 	took := map[string][]time.Duration{}
 	by := map[string]int{}
 	for _, s := range stories {
 		if !s.found {
 			continue
 		}
-		suspected, done, answer = append(suspected, s.suspected), append(done, s.done), append(answer, s.answer)
+		detected, suspected = append(detected, s.detected), append(suspected, s.suspected)
+		done, answer = append(done, s.done), append(answer, s.answer)
 		for _, st := range storySteps {
 			took[st.key] = append(took[st.key], s.took[st.key])
 		}
@@ -178,7 +191,7 @@ func breakdown(tw io.Writer, title string, stories []story) {
 		return
 	}
 	med := func(s []time.Duration) time.Duration { return ms3(quantile(sorted(s), 0.5)) }
-	fmt.Fprintf(tw, "%s\t+%v", title, med(suspected))
+	fmt.Fprintf(tw, "%s\t+%v\t+%v", title, med(detected), med(suspected))
 	for _, st := range storySteps {
 		fmt.Fprintf(tw, "\t%v", med(took[st.key]))
 	}

@@ -22,7 +22,9 @@ const storyNode1 = `2026-11-30T03:29:10.000Z [INFO]  shoald: failover: suspected
 2026-11-30T03:29:40.000Z [INFO]  shoald: failover: suspected: node=node1 recovery=node1/c how="its lease expired"
 `
 
-const storyNode2 = `2026-11-30T03:29:22.900Z [WARN]  shoald.detect: peer silent: asking for its recovery: peer=node3/9e09 silent=412ms
+const storyNode2 = `2026-11-30T03:29:22.400Z [WARN]  shoald.detect: peer suspected: node=node2 peer=node3/0ld silent=412ms timeout=400ms
+2026-11-30T03:29:22.900Z [WARN]  shoald.detect: peer suspected: node=node2 peer=node3/9e09 silent=412ms timeout=400ms
+2026-11-30T03:29:22.900Z [WARN]  shoald.detect: peer silent: asking for its recovery: peer=node3/9e09 silent=412ms
 2026-11-30T03:29:22.950Z [INFO]  shoald: failover: suspected: node=node2 recovery=node3/9e09 how="no heartbeat"
 2026-11-30T03:29:23.700Z [INFO]  shoald: failover: fenced: node=node2 recovery=node3/9e09 took=999ms coordinator=node1/a how="x"
 2026-11-30T03:29:23.701Z [INFO]  shoald: failover: done: node=node2 recovery=node3/9e09 took=661ms since_suspected=659ms coordinator=node1/a
@@ -37,6 +39,9 @@ func TestParseStory(t *testing.T) {
 	if st.suspected != 450*time.Millisecond || st.by != "no heartbeat" {
 		t.Errorf("suspected +%v by %q, want +450ms by the earliest line's how", st.suspected, st.by)
 	}
+	if st.detected != 400*time.Millisecond {
+		t.Errorf("detected +%v, want +400ms (the detector's line after the kill)", st.detected)
+	}
 	if st.done != 1119*time.Millisecond {
 		t.Errorf("done +%v, want +1.119s (the first survivor to tell it)", st.done)
 	}
@@ -50,11 +55,14 @@ func TestParseStory(t *testing.T) {
 	if st := parseStory([]io.Reader{strings.NewReader(storyNode1)}, "node2/", killed); st.found {
 		t.Errorf("a recovery of node2 found in logs without one: %+v", st)
 	}
-	at, what, kv, ok := storyLine(`2026-11-30T03:29:23.217Z [INFO]  shoald: failover: fenced: node=node1 recovery=node3/9e09 how="lease expired plus self-fence margin" took=258ms`)
-	if !ok || what != "fenced" || kv["how"] != "lease expired plus self-fence margin" || kv["took"] != "258ms" || at.Nanosecond() != 217e6 {
-		t.Errorf("storyLine: %v %q %v %v", at, what, kv, ok)
+	if st := parseStory([]io.Reader{strings.NewReader(storyNode1)}, "node3/", killed); st.detected != st.suspected || st.detected != 458*time.Millisecond {
+		t.Errorf("without a detector line: detected +%v, suspected +%v; want both +458ms", st.detected, st.suspected)
 	}
-	if _, _, _, ok := storyLine("2026-11-30T03:29:23.217Z [INFO]  shoald: web tier serving: node=node1"); ok {
+	at, what, kv, ok := logLine(`2026-11-30T03:29:23.217Z [INFO]  shoald: failover: fenced: node=node1 recovery=node3/9e09 how="lease expired plus self-fence margin" took=258ms`, "failover: ")
+	if !ok || what != "fenced" || kv["how"] != "lease expired plus self-fence margin" || kv["took"] != "258ms" || at.Nanosecond() != 217e6 {
+		t.Errorf("logLine: %v %q %v %v", at, what, kv, ok)
+	}
+	if _, _, _, ok := logLine("2026-11-30T03:29:23.217Z [INFO]  shoald: web tier serving: node=node1", "failover: "); ok {
 		t.Error("a line without a failover story taken for one")
 	}
 }
