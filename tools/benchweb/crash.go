@@ -297,6 +297,8 @@ func crashRuns(d *demoCluster, mode string, runs int) (*crashResult, error) {
 		var (
 			mu       sync.Mutex
 			last     time.Time
+			first    time.Time
+			tries    int
 			inflight int
 			errs     []error
 			killed   time.Time
@@ -345,6 +347,10 @@ func crashRuns(d *demoCluster, mode string, runs int) (*crashResult, error) {
 					if at.After(last) {
 						last = at
 					}
+					if first.IsZero() || at.Before(first) {
+						first = at
+					}
+					tries = max(tries, r.Tries)
 					return
 				}
 			}()
@@ -369,9 +375,9 @@ func crashRuns(d *demoCluster, mode string, runs int) (*crashResult, error) {
 			return nil, fmt.Errorf("run %d (killed node%d at %s): %w", run, victim, killed.UTC().Format("15:04:05.000"), errors.Join(errs...))
 		}
 		out.inflight += inflight
-		var took time.Duration
+		var took, earliest time.Duration
 		if inflight > 0 {
-			took = last.Sub(killed)
+			took, earliest = last.Sub(killed), first.Sub(killed)
 			out.answers = append(out.answers, took)
 		}
 		if err := d.script("restart", fmt.Sprintf("node%d", victim)); err != nil {
@@ -385,8 +391,8 @@ func crashRuns(d *demoCluster, mode string, runs int) (*crashResult, error) {
 			st.answer = took
 			out.stories = append(out.stories, st)
 		}
-		fmt.Fprintf(os.Stderr, "benchweb: crash run %d (%s): killed node%d at %s with %d in flight; last answer after %v; %s\n",
-			run, mode, victim, killed.UTC().Format("15:04:05.000"), inflight, took.Round(time.Millisecond), st)
+		fmt.Fprintf(os.Stderr, "benchweb: crash run %d (%s): killed node%d at %s with %d in flight; answers after %v to %v (at most %d tries each); %s\n",
+			run, mode, victim, killed.UTC().Format("15:04:05.000"), inflight, ms3(earliest), ms3(took), tries, st)
 	}
 	res, err = wc.Do(ctx, "GET", "/api/v1/sessions/"+sess.ID, nil, "")
 	if err != nil {
