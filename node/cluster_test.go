@@ -56,6 +56,7 @@ func incarnation(t *testing.T, nd *nodetest.InProcNode) string {
 // die, one of them coordinates its recovery through every step, and the
 // node comes back as a new incarnation.
 func TestKilledNodeIsRecoveredAndRejoins(t *testing.T) {
+	t.Parallel()
 	c := nodetest.NewInProcCluster(t, 3, nodetest.InProcOptions{})
 	n1, n3 := c.Node("node1"), c.Node("node3")
 	old := incarnation(t, n3)
@@ -97,6 +98,7 @@ func TestKilledNodeIsRecoveredAndRejoins(t *testing.T) {
 // recovery the lock goes to a waiter on another node, and the cut-off
 // node, healed, rejoins as a new incarnation.
 func TestLockOfPartitionedHolderGoesToAnotherNode(t *testing.T) {
+	t.Parallel()
 	c := nodetest.NewInProcCluster(t, 3, nodetest.InProcOptions{})
 	n1, n2 := c.Node("node1"), c.Node("node2")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -144,6 +146,7 @@ func TestLockOfPartitionedHolderGoesToAnotherNode(t *testing.T) {
 // once its lease cannot be trusted, and after its recovery another node
 // writes the same region; every node then reads that node's data.
 func TestVolumeWriterCutOffIsFencedAndItsRegionWritten(t *testing.T) {
+	t.Parallel()
 	c := nodetest.NewInProcCluster(t, 3, nodetest.InProcOptions{FileLegs: true})
 	n1, n2, n3 := c.Node("node1"), c.Node("node2"), c.Node("node3")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -204,6 +207,7 @@ func TestVolumeWriterCutOffIsFencedAndItsRegionWritten(t *testing.T) {
 // TestWriteRouteOnlyWithDebug: the fault-test write loop is not part of
 // the production admin API.
 func TestWriteRouteOnlyWithDebug(t *testing.T) {
+	t.Parallel()
 	c := nodetest.NewInProcCluster(t, 1, nodetest.InProcOptions{FileLegs: true, NoStart: true})
 	nd := c.Nodes[0]
 	nd.Config.Admin.Debug = false
@@ -270,6 +274,7 @@ func (p *recordingPart) Replay(ctx context.Context, victim fencing.NodeRef, inc 
 // incarnation after the built-in ones, stop in reverse order, and the
 // recovery coordinator's replay step hands them the dead incarnation.
 func TestPartsStartInOrderAndReplayTheDead(t *testing.T) {
+	t.Parallel()
 	c := nodetest.NewInProcCluster(t, 2, nodetest.InProcOptions{FileLegs: true, NoStart: true})
 	evs := make([]chan string, 2)
 	for i, nd := range c.Nodes {
@@ -345,6 +350,7 @@ func TestStopEndsAStartingIncarnation(t *testing.T) {
 // frozen (as a paused process's is) is recovered by the others; when the
 // traffic flows again, what it held is gone and it registers anew.
 func TestPausedNodeComesBackAsANewIncarnation(t *testing.T) {
+	t.Parallel()
 	c := nodetest.NewInProcCluster(t, 3, nodetest.InProcOptions{})
 	n1, n2 := c.Node("node1"), c.Node("node2")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

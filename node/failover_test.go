@@ -35,6 +35,7 @@ func recordOf(by *nodetest.InProcNode, name, inc string) (recovery.Record, bool)
 // a survivor takes the role (within the lease TTL plus a second on an
 // idle machine) and recovers the old coordinator through every step.
 func TestCoordinatorMovesWhenItsNodeDies(t *testing.T) {
+	t.Parallel()
 	c := nodetest.NewInProcCluster(t, 3, nodetest.InProcOptions{})
 	var coord *nodetest.InProcNode
 	testutil.WaitFor(t, 10*time.Second, "a coordinator", func() bool {
@@ -89,6 +90,7 @@ func checkStepsInOrder(t *testing.T, rec recovery.Record) {
 // recovery retries and says why, and the dead node's region stays locked;
 // once the agent succeeds the recovery goes on and the waiter writes.
 func TestFailingFenceAgentHoldsTheLocks(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	allow := filepath.Join(dir, "allow")
 	calls := filepath.Join(dir, "calls")

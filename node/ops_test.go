@@ -69,6 +69,7 @@ func scrape(t *testing.T, nd *nodetest.InProcNode) map[string]bool {
 // metrics the Grafana dashboard and the alert rules in fixtures/ use all
 // exist.
 func TestFailoverStoryAndMetrics(t *testing.T) {
+	t.Parallel()
 	logs := map[string]*lockedBuffer{}
 	c := nodetest.NewInProcCluster(t, 3, nodetest.InProcOptions{FileLegs: true, NoStart: true})
 	recs := map[string]*httpmetrics.Recorder{}
@@ -180,6 +181,7 @@ func (recorderPart) Stop(bool)                                           {}
 // requests; node1's dashboard shows all three, the others' read from
 // their /metrics over the admin API.
 func TestDashboardShowsEveryNodesTraffic(t *testing.T) {
+	t.Parallel()
 	c := nodetest.NewInProcCluster(t, 3, nodetest.InProcOptions{NoStart: true})
 	recs := map[string]*httpmetrics.Recorder{}
 	for _, nd := range c.Nodes {

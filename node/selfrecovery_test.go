@@ -17,6 +17,7 @@ import (
 // (its volume open recovered it). The recovery must finish, not retry the
 // resync of a live slot forever.
 func TestCoordinatorRecoversItsOwnEarlierIncarnation(t *testing.T) {
+	t.Parallel()
 	c := nodetest.NewInProcCluster(t, 1, nodetest.InProcOptions{FileLegs: true})
 	nd := c.Nodes[0]
 	cn := nd.Node().Cluster()

@@ -92,6 +92,7 @@ func treeDigest(t *testing.T, dir string) string {
 }
 
 func TestBadConfigurationIsRefusedAndChangesNothing(t *testing.T) {
+	t.Parallel()
 	base := t.TempDir()
 	writeFile := func(name, body string) string {
 		p := filepath.Join(base, name)

@@ -29,7 +29,7 @@ type volumeCluster struct {
 
 func newVolumeCluster(t *testing.T, legs []string, extra ...string) *volumeCluster {
 	t.Helper()
-	c := nodetest.NewVolumeCluster(t, legs, nodetest.Options{ExtraArgs: extra})
+	c := nodetest.NewVolumeCluster(t, legs, nodetest.Options{ExtraArgs: extra, LeaseTTL: testTTL})
 	return &volumeCluster{Cluster: c, legs: legs}
 }
 
