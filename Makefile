@@ -35,7 +35,8 @@ test-demo: setup
 # The long campaigns kept out of `make test`, each behind its own test flag:
 # the mirror's randomized crash test for SOAK, every store crash flavour at
 # every write, a directory of 100000 entries, 2000 rounds of random store
-# metadata damage repaired, and 20 coordinator pauses.
+# metadata damage repaired, 20 coordinator pauses and 10 kills of the etcd
+# leader's node.
 SOAK ?= 10m
 soak: setup build
 	$(GO) test -race -count=1 -timeout 60m -run '^TestCrashRandomized$$' ./blockdev/mirror -args -mirror.soak $(SOAK)
@@ -43,6 +44,7 @@ soak: setup build
 	$(GO) test -count=1 -timeout 60m -run '^TestBigDirectory$$' ./store -args -store.bigdir 100000
 	$(GO) test -count=1 -timeout 60m -run '^TestRepairRandomDamage$$' ./store -args -store.repairrounds 2000
 	$(GO) test -race -count=1 -timeout 60m -run '^TestPausedCoordinatorIsReplaced$$' ./cmd/shoald -args -coordpause.runs 20
+	$(GO) test -race -count=1 -timeout 60m -run '^TestLeaderLossKeepsOtherLeases$$' ./cmd/shoald -args -leaderloss.rounds 10
 	$(GO) test -race -count=10 -timeout 60m -run '^TestWriterKilledMidTransaction$$' ./store/killtest -args -killtest.writer
 
 # Short fuzz runs of every decoder (30 s each by default).

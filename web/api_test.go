@@ -187,6 +187,7 @@ func (s slowStore) Update(ctx context.Context, fn func(tx session.Tx) error) err
 // write answered 503 to every request on a loaded machine, and could cut a
 // committed transaction's writes in place).
 func TestSlowJournalIsNotCut(t *testing.T) {
+	t.Parallel()
 	c := newCluster()
 	m := &member{c: c, self: session.Owner{Node: "n1", Incarnation: "1"}}
 	c.set(m.self, session.OwnerLive)

@@ -83,12 +83,14 @@ func (b *storeBackend) view() fs.FS {
 // The failover test on the real store: intents in the store's journal,
 // effects under its locks, recovery through its ReplaySlot.
 func TestFailoverExactlyOnceOnStore(t *testing.T) {
+	t.Parallel()
 	c := newCluster()
 	failoverExactlyOnce(t, newFCluster(t, 3, 6, newStoreBackend(t), c))
 }
 
 // Three nodes on the real store with concurrent clients and no kills.
 func TestConcurrentOnStore(t *testing.T) {
+	t.Parallel()
 	c := newCluster()
 	failoverNoKills(t, newFCluster(t, 3, 1<<40, newStoreBackend(t), c))
 }
@@ -98,6 +100,7 @@ func TestConcurrentOnStore(t *testing.T) {
 // recovered by the other through the store's ReplaySlot, and the retry gets
 // the answer recovery stored.
 func TestSessionsOnStore(t *testing.T) {
+	t.Parallel()
 	b := newStoreBackend(t)
 	c := newCluster()
 	cfg := testConfig(t)

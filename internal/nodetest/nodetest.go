@@ -38,11 +38,21 @@ func Binary(t testing.TB, name string) string {
 // BinaryOf builds the main package pkg as name once per test process.
 func BinaryOf(t testing.TB, name, pkg string) string {
 	t.Helper()
+	out, err := buildBinary(name, pkg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// buildBinary builds pkg as name once per test process and returns its
+// path. Different binaries (shoald, shoalblk) build at the same time.
+func buildBinary(name, pkg string) (string, error) {
 	buildOnce.Do(func() {
 		buildDir, buildErr = os.MkdirTemp("", "shoal-bin-")
 	})
 	if buildErr != nil {
-		t.Fatal(buildErr)
+		return "", buildErr
 	}
 	out := filepath.Join(buildDir, name)
 	binMu.Lock()
@@ -52,17 +62,12 @@ func BinaryOf(t testing.TB, name, pkg string) string {
 		builds[name] = b
 	}
 	binMu.Unlock()
-	// Each binary is built once; different binaries (shoald, shoalblk)
-	// are built at the same time by the tests that first need them.
 	b.once.Do(func() {
 		if msg, err := exec.Command("go", "build", "-o", out, pkg).CombinedOutput(); err != nil {
 			b.err = fmt.Errorf("build %s: %v\n%s", name, err, msg)
 		}
 	})
-	if b.err != nil {
-		t.Fatal(b.err)
-	}
-	return out
+	return out, b.err
 }
 
 type build struct {

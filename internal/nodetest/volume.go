@@ -54,6 +54,9 @@ func FormatVolume(t testing.TB, legs []string) {
 // share it, node i writing with bitmap slot i.
 func NewVolumeCluster(t testing.TB, legs []string, opts Options) *Cluster {
 	t.Helper()
+	// shoald builds while shoalblk builds and formats; NewCluster waits
+	// for it (and reports a failed build).
+	go buildBinary("shoald", "github.com/shoal-ha/shoal/cmd/shoald")
 	FormatVolume(t, legs)
 	opts.NoStart = true
 	c := NewCluster(t, 3, opts)
