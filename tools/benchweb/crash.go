@@ -494,9 +494,9 @@ func printCrash(w io.Writer, modes []string, results map[string]*crashResult) {
 		}
 		fmt.Fprintln(w)
 	}
-	fmt.Fprintln(w, "where the time goes (medians over the runs, from the survivors' failover story lines; times from the SIGKILL):")
+	fmt.Fprintln(w, "where the time goes (medians over the runs, from the survivors' failover story lines; times from the SIGKILL; DETECTED: a survivor's failure detector, or the lease's expiry, saw the victim dead; RECOVERY ASKED: the recovery request reached etcd; ANSWER - DONE: per run, the last answer after the recovery's end):")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "FENCING\tDETECTED\tRECOVERY ASKED\tFENCE\tRECORD\tRESYNC\tREPLAY\tRELEASE\tRECOVERY DONE\tLAST ANSWER\tSUSPECTED BY")
+	fmt.Fprintln(tw, "FENCING\tDETECTED\tRECOVERY ASKED\tFENCE\tRECORD\tRESYNC\tREPLAY\tRELEASE\tRECOVERY DONE\tLAST ANSWER\tANSWER - DONE\tSUSPECTED BY")
 	for _, m := range modes {
 		if r := results[m]; r != nil {
 			breakdown(tw, crashTitles[m], r.stories)

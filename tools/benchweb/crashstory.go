@@ -168,7 +168,7 @@ func logLine(line, marker string) (at time.Time, what string, kv map[string]stri
 
 // breakdown prints one row of medians of stories to tw.
 func breakdown(tw io.Writer, title string, stories []story) {
-	var detected, suspected, done, answer []time.Duration
+	var detected, suspected, done, answer, after []time.Duration
 	took := map[string][]time.Duration{}
 	by := map[string]int{}
 	for _, s := range stories {
@@ -176,7 +176,7 @@ func breakdown(tw io.Writer, title string, stories []story) {
 			continue
 		}
 		detected, suspected = append(detected, s.detected), append(suspected, s.suspected)
-		done, answer = append(done, s.done), append(answer, s.answer)
+		done, answer, after = append(done, s.done), append(answer, s.answer), append(after, s.answer-s.done)
 		for _, st := range storySteps {
 			took[st.key] = append(took[st.key], s.took[st.key])
 		}
@@ -200,5 +200,5 @@ func breakdown(tw io.Writer, title string, stories []story) {
 		hows = append(hows, fmt.Sprintf("%s x%d", h, n))
 	}
 	slices.Sort(hows)
-	fmt.Fprintf(tw, "\t+%v\t+%v\t%s\n", med(done), med(answer), strings.Join(hows, ", "))
+	fmt.Fprintf(tw, "\t+%v\t+%v\t%v\t%s\n", med(done), med(answer), med(after), strings.Join(hows, ", "))
 }
