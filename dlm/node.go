@@ -358,7 +358,16 @@ func (n *Node) route(ds []Decision, dirty map[*nodeLock]bool) {
 			n.log.Trace("blocking callback", "resource", nl.res, "held", nl.granted, "wanted", d.Mode)
 		case Refused:
 			nl.refused = true
-			nl.want = nl.granted
+			if nl.held {
+				nl.want = nl.granted // a refused conversion keeps its grant
+			} else {
+				// A refused new request leaves no trace in the table:
+				// nothing is asked for any more (granted is a former
+				// grant's mode, and taken for a pending request it would
+				// cover the next local waiter, who would then wait for a
+				// grant that never comes).
+				nl.want = NL
+			}
 		}
 	}
 }
