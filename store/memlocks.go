@@ -332,12 +332,13 @@ func (l *memLock) Release() error {
 	t := l.t
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.dead[l.node] {
+		// A dead node's grants stay until ReleaseDead (and a late
+		// hand-over of the dead node after it is not a second release).
+		return ErrFenced
+	}
 	if l.released {
 		return fmt.Errorf("store: lock %s released twice", l.name)
-	}
-	if t.dead[l.node] {
-		// A dead node's grants stay until ReleaseDead.
-		return ErrFenced
 	}
 	l.released = true
 	r := t.res[l.name]
