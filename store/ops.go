@@ -546,7 +546,43 @@ func (s *Store) Chtimes(name string, atime, mtime time.Time) error {
 
 // ReadFile returns the contents of file name as of the transaction.
 func (tx *Tx) ReadFile(name string) ([]byte, error) {
-	in, _, err := tx.resolve(name, Shared)
+	return tx.readFile(name, Shared)
+}
+
+// ReadFileForUpdate is ReadFile for a transaction that goes on to write
+// or remove name: it takes the locks that WriteFile and Remove of name
+// take (its directory and the file EX) instead of PR. Read PR, each of
+// them would have to become EX when the write comes, and a lock
+// converted up while the transaction holds others is taken anew in lock
+// order: the transaction starts over once per such lock. A missing file
+// is fs.ErrNotExist with its directory held EX (the WriteFile that
+// creates it then needs no other lock but the new inode's).
+func (tx *Tx) ReadFileForUpdate(name string) ([]byte, error) {
+	return tx.readFile(name, Exclusive)
+}
+
+func (tx *Tx) readFile(name string, mode LockMode) ([]byte, error) {
+	var in *inode
+	var err error
+	if mode == Shared {
+		in, _, err = tx.resolve(name, Shared)
+	} else {
+		var dir *inode
+		var g *glock
+		var last string
+		if dir, g, last, err = tx.resolveParent(name, mode); err == nil {
+			var de dirEntry
+			var ok bool
+			de, ok, err = tx.lookup(g, dir, last)
+			switch {
+			case err != nil:
+			case !ok:
+				err = fs.ErrNotExist
+			default:
+				in, _, err = tx.child(de, mode)
+			}
+		}
+	}
 	if err != nil {
 		return nil, pathErr("read", name, err)
 	}
