@@ -12,11 +12,20 @@ func FromStore(s *store.Store) Store { return storeAdapter{s} }
 
 type storeAdapter struct{ *store.Store }
 
-// Update runs fn in a store transaction (*store.Tx is a session.Tx). The
-// store may run fn more than once; the engine keeps no effects outside tx.
+// Update runs fn in a store transaction. The store may run fn more than
+// once; the engine keeps no effects outside tx.
 func (a storeAdapter) Update(ctx context.Context, fn func(tx session.Tx) error) error {
-	return a.Store.Update(ctx, func(tx *store.Tx) error { return fn(tx) })
+	return a.Store.Update(ctx, func(tx *store.Tx) error { return fn(updateTx{tx}) })
 }
+
+// updateTx is a store transaction whose reads are for update: the engine
+// reads a session or key file in a transaction to rewrite it (or, for a
+// missing key, to create it), so each read takes the locks its write
+// needs (store.Tx.ReadFileForUpdate) rather than PR locks the write would
+// convert up, one start over of the transaction per lock.
+type updateTx struct{ *store.Tx }
+
+func (t updateTx) ReadFile(name string) ([]byte, error) { return t.Tx.ReadFileForUpdate(name) }
 
 // RecoveryHandler is the store's handler for session.RecordIntent records
 // (store.Config.Handlers, store.Store.Handle): it applies a dead node's
