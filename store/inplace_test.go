@@ -195,3 +195,51 @@ func TestFailedInPlaceWriteStaysAuthoritative(t *testing.T) {
 	b.Close()
 	checkClean(t, mem)
 }
+
+// A node that cannot write its committed blocks in place even when it
+// closes says so (ErrUnwritten) and keeps the slot's lock and the locks
+// over those blocks: nobody reads them stale, and the node's recovery
+// replays its journal, after which every node reads the committed data.
+func TestCloseWithUnwrittenBlocksLeavesThemToReplay(t *testing.T) {
+	mem := newMem(t, 4096, FormatOptions{})
+	dev := newInPlaceDev(t, mem)
+	lm := NewMemLocks()
+	a := openNode(t, dev, lm, "a", 0)
+	b := openNode(t, mem, lm, "b", 1)
+	defer b.Close()
+	v2 := bytes.Repeat([]byte("two "), 2000)
+	if err := a.MkdirAll("d", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.WriteFile("d/f", []byte("one"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dev.set(func(d *inPlaceDev) { d.armed, d.fail = true, true })
+	if err := a.Update(context.Background(), func(tx *Tx) error { return tx.WriteFile("d/f", v2, 0o644) }); err != nil {
+		t.Fatalf("committed update reported %v", err)
+	}
+	if err := a.Close(); !errors.Is(err, ErrUnwritten) {
+		t.Fatalf("close with committed blocks not in place: %v, want ErrUnwritten", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	_, err := b.Stat("d/f")
+	if err == nil {
+		err = b.View(ctx, func(tx *Tx) error { _, err := tx.ReadFile("d/f"); return err })
+	}
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("other node's read of blocks the closed node could not write: %v, want a wait", err)
+	}
+	// The node is recovered as a failed one.
+	lm.Kill("a")
+	if _, err := b.ReplaySlot(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
+	lm.ReleaseDead("a")
+	got, err := b.ReadFile("d/f")
+	if err != nil || !bytes.Equal(got, v2) {
+		t.Fatalf("after the replay the other node read %d bytes (%v), want the committed %d", len(got), err, len(v2))
+	}
+	b.Close()
+	checkClean(t, mem)
+}
