@@ -464,7 +464,10 @@ const (
 )
 
 // handOn drops hold once local users are done; false when its write-back
-// failed and the grant is kept.
+// failed and the grant is kept. Once the store is closing it leaves the
+// grant to Close, which drops every hold under mu: a hand-over that got mu
+// after Close went past it would write back through locks Close has
+// released already (and log after the store's owner is gone).
 func (g *glock) handOn(hold Lock) bool {
 	g.rw.Lock()
 	defer g.rw.Unlock()
@@ -472,6 +475,11 @@ func (g *glock) handOn(hold Lock) bool {
 	defer g.mu.Unlock()
 	if g.hold != hold {
 		return true
+	}
+	select {
+	case <-g.s.closing:
+		return true
+	default:
 	}
 	if err := g.dropLocked(); err != nil {
 		g.s.log.Warn("handing a lock on failed", "lock", g.name, "error", err)

@@ -33,6 +33,11 @@ func openNode(t testing.TB, dev blockdev.Device, lm *MemLocks, name string, slot
 	if err != nil {
 		t.Fatalf("open slot %d: %v", slot, err)
 	}
+	// A node the test killed (MemLocks.Kill) and never closed keeps
+	// retrying to hand its cached locks on, logging each failure, until
+	// its store closes: close it before the test's log goes away. A store
+	// the test closed already answers ErrClosed.
+	t.Cleanup(func() { _ = s.Close() })
 	return s
 }
 
