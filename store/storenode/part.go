@@ -173,7 +173,13 @@ func (p *Part) Stop(clean bool) {
 	if st == nil {
 		return
 	}
-	if err := st.Close(); err != nil {
+	switch err := st.Close(); {
+	case errors.Is(err, store.ErrUnwritten):
+		// The slot's journal holds committed blocks the volume did not
+		// take; the store keeps their locks, but a clean leave of the
+		// lock manager would hand them on before any replay.
+		p.log.Error("closing the store: committed blocks not in place; this incarnation must be recovered (journal replay) before its locks are released", "clean", clean, "error", err)
+	case err != nil:
 		p.log.Warn("closing the store", "clean", clean, "error", err)
 	}
 }
