@@ -436,8 +436,8 @@ func (g *glock) dropRecoveryLocked() error {
 // and then hands the lock on once local users are done. A hand-over whose
 // write-back fails (committed blocks the volume did not take:
 // ErrUnwritten) keeps the grant and is tried again, backing off up to
-// handOnRetryMax: handing it on would let another node read blocks this
-// node has not written.
+// handOnRetryMax, unless the node is fenced: handing it on would let
+// another node read blocks this node has not written.
 func (g *glock) watch(hold Lock) {
 	select {
 	case <-hold.Blocking():
@@ -483,7 +483,9 @@ func (g *glock) handOn(hold Lock) bool {
 	}
 	if err := g.dropLocked(); err != nil {
 		g.s.log.Warn("handing a lock on failed", "lock", g.name, "error", err)
-		return g.hold != hold // a failed release still gave the grant up
+		// A failed release still gave the grant up; a fenced node's
+		// grants are the recovery's to release, a new attempt cannot.
+		return g.hold != hold || errors.Is(err, ErrFenced)
 	}
 	return true
 }
