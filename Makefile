@@ -45,7 +45,7 @@ soak: setup build
 	$(GO) test -count=1 -timeout 60m -run '^TestRepairRandomDamage$$' ./store -args -store.repairrounds 2000
 	$(GO) test -race -count=1 -timeout 60m -run '^TestPausedCoordinatorIsReplaced$$' ./cmd/shoald -args -coordpause.runs 20
 	$(GO) test -race -count=1 -timeout 60m -run '^TestLeaderLossKeepsOtherLeases$$' ./cmd/shoald -args -leaderloss.rounds 10
-	$(GO) test -race -count=10 -timeout 60m -run '^TestWriterKilledMidTransaction$$' ./store/killtest -args -killtest.writer
+	$(GO) test -race -count=20 -timeout 60m -run '^TestWriterKilledMidTransaction$$' ./store/killtest
 
 # Short fuzz runs of every decoder (30 s each by default).
 FUZZTIME ?= 30s
