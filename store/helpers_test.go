@@ -25,10 +25,13 @@ func newMem(t testing.TB, blocks int64, opts FormatOptions) *blockdev.Mem {
 }
 
 // openNode opens slot on dev with locks from lm as node name.
-func openNode(t testing.TB, dev blockdev.Device, lm *MemLocks, name string, slot int) *Store {
+func openNode(t testing.TB, dev blockdev.Device, lm *MemLocks, name string, slot int, tweak ...func(*Config)) *Store {
 	t.Helper()
 	cfg := DefaultConfig(dev, slot, lm.Node(name))
 	cfg.Logger = testlog.New(t, name)
+	for _, f := range tweak {
+		f(&cfg)
+	}
 	s, err := Open(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("open slot %d: %v", slot, err)

@@ -248,28 +248,44 @@ func (s *Store) recoverSlot(ctx context.Context, slot int, own, records bool) (R
 		st.Duration = time.Since(t0)
 		return st, nil
 	}
-	for i, rec := range pending {
-		h := s.handler(rec.Kind)
-		if h == nil {
-			return st, fmt.Errorf("%w %q (record %d of slot %d)", ErrNoHandler, rec.Kind, rec.ID, slot)
+	// Records go to their handlers several to a transaction (one journal
+	// commit for the batch, with the cursor that says they are handled):
+	// a dead web node leaves a record per request in flight, and each
+	// commit is a journal write and flush on every leg. A batch that does
+	// not fit in the journal is halved (Config.ReplayBatch).
+	batch := s.cfg.ReplayBatch
+	for i := 0; i < len(pending); {
+		n := min(batch, len(pending)-i)
+		recs := pending[i : i+n]
+		for _, rec := range recs {
+			if s.handler(rec.Kind) == nil {
+				return st, fmt.Errorf("%w %q (record %d of slot %d)", ErrNoHandler, rec.Kind, rec.ID, slot)
+			}
 		}
-		s.setPhase(slot, "handling record %d of %d (id %d, kind %s)", i+1, len(pending), rec.ID, rec.Kind)
+		s.setPhase(slot, "handling records %d-%d of %d (ids %d-%d)", i+1, i+n, len(pending), recs[0].ID, recs[n-1].ID)
 		next := cur
 		next.Version++
-		next.Handled++
+		next.Handled += uint64(n)
 		err := s.run(ctx, true, func(tx *Tx) error {
 			tx.external[g] = true
-			if err := h(ctx, tx, rec); err != nil {
-				return err
+			for _, rec := range recs {
+				if err := s.handler(rec.Kind)(ctx, tx, rec); err != nil {
+					return fmt.Errorf("record %d (%s): %w", rec.ID, rec.Kind, err)
+				}
 			}
 			blk := s.sb.journalStart(slot) + next.Version%2
 			return tx.write(g, blk, next.encode(blk, slot))
 		})
+		if errors.Is(err, ErrJournalFull) && n > 1 {
+			batch = n / 2
+			continue
+		}
 		if err != nil {
-			return st, fmt.Errorf("store: handling record %d (%s) of slot %d: %w", rec.ID, rec.Kind, slot, err)
+			return st, fmt.Errorf("store: handling records %d-%d of slot %d: %w", recs[0].ID, recs[n-1].ID, slot, err)
 		}
 		cur = next
-		st.Records++
+		st.Records += n
+		i += n
 	}
 	s.setPhase(slot, "emptying the dead slot's journal")
 	final := journalHeader{Version: cur.Version + 1, TailPos: head, TailSeq: last + 1, AppliedSeq: last, NextRecord: plan.NextRecord(), Owner: cur.Owner}

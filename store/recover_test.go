@@ -123,7 +123,9 @@ func TestReplayCoordinatorDies(t *testing.T) {
 	dev := newMem(t, 4096, FormatOptions{})
 	lm := NewMemLocks()
 	a := openNode(t, dev, lm, "a", 0)
-	b := openNode(t, dev, lm, "b", 1)
+	// b hands records over one to a transaction, so that it dies after
+	// handing one over and before the next.
+	b := openNode(t, dev, lm, "b", 1, func(c *Config) { c.ReplayBatch = 1 })
 	c := openNode(t, dev, lm, "c", 2)
 	for _, d := range []string{"intents", "handled"} {
 		if err := a.MkdirAll(d, 0o755); err != nil {

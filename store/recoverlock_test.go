@@ -251,7 +251,7 @@ func TestReplayWaitsReported(t *testing.T) {
 	testutil.WaitFor(t, 10*time.Second, "the replay's wait reported", func() bool {
 		var phase, lock bool
 		for _, w := range b.ReplayWaits() {
-			phase = phase || w.What == "replay" && strings.Contains(w.Detail, "handling record 1 of 1")
+			phase = phase || w.What == "replay" && strings.Contains(w.Detail, "handling records 1-1 of 1")
 			lock = lock || w.What == "recovery lock" && w.Resource == dLock && w.Detail == "held by c EX"
 		}
 		return phase && lock

@@ -70,6 +70,12 @@ type Config struct {
 	// new attempt at in-place writes that failed (ErrUnwritten). Zero
 	// means DefaultCommitWriteTimeout.
 	CommitWriteTimeout time.Duration
+	// ReplayBatch is how many of a dead slot's records the replay hands
+	// to their handlers in one transaction at most (one journal commit,
+	// with the cursor that says they are handled, for the batch; a batch
+	// that does not fit in the journal is halved). Zero means
+	// DefaultReplayBatch.
+	ReplayBatch int
 	// Logger gets the store's log lines; nil means no logging.
 	Logger hclog.Logger
 	// Clock stamps modification times and times OrphanCheck; nil means
@@ -80,6 +86,10 @@ type Config struct {
 // DefaultOrphanCheck is Config.OrphanCheck's default: well above a lock
 // hand-over between live nodes, well below a client's patience.
 const DefaultOrphanCheck = 250 * time.Millisecond
+
+// DefaultReplayBatch is Config.ReplayBatch's default: a web node's
+// requests in flight at its death are handed over in one or two commits.
+const DefaultReplayBatch = 16
 
 // DefaultCommitWriteTimeout is Config.CommitWriteTimeout's default: far
 // above a healthy volume's write and flush, short enough that a volume
@@ -108,6 +118,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("store config: CommitWriteTimeout %s is negative", c.CommitWriteTimeout)
 	case c.OrphanCheck < 0:
 		return fmt.Errorf("store config: OrphanCheck %s is negative", c.OrphanCheck)
+	case c.ReplayBatch < 0:
+		return fmt.Errorf("store config: ReplayBatch %d is negative", c.ReplayBatch)
 	case len(c.Owner) > maxOwner:
 		return fmt.Errorf("store config: Owner longer than %d bytes", maxOwner)
 	case len(c.LockPrefix) > 64:
@@ -248,6 +260,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	if s.cfg.OrphanCheck == 0 {
 		s.cfg.OrphanCheck = DefaultOrphanCheck
+	}
+	if s.cfg.ReplayBatch == 0 {
+		s.cfg.ReplayBatch = DefaultReplayBatch
 	}
 	if s.rdev == nil {
 		s.rdev = s.dev

@@ -114,7 +114,9 @@ func helper(role string) error {
 			}
 			return handle(name)(ctx, tx, rec)
 		}
-		if err := n.openStore(ctx, log, nil); err != nil {
+		// One record to a transaction: the kill inside the second
+		// record's transaction comes after the first was handed over.
+		if err := n.openStore(ctx, log, nil, func(c *store.Config) { c.ReplayBatch = 1 }); err != nil {
 			return err
 		}
 		n.st.Handle(intentKind, h)

@@ -142,9 +142,12 @@ func startNode(ctx context.Context, endpoints []string, dir, name string, slot i
 	return n, nil
 }
 
-func (n *node) openStore(ctx context.Context, log hclog.Logger, handlers map[string]store.Handler) error {
+func (n *node) openStore(ctx context.Context, log hclog.Logger, handlers map[string]store.Handler, tweak ...func(*store.Config)) error {
 	cfg := store.DefaultConfig(n.vol, n.slot, storedlm.New(n.locks))
 	cfg.Logger, cfg.Handlers = log.Named("store"), handlers
+	for _, f := range tweak {
+		f(&cfg)
+	}
 	// The journal replay of a dead node writes with recovery locks.
 	cfg.RecoveryDevice = n.vol.RecoveryWriter()
 	st, err := store.Open(ctx, cfg)
