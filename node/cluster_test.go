@@ -384,3 +384,74 @@ func TestPausedNodeComesBackAsANewIncarnation(t *testing.T) {
 		t.Errorf("node1 kept its incarnation %s across the pause", inc)
 	}
 }
+
+// unfinishedPart holds a lock of its own and, at a clean stop, says it
+// left work only a recovery can finish (as the store does with committed
+// blocks the volume would not take).
+type unfinishedPart struct {
+	recordingPart
+	res dlm.Resource
+}
+
+func (p *unfinishedPart) Start(ctx context.Context, inc node.Incarnation) error {
+	l, err := inc.Locks.Acquire(ctx, p.res, dlm.EX)
+	if err != nil {
+		return err
+	}
+	l.Release() // cached: the node keeps the grant
+	return p.recordingPart.Start(ctx, inc)
+}
+func (p *unfinishedPart) LeftUnfinished() error { return errors.New("committed blocks not in place") }
+
+// TestUnfinishedPartEndsTheIncarnationAsFailed: a part that reports, at a
+// clean stop, work only a recovery can finish makes the node leave its
+// locks and its lease to the others: they see it die (not leave), the
+// lock it held stays orphaned until the recovery, and the recovery
+// replays it.
+func TestUnfinishedPartEndsTheIncarnationAsFailed(t *testing.T) {
+	t.Parallel()
+	c := nodetest.NewInProcCluster(t, 2, nodetest.InProcOptions{FileLegs: true, NoStart: true})
+	evs := make([]chan string, 2)
+	res := dlm.Named("unfinished-part")
+	for i, nd := range c.Nodes {
+		evs[i] = make(chan string, 64)
+		if i == 1 {
+			nd.Parts = []node.Part{&unfinishedPart{recordingPart{"u", evs[i]}, res}}
+		} else {
+			nd.Parts = []node.Part{&recordingPart{"r", evs[i]}}
+		}
+		nd.Start()
+	}
+	c.WaitMembers(30*time.Second, 2, c.Nodes...)
+	for i := range c.Nodes {
+		select {
+		case <-evs[i]:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("node%d's part did not start", i+1)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	d1, err := c.Nodes[0].Node().Locks(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Nodes[1].Stop(); err != nil {
+		t.Fatal(err)
+	}
+	// The lock stays the stopped node's (an orphan) until its recovery
+	// has replayed it: the survivor's replay comes first.
+	select {
+	case e := <-evs[0]:
+		if e != "replay r node2" {
+			t.Fatalf("survivor's part: %q, want the replay of node2", e)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("node2 was never recovered: its stop revoked the lease as a clean one")
+	}
+	l, err := d1.Acquire(ctx, res, dlm.EX)
+	if err != nil {
+		t.Fatalf("the lock after node2's recovery: %v", err)
+	}
+	l.Release()
+}

@@ -200,9 +200,19 @@ func (n *Node) parts() cluster.Parts {
 			n.started = i + 1
 		}
 	}
-	p.OnSessionEnd = func(s *cluster.Session, clean bool) {
+	p.OnSessionEnd = func(s *cluster.Session, clean bool) bool {
+		revoke := true
 		for j := n.started - 1; j >= 0; j-- {
-			n.extra[j].Stop(clean)
+			part := n.extra[j]
+			part.Stop(clean)
+			if u, ok := part.(Unfinished); ok && clean {
+				if err := u.LeftUnfinished(); err != nil {
+					// The rest stops as after a lost lease: nothing is
+					// handed on, the lease expires, the others recover.
+					log.Error("part left work only a recovery can finish: this incarnation ends as a failed one", "part", part.Name(), "error", err)
+					clean, revoke = false, false
+				}
+			}
 		}
 		n.started = 0
 		if n.det != nil {
@@ -210,6 +220,7 @@ func (n *Node) parts() cluster.Parts {
 		}
 		n.vols.stop(clean)
 		n.locks.stop(s, clean)
+		return revoke
 	}
 	return p
 }

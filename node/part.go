@@ -28,6 +28,17 @@ type Part interface {
 	Stop(clean bool)
 }
 
+// Unfinished is a Part whose clean Stop can leave work that only a
+// recovery of the incarnation finishes (the store's committed blocks that
+// the volume would not take in place: their locks must not be handed on
+// before a journal replay). LeftUnfinished, asked after Stop(true), says
+// so with an error; the node then stops the rest as after a lost lease
+// (the lock manager and the volume hand nothing on) and leaves the lease
+// to expire, so that the cluster fences and recovers the incarnation.
+type Unfinished interface {
+	LeftUnfinished() error
+}
+
 // Mounter is a Part with admin HTTP routes, mounted once when the node
 // starts (before the first incarnation): a route finds the current
 // incarnation through the part's own state and answers 503 between

@@ -66,12 +66,16 @@ type Part struct {
 
 	mu sync.Mutex
 	st *store.Store
+	// unfinished is why the last Stop left the incarnation to its
+	// recovery (LeftUnfinished); nil when it closed the store whole.
+	unfinished error
 }
 
 var (
 	_ node.Part          = (*Part)(nil)
 	_ node.Replayer      = (*Part)(nil)
 	_ node.RecordCounter = (*Part)(nil)
+	_ node.Unfinished    = (*Part)(nil)
 )
 
 // New returns the part.
@@ -176,12 +180,27 @@ func (p *Part) Stop(clean bool) {
 	switch err := st.Close(); {
 	case errors.Is(err, store.ErrUnwritten):
 		// The slot's journal holds committed blocks the volume did not
-		// take; the store keeps their locks, but a clean leave of the
-		// lock manager would hand them on before any replay.
+		// take; the store keeps their locks, and the node must not hand
+		// them on in a clean leave of the lock manager (LeftUnfinished).
+		p.mu.Lock()
+		p.unfinished = err
+		p.mu.Unlock()
 		p.log.Error("closing the store: committed blocks not in place; this incarnation must be recovered (journal replay) before its locks are released", "clean", clean, "error", err)
 	case err != nil:
 		p.log.Warn("closing the store", "clean", clean, "error", err)
 	}
+}
+
+// LeftUnfinished reports (node.Unfinished) that the last Stop closed the
+// store with committed blocks not written in place (store.ErrUnwritten):
+// the incarnation must be recovered, its journal replayed, before its
+// locks go to other nodes.
+func (p *Part) LeftUnfinished() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	err := p.unfinished
+	p.unfinished = nil
+	return err
 }
 
 // Replay replays the journal of the dead incarnation victim (idempotent).
