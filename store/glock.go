@@ -203,7 +203,11 @@ func (g *glock) leaveAndWait(ctx context.Context, mode LockMode, try bool, ch <-
 // anyway, and a request queued there (a conversion above all) can stand
 // in the way of the recovery's own. It is asked again once the orphan is
 // released, as the DLM holds normal requests on a dead node's resources
-// back until its recovery ends. Checked every Config.OrphanCheck.
+// back until its recovery ends. A queued request is checked every
+// Config.OrphanCheck; a held-back one looks again every eighth of it (a
+// look is a map lookup in the lock table's replica), so that it is asked
+// for soon after the recovery releases the orphan: a client retrying a
+// dead node's request waits for exactly that.
 func (g *glock) ask(ctx context.Context, mode LockMode, try bool) (Lock, error) {
 	orphans, tells := g.s.cfg.Locks.(OrphanReporter)
 	if try || !tells {
@@ -211,7 +215,7 @@ func (g *glock) ask(ctx context.Context, mode LockMode, try bool) (Lock, error) 
 	}
 	for {
 		if orphans.Orphaned(g.name, mode) {
-			t := g.s.clk.NewTimer(g.s.cfg.OrphanCheck)
+			t := g.s.clk.NewTimer(max(g.s.cfg.OrphanCheck/8, time.Millisecond))
 			select {
 			case <-t.C():
 			case <-ctx.Done():
