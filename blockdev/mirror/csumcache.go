@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -50,9 +51,12 @@ type csumCache struct {
 
 	mu      sync.Mutex
 	entries map[int64]*csumEntry
-	tick    uint64
-	closed  bool
-	watch   sync.WaitGroup
+	// count is len(entries), kept beside it under mu, so that a write
+	// can see without taking mu that nothing needs evicting.
+	count  atomic.Int64
+	tick   uint64
+	closed bool
+	watch  sync.WaitGroup
 }
 
 // csumMinHold bounds how long a blocking callback waits for the first
@@ -117,6 +121,7 @@ func (c *csumCache) newEntry(r int64, recovery bool) *csumEntry {
 	e := &csumEntry{r: r, recovery: recovery, lastUse: c.tick, stop: make(chan struct{}), used: make(chan struct{})}
 	e.mu.Lock()
 	c.entries[r] = e
+	c.count.Store(int64(len(c.entries)))
 	return e
 }
 
@@ -275,6 +280,7 @@ func (c *csumCache) remove(e *csumEntry) {
 	c.mu.Lock()
 	if c.entries[e.r] == e {
 		delete(c.entries, e.r)
+		c.count.Store(int64(len(c.entries)))
 	}
 	c.mu.Unlock()
 }
@@ -390,6 +396,9 @@ func (c *csumCache) drop(ctx context.Context, e *csumEntry) error {
 // evictExcess drops the least recently used entries beyond the cache's
 // size. A failed write-back is logged: the region stays marked.
 func (c *csumCache) evictExcess(ctx context.Context) {
+	if c.count.Load() <= int64(c.max) {
+		return // the common case: no need to take the cache's lock
+	}
 	for {
 		c.mu.Lock()
 		if len(c.entries) <= c.max {

@@ -336,6 +336,9 @@ func (v *Volume) lockWrite(ctx context.Context, off, length, r0, r1 int64, recov
 	if !v.cfg.CallerOrdersWrites {
 		return v.locker.LockRegion(ctx, RegionRequest{Volume: v.lockNS, Off: off, Length: length, Exclusive: true, Recovery: recovery})
 	}
+	if r0 == r1 {
+		return v.lockRegions(ctx, r0, r0, false, recovery) // most writes: no set to build
+	}
 	set := make(lockSet, 0, r1-r0+1)
 	for r := r0; r <= r1; r++ {
 		lk, err := v.lockRegions(ctx, r, r, false, recovery)
@@ -399,7 +402,25 @@ func (v *Volume) writeCached(ctx context.Context, w *view, p []byte, off, r0, r1
 	}
 	errs[n-1] = w.devs[w.writable[n-1]].WriteAt(ioctx, p, v.geo.DataOffset+off)
 	wg.Wait()
+	if w.settled(errs) {
+		return true, nil
+	}
 	return true, v.settle(ctx, w, w.writable, errs, fmt.Sprintf("write at %d", off))
+}
+
+// settled says whether a write to every writable leg of w, with errs per
+// leg, needs nothing of settle: no leg failed and an in-sync leg has the
+// data (settle would return nil and fail no leg). It spares the common
+// write settle's bookkeeping and the formatting of its message.
+func (w *view) settled(errs []error) bool {
+	inSync := false
+	for k, i := range w.writable {
+		if errs[k] != nil {
+			return false
+		}
+		inSync = inSync || w.table.Legs[i].State == LegInSync
+	}
+	return inSync
 }
 
 // writeUncached is the write path for a RegionLocker that cannot hold
