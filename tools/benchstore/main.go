@@ -23,7 +23,7 @@
 //   - replay of a crashed node's full journal and of one of 100
 //     transactions.
 //
-// Usage: go run ./tools/benchstore [-out file] [-dur 3s] [-only small,seq,...] [-cpuprofile file]
+// Usage: go run ./tools/benchstore [-out file] [-dur 3s] [-only small,seq,...] [-cpuprofile file] [-blockprofile file] [-mutexprofile file]
 package main
 
 import (
@@ -53,6 +53,8 @@ func main() {
 	flag.DurationVar(&o.stepTimeout, "step-timeout", 10*time.Minute, "give up (and stop the run) when one step takes longer")
 	flag.StringVar(&o.only, "only", "", "run only these steps (comma-separated: small,seq,bigdir,two,alt,churn,replay,random; churn needs bigdir, which it adds)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the steps to this file")
+	flag.StringVar(&o.blockProfile, "blockprofile", "", "write a profile of where the steps' goroutines blocked (channels, locks; every event) to this file")
+	flag.StringVar(&o.mutexProfile, "mutexprofile", "", "write a profile of the steps' contended mutexes (every event) to this file")
 	flag.Parse()
 	if err := o.validate(); err != nil {
 		fmt.Fprintln(os.Stderr, "benchstore:", err)
@@ -74,6 +76,9 @@ type options struct {
 	stepTimeout time.Duration
 	only        string
 	cpuProfile  string
+	// blockProfile and mutexProfile: files for runtime/pprof's "block"
+	// and "mutex" profiles, sampled at every event during the steps.
+	blockProfile, mutexProfile string
 }
 
 func (o options) validate() error {

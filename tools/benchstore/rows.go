@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"sort"
 	"strings"
@@ -78,6 +79,17 @@ func (b *bench) all() (err error) {
 		defer func() {
 			pprof.StopCPUProfile()
 			f.Close()
+		}()
+	}
+	for _, p := range []struct{ file, name string }{{b.o.blockProfile, "block"}, {b.o.mutexProfile, "mutex"}} {
+		if p.file == "" {
+			continue
+		}
+		stop := startContentionProfile(p.name)
+		defer func() {
+			if err := stop(p.file); err != nil {
+				fmt.Fprintf(os.Stderr, "benchstore: %s profile: %v\n", p.name, err)
+			}
 		}()
 	}
 	failed := 0
@@ -687,4 +699,31 @@ func randomIOPS(ctx context.Context, d blockdev.Device, span int64, qd int, dur 
 		return 0, err
 	}
 	return float64(ops.Load()) / time.Since(start).Seconds(), nil
+}
+
+// startContentionProfile samples every event of runtime/pprof's "block"
+// or "mutex" profile from now on; the returned function stops sampling and
+// writes the profile to file.
+func startContentionProfile(name string) func(file string) error {
+	if name == "block" {
+		runtime.SetBlockProfileRate(1)
+	} else {
+		runtime.SetMutexProfileFraction(1)
+	}
+	return func(file string) error {
+		if name == "block" {
+			defer runtime.SetBlockProfileRate(0)
+		} else {
+			defer runtime.SetMutexProfileFraction(0)
+		}
+		f, err := os.Create(file)
+		if err != nil {
+			return err
+		}
+		if err := pprof.Lookup(name).WriteTo(f, 0); err != nil {
+			f.Close()
+			return err
+		}
+		return f.Close()
+	}
 }
