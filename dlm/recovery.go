@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -201,24 +202,53 @@ func (n *Node) releaseDead(ctx context.Context, o Owner, only func(Resource) boo
 }
 
 // commitRecoveryBatches commits ops with commitRecovery in transactions
-// below etcd's limit of operations per transaction, and returns the
-// revision of the last one (0 for no ops).
+// below etcd's limit of operations per transaction, several at once (a
+// dead node may hold thousands of region locks; the batches are
+// independent and each is idempotent), and returns the highest revision
+// among them (0 for no ops).
 func (n *Node) commitRecoveryBatches(ctx context.Context, guard clientv3.Cmp, ops []clientv3.Op) (int64, error) {
-	var rev int64
+	var batches [][]clientv3.Op
 	for len(ops) > 0 {
-		batch := ops[:min(len(ops), maxTxnOps)]
-		ops = ops[len(batch):]
-		resp, err := n.commitRecovery(ctx, guard, batch)
-		if err != nil {
-			return 0, err
-		}
-		if !resp.Succeeded {
-			return 0, ErrLeaseLost
-		}
-		rev = resp.Header.Revision
+		b := ops[:min(len(ops), maxTxnOps)]
+		ops = ops[len(b):]
+		batches = append(batches, b)
+	}
+	var (
+		mu    sync.Mutex
+		rev   int64
+		first error
+		wg    sync.WaitGroup
+	)
+	sem := make(chan struct{}, recoveryBatchesInFlight)
+	for _, b := range batches {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			resp, err := n.commitRecovery(ctx, guard, b)
+			if err == nil && !resp.Succeeded {
+				err = ErrLeaseLost
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				if first == nil {
+					first = err
+				}
+				return
+			}
+			rev = max(rev, resp.Header.Revision)
+		}()
+	}
+	wg.Wait()
+	if first != nil {
+		return 0, first
 	}
 	return rev, nil
 }
+
+// recoveryBatchesInFlight bounds the release transactions sent at once.
+const recoveryBatchesInFlight = 8
 
 // commitRecovery commits one of ReleaseDead's idempotent transactions,
 // each attempt bounded like a lock request write (WriteAttemptTimeout,
