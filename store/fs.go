@@ -232,11 +232,21 @@ var errNotOpen = errors.New("file not open for writing")
 // directory another node keeps changing does not take its lock from it
 // once per name.
 func (s *Store) quickStat(name string) fs.FileInfo {
+	if s.closed.Load() {
+		return nil
+	}
+	if fi := s.statMemo.lookup(s, name); fi != nil {
+		return fi
+	}
 	parts, err := splitPath(name)
-	if err != nil || s.closed.Load() {
+	if err != nil {
 		return nil
 	}
 	ctx := context.Background()
+	// The images read from this node's lock caches, to remember the
+	// answer by (statMemo) when every block came from them.
+	var walk []cachedImage
+	fromCache := true
 	// Only what the walk needs is read of each directory's inode and
 	// leaves (peekDir, leafFind): decoding them whole made a stat cost
 	// as much as decoding 256 buckets twice and every name of a leaf.
@@ -245,7 +255,7 @@ func (s *Store) quickStat(name string) fs.FileInfo {
 		if want.Type != typeDir || ino < s.sb.AGStart || ino >= s.sb.Blocks {
 			return nil
 		}
-		b, err := s.quickBlock(ctx, ino, ino)
+		b, err := s.walkBlock(ctx, ino, ino, &walk, &fromCache)
 		if err != nil {
 			return nil
 		}
@@ -258,7 +268,7 @@ func (s *Store) quickStat(name string) fs.FileInfo {
 			if n > 64 || blk >= s.sb.Blocks {
 				return nil
 			}
-			lb, err := s.quickBlock(ctx, ino, blk)
+			lb, err := s.walkBlock(ctx, ino, blk, &walk, &fromCache)
 			if err != nil {
 				return nil
 			}
@@ -276,11 +286,22 @@ func (s *Store) quickStat(name string) fs.FileInfo {
 		}
 		ino = want.Ino
 	}
-	in, err := s.rawInode(ctx, ino)
+	if ino < s.sb.AGStart || ino >= s.sb.Blocks {
+		return nil
+	}
+	b, err := s.walkBlock(ctx, ino, ino, &walk, &fromCache)
+	if err != nil {
+		return nil
+	}
+	in, err := decodeInode(b, ino)
 	if err != nil || in.Nlink == 0 || (len(parts) > 0 && (in.Gen != want.Gen || in.Type != want.Type)) {
 		return nil
 	}
-	return newFileInfo(baseName(name), in)
+	fi := newFileInfo(baseName(name), in)
+	if fromCache {
+		s.statMemo.remember(name, walk, fi)
+	}
+	return fi
 }
 
 // peekDir reads of inode block b (inode ino) what a lookup needs: that it
@@ -339,26 +360,8 @@ func leafFind(b []byte, blk, owner uint64, gen uint32, name string) (de dirEntry
 // quickBlock is block blk of inode ino from the cache of ino's lock when
 // this node holds it, else from the device.
 func (s *Store) quickBlock(ctx context.Context, ino, blk uint64) ([]byte, error) {
-	s.gmu.Lock()
-	g := s.glocks[glockKey{classInode, ino}]
-	s.gmu.Unlock()
-	if g != nil {
-		if b := g.cachedBlock(blk); b != nil {
-			return b, nil
-		}
+	if b := s.cachedBlock(ino, blk); b != nil {
+		return b, nil
 	}
 	return s.readBlock(ctx, blk)
-}
-
-// rawInode reads inode ino without a lock (from the cache of its lock when
-// this node holds it).
-func (s *Store) rawInode(ctx context.Context, ino uint64) (*inode, error) {
-	if ino < s.sb.AGStart || ino >= s.sb.Blocks {
-		return nil, ErrCorrupt
-	}
-	b, err := s.quickBlock(ctx, ino, ino)
-	if err != nil {
-		return nil, err
-	}
-	return decodeInode(b, ino)
 }

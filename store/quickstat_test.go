@@ -65,3 +65,88 @@ func TestQuickStatMatchesLockedStat(t *testing.T) {
 		}
 	}
 }
+
+// TestQuickStatMemoFollowsChanges: a stat answered from this node's lock
+// caches is remembered (the same answer is given again without decoding),
+// and the remembered answer is never given once a block of its walk
+// changed: a rewrite on this node, a rename over the file on this node, a
+// rewrite and a rename over it on another node are each seen by the next
+// stat, with the new identity and size.
+func TestQuickStatMemoFollowsChanges(t *testing.T) {
+	dev := newMem(t, 8192, FormatOptions{})
+	locks := NewMemLocks()
+	a := openNode(t, dev, locks, "a", 0)
+	defer a.Close()
+	b := openNode(t, dev, locks, "b", 1)
+	defer b.Close()
+	const name = "site/dir/page.html"
+	if err := a.MkdirAll("site/dir", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write := func(s *Store, data string) {
+		t.Helper()
+		if err := s.WriteFile(name, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	replace := func(s *Store, data string) {
+		t.Helper()
+		if err := s.WriteFile(name+".new", []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Rename(name+".new", name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// stat checks a's lock-free stat against b's locked read of the file.
+	// Sizes differ at each step: a remembered answer would show.
+	stat := func(step string, size int) FileStat {
+		t.Helper()
+		fi, err := a.Stat(name)
+		if err != nil {
+			t.Fatalf("%s: stat: %v", step, err)
+		}
+		if fi.Size() != int64(size) {
+			t.Fatalf("%s: stat size %d, want %d", step, fi.Size(), size)
+		}
+		return fi.Sys().(FileStat)
+	}
+	write(a, "one")
+	if _, err := a.ReadFile(name); err != nil { // a holds the path's locks
+		t.Fatal(err)
+	}
+	first := a.quickStat(name)
+	if first == nil {
+		t.Fatal("quickStat did not answer from the lock caches")
+	}
+	if again := a.quickStat(name); again != first {
+		t.Fatal("a second quickStat of an unchanged path was not the remembered answer")
+	}
+	id := stat("unchanged", 3)
+
+	write(a, "rewritten here")
+	if got := stat("rewritten on this node", len("rewritten here")); got.Ino != id.Ino {
+		t.Fatalf("rewritten in place on this node: inode %d, was %d", got.Ino, id.Ino)
+	}
+
+	replace(a, "renamed over here!")
+	got := stat("renamed over on this node", len("renamed over here!"))
+	if got.Ino == id.Ino {
+		t.Fatalf("renamed over on this node: inode %d unchanged", got.Ino)
+	}
+	id = got
+	a.quickStat(name) // remembered again
+
+	write(b, "rewritten on the other node")
+	stat("rewritten on the other node", len("rewritten on the other node"))
+	if _, err := a.ReadFile(name); err != nil {
+		t.Fatal(err)
+	}
+	a.quickStat(name)
+
+	replace(b, "renamed over on the other node")
+	got = stat("renamed over on the other node", len("renamed over on the other node"))
+	if got.Ino == id.Ino {
+		t.Fatalf("renamed over on the other node: inode %d unchanged", got.Ino)
+	}
+}

@@ -174,6 +174,8 @@ type Store struct {
 	closing   chan struct{}
 	closed    atomic.Bool
 	stats     storeStats
+	// statMemo remembers quickStat's answers given from the lock caches.
+	statMemo statMemo
 }
 
 type storeStats struct {
