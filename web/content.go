@@ -176,7 +176,9 @@ func treePath(p string) (string, bool) {
 	if rel == "" {
 		return ".", true
 	}
-	for _, el := range strings.Split(rel, "/") {
+	for rest := rel; rest != ""; {
+		var el string
+		el, rest, _ = strings.Cut(rest, "/")
 		if el == ".." || el == "." {
 			return "", false
 		}
