@@ -15,17 +15,38 @@ import (
 // same time as another writes the same bytes). A directory's own files are
 // copied before its subdirectories, so the site's front pages (index.html
 // at the top) are served within moments while the deeper trees still load.
-// It returns how many files it copied; 0 when dir already had entries.
+// A load cut short (its node stopped or fenced) is resumed by the next
+// SeedSite on any node: the marker dir+".seeding", beside dir and so never
+// served, stands from the load's start to its end. It returns how many
+// files it copied; 0 when dir already had entries and no load was under
+// way.
 func SeedSite(ctx context.Context, st Store, dir string, src fs.FS) (int, error) {
 	ents, err := fs.ReadDir(st, dir)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return 0, err
 	}
-	if len(ents) > 0 {
-		return 0, nil
+	marker := path.Clean(dir) + ".seeding"
+	_, merr := fs.Stat(st, marker)
+	switch {
+	case merr != nil && !errors.Is(merr, fs.ErrNotExist):
+		return 0, merr
+	case len(ents) > 0 && merr != nil:
+		return 0, nil // a site is there, loaded whole or the operator's own
+	}
+	note := []byte("the site is being loaded into " + dir + "; a load cut short is resumed at the next start\n")
+	if err := st.Update(ctx, func(tx session.Tx) error { return tx.WriteFile(marker, note, 0o644) }); err != nil {
+		return 0, err
 	}
 	n := 0
-	err = seedDir(ctx, st, dir, src, ".", &n)
+	if err := seedDir(ctx, st, dir, src, ".", &n); err != nil {
+		return n, err
+	}
+	err = st.Update(ctx, func(tx session.Tx) error {
+		if err := tx.Remove(marker); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err // another node finished the same load first: fine
+		}
+		return nil
+	})
 	return n, err
 }
 

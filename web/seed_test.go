@@ -2,6 +2,8 @@ package web
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io/fs"
 	"net/http"
 	"strings"
@@ -93,8 +95,61 @@ func TestSeedFrontPagesFirst(t *testing.T) {
 	if err != nil || n != 4 {
 		t.Fatalf("seed: %d %v", n, err)
 	}
-	want := []string{"site/index.html", "site/z.css", "site/a/b.html", "site/a/deep/page.html"}
+	// The marker of a load under way first, then the front pages.
+	want := []string{"site.seeding", "site/index.html", "site/z.css", "site/a/b.html", "site/a/deep/page.html"}
 	if strings.Join(st.written, " ") != strings.Join(want, " ") {
 		t.Fatalf("written in order %v, want %v", st.written, want)
 	}
+}
+
+// A site load cut short (its node stopped) is resumed by the next load,
+// on any node; a finished one is not loaded again.
+func TestSeedCutShortIsResumed(t *testing.T) {
+	c := newCluster()
+	st := c.vol.Node(1)
+	src := fstest.MapFS{}
+	for i := range 20 {
+		src[fmt.Sprintf("p%02d.html", i)] = &fstest.MapFile{Data: []byte(fmt.Sprintf("page %d", i))}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cut := &cutStore{Store: st, after: 5, cancel: cancel}
+	if n, err := SeedSite(ctx, cut, "site", src); err == nil || n >= 20 {
+		t.Fatalf("cut load: %d files, %v", n, err)
+	}
+	if ents, _ := fs.ReadDir(st, "site"); len(ents) == 0 {
+		t.Fatal("the cut load left nothing: the test cut it too early")
+	}
+	n, err := SeedSite(context.Background(), c.vol.Node(2), "site", src)
+	if err != nil || n != 20 {
+		t.Fatalf("resumed load: %d files, %v; want 20", n, err)
+	}
+	for name, f := range src {
+		if b, err := fs.ReadFile(st, "site/"+name); err != nil || string(b) != string(f.Data) {
+			t.Fatalf("%s: %q %v", name, b, err)
+		}
+	}
+	if _, err := fs.Stat(st, "site.seeding"); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("marker after a whole load: %v", err)
+	}
+	if n, err := SeedSite(context.Background(), st, "site", src); err != nil || n != 0 {
+		t.Fatalf("load after a whole one: %d %v", n, err)
+	}
+}
+
+// cutStore cancels the load after `after` file transactions (the marker's
+// first) have committed.
+type cutStore struct {
+	Store
+	after  int
+	n      int
+	cancel func()
+}
+
+func (s *cutStore) Update(ctx context.Context, fn func(tx session.Tx) error) error {
+	if s.n > s.after {
+		s.cancel()
+		return ctx.Err()
+	}
+	s.n++
+	return s.Store.Update(ctx, fn)
 }
