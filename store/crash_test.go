@@ -7,6 +7,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/shoal-ha/shoal/blockdev"
@@ -18,6 +19,9 @@ var crashLong = flag.Bool("store.crashlong", false, "crash enumeration: longer s
 // writes not yet flushed.
 type hookDev struct {
 	*blockdev.Mem
+	// mu makes the writes (which a commit sends several at once) one
+	// after another, so that after sees the device between two of them.
+	mu      sync.Mutex
 	after   func()
 	pending []pendingWrite
 }
@@ -28,6 +32,8 @@ type pendingWrite struct {
 }
 
 func (d *hookDev) WriteAt(ctx context.Context, p []byte, off int64) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	if err := d.Mem.WriteAt(ctx, p, off); err != nil {
 		return err
 	}
@@ -39,6 +45,8 @@ func (d *hookDev) WriteAt(ctx context.Context, p []byte, off int64) error {
 }
 
 func (d *hookDev) Flush(ctx context.Context) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	if err := d.Mem.Flush(ctx); err != nil {
 		return err
 	}

@@ -3,10 +3,11 @@ package store
 import (
 	"context"
 	"fmt"
-
-	"github.com/shoal-ha/shoal/blockdev"
+	"slices"
 	"sync"
 	"sync/atomic"
+
+	"github.com/shoal-ha/shoal/blockdev"
 )
 
 // journalWriter appends this node's transactions to its slot's journal.
@@ -161,22 +162,87 @@ func (j *journalWriter) commit(ctx context.Context, dev blockdev.Device, jt *jou
 	j.nextSeq++
 	s.stats.commits.Add(1)
 	j.addPending(jt.Records, jt.Acks)
-	var failed error
+	s.writeInPlace(wctx, dev, jt)
+	return true, nil
+}
+
+// inPlaceWriters bounds the in-place writes of one commit in flight at
+// once.
+const inPlaceWriters = 8
+
+// writeInPlace writes the images of jt, a transaction just committed, in
+// place: contiguous targets as one write, the runs at once (up to
+// inPlaceWriters), since the journal makes any order of them safe, and a
+// commit then waits for about one write instead of one after another. A
+// target given twice is written with its last image. An image whose write
+// fails is kept in memory (unwritten): the journal has it, and until this
+// node writes it, reads of the node see it from there.
+func (s *Store) writeInPlace(ctx context.Context, dev blockdev.Device, jt *journalTx) {
+	last := make(map[uint64]int, len(jt.Targets))
 	for i, t := range jt.Targets {
-		if failed == nil {
-			failed = s.writeOn(wctx, dev, t, jt.Images[i])
-			if failed == nil {
+		last[t] = i
+	}
+	blocks := make([]uint64, 0, len(last))
+	for t := range last {
+		blocks = append(blocks, t)
+	}
+	slices.Sort(blocks)
+	type run struct {
+		start uint64
+		n     int
+		err   error
+	}
+	var runs []*run
+	for _, t := range blocks {
+		if k := len(runs) - 1; k >= 0 && runs[k].start+uint64(runs[k].n) == t {
+			runs[k].n++
+			continue
+		}
+		runs = append(runs, &run{start: t, n: 1})
+	}
+	image := func(t uint64) []byte { return jt.Images[last[t]] }
+	write := func(r *run) {
+		p := image(r.start)
+		if r.n > 1 {
+			p = make([]byte, 0, r.n*BlockSize)
+			for k := 0; k < r.n; k++ {
+				p = append(p, image(r.start+uint64(k))...)
+			}
+		}
+		r.err = s.writeOn(ctx, dev, r.start, p)
+	}
+	if len(runs) == 1 {
+		write(runs[0])
+	} else {
+		sem := make(chan struct{}, inPlaceWriters)
+		var wg sync.WaitGroup
+		for _, r := range runs {
+			sem <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				write(r)
+			}()
+		}
+		wg.Wait()
+	}
+	for _, r := range runs {
+		if r.err != nil {
+			s.log.Error("committed transaction not written in place; its images are kept for the next checkpoint",
+				"seq", jt.Seq, "block", r.start, "blocks", r.n, "error", r.err)
+		}
+		for k := 0; k < r.n; k++ {
+			t := r.start + uint64(k)
+			if r.err == nil {
 				s.unwritten.written(t) // an older kept image is overwritten
 				continue
 			}
-			s.log.Error("committed transaction not written in place; its images are kept for the next checkpoint",
-				"seq", jt.Seq, "block", t, "blocks", len(jt.Targets)-i, "error", failed)
+			// The journal has the image (a replay puts it in place);
+			// until this node writes it, reads of the node see it from
+			// memory.
+			s.unwritten.add(t, image(t), dev)
 		}
-		// The journal has the image (a replay puts it in place); until
-		// this node writes it, reads of the node see it from memory.
-		s.unwritten.add(t, jt.Images[i], dev)
 	}
-	return true, nil
 }
 
 // checkpoint makes every committed transaction's in-place writes durable
