@@ -63,15 +63,64 @@ func TestDetectorSuspectsSilentPeerOnce(t *testing.T) {
 	d.Forget("b")
 	// A peer never heard from is not suspected: it may not run its
 	// detector yet, and its lease covers it.
-	clk.Advance(time.Second)
-	if s := d.Check(); len(s) != 0 {
-		t.Fatalf("a/2, never heard, suspected: %v", s)
+	for range 10 {
+		clk.Advance(100 * time.Millisecond)
+		if s := d.Check(); len(s) != 0 {
+			t.Fatalf("a/2, never heard, suspected: %v", s)
+		}
 	}
 	// Once heard, its silence counts.
 	d.Heard(detect.Peer{Name: "a", Incarnation: "2"})
-	clk.Advance(time.Second)
-	if s := d.Check(); len(s) != 1 || s[0].Peer.Incarnation != "2" {
-		t.Fatalf("after forgetting b and silence of a/2: %v", s)
+	got = nil
+	for range 10 {
+		clk.Advance(100 * time.Millisecond)
+		got = append(got, d.Check()...)
+	}
+	if len(got) != 1 || got[0].Peer.Incarnation != "2" {
+		t.Fatalf("after forgetting b and silence of a/2: %v", got)
+	}
+}
+
+// TestDetectorDiscountsItsOwnStall: a machine short of CPU stalls every
+// process at once; the detector's check then runs late and its peers were
+// silent because they stalled too. That silence is not counted: no
+// suspicion. A peer that is really gone is suspected a Timeout of running
+// checks later all the same.
+func TestDetectorDiscountsItsOwnStall(t *testing.T) {
+	clk := clock.NewFake(epoch)
+	d, err := detect.NewDetector(detect.Config{Interval: 100 * time.Millisecond, Timeout: 400 * time.Millisecond, Clock: clk, Logger: testlog.New(t, "det")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := detect.Peer{Name: "a", Incarnation: "1"}
+	d.Watch(a)
+	for range 5 {
+		clk.Advance(100 * time.Millisecond)
+		d.Heard(a)
+		d.Check()
+	}
+	// Everything stalls for 450 ms, a included.
+	clk.Advance(550 * time.Millisecond)
+	if s := d.Check(); len(s) != 0 {
+		t.Fatalf("suspected across the detector's own stall: %v", s)
+	}
+	// a beats again: nothing happened.
+	clk.Advance(100 * time.Millisecond)
+	d.Heard(a)
+	if s := d.Check(); len(s) != 0 || d.Suspected("a") {
+		t.Fatalf("suspected after the stall: %v", s)
+	}
+	// a dies; the detector runs on time: suspected once silent past the
+	// Timeout, however long the stall before was.
+	var got []detect.Suspicion
+	silentFor := 0
+	for len(got) == 0 && silentFor < 1000 {
+		clk.Advance(100 * time.Millisecond)
+		silentFor += 100
+		got = d.Check()
+	}
+	if len(got) != 1 || silentFor != 500 {
+		t.Fatalf("suspicion %v after %d ms of silence, want one after 500 ms", got, silentFor)
 	}
 }
 

@@ -75,6 +75,8 @@ type Detector struct {
 
 	mu    sync.Mutex
 	peers map[string]*peerState
+	// lastCheck is when Check last ran; zero before the first.
+	lastCheck time.Time
 }
 
 // NewDetector checks cfg and returns an empty detector.
@@ -155,10 +157,34 @@ func (d *Detector) HeardCount(name string) int {
 // peer never heard from is not suspected: a node that just registered may
 // not run its detector yet (it starts once its volume is open), and its
 // lease covers it meanwhile. Each suspicion is reported once.
+//
+// Check is meant to run every Interval. When it runs more than two
+// Intervals after the last one, this process was not running (a machine
+// short of CPU stalls every process at once, for hundreds of
+// milliseconds): heartbeats may wait unread in the socket, and the peers
+// did not send any while they stalled too. Silence measured across the
+// detector's own stall is not evidence, so the stall (the gap less one
+// Interval) is not counted: it only delays a suspicion, and a peer that
+// is really gone is still suspected a Timeout of running time later.
 func (d *Detector) Check() []Suspicion {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	now := d.clk.Now()
+	if !d.lastCheck.IsZero() {
+		if gap := now.Sub(d.lastCheck); gap > 2*d.cfg.Interval {
+			stall := gap - d.cfg.Interval
+			for _, st := range d.peers {
+				if t := st.lastHeard.Add(stall); !st.suspected {
+					st.lastHeard = t
+					if t.After(now) {
+						st.lastHeard = now
+					}
+				}
+			}
+			d.log.Info("detector ran late: silence during its own stall not counted", "stall", stall, "interval", d.cfg.Interval)
+		}
+	}
+	d.lastCheck = now
 	var out []Suspicion
 	for n, st := range d.peers {
 		if st.heard == 0 {
