@@ -118,15 +118,9 @@ func (l *lockService) current(ctx context.Context) (*dlm.Node, error) {
 // released and the waiters granted. It is idempotent, and returns how
 // many locks it released.
 func (l *lockService) releaseDead(ctx context.Context, dead keys.MemberRecord) (int, error) {
-	d, err := l.current(ctx)
+	d, o, err := l.seenDead(ctx, dead)
 	if err != nil {
 		return 0, err
-	}
-	o := dlm.Owner{Node: dead.Name, Incarnation: dead.Incarnation}
-	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if err := d.WaitDead(wctx, o); err != nil {
-		return 0, fmt.Errorf("waiting for the lock table to see %s dead: %w", o, err)
 	}
 	orphans := d.Orphans(o)
 	if err := d.ReleaseDead(ctx, o); err != nil {
@@ -140,15 +134,26 @@ func (l *lockService) releaseDead(ctx context.Context, dead keys.MemberRecord) (
 // once the lock table sees it dead, and returns how many it released. It
 // is idempotent.
 func (l *lockService) releaseDeadRegions(ctx context.Context, dead keys.MemberRecord, volumes []string) (int, error) {
-	d, err := l.current(ctx)
+	d, o, err := l.seenDead(ctx, dead)
 	if err != nil {
 		return 0, err
 	}
+	return d.ReleaseDeadRegions(ctx, o, volumes...)
+}
+
+// seenDead is this incarnation's lock manager once its lock table counts
+// the dead incarnation dead (within 10 s), and that incarnation as an
+// owner.
+func (l *lockService) seenDead(ctx context.Context, dead keys.MemberRecord) (*dlm.Node, dlm.Owner, error) {
 	o := dlm.Owner{Node: dead.Name, Incarnation: dead.Incarnation}
+	d, err := l.current(ctx)
+	if err != nil {
+		return nil, o, err
+	}
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := d.WaitDead(wctx, o); err != nil {
-		return 0, fmt.Errorf("waiting for the lock table to see %s dead: %w", o, err)
+		return nil, o, fmt.Errorf("waiting for the lock table to see %s dead: %w", o, err)
 	}
-	return d.ReleaseDeadRegions(ctx, o, volumes...)
+	return d, o, nil
 }

@@ -20,20 +20,8 @@ func TestNodesShareStoreAndReplayTheDead(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts etcd and two nodes")
 	}
-	c := nodetest.NewInProcCluster(t, 2, nodetest.InProcOptions{FileLegs: true, NoStart: true})
-	parts := make([]*storenode.Part, 2)
+	c, a, b := twoStoreNodes(t)
 	handled := make(chan string, 8)
-	for i, nd := range c.Nodes {
-		parts[i] = storenode.New(storenode.Config{Slot: i, Format: true, Logger: testlog.New(t, nd.Name+"-store"),
-			Handlers: map[string]store.Handler{}})
-		nd.Parts = []node.Part{parts[i]}
-		nd.Start()
-	}
-	c.WaitMembers(30*time.Second, 2, c.Nodes...)
-	testutil.WaitFor(t, 30*time.Second, "both stores open", func() bool {
-		return parts[0].Store() != nil && parts[1].Store() != nil
-	})
-	a, b := parts[0].Store(), parts[1].Store()
 	if err := a.MkdirAll("site", 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -61,18 +49,7 @@ func TestNodesShareStoreAndReplayTheDead(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Nodes[1].Kill()
-	select {
-	case r := <-handled:
-		if r != "r1" {
-			t.Fatalf("handled %q", r)
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatal("the survivor's recovery never handed the record over")
-	}
-	testutil.WaitFor(t, 30*time.Second, "the handler's file", func() bool {
-		_, err := a.Stat("site/handled-r1")
-		return err == nil
-	})
+	awaitHandled(t, a, handled, "r1")
 	if got, _ := a.ReadFile("site/intent"); string(got) != "r1" {
 		t.Fatalf("dead node's commit: %q", got)
 	}
@@ -99,22 +76,10 @@ func TestSurvivorWritesWhileTheDeadIsReplayed(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts etcd and two nodes")
 	}
-	c := nodetest.NewInProcCluster(t, 2, nodetest.InProcOptions{FileLegs: true, NoStart: true})
-	parts := make([]*storenode.Part, 2)
-	for i, nd := range c.Nodes {
-		parts[i] = storenode.New(storenode.Config{Slot: i, Format: true, Logger: testlog.New(t, nd.Name+"-store"),
-			Handlers: map[string]store.Handler{}})
-		nd.Parts = []node.Part{parts[i]}
-		nd.Start()
-	}
-	c.WaitMembers(30*time.Second, 2, c.Nodes...)
-	testutil.WaitFor(t, 30*time.Second, "both stores open", func() bool {
-		return parts[0].Store() != nil && parts[1].Store() != nil
-	})
+	c, a, b := twoStoreNodes(t)
 	if !storenode.HasRecoveryWriter(nil) {
 		t.Skip("the recovery part needs the mirror's RecoveryWriter")
 	}
-	a, b := parts[0].Store(), parts[1].Store()
 	// Two directories made together: their blocks share a region.
 	for _, d := range []string{"site", "keys"} {
 		if err := a.MkdirAll(d, 0o755); err != nil {
@@ -155,18 +120,7 @@ func TestSurvivorWritesWhileTheDeadIsReplayed(t *testing.T) {
 	case <-time.After(90 * time.Second):
 		t.Fatal("the survivor's write never ended: it waits for the dead node's region locks, and the replay for it")
 	}
-	select {
-	case r := <-handled:
-		if r != "r1" {
-			t.Fatalf("handled %q", r)
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatal("the survivor's recovery never handed the record over")
-	}
-	testutil.WaitFor(t, 30*time.Second, "the handler's file", func() bool {
-		_, err := a.Stat("site/handled-r1")
-		return err == nil
-	})
+	awaitHandled(t, a, handled, "r1")
 	for name, want := range map[string]string{"keys/k1": "r1", "site/a1": "a1", "site/a0": "a0"} {
 		if got, err := a.ReadFile(name); err != nil || string(got) != want {
 			t.Fatalf("%s: %q, %v", name, got, err)
@@ -176,4 +130,41 @@ func TestSurvivorWritesWhileTheDeadIsReplayed(t *testing.T) {
 	if err != nil || rep.Err() != nil {
 		t.Fatalf("check: %v %v", err, rep.Err())
 	}
+}
+
+// twoStoreNodes starts two in-process nodes (file legs) with a store part
+// each and returns the cluster and both stores, open.
+func twoStoreNodes(t *testing.T) (*nodetest.InProcCluster, *store.Store, *store.Store) {
+	t.Helper()
+	c := nodetest.NewInProcCluster(t, 2, nodetest.InProcOptions{FileLegs: true, NoStart: true})
+	parts := make([]*storenode.Part, 2)
+	for i, nd := range c.Nodes {
+		parts[i] = storenode.New(storenode.Config{Slot: i, Format: true, Logger: testlog.New(t, nd.Name+"-store"),
+			Handlers: map[string]store.Handler{}})
+		nd.Parts = []node.Part{parts[i]}
+		nd.Start()
+	}
+	c.WaitMembers(30*time.Second, 2, c.Nodes...)
+	testutil.WaitFor(t, 30*time.Second, "both stores open", func() bool {
+		return parts[0].Store() != nil && parts[1].Store() != nil
+	})
+	return c, parts[0].Store(), parts[1].Store()
+}
+
+// awaitHandled waits for the survivor's recovery to hand record want to
+// the handler (which sends it on handled and writes site/handled-WANT).
+func awaitHandled(t *testing.T, st *store.Store, handled <-chan string, want string) {
+	t.Helper()
+	select {
+	case r := <-handled:
+		if r != want {
+			t.Fatalf("handled %q, want %q", r, want)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("the survivor's recovery never handed the record over")
+	}
+	testutil.WaitFor(t, 30*time.Second, "the handler's file", func() bool {
+		_, err := st.Stat("site/handled-" + want)
+		return err == nil
+	})
 }
