@@ -502,10 +502,30 @@ func TestLocalLockerHoldBlocking(t *testing.T) {
 // done: the scrub repairs nothing, the verify finds nothing, and the last
 // written data is on every leg.
 func TestCallerOrdersWritesCopiesWait(t *testing.T) {
+	copiesWaitForWrites(t, true, func(n *node, s int) blockdev.Device { return n.vol })
+}
+
+// TestOrderedWriterBesidePlainWrites: as TestCallerOrdersWritesCopiesWait
+// on a volume without CallerOrdersWrites, where node 0 writes through its
+// OrderedWriter (shared region locks) and node 1 through the volume
+// (exclusive range locks): the two kinds conflict where they overlap, and
+// copies still never see a write half done.
+func TestOrderedWriterBesidePlainWrites(t *testing.T) {
+	copiesWaitForWrites(t, false, func(n *node, s int) blockdev.Device {
+		if s == 0 {
+			return n.vol.OrderedWriter()
+		}
+		return n.vol
+	})
+}
+
+// copiesWaitForWrites is the body of the two tests above: writer gives
+// the device node s writes through.
+func copiesWaitForWrites(t *testing.T, callerOrders bool, writer func(n *node, s int) blockdev.Device) {
 	ctx := context.Background()
 	seed := seedFor(t)
 	r := newRig(t, 2, 2)
-	r.callerOrders = true
+	r.callerOrders = callerOrders
 	nodes := []*node{r.open(0), r.open(1)}
 	tool := r.open(NoSlot)
 	defer tool.vol.Close()
@@ -515,6 +535,7 @@ func TestCallerOrdersWritesCopiesWait(t *testing.T) {
 	var wg sync.WaitGroup
 	var done atomic.Int32
 	for s, n := range nodes {
+		dev := writer(n, s)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -529,7 +550,7 @@ func TestCallerOrdersWritesCopiesWait(t *testing.T) {
 				nb := 1 + rng.IntN(2)
 				off := int64(first) * testBS
 				p := randBlock(rng, nb*testBS)
-				if err := n.vol.WriteAt(ctx, p, off); err != nil {
+				if err := dev.WriteAt(ctx, p, off); err != nil {
 					t.Error(err)
 					return
 				}

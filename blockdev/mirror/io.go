@@ -212,12 +212,14 @@ func (v *Volume) WriteAt(ctx context.Context, p []byte, off int64) error {
 	if err := blockdev.CheckRange(v, len(p), off); err != nil {
 		return err
 	}
-	return v.writeAt(ctx, p, off, false)
+	return v.writeAt(ctx, p, off, false, v.cfg.CallerOrdersWrites)
 }
 
-// writeAt is WriteAt; recovery takes recovery region locks (RecoveryWriter).
-func (v *Volume) writeAt(ctx context.Context, p []byte, off int64, recovery bool) error {
-	if err := v.writeLocked(ctx, p, off, recovery); err != nil {
+// writeAt is WriteAt; recovery takes recovery region locks (RecoveryWriter);
+// ordered takes the region locks of a caller that orders its overlapping
+// writes itself (CallerOrdersWrites, OrderedWriter).
+func (v *Volume) writeAt(ctx context.Context, p []byte, off int64, recovery, ordered bool) error {
+	if err := v.writeLocked(ctx, p, off, recovery, ordered); err != nil {
 		return err
 	}
 	// Outside the region lock: only the acknowledgement waits.
@@ -232,15 +234,44 @@ func (v *Volume) writeAt(ctx context.Context, p []byte, off int64, recovery bool
 // recovery coordinator writes through it, between fencing the dead node
 // and releasing its locks. Reads, Flush, Size and BlockSize are the
 // volume's; Close does nothing (the volume stays open).
-func (v *Volume) RecoveryWriter() blockdev.Device { return recoveryWriter{v} }
+func (v *Volume) RecoveryWriter() blockdev.Device {
+	return writerView{v: v, recovery: true, ordered: v.cfg.CallerOrdersWrites}
+}
 
-type recoveryWriter struct{ v *Volume }
+// OrderedWriter is the volume as a device for a caller that never has two
+// overlapping writes in flight anywhere in the cluster (the store orders
+// them with its own locks): its writes take their regions' locks shared,
+// as with CallerOrdersWrites, whatever the volume's Config says, so that
+// they stay cached in the node and cost no lock request; copies of a
+// region still wait for them. Writes through the volume itself keep the
+// Config's locking (an exclusive lock on each written range by default),
+// and conflict with these as they should. Reads (ReadVerified too), Flush,
+// Size and BlockSize are the volume's; Close does nothing (the volume
+// stays open).
+func (v *Volume) OrderedWriter() blockdev.Device { return writerView{v: v, ordered: true} }
 
-func (r recoveryWriter) ReadAt(ctx context.Context, p []byte, off int64) error {
+// OrderedRecoveryWriter is RecoveryWriter for the caller of OrderedWriter.
+func (v *Volume) OrderedRecoveryWriter() blockdev.Device {
+	return writerView{v: v, recovery: true, ordered: true}
+}
+
+// writerView is the volume as a device whose writes lock as recovery
+// and ordered say (see writeAt).
+type writerView struct {
+	v                 *Volume
+	recovery, ordered bool
+}
+
+func (r writerView) ReadAt(ctx context.Context, p []byte, off int64) error {
 	return r.v.ReadAt(ctx, p, off)
 }
 
-func (r recoveryWriter) WriteAt(ctx context.Context, p []byte, off int64) error {
+// ReadVerified is the volume's: a view keeps its read repair.
+func (r writerView) ReadVerified(ctx context.Context, p []byte, off int64, valid func([]byte) bool) error {
+	return r.v.ReadVerified(ctx, p, off, valid)
+}
+
+func (r writerView) WriteAt(ctx context.Context, p []byte, off int64) error {
 	v := r.v
 	if err := v.enter(); err != nil {
 		return err
@@ -252,21 +283,21 @@ func (r recoveryWriter) WriteAt(ctx context.Context, p []byte, off int64) error 
 	if err := blockdev.CheckRange(v, len(p), off); err != nil {
 		return err
 	}
-	return v.writeAt(ctx, p, off, true)
+	return v.writeAt(ctx, p, off, r.recovery, r.ordered)
 }
 
-func (r recoveryWriter) Flush(ctx context.Context) error { return r.v.Flush(ctx) }
-func (r recoveryWriter) Size() int64                     { return r.v.Size() }
-func (r recoveryWriter) BlockSize() int                  { return r.v.BlockSize() }
-func (r recoveryWriter) Close() error                    { return nil }
+func (r writerView) Flush(ctx context.Context) error { return r.v.Flush(ctx) }
+func (r writerView) Size() int64                     { return r.v.Size() }
+func (r writerView) BlockSize() int                  { return r.v.BlockSize() }
+func (r writerView) Close() error                    { return nil }
 
 // writeLocked writes p at off under the range's data lock. A plain write
 // whose checksum holds cannot be had at once under the data lock lets the
 // lock go, waits for them and starts again (see csumCache).
-func (v *Volume) writeLocked(ctx context.Context, p []byte, off int64, recovery bool) error {
+func (v *Volume) writeLocked(ctx context.Context, p []byte, off int64, recovery, ordered bool) error {
 	r0, r1 := v.geo.RegionOf(off), v.geo.RegionOf(off+int64(len(p))-1)
 	for {
-		err := v.writeOnce(ctx, p, off, r0, r1, recovery)
+		err := v.writeOnce(ctx, p, off, r0, r1, recovery, ordered)
 		if !errors.Is(err, errMustWait) {
 			return err
 		}
@@ -276,8 +307,8 @@ func (v *Volume) writeLocked(ctx context.Context, p []byte, off int64, recovery 
 	}
 }
 
-func (v *Volume) writeOnce(ctx context.Context, p []byte, off, r0, r1 int64, recovery bool) error {
-	lk, err := v.lockWrite(ctx, off, int64(len(p)), r0, r1, recovery)
+func (v *Volume) writeOnce(ctx context.Context, p []byte, off, r0, r1 int64, recovery, ordered bool) error {
+	lk, err := v.lockWrite(ctx, off, int64(len(p)), r0, r1, recovery, ordered)
 	if err != nil {
 		return err
 	}
@@ -329,11 +360,12 @@ func (v *Volume) writeOnce(ctx context.Context, p []byte, off, r0, r1 int64, rec
 // written range, exclusively: overlapping writes are serialised (so every
 // leg ends with the same last write), copies of the region (which lock it
 // whole) wait, disjoint writes go on. When the caller orders overlapping
-// writes itself (CallerOrdersWrites), each region [r0, r1] shared, in
-// region order: the same lock every write of the region asks for, which
-// stays cached in the node between writes; only copies conflict.
-func (v *Volume) lockWrite(ctx context.Context, off, length, r0, r1 int64, recovery bool) (RegionLock, error) {
-	if !v.cfg.CallerOrdersWrites {
+// writes itself (ordered: CallerOrdersWrites, OrderedWriter), each region
+// [r0, r1] shared, in region order: the same lock every write of the
+// region asks for, which stays cached in the node between writes; only
+// copies and the exclusive range locks of unordered writes conflict.
+func (v *Volume) lockWrite(ctx context.Context, off, length, r0, r1 int64, recovery, ordered bool) (RegionLock, error) {
+	if !ordered {
 		return v.locker.LockRegion(ctx, RegionRequest{Volume: v.lockNS, Off: off, Length: length, Exclusive: true, Recovery: recovery})
 	}
 	if r0 == r1 {

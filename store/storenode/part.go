@@ -52,6 +52,16 @@ type RecoveryWriter interface {
 	RecoveryWriter() blockdev.Device
 }
 
+// OrderedWriter is the volume's ability to take the writes of a caller
+// that orders its overlapping writes itself (mirror.Volume.OrderedWriter):
+// the store does, with its own locks, so its writes take their regions'
+// locks shared and cached instead of an exclusive lock per written range,
+// which another range of the same node's journal would call back.
+type OrderedWriter interface {
+	OrderedWriter() blockdev.Device
+	OrderedRecoveryWriter() blockdev.Device
+}
+
 // HasRecoveryWriter reports whether the mirror volume can write for a
 // recovery.
 func HasRecoveryWriter(v *mirror.Volume) bool {
@@ -123,7 +133,9 @@ func (p *Part) Start(ctx context.Context, inc node.Incarnation) error {
 		return err
 	}
 	cfg := store.DefaultConfig(inc.Volume, p.cfg.Slot, locks)
-	if rw, ok := any(inc.Volume).(RecoveryWriter); ok {
+	if ow, ok := any(inc.Volume).(OrderedWriter); ok {
+		cfg.Device, cfg.RecoveryDevice = ow.OrderedWriter(), ow.OrderedRecoveryWriter()
+	} else if rw, ok := any(inc.Volume).(RecoveryWriter); ok {
 		cfg.RecoveryDevice = rw.RecoveryWriter()
 	}
 	cfg.Owner = owner(inc.Session.Name(), inc.Session.Incarnation())
