@@ -2,6 +2,7 @@ package web
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io/fs"
 	"os"
@@ -11,16 +12,20 @@ import (
 )
 
 // SeedSite copies the tree src into dir of st when dir is empty or missing,
-// one file per transaction (a whole-file replace, so a node that seeds at the
-// same time as another writes the same bytes). A directory's own files are
-// copied before its subdirectories, so the site's front pages (index.html
-// at the top) are served within moments while the deeper trees still load.
-// A load cut short (its node stopped or fenced) is resumed by the next
-// SeedSite on any node: the marker dir+".seeding", beside dir and so never
-// served, stands from the load's start to its end. It returns how many
-// files it copied; 0 when dir already had entries and no load was under
-// way.
-func SeedSite(ctx context.Context, st Store, dir string, src fs.FS) (int, error) {
+// one file per transaction (a whole-file replace: a second load writes the
+// same bytes). A directory's own files are copied before its
+// subdirectories, so the site's front pages (index.html at the top) are
+// served within moments while the deeper trees still load. The marker
+// dir+".seeding", beside dir and so never served, stands from the load's
+// start to its end and names the incarnation loading: while that
+// incarnation is live (mem.State), the others leave the load to it (the
+// nodes of a cluster start at once and would otherwise each copy the whole
+// site, moving the content directory's locks between them for as long);
+// a load cut short (its node stopped or fenced) is resumed by the next
+// SeedSite on any node. mem nil: every standing marker is taken as a load
+// cut short. It returns how many files it copied; 0 when dir already had
+// entries and no load was cut short, or another node is loading it.
+func SeedSite(ctx context.Context, st Store, mem Membership, dir string, src fs.FS) (int, error) {
 	ents, err := fs.ReadDir(st, dir)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return 0, err
@@ -33,8 +38,31 @@ func SeedSite(ctx context.Context, st Store, dir string, src fs.FS) (int, error)
 	case len(ents) > 0 && merr != nil:
 		return 0, nil // a site is there, loaded whole or the operator's own
 	}
-	note := []byte("the site is being loaded into " + dir + "; a load cut short is resumed at the next start\n")
-	if err := st.Update(ctx, func(tx session.Tx) error { return tx.WriteFile(marker, note, 0o644) }); err != nil {
+	var self session.Owner
+	if mem != nil {
+		self = mem.Self()
+	}
+	claimed := false
+	err = st.Update(ctx, func(tx session.Tx) error {
+		claimed = false
+		b, err := tx.ReadFile(marker)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		if err == nil && mem != nil {
+			var m seedMarker
+			if json.Unmarshal(b, &m) == nil && m.Loader != self && m.Loader.Node != "" && mem.State(m.Loader) == session.OwnerLive {
+				return nil // another node is loading the site
+			}
+		}
+		note, err := json.Marshal(seedMarker{Loader: self, Note: "the site is being loaded into " + dir + "; a load cut short is resumed at the next start"})
+		if err != nil {
+			return err
+		}
+		claimed = true
+		return tx.WriteFile(marker, append(note, '\n'), 0o644)
+	})
+	if err != nil || !claimed {
 		return 0, err
 	}
 	n := 0
@@ -48,6 +76,13 @@ func SeedSite(ctx context.Context, st Store, dir string, src fs.FS) (int, error)
 		return nil
 	})
 	return n, err
+}
+
+// seedMarker is the content of a site load's marker file.
+type seedMarker struct {
+	// Loader is the incarnation loading the site.
+	Loader session.Owner `json:"loader"`
+	Note   string        `json:"note"`
 }
 
 // seedDir copies the regular files of src's directory p into dir, then
@@ -88,12 +123,12 @@ func seedDir(ctx context.Context, st Store, dir string, src fs.FS, p string, n *
 	return nil
 }
 
-func seedFrom(ctx context.Context, st Store, cfg Config) (int, error) {
+func seedFrom(ctx context.Context, st Store, mem Membership, cfg Config) (int, error) {
 	if cfg.SeedDir == "" {
 		return 0, nil
 	}
 	if err := st.MkdirAll(cfg.ContentRoot, 0o755); err != nil {
 		return 0, err
 	}
-	return SeedSite(ctx, st, cfg.ContentRoot, os.DirFS(cfg.SeedDir))
+	return SeedSite(ctx, st, mem, cfg.ContentRoot, os.DirFS(cfg.SeedDir))
 }

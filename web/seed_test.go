@@ -28,7 +28,7 @@ func TestSeedAndCORS(t *testing.T) {
 			t.Fatalf("GET %s: %d", p, resp.StatusCode)
 		}
 	}
-	if n, err := SeedSite(context.Background(), c.vol.Node(1), "site", fstest.MapFS{"x.html": {Data: []byte("x")}}); err != nil || n != 0 {
+	if n, err := SeedSite(context.Background(), c.vol.Node(1), nil, "site", fstest.MapFS{"x.html": {Data: []byte("x")}}); err != nil || n != 0 {
 		t.Fatalf("second seed: %d %v", n, err)
 	}
 	// A page from node 1's origin calls node 2's API.
@@ -91,7 +91,7 @@ func TestSeedFrontPagesFirst(t *testing.T) {
 		"index.html":       {Data: []byte("front")},
 		"z.css":            {Data: []byte("css")},
 	}
-	n, err := SeedSite(context.Background(), st, "site", src)
+	n, err := SeedSite(context.Background(), st, nil, "site", src)
 	if err != nil || n != 4 {
 		t.Fatalf("seed: %d %v", n, err)
 	}
@@ -113,13 +113,13 @@ func TestSeedCutShortIsResumed(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cut := &cutStore{Store: st, after: 5, cancel: cancel}
-	if n, err := SeedSite(ctx, cut, "site", src); err == nil || n >= 20 {
+	if n, err := SeedSite(ctx, cut, nil, "site", src); err == nil || n >= 20 {
 		t.Fatalf("cut load: %d files, %v", n, err)
 	}
 	if ents, _ := fs.ReadDir(st, "site"); len(ents) == 0 {
 		t.Fatal("the cut load left nothing: the test cut it too early")
 	}
-	n, err := SeedSite(context.Background(), c.vol.Node(2), "site", src)
+	n, err := SeedSite(context.Background(), c.vol.Node(2), nil, "site", src)
 	if err != nil || n != 20 {
 		t.Fatalf("resumed load: %d files, %v; want 20", n, err)
 	}
@@ -131,7 +131,7 @@ func TestSeedCutShortIsResumed(t *testing.T) {
 	if _, err := fs.Stat(st, "site.seeding"); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("marker after a whole load: %v", err)
 	}
-	if n, err := SeedSite(context.Background(), st, "site", src); err != nil || n != 0 {
+	if n, err := SeedSite(context.Background(), st, nil, "site", src); err != nil || n != 0 {
 		t.Fatalf("load after a whole one: %d %v", n, err)
 	}
 }
@@ -152,4 +152,65 @@ func (s *cutStore) Update(ctx context.Context, fn func(tx session.Tx) error) err
 	}
 	s.n++
 	return s.Store.Update(ctx, fn)
+}
+
+// While the incarnation that started a site load is live, the other nodes
+// leave the load to it (the nodes of a cluster start at once: each would
+// copy the whole site, moving the content directory's locks between them
+// for as long); once it is dead, the next load on another node resumes it.
+func TestSeedLeftToTheLiveLoader(t *testing.T) {
+	c := newCluster()
+	a := &member{c: c, self: session.Owner{Node: "a", Incarnation: "1"}}
+	b := &member{c: c, self: session.Owner{Node: "b", Incarnation: "1"}}
+	c.set(a.self, session.OwnerLive)
+	c.set(b.self, session.OwnerLive)
+	src := fstest.MapFS{}
+	for i := range 20 {
+		src[fmt.Sprintf("p%02d.html", i)] = &fstest.MapFile{Data: []byte(fmt.Sprintf("page %d", i))}
+	}
+	// a's load stands part way (the marker names a; a is still live).
+	ctx, cancel := context.WithCancel(context.Background())
+	cut := &cutStore{Store: c.vol.Node(1), after: 5, cancel: cancel}
+	if n, err := SeedSite(ctx, cut, a, "site", src); err == nil || n >= 20 {
+		t.Fatalf("a's load: %d files, %v", n, err)
+	}
+	st := c.vol.Node(2)
+	written := &seedCountingStore{Store: st}
+	if n, err := SeedSite(context.Background(), written, b, "site", src); err != nil || n != 0 {
+		t.Fatalf("b's load while a loads: %d files, %v; want 0, nil", n, err)
+	}
+	if written.files != 0 {
+		t.Fatalf("b wrote %d files while a loads", written.files)
+	}
+	c.set(a.self, session.OwnerRecovered)
+	n, err := SeedSite(context.Background(), st, b, "site", src)
+	if err != nil || n != 20 {
+		t.Fatalf("b's load once a is dead: %d files, %v; want 20", n, err)
+	}
+	if _, err := fs.Stat(st, "site.seeding"); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("marker after the whole load: %v", err)
+	}
+}
+
+// seedCountingStore counts the transactions that write a file other than the
+// load's marker.
+type seedCountingStore struct {
+	Store
+	files int
+}
+
+func (s *seedCountingStore) Update(ctx context.Context, fn func(tx session.Tx) error) error {
+	return s.Store.Update(ctx, func(tx session.Tx) error { return fn(&seedCountingTx{Tx: tx, s: s}) })
+}
+
+type seedCountingTx struct {
+	session.Tx
+	s *seedCountingStore
+}
+
+func (t *seedCountingTx) WriteFile(name string, data []byte, perm fs.FileMode) error {
+	if !strings.HasSuffix(name, ".seeding") {
+		t.s.files++
+	}
+	return t.Tx.WriteFile(name, data, perm)
 }

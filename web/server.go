@@ -165,7 +165,7 @@ func (s *Server) seed() {
 		case <-ctx.Done():
 		}
 	}()
-	n, err := seedFrom(ctx, s.api.st, s.cfg)
+	n, err := seedFrom(ctx, s.api.st, s.api.mem, s.cfg)
 	switch {
 	case err != nil:
 		s.log.Error("loading the site failed", "from", s.cfg.SeedDir, "error", err)
