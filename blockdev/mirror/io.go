@@ -250,11 +250,6 @@ func (v *Volume) RecoveryWriter() blockdev.Device {
 // stays open).
 func (v *Volume) OrderedWriter() blockdev.Device { return writerView{v: v, ordered: true} }
 
-// OrderedRecoveryWriter is RecoveryWriter for the caller of OrderedWriter.
-func (v *Volume) OrderedRecoveryWriter() blockdev.Device {
-	return writerView{v: v, recovery: true, ordered: true}
-}
-
 // writerView is the volume as a device whose writes lock as recovery
 // and ordered say (see writeAt).
 type writerView struct {

@@ -59,7 +59,6 @@ type RecoveryWriter interface {
 // which another range of the same node's journal would call back.
 type OrderedWriter interface {
 	OrderedWriter() blockdev.Device
-	OrderedRecoveryWriter() blockdev.Device
 }
 
 // HasRecoveryWriter reports whether the mirror volume can write for a
@@ -134,7 +133,14 @@ func (p *Part) Start(ctx context.Context, inc node.Incarnation) error {
 	}
 	cfg := store.DefaultConfig(inc.Volume, p.cfg.Slot, locks)
 	if ow, ok := any(inc.Volume).(OrderedWriter); ok {
-		cfg.Device, cfg.RecoveryDevice = ow.OrderedWriter(), ow.OrderedRecoveryWriter()
+		// The replay of a dead node's journal writes through the same
+		// view: the recovery order releases the dead node's region locks
+		// and checksum holds in its resync step, before the replay, so
+		// the replay's writes need no recovery region locks (granted over
+		// orphans, never cached: three lock requests per block) and share
+		// the node's cached ones.
+		cfg.Device = ow.OrderedWriter()
+		cfg.RecoveryDevice = cfg.Device
 	} else if rw, ok := any(inc.Volume).(RecoveryWriter); ok {
 		cfg.RecoveryDevice = rw.RecoveryWriter()
 	}
