@@ -47,6 +47,11 @@ var (
 	// node must stop: its next Open of the slot, or its recovery, replays
 	// them.
 	ErrUnwritten = errors.New("store: committed blocks not written in place")
+	// ErrRecovering: the transaction (UpdateRecoveryBound) needed a lock
+	// a dead node holds until its recovery ends, for longer than it may
+	// wait. Nothing was committed; retrying once the recovery has ended
+	// is safe.
+	ErrRecovering = errors.New("store: a lock is a dead node's until its recovery ends")
 	// ErrTooLarge: a file would need more than MaxFileSize bytes or a
 	// path element is longer than MaxNameLen. Not retriable.
 	ErrTooLarge = errors.New("store: too large")

@@ -676,6 +676,16 @@ func (s *Store) Update(ctx context.Context, fn func(tx *Tx) error) error {
 	return s.run(ctx, false, fn)
 }
 
+// UpdateRecoveryBound is Update whose waits for a lock a dead node holds
+// (until its recovery releases it) last at most wait: then it fails with
+// ErrRecovering and nothing is committed. A web request retried while the
+// node that served it first is being recovered is answered "try again"
+// within wait instead of waiting for the whole recovery. Other waits are
+// bounded by ctx only. wait <= 0 is Update.
+func (s *Store) UpdateRecoveryBound(ctx context.Context, wait time.Duration, fn func(tx *Tx) error) error {
+	return s.runBounded(ctx, false, wait, fn)
+}
+
 // View runs fn in a read-only transaction (a consistent view under PR
 // locks). Changes made through tx are discarded.
 func (s *Store) View(ctx context.Context, fn func(tx *Tx) error) error {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"time"
 )
 
 // Tx is one journal transaction of this node's slot: the metadata changes
@@ -16,6 +17,9 @@ type Tx struct {
 	s        *Store
 	ctx      context.Context
 	recovery bool
+	// orphanWait, when positive, bounds a wait for a lock a dead node
+	// holds (UpdateRecoveryBound).
+	orphanWait time.Duration
 
 	held     map[*glock]LockMode
 	last     *glock // the latest lock in lock order the transaction holds
@@ -65,12 +69,18 @@ const maxAttempts = 32
 // run runs fn in a transaction, starting over (with the locks it was
 // missing taken first, in lock order) when it needed a lock out of order.
 func (s *Store) run(ctx context.Context, recovery bool, fn func(tx *Tx) error) error {
+	return s.runBounded(ctx, recovery, 0, fn)
+}
+
+// runBounded is run whose waits for a dead node's lock last at most
+// orphanWait (when positive): then ErrRecovering.
+func (s *Store) runBounded(ctx context.Context, recovery bool, orphanWait time.Duration, fn func(tx *Tx) error) error {
 	if err := s.alive(); err != nil {
 		return err
 	}
 	var hints []lockHint
 	for attempt := 0; attempt < maxAttempts; attempt++ {
-		tx := &Tx{s: s, ctx: ctx, recovery: recovery, held: map[*glock]LockMode{}, external: map[*glock]bool{},
+		tx := &Tx{s: s, ctx: ctx, recovery: recovery, orphanWait: orphanWait, held: map[*glock]LockMode{}, external: map[*glock]bool{},
 			dirty: map[uint64]*dirtyBlock{}, frees: map[uint64]bool{}, pend: map[uint64][]byte{}}
 		err := tx.takeHints(hints)
 		if err == nil {
@@ -94,7 +104,7 @@ func (s *Store) run(ctx context.Context, recovery bool, fn func(tx *Tx) error) e
 			if r.wait {
 				// Holding nothing, a wait stands in no recovery's way;
 				// the grant stays cached for the next attempt.
-				if err := r.g.acquire(ctx, r.mode, false, false); err != nil {
+				if err := s.acquireBounded(ctx, r.g, r.mode, orphanWait); err != nil {
 					return err
 				}
 				if err := r.g.put(r.mode, false); err != nil {
@@ -196,8 +206,11 @@ func (tx *Tx) tryLock(g *glock, mode LockMode) (bool, error) {
 // the recovery ends, and the recovery's handlers may need a lock it holds.
 // It then starts over, waiting for g holding none.
 func (tx *Tx) acquire(g *glock, mode LockMode, try bool) (yielded bool, err error) {
-	if tx.recovery || try || len(tx.held) == 0 && len(tx.external) == 0 {
+	if tx.recovery || try {
 		return false, g.acquire(tx.ctx, mode, try, tx.recovery)
+	}
+	if len(tx.held) == 0 && len(tx.external) == 0 {
+		return false, tx.s.acquireBounded(tx.ctx, g, mode, tx.orphanWait)
 	}
 	started := tx.s.recoveryStarted()
 	select {
@@ -359,4 +372,45 @@ func (tx *Tx) Log(kind string, payload []byte) (uint64, error) {
 // it over once this transaction commits.
 func (tx *Tx) Ack(id uint64) {
 	tx.acks = append(tx.acks, id)
+}
+
+// acquireBounded is g.acquire for a plain user holding no other lock,
+// whose wait for a lock a dead node holds (an orphan, as the Locker's
+// OrphanReporter tells) lasts at most wait when wait is positive: then
+// ErrRecovering. Looked at every eighth of Config.OrphanCheck.
+func (s *Store) acquireBounded(ctx context.Context, g *glock, mode LockMode, wait time.Duration) error {
+	orphans, tells := s.cfg.Locks.(OrphanReporter)
+	if wait <= 0 || !tells {
+		return g.acquire(ctx, mode, false, false)
+	}
+	bctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		tick := s.clk.NewTicker(max(s.cfg.OrphanCheck/8, time.Millisecond))
+		defer tick.Stop()
+		var since time.Time
+		for {
+			select {
+			case <-tick.C():
+				switch now := s.clk.Now(); {
+				case !orphans.Orphaned(g.name, mode):
+					since = time.Time{}
+				case since.IsZero():
+					since = now
+				case now.Sub(since) >= wait:
+					cancel(ErrRecovering)
+					return
+				}
+			case <-stop:
+				return
+			}
+		}
+	}()
+	err := g.acquire(bctx, mode, false, false)
+	if err != nil && errors.Is(context.Cause(bctx), ErrRecovering) && ctx.Err() == nil {
+		return fmt.Errorf("%w: lock %s held by a dead node for %v", ErrRecovering, g.name, wait)
+	}
+	return err
 }
