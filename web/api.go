@@ -259,17 +259,23 @@ func (a *API) mutate(w http.ResponseWriter, r *http.Request, body []byte, op ses
 	var d session.Decision
 	for {
 		req.Attempt = randomHex(12)
-		// The key record's lock may be held by a dead node until its
-		// recovery ends: that wait is bounded by the request's deadline
-		// only. A shorter one would also cut the journal's writes, which
-		// a loaded machine may take seconds over, and turn a request that
-		// would commit into a 503 (or a commit the store could not finish
-		// in place).
-		err := a.group.update(ctx, func(tx session.Tx) error {
+		// The request's deadline bounds the transaction; a shorter one
+		// would also cut the journal's writes, which a loaded machine may
+		// take seconds over, and turn a request that would commit into a
+		// 503. Only the wait for a dead node's lock is bounded apart.
+		// The key's or session's lock held by a dead node is waited for
+		// until waitUntil at most: then the client hears "try again"
+		// (nothing was journaled) instead of waiting out the recovery.
+		wait := max(waitUntil.Sub(a.clk.Now()), time.Millisecond)
+		err := a.group.updateRecoveryBound(ctx, wait, func(tx session.Tx) error {
 			var err error
 			d, err = a.eng.Begin(tx, req, a.mem.Self(), a.mem.State, a.clk.Now())
 			return err
 		})
+		if errors.Is(err, store.ErrRecovering) {
+			unavailable(w, "a node that died holds this request's key or session until its recovery ends; retry with the same Idempotency-Key")
+			return
+		}
 		if err != nil {
 			a.log.Warn("journaling an intent failed", "key", key, "error", err)
 			unavailable(w, "the request could not be journaled; retry with the same Idempotency-Key")

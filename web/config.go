@@ -57,11 +57,12 @@ type Config struct {
 	// CollectInterval is how often finished keys older than KeyRetention
 	// are collected. Default 10m.
 	CollectInterval time.Duration
-	// RecoveryWait bounds how long a retry of a dead node's request waits
-	// for the node's recovery (a key "in progress" under a dead owner)
-	// before it is answered 503 with Retry-After. Default 2s. A key whose
-	// lock the dead node still holds is waited for within RequestTimeout:
-	// the recovery releases it once it has stored the answer.
+	// RecoveryWait bounds how long a mutating request waits for a dead
+	// node's recovery (its key "in progress" under a dead owner, or the
+	// key's or session's lock still the dead node's, with a store that can
+	// bound that wait: RecoveryBounder) before it is answered 503 with
+	// Retry-After; nothing is journaled then, and the retry with the same
+	// key is safe. Default 2s.
 	RecoveryWait time.Duration
 	// RequestTimeout bounds the store work of one request. Default 10s.
 	RequestTimeout time.Duration

@@ -40,10 +40,13 @@ type groupCommit struct {
 }
 
 type job struct {
-	ctx  context.Context
-	fn   func(tx session.Tx) error
-	err  error
-	done chan struct{}
+	ctx context.Context
+	fn  func(tx session.Tx) error
+	// recoveryWait, when positive, bounds the step's wait for a lock a
+	// dead node holds (updateRecoveryBound).
+	recoveryWait time.Duration
+	err          error
+	done         chan struct{}
 }
 
 // errStep marks a transaction given up because one of its steps failed.
@@ -65,7 +68,17 @@ func newGroupCommit(st Store, timeout time.Duration) *groupCommit {
 // may leave the step committed or not. A step whose ctx ended before its
 // transaction started is not run (ctx.Err()).
 func (g *groupCommit) update(ctx context.Context, fn func(tx session.Tx) error) error {
-	j := &job{ctx: ctx, fn: fn, done: make(chan struct{})}
+	return g.updateRecoveryBound(ctx, 0, fn)
+}
+
+// updateRecoveryBound is update whose wait for a lock a dead node holds
+// lasts at most wait when the store can bound it (RecoveryBounder): then
+// store.ErrRecovering, the step not committed. A transaction of several
+// steps waits for such a lock an eighth of the shortest bound among them
+// and then runs each step in a transaction of its own, so that steps that
+// need no dead node's lock are not held up by one that does.
+func (g *groupCommit) updateRecoveryBound(ctx context.Context, wait time.Duration, fn func(tx session.Tx) error) error {
+	j := &job{ctx: ctx, fn: fn, recoveryWait: wait, done: make(chan struct{})}
 	g.mu.Lock()
 	g.queue = append(g.queue, j)
 	g.startLocked()
@@ -111,7 +124,7 @@ func (g *groupCommit) commit(live []*job) {
 	for len(live) > 0 {
 		ctx, cancel := g.context(live)
 		var failed *job
-		err := g.st.Update(ctx, func(tx session.Tx) error {
+		err := g.updateFor(live)(ctx, func(tx session.Tx) error {
 			failed = nil
 			for _, j := range live {
 				err := j.fn(tx)
@@ -143,6 +156,16 @@ func (g *groupCommit) commit(live []*job) {
 			live = rest
 			continue
 		}
+		if errors.Is(err, store.ErrRecovering) && len(live) > 1 {
+			// One of the steps needs a dead node's lock; nothing was
+			// committed: each step alone, at once, with its own bound.
+			var wg sync.WaitGroup
+			for _, j := range live {
+				wg.Go(func() { g.commit([]*job{j}) })
+			}
+			wg.Wait()
+			return
+		}
 		if errors.Is(err, store.ErrConflict) && len(live) > 1 {
 			// The steps together need more locks out of lock order
 			// than the store starts a transaction over for; nothing
@@ -157,6 +180,29 @@ func (g *groupCommit) commit(live []*job) {
 			close(j.done)
 		}
 		return
+	}
+}
+
+// updateFor is the store's update for a transaction of the steps jobs:
+// bounded in its waits for a dead node's locks when a step asks for a
+// bound and the store can (an eighth of the shortest bound for several
+// steps, the step's own for one), plain otherwise.
+func (g *groupCommit) updateFor(jobs []*job) func(ctx context.Context, fn func(tx session.Tx) error) error {
+	rb, ok := g.st.(RecoveryBounder)
+	var wait time.Duration
+	for _, j := range jobs {
+		if j.recoveryWait > 0 && (wait == 0 || j.recoveryWait < wait) {
+			wait = j.recoveryWait
+		}
+	}
+	if !ok || wait == 0 {
+		return g.st.Update
+	}
+	if len(jobs) > 1 {
+		wait = max(wait/8, time.Millisecond)
+	}
+	return func(ctx context.Context, fn func(tx session.Tx) error) error {
+		return rb.UpdateRecoveryBound(ctx, wait, fn)
 	}
 }
 

@@ -188,3 +188,58 @@ func TestSessionsOnStore(t *testing.T) {
 		t.Fatalf("store check: %v %v", err, rep.Err())
 	}
 }
+
+// A node dies holding the keys directory's lock (it journaled a request
+// last): until its recovery releases the lock, a survivor answers a
+// mutating request 503 with Retry-After within about RecoveryWait, nothing
+// journaled, instead of holding it for the whole recovery; after the
+// recovery the same request goes through, applied once.
+func TestDeadNodesLockAnswered503WithinRecoveryWait(t *testing.T) {
+	t.Parallel()
+	b := newStoreBackend(t)
+	c := newCluster()
+	cfg := testConfig(t)
+	st1 := b.openStore(t, 1, "n1/1", cfg)
+	st2 := b.openStore(t, 2, "n2/1", cfg)
+	m1 := &member{c: c, self: session.Owner{Node: "n1", Incarnation: "1"}}
+	m2 := &member{c: c, self: session.Owner{Node: "n2", Incarnation: "1"}}
+	c.set(m1.self, session.OwnerLive)
+	c.set(m2.self, session.OwnerLive)
+	var hs []*httptest.Server
+	for i, x := range []struct {
+		st *store.Store
+		m  *member
+	}{{st1, m1}, {st2, m2}} {
+		srv, err := NewServer(cfg, FromStore(x.st), x.m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hs = append(hs, httptest.NewServer(srv.Handler()))
+		defer hs[i].Close()
+	}
+	id := createSession(t, hs[1].URL, "c1")
+	vars := "/api/v1/sessions/" + id + "/vars/n"
+	if resp, body := do(t, "POST", hs[0].URL+vars, key("a1"), `{"op":"add","value":5}`); resp.StatusCode != 200 {
+		t.Fatalf("add on n1: %d %s", resp.StatusCode, body)
+	}
+	// n1 dies with the session's and the keys directory's locks.
+	b.fence(1, "n1/1")
+	c.set(m1.self, session.OwnerRecovering)
+	start := time.Now()
+	resp, body := do(t, "POST", hs[1].URL+vars, key("a2"), `{"op":"add","value":7}`)
+	took := time.Since(start)
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("request during the recovery: %d %s", resp.StatusCode, body)
+	}
+	if took > 5*time.Second {
+		t.Fatalf("503 after %v (RecoveryWait %v): held for the recovery", took, cfg.RecoveryWait)
+	}
+	if _, err := st2.ReplaySlot(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	b.recovered(1, "n1/1")
+	c.set(m1.self, session.OwnerRecovered)
+	if resp, body := do(t, "POST", hs[1].URL+vars, key("a2"), `{"op":"add","value":7}`); resp.StatusCode != 200 || !strings.Contains(body, `"value":12`) {
+		t.Fatalf("after the recovery: %d %s", resp.StatusCode, body)
+	}
+}

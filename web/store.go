@@ -3,6 +3,7 @@ package web
 import (
 	"context"
 	"io/fs"
+	"time"
 
 	"github.com/shoal-ha/shoal/web/session"
 )
@@ -20,6 +21,16 @@ type Store interface {
 	Update(ctx context.Context, fn func(tx session.Tx) error) error
 	// MkdirAll makes a directory and its parents (the Layout's).
 	MkdirAll(name string, perm fs.FileMode) error
+}
+
+// RecoveryBounder is a Store that can bound a transaction's wait for a
+// lock a dead node holds until its recovery ends: after wait the
+// transaction fails with store.ErrRecovering and nothing is committed. The
+// web tier answers such a request 503 with Retry-After (its retry is safe)
+// instead of holding it for the whole recovery. A Store without it waits
+// within the request's timeout.
+type RecoveryBounder interface {
+	UpdateRecoveryBound(ctx context.Context, wait time.Duration, fn func(tx session.Tx) error) error
 }
 
 // Membership tells who this node incarnation is and what the cluster knows

@@ -2,6 +2,7 @@ package web
 
 import (
 	"context"
+	"time"
 
 	"github.com/shoal-ha/shoal/store"
 	"github.com/shoal-ha/shoal/web/session"
@@ -16,6 +17,13 @@ type storeAdapter struct{ *store.Store }
 // once; the engine keeps no effects outside tx.
 func (a storeAdapter) Update(ctx context.Context, fn func(tx session.Tx) error) error {
 	return a.Store.Update(ctx, func(tx *store.Tx) error { return fn(updateTx{tx}) })
+}
+
+// UpdateRecoveryBound is Update whose waits for a lock a dead node holds
+// last at most wait (store.UpdateRecoveryBound): then store.ErrRecovering,
+// nothing committed (RecoveryBounder).
+func (a storeAdapter) UpdateRecoveryBound(ctx context.Context, wait time.Duration, fn func(tx session.Tx) error) error {
+	return a.Store.UpdateRecoveryBound(ctx, wait, func(tx *store.Tx) error { return fn(updateTx{tx}) })
 }
 
 // updateTx is a store transaction whose reads are for update: the engine
