@@ -37,6 +37,9 @@ var noiseRules = []noiseRule{
 	{msg: "waiting for ReadIndex response took too long"},
 	{msg: "ignored out-of-date read index response"},
 	{msg: "slow fdatasync"},
+	// A member starting again while the others are busy: etcd retries
+	// publishing it at once, hundreds of times in milliseconds.
+	{msg: "failed to publish local member to cluster through raft"},
 	// A peer that is down: the node's own member events say it; etcd
 	// repeats it every few seconds per peer.
 	{msg: "prober detected unhealthy status"},

@@ -26,6 +26,9 @@ func TestNoiseIsRateLimitedErrorsPass(t *testing.T) {
 		lg.Warn("apply request took too long", zap.Duration("took", 150*time.Millisecond))
 		clk.Advance(100 * time.Millisecond) // 100 in 10 s
 	}
+	for range 850 { // a restarted member's publish retries, in 16 ms
+		lg.Warn("failed to publish local member to cluster through raft", zap.String("error", "etcdserver: too many requests"))
+	}
 	lg.Warn("failed to apply request", zap.String("error", "lease not found"))
 	lg.Warn("failed to apply request", zap.String("error", "mvcc: database space exceeded"))
 	lg.Error("apply request took too long") // an error is never held back
@@ -48,6 +51,9 @@ func TestNoiseIsRateLimitedErrorsPass(t *testing.T) {
 	}
 	if !strings.Contains(lines[len(lines)-1], "repeated_since_last=99") {
 		t.Errorf("the next minute's line does not count the 99 held back: %q", lines[len(lines)-1])
+	}
+	if n := count("failed to publish local member"); n != 1 {
+		t.Errorf("%d lines of 850 publish retries, want 1", n)
 	}
 	if count("lease not found") != 0 || count("database space exceeded") != 1 {
 		t.Errorf("failed-apply lines: want the expired lease's at debug, the other at warn:\n%s", buf.String())
