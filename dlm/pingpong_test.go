@@ -137,8 +137,15 @@ func TestEvictionCountsOnlyIdleLocks(t *testing.T) {
 	const maxCached = 4
 	a := startTestNodeWith(t, c, 0, "a", func(cfg *Config) { cfg.MaxCached = maxCached })
 	ctx := ctxT(t, 20*time.Second)
+	// Each grant reaches its user through the watch, often before its
+	// write's answer, which EtcdWrites counts: Settle waits for it, so
+	// that the count below sees only the writes of the reuse.
 	for i := range 3 * maxCached {
-		if _, err := a.n.Acquire(ctx, Named(fmt.Sprintf("held%d", i)), PR); err != nil {
+		l, err := a.n.Acquire(ctx, Named(fmt.Sprintf("held%d", i)), PR)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Settle(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -146,6 +153,9 @@ func TestEvictionCountsOnlyIdleLocks(t *testing.T) {
 	for i := range maxCached {
 		l, err := a.n.Acquire(ctx, idle(i), PR)
 		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Settle(ctx); err != nil {
 			t.Fatal(err)
 		}
 		l.Release()
