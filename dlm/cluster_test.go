@@ -678,31 +678,12 @@ func TestReleaseDeadOfManyLocks(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts an etcd member")
 	}
-	c := etcdtest.NewCluster(t, 1)
-	a := startTestNode(t, c, 0, "a")
-	coord := startTestNode(t, c, 0, "coord")
-	ctx := ctxT(t, 30*time.Second)
 	const n = 300
+	var held []Resource
 	for i := range uint64(n) {
-		l, err := a.n.Acquire(ctx, Region("many", i*10, i*10+10), EX)
-		if err != nil {
-			t.Fatal(err)
-		}
-		l.Release() // cached: the node keeps it
+		held = append(held, Region("many", i*10, i*10+10))
 	}
-	testutil.WaitFor(t, 10*time.Second, "the coordinator to see a's locks", func() bool {
-		c := 0
-		for _, l := range coord.n.Locks() {
-			if l.Owner == a.n.Owner() && l.Held {
-				c++
-			}
-		}
-		return c == n
-	})
-	a.m.Stop()
-	if err := coord.n.WaitDead(ctx, a.n.Owner()); err != nil {
-		t.Fatal(err)
-	}
+	c, a, coord, ctx := diedHolding(t, held)
 	if err := coord.n.ReleaseDead(ctx, a.n.Owner()); err != nil {
 		t.Fatalf("releasing %d locks of a dead node: %v", n, err)
 	}
@@ -737,25 +718,8 @@ func TestReleaseDeadRegionsFirst(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts an etcd member")
 	}
-	c := etcdtest.NewCluster(t, 1)
-	a := startTestNode(t, c, 0, "a")
-	coord := startTestNode(t, c, 0, "coord")
-	ctx := ctxT(t, 30*time.Second)
 	held := []Resource{Region("vol", 0, 100), Region("vol-csum", 0, 10), Region("other", 0, 100), Named("store/i/1")}
-	for _, r := range held {
-		l, err := a.n.Acquire(ctx, r, EX)
-		if err != nil {
-			t.Fatal(err)
-		}
-		l.Release() // cached: the node keeps it
-	}
-	testutil.WaitFor(t, 10*time.Second, "the coordinator to see a's locks", func() bool {
-		return len(coord.n.Orphans(a.n.Owner())) == len(held)
-	})
-	a.m.Stop()
-	if err := coord.n.WaitDead(ctx, a.n.Owner()); err != nil {
-		t.Fatal(err)
-	}
+	_, a, coord, ctx := diedHolding(t, held)
 	got := make([]chan error, len(held))
 	for i, r := range held {
 		got[i] = make(chan error, 1)
@@ -810,4 +774,36 @@ func TestReleaseDeadRegionsFirst(t *testing.T) {
 		}
 	}
 	checkAll(t, coord)
+}
+
+// diedHolding starts node a and a coordinator on one etcd member; a takes
+// each of held EX and keeps it cached, then dies (its member stops); it
+// returns once the coordinator's lock table counts a dead. ctx lasts 30 s.
+func diedHolding(t *testing.T, held []Resource) (*etcdtest.Cluster, *testNode, *testNode, context.Context) {
+	t.Helper()
+	c := etcdtest.NewCluster(t, 1)
+	a := startTestNode(t, c, 0, "a")
+	coord := startTestNode(t, c, 0, "coord")
+	ctx := ctxT(t, 30*time.Second)
+	for _, r := range held {
+		l, err := a.n.Acquire(ctx, r, EX)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.Release() // cached: the node keeps it
+	}
+	testutil.WaitFor(t, 10*time.Second, "the coordinator to see a's locks", func() bool {
+		n := 0
+		for _, l := range coord.n.Locks() {
+			if l.Owner == a.n.Owner() && l.Held {
+				n++
+			}
+		}
+		return n == len(held)
+	})
+	a.m.Stop()
+	if err := coord.n.WaitDead(ctx, a.n.Owner()); err != nil {
+		t.Fatal(err)
+	}
+	return c, a, coord, ctx
 }
