@@ -83,6 +83,14 @@ func (g *glock) before(h *glock) bool {
 	return g.id < h.id
 }
 
+// covers reports whether this node holds a cached plain grant of g that
+// covers mode (a hint: it may be given up the next moment).
+func (g *glock) covers(mode LockMode) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.hold != nil && (g.hold.Mode() == Exclusive || mode == Shared)
+}
+
 // lockLocal takes the local side of g in mode; with try it fails at once.
 func (g *glock) lockLocal(mode LockMode, try bool) bool {
 	switch {

@@ -380,7 +380,9 @@ func (tx *Tx) Ack(id uint64) {
 // ErrRecovering. Looked at every eighth of Config.OrphanCheck.
 func (s *Store) acquireBounded(ctx context.Context, g *glock, mode LockMode, wait time.Duration) error {
 	orphans, tells := s.cfg.Locks.(OrphanReporter)
-	if wait <= 0 || !tells {
+	if wait <= 0 || !tells || g.covers(mode) {
+		// A grant this node keeps cached needs no watch (most of a busy
+		// node's requests): at worst a local user holds it a moment.
 		return g.acquire(ctx, mode, false, false)
 	}
 	bctx, cancel := context.WithCancelCause(ctx)
