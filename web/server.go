@@ -87,13 +87,46 @@ func NewServer(cfg Config, st Store, mem Membership) (*Server, error) {
 		h = cfg.Middleware(h)
 	}
 	s.handler = h
-	s.srv = &http.Server{
+	if s.srv, err = NewHTTPServer(cfg, h); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// NewHTTPServer is the http.Server a node serves its tier's handler h with
+// (and a benchmark its peers, so that both run with the same settings):
+// HTTP/1.1, plus HTTP/2 over TLS 1.2 or later (ALPN) when cfg.TLSCertFile
+// is set, or HTTP/2 over cleartext with prior knowledge when cfg.H2C is;
+// header read and idle timeouts; its error log on cfg.Logger. The
+// certificate is loaded here: a missing or bad file is an ErrConfig now,
+// not at the first connection. Serve it with ServeTLS(ln, "", "") when
+// TLSConfig is set, else Serve.
+func NewHTTPServer(cfg Config, h http.Handler) (*http.Server, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          s.log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
+		ErrorLog:          log.Named("web").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
 	}
-	return s, nil
+	p := new(http.Protocols)
+	p.SetHTTP1(true)
+	switch {
+	case cfg.TLSCertFile != "":
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("%w: TLSCertFile/TLSKeyFile: %v", ErrConfig, err)
+		}
+		p.SetHTTP2(true)
+		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+	case cfg.H2C:
+		p.SetUnencryptedHTTP2(true)
+	}
+	srv.Protocols = p
+	return srv, nil
 }
 
 // Handler is the tier's whole HTTP handler.
@@ -132,16 +165,9 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	defer close(s.served)
 	var err error
-	if s.cfg.TLSCertFile != "" {
-		s.srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
-		err = s.srv.ServeTLS(ln, s.cfg.TLSCertFile, s.cfg.TLSKeyFile)
+	if s.srv.TLSConfig != nil {
+		err = s.srv.ServeTLS(ln, "", "")
 	} else {
-		if s.cfg.H2C {
-			p := new(http.Protocols)
-			p.SetHTTP1(true)
-			p.SetUnencryptedHTTP2(true)
-			s.srv.Protocols = p
-		}
 		err = s.srv.Serve(ln)
 	}
 	if errors.Is(err, http.ErrServerClosed) {

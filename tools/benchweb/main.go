@@ -307,12 +307,21 @@ func run(w io.Writer) error {
 	}
 	defer stopDir()
 
+	// The floor: a bare net/http server with the node's settings answering
+	// the same bytes with the same headers from memory, to tell the cost
+	// of net/http itself from that of Shoal's path.
+	floorURL, stopFloor, err := serveFloor(cfg, nodes[0].url)
+	if err != nil {
+		return err
+	}
+	defer stopFloor()
+
 	fmt.Fprintf(w, "benchweb: %d CPUs, content runs of %v with %d connections (h2load: %d streams each), Shoal node reading from the store on an image file, nginx from a copy on the same disk\n",
 		runtime.NumCPU(), *dur, *conns, *streams)
 	fmt.Fprintf(w, "CPU placement: nginx %d workers, Shoal GOMAXPROCS %d, the load tool %d thread(s), all on the same %d CPUs (none pinned); cpu us/req is the server's own processor time (user+system) per request, which other load on the machine does not change much, req x is the throughput ratio, which it does\n\n",
 		runtime.NumCPU(), runtime.GOMAXPROCS(0), loadThreads(), runtime.NumCPU())
-	fmt.Fprintf(w, "%-8s %-7s %-6s %12s %12s %11s %11s %10s %10s %7s %7s %7s\n", "tool", "file", "from", "shoal req/s", "nginx req/s", "shoal MB/s", "nginx MB/s",
-		"shoal cpu", "nginx cpu", "req x", "MB/s x", "cpu x")
+	fmt.Fprintf(w, "%-8s %-7s %-6s %12s %12s %11s %11s %10s %10s %7s %7s %7s %8s %8s\n", "tool", "file", "from", "shoal req/s", "nginx req/s", "shoal MB/s", "nginx MB/s",
+		"shoal cpu", "nginx cpu", "req x", "MB/s x", "cpu x", "req /fl", "cpu /fl")
 	selfCPU := func() (time.Duration, error) {
 		var ru syscall.Rusage
 		if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
@@ -330,23 +339,35 @@ func run(w io.Writer) error {
 		}
 		for _, s := range sizes {
 			ngx, nerr := runLoad(tool, nginxURL[tool]+"/"+s.name, nginxCPU[tool])
-			for _, from := range []struct{ name, url string }{{"store", nodes[0].url}, {"disk", dirURL}} {
+			// The floor is measured first: the Shoal rows are compared with
+			// it as well as with nginx.
+			var floor load
+			var ferr error
+			for _, from := range []struct{ name, url string }{{"floor", floorURL}, {"store", nodes[0].url}, {"disk", dirURL}} {
 				row := fmt.Sprintf("%-8s %-7s %-6s", tool, s.name, from.name)
 				if nerr != nil {
 					rowFailed(w, row, nerr)
 					continue
 				}
 				got, err := runLoad(tool, from.url+"/"+s.name, selfCPU)
+				if from.name == "floor" {
+					floor, ferr = got, err
+				}
 				if err != nil {
 					rowFailed(w, row, err)
 					continue
 				}
-				fmt.Fprintf(w, "%s %12.0f %12.0f %11.1f %11.1f %7.1f us %7.1f us %7.2f %7.2f %7.2f\n", row,
-					got.rps, ngx.rps, got.mbps, ngx.mbps, got.cpuPerReq, ngx.cpuPerReq, got.rps/ngx.rps, got.mbps/ngx.mbps, ngx.cpuPerReq/got.cpuPerReq)
+				toFloor := fmt.Sprintf(" %8s %8s", "-", "-")
+				if from.name != "floor" && ferr == nil {
+					toFloor = fmt.Sprintf(" %8.2f %8.2f", got.rps/floor.rps, floor.cpuPerReq/got.cpuPerReq)
+				}
+				fmt.Fprintf(w, "%s %12.0f %12.0f %11.1f %11.1f %7.1f us %7.1f us %7.2f %7.2f %7.2f%s\n", row,
+					got.rps, ngx.rps, got.mbps, ngx.mbps, got.cpuPerReq, ngx.cpuPerReq, got.rps/ngx.rps, got.mbps/ngx.mbps, ngx.cpuPerReq/got.cpuPerReq, toFloor)
 			}
 		}
 	}
-	fmt.Fprintf(w, "targets: req x >= 0.70 for 1k and 16k, MB/s x >= 0.90 for 1m (from store; from disk is the HTTP layer alone); cpu x = nginx's cpu per request / Shoal's\n\n")
+	fmt.Fprintf(w, "targets: req x >= 0.70 for 1k and 16k, MB/s x >= 0.90 for 1m (from store; from disk is the content handler on the local copy, without the store); cpu x = nginx's cpu per request / Shoal's\n")
+	fmt.Fprintf(w, "floor: a bare net/http server with the node's server settings answering the same bytes and headers from memory; req /fl and cpu /fl compare a row with it (1.00: Shoal's own path costs nothing beyond net/http)\n\n")
 	if *only == "content" {
 		return nil
 	}
@@ -623,6 +644,61 @@ func serveDir(root string) (string, func(), error) {
 	p.SetHTTP1(true)
 	p.SetUnencryptedHTTP2(true)
 	srv := &http.Server{Handler: web.ContentHandler(os.DirFS(root), nil, web.DefaultConfig().ContentCache), Protocols: p}
+	go srv.Serve(ln)
+	return "http://" + ln.Addr().String(), func() { srv.Close() }, nil
+}
+
+// floorHeaders are the headers the floor copies from the node's answer.
+var floorHeaders = []string{"Etag", "Accept-Ranges", "Content-Type", "Last-Modified", "Content-Length"}
+
+// serveFloor serves, on a loopback port with the http.Server a node would
+// use for cfg, each bench file's bytes with the headers the node at
+// nodeURL answers it with (fetched once), from memory: the least any
+// net/http server must spend on these requests.
+func serveFloor(cfg web.Config, nodeURL string) (string, func(), error) {
+	type answer struct {
+		h    http.Header
+		body []byte
+	}
+	answers := map[string]answer{}
+	for _, s := range sizes {
+		resp, err := http.Get(nodeURL + "/" + s.name)
+		if err != nil {
+			return "", nil, fmt.Errorf("floor: %w", err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			return "", nil, fmt.Errorf("floor: GET %s: %s %v", s.name, resp.Status, err)
+		}
+		h := http.Header{}
+		for _, k := range floorHeaders {
+			if v := resp.Header[k]; v != nil {
+				h[k] = v
+			}
+		}
+		answers["/"+s.name] = answer{h, body}
+	}
+	srv, err := web.NewHTTPServer(cfg, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a, ok := answers[r.URL.Path]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		h := w.Header()
+		for k, v := range a.h {
+			h[k] = v
+		}
+		w.WriteHeader(http.StatusOK)
+		w.Write(a.body)
+	}))
+	if err != nil {
+		return "", nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
 	go srv.Serve(ln)
 	return "http://" + ln.Addr().String(), func() { srv.Close() }, nil
 }
