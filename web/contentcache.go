@@ -9,6 +9,7 @@ import (
 	"path"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -201,6 +202,29 @@ func (c *fileCache) read(fsys fs.FS, name string) (*cachedFile, error) {
 
 var acceptRanges = []string{"bytes"}
 
+// httpDate is the Date header value of the current second (RFC 9110
+// section 6.6.1), made once a second instead of once an answer.
+var httpDate dateCache
+
+type dateCache struct{ cur atomic.Pointer[dateValue] }
+
+type dateValue struct {
+	sec int64
+	v   []string
+}
+
+// now gives the Date header value (a full slice: an append copies) of the
+// wall clock's current second, as net/http would send.
+func (d *dateCache) now() []string {
+	t := time.Now()
+	if c := d.cur.Load(); c != nil && c.sec == t.Unix() {
+		return c.v[:1:1]
+	}
+	c := &dateValue{sec: t.Unix(), v: []string{t.UTC().Format(http.TimeFormat)}}
+	d.cur.Store(c)
+	return c.v[:1:1]
+}
+
 // serve answers r from f: conditional and range requests by
 // http.ServeContent, as for a file read from the store; a plain GET or
 // HEAD with the same headers ServeContent would send, the body written
@@ -215,6 +239,11 @@ func (f *cachedFile) serve(w http.ResponseWriter, r *http.Request) {
 			h["Last-Modified"] = f.lastModified[:1:1]
 		}
 		h["Content-Length"] = f.length[:1:1]
+		if r.ProtoMajor == 2 {
+			// net/http's HTTP/2 server formats a Date for every answer
+			// that has none (HTTP/1.1 appends it without allocating).
+			h["Date"] = httpDate.now()
+		}
 		w.WriteHeader(http.StatusOK)
 		if r.Method != http.MethodHead {
 			w.Write(f.data)

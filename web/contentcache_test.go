@@ -9,6 +9,8 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -196,5 +198,105 @@ func BenchmarkContentCachedOnStore(b *testing.B) {
 	for b.Loop() {
 		clear(w.h)
 		h.ServeHTTP(w, req)
+	}
+}
+
+// The headers a cached file is answered with (ETag, Content-Length,
+// Last-Modified, Content-Type) are made once per cached entry; a file
+// replaced by rename on another node is answered on every node with the
+// new file's headers, and the old ETag no longer matches.
+func TestCachedHeadersFollowReplacementOnStore(t *testing.T) {
+	b := newStoreBackend(t)
+	cfg := testConfig(t)
+	c := newCluster()
+	var urls []string
+	for slot := 1; slot <= 2; slot++ {
+		st := b.open(t, slot, fmt.Sprintf("n%d/1", slot), cfg)
+		m := &member{c: c, self: session.Owner{Node: fmt.Sprintf("n%d", slot), Incarnation: "1"}}
+		c.set(m.self, session.OwnerLive)
+		srv, err := NewServer(cfg, st, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hs := httptest.NewServer(srv.Handler())
+		t.Cleanup(hs.Close)
+		urls = append(urls, hs.URL)
+	}
+	writer := b.openStore(t, 3, "n3/1", cfg)
+	// No extension: the type is sniffed from the content.
+	versions := []struct {
+		body  string
+		mtime time.Time
+		ctype string
+	}{
+		{"<!DOCTYPE html><p>" + strings.Repeat("a", 3000), time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), "text/html; charset=utf-8"},
+		{strings.Repeat("plain text ", 100), time.Date(2026, 6, 7, 8, 9, 10, 0, time.UTC), "text/plain; charset=utf-8"},
+	}
+	var oldTag string
+	for i, v := range versions {
+		if err := writer.WriteFile("site/data.tmp", []byte(v.body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := writer.Chtimes("site/data.tmp", v.mtime, v.mtime); err != nil {
+			t.Fatal(err)
+		}
+		if err := writer.Rename("site/data.tmp", "site/data"); err != nil {
+			t.Fatal(err)
+		}
+		for _, u := range urls {
+			for range 2 { // read into the cache, then from it
+				resp, body := do(t, "GET", u+"/data", nil, "")
+				if resp.StatusCode != 200 || body != v.body {
+					t.Fatalf("version %d from %s: %d, %d bytes", i, u, resp.StatusCode, len(body))
+				}
+				h := resp.Header
+				if h.Get("Content-Length") != strconv.Itoa(len(v.body)) || h.Get("Content-Type") != v.ctype ||
+					h.Get("Last-Modified") != v.mtime.Format(http.TimeFormat) || h.Get("Accept-Ranges") != "bytes" {
+					t.Fatalf("version %d from %s: headers %v", i, u, h)
+				}
+				tag := h.Get("ETag")
+				if tag == "" || tag == oldTag {
+					t.Fatalf("version %d from %s: ETag %q (the old one %q)", i, u, tag, oldTag)
+				}
+				if oldTag != "" {
+					if resp, body := do(t, "GET", u+"/data", map[string]string{"If-None-Match": oldTag}, ""); resp.StatusCode != 200 || body != v.body {
+						t.Fatalf("version %d from %s: If-None-Match of the old ETag: %d", i, u, resp.StatusCode)
+					}
+				}
+				if resp, _ := do(t, "GET", u+"/data", map[string]string{"If-None-Match": tag}, ""); resp.StatusCode != http.StatusNotModified {
+					t.Fatalf("version %d from %s: If-None-Match of its ETag: %d", i, u, resp.StatusCode)
+				}
+			}
+		}
+		resp, _ := do(t, "GET", urls[0]+"/data", nil, "")
+		oldTag = resp.Header.Get("ETag")
+	}
+}
+
+// Over HTTP/2 a cached file is answered with a Date of the current second,
+// as net/http would add it.
+func TestCachedAnswerDateOverHTTP2(t *testing.T) {
+	root := t.TempDir()
+	os.WriteFile(filepath.Join(root, "a.txt"), []byte("hello"), 0o644)
+	hs := httptest.NewUnstartedServer(ContentHandler(os.DirFS(root), nil, ContentCache{Bytes: 1 << 20, MaxFile: 4096}))
+	hs.EnableHTTP2 = true
+	hs.StartTLS()
+	t.Cleanup(hs.Close)
+	client := hs.Client()
+	for range 3 {
+		before := time.Now().Truncate(time.Second)
+		resp, err := client.Get(hs.URL + "/a.txt")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		after := time.Now()
+		if resp.ProtoMajor != 2 {
+			t.Fatalf("answered over %s", resp.Proto)
+		}
+		date, err := http.ParseTime(resp.Header.Get("Date"))
+		if err != nil || len(resp.Header["Date"]) != 1 || date.Before(before) || date.After(after) {
+			t.Fatalf("Date %q (%v) not within [%v, %v]", resp.Header["Date"], err, before, after)
+		}
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -27,10 +26,16 @@ type Recorder struct {
 
 	total, errors atomic.Uint64
 
-	mu   sync.Mutex
-	ring [recent]time.Duration
-	n    int // requests recorded, saturating at recent
-	next int
+	// byCode holds the requests counter of each status code 100-599 once
+	// used: a labelled counter is looked up by hashing its label values,
+	// which every answer would otherwise pay.
+	byCode [600]atomic.Pointer[prometheus.Counter]
+
+	// ring holds the last answer times (nanoseconds), slot seq%recent
+	// written by the seq'th answer; next counts the answers recorded.
+	// Lock-free: the answers of all connections record here.
+	ring [recent]atomic.Int64
+	next atomic.Uint64
 }
 
 // New returns a recorder; Register puts its metrics on a registry.
@@ -74,17 +79,27 @@ func (r *Recorder) Wrap(h http.Handler) http.Handler {
 }
 
 func (r *Recorder) observe(code int, d time.Duration) {
-	r.requests.WithLabelValues(strconv.Itoa(code)).Inc()
+	r.counter(code).Inc()
 	r.duration.Observe(d.Seconds())
 	r.total.Add(1)
 	if code >= 500 {
 		r.errors.Add(1)
 	}
-	r.mu.Lock()
-	r.ring[r.next] = d
-	r.next = (r.next + 1) % recent
-	r.n = min(r.n+1, recent)
-	r.mu.Unlock()
+	seq := r.next.Add(1) - 1
+	r.ring[seq%recent].Store(int64(d))
+}
+
+// counter is the requests counter of status code.
+func (r *Recorder) counter(code int) prometheus.Counter {
+	if code < 100 || code >= len(r.byCode) {
+		return r.requests.WithLabelValues(strconv.Itoa(code))
+	}
+	if c := r.byCode[code].Load(); c != nil {
+		return *c
+	}
+	c := r.requests.WithLabelValues(strconv.Itoa(code))
+	r.byCode[code].Store(&c)
+	return c
 }
 
 // Counts are the requests answered and those answered with a 5xx status,
@@ -92,11 +107,14 @@ func (r *Recorder) observe(code int, d time.Duration) {
 func (r *Recorder) Counts() (requests, errors uint64) { return r.total.Load(), r.errors.Load() }
 
 // P99 is the 99th percentile of the last 2048 answer times; 0 before the
-// first request.
+// first request. Answers being recorded while it reads may be counted
+// with the time of the answer 2048 before them.
 func (r *Recorder) P99() time.Duration {
-	r.mu.Lock()
-	ds := slices.Clone(r.ring[:r.n])
-	r.mu.Unlock()
+	n := min(r.next.Load(), recent)
+	ds := make([]time.Duration, n)
+	for i := range ds {
+		ds[i] = time.Duration(r.ring[i].Load())
+	}
 	if len(ds) == 0 {
 		return 0
 	}

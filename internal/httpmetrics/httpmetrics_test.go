@@ -3,6 +3,7 @@ package httpmetrics
 import (
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
@@ -60,5 +61,37 @@ func TestP99(t *testing.T) {
 	}
 	if got := r.P99(); got != time.Millisecond {
 		t.Fatalf("p99 after 3000 fast requests: %s", got)
+	}
+}
+
+// Answers of many connections record at once: none is lost from the
+// counters, and the recent window holds only recorded times.
+func TestConcurrentAnswers(t *testing.T) {
+	r := New()
+	const workers, each = 4, 1000
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				code := 200
+				if i%10 == 0 {
+					code = 404 + w%2*100 // 404 or 504
+				}
+				r.observe(code, time.Duration(w+1)*time.Millisecond)
+			}
+		}()
+	}
+	wg.Wait()
+	total := 0.0
+	for _, code := range []string{"200", "404", "504"} {
+		total += testutil.ToFloat64(r.requests.WithLabelValues(code))
+	}
+	if req, errs := r.Counts(); req != workers*each || total != workers*each || errs != workers/2*each/10 {
+		t.Fatalf("counts %d requests, %v by code, %d errors", req, total, errs)
+	}
+	if p := r.P99(); p < time.Millisecond || p > workers*time.Millisecond {
+		t.Fatalf("p99 %s outside the recorded times", p)
 	}
 }
