@@ -2,11 +2,14 @@
 // Debian's packages, in one run, and prints the ratios:
 //
 //	content   wrk (HTTP/1.1) and h2load (HTTP/2, cleartext with prior
-//	          knowledge on both) GET of 1 KiB, 16 KiB and 1 MiB files, from a
-//	          Shoal node serving them out of the store (on an image file) and
-//	          from nginx serving a copy on the same disk, same connections.
-//	          Targets: 0.7x nginx's requests/s for the small files, 0.9x its
-//	          throughput for 1 MiB.
+//	          knowledge on both, or over TLS with -tls) GET of 1 KiB, 16 KiB
+//	          and 1 MiB files, from a Shoal node serving them out of the
+//	          store (on an image file) and from nginx serving a copy on the
+//	          same disk, same connections; beside them the floor (a bare
+//	          net/http server with the node's settings answering the same
+//	          bytes and headers from memory) and the content handler on the
+//	          local copy. Targets: 0.7x nginx's requests/s for the small
+//	          files, 0.9x its throughput for 1 MiB.
 //	sessions  mutations/s and p50/p99 of POST .../vars/{name} (add, a fresh
 //	          Idempotency-Key each) on one node, and on three nodes of the
 //	          same store with clients spread over them, on one session and on
@@ -27,7 +30,7 @@
 // A row that cannot be measured is printed FAILED with the reason and the
 // exit status is 1.
 //
-// Usage: benchweb [-dur 5s] [-conns 32] [-streams 10] [-api-dur 3s]
+// Usage: benchweb [-dur 5s] [-conns 32] [-streams 10] [-tls] [-tool wrk|h2load] [-api-dur 3s]
 // [-api-clients 16] [-crash-runs 20] [-crash-fencing reservations,lease]
 // [-crash-retry in-turn|random] [-keep-logs] [-only content|sessions|cluster|crash] [-out file]
 package main
@@ -36,6 +39,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -80,6 +84,7 @@ var (
 	keepLogs   = flag.Bool("keep-logs", false, "keep the shoald clusters' directories (node logs with the failover story lines) and say where")
 	only       = flag.String("only", "", "run only this part: content, sessions (in-process nodes), cluster (sessions on three shoald processes) or crash")
 	onlyTool   = flag.String("tool", "", "content runs with only this load tool: wrk or h2load")
+	overTLS    = flag.Bool("tls", false, "content runs over TLS on every server (one ECDSA P-256 certificate made for the run; nginx with its default ciphers and session tickets, Shoal with Go's): wrk speaks HTTP/1.1, h2load HTTP/2 by ALPN; needs -only content")
 	cpuProfile = flag.String("cpuprofile", "", "write a CPU profile of the Shoal node's serving (content and sessions runs) to this file")
 	memProfile = flag.String("memprofile", "", "write an allocation profile (after the content and sessions runs) to this file")
 )
@@ -93,6 +98,9 @@ func main() {
 	flag.Parse()
 	if *dur < time.Second || *apiDur < 500*time.Millisecond || *conns < 1 || *apiClients < 1 {
 		fail(fmt.Errorf("-dur must be at least 1s, -api-dur 500ms, -conns and -api-clients at least 1"))
+	}
+	if *overTLS && *only != "content" {
+		fail(fmt.Errorf("-tls needs -only content"))
 	}
 	for _, tool := range []string{"wrk", "h2load"} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -244,7 +252,17 @@ func run(w io.Writer) error {
 	locks := store.NewMemLocks()
 	cfg := web.DefaultConfig()
 	cfg.Addr = "127.0.0.1:0"
-	cfg.H2C = true
+	scheme, client := "http://", http.DefaultClient
+	if *overTLS {
+		certFile, keyFile, pool, err := webtest.SelfSigned(tmp)
+		if err != nil {
+			return err
+		}
+		cfg.TLSCertFile, cfg.TLSKeyFile = certFile, keyFile
+		scheme, client = "https://", &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	} else {
+		cfg.H2C = true
+	}
 	// The request metrics a node wraps its web tier in (cmd/shoald).
 	cfg.Middleware = httpmetrics.New().Wrap
 	cfg.Logger = hclog.New(&hclog.LoggerOptions{Name: "shoal", Level: hclog.Warn, Output: os.Stderr})
@@ -272,7 +290,7 @@ func run(w io.Writer) error {
 			return err
 		}
 		go srv.Serve(ln)
-		nodes = append(nodes, &node{st: st, srv: srv, url: "http://" + ln.Addr().String()})
+		nodes = append(nodes, &node{st: st, srv: srv, url: scheme + ln.Addr().String()})
 		return nil
 	}
 	if err := openNode(0); err != nil {
@@ -287,13 +305,18 @@ func run(w io.Writer) error {
 		}
 	}
 	// Debian's nginx speaks HTTP/2 without TLS only on a listener of its
-	// own: one for wrk, one for h2load.
-	ng1, err := webtest.StartNginx(root, filepath.Join(tmp, "ng1"), runtime.NumCPU(), false)
-	if err != nil {
-		return err
+	// own: one for wrk, one for h2load. Over TLS one listener speaks both.
+	var ng1, ng2 *webtest.Nginx
+	if *overTLS {
+		ng1, err = webtest.StartNginxTLS(root, filepath.Join(tmp, "ng1"), runtime.NumCPU(), cfg.TLSCertFile, cfg.TLSKeyFile)
+		ng2 = ng1
+	} else {
+		ng1, err = webtest.StartNginx(root, filepath.Join(tmp, "ng1"), runtime.NumCPU(), false)
+		if err == nil {
+			defer ng1.Stop()
+			ng2, err = webtest.StartNginx(root, filepath.Join(tmp, "ng2"), runtime.NumCPU(), true)
+		}
 	}
-	defer ng1.Stop()
-	ng2, err := webtest.StartNginx(root, filepath.Join(tmp, "ng2"), runtime.NumCPU(), true)
 	if err != nil {
 		return err
 	}
@@ -301,7 +324,7 @@ func run(w io.Writer) error {
 	nginxURL := map[string]string{"wrk": ng1.URL, "h2load": ng2.URL}
 	// The web tier's content handler over the same local copy nginx
 	// serves: the HTTP layer alone, without the store.
-	dirURL, stopDir, err := serveDir(root)
+	dirURL, stopDir, err := serveDir(cfg, root)
 	if err != nil {
 		return err
 	}
@@ -310,7 +333,7 @@ func run(w io.Writer) error {
 	// The floor: a bare net/http server with the node's settings answering
 	// the same bytes with the same headers from memory, to tell the cost
 	// of net/http itself from that of Shoal's path.
-	floorURL, stopFloor, err := serveFloor(cfg, nodes[0].url)
+	floorURL, stopFloor, err := serveFloor(cfg, client, nodes[0].url)
 	if err != nil {
 		return err
 	}
@@ -318,6 +341,11 @@ func run(w io.Writer) error {
 
 	fmt.Fprintf(w, "benchweb: %d CPUs, content runs of %v with %d connections (h2load: %d streams each), Shoal node reading from the store on an image file, nginx from a copy on the same disk\n",
 		runtime.NumCPU(), *dur, *conns, *streams)
+	if *overTLS {
+		for _, p := range []struct{ name, url string }{{"shoal", nodes[0].url}, {"nginx", ng2.URL}} {
+			fmt.Fprintf(w, "TLS of %s (h2load): %s\n", p.name, tlsInfo(p.url+"/1k.bin"))
+		}
+	}
 	fmt.Fprintf(w, "CPU placement: nginx %d workers, Shoal GOMAXPROCS %d, the load tool %d thread(s), all on the same %d CPUs (none pinned); cpu us/req is the server's own processor time (user+system) per request, which other load on the machine does not change much, req x is the throughput ratio, which it does\n\n",
 		runtime.NumCPU(), runtime.GOMAXPROCS(0), loadThreads(), runtime.NumCPU())
 	fmt.Fprintf(w, "%-8s %-7s %-6s %12s %12s %11s %11s %10s %10s %7s %7s %7s %8s %8s\n", "tool", "file", "from", "shoal req/s", "nginx req/s", "shoal MB/s", "nginx MB/s",
@@ -633,19 +661,10 @@ func probe(url string) string {
 	return fmt.Sprintf("GET: %s %q", resp.Status, b)
 }
 
-// serveDir serves root with the web tier's content handler (HTTP/1.1 and
-// HTTP/2 with prior knowledge) on a loopback port.
-func serveDir(root string) (string, func(), error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", nil, err
-	}
-	p := new(http.Protocols)
-	p.SetHTTP1(true)
-	p.SetUnencryptedHTTP2(true)
-	srv := &http.Server{Handler: web.ContentHandler(os.DirFS(root), nil, web.DefaultConfig().ContentCache), Protocols: p}
-	go srv.Serve(ln)
-	return "http://" + ln.Addr().String(), func() { srv.Close() }, nil
+// serveDir serves root with the web tier's content handler on a loopback
+// port, with the http.Server a node would use for cfg.
+func serveDir(cfg web.Config, root string) (string, func(), error) {
+	return serve(cfg, web.ContentHandler(os.DirFS(root), nil, cfg.ContentCache))
 }
 
 // floorHeaders are the headers the floor copies from the node's answer.
@@ -655,14 +674,14 @@ var floorHeaders = []string{"Etag", "Accept-Ranges", "Content-Type", "Last-Modif
 // use for cfg, each bench file's bytes with the headers the node at
 // nodeURL answers it with (fetched once), from memory: the least any
 // net/http server must spend on these requests.
-func serveFloor(cfg web.Config, nodeURL string) (string, func(), error) {
+func serveFloor(cfg web.Config, client *http.Client, nodeURL string) (string, func(), error) {
 	type answer struct {
 		h    http.Header
 		body []byte
 	}
 	answers := map[string]answer{}
 	for _, s := range sizes {
-		resp, err := http.Get(nodeURL + "/" + s.name)
+		resp, err := client.Get(nodeURL + "/" + s.name)
 		if err != nil {
 			return "", nil, fmt.Errorf("floor: %w", err)
 		}
@@ -679,7 +698,7 @@ func serveFloor(cfg web.Config, nodeURL string) (string, func(), error) {
 		}
 		answers["/"+s.name] = answer{h, body}
 	}
-	srv, err := web.NewHTTPServer(cfg, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return serve(cfg, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		a, ok := answers[r.URL.Path]
 		if !ok {
 			http.NotFound(w, r)
@@ -692,6 +711,12 @@ func serveFloor(cfg web.Config, nodeURL string) (string, func(), error) {
 		w.WriteHeader(http.StatusOK)
 		w.Write(a.body)
 	}))
+}
+
+// serve serves h on a loopback port with the http.Server a node would use
+// for cfg (TLS when cfg has a certificate) and returns its base URL.
+func serve(cfg web.Config, h http.Handler) (string, func(), error) {
+	srv, err := web.NewHTTPServer(cfg, h)
 	if err != nil {
 		return "", nil, err
 	}
@@ -699,6 +724,30 @@ func serveFloor(cfg web.Config, nodeURL string) (string, func(), error) {
 	if err != nil {
 		return "", nil, err
 	}
-	go srv.Serve(ln)
-	return "http://" + ln.Addr().String(), func() { srv.Close() }, nil
+	scheme := "http://"
+	if srv.TLSConfig != nil {
+		scheme = "https://"
+		go srv.ServeTLS(ln, "", "")
+	} else {
+		go srv.Serve(ln)
+	}
+	return scheme + ln.Addr().String(), func() { srv.Close() }, nil
+}
+
+// tlsInfo is what one h2load request to url says of the TLS connection:
+// protocol, cipher, key exchange and application protocol.
+func tlsInfo(url string) string {
+	out, err := exec.Command("h2load", "-n", "1", "-c", "1", url).CombinedOutput()
+	if err != nil {
+		return fmt.Sprintf("h2load: %v", err)
+	}
+	var parts []string
+	for _, l := range strings.Split(string(out), "\n") {
+		for _, k := range []string{"TLS Protocol:", "Cipher:", "Server Temp Key:", "Application protocol:"} {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(l), k); ok {
+				parts = append(parts, strings.TrimSpace(v))
+			}
+		}
+	}
+	return strings.Join(parts, ", ")
 }

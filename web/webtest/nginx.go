@@ -23,7 +23,8 @@ var ErrNoNginx = errors.New("webtest: nginx is not installed")
 // listening sockets named in its NGINX environment variable; only a master
 // process does that without crashing).
 type Nginx struct {
-	// URL is the base URL ("http://127.0.0.1:PORT").
+	// URL is the base URL ("http://127.0.0.1:PORT", https for
+	// StartNginxTLS).
 	URL  string
 	cmd  *exec.Cmd
 	done chan struct{}
@@ -44,6 +45,31 @@ func NginxBinary() (string, error) {
 // HTTP/2 over cleartext with prior knowledge when h2c is set, using dir for
 // its configuration, logs and temporary files. Stop it with Stop.
 func StartNginx(root, dir string, workers int, h2c bool) (*Nginx, error) {
+	listen := ""
+	if h2c {
+		// nginx 1.22 (Debian 12) takes http2 as a listen parameter; on a
+		// plain listener it speaks HTTP/2 with prior knowledge.
+		listen = " http2"
+	}
+	return startNginx(root, dir, workers, listen, "", h2c)
+}
+
+// StartNginxTLS is StartNginx serving HTTPS: TLS 1.2 and 1.3 with the PEM
+// certificate and key given, HTTP/2 by ALPN (HTTP/1.1 to a client that
+// does not ask for it), nginx's default ciphers and session tickets. The
+// URL is "https://127.0.0.1:PORT".
+func StartNginxTLS(root, dir string, workers int, certFile, keyFile string) (*Nginx, error) {
+	tls := fmt.Sprintf(`
+		ssl_certificate %s;
+		ssl_certificate_key %s;
+		ssl_protocols TLSv1.2 TLSv1.3;`, certFile, keyFile)
+	return startNginx(root, dir, workers, " ssl http2", tls, true)
+}
+
+// startNginx starts nginx with listen's parameters and extra server
+// directives; rawReady: a TCP connection is the sign that it serves (for
+// a listener that does not answer a plain HTTP/1.1 GET).
+func startNginx(root, dir string, workers int, listen, extra string, rawReady bool) (*Nginx, error) {
 	bin, err := NginxBinary()
 	if err != nil {
 		return nil, err
@@ -64,12 +90,6 @@ func StartNginx(root, dir string, workers int, h2c bool) (*Nginx, error) {
 		// A root master would run its workers as nobody, who may not
 		// read private directories.
 		user = "user root;\n"
-	}
-	http2 := ""
-	if h2c {
-		// nginx 1.22 (Debian 12) takes http2 as a listen parameter; on a
-		// plain listener it speaks HTTP/2 with prior knowledge.
-		http2 = " http2"
 	}
 	conf := user + fmt.Sprintf(`daemon off;
 master_process on;
@@ -92,10 +112,10 @@ http {
 	server {
 		listen %[2]s%[5]s;
 		root %[3]s;
-		index index.html;
+		index index.html;%[6]s
 	}
 }
-`, dir, addr, root, workers, http2)
+`, dir, addr, root, workers, listen, extra)
 	cf := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(cf, []byte(conf), 0o644); err != nil {
 		return nil, err
@@ -108,7 +128,11 @@ http {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	n := &Nginx{URL: "http://" + addr, cmd: cmd, done: make(chan struct{}), dir: dir}
+	scheme := "http://"
+	if strings.Contains(listen, "ssl") {
+		scheme = "https://"
+	}
+	n := &Nginx{URL: scheme + addr, cmd: cmd, done: make(chan struct{}), dir: dir}
 	go func() { cmd.Wait(); close(n.done) }()
 	client := &http.Client{Timeout: time.Second}
 	deadline := time.Now().Add(10 * time.Second)
@@ -120,8 +144,7 @@ http {
 		default:
 		}
 		var err error
-		if h2c {
-			// An HTTP/2-only listener: a TCP connection is the sign.
+		if rawReady {
 			var c net.Conn
 			if c, err = net.DialTimeout("tcp", addr, time.Second); err == nil {
 				c.Close()
