@@ -49,12 +49,14 @@ type csumCache struct {
 	ns     string // checksum-lock namespace
 	max    int    // entries kept
 
-	mu      sync.Mutex
+	// mu guards entries and closed. A write looks its entry up under
+	// the read lock: writers of different regions do not queue on it.
+	mu      sync.RWMutex
 	entries map[int64]*csumEntry
 	// count is len(entries), kept beside it under mu, so that a write
 	// can see without taking mu that nothing needs evicting.
 	count  atomic.Int64
-	tick   uint64
+	tick   atomic.Uint64 // the clock of the entries' lastUse
 	closed bool
 	watch  sync.WaitGroup
 }
@@ -64,24 +66,36 @@ type csumCache struct {
 const csumMinHold = 50 * time.Millisecond
 
 // csumEntry is one region's cached checksum area.
+//
+// Writing back does not hold mu across the disk writes, so the region's
+// writers go on patching meanwhile: the dirty blocks are copied under mu,
+// written out under wb alone, and a block is counted clean afterwards only
+// if no patch touched it since its copy was taken (patchSeq). wb keeps
+// write-backs of one entry in order: a late copy never overwrites a newer
+// one on the legs, and the hold is not released under a write-back still
+// in flight. Lock order: wb before mu.
 type csumEntry struct {
 	r        int64
 	recovery bool       // loaded under a recovery hold: for recovery writes only
-	mu       sync.Mutex // held while the area is loaded, patched or written back
+	wb       sync.Mutex // held while the area is written back or dropped
+	mu       sync.Mutex // held while the area is loaded or patched
 	// Guarded by mu:
-	hold   RegionHold
-	area   []byte
-	dirty  []bool // per block of area: differs from the legs
-	ndirty int
-	gone   bool          // dropped: users look the region up again
-	stop   chan struct{} // closed when dropped; ends the watcher
-	used   chan struct{} // closed at the area's first patch
+	hold  RegionHold // set before ready; released only under wb and mu
+	area  []byte
+	dirty []bool // per block of area: differs from the legs
+	// patchSeq per block of area: seq at the block's last patch.
+	patchSeq []uint64
+	seq      uint64 // patches of the area so far
+	ndirty   int
+	gone     bool          // dropped: users look the region up again
+	stop     chan struct{} // closed when dropped; ends the watcher
+	used     chan struct{} // closed at the area's first patch
 	// Guarded by mu as well: whether used is closed.
 	patched  bool
 	loadedAt time.Time // on the volume's clock; set before ready
+	lastUse  atomic.Uint64
 	// Guarded by the cache's mu:
-	lastUse uint64
-	ready   bool // loaded
+	ready bool // loaded
 	// preempt cancels a plain load's wait for its hold (await), so that
 	// a recovery write or a copy of the region is not stuck behind it:
 	// the plain hold may wait for a dead node's lock until the recovery
@@ -118,7 +132,8 @@ func (v *Volume) LockNamespaces() []string { return []string{v.lockNS, v.csumNS(
 
 // newEntry adds a loading entry for region r, locked. Called with c.mu held.
 func (c *csumCache) newEntry(r int64, recovery bool) *csumEntry {
-	e := &csumEntry{r: r, recovery: recovery, lastUse: c.tick, stop: make(chan struct{}), used: make(chan struct{})}
+	e := &csumEntry{r: r, recovery: recovery, stop: make(chan struct{}), used: make(chan struct{})}
+	e.lastUse.Store(c.tick.Load())
 	e.mu.Lock()
 	c.entries[r] = e
 	c.count.Store(int64(len(c.entries)))
@@ -133,18 +148,32 @@ func (c *csumCache) newEntry(r int64, recovery bool) *csumEntry {
 // and preempts a plain load of the region that is still waiting.
 func (c *csumCache) get(ctx context.Context, r int64, recovery bool) (*csumEntry, error) {
 	for {
+		// The common case, a loaded area of this kind of write, under
+		// the read lock.
+		c.mu.RLock()
+		e := c.entries[r]
+		fast := !c.closed && e != nil && e.ready && (recovery || !e.recovery)
+		c.mu.RUnlock()
+		if fast {
+			e.lastUse.Store(c.tick.Add(1))
+			e.mu.Lock()
+			if e.gone {
+				e.mu.Unlock()
+				continue
+			}
+			return e, nil
+		}
 		c.mu.Lock()
 		if c.closed {
 			c.mu.Unlock()
 			return nil, ErrClosed
 		}
-		c.tick++
 		if e := c.entries[r]; e != nil {
 			if !recovery && (!e.ready || e.recovery) {
 				c.mu.Unlock()
 				return nil, errMustWait
 			}
-			e.lastUse = c.tick
+			e.lastUse.Store(c.tick.Add(1))
 			if !e.ready && e.preempt != nil {
 				e.preempt()
 			}
@@ -156,7 +185,7 @@ func (c *csumCache) get(ctx context.Context, r int64, recovery bool) (*csumEntry
 			}
 			return e, nil
 		}
-		e := c.newEntry(r, recovery)
+		e = c.newEntry(r, recovery)
 		c.mu.Unlock()
 		if err := c.load(ctx, e, recovery, !recovery); err != nil {
 			e.gone = true
@@ -183,7 +212,7 @@ func (c *csumCache) await(ctx context.Context, r0, r1 int64) error {
 			c.mu.Unlock()
 			return ErrClosed
 		}
-		c.tick++
+		c.tick.Add(1)
 		e := c.entries[r]
 		switch {
 		case e == nil:
@@ -240,6 +269,7 @@ func (c *csumCache) load(ctx context.Context, e *csumEntry, recovery, try bool) 
 	}
 	e.hold, e.area = hold, area
 	e.dirty = make([]bool, g.ChecksumPerRegion/int64(g.BlockSize))
+	e.patchSeq = make([]uint64, len(e.dirty))
 	e.loadedAt = c.v.now()
 	c.mu.Lock()
 	e.ready, e.preempt = true, nil
@@ -310,11 +340,14 @@ func (c *csumCache) patch(ctx context.Context, p []byte, off, r0, r1 int64, reco
 		for b := ws; b < we; b += bs {
 			i := (b - rs) / bs
 			putCsum(e.area, i, blockCsum(p[b-off:b-off+bs]))
-			if ab := i * csumSize / bs; !e.dirty[ab] {
+			ab := i * csumSize / bs
+			if !e.dirty[ab] {
 				e.dirty[ab] = true
 				e.ndirty++
 			}
+			e.patchSeq[ab] = e.seq + 1
 		}
+		e.seq++
 		if !e.patched {
 			e.patched = true
 			close(e.used)
@@ -325,10 +358,45 @@ func (c *csumCache) patch(ctx context.Context, p []byte, off, r0, r1 int64, reco
 	return nil
 }
 
-// writeBack writes e's dirty blocks to every writable leg. Called with e.mu
+// areaCopy is the dirty blocks of an area as they were at one moment:
+// what a write-back writes.
+type areaCopy struct {
+	seq    uint64 // the area's patch count when copied
+	blocks []int  // dirty block indexes of the area, ascending
+	data   []byte // their contents, block after block
+}
+
+// copyDirty copies e's dirty blocks. Called with e.mu held.
+func (c *csumCache) copyDirty(e *csumEntry) areaCopy {
+	bs := c.v.geo.BlockSize
+	cp := areaCopy{seq: e.seq, blocks: make([]int, 0, e.ndirty), data: make([]byte, 0, e.ndirty*bs)}
+	for b, d := range e.dirty {
+		if d {
+			cp.blocks = append(cp.blocks, b)
+			cp.data = append(cp.data, e.area[b*bs:(b+1)*bs]...)
+		}
+	}
+	return cp
+}
+
+// written counts the blocks of cp clean where no patch came after the
+// copy; the others stay dirty for the next write-back. Called with e.mu
 // held.
-func (c *csumCache) writeBack(ctx context.Context, e *csumEntry) error {
-	if e.ndirty == 0 {
+func (e *csumEntry) written(cp areaCopy) {
+	for _, b := range cp.blocks {
+		if e.dirty[b] && e.patchSeq[b] <= cp.seq {
+			e.dirty[b] = false
+			e.ndirty--
+		}
+	}
+}
+
+// writeOut writes cp, the copy of e's dirty blocks, to every writable
+// leg, runs of adjacent blocks in one write each. Called with e.wb held
+// (e.hold stays), not e.mu: the region's writers patch meanwhile. A leg
+// that did not take it leaves the region degraded.
+func (c *csumCache) writeOut(ctx context.Context, e *csumEntry, cp areaCopy) error {
+	if len(cp.blocks) == 0 {
 		return nil
 	}
 	if err := e.hold.Use(); err != nil {
@@ -340,19 +408,15 @@ func (c *csumCache) writeBack(ctx context.Context, e *csumEntry) error {
 	w := v.view.Load()
 	ioctx := context.WithoutCancel(ctx) // every leg or none, see writeOnce
 	errs := parallel(w.writable, func(i int) error {
-		for b := 0; b < len(e.dirty); {
-			if !e.dirty[b] {
-				b++
-				continue
-			}
-			end := b
-			for end < len(e.dirty) && e.dirty[end] {
+		for k := 0; k < len(cp.blocks); {
+			end := k + 1
+			for end < len(cp.blocks) && cp.blocks[end] == cp.blocks[end-1]+1 {
 				end++
 			}
-			if err := w.devs[i].WriteAt(ioctx, e.area[b*bs:end*bs], base+int64(b*bs)); err != nil {
+			if err := w.devs[i].WriteAt(ioctx, cp.data[k*bs:end*bs], base+int64(cp.blocks[k]*bs)); err != nil {
 				return err
 			}
-			b = end
+			k = end
 		}
 		return nil
 	})
@@ -367,14 +431,49 @@ func (c *csumCache) writeBack(ctx context.Context, e *csumEntry) error {
 			break
 		}
 	}
-	clear(e.dirty)
-	e.ndirty = 0
+	return nil
+}
+
+// writeBack writes e's dirty blocks to every writable leg. Called with
+// e.wb and e.mu held; e.mu stays held throughout (nothing is patched
+// meanwhile).
+func (c *csumCache) writeBack(ctx context.Context, e *csumEntry) error {
+	if e.ndirty == 0 {
+		return nil
+	}
+	cp := c.copyDirty(e)
+	if err := c.writeOut(ctx, e, cp); err != nil {
+		return err
+	}
+	e.written(cp)
+	return nil
+}
+
+// writeBackOpen writes e's dirty blocks back while its writers go on
+// patching: e.mu is held only to copy the blocks and to count them clean.
+// Called with e.wb held; an entry dropped meanwhile has nothing to write.
+func (c *csumCache) writeBackOpen(ctx context.Context, e *csumEntry) error {
+	e.mu.Lock()
+	if e.gone || e.ndirty == 0 {
+		e.mu.Unlock()
+		return nil
+	}
+	cp := c.copyDirty(e)
+	e.mu.Unlock()
+	if err := c.writeOut(ctx, e, cp); err != nil {
+		return err
+	}
+	e.mu.Lock()
+	e.written(cp)
+	e.mu.Unlock()
 	return nil
 }
 
 // drop writes e back, releases its hold and forgets it. An area that could
 // not be written back leaves its region degraded (still marked).
 func (c *csumCache) drop(ctx context.Context, e *csumEntry) error {
+	e.wb.Lock()
+	defer e.wb.Unlock()
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.gone {
@@ -411,7 +510,7 @@ func (c *csumCache) evictExcess(ctx context.Context) {
 			// An area not yet patched is spared a while for the write
 			// that loaded it (see watchHold).
 			fresh := !isClosed(e.used) && now.Sub(e.loadedAt) < csumMinHold
-			if e.ready && !fresh && (victim == nil || e.lastUse < victim.lastUse) {
+			if e.ready && !fresh && (victim == nil || e.lastUse.Load() < victim.lastUse.Load()) {
 				victim = e
 			}
 		}
@@ -427,6 +526,9 @@ func (c *csumCache) evictExcess(ctx context.Context) {
 
 // writeBackRegions writes back the cached areas of regions, keeping their
 // holds: clean calls it before it flushes the legs and clears the marks.
+// The regions' writers are not held up by it (writeBackOpen): a block
+// patched while its area was written out stays dirty, and so does the
+// write's region, whose mark clean keeps (its write sequence moved on).
 func (c *csumCache) writeBackRegions(ctx context.Context, regions []int64) error {
 	for _, r := range regions {
 		c.mu.Lock()
@@ -438,12 +540,9 @@ func (c *csumCache) writeBackRegions(ctx context.Context, regions []int64) error
 		if e == nil {
 			continue
 		}
-		e.mu.Lock()
-		var err error
-		if !e.gone {
-			err = c.writeBack(ctx, e)
-		}
-		e.mu.Unlock()
+		e.wb.Lock()
+		err := c.writeBackOpen(ctx, e)
+		e.wb.Unlock()
 		if err != nil {
 			return fmt.Errorf("mirror: write back checksums of region %d: %w", r, err)
 		}
