@@ -74,7 +74,15 @@ func checkName(what, s string) error {
 // of a named resource, or VOLUME@START-END for a region.
 func (r Resource) String() string {
 	if r.IsRegion() {
-		return fmt.Sprintf("%s@%d-%d", r.Volume, r.Start, r.End)
+		// Built by hand: every Acquire names its resource, and a region
+		// lock taken for each mirrored write made Sprintf show in profiles.
+		b := make([]byte, 0, len(r.Volume)+42)
+		b = append(b, r.Volume...)
+		b = append(b, '@')
+		b = strconv.AppendUint(b, r.Start, 10)
+		b = append(b, '-')
+		b = strconv.AppendUint(b, r.End, 10)
+		return string(b)
 	}
 	return r.Name
 }

@@ -70,12 +70,14 @@ type view struct {
 	devs     []blockdev.Device // per table leg; nil when not available
 	inSync   []int             // table indexes of in-sync legs with a device
 	writable []int             // in-sync and resyncing legs with a device
+	failed   bool              // some leg of the table is failed
 }
 
 func newView(t LegTable, devOf func(uuid.UUID) blockdev.Device) *view {
 	v := &view{table: t, devs: make([]blockdev.Device, len(t.Legs))}
 	for i, l := range t.Legs {
 		if l.State == LegFailed {
+			v.failed = true
 			continue
 		}
 		d := devOf(l.UUID)
@@ -633,6 +635,9 @@ func (v *Volume) noteFailures(old, nv *view) {
 // that leg, and must not be able to read stale data for a write that is
 // already acknowledged.
 func (v *Volume) awaitFailureSeen(ctx context.Context, w *view) error {
+	if !w.failed {
+		return nil // the common case: nothing to look up
+	}
 	var latest time.Time
 	v.failMu.Lock()
 	for _, l := range w.table.Legs {
