@@ -23,7 +23,7 @@
 //   - replay of a crashed node's full journal and of one of 100
 //     transactions.
 //
-// Usage: go run ./tools/benchstore [-out file] [-dur 3s] [-only small,seq,...] [-cpuprofile file] [-blockprofile file] [-mutexprofile file]
+// Usage: go run ./tools/benchstore [-out file] [-dur 3s] [-random-runs 3] [-only small,seq,...] [-cpuprofile file] [-blockprofile file] [-mutexprofile file]
 package main
 
 import (
@@ -49,6 +49,7 @@ func main() {
 	flag.IntVar(&o.entries, "entries", 10000, "entries of the big directory")
 	flag.Int64Var(&o.seqMB, "seq-mb", 64, "size of the large file in MiB")
 	flag.IntVar(&o.rounds, "rounds", 200, "hand-overs of the alternation row")
+	flag.IntVar(&o.randomRuns, "random-runs", 3, "runs of each random-write device (the rows give the medians); more make the ratios steadier on a loaded machine")
 	flag.BoolVar(&o.keep, "keep", false, "keep the files")
 	flag.DurationVar(&o.stepTimeout, "step-timeout", 10*time.Minute, "give up (and stop the run) when one step takes longer")
 	flag.StringVar(&o.only, "only", "", "run only these steps (comma-separated: small,seq,bigdir,two,alt,churn,replay,random; churn needs bigdir, which it adds)")
@@ -72,6 +73,7 @@ type options struct {
 	entries     int
 	seqMB       int64
 	rounds      int
+	randomRuns  int
 	keep        bool
 	stepTimeout time.Duration
 	only        string
@@ -91,6 +93,8 @@ func (o options) validate() error {
 		return fmt.Errorf("-seq-mb %d: want 1 to 128 (the volume is 256 MiB)", o.seqMB)
 	case o.rounds < 10:
 		return fmt.Errorf("-rounds %d: want at least 10", o.rounds)
+	case o.randomRuns < 1 || o.randomRuns > 50:
+		return fmt.Errorf("-random-runs %d: want 1 to 50", o.randomRuns)
 	case o.stepTimeout < 10*time.Second:
 		return fmt.Errorf("-step-timeout %v: want at least 10s", o.stepTimeout)
 	}

@@ -38,7 +38,7 @@ func TestPercentile(t *testing.T) {
 }
 
 func TestOptionsValidate(t *testing.T) {
-	good := options{dur: time.Second, entries: 10000, seqMB: 64, rounds: 200, stepTimeout: time.Minute}
+	good := options{dur: time.Second, entries: 10000, seqMB: 64, rounds: 200, randomRuns: 3, stepTimeout: time.Minute}
 	if err := good.validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -47,6 +47,7 @@ func TestOptionsValidate(t *testing.T) {
 		func(o *options) { o.entries = 5 },
 		func(o *options) { o.seqMB = 1000 },
 		func(o *options) { o.rounds = 1 },
+		func(o *options) { o.randomRuns = 0 },
 		func(o *options) { o.stepTimeout = time.Second },
 	} {
 		o := good

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/shoal-ha/shoal/blockdev"
@@ -617,21 +618,25 @@ func (b *bench) randomWritesOn(ctx context.Context, n *node, who string) error {
 	}
 	for _, qd := range []int{1, 32} {
 		var rs, ps, ms []float64
-		for i := 0; i < 3; i++ {
+		var rc, pc, mc []float64 // CPU microseconds per write
+		for i := 0; i < b.o.randomRuns; i++ {
 			for _, x := range []struct {
-				d   blockdev.Device
-				out *[]float64
-			}{{raw, &rs}, {vol, &ms}, {pair, &ps}} {
-				v, err := randomIOPS(ctx, x.d, span, qd, b.o.dur/2)
+				d        blockdev.Device
+				out, cpu *[]float64
+			}{{raw, &rs, &rc}, {vol, &ms, &mc}, {pair, &ps, &pc}} {
+				v, cpu, err := randomIOPS(ctx, x.d, span, qd, b.o.dur/2)
 				if err != nil {
 					return err
 				}
 				*x.out = append(*x.out, v)
+				*x.cpu = append(*x.cpu, cpu)
 			}
 		}
 		m, r, p := percentile(ms, 0.5), percentile(rs, 0.5), percentile(ps, 0.5)
+		cpu := fmt.Sprintf("process CPU per write (median): mirror %.1f us, raw leg %.1f us, 2 raw files %.1f us",
+			percentile(mc, 0.5), percentile(rc, 0.5), percentile(pc, 0.5))
 		b.add(row{name: fmt.Sprintf("mirrored 4KiB random write qd%d vs raw leg", qd), unit: "IOPS", store: m, peer: r, target: 0.5,
-			note: "median of 3, in turn; peer: one raw leg file; lock manager of " + who})
+			note: fmt.Sprintf("median of %d, in turn; peer: one raw leg file; lock manager of %s; %s", b.o.randomRuns, who, cpu)})
 		b.add(row{name: fmt.Sprintf("mirrored 4KiB random write qd%d vs 2 raw files", qd), unit: "IOPS", store: m, peer: p,
 			note: "peer: each write to two raw files at once, the least a 2-leg mirror does when both legs share a disk and its CPUs"})
 	}
@@ -666,12 +671,20 @@ func (r rawPair) Size() int64    { return r.a.Size() }
 func (r rawPair) BlockSize() int { return r.a.BlockSize() }
 func (r rawPair) Close() error   { return errors.Join(r.a.Close(), r.b.Close()) }
 
-func randomIOPS(ctx context.Context, d blockdev.Device, span int64, qd int, dur time.Duration) (float64, error) {
+// randomIOPS writes random 4 KiB blocks of d from qd workers for dur and
+// returns the writes per second and the process's CPU time (user and
+// system, every goroutine's, background work included) per write in
+// microseconds.
+func randomIOPS(ctx context.Context, d blockdev.Device, span int64, qd int, dur time.Duration) (iops, cpuPerOp float64, err error) {
 	const bs = 4096
 	blocks := span / bs
 	var ops atomic.Int64
 	var wg sync.WaitGroup
 	errs := make(chan error, qd)
+	cpu0, err := processCPU()
+	if err != nil {
+		return 0, 0, err
+	}
 	start := time.Now()
 	for w := 0; w < qd; w++ {
 		wg.Add(1)
@@ -693,12 +706,27 @@ func randomIOPS(ctx context.Context, d blockdev.Device, span int64, qd int, dur 
 	wg.Wait()
 	close(errs)
 	if err := <-errs; err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	if err := d.Flush(ctx); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return float64(ops.Load()) / time.Since(start).Seconds(), nil
+	elapsed := time.Since(start)
+	cpu1, err := processCPU()
+	if err != nil {
+		return 0, 0, err
+	}
+	n := float64(ops.Load())
+	return n / elapsed.Seconds(), float64((cpu1 - cpu0).Microseconds()) / n, nil
+}
+
+// processCPU is the CPU time (user and system) the process used so far.
+func processCPU() (time.Duration, error) {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0, fmt.Errorf("getrusage: %w", err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), nil
 }
 
 // startContentionProfile samples every event of runtime/pprof's "block"
