@@ -15,7 +15,42 @@ const markAhead = 7
 // lockRegions takes the region lock over regions [r0, r1].
 // recovery marks the recovery coordinator's locks (see RegionRequest).
 func (v *Volume) lockRegions(ctx context.Context, r0, r1 int64, exclusive, recovery bool) (RegionLock, error) {
-	return v.locker.LockRegion(ctx, RegionRequest{Volume: v.lockNS, Off: r0 * v.geo.RegionSize, Length: (r1 - r0 + 1) * v.geo.RegionSize, Exclusive: exclusive, Recovery: recovery})
+	req := RegionRequest{Volume: v.lockNS, Off: r0 * v.geo.RegionSize, Length: (r1 - r0 + 1) * v.geo.RegionSize, Exclusive: exclusive, Recovery: recovery}
+	if exclusive {
+		return v.lockExclusive(ctx, r0, r1, req)
+	}
+	return v.locker.LockRegion(ctx, req)
+}
+
+// lockExclusive takes req, an exclusive lock within regions [r0, r1],
+// after this node's kept holds of those regions are given up (see
+// dataHolds): the lock manager would let it wait for them for ever.
+func (v *Volume) lockExclusive(ctx context.Context, r0, r1 int64, req RegionRequest) (RegionLock, error) {
+	if v.dholds == nil {
+		return v.locker.LockRegion(ctx, req)
+	}
+	resume, err := v.dholds.pause(ctx, r0, r1)
+	if err != nil {
+		return nil, err
+	}
+	lk, err := v.locker.LockRegion(ctx, req)
+	if err != nil {
+		resume()
+		return nil, err
+	}
+	return resumingLock{lk, resume}, nil
+}
+
+// resumingLock is an exclusive lock whose release lets this node keep
+// holds in its regions again.
+type resumingLock struct {
+	RegionLock
+	resume func()
+}
+
+func (l resumingLock) Release() {
+	l.RegionLock.Release()
+	l.resume()
 }
 
 // ReadAt reads from one in-sync leg, balancing requests over them. Regions
@@ -361,14 +396,14 @@ func (v *Volume) writeOnce(ctx context.Context, p []byte, off, r0, r1 int64, rec
 // copies and the exclusive range locks of unordered writes conflict.
 func (v *Volume) lockWrite(ctx context.Context, off, length, r0, r1 int64, recovery, ordered bool) (RegionLock, error) {
 	if !ordered {
-		return v.locker.LockRegion(ctx, RegionRequest{Volume: v.lockNS, Off: off, Length: length, Exclusive: true, Recovery: recovery})
+		return v.lockExclusive(ctx, r0, r1, RegionRequest{Volume: v.lockNS, Off: off, Length: length, Exclusive: true, Recovery: recovery})
 	}
 	if r0 == r1 {
-		return v.lockRegions(ctx, r0, r0, false, recovery) // most writes: no set to build
+		return v.lockOrdered(ctx, r0, recovery) // most writes: no set to build
 	}
 	set := make(lockSet, 0, r1-r0+1)
 	for r := r0; r <= r1; r++ {
-		lk, err := v.lockRegions(ctx, r, r, false, recovery)
+		lk, err := v.lockOrdered(ctx, r, recovery)
 		if err != nil {
 			set.Release()
 			return nil, err
@@ -376,6 +411,16 @@ func (v *Volume) lockWrite(ctx context.Context, off, length, r0, r1 int64, recov
 		set = append(set, lk)
 	}
 	return set, nil
+}
+
+// lockOrdered takes region r's lock, shared, for one ordered write: a
+// kept hold of the region for a plain write (dataHolds), the region's
+// lock for this write alone otherwise.
+func (v *Volume) lockOrdered(ctx context.Context, r int64, recovery bool) (RegionLock, error) {
+	if v.dholds != nil && !recovery {
+		return v.dholds.lock(ctx, r)
+	}
+	return v.lockRegions(ctx, r, r, false, recovery)
 }
 
 // lockSet is the region locks of one write, taken in region order.

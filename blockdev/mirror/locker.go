@@ -77,8 +77,10 @@ type RegionHolder interface {
 	HoldRegion(ctx context.Context, req RegionRequest) (RegionHold, error)
 }
 
-// RegionHold is one hold of a range. *dlm.Lock satisfies it. Its methods
-// are called by one goroutine at a time.
+// RegionHold is one hold of a range. *dlm.Lock satisfies it. Use may be
+// called by several goroutines at once (the writes of a region share its
+// shared hold); the other methods are called by one goroutine at a time,
+// and Release after every Use has returned.
 type RegionHold interface {
 	// Blocking is closed when another holder queues a conflicting request:
 	// the holder should write back what it caches and Release soon.

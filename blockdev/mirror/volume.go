@@ -41,6 +41,7 @@ type Volume struct {
 	bmWriteMu sync.Mutex // serialises writes of this slot's bitmap blocks
 	foreign   atomic.Pointer[Bitmap]
 	csums     *csumCache // nil: every write rewrites its checksum areas
+	dholds    *dataHolds // nil: every ordered write takes its region lock
 
 	rr      atomic.Uint64
 	lastEnd atomic.Int64 // end of the last write, to spot streams
@@ -212,6 +213,8 @@ func Open(ctx context.Context, cfg Config) (*Volume, error) {
 	}
 	if h, ok := cfg.Locker.(RegionHolder); ok && cfg.Slot != NoSlot && cfg.ChecksumCache > 0 {
 		v.csums = newCsumCache(v, h, cfg.ChecksumCache)
+		// As many region holds as checksum areas: the regions written.
+		v.dholds = newDataHolds(v, h, v.csums.max)
 	}
 	for i, sb := range sbs {
 		if table.Find(sb.Self) < 0 {
@@ -736,6 +739,9 @@ func (v *Volume) Close() error {
 		if merr := v.writeOpenMarker(ctx); merr != nil && err == nil {
 			err = merr
 		}
+	}
+	if v.dholds != nil {
+		v.dholds.close()
 	}
 	if v.csums != nil {
 		// Before the legs close: the watchers may still write back.
