@@ -73,7 +73,9 @@ type Config struct {
 	// patch memory instead of reading and rewriting the area on the legs
 	// (the region's write-intent mark covers the area until it is written
 	// back). Only used when Locker is a RegionHolder. 0 turns the cache
-	// off: every write reads and rewrites its regions' areas.
+	// off: every write reads and rewrites its regions' areas. It also
+	// bounds the region locks ordered writes keep as holds (one per
+	// area the cache has room for); with 0 they keep none.
 	ChecksumCache int64
 	// ResyncRate limits resync, recovery and scrub copying, in bytes per
 	// second. 0 means unlimited.

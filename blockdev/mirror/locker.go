@@ -68,8 +68,10 @@ func (f FuncLock) Release() { f() }
 // RegionHolder is an optional ability of a RegionLocker: a lock kept until
 // another holder asks for it (a blocking callback), so the holder can cache
 // what it protects. The volume caches the checksum areas of the regions it
-// writes this way; with a RegionLocker that cannot hold (fcntllock), every
-// write reads and rewrites its region's checksum area instead.
+// writes this way, and keeps the shared region locks of ordered writes
+// from one write to the next; with a RegionLocker that cannot hold
+// (fcntllock), every write reads and rewrites its region's checksum area
+// instead, and takes its region lock for itself.
 //
 // HoldRegion blocks like LockRegion (req.Recovery as there); the hold
 // stays until Release.
