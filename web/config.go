@@ -25,8 +25,11 @@ type Config struct {
 	// Addr is the host:port the node serves HTTP on. Default
 	// 127.0.0.1:8080.
 	Addr string
-	// TLSCertFile and TLSKeyFile, both set, turn on TLS (and with it
-	// HTTP/2, negotiated by ALPN). PEM files.
+	// TLSCertFile and TLSKeyFile, both set, turn on TLS 1.2 and 1.3 (and
+	// with it HTTP/2, negotiated by ALPN), with Go's cipher choice and
+	// session tickets. PEM files, loaded by NewServer. An ECDSA P-256
+	// key makes each full handshake far cheaper than an RSA one; on
+	// kept-alive connections the key type does not matter.
 	TLSCertFile string
 	TLSKeyFile  string
 	// H2C also serves HTTP/2 over cleartext to clients that speak it with

@@ -96,23 +96,7 @@ func TestContentCacheBudget(t *testing.T) {
 // over on one node, or rewritten in place with the same size, is served
 // whole and new by both as soon as the change returned.
 func TestContentCacheCoherentOnStore(t *testing.T) {
-	b := newStoreBackend(t)
-	cfg := testConfig(t)
-	c := newCluster()
-	var urls []string
-	for slot := 1; slot <= 2; slot++ {
-		st := b.open(t, slot, fmt.Sprintf("n%d/1", slot), cfg)
-		m := &member{c: c, self: session.Owner{Node: fmt.Sprintf("n%d", slot), Incarnation: "1"}}
-		c.set(m.self, session.OwnerLive)
-		srv, err := NewServer(cfg, st, m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		hs := httptest.NewServer(srv.Handler())
-		t.Cleanup(hs.Close)
-		urls = append(urls, hs.URL)
-	}
-	writer := b.openStore(t, 3, "n3/1", cfg)
+	urls, writer := serveOnStore(t, 2)
 	page := func(round int) []byte { return bytes.Repeat([]byte{byte('a' + round%26)}, 6000) }
 	if err := writer.WriteFile("site/page.html", page(0), 0o644); err != nil {
 		t.Fatal(err)
@@ -147,6 +131,30 @@ func TestContentCacheCoherentOnStore(t *testing.T) {
 			t.Fatalf("%s: removed page answered %d", u, resp.StatusCode)
 		}
 	}
+}
+
+// serveOnStore starts web nodes on slots 1..n of one store (each over
+// HTTP on a loopback port) and opens slot n+1 for a writer of the site
+// beside them; it returns the nodes' base URLs and the writer.
+func serveOnStore(t *testing.T, n int) ([]string, *store.Store) {
+	t.Helper()
+	b := newStoreBackend(t)
+	cfg := testConfig(t)
+	c := newCluster()
+	var urls []string
+	for slot := 1; slot <= n; slot++ {
+		st := b.open(t, slot, fmt.Sprintf("n%d/1", slot), cfg)
+		m := &member{c: c, self: session.Owner{Node: fmt.Sprintf("n%d", slot), Incarnation: "1"}}
+		c.set(m.self, session.OwnerLive)
+		srv, err := NewServer(cfg, st, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hs := httptest.NewServer(srv.Handler())
+		t.Cleanup(hs.Close)
+		urls = append(urls, hs.URL)
+	}
+	return urls, b.openStore(t, n+1, fmt.Sprintf("n%d/1", n+1), cfg)
 }
 
 // discardWriter is a ResponseWriter that keeps nothing but the headers.
@@ -206,23 +214,7 @@ func BenchmarkContentCachedOnStore(b *testing.B) {
 // replaced by rename on another node is answered on every node with the
 // new file's headers, and the old ETag no longer matches.
 func TestCachedHeadersFollowReplacementOnStore(t *testing.T) {
-	b := newStoreBackend(t)
-	cfg := testConfig(t)
-	c := newCluster()
-	var urls []string
-	for slot := 1; slot <= 2; slot++ {
-		st := b.open(t, slot, fmt.Sprintf("n%d/1", slot), cfg)
-		m := &member{c: c, self: session.Owner{Node: fmt.Sprintf("n%d", slot), Incarnation: "1"}}
-		c.set(m.self, session.OwnerLive)
-		srv, err := NewServer(cfg, st, m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		hs := httptest.NewServer(srv.Handler())
-		t.Cleanup(hs.Close)
-		urls = append(urls, hs.URL)
-	}
-	writer := b.openStore(t, 3, "n3/1", cfg)
+	urls, writer := serveOnStore(t, 2)
 	// No extension: the type is sniffed from the content.
 	versions := []struct {
 		body  string
