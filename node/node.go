@@ -351,6 +351,22 @@ func (n *Node) replayers(ctx context.Context) ([]Replayer, Incarnation, error) {
 	if s == nil {
 		return nil, Incarnation{}, errors.New("no registered incarnation")
 	}
+	// A node with a volume replays with it: while this incarnation's
+	// volume is still opening (its open recovers its own bitmap slot
+	// first), the parts would see no volume and take the victim's
+	// journal for one that is not there.
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for n.vols.enabled() {
+		if _, err := n.vols.current(); err == nil {
+			break
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return nil, Incarnation{}, fmt.Errorf("this incarnation's volume is not open yet: %w", ctx.Err())
+		}
+	}
 	return rs, n.incarnation(s, d), nil
 }
 
