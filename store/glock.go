@@ -47,6 +47,9 @@ const (
 	classInode = 1
 	classAG    = 2
 	classSlot  = 3
+	// classReplay is the store's one replay lock (takeReplayLock), taken
+	// before any slot's.
+	classReplay = 4
 )
 
 func (s *Store) glockFor(class int, id uint64) *glock {
@@ -63,6 +66,8 @@ func (s *Store) glockFor(class int, id uint64) *glock {
 			name = fmt.Sprintf("%s/ag/%d", s.lockPrefix, id)
 		case classSlot:
 			name = fmt.Sprintf("%s/slot/%d", s.lockPrefix, id)
+		case classReplay:
+			name = s.lockPrefix + "/replay"
 		}
 		g = &glock{s: s, name: name, class: class, id: id, blocks: map[uint64][]byte{}}
 		s.glocks[key] = g

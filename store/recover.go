@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 )
 
@@ -114,6 +115,14 @@ func (s *Store) scanJournal(ctx context.Context, slot int, hdr *journalHeader) (
 // after this node died part way) it changes nothing more. It waits
 // (within ctx) while a live node has the slot open.
 func (s *Store) ReplaySlot(ctx context.Context, slot int) (ReplayStats, error) {
+	return s.replaySlot(ctx, slot, "")
+}
+
+// replaySlot is ReplaySlot; with owner set (ReplayOwner), a slot whose
+// lock a live node holds is left alone once its journal header names
+// another owner: the dead owner's node came back and its new
+// incarnation's Open recovered the slot (acquireSlot) and keeps it.
+func (s *Store) replaySlot(ctx context.Context, slot int, owner string) (ReplayStats, error) {
 	if err := s.alive(); err != nil {
 		return ReplayStats{}, err
 	}
@@ -128,19 +137,98 @@ func (s *Store) ReplaySlot(ctx context.Context, slot int) (ReplayStats, error) {
 	}
 	end := s.beginRecovery()
 	defer end()
-	s.setPhase(slot, "taking the slot's recovery lock")
 	defer s.setPhase(slot, "")
-	g := s.glockFor(classSlot, uint64(slot))
-	if err := g.acquire(ctx, Exclusive, false, true); err != nil {
+	s.setPhase(slot, "taking the store's replay lock")
+	release, err := s.takeReplayLock(ctx)
+	if err != nil {
 		return ReplayStats{}, err
 	}
+	defer release()
+	s.setPhase(slot, "taking the slot's recovery lock")
+	g := s.glockFor(classSlot, uint64(slot))
+	if owner == "" {
+		if err := g.acquire(ctx, Exclusive, false, true); err != nil {
+			return ReplayStats{}, err
+		}
+	} else {
+		for {
+			err := g.acquire(ctx, Exclusive, true, true)
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, ErrWouldBlock) {
+				return ReplayStats{}, err
+			}
+			h, err := s.readJournalHeader(ctx, slot)
+			if err != nil {
+				return ReplayStats{}, err
+			}
+			if h.Owner != owner {
+				s.log.Info("a dead incarnation's slot was recovered by the incarnation that opened it since", "slot", slot, "dead", owner, "owner", h.Owner)
+				return ReplayStats{Slot: slot}, nil
+			}
+			s.setPhase(slot, "taking the slot's recovery lock (held by a live node, which may be recovering it)")
+			select {
+			case <-s.clk.After(s.cfg.OrphanCheck):
+			case <-ctx.Done():
+				return ReplayStats{}, ctx.Err()
+			}
+		}
+	}
 	defer g.put(Exclusive, true)
-	// Other dead slots first: a coordinator that died during a replay
-	// left the replay cursor (and its handlers' changes, under locks that
-	// are orphans now) in its own journal. Their images go in place
-	// before this replay hands records over or takes those locks.
+	if owner != "" {
+		// Read again under the lock: the slot's new incarnation may have
+		// recovered it and closed again since the look above.
+		h, err := s.readJournalHeader(ctx, slot)
+		if err != nil {
+			return ReplayStats{}, err
+		}
+		if h.Owner != owner {
+			return ReplayStats{Slot: slot}, nil
+		}
+	}
+	if err := s.placeDeadSlots(ctx, slot); err != nil {
+		return ReplayStats{}, err
+	}
+	return s.recoverSlot(ctx, slot, false, true)
+}
+
+// takeReplayLock takes the store's replay lock, a recovery grant (over a
+// dead holder's orphan): whoever hands a dead slot's records over, under
+// recovery locks granted over the dead nodes' orphans, holds it, and puts
+// every dead slot's committed images in place first (placeDeadSlots).
+// Without it two recoveries at once (a coordinator's ReplaySlot and a
+// node's Open recovering its own slot, see acquireSlot) could each take a
+// block over an orphan while the other had yet to write a dead slot's
+// older image of it in place, which would then undo the change.
+func (s *Store) takeReplayLock(ctx context.Context) (release func(), err error) {
+	g := s.glockFor(classReplay, 0)
+	if err := g.acquire(ctx, Exclusive, false, true); err != nil {
+		return nil, err
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			if err := g.put(Exclusive, true); err != nil {
+				s.log.Warn("giving the store's replay lock back", "error", err)
+			}
+		})
+	}, nil
+}
+
+// placeDeadSlots writes the committed images of every dead slot but
+// except and this node's own in place (a slot whose lock no live node
+// holds: its recovery lock is granted at once), leaving their records to
+// their own replays. A coordinator that died during a replay left the
+// replay cursor (and its handlers' changes, under locks that are orphans
+// now) in its own journal; a dead node's blocks are under its orphans,
+// which recovery requests are granted over. Their images go in place
+// before records are handed over under recovery locks. A slot a live node
+// holds was put in place by that node's Open, which did it under the
+// replay lock (see takeReplayLock). The caller holds the replay lock.
+func (s *Store) placeDeadSlots(ctx context.Context, except int) error {
 	for other := 0; other < int(s.sb.Slots); other++ {
-		if other == slot || other == s.slot {
+		if other == except || other == s.slot {
 			continue
 		}
 		og := s.glockFor(classSlot, uint64(other))
@@ -148,18 +236,18 @@ func (s *Store) ReplaySlot(ctx context.Context, slot int) (ReplayStats, error) {
 			if errors.Is(err, ErrWouldBlock) {
 				continue // a live node has it open
 			}
-			return ReplayStats{}, err
+			return err
 		}
-		s.setPhase(slot, "replaying dead slot %d first", other)
+		s.setPhase(except, "replaying dead slot %d first", other)
 		_, err := s.recoverSlot(ctx, other, false, false)
 		if perr := og.put(Exclusive, true); err == nil {
 			err = perr
 		}
 		if err != nil {
-			return ReplayStats{}, fmt.Errorf("store: replaying dead slot %d before slot %d: %w", other, slot, err)
+			return fmt.Errorf("store: replaying dead slot %d before slot %d: %w", other, except, err)
 		}
 	}
-	return s.recoverSlot(ctx, slot, false, true)
+	return nil
 }
 
 // recoverSlot replays slot's journal. own: the slot is this node's (Open
@@ -334,7 +422,10 @@ func (s *Store) recoverOwn(ctx context.Context, st ReplayStats, t0 time.Time, hd
 		if h == nil {
 			return st, fmt.Errorf("%w %q (record %d of slot %d)", ErrNoHandler, rec.Kind, rec.ID, s.slot)
 		}
-		err := s.run(ctx, false, func(tx *Tx) error {
+		// Under recovery locks when the dead incarnation's locks are
+		// still orphans: they are released only after its recovery's
+		// replay step, which waits for this Open (acquireSlot).
+		err := s.run(ctx, s.ownOrphan, func(tx *Tx) error {
 			if err := h(ctx, tx, rec); err != nil {
 				return err
 			}
@@ -383,7 +474,7 @@ func (s *Store) ReplayOwner(ctx context.Context, owner string) ([]ReplayStats, e
 		if h.Owner != owner {
 			continue
 		}
-		st, err := s.ReplaySlot(ctx, slot)
+		st, err := s.replaySlot(ctx, slot, owner)
 		out = append(out, st)
 		if err != nil {
 			return out, err

@@ -7,6 +7,9 @@ import (
 	"io/fs"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/shoal-ha/shoal/internal/testlog"
 )
 
 // handledBy is a record handler that writes one file per record under
@@ -306,5 +309,79 @@ func TestReplayBatchTooLargeIsHalved(t *testing.T) {
 		t.Fatalf("no handler ran again: the batch fitted, the test proves nothing (runs %v)", runs)
 	}
 	b.Close()
+	checkClean(t, dev)
+}
+
+// TestOpenRecoversOwnSlotOverItsOrphan: every node died at once (as when
+// etcd is cut off from all of them), so the slot's lock is still held by
+// this node's dead incarnation and nobody is left to recover it. Open
+// must not wait for that orphan: it recovers the slot itself under a
+// recovery grant, after writing in place the images of another dead
+// node's last transaction (which touched the directory its own record's
+// handler changes under a recovery lock: written later, that image would
+// undo the handler's change). The coordinator's replay of the dead
+// incarnation afterwards finds the slot recovered and leaves it.
+func TestOpenRecoversOwnSlotOverItsOrphan(t *testing.T) {
+	dev := newMem(t, 4096, FormatOptions{})
+	lm := NewMemLocks()
+	owner := func(o string) func(*Config) { return func(c *Config) { c.Owner = o } }
+	a := openNode(t, dev, lm, "a", 0, owner("a/1"))
+	b := openNode(t, dev, lm, "b", 1, owner("b/1"))
+	c := openNode(t, dev, lm, "c", 2, owner("c/1"))
+	for _, d := range []string{"intents", "handled"} {
+		if err := a.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	logIntents(t, a, "a1")
+	logIntents(t, b, "b1") // b's last transaction changes intents/
+	lm.Kill("a")
+	lm.Kill("b")
+	// The handler of a's record changes intents/ too.
+	done := func(who string) Handler {
+		return func(ctx context.Context, tx *Tx, rec Record) error {
+			return tx.WriteFile("intents/done-"+string(rec.Payload), []byte(who), 0o644)
+		}
+	}
+	opened := make(chan error, 1)
+	var a2 *Store
+	go func() {
+		var err error
+		cfg := DefaultConfig(dev, 0, lm.Node("a2"))
+		cfg.Owner = "a/2"
+		cfg.Logger = testlog.New(t, "a2")
+		cfg.Handlers = map[string]Handler{"intent": done("a2")}
+		a2, err = Open(context.Background(), cfg)
+		opened <- err
+	}()
+	select {
+	case err := <-opened:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the new incarnation's open waits for its dead incarnation's slot lock, which only a recovery releases")
+	}
+	t.Cleanup(func() { _ = a2.Close() })
+	c.Handle("intent", done("c"))
+	st, err := c.ReplayOwner(context.Background(), "a/1")
+	if err != nil || len(st) != 0 {
+		t.Fatalf("coordinator's replay of a's dead incarnation: %+v, %v (the slot is a/2's now)", st, err)
+	}
+	if _, err := c.ReplayOwner(context.Background(), "b/1"); err != nil {
+		t.Fatal(err)
+	}
+	lm.ReleaseDead("a")
+	lm.ReleaseDead("b")
+	for name, want := range map[string]string{"intents/done-a1": "a2", "intents/done-b1": "c", "intents/a1": "pending", "intents/b1": "pending"} {
+		if got, err := c.ReadFile(name); err != nil || string(got) != want {
+			t.Fatalf("%s: %q, %v", name, got, err)
+		}
+	}
+	if err := a2.WriteFile("handled/after", []byte("x"), 0o644); err != nil {
+		t.Fatalf("a/2 writes after its recovery: %v", err)
+	}
+	a2.Close()
+	c.Close()
 	checkClean(t, dev)
 }

@@ -143,7 +143,11 @@ type Store struct {
 	gmu    sync.Mutex
 	glocks map[glockKey]*glock
 
-	slotLock  *glock
+	slotLock *glock
+	// ownOrphan: Open took the slot's lock as a recovery grant over a
+	// dead earlier incarnation of this node (acquireSlot), so its own
+	// replay hands records over under recovery locks.
+	ownOrphan bool
 	jr        *journalWriter
 	unwritten unwritten // committed images not in place yet
 
@@ -283,27 +287,115 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	s.ahead, s.reserved = map[uint64]bool{}, map[uint64]bool{}
 	s.aheadCtx, s.aheadStop = context.WithCancel(context.Background())
 	s.slotLock = s.glockFor(classSlot, uint64(cfg.Slot))
-	if err := s.slotLock.acquire(ctx, Exclusive, false, false); err != nil {
+	releaseReplay, err := s.acquireSlot(ctx)
+	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 			return nil, fmt.Errorf("%w: slot %d: %w", ErrSlotBusy, cfg.Slot, err)
 		}
 		return nil, err
 	}
+	s.ownOrphan = releaseReplay != nil
 	s.jr = &journalWriter{s: s, slot: cfg.Slot, start: sb.journalStart(cfg.Slot), size: sb.JournalBlocks}
-	if _, err := s.recoverSlot(ctx, cfg.Slot, true, true); err != nil {
+	err = nil
+	if s.ownOrphan {
+		err = s.placeDeadSlots(ctx, cfg.Slot)
+	}
+	if err == nil {
+		var st ReplayStats
+		if st, err = s.recoverSlot(ctx, cfg.Slot, true, true); err == nil && (st.Applied > 0 || st.Records > 0) {
+			s.log.Info("replayed this slot's journal left by an earlier incarnation", "slot", cfg.Slot, "transactions", st.Transactions,
+				"blocks", st.Blocks, "records", st.Records, "took", st.Duration)
+		}
+	}
+	if err != nil {
+		if releaseReplay != nil {
+			releaseReplay()
+		}
 		s.slotLock.mu.Lock()
 		s.slotLock.dropLocked()
+		s.slotLock.dropRecoveryLocked()
 		s.slotLock.mu.Unlock()
 		s.slotLock.unlockLocal(Exclusive)
 		close(s.closing)
 		return nil, fmt.Errorf("store: recovering own slot %d: %w", cfg.Slot, err)
 	}
-	if err := s.jr.setOwner(ctx, cfg.Owner); err != nil {
+	err = s.jr.setOwner(ctx, cfg.Owner)
+	if releaseReplay != nil {
+		// After the new owner is in the header: a coordinator's replay of
+		// the dead incarnation then finds the slot recovered.
+		releaseReplay()
+	}
+	if err != nil {
 		s.Close()
 		return nil, err
 	}
 	s.log.Info("store opened", "slot", cfg.Slot, "blocks", sb.Blocks, "groups", sb.AGCount)
 	return s, nil
+}
+
+// errSlotOrphaned cuts Open's plain wait for its slot's lock when the
+// holder turns out to be dead.
+var errSlotOrphaned = errors.New("store: the slot's lock is held by a dead incarnation")
+
+// acquireSlot takes the slot's lock for Open. Slots are per node, so a
+// dead holder of this slot's lock (an orphan, see OrphanReporter) can only
+// be an earlier incarnation of this node that nobody has recovered yet.
+// Waiting for its recovery to release the orphan is not safe: when every
+// incarnation of the cluster died at once (etcd unreachable from all
+// nodes), the only coordinators are the new incarnations, and a
+// coordinator's replay step needs its own store open. So the slot is
+// taken with a recovery grant over the orphan, under the store's replay
+// lock (takeReplayLock), and Open recovers the slot itself (recoverSlot,
+// after the other dead slots' images, its handlers' transactions under
+// recovery locks), as the coordinator's replay would; ReplayOwner on any
+// node then finds the slot owned by the new incarnation and leaves it.
+// On that path releaseReplay is the replay lock's release, which Open
+// calls once the slot is recovered; the slot's recovery grant is the
+// store's slot lock until Close. Otherwise releaseReplay is nil.
+func (s *Store) acquireSlot(ctx context.Context) (releaseReplay func(), err error) {
+	g := s.glockFor(classSlot, uint64(s.slot))
+	orphans, tells := s.cfg.Locks.(OrphanReporter)
+	if !tells {
+		return nil, g.acquire(ctx, Exclusive, false, false)
+	}
+	if !orphans.Orphaned(g.name, Exclusive) {
+		// A live holder (an earlier incarnation not yet seen dead, or a
+		// coordinator replaying the slot) may die while this waits: the
+		// plain request would then wait behind its orphan.
+		wctx, cancel := context.WithCancelCause(ctx)
+		defer cancel(nil)
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			tick := s.clk.NewTicker(max(s.cfg.OrphanCheck/8, time.Millisecond))
+			defer tick.Stop()
+			for {
+				select {
+				case <-tick.C():
+					if orphans.Orphaned(g.name, Exclusive) {
+						cancel(errSlotOrphaned)
+						return
+					}
+				case <-stop:
+					return
+				}
+			}
+		}()
+		err := g.acquire(wctx, Exclusive, false, false)
+		if err == nil || !errors.Is(context.Cause(wctx), errSlotOrphaned) || ctx.Err() != nil {
+			return nil, err
+		}
+	}
+	s.log.Info("this slot's lock is held by a dead incarnation of this node; recovering the slot under a recovery grant", "slot", s.slot)
+	release, err := s.takeReplayLock(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := g.acquire(ctx, Exclusive, false, true); err != nil {
+		release()
+		return nil, err
+	}
+	return release, nil
 }
 
 // Handle registers h for records of kind, for ReplaySlot.
@@ -376,6 +468,9 @@ func (s *Store) Close() error {
 	if s.slotLock != nil && !unwritten {
 		s.slotLock.mu.Lock()
 		if e := s.slotLock.dropLocked(); e != nil && err == nil {
+			err = e
+		}
+		if e := s.slotLock.dropRecoveryLocked(); e != nil && err == nil {
 			err = e
 		}
 		s.slotLock.mu.Unlock()

@@ -75,6 +75,9 @@ type Part struct {
 
 	mu sync.Mutex
 	st *store.Store
+	// opened is closed when an incarnation's store is open (st set); a
+	// new one is made when it closes.
+	opened chan struct{}
 	// unfinished is why the last Stop left the incarnation to its
 	// recovery (LeftUnfinished); nil when it closed the store whole.
 	unfinished error
@@ -93,7 +96,24 @@ func New(cfg Config) *Part {
 	if l == nil {
 		l = hclog.NewNullLogger()
 	}
-	return &Part{cfg: cfg, log: l}
+	return &Part{cfg: cfg, log: l, opened: make(chan struct{})}
+}
+
+// openStore waits (within ctx) for the incarnation's store to be open.
+func (p *Part) openStore(ctx context.Context) (*store.Store, error) {
+	for {
+		p.mu.Lock()
+		st, ch := p.st, p.opened
+		p.mu.Unlock()
+		if st != nil {
+			return st, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("storenode: replay requested before the store is open: %w", ctx.Err())
+		}
+	}
 }
 
 // Name is "store".
@@ -156,6 +176,7 @@ func (p *Part) Start(ctx context.Context, inc node.Incarnation) error {
 	}
 	p.mu.Lock()
 	p.st = st
+	close(p.opened)
 	p.mu.Unlock()
 	return nil
 }
@@ -191,6 +212,9 @@ func (p *Part) Stop(clean bool) {
 	p.mu.Lock()
 	st := p.st
 	p.st = nil
+	if st != nil {
+		p.opened = make(chan struct{})
+	}
 	p.mu.Unlock()
 	if st == nil {
 		return
@@ -251,12 +275,16 @@ func (p *Part) ReplayWaits(victim fencing.NodeRef) []recovery.Wait {
 // ReplayRecords replays like Replay and counts the journal transactions
 // replayed and the application records handed over (node.RecordCounter).
 func (p *Part) ReplayRecords(ctx context.Context, victim fencing.NodeRef, inc node.Incarnation) (int64, error) {
-	st := p.Store()
-	if st == nil {
-		if inc.Volume == nil {
-			return 0, nil
-		}
-		return 0, errors.New("storenode: replay requested before the store is open")
+	if inc.Volume == nil {
+		return 0, nil
+	}
+	// The store of this incarnation may still be opening: when the victim
+	// is this node's earlier incarnation, the open recovers its slot (see
+	// store.Open), and when every node died at once, every coordinator's
+	// open waits for nothing a recovery holds.
+	st, err := p.openStore(ctx)
+	if err != nil {
+		return 0, err
 	}
 	stats, err := st.ReplayOwner(ctx, owner(victim.Name, victim.Incarnation))
 	var n int64

@@ -2,9 +2,14 @@ package storenode_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/shoal-ha/shoal/fencing/recovery"
 	"github.com/shoal-ha/shoal/internal/nodetest"
 	"github.com/shoal-ha/shoal/internal/testlog"
 	"github.com/shoal-ha/shoal/internal/testutil"
@@ -167,4 +172,135 @@ func awaitHandled(t *testing.T, st *store.Store, handled <-chan string, want str
 		_, err := st.Stat("site/handled-" + want)
 		return err == nil
 	})
+}
+
+// TestWholeClusterLeaseLossRecovers: every node loses its lease at once
+// (etcd cut off from all of them), each with a record in its journal that
+// nobody handled. Every node comes back as a new incarnation whose store
+// open finds its own slot held by its own dead incarnation, and the only
+// coordinators left are those new incarnations: the recoveries must end,
+// every store open, every record handed over exactly once.
+func TestWholeClusterLeaseLossRecovers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts etcd and two nodes")
+	}
+	c := nodetest.NewInProcCluster(t, 2, nodetest.InProcOptions{FileLegs: true, NoStart: true})
+	parts := make([]*storenode.Part, 2)
+	// The handler counts its commits in the store: a transaction may run
+	// its function again, but only one run commits.
+	handler := func(ctx context.Context, tx *store.Tx, rec store.Record) error {
+		name := "site/handled-" + string(rec.Payload)
+		b, err := tx.ReadFileForUpdate(name)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		return tx.WriteFile(name, append(b, '+'), 0o644)
+	}
+	for i, nd := range c.Nodes {
+		parts[i] = storenode.New(storenode.Config{Slot: i, Format: true, Logger: testlog.New(t, nd.Name+"-store"),
+			Handlers: map[string]store.Handler{"intent": handler}})
+		nd.Parts = []node.Part{parts[i]}
+		nd.Start()
+	}
+	c.WaitMembers(30*time.Second, 2, c.Nodes...)
+	testutil.WaitFor(t, 30*time.Second, "both stores open", func() bool {
+		return parts[0].Store() != nil && parts[1].Store() != nil
+	})
+	if err := parts[0].Store().MkdirAll("site", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	olds := make([]string, 2)
+	for i, p := range parts {
+		payload := fmt.Sprintf("r%d", i)
+		err := p.Store().Update(context.Background(), func(tx *store.Tx) error {
+			if _, err := tx.Log("intent", []byte(payload)); err != nil {
+				return err
+			}
+			return tx.WriteFile("site/intent-"+payload, []byte(payload), 0o644)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		olds[i] = c.Nodes[i].Node().Cluster().Session().Incarnation()
+	}
+	for _, nd := range c.Nodes {
+		nd.Partition()
+	}
+	for i, nd := range c.Nodes {
+		cn := nd.Node().Cluster()
+		testutil.WaitFor(t, 30*time.Second, nd.Name+" to lose its incarnation", func() bool {
+			s := cn.Session()
+			return s == nil || s.Incarnation() != olds[i]
+		})
+	}
+	for _, nd := range c.Nodes {
+		nd.Heal()
+	}
+	testutil.WaitForNil(t, 90*time.Second, "every recovery done and every store open", func() error {
+		for i, p := range parts {
+			if p.Store() == nil {
+				return fmt.Errorf("store of %s not open; recoveries: %s", c.Nodes[i].Name, recoveryStates(t, c))
+			}
+		}
+		return recoveriesDone(c, olds)
+	})
+	for _, p := range parts {
+		st := p.Store()
+		for _, r := range []string{"r0", "r1"} {
+			if b, err := st.ReadFile("site/intent-" + r); err != nil || string(b) != r {
+				t.Fatalf("site/intent-%s: %q, %v", r, b, err)
+			}
+			if b, err := st.ReadFile("site/handled-" + r); err != nil || string(b) != "+" {
+				t.Fatalf("record %s handed over %d times (%v)", r, len(b), err)
+			}
+		}
+	}
+	st := parts[0].Store()
+	rep, err := st.Check(context.Background())
+	if err != nil || rep.Err() != nil {
+		t.Fatalf("check: %v %v", err, rep.Err())
+	}
+}
+
+// recoveriesDone says which recovery of the incarnations olds is not done.
+func recoveriesDone(c *nodetest.InProcCluster, olds []string) error {
+	cn := c.Nodes[0].Node().Cluster()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	recs, err := recovery.List(ctx, cn.Client(), cn.Config().Prefix())
+	if err != nil {
+		return err
+	}
+	for _, old := range olds {
+		found := false
+		for _, r := range recs {
+			if r.Victim.Incarnation != old {
+				continue
+			}
+			found = true
+			if !r.Done() {
+				return fmt.Errorf("recovery of %s at %s (%s)", r.Victim, r.Next(), r.LastError)
+			}
+		}
+		if !found {
+			return fmt.Errorf("no recovery of %s requested", old)
+		}
+	}
+	return nil
+}
+
+func recoveryStates(t *testing.T, c *nodetest.InProcCluster) string {
+	t.Helper()
+	cn := c.Nodes[0].Node().Cluster()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	recs, err := recovery.List(ctx, cn.Client(), cn.Config().Prefix())
+	if err != nil {
+		return err.Error()
+	}
+	var b strings.Builder
+	for _, r := range recs {
+		fmt.Fprintf(&b, "%s: next %s (%s); ", r.Victim, r.Next(), r.LastError)
+	}
+	return b.String()
 }
