@@ -3,7 +3,9 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
+	"sync"
 	"testing"
 )
 
@@ -70,18 +72,29 @@ func TestReadForUpdateRunsOnce(t *testing.T) {
 	}
 	t.Logf("runs of the update function: read PR %d, read for update %d", plain, forUpdate)
 
-	// A missing file: fs.ErrNotExist, and the create that follows needs
-	// no start over either.
-	runs := 0
-	err := s.Update(context.Background(), func(tx *Tx) error {
-		runs++
-		if _, err := tx.ReadFileForUpdate("web/keys/k2"); !errors.Is(err, fs.ErrNotExist) {
-			return err
+	// A missing file read for create: fs.ErrNotExist with the directory
+	// held EX, and the create that follows needs no start over. Read for
+	// update (directory PR), the create starts over once and still
+	// commits.
+	for _, c := range []struct {
+		name string
+		read func(tx *Tx, name string) ([]byte, error)
+		runs int
+	}{{"web/keys/k2", (*Tx).ReadFileForCreate, 1}, {"web/keys/k3", (*Tx).ReadFileForUpdate, 2}} {
+		runs := 0
+		err := s.Update(context.Background(), func(tx *Tx) error {
+			runs++
+			if _, err := c.read(tx, c.name); !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
+			return tx.WriteFile(c.name, []byte("new"), 0o600)
+		})
+		if err != nil || runs != c.runs {
+			t.Fatalf("create %s after a read of the missing file: %v after %d runs, want nil after %d", c.name, err, runs, c.runs)
 		}
-		return tx.WriteFile("web/keys/k2", []byte("new"), 0o600)
-	})
-	if err != nil || runs != 1 {
-		t.Fatalf("create after a read for update of a missing file: %v after %d runs, want nil after 1", err, runs)
+		if got, err := s.ReadFile(c.name); err != nil || string(got) != "new" {
+			t.Fatalf("%s = %q (%v) after its create", c.name, got, err)
+		}
 	}
 	if err := s.Update(context.Background(), func(tx *Tx) error {
 		_, err := tx.ReadFileForUpdate("web")
@@ -89,4 +102,99 @@ func TestReadForUpdateRunsOnce(t *testing.T) {
 	}); !errors.Is(err, ErrIsDir) {
 		t.Fatalf("read for update of a directory: %v, want ErrIsDir", err)
 	}
+}
+
+// countingLocker counts the grants a node asks of the lock manager, per
+// lock name.
+type countingLocker struct {
+	Locker
+	mu    sync.Mutex
+	asked map[string]int
+}
+
+func (c *countingLocker) Lock(ctx context.Context, name string, mode LockMode, opts LockOptions) (Lock, error) {
+	c.mu.Lock()
+	c.asked[name]++
+	c.mu.Unlock()
+	return c.Locker.Lock(ctx, name, mode, opts)
+}
+
+func (c *countingLocker) count(name string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.asked[name]
+}
+
+// Two nodes rewriting different files of one directory, turn about, keep
+// their grant of the directory's lock: a rewrite takes the directory PR
+// (its entries do not change), so neither node asks for it again once it
+// has it, and neither gives it up to the other.
+func TestRewritesInOneDirectoryKeepItsLock(t *testing.T) {
+	dev := newMem(t, 4096, FormatOptions{})
+	lm := NewMemLocks()
+	var nodes []*Store
+	var lockers []*countingLocker
+	for i, name := range []string{"a", "b"} {
+		cl := &countingLocker{Locker: lm.Node(name), asked: map[string]int{}}
+		lockers = append(lockers, cl)
+		nodes = append(nodes, openNode(t, dev, lm, name, i, func(c *Config) { c.Locks = cl }))
+	}
+	if err := nodes[0].MkdirAll("web/sessions", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	files := []string{"web/sessions/s0", "web/sessions/s1"}
+	for i, s := range nodes {
+		if err := s.WriteFile(files[i], []byte("v0"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fi, err := nodes[0].Stat("web/sessions")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dirLock := fmt.Sprintf("%s/i/%x", nodes[0].lockPrefix, fi.Sys().(FileStat).Ino)
+	rewrite := func(i, round int) {
+		t.Helper()
+		err := nodes[i].Update(context.Background(), func(tx *Tx) error {
+			b, err := tx.ReadFileForUpdate(files[i])
+			if err != nil {
+				return err
+			}
+			return tx.WriteFile(files[i], append(b, byte('a'+round%26)), 0o600)
+		})
+		if err != nil {
+			t.Fatalf("node %d round %d: %v", i, round, err)
+		}
+	}
+	// Each node's first rewrite may ask for the directory (PR).
+	rewrite(0, 0)
+	rewrite(1, 0)
+	before := []int{lockers[0].count(dirLock), lockers[1].count(dirLock)}
+	const rounds = 20
+	for r := 1; r <= rounds; r++ {
+		rewrite(0, r)
+		rewrite(1, r)
+	}
+	for i := range nodes {
+		if n := lockers[i].count(dirLock) - before[i]; n != 0 {
+			t.Errorf("node %d asked for the directory's lock %s %d times in %d rewrites of its own file, want 0", i, dirLock, n, rounds)
+		}
+		got, err := nodes[1-i].ReadFile(files[i])
+		if err != nil || len(got) != 3+rounds {
+			t.Fatalf("%s read on the other node: %q (%v), want %d bytes", files[i], got, err, 3+rounds)
+		}
+	}
+	// A create in the directory still takes it EX, from both nodes.
+	if err := nodes[1].WriteFile("web/sessions/s2", []byte("new"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := nodes[0].ReadFile("web/sessions/s2"); err != nil || string(got) != "new" {
+		t.Fatalf("created file read on the other node: %q (%v)", got, err)
+	}
+	for _, s := range nodes {
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkClean(t, dev)
 }

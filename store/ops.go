@@ -67,9 +67,15 @@ func (tx *Tx) child(de dirEntry, mode LockMode) (*inode, *glock, error) {
 // walk follows parts from the root, every directory on the way held PR
 // and the last one in mode.
 func (tx *Tx) walk(parts []string, mode LockMode) (*inode, *glock, error) {
+	return tx.walkTo(parts, func(uint64) LockMode { return mode })
+}
+
+// walkTo is walk with the last inode's mode chosen by last, from its
+// inode number.
+func (tx *Tx) walkTo(parts []string, last func(ino uint64) LockMode) (*inode, *glock, error) {
 	m := Shared
 	if len(parts) == 0 {
-		m = mode
+		m = last(tx.s.sb.Root)
 	}
 	cur, g, err := tx.getInode(tx.s.sb.Root, m)
 	if err != nil {
@@ -88,7 +94,7 @@ func (tx *Tx) walk(parts []string, mode LockMode) (*inode, *glock, error) {
 		}
 		m := Shared
 		if i == len(parts)-1 {
-			m = mode
+			m = last(de.Ino)
 		}
 		if cur, g, err = tx.child(de, m); err != nil {
 			return nil, nil, err
@@ -109,6 +115,12 @@ func (tx *Tx) resolve(name string, mode LockMode) (*inode, *glock, error) {
 // resolveParent returns the directory that holds name's last element,
 // held in mode, and that element. The root has no parent (fs.ErrInvalid).
 func (tx *Tx) resolveParent(name string, mode LockMode) (*inode, *glock, string, error) {
+	return tx.resolveParentTo(name, func(uint64) LockMode { return mode })
+}
+
+// resolveParentTo is resolveParent with the directory's mode chosen by
+// mode, from its inode number.
+func (tx *Tx) resolveParentTo(name string, mode func(ino uint64) LockMode) (*inode, *glock, string, error) {
 	parts, err := splitPath(name)
 	if err != nil {
 		return nil, nil, "", err
@@ -116,7 +128,7 @@ func (tx *Tx) resolveParent(name string, mode LockMode) (*inode, *glock, string,
 	if len(parts) == 0 {
 		return nil, nil, "", fs.ErrInvalid
 	}
-	dir, g, err := tx.walk(parts[:len(parts)-1], mode)
+	dir, g, err := tx.walkTo(parts[:len(parts)-1], mode)
 	if err != nil {
 		return nil, nil, "", err
 	}
@@ -546,31 +558,48 @@ func (s *Store) Chtimes(name string, atime, mtime time.Time) error {
 
 // ReadFile returns the contents of file name as of the transaction.
 func (tx *Tx) ReadFile(name string) ([]byte, error) {
-	return tx.readFile(name, Shared)
+	return tx.readFile(name, Shared, Shared)
 }
 
-// ReadFileForUpdate is ReadFile for a transaction that goes on to write
-// or remove name: it takes the locks that WriteFile and Remove of name
-// take (its directory and the file EX) instead of PR. Read PR, each of
-// them would have to become EX when the write comes, and a lock
+// ReadFileForUpdate is ReadFile for a transaction that goes on to rewrite
+// name: it takes the locks that WriteFile of an existing name takes (its
+// directory PR, the file EX) instead of PR on the file. Read PR, the
+// file's lock would have to become EX when the write comes, and a lock
 // converted up while the transaction holds others is taken anew in lock
-// order: the transaction starts over once per such lock. A missing file
-// is fs.ErrNotExist with its directory held EX (the WriteFile that
-// creates it then needs no other lock but the new inode's).
+// order: the transaction starts over. The directory stays PR, so nodes
+// rewriting different files of one directory never take its lock from
+// each other. A missing file is fs.ErrNotExist with its directory held
+// PR: a WriteFile that creates it then takes the directory EX, and the
+// transaction starts over once (ReadFileForCreate avoids that when the
+// file is expected to be new).
 func (tx *Tx) ReadFileForUpdate(name string) ([]byte, error) {
-	return tx.readFile(name, Exclusive)
+	return tx.readFile(name, Shared, Exclusive)
 }
 
-func (tx *Tx) readFile(name string, mode LockMode) ([]byte, error) {
+// ReadFileForCreate is ReadFile for a transaction that goes on to create
+// name when it is missing, or to rewrite or remove it: its directory is
+// taken EX (the lock a create or a remove needs) and the file EX. A
+// missing file is fs.ErrNotExist with the directory held EX; the
+// WriteFile that creates it then needs no other lock but the new inode's.
+// The directory's EX excludes every other node's use of the directory
+// until the transaction ends: prefer ReadFileForUpdate for files that
+// usually exist.
+func (tx *Tx) ReadFileForCreate(name string) ([]byte, error) {
+	return tx.readFile(name, Exclusive, Exclusive)
+}
+
+// readFile reads name with its directory held in dirMode and the file in
+// mode (both Shared: a plain read).
+func (tx *Tx) readFile(name string, dirMode, mode LockMode) ([]byte, error) {
 	var in *inode
 	var err error
-	if mode == Shared {
+	if dirMode == Shared && mode == Shared {
 		in, _, err = tx.resolve(name, Shared)
 	} else {
 		var dir *inode
 		var g *glock
 		var last string
-		if dir, g, last, err = tx.resolveParent(name, mode); err == nil {
+		if dir, g, last, err = tx.resolveParent(name, dirMode); err == nil {
 			var de dirEntry
 			var ok bool
 			de, ok, err = tx.lookup(g, dir, last)
@@ -597,13 +626,31 @@ func (tx *Tx) readFile(name string, mode LockMode) ([]byte, error) {
 }
 
 // WriteFile replaces the contents of file name (creating it with perm if
-// missing) with data, as part of the transaction.
+// missing) with data, as part of the transaction. It takes the file EX and
+// its directory EX, as a create needs; but a directory the transaction
+// holds already is used in the mode it is held: after ReadFileForUpdate
+// of an existing file (directory PR), the rewrite takes no directory lock
+// EX (its entries do not change), and nodes rewriting different files of
+// one directory never take its lock from each other. A create in a
+// directory held PR takes it EX anew, and the transaction starts over
+// once.
 func (tx *Tx) WriteFile(name string, data []byte, perm fs.FileMode) error {
 	return pathErr("write", name, tx.writeFile(name, data, perm))
 }
 
+// heldOr is the mode to take inode ino's lock in: the one the transaction
+// holds it in already, else mode.
+func (tx *Tx) heldOr(mode LockMode) func(ino uint64) LockMode {
+	return func(ino uint64) LockMode {
+		if m, ok := tx.held[tx.s.glockFor(classInode, ino)]; ok {
+			return m
+		}
+		return mode
+	}
+}
+
 func (tx *Tx) writeFile(name string, data []byte, perm fs.FileMode) error {
-	dir, g, last, err := tx.resolveParent(name, Exclusive)
+	dir, g, last, err := tx.resolveParentTo(name, tx.heldOr(Exclusive))
 	if err != nil {
 		return err
 	}
@@ -621,6 +668,12 @@ func (tx *Tx) writeFile(name string, data []byte, perm fs.FileMode) error {
 			return ErrIsDir
 		}
 	} else {
+		// A new entry: the directory EX. Held PR so far, it is taken
+		// anew and the transaction starts over with it taken first
+		// (Tx.lock); its entries are looked up again then.
+		if err := tx.lock(g, Exclusive); err != nil {
+			return err
+		}
 		if in, ig, err = tx.newInode(typeFile, perm, dir.Ino); err != nil {
 			return err
 		}
