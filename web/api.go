@@ -349,19 +349,13 @@ func (a *API) RecoverRecord(tx session.Tx, payload []byte) error {
 // Collect removes idempotency keys that finished more than KeyRetention
 // ago, in transactions of at most 64 keys, and returns how many it removed.
 func (a *API) Collect(ctx context.Context) (int, error) {
-	ents, err := fs.ReadDir(a.st, a.cfg.Layout.Keys)
-	if errors.Is(err, fs.ErrNotExist) {
-		return 0, nil
-	}
+	all, err := a.cfg.Layout.KeyNames(a.st)
 	if err != nil {
 		return 0, err
 	}
 	total := 0
-	for i := 0; i < len(ents); i += 64 {
-		var names []string
-		for _, e := range ents[i:min(i+64, len(ents))] {
-			names = append(names, e.Name())
-		}
+	for i := 0; i < len(all); i += 64 {
+		names := all[i:min(i+64, len(all))]
 		var n int
 		err := a.st.Update(ctx, func(tx session.Tx) error {
 			var err error

@@ -45,7 +45,7 @@ func NewServer(cfg Config, st Store, mem Membership) (*Server, error) {
 		return nil, err
 	}
 	cfg = api.cfg
-	for _, dir := range []string{cfg.Layout.Sessions, cfg.Layout.Keys} {
+	for _, dir := range cfg.Layout.Dirs() {
 		if err := st.MkdirAll(dir, 0o700); err != nil {
 			return nil, fmt.Errorf("web: making %s: %w", dir, err)
 		}

@@ -27,13 +27,18 @@ func (a storeAdapter) UpdateRecoveryBound(ctx context.Context, wait time.Duratio
 }
 
 // updateTx is a store transaction whose reads are for update: the engine
-// reads a session or key file in a transaction to rewrite it (or, for a
-// missing key, to create it), so each read takes the locks its write
-// needs (store.Tx.ReadFileForUpdate) rather than PR locks the write would
-// convert up, one start over of the transaction per lock.
+// reads a session or key file in a transaction to rewrite it, so each read
+// takes the locks its write needs (store.Tx.ReadFileForUpdate: the file
+// EX, its directory PR) rather than a PR lock the write would convert up,
+// one start over of the transaction per lock. A read for a create or a
+// remove (session.CreateReader) takes the directory EX as well.
 type updateTx struct{ *store.Tx }
 
 func (t updateTx) ReadFile(name string) ([]byte, error) { return t.Tx.ReadFileForUpdate(name) }
+
+func (t updateTx) ReadFileForCreate(name string) ([]byte, error) {
+	return t.Tx.ReadFileForCreate(name)
+}
 
 // RecoveryHandler is the store's handler for session.RecordIntent records
 // (store.Config.Handlers, store.Store.Handle): it applies a dead node's

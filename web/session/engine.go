@@ -35,28 +35,6 @@ type Tx interface {
 // request's intent (an Intent in JSON) before it is applied.
 const RecordIntent = "web.intent"
 
-// Layout says where sessions and idempotency-key records live in the store.
-// Both directories must lie outside the tree served as content.
-type Layout struct {
-	// Sessions holds one file per session, named by its id.
-	Sessions string
-	// Keys holds one file per idempotency key, named by the SHA-256 of the
-	// key in hex (keys are client strings; the hash keeps names tame).
-	Keys string
-}
-
-// DefaultLayout puts sessions in web/sessions and keys in web/keys.
-func DefaultLayout() Layout { return Layout{Sessions: "web/sessions", Keys: "web/keys"} }
-
-// SessionFile is the file of session id.
-func (l Layout) SessionFile(id string) string { return path.Join(l.Sessions, id) }
-
-// KeyFile is the file of idempotency key key.
-func (l Layout) KeyFile(key string) string {
-	h := sha256.Sum256([]byte(key))
-	return path.Join(l.Keys, hex.EncodeToString(h[:]))
-}
-
 // Owner is the node incarnation that works on a request. A node that
 // restarts is a new incarnation: its old requests belong to a dead owner.
 type Owner struct {
@@ -224,12 +202,23 @@ func Fingerprint(method, urlPath string, body []byte) string {
 
 // ReadKey reads the record of key; nil when there is none.
 func (e *Engine) ReadKey(tx Tx, key string) (*KeyRecord, error) {
-	return readKeyFile(tx, e.Layout.KeyFile(key))
+	_, rec, err := e.findKey(tx, key, false)
+	return rec, err
 }
 
-func readKeyFile(tx interface {
-	ReadFile(string) ([]byte, error)
-}, name string) (*KeyRecord, error) {
+// findKey reads the record of key (nil when there is none) and says in
+// which file it is, or is to be made; with create the read is for a create
+// (readForCreate).
+func (e *Engine) findKey(tx reader, key string, create bool) (string, *KeyRecord, error) {
+	name, b, err := find(tx, e.Layout.flatKeyFile(key), e.Layout.KeyFile(key), create)
+	if err != nil || b == nil {
+		return name, nil, err
+	}
+	rec, err := decodeKey(name, b)
+	return name, rec, err
+}
+
+func readKeyFile(tx reader, name string) (*KeyRecord, error) {
 	b, err := tx.ReadFile(name)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -237,6 +226,10 @@ func readKeyFile(tx interface {
 	if err != nil {
 		return nil, err
 	}
+	return decodeKey(name, b)
+}
+
+func decodeKey(name string, b []byte) (*KeyRecord, error) {
 	var r KeyRecord
 	if err := json.Unmarshal(b, &r); err != nil {
 		return nil, fmt.Errorf("%w: key record %s: %v", ErrCorrupt, name, err)
@@ -244,33 +237,43 @@ func readKeyFile(tx interface {
 	return &r, nil
 }
 
-func (e *Engine) writeKey(tx Tx, r *KeyRecord) error {
+// writeKey writes r to file name (findKey's).
+func (e *Engine) writeKey(tx Tx, name string, r *KeyRecord) error {
 	b, err := json.Marshal(r)
 	if err != nil {
 		return err
 	}
-	return tx.WriteFile(e.Layout.KeyFile(r.Key), b, 0o600)
+	return tx.WriteFile(name, b, 0o600)
 }
 
 // ReadSession reads session id; nil when it does not exist.
 func (e *Engine) ReadSession(tx interface {
 	ReadFile(string) ([]byte, error)
 }, id string) (*Session, error) {
-	b, err := tx.ReadFile(e.Layout.SessionFile(id))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
+	_, s, err := e.findSession(tx, id, false)
+	return s, err
+}
+
+// findSession reads session id (nil when it does not exist) and says in
+// which file it is, or is to be made; with create the read is for a
+// create or a remove (readForCreate).
+func (e *Engine) findSession(tx reader, id string, create bool) (string, *Session, error) {
+	if !ValidID(id) {
+		// Not a name the layout has a file for; no such session.
+		return "", nil, nil
 	}
-	if err != nil {
-		return nil, err
+	name, b, err := find(tx, e.Layout.flatSessionFile(id), e.Layout.SessionFile(id), create)
+	if err != nil || b == nil {
+		return name, nil, err
 	}
 	var s Session
 	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("%w: session %s: %v", ErrCorrupt, id, err)
+		return "", nil, fmt.Errorf("%w: session %s: %v", ErrCorrupt, id, err)
 	}
 	if s.Vars == nil {
 		s.Vars = map[string]json.RawMessage{}
 	}
-	return &s, nil
+	return name, &s, nil
 }
 
 // Begin decides what to do with a request. On Proceed it has written the
@@ -278,7 +281,8 @@ func (e *Engine) ReadSession(tx interface {
 // in tx: both commit with tx, before the operation is applied. liveness
 // tells the state of another owner.
 func (e *Engine) Begin(tx Tx, req Request, self Owner, liveness func(Owner) OwnerState, now time.Time) (Decision, error) {
-	rec, err := e.ReadKey(tx, req.Key)
+	// The key is usually new: read for its create.
+	file, rec, err := e.findKey(tx, req.Key, true)
 	if err != nil {
 		return Decision{}, err
 	}
@@ -313,7 +317,7 @@ func (e *Engine) Begin(tx Tx, req Request, self Owner, liveness func(Owner) Owne
 	}
 	nr := &KeyRecord{Key: req.Key, Fingerprint: req.Fingerprint, State: KeyInProgress, Owner: self,
 		Attempt: req.Attempt, Record: id, Op: req.Op, Created: now.UTC()}
-	if err := e.writeKey(tx, nr); err != nil {
+	if err := e.writeKey(tx, file, nr); err != nil {
 		return Decision{}, err
 	}
 	return Decision{Kind: Proceed, Intent: in, Record: id}, nil
@@ -324,7 +328,7 @@ func (e *Engine) Begin(tx Tx, req Request, self Owner, liveness func(Owner) Owne
 // gives its stored response (nothing applied again); a key taken over by
 // another attempt gives ErrNotOwner.
 func (e *Engine) Apply(tx Tx, in Intent, now time.Time) (Response, error) {
-	rec, err := e.ReadKey(tx, in.Key)
+	file, rec, err := e.findKey(tx, in.Key, false)
 	if err != nil {
 		return Response{}, err
 	}
@@ -334,7 +338,7 @@ func (e *Engine) Apply(tx Tx, in Intent, now time.Time) (Response, error) {
 	if rec.State == KeyDone {
 		return *rec.Response, nil
 	}
-	resp, err := e.applyRecord(tx, rec, now)
+	resp, err := e.applyRecord(tx, file, rec, now)
 	if err != nil {
 		return Response{}, err
 	}
@@ -343,15 +347,17 @@ func (e *Engine) Apply(tx Tx, in Intent, now time.Time) (Response, error) {
 	return resp, nil
 }
 
-func (e *Engine) applyRecord(tx Tx, rec *KeyRecord, now time.Time) (Response, error) {
-	s, err := e.ReadSession(tx, rec.Op.Session)
+func (e *Engine) applyRecord(tx Tx, keyFile string, rec *KeyRecord, now time.Time) (Response, error) {
+	// A create or a delete changes the session's directory: read for it.
+	changesDir := rec.Op.Kind == OpCreate || rec.Op.Kind == OpDelete
+	file, s, err := e.findSession(tx, rec.Op.Session, changesDir)
 	if err != nil {
 		return Response{}, err
 	}
 	ns, resp := ApplyOp(s, rec.Op, e.MaxSessionBytes)
 	switch {
 	case ns == nil && s != nil:
-		if err := tx.Remove(e.Layout.SessionFile(rec.Op.Session)); err != nil {
+		if err := tx.Remove(file); err != nil {
 			return Response{}, err
 		}
 	case ns != nil && ns != s:
@@ -359,14 +365,14 @@ func (e *Engine) applyRecord(tx Tx, rec *KeyRecord, now time.Time) (Response, er
 		if err != nil {
 			return Response{}, err
 		}
-		if err := tx.WriteFile(e.Layout.SessionFile(ns.ID), b, 0o600); err != nil {
+		if err := tx.WriteFile(file, b, 0o600); err != nil {
 			return Response{}, err
 		}
 	}
 	rec.State = KeyDone
 	rec.Done = now.UTC()
 	rec.Response = &resp
-	if err := e.writeKey(tx, rec); err != nil {
+	if err := e.writeKey(tx, keyFile, rec); err != nil {
 		return Response{}, err
 	}
 	return resp, nil
@@ -376,7 +382,7 @@ func (e *Engine) applyRecord(tx Tx, rec *KeyRecord, now time.Time) (Response, er
 // removed in tx (the operation was not applied, so a retry may begin
 // afresh). An intent no longer owning its key is left alone.
 func (e *Engine) Abandon(tx Tx, in Intent) error {
-	rec, err := e.ReadKey(tx, in.Key)
+	file, rec, err := e.findKey(tx, in.Key, true)
 	if err != nil {
 		return err
 	}
@@ -384,7 +390,7 @@ func (e *Engine) Abandon(tx Tx, in Intent) error {
 		return nil
 	}
 	tx.Ack(rec.Record)
-	return tx.Remove(e.Layout.KeyFile(in.Key))
+	return tx.Remove(file)
 }
 
 // RecoverOutcome says what Recover did with a dead node's intent.
@@ -421,7 +427,7 @@ func (e *Engine) Recover(tx Tx, payload []byte, now time.Time) (RecoverOutcome, 
 	if err := json.Unmarshal(payload, &in); err != nil {
 		return 0, Response{}, fmt.Errorf("%w: intent record: %v", ErrCorrupt, err)
 	}
-	rec, err := e.ReadKey(tx, in.Key)
+	file, rec, err := e.findKey(tx, in.Key, false)
 	if err != nil {
 		return 0, Response{}, err
 	}
@@ -431,21 +437,30 @@ func (e *Engine) Recover(tx Tx, payload []byte, now time.Time) (RecoverOutcome, 
 	if rec.State == KeyDone {
 		return FoundApplied, *rec.Response, nil
 	}
-	resp, err := e.applyRecord(tx, rec, now)
+	resp, err := e.applyRecord(tx, file, rec, now)
 	if err != nil {
 		return 0, Response{}, err
 	}
 	return Applied, resp, nil
 }
 
-// Collect removes the key records named (file names in Layout.Keys) that
-// finished at least retention before now; records in progress are never
-// collected. It returns how many it removed.
+// Collect removes the key records named (names relative to Layout.Keys,
+// as Layout.KeyNames gives them) that finished at least retention before
+// now; records in progress are never collected. It returns how many it
+// removed.
 func (e *Engine) Collect(tx Tx, names []string, now time.Time, retention time.Duration) (int, error) {
 	n := 0
 	for _, name := range names {
 		file := path.Join(e.Layout.Keys, name)
-		rec, err := readKeyFile(tx, file)
+		// Read for its remove (the directory's lock exclusively).
+		b, err := readForCreate(tx, file)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return n, err
+		}
+		rec, err := decodeKey(file, b)
 		if err != nil {
 			return n, err
 		}
@@ -460,37 +475,48 @@ func (e *Engine) Collect(tx Tx, names []string, now time.Time, retention time.Du
 	return n, nil
 }
 
-// Check verifies the stored sessions and key records: every record decodes,
-// sits under the name of its key or id, is in a known state with the fields
-// that state needs, and every done success on a live session has a version
-// the session reached. It returns the first problem found.
+// Check verifies the stored sessions and key records, of both layouts:
+// every record decodes, sits under the name of its key or id, is in a
+// known state with the fields that state needs, and every done success on
+// a live session has a version the session reached. It returns the first
+// problem found.
 func (e *Engine) Check(fsys fs.FS) error {
 	sessions := map[string]*Session{}
-	ents, err := fs.ReadDir(fsys, e.Layout.Sessions)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+	names, err := files(fsys, e.Layout.Sessions)
+	if err != nil {
 		return err
 	}
-	for _, ent := range ents {
-		s, err := e.ReadSession(fsReader{fsys}, ent.Name())
+	for _, name := range names {
+		file := path.Join(e.Layout.Sessions, name)
+		id := path.Base(name)
+		if !ValidID(id) || (file != e.Layout.SessionFile(id) && file != e.Layout.flatSessionFile(id)) {
+			return fmt.Errorf("%w: session file %s is not where a session is kept", ErrCorrupt, file)
+		}
+		_, s, err := e.findSession(fsReader{fsys}, id, false)
 		if err != nil {
 			return err
 		}
-		if s.ID != ent.Name() || !ValidID(s.ID) || s.Version < 1 {
-			return fmt.Errorf("%w: session file %s holds id %q version %d", ErrCorrupt, ent.Name(), s.ID, s.Version)
+		if s == nil || s.ID != id || s.Version < 1 {
+			return fmt.Errorf("%w: session file %s holds no session %s of a version >= 1", ErrCorrupt, file, id)
+		}
+		if sessions[id] != nil {
+			return fmt.Errorf("%w: session %s is kept in both layouts", ErrCorrupt, id)
 		}
 		sessions[s.ID] = s
 	}
-	ents, err = fs.ReadDir(fsys, e.Layout.Keys)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if names, err = e.Layout.KeyNames(fsys); err != nil {
 		return err
 	}
-	for _, ent := range ents {
-		file := path.Join(e.Layout.Keys, ent.Name())
+	for _, name := range names {
+		file := path.Join(e.Layout.Keys, name)
 		rec, err := readKeyFile(fsReader{fsys}, file)
 		if err != nil {
 			return err
 		}
-		if e.Layout.KeyFile(rec.Key) != file {
+		if rec == nil {
+			continue // collected meanwhile
+		}
+		if e.Layout.KeyFile(rec.Key) != file && e.Layout.flatKeyFile(rec.Key) != file {
 			return fmt.Errorf("%w: key record %s holds key %q", ErrCorrupt, file, rec.Key)
 		}
 		switch rec.State {

@@ -272,7 +272,7 @@ func (w *world) run(td *datadriven.TestData) string {
 		td.ScanArgs(w.t, "retention", &ret)
 		dur, _ := time.ParseDuration(ret)
 		n := w.node(td, "node")
-		names, err := keyNames(n.h, w.eng.Layout.Keys)
+		names, err := w.eng.Layout.KeyNames(n.h)
 		if err != nil {
 			return "error: " + err.Error()
 		}
