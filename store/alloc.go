@@ -329,3 +329,56 @@ func (tx *Tx) applyFrees() error {
 	tx.frees = map[uint64]bool{}
 	return nil
 }
+
+// apartBlocks is the size of the runs a directory made apart takes alone
+// (MkdirApart): the mirror's region under the default FormatOptions.Align
+// (256 blocks, 1 MiB), the unit of its region and checksum-area locks.
+const apartBlocks = 256
+
+// allocApart allocates the first block of a run of apartBlocks blocks,
+// aligned to apartBlocks, that is wholly free, in this node's groups in
+// its order, the highest such run of a group first (first-fit allocation
+// fills a group from the bottom, so the run's other blocks are the last
+// of the group to be handed out). ErrNoSpace when no group has such a run.
+func (tx *Tx) allocApart() (uint64, error) {
+	s := tx.s
+	for _, ag := range s.agOrder {
+		g := s.glockFor(classAG, uint64(ag))
+		ok, err := tx.tryLock(g, Exclusive)
+		if err != nil {
+			return 0, err
+		}
+		if !ok {
+			continue
+		}
+		h, start, err := tx.agHeaderOf(g, ag)
+		if err != nil {
+			return 0, err
+		}
+		_, length := s.sb.agRange(ag)
+		if h.Free < apartBlocks {
+			continue
+		}
+		end := start + uint64(length)
+		for rs := end / apartBlocks * apartBlocks; rs >= start+apartBlocks; rs -= apartBlocks {
+			run := rs - apartBlocks
+			if run <= start {
+				break // the group's first run holds its header
+			}
+			free := true
+			for b := run; b < rs && free; b++ {
+				free = !bitGet(h.Bitmap, uint32(b-start))
+			}
+			if !free {
+				continue
+			}
+			bitSet(h.Bitmap, uint32(run-start))
+			h.Free--
+			if err := tx.write(g, start, h.encode(start)); err != nil {
+				return 0, err
+			}
+			return run, nil
+		}
+	}
+	return 0, fmt.Errorf("%w: no free run of %d blocks for a directory made apart", ErrNoSpace, apartBlocks)
+}

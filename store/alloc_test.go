@@ -2,7 +2,9 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"slices"
 	"testing"
 	"time"
@@ -172,4 +174,61 @@ func TestLockAheadGivesWayToALocalHolder(t *testing.T) {
 	for _, g := range held {
 		g.rw.Unlock()
 	}
+}
+
+// Directories made apart each get a region (a 256-block aligned run) of
+// their own, wholly free when taken, from the top of the node's group
+// down; plain allocations keep filling from the bottom.
+func TestMkdirApartTakesAFreeRegionEach(t *testing.T) {
+	dev := newMem(t, 8192, FormatOptions{AGBlocks: 2048})
+	lm := NewMemLocks()
+	s := openNode(t, dev, lm, "a", 0)
+	if err := s.MkdirAll("web/keys", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	regions := map[uint64]string{}
+	for i := range 4 {
+		name := fmt.Sprintf("web/keys/%d", i)
+		if err := s.MkdirApart(name, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		fi, err := s.Stat(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ino := fi.Sys().(FileStat).Ino
+		if ino%apartBlocks != 0 {
+			t.Fatalf("%s: inode %d does not start a region", name, ino)
+		}
+		if other, ok := regions[ino/apartBlocks]; ok {
+			t.Fatalf("%s shares region %d with %s", name, ino/apartBlocks, other)
+		}
+		regions[ino/apartBlocks] = name
+		ag, start := s.sb.agOf(ino)
+		if ag != s.agOrder[0] || ino == start {
+			t.Fatalf("%s: inode %d in group %d (start %d), want inside this node's group %d", name, ino, ag, start, s.agOrder[0])
+		}
+	}
+	if err := s.MkdirApart("web/keys/0", 0o755); !errors.Is(err, fs.ErrExist) {
+		t.Fatalf("made again: %v, want fs.ErrExist", err)
+	}
+	// Files made in them go where this node allocates, not into the
+	// directories' regions.
+	for i := range 4 {
+		name := fmt.Sprintf("web/keys/%d/f", i)
+		if err := s.WriteFile(name, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		fi, err := s.Stat(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := fi.Sys().(FileStat).Ino / apartBlocks; regions[r] != "" {
+			t.Fatalf("%s: inode in the region of %s", name, regions[r])
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	checkClean(t, dev)
 }

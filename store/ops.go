@@ -142,12 +142,22 @@ func (s *Store) now() int64 { return s.clk.Now().UnixNano() }
 
 // newInode allocates and locks a new inode of typ under directory parent.
 func (tx *Tx) newInode(typ uint8, perm fs.FileMode, parent uint64) (*inode, *glock, error) {
+	return tx.newInodeAt(typ, perm, parent, false)
+}
+
+// newInodeAt is newInode; with apart the inode takes the first block of
+// a wholly free region (allocApart).
+func (tx *Tx) newInodeAt(typ uint8, perm fs.FileMode, parent uint64, apart bool) (*inode, *glock, error) {
 	// Where this node allocates (alloc), directories too: the node that
 	// makes a directory usually works in it, and every change in it
 	// rewrites the directory's inode in place; an inode in a group
 	// another node writes would put that block's region under both
 	// nodes' writes (its mirror locks going back and forth).
-	blk, err := tx.allocInode()
+	alloc := tx.allocInode
+	if apart {
+		alloc = tx.allocApart
+	}
+	blk, err := alloc()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -287,7 +297,25 @@ func (s *Store) Mkdir(name string, perm fs.FileMode) error {
 	}))
 }
 
-func (tx *Tx) mkdir(name string, perm fs.FileMode) error {
+// MkdirApart creates directory name as Mkdir does, with its inode in a
+// region of the volume of its own: the first block of a wholly free,
+// aligned run of 256 blocks (1 MiB, the mirror's region under the default
+// FormatOptions.Align). Every entry made or removed in a directory
+// rewrites its inode; for a directory every node changes (the web tier's
+// session and key shards), inodes side by side would put all those
+// changes under one mirror region and its checksum-area lock, which would
+// then go from node to node at each of them. The rest of the run stays
+// free for later allocations, which reach it last (allocApart). Errors as
+// Mkdir; ErrNoSpace when no such run is left.
+func (s *Store) MkdirApart(name string, perm fs.FileMode) error {
+	return pathErr("mkdir", name, s.run(context.Background(), false, func(tx *Tx) error {
+		return tx.mkdirAt(name, perm, true)
+	}))
+}
+
+func (tx *Tx) mkdir(name string, perm fs.FileMode) error { return tx.mkdirAt(name, perm, false) }
+
+func (tx *Tx) mkdirAt(name string, perm fs.FileMode, apart bool) error {
 	dir, g, last, err := tx.resolveParent(name, Exclusive)
 	if err != nil {
 		if errors.Is(err, fs.ErrInvalid) && name == "." {
@@ -300,7 +328,7 @@ func (tx *Tx) mkdir(name string, perm fs.FileMode) error {
 	} else if ok {
 		return fs.ErrExist
 	}
-	in, ig, err := tx.newInode(typeDir, perm, dir.Ino)
+	in, ig, err := tx.newInodeAt(typeDir, perm, dir.Ino, apart)
 	if err != nil {
 		return err
 	}

@@ -45,10 +45,8 @@ func NewServer(cfg Config, st Store, mem Membership) (*Server, error) {
 		return nil, err
 	}
 	cfg = api.cfg
-	for _, dir := range cfg.Layout.Dirs() {
-		if err := st.MkdirAll(dir, 0o700); err != nil {
-			return nil, fmt.Errorf("web: making %s: %w", dir, err)
-		}
+	if err := makeLayoutDirs(st, cfg.Layout); err != nil {
+		return nil, err
 	}
 	if err := st.MkdirAll(cfg.ContentRoot, 0o755); err != nil {
 		return nil, fmt.Errorf("web: making %s: %w", cfg.ContentRoot, err)
