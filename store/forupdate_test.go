@@ -198,3 +198,86 @@ func TestRewritesInOneDirectoryKeepItsLock(t *testing.T) {
 	}
 	checkClean(t, dev)
 }
+
+// A file rewritten by its identity (ReadFileOf, WriteFileOf) takes none
+// of its directory's locks: node a rewrites its file while node b makes
+// files in the same directory, and a never asks for the directory again.
+func TestRewriteByIdentityLeavesTheDirectory(t *testing.T) {
+	dev := newMem(t, 4096, FormatOptions{})
+	lm := NewMemLocks()
+	var nodes []*Store
+	var lockers []*countingLocker
+	for i, name := range []string{"a", "b"} {
+		cl := &countingLocker{Locker: lm.Node(name), asked: map[string]int{}}
+		lockers = append(lockers, cl)
+		nodes = append(nodes, openNode(t, dev, lm, name, i, func(c *Config) { c.Locks = cl }))
+	}
+	a, b := nodes[0], nodes[1]
+	if err := a.MkdirAll("web/keys", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var id FileStat
+	err := a.Update(context.Background(), func(tx *Tx) error {
+		if err := tx.WriteFile("web/keys/mine", []byte("v0"), 0o600); err != nil {
+			return err
+		}
+		fi, err := tx.Stat("web/keys/mine")
+		if err != nil {
+			return err
+		}
+		id = fi.Sys().(FileStat)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := a.Stat("web/keys")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dirLock := fmt.Sprintf("%s/i/%x", a.lockPrefix, fi.Sys().(FileStat).Ino)
+	before := lockers[0].count(dirLock)
+	for r := range 10 {
+		if err := b.WriteFile(fmt.Sprintf("web/keys/theirs-%d", r), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		err := a.Update(context.Background(), func(tx *Tx) error {
+			got, err := tx.ReadFileOf(id)
+			if err != nil {
+				return err
+			}
+			return tx.WriteFileOf(id, append(got, 'x'))
+		})
+		if err != nil {
+			t.Fatalf("round %d: %v", r, err)
+		}
+	}
+	if n := lockers[0].count(dirLock) - before; n != 0 {
+		t.Fatalf("node a asked for the directory's lock %d times rewriting its file by identity, want 0", n)
+	}
+	if got, err := b.ReadFile("web/keys/mine"); err != nil || string(got) != "v0xxxxxxxxxx" {
+		t.Fatalf("read by path on node b: %q %v", got, err)
+	}
+	// Removed: fs.ErrNotExist, by identity.
+	if err := b.Remove("web/keys/mine"); err != nil {
+		t.Fatal(err)
+	}
+	err = a.Update(context.Background(), func(tx *Tx) error {
+		_, err := tx.ReadFileOf(id)
+		return err
+	})
+	if !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("read of a removed file by identity: %v, want fs.ErrNotExist", err)
+	}
+	if err := a.Update(context.Background(), func(tx *Tx) error {
+		return tx.WriteFileOf(FileStat{Ino: 1, Gen: 1}, nil)
+	}); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("write of an identity outside the store: %v, want fs.ErrNotExist", err)
+	}
+	for _, s := range nodes {
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkClean(t, dev)
+}

@@ -720,6 +720,62 @@ func (tx *Tx) writeFile(name string, data []byte, perm fs.FileMode) error {
 	return tx.putInode(ig, in)
 }
 
+// ReadFileOf reads the file whose identity is id (FileStat, as
+// FileInfo.Sys gives it), holding it EX for a rewrite (WriteFileOf),
+// without looking up a path: none of its directories' locks is taken, so
+// a node rewriting a file it knows never takes a lock of the directory
+// from another node making or removing other files in it. A remove or a
+// rename of the file takes it EX too, and waits. fs.ErrNotExist when the
+// file was removed (its inode freed, or reused for another inode: another
+// generation); ErrIsDir for a directory. An id is meant for a file the
+// caller saw lately: once a removed file's block is reused for file data,
+// reading by its old id fails with ErrCorrupt (the block is no inode).
+func (tx *Tx) ReadFileOf(id FileStat) ([]byte, error) {
+	in, _, err := tx.fileOf(id)
+	if err != nil {
+		return nil, err
+	}
+	buf := make([]byte, in.Size)
+	if err := tx.readData(in, buf, 0); err != nil {
+		return nil, pathErr("read", id.String(), err)
+	}
+	return buf, nil
+}
+
+// WriteFileOf replaces the contents of the file whose identity is id with
+// data, holding it EX and none of its directories' locks (ReadFileOf).
+// Errors as ReadFileOf.
+func (tx *Tx) WriteFileOf(id FileStat, data []byte) error {
+	in, g, err := tx.fileOf(id)
+	if err != nil {
+		return err
+	}
+	if err := tx.setContent(g, in, data); err != nil {
+		return pathErr("write", id.String(), err)
+	}
+	in.Mtime = tx.s.now()
+	return pathErr("write", id.String(), tx.putInode(g, in))
+}
+
+// String names the file of identity id in errors.
+func (id FileStat) String() string { return fmt.Sprintf("inode %d generation %d", id.Ino, id.Gen) }
+
+// fileOf locks the file whose identity is id EX and reads its inode.
+func (tx *Tx) fileOf(id FileStat) (*inode, *glock, error) {
+	s := tx.s
+	if id.Ino < s.sb.AGStart || id.Ino >= s.sb.Blocks {
+		return nil, nil, pathErr("open", id.String(), fmt.Errorf("%w: no inode %d in the store", fs.ErrNotExist, id.Ino))
+	}
+	in, g, err := tx.getInodeFor(id.Ino, id.Gen, Exclusive)
+	if err != nil {
+		return nil, nil, pathErr("open", id.String(), err)
+	}
+	if in.Type == typeDir {
+		return nil, nil, pathErr("open", id.String(), ErrIsDir)
+	}
+	return in, g, nil
+}
+
 // Remove removes file or empty directory name as part of the transaction.
 func (tx *Tx) Remove(name string) error { return pathErr("remove", name, tx.remove(name)) }
 

@@ -330,3 +330,97 @@ func TestNodesOnDifferentSessionsKeepTheirDirectoryLocks(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A request's Apply rewrites the key record Begin made by the file's
+// identity: it takes no lock of the key's shard, which another node
+// making a key there in between took from this one.
+func TestApplyLeavesTheKeyShard(t *testing.T) {
+	t.Parallel()
+	b := newStoreBackend(t)
+	cfg := testConfig(t)
+	var lockers []*countingLocker
+	var stores []Store
+	for i := range 2 {
+		name := fmt.Sprintf("n%d/1", i)
+		cl := &countingLocker{Locker: b.lm.Node(name), asked: map[string]int{}}
+		scfg := store.DefaultConfig(b.dev, i, cl)
+		scfg.Logger = testlog.New(t, name)
+		st, err := store.Open(context.Background(), scfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.mu.Lock()
+		b.all = append(b.all, st)
+		b.mu.Unlock()
+		lockers, stores = append(lockers, cl), append(stores, FromStore(st))
+	}
+	if err := makeLayoutDirs(stores[0], cfg.Layout); err != nil {
+		t.Fatal(err)
+	}
+	eng := session.NewEngine(cfg.Layout)
+	// Two keys of one shard.
+	keyA := "key-a"
+	var keyB string
+	for i := 0; keyB == ""; i++ {
+		if k := fmt.Sprintf("key-b-%d", i); path.Dir(cfg.Layout.KeyFile(k)) == path.Dir(cfg.Layout.KeyFile(keyA)) {
+			keyB = k
+		}
+	}
+	shard := path.Dir(cfg.Layout.KeyFile(keyA))
+	begin := func(i int, k string) session.Decision {
+		t.Helper()
+		var d session.Decision
+		self := session.Owner{Node: fmt.Sprintf("n%d", i), Incarnation: "1"}
+		err := stores[i].Update(context.Background(), func(tx session.Tx) error {
+			var err error
+			d, err = eng.Begin(tx, session.Request{Key: k, Fingerprint: "fp-" + k, Attempt: "at-" + k,
+				Op: session.Op{Kind: session.OpCreate, Session: fmt.Sprintf("%032x", i+1)}}, self,
+				func(session.Owner) session.OwnerState { return session.OwnerLive }, time.Now())
+			return err
+		})
+		if err != nil || d.Kind != session.Proceed {
+			t.Fatalf("begin %s on n%d: %v %v", k, i, d.Kind, err)
+		}
+		return d
+	}
+	dA := begin(0, keyA)
+	if dA.Intent.KeyFile == (session.FileID{}) {
+		t.Fatal("Begin on the store left no identity of the key's file")
+	}
+	begin(1, keyB) // takes the shard's lock from n0
+	// The shard's inode as n1, which holds its lock now, sees it.
+	shardIno := uint64(0)
+	err := stores[1].(storeAdapter).View(context.Background(), func(tx *store.Tx) error {
+		fi, err := tx.Stat(shard)
+		if err == nil {
+			shardIno = fi.Sys().(store.FileStat).Ino
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := lockers[0].inodeAsks(shardIno)
+	var resp session.Response
+	err = stores[0].Update(context.Background(), func(tx session.Tx) error {
+		var err error
+		resp, err = eng.Apply(tx, dA.Intent, time.Now())
+		return err
+	})
+	if err != nil || resp.Status != 201 {
+		t.Fatalf("apply: %+v %v", resp, err)
+	}
+	if n := lockers[0].inodeAsks(shardIno) - before; n != 0 {
+		t.Fatalf("n0's apply asked for the lock of the key's shard %s %d times, want 0", shard, n)
+	}
+	// The record is done where it was made, and found by name on n1.
+	var rec *session.KeyRecord
+	err = stores[1].Update(context.Background(), func(tx session.Tx) error {
+		var err error
+		rec, err = eng.ReadKey(tx, keyA)
+		return err
+	})
+	if err != nil || rec == nil || rec.State != session.KeyDone || rec.Response.Status != 201 {
+		t.Fatalf("key %s read on n1: %+v %v", keyA, rec, err)
+	}
+}

@@ -2,6 +2,7 @@ package web
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/shoal-ha/shoal/store"
@@ -38,6 +39,32 @@ func (t updateTx) ReadFile(name string) ([]byte, error) { return t.Tx.ReadFileFo
 
 func (t updateTx) ReadFileForCreate(name string) ([]byte, error) {
 	return t.Tx.ReadFileForCreate(name)
+}
+
+// FileID, ReadFileID and WriteFileID name files by their store identity
+// (session.IdentityTx; store.Tx.ReadFileOf, WriteFileOf).
+func (t updateTx) FileID(name string) (session.FileID, error) {
+	fi, err := t.Tx.Stat(name)
+	if err != nil {
+		return session.FileID{}, err
+	}
+	st, ok := fi.Sys().(store.FileStat)
+	if !ok {
+		return session.FileID{}, fmt.Errorf("web: %s: the store gave no file identity", name)
+	}
+	return session.FileID{Ino: st.Ino, Gen: uint64(st.Gen)}, nil
+}
+
+func (t updateTx) ReadFileID(id session.FileID) ([]byte, error) {
+	return t.Tx.ReadFileOf(storeID(id))
+}
+
+func (t updateTx) WriteFileID(id session.FileID, data []byte) error {
+	return t.Tx.WriteFileOf(storeID(id), data)
+}
+
+func storeID(id session.FileID) store.FileStat {
+	return store.FileStat{Ino: id.Ino, Gen: uint32(id.Gen)}
 }
 
 // RecoveryHandler is the store's handler for session.RecordIntent records

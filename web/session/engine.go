@@ -106,6 +106,11 @@ type Intent struct {
 	Owner       Owner  `json:"owner"`
 	Attempt     string `json:"attempt"`
 	Op          Op     `json:"op"`
+	// KeyFile is the identity of the key record's file as Begin left it,
+	// when the store can name files so (IdentityTx): Apply then rewrites
+	// it without looking its name up. Not journaled: recovery looks the
+	// key up by name.
+	KeyFile FileID `json:"-"`
 }
 
 // Request is a mutating request as the engine sees it.
@@ -206,16 +211,43 @@ func (e *Engine) ReadKey(tx Tx, key string) (*KeyRecord, error) {
 	return rec, err
 }
 
+// keyLoc is where a key record is, or is to be made: a file name, or a
+// file's identity (IdentityTx).
+type keyLoc struct {
+	name string
+	id   FileID
+}
+
 // findKey reads the record of key (nil when there is none) and says in
 // which file it is, or is to be made; with create the read is for a create
 // (readForCreate).
-func (e *Engine) findKey(tx reader, key string, create bool) (string, *KeyRecord, error) {
+func (e *Engine) findKey(tx reader, key string, create bool) (keyLoc, *KeyRecord, error) {
 	name, b, err := find(tx, e.Layout.flatKeyFile(key), e.Layout.KeyFile(key), create)
 	if err != nil || b == nil {
-		return name, nil, err
+		return keyLoc{name: name}, nil, err
 	}
 	rec, err := decodeKey(name, b)
-	return name, rec, err
+	return keyLoc{name: name}, rec, err
+}
+
+// keyOf reads the record of intent in's key: by the identity of its file
+// when Begin left one and tx can (taking no lock of the key's directory,
+// which other nodes' creates take from each other), else by name.
+func (e *Engine) keyOf(tx Tx, in Intent) (keyLoc, *KeyRecord, error) {
+	itx, ok := tx.(IdentityTx)
+	if !ok || in.KeyFile == (FileID{}) {
+		return e.findKey(tx, in.Key, false)
+	}
+	loc := keyLoc{id: in.KeyFile}
+	b, err := itx.ReadFileID(in.KeyFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		return loc, nil, nil
+	}
+	if err != nil {
+		return loc, nil, err
+	}
+	rec, err := decodeKey(e.Layout.KeyFile(in.Key), b)
+	return loc, rec, err
 }
 
 func readKeyFile(tx reader, name string) (*KeyRecord, error) {
@@ -237,13 +269,16 @@ func decodeKey(name string, b []byte) (*KeyRecord, error) {
 	return &r, nil
 }
 
-// writeKey writes r to file name (findKey's).
-func (e *Engine) writeKey(tx Tx, name string, r *KeyRecord) error {
+// writeKey writes r where loc says (findKey's, keyOf's).
+func (e *Engine) writeKey(tx Tx, loc keyLoc, r *KeyRecord) error {
 	b, err := json.Marshal(r)
 	if err != nil {
 		return err
 	}
-	return tx.WriteFile(name, b, 0o600)
+	if loc.id != (FileID{}) {
+		return tx.(IdentityTx).WriteFileID(loc.id, b)
+	}
+	return tx.WriteFile(loc.name, b, 0o600)
 }
 
 // ReadSession reads session id; nil when it does not exist.
@@ -320,6 +355,11 @@ func (e *Engine) Begin(tx Tx, req Request, self Owner, liveness func(Owner) Owne
 	if err := e.writeKey(tx, file, nr); err != nil {
 		return Decision{}, err
 	}
+	if itx, ok := tx.(IdentityTx); ok {
+		if in.KeyFile, err = itx.FileID(file.name); err != nil {
+			return Decision{}, err
+		}
+	}
 	return Decision{Kind: Proceed, Intent: in, Record: id}, nil
 }
 
@@ -328,7 +368,7 @@ func (e *Engine) Begin(tx Tx, req Request, self Owner, liveness func(Owner) Owne
 // gives its stored response (nothing applied again); a key taken over by
 // another attempt gives ErrNotOwner.
 func (e *Engine) Apply(tx Tx, in Intent, now time.Time) (Response, error) {
-	file, rec, err := e.findKey(tx, in.Key, false)
+	file, rec, err := e.keyOf(tx, in)
 	if err != nil {
 		return Response{}, err
 	}
@@ -347,7 +387,7 @@ func (e *Engine) Apply(tx Tx, in Intent, now time.Time) (Response, error) {
 	return resp, nil
 }
 
-func (e *Engine) applyRecord(tx Tx, keyFile string, rec *KeyRecord, now time.Time) (Response, error) {
+func (e *Engine) applyRecord(tx Tx, keyFile keyLoc, rec *KeyRecord, now time.Time) (Response, error) {
 	// A create or a delete changes the session's directory: read for it.
 	changesDir := rec.Op.Kind == OpCreate || rec.Op.Kind == OpDelete
 	file, s, err := e.findSession(tx, rec.Op.Session, changesDir)
@@ -390,7 +430,7 @@ func (e *Engine) Abandon(tx Tx, in Intent) error {
 		return nil
 	}
 	tx.Ack(rec.Record)
-	return tx.Remove(file)
+	return tx.Remove(file.name)
 }
 
 // RecoverOutcome says what Recover did with a dead node's intent.

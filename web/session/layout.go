@@ -174,3 +174,25 @@ func find(tx reader, flat, sharded string, create bool) (string, []byte, error) 
 	}
 	return sharded, b, nil
 }
+
+// FileID is a file's identity in the store: its inode number and
+// generation (FileIdentity), which a file keeps across rewrites and
+// loses when removed.
+type FileID struct {
+	Ino, Gen uint64
+}
+
+// IdentityTx is an optional ability of a Tx: naming a file by its
+// identity rather than by its path. A file rewritten by identity takes no
+// lock of its directories in the store: the engine rewrites a key record
+// it made in Begin so, without the lock of the key's shard, which other
+// nodes making keys there take from each other.
+type IdentityTx interface {
+	// FileID is the identity of file name, as of the transaction.
+	FileID(name string) (FileID, error)
+	// ReadFileID reads the file of identity id for a rewrite; an error
+	// wrapping fs.ErrNotExist once it was removed.
+	ReadFileID(id FileID) ([]byte, error)
+	// WriteFileID replaces the contents of the file of identity id.
+	WriteFileID(id FileID, data []byte) error
+}
