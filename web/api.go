@@ -10,6 +10,7 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
+	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -267,7 +268,7 @@ func (a *API) mutate(w http.ResponseWriter, r *http.Request, body []byte, op ses
 		// until waitUntil at most: then the client hears "try again"
 		// (nothing was journaled) instead of waiting out the recovery.
 		wait := max(waitUntil.Sub(a.clk.Now()), time.Millisecond)
-		err := a.group.updateRecoveryBound(ctx, wait, func(tx session.Tx) error {
+		err := a.group.updateRecoveryBound(ctx, path.Dir(a.cfg.Layout.KeyFile(key)), wait, func(tx session.Tx) error {
 			var err error
 			d, err = a.eng.Begin(tx, req, a.mem.Self(), a.mem.State, a.clk.Now())
 			return err

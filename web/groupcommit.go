@@ -21,6 +21,14 @@ import (
 // taken out and the transaction run again without it, so such a request
 // never fails the others. An error of the store fails the transaction, and
 // so every step in it.
+//
+// Steps come in lanes, and a transaction takes the steps of one lane: a
+// request's Begin goes in the lane of its key's shard directory, whose
+// lock it takes exclusively (often from another node: a wait of a
+// checkpoint and an etcd grant). Mixed in one transaction, steps of k
+// shards would wait for up to k such hand-overs one after the other, and
+// an Apply step (which needs no shared lock) would wait for all of them;
+// in lanes, the transactions wait side by side.
 type groupCommit struct {
 	st Store
 	// maxJobs bounds the steps of one transaction; maxBatches the
@@ -40,8 +48,9 @@ type groupCommit struct {
 }
 
 type job struct {
-	ctx context.Context
-	fn  func(tx session.Tx) error
+	ctx  context.Context
+	lane string
+	fn   func(tx session.Tx) error
 	// recoveryWait, when positive, bounds the step's wait for a lock a
 	// dead node holds (updateRecoveryBound).
 	recoveryWait time.Duration
@@ -68,17 +77,18 @@ func newGroupCommit(st Store, timeout time.Duration) *groupCommit {
 // may leave the step committed or not. A step whose ctx ended before its
 // transaction started is not run (ctx.Err()).
 func (g *groupCommit) update(ctx context.Context, fn func(tx session.Tx) error) error {
-	return g.updateRecoveryBound(ctx, 0, fn)
+	return g.updateRecoveryBound(ctx, "", 0, fn)
 }
 
-// updateRecoveryBound is update whose wait for a lock a dead node holds
-// lasts at most wait when the store can bound it (RecoveryBounder): then
-// store.ErrRecovering, the step not committed. A transaction of several
-// steps waits for such a lock an eighth of the shortest bound among them
-// and then runs each step in a transaction of its own, so that steps that
-// need no dead node's lock are not held up by one that does.
-func (g *groupCommit) updateRecoveryBound(ctx context.Context, wait time.Duration, fn func(tx session.Tx) error) error {
-	j := &job{ctx: ctx, fn: fn, recoveryWait: wait, done: make(chan struct{})}
+// updateRecoveryBound is update in lane (shared only with steps of the
+// same lane) whose wait for a lock a dead node holds lasts at most wait
+// when the store can bound it (RecoveryBounder): then store.ErrRecovering,
+// the step not committed. A transaction of several steps waits for such a
+// lock an eighth of the shortest bound among them and then runs each step
+// in a transaction of its own, so that steps that need no dead node's lock
+// are not held up by one that does.
+func (g *groupCommit) updateRecoveryBound(ctx context.Context, lane string, wait time.Duration, fn func(tx session.Tx) error) error {
+	j := &job{ctx: ctx, lane: lane, fn: fn, recoveryWait: wait, done: make(chan struct{})}
 	g.mu.Lock()
 	g.queue = append(g.queue, j)
 	g.startLocked()
@@ -88,14 +98,24 @@ func (g *groupCommit) updateRecoveryBound(ctx context.Context, wait time.Duratio
 }
 
 // startLocked starts a transaction for the queued steps when fewer than
-// maxBatches are in flight.
+// maxBatches are in flight: the oldest step and up to maxJobs-1 more of
+// its lane, in the order they came.
 func (g *groupCommit) startLocked() {
 	if len(g.queue) == 0 || g.inflight >= g.maxBatches {
 		return
 	}
-	n := min(len(g.queue), g.maxJobs)
-	batch := g.queue[:n:n]
-	g.queue = g.queue[n:]
+	lane := g.queue[0].lane
+	var batch []*job
+	rest := g.queue[:0]
+	for _, j := range g.queue {
+		if j.lane == lane && len(batch) < g.maxJobs {
+			batch = append(batch, j)
+		} else {
+			rest = append(rest, j)
+		}
+	}
+	clear(g.queue[len(rest):])
+	g.queue = rest
 	g.inflight++
 	go g.run(batch)
 }

@@ -190,3 +190,60 @@ func TestGroupCommitSplitsAndFails(t *testing.T) {
 		t.Fatalf("failed commit: %v", err)
 	}
 }
+
+// A transaction takes the steps of one lane only: the oldest queued step's
+// lane, then that of the oldest left, and so on.
+func TestGroupCommitKeepsLanesApart(t *testing.T) {
+	c := newCluster()
+	st := &gatedStore{Store: c.vol.Node(1), gate: make(chan struct{})}
+	g := newGroupCommit(st, 10*time.Second)
+	g.maxBatches = 1
+	ctx := context.Background()
+	var mu sync.Mutex
+	lanesOf := map[int64][]string{} // transaction (st.txs when it ran) -> lanes of its steps
+	step := func(lane string, i int) func(tx session.Tx) error {
+		return func(tx session.Tx) error {
+			mu.Lock()
+			n := st.txs.Load()
+			lanesOf[n] = append(lanesOf[n], lane)
+			mu.Unlock()
+			return tx.WriteFile(fmt.Sprintf("%s-%d", lane, i), []byte(lane), 0o600)
+		}
+	}
+	first := make(chan error, 1)
+	go func() { first <- g.updateRecoveryBound(ctx, "a", 0, step("a", 0)) }()
+	testutil.WaitFor(t, 10*time.Second, "the first transaction to start", func() bool {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		return g.inflight == 1
+	})
+	lanes := []string{"a", "b", "a", "b", "c", "a"}
+	var wg sync.WaitGroup
+	errs := make([]error, len(lanes))
+	for i, lane := range lanes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = g.updateRecoveryBound(ctx, lane, 0, step(lane, i+1))
+		}()
+		testutil.WaitFor(t, 10*time.Second, "the step to queue", func() bool {
+			g.mu.Lock()
+			defer g.mu.Unlock()
+			return len(g.queue) == i+1
+		})
+	}
+	close(st.gate)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+	}
+	want := map[int64][]string{1: {"a"}, 2: {"a", "a", "a"}, 3: {"b", "b"}, 4: {"c"}}
+	if fmt.Sprint(lanesOf) != fmt.Sprint(want) {
+		t.Fatalf("lanes of each transaction: %v, want %v", lanesOf, want)
+	}
+}
