@@ -186,3 +186,84 @@ func TestStartGivesUpWhenTheNodeStops(t *testing.T) {
 		t.Fatal("the web part serves")
 	}
 }
+
+// TestWholeClusterLeaseLossKeepsEveryAdd: every node is cut off from etcd
+// at once while adds are in flight, so every incarnation dies and the
+// only ones left to recover them are the nodes' own new incarnations.
+// The cluster must come back by itself, and every add, retried with its
+// key until answered, must count exactly once.
+func TestWholeClusterLeaseLossKeepsEveryAdd(t *testing.T) {
+	c, parts, _, vars := threeNodes(t)
+	nodes := func() []string {
+		var out []string
+		for _, p := range parts {
+			if a := p.Addr(); a != nil {
+				out = append(out, "http://"+a.String())
+			}
+		}
+		return out
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
+	defer cancel()
+	const clients, adds = 3, 4
+	errs := make(chan error, clients)
+	started := make(chan struct{}, clients)
+	for i := range clients {
+		go func() {
+			wc := &webtest.Client{HTTP: &http.Client{Timeout: 5 * time.Second}, Nodes: nodes, Backoff: 200 * time.Millisecond}
+			for j := range adds {
+				res, err := wc.Do(ctx, "POST", vars, []byte(`{"op":"add","value":1}`), fmt.Sprintf("w%d-%d", i, j))
+				if err == nil && res.Status != 200 {
+					err = fmt.Errorf("status %d: %s", res.Status, res.Body)
+				}
+				if err != nil {
+					errs <- fmt.Errorf("client %d add %d: %w", i, j, err)
+					return
+				}
+				if j == 0 {
+					started <- struct{}{}
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range clients {
+		<-started
+	}
+	olds := make([]string, len(c.Nodes))
+	for i, nd := range c.Nodes {
+		olds[i] = nd.Node().Cluster().Session().Incarnation()
+	}
+	for _, nd := range c.Nodes {
+		nd.Partition()
+	}
+	for i, nd := range c.Nodes {
+		cn := nd.Node().Cluster()
+		testutil.WaitFor(t, 30*time.Second, nd.Name+" to lose its incarnation", func() bool {
+			s := cn.Session()
+			return s == nil || s.Incarnation() != olds[i]
+		})
+	}
+	for _, nd := range c.Nodes {
+		nd.Heal()
+	}
+	for range clients {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	wc := &webtest.Client{HTTP: &http.Client{Timeout: 5 * time.Second}, Nodes: nodes, Backoff: 200 * time.Millisecond}
+	want := fmt.Sprintf(`"n":%d`, 3+clients*adds)
+	for i := range parts {
+		wc.Nodes = func() []string {
+			if a := parts[i].Addr(); a != nil {
+				return []string{"http://" + a.String()}
+			}
+			return nil
+		}
+		res, err := wc.Do(ctx, "GET", strings.TrimSuffix(vars, "/vars/n"), nil, "")
+		if err != nil || res.Status != 200 || !strings.Contains(string(res.Body), want) {
+			t.Fatalf("node %d: %v %d %s, want %s", i+1, err, res.Status, res.Body, want)
+		}
+	}
+}
