@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path"
 	"sort"
@@ -89,6 +90,16 @@ type checker struct {
 	// starts over with the lock taken in order).
 	stillNamed func(ref entryRef, ino uint64) (bool, error) // ref's directory still names ino
 	stillUses  func(ino, blk uint64) (bool, error)          // live inode ino still uses blk
+	// Online only: a directory's step reads every child's inode under
+	// its lock, in one transaction. Children whose locks come before the
+	// directory's in lock order could only be tried for there, and each
+	// one another node holds made the transaction start over: with many,
+	// the step gave up (ErrConflict). So the children are listed first
+	// (listKids, a transaction of its own) and the step takes the
+	// directory's and their locks in lock order before it reads anything
+	// (lockKids), waiting for each as the lock order allows.
+	listKids func(dir uint64) ([]uint64, error)
+	lockKids func(dir uint64, kids []uint64) error
 }
 
 // entryRef is a directory entry the check followed.
@@ -377,9 +388,22 @@ func (c *checker) walk(ino uint64, p string, each func(fn func() error) error) e
 		return nil // reached again through a move (online)
 	}
 	c.walked[ino] = true
+	var kids []uint64
+	if c.listKids != nil {
+		var err error
+		// A directory that cannot be listed is reported by the step.
+		if kids, err = c.listKids(ino); err != nil && !errors.Is(err, ErrCorrupt) {
+			return fmt.Errorf("store: check of directory %s (inode %d): %w", p, ino, err)
+		}
+	}
 	var subdirs []dirEntry
 	err := each(func() error {
 		subdirs = nil
+		if c.lockKids != nil {
+			if err := c.lockKids(ino, kids); err != nil {
+				return err
+			}
+		}
 		b, err := c.read(ino, ino)
 		if err != nil {
 			if !c.gone(ino) {
@@ -408,7 +432,7 @@ func (c *checker) walk(ino uint64, p string, each func(fn func() error) error) e
 		return nil
 	})
 	if err != nil {
-		return err
+		return fmt.Errorf("store: check of directory %s (inode %d): %w", p, ino, err)
 	}
 	for _, e := range subdirs {
 		if err := c.walk(e.Ino, path.Join(p, e.Name), each); err != nil {
@@ -483,6 +507,12 @@ func CheckDevice(ctx context.Context, dev blockdev.Device) (*CheckReport, error)
 // would need EX), and reports only what is still so. A directory removed
 // after its entry was read is skipped the same way. Files moved during the
 // check may be checked twice or not at all (it is not a snapshot).
+//
+// A directory's and its entries' locks are taken in lock order, so other
+// nodes holding many of them (files just written) make the check wait
+// for each, within ctx, instead of starting over again and again. An
+// error names the directory it stopped at; ErrConflict and ctx's errors
+// are safe to retry (the check changes nothing).
 func (s *Store) Check(ctx context.Context) (*CheckReport, error) {
 	if err := s.alive(); err != nil {
 		return nil, err
@@ -499,6 +529,40 @@ func (s *Store) Check(ctx context.Context) (*CheckReport, error) {
 	}
 	c.stillNamed = func(ref entryRef, ino uint64) (bool, error) { return cur.stillNamed(ref, ino) }
 	c.stillUses = func(ino, blk uint64) (bool, error) { return cur.stillUses(ino, blk) }
+	c.listKids = func(dir uint64) (kids []uint64, err error) {
+		err = s.View(ctx, func(tx *Tx) error {
+			in, g, err := tx.getInode(dir, Shared)
+			if err != nil {
+				return err
+			}
+			if in.Type != typeDir {
+				return nil
+			}
+			all, err := tx.listDir(g, in)
+			kids = kids[:0]
+			for _, e := range all {
+				kids = append(kids, e.Ino)
+			}
+			return err
+		})
+		return kids, err
+	}
+	c.lockKids = func(dir uint64, kids []uint64) error {
+		gs := make([]*glock, 0, len(kids)+1)
+		gs = append(gs, s.glockFor(classInode, dir))
+		for _, k := range kids {
+			if k >= s.sb.AGStart && k < s.sb.Blocks { // a bad entry is the step's to report
+				gs = append(gs, s.glockFor(classInode, k))
+			}
+		}
+		sort.Slice(gs, func(i, j int) bool { return gs[i].before(gs[j]) })
+		for _, g := range gs {
+			if err := cur.lock(g, Shared); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	each := func(fn func() error) error {
 		return s.View(ctx, func(tx *Tx) error {
 			cur = tx
