@@ -273,17 +273,9 @@ func (s *Store) repairDirty(ctx context.Context, rep *RepairReport) error {
 		if slot == s.slot {
 			continue
 		}
-		h, err := s.readJournalHeader(ctx, slot)
+		dirty, err := s.journalDirty(ctx, slot)
 		if err != nil {
 			return err
-		}
-		txs, _, _, err := s.scanJournal(ctx, slot, h)
-		if err != nil {
-			return err
-		}
-		dirty := false
-		for _, tx := range txs {
-			dirty = dirty || tx.Seq > h.AppliedSeq
 		}
 		if !dirty {
 			continue
