@@ -150,6 +150,26 @@ func (k killable) Flush(ctx context.Context) error {
 	return k.Device.Flush(ctx)
 }
 
+// legCounts are the writes and flushes of a volume's legs (both together).
+type legCounts struct{ writes, flushes atomic.Int64 }
+
+// countedLeg counts a leg's writes and flushes, and does nothing more (a
+// benchmark's leg: no clock is read).
+type countedLeg struct {
+	blockdev.Device
+	n *legCounts
+}
+
+func (c countedLeg) WriteAt(ctx context.Context, p []byte, off int64) error {
+	c.n.writes.Add(1)
+	return c.Device.WriteAt(ctx, p, off)
+}
+
+func (c countedLeg) Flush(ctx context.Context) error {
+	c.n.flushes.Add(1)
+	return c.Device.Flush(ctx)
+}
+
 // timedLocker counts the time the store waits for its locks.
 type timedLocker struct {
 	store.Locker
@@ -343,7 +363,8 @@ func (c *node) recover(ctx context.Context, d *node) (store.ReplayStats, error) 
 
 // scratchVolume formats two new legs of the demo's geometry and opens
 // them in slot 0 with n's lock manager; cleanup closes and removes them.
-func (r *rig) scratchVolume(ctx context.Context, n *node) (*mirror.Volume, func(), error) {
+// io counts the volume's writes and flushes of its legs.
+func (r *rig) scratchVolume(ctx context.Context, n *node) (vol *mirror.Volume, cleanup func(), io *legCounts, err error) {
 	var devs []blockdev.Device
 	var paths []string
 	remove := func() {
@@ -359,27 +380,31 @@ func (r *rig) scratchVolume(ctx context.Context, n *node) (*mirror.Volume, func(
 		d, err := blockdev.OpenFile(p, blockdev.OpenOptions{Create: true, CreateSize: demoLegSize, Logger: r.log})
 		if err != nil {
 			remove()
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		devs, paths = append(devs, d), append(paths, p)
 	}
 	if _, err := mirror.Format(ctx, devs, mirror.FormatOptions{RegionSize: demoRegion, Slots: demoSlots, ClusterID: "benchstore-scratch", DataIsZero: true}); err != nil {
 		remove()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
+	io = new(legCounts)
 	cfg := mirror.DefaultConfig(0)
-	cfg.Legs, cfg.Locker, cfg.Logger = devs, n.rl, r.log.Named("scratch")
+	for _, d := range devs {
+		cfg.Legs = append(cfg.Legs, countedLeg{d, io})
+	}
+	cfg.Locker, cfg.Logger = n.rl, r.log.Named("scratch")
 	cfg.Store = etcdstate.New(n.cli, prefix)
 	cfg.CallerOrdersWrites = true
 	v, err := mirror.Open(ctx, cfg)
 	if err != nil {
 		remove()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	return v, func() {
 		v.Close() // closes the legs
 		for _, p := range paths {
 			os.Remove(p)
 		}
-	}, nil
+	}, io, nil
 }
