@@ -7,6 +7,9 @@ import (
 	"io/fs"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/shoal-ha/shoal/internal/testutil"
 )
 
 // A transaction that reads two files and rewrites them (a web session and
@@ -280,4 +283,37 @@ func TestRewriteByIdentityLeavesTheDirectory(t *testing.T) {
 		}
 	}
 	checkClean(t, dev)
+}
+
+// HoldsExclusive follows the grant of a directory's lock: the node that
+// made a file in it last holds it, the other not.
+func TestHoldsExclusiveFollowsTheGrant(t *testing.T) {
+	dev := newMem(t, 4096, FormatOptions{})
+	lm := NewMemLocks()
+	a := openNode(t, dev, lm, "a", 0)
+	b := openNode(t, dev, lm, "b", 1)
+	if err := a.MkdirAll("web/keys/0", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if !a.HoldsExclusive("web/keys/0") {
+		t.Fatal("node a made the directory and does not hold its lock EX")
+	}
+	if b.HoldsExclusive("web/keys/0") || b.HoldsExclusive("web/keys/missing") {
+		t.Fatal("node b holds what it never locked")
+	}
+	if err := b.WriteFile("web/keys/0/k", []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if !b.HoldsExclusive("web/keys/0") {
+		t.Fatal("node b made a file in the directory and does not hold its lock EX")
+	}
+	testutil.WaitFor(t, 10*time.Second, "node a to give the directory's lock up", func() bool { return !a.HoldsExclusive("web/keys/0") })
+	for _, s := range []*Store{a, b} {
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if a.HoldsExclusive("web/keys/0") {
+		t.Fatal("a closed store holds a lock")
+	}
 }

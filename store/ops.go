@@ -757,6 +757,28 @@ func (tx *Tx) WriteFileOf(id FileStat, data []byte) error {
 	return pathErr("write", id.String(), tx.putInode(g, in))
 }
 
+// HoldsExclusive reports whether this node keeps an exclusive grant of
+// the lock of name's inode (a file's or a directory's) cached, so that a
+// transaction taking it EX now would not ask the lock manager: a hint for
+// callers grouping their work (a transaction that would wait for the lock
+// to come from another node is best kept apart from work that need not),
+// which may be wrong the next moment. False when name cannot be looked up
+// without locks (Stat's lock-free way) or this node holds no such grant.
+func (s *Store) HoldsExclusive(name string) bool {
+	fi := s.quickStat(name)
+	if fi == nil {
+		return false
+	}
+	st, ok := fi.Sys().(FileStat)
+	if !ok {
+		return false
+	}
+	s.gmu.Lock()
+	g := s.glocks[glockKey{classInode, st.Ino}]
+	s.gmu.Unlock()
+	return g != nil && g.covers(Exclusive)
+}
+
 // String names the file of identity id in errors.
 func (id FileStat) String() string { return fmt.Sprintf("inode %d generation %d", id.Ino, id.Gen) }
 
