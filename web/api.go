@@ -10,7 +10,6 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
-	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -63,6 +62,14 @@ func NewAPI(cfg Config, st Store, mem Membership) (*API, error) {
 	}
 	eng := session.NewEngine(cfg.Layout)
 	eng.MaxSessionBytes = cfg.MaxSessionBytes
+	// Files of the flat layout are looked for only when the store holds
+	// any: nodes of that layout never run beside this one, so none
+	// appear later.
+	flat, err := cfg.Layout.HasFlat(st)
+	if err != nil {
+		return nil, fmt.Errorf("web: looking for sessions and keys of the flat layout: %w", err)
+	}
+	eng.Flat = flat
 	a := &API{cfg: cfg, st: st, mem: mem, eng: eng, log: cfg.Logger.Named("sessions"), clk: cfg.Clock, mux: http.NewServeMux(),
 		group: newGroupCommit(st, cfg.RequestTimeout)}
 	a.mux.HandleFunc("POST /api/v1/sessions", a.create)
@@ -268,7 +275,7 @@ func (a *API) mutate(w http.ResponseWriter, r *http.Request, body []byte, op ses
 		// until waitUntil at most: then the client hears "try again"
 		// (nothing was journaled) instead of waiting out the recovery.
 		wait := max(waitUntil.Sub(a.clk.Now()), time.Millisecond)
-		err := a.group.updateRecoveryBound(ctx, path.Dir(a.cfg.Layout.KeyFile(key)), wait, func(tx session.Tx) error {
+		err := a.group.updateRecoveryBound(ctx, a.beginLane(key), wait, func(tx session.Tx) error {
 			var err error
 			d, err = a.eng.Begin(tx, req, a.mem.Self(), a.mem.State, a.clk.Now())
 			return err

@@ -24,11 +24,13 @@ import (
 //
 // Steps come in lanes, and a transaction takes the steps of one lane: a
 // request's Begin goes in the lane of its key's shard directory, whose
-// lock it takes exclusively (often from another node: a wait of a
-// checkpoint and an etcd grant). Mixed in one transaction, steps of k
-// shards would wait for up to k such hand-overs one after the other, and
-// an Apply step (which needs no shared lock) would wait for all of them;
-// in lanes, the transactions wait side by side.
+// lock it takes exclusively, when that lock may have to come from another
+// node (a wait of a checkpoint and an etcd grant; API.beginLane). Mixed in
+// one transaction, steps of k such shards would wait for up to k
+// hand-overs one after the other, and an Apply step (which needs no
+// shared lock) would wait for all of them; in lanes, the transactions
+// wait side by side. Steps that wait for nobody share the common lane
+// "", and one transaction's flush.
 type groupCommit struct {
 	st Store
 	// maxJobs bounds the steps of one transaction; maxBatches the

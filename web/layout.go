@@ -42,3 +42,24 @@ func makeLayoutDirs(st Store, l session.Layout) error {
 	}
 	return nil
 }
+
+// ExclusiveHolder is a Store that tells whether this node keeps the lock
+// of a file or directory exclusively, cached (store.Store.HoldsExclusive):
+// a hint that may be wrong the next moment.
+type ExclusiveHolder interface {
+	HoldsExclusive(name string) bool
+}
+
+// beginLane is the group commit lane of the Begin step of a request with
+// idempotency key key: the key's shard directory, whose lock the step
+// takes exclusively, kept apart from other steps while the lock may have
+// to come from another node; the common lane when this node holds it
+// already (one node alone, or a shard it has kept), where the step waits
+// for nothing and shares a transaction, and its flush, with any other.
+func (a *API) beginLane(key string) string {
+	shard := path.Dir(a.cfg.Layout.KeyFile(key))
+	if h, ok := a.st.(ExclusiveHolder); ok && h.HoldsExclusive(shard) {
+		return ""
+	}
+	return shard
+}

@@ -113,6 +113,16 @@ func TestLayoutShardsSessionsAndKeys(t *testing.T) {
 	if err := session.NewEngine(cfg.Layout).Check(st); err != nil {
 		t.Fatal(err)
 	}
+	// A store without files of the flat layout at the start is not
+	// looked at for them: a flat session file appearing later (a node of
+	// the flat layout, which must not run beside this one) is not seen.
+	const flatID = "0123456789abcdef0123456789abcdef"
+	if err := st.WriteFile(path.Join(cfg.Layout.Sessions, flatID), []byte(`{"id":"`+flatID+`","vars":{},"version":1}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if resp, body := do(t, "GET", hs.URL+"/api/v1/sessions/"+flatID, nil, ""); resp.StatusCode != 404 {
+		t.Fatalf("flat session made after the start: %d %s, want 404", resp.StatusCode, body)
+	}
 }
 
 // A store written before the shards (its files directly in web/sessions
@@ -422,5 +432,45 @@ func TestApplyLeavesTheKeyShard(t *testing.T) {
 	})
 	if err != nil || rec == nil || rec.State != session.KeyDone || rec.Response.Status != 201 {
 		t.Fatalf("key %s read on n1: %+v %v", keyA, rec, err)
+	}
+}
+
+// A Begin goes in its key shard's own group commit lane while another node
+// may hold the shard's lock, and in the common lane once this node does.
+func TestBeginLaneFollowsTheShardsLock(t *testing.T) {
+	t.Parallel()
+	b := newStoreBackend(t)
+	cfg := testConfig(t)
+	c := newCluster()
+	var apis []*API
+	for i := range 2 {
+		m := &member{c: c, self: session.Owner{Node: fmt.Sprintf("n%d", i), Incarnation: "1"}}
+		c.set(m.self, session.OwnerLive)
+		st := b.open(t, i, fmt.Sprintf("n%d/1", i), cfg)
+		if err := makeLayoutDirs(st, cfg.Layout); err != nil {
+			t.Fatal(err)
+		}
+		api, err := NewAPI(cfg, st, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		apis = append(apis, api)
+	}
+	shard := path.Dir(cfg.Layout.KeyFile("k1"))
+	// n0 made the shards (it holds their locks EX); n1 found them made.
+	if got := apis[0].beginLane("k1"); got != "" {
+		t.Fatalf("n0's lane for k1: %q, want the common lane", got)
+	}
+	if got := apis[1].beginLane("k1"); got != shard {
+		t.Fatalf("n1's lane for k1: %q, want %s", got, shard)
+	}
+	hs := httptest.NewServer(apis[1])
+	defer hs.Close()
+	createSession(t, hs.URL, "k1") // n1 makes k1's record: the shard's lock is n1's now
+	if got := apis[1].beginLane("k1"); got != "" {
+		t.Fatalf("n1's lane for k1 after its create: %q, want the common lane", got)
+	}
+	if got := apis[0].beginLane("k1"); got != shard {
+		t.Fatalf("n0's lane for k1 after n1's create: %q, want %s", got, shard)
 	}
 }

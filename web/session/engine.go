@@ -190,10 +190,26 @@ type Engine struct {
 	Layout Layout
 	// MaxSessionBytes bounds a session's encoded size (0: no bound).
 	MaxSessionBytes int
+	// Flat says the store may hold files of the flat layout (see
+	// Layout): every session and key is looked for there first. A store
+	// without any (Layout.HasFlat) never gets one, so a server that found
+	// none at its start leaves them unlooked for.
+	Flat bool
 }
 
-// NewEngine returns an engine over layout with a 1 MiB session bound.
-func NewEngine(layout Layout) *Engine { return &Engine{Layout: layout, MaxSessionBytes: 1 << 20} }
+// NewEngine returns an engine over layout with a 1 MiB session bound,
+// looking for files of the flat layout too.
+func NewEngine(layout Layout) *Engine {
+	return &Engine{Layout: layout, MaxSessionBytes: 1 << 20, Flat: true}
+}
+
+// flat is name when the engine looks at the flat layout, else "".
+func (e *Engine) flat(name string) string {
+	if !e.Flat {
+		return ""
+	}
+	return name
+}
 
 // Fingerprint is the request fingerprint of
 // draft-ietf-httpapi-idempotency-key-header-07 section 2.4: the SHA-256 of the
@@ -222,7 +238,7 @@ type keyLoc struct {
 // which file it is, or is to be made; with create the read is for a create
 // (readForCreate).
 func (e *Engine) findKey(tx reader, key string, create bool) (keyLoc, *KeyRecord, error) {
-	name, b, err := find(tx, e.Layout.flatKeyFile(key), e.Layout.KeyFile(key), create)
+	name, b, err := find(tx, e.flat(e.Layout.flatKeyFile(key)), e.Layout.KeyFile(key), create)
 	if err != nil || b == nil {
 		return keyLoc{name: name}, nil, err
 	}
@@ -297,7 +313,7 @@ func (e *Engine) findSession(tx reader, id string, create bool) (string, *Sessio
 		// Not a name the layout has a file for; no such session.
 		return "", nil, nil
 	}
-	name, b, err := find(tx, e.Layout.flatSessionFile(id), e.Layout.SessionFile(id), create)
+	name, b, err := find(tx, e.flat(e.Layout.flatSessionFile(id)), e.Layout.SessionFile(id), create)
 	if err != nil || b == nil {
 		return name, nil, err
 	}

@@ -126,6 +126,26 @@ func files(fsys fs.FS, dir string) ([]string, error) {
 // names relative to Keys, for Collect.
 func (l Layout) KeyNames(fsys fs.FS) ([]string, error) { return files(fsys, l.Keys) }
 
+// HasFlat reports whether fsys holds files of the flat layout (directly in
+// Sessions or Keys, outside the shards).
+func (l Layout) HasFlat(fsys fs.FS) (bool, error) {
+	for _, dir := range []string{l.Sessions, l.Keys} {
+		ents, err := fs.ReadDir(fsys, dir)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return false, err
+		}
+		for _, e := range ents {
+			if !e.IsDir() {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
+}
+
 // reader is the read side of a Tx, or of a plain io/fs view.
 type reader interface {
 	ReadFile(name string) ([]byte, error)
@@ -150,17 +170,22 @@ func readForCreate(tx reader, name string) ([]byte, error) {
 }
 
 // find reads the file a record lives in: flat, the flat layout's place
-// (looked at first: a store written before the shards), else sharded,
-// read for a create when create is set. It returns the file found (or
-// sharded, where a new record goes) and its contents, nil when missing.
+// (looked at first, unless "": a store written before the shards), else
+// sharded, read for a create when create is set. It returns the file
+// found (or sharded, where a new record goes) and its contents, nil when
+// missing.
 func find(tx reader, flat, sharded string, create bool) (string, []byte, error) {
-	b, err := tx.ReadFile(flat)
-	if err == nil {
-		return flat, b, nil
+	if flat != "" {
+		b, err := tx.ReadFile(flat)
+		if err == nil {
+			return flat, b, nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return "", nil, err
+		}
 	}
-	if !errors.Is(err, fs.ErrNotExist) {
-		return "", nil, err
-	}
+	var b []byte
+	var err error
 	if create {
 		b, err = readForCreate(tx, sharded)
 	} else {
