@@ -464,8 +464,10 @@ func (n *Node) drive(nl *nodeLock) {
 	case nl.key != "" && nl.held && nl.blocked && nl.want == nl.granted:
 		// Blocking callback: give way once local holders allow, but first
 		// serve the local waiters that queued before it and that the grant
-		// covers (they wait only for other local holders).
-		if head != nil && n.before(nl, head) && Covers(nl.granted, head.mode) {
+		// covers (they wait only for other local holders). A draining
+		// grant (spent: a recovery grant, never cached, or caching off)
+		// serves nobody more: it is released, and they ask anew.
+		if head != nil && !nl.draining && n.before(nl, head) && Covers(nl.granted, head.mode) {
 			break
 		}
 		if !used {
