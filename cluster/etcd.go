@@ -23,6 +23,7 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 )
 
 // ErrNoQuorum: the embedded member could not join a quorum in time (peers
@@ -199,7 +200,20 @@ func containsString(list []string, s string) bool {
 
 // newClient connects an etcd client with mutual TLS.
 func newClient(endpoints []string, tlsCfg *tls.Config, timeout time.Duration, dial func(context.Context, string) (net.Conn, error)) (*clientv3.Client, error) {
-	var opts []grpc.DialOption
+	// gRPC's default reconnect back-off grows to 120 s (1.6x from 1 s):
+	// after an outage of a few seconds that cut every node off (etcd
+	// without quorum, or the node's own link), a node would wait up to
+	// several seconds more after etcd answers again before it tries, and
+	// only then register its new incarnation and recover the others.
+	// Retrying a local quorum at most every second costs little.
+	connect := timeout
+	if connect <= 0 {
+		connect = 5 * time.Second
+	}
+	opts := []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+		Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+		MinConnectTimeout: connect,
+	})}
 	if dial != nil {
 		opts = append(opts, grpc.WithContextDialer(dial))
 	}
