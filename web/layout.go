@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"path"
 
+	"github.com/shoal-ha/shoal/store"
 	"github.com/shoal-ha/shoal/web/session"
 )
 
@@ -21,8 +22,8 @@ type ApartMaker interface {
 }
 
 // makeLayoutDirs makes the directories of layout l in st (Layout.Dirs),
-// the shards apart when st can (ApartMaker). Existing ones are left as
-// they are.
+// the shards apart when st can (ApartMaker) and has the room, plainly
+// otherwise. Existing ones are left as they are.
 func makeLayoutDirs(st Store, l session.Layout) error {
 	am, apart := st.(ApartMaker)
 	for _, dir := range l.Dirs() {
@@ -36,7 +37,13 @@ func makeLayoutDirs(st Store, l session.Layout) error {
 		if fi, err := fs.Stat(st, dir); err == nil && fi.IsDir() {
 			continue
 		}
-		if err := am.MkdirApart(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		err := am.MkdirApart(dir, 0o700)
+		if errors.Is(err, store.ErrNoSpace) {
+			// No wholly free region left (a full or small store): the
+			// shard works anywhere, only its lock's region is shared.
+			err = st.MkdirAll(dir, 0o700)
+		}
+		if err != nil && !errors.Is(err, fs.ErrExist) {
 			return fmt.Errorf("web: making %s: %w", dir, err)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io/fs"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-ha/shoal/blockdev"
 	"github.com/shoal-ha/shoal/internal/testlog"
 	"github.com/shoal-ha/shoal/store"
 	"github.com/shoal-ha/shoal/web/session"
@@ -472,5 +474,37 @@ func TestBeginLaneFollowsTheShardsLock(t *testing.T) {
 	}
 	if got := apis[0].beginLane("k1"); got != shard {
 		t.Fatalf("n0's lane for k1 after n1's create: %q, want %s", got, shard)
+	}
+}
+
+// A store with no wholly free region for a shard (its allocation groups
+// smaller than a region) still gets its shards, made plainly.
+func TestLayoutOnAStoreWithoutFreeRegions(t *testing.T) {
+	t.Parallel()
+	dev, err := blockdev.NewMem(2048*store.BlockSize, 512)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Format(context.Background(), dev, store.FormatOptions{Slots: 2, AGBlocks: 128, Align: 1}); err != nil {
+		t.Fatal(err)
+	}
+	scfg := store.DefaultConfig(dev, 0, store.NewMemLocks().Node("n0"))
+	scfg.Logger = testlog.New(t, "n0")
+	st, err := store.Open(context.Background(), scfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := st.MkdirApart("probe", 0o700); !errors.Is(err, store.ErrNoSpace) {
+		t.Fatalf("MkdirApart on groups of 128 blocks: %v, want ErrNoSpace", err)
+	}
+	cfg := testConfig(t)
+	if err := makeLayoutDirs(FromStore(st), cfg.Layout); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range cfg.Layout.Dirs() {
+		if fi, err := st.Stat(d); err != nil || !fi.IsDir() {
+			t.Fatalf("layout directory %s: %v", d, err)
+		}
 	}
 }
