@@ -98,8 +98,9 @@ func (v *Volume) writeBitmapBlocks(ctx context.Context, slot int, image *Bitmap,
 // markDirty makes sure regions [r0, r1] are marked on disk before data is
 // written to them.
 func (v *Volume) markDirty(ctx context.Context, r0, r1, ahead int64) error {
+	now := v.now() // outside stateMu, which every write takes twice
 	v.stateMu.Lock()
-	need := v.in.begin(r0, r1, v.now())
+	need := v.in.begin(r0, r1, now)
 	v.stateMu.Unlock()
 	if !need {
 		return nil
@@ -123,8 +124,9 @@ func (v *Volume) markDirty(ctx context.Context, r0, r1, ahead int64) error {
 }
 
 func (v *Volume) endWrite(r0, r1 int64, degraded bool) {
+	now := v.now()
 	v.stateMu.Lock()
-	v.in.end(r0, r1, v.now(), degraded)
+	v.in.end(r0, r1, now, degraded)
 	v.stateMu.Unlock()
 }
 
