@@ -63,10 +63,11 @@ type Config struct {
 	// LogJSON writes log lines as JSON. Default false.
 	LogJSON bool `hcl:"log_json,optional"`
 	// ReusePort binds the embedded etcd member's client and peer
-	// listeners and the admin listener with SO_REUSEPORT (socket(7)), so
-	// a supervisor that reserved those ports beforehand (bound, never
-	// listening: internal/portres) can hand them to the node without a
-	// window in which another program takes them. Default false.
+	// listeners, the admin listener and the web tier's listener with
+	// SO_REUSEPORT (socket(7)), so a supervisor that reserved those ports
+	// beforehand (bound, never listening: internal/portres) can hand them
+	// to the node without a window in which another program takes them.
+	// Default false.
 	ReusePort bool `hcl:"reuse_port,optional"`
 
 	Etcd   EtcdConfig

@@ -145,12 +145,16 @@ func (s *Server) Start() (net.Addr, error) {
 }
 
 // Serve serves on ln until Close: TLS with HTTP/2 when TLSCertFile is set,
-// plain HTTP/1.1 otherwise. It returns nil after Close.
+// plain HTTP/1.1 otherwise. It returns nil after Close. A Serve after
+// Close (or a second Serve) closes ln and returns an error: a listener
+// left open would keep a share of the connections of a port bound with
+// SO_REUSEPORT and never answer them.
 func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Lock()
 	if s.started {
 		s.mu.Unlock()
-		return errors.New("web: Serve called twice")
+		ln.Close()
+		return errors.New("web: Serve called twice or after Close")
 	}
 	s.started = true
 	s.ln = ln

@@ -48,7 +48,7 @@ func webParts(cfg cluster.Config, middleware func(http.Handler) http.Handler) ([
 		return nil, err
 	}
 	sp := storenode.New(storenode.Config{Slot: *cfg.Volume.Slot, Format: true, Handlers: webnode.Handlers(wc), Logger: cfg.Logger})
-	wp := webnode.New(webnode.Config{Web: wc, Store: sp.Store, Logger: cfg.Logger})
+	wp := webnode.New(webnode.Config{Web: wc, Store: sp.Store, Logger: cfg.Logger, ReusePort: cfg.ReusePort})
 	return []node.Part{sp, wp}, nil
 }
 

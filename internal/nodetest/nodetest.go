@@ -108,6 +108,8 @@ type Node struct {
 	ClientAddr string
 	PeerAddr   string
 	AdminAddr  string
+	// WebAddr is the web tier's host:port (Options.Web), else empty.
+	WebAddr string
 	// Args are extra command-line arguments for every start.
 	Args []string
 
@@ -200,6 +202,11 @@ type Options struct {
 	// than about 1.5s loses a 2s lease) gives them a longer one; a
 	// benchmark of the fast profile leaves it zero.
 	LeaseTTL time.Duration
+	// Web turns the web tier on: each node serves the store's site and
+	// the sessions API on a port of its own (Node.WebAddr), reserved like
+	// the others and named in a configuration file's web block, which
+	// every start reads. It needs a volume (NewVolumeCluster).
+	Web bool
 }
 
 // NewCluster prepares n nodes that bootstrap one etcd cluster, starts them
@@ -216,6 +223,9 @@ func NewCluster(t testing.TB, n int, opts Options) *Cluster {
 	for i := 1; i <= n; i++ {
 		nd := c.newNode(fmt.Sprintf("node%d", i))
 		initial = append(initial, nd.Name+"=https://"+nd.PeerAddr)
+		if opts.Web {
+			nd.setWeb()
+		}
 	}
 	for _, nd := range c.Nodes {
 		if c.external != nil {
@@ -251,6 +261,22 @@ func (c *Cluster) newNode(name string) *Node {
 	c.Nodes = append(c.Nodes, nd)
 	return nd
 }
+
+// setWeb gives the node a web address and a configuration file that
+// names it (the web block has no command-line flags).
+func (nd *Node) setWeb() {
+	t := nd.c.t
+	t.Helper()
+	nd.WebAddr = ReservePort(t)
+	conf := filepath.Join(nd.c.Dir, nd.Name+".hcl")
+	if err := os.WriteFile(conf, []byte(fmt.Sprintf("web {\n  addr = %q\n}\n", nd.WebAddr)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	nd.Args = append(nd.Args, "--config", conf)
+}
+
+// WebURL is the base URL of the node's web tier ("http://host:port").
+func (nd *Node) WebURL() string { return "http://" + nd.WebAddr }
 
 // AddNode prepares (but does not start) a further node that joins the
 // running cluster through the first node's client address.

@@ -81,3 +81,14 @@ func (nd *Node) VolumeOpen() bool {
 	resp.Body.Close()
 	return resp.StatusCode == http.StatusOK
 }
+
+// StoreOpen asks the node's admin API whether its current incarnation has
+// the store open (web tier on: Options.Web).
+func (nd *Node) StoreOpen() bool {
+	resp, err := nd.AdminClient(time.Second).Get(nd.AdminURL() + "/api/store/stat?path=.")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}

@@ -21,6 +21,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/shoal-ha/shoal/dlm"
+	"github.com/shoal-ha/shoal/internal/portres"
 	"github.com/shoal-ha/shoal/node"
 	"github.com/shoal-ha/shoal/store"
 	"github.com/shoal-ha/shoal/web"
@@ -36,6 +37,12 @@ type Config struct {
 	Store func() *store.Store
 	// Logger gets the part's log lines. Default none.
 	Logger hclog.Logger
+	// ReusePort listens on Web.Addr with SO_REUSEPORT (socket(7)), so
+	// that a supervisor that reserved the port beforehand (bound, never
+	// listening: internal/portres) hands it to every incarnation of the
+	// node without a window in which another program takes it
+	// (cluster.Config.ReusePort). Default false.
+	ReusePort bool
 }
 
 // Handlers are the store recovery handlers the web tier needs
@@ -97,11 +104,13 @@ func (p *Part) Start(ctx context.Context, inc node.Incarnation) error {
 	if err != nil {
 		return err
 	}
-	addr, err := srv.Start()
+	ln, err := portres.Listen(ctx, p.cfg.Web.Addr, p.cfg.ReusePort)
 	if err != nil {
 		srv.Close()
 		return fmt.Errorf("webnode: listening on %s: %w", p.cfg.Web.Addr, err)
 	}
+	go srv.Serve(ln)
+	addr := ln.Addr()
 	p.mu.Lock()
 	p.srv, p.addr = srv, addr
 	p.mu.Unlock()

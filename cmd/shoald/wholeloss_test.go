@@ -1,0 +1,377 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/shoal-ha/shoal/fencing/recovery"
+	"github.com/shoal-ha/shoal/internal/nodetest"
+	"github.com/shoal-ha/shoal/web"
+	"github.com/shoal-ha/shoal/web/webtest"
+)
+
+const (
+	// wholeLossPause is how long every node stays stopped: past the
+	// lease TTL and the self-fence margin, so that every incarnation of
+	// the cluster is dead when the nodes wake.
+	wholeLossPause = testTTL + 2*time.Second
+	// wholeLossBound is how long the cluster may take to come back by
+	// itself once the nodes wake (new incarnations, stores open, web
+	// answering, every recovery done), on a loaded test machine.
+	wholeLossBound = 90 * time.Second
+	// wholeLossClients add to one counter at once; each sends at most
+	// wholeLossAdds adds.
+	wholeLossClients = 3
+	wholeLossAdds    = 400
+)
+
+// TestWholeClusterPauseKeepsEveryAdd: three shoald processes with embedded
+// etcd, file legs, the store and the web tier; clients add 1 to one
+// session counter through the sessions API, each add under its own
+// Idempotency-Key and retried with that key on the nodes until answered.
+// While adds are in flight every shoald is stopped at once (SIGSTOP)
+// for longer than the lease, then continued at once: every incarnation of
+// the cluster is dead, the etcd members woke together, and the only
+// recovery coordinators are the nodes' own new incarnations, whose store
+// opens find their slots held by their own dead incarnations.
+//
+// It proves, with real processes: the cluster comes back by itself within
+// wholeLossBound (every node a member again under a new incarnation, its
+// store open, its web tier answering, a finished recovery of every dead
+// incarnation and none unfinished, in /api/recoveries and in shoald
+// status); and every add counts exactly once: the counter read on every
+// node equals the number of keys, and the values the adds answered are
+// exactly 1..N (no add applied twice, none lost, none answered with
+// another's result), including the adds in flight across the stop. How
+// many journal records the replays handed over (the new incarnation's
+// store open recovering its own slot, or a coordinator's replay step) is
+// logged from the nodes' logs and the recovery records: a stop between two
+// journal checkpoints leaves some to hand over, but not every run does.
+func TestWholeClusterPauseKeepsEveryAdd(t *testing.T) {
+	parallel(t)
+	c := nodetest.NewVolumeCluster(t, nodetest.FileLegs(t), nodetest.Options{LeaseTTL: testTTL, Web: true})
+	var urls []string
+	for _, nd := range c.Nodes {
+		urls = append(urls, nd.WebURL())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	client := &webtest.Client{HTTP: &http.Client{Timeout: 5 * time.Second}, Nodes: func() []string { return urls }, Backoff: 100 * time.Millisecond}
+	var id string
+	c.WaitFor(60*time.Second, "a session created", func() bool {
+		res, err := client.Do(ctx, "POST", "/api/v1/sessions", nil, webtest.NewKey())
+		if err != nil || res.Status != http.StatusCreated {
+			t.Logf("create: %v %d %s", err, res.Status, res.Body)
+			return false
+		}
+		var v struct{ ID string }
+		if err := json.Unmarshal(res.Body, &v); err != nil || v.ID == "" {
+			t.Fatalf("create answered %s: %v", res.Body, err)
+		}
+		id = v.ID
+		return true
+	})
+	sessionPath := "/api/v1/sessions/" + id
+	for _, nd := range c.Nodes {
+		c.WaitFor(60*time.Second, nd.Name+"'s web tier to read the session", func() bool { return sessionOn(nd, sessionPath) == nil })
+	}
+
+	adds := &addLog{}
+	stop := make(chan struct{})
+	errs := make(chan error, wholeLossClients)
+	run := webtest.NewKey()[:8]
+	for i := range wholeLossClients {
+		go func() { errs <- addUntil(ctx, client, sessionPath+"/vars/n", fmt.Sprintf("%s-c%d", run, i), stop, adds) }()
+	}
+	c.WaitFor(30*time.Second, "every client's first adds answered", func() bool { return adds.count() >= 2*wholeLossClients })
+
+	olds := map[string]string{}
+	for _, nd := range c.Nodes {
+		m, err := nd.Members()
+		if err != nil || m[nd.Name] == "" {
+			t.Fatalf("%s's incarnation: %v %v", nd.Name, m, err)
+		}
+		olds[nd.Name] = m[nd.Name]
+	}
+	pausedAt := time.Now()
+	for _, nd := range c.Nodes {
+		nd.Pause()
+	}
+	// The fault itself: every process stays stopped for this long.
+	time.Sleep(wholeLossPause)
+	for _, nd := range c.Nodes {
+		nd.Cont()
+	}
+	contAt := time.Now()
+	t.Logf("every node stopped for %s with %d adds answered", contAt.Sub(pausedAt).Round(time.Millisecond), adds.count())
+
+	var why error
+	deadline := contAt.Add(wholeLossBound)
+	for {
+		if why = clusterBack(c, olds, sessionPath); why == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the cluster did not come back within %s of the nodes waking: %v", wholeLossBound, why)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("cluster back %s after the nodes woke", time.Since(contAt).Round(time.Millisecond))
+
+	// A few more adds on the cluster that came back, then the clients stop.
+	atBack := adds.count()
+	c.WaitFor(60*time.Second, "adds answered after the cluster came back", func() bool { return adds.count() >= atBack+wholeLossClients })
+	close(stop)
+	for range wholeLossClients {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	values, spanning := adds.result(pausedAt, contAt)
+	n := len(values)
+	for i, v := range values {
+		if v != int64(i+1) {
+			t.Fatalf("the %d adds answered values %v, want 1..%d each once", n, values, n)
+		}
+	}
+	if spanning == 0 {
+		t.Fatalf("no add was in flight across the stop (%d adds)", n)
+	}
+	for _, nd := range c.Nodes {
+		body, err := readSession(ctx, nd, sessionPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := string(body.Vars["n"]); got != strconv.Itoa(n) {
+			t.Fatalf("%s reads n = %s, want %d (one per key)", nd.Name, got, n)
+		}
+	}
+	out, err := runShoald(t, append([]string{"status", "--admin", c.Nodes[0].AdminAddr}, c.AdminArgs()...)...)
+	if err != nil || !strings.Contains(out, "recoveries: none in progress") {
+		t.Fatalf("shoald status: %v\n%s", err, out)
+	}
+	t.Logf("%d adds, each counted once; %d in flight across the stop; replays: %s", n, spanning, handedOver(t, c, olds))
+}
+
+// addLog records the adds answered: the value each answered and when it
+// was sent and answered.
+type addLog struct {
+	mu   sync.Mutex
+	adds []answeredAdd
+}
+
+type answeredAdd struct {
+	value      int64
+	sent, done time.Time
+}
+
+func (l *addLog) add(a answeredAdd) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.adds = append(l.adds, a)
+}
+
+func (l *addLog) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.adds)
+}
+
+// result returns the answered values in order and how many adds were sent
+// before from and answered after to.
+func (l *addLog) result(from, to time.Time) (values []int64, spanning int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, a := range l.adds {
+		values = append(values, a.value)
+		if a.sent.Before(from) && a.done.After(to) {
+			spanning++
+		}
+	}
+	sort.Slice(values, func(i, j int) bool { return values[i] < values[j] })
+	return values, spanning
+}
+
+// addUntil adds 1 to the variable at path under fresh keys (prefix-N)
+// until stop is closed, at most wholeLossAdds times; each add is retried
+// with its key until a node answers it.
+func addUntil(ctx context.Context, client *webtest.Client, path, prefix string, stop <-chan struct{}, log *addLog) error {
+	for j := range wholeLossAdds {
+		select {
+		case <-stop:
+			return nil
+		default:
+		}
+		sent := time.Now()
+		res, err := client.Do(ctx, "POST", path, []byte(`{"op":"add","value":1}`), fmt.Sprintf("%s-%d", prefix, j))
+		if err == nil && res.Status != http.StatusOK {
+			err = fmt.Errorf("status %d: %s", res.Status, res.Body)
+		}
+		if err != nil {
+			return fmt.Errorf("add %s-%d: %w", prefix, j, err)
+		}
+		var v struct{ Value json.RawMessage }
+		if err := json.Unmarshal(res.Body, &v); err != nil {
+			return fmt.Errorf("add %s-%d answered %s: %w", prefix, j, res.Body, err)
+		}
+		n, err := strconv.ParseInt(string(v.Value), 10, 64)
+		if err != nil {
+			return fmt.Errorf("add %s-%d answered %s: %w", prefix, j, res.Body, err)
+		}
+		log.add(answeredAdd{value: n, sent: sent, done: time.Now()})
+	}
+	return nil
+}
+
+// sessionOn asks nd alone for the session at path.
+func sessionOn(nd *nodetest.Node, path string) error {
+	resp, err := (&http.Client{Timeout: 2 * time.Second}).Get(nd.WebURL() + path)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: GET %s: %s", nd.Name, path, resp.Status)
+	}
+	return nil
+}
+
+// readSession reads the session at path from nd alone, retrying while it
+// answers 503.
+func readSession(ctx context.Context, nd *nodetest.Node, path string) (web.SessionView, error) {
+	var v web.SessionView
+	wc := &webtest.Client{HTTP: &http.Client{Timeout: 5 * time.Second}, Nodes: func() []string { return []string{nd.WebURL()} }}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	res, err := wc.Do(ctx, "GET", path, nil, "")
+	if err == nil && res.Status != http.StatusOK {
+		err = fmt.Errorf("status %d: %s", res.Status, res.Body)
+	}
+	if err == nil {
+		err = json.Unmarshal(res.Body, &v)
+	}
+	if err != nil {
+		return v, fmt.Errorf("%s: GET %s: %w", nd.Name, path, err)
+	}
+	return v, nil
+}
+
+// clusterBack says what keeps the cluster from being back after every
+// incarnation in olds (name -> incarnation) died: each node a member
+// under a new incarnation seeing all three, its store open, its web tier
+// reading the session at path; a recovery of every old incarnation
+// recorded done, and none unfinished.
+func clusterBack(c *nodetest.Cluster, olds map[string]string, path string) error {
+	for _, nd := range c.Nodes {
+		m, err := nd.Members()
+		if err != nil {
+			return fmt.Errorf("%s: members: %w", nd.Name, err)
+		}
+		if len(m) != len(c.Nodes) {
+			return fmt.Errorf("%s sees members %v", nd.Name, m)
+		}
+		for name, old := range olds {
+			if m[name] == "" || m[name] == old {
+				return fmt.Errorf("%s sees %s as incarnation %q (dead one %s)", nd.Name, name, m[name], old)
+			}
+		}
+		if !nd.StoreOpen() {
+			return fmt.Errorf("%s: store not open", nd.Name)
+		}
+		if err := sessionOn(nd, path); err != nil {
+			return err
+		}
+	}
+	recs, err := recoveries(c.Nodes[0])
+	if err != nil {
+		return err
+	}
+	if busy := recovery.InProgress(recs); len(busy) > 0 {
+		var s []string
+		for _, r := range busy {
+			s = append(s, fmt.Sprintf("%s at %s (%s)", r.Victim, r.Next(), r.LastError))
+		}
+		return fmt.Errorf("recoveries unfinished: %s", strings.Join(s, "; "))
+	}
+	for name, old := range olds {
+		if _, ok := recoveryIn(recs, name, old); !ok {
+			return fmt.Errorf("no recovery of %s/%s recorded", name, old)
+		}
+	}
+	return nil
+}
+
+func recoveries(nd *nodetest.Node) ([]recovery.Record, error) {
+	resp, err := nd.AdminClient(5 * time.Second).Get(nd.AdminURL() + "/api/recoveries")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s: /api/recoveries: %s", nd.Name, resp.Status)
+	}
+	var recs []recovery.Record
+	if err := json.NewDecoder(resp.Body).Decode(&recs); err != nil {
+		return nil, errors.Join(fmt.Errorf("%s: /api/recoveries", nd.Name), err)
+	}
+	return recs, nil
+}
+
+func recoveryIn(recs []recovery.Record, name, incarnation string) (recovery.Record, bool) {
+	for _, r := range recs {
+		if r.Victim.Name == name && r.Victim.Incarnation == incarnation {
+			return r, true
+		}
+	}
+	return recovery.Record{}, false
+}
+
+var replayedLine = regexp.MustCompile(`(replayed this slot's journal left by an earlier incarnation|replayed a dead incarnation's journal).*\brecords=(\d+)`)
+
+// handedOver sums up what the replays of the dead incarnations handed
+// over: the records named in the nodes' log lines of the store's replays
+// (an open recovering its own slot, a coordinator's replay), and the
+// replay steps' outcomes in the recovery records.
+func handedOver(t *testing.T, c *nodetest.Cluster, olds map[string]string) string {
+	t.Helper()
+	var opens, coords, openRecs, coordRecs int
+	for _, nd := range c.Nodes {
+		for _, m := range replayedLine.FindAllStringSubmatch(nd.Log(), -1) {
+			n, _ := strconv.Atoi(m[2])
+			if strings.HasPrefix(m[1], "replayed this slot") {
+				opens++
+				openRecs += n
+			} else {
+				coords++
+				coordRecs += n
+			}
+		}
+	}
+	recs, err := recoveries(c.Nodes[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var steps []string
+	for name, old := range olds {
+		r, _ := recoveryIn(recs, name, old)
+		for _, h := range r.History {
+			if h.Step == recovery.StepReplayJournal {
+				steps = append(steps, fmt.Sprintf("%s by %s: %d %s", name, h.Coordinator, h.Outcome.Count, h.Outcome.Unit))
+			}
+		}
+	}
+	sort.Strings(steps)
+	return fmt.Sprintf("%d own-slot replays at open handed over %d records, %d coordinator replays %d records; replay steps: %s",
+		opens, openRecs, coords, coordRecs, strings.Join(steps, ", "))
+}
