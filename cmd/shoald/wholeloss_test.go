@@ -47,16 +47,17 @@ const (
 //
 // It proves, with real processes: the cluster comes back by itself within
 // wholeLossBound (every node a member again under a new incarnation, its
-// store open, its web tier answering, a finished recovery of every dead
-// incarnation and none unfinished, in /api/recoveries and in shoald
-// status); and every add counts exactly once: the counter read on every
-// node equals the number of keys, and the values the adds answered are
-// exactly 1..N (no add applied twice, none lost, none answered with
-// another's result), including the adds in flight across the stop. How
-// many journal records the replays handed over (the new incarnation's
-// store open recovering its own slot, or a coordinator's replay step) is
-// logged from the nodes' logs and the recovery records: a stop between two
-// journal checkpoints leaves some to hand over, but not every run does.
+// store open, its web tier answering; a recovery of every dead incarnation
+// recorded done with its steps in order, and none unfinished, in
+// /api/recoveries and in shoald status); and every add counts exactly
+// once: the counter read on every node equals the number of keys, and the
+// values the adds answered are exactly 1..N (no add applied twice, none
+// lost, none answered with another's result), the adds in flight across
+// the stop included. How many journal records the replays handed over
+// (a new incarnation's store open recovering its own slot, or a
+// coordinator's replay step) is logged from the nodes' logs and the
+// recovery records: a stop between two journal checkpoints leaves some to
+// hand over, but a run is not required to.
 func TestWholeClusterPauseKeepsEveryAdd(t *testing.T) {
 	parallel(t)
 	c := nodetest.NewVolumeCluster(t, nodetest.FileLegs(t), nodetest.Options{LeaseTTL: testTTL, Web: true})
@@ -91,7 +92,9 @@ func TestWholeClusterPauseKeepsEveryAdd(t *testing.T) {
 	errs := make(chan error, wholeLossClients)
 	run := webtest.NewKey()[:8]
 	for i := range wholeLossClients {
-		go func() { errs <- addUntil(ctx, client, sessionPath+"/vars/n", fmt.Sprintf("%s-c%d", run, i), stop, adds) }()
+		go func() {
+			errs <- addUntil(ctx, client, sessionPath+"/vars/n", fmt.Sprintf("%s-c%d", run, i), stop, adds)
+		}()
 	}
 	c.WaitFor(30*time.Second, "every client's first adds answered", func() bool { return adds.count() >= 2*wholeLossClients })
 
@@ -156,6 +159,14 @@ func TestWholeClusterPauseKeepsEveryAdd(t *testing.T) {
 		if got := string(body.Vars["n"]); got != strconv.Itoa(n) {
 			t.Fatalf("%s reads n = %s, want %d (one per key)", nd.Name, got, n)
 		}
+	}
+	recs, err := recoveries(c.Nodes[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, old := range olds {
+		rec, _ := recoveryIn(recs, name, old)
+		checkStepsInOrder(t, rec)
 	}
 	out, err := runShoald(t, append([]string{"status", "--admin", c.Nodes[0].AdminAddr}, c.AdminArgs()...)...)
 	if err != nil || !strings.Contains(out, "recoveries: none in progress") {
