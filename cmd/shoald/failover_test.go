@@ -87,22 +87,11 @@ func volumeStatus(t *testing.T, nd *nodetest.Node) mirror.Status {
 }
 
 func recoveryOf(t *testing.T, nd *nodetest.Node, name, incarnation string) (recovery.Record, bool) {
-	client := nd.AdminClient(5 * time.Second)
-	resp, err := client.Get(nd.AdminURL() + "/api/recoveries")
+	recs, err := recoveries(nd)
 	if err != nil {
 		return recovery.Record{}, false
 	}
-	defer resp.Body.Close()
-	var recs []recovery.Record
-	if json.NewDecoder(resp.Body).Decode(&recs) != nil {
-		return recovery.Record{}, false
-	}
-	for _, r := range recs {
-		if r.Victim.Name == name && r.Victim.Incarnation == incarnation {
-			return r, true
-		}
-	}
-	return recovery.Record{}, false
+	return recoveryIn(recs, name, incarnation)
 }
 
 // pick returns a node that is neither the recovery coordinator nor the
