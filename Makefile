@@ -35,8 +35,9 @@ test-demo: setup
 # The long campaigns kept out of `make test`, each behind its own test flag:
 # the mirror's randomized crash test for SOAK, every store crash flavour at
 # every write, a directory of 100000 entries, 2000 rounds of random store
-# metadata damage repaired, 20 coordinator pauses and 10 kills of the etcd
-# leader's node.
+# metadata damage repaired, 20 coordinator pauses, 10 kills of the etcd
+# leader's node and 10 stops of every node at once, each in the middle of
+# the comeback from the one before.
 SOAK ?= 10m
 soak: setup build
 	$(GO) test -race -count=1 -timeout 60m -run '^TestCrashRandomized$$' ./blockdev/mirror -args -mirror.soak $(SOAK)
@@ -45,6 +46,7 @@ soak: setup build
 	$(GO) test -count=1 -timeout 60m -run '^TestRepairRandomDamage$$' ./store -args -store.repairrounds 2000
 	$(GO) test -race -count=1 -timeout 60m -run '^TestPausedCoordinatorIsReplaced$$' ./cmd/shoald -args -coordpause.runs 20
 	$(GO) test -race -count=1 -timeout 60m -run '^TestLeaderLossKeepsOtherLeases$$' ./cmd/shoald -args -leaderloss.rounds 10
+	$(GO) test -race -count=1 -timeout 60m -run '^TestWholeClusterPauseKeepsEveryAdd$$' ./cmd/shoald -args -wholeloss.rounds 10
 	$(GO) test -race -count=20 -timeout 60m -run '^TestWriterKilledMidTransaction$$' ./store/killtest
 
 # Short fuzz runs of every decoder (30 s each by default).

@@ -200,7 +200,7 @@ func TestWholeClusterPauseKeepsEveryAdd(t *testing.T) {
 	if err != nil || !strings.Contains(out, "recoveries: none in progress") {
 		t.Fatalf("shoald status: %v\n%s", err, out)
 	}
-	t.Logf("%d adds, each counted once; %d in flight across the stop; replays: %s", n, spanning, handedOver(t, c, dead))
+	t.Logf("%d adds, each counted once; %d in flight across a stop; replays: %s", n, spanning, handedOver(t, c, dead))
 }
 
 // addLog records the adds answered: the value each answered and when it
