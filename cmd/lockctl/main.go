@@ -561,6 +561,10 @@ func runAcquire(ctx context.Context, o *options, out io.Writer, in io.Reader, re
 	if o.hold > 0 {
 		timeout = time.After(o.hold)
 	}
+	// The blocking callback is printed once: another client waits for a
+	// mode the hold stands in the way of (a conversion down or a release
+	// lets it in).
+	blocking := l.Blocking()
 	lines := make(chan string)
 	go func() {
 		sc := bufio.NewScanner(in)
@@ -579,6 +583,9 @@ func runAcquire(ctx context.Context, o *options, out io.Writer, in io.Reader, re
 			return l.Release()
 		case <-n.Lost():
 			return fmt.Errorf("lock lost: %w", n.Err())
+		case <-blocking:
+			blocking = nil
+			fmt.Fprintf(out, "blocking: another client waits for %s\n", res)
 		case s, ok := <-lines:
 			if !ok {
 				lines = nil

@@ -156,7 +156,13 @@ func TestLockctlPrintsTheConversionsToken(t *testing.T) {
 		}
 		got <- err
 	}()
-	testutil.WaitFor(t, 10*time.Second, "the other client to queue", func() bool { return len(n.WaitFor()) > 0 })
+	// The holder's node must have the blocking callback before the
+	// conversion: else the conversion is only local (the node's grant
+	// stays EX) and the node converts its grant in the cluster later,
+	// after acquire printed the token.
+	testutil.WaitFor(t, 10*time.Second, "the holder's blocking callback", func() bool {
+		return strings.Contains(out.String(), "blocking: another client waits for foo")
+	})
 	if _, err := io.WriteString(feed, "convert PR\n"); err != nil {
 		t.Fatal(err)
 	}
