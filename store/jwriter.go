@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -171,8 +172,7 @@ func (j *journalWriter) commit(ctx context.Context, dev blockdev.Device, jt *jou
 const inPlaceWriters = 8
 
 // writeInPlace writes the images of jt, a transaction just committed, in
-// place: contiguous targets as one write, the runs at once (up to
-// inPlaceWriters), since the journal makes any order of them safe, and a
+// place (writeImages): the journal makes any order of them safe, and a
 // commit then waits for about one write instead of one after another. A
 // target given twice is written with its last image. An image whose write
 // fails is kept in memory (unwritten): the journal has it, and until this
@@ -182,50 +182,8 @@ func (s *Store) writeInPlace(ctx context.Context, dev blockdev.Device, jt *journ
 	for i, t := range jt.Targets {
 		last[t] = i
 	}
-	blocks := make([]uint64, 0, len(last))
-	for t := range last {
-		blocks = append(blocks, t)
-	}
-	slices.Sort(blocks)
-	type run struct {
-		start uint64
-		n     int
-		err   error
-	}
-	var runs []*run
-	for _, t := range blocks {
-		if k := len(runs) - 1; k >= 0 && runs[k].start+uint64(runs[k].n) == t {
-			runs[k].n++
-			continue
-		}
-		runs = append(runs, &run{start: t, n: 1})
-	}
 	image := func(t uint64) []byte { return jt.Images[last[t]] }
-	write := func(r *run) {
-		p := image(r.start)
-		if r.n > 1 {
-			p = make([]byte, 0, r.n*BlockSize)
-			for k := 0; k < r.n; k++ {
-				p = append(p, image(r.start+uint64(k))...)
-			}
-		}
-		r.err = s.writeOn(ctx, dev, r.start, p)
-	}
-	if len(runs) == 1 {
-		write(runs[0])
-	} else {
-		sem := make(chan struct{}, inPlaceWriters)
-		var wg sync.WaitGroup
-		for _, r := range runs {
-			sem <- struct{}{}
-			wg.Add(1)
-			go func() {
-				defer func() { <-sem; wg.Done() }()
-				write(r)
-			}()
-		}
-		wg.Wait()
-	}
+	runs := s.writeImages(ctx, dev, slices.Sorted(maps.Keys(last)), image)
 	for _, r := range runs {
 		if r.err != nil {
 			s.log.Error("committed transaction not written in place; its images are kept for the next checkpoint",
@@ -243,6 +201,56 @@ func (s *Store) writeInPlace(ctx context.Context, dev blockdev.Device, jt *journ
 			s.unwritten.add(t, image(t), dev)
 		}
 	}
+}
+
+// imageRun is a run of contiguous blocks written as one, and how its
+// write ended.
+type imageRun struct {
+	start uint64
+	n     int
+	err   error
+}
+
+// writeImages writes image(t) for every block t of blocks (sorted, each
+// once) through dev: contiguous blocks as one write, the runs at once (up
+// to inPlaceWriters). The caller's order of the images does not matter
+// (the journal holds them, or, in a replay, each block's last image is
+// the one written). It returns the runs with their errors.
+func (s *Store) writeImages(ctx context.Context, dev blockdev.Device, blocks []uint64, image func(uint64) []byte) []*imageRun {
+	var runs []*imageRun
+	for _, t := range blocks {
+		if k := len(runs) - 1; k >= 0 && runs[k].start+uint64(runs[k].n) == t {
+			runs[k].n++
+			continue
+		}
+		runs = append(runs, &imageRun{start: t, n: 1})
+	}
+	write := func(r *imageRun) {
+		p := image(r.start)
+		if r.n > 1 {
+			p = make([]byte, 0, r.n*BlockSize)
+			for k := 0; k < r.n; k++ {
+				p = append(p, image(r.start+uint64(k))...)
+			}
+		}
+		r.err = s.writeOn(ctx, dev, r.start, p)
+	}
+	if len(runs) == 1 {
+		write(runs[0])
+		return runs
+	}
+	sem := make(chan struct{}, inPlaceWriters)
+	var wg sync.WaitGroup
+	for _, r := range runs {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			write(r)
+		}()
+	}
+	wg.Wait()
+	return runs
 }
 
 // checkpoint makes every committed transaction's in-place writes durable

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 )
@@ -82,6 +84,12 @@ func (s *Store) readTxAt(ctx context.Context, slot int, pos uint32, seq uint64) 
 // scanJournal reads slot's journal from its tail and feeds a ReplayPlan.
 // It returns the transactions, the plan and where the next one would go.
 func (s *Store) scanJournal(ctx context.Context, slot int, hdr *journalHeader) ([]*journalTx, *ReplayPlan, uint32, error) {
+	return s.scanJournalUntil(ctx, slot, hdr, nil)
+}
+
+// scanJournalUntil is scanJournal stopping after the first transaction
+// for which stop (when not nil) is true.
+func (s *Store) scanJournalUntil(ctx context.Context, slot int, hdr *journalHeader, stop func(*journalTx) bool) ([]*journalTx, *ReplayPlan, uint32, error) {
 	plan := newReplayPlan(*hdr)
 	var txs []*journalTx
 	pos := hdr.TailPos
@@ -102,6 +110,9 @@ func (s *Store) scanJournal(ctx context.Context, slot int, hdr *journalHeader) (
 		plan.Feed(tx)
 		txs = append(txs, tx)
 		pos = next
+		if stop != nil && stop(tx) {
+			break
+		}
 	}
 	return txs, plan, pos, nil
 }
@@ -268,16 +279,14 @@ func (s *Store) journalDirty(ctx context.Context, slot int) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	txs, _, _, err := s.scanJournal(ctx, slot, h)
+	// The scan stops at the first such transaction: a live node's journal
+	// (skipped once its lock says so) is read no further than that.
+	dirty := func(tx *journalTx) bool { return tx.Seq > h.AppliedSeq }
+	txs, _, _, err := s.scanJournalUntil(ctx, slot, h, dirty)
 	if err != nil {
 		return false, err
 	}
-	for _, tx := range txs {
-		if tx.Seq > h.AppliedSeq {
-			return true, nil
-		}
-	}
-	return false, nil
+	return slices.ContainsFunc(txs, dirty), nil
 }
 
 // recoverSlot replays slot's journal. own: the slot is this node's (Open
@@ -313,6 +322,13 @@ func (s *Store) recoverSlot(ctx context.Context, slot int, own, records bool) (R
 		s.setPhase(slot, "writing %d committed transactions of the dead slot in place", len(txs))
 		defer s.setPhase(slot, "")
 	}
+	// Each block's last committed image is what the replay leaves in
+	// place, so only that one is written, and the blocks go out together
+	// (writeImages) rather than one after another: the replay is in the
+	// path of every request the dead node held. Until the flush below and
+	// the header that says so, a replay cut short anywhere here is simply
+	// done again.
+	images := map[uint64][]byte{}
 	for _, tx := range txs {
 		if tx.Seq <= hdr.AppliedSeq {
 			continue
@@ -322,11 +338,14 @@ func (s *Store) recoverSlot(ctx context.Context, slot int, own, records bool) (R
 			if t < s.sb.AGStart && !(t >= s.sb.JournalStart && t < s.sb.AGStart) || t >= s.sb.Blocks {
 				return st, fmt.Errorf("%w: journal of slot %d transaction %d writes block %d outside the store", ErrCorrupt, slot, tx.Seq, t)
 			}
-			if err := s.writeOn(ctx, dev, t, tx.Images[i]); err != nil {
-				return st, err
-			}
-			st.Blocks++
+			images[t] = tx.Images[i]
 		}
+	}
+	for _, r := range s.writeImages(ctx, dev, slices.Sorted(maps.Keys(images)), func(t uint64) []byte { return images[t] }) {
+		if r.err != nil {
+			return st, r.err
+		}
+		st.Blocks += r.n
 	}
 	if st.Applied > 0 {
 		if err := dev.Flush(ctx); err != nil {
