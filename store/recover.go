@@ -390,6 +390,16 @@ func (s *Store) recoverSlot(ctx context.Context, slot int, own, records bool) (R
 	// a dead web node leaves a record per request in flight, and each
 	// commit is a journal write and flush on every leg. A batch that does
 	// not fit in the journal is halved (Config.ReplayBatch).
+	// The last batch also empties the dead journal, in its transaction:
+	// one commit fewer in the path of the dead node's requests, and the
+	// records' effects and the emptied journal become durable together.
+	emptied := func(h journalHeader) journalHeader {
+		e := journalHeader{Version: h.Version + 1, TailPos: head, TailSeq: last + 1, AppliedSeq: last, NextRecord: plan.NextRecord(), Owner: h.Owner}
+		if e.TailPos >= s.sb.JournalBlocks {
+			e.TailPos = journalData
+		}
+		return e
+	}
 	batch := s.cfg.ReplayBatch
 	for i := 0; i < len(pending); {
 		n := min(batch, len(pending)-i)
@@ -403,6 +413,9 @@ func (s *Store) recoverSlot(ctx context.Context, slot int, own, records bool) (R
 		next := cur
 		next.Version++
 		next.Handled += uint64(n)
+		if i+n == len(pending) {
+			next = emptied(cur)
+		}
 		err := s.run(ctx, true, func(tx *Tx) error {
 			tx.external[g] = true
 			for _, rec := range recs {
@@ -424,11 +437,12 @@ func (s *Store) recoverSlot(ctx context.Context, slot int, own, records bool) (R
 		st.Records += n
 		i += n
 	}
-	s.setPhase(slot, "emptying the dead slot's journal")
-	final := journalHeader{Version: cur.Version + 1, TailPos: head, TailSeq: last + 1, AppliedSeq: last, NextRecord: plan.NextRecord(), Owner: cur.Owner}
-	if final.TailPos >= s.sb.JournalBlocks {
-		final.TailPos = journalData
+	if len(pending) > 0 {
+		st.Duration = time.Since(t0)
+		return st, nil
 	}
+	s.setPhase(slot, "emptying the dead slot's journal")
+	final := emptied(cur)
 	err = s.run(ctx, true, func(tx *Tx) error {
 		tx.external[g] = true
 		blk := s.sb.journalStart(slot) + final.Version%2

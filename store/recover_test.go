@@ -460,3 +460,44 @@ func TestReplayWritesEachBlockOnceWithItsLastImage(t *testing.T) {
 	checkClean(t, dev)
 }
 
+// The records of a dead node's journal are handed over and the journal is
+// emptied in one commit of the recovering node (the batch fits): each
+// commit is a journal write and flush on every leg, in the path of the
+// dead node's requests. Handed over once, and a second replay finds
+// nothing.
+func TestReplayHandsRecordsAndEmptiesInOneCommit(t *testing.T) {
+	dev := newMem(t, 4096, FormatOptions{})
+	lm := NewMemLocks()
+	a := openNode(t, dev, lm, "a", 0)
+	b := openNode(t, dev, lm, "b", 1)
+	if err := a.MkdirAll("intents", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.MkdirAll("handled", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	logIntents(t, a, "k1", "k2", "k3")
+	lm.Kill("a")
+	seen := map[string]int{}
+	b.Handle("intent", handledBy(t, "b", seen, 0, nil))
+	before := b.Stats().Commits
+	st, err := b.ReplaySlot(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := b.Stats().Commits - before; got != 1 {
+		t.Errorf("replay of 3 records took %d commits, want 1", got)
+	}
+	if got := handledFiles(t, b); st.Records != 3 || len(got) != 3 {
+		t.Fatalf("replay handed %+v, handled %v", st, got)
+	}
+	st, err = b.ReplaySlot(context.Background(), 0)
+	if err != nil || st.Records != 0 || st.Transactions != 0 {
+		t.Fatalf("second replay: %+v %v", st, err)
+	}
+	lm.ReleaseDead("a")
+	a2 := openNode(t, dev, lm, "a2", 0)
+	a2.Close()
+	b.Close()
+	checkClean(t, dev)
+}
