@@ -95,6 +95,10 @@ func (v *Volume) writeBitmapBlocks(ctx context.Context, slot int, image *Bitmap,
 	return v.settle(ctx, w, w.writable, errs, "write bitmap")
 }
 
+// recallFactor x ClearDelay is how long a cleared region is taken along
+// by the next mark of its bitmap block (see intent.cleared).
+const recallFactor = 4
+
 // markDirty makes sure regions [r0, r1] are marked on disk before data is
 // written to them.
 func (v *Volume) markDirty(ctx context.Context, r0, r1, ahead int64) error {
@@ -204,7 +208,7 @@ func (v *Volume) clean(ctx context.Context, force bool) error {
 		return nil
 	}
 	v.stateMu.Lock()
-	blocks := v.in.clear(cands)
+	blocks := v.in.clear(cands, v.now())
 	image := v.in.disk.Clone()
 	v.stateMu.Unlock()
 	return v.writeBitmapBlocks(ctx, v.cfg.Slot, image, blocks, force)

@@ -1,6 +1,9 @@
 package mirror
 
-import "time"
+import (
+	"slices"
+	"time"
+)
 
 // intent is the deterministic core of this node's write-intent bitmap: which
 // regions are marked on disk, which have writes in flight, and which may be
@@ -16,12 +19,26 @@ type intent struct {
 	inflight map[int64]int
 	seq      map[int64]uint64
 	last     map[int64]time.Time
+	// cleared holds when regions were cleared, for recall long: a writer
+	// that paused a little longer than the clear delay comes back to the
+	// same regions, and a random one would pay a bitmap write and flush
+	// for each of them, one after another. The next mark takes those of
+	// its own bitmap blocks along (no further I/O), as it does the
+	// regions ahead of a sequential writer. recalled holds the write
+	// sequence of such a region when it was taken along: cleared again
+	// without having been written, it is not taken along again.
+	cleared  map[int64]time.Time
+	recalled map[int64]uint64
+	recall   time.Duration
 }
 
-func newIntent(regions int64) *intent {
+// newIntent is the intent of a volume of regions; recall is how long a
+// cleared region is taken along by the next mark (0: never).
+func newIntent(regions int64, recall time.Duration) *intent {
 	return &intent{
 		disk: NewBitmap(regions), durable: NewBitmap(regions), degraded: NewBitmap(regions),
 		inflight: map[int64]int{}, seq: map[int64]uint64{}, last: map[int64]time.Time{},
+		cleared: map[int64]time.Time{}, recalled: map[int64]uint64{}, recall: recall,
 	}
 }
 
@@ -63,6 +80,21 @@ func (in *intent) toMark(r0, r1, ahead int64, now time.Time) (regions []int64, b
 			regions = append(regions, r)
 			blocks = appendBlock(blocks, r/RegionsPerBitmapBlock)
 		}
+	}
+	// Regions cleared lately whose bitmap block is written anyway.
+	for r, at := range in.cleared {
+		if now.Sub(at) > in.recall || in.disk.Test(r) {
+			delete(in.cleared, r)
+			continue
+		}
+		if !slices.Contains(blocks, r/RegionsPerBitmapBlock) {
+			continue
+		}
+		delete(in.cleared, r)
+		in.disk.Set(r)
+		in.last[r] = now // not cleared at once
+		in.recalled[r] = in.seq[r]
+		regions = append(regions, r)
 	}
 	return regions, blocks
 }
@@ -121,14 +153,19 @@ func (in *intent) cleanable(now time.Time, delay time.Duration, force bool) []ca
 }
 
 // clear unmarks the candidates that stayed idle and unchanged, returning
-// the bitmap blocks to rewrite.
-func (in *intent) clear(cands []candidate) (blocks []int64) {
+// the bitmap blocks to rewrite. A cleared region is remembered for recall
+// (see cleared) unless it was taken along by a mark and never written.
+func (in *intent) clear(cands []candidate, now time.Time) (blocks []int64) {
 	for _, c := range cands {
 		if in.inflight[c.region] > 0 || in.seq[c.region] != c.seq {
 			continue
 		}
 		in.disk.Clear(c.region)
 		in.durable.Clear(c.region)
+		if s, ok := in.recalled[c.region]; !ok || s != c.seq {
+			in.cleared[c.region] = now
+		}
+		delete(in.recalled, c.region)
 		delete(in.seq, c.region)
 		delete(in.last, c.region)
 		blocks = appendBlock(blocks, c.region/RegionsPerBitmapBlock)

@@ -160,7 +160,7 @@ func Open(ctx context.Context, cfg Config) (*Volume, error) {
 		cfg: cfg, log: cfg.Logger.With("volume", ref.Volume.String(), "slot", cfg.Slot), clk: cfg.Clock,
 		geo: ref.Geometry, vol: ref.Volume, lockNS: ref.Volume.String(), cluster: ref.ClusterID,
 		store: cfg.Store, locker: cfg.Locker, owned: map[uuid.UUID]blockdev.Device{}, given: cfg.Legs,
-		in: newIntent(ref.Geometry.Regions), stop: make(chan struct{}), bgDone: make(chan struct{}),
+		in: newIntent(ref.Geometry.Regions, recallFactor*cfg.ClearDelay), stop: make(chan struct{}), bgDone: make(chan struct{}),
 	}
 	ok := false
 	defer func() {
