@@ -63,6 +63,9 @@ type Config struct {
 	RefreshInterval time.Duration
 	// ClearDelay is how long a region stays marked after its last write
 	// before its bit may be cleared (saves bitmap writes for hot regions).
+	// For 4 x ClearDelay after that, the next mark written to the same
+	// bitmap block sets the region's bit again along with its own (no
+	// further I/O): a writer that paused comes back to the same regions.
 	ClearDelay time.Duration
 	// SettleTime is how long a resync waits after publishing a leg as
 	// resyncing before copying, so that every node writes to the leg by
