@@ -71,12 +71,45 @@ var wholeLossRounds = flag.Int("wholeloss.rounds", 1, "how many times TestWholeC
 // checks apply after the last.
 func TestWholeClusterPauseKeepsEveryAdd(t *testing.T) {
 	parallel(t)
+	wholeClusterLoss(t, max(*wholeLossRounds, 1), "stopped", func(c *nodetest.Cluster) {
+		for _, nd := range c.Nodes {
+			nd.Pause()
+		}
+		// The fault itself: every process stays stopped for this long.
+		time.Sleep(wholeLossPause)
+		for _, nd := range c.Nodes {
+			nd.Cont()
+		}
+	})
+}
+
+// TestWholeClusterKillKeepsEveryAdd is TestWholeClusterPauseKeepsEveryAdd
+// with every shoald killed at once (SIGKILL) and started again: the etcd
+// members come back from their disks with the dead incarnations' leases
+// still in them, and each node's store open waits for its own slot's lock
+// only until that lease runs out and the lock is an orphan. The same
+// bound and exactly-once checks apply.
+func TestWholeClusterKillKeepsEveryAdd(t *testing.T) {
+	parallel(t)
+	wholeClusterLoss(t, 1, "killed and started again", func(c *nodetest.Cluster) {
+		for _, nd := range c.Nodes {
+			nd.Kill()
+		}
+		for _, nd := range c.Nodes {
+			nd.Start()
+		}
+	})
+}
+
+// wholeClusterLoss runs the whole-cluster loss tests: rounds times,
+// fault makes every node's incarnation die at once (what it does to the
+// nodes is said by did).
+func wholeClusterLoss(t *testing.T, rounds int, did string, fault func(c *nodetest.Cluster)) {
 	c := nodetest.NewVolumeCluster(t, nodetest.FileLegs(t), nodetest.Options{LeaseTTL: testTTL, Web: true})
 	var urls []string
 	for _, nd := range c.Nodes {
 		urls = append(urls, nd.WebURL())
 	}
-	rounds := max(*wholeLossRounds, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute+time.Duration(rounds)*(wholeLossPause+6*time.Second))
 	defer cancel()
 	client := &webtest.Client{HTTP: &http.Client{Timeout: 5 * time.Second}, Nodes: func() []string { return urls }, Backoff: 100 * time.Millisecond}
@@ -127,17 +160,10 @@ func TestWholeClusterPauseKeepsEveryAdd(t *testing.T) {
 			}
 		}
 		pausedAt := time.Now()
-		for _, nd := range c.Nodes {
-			nd.Pause()
-		}
-		// The fault itself: every process stays stopped for this long.
-		time.Sleep(wholeLossPause)
-		for _, nd := range c.Nodes {
-			nd.Cont()
-		}
+		fault(c)
 		contAt = time.Now()
 		stops = append(stops, window{pausedAt, contAt})
-		t.Logf("round %d: every node stopped for %s with %d adds answered", round+1, contAt.Sub(pausedAt).Round(time.Millisecond), adds.count())
+		t.Logf("round %d: every node %s in %s with %d adds answered", round+1, did, contAt.Sub(pausedAt).Round(time.Millisecond), adds.count())
 		if round < rounds-1 {
 			// The next stop at a random moment of the comeback.
 			time.Sleep(time.Duration(mrand.Int64N(int64(6 * time.Second))))
@@ -155,7 +181,7 @@ func TestWholeClusterPauseKeepsEveryAdd(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	t.Logf("cluster back %s after the nodes woke from the last stop", time.Since(contAt).Round(time.Millisecond))
+	t.Logf("cluster back %s after the last fault ended", time.Since(contAt).Round(time.Millisecond))
 
 	// A few more adds on the cluster that came back, then the clients stop.
 	atBack := adds.count()
@@ -175,7 +201,7 @@ func TestWholeClusterPauseKeepsEveryAdd(t *testing.T) {
 		}
 	}
 	if spanning == 0 {
-		t.Fatalf("no add was in flight across the stop (%d adds)", n)
+		t.Fatalf("no add was in flight across a fault (%d adds)", n)
 	}
 	for _, nd := range c.Nodes {
 		body, err := readSession(ctx, nd, sessionPath)
@@ -200,7 +226,7 @@ func TestWholeClusterPauseKeepsEveryAdd(t *testing.T) {
 	if err != nil || !strings.Contains(out, "recoveries: none in progress") {
 		t.Fatalf("shoald status: %v\n%s", err, out)
 	}
-	t.Logf("%d adds, each counted once; %d in flight across a stop; replays: %s", n, spanning, handedOver(t, c, dead))
+	t.Logf("%d adds, each counted once; %d in flight across a fault; replays: %s", n, spanning, handedOver(t, c, dead))
 }
 
 // addLog records the adds answered: the value each answered and when it
