@@ -86,9 +86,10 @@ func TestWholeClusterPauseKeepsEveryAdd(t *testing.T) {
 // TestWholeClusterKillKeepsEveryAdd is TestWholeClusterPauseKeepsEveryAdd
 // with every shoald killed at once (SIGKILL) and started again: the etcd
 // members come back from their disks with the dead incarnations' leases
-// still in them, and each node's store open waits for its own slot's lock
-// only until that lease runs out and the lock is an orphan. The same
-// bound and exactly-once checks apply.
+// and locks in them; each node takes its name over from its dead
+// incarnation (revoking that lease), so its locks are orphans at once, and
+// each store open takes its own slot over its own dead incarnation's lock.
+// The same bound and exactly-once checks apply.
 func TestWholeClusterKillKeepsEveryAdd(t *testing.T) {
 	parallel(t)
 	wholeClusterLoss(t, 1, "killed and started again", func(c *nodetest.Cluster) {
@@ -113,20 +114,20 @@ func wholeClusterLoss(t *testing.T, rounds int, did string, fault func(c *nodete
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute+time.Duration(rounds)*(wholeLossPause+6*time.Second))
 	defer cancel()
 	client := &webtest.Client{HTTP: &http.Client{Timeout: 5 * time.Second}, Nodes: func() []string { return urls }, Backoff: 100 * time.Millisecond}
-	var id string
-	c.WaitFor(60*time.Second, "a session created", func() bool {
-		res, err := client.Do(ctx, "POST", "/api/v1/sessions", nil, webtest.NewKey())
-		if err != nil || res.Status != http.StatusCreated {
-			t.Logf("create: %v %d %s", err, res.Status, res.Body)
-			return false
-		}
-		var v struct{ ID string }
-		if err := json.Unmarshal(res.Body, &v); err != nil || v.ID == "" {
-			t.Fatalf("create answered %s: %v", res.Body, err)
-		}
-		id = v.ID
-		return true
-	})
+	cctx, ccancel := context.WithTimeout(ctx, 60*time.Second)
+	res, err := client.Do(cctx, "POST", "/api/v1/sessions", nil, webtest.NewKey())
+	ccancel()
+	if err == nil && res.Status != http.StatusCreated {
+		err = fmt.Errorf("status %d: %s", res.Status, res.Body)
+	}
+	var created struct{ ID string }
+	if err == nil {
+		err = json.Unmarshal(res.Body, &created)
+	}
+	if err != nil || created.ID == "" {
+		t.Fatalf("creating a session: %v", err)
+	}
+	id := created.ID
 	sessionPath := "/api/v1/sessions/" + id
 	for _, nd := range c.Nodes {
 		c.WaitFor(60*time.Second, nd.Name+"'s web tier to read the session", func() bool { return sessionOn(nd, sessionPath) == nil })
