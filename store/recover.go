@@ -351,7 +351,17 @@ func (s *Store) recoverSlot(ctx context.Context, slot int, own, records bool) (R
 		if err := dev.Flush(ctx); err != nil {
 			return st, err
 		}
-		// Images may have carried a newer header (a recovery's cursor).
+	}
+	rescan := false
+	for t := range images {
+		j := s.sb.journalStart(slot)
+		rescan = rescan || t >= j && t < j+uint64(s.sb.JournalBlocks)
+	}
+	if rescan {
+		// Images carried a newer header of this very journal (a dead
+		// recovery's cursor): read it again. Otherwise the journal is as
+		// read above (its node is fenced and the slot's lock is held),
+		// and the scan is not done twice.
 		if hdr, err = s.readJournalHeader(ctx, slot); err != nil {
 			return st, err
 		}

@@ -501,3 +501,84 @@ func TestReplayHandsRecordsAndEmptiesInOneCommit(t *testing.T) {
 	b.Close()
 	checkClean(t, dev)
 }
+
+// readCountDev counts the reads of each block in [from, to).
+type readCountDev struct {
+	blockdev.Device
+	from, to int64 // blocks
+
+	mu    sync.Mutex
+	reads map[int64]int
+}
+
+func (d *readCountDev) ReadAt(ctx context.Context, p []byte, off int64) error {
+	d.mu.Lock()
+	for b := off / BlockSize; b < (off+int64(len(p))+BlockSize-1)/BlockSize; b++ {
+		if b >= d.from && b < d.to {
+			d.reads[b]++
+		}
+	}
+	d.mu.Unlock()
+	return d.Device.ReadAt(ctx, p, off)
+}
+
+// The replay reads a dead node's journal once: after the images are in
+// place it reads the journal again only when they carried a header of
+// that journal (a dead recovery's cursor).
+func TestReplayReadsTheDeadJournalOnce(t *testing.T) {
+	dev := newMem(t, 4096, FormatOptions{})
+	sb, err := ReadSuperblock(context.Background(), dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lm := NewMemLocks()
+	a := openNode(t, dev, lm, "a", 0)
+	if err := a.MkdirAll("intents", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// The journal's transactions, past its two header blocks.
+	start := int64(sb.journalStart(0))
+	counted := &readCountDev{Device: dev, from: start + journalData, to: start + int64(sb.JournalBlocks), reads: map[int64]int{}}
+	b := openNode(t, counted, lm, "b", 1)
+	if err := b.MkdirAll("handled", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	logIntents(t, a, "k1", "k2")
+	lm.Kill("a")
+	seen := map[string]int{}
+	b.Handle("intent", handledBy(t, "b", seen, 0, nil))
+	total := func() int {
+		counted.mu.Lock()
+		defer counted.mu.Unlock()
+		n := 0
+		for _, k := range counted.reads {
+			n += k
+		}
+		clear(counted.reads)
+		return n
+	}
+	// What one scan of the journal reads (past its end too, to see
+	// whether it wraps).
+	total()
+	hdr, err := b.readJournalHeader(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := b.scanJournal(context.Background(), 0, hdr); err != nil {
+		t.Fatal(err)
+	}
+	once := total()
+	st, err := b.ReplaySlot(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Applied == 0 || st.Records != 2 {
+		t.Fatalf("replay: %+v", st)
+	}
+	if got := total(); once == 0 || got != once {
+		t.Errorf("the replay read the dead journal's blocks %d times, one scan reads them %d times", got, once)
+	}
+	if got := handledFiles(t, b); len(got) != 2 {
+		t.Fatalf("handled %v", got)
+	}
+}
