@@ -71,16 +71,30 @@ var wholeLossRounds = flag.Int("wholeloss.rounds", 1, "how many times TestWholeC
 // checks apply after the last.
 func TestWholeClusterPauseKeepsEveryAdd(t *testing.T) {
 	parallel(t)
-	wholeClusterLoss(t, max(*wholeLossRounds, 1), "stopped", func(c *nodetest.Cluster) {
-		for _, nd := range c.Nodes {
-			nd.Pause()
-		}
-		// The fault itself: every process stays stopped for this long.
-		time.Sleep(wholeLossPause)
-		for _, nd := range c.Nodes {
-			nd.Cont()
-		}
-	})
+	wholeClusterLoss(t, nodetest.FileLegs(t), max(*wholeLossRounds, 1), "stopped", pauseAll)
+}
+
+// TestWholeClusterPauseOnReservationLegsKeepsEveryAdd is
+// TestWholeClusterPauseKeepsEveryAdd on two iSCSI legs of a tgtd, with
+// persistent reservations: the recoveries fence each dead incarnation by
+// preempting its registration, which the new incarnations of the same
+// nodes must not be cut off by.
+func TestWholeClusterPauseOnReservationLegsKeepsEveryAdd(t *testing.T) {
+	parallel(t)
+	wholeClusterLoss(t, nodetest.ISCSILegs(t), 1, "stopped", pauseAll)
+}
+
+// pauseAll stops every node at once for wholeLossPause and continues them
+// at once.
+func pauseAll(c *nodetest.Cluster) {
+	for _, nd := range c.Nodes {
+		nd.Pause()
+	}
+	// The fault itself: every process stays stopped for this long.
+	time.Sleep(wholeLossPause)
+	for _, nd := range c.Nodes {
+		nd.Cont()
+	}
 }
 
 // TestWholeClusterKillKeepsEveryAdd is TestWholeClusterPauseKeepsEveryAdd
@@ -92,7 +106,7 @@ func TestWholeClusterPauseKeepsEveryAdd(t *testing.T) {
 // The same bound and exactly-once checks apply.
 func TestWholeClusterKillKeepsEveryAdd(t *testing.T) {
 	parallel(t)
-	wholeClusterLoss(t, 1, "killed and started again", func(c *nodetest.Cluster) {
+	wholeClusterLoss(t, nodetest.FileLegs(t), 1, "killed and started again", func(c *nodetest.Cluster) {
 		for _, nd := range c.Nodes {
 			nd.Kill()
 		}
@@ -102,11 +116,11 @@ func TestWholeClusterKillKeepsEveryAdd(t *testing.T) {
 	})
 }
 
-// wholeClusterLoss runs the whole-cluster loss tests: rounds times,
-// fault makes every node's incarnation die at once (what it does to the
-// nodes is said by did).
-func wholeClusterLoss(t *testing.T, rounds int, did string, fault func(c *nodetest.Cluster)) {
-	c := nodetest.NewVolumeCluster(t, nodetest.FileLegs(t), nodetest.Options{LeaseTTL: testTTL, Web: true})
+// wholeClusterLoss runs the whole-cluster loss tests on a volume over
+// legs: rounds times, fault makes every node's incarnation die at once
+// (what it does to the nodes is said by did).
+func wholeClusterLoss(t *testing.T, legs []string, rounds int, did string, fault func(c *nodetest.Cluster)) {
+	c := nodetest.NewVolumeCluster(t, legs, nodetest.Options{LeaseTTL: testTTL, Web: true})
 	var urls []string
 	for _, nd := range c.Nodes {
 		urls = append(urls, nd.WebURL())
