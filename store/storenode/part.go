@@ -181,8 +181,37 @@ func (p *Part) Start(ctx context.Context, inc node.Incarnation) error {
 	return nil
 }
 
+// formatOrphanCheck is how often a wait for the format lock looks
+// whether its holder died.
+const formatOrphanCheck = 250 * time.Millisecond
+
+// lockFormat takes the format lock. A holder that died with it (killed
+// while it formatted, as when every node dies during the cluster's first
+// start) leaves it orphaned until its recovery, whose replay step needs a
+// store open, and no store opens before the format: the lock is then
+// taken with a recovery grant over the orphan. Formatting again is safe:
+// Format writes the superblock last, so a store without one was never
+// used.
+func lockFormat(ctx context.Context, locks store.Locker) (store.Lock, error) {
+	orphans, tells := locks.(store.OrphanReporter)
+	if !tells {
+		return locks.Lock(ctx, formatLock, store.Exclusive, store.LockOptions{})
+	}
+	for {
+		if orphans.Orphaned(formatLock, store.Exclusive) {
+			return locks.Lock(ctx, formatLock, store.Exclusive, store.LockOptions{Recovery: true})
+		}
+		wctx, cancel := context.WithTimeout(ctx, formatOrphanCheck)
+		l, err := locks.Lock(wctx, formatLock, store.Exclusive, store.LockOptions{})
+		cancel()
+		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			return l, err
+		}
+	}
+}
+
 func (p *Part) format(ctx context.Context, locks store.Locker, inc node.Incarnation) error {
-	l, err := locks.Lock(ctx, formatLock, store.Exclusive, store.LockOptions{})
+	l, err := lockFormat(ctx, locks)
 	if err != nil {
 		return err
 	}
