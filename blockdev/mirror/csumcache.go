@@ -507,10 +507,15 @@ func (c *csumCache) evictExcess(ctx context.Context) {
 		var victim *csumEntry
 		now := c.v.now()
 		for _, e := range c.entries {
+			if !e.ready {
+				// Loading: its fields are written outside c.mu until
+				// ready is set under it.
+				continue
+			}
 			// An area not yet patched is spared a while for the write
 			// that loaded it (see watchHold).
 			fresh := !isClosed(e.used) && now.Sub(e.loadedAt) < csumMinHold
-			if e.ready && !fresh && (victim == nil || e.lastUse.Load() < victim.lastUse.Load()) {
+			if !fresh && (victim == nil || e.lastUse.Load() < victim.lastUse.Load()) {
 				victim = e
 			}
 		}

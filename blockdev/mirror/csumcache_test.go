@@ -764,3 +764,42 @@ func TestResyncPassesAPlainWriteWaitingForAnOrphan(t *testing.T) {
 		})
 	}
 }
+
+// TestChecksumCacheEvictsBesideLoads: writers to many regions through a
+// cache with room for two areas, so that every few writes an eviction
+// walks the entries while other writers load theirs. Run under the race
+// detector: an eviction looked at a loading entry's load time, which the
+// load writes outside the cache's lock.
+func TestChecksumCacheEvictsBesideLoads(t *testing.T) {
+	ctx := context.Background()
+	r := newRig(t, 2, 1)
+	n, err := r.tryOpen(0, func(c *Config) {
+		g, err := NewGeometry(testRegion, testBS, 2, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.ChecksumCache = 2 * g.ChecksumPerRegion
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.vol.Close()
+	regions := int(n.vol.Size() / testRegion)
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 7))
+			p := make([]byte, testBS)
+			for range 100 {
+				off := int64(rng.IntN(regions))*testRegion + int64(rng.IntN(testRegion/testBS))*testBS
+				if err := n.vol.WriteAt(ctx, p, off); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
