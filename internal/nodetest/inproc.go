@@ -496,3 +496,30 @@ func (c *InProcCluster) stopAll() {
 	}
 	wg.Wait()
 }
+
+// LoseEveryLease cuts every running node off from etcd at once, waits
+// (up to timeout each) until each has lost its incarnation, and heals
+// them all: every incarnation of the cluster dies at the same moment, as
+// when etcd is unreachable from all nodes. It returns the incarnations
+// that died, in node order.
+func (c *InProcCluster) LoseEveryLease(timeout time.Duration) []string {
+	c.t.Helper()
+	olds := make([]string, len(c.Nodes))
+	for i, nd := range c.Nodes {
+		olds[i] = nd.Node().Cluster().Session().Incarnation()
+	}
+	for _, nd := range c.Nodes {
+		nd.Partition()
+	}
+	for i, nd := range c.Nodes {
+		cn := nd.Node().Cluster()
+		testutil.WaitFor(c.t, timeout, nd.Name+" to lose its incarnation", func() bool {
+			s := cn.Session()
+			return s == nil || s.Incarnation() != olds[i]
+		})
+	}
+	for _, nd := range c.Nodes {
+		nd.Heal()
+	}
+	return olds
+}

@@ -209,7 +209,6 @@ func TestWholeClusterLeaseLossRecovers(t *testing.T) {
 	if err := parts[0].Store().MkdirAll("site", 0o755); err != nil {
 		t.Fatal(err)
 	}
-	olds := make([]string, 2)
 	for i, p := range parts {
 		payload := fmt.Sprintf("r%d", i)
 		err := p.Store().Update(context.Background(), func(tx *store.Tx) error {
@@ -221,21 +220,8 @@ func TestWholeClusterLeaseLossRecovers(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		olds[i] = c.Nodes[i].Node().Cluster().Session().Incarnation()
 	}
-	for _, nd := range c.Nodes {
-		nd.Partition()
-	}
-	for i, nd := range c.Nodes {
-		cn := nd.Node().Cluster()
-		testutil.WaitFor(t, 30*time.Second, nd.Name+" to lose its incarnation", func() bool {
-			s := cn.Session()
-			return s == nil || s.Incarnation() != olds[i]
-		})
-	}
-	for _, nd := range c.Nodes {
-		nd.Heal()
-	}
+	olds := c.LoseEveryLease(30 * time.Second)
 	testutil.WaitForNil(t, 90*time.Second, "every recovery done and every store open", func() error {
 		for i, p := range parts {
 			if p.Store() == nil {

@@ -230,23 +230,7 @@ func TestWholeClusterLeaseLossKeepsEveryAdd(t *testing.T) {
 	for range clients {
 		<-started
 	}
-	olds := make([]string, len(c.Nodes))
-	for i, nd := range c.Nodes {
-		olds[i] = nd.Node().Cluster().Session().Incarnation()
-	}
-	for _, nd := range c.Nodes {
-		nd.Partition()
-	}
-	for i, nd := range c.Nodes {
-		cn := nd.Node().Cluster()
-		testutil.WaitFor(t, 30*time.Second, nd.Name+" to lose its incarnation", func() bool {
-			s := cn.Session()
-			return s == nil || s.Incarnation() != olds[i]
-		})
-	}
-	for _, nd := range c.Nodes {
-		nd.Heal()
-	}
+	c.LoseEveryLease(30 * time.Second)
 	for range clients {
 		if err := <-errs; err != nil {
 			t.Fatal(err)
