@@ -362,27 +362,8 @@ func (s *Store) acquireSlot(ctx context.Context) (releaseReplay func(), err erro
 		// A live holder (an earlier incarnation not yet seen dead, or a
 		// coordinator replaying the slot) may die while this waits: the
 		// plain request would then wait behind its orphan.
-		wctx, cancel := context.WithCancelCause(ctx)
-		defer cancel(nil)
-		stop := make(chan struct{})
-		defer close(stop)
-		go func() {
-			tick := s.clk.NewTicker(max(s.cfg.OrphanCheck/8, time.Millisecond))
-			defer tick.Stop()
-			for {
-				select {
-				case <-tick.C():
-					if orphans.Orphaned(g.name, Exclusive) {
-						cancel(errSlotOrphaned)
-						return
-					}
-				case <-stop:
-					return
-				}
-			}
-		}()
-		err := g.acquire(wctx, Exclusive, false, false)
-		if err == nil || !errors.Is(context.Cause(wctx), errSlotOrphaned) || ctx.Err() != nil {
+		err := s.acquireWatched(ctx, g, Exclusive, orphans, 0, errSlotOrphaned)
+		if !errors.Is(err, errSlotOrphaned) {
 			return nil, err
 		}
 	}

@@ -385,7 +385,21 @@ func (s *Store) acquireBounded(ctx context.Context, g *glock, mode LockMode, wai
 		// node's requests): at worst a local user holds it a moment.
 		return g.acquire(ctx, mode, false, false)
 	}
-	bctx, cancel := context.WithCancelCause(ctx)
+	err := s.acquireWatched(ctx, g, mode, orphans, wait, ErrRecovering)
+	if errors.Is(err, ErrRecovering) && ctx.Err() == nil {
+		return fmt.Errorf("%w: lock %s held by a dead node for %v", ErrRecovering, g.name, wait)
+	}
+	return err
+}
+
+// acquireWatched takes g plainly, giving up with cause once a dead node's
+// grant of g (an orphan) has stood in its way for wait (zero: as soon as
+// one is seen), looked at every eighth of Config.OrphanCheck. A wait
+// behind an orphan lasts until the dead node's recovery ends, which may
+// need what the caller is about to do. It returns cause, or the acquire's
+// own error.
+func (s *Store) acquireWatched(ctx context.Context, g *glock, mode LockMode, orphans OrphanReporter, wait time.Duration, cause error) error {
+	wctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	stop := make(chan struct{})
 	defer close(stop)
@@ -399,10 +413,10 @@ func (s *Store) acquireBounded(ctx context.Context, g *glock, mode LockMode, wai
 				switch now := s.clk.Now(); {
 				case !orphans.Orphaned(g.name, mode):
 					since = time.Time{}
-				case since.IsZero():
+				case since.IsZero() && wait > 0:
 					since = now
-				case now.Sub(since) >= wait:
-					cancel(ErrRecovering)
+				case wait == 0 || now.Sub(since) >= wait:
+					cancel(cause)
 					return
 				}
 			case <-stop:
@@ -410,9 +424,9 @@ func (s *Store) acquireBounded(ctx context.Context, g *glock, mode LockMode, wai
 			}
 		}
 	}()
-	err := g.acquire(bctx, mode, false, false)
-	if err != nil && errors.Is(context.Cause(bctx), ErrRecovering) && ctx.Err() == nil {
-		return fmt.Errorf("%w: lock %s held by a dead node for %v", ErrRecovering, g.name, wait)
+	err := g.acquire(wctx, mode, false, false)
+	if err != nil && errors.Is(context.Cause(wctx), cause) && ctx.Err() == nil {
+		return cause
 	}
 	return err
 }
