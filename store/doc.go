@@ -23,10 +23,19 @@
 // Every change is a transaction of the writer's slot: the new images of
 // the metadata blocks it changes, the application records it logs, and a
 // commit block with a CRC-32C over all of it go to the journal and are
-// flushed before anything goes in place. File data is written copy on
-// write to newly allocated blocks and flushed before the commit that
-// points to it, so a crash leaves a file's previous contents or its new
-// ones, never stale or another file's bytes. A file's writes commit on
+// flushed before anything goes in place. A commit waits for the journal
+// alone: its images stay in the node's memory (where its own reads find
+// them) until a checkpoint writes them in place, as JBD2's and GFS2's
+// logs do, so a block many transactions change is written once per
+// checkpoint. A node checkpoints before it hands on a lock whose blocks
+// are among them, when its journal fills, and every
+// Config.CheckpointInterval. A block freed and written again as file data
+// before a checkpoint passed the free waits for that checkpoint, so
+// neither it nor a replay writes the block's older journaled image over
+// the new data (what JBD2's revoke records are for). File data is written
+// copy on write to newly allocated blocks and flushed before the commit
+// that points to it, so a crash leaves a file's previous contents or its
+// new ones, never stale or another file's bytes. A file's writes commit on
 // Sync and Close (durable when they return). Rename is one transaction,
 // also across directories, and replaces an existing target atomically:
 // writing a temporary file and renaming it over the old one publishes it.

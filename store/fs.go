@@ -65,7 +65,7 @@ func baseName(name string) string {
 // Stat describes name. Errors in a *fs.PathError: fs.ErrNotExist,
 // fs.ErrInvalid, ErrCorrupt naming the damaged block.
 func (s *Store) Stat(name string) (fs.FileInfo, error) {
-	if fi := s.quickStat(name); fi != nil {
+	if fi := s.quickStat(name, false); fi != nil {
 		return fi, nil
 	}
 	var fi fs.FileInfo
@@ -98,10 +98,16 @@ func (s *Store) ReadFile(name string) ([]byte, error) {
 	return data, nil
 }
 
-// dirEntryInfo is an fs.DirEntry; Info reads the inode as it is on the
-// device at that moment, or from the cache of its lock when this node
-// holds it (no lock is taken: a listing with stat of a directory that
-// another node keeps changing does not ping-pong every file's lock).
+// dirEntryInfo is an fs.DirEntry; Info reads the inode from the cache of
+// its lock when this node holds it, else as it is on the device at that
+// moment (no lock is taken: a listing with stat of a directory that
+// another node keeps changing does not ping-pong every file's lock). The
+// device has what other nodes committed up to their last checkpoint: a
+// change a node made to the inode after it is seen once that node hands
+// the inode's lock on or checkpoints (within its
+// Config.CheckpointInterval), much as an NFS client sees attributes
+// within its attribute cache time. The entries themselves are read under
+// the directory's lock: current.
 type dirEntryInfo struct {
 	s  *Store
 	de dirEntry
@@ -223,15 +229,16 @@ func (s *Store) WriteFile(name string, data []byte, perm fs.FileMode) error {
 
 var errNotOpen = errors.New("file not open for writing")
 
-// quickStat looks name up reading the blocks as they are on the device,
-// without locks (as DirEntry.Info does): every node writes its committed
-// changes in place before it acknowledges them, so what a finished
-// operation did is seen. It answers only when every block on the way
-// checks out and the name is found; anything else (a block changing
-// underneath, a missing name) goes the locked way, so a stat of a
-// directory another node keeps changing does not take its lock from it
-// once per name.
-func (s *Store) quickStat(name string) fs.FileInfo {
+// quickStat looks name up in this node's lock caches alone: each block on
+// the way must be cached under a grant this node holds (which no other
+// node can have changed since: a change takes the lock from it). It
+// answers only when every block on the way is so cached, checks out and
+// the name is found; anything else (a lock not held, a missing name) goes
+// the locked way. The device is never read here: it may lag what another
+// node committed until that node checkpoints (deferInPlace). A block whose
+// lock a local transaction holds exclusively is waited for when wait,
+// else the answer is left to the locked way.
+func (s *Store) quickStat(name string, wait bool) fs.FileInfo {
 	if s.closed.Load() {
 		return nil
 	}
@@ -242,11 +249,9 @@ func (s *Store) quickStat(name string) fs.FileInfo {
 	if err != nil {
 		return nil
 	}
-	ctx := context.Background()
 	// The images read from this node's lock caches, to remember the
-	// answer by (statMemo) when every block came from them.
+	// answer by (statMemo).
 	var walk []cachedImage
-	fromCache := true
 	// Only what the walk needs is read of each directory's inode and
 	// leaves (peekDir, leafFind): decoding them whole made a stat cost
 	// as much as decoding 256 buckets twice and every name of a leaf.
@@ -255,8 +260,8 @@ func (s *Store) quickStat(name string) fs.FileInfo {
 		if want.Type != typeDir || ino < s.sb.AGStart || ino >= s.sb.Blocks {
 			return nil
 		}
-		b, err := s.walkBlock(ctx, ino, ino, &walk, &fromCache)
-		if err != nil {
+		b := s.walkBlock(ino, ino, wait, &walk)
+		if b == nil {
 			return nil
 		}
 		gen, blk, ok := peekDir(b, ino, bucketOf(p))
@@ -268,8 +273,8 @@ func (s *Store) quickStat(name string) fs.FileInfo {
 			if n > 64 || blk >= s.sb.Blocks {
 				return nil
 			}
-			lb, err := s.walkBlock(ctx, ino, blk, &walk, &fromCache)
-			if err != nil {
+			lb := s.walkBlock(ino, blk, wait, &walk)
+			if lb == nil {
 				return nil
 			}
 			var de dirEntry
@@ -289,8 +294,8 @@ func (s *Store) quickStat(name string) fs.FileInfo {
 	if ino < s.sb.AGStart || ino >= s.sb.Blocks {
 		return nil
 	}
-	b, err := s.walkBlock(ctx, ino, ino, &walk, &fromCache)
-	if err != nil {
+	b := s.walkBlock(ino, ino, wait, &walk)
+	if b == nil {
 		return nil
 	}
 	in, err := decodeInode(b, ino)
@@ -298,9 +303,7 @@ func (s *Store) quickStat(name string) fs.FileInfo {
 		return nil
 	}
 	fi := newFileInfo(baseName(name), in)
-	if fromCache {
-		s.statMemo.remember(name, walk, fi)
-	}
+	s.statMemo.remember(name, walk, fi)
 	return fi
 }
 
@@ -360,7 +363,7 @@ func leafFind(b []byte, blk, owner uint64, gen uint32, name string) (de dirEntry
 // quickBlock is block blk of inode ino from the cache of ino's lock when
 // this node holds it, else from the device.
 func (s *Store) quickBlock(ctx context.Context, ino, blk uint64) ([]byte, error) {
-	if b := s.cachedBlock(ino, blk); b != nil {
+	if b := s.cachedBlock(ino, blk, false); b != nil {
 		return b, nil
 	}
 	return s.readBlock(ctx, blk)

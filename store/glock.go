@@ -594,10 +594,13 @@ func (g *glock) use() error {
 }
 
 // cachedBlock returns blk from g's cache when g's grant is held (cached)
-// in a mode that covers Shared and no local user holds it exclusively:
-// what an unlocked reader may use instead of reading the device.
-func (g *glock) cachedBlock(blk uint64) []byte {
-	if !g.rw.TryRLock() {
+// in a mode that covers Shared and no local user holds it exclusively
+// (one that does is waited for when wait, else nil): what an unlocked
+// reader may use instead of taking the lock.
+func (g *glock) cachedBlock(blk uint64, wait bool) []byte {
+	if wait {
+		g.rw.RLock()
+	} else if !g.rw.TryRLock() {
 		return nil
 	}
 	defer g.rw.RUnlock()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -82,10 +83,11 @@ func (d *inPlaceDev) set(f func(d *inPlaceDev)) {
 	f(d)
 }
 
-// A caller whose context ends while its committed transaction is being
-// written in place gets the commit (it is durable), and every node reads
-// the new contents: the in-place writes do not take the caller's context.
-func TestCommitNotCutByCallerContext(t *testing.T) {
+// A commit writes its journal only; its blocks go in place when another
+// node asks for their locks (the hand-over checkpoints), and until then
+// the committing node reads them from memory. A caller whose context ends
+// after the commit returned changes nothing of that.
+func TestCommitLeavesInPlaceWritesToTheHandOver(t *testing.T) {
 	mem := newMem(t, 4096, FormatOptions{})
 	dev := newInPlaceDev(t, mem)
 	lm := NewMemLocks()
@@ -103,30 +105,43 @@ func TestCommitNotCutByCallerContext(t *testing.T) {
 	stall, release := make(chan context.Context, 1), make(chan struct{})
 	dev.set(func(d *inPlaceDev) { d.armed, d.stall, d.release = true, stall, release })
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- a.Update(ctx, func(tx *Tx) error { return tx.WriteFile("d/f", v2, 0o644) })
-	}()
-	var wctx context.Context
-	select {
-	case wctx = <-stall:
-	case err := <-done:
-		t.Fatalf("update ended before writing in place: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("no in-place write within 10s")
+	if err := a.Update(ctx, func(tx *Tx) error { return tx.WriteFile("d/f", v2, 0o644) }); err != nil {
+		t.Fatalf("update: %v", err)
 	}
-	cancel() // the caller gives up while the committed blocks go in place
+	cancel()
+	select {
+	case <-stall:
+		t.Fatal("the commit wrote in place")
+	default:
+	}
+	if got, err := a.ReadFile("d/f"); err != nil || !bytes.Equal(got, v2) {
+		t.Fatalf("committing node read %d bytes (%v) before the hand-over, want the committed %d", len(got), err, len(v2))
+	}
+	read := make(chan error, 1)
+	go func() {
+		got, err := b.ReadFile("d/f")
+		if err == nil && !bytes.Equal(got, v2) {
+			err = fmt.Errorf("read %d bytes, want the committed %d", len(got), len(v2))
+		}
+		read <- err
+	}()
+	select {
+	case <-stall:
+	case err := <-read:
+		t.Fatalf("other node read before the committing node wrote in place: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("no in-place write within 10s of the other node's read")
+	}
+	select {
+	case err := <-read:
+		t.Fatalf("other node read while the hand-over's in-place write stalled: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
 	close(release)
-	if err := <-done; err != nil {
-		t.Fatalf("committed update reported %v (in-place write context: %v)", err, wctx.Err())
+	if err := <-read; err != nil {
+		t.Fatalf("other node after the hand-over: %v", err)
 	}
 	dev.set(func(d *inPlaceDev) { d.armed = false })
-	for _, n := range []*Store{a, b} {
-		got, err := n.ReadFile("d/f")
-		if err != nil || !bytes.Equal(got, v2) {
-			t.Fatalf("node slot %d read %d bytes (%v), want the committed %d", n.Slot(), len(got), err, len(v2))
-		}
-	}
 	if err := a.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -156,6 +171,10 @@ func TestFailedInPlaceWriteStaysAuthoritative(t *testing.T) {
 	dev.set(func(d *inPlaceDev) { d.armed, d.fail = true, true })
 	if err := a.Update(context.Background(), func(tx *Tx) error { return tx.WriteFile("d/f", v2, 0o644) }); err != nil {
 		t.Fatalf("committed update reported %v", err)
+	}
+	// The commit leaves its blocks for the checkpoint: make it now.
+	if err := a.checkpoint(context.Background()); !errors.Is(err, ErrUnwritten) {
+		t.Fatalf("checkpoint with failing in-place writes: %v, want ErrUnwritten", err)
 	}
 	dev.mu.Lock()
 	failed := dev.failed
@@ -214,6 +233,10 @@ func TestCloseWithUnwrittenBlocksLeavesThemToReplay(t *testing.T) {
 	if err := a.WriteFile("d/f", []byte("one"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// The directory in place: only the file's blocks stay unwritten.
+	if err := a.checkpoint(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	dev.set(func(d *inPlaceDev) { d.armed, d.fail = true, true })
 	if err := a.Update(context.Background(), func(tx *Tx) error { return tx.WriteFile("d/f", v2, 0o644) }); err != nil {
 		t.Fatalf("committed update reported %v", err)
@@ -222,10 +245,7 @@ func TestCloseWithUnwrittenBlocksLeavesThemToReplay(t *testing.T) {
 		t.Fatalf("close with committed blocks not in place: %v, want ErrUnwritten", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	_, err := b.Stat("d/f")
-	if err == nil {
-		err = b.View(ctx, func(tx *Tx) error { _, err := tx.ReadFile("d/f"); return err })
-	}
+	err := b.View(ctx, func(tx *Tx) error { _, err := tx.ReadFile("d/f"); return err })
 	cancel()
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("other node's read of blocks the closed node could not write: %v, want a wait", err)

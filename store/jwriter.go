@@ -3,8 +3,6 @@ package store
 import (
 	"context"
 	"fmt"
-	"maps"
-	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -25,6 +23,9 @@ type journalWriter struct {
 	lastSeq      uint64
 	pending      []Record // records not acknowledged, in journal order
 	pendingBytes int      // their size in a record stream
+	// freed holds the blocks freed by transactions behind the journal's
+	// tail no checkpoint has passed yet (reuseSafe).
+	freed map[uint64]bool
 
 	nextRec      atomic.Uint64
 	checkpointed atomic.Uint64 // transactions up to here are in place and behind the tail
@@ -56,10 +57,11 @@ func (j *journalWriter) fits(n uint32) (uint32, bool) {
 }
 
 // commit writes jt to the journal (assigning its sequence number), with
-// data first, makes it durable and then writes its images in place. use
-// is called right before the first write, to check the fencing of every
-// lock the transaction writes under.
-func (j *journalWriter) commit(ctx context.Context, dev blockdev.Device, jt *journalTx, data []dataWrite, use func() error, recovery bool) (committed bool, err error) {
+// data first, and makes it durable; its images go in place at the next
+// checkpoint (deferInPlace). freed are the blocks jt frees. use is called
+// right before the first write, to check the fencing of every lock the
+// transaction writes under.
+func (j *journalWriter) commit(ctx context.Context, dev blockdev.Device, jt *journalTx, data []dataWrite, freed map[uint64]bool, use func() error, recovery bool) (committed bool, err error) {
 	if !j.mu.TryLock() {
 		if recovery {
 			// Reported: a commit of this node that writes under a lock
@@ -102,6 +104,14 @@ func (j *journalWriter) commit(ctx context.Context, dev blockdev.Device, jt *jou
 	}
 	pos, ok := j.fits(n + c)
 	if !ok {
+		if err := j.checkpointLocked(ctx); err != nil {
+			return false, err
+		}
+		if pos, ok = j.fits(n + c); !ok {
+			return false, fmt.Errorf("%w: unacknowledged records leave no room for a transaction of %d blocks", ErrJournalFull, n)
+		}
+	}
+	if !j.reuseSafe(data) {
 		if err := j.checkpointLocked(ctx); err != nil {
 			return false, err
 		}
@@ -163,42 +173,81 @@ func (j *journalWriter) commit(ctx context.Context, dev blockdev.Device, jt *jou
 	j.nextSeq++
 	s.stats.commits.Add(1)
 	j.addPending(jt.Records, jt.Acks)
-	s.writeInPlace(wctx, dev, jt)
+	s.deferInPlace(wctx, dev, jt)
+	if len(freed) > 0 {
+		if j.freed == nil {
+			j.freed = map[uint64]bool{}
+		}
+		for b := range freed {
+			j.freed[b] = true
+		}
+		if len(j.freed) > maxFreedKept {
+			// Remembering fewer is cheaper than remembering all; a
+			// failure leaves them for the next checkpoint.
+			if err := j.checkpointLocked(wctx); err != nil {
+				s.log.Warn("checkpoint after many frees failed; the next one will try again", "error", err)
+			}
+		}
+	}
 	return true, nil
 }
 
-// inPlaceWriters bounds the in-place writes of one commit in flight at
+// maxFreedKept is how many freed blocks the journal writer remembers
+// (reuseSafe) before a commit checkpoints to forget them.
+const maxFreedKept = 1 << 16
+
+// reuseSafe says whether the data blocks written in place before their
+// commit (not through the journal) may be written now: not when one was
+// freed by a transaction that no checkpoint has passed. Such a block may
+// have an older image in this journal (an inode, a directory block, a
+// small file's data that went through the journal), which a replay would
+// write over the new data (ext3's and JBD2's revoke records answer the
+// same question), and which a checkpoint would too while the image is kept
+// in memory (deferInPlace). A checkpoint first puts every such image in
+// place and moves the tail past it. Another node reuses a block only after
+// the allocation group's lock came to it, which checkpoints this journal
+// first (glock.writeBack), or after this node's recovery replayed it.
+func (j *journalWriter) reuseSafe(data []dataWrite) bool {
+	if len(j.freed) == 0 {
+		return true
+	}
+	for _, d := range data {
+		for k := 0; k < len(d.p)/BlockSize; k++ {
+			if j.freed[d.blk+uint64(k)] {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// inPlaceWriters bounds the in-place writes of one batch in flight at
 // once.
 const inPlaceWriters = 8
 
-// writeInPlace writes the images of jt, a transaction just committed, in
-// place (writeImages): the journal makes any order of them safe, and a
-// commit then waits for about one write instead of one after another. A
-// target given twice is written with its last image. An image whose write
-// fails is kept in memory (unwritten): the journal has it, and until this
-// node writes it, reads of the node see it from there.
-func (s *Store) writeInPlace(ctx context.Context, dev blockdev.Device, jt *journalTx) {
-	last := make(map[uint64]int, len(jt.Targets))
+// maxDeferred is how many committed images (blocks) a node keeps in memory
+// before a commit writes them in place itself instead of leaving them to
+// the next checkpoint: 16 MiB. Journals of the usual size (the demo's 1
+// MiB, 256 blocks) never reach it: their checkpoint comes first.
+const maxDeferred = 4096
+
+// deferInPlace keeps the images of jt, a transaction just committed, in
+// memory (unwritten) for the next checkpoint to write in place, as a
+// journaling file system's checkpoint does (JBD2's, GFS2's log flush):
+// the commit waits for the journal write only, and a block that many
+// transactions change (a directory, an allocation group's header) is
+// written in place once per checkpoint instead of once per commit. Until
+// then this node's reads see the images from memory (Store.readAt), and a
+// lock whose blocks are among them is handed on only after a checkpoint
+// (glock.writeBack); a crash leaves them to the journal's replay. Past
+// maxDeferred images the commit writes them all in place at once.
+func (s *Store) deferInPlace(ctx context.Context, dev blockdev.Device, jt *journalTx) {
 	for i, t := range jt.Targets {
-		last[t] = i
+		s.unwritten.add(t, jt.Images[i], dev)
 	}
-	image := func(t uint64) []byte { return jt.Images[last[t]] }
-	runs := s.writeImages(ctx, dev, slices.Sorted(maps.Keys(last)), image)
-	for _, r := range runs {
-		if r.err != nil {
-			s.log.Error("committed transaction not written in place; its images are kept for the next checkpoint",
-				"seq", jt.Seq, "block", r.start, "blocks", r.n, "error", r.err)
-		}
-		for k := 0; k < r.n; k++ {
-			t := r.start + uint64(k)
-			if r.err == nil {
-				s.unwritten.written(t) // an older kept image is overwritten
-				continue
-			}
-			// The journal has the image (a replay puts it in place);
-			// until this node writes it, reads of the node see it from
-			// memory.
-			s.unwritten.add(t, image(t), dev)
+	if s.unwritten.n.Load() > maxDeferred {
+		if err := s.writeUnwritten(ctx); err != nil {
+			s.log.Error("committed images not written in place; they are kept for the next checkpoint", "seq", jt.Seq, "error", err)
 		}
 	}
 }
@@ -273,7 +322,7 @@ func (j *journalWriter) checkpointLocked(ctx context.Context) error {
 	if err := s.slotLock.use(); err != nil {
 		return err
 	}
-	if err := j.writeUnwritten(ctx); err != nil {
+	if err := s.writeUnwritten(ctx); err != nil {
 		return err
 	}
 	if err := s.dev.Flush(ctx); err != nil {
@@ -318,6 +367,7 @@ func (j *journalWriter) checkpointLocked(ctx context.Context) error {
 		return err
 	}
 	j.checkpointed.Store(j.lastSeq)
+	j.freed = nil
 	s.stats.checkpoints.Add(1)
 	return nil
 }

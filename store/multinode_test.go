@@ -163,8 +163,9 @@ func equalTree(a, b map[string]string) bool {
 }
 
 // TestDirEntryInfoAcrossNodes: a listing's Info on one node (from the
-// cache of the inode locks it holds, or the device) reports what the
-// other node last committed, and its own last writes.
+// cache of the inode locks it holds, or the device) reports its own last
+// writes, and what the other node committed up to its last checkpoint
+// (the writer here checkpoints, as its CheckpointInterval makes it).
 func TestDirEntryInfoAcrossNodes(t *testing.T) {
 	dev := newMem(t, 4096, FormatOptions{})
 	lm := NewMemLocks()
@@ -199,6 +200,12 @@ func TestDirEntryInfoAcrossNodes(t *testing.T) {
 			if err := w.WriteFile(fmt.Sprintf("d/f%d", i), bytes.Repeat([]byte{'x'}, round*100+i), 0o644); err != nil {
 				t.Fatal(err)
 			}
+		}
+		if got := sizes(w); got[0] != int64(round*100) {
+			t.Fatalf("round %d: the writer's own Info of d/f0 says %d bytes, want %d", round, got[0], round*100)
+		}
+		if err := w.checkpoint(context.Background()); err != nil {
+			t.Fatal(err)
 		}
 		for _, s := range []*Store{w, r} {
 			got := sizes(s)

@@ -762,19 +762,45 @@ func (tx *Tx) WriteFileOf(id FileStat, data []byte) error {
 // transaction taking it EX now would not ask the lock manager: a hint for
 // callers grouping their work (a transaction that would wait for the lock
 // to come from another node is best kept apart from work that need not),
-// which may be wrong the next moment. False when name cannot be looked up
-// without locks (Stat's lock-free way) or this node holds no such grant.
+// which may be wrong the next moment. name's inode is found in this
+// node's lock caches (Stat's lock-free way), else through its parent
+// directories held PR (which may ask the lock manager for them, never
+// for name's own lock, which stays where it is), waiting at most
+// Config.OrphanCheck for them and not at all for a dead node's. False when
+// name does not exist, when its parents are not had in time, or when this
+// node holds no such grant. It may wait for a local transaction holding
+// one of the locks on the way exclusively to end.
 func (s *Store) HoldsExclusive(name string) bool {
-	fi := s.quickStat(name)
-	if fi == nil {
-		return false
-	}
-	st, ok := fi.Sys().(FileStat)
-	if !ok {
-		return false
+	var ino uint64
+	if fi := s.quickStat(name, true); fi != nil {
+		st, ok := fi.Sys().(FileStat)
+		if !ok {
+			return false
+		}
+		ino = st.Ino
+	} else {
+		// A hint is not worth a wait: a dead node's lock on the way
+		// gives up at once, a live node's after OrphanCheck.
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.OrphanCheck)
+		defer cancel()
+		err := s.runBounded(ctx, false, time.Nanosecond, func(tx *Tx) error {
+			dir, g, elem, err := tx.resolveParent(name, Shared)
+			if err != nil {
+				return err
+			}
+			de, found, err := tx.lookup(g, dir, elem)
+			if err != nil || !found {
+				return fs.ErrNotExist
+			}
+			ino = de.Ino
+			return nil
+		})
+		if err != nil {
+			return false
+		}
 	}
 	s.gmu.Lock()
-	g := s.glocks[glockKey{classInode, st.Ino}]
+	g := s.glocks[glockKey{classInode, ino}]
 	s.gmu.Unlock()
 	return g != nil && g.covers(Exclusive)
 }

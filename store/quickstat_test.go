@@ -41,7 +41,7 @@ func TestQuickStatMatchesLockedStat(t *testing.T) {
 	}
 	names = append(names, ".")
 	for _, name := range names {
-		fi := s.quickStat(name)
+		fi := s.quickStat(name, true)
 		if fi == nil {
 			t.Fatalf("quickStat(%q) did not answer", name)
 		}
@@ -60,7 +60,7 @@ func TestQuickStatMatchesLockedStat(t *testing.T) {
 		}
 	}
 	for _, name := range []string{"nosuch", "d0/nosuch", "d0/sub/file-with-a-longer-name-0001/x", "d9/sub"} {
-		if fi := s.quickStat(name); fi != nil {
+		if fi := s.quickStat(name, true); fi != nil {
 			t.Fatalf("quickStat(%q) answered %v; want it left to the locked lookup", name, fi)
 		}
 	}
@@ -115,11 +115,11 @@ func TestQuickStatMemoFollowsChanges(t *testing.T) {
 	if _, err := a.ReadFile(name); err != nil { // a holds the path's locks
 		t.Fatal(err)
 	}
-	first := a.quickStat(name)
+	first := a.quickStat(name, true)
 	if first == nil {
 		t.Fatal("quickStat did not answer from the lock caches")
 	}
-	if again := a.quickStat(name); again != first {
+	if again := a.quickStat(name, true); again != first {
 		t.Fatal("a second quickStat of an unchanged path was not the remembered answer")
 	}
 	id := stat("unchanged", 3)
@@ -135,14 +135,14 @@ func TestQuickStatMemoFollowsChanges(t *testing.T) {
 		t.Fatalf("renamed over on this node: inode %d unchanged", got.Ino)
 	}
 	id = got
-	a.quickStat(name) // remembered again
+	a.quickStat(name, true) // remembered again
 
 	write(b, "rewritten on the other node")
 	stat("rewritten on the other node", len("rewritten on the other node"))
 	if _, err := a.ReadFile(name); err != nil {
 		t.Fatal(err)
 	}
-	a.quickStat(name)
+	a.quickStat(name, true)
 
 	replace(b, "renamed over on the other node")
 	got = stat("renamed over on the other node", len("renamed over on the other node"))

@@ -300,6 +300,12 @@ func (s *Store) repairDirty(ctx context.Context, rep *RepairReport) error {
 // repairPasses scans and fixes until a scan finds nothing (or maxPasses).
 func (s *Store) repairPasses(ctx context.Context, cr *copyReader, maxPasses int, rep *RepairReport) error {
 	for pass := 0; pass < maxPasses; pass++ {
+		// The scan reads the device itself: what the repair committed
+		// so far goes in place first (commits leave it to the
+		// checkpoint).
+		if err := s.checkpoint(ctx); err != nil {
+			return err
+		}
 		rep.Passes++
 		r := newRepairScan(ctx, s.sb, cr.read)
 		if err := r.scan(); err != nil {

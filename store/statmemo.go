@@ -1,7 +1,6 @@
 package store
 
 import (
-	"context"
 	"sync"
 )
 
@@ -44,7 +43,7 @@ func (m *statMemo) lookup(s *Store, name string) *fileInfo {
 		return nil
 	}
 	for _, c := range a.path {
-		b := s.cachedBlock(c.ino, c.blk)
+		b := s.cachedBlock(c.ino, c.blk, false)
 		if len(b) == 0 || &b[0] != &c.img[0] {
 			return nil
 		}
@@ -64,26 +63,23 @@ func (m *statMemo) remember(name string, path []cachedImage, fi *fileInfo) {
 // cachedBlock is block blk of inode ino from the cache of ino's lock when
 // this node holds it in a mode that covers Shared (glock.cachedBlock); nil
 // otherwise.
-func (s *Store) cachedBlock(ino, blk uint64) []byte {
+func (s *Store) cachedBlock(ino, blk uint64, wait bool) []byte {
 	s.gmu.Lock()
 	g := s.glocks[glockKey{classInode, ino}]
 	s.gmu.Unlock()
 	if g == nil {
 		return nil
 	}
-	return g.cachedBlock(blk)
+	return g.cachedBlock(blk, wait)
 }
 
-// walkBlock is quickBlock that also notes in path (while *fromCache holds)
-// which cached image it gave; a block read from the device clears
-// *fromCache: such a walk is not remembered.
-func (s *Store) walkBlock(ctx context.Context, ino, blk uint64, path *[]cachedImage, fromCache *bool) ([]byte, error) {
-	if b := s.cachedBlock(ino, blk); len(b) > 0 {
-		if *fromCache {
-			*path = append(*path, cachedImage{ino: ino, blk: blk, img: b})
-		}
-		return b, nil
+// walkBlock is block blk of inode ino from the cache of ino's lock
+// (cachedBlock, waiting for a local exclusive user when wait), noted in
+// path; nil when this node does not hold it.
+func (s *Store) walkBlock(ino, blk uint64, wait bool, path *[]cachedImage) []byte {
+	b := s.cachedBlock(ino, blk, wait)
+	if len(b) > 0 {
+		*path = append(*path, cachedImage{ino: ino, blk: blk, img: b})
 	}
-	*fromCache = false
-	return s.readBlock(ctx, blk)
+	return b
 }

@@ -70,6 +70,14 @@ type Config struct {
 	// new attempt at in-place writes that failed (ErrUnwritten). Zero
 	// means DefaultCommitWriteTimeout.
 	CommitWriteTimeout time.Duration
+	// CheckpointInterval is how often a node with committed blocks not
+	// yet in place (a commit leaves them to the checkpoint: deferInPlace)
+	// checkpoints on its own. A hand-over of a lock whose blocks are
+	// among them checkpoints at once; this bounds how long the device
+	// lags what the node committed for readers that take no lock (a
+	// listing's DirEntry.Info, StatFS) and how much a replay of its
+	// journal writes. Zero means DefaultCheckpointInterval.
+	CheckpointInterval time.Duration
 	// ReplayBatch is how many of a dead slot's records the replay hands
 	// to their handlers in one transaction at most (one journal commit,
 	// with the cursor that says they are handled, for the batch; a batch
@@ -86,6 +94,10 @@ type Config struct {
 // DefaultOrphanCheck is Config.OrphanCheck's default: well above a lock
 // hand-over between live nodes, well below a client's patience.
 const DefaultOrphanCheck = 250 * time.Millisecond
+
+// DefaultCheckpointInterval is Config.CheckpointInterval's default: a
+// checkpoint costs a node about one commit per interval.
+const DefaultCheckpointInterval = time.Second
 
 // DefaultReplayBatch is Config.ReplayBatch's default: a web node's
 // requests in flight at its death are handed over in one or two commits.
@@ -116,6 +128,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("store config: WriteBuffer %d is negative", c.WriteBuffer)
 	case c.CommitWriteTimeout < 0:
 		return fmt.Errorf("store config: CommitWriteTimeout %s is negative", c.CommitWriteTimeout)
+	case c.CheckpointInterval < 0:
+		return fmt.Errorf("store config: CheckpointInterval %s is negative", c.CheckpointInterval)
 	case c.OrphanCheck < 0:
 		return fmt.Errorf("store config: OrphanCheck %s is negative", c.OrphanCheck)
 	case c.ReplayBatch < 0:
@@ -176,6 +190,7 @@ type Store struct {
 	aheadStop context.CancelFunc
 	aheadWG   sync.WaitGroup
 	closing   chan struct{}
+	bg        sync.WaitGroup // checkpointLoop
 	closed    atomic.Bool
 	stats     storeStats
 	// statMemo remembers quickStat's answers given from the lock caches.
@@ -270,6 +285,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if s.cfg.ReplayBatch == 0 {
 		s.cfg.ReplayBatch = DefaultReplayBatch
 	}
+	if s.cfg.CheckpointInterval == 0 {
+		s.cfg.CheckpointInterval = DefaultCheckpointInterval
+	}
 	if s.rdev == nil {
 		s.rdev = s.dev
 	}
@@ -329,8 +347,39 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		s.Close()
 		return nil, err
 	}
+	s.bg.Add(1)
+	go s.checkpointLoop()
 	s.log.Info("store opened", "slot", cfg.Slot, "blocks", sb.Blocks, "groups", sb.AGCount)
 	return s, nil
+}
+
+// checkpointLoop checkpoints every Config.CheckpointInterval while this
+// node keeps committed blocks that are not in place, until the store
+// closes. A failure is logged once until a checkpoint succeeds again (the
+// next hand-over or interval tries again).
+func (s *Store) checkpointLoop() {
+	defer s.bg.Done()
+	tick := s.clk.NewTicker(s.cfg.CheckpointInterval)
+	defer tick.Stop()
+	failing := false
+	for {
+		select {
+		case <-s.closing:
+			return
+		case <-tick.C():
+		}
+		if s.unwritten.n.Load() == 0 {
+			continue
+		}
+		err := s.checkpoint(context.Background())
+		switch {
+		case err != nil && !failing:
+			s.log.Warn("periodic checkpoint failed; hand-overs and the next interval try again", "error", err)
+		case err == nil && failing:
+			s.log.Info("periodic checkpoint succeeded again")
+		}
+		failing = err != nil
+	}
 }
 
 // errSlotOrphaned cuts Open's plain wait for its slot's lock when the
@@ -410,6 +459,7 @@ func (s *Store) Close() error {
 		return ErrClosed
 	}
 	close(s.closing)
+	s.bg.Wait()
 	// Locks asked for ahead are given up asking; those granted are held
 	// like any other and dropped below.
 	if s.aheadStop != nil {

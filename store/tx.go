@@ -294,6 +294,7 @@ func (tx *Tx) write(g *glock, blk uint64, img []byte) error {
 
 // commit applies the frees and writes the transaction to the journal.
 func (tx *Tx) commit() error {
+	freed := tx.frees
 	if err := tx.applyFrees(); err != nil {
 		return err
 	}
@@ -323,7 +324,7 @@ func (tx *Tx) commit() error {
 	if tx.recovery {
 		dev = tx.s.rdev
 	}
-	committed, err := tx.s.jr.commit(tx.ctx, dev, jt, tx.data, use, tx.recovery)
+	committed, err := tx.s.jr.commit(tx.ctx, dev, jt, tx.data, freed, use, tx.recovery)
 	if err != nil {
 		if committed || jt.Seq != 0 {
 			// The journal write or its flush failed: perhaps committed

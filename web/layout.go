@@ -26,6 +26,10 @@ type ApartMaker interface {
 // otherwise. Existing ones are left as they are.
 func makeLayoutDirs(st Store, l session.Layout) error {
 	am, apart := st.(ApartMaker)
+	// The shards found made, from one listing of their parent (under the
+	// parent's lock alone): a stat of each would take each shard's lock
+	// from the node that keeps it.
+	made := map[string]map[string]bool{}
 	for _, dir := range l.Dirs() {
 		parent := path.Dir(dir)
 		if !apart || (parent != l.Sessions && parent != l.Keys) {
@@ -34,7 +38,17 @@ func makeLayoutDirs(st Store, l session.Layout) error {
 			}
 			continue
 		}
-		if fi, err := fs.Stat(st, dir); err == nil && fi.IsDir() {
+		if made[parent] == nil {
+			ents, err := fs.ReadDir(st, parent)
+			if err != nil {
+				return fmt.Errorf("web: listing %s: %w", parent, err)
+			}
+			made[parent] = map[string]bool{}
+			for _, e := range ents {
+				made[parent][e.Name()] = e.IsDir()
+			}
+		}
+		if made[parent][path.Base(dir)] {
 			continue
 		}
 		err := am.MkdirApart(dir, 0o700)

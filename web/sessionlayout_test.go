@@ -50,13 +50,27 @@ func (c *countingLocker) inodeAsks(ino uint64) int {
 	return n
 }
 
+// inodeOf is the inode number of name, found in a listing of its parent
+// (under the parent's lock alone: a Stat would take name's lock, and move
+// it, from the node that holds it).
 func inodeOf(t *testing.T, st *store.Store, name string) uint64 {
 	t.Helper()
-	fi, err := st.Stat(name)
+	ents, err := st.ReadDir(path.Dir(name))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return fi.Sys().(store.FileStat).Ino
+	for _, e := range ents {
+		if e.Name() != path.Base(name) {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Sys().(store.FileStat).Ino
+	}
+	t.Fatalf("%s not found", name)
+	return 0
 }
 
 // The layout's files lie in the shards of both directories, which the
