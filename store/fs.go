@@ -62,6 +62,12 @@ func baseName(name string) string {
 	return path.Base(name)
 }
 
+// statKeep is how long a Stat that had to take locks keeps them Shared
+// (glock.keepShared): the next Stats of names beside it are answered
+// from this node's caches meanwhile, even while another node keeps
+// changing their directory.
+const statKeep = 20 * time.Millisecond
+
 // Stat describes name. Errors in a *fs.PathError: fs.ErrNotExist,
 // fs.ErrInvalid, ErrCorrupt naming the damaged block.
 func (s *Store) Stat(name string) (fs.FileInfo, error) {
@@ -70,6 +76,7 @@ func (s *Store) Stat(name string) (fs.FileInfo, error) {
 	}
 	var fi fs.FileInfo
 	err := s.View(context.Background(), func(tx *Tx) error {
+		tx.keepShared = statKeep
 		in, _, err := tx.resolve(name, Shared)
 		if err != nil {
 			return err

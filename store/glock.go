@@ -32,6 +32,9 @@ type glock struct {
 	blocks map[uint64][]byte // cached metadata blocks guarded by this lock
 	dirty  uint64            // last transaction that changed what the lock guards
 	asking chan struct{}     // closed when a local user's plain request to the lock manager ends
+	// holdUntil is when a blocking callback on the cached grant may be
+	// answered at the earliest (keepShared); zero for at once.
+	holdUntil time.Time
 
 	// A recovery grant: asked for by the recovery coordinator's users
 	// only, granted over a dead node's orphan and ahead of the plain
@@ -188,6 +191,7 @@ func (g *glock) acquire(ctx context.Context, mode LockMode, try, recovery bool) 
 		}
 		g.takeLVB(l)
 		g.hold = l
+		g.holdUntil = time.Time{}
 		go g.watch(l)
 		g.mu.Unlock()
 		// Take the local side again; the grant normally still covers.
@@ -461,6 +465,20 @@ func (g *glock) watch(hold Lock) {
 	case <-g.s.closing:
 		return // Close drops every hold itself
 	}
+	// A grant kept for a while (keepShared) is kept until then: read
+	// once, so that uses after the callback do not keep it longer.
+	g.mu.Lock()
+	until := g.holdUntil
+	g.mu.Unlock()
+	if d := until.Sub(g.s.clk.Now()); d > 0 {
+		t := g.s.clk.NewTimer(d)
+		select {
+		case <-t.C():
+		case <-g.s.closing:
+			t.Stop()
+			return
+		}
+	}
 	wait := handOnRetryMin
 	for !g.handOn(hold) {
 		t := g.s.clk.NewTimer(wait)
@@ -472,6 +490,21 @@ func (g *glock) watch(hold Lock) {
 		}
 		wait = min(2*wait, handOnRetryMax)
 	}
+}
+
+// keepShared makes this node keep g's cached grant, which a local user
+// holds Shared now, for at least d from now before it answers a blocking
+// callback on it, as GFS2's glock minimum hold time does: a node looking
+// up name after name in a directory that another node keeps changing then
+// takes the directory's lock once per d instead of once per name (the
+// other node's next change takes it back at once otherwise). The other
+// node waits at most d for it.
+func (g *glock) keepShared(d time.Duration) {
+	g.mu.Lock()
+	if t := g.s.clk.Now().Add(d); g.hold != nil && t.After(g.holdUntil) {
+		g.holdUntil = t
+	}
+	g.mu.Unlock()
 }
 
 // Backoff of a hand-over whose write-back failed (glock.watch).

@@ -20,6 +20,9 @@ type Tx struct {
 	// orphanWait, when positive, bounds a wait for a lock a dead node
 	// holds (UpdateRecoveryBound).
 	orphanWait time.Duration
+	// keepShared, when positive, keeps every grant the transaction holds
+	// Shared for at least that long (glock.keepShared).
+	keepShared time.Duration
 
 	held     map[*glock]LockMode
 	last     *glock // the latest lock in lock order the transaction holds
@@ -167,6 +170,9 @@ func (tx *Tx) lock(g *glock, mode LockMode) error {
 	tx.held[g] = mode
 	if tx.last == nil || tx.last.before(g) {
 		tx.last = g
+	}
+	if mode == Shared && tx.keepShared > 0 && !tx.recovery {
+		g.keepShared(tx.keepShared)
 	}
 	return nil
 }

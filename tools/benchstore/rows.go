@@ -487,7 +487,7 @@ func (b *bench) listUnderChurn(ctx context.Context) error {
 			target: 1000, absolute: true, note: fmt.Sprintf("ls -l: ReadDir, then each entry's Info; slowest of 10 passes; %d creates+removes meanwhile", sc)}
 		if byPath {
 			r.name, r.target = fmt.Sprintf("readdir+stat(path) %d entries, other churns", b.o.entries), 0
-			r.note = fmt.Sprintf("ReadDir, then Stat of each dir/name; slowest of 3 passes; %d creates+removes meanwhile; a Stat the lock caches cannot answer takes the directory's lock, which the churning node takes back at its next change, as GFS2's stat does", sc)
+			r.note = fmt.Sprintf("ReadDir, then Stat of each dir/name; slowest of 3 passes; %d creates+removes meanwhile; a Stat the lock caches cannot answer takes the directory's lock from the churning node and keeps it 20 ms, as GFS2's glock minimum hold time does", sc)
 		}
 		b.add(r)
 	}
