@@ -273,7 +273,11 @@ func TestCrashEveryWrite(t *testing.T) {
 			}
 		}
 	}
-	s, err := Open(ctx, DefaultConfig(dev, 0, NewMemLocks().Node("w")))
+	// Every write comes from the operations (and the Close): no periodic
+	// checkpoint writes in the middle of the script's bookkeeping.
+	wcfg := DefaultConfig(dev, 0, NewMemLocks().Node("w"))
+	wcfg.CheckpointInterval = noPeriodicCheckpoint
+	s, err := Open(ctx, wcfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/shoal-ha/shoal/blockdev"
 	"github.com/shoal-ha/shoal/internal/testlog"
@@ -55,5 +56,12 @@ func checkClean(t testing.TB, dev blockdev.Device) {
 		t.Fatal(err)
 	}
 }
+
+// noPeriodicCheckpoint is a Config.CheckpointInterval no test lasts: the
+// store then writes only when the test makes it.
+const noPeriodicCheckpoint = 24 * time.Hour
+
+// noPeriodic is an openNode tweak: no periodic checkpoint.
+func noPeriodic(c *Config) { c.CheckpointInterval = noPeriodicCheckpoint }
 
 func blockdevKeepAll() blockdev.CrashOptions { return blockdev.CrashOptions{KeepProbability: 1} }
