@@ -21,6 +21,7 @@ import (
 	"github.com/shoal-ha/shoal/blockdev"
 	"github.com/shoal-ha/shoal/blockdev/mirror"
 	"github.com/shoal-ha/shoal/store"
+	"golang.org/x/sys/unix"
 )
 
 type bench struct {
@@ -319,14 +320,26 @@ func (b *bench) bigDir(ctx context.Context) error {
 // so that a change in the machine's load meets both alike.
 func (b *bench) twoNodes(ctx context.Context) error {
 	const rounds = 3
-	var alone, together, ra, rb float64
+	var alone, together, ra, rb, sync1, sync2 float64
 	cb := b.b.cost()
 	var files int
+	dir := filepath.Dir(b.r.legs[0])
 	for r := 0; r < rounds; r++ {
 		a, _, err := createFor(storeFS{b.a.st}, fmt.Sprintf("two-alone%d", r), b.o.dur/rounds)
 		if err != nil {
 			return err
 		}
+		// The disk's own scaling in the same round: one and two writers
+		// of 4 KiB + fdatasync each, on files beside the legs.
+		s1, err := syncWriters(dir, 1, b.o.dur/rounds/2)
+		if err != nil {
+			return err
+		}
+		s2, err := syncWriters(dir, 2, b.o.dur/rounds/2)
+		if err != nil {
+			return err
+		}
+		sync1, sync2 = sync1+s1/rounds, sync2+s2/rounds
 		var rates [2]float64
 		var ns [2]int
 		var errs [2]error
@@ -351,7 +364,50 @@ func (b *bench) twoNodes(ctx context.Context) error {
 	}
 	b.add(row{name: "create+4KiB+fsync, 2 nodes, own directories", unit: "files/s", store: together, peer: alone, target: 1.6,
 		note: fmt.Sprintf("%.0f + %.0f; peer: node a alone; %d interleaved rounds; node b %s", ra, rb, rounds, b.b.cost().per(cb, float64(files)))})
+	b.add(row{name: "  the disk: 4KiB+fdatasync, 2 writers vs 1", unit: "writes/s", store: sync2, peer: sync1,
+		note: "not the store: two files written and synced at once against one, beside the legs, in the same rounds; the two-node row's ratio cannot pass this one when both are bound by the disk's synchronous writes"})
 	return nil
+}
+
+// syncWriters runs n writers, each writing 4 KiB and fdatasync-ing it
+// over and over in a file of its own in dir for d; it returns the writes
+// per second of them all. The files are removed.
+func syncWriters(dir string, n int, d time.Duration) (float64, error) {
+	var total atomic.Int64
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	buf := bytes.Repeat([]byte{0x5a}, 4096)
+	start := time.Now()
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			name := filepath.Join(dir, fmt.Sprintf("sync-writer-%d", i))
+			f, err := os.OpenFile(name, os.O_CREATE|os.O_RDWR|os.O_TRUNC, 0o600)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			defer os.Remove(name)
+			defer f.Close()
+			for k := 0; k < 10_000_000 && time.Since(start) < d; k++ {
+				if _, err := f.WriteAt(buf, int64(k%256)*4096); err != nil {
+					errs[i] = err
+					return
+				}
+				if err := unix.Fdatasync(int(f.Fd())); err != nil {
+					errs[i] = err
+					return
+				}
+				total.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return 0, fmt.Errorf("sync writers: %w", err)
+	}
+	return float64(total.Load()) / time.Since(start).Seconds(), nil
 }
 
 func percentile(xs []float64, p float64) float64 {
