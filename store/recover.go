@@ -24,6 +24,9 @@ type ReplayStats struct {
 	Records int
 	// Duration is the wall time of the replay.
 	Duration time.Duration
+	// ByOpen says the slot is this store's own and its Open replayed it:
+	// the owner asked for was the incarnation before (ReplayOwner).
+	ByOpen bool
 }
 
 // ErrNoHandler: recovery found an unacknowledged record of a kind no
@@ -530,7 +533,10 @@ func (s *Store) writeHeaderOf(ctx context.Context, g *glock, slot int, h *journa
 // ReplayOwner replays (ReplaySlot) every slot whose journal header names
 // owner (Config.Owner of the incarnation that opened it): what the
 // recovery coordinator calls for a dead incarnation. An owner that never
-// opened the store has nothing to replay. Idempotent.
+// opened the store has nothing to replay. When owner is the incarnation
+// before this store's own (its slot is this store's now), Open replayed
+// the slot: that replay is reported again (ReplayStats.ByOpen), nothing
+// is done. Idempotent.
 func (s *Store) ReplayOwner(ctx context.Context, owner string) ([]ReplayStats, error) {
 	if owner == "" {
 		return nil, fmt.Errorf("store: replay of an empty owner")
@@ -538,6 +544,11 @@ func (s *Store) ReplayOwner(ctx context.Context, owner string) ([]ReplayStats, e
 	var out []ReplayStats
 	for slot := 0; slot < int(s.sb.Slots); slot++ {
 		if slot == s.slot {
+			if s.openReplayed != nil && s.openReplayed.owner == owner {
+				// An earlier incarnation of this node: Open recovered
+				// the slot before this store wrote anything.
+				out = append(out, s.openReplayed.st)
+			}
 			continue
 		}
 		h, err := s.readJournalHeader(ctx, slot)

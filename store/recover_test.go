@@ -370,6 +370,12 @@ func TestOpenRecoversOwnSlotOverItsOrphan(t *testing.T) {
 	if err != nil || len(st) != 0 {
 		t.Fatalf("coordinator's replay of a's dead incarnation: %+v, %v (the slot is a/2's now)", st, err)
 	}
+	// The new incarnation, asked to recover its predecessor (as a
+	// coordinator on that node is), reports what its open did.
+	st, err = a2.ReplayOwner(context.Background(), "a/1")
+	if err != nil || len(st) != 1 || !st[0].ByOpen || st[0].Slot != 0 || st[0].Records != 1 {
+		t.Fatalf("new incarnation's report of its predecessor's replay: %+v, %v; want the open's, with 1 record", st, err)
+	}
 	if _, err := c.ReplayOwner(context.Background(), "b/1"); err != nil {
 		t.Fatal(err)
 	}

@@ -191,6 +191,10 @@ type Store struct {
 	aheadWG   sync.WaitGroup
 	closing   chan struct{}
 	bg        sync.WaitGroup // checkpointLoop
+	// openReplayed is what Open's recovery of this node's own slot did,
+	// and for which earlier owner (ReplayOwner reports it); nil when the
+	// slot had no owner or had this one.
+	openReplayed *ownReplay
 	closed    atomic.Bool
 	stats     storeStats
 	// statMemo remembers quickStat's answers given from the lock caches.
@@ -320,7 +324,15 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	if err == nil {
 		var st ReplayStats
-		if st, err = s.recoverSlot(ctx, cfg.Slot, true, true); err == nil && (st.Applied > 0 || st.Records > 0) {
+		var prev *journalHeader
+		if prev, err = s.readJournalHeader(ctx, cfg.Slot); err == nil {
+			st, err = s.recoverSlot(ctx, cfg.Slot, true, true)
+		}
+		if err == nil && prev.Owner != "" && prev.Owner != cfg.Owner {
+			st.ByOpen = true
+			s.openReplayed = &ownReplay{owner: prev.Owner, st: st}
+		}
+		if err == nil && (st.Applied > 0 || st.Records > 0) {
 			s.log.Info("replayed this slot's journal left by an earlier incarnation", "slot", cfg.Slot, "transactions", st.Transactions,
 				"blocks", st.Blocks, "records", st.Records, "took", st.Duration)
 		}
@@ -380,6 +392,12 @@ func (s *Store) checkpointLoop() {
 		}
 		failing = err != nil
 	}
+}
+
+// ownReplay is Open's recovery of the store's own slot (openReplayed).
+type ownReplay struct {
+	owner string
+	st    ReplayStats
 }
 
 // errSlotOrphaned cuts Open's plain wait for its slot's lock when the

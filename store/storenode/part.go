@@ -319,7 +319,11 @@ func (p *Part) ReplayRecords(ctx context.Context, victim fencing.NodeRef, inc no
 	var n int64
 	for _, s := range stats {
 		n += int64(s.Applied + s.Records)
-		p.log.Info("replayed a dead incarnation's journal", "victim", victim.Name, "slot", s.Slot,
+		msg := "replayed a dead incarnation's journal"
+		if s.ByOpen {
+			msg = "a dead incarnation's journal was replayed by this incarnation's store open"
+		}
+		p.log.Info(msg, "victim", victim.Name, "slot", s.Slot,
 			"transactions", s.Transactions, "blocks", s.Blocks, "records", s.Records, "took", s.Duration)
 	}
 	return n, err
