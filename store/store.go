@@ -195,8 +195,8 @@ type Store struct {
 	// and for which earlier owner (ReplayOwner reports it); nil when the
 	// slot had no owner or had this one.
 	openReplayed *ownReplay
-	closed    atomic.Bool
-	stats     storeStats
+	closed       atomic.Bool
+	stats        storeStats
 	// statMemo remembers quickStat's answers given from the lock caches.
 	statMemo statMemo
 }
