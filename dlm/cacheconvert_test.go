@@ -68,9 +68,15 @@ func TestCachedReadersAllWantExclusive(t *testing.T) {
 	})
 
 	t.Run("ReaderLeavesWhileEXQueued", func(t *testing.T) {
-		// A local reader holds PR while another local user asks for EX
-		// (the node converts up); the reader then leaves: the idle PR left
-		// behind must not hold up the other nodes.
+		// A local reader holds PR while another local user asks for EX;
+		// the reader then leaves: the idle PR left behind must not hold up
+		// the other nodes. A node that asks before another node's EX
+		// reached it converts its PR up; one that asks after that blocking
+		// callback does not (its conversion and the other's would each
+		// wait for the other's PR): its EX waits locally for the reader,
+		// and the node then gives its PR up and queues anew. Which one a
+		// node does depends on timing, so in the last rounds the last
+		// node asks only once it has been called back.
 		for i := range 4 {
 			res := Named(fmt.Sprintf("reader-leaves-%d", i))
 			readers := map[*testNode]*Lock{}
@@ -81,28 +87,58 @@ func TestCachedReadersAllWantExclusive(t *testing.T) {
 				}
 				readers[x] = l
 			}
+			late := nodes[len(nodes)-1]
 			var mu sync.Mutex
+			converted := 0
 			exclusiveAll(t, res, func(x *testNode) {
 				mu.Lock()
 				r := readers[x]
 				mu.Unlock()
+				if i >= 2 && x == late {
+					if err := testutil.Poll(10*time.Second, func() bool { return calledBack(x.n, res) }); err != nil {
+						t.Errorf("%s: never called back: %v", x.m.Name(), err)
+					}
+				}
 				go func() {
-					// Once this node's request asks for EX, the reader leaves.
+					// Once this node's EX is queued (converting up in the
+					// table, or locally behind a blocking callback), the
+					// reader leaves.
+					var up bool
 					err := testutil.Poll(10*time.Second, func() bool {
-						for _, l := range x.n.Locks() {
-							if l.Owner == x.n.Owner() && l.Resource == res && l.Want == EX {
-								return true
-							}
-						}
-						return false
+						up = convertingUp(x.n, res)
+						return up || queued(x.n, res)
 					})
 					if err != nil {
-						t.Errorf("%s: the EX request never went out: %v", x.m.Name(), err)
+						t.Errorf("%s: the EX request was never queued: %v", x.m.Name(), err)
+					}
+					if up {
+						mu.Lock()
+						converted++
+						mu.Unlock()
 					}
 					r.Release()
 				}()
 			})
+			// The first node to ask is called back by nobody: it converts.
+			mu.Lock()
+			if converted == 0 {
+				t.Errorf("round %d: no node converted its PR up while its reader held it", i)
+			}
+			mu.Unlock()
 		}
 		checkAll(t, nodes...)
 	})
+}
+
+// calledBack reports whether n's request on res got a blocking callback.
+func calledBack(n *Node, res Resource) bool {
+	l, ok := ownRequest(n, res)
+	return ok && l.Blocking
+}
+
+// convertingUp reports whether n's request on res, holding PR, asks the
+// cluster for EX.
+func convertingUp(n *Node, res Resource) bool {
+	l, ok := ownRequest(n, res)
+	return ok && l.Held && l.Granted == PR && l.Want == EX
 }

@@ -207,6 +207,16 @@ func ctxT(t *testing.T, d time.Duration) context.Context {
 	return ctx
 }
 
+// ownRequest returns n's request on res as n's replica shows it.
+func ownRequest(n *Node, res Resource) (LockInfo, bool) {
+	for _, l := range n.Locks() {
+		if l.Owner == n.Owner() && l.Resource == res {
+			return l, true
+		}
+	}
+	return LockInfo{}, false
+}
+
 func checkAll(t *testing.T, nodes ...*testNode) {
 	t.Helper()
 	// Every replica converges to the same table and passes Check.

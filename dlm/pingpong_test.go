@@ -180,12 +180,8 @@ func TestEvictionCountsOnlyIdleLocks(t *testing.T) {
 		l.Release()
 	}
 	owned := func(name string) bool {
-		for _, l := range a.n.Locks() {
-			if l.Owner == a.n.Owner() && l.Resource == Named(name) {
-				return true
-			}
-		}
-		return false
+		_, ok := ownRequest(a.n, Named(name))
+		return ok
 	}
 	testutil.WaitFor(t, 10*time.Second, "the two oldest idle locks given back", func() bool {
 		return !owned("idle0") && !owned("idle1")
