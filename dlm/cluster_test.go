@@ -167,13 +167,25 @@ func startTestNodeWith(t testing.TB, c *etcdtest.Cluster, i int, name string, tu
 		}
 		return err
 	})
+	// Each part is cleaned up from the moment it exists (cleanups run
+	// last first): a start that fails must not leave the member's
+	// keep-alives logging to a test that has ended.
 	cli, err := c.NewClientTo([]string{c.Endpoints[i]}, count)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { cli.Close() })
 	mcli, err := c.NewClientTo([]string{c.Endpoints[i]})
 	if err != nil {
 		t.Fatal(err)
+	}
+	t.Cleanup(func() { mcli.Close() })
+	closing := func(stop func(context.Context) error) func() {
+		return func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = stop(ctx)
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -181,6 +193,7 @@ func startTestNodeWith(t testing.TB, c *etcdtest.Cluster, i int, name string, tu
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(closing(m.Leave))
 	cfg := DefaultConfig()
 	cfg.Client, cfg.Member, cfg.Prefix, cfg.Logger = cli, m, testPrefix, testlog.New(t, name)
 	if tune != nil {
@@ -190,14 +203,7 @@ func startTestNodeWith(t testing.TB, c *etcdtest.Cluster, i int, name string, tu
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = n.Close(ctx)
-		_ = m.Leave(ctx)
-		cli.Close()
-		mcli.Close()
-	})
+	t.Cleanup(closing(n.Close))
 	return &testNode{m: m, n: n, calls: calls, delay: delay, failReleases: failReleases, failDowns: failDowns, failed: failed, stallCreate: stallCreate, stallRelease: stallRelease, stalled: stalled, answerDelay: answerDelay}
 }
 
@@ -219,23 +225,32 @@ func ownRequest(n *Node, res Resource) (LockInfo, bool) {
 
 func checkAll(t *testing.T, nodes ...*testNode) {
 	t.Helper()
-	// Every replica converges to the same table and passes Check.
+	// Every replica converges to the same table and passes Check. The
+	// tables are compared as each replica saw them at one revision, the
+	// same for all: a hand-over still in flight (a blocking callback
+	// answered after the test's last step) moves the table on while the
+	// nodes are read one after the other.
+	tables := make([]string, len(nodes))
 	testutil.WaitFor(t, 10*time.Second, "replicas to agree", func() bool {
-		rev := nodes[0].n.Revision()
-		for _, x := range nodes[1:] {
-			if x.n.Revision() != rev {
+		var rev int64
+		for i, x := range nodes {
+			x.n.mu.Lock()
+			r := x.n.rev
+			tables[i] = formatLocks(x.n.rep.Table.Locks())
+			x.n.mu.Unlock()
+			if i > 0 && r != rev {
 				return false
 			}
+			rev = r
 		}
 		return true
 	})
-	want := formatLocks(nodes[0].n.Locks())
-	for _, x := range nodes {
+	for i, x := range nodes {
 		if err := x.n.Check(); err != nil {
 			t.Errorf("%s: Check: %v", x.m.Name(), err)
 		}
-		if got := formatLocks(x.n.Locks()); got != want {
-			t.Errorf("%s sees\n%s\nbut %s sees\n%s", x.m.Name(), got, nodes[0].m.Name(), want)
+		if tables[i] != tables[0] {
+			t.Errorf("%s sees\n%s\nbut %s sees\n%s at the same revision", x.m.Name(), tables[i], nodes[0].m.Name(), tables[0])
 		}
 	}
 }
