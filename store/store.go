@@ -368,11 +368,25 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 // checkpointLoop checkpoints every Config.CheckpointInterval while this
 // node keeps committed blocks that are not in place, until the store
 // closes. A failure is logged once until a checkpoint succeeds again (the
-// next hand-over or interval tries again).
+// next hand-over or interval tries again). A checkpoint is cut short when
+// the store closes (Close makes its own, within CloseTimeout) and lasts at
+// most CommitWriteTimeout; cut anywhere it leaves the journal's tail where
+// it was, which is safe.
 func (s *Store) checkpointLoop() {
 	defer s.bg.Done()
 	tick := s.clk.NewTicker(s.cfg.CheckpointInterval)
 	defer tick.Stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		select {
+		case <-s.closing:
+			cancel()
+		case <-stop:
+		}
+	}()
 	failing := false
 	for {
 		select {
@@ -383,7 +397,12 @@ func (s *Store) checkpointLoop() {
 		if s.unwritten.n.Load() == 0 {
 			continue
 		}
-		err := s.checkpoint(context.Background())
+		cctx, ccancel := context.WithTimeout(ctx, s.cfg.CommitWriteTimeout)
+		err := s.checkpoint(cctx)
+		ccancel()
+		if ctx.Err() != nil {
+			return
+		}
 		switch {
 		case err != nil && !failing:
 			s.log.Warn("periodic checkpoint failed; hand-overs and the next interval try again", "error", err)
