@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -98,23 +99,20 @@ func (u *unwritten) overlay(p []byte, off int64, v uint64) bool {
 	return true
 }
 
-// list lists the kept blocks in block order.
-func (u *unwritten) list() []uint64 {
+// byDevice is a copy of the kept images, grouped by the device they are
+// written through, each group's blocks sorted.
+func (u *unwritten) byDevice() (map[uint64]unwrittenBlock, map[blockdev.Device][]uint64) {
 	u.mu.RLock()
-	defer u.mu.RUnlock()
-	out := make([]uint64, 0, len(u.blocks))
-	for blk := range u.blocks {
-		out = append(out, blk)
+	kept := maps.Clone(u.blocks)
+	u.mu.RUnlock()
+	byDev := map[blockdev.Device][]uint64{}
+	for blk, b := range kept {
+		byDev[b.dev] = append(byDev[b.dev], blk)
 	}
-	slices.Sort(out)
-	return out
-}
-
-func (u *unwritten) get(blk uint64) (unwrittenBlock, bool) {
-	u.mu.RLock()
-	defer u.mu.RUnlock()
-	b, ok := u.blocks[blk]
-	return b, ok
+	for _, blks := range byDev {
+		slices.Sort(blks)
+	}
+	return kept, byDev
 }
 
 // readAt reads p at byte offset off from the device as this node must see
@@ -143,23 +141,13 @@ func (s *Store) writeUnwritten(ctx context.Context) error {
 	}
 	wctx, cancel := context.WithTimeout(ctx, s.cfg.CommitWriteTimeout)
 	defer cancel()
-	kept := map[uint64]unwrittenBlock{}
-	for _, blk := range s.unwritten.list() {
-		if b, ok := s.unwritten.get(blk); ok {
-			kept[blk] = b
-		}
-	}
 	// Runs are written through one device; kept images of another (the
 	// recovery's, whose writes carry its grants) go in a batch of their
 	// own.
-	byDev := map[blockdev.Device][]uint64{}
-	for blk, b := range kept {
-		byDev[b.dev] = append(byDev[b.dev], blk)
-	}
+	kept, byDev := s.unwritten.byDevice()
 	var failed, first uint64
 	var ferr error
 	for dev, blks := range byDev {
-		slices.Sort(blks)
 		for _, r := range s.writeImages(wctx, dev, blks, func(t uint64) []byte { return kept[t].img }) {
 			for k := 0; k < r.n; k++ {
 				t := r.start + uint64(k)
