@@ -25,10 +25,15 @@ func newMem(t testing.TB, blocks int64, opts FormatOptions) *blockdev.Mem {
 	return m
 }
 
-// openNode opens slot on dev with locks from lm as node name.
+// openNode opens slot on dev with locks from lm as node name, with no
+// periodic checkpoint unless a tweak sets Config.CheckpointInterval: what a
+// test finds in a journal (a dead node's transactions to replay, the
+// writes a replay makes) is then what its operations left, however slow
+// the machine.
 func openNode(t testing.TB, dev blockdev.Device, lm *MemLocks, name string, slot int, tweak ...func(*Config)) *Store {
 	t.Helper()
 	cfg := DefaultConfig(dev, slot, lm.Node(name))
+	cfg.CheckpointInterval = noPeriodicCheckpoint
 	cfg.Logger = testlog.New(t, name)
 	for _, f := range tweak {
 		f(&cfg)
@@ -60,8 +65,5 @@ func checkClean(t testing.TB, dev blockdev.Device) {
 // noPeriodicCheckpoint is a Config.CheckpointInterval no test lasts: the
 // store then writes only when the test makes it.
 const noPeriodicCheckpoint = 24 * time.Hour
-
-// noPeriodic is an openNode tweak: no periodic checkpoint.
-func noPeriodic(c *Config) { c.CheckpointInterval = noPeriodicCheckpoint }
 
 func blockdevKeepAll() blockdev.CrashOptions { return blockdev.CrashOptions{KeepProbability: 1} }

@@ -447,7 +447,7 @@ func TestRepairReplaysJournal(t *testing.T) {
 	ctx := context.Background()
 	f := newRepairFixture(t)
 	dev := &hookDev{Mem: f.mem}
-	s := openNode(t, dev, NewMemLocks(), "n", 1, noPeriodic)
+	s := openNode(t, dev, NewMemLocks(), "n", 1)
 	var crashed *blockdev.Mem
 	dev.after = func() {
 		if crashed == nil && s.jr.lastSeq > s.jr.checkpointed.Load() {

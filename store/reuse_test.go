@@ -39,7 +39,7 @@ func fileBlocks(t *testing.T, s *Store, name string) map[uint64]bool {
 func TestReusedBlockKeepsItsNewData(t *testing.T) {
 	dev := newMem(t, 4096, FormatOptions{})
 	lm := NewMemLocks()
-	a := openNode(t, dev, lm, "a", 0, noPeriodic)
+	a := openNode(t, dev, lm, "a", 0)
 	small := bytes.Repeat([]byte("old "), 3*BlockSize/4) // 3 blocks: journaled
 	big := bytes.Repeat([]byte("new!"), 40*BlockSize/4)  // 40 blocks: written before the commit
 	if err := a.MkdirAll("d", 0o755); err != nil {
