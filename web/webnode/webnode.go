@@ -109,7 +109,13 @@ func (p *Part) Start(ctx context.Context, inc node.Incarnation) error {
 		srv.Close()
 		return fmt.Errorf("webnode: listening on %s: %w", p.cfg.Web.Addr, err)
 	}
-	go srv.Serve(ln)
+	go func() {
+		// Serve returns nil after Close; anything else means the node
+		// stopped answering on its web address while it thinks it serves.
+		if err := srv.Serve(ln); err != nil {
+			p.log.Error("web tier stopped serving", "addr", ln.Addr().String(), "error", err)
+		}
+	}()
 	addr := ln.Addr()
 	p.mu.Lock()
 	p.srv, p.addr = srv, addr
