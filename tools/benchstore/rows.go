@@ -329,13 +329,15 @@ func (b *bench) twoNodes(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		// The disk's own scaling in the same round: one and two writers
-		// of 4 KiB + fdatasync each, on files beside the legs.
-		s1, err := syncWriters(dir, 1, b.o.dur/rounds/2)
+		// The disk's own scaling in the same round: as many writers of
+		// 4 KiB + fdatasync as one node has legs (it writes and flushes
+		// them at once), and twice as many (two nodes), on files beside
+		// the legs.
+		s1, err := syncWriters(dir, len(b.r.legs), b.o.dur/rounds/2)
 		if err != nil {
 			return err
 		}
-		s2, err := syncWriters(dir, 2, b.o.dur/rounds/2)
+		s2, err := syncWriters(dir, 2*len(b.r.legs), b.o.dur/rounds/2)
 		if err != nil {
 			return err
 		}
@@ -364,8 +366,8 @@ func (b *bench) twoNodes(ctx context.Context) error {
 	}
 	b.add(row{name: "create+4KiB+fsync, 2 nodes, own directories", unit: "files/s", store: together, peer: alone, target: 1.6,
 		note: fmt.Sprintf("%.0f + %.0f; peer: node a alone; %d interleaved rounds; node b %s", ra, rb, rounds, b.b.cost().per(cb, float64(files)))})
-	b.add(row{name: "  the disk: 4KiB+fdatasync, 2 writers vs 1", unit: "writes/s", store: sync2, peer: sync1,
-		note: "not the store: two files written and synced at once against one, beside the legs, in the same rounds; the two-node row's ratio cannot pass this one when both are bound by the disk's synchronous writes"})
+	b.add(row{name: fmt.Sprintf("  the disk: 4KiB+fdatasync, %d writers vs %d", 2*len(b.r.legs), len(b.r.legs)), unit: "writes/s", store: sync2, peer: sync1,
+		note: fmt.Sprintf("not the store: %d files written and synced at once (two nodes' legs) against %d (one node's), beside the legs, in the same rounds; the two-node row's ratio cannot pass this one when both are bound by the disk's synchronous writes", 2*len(b.r.legs), len(b.r.legs))})
 	return nil
 }
 
