@@ -147,7 +147,7 @@ func (g *glock) acquire(ctx context.Context, mode LockMode, try, recovery bool) 
 			// (the local side is held exclusively, so nobody uses it),
 			// rather than convert in place, which could deadlock with
 			// another PR holder converting too.
-			if err := g.dropLocked(); err != nil {
+			if err := g.dropLocked(context.Background()); err != nil {
 				g.mu.Unlock()
 				g.unlockLocal(mode)
 				return err
@@ -324,7 +324,7 @@ func (g *glock) acquireRecovery(ctx context.Context, mode LockMode, try bool) er
 		}
 		if g.hold != nil {
 			// Our PR grant would stand in the way of the recovery's EX.
-			if err := g.dropLocked(); err != nil {
+			if err := g.dropLocked(context.Background()); err != nil {
 				g.mu.Unlock()
 				g.unlockLocal(Exclusive)
 				return err
@@ -440,7 +440,7 @@ func (g *glock) dropRecoveryLocked() error {
 	if h == nil {
 		return nil
 	}
-	if err := g.writeBack(h); err != nil {
+	if err := g.writeBack(context.Background(), h); err != nil {
 		return err
 	}
 	g.rhold = nil
@@ -531,7 +531,7 @@ func (g *glock) handOn(hold Lock) bool {
 		return true
 	default:
 	}
-	if err := g.dropLocked(); err != nil {
+	if err := g.dropLocked(context.Background()); err != nil {
 		g.s.log.Warn("handing a lock on failed", "lock", g.name, "error", err)
 		// A failed release still gave the grant up; a fenced node's
 		// grants are the recovery's to release, a new attempt cannot.
@@ -542,12 +542,12 @@ func (g *glock) handOn(hold Lock) bool {
 
 // dropLocked writes back and releases the cached grant, under mu with no
 // local users but the caller.
-func (g *glock) dropLocked() error {
+func (g *glock) dropLocked(ctx context.Context) error {
 	h := g.hold
 	if h == nil {
 		return nil
 	}
-	if err := g.writeBack(h); err != nil {
+	if err := g.writeBack(ctx, h); err != nil {
 		return err
 	}
 	g.hold = nil
@@ -556,13 +556,13 @@ func (g *glock) dropLocked() error {
 }
 
 // writeBack makes what changed under grant h safe to hand on: the journal
-// checkpointed past it, the generation in the value block.
-func (g *glock) writeBack(h Lock) error {
+// checkpointed past it (within ctx), the generation in the value block.
+func (g *glock) writeBack(ctx context.Context, h Lock) error {
 	if g.s.jr != nil && g.dirty > g.s.jr.checkpointed.Load() {
 		// The journal holds images of blocks this lock guards: they must
 		// be in place and the journal past them before another node may
 		// change them, or a replay of this journal would undo its work.
-		if err := g.s.checkpoint(context.Background()); err != nil {
+		if err := g.s.checkpoint(ctx); err != nil {
 			return err
 		}
 	}

@@ -78,6 +78,10 @@ type Config struct {
 	// listing's DirEntry.Info, StatFS) and how much a replay of its
 	// journal writes. Zero means DefaultCheckpointInterval.
 	CheckpointInterval time.Duration
+	// CloseTimeout bounds Close's final checkpoint and the write-back of
+	// the locks it gives up, on a volume that stopped answering. Zero
+	// means DefaultCloseTimeout.
+	CloseTimeout time.Duration
 	// ReplayBatch is how many of a dead slot's records the replay hands
 	// to their handlers in one transaction at most (one journal commit,
 	// with the cursor that says they are handled, for the batch; a batch
@@ -128,6 +132,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("store config: WriteBuffer %d is negative", c.WriteBuffer)
 	case c.CommitWriteTimeout < 0:
 		return fmt.Errorf("store config: CommitWriteTimeout %s is negative", c.CommitWriteTimeout)
+	case c.CloseTimeout < 0:
+		return fmt.Errorf("store config: CloseTimeout %s is negative", c.CloseTimeout)
 	case c.CheckpointInterval < 0:
 		return fmt.Errorf("store config: CheckpointInterval %s is negative", c.CheckpointInterval)
 	case c.OrphanCheck < 0:
@@ -283,6 +289,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if s.cfg.CommitWriteTimeout == 0 {
 		s.cfg.CommitWriteTimeout = DefaultCommitWriteTimeout
 	}
+	if s.cfg.CloseTimeout == 0 {
+		s.cfg.CloseTimeout = DefaultCloseTimeout
+	}
 	if s.cfg.OrphanCheck == 0 {
 		s.cfg.OrphanCheck = DefaultOrphanCheck
 	}
@@ -342,7 +351,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 			releaseReplay()
 		}
 		s.slotLock.mu.Lock()
-		s.slotLock.dropLocked()
+		s.slotLock.dropLocked(context.Background())
 		s.slotLock.dropRecoveryLocked()
 		s.slotLock.mu.Unlock()
 		s.slotLock.unlockLocal(Exclusive)
@@ -478,19 +487,20 @@ func (s *Store) handler(kind string) Handler {
 	return s.handlers[kind]
 }
 
-// CloseTimeout bounds Close: the final checkpoint and lock releases.
-const CloseTimeout = 10 * time.Second
+// DefaultCloseTimeout is Config.CloseTimeout's default.
+const DefaultCloseTimeout = 10 * time.Second
 
 // Close checkpoints the journal and releases every lock. Files still open
-// are not committed. It returns within CloseTimeout plus the time the
-// lock manager takes to release (bounded by the lock manager's own
+// are not committed. It returns within Config.CloseTimeout plus the time
+// the lock manager takes to release (bounded by the lock manager's own
 // timeouts).
 //
-// When committed transactions could not be written in place (ErrUnwritten)
-// Close returns that error and keeps the slot's lock and the locks that
-// guard those blocks: the slot must be replayed (by its next Open or by
-// the node's recovery) before anyone uses them, so the node must be
-// recovered as a failed one, its locks not released cleanly.
+// When the final checkpoint fails (committed transactions could not be
+// written in place, or their writes not made durable in time) Close
+// returns ErrUnwritten and keeps the slot's lock and the locks that guard
+// those blocks: the slot must be replayed (by its next Open or by the
+// node's recovery) before anyone uses them, so the node must be recovered
+// as a failed one, its locks not released cleanly.
 func (s *Store) Close() error {
 	if !s.closed.CompareAndSwap(false, true) {
 		return ErrClosed
@@ -503,10 +513,16 @@ func (s *Store) Close() error {
 		s.aheadStop()
 		s.aheadWG.Wait()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), CloseTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.CloseTimeout)
 	defer cancel()
 	err := s.checkpoint(ctx)
-	unwritten := errors.Is(err, ErrUnwritten)
+	// Any failure leaves the journal's tail before blocks whose images
+	// may not be durable in place: handing their locks on would let a
+	// later replay of this journal write over another node's changes.
+	unwritten := err != nil && s.jr != nil
+	if unwritten && !errors.Is(err, ErrUnwritten) {
+		err = fmt.Errorf("%w: final checkpoint: %w", ErrUnwritten, err)
+	}
 	if unwritten {
 		s.log.Error("closing with committed blocks not in place: the slot's journal must be replayed", "error", err)
 	}
@@ -525,7 +541,7 @@ func (s *Store) Close() error {
 			g.mu.Unlock()
 			continue // guards blocks only the journal holds
 		}
-		if e := g.dropLocked(); e != nil && err == nil {
+		if e := g.dropLocked(ctx); e != nil && err == nil {
 			err = e
 		}
 		if e := g.dropRecoveryLocked(); e != nil && err == nil {
@@ -535,7 +551,7 @@ func (s *Store) Close() error {
 	}
 	if s.slotLock != nil && !unwritten {
 		s.slotLock.mu.Lock()
-		if e := s.slotLock.dropLocked(); e != nil && err == nil {
+		if e := s.slotLock.dropLocked(ctx); e != nil && err == nil {
 			err = e
 		}
 		if e := s.slotLock.dropRecoveryLocked(); e != nil && err == nil {

@@ -234,7 +234,7 @@ func (p *Part) format(ctx context.Context, locks store.Locker, inc node.Incarnat
 	return nil
 }
 
-// Stop closes the store (bounded by store.CloseTimeout). After a lost
+// Stop closes the store (bounded by store.Config.CloseTimeout). After a lost
 // lease the close's writes are refused by fencing; the journal stays for
 // the recovery.
 func (p *Part) Stop(clean bool) {
