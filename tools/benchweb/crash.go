@@ -239,7 +239,7 @@ func onCluster(w io.Writer, top string, legs []string, sessions, crash bool) (re
 	if sessions {
 		fmt.Fprintf(w, "\nsessions API on three shoald processes (the demo's cluster: embedded etcd, the lock manager, a mirror over two file legs, the store): %d clients, %v per run\n", *apiClients, *apiDur)
 		sessionHeader(w)
-		sessionRows(w, []string{d.url(1), d.url(2), d.url(3)})
+		sessionRows(w, []string{d.url(1), d.url(2), d.url(3)}, nil)
 	}
 	if !crash {
 		return nil, nil

@@ -411,7 +411,17 @@ func run(w io.Writer) error {
 	for _, n := range nodes {
 		urls = append(urls, n.url)
 	}
-	sessionRows(w, urls)
+	sessionRows(w, urls, func() store.Stats {
+		var sum store.Stats
+		for _, n := range nodes {
+			st := n.st.Stats()
+			sum.Commits += st.Commits
+			sum.Checkpoints += st.Checkpoints
+			sum.LockRequests += st.LockRequests
+			sum.LockReleases += st.LockReleases
+		}
+		return sum
+	})
 	return nil
 }
 
@@ -419,15 +429,30 @@ func run(w io.Writer) error {
 // all of them, with one session for all clients and one per client; a row
 // of three nodes gives its rate against the one-node row of the same
 // sessions (x 1 node).
-func sessionRows(w io.Writer, urls []string) {
+//
+// cost, when not nil, sums what the nodes' stores did so far: each row
+// then says what a mutation cost them (store.Stats), from the sessions'
+// first adds to the end of the run.
+func sessionRows(w io.Writer, urls []string, cost func() store.Stats) {
 	oneNode := map[bool]float64{}
+	var notes []string
 	for _, c := range []struct {
 		name     string
 		nodes    int
 		sessions bool
 	}{{"1 node, 1 session", 1, false}, {"1 node, session per client", 1, true},
 		{"3 nodes, 1 session", 3, false}, {"3 nodes, session per client", 3, true}} {
+		var before store.Stats
+		if cost != nil {
+			before = cost()
+		}
 		r, err := apiLoad(urls[:c.nodes], c.sessions)
+		if err == nil && cost != nil && r.n > 0 {
+			d, per := cost(), float64(r.n)
+			notes = append(notes, fmt.Sprintf("%s: per mutation %.2f commits, %.2f checkpoints, %.2f lock requests, %.2f lock releases",
+				c.name, float64(d.Commits-before.Commits)/per, float64(d.Checkpoints-before.Checkpoints)/per,
+				float64(d.LockRequests-before.LockRequests)/per, float64(d.LockReleases-before.LockReleases)/per))
+		}
 		if err != nil {
 			rowFailed(w, fmt.Sprintf("%-28s", c.name), err)
 			continue
@@ -441,6 +466,9 @@ func sessionRows(w io.Writer, urls []string) {
 		fmt.Fprintf(w, "%-28s %12.0f %10v %10v %8d %9s\n", c.name, r.rate, r.p50.Round(10*time.Microsecond), r.p99.Round(10*time.Microsecond), r.errors, ratio)
 	}
 	fmt.Fprintf(w, "(3 nodes, 1 session: every add rewrites the one session file, whose lock (and its checkpoint) goes to the serving node each time; session per client: each node rewrites its own sessions, and only the key shard a new key lands in moves, 2 times in 3)\n")
+	for _, n := range notes {
+		fmt.Fprintf(w, "  %s\n", n)
+	}
 }
 
 type load struct {
@@ -554,6 +582,7 @@ type apiResult struct {
 	rate     float64
 	p50, p99 time.Duration
 	errors   int64
+	n        int // mutations answered in the timed window
 }
 
 func sessionHeader(w io.Writer) {
@@ -652,7 +681,7 @@ func apiLoad(urls []string, perClient bool) (apiResult, error) {
 	wg.Wait()
 	elapsed := time.Since(start)
 	slices.Sort(lats)
-	r := apiResult{rate: float64(len(lats)) / elapsed.Seconds(), errors: errs.Load()}
+	r := apiResult{rate: float64(len(lats)) / elapsed.Seconds(), errors: errs.Load(), n: len(lats)}
 	if len(lats) > 0 {
 		r.p50 = lats[len(lats)/2]
 		r.p99 = lats[min(len(lats)-1, len(lats)*99/100)]
