@@ -182,8 +182,30 @@ func describe(m map[string]string) string {
 // dropped, kept, or torn), replays it and compares the tree with the
 // model after the acknowledged operations (the one in flight may be
 // there whole or not at all), with the check clean each time.
-func TestCrashEveryWrite(t *testing.T) {
-	ops := crashScript(*crashLong)
+func TestCrashEveryWrite(t *testing.T) { crashEveryWrite(t, crashScript(*crashLong), false) }
+
+// TestCrashEveryWriteWithARecordPending is TestCrashEveryWrite with an
+// application record logged first and never acknowledged, and a
+// checkpoint after every other operation: each checkpoint leaves the
+// journal's tail at the record's transaction (the images behind it in
+// place) until that span passes half the journal, then carries the record
+// forward. After a crash at any write, the reopened slot hands the record
+// over exactly once, and the tree is as without it.
+func TestCrashEveryWriteWithARecordPending(t *testing.T) {
+	var ops []crashOp
+	for i, op := range crashScript(*crashLong) {
+		ops = append(ops, op)
+		if i%2 == 1 {
+			ops = append(ops, crashOp{"checkpoint", func(s *Store) error { return s.checkpoint(context.Background()) }, func(map[string]string) {}})
+		}
+	}
+	crashEveryWrite(t, ops, true)
+}
+
+// pendingKind is the kind of the record crashEveryWrite keeps pending.
+const pendingKind = "pending"
+
+func crashEveryWrite(t *testing.T, ops []crashOp, record bool) {
 	mem, err := blockdev.NewMem(512*BlockSize, 512)
 	if err != nil {
 		t.Fatal(err)
@@ -222,7 +244,7 @@ func TestCrashEveryWrite(t *testing.T) {
 	points := 0
 	dev := &hookDev{Mem: mem}
 	var failed bool
-	dev.after = func() {
+	after := func() {
 		writes++
 		if failed {
 			return
@@ -248,13 +270,31 @@ func TestCrashEveryWrite(t *testing.T) {
 				clone = mem.CrashClone(fl)
 			}
 			points++
-			s, err := Open(ctx, DefaultConfig(clone, 0, NewMemLocks().Node("r")))
+			rcfg := DefaultConfig(clone, 0, NewMemLocks().Node("r"))
+			if record {
+				// Handed over in a transaction that acknowledges it: a
+				// second hand-over finds the file.
+				rcfg.Handlers = map[string]Handler{pendingKind: func(ctx context.Context, tx *Tx, rec Record) error {
+					if _, err := tx.ReadFile("handled"); err == nil {
+						return fmt.Errorf("record %d handed over twice", rec.ID)
+					}
+					return tx.WriteFile("handled", rec.Payload, 0o644)
+				}}
+			}
+			s, err := Open(ctx, rcfg)
 			if err != nil {
 				t.Errorf("write %d (op %d %s, crash %+v): open: %v", writes, acked, ops[min(acked, len(ops)-1)].name, fl, err)
 				failed = true
 				return
 			}
 			got := dumpTree(t, s)
+			if record {
+				if got["handled"] != "r" {
+					t.Errorf("write %d during op %d (%s), crash %+v: the pending record was not handed over (handled = %q)", writes, acked, ops[min(acked, len(ops)-1)].name, fl, got["handled"])
+					failed = true
+				}
+				delete(got, "handled")
+			}
 			if err := s.Close(); err != nil {
 				t.Errorf("close: %v", err)
 			}
@@ -281,6 +321,14 @@ func TestCrashEveryWrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if record {
+		if err := s.Update(ctx, func(tx *Tx) error { _, err := tx.Log(pendingKind, []byte("r")); return err }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dev.mu.Lock()
+	dev.after = after
+	dev.mu.Unlock()
 	for _, op := range ops {
 		if err := op.do(s); err != nil {
 			t.Fatalf("%s: %v", op.name, err)

@@ -21,14 +21,23 @@ type journalWriter struct {
 	head         uint32        // where the next transaction goes (before wrapping)
 	nextSeq      uint64
 	lastSeq      uint64
-	pending      []Record // records not acknowledged, in journal order
-	pendingBytes int      // their size in a record stream
+	pending      []Record  // records not acknowledged, in journal order
+	pendingAt    []txPlace // the transaction that holds each, as pending
+	pendingBytes int       // their size in a record stream
 	// freed holds the blocks freed by transactions behind the journal's
 	// tail no checkpoint has passed yet (reuseSafe).
 	freed map[uint64]bool
 
 	nextRec      atomic.Uint64
 	checkpointed atomic.Uint64 // transactions up to here are in place and behind the tail
+}
+
+// txPlace is where a transaction is in the journal; known is false for
+// one an earlier incarnation wrote (recoverOwn).
+type txPlace struct {
+	pos   uint32
+	seq   uint64
+	known bool
 }
 
 // dataWrite is file data that must reach the device before the
@@ -172,7 +181,7 @@ func (j *journalWriter) commit(ctx context.Context, dev blockdev.Device, jt *jou
 	j.lastSeq = jt.Seq
 	j.nextSeq++
 	s.stats.commits.Add(1)
-	j.addPending(jt.Records, jt.Acks)
+	j.addPending(jt.Records, jt.Acks, txPlace{pos: pos, seq: jt.Seq, known: true})
 	s.deferInPlace(wctx, dev, jt)
 	if len(freed) > 0 {
 		if j.freed == nil {
@@ -334,6 +343,14 @@ func (j *journalWriter) checkpointLocked(ctx context.Context) error {
 	if len(j.pending) == 0 {
 		h.TailPos, h.TailSeq = journalData, j.nextSeq
 		j.head = journalData
+	} else if at, ok := j.keptTail(); ok {
+		// The tail stays at the oldest transaction holding a record not
+		// yet acknowledged: a replay hands its records over from there
+		// and skips the images up to AppliedSeq, which are in place. No
+		// carry then: one journal write and flush fewer for a checkpoint
+		// (and so for every lock hand-over) made while requests are in
+		// flight.
+		h.TailPos, h.TailSeq = at.pos, at.seq
 	} else {
 		// Carry the records forward in a transaction of their own, then
 		// point the tail at it. A crash before the header write leaves
@@ -360,6 +377,9 @@ func (j *journalWriter) checkpointLocked(ctx context.Context) error {
 		j.lastSeq = carry.Seq
 		j.head = pos + n
 		h.TailPos, h.TailSeq = pos, carry.Seq
+		for i := range j.pendingAt {
+			j.pendingAt[i] = txPlace{pos: pos, seq: carry.Seq, known: true}
+		}
 	}
 	h.AppliedSeq = j.lastSeq
 	h.NextRecord = j.nextRec.Load()
@@ -388,21 +408,51 @@ func (j *journalWriter) writeHeader(ctx context.Context, h *journalHeader) error
 
 func recordSize(r Record) int { return 1 + 8 + 1 + len(r.Kind) + 4 + len(r.Payload) }
 
-// addPending notes committed records and acknowledgements.
-func (j *journalWriter) addPending(recs []Record, acks []uint64) {
+// keptTail is where a checkpoint may leave the journal's tail instead of
+// carrying the pending records forward: the transaction holding the
+// oldest of them, when every one's place is known and the journal from
+// there to the head takes at most half of it (so that the commits after
+// the checkpoint still fit, and a replay reads little).
+func (j *journalWriter) keptTail() (txPlace, bool) {
+	if len(j.pendingAt) == 0 {
+		return txPlace{}, false
+	}
+	at := j.pendingAt[0]
+	for _, p := range j.pendingAt {
+		if !p.known {
+			return txPlace{}, false
+		}
+		if p.seq < at.seq {
+			at = p
+		}
+	}
+	used := j.head - at.pos
+	if j.head < at.pos {
+		used = j.size - at.pos + j.head - journalData
+	}
+	return at, used <= (j.size-journalData)/2
+}
+
+// addPending notes committed records and acknowledgements; at is the
+// transaction that holds recs.
+func (j *journalWriter) addPending(recs []Record, acks []uint64, at txPlace) {
 	j.pending = append(j.pending, recs...)
+	for range recs {
+		j.pendingAt = append(j.pendingAt, at)
+	}
 	if len(acks) > 0 {
 		acked := map[uint64]bool{}
 		for _, a := range acks {
 			acked[a] = true
 		}
-		kept := j.pending[:0]
-		for _, r := range j.pending {
+		kept, keptAt := j.pending[:0], j.pendingAt[:0]
+		for i, r := range j.pending {
 			if !acked[r.ID] {
 				kept = append(kept, r)
+				keptAt = append(keptAt, j.pendingAt[i])
 			}
 		}
-		j.pending = kept
+		j.pending, j.pendingAt = kept, keptAt
 	}
 	j.pendingBytes = 0
 	for _, r := range j.pending {

@@ -479,8 +479,8 @@ func (s *Store) recoverOwn(ctx context.Context, st ReplayStats, t0 time.Time, hd
 	j.mu.Lock()
 	j.hdr, j.head, j.nextSeq, j.lastSeq = *hdr, head, last+1, last
 	j.nextRec.Store(plan.NextRecord())
-	j.pending = nil
-	j.addPending(pending, nil)
+	j.pending, j.pendingAt = nil, nil
+	j.addPending(pending, nil, txPlace{}) // places unknown: the checkpoint carries them
 	if st.Transactions == 0 && hdr.SealSeq == 0 {
 		j.checkpointed.Store(last)
 		j.mu.Unlock()

@@ -253,6 +253,61 @@ func TestRecordsSurviveCheckpoints(t *testing.T) {
 	_ = fs.ErrNotExist
 }
 
+// A checkpoint made while a record is pending leaves the journal's tail
+// at the record's transaction instead of carrying the record forward (one
+// journal write and flush fewer per lock hand-over while requests are in
+// flight). The images behind the tail are in place: a replay after the
+// node's death hands the record over once and writes none of them back
+// over what another node changed since.
+func TestCheckpointKeepsTheTailAtAPendingRecord(t *testing.T) {
+	dev := newMem(t, 4096, FormatOptions{Slots: 2})
+	lm := NewMemLocks()
+	a := openNode(t, dev, lm, "a", 0)
+	b := openNode(t, dev, lm, "b", 1)
+	for _, d := range []string{"intents", "handled", "d"} {
+		if err := a.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	logIntents(t, a, "keep")
+	if err := a.WriteFile("d/f", []byte("old"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.checkpoint(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	a.jr.mu.Lock()
+	h, last := a.jr.hdr, a.jr.lastSeq
+	a.jr.mu.Unlock()
+	if h.AppliedSeq != last || h.TailSeq >= last {
+		t.Fatalf("after the checkpoint: tail at %d, applied %d, last %d: want the tail kept before the last transaction (no carry)", h.TailSeq, h.AppliedSeq, last)
+	}
+	// Another node rewrites the file: its inode is among the images the
+	// dead node's journal still holds behind the kept tail.
+	if err := b.WriteFile("d/f", []byte("new"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	lm.Kill("a")
+	seen := map[string]int{}
+	b.Handle("intent", handledBy(t, "b", seen, 0, nil))
+	st, err := b.ReplaySlot(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lm.ReleaseDead("a")
+	if got := handledFiles(t, b); st.Records != 1 || len(got) != 1 || got["keep"] != "b" {
+		t.Fatalf("replay handed over %d records (handled %v), want the pending one once", st.Records, got)
+	}
+	if got, err := b.ReadFile("d/f"); err != nil || string(got) != "new" {
+		t.Fatalf("after the replay d/f = %q (%v), want the other node's %q", got, err, "new")
+	}
+	if st, err := b.ReplaySlot(context.Background(), 0); err != nil || st.Records != 0 {
+		t.Fatalf("second replay: %d records (%v), want none", st.Records, err)
+	}
+	b.Close()
+	checkClean(t, dev)
+}
+
 // Records whose handlers change many blocks each: the replay's batch of
 // them does not fit in one journal transaction and is halved until it
 // does; every record is still handled exactly once.
