@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -26,12 +27,19 @@ type glock struct {
 
 	rw sync.RWMutex // local users: R for Shared, W for Exclusive
 
-	mu     sync.Mutex
-	hold   Lock              // the cached grant; nil when not held from the lock manager
-	gen    uint64            // generation of the cached contents
-	blocks map[uint64][]byte // cached metadata blocks guarded by this lock
-	dirty  uint64            // last transaction that changed what the lock guards
-	asking chan struct{}     // closed when a local user's plain request to the lock manager ends
+	// used is the store's use tick at the last grant or use of the
+	// cached grant (shrink gives up the least recently used first).
+	used atomic.Int64
+
+	mu   sync.Mutex
+	hold Lock // the cached grant; nil when not held from the lock manager
+	// dropped is closed when this node gives hold up itself (dropLocked),
+	// which ends its watch.
+	dropped chan struct{}
+	gen     uint64            // generation of the cached contents
+	blocks  map[uint64][]byte // cached metadata blocks guarded by this lock
+	dirty   uint64            // last transaction that changed what the lock guards
+	asking  chan struct{}     // closed when a local user's plain request to the lock manager ends
 	// holdUntil is when a blocking callback on the cached grant may be
 	// answered at the earliest (keepShared); zero for at once.
 	holdUntil time.Time
@@ -140,6 +148,7 @@ func (g *glock) acquire(ctx context.Context, mode LockMode, try, recovery bool) 
 		if g.hold != nil && (g.hold.Mode() == Exclusive || mode == Shared) {
 			g.mu.Unlock()
 			g.s.stats.cachedLocks.Add(1)
+			g.used.Store(g.s.useTick.Add(1))
 			return nil
 		}
 		if g.hold != nil {
@@ -192,7 +201,10 @@ func (g *glock) acquire(ctx context.Context, mode LockMode, try, recovery bool) 
 		g.takeLVB(l)
 		g.hold = l
 		g.holdUntil = time.Time{}
-		go g.watch(l)
+		g.used.Store(g.s.useTick.Add(1))
+		g.s.noteHeld(1)
+		g.dropped = make(chan struct{})
+		go g.watch(l, g.dropped)
 		g.mu.Unlock()
 		// Take the local side again; the grant normally still covers.
 	}
@@ -459,9 +471,11 @@ func (g *glock) dropRecoveryLocked() error {
 // ErrUnwritten) keeps the grant and is tried again, backing off up to
 // handOnRetryMax, unless the node is fenced: handing it on would let
 // another node read blocks this node has not written.
-func (g *glock) watch(hold Lock) {
+func (g *glock) watch(hold Lock, dropped <-chan struct{}) {
 	select {
 	case <-hold.Blocking():
+	case <-dropped:
+		return // given up by this node (a PR grant made EX, shrink)
 	case <-g.s.closing:
 		return // Close drops every hold itself
 	}
@@ -551,6 +565,11 @@ func (g *glock) dropLocked(ctx context.Context) error {
 		return err
 	}
 	g.hold = nil
+	if g.dropped != nil {
+		close(g.dropped)
+		g.dropped = nil
+	}
+	g.s.noteHeld(-1)
 	g.s.stats.lockReleases.Add(1)
 	return h.Release()
 }

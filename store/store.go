@@ -78,6 +78,15 @@ type Config struct {
 	// listing's DirEntry.Info, StatFS) and how much a replay of its
 	// journal writes. Zero means DefaultCheckpointInterval.
 	CheckpointInterval time.Duration
+	// MaxCachedLocks is how many lock grants this node keeps cached at
+	// most; past it the inode locks it used least lately are given up in
+	// the background (written back first), down to seven eighths of it,
+	// as GFS2 reclaims idle glocks. Every grant is a request key in etcd
+	// and an entry in every node's copy of the lock table, and every file
+	// a node creates or reads leaves one behind: without a bound a web
+	// node's lock table grows by a lock per request it answers. Zero
+	// means DefaultMaxCachedLocks.
+	MaxCachedLocks int
 	// CloseTimeout bounds Close's final checkpoint and the write-back of
 	// the locks it gives up, on a volume that stopped answering. Zero
 	// means DefaultCloseTimeout.
@@ -134,6 +143,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("store config: CommitWriteTimeout %s is negative", c.CommitWriteTimeout)
 	case c.CloseTimeout < 0:
 		return fmt.Errorf("store config: CloseTimeout %s is negative", c.CloseTimeout)
+	case c.MaxCachedLocks < 0:
+		return fmt.Errorf("store config: MaxCachedLocks %d is negative", c.MaxCachedLocks)
 	case c.CheckpointInterval < 0:
 		return fmt.Errorf("store config: CheckpointInterval %s is negative", c.CheckpointInterval)
 	case c.OrphanCheck < 0:
@@ -196,7 +207,13 @@ type Store struct {
 	aheadStop context.CancelFunc
 	aheadWG   sync.WaitGroup
 	closing   chan struct{}
-	bg        sync.WaitGroup // checkpointLoop
+	bg        sync.WaitGroup // checkpointLoop, shrinkLoop
+	// held counts the plain grants this node keeps (glock.hold); past
+	// Config.MaxCachedLocks a new one kicks shrinkLoop. useTick orders
+	// the glocks' last uses (glock.used).
+	held       atomic.Int64
+	useTick    atomic.Int64
+	shrinkKick chan struct{}
 	// openReplayed is what Open's recovery of this node's own slot did,
 	// and for which earlier owner (ReplayOwner reports it); nil when the
 	// slot had no owner or had this one.
@@ -282,7 +299,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("store config: Slot %d, the store has %d slots", cfg.Slot, sb.Slots)
 	}
 	s := &Store{cfg: cfg, dev: cfg.Device, rdev: cfg.RecoveryDevice, sb: sb, slot: cfg.Slot, log: cfg.Logger, clk: cfg.Clock,
-		glocks: map[glockKey]*glock{}, handlers: map[string]Handler{}, closing: make(chan struct{}), recRunning: make(chan struct{})}
+		glocks: map[glockKey]*glock{}, handlers: map[string]Handler{}, closing: make(chan struct{}), recRunning: make(chan struct{}), shrinkKick: make(chan struct{}, 1)}
 	if s.log == nil {
 		s.log = hclog.NewNullLogger()
 	}
@@ -294,6 +311,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	if s.cfg.OrphanCheck == 0 {
 		s.cfg.OrphanCheck = DefaultOrphanCheck
+	}
+	if s.cfg.MaxCachedLocks == 0 {
+		s.cfg.MaxCachedLocks = DefaultMaxCachedLocks
 	}
 	if s.cfg.ReplayBatch == 0 {
 		s.cfg.ReplayBatch = DefaultReplayBatch
@@ -368,8 +388,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		s.Close()
 		return nil, err
 	}
-	s.bg.Add(1)
+	s.bg.Add(2)
 	go s.checkpointLoop()
+	go s.shrinkLoop()
 	s.log.Info("store opened", "slot", cfg.Slot, "blocks", sb.Blocks, "groups", sb.AGCount)
 	return s, nil
 }

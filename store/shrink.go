@@ -1,0 +1,119 @@
+package store
+
+import (
+	"cmp"
+	"context"
+	"slices"
+)
+
+// DefaultMaxCachedLocks is Config.MaxCachedLocks's default: a directory
+// of 10,000 entries listed with every entry's details stays cached whole,
+// and the lock table of a few nodes stays small enough for the lock
+// manager's checkpoints.
+const DefaultMaxCachedLocks = 16384
+
+// noteHeld counts a grant this node now keeps (delta 1) or gave up (-1),
+// and kicks shrinkLoop past Config.MaxCachedLocks.
+func (s *Store) noteHeld(delta int64) {
+	if s.held.Add(delta) > int64(s.cfg.MaxCachedLocks) && delta > 0 {
+		select {
+		case s.shrinkKick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// shrinkLoop runs shrink whenever noteHeld kicks it, until the store
+// closes.
+func (s *Store) shrinkLoop() {
+	defer s.bg.Done()
+	for {
+		select {
+		case <-s.closing:
+			return
+		case <-s.shrinkKick:
+		}
+		if n := s.shrink(); n > 0 {
+			s.log.Debug("gave up idle lock grants", "count", n, "kept", s.held.Load())
+		}
+	}
+}
+
+// shrink gives up the cached grants of the inode locks this node used
+// least lately, idle ones only (no local user, none asking, no recovery
+// grant), until it keeps seven eighths of Config.MaxCachedLocks: the
+// journal is checkpointed once first when one of them guards blocks not
+// in place, then each is written back and released like a hand-over, and
+// its cached blocks dropped. It returns how many it gave up. A grant given
+// up is asked for again at its next use.
+func (s *Store) shrink() int {
+	limit := s.cfg.MaxCachedLocks
+	over := int(s.held.Load()) - (limit - limit/8)
+	if over <= 0 || s.jr == nil {
+		return 0
+	}
+	s.gmu.Lock()
+	cands := make([]*glock, 0, len(s.glocks))
+	for _, g := range s.glocks {
+		if g.class == classInode {
+			cands = append(cands, g)
+		}
+	}
+	s.gmu.Unlock()
+	slices.SortFunc(cands, func(a, b *glock) int { return cmp.Compare(a.used.Load(), b.used.Load()) })
+	idle := func(g *glock) bool {
+		return g.hold != nil && g.asking == nil && g.rhold == nil && g.rbusy == nil
+	}
+	var victims []*glock
+	dirty := false
+	done := s.jr.checkpointed.Load()
+	for _, g := range cands {
+		if len(victims) == over {
+			break
+		}
+		g.mu.Lock()
+		if idle(g) {
+			victims = append(victims, g)
+			dirty = dirty || g.dirty > done
+		}
+		g.mu.Unlock()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.CommitWriteTimeout)
+	defer cancel()
+	go func() {
+		select {
+		case <-s.closing:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	if dirty {
+		// One checkpoint for them all: each write-back below then finds
+		// its blocks in place.
+		if err := s.checkpoint(ctx); err != nil {
+			s.log.Warn("giving up idle lock grants: checkpoint failed; they stay cached", "error", err)
+			return 0
+		}
+	}
+	n := 0
+	for _, g := range victims {
+		if ctx.Err() != nil {
+			break
+		}
+		if !g.rw.TryLock() {
+			continue // a local user came meanwhile
+		}
+		g.mu.Lock()
+		if idle(g) {
+			if err := g.dropLocked(ctx); err != nil {
+				s.log.Warn("giving up an idle lock grant failed", "lock", g.name, "error", err)
+			} else {
+				g.blocks = map[uint64][]byte{}
+				n++
+			}
+		}
+		g.mu.Unlock()
+		g.rw.Unlock()
+	}
+	return n
+}
