@@ -124,6 +124,10 @@ func (l *Lock) Blocking() <-chan struct{} {
 
 // SetLVB sets the value block; it is written to etcd when the node gives
 // the lock up or down-converts it. Only PW and EX holders may write it.
+// An all-zero block (what a resource that never had one reads as) is
+// written by deleting the resource's value-block key: a holder that
+// leaves nothing worth keeping leaves nothing behind in etcd or in the
+// lock table.
 func (l *Lock) SetLVB(b []byte) error {
 	if l.mode != PW && l.mode != EX {
 		return fmt.Errorf("%w: value block written under %s (needs PW or EX)", ErrBadMode, l.mode)
@@ -540,6 +544,17 @@ func (n *Node) evict() {
 	n.mayIdle = keep
 }
 
+// lvbWrite is the write of nl's value block: a put, or the key's delete
+// when the value is all zeros (what a resource without a value block
+// reads as: Table.SetLVB forgets it), so that a resource whose holders
+// leave nothing worth keeping leaves no key behind.
+func (n *Node) lvbWrite(nl *nodeLock) clientv3.Op {
+	if !slices.ContainsFunc(nl.lvb, func(b byte) bool { return b != 0 }) {
+		return clientv3.OpDelete(n.keys.lvb(nl.res))
+	}
+	return clientv3.OpPut(n.keys.lvb(nl.res), mustJSON(lvbValue{Value: nl.lvb, Valid: true}))
+}
+
 func (n *Node) guard() clientv3.Cmp {
 	m := n.cfg.Member
 	return clientv3.Compare(clientv3.LeaseValue(m.MemberKey()), "=", int64(m.LeaseID()))
@@ -570,7 +585,7 @@ func (n *Node) startConvert(nl *nodeLock, mode Mode, try, failOn bool) {
 	w := lockWrite{track: true}
 	val := mustJSON(requestValue{Resource: nl.res, Mode: mode, Recovery: nl.recovery, NoQueue: try, FailOnDeadlock: failOn})
 	if nl.lvbDirty && (nl.granted == PW || nl.granted == EX) && !Covers(mode, PW) {
-		put := clientv3.OpPut(n.keys.lvb(nl.res), mustJSON(lvbValue{Value: nl.lvb, Valid: true}))
+		put := n.lvbWrite(nl)
 		w.ops = append(w.ops, put)
 		nl.lvbDirty = false
 		// Should a close cut the down-conversion short, Close writes the
@@ -598,7 +613,7 @@ func (n *Node) startRelease(nl *nodeLock) {
 		w.keyCmp, w.release = &stillOurs, true
 	}
 	if nl.held && nl.lvbDirty && (nl.granted == PW || nl.granted == EX) {
-		put := clientv3.OpPut(n.keys.lvb(nl.res), mustJSON(lvbValue{Value: nl.lvb, Valid: true}))
+		put := n.lvbWrite(nl)
 		w.ops = append(w.ops, put)
 		// A release cut short by a close: Close writes the value block if
 		// the request is still there (the release did not happen, so no

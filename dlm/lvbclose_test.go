@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/shoal-ha/shoal/internal/etcdtest"
 	"github.com/shoal-ha/shoal/internal/testutil"
 )
@@ -203,5 +205,62 @@ func TestValueBlockOfADownConversionCutShortByClose(t *testing.T) {
 	}
 	if !r.valid || r.v != "new" {
 		t.Fatalf("after a down-conversion cut short by a clean close the reader gets %q valid=%v, want \"new\" valid", r.v, r.valid)
+	}
+}
+
+// TestZeroValueBlockLeavesNoKey: a holder that writes an all-zero value
+// block (what a resource without one reads as) and gives the lock up
+// leaves no value-block key in etcd and no entry in any node's table;
+// the next holder reads zeros, valid. A non-zero one is kept.
+func TestZeroValueBlockLeavesNoKey(t *testing.T) {
+	t.Parallel() // its own etcd member, ports reserved, prefixes its own
+	if testing.Short() {
+		t.Skip("starts an etcd member")
+	}
+	c := etcdtest.NewCluster(t, 1)
+	w := startTestNodeWith(t, c, 0, "writer", func(cfg *Config) { cfg.CacheLocks = false })
+	r := startTestNode(t, c, 0, "reader")
+	res := Named("lvb-zero")
+	set := func(v []byte) {
+		t.Helper()
+		l, err := w.n.Acquire(ctxT(t, 5*time.Second), res, EX)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.SetLVB(v); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Release(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	key := w.n.keys.lvb(res)
+	keyCount := func() int64 {
+		resp, err := c.Client(0).Get(ctxT(t, 5*time.Second), key, clientv3.WithCountOnly())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Count
+	}
+	set([]byte("gen 7"))
+	testutil.WaitFor(t, 5*time.Second, "the value block's key", func() bool { return keyCount() == 1 })
+	set(make([]byte, 8))
+	testutil.WaitFor(t, 5*time.Second, "the zero value block's key to go", func() bool { return keyCount() == 0 })
+	l, err := r.n.Acquire(ctxT(t, 5*time.Second), res, PR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, ok := l.LVB()
+	l.Release()
+	if !ok || strings.Trim(string(v), "\x00") != "" {
+		t.Fatalf("reader after a zero value block: %q valid=%v, want zeros, valid", v, ok)
+	}
+	for _, x := range []*testNode{w, r} {
+		x.n.mu.Lock()
+		_, kept := x.n.rep.Table.lvbs[res.String()]
+		x.n.mu.Unlock()
+		if kept {
+			t.Fatalf("%s's lock table keeps a zero value block of %s", x.n.me, res)
+		}
 	}
 }

@@ -501,7 +501,7 @@ func (n *Node) withdraw(ctx context.Context) error {
 	for _, name := range sortedKeys(n.locks) {
 		nl := n.locks[name]
 		if nl.key != "" && nl.held && nl.lvbDirty && (nl.granted == PW || nl.granted == EX) {
-			puts = append(puts, clientv3.OpPut(n.keys.lvb(nl.res), mustJSON(lvbValue{Value: nl.lvb, Valid: true})))
+			puts = append(puts, n.lvbWrite(nl))
 			nl.lvbDirty = false
 		}
 	}

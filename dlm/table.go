@@ -308,6 +308,13 @@ func (t *Table) SetLVB(rev int64, res Resource, value []byte, valid bool) error 
 	if len(value) > LVBSize {
 		return fmt.Errorf("dlm: value block of %s is %d bytes, max %d", res, len(value), LVBSize)
 	}
+	if valid && !slices.ContainsFunc(value, func(b byte) bool { return b != 0 }) {
+		// All zeros and valid is what LVB answers for a resource with no
+		// value block: the table forgets it, as a DLM frees a resource
+		// nobody holds, and its key is deleted (Node writes it so).
+		delete(t.lvbs, res.String())
+		return nil
+	}
 	l := t.lvb(res)
 	l.value = append(make([]byte, 0, LVBSize), value...)
 	l.valid = valid
