@@ -452,7 +452,7 @@ func (g *glock) dropRecoveryLocked() error {
 	if h == nil {
 		return nil
 	}
-	if err := g.writeBack(context.Background(), h); err != nil {
+	if err := g.writeBack(context.Background(), h, false); err != nil {
 		return err
 	}
 	g.rhold = nil
@@ -556,12 +556,26 @@ func (g *glock) handOn(hold Lock) bool {
 
 // dropLocked writes back and releases the cached grant, under mu with no
 // local users but the caller.
-func (g *glock) dropLocked(ctx context.Context) error {
+func (g *glock) dropLocked(ctx context.Context) error { return g.releaseLocked(ctx, false) }
+
+// forgetLocked is dropLocked for a grant given up while idle (shrink): the
+// value block is written as zeros (no generation: whoever takes the lock
+// next reads the blocks anew), which leaves no value block in the lock
+// table, and the cached blocks are dropped.
+func (g *glock) forgetLocked(ctx context.Context) error {
+	if err := g.releaseLocked(ctx, true); err != nil {
+		return err
+	}
+	g.blocks = map[uint64][]byte{}
+	return nil
+}
+
+func (g *glock) releaseLocked(ctx context.Context, forget bool) error {
 	h := g.hold
 	if h == nil {
 		return nil
 	}
-	if err := g.writeBack(ctx, h); err != nil {
+	if err := g.writeBack(ctx, h, forget); err != nil {
 		return err
 	}
 	g.hold = nil
@@ -575,8 +589,9 @@ func (g *glock) dropLocked(ctx context.Context) error {
 }
 
 // writeBack makes what changed under grant h safe to hand on: the journal
-// checkpointed past it (within ctx), the generation in the value block.
-func (g *glock) writeBack(ctx context.Context, h Lock) error {
+// checkpointed past it (within ctx), the generation in the value block
+// (zero with forget: nobody's cache of the blocks counts as current).
+func (g *glock) writeBack(ctx context.Context, h Lock, forget bool) error {
 	if g.s.jr != nil && g.dirty > g.s.jr.checkpointed.Load() {
 		// The journal holds images of blocks this lock guards: they must
 		// be in place and the journal past them before another node may
@@ -587,7 +602,9 @@ func (g *glock) writeBack(ctx context.Context, h Lock) error {
 	}
 	if h.Mode() == Exclusive {
 		var b [8]byte
-		binary.LittleEndian.PutUint64(b[:], g.gen)
+		if !forget {
+			binary.LittleEndian.PutUint64(b[:], g.gen)
+		}
 		if err := h.SetLVB(b[:]); err != nil {
 			return err
 		}

@@ -43,8 +43,9 @@ func (s *Store) shrinkLoop() {
 // least lately, idle ones only (no local user, none asking, no recovery
 // grant), until it keeps seven eighths of Config.MaxCachedLocks: the
 // journal is checkpointed once first when one of them guards blocks not
-// in place, then each is written back and released like a hand-over, and
-// its cached blocks dropped. It returns how many it gave up. A grant given
+// in place, then each is written back and released like a hand-over, its
+// value block zeroed (glock.forgetLocked: no generation left in the lock
+// table) and its cached blocks dropped. It returns how many it gave up. A grant given
 // up is asked for again at its next use.
 func (s *Store) shrink() int {
 	limit := s.cfg.MaxCachedLocks
@@ -105,10 +106,9 @@ func (s *Store) shrink() int {
 		}
 		g.mu.Lock()
 		if idle(g) {
-			if err := g.dropLocked(ctx); err != nil {
+			if err := g.forgetLocked(ctx); err != nil {
 				s.log.Warn("giving up an idle lock grant failed", "lock", g.name, "error", err)
 			} else {
-				g.blocks = map[uint64][]byte{}
 				n++
 			}
 		}
