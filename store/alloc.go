@@ -9,8 +9,8 @@ import (
 // inode lock asked for ahead (lockAhead) when the next inodeLockLow of
 // them are not all held or asked for already.
 const (
-	inodeLockAhead = 32
-	inodeLockLow   = 8
+	inodeLockAhead = 8
+	inodeLockLow   = 2
 )
 
 // lockAhead asks in the background for the inode locks of the next free
