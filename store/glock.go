@@ -202,7 +202,7 @@ func (g *glock) acquire(ctx context.Context, mode LockMode, try, recovery bool) 
 		g.hold = l
 		g.holdUntil = time.Time{}
 		g.used.Store(g.s.useTick.Add(1))
-		g.s.noteHeld(1)
+		g.s.noteHeld(g, true)
 		g.dropped = make(chan struct{})
 		go g.watch(l, g.dropped)
 		g.mu.Unlock()
@@ -583,7 +583,7 @@ func (g *glock) releaseLocked(ctx context.Context, forget bool) error {
 		close(g.dropped)
 		g.dropped = nil
 	}
-	g.s.noteHeld(-1)
+	g.s.noteHeld(g, false)
 	g.s.stats.lockReleases.Add(1)
 	return h.Release()
 }

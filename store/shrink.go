@@ -12,10 +12,22 @@ import (
 // manager's checkpoints.
 const DefaultMaxCachedLocks = 16384
 
-// noteHeld counts a grant this node now keeps (delta 1) or gave up (-1),
-// and kicks shrinkLoop past Config.MaxCachedLocks.
-func (s *Store) noteHeld(delta int64) {
-	if s.held.Add(delta) > int64(s.cfg.MaxCachedLocks) && delta > 0 {
+// noteHeld notes that this node now keeps g's plain grant (held) or gave
+// it up, and kicks shrinkLoop past Config.MaxCachedLocks.
+func (s *Store) noteHeld(g *glock, held bool) {
+	s.heldMu.Lock()
+	if s.heldSet == nil {
+		s.heldSet = map[*glock]struct{}{}
+	}
+	if held {
+		s.heldSet[g] = struct{}{}
+	} else {
+		delete(s.heldSet, g)
+	}
+	n := len(s.heldSet)
+	s.heldMu.Unlock()
+	s.held.Store(int64(n))
+	if held && s.cfg.MaxCachedLocks > 0 && n > s.cfg.MaxCachedLocks {
 		select {
 		case s.shrinkKick <- struct{}{}:
 		default:
@@ -41,7 +53,9 @@ func (s *Store) shrinkLoop() {
 
 // shrink gives up the cached grants of the inode locks this node used
 // least lately, idle ones only (no local user, none asking, no recovery
-// grant), until it keeps seven eighths of Config.MaxCachedLocks: the
+// grant), until it keeps 63/64 of Config.MaxCachedLocks (small steps: each
+// grant given up is a lock-manager release, an etcd write, and a burst of
+// them would stand in the way of other nodes' requests): the
 // journal is checkpointed once first when one of them guards blocks not
 // in place, then each is written back and released like a hand-over, its
 // value block zeroed (glock.forgetLocked: no generation left in the lock
@@ -49,18 +63,18 @@ func (s *Store) shrinkLoop() {
 // up is asked for again at its next use.
 func (s *Store) shrink() int {
 	limit := s.cfg.MaxCachedLocks
-	over := int(s.held.Load()) - (limit - limit/8)
+	over := int(s.held.Load()) - (limit - limit/64)
 	if over <= 0 || s.jr == nil {
 		return 0
 	}
-	s.gmu.Lock()
-	cands := make([]*glock, 0, len(s.glocks))
-	for _, g := range s.glocks {
+	s.heldMu.Lock()
+	cands := make([]*glock, 0, len(s.heldSet))
+	for g := range s.heldSet {
 		if g.class == classInode {
 			cands = append(cands, g)
 		}
 	}
-	s.gmu.Unlock()
+	s.heldMu.Unlock()
 	slices.SortFunc(cands, func(a, b *glock) int { return cmp.Compare(a.used.Load(), b.used.Load()) })
 	idle := func(g *glock) bool {
 		return g.hold != nil && g.asking == nil && g.rhold == nil && g.rbusy == nil

@@ -80,7 +80,7 @@ type Config struct {
 	CheckpointInterval time.Duration
 	// MaxCachedLocks is how many lock grants this node keeps cached at
 	// most; past it the inode locks it used least lately are given up in
-	// the background (written back first), down to seven eighths of it,
+	// the background (written back first), down to 63/64 of it,
 	// as GFS2 reclaims idle glocks. Every grant is a request key in etcd
 	// and an entry in every node's copy of the lock table, and every file
 	// a node creates or reads leaves one behind: without a bound a web
@@ -208,10 +208,13 @@ type Store struct {
 	aheadWG   sync.WaitGroup
 	closing   chan struct{}
 	bg        sync.WaitGroup // checkpointLoop, shrinkLoop
-	// held counts the plain grants this node keeps (glock.hold); past
-	// Config.MaxCachedLocks a new one kicks shrinkLoop. useTick orders
+	// heldSet holds the glocks whose plain grant this node keeps
+	// (glock.hold), held counts them; past Config.MaxCachedLocks a new
+	// one kicks shrinkLoop. useTick orders
 	// the glocks' last uses (glock.used).
 	held       atomic.Int64
+	heldMu     sync.Mutex
+	heldSet    map[*glock]struct{}
 	useTick    atomic.Int64
 	shrinkKick chan struct{}
 	// openReplayed is what Open's recovery of this node's own slot did,
