@@ -112,21 +112,7 @@ func TestCloseOnAStuckVolumeKeepsTheLocksForReplay(t *testing.T) {
 	case <-time.After(bound + 5*time.Second):
 		t.Fatalf("Close still waits %s after its bound of %s", 5*time.Second, bound)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	err := b.View(ctx, func(tx *Tx) error { _, err := tx.ReadFile("d/f"); return err })
-	cancel()
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("other node's read of blocks the closed node could not make durable: %v, want a wait", err)
-	}
-	lm.Kill("a")
-	if _, err := b.ReplaySlot(context.Background(), 0); err != nil {
-		t.Fatal(err)
-	}
-	lm.ReleaseDead("a")
-	got, err := b.ReadFile("d/f")
-	if err != nil || !bytes.Equal(got, want) {
-		t.Fatalf("after the replay the other node read %q (%v), want %q", got, err, want)
-	}
+	leftToReplay(t, lm, b, "d/f", want)
 	b.Close()
 	checkClean(t, mem)
 }

@@ -51,6 +51,21 @@ func handledFiles(t *testing.T, s *Store) map[string]string {
 	return out
 }
 
+// replayAsB kills node a (slot 0) and has b replay its slot, handing its
+// intent records to handledBy(b); it returns the replay's figures and
+// the handler's counts.
+func replayAsB(t *testing.T, lm *MemLocks, b *Store) (ReplayStats, map[string]int) {
+	t.Helper()
+	lm.Kill("a")
+	seen := map[string]int{}
+	b.Handle("intent", handledBy(t, "b", seen, 0, nil))
+	st, err := b.ReplaySlot(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, seen
+}
+
 func logIntents(t *testing.T, s *Store, keys ...string) []uint64 {
 	t.Helper()
 	var ids []uint64
@@ -96,13 +111,7 @@ func TestReplayHandsRecordsOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lm.Kill("a")
-	seen := map[string]int{}
-	b.Handle("intent", handledBy(t, "b", seen, 0, nil))
-	st, err := b.ReplaySlot(context.Background(), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, seen := replayAsB(t, lm, b)
 	if got := handledFiles(t, b); st.Records != 2 || len(got) != 2 || got["k1"] != "b" || got["k3"] != "b" || seen["k2"] != 0 {
 		t.Fatalf("replay handed %+v, handled %v", st, got)
 	}
@@ -287,13 +296,7 @@ func TestCheckpointKeepsTheTailAtAPendingRecord(t *testing.T) {
 	if err := b.WriteFile("d/f", []byte("new"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	lm.Kill("a")
-	seen := map[string]int{}
-	b.Handle("intent", handledBy(t, "b", seen, 0, nil))
-	st, err := b.ReplaySlot(context.Background(), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, _ := replayAsB(t, lm, b)
 	lm.ReleaseDead("a")
 	if got := handledFiles(t, b); st.Records != 1 || len(got) != 1 || got["keep"] != "b" {
 		t.Fatalf("replay handed over %d records (handled %v), want the pending one once", st.Records, got)
