@@ -64,6 +64,9 @@ type Session struct {
 	info      keys.MemberRecord
 	key       string
 	createRev int64
+	// replaced is the older incarnation whose lease Register revoked to
+	// take the name over (TakeOver); nil when there was none.
+	replaced *keys.MemberRecord
 
 	// renew renews the lease once and returns the TTL granted, in seconds.
 	renew func(ctx context.Context, id clientv3.LeaseID) (int64, error)
@@ -166,6 +169,8 @@ func Register(ctx context.Context, cfg SessionConfig) (*Session, error) {
 			return nil, fmt.Errorf("%w: %s is held by incarnation %s", ErrNameTaken, cfg.Info.Name, old.Incarnation)
 		}
 		s.log.Info("taking over from older incarnation", "old_incarnation", old.Incarnation, "old_lease", fmt.Sprintf("%x", old.Lease))
+		old.Name = cfg.Info.Name
+		s.replaced = &old
 		if _, err := cfg.Client.Revoke(ctx, clientv3.LeaseID(old.Lease)); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
 			cfg.Client.Revoke(context.Background(), grant.ID)
 			return nil, fmt.Errorf("session: revoke older incarnation's lease: %w", err)
@@ -305,6 +310,18 @@ func (s *Session) Abandon(why error) {
 }
 
 // Name is the member's name.
+// Replaced is the older incarnation of this node whose lease Register
+// revoked to take the name over (SessionConfig.TakeOver), and whether
+// there was one. Its member key vanished at once, perhaps before any
+// node's member view had it, so no one may have seen it go down: its
+// recovery is the new incarnation's to ask for.
+func (s *Session) Replaced() (keys.MemberRecord, bool) {
+	if s.replaced == nil {
+		return keys.MemberRecord{}, false
+	}
+	return *s.replaced, true
+}
+
 func (s *Session) Name() string { return s.info.Name }
 
 // Incarnation identifies this registration.

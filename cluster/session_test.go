@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/shoal-ha/shoal/internal/clock"
+	"github.com/shoal-ha/shoal/internal/etcdtest"
 	"github.com/shoal-ha/shoal/internal/keys"
 	"github.com/shoal-ha/shoal/internal/testlog"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -169,4 +170,39 @@ func TestLateConfirmationDoesNotRevive(t *testing.T) {
 	if d.valid(t0.Add(1750*time.Millisecond)) || !d.valid(t0.Add(1749*time.Millisecond)) {
 		t.Fatal("valid must end exactly at the deadline")
 	}
+}
+
+// A new incarnation that takes its name over from an older one says which
+// (Session.Replaced): the older one's member key vanished at the takeover,
+// perhaps before any member view held it, and its recovery is the new
+// one's to ask for.
+func TestTakeOverNamesTheReplacedIncarnation(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts an etcd member")
+	}
+	c := etcdtest.NewCluster(t, 1)
+	register := func() *Session {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		s, err := Register(ctx, SessionConfig{Client: c.Client(0), Prefix: "/takeover",
+			Info: keys.MemberRecord{Name: "n1", Kind: keys.KindNode},
+			TTL:  5 * time.Second, KeepAliveInterval: time.Second, KeepAliveTimeout: 2 * time.Second, SelfFenceMargin: time.Second,
+			TakeOver: true, Logger: testlog.New(t, "lease")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	first := register()
+	if old, ok := first.Replaced(); ok {
+		t.Fatalf("first incarnation replaced %+v, want none", old)
+	}
+	second := register()
+	defer second.Close(context.Background(), true)
+	old, ok := second.Replaced()
+	if !ok || old.Name != "n1" || old.Incarnation != first.Incarnation() || old.Lease != int64(first.LeaseID()) {
+		t.Fatalf("second incarnation replaced %+v (%v), want n1/%s with lease %x", old, ok, first.Incarnation(), first.LeaseID())
+	}
+	first.Abandon(errors.New("taken over"))
 }

@@ -161,6 +161,17 @@ func (n *Node) parts() cluster.Parts {
 		p.Describe = n.det.describe
 	}
 	p.OnSession = func(ctx context.Context, s *cluster.Session) {
+		if old, ok := s.Replaced(); ok {
+			// This incarnation revoked its predecessor's lease to take
+			// the name over. When every node restarted at once, no member
+			// view may have held the predecessor, so no one saw it go
+			// down; left unrecovered, its orphan locks would stand in the
+			// way of this incarnation's own volume and store for ever.
+			// Asked for as long as this incarnation lives: the whole
+			// cluster may still be gathering its etcd quorum.
+			rctx, cancel := context.WithCancel(ctx)
+			n.role.requestWithin(rctx, cancel, fencing.NewNodeRef(old.Name, old.Incarnation, old.Lease))
+		}
 		// A part that could not start ends the incarnation, unless the
 		// node is stopping: then the clean stop revokes the lease.
 		abandon := func(err error) {

@@ -201,10 +201,16 @@ func (r *recoveryRole) observe(ev cluster.Event) {
 }
 
 // request writes a recovery request for victim (once; later requests for
-// the same incarnation change nothing).
+// the same incarnation change nothing), trying for 10 s.
 func (r *recoveryRole) request(victim fencing.NodeRef) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	r.requestWithin(ctx, cancel, victim)
+}
+
+// requestWithin is request trying until ctx ends; cancel is called once
+// it is done.
+func (r *recoveryRole) requestWithin(ctx context.Context, cancel context.CancelFunc, victim fencing.NodeRef) {
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		store := recovery.NewEtcdStore(r.n.Client(), r.n.Config().Prefix(), r.n.LeaderChanges)
 		by := r.n.Config().NodeName
