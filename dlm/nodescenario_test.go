@@ -69,7 +69,13 @@ type nodeRunner struct {
 	held    map[string]*Lock
 	pending map[string]*pendingAcquire
 	toks    map[Token]int
-	lastTok map[string]Token
+	granted map[string][]seenGrant // per resource, the grants described so far
+}
+
+// seenGrant is a grant a scenario described: its mode and token.
+type seenGrant struct {
+	mode  Mode
+	token Token
 }
 
 func (r *nodeRunner) tok(t Token) string {
@@ -148,11 +154,16 @@ func (r *nodeRunner) describe(who string, l *Lock, err error) string {
 	if ok {
 		lvb = fmt.Sprintf("%q", strings.TrimRight(string(v), "\x00"))
 	}
+	// A grant's token exceeds every earlier conflicting grant's. Grants
+	// that do not conflict (two nodes' PR, say) may be seen in either
+	// order: a node's local user can ride on the node's earlier grant.
 	res := l.Resource().String()
-	if last, seen := r.lastTok[res]; seen && l.Token() < last {
-		r.t.Errorf("token of %s went back from %s to %s", res, last, l.Token())
+	for _, g := range r.granted[res] {
+		if !Compatible(g.mode, l.Mode()) && l.Token() < g.token {
+			r.t.Errorf("%s of %s got token %s, below the earlier conflicting %s grant's %s", l.Mode(), res, l.Token(), g.mode, g.token)
+		}
 	}
-	r.lastTok[res] = l.Token()
+	r.granted[res] = append(r.granted[res], seenGrant{l.Mode(), l.Token()})
 	return fmt.Sprintf("%s: granted %s %s token=%s lvb=%s", who, res, l.Mode(), r.tok(l.Token()), lvb)
 }
 
@@ -409,6 +420,6 @@ func TestNodeScenarios(t *testing.T) {
 	runScenarios(t, "testdata/node", func(t *testing.T) scenarioRunner {
 		i++
 		return &nodeRunner{t: t, c: c, prefix: fmt.Sprintf("/scn%d", i), nodes: map[string]*scenarioNode{},
-			held: map[string]*Lock{}, pending: map[string]*pendingAcquire{}, toks: map[Token]int{}, lastTok: map[string]Token{}}
+			held: map[string]*Lock{}, pending: map[string]*pendingAcquire{}, toks: map[Token]int{}, granted: map[string][]seenGrant{}}
 	})
 }
