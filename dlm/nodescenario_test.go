@@ -255,8 +255,12 @@ func (r *nodeRunner) exec(a []string) (string, error) {
 			default:
 			}
 			if queued(x.n, res) || time.Now().After(deadline) {
+				// The request may have become queued after the settle
+				// above: the other nodes see it too before the next
+				// command (a reader on another node must find the
+				// writer queued, not grant itself from its cache).
 				r.pending[who] = p
-				return who + ": waiting\n", nil
+				return who + ": waiting\n", r.settle()
 			}
 		}
 	case "await":
