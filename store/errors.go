@@ -40,7 +40,8 @@ var (
 	// node incarnation.
 	ErrFenced = errors.New("store: node fenced, lock no longer usable")
 	// ErrUnwritten: transactions this node committed could not be
-	// written in place (the volume failed the writes). Their journal
+	// written in place (the volume failed the writes, or at Close did not
+	// make them durable within Config.CloseTimeout). Their journal
 	// keeps them and this node reads them from memory; its checkpoints,
 	// and so the hand-over of the locks guarding them, wait until they are
 	// written. Retrying later is safe. If the volume keeps failing, the
