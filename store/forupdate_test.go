@@ -84,6 +84,9 @@ func TestReadForUpdateRunsOnce(t *testing.T) {
 		read func(tx *Tx, name string) ([]byte, error)
 		runs int
 	}{{"web/keys/k2", (*Tx).ReadFileForCreate, 1}, {"web/keys/k3", (*Tx).ReadFileForUpdate, 2}} {
+		// A new inode's lock still being asked for ahead (by the create
+		// before) would make the create start over once more.
+		waitLocksAhead(t, s)
 		runs := 0
 		err := s.Update(context.Background(), func(tx *Tx) error {
 			runs++
@@ -105,6 +108,19 @@ func TestReadForUpdateRunsOnce(t *testing.T) {
 	}); !errors.Is(err, ErrIsDir) {
 		t.Fatalf("read for update of a directory: %v, want ErrIsDir", err)
 	}
+}
+
+// waitLocksAhead waits until none of s's inode locks asked for ahead
+// (lockAhead) is still being asked for: those requests run on their own
+// and, on a loaded machine, land at any time after the create that made
+// them.
+func waitLocksAhead(t *testing.T, s *Store) {
+	t.Helper()
+	testutil.WaitFor(t, 10*time.Second, "locks asked ahead", func() bool {
+		s.aheadMu.Lock()
+		defer s.aheadMu.Unlock()
+		return len(s.ahead) == 0
+	})
 }
 
 // countingLocker counts the grants a node asks of the lock manager, per
@@ -243,11 +259,7 @@ func TestRewriteByIdentityLeavesTheDirectory(t *testing.T) {
 	// directory's among them (lockAhead, before it was made): those
 	// requests run on their own and, on a loaded machine, can land after
 	// the count below is taken.
-	testutil.WaitFor(t, 10*time.Second, "node a's locks asked ahead", func() bool {
-		a.aheadMu.Lock()
-		defer a.aheadMu.Unlock()
-		return len(a.ahead) == 0
-	})
+	waitLocksAhead(t, a)
 	before := lockers[0].count(dirLock)
 	for r := range 10 {
 		if err := b.WriteFile(fmt.Sprintf("web/keys/theirs-%d", r), []byte("x"), 0o600); err != nil {
