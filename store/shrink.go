@@ -58,34 +58,41 @@ func (s *Store) shrinkLoop() {
 // least lately, idle ones only (no local user, none asking, no recovery
 // grant), until it keeps 63/64 of Config.MaxCachedLocks (small steps: each
 // grant given up is a lock-manager release, an etcd write, and a burst of
-// them would stand in the way of other nodes' requests): the
-// journal is checkpointed once first when one of them guards blocks not
-// in place, then each is written back and released like a hand-over, its
-// value block zeroed (glock.forgetLocked: no generation left in the lock
-// table) and its cached blocks dropped. It returns how many it gave up. A grant given
-// up is asked for again at its next use.
+// them would stand in the way of other nodes' requests). The journal is
+// checkpointed once first when one of them guards blocks not in place;
+// then each is written back and released like a hand-over, its value
+// block zeroed (glock.forgetLocked: no generation left in the lock table)
+// and its cached blocks dropped. It returns how many it gave up. A grant
+// given up is asked for again at its next use.
 func (s *Store) shrink() int {
 	limit := s.cfg.MaxCachedLocks
 	over := int(s.held.Load()) - (limit - limit/64)
 	if over <= 0 || s.jr == nil {
 		return 0
 	}
+	// Each one's last use is read once: users go on meanwhile, and a
+	// sort must see one order.
+	type cand struct {
+		g    *glock
+		used int64
+	}
 	s.heldMu.Lock()
-	cands := make([]*glock, 0, len(s.heldSet))
+	byUse := make([]cand, 0, len(s.heldSet))
 	for g := range s.heldSet {
 		if g.class == classInode {
-			cands = append(cands, g)
+			byUse = append(byUse, cand{g, g.used.Load()})
 		}
 	}
 	s.heldMu.Unlock()
-	slices.SortFunc(cands, func(a, b *glock) int { return cmp.Compare(a.used.Load(), b.used.Load()) })
+	slices.SortFunc(byUse, func(a, b cand) int { return cmp.Compare(a.used, b.used) })
 	idle := func(g *glock) bool {
 		return g.hold != nil && g.asking == nil && g.rhold == nil && g.rbusy == nil
 	}
 	var victims []*glock
 	dirty := false
 	done := s.jr.checkpointed.Load()
-	for _, g := range cands {
+	for _, c := range byUse {
+		g := c.g
 		if len(victims) == over {
 			break
 		}
