@@ -88,6 +88,8 @@ func TestReadForUpdateRunsOnce(t *testing.T) {
 		// before) would make the create start over once more.
 		waitLocksAhead(t, s)
 		runs := 0
+		var why []string
+		s.restarted = func(r *retryError) { why = append(why, r.Error()) }
 		err := s.Update(context.Background(), func(tx *Tx) error {
 			runs++
 			if _, err := c.read(tx, c.name); !errors.Is(err, fs.ErrNotExist) {
@@ -96,8 +98,9 @@ func TestReadForUpdateRunsOnce(t *testing.T) {
 			return tx.WriteFile(c.name, []byte("new"), 0o600)
 		})
 		if err != nil || runs != c.runs {
-			t.Fatalf("create %s after a read of the missing file: %v after %d runs, want nil after %d", c.name, err, runs, c.runs)
+			t.Fatalf("create %s after a read of the missing file: %v after %d runs, want nil after %d; started over for: %q", c.name, err, runs, c.runs, why)
 		}
+		s.restarted = nil
 		if got, err := s.ReadFile(c.name); err != nil || string(got) != "new" {
 			t.Fatalf("%s = %q (%v) after its create", c.name, got, err)
 		}

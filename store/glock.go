@@ -474,6 +474,16 @@ func (g *glock) dropRecoveryLocked() error {
 func (g *glock) watch(hold Lock, dropped <-chan struct{}) {
 	select {
 	case <-hold.Blocking():
+		// A grant this node gave up says so on Blocking too, and dropped
+		// was closed before it was released: a select between the two
+		// would go on half the time, into handOn, whose wait for the
+		// local side (exclusive) would fail other users' tries, as long
+		// as the scheduler leaves it queued.
+		select {
+		case <-dropped:
+			return
+		default:
+		}
 	case <-dropped:
 		return // given up by this node (a PR grant made EX, shrink)
 	case <-g.s.closing:

@@ -222,7 +222,9 @@ type Store struct {
 	// slot had no owner or had this one.
 	openReplayed *ownReplay
 	closed       atomic.Bool
-	stats        storeStats
+	// restarted, when set (tests), is told why a transaction starts over.
+	restarted func(*retryError)
+	stats     storeStats
 	// statMemo remembers quickStat's answers given from the lock caches.
 	statMemo statMemo
 }

@@ -103,6 +103,9 @@ func (s *Store) runBounded(ctx context.Context, recovery bool, orphanWait time.D
 		}
 		var r *retryError
 		if errors.As(err, &r) {
+			if s.restarted != nil {
+				s.restarted(r)
+			}
 			hints = addHint(hints, r.g, r.mode)
 			if r.wait {
 				// Holding nothing, a wait stands in no recovery's way;
