@@ -200,6 +200,15 @@ type WebConfig struct {
 	// AllowOrigins are the origins whose pages may call the sessions API
 	// across origins (the demo's page fails over between nodes).
 	AllowOrigins []string `hcl:"allow_origins,optional"`
+	// MaxCachedLocks bounds the lock grants the store keeps cached on
+	// this node (store.Config.MaxCachedLocks); past it the idle ones used
+	// least lately are given up. Default 12288 (store.DefaultMaxCachedLocks).
+	// The lock manager checkpoints the whole lock table in one etcd value
+	// (about 29 bytes a lock, within etcd's 1.5 MiB request limit: about
+	// 50000 locks), and each node holds about 4500 more of its own (idle
+	// locks, the volume's regions): keep nodes x (this + 4500) under
+	// 50000, so 8000 for four web nodes, 5500 for five.
+	MaxCachedLocks int `hcl:"max_cached_locks,optional"`
 }
 
 // VolumeConfig is the shared volume the node uses: a mirror formatted with
@@ -516,17 +525,21 @@ func decodeAttrs(attrs hclsyntax.Attributes, v reflect.Value, prefix string) err
 				list = append(list, e.AsString())
 			}
 			f.Set(reflect.ValueOf(list))
-		case f.Kind() == reflect.Pointer && f.Type().Elem().Kind() == reflect.Int:
+		case f.Kind() == reflect.Int || f.Kind() == reflect.Pointer && f.Type().Elem().Kind() == reflect.Int:
 			nv, err := convert.Convert(val, cty.Number)
 			if err != nil || nv.IsNull() {
 				return bad("a whole number")
 			}
 			n, acc := nv.AsBigFloat().Int64()
-			if acc != big.Exact {
+			if acc != big.Exact || int64(int(n)) != n {
 				return bad("a whole number")
 			}
 			i := int(n)
-			f.Set(reflect.ValueOf(&i))
+			if f.Kind() == reflect.Int {
+				f.SetInt(int64(i))
+			} else {
+				f.Set(reflect.ValueOf(&i))
+			}
 		default:
 			return fmt.Errorf("config: %s: %s cannot be set from a file", rng, field)
 		}
@@ -668,6 +681,9 @@ func (c *Config) Validate() error {
 		if len(c.Volume.Legs) == 0 {
 			return fieldErr("web.addr", "the web tier serves from the store on the shared volume: volume.legs is empty")
 		}
+	}
+	if c.Web.MaxCachedLocks < 0 {
+		return fieldErr("web.max_cached_locks", "%d is negative", c.Web.MaxCachedLocks)
 	}
 	return nil
 }

@@ -91,6 +91,7 @@ func TestValidateNamesTheWrongField(t *testing.T) {
 		{"tls.auto_dir", func(c *Config) { c.TLS.CAFile = "x"; c.TLS.AutoDir = "y" }},
 		{"tls.cert_file", func(c *Config) { c.TLS.CAFile = os.Args[0] }},
 		{"admin.addr", func(c *Config) { c.Admin.Addr = "7080" }},
+		{"web.max_cached_locks", func(c *Config) { c.Web.MaxCachedLocks = -1 }},
 	}
 	for _, tc := range cases {
 		c := validBase()
@@ -120,6 +121,9 @@ etcd {
 lease {
   ttl = "3s"
 }
+web {
+  max_cached_locks = 8000
+}
 `), 0o644)
 	c, err := LoadFile(p)
 	if err != nil {
@@ -130,6 +134,9 @@ lease {
 	}
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
+	}
+	if c.Web.MaxCachedLocks != 8000 {
+		t.Fatalf("web.max_cached_locks read as %d", c.Web.MaxCachedLocks)
 	}
 	if c.LeaseTTL() != 3*time.Second || c.KeepAliveInterval() != 250*time.Millisecond {
 		t.Fatalf("ttl %s keepalive %s", c.LeaseTTL(), c.KeepAliveInterval())

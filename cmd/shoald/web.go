@@ -47,7 +47,8 @@ func webParts(cfg cluster.Config, middleware func(http.Handler) http.Handler) ([
 	if err := wc.Validate(); err != nil {
 		return nil, err
 	}
-	sp := storenode.New(storenode.Config{Slot: *cfg.Volume.Slot, Format: true, Handlers: webnode.Handlers(wc), Logger: cfg.Logger})
+	sp := storenode.New(storenode.Config{Slot: *cfg.Volume.Slot, Format: true, Handlers: webnode.Handlers(wc),
+		MaxCachedLocks: cfg.Web.MaxCachedLocks, Logger: cfg.Logger})
 	wp := webnode.New(webnode.Config{Web: wc, Store: sp.Store, Logger: cfg.Logger, ReusePort: cfg.ReusePort})
 	return []node.Part{sp, wp}, nil
 }

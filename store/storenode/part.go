@@ -40,6 +40,8 @@ type Config struct {
 	Handlers map[string]store.Handler
 	// WriteBuffer is store.Config.WriteBuffer (0: the default).
 	WriteBuffer int
+	// MaxCachedLocks is store.Config.MaxCachedLocks (0: the default).
+	MaxCachedLocks int
 	// Logger gets the part's log lines; nil means none.
 	Logger hclog.Logger
 }
@@ -170,6 +172,7 @@ func (p *Part) Start(ctx context.Context, inc node.Incarnation) error {
 	if p.cfg.WriteBuffer > 0 {
 		cfg.WriteBuffer = p.cfg.WriteBuffer
 	}
+	cfg.MaxCachedLocks = p.cfg.MaxCachedLocks
 	st, err := store.Open(ctx, cfg)
 	if err != nil {
 		return err
