@@ -21,6 +21,7 @@ import (
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.etcd.io/etcd/server/v3/etcdserver"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
@@ -71,6 +72,8 @@ func startEmbedded(ctx context.Context, cfg *Config, certs CertFiles, dd *dataDi
 	ec.PeerTLSInfo = tlsInfo
 	quiet := new(atomic.Bool)
 	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zaphclog.NewLogger(log.Named("etcd"), hclog.Warn, quiet))
+	var server atomic.Pointer[etcdserver.EtcdServer]
+	ec.GRPCAdditionalServerOptions = []grpc.ServerOption{grpc.ChainUnaryInterceptor(statusWhileStopping(serverStopping(server.Load)))}
 	ec.AutoCompactionMode = "periodic"
 	ec.AutoCompactionRetention = "5m"
 
@@ -103,6 +106,7 @@ func startEmbedded(ctx context.Context, cfg *Config, certs CertFiles, dd *dataDi
 	if err != nil {
 		return nil, fmt.Errorf("etcd: start member (client %s, peer %s): %w", cfg.Etcd.ClientAddr, cfg.Etcd.PeerAddr, err)
 	}
+	server.Store(e.Server)
 	t := time.NewTimer(cfg.StartTimeout())
 	defer t.Stop()
 	select {
