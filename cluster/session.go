@@ -47,6 +47,9 @@ type SessionConfig struct {
 	// gone (shoald holds its data directory's lock, so an older shoald of
 	// the same directory is dead).
 	TakeOver bool
+	// afterRevoke, when set (tests), runs after Register revoked an older
+	// incarnation's lease and before it tries to register again.
+	afterRevoke func()
 	// TimingAdvice is what the operator can change when renewals run
 	// late (Config.leaseAdvice: the timing profile, the lease TTL); it
 	// is logged with a lease lost, or nearly lost, to late renewals.
@@ -64,9 +67,9 @@ type Session struct {
 	info      keys.MemberRecord
 	key       string
 	createRev int64
-	// replaced is the older incarnation whose lease Register revoked to
-	// take the name over (TakeOver); nil when there was none.
-	replaced *keys.MemberRecord
+	// replaced are the older incarnations whose leases Register revoked
+	// to take the name over (TakeOver), oldest first.
+	replaced []keys.MemberRecord
 
 	// renew renews the lease once and returns the TTL granted, in seconds.
 	renew func(ctx context.Context, id clientv3.LeaseID) (int64, error)
@@ -170,10 +173,13 @@ func Register(ctx context.Context, cfg SessionConfig) (*Session, error) {
 		}
 		s.log.Info("taking over from older incarnation", "old_incarnation", old.Incarnation, "old_lease", fmt.Sprintf("%x", old.Lease))
 		old.Name = cfg.Info.Name
-		s.replaced = &old
+		s.replaced = append(s.replaced, old)
 		if _, err := cfg.Client.Revoke(ctx, clientv3.LeaseID(old.Lease)); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
 			cfg.Client.Revoke(context.Background(), grant.ID)
 			return nil, fmt.Errorf("session: revoke older incarnation's lease: %w", err)
+		}
+		if cfg.afterRevoke != nil {
+			cfg.afterRevoke()
 		}
 	}
 	cfg.Client.Revoke(context.Background(), grant.ID)
@@ -309,19 +315,17 @@ func (s *Session) Abandon(why error) {
 	s.markLost(fmt.Errorf("%w: abandoned: %w", ErrLeaseLost, why))
 }
 
-// Name is the member's name.
-// Replaced is the older incarnation of this node whose lease Register
-// revoked to take the name over (SessionConfig.TakeOver), and whether
-// there was one. Its member key vanished at once, perhaps before any
-// node's member view had it, so no one may have seen it go down: its
-// recovery is the new incarnation's to ask for.
-func (s *Session) Replaced() (keys.MemberRecord, bool) {
-	if s.replaced == nil {
-		return keys.MemberRecord{}, false
-	}
-	return *s.replaced, true
+// Replaced are the older incarnations of this node whose leases Register
+// revoked to take the name over (SessionConfig.TakeOver), oldest first;
+// none, usually, and one after a restart. Their member keys vanished at
+// once, perhaps before any node's member view had them, so no one may have
+// seen them go down: their recoveries are the new incarnation's to ask
+// for.
+func (s *Session) Replaced() []keys.MemberRecord {
+	return append([]keys.MemberRecord(nil), s.replaced...)
 }
 
+// Name is the member's name.
 func (s *Session) Name() string { return s.info.Name }
 
 // Incarnation identifies this registration.

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"testing"
 	"time"
@@ -181,28 +182,54 @@ func TestTakeOverNamesTheReplacedIncarnation(t *testing.T) {
 		t.Skip("starts an etcd member")
 	}
 	c := etcdtest.NewCluster(t, 1)
-	register := func() *Session {
+	register := func(afterRevoke func()) *Session {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		s, err := Register(ctx, SessionConfig{Client: c.Client(0), Prefix: "/takeover",
 			Info: keys.MemberRecord{Name: "n1", Kind: keys.KindNode},
 			TTL:  5 * time.Second, KeepAliveInterval: time.Second, KeepAliveTimeout: 2 * time.Second, SelfFenceMargin: time.Second,
-			TakeOver: true, Logger: testlog.New(t, "lease")})
+			TakeOver: true, Logger: testlog.New(t, "lease"), afterRevoke: afterRevoke})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return s
 	}
-	first := register()
-	if old, ok := first.Replaced(); ok {
+	first := register(nil)
+	if old := first.Replaced(); len(old) != 0 {
 		t.Fatalf("first incarnation replaced %+v, want none", old)
 	}
-	second := register()
-	defer second.Close(context.Background(), true)
-	old, ok := second.Replaced()
-	if !ok || old.Name != "n1" || old.Incarnation != first.Incarnation() || old.Lease != int64(first.LeaseID()) {
-		t.Fatalf("second incarnation replaced %+v (%v), want n1/%s with lease %x", old, ok, first.Incarnation(), first.LeaseID())
+	second := register(nil)
+	old := second.Replaced()
+	if len(old) != 1 || old[0].Name != "n1" || old[0].Incarnation != first.Incarnation() || old[0].Lease != int64(first.LeaseID()) {
+		t.Fatalf("second incarnation replaced %+v, want n1/%s with lease %x", old, first.Incarnation(), first.LeaseID())
 	}
 	first.Abandon(errors.New("taken over"))
+
+	// Another incarnation registers between the takeover's revoke and its
+	// next try: the takeover names both it replaced, oldest first.
+	ctx := context.Background()
+	racer := keys.MemberRecord{Name: "n1", Kind: keys.KindNode, Incarnation: "racer"}
+	lease, err := c.Client(0).Grant(ctx, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	racer.Lease = int64(lease.ID)
+	val, _ := json.Marshal(racer)
+	raced := false
+	third := register(func() {
+		if raced {
+			return
+		}
+		raced = true
+		if _, err := c.Client(0).Put(ctx, keys.Of("/takeover").Member("n1"), string(val), clientv3.WithLease(lease.ID)); err != nil {
+			t.Error(err)
+		}
+	})
+	defer third.Close(context.Background(), true)
+	old = third.Replaced()
+	if len(old) != 2 || old[0].Incarnation != second.Incarnation() || old[1].Incarnation != "racer" || old[1].Lease != racer.Lease {
+		t.Fatalf("third incarnation replaced %+v, want %s then racer", old, second.Incarnation())
+	}
+	second.Abandon(errors.New("taken over"))
 }

@@ -161,7 +161,7 @@ func (n *Node) parts() cluster.Parts {
 		p.Describe = n.det.describe
 	}
 	p.OnSession = func(ctx context.Context, s *cluster.Session) {
-		if old, ok := s.Replaced(); ok {
+		for _, old := range s.Replaced() {
 			// This incarnation revoked its predecessor's lease to take
 			// the name over. When every node restarted at once, no member
 			// view may have held the predecessor, so no one saw it go
