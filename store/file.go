@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -205,8 +206,10 @@ func (s *Store) OpenFile(name string, flag int, perm fs.FileMode) (*File, error)
 	return f, nil
 }
 
-// getInodeFor locks and reads the inode a File refers to: fs.ErrNotExist
-// when it was removed (or its block reused) since the File was opened.
+// getInodeFor locks and reads the inode a File (or an identity, ReadFileOf)
+// refers to: fs.ErrNotExist when it was removed since, its block free, or
+// reused for another inode (another generation), metadata of another kind
+// or file data (no block header at all).
 func (tx *Tx) getInodeFor(ino uint64, gen uint32, mode LockMode) (*inode, *glock, error) {
 	g := tx.s.glockFor(classInode, ino)
 	if err := tx.lock(g, mode); err != nil {
@@ -215,6 +218,13 @@ func (tx *Tx) getInodeFor(ino uint64, gen uint32, mode LockMode) (*inode, *glock
 	b, err := tx.read(g, ino)
 	if err != nil {
 		return nil, nil, err
+	}
+	if len(b) == BlockSize && binary.LittleEndian.Uint32(b) != blockMagic {
+		// Reused for file data, which has no block header. A damaged
+		// inode block keeps its magic (what damages a block flips some
+		// bits, and the mirror repairs a block damaged on one leg): it
+		// fails the header's checksum below, as ErrCorrupt.
+		return nil, nil, fmt.Errorf("%w: removed (block %d holds file data now)", fs.ErrNotExist, ino)
 	}
 	h, err := openBlock(b, ino, 0)
 	if err != nil {

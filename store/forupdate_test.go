@@ -1,10 +1,12 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -285,7 +287,12 @@ func TestRewriteByIdentityLeavesTheDirectory(t *testing.T) {
 	if got, err := b.ReadFile("web/keys/mine"); err != nil || string(got) != "v0xxxxxxxxxx" {
 		t.Fatalf("read by path on node b: %q %v", got, err)
 	}
-	// Removed: fs.ErrNotExist, by identity.
+	// Removed: fs.ErrNotExist, by identity. (The file that will take its
+	// block for data is made first: its inode would take the block.)
+	fill, err := a.OpenFile("web/fill", os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := b.Remove("web/keys/mine"); err != nil {
 		t.Fatal(err)
 	}
@@ -295,6 +302,52 @@ func TestRewriteByIdentityLeavesTheDirectory(t *testing.T) {
 	})
 	if !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("read of a removed file by identity: %v, want fs.ErrNotExist", err)
+	}
+	// Its block reused for another file's data, which has no block
+	// header: still fs.ErrNotExist by identity, not ErrCorrupt. One file
+	// grows, to the blocks kept for new inodes too (lockAhead), which go
+	// to data last.
+	raw := make([]byte, BlockSize)
+	chunk := bytes.Repeat([]byte{0xa5}, 32*BlockSize)
+	for i := 0; ; i++ {
+		if err := dev.ReadAt(context.Background(), raw, int64(id.Ino)*BlockSize); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := openBlock(raw, id.Ino, 0); err != nil {
+			break
+		}
+		_, err := fill.Write(chunk)
+		if err == nil {
+			err = fill.Sync()
+		}
+		switch {
+		case errors.Is(err, ErrNoSpace) && len(chunk) > BlockSize:
+			// The refused chunk stays the handle's to write: start
+			// over with a new one, block by block.
+			fill.Close()
+			if fill, err = a.OpenFile("web/fill", os.O_WRONLY|os.O_APPEND, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			chunk = chunk[:BlockSize]
+		case err != nil:
+			t.Fatalf("block %d not reused for file data after %d writes: %v", id.Ino, i, err)
+		}
+	}
+	if err := fill.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// A node that kept no image of the block reads it from the volume
+	// (the others may still answer from the removed inode's image).
+	c := openNode(t, dev, lm, "c", 2)
+	nodes = append(nodes, c)
+	for _, s := range nodes {
+		err = s.Update(context.Background(), func(tx *Tx) error {
+			_, err := tx.ReadFileOf(id)
+			return err
+		})
+		if !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("read by identity of a removed file whose block holds file data now: %v, want fs.ErrNotExist", err)
+		}
 	}
 	if err := a.Update(context.Background(), func(tx *Tx) error {
 		return tx.WriteFileOf(FileStat{Ino: 1, Gen: 1}, nil)

@@ -726,10 +726,10 @@ func (tx *Tx) writeFile(name string, data []byte, perm fs.FileMode) error {
 // a node rewriting a file it knows never takes a lock of the directory
 // from another node making or removing other files in it. A remove or a
 // rename of the file takes it EX too, and waits. fs.ErrNotExist when the
-// file was removed (its inode freed, or reused for another inode: another
-// generation); ErrIsDir for a directory. An id is meant for a file the
-// caller saw lately: once a removed file's block is reused for file data,
-// reading by its old id fails with ErrCorrupt (the block is no inode).
+// file was removed (its inode freed, or its block reused: for another
+// inode, another generation, or for other metadata or file data);
+// ErrIsDir for a directory; ErrCorrupt for an inode block damaged on every
+// leg.
 func (tx *Tx) ReadFileOf(id FileStat) ([]byte, error) {
 	in, _, err := tx.fileOf(id)
 	if err != nil {
