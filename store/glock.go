@@ -51,6 +51,10 @@ type glock struct {
 	// behind) a plain request of this node that waits on the orphan.
 	rhold Lock
 	rbusy chan struct{} // closed when a recovery request fails or its grant is given back
+
+	// gone: prune removed g from the store's map; the next acquire puts
+	// it back (revive) or fails with errGlockGone.
+	gone bool
 }
 
 // Lock classes, in lock order.
@@ -145,6 +149,11 @@ func (g *glock) acquire(ctx context.Context, mode LockMode, try, recovery bool) 
 			return ErrWouldBlock
 		}
 		g.mu.Lock()
+		if g.gone && !g.revive() {
+			g.mu.Unlock()
+			g.unlockLocal(mode)
+			return errGlockGone
+		}
 		if g.hold != nil && (g.hold.Mode() == Exclusive || mode == Shared) {
 			g.mu.Unlock()
 			g.s.stats.cachedLocks.Add(1)
@@ -324,6 +333,11 @@ func (g *glock) acquireRecovery(ctx context.Context, mode LockMode, try bool) er
 			done()
 		}
 		g.mu.Lock()
+		if g.gone && !g.revive() {
+			g.mu.Unlock()
+			g.unlockLocal(Exclusive)
+			return errGlockGone
+		}
 		if g.hold != nil && g.rhold == nil && mode == Shared {
 			// Cached since the look above: take it shared.
 			g.mu.Unlock()

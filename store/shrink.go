@@ -3,7 +3,9 @@ package store
 import (
 	"cmp"
 	"context"
+	"errors"
 	"slices"
+	"time"
 )
 
 // DefaultMaxCachedLocks is Config.MaxCachedLocks's default: a directory
@@ -38,18 +40,29 @@ func (s *Store) noteHeld(g *glock, held bool) {
 	}
 }
 
-// shrinkLoop runs shrink whenever noteHeld kicks it, until the store
-// closes.
+// shrinkLoop runs shrink whenever noteHeld kicks it, and prune when the
+// glocks of locks this node does not hold are more than pruneSlack (looked
+// at then and every pruneEvery), until the store closes.
 func (s *Store) shrinkLoop() {
 	defer s.bg.Done()
+	tick := s.clk.NewTicker(pruneEvery)
+	defer tick.Stop()
 	for {
 		select {
 		case <-s.closing:
 			return
 		case <-s.shrinkKick:
+			if n := s.shrink(); n > 0 {
+				s.log.Debug("gave up idle lock grants", "count", n, "kept", s.held.Load())
+			}
+		case <-tick.C():
 		}
-		if n := s.shrink(); n > 0 {
-			s.log.Debug("gave up idle lock grants", "count", n, "kept", s.held.Load())
+		s.gmu.Lock()
+		idle := len(s.glocks) - int(s.held.Load())
+		s.gmu.Unlock()
+		if idle > s.pruneSlack() {
+			n := s.prune()
+			s.log.Debug("pruned idle lock structures", "count", n)
 		}
 	}
 }
@@ -140,4 +153,69 @@ func (s *Store) shrink() int {
 		g.rw.Unlock()
 	}
 	return n
+}
+
+// prune removes from the store's map the structures (glocks) of inode
+// locks this node neither holds nor asks for, that no local user holds,
+// and whose changes are all in place (checkpointed); their cached blocks,
+// which no grant vouches for any more, go with them. A node keeps a
+// glock for every file it ever touched otherwise, for its whole life: a
+// web node makes a file per idempotency key. A glock a caller got from
+// glockFor before it was removed, and locks only after, is put back by
+// that acquire (revive), or fails it with errGlockGone when another took
+// its place meanwhile: a transaction then starts over. It returns how many
+// it removed.
+func (s *Store) prune() int {
+	done := ^uint64(0)
+	if s.jr != nil {
+		done = s.jr.checkpointed.Load()
+	}
+	s.gmu.Lock()
+	defer s.gmu.Unlock()
+	n := 0
+	for key, g := range s.glocks {
+		if key.class != classInode || !g.rw.TryLock() {
+			continue
+		}
+		if g.mu.TryLock() {
+			if g.hold == nil && g.rhold == nil && g.asking == nil && g.rbusy == nil && g.dirty <= done {
+				g.gone = true
+				g.blocks = nil
+				delete(s.glocks, key)
+				n++
+			}
+			g.mu.Unlock()
+		}
+		g.rw.Unlock()
+	}
+	return n
+}
+
+// pruneSlack is how many glocks beyond the grants it holds a store keeps
+// before it prunes (pruneLoop): a look over the map costs about a
+// microsecond per glock.
+func (s *Store) pruneSlack() int { return max(1024, s.cfg.MaxCachedLocks/4) }
+
+// pruneEvery is how often shrinkLoop looks whether to prune.
+const pruneEvery = 10 * time.Second
+
+// errGlockGone fails an acquire of a glock prune removed when another
+// glock of the same lock took its place meanwhile: the caller looks the
+// lock up again (a transaction starts over).
+var errGlockGone = errors.New("store: lock structure pruned; look the lock up again")
+
+// revive puts g, which prune removed, back in the store's map, unless
+// another glock of its lock is there now (false). Called with g.mu held.
+func (g *glock) revive() bool {
+	s := g.s
+	s.gmu.Lock()
+	defer s.gmu.Unlock()
+	key := glockKey{g.class, g.id}
+	if cur := s.glocks[key]; cur != nil {
+		return cur == g
+	}
+	s.glocks[key] = g
+	g.gone = false
+	g.blocks = map[uint64][]byte{}
+	return true
 }

@@ -110,7 +110,9 @@ func (s *Store) runBounded(ctx context.Context, recovery bool, orphanWait time.D
 			if r.wait {
 				// Holding nothing, a wait stands in no recovery's way;
 				// the grant stays cached for the next attempt.
-				if err := s.acquireBounded(ctx, r.g, r.mode, orphanWait); err != nil {
+				if err := s.acquireBounded(ctx, r.g, r.mode, orphanWait); errors.Is(err, errGlockGone) {
+					continue // the next attempt looks it up again
+				} else if err != nil {
 					return err
 				}
 				if err := r.g.put(r.mode, false); err != nil {
@@ -126,7 +128,8 @@ func (s *Store) runBounded(ctx context.Context, recovery bool, orphanWait time.D
 
 func addHint(hints []lockHint, g *glock, mode LockMode) []lockHint {
 	for i, h := range hints {
-		if h.g == g {
+		if h.g.class == g.class && h.g.id == g.id {
+			hints[i].g = g // the one looked up last (prune)
 			if mode == Exclusive {
 				hints[i].mode = Exclusive
 			}
@@ -167,6 +170,10 @@ func (tx *Tx) lock(g *glock, mode LockMode) error {
 		tx.retry = &retryError{g, mode, yielded}
 		return tx.retry
 	}
+	if errors.Is(err, errGlockGone) {
+		tx.retry = &retryError{tx.s.glockFor(g.class, g.id), mode, false}
+		return tx.retry
+	}
 	if err != nil {
 		return err
 	}
@@ -197,6 +204,10 @@ func (tx *Tx) tryLock(g *glock, mode LockMode) (bool, error) {
 	}
 	if errors.Is(err, ErrWouldBlock) {
 		return false, nil
+	}
+	if errors.Is(err, errGlockGone) {
+		tx.retry = &retryError{tx.s.glockFor(g.class, g.id), mode, false}
+		return false, tx.retry
 	}
 	if err != nil {
 		return false, err
