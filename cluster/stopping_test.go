@@ -16,21 +16,21 @@ import (
 func TestStatusWhileStoppingAnswersUnavailable(t *testing.T) {
 	boom := func(context.Context, any) (any, error) { panic("nil bolt transaction") }
 	ok := func(context.Context, any) (any, error) { return "answer", nil }
-	call := func(stopping bool, method string, h grpc.UnaryHandler) (resp any, err error, panicked any) {
+	call := func(stopping bool, method string, h grpc.UnaryHandler) (resp, panicked any, err error) {
 		defer func() { panicked = recover() }()
 		resp, err = statusWhileStopping(func() bool { return stopping })(context.Background(), nil, &grpc.UnaryServerInfo{FullMethod: method}, h)
-		return resp, err, nil
+		return resp, nil, err
 	}
-	if _, err, p := call(true, statusMethod, boom); p != nil || status.Code(err) != codes.Unavailable {
+	if _, p, err := call(true, statusMethod, boom); p != nil || status.Code(err) != codes.Unavailable {
 		t.Fatalf("Status panicking while stopping: err %v, panic %v; want Unavailable", err, p)
 	}
-	if _, _, p := call(false, statusMethod, boom); p == nil {
+	if _, p, _ := call(false, statusMethod, boom); p == nil {
 		t.Fatal("Status panicking on a running member was hidden")
 	}
-	if _, _, p := call(true, "/etcdserverpb.KV/Range", boom); p == nil {
+	if _, p, _ := call(true, "/etcdserverpb.KV/Range", boom); p == nil {
 		t.Fatal("a panic in another call was hidden")
 	}
-	if resp, err, p := call(true, statusMethod, ok); resp != "answer" || err != nil || p != nil {
+	if resp, p, err := call(true, statusMethod, ok); resp != "answer" || err != nil || p != nil {
 		t.Fatalf("a Status that does not panic: %v %v %v", resp, err, p)
 	}
 	if serverStopping(nilServer)() {
