@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-ha/shoal/blockdev"
 	"github.com/shoal-ha/shoal/internal/testutil"
 )
 
@@ -21,13 +22,7 @@ import (
 // it uses next.
 func TestIdleGrantsBeyondTheLimitAreGivenUp(t *testing.T) {
 	const limit = 32
-	dev := newMem(t, 8192, FormatOptions{})
-	lm := NewMemLocks()
-	a := openNode(t, dev, lm, "a", 0, func(c *Config) { c.MaxCachedLocks = limit })
-	b := openNode(t, dev, lm, "b", 1)
-	if err := a.MkdirAll("d", 0o755); err != nil {
-		t.Fatal(err)
-	}
+	dev, a, b := limitedAndPlain(t, limit)
 	content := func(i, v int) string { return strings.Repeat(fmt.Sprintf("file %d version %d;", i, v), 10) }
 	const files = 200
 	for i := range files {
@@ -66,6 +61,20 @@ func TestIdleGrantsBeyondTheLimitAreGivenUp(t *testing.T) {
 	checkClean(t, dev)
 }
 
+// limitedAndPlain opens node a, which keeps at most limit grants cached,
+// and node b, with the defaults, on a new store with a directory d.
+func limitedAndPlain(t *testing.T, limit int) (blockdev.Device, *Store, *Store) {
+	t.Helper()
+	dev := newMem(t, 8192, FormatOptions{})
+	lm := NewMemLocks()
+	a := openNode(t, dev, lm, "a", 0, func(c *Config) { c.MaxCachedLocks = limit })
+	b := openNode(t, dev, lm, "b", 1)
+	if err := a.MkdirAll("d", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dev, a, b
+}
+
 // glockCount is how many glocks s keeps in its map.
 func glockCount(s *Store) int {
 	s.gmu.Lock()
@@ -78,13 +87,7 @@ func glockCount(s *Store) int {
 // rewrites every file right afterwards, on both nodes.
 func TestPruneForgetsLocksNotHeld(t *testing.T) {
 	const limit = 32
-	dev := newMem(t, 8192, FormatOptions{})
-	lm := NewMemLocks()
-	a := openNode(t, dev, lm, "a", 0, func(c *Config) { c.MaxCachedLocks = limit })
-	b := openNode(t, dev, lm, "b", 1)
-	if err := a.MkdirAll("d", 0o755); err != nil {
-		t.Fatal(err)
-	}
+	dev, a, b := limitedAndPlain(t, limit)
 	content := func(i, v int) string { return fmt.Sprintf("file %d version %d", i, v) }
 	const files = 600
 	for i := range files {
