@@ -192,8 +192,8 @@ func (s *Store) prune() int {
 }
 
 // pruneSlack is how many glocks beyond the grants it holds a store keeps
-// before it prunes (pruneLoop): a look over the map costs about a
-// microsecond per glock.
+// before it prunes (shrinkLoop): prune holds every glockFor up while it
+// looks over the whole map, so it runs only when there is much to remove.
 func (s *Store) pruneSlack() int { return max(1024, s.cfg.MaxCachedLocks/4) }
 
 // pruneEvery is how often shrinkLoop looks whether to prune.
