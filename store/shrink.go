@@ -170,30 +170,40 @@ func (s *Store) prune() int {
 	if s.jr != nil {
 		done = s.jr.checkpointed.Load()
 	}
+	// The map is held for a copy of its inode glocks only, then for one
+	// glock at a time: lookups go on meanwhile.
 	s.gmu.Lock()
-	defer s.gmu.Unlock()
-	n := 0
+	gs := make([]*glock, 0, len(s.glocks))
 	for key, g := range s.glocks {
-		if key.class != classInode || !g.rw.TryLock() {
-			continue
+		if key.class == classInode {
+			gs = append(gs, g)
 		}
-		if g.mu.TryLock() {
-			if g.hold == nil && g.rhold == nil && g.asking == nil && g.rbusy == nil && g.dirty <= done {
-				g.gone = true
-				g.blocks = nil
-				delete(s.glocks, key)
-				n++
+	}
+	s.gmu.Unlock()
+	n := 0
+	for _, g := range gs {
+		s.gmu.Lock()
+		key := glockKey{g.class, g.id}
+		if s.glocks[key] == g && g.rw.TryLock() {
+			if g.mu.TryLock() {
+				if g.hold == nil && g.rhold == nil && g.asking == nil && g.rbusy == nil && g.dirty <= done {
+					g.gone = true
+					g.blocks = nil
+					delete(s.glocks, key)
+					n++
+				}
+				g.mu.Unlock()
 			}
-			g.mu.Unlock()
+			g.rw.Unlock()
 		}
-		g.rw.Unlock()
+		s.gmu.Unlock()
 	}
 	return n
 }
 
 // pruneSlack is how many glocks beyond the grants it holds a store keeps
-// before it prunes (shrinkLoop): prune holds every glockFor up while it
-// looks over the whole map, so it runs only when there is much to remove.
+// before it prunes (shrinkLoop): a prune looks at every glock (about 0.2 µs
+// each, BenchmarkPrune20k), so it runs only when there is much to remove.
 func (s *Store) pruneSlack() int { return max(1024, s.cfg.MaxCachedLocks/4) }
 
 // pruneEvery is how often shrinkLoop looks whether to prune.

@@ -284,3 +284,20 @@ func TestPruneUnderLoad(t *testing.T) {
 	}
 	checkClean(t, dev)
 }
+
+// BenchmarkPrune20k: one prune of 20,000 idle glocks.
+func BenchmarkPrune20k(b *testing.B) {
+	dev := newMem(b, 4096, FormatOptions{})
+	s := openNode(b, dev, NewMemLocks(), "a", 0)
+	defer s.Close()
+	for b.Loop() {
+		b.StopTimer()
+		for i := range 20000 {
+			s.glockFor(classInode, uint64(1<<20+i))
+		}
+		b.StartTimer()
+		if n := s.prune(); n < 20000 {
+			b.Fatalf("pruned %d", n)
+		}
+	}
+}
