@@ -221,9 +221,11 @@ func (tx *Tx) getInodeFor(ino uint64, gen uint32, mode LockMode) (*inode, *glock
 	}
 	if len(b) == BlockSize && binary.LittleEndian.Uint32(b) != blockMagic {
 		// Reused for file data, which has no block header. A damaged
-		// inode block keeps its magic (what damages a block flips some
-		// bits, and the mirror repairs a block damaged on one leg): it
-		// fails the header's checksum below, as ErrCorrupt.
+		// inode block usually keeps its magic (what damages a block flips
+		// some bits, and the mirror repairs a block damaged on one leg):
+		// it fails the header's checksum below, as ErrCorrupt. One wiped
+		// from its start on every leg reads as removed here; a path
+		// lookup and the check still report it.
 		return nil, nil, fmt.Errorf("%w: removed (block %d holds file data now)", fs.ErrNotExist, ino)
 	}
 	h, err := openBlock(b, ino, 0)

@@ -729,7 +729,9 @@ func (tx *Tx) writeFile(name string, data []byte, perm fs.FileMode) error {
 // file was removed (its inode freed, or its block reused: for another
 // inode, another generation, or for other metadata or file data);
 // ErrIsDir for a directory; ErrCorrupt for an inode block damaged on every
-// leg.
+// leg, except one whose first bytes (the block magic) are gone too, which
+// cannot be told from file data and reads as removed here (a path lookup
+// and the check still report it).
 func (tx *Tx) ReadFileOf(id FileStat) ([]byte, error) {
 	in, _, err := tx.fileOf(id)
 	if err != nil {
