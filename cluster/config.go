@@ -203,11 +203,9 @@ type WebConfig struct {
 	// MaxCachedLocks bounds the lock grants the store keeps cached on
 	// this node (store.Config.MaxCachedLocks); past it the idle ones used
 	// least lately are given up. Default 12288 (store.DefaultMaxCachedLocks).
-	// The lock manager checkpoints the whole lock table in one etcd value
-	// (about 29 bytes a lock, within etcd's 1.5 MiB request limit: about
-	// 50000 locks), and each node holds about 4500 more of its own (idle
-	// locks, the volume's regions): keep nodes x (this + 4500) under
-	// 50000, so 8000 for four web nodes, 5500 for five.
+	// Every node's copy of the lock table holds every node's grants, so
+	// a lower bound saves memory on every node (and etcd keys) at the cost
+	// of more lock requests for a working set larger than the bound.
 	MaxCachedLocks int `hcl:"max_cached_locks,optional"`
 }
 

@@ -43,6 +43,11 @@ type Config struct {
 	// need history that compaction may have removed. It must be well below
 	// the cluster's compaction retention.
 	CheckpointInterval time.Duration
+	// CheckpointPartBytes is the largest etcd value a checkpoint is
+	// written in: a larger one is written in parts of this size and a
+	// manifest (etcd refuses requests over its --max-request-bytes, 1.5
+	// MiB by default). Default 512 KiB.
+	CheckpointPartBytes int
 	// StartTimeout bounds how long Start may take to catch up with the
 	// cluster's lock table.
 	StartTimeout time.Duration
@@ -81,7 +86,8 @@ func DefaultConfig() Config {
 
 		WriteAttemptTimeout: time.Second,
 
-		CheckpointInterval: 30 * time.Second,
+		CheckpointInterval:  30 * time.Second,
+		CheckpointPartBytes: 512 << 10,
 	}
 }
 
@@ -111,6 +117,9 @@ func (c Config) Validate() error {
 	}
 	if c.CheckpointInterval <= 0 {
 		errs = append(errs, fmt.Errorf("dlm: Config.CheckpointInterval %v must be positive", c.CheckpointInterval))
+	}
+	if c.CheckpointPartBytes <= 0 {
+		errs = append(errs, fmt.Errorf("dlm: Config.CheckpointPartBytes %d must be positive", c.CheckpointPartBytes))
 	}
 	if c.WriteAttemptTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("dlm: Config.WriteAttemptTimeout %v must be positive", c.WriteAttemptTimeout))

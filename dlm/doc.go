@@ -53,7 +53,9 @@
 // Grants follow from the order of events and are not stored, so a node
 // that joins restores the newest checkpoint (an exact copy of a replica,
 // written by some node every Config.CheckpointInterval) and replays only
-// the events after it. When etcd has compacted past the newest
+// the events after it. A checkpoint larger than one etcd request allows
+// is written in parts under a manifest (Config.CheckpointPartBytes). When
+// etcd has compacted past the newest
 // checkpoint, the joiner (or a listing such as lockctl ls) asks the live
 // nodes for one at once through the want-checkpoint key; with no live
 // node to answer it fails with ErrCompacted.

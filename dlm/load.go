@@ -26,6 +26,19 @@ import (
 // reader asks the live nodes for a checkpoint now (requestCheckpoint)
 // instead of waiting for the next periodic one.
 func loadReplica(ctx context.Context, cli *clientv3.Client, prefix string) (rep *Replica, from, target int64, err error) {
+	for range 3 {
+		rep, from, target, err = loadReplicaOnce(ctx, cli, prefix)
+		if !errors.Is(err, errCheckpointReplaced) {
+			break
+		}
+	}
+	return rep, from, target, err
+}
+
+// loadReplicaOnce is loadReplica's one try: it fails with
+// errCheckpointReplaced when a newer checkpoint replaced the one it read
+// meanwhile.
+func loadReplicaOnce(ctx context.Context, cli *clientv3.Client, prefix string) (rep *Replica, from, target int64, err error) {
 	rep = NewReplica(prefix)
 	k := rep.keys
 	resp, err := cli.Txn(ctx).Then(
@@ -41,7 +54,7 @@ func loadReplica(ctx context.Context, cli *clientv3.Client, prefix string) (rep 
 	if resp.Responses[0].GetResponseRange().Count > 0 {
 		from = 1
 		if cp := resp.Responses[3].GetResponseRange().Kvs; len(cp) == 1 {
-			if rep, err = RestoreReplica(prefix, cp[0].Value); err != nil {
+			if rep, err = checkpointReplica(ctx, cli, prefix, cp[0].Value, target); err != nil {
 				return nil, 0, 0, err
 			}
 			from = rep.Table.Revision() + 1
@@ -95,7 +108,10 @@ func requestCheckpoint(ctx context.Context, cli *clientv3.Client, prefix string,
 					if ev.Type != mvccpb.PUT {
 						continue
 					}
-					r, err := RestoreReplica(prefix, ev.Kv.Value)
+					r, err := checkpointReplica(ctx, cli, prefix, ev.Kv.Value, ev.Kv.ModRevision)
+					if errors.Is(err, errCheckpointReplaced) {
+						continue // the newer one follows in the watch
+					}
 					if err != nil {
 						return nil, err
 					}

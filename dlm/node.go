@@ -629,24 +629,23 @@ func (n *Node) maybeCheckpoint() {
 		return
 	}
 	n.cpWriting = true
-	seen, key, rev := n.cpModRev, n.keys.checkpoint(), n.rev
+	seen, rev := n.cpModRev, n.rev
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
 		ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
 		defer cancel()
-		resp, err := n.cfg.Client.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", seen)).
-			Then(clientv3.OpPut(key, string(data))).Commit()
-		n.etcdWrites.Add(1)
+		stored, writes, err := putCheckpoint(ctx, n.cfg.Client, n.keys, seen, rev, n.me.Node, data, n.cfg.CheckpointPartBytes)
+		n.etcdWrites.Add(uint64(writes))
 		n.mu.Lock()
 		defer n.mu.Unlock()
 		n.cpWriting = false
 		switch {
 		case err != nil:
-			n.log.Warn("writing a lock table checkpoint failed", "error", err)
+			n.log.Warn("writing a lock table checkpoint failed", "bytes", len(data), "error", err)
 			n.cpSeen = n.cfg.Clock.Now() // try again one interval later
-		case resp.Succeeded:
-			n.log.Debug("wrote lock table checkpoint", "revision", rev, "bytes", len(data))
+		case stored:
+			n.log.Debug("wrote lock table checkpoint", "revision", rev, "bytes", len(data), "writes", writes)
 		}
 	}()
 }

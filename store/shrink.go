@@ -9,12 +9,10 @@ import (
 )
 
 // DefaultMaxCachedLocks is Config.MaxCachedLocks's default: a directory
-// of 10,000 entries listed with every entry's details stays cached whole,
-// and the lock table of three nodes stays within one etcd request (1.5
-// MiB by default), in which the lock manager writes its checkpoint of it:
-// about 29 bytes per lock there, and each node may keep as many idle
-// locks again of its own (dlm.Config.MaxCached, 4096) and its volume's
-// region locks, about 50,000 locks in all.
+// of 10,000 entries listed with every entry's details stays cached whole.
+// Every node's copy of the lock table holds every node's grants (about 40
+// bytes each in the lock manager's checkpoint, written in parts when it
+// outgrows one etcd request: dlm.Config.CheckpointPartBytes).
 const DefaultMaxCachedLocks = 12288
 
 // noteHeld notes that this node now keeps g's plain grant (held) or gave

@@ -17,14 +17,16 @@
 //	P/dlm/lvb/RESOURCE                 dlm value block (JSON)         kept     dlm, by PW/EX holders on release
 //	P/dlm/recovered/NAME/INC           dlm recovery release (JSON)    kept     dlm.Node.ReleaseDead
 //	P/dlm/forced/NAME/INC/SEQ          dlm forced release (JSON)      kept     dlm.ForceRelease
-//	P/dlm/checkpoint                   dlm replica checkpoint (JSON)  kept     dlm (periodic and on demand)
+//	P/dlm/checkpoint                   dlm replica checkpoint (gzip)  kept     dlm (periodic and on demand)
+//	P/dlm/parts/REV/NAME/PART          dlm checkpoint part (bytes)    kept     dlm, a checkpoint too large for one value
 //	P/dlm/want-checkpoint              dlm checkpoint request (text)  kept     dlm, by a reader whose history was compacted
 //	P/probe                            never written                  -        cluster (a read that proves an external etcd serves)
 //	P/store/...                        reserved for the store         -        store
 //	P/web/...                          reserved for the web tier      -        web tier
 //
 // NAME is a member name, INC an incarnation id (hex), SEQ a 16-digit hex
-// sequence, LEASE an etcd lease id in hex, UUID a volume's uuid and
+// sequence, REV an etcd revision in 16 hex digits, PART a part number in 4
+// decimal digits, LEASE an etcd lease id in hex, UUID a volume's uuid and
 // RESOURCE a dlm resource name ("name" or "volume@start-end").
 //
 // Adding a key: add a Space method and a row to Table and to the table

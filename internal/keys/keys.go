@@ -124,6 +124,28 @@ func (s Space) DLMForcedRequest(reqKey string) string {
 // DLMCheckpoint is the lock table replica's checkpoint.
 func (s Space) DLMCheckpoint() string { return s.DLM() + "checkpoint" }
 
+// DLMCheckpointParts is the prefix of the parts of checkpoints too large
+// for one etcd value (the checkpoint key then holds a manifest naming
+// them).
+func (s Space) DLMCheckpointParts() string { return s.DLM() + "parts/" }
+
+// DLMCheckpointGen is the prefix of the parts of one checkpoint: rev is
+// its revision in 16 hex digits (so that keys sort by it), name its
+// writer's member name.
+func (s Space) DLMCheckpointGen(rev, name string) string {
+	return s.DLMCheckpointParts() + rev + "/" + name + "/"
+}
+
+// DLMCheckpointPart is part number part (4 decimal digits) of the
+// checkpoint at rev by name.
+func (s Space) DLMCheckpointPart(rev, name, part string) string {
+	return s.DLMCheckpointGen(rev, name) + part
+}
+
+// DLMCheckpointPartsBefore ends the range of the parts of every checkpoint
+// at a revision before rev (16 hex digits), from DLMCheckpointParts.
+func (s Space) DLMCheckpointPartsBefore(rev string) string { return s.DLMCheckpointParts() + rev }
+
 // DLMCheckpointRequest asks the live nodes for a checkpoint now: a reader
 // that finds the history it needs compacted writes it.
 func (s Space) DLMCheckpointRequest() string { return s.DLM() + "want-checkpoint" }

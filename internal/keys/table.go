@@ -30,6 +30,7 @@ var Table = []Entry{
 		return s.DLMForcedRequest(s.DLMOwnerRequests("NAME", "INC") + "SEQ")
 	}},
 	{"P/dlm/checkpoint", "dlm replica checkpoint", false, func(s Space) string { return s.DLMCheckpoint() }},
+	{"P/dlm/parts/REV/NAME/PART", "dlm checkpoint part (bytes)", false, func(s Space) string { return s.DLMCheckpointPart("REV", "NAME", "PART") }},
 	{"P/dlm/want-checkpoint", "dlm checkpoint request", false, func(s Space) string { return s.DLMCheckpointRequest() }},
 	{"P/probe", "never written", false, func(s Space) string { return s.Probe() }},
 	{"P/store/...", "reserved for the store", false, func(s Space) string { return s.Store() + "..." }},
