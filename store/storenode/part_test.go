@@ -69,6 +69,38 @@ func TestNodesShareStoreAndReplayTheDead(t *testing.T) {
 	}
 }
 
+// TestCachedLockBound: a node's MaxCachedLocks reaches its store. With a
+// bound of 32, a node that writes 300 files of its own (nobody else asks
+// for their locks) gives most of their grants back; with the default
+// bound it keeps them all.
+func TestCachedLockBound(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts etcd and two nodes")
+	}
+	_, a, b := twoStoreNodesWith(t, func(i int, cfg *storenode.Config) {
+		if i == 0 {
+			cfg.MaxCachedLocks = 32
+		}
+	})
+	for _, st := range []*store.Store{a, b} {
+		dir := fmt.Sprintf("own-%d", st.Slot())
+		if err := st.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 300 {
+			if err := st.WriteFile(fmt.Sprintf("%s/f%03d", dir, i), []byte("x"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	testutil.WaitFor(t, 30*time.Second, "the bounded node to give grants back", func() bool {
+		return a.Stats().LockReleases >= 250
+	})
+	if n := b.Stats().LockReleases; n > 20 {
+		t.Fatalf("the node with the default bound gave back %d grants", n)
+	}
+}
+
 // A survivor writes while the dead node is recovered: its commit writes a
 // directory block in place, in a region whose checksum area the dead node
 // held (it wrote a neighbouring directory last), and the replay's record
@@ -140,12 +172,19 @@ func TestSurvivorWritesWhileTheDeadIsReplayed(t *testing.T) {
 // twoStoreNodes starts two in-process nodes (file legs) with a store part
 // each and returns the cluster and both stores, open.
 func twoStoreNodes(t *testing.T) (*nodetest.InProcCluster, *store.Store, *store.Store) {
+	return twoStoreNodesWith(t, func(int, *storenode.Config) {})
+}
+
+// twoStoreNodesWith is twoStoreNodes with node i's part configured by tune.
+func twoStoreNodesWith(t *testing.T, tune func(i int, cfg *storenode.Config)) (*nodetest.InProcCluster, *store.Store, *store.Store) {
 	t.Helper()
 	c := nodetest.NewInProcCluster(t, 2, nodetest.InProcOptions{FileLegs: true, NoStart: true})
 	parts := make([]*storenode.Part, 2)
 	for i, nd := range c.Nodes {
-		parts[i] = storenode.New(storenode.Config{Slot: i, Format: true, Logger: testlog.New(t, nd.Name+"-store"),
-			Handlers: map[string]store.Handler{}})
+		cfg := storenode.Config{Slot: i, Format: true, Logger: testlog.New(t, nd.Name+"-store"),
+			Handlers: map[string]store.Handler{}}
+		tune(i, &cfg)
+		parts[i] = storenode.New(cfg)
 		nd.Parts = []node.Part{parts[i]}
 		nd.Start()
 	}
