@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -644,5 +645,59 @@ func TestReplayReadsTheDeadJournalOnce(t *testing.T) {
 	}
 	if got := handledFiles(t, b); len(got) != 2 {
 		t.Fatalf("handled %v", got)
+	}
+}
+
+// A replay's handler that reads a file and then rewrites it (as the web
+// tier's does with a session) does not start its transaction over: the
+// recovery grant it read under is EX already. A start-over gives back
+// every recovery grant and asks for each again (they are not cached), a
+// lock-manager request each in the path of every request the dead node
+// held.
+func TestReplayHandlerRewritesWithoutStartingOver(t *testing.T) {
+	dev := newMem(t, 4096, FormatOptions{})
+	lm := NewMemLocks()
+	a := openNode(t, dev, lm, "a", 0)
+	b := openNode(t, dev, lm, "b", 1)
+	for _, d := range []string{"intents", "handled"} {
+		if err := a.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.WriteFile("counter", []byte("0"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	keys := []string{"k1", "k2", "k3", "k4", "k5", "k6"}
+	logIntents(t, a, keys...)
+	lm.Kill("a")
+	var restarts []string
+	b.restarted = func(r *retryError) { restarts = append(restarts, r.Error()) }
+	b.Handle("intent", func(ctx context.Context, tx *Tx, rec Record) error {
+		c, err := tx.ReadFile("counter")
+		if err != nil {
+			return err
+		}
+		n, err := strconv.Atoi(string(c))
+		if err != nil {
+			return err
+		}
+		if err := tx.WriteFile("counter", []byte(strconv.Itoa(n+1)), 0o644); err != nil {
+			return err
+		}
+		return tx.WriteFile("handled/"+string(rec.Payload), []byte("b"), 0o644)
+	})
+	before := b.Stats().LockRequests
+	st, err := b.ReplaySlot(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	asked := b.Stats().LockRequests - before
+	b.restarted = nil
+	lm.ReleaseDead("a")
+	if c, err := b.ReadFile("counter"); err != nil || string(c) != strconv.Itoa(len(keys)) || st.Records != len(keys) {
+		t.Fatalf("after the replay of %d records (%+v): counter %q, %v", len(keys), st, c, err)
+	}
+	if len(restarts) > 0 {
+		t.Fatalf("the replay's transaction started over %d times (%d lock requests): %q", len(restarts), asked, restarts)
 	}
 }

@@ -161,6 +161,9 @@ func (tx *Tx) lock(g *glock, mode LockMode) error {
 		if !ok || m == Exclusive || mode == Shared {
 			return nil
 		}
+		if tx.upgradeRecovery(g) {
+			return nil
+		}
 		tx.retry = &retryError{g, Exclusive, false}
 		return tx.retry
 	}
@@ -187,11 +190,29 @@ func (tx *Tx) lock(g *glock, mode LockMode) error {
 	return nil
 }
 
+// upgradeRecovery makes g, held Shared by a recovery transaction, held
+// Exclusive when what it holds is a recovery grant: that is always EX,
+// with the local side taken exclusively (glock.acquireRecovery), so
+// nothing is asked and the transaction need not start over (and ask for
+// all its recovery grants again) for a block it read and now changes.
+func (tx *Tx) upgradeRecovery(g *glock) bool {
+	if !tx.recovery {
+		return false
+	}
+	g.mu.Lock()
+	ex := g.rhold != nil
+	g.mu.Unlock()
+	if ex {
+		tx.held[g] = Exclusive
+	}
+	return ex
+}
+
 // tryLock takes g only if that needs no waiting or comes in lock order
 // (waiting then is safe); it reports whether g is held.
 func (tx *Tx) tryLock(g *glock, mode LockMode) (bool, error) {
 	if m, ok := tx.held[g]; ok {
-		if m == Exclusive || mode == Shared {
+		if m == Exclusive || mode == Shared || tx.upgradeRecovery(g) {
 			return true, nil
 		}
 		return false, nil
