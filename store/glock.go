@@ -323,6 +323,22 @@ func (g *glock) acquireRecovery(ctx context.Context, mode LockMode, try bool) er
 			}
 			g.mu.Unlock()
 			g.unlockLocal(Shared)
+			// No cached grant: a plain PR grant, asked for without
+			// waiting, when no dead node holds the lock in a mode that
+			// conflicts. It goes beside the live nodes' PR grants (the
+			// directories on every path), where a recovery grant, always
+			// EX, would call each of them back, a hand-over in the path
+			// of every request the dead node held. It does not wait, so
+			// a node dying meanwhile cannot hold the recovery up.
+			if orphans, ok := g.s.cfg.Locks.(OrphanReporter); ok && !orphans.Orphaned(g.name, Shared) {
+				err := g.acquire(ctx, Shared, true, false)
+				if err == nil {
+					return nil
+				}
+				if !errors.Is(err, ErrWouldBlock) {
+					return err
+				}
+			}
 		}
 		if !g.lockLocal(Exclusive, true) {
 			if try {

@@ -701,3 +701,65 @@ func TestReplayHandlerRewritesWithoutStartingOver(t *testing.T) {
 		t.Fatalf("the replay's transaction started over %d times (%d lock requests): %q", len(restarts), asked, restarts)
 	}
 }
+
+// A replay's handler reads under plain PR grants where no dead node holds
+// the lock in a conflicting mode: the live nodes keep their cached PR
+// grants (a recovery grant is EX and would call each one back, a
+// hand-over in the path of the dead node's requests). What the dead node
+// held EX is still read under a recovery grant.
+func TestReplayReadsBesideLiveReaders(t *testing.T) {
+	dev := newMem(t, 4096, FormatOptions{})
+	lm := NewMemLocks()
+	a := openNode(t, dev, lm, "a", 0)
+	b := openNode(t, dev, lm, "b", 1)
+	c := openNode(t, dev, lm, "c", 2)
+	for _, d := range []string{"intents", "handled", "shared"} {
+		if err := a.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.WriteFile("shared/x", []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.WriteFile("shared/mine", []byte("a's"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := c.ReadFile("shared/x"); err != nil || string(got) != "x" {
+		t.Fatalf("c reads %q, %v", got, err)
+	}
+	logIntents(t, a, "k1", "k2")
+	// a holds shared/mine EX (it wrote it last); c caches PR grants on
+	// shared and shared/x.
+	if err := a.WriteFile("shared/mine", []byte("a's, changed"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	lm.Kill("a")
+	b.Handle("intent", func(ctx context.Context, tx *Tx, rec Record) error {
+		x, err := tx.ReadFile("shared/x")
+		if err != nil {
+			return err
+		}
+		mine, err := tx.ReadFile("shared/mine")
+		if err != nil {
+			return err
+		}
+		return tx.WriteFile("handled/"+string(rec.Payload), append(x, mine...), 0o644)
+	})
+	gaveBack := c.Stats().LockReleases
+	st, err := b.ReplaySlot(context.Background(), 0)
+	if err != nil || st.Records != 2 {
+		t.Fatalf("replay: %+v, %v", st, err)
+	}
+	if n := c.Stats().LockReleases - gaveBack; n != 0 {
+		t.Errorf("the live reader gave back %d grants to the replay", n)
+	}
+	lm.ReleaseDead("a")
+	for _, k := range []string{"k1", "k2"} {
+		if got, err := b.ReadFile("handled/" + k); err != nil || string(got) != "xa's, changed" {
+			t.Fatalf("handled/%s: %q, %v", k, got, err)
+		}
+	}
+	if got, err := c.ReadFile("shared/x"); err != nil || string(got) != "x" {
+		t.Fatalf("c reads %q, %v", got, err)
+	}
+}
