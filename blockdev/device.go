@@ -13,7 +13,9 @@ type Device interface {
 	// ReadAt reads len(p) bytes at byte offset off.
 	ReadAt(ctx context.Context, p []byte, off int64) error
 	// WriteAt writes len(p) bytes at byte offset off. When it returns nil the
-	// data is on the device but not necessarily durable until Flush.
+	// data is on the device but not necessarily durable until Flush. It
+	// does not keep p once it returned nil (as io.WriterAt): callers
+	// reuse their buffers.
 	WriteAt(ctx context.Context, p []byte, off int64) error
 	// Flush makes every completed write durable.
 	Flush(ctx context.Context) error

@@ -563,6 +563,45 @@ func (f *File) commitLocked() error {
 	return nil
 }
 
+// runPool recycles the buffers that runs of file blocks are assembled in
+// for their commit (Tx.runBuffer): a sequential writer commits its
+// Config.WriteBuffer every time it fills, and a new buffer each time cost
+// an allocation and a clearing of its size, a third of the writer's CPU.
+var runPool sync.Pool
+
+// runBuffer returns a buffer of n blocks for a run of file data written in
+// place. A run of more than journaledData blocks never goes through the
+// journal, so nothing refers to its buffer once the transaction committed
+// (every write of it returned: a device keeps no buffer after WriteAt,
+// see blockdev.Device) and recycleRuns gives it back; smaller ones are
+// allocated (their images may stay in memory after the commit:
+// deferInPlace), and so are the buffers of an attempt that did not
+// commit (a write that failed may still be on its way). Its bytes are
+// whatever a previous commit left.
+func (tx *Tx) runBuffer(n int) []byte {
+	if n <= journaledData {
+		return make([]byte, n*BlockSize)
+	}
+	if b, ok := runPool.Get().(*[]byte); ok {
+		if cap(*b) >= n*BlockSize {
+			tx.pooled = append(tx.pooled, b)
+			return (*b)[:n*BlockSize]
+		}
+		runPool.Put(b)
+	}
+	b := make([]byte, n*BlockSize)
+	tx.pooled = append(tx.pooled, &b)
+	return b
+}
+
+// recycleRuns gives the run buffers of a committed transaction back.
+func (tx *Tx) recycleRuns() {
+	for _, b := range tx.pooled {
+		runPool.Put(b)
+	}
+	tx.pooled = nil
+}
+
 // applyPages writes buffered pages into in and sets its size.
 func (tx *Tx) applyPages(g *glock, in *inode, pages map[uint64]*page, newSize int64) error {
 	if in.Layout == layoutInline && newSize <= maxInlineData {
@@ -606,11 +645,12 @@ func (tx *Tx) applyPages(g *glock, in *inode, pages map[uint64]*page, newSize in
 		for j < len(fbs) && fbs[j] == fbs[j-1]+1 {
 			j++
 		}
-		run := make([]byte, (j-i)*BlockSize)
+		run := tx.runBuffer(j - i)
 		for k, fb := range fbs[i:j] {
 			pg := pages[fb]
 			base := run[k*BlockSize : (k+1)*BlockSize]
 			if !pg.full() {
+				clear(base) // a recycled buffer holds another commit's bytes
 				switch {
 				case fb == 0 && inlineBase != nil:
 					copy(base, inlineBase)

@@ -39,6 +39,10 @@ type Tx struct {
 	retry *retryError
 	done  bool
 
+	// pooled are the run buffers of file data to give back once the
+	// transaction committed (Tx.runBuffer).
+	pooled []*[]byte
+
 	lastNewInode uint64 // the last inode the transaction made (lockAhead)
 }
 
@@ -94,6 +98,9 @@ func (s *Store) runBounded(ctx context.Context, recovery bool, orphanWait time.D
 		}
 		if err == nil {
 			err = tx.commit()
+			if err == nil {
+				tx.recycleRuns()
+			}
 		}
 		if rerr := tx.end(); err == nil {
 			err = rerr
