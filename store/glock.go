@@ -718,5 +718,14 @@ func (g *glock) cachedBlock(blk uint64, wait bool) []byte {
 	if g.hold == nil || g.rhold != nil {
 		return nil
 	}
-	return g.blocks[blk]
+	b := g.blocks[blk]
+	if b != nil {
+		// A use like any other to the shrink, which gives up the
+		// grants used least lately: a stat answered from the caches
+		// (an ls -l, a web node's stat of every file it serves) would
+		// otherwise leave its grants looking idle since they were
+		// taken, and they would go first.
+		g.used.Store(g.s.useTick.Add(1))
+	}
+	return b
 }

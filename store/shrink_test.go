@@ -301,3 +301,61 @@ func BenchmarkPrune20k(b *testing.B) {
 		}
 	}
 }
+
+// Stats answered from the lock caches (quickStat, as ls -l and a web
+// node's GETs make them) count as uses: past the limit the shrink gives up
+// the grants of files nobody looked at since, not those of the files
+// being listed.
+func TestShrinkKeepsWhatStatsUse(t *testing.T) {
+	const limit, listed, old, added = 128, 40, 40, 55
+	_, a, _ := limitedAndPlain(t, limit)
+	if err := a.MkdirAll("listed", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write := func(format string, n int) {
+		t.Helper()
+		for i := range n {
+			if err := a.WriteFile(fmt.Sprintf(format, i), []byte("x"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	write("listed/f%d", listed)
+	write("d/old%d", old)
+	// The grants asked for ahead of the creates (lockAhead) are in: one
+	// asked late, for a block a create has taken since, would count as a
+	// use of that file.
+	a.aheadWG.Wait()
+	if n := a.held.Load(); n >= limit {
+		t.Fatalf("%d grants held before the test's point, limit %d: the shrink may have run", n, limit)
+	}
+	// The listed files are looked at after the others were written.
+	for i := range listed {
+		if _, err := a.Stat(fmt.Sprintf("listed/f%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	base := a.Stats().LockReleases
+	// Over the limit: the shrink gives up about 20 grants, fewer than
+	// the old files hold.
+	write("d/new%d", added)
+	deadline := time.Now().Add(10 * time.Second)
+	for a.held.Load() > limit && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	gaveUp := a.Stats().LockReleases - base
+	if gaveUp == 0 || gaveUp >= old {
+		t.Fatalf("the shrink gave up %d grants, want 1 to %d", gaveUp, old-1)
+	}
+	// Each listed file is still answered from the caches: its grants
+	// and its directory's are still held.
+	var lost []string
+	for i := range listed {
+		if name := fmt.Sprintf("listed/f%d", i); a.quickStat(name, true) == nil {
+			lost = append(lost, name)
+		}
+	}
+	if len(lost) > 0 {
+		t.Fatalf("the shrink gave up %d grants, among them those of %d files looked at last: %v", gaveUp, len(lost), lost)
+	}
+}
