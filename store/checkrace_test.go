@@ -26,11 +26,7 @@ func TestOnlineCheckDuringRenames(t *testing.T) {
 	b := openNode(t, dev, lm, "b", 1)
 	defer a.Close()
 	defer b.Close()
-	for _, d := range []string{"a1", "m", "z9", "m/sub"} {
-		if err := b.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	mkdirs(t, b, "a1", "m", "z9", "m/sub")
 	for i := 0; i < 4; i++ {
 		if err := b.WriteFile(fmt.Sprintf("a1/f%d", i), bytes.Repeat([]byte{byte(i)}, 2*BlockSize+i), 0o644); err != nil {
 			t.Fatal(err)

@@ -23,11 +23,7 @@ func TestReadForUpdateRunsOnce(t *testing.T) {
 	lm := NewMemLocks()
 	s := openNode(t, dev, lm, "a", 0)
 	defer s.Close()
-	for _, d := range []string{"web/sessions", "web/keys"} {
-		if err := s.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	mkdirs(t, s, "web/sessions", "web/keys")
 	files := []string{"web/sessions/s1", "web/keys/k1"}
 	for _, f := range files {
 		if err := s.WriteFile(f, []byte("v0"), 0o600); err != nil {

@@ -67,3 +67,13 @@ func checkClean(t testing.TB, dev blockdev.Device) {
 const noPeriodicCheckpoint = 24 * time.Hour
 
 func blockdevKeepAll() blockdev.CrashOptions { return blockdev.CrashOptions{KeepProbability: 1} }
+
+// mkdirs makes each directory (with its parents) on s.
+func mkdirs(t testing.TB, s *Store, dirs ...string) {
+	t.Helper()
+	for _, d := range dirs {
+		if err := s.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -142,11 +142,7 @@ func TestReplayCoordinatorDies(t *testing.T) {
 	// handing one over and before the next.
 	b := openNode(t, dev, lm, "b", 1, func(c *Config) { c.ReplayBatch = 1 })
 	c := openNode(t, dev, lm, "c", 2)
-	for _, d := range []string{"intents", "handled"} {
-		if err := a.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	mkdirs(t, a, "intents", "handled")
 	logIntents(t, a, "r1", "r2", "r3", "r4")
 	lm.Kill("a")
 	seenB := map[string]int{}
@@ -274,11 +270,7 @@ func TestCheckpointKeepsTheTailAtAPendingRecord(t *testing.T) {
 	lm := NewMemLocks()
 	a := openNode(t, dev, lm, "a", 0)
 	b := openNode(t, dev, lm, "b", 1)
-	for _, d := range []string{"intents", "handled", "d"} {
-		if err := a.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	mkdirs(t, a, "intents", "handled", "d")
 	logIntents(t, a, "keep")
 	if err := a.WriteFile("d/f", []byte("old"), 0o644); err != nil {
 		t.Fatal(err)
@@ -320,11 +312,7 @@ func TestReplayBatchTooLargeIsHalved(t *testing.T) {
 	lm := NewMemLocks()
 	a := openNode(t, dev, lm, "a", 0)
 	b := openNode(t, dev, lm, "b", 1)
-	for _, d := range []string{"intents", "handled"} {
-		if err := a.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	mkdirs(t, a, "intents", "handled")
 	var keys []string
 	for i := range DefaultReplayBatch {
 		keys = append(keys, fmt.Sprintf("k%02d", i))
@@ -389,11 +377,7 @@ func TestOpenRecoversOwnSlotOverItsOrphan(t *testing.T) {
 	a := openNode(t, dev, lm, "a", 0, owner("a/1"))
 	b := openNode(t, dev, lm, "b", 1, owner("b/1"))
 	c := openNode(t, dev, lm, "c", 2, owner("c/1"))
-	for _, d := range []string{"intents", "handled"} {
-		if err := a.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	mkdirs(t, a, "intents", "handled")
 	logIntents(t, a, "a1")
 	logIntents(t, b, "b1") // b's last transaction changes intents/
 	lm.Kill("a")
@@ -659,11 +643,7 @@ func TestReplayHandlerRewritesWithoutStartingOver(t *testing.T) {
 	lm := NewMemLocks()
 	a := openNode(t, dev, lm, "a", 0)
 	b := openNode(t, dev, lm, "b", 1)
-	for _, d := range []string{"intents", "handled"} {
-		if err := a.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	mkdirs(t, a, "intents", "handled")
 	if err := a.WriteFile("counter", []byte("0"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -713,11 +693,7 @@ func TestReplayReadsBesideLiveReaders(t *testing.T) {
 	a := openNode(t, dev, lm, "a", 0)
 	b := openNode(t, dev, lm, "b", 1)
 	c := openNode(t, dev, lm, "c", 2)
-	for _, d := range []string{"intents", "handled", "shared"} {
-		if err := a.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	mkdirs(t, a, "intents", "handled", "shared")
 	if err := a.WriteFile("shared/x", []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
 	}

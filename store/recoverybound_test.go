@@ -15,11 +15,7 @@ func TestUpdateRecoveryBound(t *testing.T) {
 	lm := NewMemLocks()
 	a := openNode(t, dev, lm, "a", 0)
 	b := openNode(t, dev, lm, "b", 1)
-	for _, d := range []string{"keys", "other"} {
-		if err := b.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	mkdirs(t, b, "keys", "other")
 	// a rewrites keys/k last: the file and keys/ are a's (EX) when it dies.
 	if err := a.WriteFile("keys/k", []byte("a"), 0o644); err != nil {
 		t.Fatal(err)
