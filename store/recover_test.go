@@ -686,13 +686,14 @@ func TestReplayHandlerRewritesWithoutStartingOver(t *testing.T) {
 // the lock in a conflicting mode: the live nodes keep their cached PR
 // grants (a recovery grant is EX and would call each one back, a
 // hand-over in the path of the dead node's requests). What the dead node
-// held EX is still read under a recovery grant.
+// or a live one holds EX is still read under a recovery grant.
 func TestReplayReadsBesideLiveReaders(t *testing.T) {
 	dev := newMem(t, 4096, FormatOptions{})
 	lm := NewMemLocks()
 	a := openNode(t, dev, lm, "a", 0)
 	b := openNode(t, dev, lm, "b", 1)
 	c := openNode(t, dev, lm, "c", 2)
+	d := openNode(t, dev, lm, "d", 3)
 	mkdirs(t, a, "intents", "handled", "shared")
 	if err := a.WriteFile("shared/x", []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
@@ -709,6 +710,12 @@ func TestReplayReadsBesideLiveReaders(t *testing.T) {
 	if err := a.WriteFile("shared/mine", []byte("a's, changed"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// d holds EX grants on theirs and theirs/w (it made them last): the
+	// replay's read of them cannot go beside, and takes recovery grants.
+	mkdirs(t, d, "theirs")
+	if err := d.WriteFile("theirs/w", []byte(", d's"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	lm.Kill("a")
 	b.Handle("intent", func(ctx context.Context, tx *Tx, rec Record) error {
 		x, err := tx.ReadFile("shared/x")
@@ -719,7 +726,11 @@ func TestReplayReadsBesideLiveReaders(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		return tx.WriteFile("handled/"+string(rec.Payload), append(x, mine...), 0o644)
+		w, err := tx.ReadFile("theirs/w")
+		if err != nil {
+			return err
+		}
+		return tx.WriteFile("handled/"+string(rec.Payload), append(append(x, mine...), w...), 0o644)
 	})
 	gaveBack := c.Stats().LockReleases
 	st, err := b.ReplaySlot(context.Background(), 0)
@@ -729,9 +740,12 @@ func TestReplayReadsBesideLiveReaders(t *testing.T) {
 	if n := c.Stats().LockReleases - gaveBack; n != 0 {
 		t.Errorf("the live reader gave back %d grants to the replay", n)
 	}
+	if d.Stats().LockReleases == 0 {
+		t.Errorf("the live writer kept its EX grants through the replay's reads")
+	}
 	lm.ReleaseDead("a")
 	for _, k := range []string{"k1", "k2"} {
-		if got, err := b.ReadFile("handled/" + k); err != nil || string(got) != "xa's, changed" {
+		if got, err := b.ReadFile("handled/" + k); err != nil || string(got) != "xa's, changed, d's" {
 			t.Fatalf("handled/%s: %q, %v", k, got, err)
 		}
 	}
