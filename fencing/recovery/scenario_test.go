@@ -52,6 +52,7 @@ type scenario struct {
 	crashAfter  map[string]bool // "victim step"
 	deposeAfter map[string]bool // "victim step": deposed right after the effect
 	barriers    []*barrier
+	atBarrier   int // victims' effects waiting at a barrier now
 	cancelRun   context.CancelFunc
 	runErrs     map[string]error // coordinator -> joined errors of its last run
 }
@@ -380,6 +381,23 @@ func (s *scenario) recordFields(name string, fields []string) (string, error) {
 }
 
 // effect logs step of victim and decides whether it fails.
+// waitingOnClock is how many timers must be pending before the clock may
+// move: one per victim not yet finished and not held at a barrier.
+func (s *scenario) waitingOnClock(dones []<-chan struct{}) int {
+	n := 0
+	for _, d := range dones {
+		select {
+		case <-d:
+		default:
+			n++
+		}
+	}
+	s.mu.Lock()
+	n -= s.atBarrier
+	s.mu.Unlock()
+	return max(n, 0)
+}
+
 func (s *scenario) effect(ctx context.Context, st recovery.Step, v fencing.NodeRef) error {
 	k := v.Name + " " + st.String()
 	for _, b := range s.barriers {
@@ -396,14 +414,22 @@ func (s *scenario) effect(ctx context.Context, st recovery.Step, v fencing.NodeR
 				close(b.all)
 			}
 		}
+		s.atBarrier++
 		s.mu.Unlock()
+		var err error
 		select {
 		case <-b.all:
 		case <-ctx.Done():
 		case <-time.After(10 * time.Second):
 			// Real time: the others never arrived, so the victims are
 			// not being recovered in parallel.
-			return errors.New("other victims never reached this step")
+			err = errors.New("other victims never reached this step")
+		}
+		s.mu.Lock()
+		s.atBarrier--
+		s.mu.Unlock()
+		if err != nil {
+			return err
 		}
 		if err := ctx.Err(); err != nil {
 			return err
@@ -485,6 +511,9 @@ func (s *scenario) run(coord string, limit time.Duration) error {
 	})
 	cfg.Hooks = scenarioHooks{s}
 	cfg.Clock = s.clk
+	// No step reports: their timer would count as a victim waiting on
+	// the clock while its step still runs (wait_test.go covers them).
+	cfg.StepReportAfter = 0
 	cfg.Logger = testlog.New(s.t, coord)
 	e, err := recovery.NewEngine(cfg)
 	if err != nil {
@@ -513,6 +542,10 @@ func (s *scenario) run(coord string, limit time.Duration) error {
 		case <-waitCtx.Done():
 		}
 	}()
+	// The clock moves only while every victim still being recovered
+	// waits on it (a back-off), so each retry counts from the moment the
+	// engine went to sleep, however slowly the goroutines are scheduled.
+	// Victims held at a barrier wait for each other in real time.
 loop:
 	for {
 		select {
@@ -525,7 +558,7 @@ loop:
 			<-all
 			break
 		}
-		if err := s.clk.BlockUntilContext(waitCtx, 1); err != nil {
+		if waitCtx.Err() != nil {
 			select {
 			case <-all:
 				break loop
@@ -534,6 +567,17 @@ loop:
 			cancel()
 			<-all
 			return errors.New("recoveries did not end")
+		}
+		want := s.waitingOnClock(dones)
+		if want == 0 {
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		pollCtx, pollCancel := context.WithTimeout(waitCtx, 20*time.Millisecond)
+		err := s.clk.BlockUntilContext(pollCtx, want)
+		pollCancel()
+		if err != nil {
+			continue // a victim finished or reached a barrier meanwhile: count again
 		}
 		s.clk.Advance(50 * time.Millisecond)
 	}
