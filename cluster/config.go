@@ -207,6 +207,11 @@ type WebConfig struct {
 	// a lower bound saves memory on every node (and etcd keys) at the cost
 	// of more lock requests for a working set larger than the bound.
 	MaxCachedLocks int `hcl:"max_cached_locks,optional"`
+	// LoopbackSendBuffer is the socket send buffer in bytes of
+	// connections from loopback clients, such as a TLS-terminating proxy
+	// on the same machine (web.Config.LoopbackSendBuffer); 0 leaves them
+	// to the kernel's sizing. Default 262144.
+	LoopbackSendBuffer *int `hcl:"loopback_send_buffer,optional"`
 }
 
 // VolumeConfig is the shared volume the node uses: a mirror formatted with

@@ -36,6 +36,17 @@ type Config struct {
 	// prior knowledge (RFC 9113 section 3.3), for a TLS-terminating proxy
 	// in front or a benchmark. Default false.
 	H2C bool
+	// LoopbackSendBuffer is the socket send buffer in bytes (SO_SNDBUF,
+	// socket(7); the kernel doubles it) of connections from a loopback
+	// address: a TLS-terminating proxy or a client on the same machine.
+	// Their round trip is microseconds, and a bounded buffer keeps what
+	// is sent in the processor's cache until the reader copies it: Linux
+	// starts a loopback connection's buffer at 4 MiB, so a 1 MiB answer
+	// is copied whole into the kernel before the reader takes any.
+	// Connections from other addresses keep the
+	// kernel's autotuning (tcp_wmem, tcp(7)), which a long round trip
+	// needs. 0 leaves every connection to the kernel. Default 256 KiB.
+	LoopbackSendBuffer int
 	// ContentRoot is the directory of the store served as the site. The
 	// sessions' directories (Layout) must lie outside it. Default "site".
 	ContentRoot string
@@ -101,18 +112,19 @@ type Config struct {
 // DefaultConfig returns the defaults described on Config.
 func DefaultConfig() Config {
 	return Config{
-		Addr:            "127.0.0.1:8080",
-		ContentRoot:     "site",
-		ContentCache:    ContentCache{Bytes: 64 << 20, MaxFile: 1 << 20},
-		Layout:          session.DefaultLayout(),
-		BodyLimit:       64 << 10,
-		MaxSessionBytes: 1 << 20,
-		KeyRetention:    24 * time.Hour,
-		CollectInterval: 10 * time.Minute,
-		RecoveryWait:    2 * time.Second,
-		RequestTimeout:  10 * time.Second,
-		AccessLogFormat: LogCombined,
-		ShutdownTimeout: 5 * time.Second,
+		Addr:               "127.0.0.1:8080",
+		ContentRoot:        "site",
+		ContentCache:       ContentCache{Bytes: 64 << 20, MaxFile: 1 << 20},
+		LoopbackSendBuffer: 256 << 10,
+		Layout:             session.DefaultLayout(),
+		BodyLimit:          64 << 10,
+		MaxSessionBytes:    1 << 20,
+		KeyRetention:       24 * time.Hour,
+		CollectInterval:    10 * time.Minute,
+		RecoveryWait:       2 * time.Second,
+		RequestTimeout:     10 * time.Second,
+		AccessLogFormat:    LogCombined,
+		ShutdownTimeout:    5 * time.Second,
 	}
 }
 
@@ -132,6 +144,9 @@ func (c Config) Validate() error {
 	}
 	if c.ContentRoot == "" {
 		return bad("ContentRoot", "must name a directory of the store (\".\" is the whole store and would expose the sessions)")
+	}
+	if c.LoopbackSendBuffer < 0 || c.LoopbackSendBuffer > 64<<20 {
+		return bad("LoopbackSendBuffer", "must be 0 (the kernel's sizing) or at most 64 MiB")
 	}
 	if c.ContentCache.Bytes < 0 || c.ContentCache.Bytes > 0 && c.ContentCache.MaxFile <= 0 {
 		return bad("ContentCache", "Bytes must be at least 0, and MaxFile positive when Bytes is")

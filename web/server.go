@@ -124,7 +124,30 @@ func NewHTTPServer(cfg Config, h http.Handler) (*http.Server, error) {
 		p.SetUnencryptedHTTP2(true)
 	}
 	srv.Protocols = p
+	if n := cfg.LoopbackSendBuffer; n > 0 {
+		srv.ConnState = func(c net.Conn, st http.ConnState) {
+			if st == http.StateNew {
+				boundLoopbackSendBuffer(c, n)
+			}
+		}
+	}
 	return srv, nil
+}
+
+// boundLoopbackSendBuffer sets c's send buffer to n bytes when its peer is
+// on a loopback address (Config.LoopbackSendBuffer). A connection whose
+// option cannot be set keeps the kernel's sizing: it only runs slower.
+func boundLoopbackSendBuffer(c net.Conn, n int) {
+	if tc, ok := c.(interface{ NetConn() net.Conn }); ok {
+		c = tc.NetConn() // a *tls.Conn
+	}
+	tcp, ok := c.(*net.TCPConn)
+	if !ok {
+		return
+	}
+	if a, ok := tcp.RemoteAddr().(*net.TCPAddr); ok && a.IP.IsLoopback() {
+		_ = tcp.SetWriteBuffer(n)
+	}
 }
 
 // Handler is the tier's whole HTTP handler.

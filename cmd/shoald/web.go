@@ -42,6 +42,9 @@ func webParts(cfg cluster.Config, middleware func(http.Handler) http.Handler) ([
 		wc.AccessLogFormat = cfg.Web.AccessLogFormat
 	}
 	wc.AllowOrigins = cfg.Web.AllowOrigins
+	if cfg.Web.LoopbackSendBuffer != nil {
+		wc.LoopbackSendBuffer = *cfg.Web.LoopbackSendBuffer
+	}
 	wc.Logger = cfg.Logger
 	wc.Middleware = middleware
 	if err := wc.Validate(); err != nil {

@@ -86,6 +86,7 @@ var (
 	onlyTool   = flag.String("tool", "", "content runs with only this load tool: wrk or h2load")
 	overTLS    = flag.Bool("tls", false, "content runs over TLS on every server (one ECDSA P-256 certificate made for the run; nginx with its default ciphers and session tickets, Shoal with Go's): wrk speaks HTTP/1.1, h2load HTTP/2 by ALPN; needs -only content")
 	cpuProfile = flag.String("cpuprofile", "", "write a CPU profile of the Shoal node's serving (content and sessions runs) to this file")
+	sndbuf     = flag.Int("loopback-sndbuf", web.DefaultConfig().LoopbackSendBuffer, "the Shoal servers' socket send buffer for loopback clients in bytes (web.Config.LoopbackSendBuffer; 0: the kernel's sizing)")
 	memProfile = flag.String("memprofile", "", "write an allocation profile (after the content and sessions runs) to this file")
 )
 
@@ -252,6 +253,7 @@ func run(w io.Writer) error {
 	locks := store.NewMemLocks()
 	cfg := web.DefaultConfig()
 	cfg.Addr = "127.0.0.1:0"
+	cfg.LoopbackSendBuffer = *sndbuf
 	scheme, client := "http://", http.DefaultClient
 	if *overTLS {
 		certFile, keyFile, pool, err := webtest.SelfSigned(tmp)
