@@ -105,6 +105,10 @@ func followRecoveries(ctx context.Context, cn *cluster.Node, story *recovery.Sto
 	prefix := keys.Of(cn.Config().Prefix()).Recoveries()
 	cli := cn.Client()
 	var rev int64
+	// The first read finds the failovers that ended before this node ran:
+	// history, not news (recovery.Story.Recall). A read again after a
+	// compaction tells what this node missed.
+	first := true
 	for ctx.Err() == nil {
 		if rev == 0 {
 			rctx, cancel := context.WithTimeout(ctx, cn.Config().RequestTimeout())
@@ -117,8 +121,9 @@ func followRecoveries(ctx context.Context, cn *cluster.Node, story *recovery.Sto
 				continue
 			}
 			for _, kv := range resp.Kvs {
-				tellRecord(log, story, kv.Value)
+				tellRecord(log, story, kv.Value, first)
 			}
+			first = false
 			if changed != nil {
 				changed()
 			}
@@ -140,7 +145,7 @@ func followRecoveries(ctx context.Context, cn *cluster.Node, story *recovery.Sto
 				rev = ev.Kv.ModRevision
 				switch ev.Type {
 				case clientv3.EventTypePut:
-					tellRecord(log, story, ev.Kv.Value)
+					tellRecord(log, story, ev.Kv.Value, false)
 				case clientv3.EventTypeDelete:
 					if ev.PrevKv != nil {
 						var rec recovery.Record
@@ -160,10 +165,16 @@ func followRecoveries(ctx context.Context, cn *cluster.Node, story *recovery.Sto
 	}
 }
 
-func tellRecord(log hclog.Logger, story *recovery.Story, value []byte) {
+// tellRecord feeds a recovery record to story; with recallDone a finished
+// one is recalled, not told.
+func tellRecord(log hclog.Logger, story *recovery.Story, value []byte, recallDone bool) {
 	var rec recovery.Record
 	if err := json.Unmarshal(value, &rec); err != nil {
 		log.Warn("unreadable recovery record", "error", err)
+		return
+	}
+	if recallDone && rec.Done() {
+		story.Recall(rec)
 		return
 	}
 	story.Observe(rec)

@@ -129,6 +129,24 @@ func (s *Story) tellStep(id string, rec Record, h StepRecord) {
 	}
 }
 
+// Recall marks all that rec says as told, without a line and without
+// onDone: for the records a node finds when it starts, of failovers that
+// ended before it ran (etcd keeps them until they are pruned). Told again,
+// each restart would repeat them in the log as if they had just happened
+// and count them again in the failover metrics. A later record of the
+// same recovery is told from where rec ends.
+func (s *Story) Recall(rec Record) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := s.entry(rec.Victim.String())
+	if !t.said {
+		t.said, t.suspected = true, rec.Requested
+	}
+	for _, h := range rec.History {
+		t.finished = max(t.finished, h.Step)
+	}
+}
+
 // Drop forgets victim's recovery once its record is gone from etcd
 // (pruned), so a long-running node keeps nothing per old failover.
 func (s *Story) Drop(victim fencing.NodeRef) {

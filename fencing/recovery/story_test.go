@@ -88,3 +88,43 @@ func TestStoryJoinsLate(t *testing.T) {
 		t.Errorf("told a step that has not finished:\n%s", got)
 	}
 }
+
+// TestStoryRecallsEndedFailovers: a node that starts and finds a finished
+// recovery's record says nothing of it and does not count it; a recovery
+// it finds half done is told from the request, and a record it recalled
+// is told from where it ended.
+func TestStoryRecallsEndedFailovers(t *testing.T) {
+	var buf bytes.Buffer
+	dones := 0
+	s := recovery.NewStory(hclog.New(&hclog.LoggerOptions{Output: &buf, DisableTime: true}), func(recovery.Record, time.Duration) { dones++ })
+	ended := recovery.NewRecord(fencing.NewNodeRef("node1", "old", 1), "node2/a", epoch)
+	now := epoch
+	for _, step := range recovery.Steps() {
+		now = now.Add(100 * time.Millisecond)
+		var err error
+		if ended, err = ended.Finish(step, "node2/a", now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !ended.Done() {
+		t.Fatal("record not done after every step")
+	}
+	s.Recall(ended)
+	s.Observe(ended) // the same record again, from a watch
+	if buf.Len() != 0 || dones != 0 {
+		t.Fatalf("an ended failover told again (%d done callbacks):\n%s", dones, buf.String())
+	}
+
+	half := recovery.NewRecord(fencing.NewNodeRef("node3", "i", 2), "node2/a", epoch)
+	half, _ = half.Finish(recovery.StepFence, "node2/a", epoch.Add(time.Second))
+	s.Recall(half)
+	if buf.Len() != 0 {
+		t.Fatalf("a recalled record told:\n%s", buf.String())
+	}
+	half, _ = half.Finish(recovery.StepRecordFence, "node2/a", epoch.Add(2*time.Second))
+	s.Observe(half)
+	got := buf.String()
+	if !strings.Contains(got, "failover: lease revoked") || strings.Contains(got, "failover: fenced") || strings.Contains(got, "suspected") {
+		t.Fatalf("after the recall, want only the step that followed:\n%s", got)
+	}
+}
