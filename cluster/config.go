@@ -688,6 +688,9 @@ func (c *Config) Validate() error {
 	if c.Web.MaxCachedLocks < 0 {
 		return fieldErr("web.max_cached_locks", "%d is negative", c.Web.MaxCachedLocks)
 	}
+	if b := c.Web.LoopbackSendBuffer; b != nil && *b < 0 {
+		return fieldErr("web.loopback_send_buffer", "%d is negative (0 leaves the buffer to the kernel)", *b)
+	}
 	return nil
 }
 

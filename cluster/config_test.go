@@ -92,6 +92,7 @@ func TestValidateNamesTheWrongField(t *testing.T) {
 		{"tls.cert_file", func(c *Config) { c.TLS.CAFile = os.Args[0] }},
 		{"admin.addr", func(c *Config) { c.Admin.Addr = "7080" }},
 		{"web.max_cached_locks", func(c *Config) { c.Web.MaxCachedLocks = -1 }},
+		{"web.loopback_send_buffer", func(c *Config) { n := -1; c.Web.LoopbackSendBuffer = &n }},
 	}
 	for _, tc := range cases {
 		c := validBase()
@@ -122,7 +123,8 @@ lease {
   ttl = "3s"
 }
 web {
-  max_cached_locks = 8000
+  max_cached_locks     = 8000
+  loopback_send_buffer = 0
 }
 `), 0o644)
 	c, err := LoadFile(p)
@@ -137,6 +139,9 @@ web {
 	}
 	if c.Web.MaxCachedLocks != 8000 {
 		t.Fatalf("web.max_cached_locks read as %d", c.Web.MaxCachedLocks)
+	}
+	if b := c.Web.LoopbackSendBuffer; b == nil || *b != 0 {
+		t.Fatalf("web.loopback_send_buffer = 0 read as %v, want set to 0 (the kernel's sizing)", b)
 	}
 	if c.LeaseTTL() != 3*time.Second || c.KeepAliveInterval() != 250*time.Millisecond {
 		t.Fatalf("ttl %s keepalive %s", c.LeaseTTL(), c.KeepAliveInterval())
