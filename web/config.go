@@ -43,9 +43,9 @@ type Config struct {
 	// is sent in the processor's cache until the reader copies it: Linux
 	// starts a loopback connection's buffer at 4 MiB, so a 1 MiB answer
 	// is copied whole into the kernel before the reader takes any.
-	// Connections from other addresses keep the
-	// kernel's autotuning (tcp_wmem, tcp(7)), which a long round trip
-	// needs. 0 leaves every connection to the kernel. Default 256 KiB.
+	// Connections from other addresses keep the kernel's autotuning
+	// (tcp_wmem, tcp(7)), which a long round trip needs. 0 leaves every
+	// connection to the kernel; at most 64 MiB. Default 256 KiB.
 	LoopbackSendBuffer int
 	// ContentRoot is the directory of the store served as the site. The
 	// sessions' directories (Layout) must lie outside it. Default "site".
