@@ -105,10 +105,10 @@ type EtcdConfig struct {
 	// external).
 	Endpoints []string `hcl:"endpoints,optional"`
 	// HeartbeatInterval is the embedded member's raft heartbeat. Default
-	// 50ms (fast) or 100ms (production).
+	// 25ms (fast) or 100ms (production).
 	HeartbeatInterval time.Duration `hcl:"heartbeat_interval,optional"`
 	// ElectionTimeout is the embedded member's raft election timeout.
-	// Default 500ms (fast) or 1s (production). At least 5x the heartbeat.
+	// Default 250ms (fast) or 1s (production). At least 5x the heartbeat.
 	ElectionTimeout time.Duration `hcl:"election_timeout,optional"`
 	// StartTimeout bounds how long the node waits for its member to join a
 	// quorum before giving up. Default 20s (fast) or 60s (production).
@@ -374,7 +374,7 @@ type profileDefaults struct {
 
 var profiles = map[string]profileDefaults{
 	ProfileFast: {
-		heartbeat: 50 * time.Millisecond, election: 500 * time.Millisecond,
+		heartbeat: 25 * time.Millisecond, election: 250 * time.Millisecond,
 		start: 20 * time.Second, request: 2 * time.Second,
 		ttl: 2 * time.Second, keepAlive: 250 * time.Millisecond,
 		keepAliveTimeout: 500 * time.Millisecond, margin: 250 * time.Millisecond,

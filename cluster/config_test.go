@@ -23,7 +23,7 @@ func validBase() Config {
 func TestAccessorsNeedNoValidate(t *testing.T) {
 	c := validBase()
 	c.Profile = ProfileFast
-	if c.LeaseTTL() != 2*time.Second || c.KeepAliveInterval() != 250*time.Millisecond || c.ElectionTimeout() != 500*time.Millisecond {
+	if c.LeaseTTL() != 2*time.Second || c.KeepAliveInterval() != 250*time.Millisecond || c.ElectionTimeout() != 250*time.Millisecond {
 		t.Fatalf("fast profile: ttl %s keepalive %s election %s", c.LeaseTTL(), c.KeepAliveInterval(), c.ElectionTimeout())
 	}
 	p := Config{NodeName: "n1", DataDir: "/d"}

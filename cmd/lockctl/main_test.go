@@ -94,7 +94,7 @@ func TestLockctlLeaseFollowsTheNodeRule(t *testing.T) {
 		election     time.Duration
 	}{
 		{"no config", "", lease.DefaultElection},
-		{"fast profile", write("fast.hcl", "profile = \"fast\"\n"+fmt.Sprintf(ext, "")), 500 * time.Millisecond},
+		{"fast profile", write("fast.hcl", "profile = \"fast\"\n"+fmt.Sprintf(ext, "")), 250 * time.Millisecond},
 		{"long elections", write("slow.hcl", fmt.Sprintf(ext, "  heartbeat_interval = \"300ms\"\n  election_timeout = \"3s\"\n")), 3 * time.Second},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
