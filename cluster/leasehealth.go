@@ -17,9 +17,14 @@ type renewalWatch struct {
 
 	lastConfirmed time.Time
 	lastTick      time.Time
+	// lastReturn is when the last renewal attempt returned, answered or
+	// not: the ticks wait for it, so a renewal that waits on etcd (a
+	// partition, no quorum) delays the next tick without any lack of CPU.
+	lastReturn time.Time
 	// lateTicks and maxTickDelay cover the ticks since the last
 	// confirmed renewal: a tick that fires more than an interval after
-	// the previous one means the process did not get the CPU in time.
+	// the previous one, and after the last renewal attempt returned,
+	// means the process did not get the CPU in time.
 	lateTicks    int
 	maxTickDelay time.Duration
 	lastWarn     time.Time
@@ -34,11 +39,22 @@ func newRenewalWatch(now time.Time, interval, ttl time.Duration, advice string) 
 
 // tick records a keep-alive tick at now.
 func (w *renewalWatch) tick(now time.Time) {
-	if delay := now.Sub(w.lastTick) - w.interval; delay > w.interval/2 {
+	if delay := now.Sub(maxTime(w.lastTick, w.lastReturn)) - w.interval; delay > w.interval/2 {
 		w.lateTicks++
 		w.maxTickDelay = max(w.maxTickDelay, delay)
 	}
 	w.lastTick = now
+}
+
+// returned records that a renewal attempt returned at now, confirmed or
+// not.
+func (w *renewalWatch) returned(now time.Time) { w.lastReturn = now }
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // confirmed records a renewal confirmed at now. It returns the fields of
@@ -60,7 +76,7 @@ func (w *renewalWatch) confirmed(now time.Time) []any {
 // warning or the lease-lost error: how long ago, the likely cause and the
 // advice.
 func (w *renewalWatch) fields(now time.Time) []any {
-	cause := "etcd did not confirm the renewals in time (a busy or partitioned etcd, or a slow disk under it)"
+	cause := "etcd did not confirm the renewals in time (a busy or partitioned etcd, too few members for a quorum, or a slow disk under it)"
 	if w.lateTicks > 0 {
 		cause = fmt.Sprintf("keep-alives ran late: this process did not get the CPU in time (%d keep-alive ticks late, up to %v)", w.lateTicks, w.maxTickDelay.Round(time.Millisecond))
 	}

@@ -216,7 +216,11 @@ func (s *Session) keepAlive() {
 			s.mu.Lock()
 			s.health.tick(s.clk.Now())
 			s.mu.Unlock()
-			if err := s.renewOnce(); err != nil {
+			err := s.renewOnce()
+			s.mu.Lock()
+			s.health.returned(s.clk.Now())
+			s.mu.Unlock()
+			if err != nil {
 				if errors.Is(err, ErrLeaseLost) {
 					s.markLost(err)
 					return
