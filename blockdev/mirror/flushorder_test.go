@@ -166,15 +166,10 @@ func (s tableLog) CompareAndSwap(ctx context.Context, volume uuid.UUID, prev uin
 func TestResyncFlushesBeforeRecordingProgress(t *testing.T) {
 	ctx := context.Background()
 	r := newRig(t, 2, 1)
-	n := r.open(0)
 	addr := "mem://flushorder"
-	newLeg := r.addLeg(addr)
-	if _, err := n.vol.AddLeg(ctx, blockdev.NewFaulty(newLeg), addr, false); err != nil {
-		t.Fatal(err)
-	}
-	id := n.vol.Table().Legs[2].UUID
-	n.vol.Close()
+	_, id := r.addResyncingLeg(addr)
 	log := &legLog{}
+	var g Geometry
 	resync := func(stopAt int64) {
 		cctx, cancel := context.WithCancel(ctx)
 		defer cancel()
@@ -199,13 +194,13 @@ func TestResyncFlushesBeforeRecordingProgress(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer tool.vol.Close()
+		g = tool.vol.Geometry()
 		if _, err := tool.vol.Resync(cctx); stopAt > 0 && !errors.Is(err, context.Canceled) || stopAt == 0 && err != nil {
 			t.Fatalf("resync stopping at %d: %v", stopAt, err)
 		}
 	}
 	resync(40)
 	resync(0)
-	g := n.vol.Geometry()
 	log.mu.Lock()
 	defer log.mu.Unlock()
 	lastCopy, lastFlush, cursor, recorded := -1, -1, int64(0), 0

@@ -132,13 +132,7 @@ func TestLegChangesWhileWriting(t *testing.T) {
 func TestResyncResumes(t *testing.T) {
 	ctx := context.Background()
 	r := newRig(t, 2, 1)
-	n := r.open(0)
-	addr := "mem://resume"
-	newLeg := r.addLeg(addr)
-	if _, err := n.vol.AddLeg(ctx, blockdev.NewFaulty(newLeg), addr, false); err != nil {
-		t.Fatal(err)
-	}
-	n.vol.Close()
+	newLeg, _ := r.addResyncingLeg("mem://resume")
 	stopAt := int64(40)
 	cctx, cancel := context.WithCancel(ctx)
 	tool, err := r.tryOpen(NoSlot, func(c *Config) {

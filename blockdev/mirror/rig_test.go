@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/shoal-ha/shoal/blockdev"
 	"github.com/shoal-ha/shoal/internal/testlog"
 )
@@ -97,6 +98,21 @@ func (r *rig) asDevices() []blockdev.Device {
 		ds = append(ds, m)
 	}
 	return ds
+}
+
+// addResyncingLeg adds a new leg at addr to the volume through slot 0's
+// node, closed again after: the leg waits in the resyncing state for a
+// full resync. It returns the leg's device and its UUID.
+func (r *rig) addResyncingLeg(addr string) (*blockdev.Mem, uuid.UUID) {
+	r.t.Helper()
+	n := r.open(0)
+	defer n.vol.Close()
+	m := r.addLeg(addr)
+	if _, err := n.vol.AddLeg(context.Background(), blockdev.NewFaulty(m), addr, false); err != nil {
+		r.t.Fatal(err)
+	}
+	t := n.vol.Table()
+	return m, t.Legs[len(t.Legs)-1].UUID
 }
 
 // node is one node's view: its own paths to every leg.
