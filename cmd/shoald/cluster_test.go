@@ -275,7 +275,8 @@ func TestLeaderLossKeepsOtherLeases(t *testing.T) {
 		}
 		// The dead node must be seen down: on an idle machine within
 		// TTL + election + the new leader's extension of every lease by
-		// one election timeout + 1s (about 4.5 s); how fast is a figure for
+		// one election timeout + 1s (about 5.5 s with testTTL and the fast
+		// profile's 250 ms election); how fast is a figure for
 		// make bench-failover, so here a loaded machine gets 30 s.
 		if seenDown == 0 {
 			c.WaitFor(30*time.Second, leader.Name+" seen down by the survivors", seesWithout(leader.Name, others...))
