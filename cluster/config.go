@@ -212,6 +212,10 @@ type WebConfig struct {
 	// on the same machine (web.Config.LoopbackSendBuffer); 0 leaves them
 	// to the kernel's sizing. Default 262144.
 	LoopbackSendBuffer *int `hcl:"loopback_send_buffer,optional"`
+	// WriteBehind is how many bytes each connection may queue for its
+	// socket while the server goes on (web.Config.WriteBehind); 0 writes
+	// from the serving goroutine. Default 65536.
+	WriteBehind *int `hcl:"write_behind,optional"`
 }
 
 // VolumeConfig is the shared volume the node uses: a mirror formatted with
@@ -690,6 +694,9 @@ func (c *Config) Validate() error {
 	}
 	if b := c.Web.LoopbackSendBuffer; b != nil && *b < 0 {
 		return fieldErr("web.loopback_send_buffer", "%d is negative (0 leaves the buffer to the kernel)", *b)
+	}
+	if b := c.Web.WriteBehind; b != nil && (*b < 0 || *b > 64<<20) {
+		return fieldErr("web.write_behind", "%d is out of range (0 for no queue, at most 64 MiB)", *b)
 	}
 	return nil
 }

@@ -93,6 +93,7 @@ func TestValidateNamesTheWrongField(t *testing.T) {
 		{"admin.addr", func(c *Config) { c.Admin.Addr = "7080" }},
 		{"web.max_cached_locks", func(c *Config) { c.Web.MaxCachedLocks = -1 }},
 		{"web.loopback_send_buffer", func(c *Config) { n := -1; c.Web.LoopbackSendBuffer = &n }},
+		{"web.write_behind", func(c *Config) { n := 65<<20 + 1; c.Web.WriteBehind = &n }},
 	}
 	for _, tc := range cases {
 		c := validBase()
@@ -125,6 +126,7 @@ lease {
 web {
   max_cached_locks     = 8000
   loopback_send_buffer = 0
+  write_behind         = 0
 }
 `), 0o644)
 	c, err := LoadFile(p)
@@ -142,6 +144,9 @@ web {
 	}
 	if b := c.Web.LoopbackSendBuffer; b == nil || *b != 0 {
 		t.Fatalf("web.loopback_send_buffer = 0 read as %v, want set to 0 (the kernel's sizing)", b)
+	}
+	if b := c.Web.WriteBehind; b == nil || *b != 0 {
+		t.Fatalf("web.write_behind = 0 read as %v, want set to 0 (no queue)", b)
 	}
 	if c.LeaseTTL() != 3*time.Second || c.KeepAliveInterval() != 250*time.Millisecond {
 		t.Fatalf("ttl %s keepalive %s", c.LeaseTTL(), c.KeepAliveInterval())

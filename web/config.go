@@ -47,6 +47,14 @@ type Config struct {
 	// (tcp_wmem, tcp(7)), which a long round trip needs. 0 leaves every
 	// connection to the kernel; at most 64 MiB. Default 256 KiB.
 	LoopbackSendBuffer int
+	// WriteBehind is how many bytes a connection may have accepted from
+	// the server and not yet written to its socket: its writes are queued
+	// and written from a goroutine of its own, several at once, while the
+	// server goes on (an HTTP/2 server otherwise makes a system call for
+	// about every frame). A write of at least this many bytes to a
+	// connection with nothing queued is written at once. 0 writes every
+	// answer from the serving goroutine; at most 64 MiB. Default 256 KiB.
+	WriteBehind int
 	// ContentRoot is the directory of the store served as the site. The
 	// sessions' directories (Layout) must lie outside it. Default "site".
 	ContentRoot string
@@ -116,6 +124,7 @@ func DefaultConfig() Config {
 		ContentRoot:        "site",
 		ContentCache:       ContentCache{Bytes: 64 << 20, MaxFile: 1 << 20},
 		LoopbackSendBuffer: 256 << 10,
+		WriteBehind:        64 << 10,
 		Layout:             session.DefaultLayout(),
 		BodyLimit:          64 << 10,
 		MaxSessionBytes:    1 << 20,
@@ -147,6 +156,9 @@ func (c Config) Validate() error {
 	}
 	if c.LoopbackSendBuffer < 0 || c.LoopbackSendBuffer > 64<<20 {
 		return bad("LoopbackSendBuffer", "must be 0 (the kernel's sizing) or at most 64 MiB")
+	}
+	if c.WriteBehind < 0 || c.WriteBehind > 64<<20 {
+		return bad("WriteBehind", "must be 0 (no queue) or at most 64 MiB")
 	}
 	if c.ContentCache.Bytes < 0 || c.ContentCache.Bytes > 0 && c.ContentCache.MaxFile <= 0 {
 		return bad("ContentCache", "Bytes must be at least 0, and MaxFile positive when Bytes is")

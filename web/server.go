@@ -97,8 +97,8 @@ func NewServer(cfg Config, st Store, mem Membership) (*Server, error) {
 // is set, or HTTP/2 over cleartext with prior knowledge when cfg.H2C is;
 // header read and idle timeouts; its error log on cfg.Logger. The
 // certificate is loaded here: a missing or bad file is an ErrConfig now,
-// not at the first connection. Serve it with ServeTLS(ln, "", "") when
-// TLSConfig is set, else Serve.
+// not at the first connection. Serve it on Listener(cfg, ln), with
+// ServeTLS(l, "", "") when TLSConfig is set, else Serve.
 func NewHTTPServer(cfg Config, h http.Handler) (*http.Server, error) {
 	log := cfg.Logger
 	if log == nil {
@@ -120,6 +120,9 @@ func NewHTTPServer(cfg Config, h http.Handler) (*http.Server, error) {
 		}
 		p.SetHTTP2(true)
 		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+		if cfg.WriteBehind > 0 {
+			srv.TLSConfig.GetConfigForClient = writeBehindForH2
+		}
 	case cfg.H2C:
 		p.SetUnencryptedHTTP2(true)
 	}
@@ -138,8 +141,13 @@ func NewHTTPServer(cfg Config, h http.Handler) (*http.Server, error) {
 // on a loopback address (Config.LoopbackSendBuffer). A connection whose
 // option cannot be set keeps the kernel's sizing: it only runs slower.
 func boundLoopbackSendBuffer(c net.Conn, n int) {
-	if tc, ok := c.(interface{ NetConn() net.Conn }); ok {
-		c = tc.NetConn() // a *tls.Conn
+	// Under a *tls.Conn, a writeBehindConn, or both.
+	for {
+		u, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		c = u.NetConn()
 	}
 	tcp, ok := c.(*net.TCPConn)
 	if !ok {
@@ -148,6 +156,16 @@ func boundLoopbackSendBuffer(c net.Conn, n int) {
 	if a, ok := tcp.RemoteAddr().(*net.TCPAddr); ok && a.IP.IsLoopback() {
 		_ = tcp.SetWriteBuffer(n)
 	}
+}
+
+// Listener is ln as a node serves it for cfg: its HTTP/2 connections
+// queue what they write when cfg.WriteBehind is set (see there), else ln
+// itself.
+func Listener(cfg Config, ln net.Listener) net.Listener {
+	if cfg.WriteBehind <= 0 {
+		return ln
+	}
+	return newWriteBehindListener(ln, cfg.WriteBehind)
 }
 
 // Handler is the tier's whole HTTP handler.
@@ -180,6 +198,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		return errors.New("web: Serve called twice or after Close")
 	}
 	s.started = true
+	ln = Listener(s.cfg, ln)
 	s.ln = ln
 	s.mu.Unlock()
 	go s.collect()

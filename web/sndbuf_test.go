@@ -14,8 +14,12 @@ import (
 // a TLS one).
 func sendBufferOf(t *testing.T, c net.Conn) int {
 	t.Helper()
-	if tc, ok := c.(*tls.Conn); ok {
-		c = tc.NetConn()
+	for {
+		u, ok := c.(interface{ NetConn() net.Conn }) // *tls.Conn, writeBehindConn
+		if !ok {
+			break
+		}
+		c = u.NetConn()
 	}
 	rc, err := c.(*net.TCPConn).SyscallConn()
 	if err != nil {
@@ -72,13 +76,15 @@ func TestLoopbackSendBuffer(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			// As a node serves: under its write-behind queue.
+			wl := Listener(cfg, ln)
 			scheme, client := "http://", &http.Client{Timeout: 10 * time.Second}
 			if tc.tls {
 				scheme = "https://"
 				client.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
-				go srv.ServeTLS(ln, "", "")
+				go srv.ServeTLS(wl, "", "")
 			} else {
-				go srv.Serve(ln)
+				go srv.Serve(wl)
 			}
 			defer srv.Close()
 			resp, err := client.Get(scheme + ln.Addr().String() + "/")
@@ -99,6 +105,13 @@ func TestLoopbackSendBufferBounds(t *testing.T) {
 		cfg.LoopbackSendBuffer = n
 		if err := cfg.Validate(); !errors.Is(err, ErrConfig) {
 			t.Errorf("LoopbackSendBuffer %d: %v, want ErrConfig", n, err)
+		}
+	}
+	for _, n := range []int{-1, 64<<20 + 1} {
+		cfg := DefaultConfig()
+		cfg.WriteBehind = n
+		if err := cfg.Validate(); !errors.Is(err, ErrConfig) {
+			t.Errorf("WriteBehind %d: %v, want ErrConfig", n, err)
 		}
 	}
 }

@@ -45,6 +45,9 @@ func webParts(cfg cluster.Config, middleware func(http.Handler) http.Handler) ([
 	if cfg.Web.LoopbackSendBuffer != nil {
 		wc.LoopbackSendBuffer = *cfg.Web.LoopbackSendBuffer
 	}
+	if cfg.Web.WriteBehind != nil {
+		wc.WriteBehind = *cfg.Web.WriteBehind
+	}
 	wc.Logger = cfg.Logger
 	wc.Middleware = middleware
 	if err := wc.Validate(); err != nil {

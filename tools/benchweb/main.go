@@ -72,22 +72,23 @@ import (
 )
 
 var (
-	dur        = flag.Duration("dur", 5*time.Second, "duration of each content run")
-	conns      = flag.Int("conns", 32, "connections of each content run (wrk -c, h2load -c)")
-	streams    = flag.Int("streams", 10, "concurrent streams per HTTP/2 connection (h2load -m)")
-	apiDur     = flag.Duration("api-dur", 3*time.Second, "duration of each sessions run")
-	apiClients = flag.Int("api-clients", 16, "concurrent clients of each sessions run")
-	out        = flag.String("out", "", "also write the table to this file")
-	crashes    = flag.Int("crash-runs", 20, "crash-to-answer runs per fencing mode on a three-node shoald cluster (0: none)")
-	crashModes = flag.String("crash-fencing", "reservations,lease", "fencing modes of the crash runs: reservations (tgtd LUNs, persistent reservations, direct failure detection), lease (file legs, lease-only)")
-	crashRetry = flag.String("crash-retry", "in-turn", "how the crash runs' clients retry on the survivors: in-turn (the next node in order, asked again while it answers 503) or random (a survivor drawn at random each try)")
-	keepLogs   = flag.Bool("keep-logs", false, "keep the shoald clusters' directories (node logs with the failover story lines) and say where")
-	only       = flag.String("only", "", "run only this part: content, sessions (in-process nodes), cluster (sessions on three shoald processes) or crash")
-	onlyTool   = flag.String("tool", "", "content runs with only this load tool: wrk or h2load")
-	overTLS    = flag.Bool("tls", false, "content runs over TLS on every server (one ECDSA P-256 certificate made for the run; nginx with its default ciphers and session tickets, Shoal with Go's): wrk speaks HTTP/1.1, h2load HTTP/2 by ALPN; needs -only content")
-	cpuProfile = flag.String("cpuprofile", "", "write a CPU profile of the Shoal node's serving (content and sessions runs) to this file")
-	sndbuf     = flag.Int("loopback-sndbuf", web.DefaultConfig().LoopbackSendBuffer, "the Shoal servers' socket send buffer for loopback clients in bytes (web.Config.LoopbackSendBuffer; 0: the kernel's sizing)")
-	memProfile = flag.String("memprofile", "", "write an allocation profile (after the content and sessions runs) to this file")
+	dur         = flag.Duration("dur", 5*time.Second, "duration of each content run")
+	conns       = flag.Int("conns", 32, "connections of each content run (wrk -c, h2load -c)")
+	streams     = flag.Int("streams", 10, "concurrent streams per HTTP/2 connection (h2load -m)")
+	apiDur      = flag.Duration("api-dur", 3*time.Second, "duration of each sessions run")
+	apiClients  = flag.Int("api-clients", 16, "concurrent clients of each sessions run")
+	out         = flag.String("out", "", "also write the table to this file")
+	crashes     = flag.Int("crash-runs", 20, "crash-to-answer runs per fencing mode on a three-node shoald cluster (0: none)")
+	crashModes  = flag.String("crash-fencing", "reservations,lease", "fencing modes of the crash runs: reservations (tgtd LUNs, persistent reservations, direct failure detection), lease (file legs, lease-only)")
+	crashRetry  = flag.String("crash-retry", "in-turn", "how the crash runs' clients retry on the survivors: in-turn (the next node in order, asked again while it answers 503) or random (a survivor drawn at random each try)")
+	keepLogs    = flag.Bool("keep-logs", false, "keep the shoald clusters' directories (node logs with the failover story lines) and say where")
+	only        = flag.String("only", "", "run only this part: content, sessions (in-process nodes), cluster (sessions on three shoald processes) or crash")
+	onlyTool    = flag.String("tool", "", "content runs with only this load tool: wrk or h2load")
+	overTLS     = flag.Bool("tls", false, "content runs over TLS on every server (one ECDSA P-256 certificate made for the run; nginx with its default ciphers and session tickets, Shoal with Go's): wrk speaks HTTP/1.1, h2load HTTP/2 by ALPN; needs -only content")
+	cpuProfile  = flag.String("cpuprofile", "", "write a CPU profile of the Shoal node's serving (content and sessions runs) to this file")
+	writeBehind = flag.Int("write-behind", web.DefaultConfig().WriteBehind, "the Shoal servers' queue of bytes per connection written behind the serving goroutine (web.Config.WriteBehind; 0: none)")
+	sndbuf      = flag.Int("loopback-sndbuf", web.DefaultConfig().LoopbackSendBuffer, "the Shoal servers' socket send buffer for loopback clients in bytes (web.Config.LoopbackSendBuffer; 0: the kernel's sizing)")
+	memProfile  = flag.String("memprofile", "", "write an allocation profile (after the content and sessions runs) to this file")
 )
 
 var sizes = []struct {
@@ -254,6 +255,7 @@ func run(w io.Writer) error {
 	cfg := web.DefaultConfig()
 	cfg.Addr = "127.0.0.1:0"
 	cfg.LoopbackSendBuffer = *sndbuf
+	cfg.WriteBehind = *writeBehind
 	scheme, client := "http://", http.DefaultClient
 	if *overTLS {
 		certFile, keyFile, pool, err := webtest.SelfSigned(tmp)
@@ -761,10 +763,11 @@ func serve(cfg web.Config, h http.Handler) (string, func(), error) {
 	if err != nil {
 		return "", nil, err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", nil, err
 	}
+	ln := web.Listener(cfg, inner)
 	scheme := "http://"
 	if srv.TLSConfig != nil {
 		scheme = "https://"

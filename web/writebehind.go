@@ -1,0 +1,361 @@
+package web
+
+import (
+	"crypto/tls"
+	"net"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// writeBehindListener hands out its connections as writeBehindConns of at
+// most limit queued bytes each (Config.WriteBehind), their queues from one
+// pool of buffers of that size.
+type writeBehindListener struct {
+	net.Listener
+	limit int
+	bufs  *sync.Pool
+}
+
+func newWriteBehindListener(ln net.Listener, limit int) writeBehindListener {
+	return writeBehindListener{Listener: ln, limit: limit, bufs: &sync.Pool{New: func() any {
+		b := make([]byte, 0, limit)
+		return &b
+	}}}
+}
+
+// Accept is the inner listener's Accept, the connection wrapped.
+func (l writeBehindListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return newWriteBehindConn(c, l.limit, l.bufs), nil
+}
+
+// h2Preface is how an HTTP/2 client's connection preface starts (RFC
+// 9113 section 3.4); "PRI " starts no HTTP/1 request a server accepts.
+const h2Preface = "PRI "
+
+// writeBehindForH2 turns the queue on for a TLS connection whose client
+// offers HTTP/2 by ALPN (RFC 7301): net/http's server lists "h2" first
+// and crypto/tls takes the server's order, so it speaks HTTP/2. It is a
+// tls.Config.GetConfigForClient that changes no setting.
+func writeBehindForH2(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+	if w, ok := hello.Conn.(*writeBehindConn); ok && slices.Contains(hello.SupportedProtos, "h2") {
+		w.behind.Store(true)
+	}
+	return nil, nil
+}
+
+// writeBehindLinger bounds how long a closed connection's writer goes on
+// writing bytes accepted before the Close to a peer that does not read
+// them: after it the bytes are dropped and the socket closed. TLS gives its
+// close_notify alert the same 5 s (crypto/tls Conn.Close).
+const writeBehindLinger = 5 * time.Second
+
+// A writeBehindConn carrying HTTP/2 accepts Writes into a queue and
+// writes the queue to the inner connection from a goroutine of its own,
+// all that has gathered at once, while the caller goes on. An HTTP/2
+// server writes each frame and flushes whenever its queue of frames runs
+// dry (net/http: a 4 KiB buffer), which under load is a system call for
+// about every frame; its frames gather here while the previous system
+// call runs, and go out together. An HTTP/1.1 server writes one answer
+// per request with nothing to gather, so a connection passes Writes
+// straight through until it is found to carry HTTP/2: the client's
+// preface read first in cleartext, h2 offered by ALPN over TLS
+// (writeBehindForH2).
+//
+// Bytes of one Write are never interleaved with another's; the order of
+// Writes is kept. A Write returns once its bytes are queued, or, for a
+// Write of at least limit bytes to a connection with nothing queued, once
+// they are written (net/http writes a large answer in one call; copying it
+// buys nothing). It waits while limit bytes are queued. An error of the
+// inner connection is returned by the next Write and every one after
+// (bytes queued then are dropped, as a socket's are when it fails). The
+// write deadline bounds Writes waiting for room, not the writing of bytes
+// already queued, which goes on as a socket's send buffer does, until it
+// fails, or for writeBehindLinger after Close.
+type writeBehindConn struct {
+	net.Conn
+	limit int
+	bufs  *sync.Pool
+	// behind: Writes go through the queue (the connection carries
+	// HTTP/2). Set before the first Write, never cleared.
+	behind atomic.Bool
+	// sniffed counts the bytes of h2Preface read so far; -1 once the
+	// first bytes read decided.
+	sniffed atomic.Int32
+	// wmu keeps each Write whole: one Write's bytes may be queued in
+	// parts while others wait. It also keeps a direct write alone: none
+	// starts before the writer has emptied the queue and exited, and
+	// nothing is queued while it runs, so no bytes are left behind with
+	// no writer.
+	wmu sync.Mutex
+
+	mu   sync.Mutex
+	cond *sync.Cond // signalled when queued bytes are taken or written, and on errors
+	// queued are the bytes accepted and not yet taken by the writer.
+	queued []byte
+	// spare is the writer's previous batch, reused for the next queue.
+	spare []byte
+	// writing: the writer goroutine runs (it exits when the queue is
+	// empty), or a caller writes directly.
+	writing  bool
+	err      error
+	closed   bool
+	deadline time.Time
+	timer    *time.Timer // wakes Writes waiting for room at the deadline
+}
+
+func newWriteBehindConn(c net.Conn, limit int, bufs *sync.Pool) *writeBehindConn {
+	w := &writeBehindConn{Conn: c, limit: limit, bufs: bufs}
+	w.cond = sync.NewCond(&w.mu)
+	return w
+}
+
+// Read is the inner connection's Read; the first bytes read turn the
+// queue on when they are HTTP/2's cleartext preface.
+func (w *writeBehindConn) Read(p []byte) (int, error) {
+	n, err := w.Conn.Read(p)
+	if k := int(w.sniffed.Load()); k >= 0 && n > 0 {
+		m := min(n, len(h2Preface)-k)
+		switch {
+		case string(p[:m]) != h2Preface[k:k+m]:
+			w.sniffed.Store(-1)
+		case k+m == len(h2Preface):
+			w.behind.Store(true)
+			w.sniffed.Store(-1)
+		default:
+			w.sniffed.Store(int32(k + m))
+		}
+	}
+	return n, err
+}
+
+// buf is an empty queue buffer from the pool. Called with mu held.
+func (w *writeBehindConn) buf() []byte {
+	return (*w.bufs.Get().(*[]byte))[:0]
+}
+
+// putBuf gives b back to the pool.
+func (w *writeBehindConn) putBuf(b []byte) {
+	if cap(b) == w.limit {
+		b = b[:0]
+		w.bufs.Put(&b)
+	}
+}
+
+// NetConn is the inner connection (as crypto/tls's Conn.NetConn).
+func (w *writeBehindConn) NetConn() net.Conn { return w.Conn }
+
+// Write queues p (or writes it, see the type); see the type for when it
+// returns and which errors.
+func (w *writeBehindConn) Write(p []byte) (int, error) {
+	if !w.behind.Load() {
+		return w.Conn.Write(p)
+	}
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(p) >= w.limit {
+		// Large: written here once everything before it is.
+		for w.writing && w.usable() == nil {
+			w.cond.Wait()
+		}
+		if err := w.usable(); err != nil {
+			return 0, err
+		}
+		// The write deadline bounds it, as it would a socket's Write.
+		if err := w.Conn.SetWriteDeadline(w.deadline); err != nil {
+			return 0, err
+		}
+		w.writing = true
+		w.mu.Unlock()
+		n, err := w.Conn.Write(p)
+		w.mu.Lock()
+		w.writing = false
+		if err != nil && w.err == nil {
+			w.err = err
+		}
+		w.cond.Broadcast()
+		if w.closed {
+			// Close came meanwhile and left the socket to this Write.
+			w.Conn.Close()
+		} else if err == nil {
+			err = w.Conn.SetWriteDeadline(time.Time{})
+		}
+		return n, err
+	}
+	done := 0
+	for done < len(p) {
+		for len(w.queued) >= w.limit && w.usable() == nil {
+			w.cond.Wait()
+		}
+		if err := w.usable(); err != nil {
+			return done, err
+		}
+		if w.queued == nil {
+			w.queued = w.buf()
+		}
+		n := min(len(p)-done, w.limit-len(w.queued))
+		w.queued = append(w.queued, p[done:done+n]...)
+		done += n
+		if !w.writing {
+			w.writing = true
+			go w.writeQueued()
+		}
+	}
+	return done, nil
+}
+
+// usable is nil while Writes may queue: no error, not closed, deadline
+// not passed. Called with mu held.
+func (w *writeBehindConn) usable() error {
+	switch {
+	case w.err != nil:
+		return w.err
+	case w.closed:
+		return net.ErrClosed
+	case !w.deadline.IsZero() && !time.Now().Before(w.deadline):
+		return os.ErrDeadlineExceeded
+	}
+	return nil
+}
+
+// writeQueued is the writer: it writes what is queued, all at once, until
+// nothing is, then exits; after Close it closes the inner connection.
+func (w *writeBehindConn) writeQueued() {
+	w.mu.Lock()
+	for len(w.queued) > 0 && w.err == nil {
+		batch := w.queued
+		w.queued = w.spare
+		if w.queued == nil {
+			w.queued = w.buf()
+		}
+		w.cond.Broadcast()
+		w.mu.Unlock()
+		_, err := w.Conn.Write(batch)
+		w.mu.Lock()
+		w.spare = batch[:0]
+		if err != nil && w.err == nil {
+			w.err = err
+		}
+	}
+	// An idle connection keeps no buffers: a server keeps many idle.
+	// After an error the bytes queued are dropped.
+	for _, b := range [][]byte{w.queued, w.spare} {
+		if b != nil {
+			w.putBuf(b)
+		}
+	}
+	w.queued, w.spare = nil, nil
+	w.writing = false
+	w.cond.Broadcast()
+	closed := w.closed
+	w.mu.Unlock()
+	if closed {
+		w.Conn.Close()
+	}
+}
+
+// Close stops accepting Writes and closes the connection: at once when
+// nothing is queued, else once the writer has written the queue (within
+// writeBehindLinger). It returns net.ErrClosed when called again.
+func (w *writeBehindConn) Close() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return net.ErrClosed
+	}
+	w.closed = true
+	if w.timer != nil {
+		w.timer.Stop()
+	}
+	w.cond.Broadcast()
+	if w.writing {
+		// The writer (or a direct Write) closes the socket when done;
+		// SetWriteDeadline only bounds its time.
+		return w.Conn.SetWriteDeadline(time.Now().Add(writeBehindLinger))
+	}
+	return w.Conn.Close()
+}
+
+// CloseWrite waits until the queued bytes are written (within
+// writeBehindLinger), then shuts down the writing side of the inner
+// connection when it can (a *net.TCPConn); net/http does so before
+// closing a connection it answered "Connection: close" on.
+func (w *writeBehindConn) CloseWrite() error {
+	if !w.behind.Load() {
+		return w.closeInnerWrite()
+	}
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	w.mu.Lock()
+	if w.writing && !w.closed {
+		if err := w.Conn.SetWriteDeadline(time.Now().Add(writeBehindLinger)); err != nil {
+			w.mu.Unlock()
+			return err
+		}
+	}
+	for w.writing {
+		w.cond.Wait()
+	}
+	err := w.usable()
+	w.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return w.closeInnerWrite()
+}
+
+// closeInnerWrite shuts down the writing side of the inner connection
+// when it can.
+func (w *writeBehindConn) closeInnerWrite() error {
+	cw, ok := w.Conn.(interface{ CloseWrite() error })
+	if !ok {
+		return nil
+	}
+	return cw.CloseWrite()
+}
+
+// SetDeadline sets the read deadline of the inner connection and the
+// write deadline of Writes waiting for room.
+func (w *writeBehindConn) SetDeadline(t time.Time) error {
+	if err := w.SetWriteDeadline(t); err != nil {
+		return err
+	}
+	return w.Conn.SetReadDeadline(t)
+}
+
+// SetWriteDeadline is the inner connection's while Writes pass straight
+// through. With the queue on it bounds the Writes that wait for room in
+// the queue or for a direct write to start, and a direct write; bytes
+// queued are written regardless (see the type).
+func (w *writeBehindConn) SetWriteDeadline(t time.Time) error {
+	if !w.behind.Load() {
+		return w.Conn.SetWriteDeadline(t)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return net.ErrClosed
+	}
+	w.deadline = t
+	if w.timer != nil {
+		w.timer.Stop()
+		w.timer = nil
+	}
+	if !t.IsZero() {
+		w.timer = time.AfterFunc(time.Until(t), func() {
+			w.mu.Lock()
+			w.cond.Broadcast()
+			w.mu.Unlock()
+		})
+	}
+	w.cond.Broadcast()
+	return nil
+}

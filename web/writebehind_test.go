@@ -1,0 +1,291 @@
+package web
+
+import (
+	"bytes"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"testing"
+	"time"
+)
+
+// tcpPair is a loopback TCP connection: the server's end wrapped with a
+// write-behind queue of limit bytes, and the client's end.
+func tcpPair(t *testing.T, limit int) (*writeBehindConn, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	wl := Listener(Config{WriteBehind: limit}, ln)
+	got := make(chan net.Conn, 1)
+	go func() {
+		c, err := wl.Accept()
+		if err != nil {
+			t.Error(err)
+		}
+		got <- c
+	}()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := <-got
+	if server == nil {
+		t.FailNow()
+	}
+	t.Cleanup(func() { client.Close(); server.Close() })
+	w := server.(*writeBehindConn)
+	w.behind.Store(true) // as on a connection found to carry HTTP/2
+	return w, client
+}
+
+// Writes from several goroutines at once, small ones queued and ones of
+// the limit or more written directly, reach the peer whole (no Write's
+// bytes split by another's) and, from each goroutine, in order; Close
+// then delivers everything queued before the peer sees the end.
+func TestWriteBehindKeepsWritesWholeAndInOrder(t *testing.T) {
+	const limit = 4 << 10
+	server, client := tcpPair(t, limit)
+	var got bytes.Buffer
+	read := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(&got, client)
+		read <- err
+	}()
+	const writers, writes = 4, 300
+	var wg sync.WaitGroup
+	for g := range writers {
+		wg.Go(func() {
+			for i := range writes {
+				// Records of 16 bytes to twice the limit, each a
+				// line of its writer's and index's digits.
+				n := 16 + (i*977+g*131)%(2*limit)
+				rec := bytes.Repeat([]byte{byte('a' + g)}, n)
+				copy(rec, fmt.Sprintf("%d:%d:", g, i))
+				rec[n-1] = '\n'
+				if _, err := server.Write(rec); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := server.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-read:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the peer did not see the end of the stream after Close")
+	}
+	next := make([]int, writers)
+	for _, line := range bytes.Split(bytes.TrimSuffix(got.Bytes(), []byte("\n")), []byte("\n")) {
+		var g, i int
+		if _, err := fmt.Sscanf(string(line), "%d:%d:", &g, &i); err != nil {
+			t.Fatalf("a record starts with %.20q: %v (a Write split by another)", line, err)
+		}
+		if i != next[g] {
+			t.Fatalf("writer %d: record %d arrived, want %d", g, i, next[g])
+		}
+		next[g]++
+		want := byte('a' + g)
+		for _, b := range line[len(fmt.Sprintf("%d:%d:", g, i)):] {
+			if b != want {
+				t.Fatalf("writer %d record %d holds %q: another Write's bytes inside it", g, i, b)
+			}
+		}
+	}
+	for g, n := range next {
+		if n != writes {
+			t.Fatalf("writer %d: %d records arrived, want %d", g, n, writes)
+		}
+	}
+}
+
+// A peer that reads nothing: Writes queue up to the limit, then wait;
+// a write deadline ends the wait with os.ErrDeadlineExceeded; Close
+// returns at once and the connection is closed within the linger.
+func TestWriteBehindBoundsItsQueue(t *testing.T) {
+	const limit = 64 << 10
+	server, client := tcpPair(t, limit)
+	// Fill the socket's buffers and the queue: a Write of the limit or
+	// more is written directly and waits on the socket; stop there.
+	server.SetWriteDeadline(time.Now().Add(300 * time.Millisecond))
+	chunk := make([]byte, 16<<10)
+	start := time.Now()
+	var err error
+	for written := 0; written < 64<<20 && err == nil; written += len(chunk) {
+		_, err = server.Write(chunk)
+	}
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("a Write into a full queue returned %v, want os.ErrDeadlineExceeded", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("the deadline of 300ms ended the wait after %v", d)
+	}
+	server.mu.Lock()
+	queued := len(server.queued)
+	server.mu.Unlock()
+	if queued > limit {
+		t.Fatalf("%d bytes queued, limit %d", queued, limit)
+	}
+	start = time.Now()
+	if err := server.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("Close took %v with a peer that reads nothing", d)
+	}
+	if _, err := server.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("a Write after Close returned %v, want net.ErrClosed", err)
+	}
+	// The writer gives up within the linger and closes the socket: the
+	// peer then reads to its end (an error: bytes were dropped).
+	client.SetReadDeadline(time.Now().Add(writeBehindLinger + 10*time.Second))
+	if _, err := io.Copy(io.Discard, client); err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the socket was still open %v after Close", writeBehindLinger+10*time.Second)
+	}
+}
+
+// An error of the socket reaches the next Write, and every one after.
+func TestWriteBehindReportsTheSocketsError(t *testing.T) {
+	server, client := tcpPair(t, 4<<10)
+	// The peer closes with unread bytes: its kernel answers further
+	// segments with a reset.
+	client.(*net.TCPConn).SetLinger(0)
+	client.Close()
+	var err error
+	deadline := time.Now().Add(10 * time.Second)
+	for err == nil && time.Now().Before(deadline) {
+		_, err = server.Write(make([]byte, 1024))
+	}
+	if err == nil {
+		t.Fatal("Writes to a reset connection kept succeeding for 10s")
+	}
+	if _, again := server.Write([]byte("x")); again == nil {
+		t.Fatalf("a Write after the error %v succeeded", err)
+	}
+}
+
+// A node's server with write-behind answers over HTTP/1.1, HTTP/2 over
+// cleartext and HTTP/2 over TLS, many requests at once, each body whole;
+// the HTTP/2 connections queue their writes, the HTTP/1.1 ones (over
+// TLS too) pass them straight through.
+func TestWriteBehindServesEveryProtocol(t *testing.T) {
+	certFile, keyFile, pool := selfSigned(t, t.TempDir())
+	bodies := map[string][]byte{}
+	for _, n := range []int{0, 1, 1000, 16 << 10, 300 << 10, 1 << 20} {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(i*7 + n)
+		}
+		bodies[fmt.Sprintf("/%d", n)] = b
+	}
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, ok := bodies[r.URL.Path]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Length", fmt.Sprint(len(b)))
+		w.Write(b)
+	})
+	for _, tc := range []struct {
+		name  string
+		proto int
+		tls   bool
+	}{{"http1", 1, false}, {"h2c", 2, false}, {"h2-tls", 2, true}, {"http1-tls", 1, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.WriteBehind = 64 << 10
+			tr := &http.Transport{}
+			scheme := "http://"
+			if tc.tls {
+				cfg.TLSCertFile, cfg.TLSKeyFile = certFile, keyFile
+				tr.TLSClientConfig = &tls.Config{RootCAs: pool}
+				tr.ForceAttemptHTTP2 = tc.proto == 2
+				if tc.proto == 1 {
+					tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+				}
+				scheme = "https://"
+			} else if tc.proto == 2 {
+				cfg.H2C = true
+				tr.Protocols = new(http.Protocols)
+				tr.Protocols.SetUnencryptedHTTP2(true)
+			}
+			srv, err := NewHTTPServer(cfg, h)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var mu sync.Mutex
+			queued := map[bool]int{} // connections by whether they queue
+			srv.ConnState = func(c net.Conn, st http.ConnState) {
+				if st != http.StateActive {
+					return
+				}
+				if tc, ok := c.(*tls.Conn); ok {
+					c = tc.NetConn()
+				}
+				mu.Lock()
+				queued[c.(*writeBehindConn).behind.Load()]++
+				mu.Unlock()
+			}
+			inner, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ln := Listener(cfg, inner)
+			if tc.tls {
+				go srv.ServeTLS(ln, "", "")
+			} else {
+				go srv.Serve(ln)
+			}
+			defer srv.Close()
+			client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+			defer tr.CloseIdleConnections()
+			var wg sync.WaitGroup
+			for g := range 8 {
+				wg.Go(func() {
+					for i := range 30 {
+						p := fmt.Sprintf("/%d", []int{0, 1, 1000, 16 << 10, 300 << 10, 1 << 20}[(g+i)%6])
+						resp, err := client.Get(scheme + inner.Addr().String() + p)
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						b, err := io.ReadAll(resp.Body)
+						resp.Body.Close()
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						if resp.ProtoMajor != tc.proto {
+							t.Errorf("%s answered over %s", p, resp.Proto)
+						}
+						if !bytes.Equal(b, bodies[p]) {
+							t.Errorf("%s: %d bytes differ from the %d sent", p, len(b), len(bodies[p]))
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			mu.Lock()
+			defer mu.Unlock()
+			if want := tc.proto == 2; queued[!want] > 0 || queued[want] == 0 {
+				t.Fatalf("connections that queue their writes: %d, that do not: %d; want only the %v kind", queued[true], queued[false], want)
+			}
+		})
+	}
+}
