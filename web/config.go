@@ -49,11 +49,13 @@ type Config struct {
 	LoopbackSendBuffer int
 	// WriteBehind is how many bytes a connection may have accepted from
 	// the server and not yet written to its socket: its writes are queued
-	// and written from a goroutine of its own, several at once, while the
-	// server goes on (an HTTP/2 server otherwise makes a system call for
-	// about every frame). A write of at least this many bytes to a
-	// connection with nothing queued is written at once. 0 writes every
-	// answer from the serving goroutine; at most 64 MiB. Default 256 KiB.
+	// and written from a goroutine of its own, all that gathered at once,
+	// while the server goes on (net/http writes an answer in pieces: a
+	// system call for about every HTTP/2 frame under load, two or three
+	// for a 16 KiB HTTP/1.1 answer). A write of at least this many bytes
+	// to a connection with nothing queued is written at once. 0 writes
+	// every piece from the serving goroutine; at most 64 MiB. Default
+	// 64 KiB.
 	WriteBehind int
 	// ContentRoot is the directory of the store served as the site. The
 	// sessions' directories (Layout) must lie outside it. Default "site".

@@ -120,9 +120,6 @@ func NewHTTPServer(cfg Config, h http.Handler) (*http.Server, error) {
 		}
 		p.SetHTTP2(true)
 		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
-		if cfg.WriteBehind > 0 {
-			srv.TLSConfig.GetConfigForClient = writeBehindForH2
-		}
 	case cfg.H2C:
 		p.SetUnencryptedHTTP2(true)
 	}
@@ -158,9 +155,8 @@ func boundLoopbackSendBuffer(c net.Conn, n int) {
 	}
 }
 
-// Listener is ln as a node serves it for cfg: its HTTP/2 connections
-// queue what they write when cfg.WriteBehind is set (see there), else ln
-// itself.
+// Listener is ln as a node serves it for cfg: its connections queue what
+// they write when cfg.WriteBehind is set (see there), else ln itself.
 func Listener(cfg Config, ln net.Listener) net.Listener {
 	if cfg.WriteBehind <= 0 {
 		return ln

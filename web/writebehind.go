@@ -1,12 +1,9 @@
 package web
 
 import (
-	"crypto/tls"
 	"net"
 	"os"
-	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -35,38 +32,20 @@ func (l writeBehindListener) Accept() (net.Conn, error) {
 	return newWriteBehindConn(c, l.limit, l.bufs), nil
 }
 
-// h2Preface is how an HTTP/2 client's connection preface starts (RFC
-// 9113 section 3.4); "PRI " starts no HTTP/1 request a server accepts.
-const h2Preface = "PRI "
-
-// writeBehindForH2 turns the queue on for a TLS connection whose client
-// offers HTTP/2 by ALPN (RFC 7301): net/http's server lists "h2" first
-// and crypto/tls takes the server's order, so it speaks HTTP/2. It is a
-// tls.Config.GetConfigForClient that changes no setting.
-func writeBehindForH2(hello *tls.ClientHelloInfo) (*tls.Config, error) {
-	if w, ok := hello.Conn.(*writeBehindConn); ok && slices.Contains(hello.SupportedProtos, "h2") {
-		w.behind.Store(true)
-	}
-	return nil, nil
-}
-
 // writeBehindLinger bounds how long a closed connection's writer goes on
 // writing bytes accepted before the Close to a peer that does not read
 // them: after it the bytes are dropped and the socket closed. TLS gives its
 // close_notify alert the same 5 s (crypto/tls Conn.Close).
 const writeBehindLinger = 5 * time.Second
 
-// A writeBehindConn carrying HTTP/2 accepts Writes into a queue and
-// writes the queue to the inner connection from a goroutine of its own,
-// all that has gathered at once, while the caller goes on. An HTTP/2
-// server writes each frame and flushes whenever its queue of frames runs
-// dry (net/http: a 4 KiB buffer), which under load is a system call for
-// about every frame; its frames gather here while the previous system
-// call runs, and go out together. An HTTP/1.1 server writes one answer
-// per request with nothing to gather, so a connection passes Writes
-// straight through until it is found to carry HTTP/2: the client's
-// preface read first in cleartext, h2 offered by ALPN over TLS
-// (writeBehindForH2).
+// A writeBehindConn accepts Writes into a queue and writes the queue to
+// the inner connection from a goroutine of its own, all that has gathered
+// at once, while the caller goes on. net/http's servers write in pieces:
+// HTTP/1.1 an answer's header, then its body in calls around its 4 KiB
+// buffer (two or three system calls for a 16 KiB answer); HTTP/2 each
+// frame, flushing whenever its queue of frames runs dry, which under load
+// is a system call for about every frame. The pieces gather here while
+// the previous system call runs, and go out together.
 //
 // Bytes of one Write are never interleaved with another's; the order of
 // Writes is kept. A Write returns once its bytes are queued, or, for a
@@ -82,12 +61,6 @@ type writeBehindConn struct {
 	net.Conn
 	limit int
 	bufs  *sync.Pool
-	// behind: Writes go through the queue (the connection carries
-	// HTTP/2). Set before the first Write, never cleared.
-	behind atomic.Bool
-	// sniffed counts the bytes of h2Preface read so far; -1 once the
-	// first bytes read decided.
-	sniffed atomic.Int32
 	// wmu keeps each Write whole: one Write's bytes may be queued in
 	// parts while others wait. It also keeps a direct write alone: none
 	// starts before the writer has emptied the queue and exited, and
@@ -116,25 +89,6 @@ func newWriteBehindConn(c net.Conn, limit int, bufs *sync.Pool) *writeBehindConn
 	return w
 }
 
-// Read is the inner connection's Read; the first bytes read turn the
-// queue on when they are HTTP/2's cleartext preface.
-func (w *writeBehindConn) Read(p []byte) (int, error) {
-	n, err := w.Conn.Read(p)
-	if k := int(w.sniffed.Load()); k >= 0 && n > 0 {
-		m := min(n, len(h2Preface)-k)
-		switch {
-		case string(p[:m]) != h2Preface[k:k+m]:
-			w.sniffed.Store(-1)
-		case k+m == len(h2Preface):
-			w.behind.Store(true)
-			w.sniffed.Store(-1)
-		default:
-			w.sniffed.Store(int32(k + m))
-		}
-	}
-	return n, err
-}
-
 // buf is an empty queue buffer from the pool. Called with mu held.
 func (w *writeBehindConn) buf() []byte {
 	return (*w.bufs.Get().(*[]byte))[:0]
@@ -154,9 +108,6 @@ func (w *writeBehindConn) NetConn() net.Conn { return w.Conn }
 // Write queues p (or writes it, see the type); see the type for when it
 // returns and which errors.
 func (w *writeBehindConn) Write(p []byte) (int, error) {
-	if !w.behind.Load() {
-		return w.Conn.Write(p)
-	}
 	w.wmu.Lock()
 	defer w.wmu.Unlock()
 	w.mu.Lock()
@@ -289,9 +240,6 @@ func (w *writeBehindConn) Close() error {
 // connection when it can (a *net.TCPConn); net/http does so before
 // closing a connection it answered "Connection: close" on.
 func (w *writeBehindConn) CloseWrite() error {
-	if !w.behind.Load() {
-		return w.closeInnerWrite()
-	}
 	w.wmu.Lock()
 	defer w.wmu.Unlock()
 	w.mu.Lock()
@@ -331,14 +279,10 @@ func (w *writeBehindConn) SetDeadline(t time.Time) error {
 	return w.Conn.SetReadDeadline(t)
 }
 
-// SetWriteDeadline is the inner connection's while Writes pass straight
-// through. With the queue on it bounds the Writes that wait for room in
-// the queue or for a direct write to start, and a direct write; bytes
-// queued are written regardless (see the type).
+// SetWriteDeadline bounds the Writes that wait for room in the queue or
+// for a direct write to start, and a direct write; bytes queued are
+// written regardless (see the type).
 func (w *writeBehindConn) SetWriteDeadline(t time.Time) error {
-	if !w.behind.Load() {
-		return w.Conn.SetWriteDeadline(t)
-	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed {
