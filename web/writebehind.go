@@ -9,18 +9,59 @@ import (
 
 // writeBehindListener hands out its connections as writeBehindConns of at
 // most limit queued bytes each (Config.WriteBehind), their queues from one
-// pool of buffers of that size.
+// set of buffer pools.
 type writeBehindListener struct {
 	net.Listener
 	limit int
-	bufs  *sync.Pool
+	bufs  *queueBufs
 }
 
 func newWriteBehindListener(ln net.Listener, limit int) writeBehindListener {
-	return writeBehindListener{Listener: ln, limit: limit, bufs: &sync.Pool{New: func() any {
-		b := make([]byte, 0, limit)
-		return &b
-	}}}
+	return writeBehindListener{Listener: ln, limit: limit, bufs: newQueueBufs(limit)}
+}
+
+// queueBufs are the queues' buffers, pooled by size: 4 KiB, then 4 times
+// as large up to the limit, the largest of the limit's size. A connection
+// takes the smallest that holds what it queues, so one queuing a 1 KiB
+// answer holds 4 KiB, not the limit, and one that queues more moves up.
+type queueBufs struct {
+	sizes []int
+	pools []sync.Pool
+}
+
+func newQueueBufs(limit int) *queueBufs {
+	q := &queueBufs{}
+	for n := 4 << 10; n < limit; n *= 4 {
+		q.sizes = append(q.sizes, n)
+	}
+	q.sizes = append(q.sizes, limit)
+	q.pools = make([]sync.Pool, len(q.sizes))
+	return q
+}
+
+// get is an empty buffer of at least n bytes' capacity (at most the
+// limit's).
+func (q *queueBufs) get(n int) []byte {
+	for i, size := range q.sizes {
+		if n <= size || i == len(q.sizes)-1 {
+			if b, ok := q.pools[i].Get().(*[]byte); ok {
+				return (*b)[:0]
+			}
+			return make([]byte, 0, size)
+		}
+	}
+	panic("unreachable: newQueueBufs made no size")
+}
+
+// put gives b, from get, back to its pool.
+func (q *queueBufs) put(b []byte) {
+	for i, size := range q.sizes {
+		if cap(b) == size {
+			b = b[:0]
+			q.pools[i].Put(&b)
+			return
+		}
+	}
 }
 
 // Accept is the inner listener's Accept, the connection wrapped.
@@ -60,7 +101,7 @@ const writeBehindLinger = 5 * time.Second
 type writeBehindConn struct {
 	net.Conn
 	limit int
-	bufs  *sync.Pool
+	bufs  *queueBufs
 	// wmu keeps each Write whole: one Write's bytes may be queued in
 	// parts while others wait. It also keeps a direct write alone: none
 	// starts before the writer has emptied the queue and exited, and
@@ -83,23 +124,10 @@ type writeBehindConn struct {
 	timer    *time.Timer // wakes Writes waiting for room at the deadline
 }
 
-func newWriteBehindConn(c net.Conn, limit int, bufs *sync.Pool) *writeBehindConn {
+func newWriteBehindConn(c net.Conn, limit int, bufs *queueBufs) *writeBehindConn {
 	w := &writeBehindConn{Conn: c, limit: limit, bufs: bufs}
 	w.cond = sync.NewCond(&w.mu)
 	return w
-}
-
-// buf is an empty queue buffer from the pool. Called with mu held.
-func (w *writeBehindConn) buf() []byte {
-	return (*w.bufs.Get().(*[]byte))[:0]
-}
-
-// putBuf gives b back to the pool.
-func (w *writeBehindConn) putBuf(b []byte) {
-	if cap(b) == w.limit {
-		b = b[:0]
-		w.bufs.Put(&b)
-	}
 }
 
 // NetConn is the inner connection (as crypto/tls's Conn.NetConn).
@@ -149,10 +177,14 @@ func (w *writeBehindConn) Write(p []byte) (int, error) {
 		if err := w.usable(); err != nil {
 			return done, err
 		}
-		if w.queued == nil {
-			w.queued = w.buf()
-		}
 		n := min(len(p)-done, w.limit-len(w.queued))
+		if need := len(w.queued) + n; cap(w.queued) < need {
+			b := append(w.bufs.get(need), w.queued...)
+			if w.queued != nil {
+				w.bufs.put(w.queued)
+			}
+			w.queued = b
+		}
 		w.queued = append(w.queued, p[done:done+n]...)
 		done += n
 		if !w.writing {
@@ -183,10 +215,7 @@ func (w *writeBehindConn) writeQueued() {
 	w.mu.Lock()
 	for len(w.queued) > 0 && w.err == nil {
 		batch := w.queued
-		w.queued = w.spare
-		if w.queued == nil {
-			w.queued = w.buf()
-		}
+		w.queued, w.spare = w.spare, nil
 		w.cond.Broadcast()
 		w.mu.Unlock()
 		_, err := w.Conn.Write(batch)
@@ -200,7 +229,7 @@ func (w *writeBehindConn) writeQueued() {
 	// After an error the bytes queued are dropped.
 	for _, b := range [][]byte{w.queued, w.spare} {
 		if b != nil {
-			w.putBuf(b)
+			w.bufs.put(b)
 		}
 	}
 	w.queued, w.spare = nil, nil
