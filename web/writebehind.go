@@ -20,10 +20,13 @@ func newWriteBehindListener(ln net.Listener, limit int) writeBehindListener {
 	return writeBehindListener{Listener: ln, limit: limit, bufs: newQueueBufs(limit)}
 }
 
-// queueBufs are the queues' buffers, pooled by size: 4 KiB, then 4 times
-// as large up to the limit, the largest of the limit's size. A connection
-// takes the smallest that holds what it queues, so one queuing a 1 KiB
-// answer holds 4 KiB, not the limit, and one that queues more moves up.
+// queueBufs are the queues' buffers, pooled by size: 4 KiB and the
+// limit. A connection takes the smaller while what it queues fits, so
+// one queuing a 1 KiB answer holds 4 KiB, not the limit, and moves to the
+// limit's at once when more waits: a queue starts anew each time its
+// writer has emptied it, and moving up in steps (16 KiB, then 64) copied
+// enough at every burst of HTTP/2 frames to cost a quarter more CPU per
+// 16 KiB answer.
 type queueBufs struct {
 	sizes []int
 	pools []sync.Pool
@@ -31,8 +34,8 @@ type queueBufs struct {
 
 func newQueueBufs(limit int) *queueBufs {
 	q := &queueBufs{}
-	for n := 4 << 10; n < limit; n *= 4 {
-		q.sizes = append(q.sizes, n)
+	if small := 4 << 10; small < limit {
+		q.sizes = append(q.sizes, small)
 	}
 	q.sizes = append(q.sizes, limit)
 	q.pools = make([]sync.Pool, len(q.sizes))
