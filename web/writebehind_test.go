@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/shoal-ha/shoal/web/session"
 )
 
 // tcpPair is a loopback TCP connection: the server's end wrapped with a
@@ -308,5 +310,46 @@ func TestWriteBehindQueueBuffersBySize(t *testing.T) {
 	}
 	if q := newQueueBufs(1 << 10); cap(q.get(1)) != 1<<10 || cap(q.get(5<<10)) != 1<<10 {
 		t.Errorf("a 1 KiB limit: sizes %v", q.sizes)
+	}
+}
+
+// A node's Server serves its connections through the queue when
+// Config.WriteBehind is set, and straight on the socket when it is 0.
+func TestServerWritesBehindItsConnections(t *testing.T) {
+	for _, limit := range []int{DefaultConfig().WriteBehind, 0} {
+		c := newCluster()
+		populate(t, c, map[string]string{"site/index.html": "<p>home</p>"})
+		cfg := testConfig(t)
+		cfg.WriteBehind = limit
+		m := &member{c: c, self: session.Owner{Node: "n1", Incarnation: "1"}}
+		c.set(m.self, session.OwnerLive)
+		srv, err := NewServer(cfg, c.vol.Node(1), m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns := make(chan net.Conn, 4)
+		set := srv.srv.ConnState
+		srv.srv.ConnState = func(c net.Conn, st http.ConnState) {
+			if set != nil {
+				set(c, st)
+			}
+			if st == http.StateNew {
+				conns <- c
+			}
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go srv.Serve(ln)
+		resp, body := do(t, "GET", "http://"+ln.Addr().String()+"/", nil, "")
+		srv.Close()
+		if resp.StatusCode != 200 || body != "<p>home</p>" {
+			t.Fatalf("WriteBehind %d: %d %q", limit, resp.StatusCode, body)
+		}
+		_, queued := (<-conns).(*writeBehindConn)
+		if queued != (limit > 0) {
+			t.Fatalf("WriteBehind %d: the connection queues its writes: %v", limit, queued)
+		}
 	}
 }
