@@ -12,7 +12,8 @@
 //     pages dropped) of a large file; readdir and stat of a 10,000-entry
 //     directory;
 //   - two nodes creating small files in different directories, against
-//     node a alone;
+//     node a alone, and beside it ext4 doing the same with two writers
+//     against one (what a second writer gains on this machine);
 //   - two nodes alternating on one file: the hand-over's p50 and p99;
 //   - ls -l (ReadDir, then each entry's Info) of the 10,000-entry
 //     directory on one node while the other creates and removes files in
