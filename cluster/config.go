@@ -216,7 +216,16 @@ type WebConfig struct {
 	// socket while the server goes on (web.Config.WriteBehind); 0 writes
 	// from the serving goroutine. Default 65536.
 	WriteBehind *int `hcl:"write_behind,optional"`
+	// SendTimeout closes a connection whose client takes nothing of what
+	// it is sent for this long (web.Config.SendTimeout, as nginx's
+	// send_timeout); "off" (SendTimeoutOff) never does. Default 60s, at
+	// most 1h.
+	SendTimeout time.Duration `hcl:"send_timeout,optional"`
 }
+
+// SendTimeoutOff, as WebConfig.SendTimeout (written "off" in the file),
+// lets a client that stops reading keep its connection.
+const SendTimeoutOff time.Duration = -1
 
 // VolumeConfig is the shared volume the node uses: a mirror formatted with
 // shoalblk format over the same legs on every node.
@@ -498,8 +507,8 @@ func decodeAttrs(attrs hclsyntax.Attributes, v reflect.Value, prefix string) err
 				return bad("a duration such as \"250ms\"")
 			}
 			str := sv.AsString()
-			if field == "volume.detect_timeout" && str == "off" {
-				f.SetInt(int64(DetectOff))
+			if str == "off" && (field == "volume.detect_timeout" || field == "web.send_timeout") {
+				f.SetInt(-1) // DetectOff, SendTimeoutOff
 				continue
 			}
 			d, err := time.ParseDuration(str)
@@ -697,6 +706,9 @@ func (c *Config) Validate() error {
 	}
 	if b := c.Web.WriteBehind; b != nil && (*b < 0 || *b > 64<<20) {
 		return fieldErr("web.write_behind", "%d is out of range (0 for no queue, at most 64 MiB)", *b)
+	}
+	if t := c.Web.SendTimeout; t != SendTimeoutOff && (t < 0 || t > time.Hour) {
+		return fieldErr("web.send_timeout", "%s is out of range (at most 1h, or \"off\")", t)
 	}
 	return nil
 }

@@ -94,6 +94,8 @@ func TestValidateNamesTheWrongField(t *testing.T) {
 		{"web.max_cached_locks", func(c *Config) { c.Web.MaxCachedLocks = -1 }},
 		{"web.loopback_send_buffer", func(c *Config) { n := -1; c.Web.LoopbackSendBuffer = &n }},
 		{"web.write_behind", func(c *Config) { n := 65<<20 + 1; c.Web.WriteBehind = &n }},
+		{"web.send_timeout", func(c *Config) { c.Web.SendTimeout = time.Hour + time.Second }},
+		{"web.send_timeout", func(c *Config) { c.Web.SendTimeout = -2 }},
 	}
 	for _, tc := range cases {
 		c := validBase()
@@ -127,6 +129,7 @@ web {
   max_cached_locks     = 8000
   loopback_send_buffer = 0
   write_behind         = 0
+  send_timeout         = "off"
 }
 `), 0o644)
 	c, err := LoadFile(p)
@@ -147,6 +150,9 @@ web {
 	}
 	if b := c.Web.WriteBehind; b == nil || *b != 0 {
 		t.Fatalf("web.write_behind = 0 read as %v, want set to 0 (no queue)", b)
+	}
+	if c.Web.SendTimeout != SendTimeoutOff {
+		t.Fatalf("web.send_timeout = \"off\" read as %v", c.Web.SendTimeout)
 	}
 	if c.LeaseTTL() != 3*time.Second || c.KeepAliveInterval() != 250*time.Millisecond {
 		t.Fatalf("ttl %s keepalive %s", c.LeaseTTL(), c.KeepAliveInterval())

@@ -57,6 +57,15 @@ type Config struct {
 	// every piece from the serving goroutine; at most 64 MiB. Default
 	// 64 KiB.
 	WriteBehind int
+	// SendTimeout closes a connection whose peer takes nothing of what
+	// it is sent for this long: each write to the socket, of at most
+	// 256 KiB, must end within it (nginx's send_timeout, whose default it
+	// shares). A large answer to a slow client that keeps reading goes
+	// on, unlike under net/http's WriteTimeout, which bounds the whole
+	// answer; a peer that stops reading gives back its goroutines and
+	// queued bytes. 0: none (such a peer holds them until it goes). At
+	// most 1h. Default 60s.
+	SendTimeout time.Duration
 	// ContentRoot is the directory of the store served as the site. The
 	// sessions' directories (Layout) must lie outside it. Default "site".
 	ContentRoot string
@@ -127,6 +136,7 @@ func DefaultConfig() Config {
 		ContentCache:       ContentCache{Bytes: 64 << 20, MaxFile: 1 << 20},
 		LoopbackSendBuffer: 256 << 10,
 		WriteBehind:        64 << 10,
+		SendTimeout:        60 * time.Second,
 		Layout:             session.DefaultLayout(),
 		BodyLimit:          64 << 10,
 		MaxSessionBytes:    1 << 20,
@@ -161,6 +171,9 @@ func (c Config) Validate() error {
 	}
 	if c.WriteBehind < 0 || c.WriteBehind > 64<<20 {
 		return bad("WriteBehind", "must be 0 (no queue) or at most 64 MiB")
+	}
+	if c.SendTimeout < 0 || c.SendTimeout > time.Hour {
+		return bad("SendTimeout", "must be 0 (none) or at most 1h")
 	}
 	if c.ContentCache.Bytes < 0 || c.ContentCache.Bytes > 0 && c.ContentCache.MaxFile <= 0 {
 		return bad("ContentCache", "Bytes must be at least 0, and MaxFile positive when Bytes is")

@@ -156,12 +156,19 @@ func boundLoopbackSendBuffer(c net.Conn, n int) {
 }
 
 // Listener is ln as a node serves it for cfg: its connections queue what
-// they write when cfg.WriteBehind is set (see there), else ln itself.
+// they write when cfg.WriteBehind is set, and fail when a write to the
+// socket takes longer than cfg.SendTimeout (see both); ln itself when
+// neither is set.
 func Listener(cfg Config, ln net.Listener) net.Listener {
-	if cfg.WriteBehind <= 0 {
-		return ln
+	switch {
+	case cfg.WriteBehind > 0:
+		return newWriteBehindListener(ln, cfg.WriteBehind, cfg.SendTimeout)
+	case cfg.SendTimeout > 0:
+		// A queue of one byte: every Write goes to the socket directly,
+		// from the server's goroutine, under the send timeout.
+		return newWriteBehindListener(ln, 1, cfg.SendTimeout)
 	}
-	return newWriteBehindListener(ln, cfg.WriteBehind)
+	return ln
 }
 
 // Handler is the tier's whole HTTP handler.

@@ -1,6 +1,7 @@
 package web
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"sync"
@@ -8,16 +9,18 @@ import (
 )
 
 // writeBehindListener hands out its connections as writeBehindConns of at
-// most limit queued bytes each (Config.WriteBehind), their queues from one
-// set of buffer pools.
+// most limit queued bytes each (Config.WriteBehind; 1 writes every Write
+// directly), their queues from one set of buffer pools, each write to the
+// socket bounded by sendTimeout (Config.SendTimeout; 0: none).
 type writeBehindListener struct {
 	net.Listener
-	limit int
-	bufs  *queueBufs
+	limit       int
+	sendTimeout time.Duration
+	bufs        *queueBufs
 }
 
-func newWriteBehindListener(ln net.Listener, limit int) writeBehindListener {
-	return writeBehindListener{Listener: ln, limit: limit, bufs: newQueueBufs(limit)}
+func newWriteBehindListener(ln net.Listener, limit int, sendTimeout time.Duration) writeBehindListener {
+	return writeBehindListener{Listener: ln, limit: limit, sendTimeout: sendTimeout, bufs: newQueueBufs(limit)}
 }
 
 // queueBufs are the queues' buffers, pooled by size: 4 KiB and the
@@ -73,7 +76,7 @@ func (l writeBehindListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newWriteBehindConn(c, l.limit, l.bufs), nil
+	return newWriteBehindConn(c, l.limit, l.bufs, l.sendTimeout), nil
 }
 
 // writeBehindLinger bounds how long a closed connection's writer goes on
@@ -81,6 +84,12 @@ func (l writeBehindListener) Accept() (net.Conn, error) {
 // them: after it the bytes are dropped and the socket closed. TLS gives its
 // close_notify alert the same 5 s (crypto/tls Conn.Close).
 const writeBehindLinger = 5 * time.Second
+
+// sendChunk is the most a connection with a send timeout writes to its
+// socket in one call: each call must end within the timeout, so a peer
+// taking at least sendChunk bytes per Config.SendTimeout keeps its
+// connection however long the answer.
+const sendChunk = 256 << 10
 
 // A writeBehindConn accepts Writes into a queue and writes the queue to
 // the inner connection from a goroutine of its own, all that has gathered
@@ -101,10 +110,17 @@ const writeBehindLinger = 5 * time.Second
 // write deadline bounds Writes waiting for room, not the writing of bytes
 // already queued, which goes on as a socket's send buffer does, until it
 // fails, or for writeBehindLinger after Close.
+//
+// With a send timeout, every write to the socket (of at most sendChunk
+// bytes) must end within it, whoever waits for it; one that does not
+// fails the connection with errSendTimeout and closes the socket, so that
+// a peer that stopped reading gives back its goroutines and queue (nginx's
+// send_timeout: the time between two successive writes to the client).
 type writeBehindConn struct {
 	net.Conn
-	limit int
-	bufs  *queueBufs
+	limit       int
+	bufs        *queueBufs
+	sendTimeout time.Duration
 	// wmu keeps each Write whole: one Write's bytes may be queued in
 	// parts while others wait. It also keeps a direct write alone: none
 	// starts before the writer has emptied the queue and exited, and
@@ -125,12 +141,78 @@ type writeBehindConn struct {
 	closed   bool
 	deadline time.Time
 	timer    *time.Timer // wakes Writes waiting for room at the deadline
+	// lingerUntil bounds the socket's writes once Close or CloseWrite
+	// has asked for the queue to be written out (writeBehindLinger).
+	lingerUntil time.Time
 }
 
-func newWriteBehindConn(c net.Conn, limit int, bufs *queueBufs) *writeBehindConn {
-	w := &writeBehindConn{Conn: c, limit: limit, bufs: bufs}
+func newWriteBehindConn(c net.Conn, limit int, bufs *queueBufs, sendTimeout time.Duration) *writeBehindConn {
+	w := &writeBehindConn{Conn: c, limit: limit, bufs: bufs, sendTimeout: sendTimeout}
 	w.cond = sync.NewCond(&w.mu)
 	return w
+}
+
+// errSendTimeout fails a connection whose peer took nothing for the send
+// timeout; it is an os.ErrDeadlineExceeded, so net/http treats it as the
+// timeout it is.
+type errSendTimeout struct{ d time.Duration }
+
+func (e errSendTimeout) Error() string {
+	return fmt.Sprintf("web: the peer took nothing of the answer for %v (send timeout): %v", e.d, os.ErrDeadlineExceeded)
+}
+func (e errSendTimeout) Unwrap() error { return os.ErrDeadlineExceeded }
+func (e errSendTimeout) Timeout() bool { return true }
+
+// arm sets the socket's write deadline for one write of at most sendChunk
+// bytes: the earliest of user (a caller's deadline, zero for none), the
+// linger and the send timeout from now. byTimeout says the send timeout is
+// the one that ends it. Called with mu held, so that Close's linger is
+// never overwritten by a later one.
+func (w *writeBehindConn) arm(user time.Time) (byTimeout bool, err error) {
+	d := user
+	if t := w.lingerUntil; !t.IsZero() && (d.IsZero() || t.Before(d)) {
+		d = t
+	}
+	if w.sendTimeout > 0 {
+		if t := time.Now().Add(w.sendTimeout); d.IsZero() || t.Before(d) {
+			d, byTimeout = t, true
+		}
+	}
+	return byTimeout, w.Conn.SetWriteDeadline(d)
+}
+
+// writeSocket writes p to the socket, in writes of at most sendChunk
+// bytes each armed with arm(user) when there is a send timeout, else in
+// one write (under whatever deadline the socket has). A send timeout that
+// ends a write fails the connection and closes the socket. Called with mu
+// held and w.writing set; mu is let go during the writes.
+func (w *writeBehindConn) writeSocket(p []byte, user time.Time) (int, error) {
+	if w.sendTimeout <= 0 {
+		w.mu.Unlock()
+		n, err := w.Conn.Write(p)
+		w.mu.Lock()
+		return n, err
+	}
+	done := 0
+	for done < len(p) {
+		byTimeout, err := w.arm(user)
+		if err != nil {
+			return done, err
+		}
+		end := min(len(p), done+sendChunk)
+		w.mu.Unlock()
+		n, err := w.Conn.Write(p[done:end])
+		w.mu.Lock()
+		done += n
+		if err != nil {
+			if byTimeout && os.IsTimeout(err) && w.lingerUntil.IsZero() {
+				err = errSendTimeout{w.sendTimeout}
+				w.Conn.Close()
+			}
+			return done, err
+		}
+	}
+	return done, nil
 }
 
 // NetConn is the inner connection (as crypto/tls's Conn.NetConn).
@@ -156,9 +238,7 @@ func (w *writeBehindConn) Write(p []byte) (int, error) {
 			return 0, err
 		}
 		w.writing = true
-		w.mu.Unlock()
-		n, err := w.Conn.Write(p)
-		w.mu.Lock()
+		n, err := w.writeSocket(p, w.deadline)
 		w.writing = false
 		if err != nil && w.err == nil {
 			w.err = err
@@ -220,9 +300,7 @@ func (w *writeBehindConn) writeQueued() {
 		batch := w.queued
 		w.queued, w.spare = w.spare, nil
 		w.cond.Broadcast()
-		w.mu.Unlock()
-		_, err := w.Conn.Write(batch)
-		w.mu.Lock()
+		_, err := w.writeSocket(batch, time.Time{})
 		w.spare = batch[:0]
 		if err != nil && w.err == nil {
 			w.err = err
@@ -262,7 +340,8 @@ func (w *writeBehindConn) Close() error {
 	if w.writing {
 		// The writer (or a direct Write) closes the socket when done;
 		// SetWriteDeadline only bounds its time.
-		return w.Conn.SetWriteDeadline(time.Now().Add(writeBehindLinger))
+		w.lingerUntil = time.Now().Add(writeBehindLinger)
+		return w.Conn.SetWriteDeadline(w.lingerUntil)
 	}
 	return w.Conn.Close()
 }
@@ -276,7 +355,8 @@ func (w *writeBehindConn) CloseWrite() error {
 	defer w.wmu.Unlock()
 	w.mu.Lock()
 	if w.writing && !w.closed {
-		if err := w.Conn.SetWriteDeadline(time.Now().Add(writeBehindLinger)); err != nil {
+		w.lingerUntil = time.Now().Add(writeBehindLinger)
+		if err := w.Conn.SetWriteDeadline(w.lingerUntil); err != nil {
 			w.mu.Unlock()
 			return err
 		}

@@ -20,12 +20,18 @@ import (
 // write-behind queue of limit bytes, and the client's end.
 func tcpPair(t *testing.T, limit int) (*writeBehindConn, net.Conn) {
 	t.Helper()
+	return tcpPairFor(t, Config{WriteBehind: limit})
+}
+
+// tcpPairFor is tcpPair for the listener of cfg.
+func tcpPairFor(t *testing.T, cfg Config) (*writeBehindConn, net.Conn) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	wl := Listener(Config{WriteBehind: limit}, ln)
+	wl := Listener(cfg, ln)
 	got := make(chan net.Conn, 1)
 	go func() {
 		c, err := wl.Accept()
@@ -314,13 +320,19 @@ func TestWriteBehindQueueBuffersBySize(t *testing.T) {
 }
 
 // A node's Server serves its connections through the queue when
-// Config.WriteBehind is set, and straight on the socket when it is 0.
+// Config.WriteBehind is set, and straight on the socket when it is 0 (in
+// the wrapper still when there is a send timeout, every Write direct).
 func TestServerWritesBehindItsConnections(t *testing.T) {
-	for _, limit := range []int{DefaultConfig().WriteBehind, 0} {
+	for _, tc := range []struct {
+		limit   int
+		timeout time.Duration
+		wrapped bool
+	}{{DefaultConfig().WriteBehind, DefaultConfig().SendTimeout, true}, {0, time.Minute, true}, {0, 0, false}} {
+		limit := tc.limit
 		c := newCluster()
 		populate(t, c, map[string]string{"site/index.html": "<p>home</p>"})
 		cfg := testConfig(t)
-		cfg.WriteBehind = limit
+		cfg.WriteBehind, cfg.SendTimeout = limit, tc.timeout
 		m := &member{c: c, self: session.Owner{Node: "n1", Incarnation: "1"}}
 		c.set(m.self, session.OwnerLive)
 		srv, err := NewServer(cfg, c.vol.Node(1), m)
@@ -347,9 +359,127 @@ func TestServerWritesBehindItsConnections(t *testing.T) {
 		if resp.StatusCode != 200 || body != "<p>home</p>" {
 			t.Fatalf("WriteBehind %d: %d %q", limit, resp.StatusCode, body)
 		}
-		_, queued := (<-conns).(*writeBehindConn)
-		if queued != (limit > 0) {
-			t.Fatalf("WriteBehind %d: the connection queues its writes: %v", limit, queued)
+		w, wrapped := (<-conns).(*writeBehindConn)
+		if wrapped != tc.wrapped {
+			t.Fatalf("WriteBehind %d, SendTimeout %v: the connection is wrapped: %v", limit, tc.timeout, wrapped)
+		}
+		if wrapped && (w.sendTimeout != tc.timeout || (limit == 0) != (w.limit == 1)) {
+			t.Fatalf("WriteBehind %d, SendTimeout %v: wrapped with limit %d, send timeout %v", limit, tc.timeout, w.limit, w.sendTimeout)
+		}
+	}
+}
+
+// smallBuffers makes the socket buffers of both ends small, so that the
+// server's writes wait for the client's reads instead of filling megabytes
+// of kernel buffers first.
+func smallBuffers(t *testing.T, server *writeBehindConn, client net.Conn) {
+	t.Helper()
+	if err := server.Conn.(*net.TCPConn).SetWriteBuffer(16 << 10); err != nil {
+		t.Fatal(err)
+	}
+	if err := client.(*net.TCPConn).SetReadBuffer(16 << 10); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A peer that stops reading: with a send timeout, the Writes fail with
+// os.ErrDeadlineExceeded once a write to the socket has waited that long,
+// with no deadline of the caller's, and the socket is closed, so that the
+// server's goroutines and the queue are given back; queued and direct
+// writes alike (WriteBehind 0 writes every Write directly).
+func TestSendTimeoutEndsAPeerThatStopsReading(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	for _, limit := range []int{64 << 10, 0} {
+		server, client := tcpPairFor(t, Config{WriteBehind: limit, SendTimeout: timeout})
+		smallBuffers(t, server, client)
+		chunk := make([]byte, 16<<10)
+		start := time.Now()
+		ended := make(chan error, 1)
+		go func() {
+			var err error
+			for written := 0; written < 64<<20 && err == nil; written += len(chunk) {
+				_, err = server.Write(chunk)
+			}
+			ended <- err
+		}()
+		var err error
+		select {
+		case err = <-ended:
+		case <-time.After(15 * time.Second):
+			// The cleanup's Close of both ends lets the Writes go.
+			t.Fatalf("WriteBehind %d: Writes to a peer that reads nothing still waited after 15s (send timeout %v)", limit, timeout)
+		}
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("WriteBehind %d: Writes to a peer that reads nothing ended with %v, want os.ErrDeadlineExceeded", limit, err)
+		}
+		var te interface{ Timeout() bool }
+		if !errors.As(err, &te) || !te.Timeout() {
+			t.Fatalf("WriteBehind %d: %v is not a timeout", limit, err)
+		}
+		if d := time.Since(start); d > 10*time.Second {
+			t.Fatalf("WriteBehind %d: the send timeout of %v ended the Writes after %v", limit, timeout, d)
+		}
+		// The socket is closed: the peer reads what was sent, then its
+		// end (or a reset), not a timeout.
+		client.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.Copy(io.Discard, client); errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("WriteBehind %d: the socket was still open 10s after the send timeout", limit)
+		}
+		if err := server.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("WriteBehind %d: Close after the send timeout: %v", limit, err)
+		}
+	}
+}
+
+// A slow peer that keeps reading keeps its connection past the send
+// timeout: the timeout bounds each write to the socket (of at most
+// sendChunk bytes), not the answer. The peer takes 64 KiB every 10ms, so
+// the 16 MiB (one direct Write of 8 MiB, then 16 KiB queued ones) take at
+// least 2.5s against a send timeout of 1s.
+func TestSendTimeoutLetsASlowReaderFinish(t *testing.T) {
+	const timeout = time.Second
+	for _, limit := range []int{64 << 10, 0} {
+		server, client := tcpPairFor(t, Config{WriteBehind: limit, SendTimeout: timeout})
+		smallBuffers(t, server, client)
+		const total = 16 << 20
+		read := make(chan error, 1)
+		var got int
+		go func() {
+			buf := make([]byte, 64<<10)
+			for {
+				n, err := io.ReadFull(client, buf)
+				got += n
+				if err != nil {
+					if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+						err = nil
+					}
+					read <- err
+					return
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}()
+		start := time.Now()
+		if _, err := server.Write(make([]byte, 8<<20)); err != nil {
+			t.Fatalf("WriteBehind %d: a direct write to a slow reader: %v", limit, err)
+		}
+		chunk := make([]byte, 16<<10)
+		for written := 8 << 20; written < total; written += len(chunk) {
+			if _, err := server.Write(chunk); err != nil {
+				t.Fatalf("WriteBehind %d: a queued write to a slow reader after %v: %v", limit, time.Since(start), err)
+			}
+		}
+		if err := server.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-read; err != nil {
+			t.Fatalf("WriteBehind %d: reading: %v", limit, err)
+		}
+		if got != total {
+			t.Fatalf("WriteBehind %d: the peer read %d bytes of %d", limit, got, total)
+		}
+		if d := time.Since(start); d < 2*timeout {
+			t.Fatalf("WriteBehind %d: done in %v: the reader was not slow enough to test anything", limit, d)
 		}
 	}
 }

@@ -48,6 +48,12 @@ func webParts(cfg cluster.Config, middleware func(http.Handler) http.Handler) ([
 	if cfg.Web.WriteBehind != nil {
 		wc.WriteBehind = *cfg.Web.WriteBehind
 	}
+	switch t := cfg.Web.SendTimeout; {
+	case t == cluster.SendTimeoutOff:
+		wc.SendTimeout = 0
+	case t > 0:
+		wc.SendTimeout = t
+	}
 	wc.Logger = cfg.Logger
 	wc.Middleware = middleware
 	if err := wc.Validate(); err != nil {
