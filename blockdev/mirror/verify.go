@@ -13,10 +13,21 @@ type Problem struct {
 	Offset int64  `json:"offset,omitempty"` // volume offset of the block
 	Kind   string `json:"kind"`
 	Detail string `json:"detail"`
+	// PendingSlots, when set, are the slots whose write-intent marks
+	// cover the region of a checksum or mismatch problem: until the
+	// writer of such a slot has written its checksums back (a live node,
+	// when asked for the region's lock) or its recovery has resynced the
+	// region (a dead one), the legs and checksums of a marked region may
+	// differ without damage.
+	PendingSlots []int `json:"pending_slots,omitempty"`
 }
 
 func (p Problem) String() string {
-	return fmt.Sprintf("leg %d region %d offset %d: %s: %s", p.Leg, p.Region, p.Offset, p.Kind, p.Detail)
+	s := fmt.Sprintf("leg %d region %d offset %d: %s: %s", p.Leg, p.Region, p.Offset, p.Kind, p.Detail)
+	if len(p.PendingSlots) > 0 {
+		s += fmt.Sprintf(" (region marked by slot %v)", p.PendingSlots)
+	}
+	return s
 }
 
 // VerifyReport is the result of Verify.
@@ -32,12 +43,31 @@ type VerifyReport struct {
 // Clean reports whether Verify found no inconsistency.
 func (r VerifyReport) Clean() bool { return len(r.Problems) == 0 }
 
+// Unmarked are the problems outside regions marked dirty (without
+// PendingSlots): damage whatever the writers still hold or a recovery
+// will do.
+func (r VerifyReport) Unmarked() []Problem {
+	var out []Problem
+	for _, p := range r.Problems {
+		if len(p.PendingSlots) == 0 {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 // Verify is the volume's invariant checker, read-only: every live leg's
 // superblock decodes and carries the table's generation; every bitmap block
 // decodes; every in-sync leg holds the same data; every block matches its
 // stored checksum on every in-sync leg. Regions marked dirty are listed
-// as notes (they are pending recovery, not damage). Tests run it after each
-// scenario; shoalblk check runs it for operators.
+// as notes; checksum and mismatch problems within them carry the marking
+// slots (Problem.PendingSlots): through the Volume's region locks, a live
+// writer writes its checksums back before the region is compared, so a
+// difference there is damage all the same; without the writers' locks
+// (a check while the cluster is down, or not sharing its locks) it may be
+// a write whose checksums had not been written back, which the marking
+// slot's recovery resyncs. Tests run it after each scenario; shoalblk
+// check runs it for operators.
 func (v *Volume) Verify(ctx context.Context) (VerifyReport, error) {
 	w := v.view.Load()
 	rep := VerifyReport{Generation: w.table.Generation, Legs: w.table.Clone().Legs, Dirty: map[int]int64{}, Notes: v.Notes()}
@@ -60,10 +90,14 @@ func (v *Volume) Verify(ctx context.Context) (VerifyReport, error) {
 			rep.Notes = append(rep.Notes, fmt.Sprintf("leg %d is resyncing (cursor %d of %d regions)", i, l.Cursor, v.geo.Regions))
 		}
 	}
+	marked := map[int64][]int{} // region -> the slots that marked it
 	for s := 0; s < v.geo.Slots; s++ {
 		sbm, err := v.readSlotBitmap(ctx, w, s)
 		if err != nil {
 			return rep, err
+		}
+		for _, r := range sbm.Dirty.Regions() {
+			marked[r] = append(marked[r], s)
 		}
 		for _, d := range sbm.Damaged {
 			rep.Problems = append(rep.Problems, Problem{Leg: -1, Region: -1, Kind: "bitmap", Detail: fmt.Sprintf("slot %d: %s", s, d)})
@@ -82,8 +116,16 @@ func (v *Volume) Verify(ctx context.Context) (VerifyReport, error) {
 	}
 	bs := int64(v.geo.BlockSize)
 	for r := int64(0); r < v.geo.Regions; r++ {
+		before := len(rep.Problems)
 		if err := v.verifyRegion(ctx, w, r, data, cs, bs, &rep); err != nil {
 			return rep, err
+		}
+		if slots := marked[r]; len(slots) > 0 {
+			for i := before; i < len(rep.Problems); i++ {
+				if k := rep.Problems[i].Kind; k == "checksum" || k == "mismatch" {
+					rep.Problems[i].PendingSlots = slots
+				}
+			}
 		}
 		rep.Regions++
 		if r%64 == 63 || r == v.geo.Regions-1 {

@@ -96,7 +96,7 @@ func TestInProcess(t *testing.T) {
 	}
 
 	out, _, code = runInProcess(t, "check", a, b)
-	if code != 0 || !regexp.MustCompile(`(?m)^checked \d+ regions on 2 legs: 0 problems$`).MatchString(out) {
+	if code != 0 || !regexp.MustCompile(`(?m)^checked \d+ regions on 2 legs: 0 problems, 0 pending recovery$`).MatchString(out) {
 		t.Fatalf("check: exit %d:\n%s", code, out)
 	}
 
