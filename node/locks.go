@@ -62,14 +62,20 @@ func (l *lockService) start(ctx context.Context, s *cluster.Session) *dlm.Node {
 	return d
 }
 
-func (l *lockService) stop(s *cluster.Session, clean bool) {
+// stop closes the incarnation's lock manager. On a clean stop it
+// withdraws the node's lock requests (within the request timeout, while
+// etcd has a quorum) and returns the error when it could not: the
+// requests left behind are orphans that only this incarnation's recovery
+// releases, so the caller must end the incarnation as a failed one (the
+// lease left to expire), not as a departure nobody recovers.
+func (l *lockService) stop(s *cluster.Session, clean bool) error {
 	l.mu.Lock()
 	d := l.node
 	l.node = nil
 	l.ready = make(chan struct{})
 	l.mu.Unlock()
 	if d == nil {
-		return
+		return nil
 	}
 	// Without the lease or a quorum nothing can be withdrawn: do not wait
 	// for it (the cluster releases the locks through recovery).
@@ -84,8 +90,9 @@ func (l *lockService) stop(s *cluster.Session, clean bool) {
 	ctx, cancel := l.n.WhileQuorum(tctx)
 	defer cancel()
 	if err := d.Close(ctx); err != nil && clean {
-		l.log.Warn("withdrawing lock requests on shutdown failed", "error", err)
+		return fmt.Errorf("withdrawing lock requests on shutdown: %w", err)
 	}
+	return nil
 }
 
 // running returns the current incarnation's lock manager, or nil, at once.

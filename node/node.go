@@ -230,7 +230,13 @@ func (n *Node) parts() cluster.Parts {
 			n.det.stop()
 		}
 		n.vols.stop(clean)
-		n.locks.stop(s, clean)
+		if err := n.locks.stop(s, clean); err != nil {
+			// Departing now would leave the requests as orphans of a
+			// member the others saw leave, which nobody recovers: the
+			// node's next incarnation would wait behind them for ever.
+			log.Error("lock requests not withdrawn: this incarnation ends as a failed one, so that the cluster recovers it and releases them", "error", err)
+			revoke = false
+		}
 		return revoke
 	}
 	return p
