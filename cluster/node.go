@@ -195,9 +195,10 @@ type Parts struct {
 	// once, hand nothing on through etcd), or before a clean shutdown
 	// revokes the lease (clean true), so the parts built on it can let go
 	// of what they hold while the lease still stands. It returns whether
-	// the lease may be revoked: false when a part left work only a
-	// recovery of the incarnation can finish; the lease is then left to
-	// expire and the others fence and recover the incarnation.
+	// the lease may be revoked: false when a part left work or state only
+	// a recovery of the incarnation can finish (unfinished writes, lock
+	// requests it could not withdraw); the lease is then left to expire
+	// and the others fence and recover the incarnation.
 	OnSessionEnd func(s *Session, clean bool) (revoke bool)
 }
 
@@ -318,7 +319,7 @@ func (n *Node) Run(ctx context.Context, p Parts) error {
 		ccancel()
 		<-cdone
 		if p.OnSessionEnd != nil && !p.OnSessionEnd(sess, quorum) && quorum {
-			n.log.Error("a part of this incarnation left work only its recovery can finish: leaving the lease to expire instead of revoking it, so that the cluster fences and recovers it", "incarnation", sess.Incarnation())
+			n.log.Error("this incarnation left work or locks only its recovery can finish: leaving the lease to expire instead of revoking it, so that the cluster fences and recovers it", "incarnation", sess.Incarnation())
 			quorum = false
 		}
 		// The quorum may have gone while the parts stopped (every node
