@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/binary"
 	"fmt"
 	"sort"
 )
@@ -257,6 +258,12 @@ func (tx *Tx) allocPass(order []int, runs []blockRun, n int, skip map[uint64]boo
 		}
 		_, length := s.sb.agRange(ag)
 		for i := uint32(1); i < length && n > 0; i++ {
+			if i%64 == 0 && i+64 <= length && binary.LittleEndian.Uint64(h.Bitmap[i/8:]) == ^uint64(0) {
+				// 64 blocks in use: a full group is passed over a
+				// word at a time.
+				i += 63
+				continue
+			}
 			blk := start + uint64(i)
 			if bitGet(h.Bitmap, i) || skip[blk] {
 				continue
