@@ -10,12 +10,16 @@ BENCHOUT  := bench-results
 # Failovers measured per mode by bench-failover.
 FAILOVER_RUNS ?= 20
 
-.PHONY: man completion all build setup test test-short test-demo soak bench bench-web bench-dlm bench-volume bench-iscsi bench-failover bench-store lint demo demo-stop clean fuzz
+.PHONY: man completion all build setup setup-demo test test-short test-demo soak bench bench-web bench-dlm bench-volume bench-iscsi bench-failover bench-store lint demo demo-stop clean fuzz
 
 all: build
 
 setup:
 	@./fixtures/setup.sh
+
+# What the demo alone needs (fewer packages than the tests and benchmarks).
+setup-demo:
+	@./fixtures/setup.sh demo
 
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
@@ -88,7 +92,7 @@ lint:
 	$(GO) vet $(PKGS)
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@latest $(PKGS)
 
-demo: setup build
+demo: setup-demo build
 	@./fixtures/demo.sh start
 
 demo-stop:
