@@ -67,6 +67,10 @@ func Start(t testing.TB, extra ...chromedp.ExecAllocatorOption) *Browser {
 		chromedp.Flag("disable-sync", true),
 		chromedp.Flag("disable-dev-shm-usage", true),
 		chromedp.UserDataDir(t.TempDir()),
+		// Chromium keeps its singleton socket in a directory of its
+		// own under TMPDIR and leaves it behind: a directory of the
+		// test's, removed at its end, takes it.
+		chromedp.Env("TMPDIR=" + t.TempDir()),
 		chromedp.WindowSize(1280, 1000),
 	}
 	opts = append(opts, extra...)
