@@ -39,7 +39,7 @@ func (s *Store) lockAhead(blk uint64) {
 		return
 	}
 	h, err := decodeAGHeader(img, start)
-	if err != nil {
+	if err != nil || !h.fits(s.sb, ag) {
 		return
 	}
 	s.aheadMu.Lock()
@@ -167,6 +167,9 @@ func (tx *Tx) agHeaderOf(g *glock, ag int) (*agHeader, uint64, error) {
 	h, err := decodeAGHeader(b, start)
 	if err != nil {
 		return nil, 0, fmt.Errorf("allocation group %d: %w", ag, err)
+	}
+	if !h.fits(tx.s.sb, ag) {
+		return nil, 0, fmt.Errorf("%w: allocation group %d: header at block %d has a bitmap of %d bytes", ErrCorrupt, ag, start, len(h.Bitmap))
 	}
 	return h, start, nil
 }

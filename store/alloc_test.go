@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -286,4 +287,45 @@ func TestAllocFindsAFreedBlockInAFullGroup(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkClean(t, dev)
+}
+
+// TestShortBitmapIsCorruptNotACrash: an allocation group header that is
+// well formed (checksum and all) but whose bitmap is short of its
+// group's blocks fails the allocations that reach it with ErrCorrupt
+// naming the group; nothing panics, and the other groups serve.
+func TestShortBitmapIsCorruptNotACrash(t *testing.T) {
+	dev := newMem(t, 2304, FormatOptions{AGBlocks: 256}) // 4 groups of 256 blocks
+	sb, err := ReadSuperblock(context.Background(), dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Group 1, the home of slot 1, and slot 1's second, group 3.
+	for _, ag := range []int{1, 3} {
+		start, _ := sb.agRange(ag)
+		b := make([]byte, BlockSize)
+		if err := dev.ReadAt(context.Background(), b, int64(start)*BlockSize); err != nil {
+			t.Fatal(err)
+		}
+		h, err := decodeAGHeader(b, start)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.Bitmap = h.Bitmap[:3]
+		if err := dev.WriteAt(context.Background(), h.encode(start), int64(start)*BlockSize); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lm := NewMemLocks()
+	b := openNode(t, dev, lm, "b", 1)
+	err = b.WriteFile("x", []byte("x"), 0o644)
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "allocation group 1") {
+		t.Fatalf("a create on slot 1: %v, want ErrCorrupt naming allocation group 1", err)
+	}
+	a := openNode(t, dev, lm, "a", 0)
+	if err := a.WriteFile("y", []byte("y"), 0o644); err != nil {
+		t.Fatalf("a create on slot 0, whose group is whole: %v", err)
+	}
+	if got, err := b.ReadFile("y"); err != nil || string(got) != "y" {
+		t.Fatalf("node b reads y: %q, %v", got, err)
+	}
 }

@@ -345,7 +345,7 @@ func (c *checker) checkBitmaps(readBlk func(blk uint64) ([]byte, error)) {
 			c.problem(start, 0, "", "allocation group %d: %v", ag, err)
 			continue
 		}
-		if len(h.Bitmap) != int((n+7)/8) {
+		if !h.fits(c.sb, ag) {
 			c.problem(start, 0, "", "allocation group %d bitmap of %d bytes for %d blocks", ag, len(h.Bitmap), n)
 			continue
 		}

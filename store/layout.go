@@ -371,6 +371,13 @@ func decodeAGHeader(b []byte, blk uint64) (*agHeader, error) {
 	return a, nil
 }
 
+// fits says whether a's bitmap has the size of allocation group ag of sb
+// (decodeAGHeader cannot tell: it knows the block, not the group).
+func (a *agHeader) fits(sb *Superblock, ag int) bool {
+	_, n := sb.agRange(ag)
+	return len(a.Bitmap) == int((n+7)/8)
+}
+
 func bitGet(bm []byte, i uint32) bool { return bm[i/8]&(1<<(i%8)) != 0 }
 func bitSet(bm []byte, i uint32)      { bm[i/8] |= 1 << (i % 8) }
 func bitClear(bm []byte, i uint32)    { bm[i/8] &^= 1 << (i % 8) }

@@ -500,10 +500,11 @@ func (r *repairScan) findOrphans() error {
 		if err == nil {
 			h, err = decodeAGHeader(b, start)
 		}
-		if err == nil && len(h.Bitmap) != int((n+7)/8) {
+		if err == nil && !h.fits(r.sb, ag) {
 			err = fmt.Errorf("bitmap of %d bytes for %d blocks", len(h.Bitmap), n)
 		}
 		if err != nil {
+			h = nil // a header of the wrong size is no guide to the blocks below
 			r.agBad[ag] = true
 			r.did(start, 0, "", "allocation group %d header unreadable (%v): rebuilt from the blocks the tree uses", ag, err)
 		} else {
