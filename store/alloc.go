@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"sort"
+	"time"
 )
 
 // inodeLockAhead is how many free blocks after a new inode get their
@@ -235,53 +236,136 @@ func (tx *Tx) allocIn(n int, forInode bool) ([]blockRun, error) {
 	return runs, nil
 }
 
+// agNote is what a node learned of an allocation group the last time an
+// allocation looked at it: full (no free block), or busy (another node
+// holds its lock), until the time given. A note only orders the search;
+// the last sweep of an allocation looks at every group.
+type agNote struct {
+	full, busy bool
+	until      time.Time
+}
+
+// How long a group found full, or held by another node, is passed over
+// by the first sweep of an allocation: a node that frees blocks in a
+// group forgets its note at once; another node's frees, or its letting go
+// of the lock, are seen at the latest this much later.
+const (
+	agFullFor = time.Second
+	agBusyFor = time.Second
+)
+
+// noteAG records what an allocation found of ag (both false: nothing to
+// remember).
+func (s *Store) noteAG(ag int, full, busy bool) {
+	s.agMu.Lock()
+	defer s.agMu.Unlock()
+	if s.agNotes == nil {
+		s.agNotes = map[int]agNote{}
+	}
+	switch {
+	case full:
+		s.agNotes[ag] = agNote{full: true, until: s.clk.Now().Add(agFullFor)}
+	case busy:
+		s.agNotes[ag] = agNote{busy: true, until: s.clk.Now().Add(agBusyFor)}
+	default:
+		delete(s.agNotes, ag)
+	}
+}
+
+// passOver says whether the first sweep of an allocation passes ag by.
+func (s *Store) passOver(ag int) bool {
+	s.agMu.Lock()
+	defer s.agMu.Unlock()
+	n, ok := s.agNotes[ag]
+	if ok && s.clk.Now().After(n.until) {
+		delete(s.agNotes, ag)
+		return false
+	}
+	return ok
+}
+
 // allocPass allocates up to n blocks in the groups of order (first fit),
 // passing by the blocks in skip; it returns the runs and how many blocks
-// are still wanted.
+// are still wanted. It looks in two sweeps, as GFS2's block reservation
+// does over its resource groups (gfs2_inplace_reserve: first only groups
+// whose lock comes without a wait, LM_FLAG_TRY, and that are not known
+// full; then any): the first takes only groups this node gets without
+// waiting for another node, passing by those it found full or held
+// elsewhere a moment ago, so that a node whose own groups are full
+// spreads into free groups rather than into the group another node
+// allocates in (whose lock would go back and forth between them); the
+// second looks at the groups the first did not, waiting for their locks
+// in lock order as any lock, so that ErrNoSpace still means no room in
+// any group.
 func (tx *Tx) allocPass(order []int, runs []blockRun, n int, skip map[uint64]bool) ([]blockRun, int, error) {
 	s := tx.s
-	for _, ag := range order {
-		if n == 0 {
-			break
-		}
-		g := s.glockFor(classAG, uint64(ag))
-		ok, err := tx.tryLock(g, Exclusive)
-		if err != nil {
-			return nil, 0, err
-		}
-		if !ok {
-			continue
-		}
-		h, start, err := tx.agHeaderOf(g, ag)
-		if err != nil {
-			return nil, 0, err
-		}
-		if h.Free == 0 {
-			continue
-		}
-		_, length := s.sb.agRange(ag)
-		for i := uint32(1); i < length && n > 0; i++ {
-			if i%64 == 0 && i+64 <= length && binary.LittleEndian.Uint64(h.Bitmap[i/8:]) == ^uint64(0) {
-				// 64 blocks in use: a full group is passed over a
-				// word at a time.
-				i += 63
+	looked := make(map[int]bool, len(order))
+	first := 0
+	if tx.recovery {
+		first = 1 // a recovery takes its locks as it always does
+	}
+	for sweep := first; sweep < 2 && n > 0; sweep++ {
+		for _, ag := range order {
+			if n == 0 {
+				break
+			}
+			g := s.glockFor(classAG, uint64(ag))
+			_, held := tx.held[g]
+			if looked[ag] || (sweep == 0 && !held && s.passOver(ag)) {
 				continue
 			}
-			blk := start + uint64(i)
-			if bitGet(h.Bitmap, i) || skip[blk] {
-				continue
-			}
-			bitSet(h.Bitmap, i)
-			h.Free--
-			n--
-			if k := len(runs); k > 0 && runs[k-1].start+uint64(runs[k-1].count) == blk {
-				runs[k-1].count++
+			var ok bool
+			var err error
+			if sweep == 0 && !held && !g.covers(Exclusive) {
+				// Not this node's now: asked for only if no other
+				// node has it. A refusal while no local user asks
+				// for it is the lock manager's: another node has it.
+				if ok, err = tx.tryLockNoWait(g, Exclusive); err == nil && !ok && !g.localAsk() {
+					s.noteAG(ag, false, true)
+				}
 			} else {
-				runs = append(runs, blockRun{blk, 1})
+				ok, err = tx.tryLock(g, Exclusive)
 			}
-		}
-		if err := tx.write(g, start, h.encode(start)); err != nil {
-			return nil, 0, err
+			if err != nil {
+				return nil, 0, err
+			}
+			if !ok {
+				continue
+			}
+			looked[ag] = true
+			h, start, err := tx.agHeaderOf(g, ag)
+			if err != nil {
+				return nil, 0, err
+			}
+			if h.Free == 0 {
+				s.noteAG(ag, true, false)
+				continue
+			}
+			s.noteAG(ag, false, false)
+			_, length := s.sb.agRange(ag)
+			for i := uint32(1); i < length && n > 0; i++ {
+				if i%64 == 0 && i+64 <= length && binary.LittleEndian.Uint64(h.Bitmap[i/8:]) == ^uint64(0) {
+					// 64 blocks in use: a full group is passed over a
+					// word at a time.
+					i += 63
+					continue
+				}
+				blk := start + uint64(i)
+				if bitGet(h.Bitmap, i) || skip[blk] {
+					continue
+				}
+				bitSet(h.Bitmap, i)
+				h.Free--
+				n--
+				if k := len(runs); k > 0 && runs[k-1].start+uint64(runs[k-1].count) == blk {
+					runs[k-1].count++
+				} else {
+					runs = append(runs, blockRun{blk, 1})
+				}
+			}
+			if err := tx.write(g, start, h.encode(start)); err != nil {
+				return nil, 0, err
+			}
 		}
 	}
 	return runs, n, nil
@@ -360,6 +444,7 @@ func (tx *Tx) applyFrees() error {
 		if err := tx.write(g, start, h.encode(start)); err != nil {
 			return err
 		}
+		s.noteAG(ag, false, false)
 	}
 	tx.frees = map[uint64]bool{}
 	return nil

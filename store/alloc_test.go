@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -286,6 +287,79 @@ func TestAllocFindsAFreedBlockInAFullGroup(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
+	checkClean(t, dev)
+}
+
+// TestFullNodeSpreadsIntoFreeGroups: a node whose own allocation group is
+// full allocates in a free group, not in the group another node is
+// allocating in (whose lock would go back and forth between the two),
+// even where that group comes next in its order and in lock order; and
+// the other node keeps its group to itself.
+func TestFullNodeSpreadsIntoFreeGroups(t *testing.T) {
+	dev := newMem(t, 2304, FormatOptions{AGBlocks: 256}) // 4 groups of 256 blocks
+	lm := NewMemLocks()
+	b := openNode(t, dev, lm, "b", 1) // groups in order 1, 3, 2, 0
+	d := openNode(t, dev, lm, "d", 3) // groups in order 3, 1, 0, 2
+	if got := int(b.sb.AGCount); got != 4 {
+		t.Fatalf("%d allocation groups, want 4", got)
+	}
+	mkdirs(t, b, "b")
+	mkdirs(t, d, "d")
+	groupOf := func(s *Store, name string) int {
+		t.Helper()
+		fi, err := s.Stat(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return int((fi.Sys().(FileStat).Ino - s.sb.AGStart) / uint64(s.sb.AGBlocks))
+	}
+	create := func(s *Store, name string) {
+		t.Helper()
+		f, err := s.OpenFile(name, os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Write([]byte(name)); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	perGroup := map[int]int{}
+	for i := 0; perGroup[0]+perGroup[2] == 0; i++ {
+		if i > 400 {
+			t.Fatalf("node b's files by group after %d: %v; want some beyond its home, 1", i, perGroup)
+		}
+		// Node d allocates in its home group between node b's files
+		// (fewer: its group is to have room to the end).
+		if i%4 == 0 {
+			dn := fmt.Sprintf("d/f%d", i)
+			create(d, dn)
+			if g := groupOf(d, dn); g != 3 {
+				t.Fatalf("node d's %s went to group %d; its home, 3, has room and is nobody else's", dn, g)
+			}
+		}
+		bn := fmt.Sprintf("b/f%d", i)
+		create(b, bn)
+		g := groupOf(b, bn)
+		perGroup[g]++
+		if g == 3 {
+			t.Fatalf("node b's %s went to group 3, where node d allocates, with groups 2 and 0 free (b's files by group: %v)", bn, perGroup)
+		}
+	}
+	for k := 0; k < 20; k++ {
+		create(d, fmt.Sprintf("d/g%d", k))
+		create(b, fmt.Sprintf("b/g%d", k))
+		if g := groupOf(b, fmt.Sprintf("b/g%d", k)); g == 3 {
+			t.Fatalf("node b's b/g%d went to group 3, where node d allocates", k)
+		}
+	}
+	b.Close()
+	d.Close()
 	checkClean(t, dev)
 }
 

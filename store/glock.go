@@ -219,6 +219,14 @@ func (g *glock) acquire(ctx context.Context, mode LockMode, try, recovery bool) 
 	}
 }
 
+// localAsk says whether a local user is asking the lock manager for g
+// (a plain or a recovery request) right now.
+func (g *glock) localAsk() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.asking != nil || g.rbusy != nil
+}
+
 // leaveAndWait lets go of mu and the local side (held in mode) and waits
 // for ch, another user's request, to end; with try it fails at once.
 func (g *glock) leaveAndWait(ctx context.Context, mode LockMode, try bool, ch <-chan struct{}) error {

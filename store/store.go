@@ -196,6 +196,10 @@ type Store struct {
 	rep        replayState // guarded by recMu
 
 	agOrder []int // allocation groups in the order this node tries them
+	// What this node last learned of allocation groups it does not hold
+	// (allocPass): found full, or held by another node. Hints only.
+	agMu    sync.Mutex
+	agNotes map[int]agNote
 
 	// Inode locks asked for ahead (lockAhead): the blocks in flight, the
 	// blocks reserved for inodes, and the goroutines, which Close ends

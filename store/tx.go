@@ -218,13 +218,25 @@ func (tx *Tx) upgradeRecovery(g *glock) bool {
 // tryLock takes g only if that needs no waiting or comes in lock order
 // (waiting then is safe); it reports whether g is held.
 func (tx *Tx) tryLock(g *glock, mode LockMode) (bool, error) {
+	return tx.tryLockIn(g, mode, false)
+}
+
+// tryLockNoWait is tryLock that never waits: a lock this node would have
+// to ask another node for, or wait for a local user of, is not taken
+// (false, nil). Asking the lock manager costs a request (refused at once,
+// leaving nothing queued, nor a blocking callback to the holder).
+func (tx *Tx) tryLockNoWait(g *glock, mode LockMode) (bool, error) {
+	return tx.tryLockIn(g, mode, true)
+}
+
+func (tx *Tx) tryLockIn(g *glock, mode LockMode, noWait bool) (bool, error) {
 	if m, ok := tx.held[g]; ok {
 		if m == Exclusive || mode == Shared || tx.upgradeRecovery(g) {
 			return true, nil
 		}
 		return false, nil
 	}
-	try := tx.last != nil && g.before(tx.last)
+	try := noWait || (tx.last != nil && g.before(tx.last))
 	yielded, err := tx.acquire(g, mode, try)
 	if yielded {
 		tx.retry = &retryError{g, mode, true}
