@@ -362,14 +362,15 @@ func (b *bench) bigDir(ctx context.Context) error {
 func (b *bench) twoNodes(ctx context.Context) error {
 	const rounds = 3
 	var alone, together, ra, rb, peer1, peer2 float64
-	cb := b.b.cost()
-	var files int
+	ca, cb := b.a.cost(), b.b.cost()
+	var files, filesA int
 	d := b.o.dur / rounds
 	for r := 0; r < rounds; r++ {
-		a, _, err := createFor(storeFS{b.a.st}, fmt.Sprintf("two-alone%d", r), d)
+		a, na, err := createFor(storeFS{b.a.st}, fmt.Sprintf("two-alone%d", r), d)
 		if err != nil {
 			return err
 		}
+		filesA += na
 		p1, _, err := createFor(b.peer, fmt.Sprintf("two-alone%d", r), d)
 		if err != nil {
 			return err
@@ -388,9 +389,10 @@ func (b *bench) twoNodes(ctx context.Context) error {
 		together += (rates[0] + rates[1]) / rounds
 		peer2 += (p2[0] + p2[1]) / rounds
 		files += ns[1]
+		filesA += ns[0]
 	}
 	b.add(row{name: "create+4KiB+fsync, 2 nodes, own directories", unit: "files/s", store: together, peer: alone, target: 1.6,
-		note: fmt.Sprintf("%.0f + %.0f; peer: node a alone; %d interleaved rounds; node b %s", ra, rb, rounds, b.b.cost().per(cb, float64(files)))})
+		note: fmt.Sprintf("%.0f + %.0f; peer: node a alone; %d interleaved rounds; node b %s; node a (alone and together) %s", ra, rb, rounds, b.b.cost().per(cb, float64(files)), b.a.cost().per(ca, float64(filesA)))})
 	b.add(row{name: "  ext4: 2 writers vs 1, own directories", unit: "files/s", store: peer2, peer: peer1,
 		note: fmt.Sprintf("not the store: the peer file system doing the row above's work with two writers (%.0f files/s) against one, in the same rounds: what a second writer gains on this machine's CPUs and disk with no lock manager between them", peer2)})
 	return nil
