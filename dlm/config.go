@@ -32,7 +32,8 @@ type Config struct {
 	// it, until another node needs it (lock caching). Default true.
 	CacheLocks bool
 	// MaxCached is how many idle cached locks a node keeps; beyond it the
-	// oldest idle ones are released. Zero means no limit.
+	// oldest idle ones are released, a sixteenth of MaxCached at a time,
+	// up to 64 releases to an etcd transaction. Zero means no limit.
 	MaxCached int
 	// DeadlockGrace is how long a wait-for cycle must persist before a
 	// waiter that asked for deadlock errors gets ErrDeadlock. It leaves

@@ -49,3 +49,55 @@ func TestLockIdleOnlyWhenItsWriteAnswersIsEvicted(t *testing.T) {
 		return !held
 	})
 }
+
+// TestEvictionReleasesInBatches: the idle locks evict trims at once go
+// to etcd in few transactions, not one each, and are gone from the lock
+// table: another node takes them without a blocking callback to this one.
+func TestEvictionReleasesInBatches(t *testing.T) {
+	t.Parallel() // its own etcd member, prefixes its own
+	if testing.Short() {
+		t.Skip("starts an etcd member")
+	}
+	c := etcdtest.NewCluster(t, 1)
+	const maxCached, locks = 160, 400
+	a := startTestNodeWith(t, c, 0, "a", func(cfg *Config) { cfg.MaxCached = maxCached })
+	b := startTestNode(t, c, 0, "b")
+	ctx := ctxT(t, 60*time.Second)
+	res := func(i int) Resource { return Named(fmt.Sprintf("batch%d", i)) }
+	w0 := a.n.EtcdWrites()
+	for i := range locks {
+		l, err := a.n.Acquire(ctx, res(i), EX)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Release(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	keep := maxCached - maxCached/16
+	testutil.WaitFor(t, 10*time.Second, "the idle locks past MaxCached given back", func() bool {
+		return a.n.Stats().CachedLocks <= maxCached
+	})
+	// One write per new lock, and the releases of each trim (about
+	// maxCached/16 locks) in one each: one at a time they would be
+	// locks-keep writes more.
+	released := locks - a.n.Stats().CachedLocks
+	got, most := a.n.EtcdWrites()-w0, uint64(locks+released/4)
+	t.Logf("%d etcd writes for %d new locks and %d released", got, locks, released)
+	if got > most {
+		t.Fatalf("%d etcd writes for %d new locks and %d released, want at most %d", got, locks, released, most)
+	}
+	if released < locks-keep-maxCached/16 {
+		t.Fatalf("%d of %d locks released, with MaxCached %d", released, locks, maxCached)
+	}
+	for i := range 20 {
+		l, err := b.n.Acquire(ctx, res(i), EX)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.Release()
+	}
+	if bc := a.n.Stats().BlockingCallbacks; bc != 0 {
+		t.Fatalf("node a had %d blocking callbacks for locks it released", bc)
+	}
+}

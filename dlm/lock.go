@@ -538,9 +538,7 @@ func (n *Node) evict() {
 	}
 	keep := n.cfg.MaxCached - n.cfg.MaxCached/16
 	slices.SortFunc(idle, func(a, b *nodeLock) int { return cmp.Compare(a.idleSince, b.idleSince) })
-	for _, nl := range idle[:len(idle)-keep] {
-		n.startRelease(nl)
-	}
+	n.releaseBatch(idle[:len(idle)-keep])
 	n.mayIdle = keep
 }
 
@@ -602,6 +600,12 @@ func (n *Node) startConvert(nl *nodeLock, mode Mode, try, failOn bool) {
 }
 
 func (n *Node) startRelease(nl *nodeLock) {
+	n.write(nl, n.releaseWrite(nl))
+}
+
+// releaseWrite detaches nl's request from it and returns the write that
+// gives the request up (with nl's value block when it is dirty).
+func (n *Node) releaseWrite(nl *nodeLock) lockWrite {
 	key := nl.key
 	w := lockWrite{onDone: func(*clientv3.TxnResponse) { delete(n.byKey, key) }}
 	stillOurs := clientv3.Compare(clientv3.CreateRevision(key), ">", 0)
@@ -625,7 +629,43 @@ func (n *Node) startRelease(nl *nodeLock) {
 	// a new request may be queued while the delete is in flight (it waits
 	// behind the old one in the cluster's queue, like anyone else's).
 	nl.key, nl.held, nl.blocked, nl.lvbDirty, nl.createRev, nl.draining, nl.reqVal = "", false, false, false, 0, false, ""
-	n.write(nl, w)
+	return w
+}
+
+// maxReleaseBatch bounds the releases sent in one etcd transaction
+// (releaseBatch): each is a nested transaction of its own, and etcd
+// refuses a transaction of more operations than its --max-txn-ops (128
+// by default).
+const maxReleaseBatch = 64
+
+// releaseBatch gives up the requests of nls, idle cached locks, in etcd
+// transactions of up to maxReleaseBatch releases each instead of one
+// each: evict trims many locks at once (MaxCached/16), and each
+// transaction is a sync of etcd's log and an event every node's replica
+// applies. A request whose creation revision is not known yet is
+// released on its own (its release is not guarded on it).
+func (n *Node) releaseBatch(nls []*nodeLock) {
+	var batch []*nodeLock
+	var ws []lockWrite
+	flush := func() {
+		if len(batch) == 1 {
+			n.write(batch[0], ws[0])
+		} else if len(batch) > 1 {
+			n.writeBatch(batch, ws)
+		}
+		batch, ws = nil, nil
+	}
+	for _, nl := range nls {
+		if nl.createRev == 0 {
+			n.startRelease(nl)
+			continue
+		}
+		batch, ws = append(batch, nl), append(ws, n.releaseWrite(nl))
+		if len(batch) == maxReleaseBatch {
+			flush()
+		}
+	}
+	flush()
 }
 
 // maxWriteAttempt bounds one attempt at a lock-table write.
@@ -670,34 +710,7 @@ func (n *Node) write(nl *nodeLock, w lockWrite) {
 	go func() {
 		defer n.wg.Done()
 		defer n.writes.Done()
-		var err error
-		var resp *clientv3.TxnResponse
-		timeout := n.cfg.WriteAttemptTimeout
-		for try := 0; try < 1000; try++ {
-			ctx, cancel := attempt.Context(n.ctx, timeout, n.cfg.LeaderChanges)
-			resp, err = n.cfg.Client.Txn(ctx).If(guard).Then(ops...).Commit()
-			changed := err != nil && attempt.LeaderChanged(ctx)
-			cancel()
-			n.etcdWrites.Add(1)
-			if err == nil || n.ctx.Err() != nil {
-				break
-			}
-			n.mu.Lock()
-			dead := n.alive() != nil
-			n.mu.Unlock()
-			if dead {
-				break
-			}
-			if changed {
-				// A new leader serves: what the old one was handed is
-				// lost, send it again now.
-				n.log.Debug("etcd leader changed during a lock request write; sending it again", "resource", nl.res)
-				continue
-			}
-			timeout = min(2*timeout, maxWriteAttempt)
-			n.log.Warn("lock request write failed; retrying", "resource", nl.res, "error", err)
-			time.Sleep(time.Duration(min(try+1, 20)) * 10 * time.Millisecond)
-		}
+		resp, err := n.commitRetrying(guard, ops, "resource", nl.res)
 		n.mu.Lock()
 		defer n.mu.Unlock()
 		if w.track {
@@ -748,6 +761,84 @@ func (n *Node) write(nl *nodeLock, w lockWrite) {
 			// meanwhile was busy then, and becomes idle only now.
 			n.mayIdle++
 			n.evict()
+		}
+	}()
+}
+
+// commitRetrying commits ops guarded by guard, retrying as write says
+// until it lands, the node closes or is fenced; what and who name the
+// write in the log.
+func (n *Node) commitRetrying(guard clientv3.Cmp, ops []clientv3.Op, what string, who any) (*clientv3.TxnResponse, error) {
+	var err error
+	var resp *clientv3.TxnResponse
+	timeout := n.cfg.WriteAttemptTimeout
+	for try := 0; try < 1000; try++ {
+		ctx, cancel := attempt.Context(n.ctx, timeout, n.cfg.LeaderChanges)
+		resp, err = n.cfg.Client.Txn(ctx).If(guard).Then(ops...).Commit()
+		changed := err != nil && attempt.LeaderChanged(ctx)
+		cancel()
+		n.etcdWrites.Add(1)
+		if err == nil || n.ctx.Err() != nil {
+			break
+		}
+		n.mu.Lock()
+		dead := n.alive() != nil
+		n.mu.Unlock()
+		if dead {
+			break
+		}
+		if changed {
+			// A new leader serves: what the old one was handed is
+			// lost, send it again now.
+			n.log.Debug("etcd leader changed during a lock request write; sending it again", what, who)
+			continue
+		}
+		timeout = min(2*timeout, maxWriteAttempt)
+		n.log.Warn("lock request write failed; retrying", what, who, "error", err)
+		time.Sleep(time.Duration(min(try+1, 20)) * 10 * time.Millisecond)
+	}
+	return resp, err
+}
+
+// writeBatch runs the releases ws of nls (releaseWrite, each guarded on
+// its request's creation) as one transaction guarded by the member's
+// lease, in the background and retried as write does, and drives each
+// lock again when it is done. A release whose request is gone already
+// (an earlier attempt, a force-release) is done all the same.
+func (n *Node) writeBatch(nls []*nodeLock, ws []lockWrite) {
+	guard := n.guard()
+	n.wg.Add(1)
+	n.writes.Add(1)
+	ops := make([]clientv3.Op, len(ws))
+	for i, w := range ws {
+		ops[i] = clientv3.OpTxn([]clientv3.Cmp{*w.keyCmp}, w.ops, nil)
+	}
+	go func() {
+		defer n.wg.Done()
+		defer n.writes.Done()
+		resp, err := n.commitRetrying(guard, ops, "releases", len(ws))
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		switch {
+		case err != nil:
+			if errors.Is(n.fenced, ErrClosed) {
+				for _, w := range ws {
+					if w.back != nil {
+						n.closeLVBs = append(n.closeLVBs, *w.back)
+					}
+				}
+			} else if n.ctx.Err() == nil {
+				n.fence(fmt.Errorf("%w: lock request write failed: %v", ErrLeaseLost, err))
+			}
+		case !resp.Succeeded:
+			n.fence(fmt.Errorf("%w: member key %s no longer carries lease %x", ErrLeaseLost, n.cfg.Member.MemberKey(), n.cfg.Member.LeaseID()))
+		default:
+			for _, w := range ws {
+				w.onDone(resp)
+			}
+		}
+		for _, nl := range nls {
+			n.drive(nl)
 		}
 	}()
 }
