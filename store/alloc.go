@@ -2,6 +2,7 @@ package store
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"sort"
 	"time"
@@ -180,8 +181,10 @@ func (tx *Tx) agHeaderOf(g *glock, ag int) (*agHeader, uint64, error) {
 // own groups in its order (agOrder), so nodes allocate in parallel
 // without contending for a group's lock or for the mirror's locks of the
 // regions they write. Groups whose lock would have to be waited for out
-// of lock order are skipped. ErrNoSpace when no group has the room;
-// nothing is changed then that the transaction commits (it is abandoned).
+// of lock order are skipped. A group whose header is damaged (ErrCorrupt)
+// is passed by. ErrNoSpace when no group has the room, or the ErrCorrupt
+// of a damaged group when the room may be there; nothing is changed then
+// that the transaction commits (it is abandoned).
 func (tx *Tx) alloc(n int) ([]blockRun, error) { return tx.allocIn(n, false) }
 
 // allocInode allocates the block of a new inode like alloc, but may take
@@ -218,6 +221,7 @@ func (tx *Tx) allocIn(n int, forInode bool) ([]blockRun, error) {
 			order = append(order, ag)
 		}
 	}
+	var damaged error // the first group whose header could not be used
 	for pass := 0; pass < 2 && n > 0; pass++ {
 		if pass == 1 {
 			if skip == nil {
@@ -226,9 +230,14 @@ func (tx *Tx) allocIn(n int, forInode bool) ([]blockRun, error) {
 			skip = nil // only reserved blocks are left: take them
 		}
 		var err error
-		if runs, n, err = tx.allocPass(order, runs, n, skip); err != nil {
+		if runs, n, err = tx.allocPass(order, runs, n, skip, &damaged); err != nil {
 			return nil, err
 		}
+	}
+	if n > 0 && damaged != nil {
+		// The room wanted may be in the damaged group: say so rather
+		// than ErrNoSpace.
+		return nil, damaged
 	}
 	if n > 0 {
 		return nil, fmt.Errorf("%w: %d more blocks wanted", ErrNoSpace, n)
@@ -286,7 +295,8 @@ func (s *Store) passOver(ag int) bool {
 
 // allocPass allocates up to n blocks in the groups of order (first fit),
 // passing by the blocks in skip; it returns the runs and how many blocks
-// are still wanted. It looks in two sweeps, as GFS2's block reservation
+// are still wanted; the first group whose header it found damaged goes to
+// *damaged. It looks in two sweeps, as GFS2's block reservation
 // does over its resource groups (gfs2_inplace_reserve: first only groups
 // whose lock comes without a wait, LM_FLAG_TRY, and that are not known
 // full; then any): the first takes only groups this node gets without
@@ -297,7 +307,7 @@ func (s *Store) passOver(ag int) bool {
 // second looks at the groups the first did not, waiting for their locks
 // in lock order as any lock, so that ErrNoSpace still means no room in
 // any group.
-func (tx *Tx) allocPass(order []int, runs []blockRun, n int, skip map[uint64]bool) ([]blockRun, int, error) {
+func (tx *Tx) allocPass(order []int, runs []blockRun, n int, skip map[uint64]bool, damaged *error) ([]blockRun, int, error) {
 	s := tx.s
 	looked := make(map[int]bool, len(order))
 	first := 0
@@ -334,6 +344,19 @@ func (tx *Tx) allocPass(order []int, runs []blockRun, n int, skip map[uint64]boo
 			}
 			looked[ag] = true
 			h, start, err := tx.agHeaderOf(g, ag)
+			if errors.Is(err, ErrCorrupt) {
+				// Damaged on every leg (or well formed but wrong): no
+				// block of it is handed out until a repair rebuilds
+				// it; the other groups serve meanwhile.
+				if *damaged == nil {
+					*damaged = err
+				}
+				if !s.passOver(ag) {
+					s.log.Error("allocation group header damaged; allocating in other groups until a repair (shoalblk store check --repair, offline)", "group", ag, "error", err)
+					s.noteAG(ag, true, false)
+				}
+				continue
+			}
 			if err != nil {
 				return nil, 0, err
 			}

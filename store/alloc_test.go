@@ -365,16 +365,17 @@ func TestFullNodeSpreadsIntoFreeGroups(t *testing.T) {
 
 // TestShortBitmapIsCorruptNotACrash: an allocation group header that is
 // well formed (checksum and all) but whose bitmap is short of its
-// group's blocks fails the allocations that reach it with ErrCorrupt
-// naming the group; nothing panics, and the other groups serve.
+// group's blocks is passed by: allocations go to the other groups, and
+// fail with ErrCorrupt naming a group only when every group is damaged;
+// nothing panics.
 func TestShortBitmapIsCorruptNotACrash(t *testing.T) {
 	dev := newMem(t, 2304, FormatOptions{AGBlocks: 256}) // 4 groups of 256 blocks
 	sb, err := ReadSuperblock(context.Background(), dev)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Group 1, the home of slot 1, and slot 1's second, group 3.
-	for _, ag := range []int{1, 3} {
+	shorten := func(ag int) {
+		t.Helper()
 		start, _ := sb.agRange(ag)
 		b := make([]byte, BlockSize)
 		if err := dev.ReadAt(context.Background(), b, int64(start)*BlockSize); err != nil {
@@ -389,11 +390,20 @@ func TestShortBitmapIsCorruptNotACrash(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Groups 1 and 3: slot 1's home and its second.
+	shorten(1)
+	shorten(3)
 	lm := NewMemLocks()
 	b := openNode(t, dev, lm, "b", 1)
-	err = b.WriteFile("x", []byte("x"), 0o644)
-	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "allocation group 1") {
-		t.Fatalf("a create on slot 1: %v, want ErrCorrupt naming allocation group 1", err)
+	if err := b.WriteFile("x", []byte("x"), 0o644); err != nil {
+		t.Fatalf("a create on slot 1, groups 0 and 2 whole: %v", err)
+	}
+	fi, err := b.Stat("x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ag := int((fi.Sys().(FileStat).Ino - sb.AGStart) / uint64(sb.AGBlocks)); ag != 0 && ag != 2 {
+		t.Fatalf("x's inode is in group %d, a damaged one", ag)
 	}
 	a := openNode(t, dev, lm, "a", 0)
 	if err := a.WriteFile("y", []byte("y"), 0o644); err != nil {
@@ -401,5 +411,22 @@ func TestShortBitmapIsCorruptNotACrash(t *testing.T) {
 	}
 	if got, err := b.ReadFile("y"); err != nil || string(got) != "y" {
 		t.Fatalf("node b reads y: %q, %v", got, err)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Every group damaged: the create fails, naming the damage.
+	shorten(0)
+	shorten(2)
+	c := openNode(t, dev, lm, "c", 2)
+	err = c.WriteFile("z", []byte("z"), 0o644)
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "allocation group") {
+		t.Fatalf("a create with every group damaged: %v, want ErrCorrupt naming an allocation group", err)
+	}
+	if got, err := c.ReadFile("x"); err != nil || string(got) != "x" {
+		t.Fatalf("node c reads x: %q, %v", got, err)
 	}
 }
