@@ -8,7 +8,10 @@
 // Blocks are BlockSize (4 KiB). Block 0 is the superblock; then one
 // journal per slot; then the allocation groups, each starting with a
 // header that holds its free-space bitmap and counters and guarded by a
-// lock of its own (GFS2's resource groups). An inode is one block (its
+// lock of its own (GFS2's resource groups). A node allocates in its own
+// groups first (chosen by slot) and, when they are full, in groups no
+// other node holds before any it would have to take from another node.
+// An inode is one block (its
 // number is its block number) with a generation that changes when the
 // block is reused; small files keep their data inline in it, larger ones
 // an extent list (overflowing into chained extent blocks); a directory
@@ -16,7 +19,8 @@
 // one short chain even at 100,000 entries. Every metadata block starts
 // with a self-describing header: kind, its own block number, owning inode
 // and generation, and a CRC-32C; a damaged block is named with its inode
-// and path by Check and in read errors.
+// and path by Check and in read errors. A node allocates around an
+// allocation group whose header is damaged (logging it) until a repair.
 //
 // # Transactions
 //
