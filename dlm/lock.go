@@ -718,18 +718,8 @@ func (n *Node) write(nl *nodeLock, w lockWrite) {
 			n.revCond.Broadcast() // Lock.Settle waits for this
 		}
 		switch {
-		case err != nil:
-			if errors.Is(n.fenced, ErrClosed) {
-				if w.back != nil {
-					// Close stopped the retries; it writes the value
-					// block back before it withdraws the requests.
-					n.closeLVBs = append(n.closeLVBs, *w.back)
-				}
-			} else if n.ctx.Err() == nil {
-				n.fence(fmt.Errorf("%w: lock request write failed: %v", ErrLeaseLost, err))
-			}
-		case !resp.Succeeded:
-			n.fence(fmt.Errorf("%w: member key %s no longer carries lease %x", ErrLeaseLost, n.cfg.Member.MemberKey(), n.cfg.Member.LeaseID()))
+		case !n.landed(resp, err, w):
+			// Left to Close, or the node is fenced.
 		case w.keyCmp != nil && !resp.Responses[0].GetResponseTxn().Succeeded && w.release:
 			// Released already (an earlier attempt landed) or removed
 			// behind our back: either way it is gone.
@@ -800,6 +790,32 @@ func (n *Node) commitRetrying(guard clientv3.Cmp, ops []clientv3.Op, what string
 	return resp, err
 }
 
+// landed settles what every lock-table write of ws may end in: an error
+// (the value blocks it gave back are left to Close when Close stopped its
+// retries; otherwise the node is fenced) or a failed lease guard (fenced).
+// It reports whether resp is an answer the caller goes on with. Under mu.
+func (n *Node) landed(resp *clientv3.TxnResponse, err error, ws ...lockWrite) bool {
+	switch {
+	case err != nil:
+		if errors.Is(n.fenced, ErrClosed) {
+			for _, w := range ws {
+				if w.back != nil {
+					// Close stopped the retries; it writes the value
+					// block back before it withdraws the requests.
+					n.closeLVBs = append(n.closeLVBs, *w.back)
+				}
+			}
+		} else if n.ctx.Err() == nil {
+			n.fence(fmt.Errorf("%w: lock request write failed: %v", ErrLeaseLost, err))
+		}
+		return false
+	case !resp.Succeeded:
+		n.fence(fmt.Errorf("%w: member key %s no longer carries lease %x", ErrLeaseLost, n.cfg.Member.MemberKey(), n.cfg.Member.LeaseID()))
+		return false
+	}
+	return true
+}
+
 // writeBatch runs the releases ws of nls (releaseWrite, each guarded on
 // its request's creation) as one transaction guarded by the member's
 // lease, in the background and retried as write does, and drives each
@@ -819,20 +835,7 @@ func (n *Node) writeBatch(nls []*nodeLock, ws []lockWrite) {
 		resp, err := n.commitRetrying(guard, ops, "releases", len(ws))
 		n.mu.Lock()
 		defer n.mu.Unlock()
-		switch {
-		case err != nil:
-			if errors.Is(n.fenced, ErrClosed) {
-				for _, w := range ws {
-					if w.back != nil {
-						n.closeLVBs = append(n.closeLVBs, *w.back)
-					}
-				}
-			} else if n.ctx.Err() == nil {
-				n.fence(fmt.Errorf("%w: lock request write failed: %v", ErrLeaseLost, err))
-			}
-		case !resp.Succeeded:
-			n.fence(fmt.Errorf("%w: member key %s no longer carries lease %x", ErrLeaseLost, n.cfg.Member.MemberKey(), n.cfg.Member.LeaseID()))
-		default:
+		if n.landed(resp, err, ws...) {
 			for _, w := range ws {
 				w.onDone(resp)
 			}
